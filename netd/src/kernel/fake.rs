@@ -1,0 +1,133 @@
+//! An in-memory `Kernel` for unit tests of plans and the engine: records every step in
+//! `ip`-like words and keeps just enough state (links, namespaces, nft batches) to assert on.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Mutex;
+
+use ipnetwork::IpNetwork;
+
+use super::{Kernel, KernelError, OwnedLink};
+use crate::plan::{describe, Step};
+
+#[derive(Default)]
+struct State {
+    log: Vec<String>,
+    links: BTreeSet<String>,
+    aliases: Vec<(String, String)>,
+    netns: BTreeSet<String>,
+    nft: Vec<String>,
+    fail_on: Option<String>,
+    routes: Vec<IpNetwork>,
+}
+
+#[derive(Default)]
+pub struct FakeKernel {
+    st: Mutex<State>,
+}
+
+impl FakeKernel {
+    fn st(&self) -> std::sync::MutexGuard<'_, State> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    /// Make the step whose description equals `what` fail.
+    pub fn fail_on(&self, what: &str) {
+        self.st().fail_on = Some(what.to_string());
+    }
+    pub fn clear_failure(&self) {
+        self.st().fail_on = None;
+    }
+    pub fn add_route(&self, n: IpNetwork) {
+        self.st().routes.push(n);
+    }
+    pub fn log(&self) -> Vec<String> {
+        self.st().log.clone()
+    }
+    pub fn links(&self) -> BTreeSet<String> {
+        self.st().links.clone()
+    }
+    pub fn netns(&self) -> BTreeSet<String> {
+        self.st().netns.clone()
+    }
+    pub fn nft_batches(&self) -> Vec<String> {
+        self.st().nft.clone()
+    }
+}
+
+impl Kernel for FakeKernel {
+    fn apply(&self, step: &Step) -> Result<(), KernelError> {
+        let mut st = self.st();
+        let d = describe(step);
+        if st.fail_on.as_deref() == Some(d.as_str()) {
+            return Err(KernelError::Other(format!("injected failure: {d}")));
+        }
+        st.log.push(d);
+        match step {
+            Step::CreateNetns { path } | Step::BindHostNetns { path } => {
+                if !st.netns.insert(path.display().to_string()) {
+                    return Err(KernelError::Other("netns exists".into()));
+                }
+            }
+            Step::DeleteNetns { path } => {
+                st.netns.remove(&path.display().to_string());
+            }
+            Step::CreateBridge(b) => {
+                st.links.insert(b.name.clone());
+                st.aliases.push((b.name.clone(), b.alias.clone()));
+            }
+            Step::CreateVeth(v) => {
+                if !st.links.insert(v.host_name.clone()) {
+                    return Err(KernelError::Other(format!("link {} exists", v.host_name)));
+                }
+                st.aliases.push((v.host_name.clone(), v.alias.clone()));
+            }
+            Step::DeleteLink { name, netns: None } => {
+                st.links.remove(name);
+                st.aliases.retain(|(n, _)| n != name);
+            }
+            Step::DeleteLink { .. } | Step::Sysctl { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn owned_links(&self) -> Result<Vec<OwnedLink>, KernelError> {
+        let st = self.st();
+        Ok(st
+            .aliases
+            .iter()
+            .filter(|(n, a)| a.starts_with("netd:") && st.links.contains(n))
+            .map(|(n, a)| OwnedLink {
+                name: n.clone(),
+                alias: a.clone(),
+                kind: if a.starts_with("netd:net=") { "bridge" } else { "veth" }.into(),
+                master: None,
+            })
+            .collect())
+    }
+
+    fn link_exists(&self, name: &str, netns: Option<&Path>) -> Result<bool, KernelError> {
+        Ok(netns.is_some() || self.st().links.contains(name))
+    }
+
+    fn routed_prefixes(&self) -> Result<Vec<IpNetwork>, KernelError> {
+        Ok(self.st().routes.clone())
+    }
+
+    fn local_addrs(&self) -> Result<Vec<IpAddr>, KernelError> {
+        Ok(vec!["127.0.0.1".parse().expect("literal")])
+    }
+
+    fn netns_alive(&self, path: &Path) -> bool {
+        self.st().netns.contains(&path.display().to_string())
+    }
+
+    fn nft(&self, batch: &str) -> Result<(), KernelError> {
+        self.st().nft.push(batch.to_string());
+        Ok(())
+    }
+
+    fn nft_table_exists(&self, _family: &str, _name: &str) -> Result<bool, KernelError> {
+        Ok(!self.st().nft.is_empty())
+    }
+}

@@ -1,0 +1,77 @@
+//! Every kernel call netd makes: netlink (links, addresses, routes), network namespaces,
+//! sysctls and nftables. Nothing outside this folder opens a netlink socket, calls
+//! `setns` or talks to nftables; the rest of netd hands `plan::Step`s and nftables
+//! batches to the `Kernel` trait, which tests replace with `fake::FakeKernel`.
+
+pub mod fake;
+pub mod linux;
+pub mod netlink;
+pub mod netns;
+pub mod nft;
+pub mod sysctl;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnetwork::IpNetwork;
+
+use crate::plan::Step;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("netlink {op}: {msg}")]
+    Netlink { op: String, msg: String },
+    #[error("netns {path}: {msg}")]
+    Netns { path: PathBuf, msg: String },
+    #[error("sysctl {key}: {source}")]
+    Sysctl {
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("nftables: {0}")]
+    Nft(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A link netd owns, found by its `netd:` alias.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedLink {
+    pub name: String,
+    pub alias: String,
+    /// "bridge", "veth", ...
+    pub kind: String,
+    /// Bridge the link is enslaved to, if any.
+    pub master: Option<String>,
+}
+
+/// What the rest of netd needs from the kernel. One instance per daemon; it acts on the
+/// daemon's own network namespace (its "host") and on sandbox namespaces by path.
+pub trait Kernel: Send + Sync {
+    /// Applies one plan step. Delete steps succeed when the object is already gone.
+    fn apply(&self, step: &Step) -> Result<(), KernelError>;
+
+    /// Links in the host namespace whose alias starts with `netd:`.
+    fn owned_links(&self) -> Result<Vec<OwnedLink>, KernelError>;
+
+    /// Whether a link exists in the host namespace (or in `netns`).
+    fn link_exists(&self, name: &str, netns: Option<&Path>) -> Result<bool, KernelError>;
+
+    /// Destination prefixes of the host namespace's routes (all tables), so IPAM can skip
+    /// subnets that are already in use on the host.
+    fn routed_prefixes(&self) -> Result<Vec<IpNetwork>, KernelError>;
+
+    /// Local addresses of the host namespace (for published-port reachability checks and
+    /// host-IP binding validation).
+    fn local_addrs(&self) -> Result<Vec<IpAddr>, KernelError>;
+
+    /// Whether `path` is a live network namespace mount.
+    fn netns_alive(&self, path: &Path) -> bool;
+
+    /// Applies an nftables batch (nft syntax) in the host namespace as one transaction.
+    fn nft(&self, batch: &str) -> Result<(), KernelError>;
+
+    /// Whether table `family name` exists in the host namespace.
+    fn nft_table_exists(&self, family: &str, name: &str) -> Result<bool, KernelError>;
+}

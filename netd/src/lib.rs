@@ -1,0 +1,19 @@
+//! netd: kernel-level container networking.
+//!
+//! Layers, from pure to impure: `model` (plain data + validation), `ipam` (address
+//! allocation over plain data), `driver` (model -> kernel `plan::Step`s), `firewall`
+//! (desired nftables ruleset from the model), `store` (persistence), `kernel` (every
+//! syscall, netlink message and nftables batch), `engine` (orchestrates one operation:
+//! plan, apply, undo on failure, persist), `api` (HTTP/JSON over a unix socket) and
+//! `stack` (`netd up`).
+
+pub mod api;
+pub mod driver;
+pub mod engine;
+pub mod firewall;
+pub mod ipam;
+pub mod kernel;
+pub mod model;
+pub mod plan;
+pub mod stack;
+pub mod store;

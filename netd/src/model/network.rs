@@ -1,0 +1,291 @@
+//! Networks: what a user asks for (`NetworkRequest`, strings as typed on a command line)
+//! and what netd keeps (`Network`, typed and complete).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
+
+use super::names::{bridge_name, validate_ifname, validate_name};
+
+pub const OPT_BRIDGE_NAME: &str = "com.docker.network.bridge.name";
+pub const OPT_ICC: &str = "com.docker.network.bridge.enable_icc";
+pub const OPT_MASQ: &str = "com.docker.network.bridge.enable_ip_masquerade";
+pub const OPT_HOST_BINDING: &str = "com.docker.network.bridge.host_binding_ipv4";
+pub const OPT_MTU: &str = "com.docker.network.driver.mtu";
+const KNOWN_BRIDGE_OPTS: &[&str] = &[OPT_BRIDGE_NAME, OPT_ICC, OPT_MASQ, OPT_HOST_BINDING];
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct SubnetRequest {
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    pub ip_range: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct NetworkRequest {
+    pub name: String,
+    pub driver: Option<String>,
+    pub subnets: Vec<SubnetRequest>,
+    pub ipv6: bool,
+    pub internal: bool,
+    pub mtu: Option<u32>,
+    pub options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A request after syntax checks: every string parsed, options understood. Pool choice,
+/// overlap and exhaustion are IPAM's business.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedNetwork {
+    pub name: String,
+    pub driver: String,
+    pub subnets: Vec<ParsedSubnet>,
+    pub ipv6: bool,
+    pub internal: bool,
+    pub mtu: u32,
+    pub bridge: String,
+    pub icc: bool,
+    pub masquerade: bool,
+    pub host_binding_ipv4: Option<Ipv4Addr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParsedSubnet {
+    pub subnet: IpNetwork,
+    pub gateway: Option<IpAddr>,
+    pub ip_range: Option<IpNetwork>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Subnet {
+    pub subnet: IpNetwork,
+    pub gateway: IpAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<IpNetwork>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Network {
+    pub name: String,
+    pub id: String,
+    pub driver: String,
+    pub bridge: String,
+    pub subnets: Vec<Subnet>,
+    pub ipv6: bool,
+    pub internal: bool,
+    pub icc: bool,
+    pub masquerade: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_binding_ipv4: Option<Ipv4Addr>,
+    pub mtu: u32,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Who made it: "netctl" (API, CLI, stack), later "docker" and "cni".
+    #[serde(default = "default_owner")]
+    pub owner: String,
+    pub created: u64,
+}
+
+fn default_owner() -> String {
+    "netctl".into()
+}
+
+impl Network {
+    pub fn subnet4(&self) -> Option<&Subnet> {
+        self.subnets.iter().find(|s| s.subnet.is_ipv4())
+    }
+    pub fn subnet6(&self) -> Option<&Subnet> {
+        self.subnets.iter().find(|s| s.subnet.is_ipv6())
+    }
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("option {key}={v}: expected true or false")),
+    }
+}
+
+pub fn parse_cidr(what: &str, s: &str) -> Result<IpNetwork, String> {
+    let n: IpNetwork = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid {what} {s:?}: expected CIDR like 10.1.0.0/24 or fd00::/64"))?;
+    if !s.contains('/') {
+        return Err(format!("invalid {what} {s:?}: missing prefix length (e.g. /24)"));
+    }
+    if n.network() != n.ip() {
+        return Err(format!(
+            "invalid {what} {s}: host bits are set; did you mean {}/{}?",
+            n.network(),
+            n.prefix()
+        ));
+    }
+    Ok(n)
+}
+
+impl NetworkRequest {
+    /// Syntax and option checks. Everything that needs other networks or pools is IPAM's.
+    pub fn parse(&self) -> Result<ParsedNetwork, String> {
+        validate_name(&self.name).map_err(|e| format!("network {e}"))?;
+        if matches!(self.name.as_str(), "host" | "none" | "bridge" | "default") {
+            return Err(format!("network name {:?} is reserved", self.name));
+        }
+        let driver = self.driver.clone().unwrap_or_else(|| "bridge".into());
+        if driver != "bridge" {
+            return Err(format!("driver {driver:?} is not supported here (supported: bridge)"));
+        }
+        let mut o = ParsedNetwork {
+            name: self.name.clone(),
+            driver,
+            subnets: Vec::new(),
+            ipv6: self.ipv6,
+            internal: self.internal,
+            mtu: self.mtu.unwrap_or(0),
+            bridge: bridge_name(&self.name),
+            icc: true,
+            masquerade: true,
+            host_binding_ipv4: None,
+        };
+        for (k, v) in &self.options {
+            match k.as_str() {
+                OPT_BRIDGE_NAME => {
+                    validate_ifname(v).map_err(|e| format!("option {k}: {e}"))?;
+                    o.bridge = v.clone();
+                }
+                OPT_ICC => o.icc = parse_bool(k, v)?,
+                OPT_MASQ => o.masquerade = parse_bool(k, v)?,
+                OPT_HOST_BINDING => {
+                    o.host_binding_ipv4 = Some(
+                        v.parse()
+                            .map_err(|_| format!("option {k}={v}: expected an IPv4 address"))?,
+                    )
+                }
+                OPT_MTU => {
+                    o.mtu = v.parse().map_err(|_| format!("option {k}={v}: expected a number"))?
+                }
+                k if k.starts_with("com.docker.network.bridge.") && !KNOWN_BRIDGE_OPTS.contains(&k) => {
+                    return Err(format!("unknown bridge option {k:?}"));
+                }
+                _ => {}
+            }
+        }
+        if o.mtu != 0 && !(68..=65535).contains(&o.mtu) {
+            return Err(format!("invalid MTU {}: must be between 68 and 65535", o.mtu));
+        }
+        if o.internal {
+            o.masquerade = false;
+        }
+        for s in &self.subnets {
+            let subnet = match &s.subnet {
+                Some(x) => parse_cidr("subnet", x)?,
+                None => return Err("a subnet entry needs a subnet".into()),
+            };
+            let gateway = match &s.gateway {
+                Some(g) => {
+                    let g: IpAddr = g
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("invalid gateway {g:?}: expected an IP address"))?;
+                    if !subnet.contains(g) || g.is_ipv4() != subnet.is_ipv4() {
+                        return Err(format!("gateway {g} is outside subnet {subnet}"));
+                    }
+                    if g == subnet.network() || (subnet.is_ipv4() && g == subnet.broadcast() && subnet.prefix() < 31) {
+                        return Err(format!("gateway {g} is the network or broadcast address of {subnet}"));
+                    }
+                    Some(g)
+                }
+                None => None,
+            };
+            let ip_range = match &s.ip_range {
+                Some(r) => {
+                    let r = parse_cidr("ip-range", r)?;
+                    if r.is_ipv4() != subnet.is_ipv4() || !subnet.contains(r.network()) || r.prefix() < subnet.prefix() {
+                        return Err(format!("ip-range {r} is not inside subnet {subnet}"));
+                    }
+                    Some(r)
+                }
+                None => None,
+            };
+            if subnet.is_ipv4() && subnet.prefix() > 30 {
+                return Err(format!("subnet {subnet} is too small: use /30 or larger"));
+            }
+            if subnet.is_ipv6() {
+                if subnet.prefix() > 126 {
+                    return Err(format!("subnet {subnet} is too small: use /126 or larger"));
+                }
+                o.ipv6 = true;
+            }
+            o.subnets.push(ParsedSubnet { subnet, gateway, ip_range });
+        }
+        let v4 = o.subnets.iter().filter(|s| s.subnet.is_ipv4()).count();
+        let v6 = o.subnets.len() - v4;
+        if v4 > 1 || v6 > 1 {
+            return Err("at most one IPv4 and one IPv6 subnet per network".into());
+        }
+        Ok(o)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(subnet: &str, gw: Option<&str>) -> NetworkRequest {
+        NetworkRequest {
+            name: "n1".into(),
+            subnets: vec![SubnetRequest {
+                subnet: Some(subnet.into()),
+                gateway: gw.map(Into::into),
+                ip_range: None,
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn parses_docker_options() {
+        let mut r = req("10.1.0.0/24", Some("10.1.0.254"));
+        r.options.insert(OPT_ICC.into(), "false".into());
+        r.options.insert(OPT_BRIDGE_NAME.into(), "br-custom".into());
+        r.options.insert(OPT_MTU.into(), "1400".into());
+        let p = r.parse().unwrap();
+        assert!(!p.icc);
+        assert_eq!(p.bridge, "br-custom");
+        assert_eq!(p.mtu, 1400);
+        assert_eq!(p.subnets[0].gateway, Some("10.1.0.254".parse().unwrap()));
+    }
+
+    #[test]
+    fn rejects_bad_input_with_reasons() {
+        let e = req("10.1.0.0/33", None).parse().unwrap_err();
+        assert!(e.contains("invalid subnet"), "{e}");
+        let e = req("10.1.0.5/24", None).parse().unwrap_err();
+        assert!(e.contains("did you mean 10.1.0.0/24"), "{e}");
+        let e = req("10.1.0.0/24", Some("10.2.0.1")).parse().unwrap_err();
+        assert!(e.contains("outside subnet"), "{e}");
+        let e = req("10.1.0.0/24", Some("10.1.0.255")).parse().unwrap_err();
+        assert!(e.contains("broadcast"), "{e}");
+        let mut r = req("10.1.0.0/24", None);
+        r.options.insert("com.docker.network.bridge.bogus".into(), "1".into());
+        assert!(r.parse().unwrap_err().contains("unknown bridge option"));
+        let mut r = req("10.1.0.0/24", None);
+        r.name = "host".into();
+        assert!(r.parse().unwrap_err().contains("reserved"));
+    }
+
+    #[test]
+    fn internal_never_masquerades_and_v6_subnet_implies_ipv6() {
+        let mut r = req("fd00:1::/64", None);
+        r.internal = true;
+        let p = r.parse().unwrap();
+        assert!(p.ipv6 && !p.masquerade);
+    }
+}

@@ -1,0 +1,141 @@
+//! Sandboxes (a network namespace a container or process lives in) and their endpoints
+//! (one interface per attached network).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnetwork::{Ipv4Network, Ipv6Network};
+use serde::{Deserialize, Serialize};
+
+use super::port::{PortMapping, Proto};
+
+/// How a sandbox gets its network: its own namespace (`bridge`, attached to networks),
+/// the host's namespace (`host`), or its own namespace with only loopback (`none`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NetMode {
+    #[default]
+    Bridge,
+    Host,
+    None,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct EndpointRequest {
+    pub network: String,
+    pub ip: Option<String>,
+    pub ip6: Option<String>,
+    pub aliases: Vec<String>,
+    pub mac: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct SandboxRequest {
+    pub name: String,
+    /// Networks in order; the first gives the default route. `host` or `none` alone
+    /// select those modes.
+    pub networks: Vec<EndpointRequest>,
+    /// `-p` specs as typed (`8080:80`, `127.0.0.1:53:53/udp`).
+    pub ports: Vec<String>,
+    /// `-P`: publish every exposed port on an ephemeral host port.
+    pub publish_all: bool,
+    /// `--expose PORT[/udp]`.
+    pub expose: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Endpoint {
+    pub network: String,
+    /// Name inside the sandbox: eth0, eth1, ...
+    pub ifname: String,
+    /// Host-side veth.
+    pub host_ifname: String,
+    pub mac: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<Ipv4Network>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Network>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway4: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+impl Endpoint {
+    pub fn ips(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.ipv4
+            .map(|n| IpAddr::V4(n.ip()))
+            .into_iter()
+            .chain(self.ipv6.map(|n| IpAddr::V6(n.ip())))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Sandbox {
+    pub name: String,
+    pub id: String,
+    pub mode: NetMode,
+    /// Path of the namespace file (`<netns-dir>/<name>`).
+    pub netns: String,
+    pub endpoints: Vec<Endpoint>,
+    pub ports: Vec<PortMapping>,
+    pub publish_all: bool,
+    pub expose: Vec<(u16, Proto)>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub created: u64,
+}
+
+impl Sandbox {
+    pub fn endpoint(&self, network: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.network == network)
+    }
+
+    /// The lowest `ethN` not in use.
+    pub fn next_ifname(&self) -> String {
+        (0..)
+            .map(|i| format!("eth{i}"))
+            .find(|n| !self.endpoints.iter().any(|e| &e.ifname == n))
+            .unwrap_or_else(|| "eth0".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_ifname_fills_gaps() {
+        let ep = |n: &str| Endpoint {
+            network: n.into(),
+            ifname: n.into(),
+            host_ifname: String::new(),
+            mac: String::new(),
+            ipv4: None,
+            ipv6: None,
+            gateway4: None,
+            gateway6: None,
+            aliases: vec![],
+        };
+        let mut s = Sandbox {
+            name: "s".into(),
+            id: "x".into(),
+            mode: NetMode::Bridge,
+            netns: "/run/netns/s".into(),
+            endpoints: vec![ep("eth0"), ep("eth2")],
+            ports: vec![],
+            publish_all: false,
+            expose: vec![],
+            labels: Default::default(),
+            created: 0,
+        };
+        assert_eq!(s.next_ifname(), "eth1");
+        s.endpoints.push(ep("eth1"));
+        assert_eq!(s.next_ifname(), "eth3");
+    }
+}

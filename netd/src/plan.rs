@@ -1,0 +1,173 @@
+//! Plans: the ordered kernel steps one operation needs, each with its undo.
+//!
+//! Drivers turn model changes into `Step`s; `execute` applies them through a `Kernel` and,
+//! when one fails, undoes the ones already applied in reverse order, so a failed
+//! operation leaves no half-made link or namespace behind. Undo and teardown are
+//! best effort and idempotent: "already gone" counts as success.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
+
+use crate::kernel::{Kernel, KernelError};
+
+/// A bridge in the daemon's ("host") namespace, as `ip link add NAME type bridge`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeSpec {
+    pub name: String,
+    /// IFLA_IFALIAS, `netd:net=<network>`: marks the link as netd's for reconcile.
+    pub alias: String,
+    /// 0 keeps the kernel default.
+    pub mtu: u32,
+    /// Gateway addresses with the subnet's prefix (`172.18.0.1/16`).
+    pub addrs: Vec<IpNetwork>,
+    /// Enable IPv6 on the bridge (otherwise disable_ipv6=1, so no link-local chatter).
+    pub ipv6: bool,
+}
+
+/// A veth pair: `host_name` enslaved to `bridge` in the host namespace, the peer created
+/// directly inside `netns` as `ifname` with `mac`, `addrs`, and default routes via the
+/// gateways given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VethSpec {
+    pub host_name: String,
+    pub bridge: String,
+    /// IFLA_IFALIAS of the host side, `netd:ep=<sandbox>/<network>`.
+    pub alias: String,
+    pub mtu: u32,
+    pub netns: PathBuf,
+    pub ifname: String,
+    pub mac: [u8; 6],
+    pub addrs: Vec<IpNetwork>,
+    pub gw4: Option<Ipv4Addr>,
+    pub gw6: Option<Ipv6Addr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Step {
+    /// New network namespace bound at `path`, with `lo` up.
+    CreateNetns { path: PathBuf },
+    /// Bind the daemon's own namespace at `path` (for `--network host` sandboxes).
+    BindHostNetns { path: PathBuf },
+    /// Unmount and remove the namespace file (the namespace dies with its last user).
+    DeleteNetns { path: PathBuf },
+    CreateBridge(BridgeSpec),
+    CreateVeth(VethSpec),
+    /// Delete a link by name, in the host namespace or in `netns`.
+    DeleteLink { name: String, netns: Option<PathBuf> },
+    /// Write a sysctl in the host namespace (`net/ipv4/ip_forward`). Not undone.
+    Sysctl { key: String, value: String },
+}
+
+impl Step {
+    /// The step that reverses this one, if any.
+    pub fn undo(&self) -> Option<Step> {
+        match self {
+            Step::CreateNetns { path } | Step::BindHostNetns { path } => {
+                Some(Step::DeleteNetns { path: path.clone() })
+            }
+            Step::CreateBridge(b) => Some(Step::DeleteLink { name: b.name.clone(), netns: None }),
+            Step::CreateVeth(v) => Some(Step::DeleteLink { name: v.host_name.clone(), netns: None }),
+            Step::DeleteNetns { .. } | Step::DeleteLink { .. } | Step::Sysctl { .. } => None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{step} failed: {source}")]
+pub struct PlanError {
+    pub step: String,
+    #[source]
+    pub source: KernelError,
+}
+
+/// Applies `steps` in order. On failure, undoes the applied ones in reverse and returns
+/// the first error. Undo failures are logged, not returned: the original error is what
+/// the caller must see.
+pub fn execute(kernel: &dyn Kernel, steps: &[Step]) -> Result<(), PlanError> {
+    for (i, step) in steps.iter().enumerate() {
+        if let Err(source) = kernel.apply(step) {
+            for done in steps[..i].iter().rev() {
+                if let Some(u) = done.undo() {
+                    if let Err(e) = kernel.apply(&u) {
+                        tracing::warn!(step = ?u, error = %e, "undo failed");
+                    }
+                }
+            }
+            return Err(PlanError { step: describe(step), source });
+        }
+    }
+    Ok(())
+}
+
+/// Applies teardown steps, continuing past failures; returns the failures.
+pub fn teardown(kernel: &dyn Kernel, steps: &[Step]) -> Vec<PlanError> {
+    steps
+        .iter()
+        .filter_map(|s| kernel.apply(s).err().map(|source| PlanError { step: describe(s), source }))
+        .collect()
+}
+
+/// One line an operator recognises, in `ip` terms.
+pub fn describe(step: &Step) -> String {
+    match step {
+        Step::CreateNetns { path } => format!("create netns {}", path.display()),
+        Step::BindHostNetns { path } => format!("bind host netns at {}", path.display()),
+        Step::DeleteNetns { path } => format!("delete netns {}", path.display()),
+        Step::CreateBridge(b) => format!("create bridge {}", b.name),
+        Step::CreateVeth(v) => format!(
+            "create veth {} (master {}) <-> {}:{}",
+            v.host_name,
+            v.bridge,
+            v.netns.display(),
+            v.ifname
+        ),
+        Step::DeleteLink { name, netns: None } => format!("delete link {name}"),
+        Step::DeleteLink { name, netns: Some(p) } => format!("delete link {name} in {}", p.display()),
+        Step::Sysctl { key, value } => format!("sysctl {key}={value}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::fake::FakeKernel;
+
+    #[test]
+    fn failure_undoes_applied_steps_in_reverse() {
+        let k = FakeKernel::default();
+        let ns = PathBuf::from("/run/netns/a");
+        let steps = vec![
+            Step::CreateNetns { path: ns.clone() },
+            Step::CreateBridge(BridgeSpec {
+                name: "netd-x".into(),
+                alias: "netd:net=x".into(),
+                mtu: 0,
+                addrs: vec![],
+                ipv6: false,
+            }),
+            Step::CreateBridge(BridgeSpec {
+                name: "FAIL".into(),
+                alias: String::new(),
+                mtu: 0,
+                addrs: vec![],
+                ipv6: false,
+            }),
+        ];
+        k.fail_on("create bridge FAIL");
+        let err = execute(&k, &steps).unwrap_err();
+        assert!(err.to_string().contains("create bridge FAIL"));
+        assert_eq!(
+            k.log(),
+            vec![
+                "create netns /run/netns/a",
+                "create bridge netd-x",
+                "delete link netd-x",
+                "delete netns /run/netns/a"
+            ]
+        );
+        assert!(k.links().is_empty() && k.netns().is_empty());
+    }
+}

@@ -103,7 +103,7 @@ mod tests {
         let b = bridge_name("averyveryverylongname-2");
         assert_eq!(a.len(), 15);
         assert_ne!(a, b);
-        assert!(a.starts_with("netd-averyv"));
+        assert!(a.starts_with("netd-avery-"));
         let v1 = host_veth_name("vote-1", "frontend");
         let v2 = host_veth_name("vote-1", "backend");
         assert!(v1.starts_with("ndvote-1-"));

@@ -48,17 +48,29 @@ pub struct VethSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Step {
     /// New network namespace bound at `path`, with `lo` up.
-    CreateNetns { path: PathBuf },
+    CreateNetns {
+        path: PathBuf,
+    },
     /// Bind the daemon's own namespace at `path` (for `--network host` sandboxes).
-    BindHostNetns { path: PathBuf },
+    BindHostNetns {
+        path: PathBuf,
+    },
     /// Unmount and remove the namespace file (the namespace dies with its last user).
-    DeleteNetns { path: PathBuf },
+    DeleteNetns {
+        path: PathBuf,
+    },
     CreateBridge(BridgeSpec),
     CreateVeth(VethSpec),
     /// Delete a link by name, in the host namespace or in `netns`.
-    DeleteLink { name: String, netns: Option<PathBuf> },
+    DeleteLink {
+        name: String,
+        netns: Option<PathBuf>,
+    },
     /// Write a sysctl in the host namespace (`net/ipv4/ip_forward`). Not undone.
-    Sysctl { key: String, value: String },
+    Sysctl {
+        key: String,
+        value: String,
+    },
 }
 
 impl Step {
@@ -68,8 +80,14 @@ impl Step {
             Step::CreateNetns { path } | Step::BindHostNetns { path } => {
                 Some(Step::DeleteNetns { path: path.clone() })
             }
-            Step::CreateBridge(b) => Some(Step::DeleteLink { name: b.name.clone(), netns: None }),
-            Step::CreateVeth(v) => Some(Step::DeleteLink { name: v.host_name.clone(), netns: None }),
+            Step::CreateBridge(b) => Some(Step::DeleteLink {
+                name: b.name.clone(),
+                netns: None,
+            }),
+            Step::CreateVeth(v) => Some(Step::DeleteLink {
+                name: v.host_name.clone(),
+                netns: None,
+            }),
             Step::DeleteNetns { .. } | Step::DeleteLink { .. } | Step::Sysctl { .. } => None,
         }
     }
@@ -96,7 +114,10 @@ pub fn execute(kernel: &dyn Kernel, steps: &[Step]) -> Result<(), PlanError> {
                     }
                 }
             }
-            return Err(PlanError { step: describe(step), source });
+            return Err(PlanError {
+                step: describe(step),
+                source,
+            });
         }
     }
     Ok(())
@@ -106,7 +127,12 @@ pub fn execute(kernel: &dyn Kernel, steps: &[Step]) -> Result<(), PlanError> {
 pub fn teardown(kernel: &dyn Kernel, steps: &[Step]) -> Vec<PlanError> {
     steps
         .iter()
-        .filter_map(|s| kernel.apply(s).err().map(|source| PlanError { step: describe(s), source }))
+        .filter_map(|s| {
+            kernel.apply(s).err().map(|source| PlanError {
+                step: describe(s),
+                source,
+            })
+        })
         .collect()
 }
 

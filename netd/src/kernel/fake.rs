@@ -100,7 +100,12 @@ impl Kernel for FakeKernel {
             .map(|(n, a)| OwnedLink {
                 name: n.clone(),
                 alias: a.clone(),
-                kind: if a.starts_with("netd:net=") { "bridge" } else { "veth" }.into(),
+                kind: if a.starts_with("netd:net=") {
+                    "bridge"
+                } else {
+                    "veth"
+                }
+                .into(),
                 master: None,
             })
             .collect())

@@ -79,7 +79,10 @@ pub fn bridge_name(network: &str) -> String {
 /// the hash covers both names so each (sandbox, network) pair gets its own link.
 pub fn host_veth_name(sandbox: &str, network: &str) -> String {
     let part: String = sandbox.chars().take(8).collect();
-    format!("nd{part}-{:04x}", fnv1a(format!("{sandbox}/{network}").as_bytes()) & 0xffff)
+    format!(
+        "nd{part}-{:04x}",
+        fnv1a(format!("{sandbox}/{network}").as_bytes()) & 0xffff
+    )
 }
 
 #[cfg(test)]
@@ -93,7 +96,10 @@ mod tests {
         assert_eq!(validate_name(""), Err(NameError::Empty));
         assert!(matches!(validate_name("-x"), Err(NameError::BadChars(_))));
         assert!(matches!(validate_name("a b"), Err(NameError::BadChars(_))));
-        assert!(matches!(validate_name(&"a".repeat(65)), Err(NameError::TooLong(_))));
+        assert!(matches!(
+            validate_name(&"a".repeat(65)),
+            Err(NameError::TooLong(_))
+        ));
     }
 
     #[test]

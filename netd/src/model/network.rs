@@ -140,7 +140,9 @@ impl NetworkRequest {
         }
         let driver = self.driver.clone().unwrap_or_else(|| "bridge".into());
         if driver != "bridge" {
-            return Err(format!("driver {driver:?} is not supported here (supported: bridge)"));
+            return Err(format!(
+                "driver {driver:?} is not supported here (supported: bridge)"
+            ));
         }
         let mut o = ParsedNetwork {
             name: self.name.clone(),
@@ -169,7 +171,9 @@ impl NetworkRequest {
                     )
                 }
                 OPT_MTU => {
-                    o.mtu = v.parse().map_err(|_| format!("option {k}={v}: expected a number"))?
+                    o.mtu = v
+                        .parse()
+                        .map_err(|_| format!("option {k}={v}: expected a number"))?
                 }
                 k if k.starts_with("com.docker.network.bridge.") && !KNOWN_BRIDGE_OPTS.contains(&k) => {
                     return Err(format!("unknown bridge option {k:?}"));
@@ -197,8 +201,12 @@ impl NetworkRequest {
                     if !subnet.contains(g) || g.is_ipv4() != subnet.is_ipv4() {
                         return Err(format!("gateway {g} is outside subnet {subnet}"));
                     }
-                    if g == subnet.network() || (subnet.is_ipv4() && g == subnet.broadcast() && subnet.prefix() < 31) {
-                        return Err(format!("gateway {g} is the network or broadcast address of {subnet}"));
+                    if g == subnet.network()
+                        || (subnet.is_ipv4() && g == subnet.broadcast() && subnet.prefix() < 31)
+                    {
+                        return Err(format!(
+                            "gateway {g} is the network or broadcast address of {subnet}"
+                        ));
                     }
                     Some(g)
                 }
@@ -207,7 +215,10 @@ impl NetworkRequest {
             let ip_range = match &s.ip_range {
                 Some(r) => {
                     let r = parse_cidr("ip-range", r)?;
-                    if r.is_ipv4() != subnet.is_ipv4() || !subnet.contains(r.network()) || r.prefix() < subnet.prefix() {
+                    if r.is_ipv4() != subnet.is_ipv4()
+                        || !subnet.contains(r.network())
+                        || r.prefix() < subnet.prefix()
+                    {
                         return Err(format!("ip-range {r} is not inside subnet {subnet}"));
                     }
                     Some(r)
@@ -223,7 +234,11 @@ impl NetworkRequest {
                 }
                 o.ipv6 = true;
             }
-            o.subnets.push(ParsedSubnet { subnet, gateway, ip_range });
+            o.subnets.push(ParsedSubnet {
+                subnet,
+                gateway,
+                ip_range,
+            });
         }
         let v4 = o.subnets.iter().filter(|s| s.subnet.is_ipv4()).count();
         let v6 = o.subnets.len() - v4;
@@ -274,7 +289,8 @@ mod tests {
         let e = req("10.1.0.0/24", Some("10.1.0.255")).parse().unwrap_err();
         assert!(e.contains("broadcast"), "{e}");
         let mut r = req("10.1.0.0/24", None);
-        r.options.insert("com.docker.network.bridge.bogus".into(), "1".into());
+        r.options
+            .insert("com.docker.network.bridge.bogus".into(), "1".into());
         assert!(r.parse().unwrap_err().contains("unknown bridge option"));
         let mut r = req("10.1.0.0/24", None);
         r.name = "host".into();

@@ -66,8 +66,13 @@ pub struct PortSpecError {
 }
 
 fn port(spec: &str, s: &str, allow_zero: bool) -> Result<u16, PortSpecError> {
-    let err = |why: &str| PortSpecError { spec: spec.into(), why: why.into() };
-    let p: u16 = s.parse().map_err(|_| err(&format!("{s:?} is not a port number (1-65535)")))?;
+    let err = |why: &str| PortSpecError {
+        spec: spec.into(),
+        why: why.into(),
+    };
+    let p: u16 = s
+        .parse()
+        .map_err(|_| err(&format!("{s:?} is not a port number (1-65535)")))?;
     if p == 0 && !allow_zero {
         return Err(err("port 0 is not allowed"));
     }
@@ -78,28 +83,40 @@ pub fn parse_proto(spec: &str, s: &str) -> Result<Proto, PortSpecError> {
     match s.to_ascii_lowercase().as_str() {
         "tcp" => Ok(Proto::Tcp),
         "udp" => Ok(Proto::Udp),
-        _ => Err(PortSpecError { spec: spec.into(), why: format!("protocol {s:?} is not tcp or udp") }),
+        _ => Err(PortSpecError {
+            spec: spec.into(),
+            why: format!("protocol {s:?} is not tcp or udp"),
+        }),
     }
 }
 
 /// Parses `PORT`, `HOSTPORT:PORT`, `HOSTIP:HOSTPORT:PORT`, `HOSTIP::PORT`, with an optional
 /// `/tcp` or `/udp`, and `[v6addr]:HOSTPORT:PORT`.
 pub fn parse_port_spec(spec: &str) -> Result<PortMapping, PortSpecError> {
-    let err = |why: &str| PortSpecError { spec: spec.into(), why: why.into() };
+    let err = |why: &str| PortSpecError {
+        spec: spec.into(),
+        why: why.into(),
+    };
     let (body, proto) = match spec.rsplit_once('/') {
         Some((b, p)) => (b, parse_proto(spec, p)?),
         None => (spec, Proto::Tcp),
     };
     let (host_ip, rest) = if let Some(r) = body.strip_prefix('[') {
-        let (ip, rest) = r.split_once("]:").ok_or_else(|| err("unclosed '[' in IPv6 address"))?;
-        let ip: IpAddr = ip.parse().map_err(|_| err(&format!("{ip:?} is not an IP address")))?;
+        let (ip, rest) = r
+            .split_once("]:")
+            .ok_or_else(|| err("unclosed '[' in IPv6 address"))?;
+        let ip: IpAddr = ip
+            .parse()
+            .map_err(|_| err(&format!("{ip:?} is not an IP address")))?;
         (Some(ip), rest)
     } else {
         let parts: Vec<&str> = body.split(':').collect();
         match parts.len() {
             1 | 2 => (None, body),
             3 => {
-                let ip: IpAddr = parts[0].parse().map_err(|_| err(&format!("{:?} is not an IP address", parts[0])))?;
+                let ip: IpAddr = parts[0]
+                    .parse()
+                    .map_err(|_| err(&format!("{:?} is not an IP address", parts[0])))?;
                 (Some(ip), &body[parts[0].len() + 1..])
             }
             _ => return Err(err("expected [HOSTIP:][HOSTPORT:]PORT[/PROTO]")),
@@ -110,7 +127,12 @@ pub fn parse_port_spec(spec: &str) -> Result<PortMapping, PortSpecError> {
         Some((h, c)) => (port(spec, h, false)?, port(spec, c, false)?),
         None => (0, port(spec, rest, false)?),
     };
-    Ok(PortMapping { host_ip, host_port, container_port, proto })
+    Ok(PortMapping {
+        host_ip,
+        host_port,
+        container_port,
+        proto,
+    })
 }
 
 #[cfg(test)]
@@ -120,7 +142,10 @@ mod tests {
     #[test]
     fn parses_docker_forms() {
         let p = parse_port_spec("8080:80").unwrap();
-        assert_eq!((p.host_ip, p.host_port, p.container_port, p.proto), (None, 8080, 80, Proto::Tcp));
+        assert_eq!(
+            (p.host_ip, p.host_port, p.container_port, p.proto),
+            (None, 8080, 80, Proto::Tcp)
+        );
         let p = parse_port_spec("127.0.0.1:5353:53/udp").unwrap();
         assert_eq!(p.host_ip, Some("127.0.0.1".parse().unwrap()));
         assert_eq!((p.host_port, p.proto), (5353, Proto::Udp));
@@ -134,7 +159,16 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for s in ["", "abc", "70000:80", "80:0", "1.2.3:80:80", "80/sctp", "1:2:3:4", "[::1:80:80"] {
+        for s in [
+            "",
+            "abc",
+            "70000:80",
+            "80:0",
+            "1.2.3:80:80",
+            "80/sctp",
+            "1:2:3:4",
+            "[::1:80:80",
+        ] {
             assert!(parse_port_spec(s).is_err(), "{s}");
         }
     }

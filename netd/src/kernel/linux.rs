@@ -1,1 +1,428 @@
-//! TODO
+//! `LinuxKernel`: the real `Kernel`, applying plan steps with rtnetlink, namespace
+//! mounts, sysctls and nftables.
+//!
+//! One instance acts on one "host" namespace: the daemon's own (`current`) or any
+//! namespace bound at a path (`for_netns`), which is how tests run several daemons in one
+//! process. Host-side work goes through one long-lived route socket opened in that
+//! namespace (behind a `Mutex`: the engine applies steps one at a time anyway) and one
+//! `NsThread` in it for sysctls; sandbox-side work opens a socket inside the sandbox
+//! namespace for the duration of one step. The hot path (`CreateVeth`) does no dumps: a
+//! handful of requests on two sockets and one sysctl write.
+
+use std::net::IpAddr;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use ipnetwork::IpNetwork;
+use netlink_packet_route::route::RouteType;
+
+use super::netlink::{Link, LinkChange, Netlink, VethReq};
+use super::netns::{self, NsThread};
+// TEMPORARY(nft-stub): kernel/nft.rs is still a placeholder; switch this line to
+// `use super::nft::Nft;` and delete `mod nft_stub` below once it lands.
+use super::{sysctl, Kernel, KernelError, OwnedLink};
+use crate::plan::{BridgeSpec, Step, VethSpec};
+use nft_stub::Nft;
+
+/// Alias prefix that marks a link as netd's.
+const OWNED_PREFIX: &str = "netd:";
+
+pub struct LinuxKernel {
+    /// `None`: the namespace of the thread that called `current()`.
+    host_path: Option<PathBuf>,
+    /// Worker inside the host namespace (sysctls, binding the host namespace).
+    host: NsThread,
+    /// Route socket opened inside the host namespace.
+    nl: Mutex<Netlink>,
+    /// nftables context for the host namespace, made on first use.
+    nft: Mutex<Option<Nft>>,
+}
+
+impl std::fmt::Debug for LinuxKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinuxKernel")
+            .field("host", &self.host.netns())
+            .finish()
+    }
+}
+
+impl LinuxKernel {
+    /// A kernel whose host is the calling thread's namespace (the daemon's normal mode).
+    pub fn current() -> Result<Self, KernelError> {
+        Ok(LinuxKernel {
+            host_path: None,
+            host: NsThread::spawn(None)?,
+            nl: Mutex::new(Netlink::open()?),
+            nft: Mutex::new(None),
+        })
+    }
+
+    /// A kernel whose host is the namespace bound at `path`.
+    pub fn for_netns(path: impl AsRef<Path>) -> Result<Self, KernelError> {
+        let path = path.as_ref();
+        Ok(LinuxKernel {
+            host_path: Some(path.to_path_buf()),
+            host: NsThread::spawn(Some(path))?,
+            nl: Mutex::new(Netlink::open_in(path)?),
+            nft: Mutex::new(None),
+        })
+    }
+
+    /// The host namespace's path, `None` for `current()`.
+    pub fn host_netns(&self) -> Option<&Path> {
+        self.host_path.as_deref()
+    }
+
+    /// The host route socket. A panic while holding it cannot leave the socket in a
+    /// bad state (replies are matched by sequence number), so poisoning is ignored.
+    fn nl(&self) -> MutexGuard<'_, Netlink> {
+        self.nl.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn with_nft<T>(&self, f: impl FnOnce(&Nft) -> Result<T, KernelError>) -> Result<T, KernelError> {
+        let mut g = self.nft.lock().unwrap_or_else(|e| e.into_inner());
+        if g.is_none() {
+            *g = Some(Nft::new_in(self.host_path.as_deref())?);
+        }
+        match g.as_ref() {
+            Some(nft) => f(nft),
+            None => Err(KernelError::Nft("nftables context missing".into())),
+        }
+    }
+
+    // ---- bridge ------------------------------------------------------------------
+
+    /// `ip link add NAME type bridge` as an idempotent "ensure": an existing bridge
+    /// with our alias is brought in line with `b`; anything else by that name is refused.
+    fn ensure_bridge(&self, b: &BridgeSpec) -> Result<(), KernelError> {
+        let mut nl = self.nl();
+        let existing = nl.link(&b.name)?;
+        let created = match &existing {
+            Some(l) => {
+                if l.kind.as_deref() != Some("bridge") || l.alias.as_deref() != Some(b.alias.as_str()) {
+                    return Err(KernelError::Other(format!(
+                        "link {} exists and is not netd's; remove it or pick another name",
+                        b.name
+                    )));
+                }
+                false
+            }
+            None => {
+                // A fixed MAC: a bridge without one takes the lowest MAC of its ports,
+                // so the gateway's MAC would change as sandboxes come and go, leaving
+                // stale neighbour entries in every other sandbox.
+                nl.add_bridge(&b.name, b.mtu, Some(bridge_mac(&b.name)))?;
+                true
+            }
+        };
+        let res = self.configure_bridge(&mut nl, b, existing.as_ref());
+        if res.is_err() && created {
+            // The failing step is not undone by the plan executor; do not leave a
+            // half-configured bridge that a retry would then accept as ours.
+            if let Err(e) = nl.delete_link(&b.name) {
+                tracing::warn!(bridge = %b.name, error = %e, "cleanup of failed bridge failed");
+            }
+        }
+        res
+    }
+
+    fn configure_bridge(
+        &self,
+        nl: &mut Netlink,
+        b: &BridgeSpec,
+        existing: Option<&Link>,
+    ) -> Result<(), KernelError> {
+        let mut ch = LinkChange::default();
+        if existing.is_none() {
+            ch.alias = Some(&b.alias);
+        }
+        if b.mtu != 0 && existing.is_some_and(|l| l.mtu != b.mtu) {
+            // Setting it explicitly also stops the bridge from following its ports' MTU.
+            ch.mtu = Some(b.mtu);
+        }
+        if ch.alias.is_some() || ch.mtu.is_some() {
+            nl.set_link(&b.name, &ch)?;
+        }
+
+        // Sysctls before the link goes up, so an IPv4-only bridge never gets a
+        // link-local address nor sends router solicitations.
+        let conf6 = |k: &str| format!("net/ipv6/conf/{}/{k}", b.name);
+        let v = |on: bool| if on { "1" } else { "0" }.to_string();
+        let mut items = vec![
+            // Optional: when IPv6 is disabled at boot the key is absent, which is fine
+            // for a bridge that wants it off.
+            (conf6("disable_ipv6"), v(!b.ipv6), !b.ipv6),
+            // Published ports are DNATed to sandboxes; for that to work from the host
+            // on 127.0.0.1 the kernel must route loopback-sourced packets out the bridge.
+            (format!("net/ipv4/conf/{}/route_localnet", b.name), v(true), false),
+            (String::from("net/ipv4/ip_forward"), v(true), false),
+        ];
+        if b.ipv6 {
+            // A forwarding host ignores RAs anyway; say so explicitly on the bridge.
+            items.push((conf6("accept_ra"), v(false), false));
+            // Note: all/forwarding=1 turns every interface into a router, so an uplink
+            // configured by SLAAC needs accept_ra=2 to keep its default route.
+            items.push(("net/ipv6/conf/all/forwarding".into(), v(true), false));
+        }
+        sysctl::write_all_in(&self.host, &items)?;
+
+        let index = match existing {
+            Some(l) => l.index,
+            None => nl.link_index(&b.name)?.ok_or_else(|| {
+                KernelError::Other(format!("bridge {} vanished while configuring it", b.name))
+            })?,
+        };
+        // Make the bridge's global addresses exactly `b.addrs` (link-local ones stay).
+        let have: Vec<IpNetwork> = if existing.is_some() {
+            nl.addresses()?
+                .into_iter()
+                .filter(|a| a.index == index && a.scope == 0)
+                .map(|a| a.net)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for stale in have.iter().filter(|n| !b.addrs.contains(n)) {
+            nl.del_address(index, *stale)?;
+        }
+        for want in b.addrs.iter().filter(|n| !have.contains(n)) {
+            nl.add_address(index, *want)?;
+        }
+        if !existing.is_some_and(|l| l.up) {
+            nl.set_up(&b.name)?;
+        }
+        Ok(())
+    }
+
+    // ---- veth --------------------------------------------------------------------
+
+    /// A veth pair between the bridge and a sandbox; on any failure the host side is
+    /// deleted again (which also removes the peer), so no half-made pair is left.
+    ///
+    /// Most of the time is the kernel registering two devices (~0.4 ms); entering the
+    /// sandbox namespace for a socket (a thread spawn) and the host sysctl write (a
+    /// round trip to the host worker) run in parallel with it.
+    fn create_veth(&self, v: &VethSpec) -> Result<(), KernelError> {
+        // Opened before anything is created: a missing namespace fails cleanly.
+        let ns = netns::open(&v.netns)?;
+        std::thread::scope(|s| {
+            let sandbox = netns::spawn_in(s, &v.netns, &ns, Netlink::open);
+            let mut nl = self.nl();
+            let master = nl.link_index(&v.bridge)?.ok_or_else(|| KernelError::Netlink {
+                op: format!("add veth {}", v.host_name),
+                msg: format!("bridge {} does not exist", v.bridge),
+            })?;
+            nl.add_veth(&VethReq {
+                name: &v.host_name,
+                mtu: v.mtu,
+                master: Some(master),
+                // The host side comes up only after disable_ipv6 below.
+                up: false,
+                peer_name: &v.ifname,
+                peer_netns: ns.as_fd(),
+                peer_mac: Some(v.mac),
+            })?;
+            let res = self.finish_veth(&mut nl, v, || netns::join_scoped(&v.netns, sandbox)?);
+            if res.is_err() {
+                if let Err(e) = nl.delete_link(&v.host_name) {
+                    tracing::warn!(link = %v.host_name, error = %e, "cleanup of failed veth failed");
+                }
+            }
+            res
+        })
+    }
+
+    fn finish_veth(
+        &self,
+        nl: &mut Netlink,
+        v: &VethSpec,
+        sandbox: impl FnOnce() -> Result<Netlink, KernelError>,
+    ) -> Result<(), KernelError> {
+        // The host side is a bridge port and needs no IP; without IPv6 it neither
+        // autoconfigures a link-local address nor sends RS/MLD on every sandbox start.
+        let ipv6_off = sysctl::submit_write(
+            &self.host,
+            &format!("net/ipv6/conf/{}/disable_ipv6", v.host_name),
+            "1",
+        )?;
+
+        // The peer already has its name, MAC and MTU from the create request; the rest
+        // needs the socket opened inside the sandbox namespace.
+        let mut sb = sandbox()?;
+        let index = sb.link_index(&v.ifname)?.ok_or_else(|| KernelError::Netlink {
+            op: format!("configure {} in {}", v.ifname, v.netns.display()),
+            msg: "peer not found after creation".into(),
+        })?;
+        // Up before the routes: a gateway route on a down link is refused (ENETDOWN).
+        sb.set_up(&v.ifname)?;
+        for a in &v.addrs {
+            sb.add_address(index, *a)?;
+        }
+        if let Some(gw) = v.gw4 {
+            sb.add_default_route(IpAddr::V4(gw), Some(index))?;
+        }
+        if let Some(gw) = v.gw6 {
+            sb.add_default_route(IpAddr::V6(gw), Some(index))?;
+        }
+
+        ipv6_off.wait()?.or_else(ignore_missing_ipv6)?;
+        nl.set_link(
+            &v.host_name,
+            &LinkChange {
+                alias: Some(&v.alias),
+                up: Some(true),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn delete_link(&self, name: &str, ns: Option<&Path>) -> Result<(), KernelError> {
+        match ns {
+            None => self.nl().delete_link(name).map(drop),
+            // A link inside a namespace that is gone went with it.
+            Some(p) if !netns::is_alive(p) => Ok(()),
+            Some(p) => Netlink::open_in(p)?.delete_link(name).map(drop),
+        }
+    }
+
+    fn bind_host_netns(&self, path: &Path) -> Result<(), KernelError> {
+        let p = path.to_path_buf();
+        self.host.run(move || netns::bind_current(&p))?
+    }
+}
+
+/// ENOENT on an IPv6 sysctl means IPv6 is disabled at boot: nothing to disable.
+fn ignore_missing_ipv6(e: KernelError) -> Result<(), KernelError> {
+    match e {
+        KernelError::Sysctl { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        e => Err(e),
+    }
+}
+
+/// A stable, locally administered unicast MAC for a bridge, derived from its name
+/// (FNV-1a), so a recreated bridge keeps the MAC sandboxes may still have cached.
+pub fn bridge_mac(name: &str) -> [u8; 6] {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    // 0x02: locally administered; bit 0 clear: unicast.
+    [(b[0] & 0xfc) | 0x02, b[1], b[2], b[3], b[4], b[5]]
+}
+
+impl Kernel for LinuxKernel {
+    fn apply(&self, step: &Step) -> Result<(), KernelError> {
+        match step {
+            Step::CreateNetns { path } => netns::create(path),
+            Step::BindHostNetns { path } => self.bind_host_netns(path),
+            Step::DeleteNetns { path } => netns::delete(path),
+            Step::CreateBridge(b) => self.ensure_bridge(b),
+            Step::CreateVeth(v) => self.create_veth(v),
+            Step::DeleteLink { name, netns } => self.delete_link(name, netns.as_deref()),
+            Step::Sysctl { key, value } => sysctl::write_in(&self.host, key, value),
+        }
+    }
+
+    fn owned_links(&self) -> Result<Vec<OwnedLink>, KernelError> {
+        let links = self.nl().links()?;
+        let name_of = |idx: u32| links.iter().find(|l| l.index == idx).map(|l| l.name.clone());
+        Ok(links
+            .iter()
+            .filter_map(|l| {
+                let alias = l.alias.as_ref().filter(|a| a.starts_with(OWNED_PREFIX))?;
+                Some(OwnedLink {
+                    name: l.name.clone(),
+                    alias: alias.clone(),
+                    kind: l.kind.clone().unwrap_or_default(),
+                    master: l.master.and_then(name_of),
+                })
+            })
+            .collect())
+    }
+
+    fn link_exists(&self, name: &str, netns: Option<&Path>) -> Result<bool, KernelError> {
+        match netns {
+            None => Ok(self.nl().link(name)?.is_some()),
+            Some(p) if !netns::is_alive(p) => Ok(false),
+            Some(p) => Ok(Netlink::open_in(p)?.link(name)?.is_some()),
+        }
+    }
+
+    fn routed_prefixes(&self) -> Result<Vec<IpNetwork>, KernelError> {
+        let mut out: Vec<IpNetwork> = self
+            .nl()
+            .routes()?
+            .into_iter()
+            // Default routes would overlap everything; local/broadcast/multicast entries
+            // (the `local` table) are covered by their connected routes.
+            .filter(|r| r.dst.prefix() != 0)
+            .filter(|r| {
+                matches!(
+                    r.kind,
+                    RouteType::Unicast | RouteType::BlackHole | RouteType::Unreachable | RouteType::Prohibit
+                )
+            })
+            .map(|r| r.dst)
+            .collect();
+        out.sort_by_key(|n| (n.is_ipv6(), n.ip(), n.prefix()));
+        out.dedup();
+        Ok(out)
+    }
+
+    fn local_addrs(&self) -> Result<Vec<IpAddr>, KernelError> {
+        let mut out: Vec<IpAddr> = self.nl().addresses()?.into_iter().map(|a| a.net.ip()).collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    fn netns_alive(&self, path: &Path) -> bool {
+        netns::is_alive(path)
+    }
+
+    fn nft(&self, batch: &str) -> Result<(), KernelError> {
+        self.with_nft(|n| n.run(batch).map(drop))
+    }
+
+    fn nft_table_exists(&self, family: &str, name: &str) -> Result<bool, KernelError> {
+        self.with_nft(|n| n.table_exists(family, name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bridge_mac_is_stable_local_unicast() {
+        let m = bridge_mac("netd-web");
+        assert_eq!(m, bridge_mac("netd-web"));
+        assert_ne!(m, bridge_mac("netd-db"));
+        assert_eq!(m[0] & 0x03, 0x02);
+    }
+}
+
+/// TEMPORARY(nft-stub): the API `kernel/nft.rs` is being written to
+/// (`Nft::new_in`, `run`, `table_exists`); every call fails until it lands.
+mod nft_stub {
+    use std::path::Path;
+
+    use crate::kernel::KernelError;
+
+    pub struct Nft;
+
+    impl Nft {
+        pub fn new_in(_ns: Option<&Path>) -> Result<Nft, KernelError> {
+            Err(KernelError::Nft("kernel/nft.rs not implemented yet".into()))
+        }
+        pub fn run(&self, _batch: &str) -> Result<String, KernelError> {
+            Err(KernelError::Nft("kernel/nft.rs not implemented yet".into()))
+        }
+        pub fn table_exists(&self, _family: &str, _name: &str) -> Result<bool, KernelError> {
+            Err(KernelError::Nft("kernel/nft.rs not implemented yet".into()))
+        }
+    }
+}

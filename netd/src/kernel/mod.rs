@@ -8,6 +8,7 @@ pub mod linux;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod probe;
 pub mod sysctl;
 
 use std::net::IpAddr;

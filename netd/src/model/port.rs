@@ -123,7 +123,7 @@ pub fn parse_port_spec(spec: &str) -> Result<PortMapping, PortSpecError> {
         }
     };
     let (host_port, container_port) = match rest.split_once(':') {
-        Some((h, c)) if h.is_empty() => (0, port(spec, c, false)?),
+        Some(("", c)) => (0, port(spec, c, false)?),
         Some((h, c)) => (port(spec, h, false)?, port(spec, c, false)?),
         None => (0, port(spec, rest, false)?),
     };

@@ -1,0 +1,39 @@
+# netd: `sudo make demo` runs the example stack, `sudo make test` runs every test.
+CARGO ?= cargo
+STACK ?= examples/voting-app.toml
+
+.PHONY: all deps build release demo test unit integration check bench fmt clippy clean
+
+all: build
+
+deps:
+	./scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --workspace --bins
+
+release: deps
+	$(CARGO) build --release --workspace --bins
+
+# Brings the voting-app stack up on this host (embedded store under /var/lib/netd),
+# prints the measured reachability table and waits for Ctrl-C, then removes everything.
+demo: release
+	./target/release/netd up $(STACK)
+
+# Unit tests (no root needed) then root integration tests on real namespaces.
+test: build
+	$(CARGO) test --workspace --lib --bins
+	$(CARGO) test -p integration -- --test-threads=2
+
+unit:
+	$(CARGO) test --workspace --lib --bins
+
+check:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+bench: release
+	./bench/attach.sh 200
+
+clean:
+	$(CARGO) clean

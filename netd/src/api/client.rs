@@ -1,0 +1,152 @@
+//! A small blocking client for the local API (netctl, `netd up`, tests). One request per
+//! connection: the CLI makes one or two calls, so keep-alive would buy nothing.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach netd at {socket}: {source} (is `netd daemon` running? set --socket or NETD_SOCKET)")]
+    Connect {
+        socket: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("talking to netd: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad answer from netd: {0}")]
+    Protocol(String),
+    /// The daemon answered with an error status; `message` is its explanation.
+    #[error("{message}")]
+    Api { status: u16, message: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+    timeout: Duration,
+}
+
+impl Client {
+    pub fn new(socket: impl AsRef<Path>) -> Client {
+        Client { socket: socket.as_ref().to_path_buf(), timeout: Duration::from_secs(120) }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Sends one request; returns (status, JSON body or Null).
+    pub fn raw(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<(u16, Value), ClientError> {
+        let mut s = UnixStream::connect(&self.socket)
+            .map_err(|source| ClientError::Connect { socket: self.socket.display().to_string(), source })?;
+        s.set_read_timeout(Some(self.timeout))?;
+        let body = body.unwrap_or(b"");
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: netd\r\nConnection: close\r\n");
+        if !body.is_empty() || method == "POST" {
+            req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes())?;
+        s.write_all(body)?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf)?;
+        parse_response(&buf)
+    }
+
+    /// A request whose error statuses become `ClientError::Api`.
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
+        let bytes = body.map(|b| b.to_string().into_bytes());
+        let (status, v) = self.raw(method, path, bytes.as_deref())?;
+        if status >= 400 {
+            let message = v
+                .get("message")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("netd answered HTTP {status}"));
+            return Err(ClientError::Api { status, message });
+        }
+        Ok(v)
+    }
+
+    pub fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.call("GET", path, None)
+    }
+    pub fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.call("POST", path, Some(body))
+    }
+    pub fn delete(&self, path: &str) -> Result<Value, ClientError> {
+        self.call("DELETE", path, None)
+    }
+}
+
+fn parse_response(buf: &[u8]) -> Result<(u16, Value), ClientError> {
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| ClientError::Protocol("no end of headers".into()))?;
+    let head = String::from_utf8_lossy(&buf[..split]);
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| ClientError::Protocol("bad status line".into()))?;
+    let chunked = lines.any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let mut body = buf[split + 4..].to_vec();
+    if chunked {
+        body = dechunk(&body)?;
+    }
+    if body.is_empty() {
+        return Ok((status, Value::Null));
+    }
+    let v = serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(format!("body is not JSON: {e}")))?;
+    Ok((status, v))
+}
+
+fn dechunk(mut b: &[u8]) -> Result<Vec<u8>, ClientError> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| ClientError::Protocol("bad chunk".into()))?;
+        let size_str = String::from_utf8_lossy(&b[..eol]);
+        let size = usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| ClientError::Protocol("bad chunk size".into()))?;
+        b = &b[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if b.len() < size + 2 {
+            return Err(ClientError::Protocol("short chunk".into()));
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[size + 2..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_and_chunked() {
+        let (s, v) = parse_response(b"HTTP/1.1 201 Created\r\ncontent-length: 8\r\n\r\n{\"a\":1}\n").unwrap();
+        assert_eq!((s, v["a"].as_i64()), (201, Some(1)));
+        let (s, v) =
+            parse_response(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\n{\"b\r\n4\r\n\":2}\r\n0\r\n\r\n")
+                .unwrap();
+        assert_eq!((s, v["b"].as_i64()), (200, Some(2)));
+        let (s, v) = parse_response(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+        assert_eq!((s, v), (204, Value::Null));
+        assert!(parse_response(b"garbage").is_err());
+    }
+}

@@ -1,0 +1,209 @@
+//! The API server. Handlers parse the body themselves (so malformed JSON and oversized
+//! bodies get the same JSON error shape as everything else) and run engine operations on
+//! the blocking pool under the engine lock.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::UnixListener;
+
+use super::types::{ConnectRequest, DisconnectRequest, ErrorBody};
+use super::MAX_BODY;
+use crate::engine::{Engine, EngineError};
+use crate::model::{EndpointRequest, NetworkRequest, SandboxRequest};
+
+pub type Shared = Arc<Mutex<Engine>>;
+
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(ErrorBody { message: self.1 })).into_response()
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let code = match &e {
+            EngineError::Invalid(_) => StatusCode::BAD_REQUEST,
+            EngineError::NotFound(_) => StatusCode::NOT_FOUND,
+            EngineError::Conflict(_) => StatusCode::CONFLICT,
+            EngineError::Kernel(_) | EngineError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(code, e.to_string())
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+async fn body<T: DeserializeOwned>(b: Body) -> ApiResult<T> {
+    let bytes = to_bytes(b, MAX_BODY).await.map_err(|_| {
+        ApiError(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {MAX_BODY} bytes"))
+    })?;
+    if bytes.is_empty() {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "request body is empty; expected JSON".into()));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))
+}
+
+/// Runs `f` with the engine locked, off the async workers (kernel calls block).
+async fn with_engine<T: Send + 'static>(
+    st: &Shared,
+    f: impl FnOnce(&mut Engine) -> Result<T, EngineError> + Send + 'static,
+) -> ApiResult<T> {
+    let st = st.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut e = st.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut e)
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("operation panicked: {e}")))?
+    .map_err(ApiError::from)
+}
+
+fn created<T: Serialize>(v: T) -> Response {
+    (StatusCode::CREATED, Json(v)).into_response()
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn info(State(st): State<Shared>) -> ApiResult<Json<serde_json::Value>> {
+    with_engine(&st, |e| {
+        Ok(serde_json::json!({
+            "networks": e.networks().count(),
+            "sandboxes": e.sandboxes().count(),
+            "endpoints": e.sandboxes().map(|s| s.endpoints.len()).sum::<usize>(),
+            "netns_dir": e.config().netns_dir,
+            "pid": std::process::id(),
+        }))
+    })
+    .await
+    .map(Json)
+}
+
+async fn list_networks(State(st): State<Shared>) -> ApiResult<Response> {
+    let v = with_engine(&st, |e| {
+        let names: Vec<String> = e.networks().map(|n| n.name.clone()).collect();
+        names.iter().map(|n| e.network_view(n)).collect::<Result<Vec<_>, _>>()
+    })
+    .await?;
+    Ok(Json(v).into_response())
+}
+
+async fn create_network(State(st): State<Shared>, b: Body) -> ApiResult<Response> {
+    let req: NetworkRequest = body(b).await?;
+    Ok(created(with_engine(&st, move |e| e.create_network(&req)).await?))
+}
+
+async fn get_network(State(st): State<Shared>, Path(name): Path<String>) -> ApiResult<Response> {
+    Ok(Json(with_engine(&st, move |e| e.network_view(&name)).await?).into_response())
+}
+
+async fn delete_network(State(st): State<Shared>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    with_engine(&st, move |e| e.remove_network(&name)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn prune_networks(State(st): State<Shared>) -> ApiResult<Response> {
+    let removed = with_engine(&st, |e| e.prune_networks()).await?;
+    Ok(Json(serde_json::json!({ "removed": removed })).into_response())
+}
+
+async fn connect(State(st): State<Shared>, Path(net): Path<String>, b: Body) -> ApiResult<Response> {
+    let r: ConnectRequest = body(b).await?;
+    let req = EndpointRequest { network: net.clone(), ip: r.ip, ip6: r.ip6, aliases: r.aliases, mac: r.mac };
+    Ok(created(with_engine(&st, move |e| e.connect(&net, &req, &r.sandbox)).await?))
+}
+
+async fn disconnect(State(st): State<Shared>, Path(net): Path<String>, b: Body) -> ApiResult<StatusCode> {
+    let r: DisconnectRequest = body(b).await?;
+    with_engine(&st, move |e| e.disconnect(&net, &r.sandbox)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_sandboxes(State(st): State<Shared>) -> ApiResult<Response> {
+    Ok(Json(with_engine(&st, |e| Ok(e.sandboxes().cloned().collect::<Vec<_>>())).await?).into_response())
+}
+
+async fn create_sandbox(State(st): State<Shared>, b: Body) -> ApiResult<Response> {
+    let req: SandboxRequest = body(b).await?;
+    Ok(created(with_engine(&st, move |e| e.create_sandbox(&req)).await?))
+}
+
+async fn get_sandbox(State(st): State<Shared>, Path(name): Path<String>) -> ApiResult<Response> {
+    Ok(Json(with_engine(&st, move |e| e.sandbox(&name).cloned()).await?).into_response())
+}
+
+async fn delete_sandbox(State(st): State<Shared>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    with_engine(&st, move |e| e.remove_sandbox(&name)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn not_found() -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, "no such API endpoint".into())
+}
+
+pub fn router(engine: Shared) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/info", get(info))
+        .route("/v1/networks", get(list_networks).post(create_network))
+        .route("/v1/networks/prune", post(prune_networks))
+        .route("/v1/networks/{name}", get(get_network).delete(delete_network))
+        .route("/v1/networks/{name}/connect", post(connect))
+        .route("/v1/networks/{name}/disconnect", post(disconnect))
+        .route("/v1/sandboxes", get(list_sandboxes).post(create_sandbox))
+        .route("/v1/sandboxes/{name}", get(get_sandbox).delete(delete_sandbox))
+        .fallback(not_found)
+        .method_not_allowed_fallback(|| async {
+            ApiError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this API endpoint".into())
+        })
+        .with_state(engine)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: UnixListener,
+    engine: Shared,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(engine)).with_graceful_shutdown(shutdown).await
+}
+
+/// Puts netd's nftables tables back when someone removes them (`nft flush ruleset`),
+/// checking every `every`. A cheap existence check on an idle host; a full restore only
+/// when a table is missing.
+pub async fn watch_firewall(engine: Shared, every: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        let e = engine.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let mut g = e.lock().unwrap_or_else(|p| p.into_inner());
+            if g.firewall_present() {
+                return Ok(false);
+            }
+            g.restore_firewall().map(|_| true)
+        })
+        .await;
+        match r {
+            Ok(Ok(true)) => tracing::warn!("netd nftables tables were missing (flushed?); restored them"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "could not restore nftables tables"),
+            Err(e) => tracing::error!(error = %e, "firewall watcher task failed"),
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Daemon start-up: state dir and its lock, store, kernel, engine (with reconcile), the
+//! API socket and the firewall watcher, then serve until shutdown.
+
+use std::fs;
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use tokio::net::UnixListener;
+
+use crate::api::server::{serve, watch_firewall};
+use crate::engine::{Engine, EngineConfig};
+use crate::ipam::IpamConfig;
+use crate::kernel::linux::LinuxKernel;
+use crate::kernel::Kernel;
+use crate::store::RedbStore;
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/netd";
+pub const DEFAULT_SOCKET: &str = "/run/netd/netd.sock";
+
+/// The optional `--config` file (TOML). Command-line flags win over it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConfigFile {
+    pub state_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub netns_dir: Option<PathBuf>,
+    pub etc_netns_dir: Option<PathBuf>,
+    /// Group allowed to use the socket (mode becomes 0660).
+    pub socket_group: Option<String>,
+    pub ipam: Option<IpamConfig>,
+    /// `[low, high]` host ports for `-P`.
+    pub ephemeral_ports: Option<(u16, u16)>,
+}
+
+impl ConfigFile {
+    pub fn load(path: &Path) -> anyhow::Result<ConfigFile> {
+        let text = fs::read_to_string(path).with_context(|| format!("read config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parse config {}", path.display()))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub socket_group: Option<String>,
+    pub engine: EngineConfig,
+    pub watch_every: Duration,
+}
+
+impl Default for DaemonOptions {
+    fn default() -> Self {
+        DaemonOptions {
+            state_dir: DEFAULT_STATE_DIR.into(),
+            socket: DEFAULT_SOCKET.into(),
+            socket_group: None,
+            engine: EngineConfig::default(),
+            watch_every: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Holds the state dir's lock for as long as the daemon runs: two daemons on one state
+/// dir would hand out the same addresses.
+pub struct StateLock(fs::File);
+
+pub fn lock_state_dir(dir: &Path) -> anyhow::Result<StateLock> {
+    fs::create_dir_all(dir).with_context(|| format!("create state dir {}", dir.display()))?;
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("netd.lock"))
+        .with_context(|| format!("open lock in {}", dir.display()))?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        bail!("another netd is already using state dir {}", dir.display());
+    }
+    Ok(StateLock(f))
+}
+
+fn bind_socket(path: &Path, group: Option<&str>) -> anyhow::Result<UnixListener> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("another daemon is serving {}", path.display());
+        }
+        fs::remove_file(path).with_context(|| format!("remove stale socket {}", path.display()))?;
+    }
+    let l = UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
+    let mode = if group.is_some() { 0o660 } else { 0o600 };
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    if let Some(g) = group {
+        let gid = nix::unistd::Group::from_name(g)
+            .ok()
+            .flatten()
+            .with_context(|| format!("no such group {g}"))?
+            .gid;
+        nix::unistd::chown(path, None, Some(gid)).with_context(|| format!("chown {}", path.display()))?;
+    }
+    Ok(l)
+}
+
+/// Opens everything and serves until `shutdown` resolves. The kernel is the calling
+/// process's network namespace: run the daemon under `nsenter --net=...` to give it
+/// another "host".
+pub async fn run(opts: DaemonOptions, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let _lock = lock_state_dir(&opts.state_dir)?;
+    let store = Arc::new(RedbStore::open(&opts.state_dir.join("netd.redb"))?);
+    let kernel: Arc<dyn Kernel> = Arc::new(LinuxKernel::current().context("open kernel interfaces")?);
+    let cfg = opts.engine.clone();
+    let (engine, report) = tokio::task::spawn_blocking(move || Engine::open(kernel, store, cfg))
+        .await
+        .context("engine start-up panicked")??;
+    tracing::info!(
+        removed = ?report.removed,
+        recreated = ?report.recreated,
+        ms = report.millis as u64,
+        "state loaded and reconciled"
+    );
+    let engine = Arc::new(Mutex::new(engine));
+    let listener = bind_socket(&opts.socket, opts.socket_group.as_deref())?;
+    tracing::info!(socket = %opts.socket.display(), state_dir = %opts.state_dir.display(), "netd ready");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(watch_firewall(engine.clone(), opts.watch_every, stop_rx));
+    let res = serve(listener, engine, shutdown).await;
+    let _ = stop_tx.send(true);
+    let _ = watcher.await;
+    let _ = fs::remove_file(&opts.socket);
+    res.context("API server")
+}

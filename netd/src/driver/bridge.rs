@@ -1,0 +1,104 @@
+//! The bridge driver: a Linux bridge per network with the gateway address on it, and a
+//! veth pair per endpoint whose sandbox end is named `ethN` inside the sandbox.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnetwork::IpNetwork;
+
+use super::{endpoint_alias, network_alias};
+use crate::model::{Endpoint, Network};
+use crate::plan::{BridgeSpec, Step, VethSpec};
+
+/// Steps that bring a network's bridge up. Forwarding is a host-wide switch that a
+/// bridge with a gateway needs; it is not undone when the network goes (other users).
+pub fn network_up(net: &Network) -> Vec<Step> {
+    let mut steps = vec![Step::Sysctl { key: "net/ipv4/ip_forward".into(), value: "1".into() }];
+    if net.ipv6 {
+        steps.push(Step::Sysctl { key: "net/ipv6/conf/all/forwarding".into(), value: "1".into() });
+    }
+    let addrs = net
+        .subnets
+        .iter()
+        .filter_map(|s| IpNetwork::new(s.gateway, s.subnet.prefix()).ok())
+        .collect();
+    steps.push(Step::CreateBridge(BridgeSpec {
+        name: net.bridge.clone(),
+        alias: network_alias(&net.name),
+        mtu: net.mtu,
+        addrs,
+        ipv6: net.ipv6,
+    }));
+    steps
+}
+
+pub fn network_down(net: &Network) -> Vec<Step> {
+    vec![Step::DeleteLink { name: net.bridge.clone(), netns: None }]
+}
+
+/// The veth for one endpoint. `default_route` is true for the sandbox's first network,
+/// which carries its default routes (internal networks never do: no way out).
+pub fn endpoint_up(net: &Network, sandbox: &str, netns: &Path, ep: &Endpoint, default_route: bool) -> Step {
+    let route = default_route && !net.internal;
+    let addrs = ep.ipv4.map(IpNetwork::V4).into_iter().chain(ep.ipv6.map(IpNetwork::V6)).collect();
+    Step::CreateVeth(VethSpec {
+        host_name: ep.host_ifname.clone(),
+        bridge: net.bridge.clone(),
+        alias: endpoint_alias(sandbox, &net.name),
+        mtu: net.mtu,
+        netns: PathBuf::from(netns),
+        ifname: ep.ifname.clone(),
+        mac: parse_mac(&ep.mac).unwrap_or([0x02, 0x42, 0, 0, 0, 0]),
+        addrs,
+        gw4: if route { ep.gateway4 } else { None },
+        gw6: if route { ep.gateway6 } else { None },
+    })
+}
+
+pub fn endpoint_down(ep: &Endpoint) -> Step {
+    Step::DeleteLink { name: ep.host_ifname.clone(), netns: None }
+}
+
+/// Docker's MAC scheme: 02:42 followed by the IPv4 address, so MACs are unique wherever
+/// addresses are; a random locally administered MAC when there is no IPv4 address.
+pub fn mac_for(ip: Option<IpAddr>) -> [u8; 6] {
+    match ip {
+        Some(IpAddr::V4(v4)) => {
+            let o = v4.octets();
+            [0x02, 0x42, o[0], o[1], o[2], o[3]]
+        }
+        _ => {
+            let r: [u8; 4] = rand::random();
+            [0x02, 0x43, r[0], r[1], r[2], r[3]]
+        }
+    }
+}
+
+pub fn format_mac(m: &[u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<u8> = s.split(':').map(|p| u8::from_str_radix(p, 16)).collect::<Result<_, _>>().ok()?;
+    let m: [u8; 6] = parts.try_into().ok()?;
+    // A MAC with the multicast bit set cannot be a unicast interface address.
+    if m[0] & 1 == 1 || m == [0; 6] {
+        return None;
+    }
+    Some(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_helpers() {
+        let m = mac_for(Some("172.18.0.2".parse().unwrap()));
+        assert_eq!(format_mac(&m), "02:42:ac:12:00:02");
+        assert_eq!(parse_mac("02:42:ac:12:00:02"), Some(m));
+        assert_eq!(parse_mac("01:00:5e:00:00:01"), None);
+        assert_eq!(parse_mac("zz:00:00:00:00:00"), None);
+        assert_eq!(parse_mac("02:42:ac:12:00"), None);
+    }
+}

@@ -1,0 +1,345 @@
+//! The engine: one instance per daemon, owning the in-memory model, the store and the
+//! kernel. Every operation follows the same shape:
+//!
+//! 1. validate and compute (pure: model, IPAM) — bad input stops here and changes nothing;
+//! 2. apply the kernel plan (`plan::execute`, which undoes itself on failure);
+//! 3. apply the firewall diff as one nftables transaction (on failure: undo step 2);
+//! 4. commit the store transaction (on failure: undo 3 and 2);
+//! 5. only then update the in-memory model.
+//!
+//! Callers serialise operations (the API holds one lock around the engine), which is also
+//! what makes IPAM free of duplicates under concurrent requests.
+
+mod network;
+mod ports;
+mod reconcile;
+mod sandbox;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::firewall::{ruleset, FwEndpoint, FwNetwork, FwPort, FwState};
+use crate::ipam::{IpamConfig, Pool};
+use crate::kernel::Kernel;
+use crate::model::{Network, Sandbox};
+use crate::plan::{self, Step};
+use crate::store::{self, Bucket, Store, Txn};
+
+pub use reconcile::ReconcileReport;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Where sandbox namespaces are bound (`/run/netns`, so `ip netns exec` works).
+    pub netns_dir: PathBuf,
+    /// Where per-sandbox `resolv.conf` files go (`/etc/netns/<name>/resolv.conf`).
+    pub etc_netns_dir: PathBuf,
+    /// The host's resolver configuration, copied (minus loopback servers) into sandboxes.
+    pub host_resolv_conf: PathBuf,
+    pub ipam: IpamConfig,
+    /// Host ports for `-P` and `-p PORT` (Docker uses the same range).
+    pub ephemeral_ports: (u16, u16),
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            netns_dir: "/run/netns".into(),
+            etc_netns_dir: "/etc/netns".into(),
+            host_resolv_conf: "/etc/resolv.conf".into(),
+            ipam: IpamConfig::default(),
+            ephemeral_ports: (49153, 65535),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Kernel(String),
+    #[error("{0}")]
+    Store(String),
+}
+
+impl From<store::StoreError> for EngineError {
+    fn from(e: store::StoreError) -> Self {
+        EngineError::Store(e.to_string())
+    }
+}
+
+impl From<plan::PlanError> for EngineError {
+    fn from(e: plan::PlanError) -> Self {
+        EngineError::Kernel(e.to_string())
+    }
+}
+
+impl From<crate::ipam::IpamError> for EngineError {
+    fn from(e: crate::ipam::IpamError) -> Self {
+        EngineError::Conflict(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, EngineError>;
+
+/// A network as `inspect` shows it: the record plus who is attached.
+#[derive(Debug, Clone, Serialize)]
+pub struct NetworkView {
+    #[serde(flatten)]
+    pub network: Network,
+    pub endpoints: Vec<EndpointView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointView {
+    pub sandbox: String,
+    pub ifname: String,
+    pub host_ifname: String,
+    pub mac: String,
+    pub ipv4: Option<String>,
+    pub ipv6: Option<String>,
+    pub aliases: Vec<String>,
+}
+
+pub struct Engine {
+    kernel: Arc<dyn Kernel>,
+    store: Arc<dyn Store>,
+    cfg: EngineConfig,
+    networks: BTreeMap<String, Network>,
+    sandboxes: BTreeMap<String, Sandbox>,
+    /// Keyed `<network>/4` and `<network>/6`.
+    pools: BTreeMap<String, Pool>,
+    /// What the kernel's netd tables hold now.
+    fw: FwState,
+    /// Where the last ephemeral port search stopped.
+    port_cursor: u16,
+}
+
+pub(crate) fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+pub(crate) fn new_id() -> String {
+    let a: u128 = rand::random();
+    format!("{a:032x}")
+}
+
+pub(crate) fn pool_key(network: &str, v6: bool) -> String {
+    format!("{network}/{}", if v6 { 6 } else { 4 })
+}
+
+/// Snapshot of the entries an operation is about to change, to put back on failure.
+#[derive(Default)]
+struct Undo {
+    networks: Vec<(String, Option<Network>)>,
+    sandboxes: Vec<(String, Option<Sandbox>)>,
+    pools: Vec<(String, Option<Pool>)>,
+}
+
+impl Engine {
+    /// Loads the store, reconciles the kernel with it and returns a ready engine.
+    pub fn open(
+        kernel: Arc<dyn Kernel>,
+        store: Arc<dyn Store>,
+        cfg: EngineConfig,
+    ) -> Result<(Engine, ReconcileReport)> {
+        let networks = store::load::<Network>(store.as_ref(), Bucket::Networks)?.into_iter().collect();
+        let sandboxes = store::load::<Sandbox>(store.as_ref(), Bucket::Sandboxes)?.into_iter().collect();
+        let pools = store::load::<Pool>(store.as_ref(), Bucket::Pools)?.into_iter().collect();
+        let port_cursor = cfg.ephemeral_ports.0;
+        let mut e = Engine {
+            kernel,
+            store,
+            cfg,
+            networks,
+            sandboxes,
+            pools,
+            fw: FwState::default(),
+            port_cursor,
+        };
+        let report = e.reconcile()?;
+        Ok((e, report))
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    pub fn networks(&self) -> impl Iterator<Item = &Network> {
+        self.networks.values()
+    }
+
+    pub fn sandboxes(&self) -> impl Iterator<Item = &Sandbox> {
+        self.sandboxes.values()
+    }
+
+    pub fn sandbox(&self, name: &str) -> Result<&Sandbox> {
+        self.sandboxes.get(name).ok_or_else(|| EngineError::NotFound(format!("no such sandbox: {name}")))
+    }
+
+    pub fn network(&self, name: &str) -> Result<&Network> {
+        self.networks.get(name).ok_or_else(|| EngineError::NotFound(format!("no such network: {name}")))
+    }
+
+    pub fn pools(&self) -> impl Iterator<Item = (&String, &Pool)> {
+        self.pools.iter()
+    }
+
+    pub fn network_view(&self, name: &str) -> Result<NetworkView> {
+        let network = self.network(name)?.clone();
+        let endpoints = self
+            .sandboxes
+            .values()
+            .filter_map(|s| {
+                s.endpoint(name).map(|e| EndpointView {
+                    sandbox: s.name.clone(),
+                    ifname: e.ifname.clone(),
+                    host_ifname: e.host_ifname.clone(),
+                    mac: e.mac.clone(),
+                    ipv4: e.ipv4.map(|n| n.to_string()),
+                    ipv6: e.ipv6.map(|n| n.to_string()),
+                    aliases: e.aliases.clone(),
+                })
+            })
+            .collect();
+        Ok(NetworkView { network, endpoints })
+    }
+
+    /// The firewall state the model calls for.
+    pub fn desired_fw(&self) -> FwState {
+        let networks = self
+            .networks
+            .values()
+            .map(|n| FwNetwork {
+                name: n.name.clone(),
+                bridge: n.bridge.clone(),
+                subnet4: n.subnet4().and_then(|s| match s.subnet {
+                    ipnetwork::IpNetwork::V4(v) => Some(v),
+                    _ => None,
+                }),
+                subnet6: n.subnet6().and_then(|s| match s.subnet {
+                    ipnetwork::IpNetwork::V6(v) => Some(v),
+                    _ => None,
+                }),
+                internal: n.internal,
+                icc: n.icc,
+                masquerade: n.masquerade,
+            })
+            .collect();
+        let mut endpoints = Vec::new();
+        let mut ports = Vec::new();
+        for s in self.sandboxes.values() {
+            for e in &s.endpoints {
+                endpoints.push(FwEndpoint {
+                    port: e.host_ifname.clone(),
+                    mac: crate::driver::bridge::parse_mac(&e.mac).unwrap_or([0; 6]),
+                    ipv4: e.ipv4.map(|n| n.ip()),
+                    ipv6: e.ipv6.map(|n| n.ip()),
+                });
+            }
+            ports.extend(ports::fw_ports(s));
+        }
+        ports.sort();
+        FwState { networks, endpoints, ports }
+    }
+
+    /// Re-applies the whole netd ruleset (after a flush by someone else). Leaves the
+    /// user chain's rules alone.
+    pub fn restore_firewall(&mut self) -> Result<()> {
+        let want = self.desired_fw();
+        self.kernel
+            .nft(&ruleset::full(&want))
+            .map_err(|e| EngineError::Kernel(format!("restore firewall: {e}")))?;
+        self.fw = want;
+        Ok(())
+    }
+
+    /// Whether netd's tables are still in the kernel.
+    pub fn firewall_present(&self) -> bool {
+        self.kernel.nft_table_exists("inet", crate::firewall::TABLE).unwrap_or(false)
+            && self.kernel.nft_table_exists("bridge", crate::firewall::TABLE).unwrap_or(false)
+    }
+
+    fn remember(&self, u: &mut Undo, networks: &[&str], sandboxes: &[&str], pools: &[String]) {
+        for n in networks {
+            u.networks.push((n.to_string(), self.networks.get(*n).cloned()));
+        }
+        for s in sandboxes {
+            u.sandboxes.push((s.to_string(), self.sandboxes.get(*s).cloned()));
+        }
+        for p in pools {
+            u.pools.push((p.clone(), self.pools.get(p).cloned()));
+        }
+    }
+
+    fn rollback(&mut self, u: Undo) {
+        for (k, v) in u.networks {
+            match v {
+                Some(v) => self.networks.insert(k, v),
+                None => self.networks.remove(&k),
+            };
+        }
+        for (k, v) in u.sandboxes {
+            match v {
+                Some(v) => self.sandboxes.insert(k, v),
+                None => self.sandboxes.remove(&k),
+            };
+        }
+        for (k, v) in u.pools {
+            match v {
+                Some(v) => self.pools.insert(k, v),
+                None => self.pools.remove(&k),
+            };
+        }
+    }
+
+    /// Steps 2–4 of every operation, with the model already changed in memory: apply
+    /// `steps`, then the firewall diff, then `txn`. On any failure, undo what was done
+    /// (kernel, firewall, memory) and return the error. `teardown` steps (deletions) run
+    /// after the commit, best effort, since the store no longer refers to their objects.
+    fn commit(&mut self, undo: Undo, steps: &[Step], txn: &Txn, teardown: &[Step]) -> Result<()> {
+        if let Err(e) = plan::execute(self.kernel.as_ref(), steps) {
+            self.rollback(undo);
+            return Err(e.into());
+        }
+        let undo_steps: Vec<Step> = steps.iter().rev().filter_map(Step::undo).collect();
+        let want = self.desired_fw();
+        let batch = ruleset::diff(&self.fw, &want);
+        if !batch.is_empty() {
+            if let Err(e) = self.kernel.nft(&batch) {
+                plan::teardown(self.kernel.as_ref(), &undo_steps);
+                self.rollback(undo);
+                return Err(EngineError::Kernel(format!("apply firewall rules: {e}")));
+            }
+        }
+        if let Err(e) = self.store.commit(txn) {
+            if !batch.is_empty() {
+                if let Err(e) = self.kernel.nft(&ruleset::diff(&want, &self.fw)) {
+                    tracing::error!(error = %e, "could not revert firewall after a store failure");
+                }
+            }
+            plan::teardown(self.kernel.as_ref(), &undo_steps);
+            self.rollback(undo);
+            return Err(e.into());
+        }
+        self.fw = want;
+        for e in plan::teardown(self.kernel.as_ref(), teardown) {
+            tracing::warn!(error = %e, "teardown step failed; reconcile will retry");
+        }
+        for s in steps.iter().chain(teardown) {
+            tracing::info!("{}", plan::describe(s));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

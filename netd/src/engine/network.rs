@@ -1,0 +1,110 @@
+//! Network operations: create, remove, prune.
+
+use super::{new_id, now, pool_key, Engine, EngineError, Result, Undo};
+use crate::driver::bridge;
+use crate::ipam;
+use crate::model::{Network, NetworkRequest, Subnet};
+use crate::store::{Bucket, Txn};
+
+impl Engine {
+    pub fn create_network(&mut self, req: &NetworkRequest) -> Result<Network> {
+        let p = req.parse().map_err(EngineError::Invalid)?;
+        if self.networks.contains_key(&p.name) {
+            return Err(EngineError::Conflict(format!("network with name {} already exists", p.name)));
+        }
+        if let Some(other) = self.networks.values().find(|n| n.bridge == p.bridge) {
+            return Err(EngineError::Conflict(format!(
+                "bridge name {} is already used by network {}",
+                p.bridge, other.name
+            )));
+        }
+        if self.kernel.link_exists(&p.bridge, None).unwrap_or(false) {
+            return Err(EngineError::Conflict(format!(
+                "a link named {} already exists on the host and is not netd's; pick another name with -o com.docker.network.bridge.name=NAME",
+                p.bridge
+            )));
+        }
+        let routes = self.kernel.routed_prefixes().map_err(|e| EngineError::Kernel(e.to_string()))?;
+        let existing: Vec<&ipam::Pool> = self.pools.values().collect();
+        let mut pools = Vec::new();
+        let want4 = p.subnets.iter().find(|s| s.subnet.is_ipv4());
+        pools.push(ipam::new_pool(&self.cfg.ipam, &p.name, false, want4, &existing, &routes)?);
+        if p.ipv6 {
+            let want6 = p.subnets.iter().find(|s| s.subnet.is_ipv6());
+            pools.push(ipam::new_pool(&self.cfg.ipam, &p.name, true, want6, &existing, &routes)?);
+        }
+        let net = Network {
+            name: p.name.clone(),
+            id: new_id(),
+            driver: p.driver,
+            bridge: p.bridge,
+            subnets: pools
+                .iter()
+                .map(|pl| Subnet { subnet: pl.subnet, gateway: pl.gateway, ip_range: pl.ip_range })
+                .collect(),
+            ipv6: p.ipv6,
+            internal: p.internal,
+            icc: p.icc,
+            masquerade: p.masquerade,
+            host_binding_ipv4: p.host_binding_ipv4,
+            mtu: p.mtu,
+            options: req.options.clone(),
+            labels: req.labels.clone(),
+            owner: "netctl".into(),
+            created: now(),
+        };
+        let mut undo = Undo::default();
+        let keys: Vec<String> = pools.iter().map(|pl| pool_key(&net.name, pl.subnet.is_ipv6())).collect();
+        self.remember(&mut undo, &[&net.name], &[], &keys);
+        let mut txn = Txn::new();
+        txn.put(Bucket::Networks, &net.name, &net);
+        for (k, pl) in keys.iter().zip(pools) {
+            txn.put(Bucket::Pools, k, &pl);
+            self.pools.insert(k.clone(), pl);
+        }
+        self.networks.insert(net.name.clone(), net.clone());
+        let steps = bridge::network_up(&net);
+        self.commit(undo, &steps, &txn, &[])?;
+        tracing::info!(network = %net.name, bridge = %net.bridge, subnets = ?net.subnets.iter().map(|s| s.subnet.to_string()).collect::<Vec<_>>(), "network created");
+        Ok(net)
+    }
+
+    pub fn remove_network(&mut self, name: &str) -> Result<()> {
+        let net = self.network(name)?.clone();
+        let users: Vec<&str> =
+            self.sandboxes.values().filter(|s| s.endpoint(name).is_some()).map(|s| s.name.as_str()).collect();
+        if !users.is_empty() {
+            return Err(EngineError::Conflict(format!(
+                "network {name} has active endpoints (sandboxes: {}); disconnect or remove them first",
+                users.join(", ")
+            )));
+        }
+        let keys = [pool_key(name, false), pool_key(name, true)];
+        let mut undo = Undo::default();
+        self.remember(&mut undo, &[name], &[], &keys);
+        let mut txn = Txn::new();
+        txn.delete(Bucket::Networks, name);
+        for k in &keys {
+            txn.delete(Bucket::Pools, k);
+            self.pools.remove(k);
+        }
+        self.networks.remove(name);
+        self.commit(undo, &[], &txn, &bridge::network_down(&net))?;
+        tracing::info!(network = %name, bridge = %net.bridge, "network removed");
+        Ok(())
+    }
+
+    /// Removes every network without endpoints; returns their names.
+    pub fn prune_networks(&mut self) -> Result<Vec<String>> {
+        let unused: Vec<String> = self
+            .networks
+            .keys()
+            .filter(|n| !self.sandboxes.values().any(|s| s.endpoint(n).is_some()))
+            .cloned()
+            .collect();
+        for n in &unused {
+            self.remove_network(n)?;
+        }
+        Ok(unused)
+    }
+}

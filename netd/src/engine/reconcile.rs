@@ -1,0 +1,155 @@
+//! Start-up reconcile: make the kernel match the store, in both directions, without
+//! touching what is already right (a healthy veth is never recreated, so flows through
+//! it keep going across a daemon restart).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::sandbox::PendingSandbox;
+use super::{Engine, EngineError, Result};
+use crate::driver::{bridge, parse_alias, AliasOwner};
+use crate::firewall::ruleset;
+use crate::model::NetMode;
+use crate::plan::{self, Step};
+use crate::store::{self, Bucket, Txn};
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReconcileReport {
+    /// Kernel objects nothing in the store refers to (leftovers of interrupted operations).
+    pub removed: Vec<String>,
+    /// Objects the store has and the kernel lacked.
+    pub recreated: Vec<String>,
+    /// Leases whose endpoint no longer exists.
+    pub released_leases: usize,
+    pub networks: usize,
+    pub endpoints: usize,
+    pub millis: u128,
+}
+
+impl Engine {
+    pub fn reconcile(&mut self) -> Result<ReconcileReport> {
+        let t0 = Instant::now();
+        let mut r = ReconcileReport::default();
+        let k = self.kernel.clone();
+        let mut txn = Txn::new();
+
+        // 1. Operations cut short before their final commit.
+        for (key, p) in store::load::<PendingSandbox>(self.store.as_ref(), Bucket::Pending)? {
+            let name = key.strip_prefix("sandbox/").unwrap_or(&key);
+            if !self.sandboxes.contains_key(name) {
+                if let Err(e) = k.apply(&Step::DeleteNetns { path: PathBuf::from(&p.netns) }) {
+                    tracing::warn!(netns = %p.netns, error = %e, "could not remove leftover netns");
+                }
+                let _ = std::fs::remove_dir_all(self.cfg.etc_netns_dir.join(name));
+                r.removed.push(format!("netns {}", p.netns));
+            }
+            txn.delete(Bucket::Pending, &key);
+        }
+
+        // 2. Links marked as netd's that the store does not know.
+        let links = k.owned_links().map_err(|e| EngineError::Kernel(format!("list links: {e}")))?;
+        let mut present = BTreeSet::new();
+        for l in links {
+            let keep = match parse_alias(&l.alias) {
+                Some(AliasOwner::Network(n)) => self.networks.get(&n).is_some_and(|x| x.bridge == l.name),
+                Some(AliasOwner::Endpoint { sandbox, network }) => self
+                    .sandboxes
+                    .get(&sandbox)
+                    .and_then(|s| s.endpoint(&network))
+                    .is_some_and(|e| e.host_ifname == l.name),
+                None => false,
+            };
+            if keep {
+                present.insert(l.name);
+            } else {
+                let step = Step::DeleteLink { name: l.name.clone(), netns: None };
+                if let Err(e) = k.apply(&step) {
+                    tracing::warn!(link = %l.name, error = %e, "could not remove leftover link");
+                }
+                r.removed.push(format!("link {} ({})", l.name, l.alias));
+            }
+        }
+
+        // 3. Bridges: ensure each (idempotent; re-adds a missing gateway address too).
+        for net in self.networks.values() {
+            if !present.contains(&net.bridge) {
+                r.recreated.push(format!("bridge {}", net.bridge));
+            }
+            plan::execute(k.as_ref(), &bridge::network_up(net))?;
+            r.networks += 1;
+        }
+
+        // 4. Sandboxes: a dead namespace is rebuilt whole; a live one only gets the
+        //    endpoints whose veth is missing.
+        for sb in self.sandboxes.values() {
+            let netns = PathBuf::from(&sb.netns);
+            let alive = k.netns_alive(&netns);
+            let mut steps = Vec::new();
+            if !alive {
+                steps.extend(sb.endpoints.iter().map(bridge::endpoint_down));
+                steps.push(Step::DeleteNetns { path: netns.clone() });
+                steps.push(if sb.mode == NetMode::Host {
+                    Step::BindHostNetns { path: netns.clone() }
+                } else {
+                    Step::CreateNetns { path: netns.clone() }
+                });
+                r.recreated.push(format!("netns {}", sb.netns));
+            }
+            for (i, ep) in sb.endpoints.iter().enumerate() {
+                r.endpoints += 1;
+                if alive && present.contains(&ep.host_ifname) {
+                    continue;
+                }
+                if alive {
+                    // The host side is gone, so the pair is gone; clear a stray peer name.
+                    steps.push(Step::DeleteLink { name: ep.ifname.clone(), netns: Some(netns.clone()) });
+                }
+                steps.push(bridge::endpoint_up(&self.networks[&ep.network], &sb.name, &netns, ep, i == 0));
+                r.recreated.push(format!("veth {} ({}/{})", ep.host_ifname, sb.name, ep.network));
+            }
+            for s in &steps {
+                if let Err(e) = k.apply(s) {
+                    tracing::error!(sandbox = %sb.name, step = %plan::describe(s), error = %e, "reconcile step failed");
+                }
+            }
+        }
+
+        // 5. Leases without an endpoint.
+        let owners: BTreeSet<String> = self
+            .sandboxes
+            .values()
+            .flat_map(|s| s.endpoints.iter().map(move |e| format!("{}/{}", s.name, e.network)))
+            .collect();
+        for (key, pool) in self.pools.iter_mut() {
+            let stale: Vec<String> =
+                pool.leases.values().filter(|o| !owners.contains(*o)).cloned().collect::<BTreeSet<_>>().into_iter().collect();
+            for o in stale {
+                r.released_leases += pool.release_owner(&o);
+            }
+            if r.released_leases > 0 {
+                txn.put(Bucket::Pools, key, pool);
+            }
+        }
+        self.store.commit(&txn)?;
+
+        // 6. Firewall: the whole ruleset, in one transaction (flows keep going: the new
+        //    rules accept established traffic from the moment they replace the old).
+        let want = self.desired_fw();
+        k.nft(&ruleset::full(&want)).map_err(|e| EngineError::Kernel(format!("firewall: {e}")))?;
+        self.fw = want;
+        r.millis = t0.elapsed().as_millis();
+        tracing::info!(
+            networks = r.networks,
+            endpoints = r.endpoints,
+            removed = r.removed.len(),
+            recreated = r.recreated.len(),
+            released_leases = r.released_leases,
+            ms = r.millis as u64,
+            "reconciled"
+        );
+        Ok(r)
+    }
+}

@@ -1,0 +1,367 @@
+//! Sandbox operations: create, remove, connect, disconnect.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnetwork::{Ipv4Network, Ipv6Network};
+use serde::{Deserialize, Serialize};
+
+use super::ports::parse_expose;
+use super::{new_id, now, pool_key, Engine, EngineError, Result, Undo};
+use crate::driver::bridge::{self, format_mac, mac_for, parse_mac};
+use crate::model::{
+    host_veth_name, validate_name, Endpoint, EndpointRequest, NetMode, Network, Proto, Sandbox, SandboxRequest,
+};
+use crate::plan::Step;
+use crate::store::{Bucket, Txn};
+
+/// Written to the store before a sandbox's namespace is made, so a crash between the two
+/// leaves something reconcile can find and remove.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct PendingSandbox {
+    pub netns: String,
+}
+
+fn owner(sandbox: &str, network: &str) -> String {
+    format!("{sandbox}/{network}")
+}
+
+fn parse_ip(what: &str, s: &str) -> Result<IpAddr> {
+    s.trim()
+        .parse()
+        .map_err(|_| EngineError::Invalid(format!("invalid {what} {s:?}: expected an IP address")))
+}
+
+impl Engine {
+    fn netns_path(&self, name: &str) -> PathBuf {
+        self.cfg.netns_dir.join(name)
+    }
+
+    fn resolv_dir(&self, name: &str) -> PathBuf {
+        self.cfg.etc_netns_dir.join(name)
+    }
+
+    /// Allocates addresses and names for one endpoint. The caller has remembered the
+    /// network's pools in its `Undo`.
+    fn build_endpoint(&mut self, sandbox: &str, net: &Network, req: &EndpointRequest, ifname: String) -> Result<Endpoint> {
+        for a in &req.aliases {
+            validate_name(a).map_err(|e| EngineError::Invalid(format!("alias {e}")))?;
+        }
+        let (mut want4, mut want6) = (None, None);
+        for s in req.ip.iter().chain(req.ip6.iter()) {
+            match parse_ip("IP address", s)? {
+                IpAddr::V4(v) => want4 = Some(IpAddr::V4(v)),
+                IpAddr::V6(v) => want6 = Some(IpAddr::V6(v)),
+            }
+        }
+        let mac = match &req.mac {
+            Some(m) => Some(parse_mac(m).ok_or_else(|| {
+                EngineError::Invalid(format!("invalid MAC address {m:?}: expected a unicast xx:xx:xx:xx:xx:xx"))
+            })?),
+            None => None,
+        };
+        if want6.is_some() && !net.ipv6 {
+            return Err(EngineError::Invalid(format!("network {} has no IPv6 subnet", net.name)));
+        }
+        let who = owner(sandbox, &net.name);
+        let mut ep = Endpoint {
+            network: net.name.clone(),
+            ifname,
+            host_ifname: host_veth_name(sandbox, &net.name),
+            mac: String::new(),
+            ipv4: None,
+            ipv6: None,
+            gateway4: None,
+            gateway6: None,
+            aliases: req.aliases.clone(),
+        };
+        if let Some(pool) = self.pools.get_mut(&pool_key(&net.name, false)) {
+            let ip = pool.allocate(&who, want4)?;
+            if let (IpAddr::V4(ip), IpAddr::V4(gw)) = (ip, pool.gateway) {
+                ep.ipv4 = Some(
+                    Ipv4Network::new(ip, pool.prefix_len()).map_err(|e| EngineError::Invalid(e.to_string()))?,
+                );
+                ep.gateway4 = Some(gw);
+            }
+        }
+        if let Some(pool) = self.pools.get_mut(&pool_key(&net.name, true)) {
+            let ip = pool.allocate(&who, want6)?;
+            if let (IpAddr::V6(ip), IpAddr::V6(gw)) = (ip, pool.gateway) {
+                ep.ipv6 = Some(
+                    Ipv6Network::new(ip, pool.prefix_len()).map_err(|e| EngineError::Invalid(e.to_string()))?,
+                );
+                ep.gateway6 = Some(gw);
+            }
+        }
+        let mac = mac.unwrap_or_else(|| mac_for(ep.ipv4.map(|n| IpAddr::V4(n.ip()))));
+        ep.mac = format_mac(&mac);
+        Ok(ep)
+    }
+
+    fn release_endpoint(&mut self, sandbox: &str, network: &str) {
+        for v6 in [false, true] {
+            if let Some(p) = self.pools.get_mut(&pool_key(network, v6)) {
+                p.release_owner(&owner(sandbox, network));
+            }
+        }
+    }
+
+    fn put_pools(&self, txn: &mut Txn, networks: &[&str]) {
+        for n in networks {
+            for v6 in [false, true] {
+                let k = pool_key(n, v6);
+                if let Some(p) = self.pools.get(&k) {
+                    txn.put(Bucket::Pools, &k, p);
+                }
+            }
+        }
+    }
+
+    fn pool_keys(networks: &[&str]) -> Vec<String> {
+        networks.iter().flat_map(|n| [pool_key(n, false), pool_key(n, true)]).collect()
+    }
+
+    pub fn create_sandbox(&mut self, req: &SandboxRequest) -> Result<Sandbox> {
+        validate_name(&req.name).map_err(|e| EngineError::Invalid(format!("sandbox {e}")))?;
+        if self.sandboxes.contains_key(&req.name) {
+            return Err(EngineError::Conflict(format!("sandbox with name {} already exists", req.name)));
+        }
+        let special: Vec<&str> = req
+            .networks
+            .iter()
+            .map(|e| e.network.as_str())
+            .filter(|n| matches!(*n, "host" | "none"))
+            .collect();
+        let mode = match (special.first(), req.networks.len()) {
+            (None, _) => NetMode::Bridge,
+            (Some(&"host"), 1) => NetMode::Host,
+            (Some(&"none"), 1) => NetMode::None,
+            (Some(m), _) => {
+                return Err(EngineError::Invalid(format!("network mode {m} cannot be combined with other networks")))
+            }
+        };
+        let mut names: Vec<&str> = Vec::new();
+        if mode == NetMode::Bridge {
+            for e in &req.networks {
+                self.network(&e.network)?;
+                if names.contains(&e.network.as_str()) {
+                    return Err(EngineError::Invalid(format!("network {} is listed twice", e.network)));
+                }
+                names.push(&e.network);
+            }
+        }
+        let mut expose: Vec<(u16, Proto)> = Vec::new();
+        for s in &req.expose {
+            expose.extend(parse_expose(s).map_err(EngineError::Invalid)?);
+        }
+        if (!req.ports.is_empty() || req.publish_all) && mode != NetMode::Bridge {
+            return Err(EngineError::Invalid(format!(
+                "published ports need a bridge network; sandbox {} uses network mode {}",
+                req.name,
+                special.first().copied().unwrap_or("bridge")
+            )));
+        }
+        let first = names.first().map(|n| self.networks[*n].clone());
+        if !req.ports.is_empty() {
+            match &first {
+                None => return Err(EngineError::Invalid("published ports need a network: add --network".into())),
+                Some(n) if n.internal => {
+                    return Err(EngineError::Invalid(format!(
+                        "cannot publish ports on internal network {}: it has no way in or out",
+                        n.name
+                    )))
+                }
+                _ => {}
+            }
+        }
+
+        let mut undo = Undo::default();
+        self.remember(&mut undo, &[], &[&req.name], &Self::pool_keys(&names));
+        let mut endpoints = Vec::new();
+        let mut sb = Sandbox {
+            name: req.name.clone(),
+            id: new_id(),
+            mode,
+            netns: self.netns_path(&req.name).display().to_string(),
+            endpoints: Vec::new(),
+            ports: Vec::new(),
+            publish_all: req.publish_all,
+            expose: expose.clone(),
+            labels: req.labels.clone(),
+            created: now(),
+        };
+        for e in &req.networks {
+            if mode != NetMode::Bridge {
+                break;
+            }
+            let net = self.networks[&e.network].clone();
+            match self.build_endpoint(&req.name, &net, e, sb.next_ifname()) {
+                Ok(ep) => {
+                    sb.endpoints.push(ep.clone());
+                    endpoints.push(ep);
+                }
+                Err(err) => {
+                    self.rollback(undo);
+                    return Err(err);
+                }
+            }
+        }
+        let host_ip = first.as_ref().and_then(|n| n.host_binding_ipv4).map(IpAddr::V4);
+        sb.ports = match self.resolve_ports(&req.name, &req.ports, req.publish_all, &expose, host_ip) {
+            Ok(p) => p,
+            Err(err) => {
+                self.rollback(undo);
+                return Err(err);
+            }
+        };
+
+        let netns = PathBuf::from(&sb.netns);
+        if self.kernel.netns_alive(&netns) || netns.exists() {
+            self.rollback(undo);
+            return Err(EngineError::Conflict(format!(
+                "{} already exists (a namespace netd does not know); remove it with `ip netns del {}`",
+                netns.display(),
+                req.name
+            )));
+        }
+        let mut steps = vec![if mode == NetMode::Host {
+            Step::BindHostNetns { path: netns.clone() }
+        } else {
+            Step::CreateNetns { path: netns.clone() }
+        }];
+        for (i, ep) in sb.endpoints.iter().enumerate() {
+            let net = &self.networks[&ep.network];
+            steps.push(bridge::endpoint_up(net, &sb.name, &netns, ep, i == 0));
+        }
+        let pending_key = format!("sandbox/{}", sb.name);
+        let mut pending = Txn::new();
+        pending.put(Bucket::Pending, &pending_key, &PendingSandbox { netns: sb.netns.clone() });
+        if let Err(e) = self.store.commit(&pending) {
+            self.rollback(undo);
+            return Err(e.into());
+        }
+        if mode != NetMode::Host {
+            if let Err(e) = self.write_resolv_conf(&sb.name) {
+                tracing::warn!(sandbox = %sb.name, error = %e, "could not write resolv.conf");
+            }
+        }
+        let mut txn = Txn::new();
+        txn.put(Bucket::Sandboxes, &sb.name, &sb);
+        txn.delete(Bucket::Pending, &pending_key);
+        self.sandboxes.insert(sb.name.clone(), sb.clone());
+        self.put_pools(&mut txn, &names);
+        if let Err(e) = self.commit(undo, &steps, &txn, &[]) {
+            let _ = std::fs::remove_dir_all(self.resolv_dir(&sb.name));
+            let mut clear = Txn::new();
+            clear.delete(Bucket::Pending, &pending_key);
+            let _ = self.store.commit(&clear);
+            return Err(e);
+        }
+        tracing::info!(sandbox = %sb.name, netns = %sb.netns, endpoints = sb.endpoints.len(), ports = sb.ports.len(), "sandbox created");
+        Ok(sb)
+    }
+
+    pub fn remove_sandbox(&mut self, name: &str) -> Result<()> {
+        let sb = self.sandbox(name)?.clone();
+        let names: Vec<&str> = sb.endpoints.iter().map(|e| e.network.as_str()).collect();
+        let mut undo = Undo::default();
+        self.remember(&mut undo, &[], &[name], &Self::pool_keys(&names));
+        for n in &names {
+            self.release_endpoint(name, n);
+        }
+        self.sandboxes.remove(name);
+        let mut txn = Txn::new();
+        txn.delete(Bucket::Sandboxes, name);
+        self.put_pools(&mut txn, &names);
+        let mut teardown: Vec<Step> = sb.endpoints.iter().map(bridge::endpoint_down).collect();
+        teardown.push(Step::DeleteNetns { path: PathBuf::from(&sb.netns) });
+        self.commit(undo, &[], &txn, &teardown)?;
+        let _ = std::fs::remove_dir_all(self.resolv_dir(name));
+        tracing::info!(sandbox = %name, "sandbox removed");
+        Ok(())
+    }
+
+    pub fn connect(&mut self, network: &str, req: &EndpointRequest, sandbox: &str) -> Result<Endpoint> {
+        let net = self.network(network)?.clone();
+        let sb = self.sandbox(sandbox)?.clone();
+        if sb.mode != NetMode::Bridge {
+            return Err(EngineError::Invalid(format!(
+                "sandbox {sandbox} uses network mode {:?}; it cannot join networks",
+                sb.mode
+            )));
+        }
+        if sb.endpoint(network).is_some() {
+            return Err(EngineError::Conflict(format!("sandbox {sandbox} is already connected to network {network}")));
+        }
+        let mut undo = Undo::default();
+        self.remember(&mut undo, &[], &[sandbox], &Self::pool_keys(&[network]));
+        let ep = match self.build_endpoint(sandbox, &net, req, sb.next_ifname()) {
+            Ok(ep) => ep,
+            Err(e) => {
+                self.rollback(undo);
+                return Err(e);
+            }
+        };
+        let mut new_sb = sb.clone();
+        new_sb.endpoints.push(ep.clone());
+        let step = bridge::endpoint_up(&net, sandbox, Path::new(&sb.netns), &ep, sb.endpoints.is_empty());
+        let mut txn = Txn::new();
+        txn.put(Bucket::Sandboxes, sandbox, &new_sb);
+        self.sandboxes.insert(sandbox.to_string(), new_sb);
+        self.put_pools(&mut txn, &[network]);
+        self.commit(undo, &[step], &txn, &[])?;
+        tracing::info!(sandbox, network, ifname = %ep.ifname, ipv4 = ?ep.ipv4, "connected");
+        Ok(ep)
+    }
+
+    pub fn disconnect(&mut self, network: &str, sandbox: &str) -> Result<()> {
+        self.network(network)?;
+        let sb = self.sandbox(sandbox)?.clone();
+        let Some(ep) = sb.endpoint(network).cloned() else {
+            return Err(EngineError::NotFound(format!("sandbox {sandbox} is not connected to network {network}")));
+        };
+        let mut undo = Undo::default();
+        self.remember(&mut undo, &[], &[sandbox], &Self::pool_keys(&[network]));
+        self.release_endpoint(sandbox, network);
+        let mut new_sb = sb.clone();
+        new_sb.endpoints.retain(|e| e.network != network);
+        if new_sb.endpoints.is_empty() {
+            new_sb.ports.clear();
+        }
+        let mut txn = Txn::new();
+        txn.put(Bucket::Sandboxes, sandbox, &new_sb);
+        self.sandboxes.insert(sandbox.to_string(), new_sb);
+        self.put_pools(&mut txn, &[network]);
+        self.commit(undo, &[], &txn, &[bridge::endpoint_down(&ep)])?;
+        tracing::info!(sandbox, network, "disconnected");
+        Ok(())
+    }
+
+    /// `/etc/netns/<name>/resolv.conf`: the host's resolvers minus loopback ones (they
+    /// are unreachable from a sandbox), as Docker does.
+    fn write_resolv_conf(&self, name: &str) -> std::io::Result<()> {
+        let host = std::fs::read_to_string(&self.cfg.host_resolv_conf).unwrap_or_default();
+        let mut out = String::from("# written by netd\n");
+        let mut servers = 0;
+        for line in host.lines() {
+            let t = line.trim();
+            if let Some(ns) = t.strip_prefix("nameserver") {
+                let loopback = ns.trim().parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(true);
+                if loopback {
+                    continue;
+                }
+                servers += 1;
+            }
+            if t.starts_with("nameserver") || t.starts_with("search") || t.starts_with("options") {
+                out.push_str(t);
+                out.push('\n');
+            }
+        }
+        if servers == 0 {
+            out.push_str("# the host has no usable nameserver for sandboxes\n");
+        }
+        let dir = self.resolv_dir(name);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("resolv.conf"), out)
+    }
+}

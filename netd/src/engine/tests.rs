@@ -1,0 +1,199 @@
+//! Engine tests on the fake kernel and the in-memory store: operations, and above all
+//! that bad input and kernel failures change nothing.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::kernel::fake::FakeKernel;
+use crate::model::{EndpointRequest, NetworkRequest, SandboxRequest, SubnetRequest};
+use crate::store::MemStore;
+
+struct T {
+    k: Arc<FakeKernel>,
+    s: Arc<MemStore>,
+    e: Engine,
+}
+
+fn setup() -> T {
+    let k = Arc::new(FakeKernel::default());
+    let s = Arc::new(MemStore::default());
+    let cfg = EngineConfig {
+        netns_dir: std::env::temp_dir().join(format!("netd-engine-test-{}", std::process::id())),
+        etc_netns_dir: std::env::temp_dir().join(format!("netd-engine-test-etc-{}", std::process::id())),
+        ..Default::default()
+    };
+    let (e, _) = Engine::open(k.clone(), s.clone(), cfg).unwrap();
+    T { k, s, e }
+}
+
+fn net(name: &str, subnet: Option<&str>) -> NetworkRequest {
+    NetworkRequest {
+        name: name.into(),
+        subnets: subnet
+            .map(|s| vec![SubnetRequest { subnet: Some(s.into()), ..Default::default() }])
+            .unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+fn sb(name: &str, nets: &[&str]) -> SandboxRequest {
+    SandboxRequest {
+        name: name.into(),
+        networks: nets.iter().map(|n| EndpointRequest { network: n.to_string(), ..Default::default() }).collect(),
+        ..Default::default()
+    }
+}
+
+/// Everything observable: store contents, kernel links/netns, firewall state.
+fn snapshot(t: &T) -> (Vec<Vec<(String, Vec<u8>)>>, std::collections::BTreeSet<String>, std::collections::BTreeSet<String>, FwState) {
+    let store = Bucket::ALL.iter().map(|b| t.s.list(*b).unwrap()).collect();
+    (store, t.k.links(), t.k.netns(), t.e.fw.clone())
+}
+
+#[test]
+fn create_connect_remove_roundtrip() {
+    let mut t = setup();
+    let n = t.e.create_network(&net("front", None)).unwrap();
+    assert_eq!(n.bridge, "netd-front");
+    assert_eq!(n.subnets[0].subnet.to_string(), "172.17.0.0/16");
+    let s = t.e.create_sandbox(&sb("web", &["front"])).unwrap();
+    assert_eq!(s.endpoints[0].ipv4.unwrap().to_string(), "172.17.0.2/16");
+    assert_eq!(s.endpoints[0].mac, "02:42:ac:11:00:02");
+    assert!(t.k.links().contains(&s.endpoints[0].host_ifname));
+    assert!(t.e.fw.endpoints.iter().any(|e| e.port == s.endpoints[0].host_ifname));
+    t.e.remove_sandbox("web").unwrap();
+    t.e.remove_network("front").unwrap();
+    assert!(t.k.links().is_empty(), "{:?}", t.k.links());
+    assert!(t.k.netns().is_empty());
+    for b in Bucket::ALL {
+        assert!(t.s.list(b).unwrap().is_empty(), "{b:?} not empty");
+    }
+}
+
+#[test]
+fn bad_input_changes_nothing() {
+    let mut t = setup();
+    t.e.create_network(&net("a", Some("10.1.0.0/24"))).unwrap();
+    t.e.create_sandbox(&sb("s1", &["a"])).unwrap();
+    let before = snapshot(&t);
+    let bad_nets = [
+        net("a", None),                    // duplicate name
+        net("b", Some("10.1.0.0/16")),     // overlaps a
+        net("c", Some("10.300.0.0/16")),   // invalid CIDR
+        net("bad name", None),             // invalid name
+    ];
+    for r in &bad_nets {
+        assert!(t.e.create_network(r).is_err(), "{r:?}");
+        assert_eq!(snapshot(&t), before, "after {r:?}");
+    }
+    let mut with_port = sb("s2", &["a"]);
+    with_port.ports = vec!["8080:80".into(), "8080:81".into()];
+    let bad_sbs = [
+        sb("s1", &["a"]),          // duplicate
+        sb("s2", &["nope"]),       // unknown network
+        sb("s2", &["a", "a"]),     // listed twice
+        with_port,                 // port clash within the request
+        SandboxRequest { ports: vec!["99999:80".into()], ..sb("s3", &["a"]) },
+    ];
+    for r in &bad_sbs {
+        assert!(t.e.create_sandbox(r).is_err(), "{r:?}");
+        assert_eq!(snapshot(&t), before, "after {r:?}");
+    }
+    let mut static_ip = sb("s4", &["a"]);
+    static_ip.networks[0].ip = Some("10.1.0.2".into()); // s1 has it
+    let e = t.e.create_sandbox(&static_ip).unwrap_err();
+    assert!(e.to_string().contains("in use"), "{e}");
+    assert!(matches!(t.e.remove_network("a"), Err(EngineError::Conflict(_))));
+    assert!(matches!(t.e.remove_sandbox("zz"), Err(EngineError::NotFound(_))));
+    assert!(matches!(t.e.disconnect("a", "zz"), Err(EngineError::NotFound(_))));
+    assert_eq!(snapshot(&t), before);
+}
+
+#[test]
+fn kernel_failure_rolls_back_everything() {
+    let mut t = setup();
+    t.e.create_network(&net("a", Some("10.1.0.0/24"))).unwrap();
+    let before = snapshot(&t);
+    let veth = crate::model::host_veth_name("s1", "a");
+    t.k.fail_on(&format!(
+        "create veth {veth} (master netd-a) <-> {}:eth0",
+        t.e.cfg.netns_dir.join("s1").display()
+    ));
+    let e = t.e.create_sandbox(&sb("s1", &["a"])).unwrap_err();
+    assert!(matches!(e, EngineError::Kernel(_)), "{e}");
+    assert_eq!(snapshot(&t), before);
+    t.k.clear_failure();
+    let s = t.e.create_sandbox(&sb("s1", &["a"])).unwrap();
+    assert_eq!(s.endpoints[0].ipv4.unwrap().ip().to_string(), "10.1.0.2", "the failed attempt leaked no lease");
+}
+
+#[test]
+fn ports_conflict_and_ephemeral() {
+    let mut t = setup();
+    t.e.create_network(&net("a", Some("10.1.0.0/24"))).unwrap();
+    let mut r = sb("s1", &["a"]);
+    r.ports = vec!["8080:80".into(), "53:53/udp".into()];
+    t.e.create_sandbox(&r).unwrap();
+    let mut r2 = sb("s2", &["a"]);
+    r2.ports = vec!["127.0.0.1:8080:80".into()];
+    let e = t.e.create_sandbox(&r2).unwrap_err();
+    assert!(e.to_string().contains("already published by sandbox s1"), "{e}");
+    r2.ports = vec!["8080:80/udp".into(), "80".into()];
+    r2.expose = vec!["443".into()];
+    r2.publish_all = true;
+    let s2 = t.e.create_sandbox(&r2).unwrap();
+    assert_eq!(s2.ports.len(), 3);
+    assert!(s2.ports[1].host_port >= 49153);
+    assert!(s2.ports[2].host_port >= 49153 && s2.ports[2].host_port != s2.ports[1].host_port);
+    assert_eq!(t.e.fw.ports.len(), 5);
+    let mut r3 = sb("s3", &["a"]);
+    r3.ports = vec!["10.9.9.9:81:80".into()];
+    assert!(t.e.create_sandbox(&r3).unwrap_err().to_string().contains("not an address of this host"));
+}
+
+#[test]
+fn connect_disconnect_and_default_route() {
+    let mut t = setup();
+    t.e.create_network(&net("a", Some("10.1.0.0/24"))).unwrap();
+    t.e.create_network(&net("b", Some("10.2.0.0/24"))).unwrap();
+    t.e.create_sandbox(&sb("s", &["a"])).unwrap();
+    let ep = t.e.connect("b", &EndpointRequest { ip: Some("10.2.0.9".into()), ..Default::default() }, "s").unwrap();
+    assert_eq!(ep.ifname, "eth1");
+    assert_eq!(ep.ipv4.unwrap().ip().to_string(), "10.2.0.9");
+    assert!(matches!(t.e.connect("b", &EndpointRequest::default(), "s"), Err(EngineError::Conflict(_))));
+    t.e.disconnect("b", "s").unwrap();
+    assert!(!t.k.links().contains(&ep.host_ifname));
+    let ep2 = t.e.connect("b", &EndpointRequest::default(), "s").unwrap();
+    assert_eq!(ep2.ifname, "eth1");
+}
+
+#[test]
+fn reconcile_repairs_both_ways() {
+    let mut t = setup();
+    t.e.create_network(&net("a", Some("10.1.0.0/24"))).unwrap();
+    let s = t.e.create_sandbox(&sb("s", &["a"])).unwrap();
+    // A leftover veth of an operation that never committed, and a missing endpoint veth.
+    t.k.apply(&crate::plan::Step::CreateVeth(crate::plan::VethSpec {
+        host_name: "ndghost-0000".into(),
+        bridge: "netd-a".into(),
+        alias: "netd:ep=ghost/a".into(),
+        mtu: 0,
+        netns: "/x".into(),
+        ifname: "eth0".into(),
+        mac: [2, 0, 0, 0, 0, 1],
+        addrs: vec![],
+        gw4: None,
+        gw6: None,
+    }))
+    .unwrap();
+    t.k.apply(&crate::plan::Step::DeleteLink { name: s.endpoints[0].host_ifname.clone(), netns: None }).unwrap();
+    let r = t.e.reconcile().unwrap();
+    assert!(r.removed.iter().any(|x| x.contains("ndghost-0000")), "{r:?}");
+    assert!(r.recreated.iter().any(|x| x.contains(&s.endpoints[0].host_ifname)), "{r:?}");
+    assert!(t.k.links().contains(&s.endpoints[0].host_ifname));
+    assert!(!t.k.links().contains("ndghost-0000"));
+    // Re-open from the same store: same model, nothing to repair.
+    let (e2, r2) = Engine::open(t.k.clone(), t.s.clone(), t.e.cfg.clone()).unwrap();
+    assert!(r2.removed.is_empty() && r2.recreated.is_empty(), "{r2:?}");
+    assert_eq!(e2.sandbox("s").unwrap(), &s);
+}

@@ -1,0 +1,246 @@
+//! The stack file (`netd up FILE.toml`): networks, sandboxes with their networks,
+//! addresses, published ports and a built-in responder, like a small compose file.
+//!
+//! ```toml
+//! name = "demo"
+//! [[network]]
+//! name = "frontend"
+//! subnet = "10.30.1.0/24"     # optional
+//! [[sandbox]]
+//! name = "web"
+//! replicas = 2                # web-1, web-2
+//! networks = ["frontend"]
+//! publish = ["8080-8081:80"]  # a range is shared out between replicas, like compose
+//! tcp = [80]                  # the responder answers with the sandbox name here
+//! ```
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::model::{parse_port_spec, validate_name, EndpointRequest, NetworkRequest, SandboxRequest, SubnetRequest};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackFile {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, rename = "network")]
+    pub networks: Vec<StackNetwork>,
+    #[serde(default, rename = "sandbox")]
+    pub sandboxes: Vec<StackSandbox>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackNetwork {
+    pub name: String,
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    #[serde(default)]
+    pub internal: bool,
+    #[serde(default)]
+    pub ipv6: bool,
+    pub subnet6: Option<String>,
+    #[serde(default)]
+    pub icc: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackSandbox {
+    pub name: String,
+    #[serde(default = "one")]
+    pub replicas: u32,
+    #[serde(default)]
+    pub networks: Vec<String>,
+    /// Static IPv4 address on the first network (only with one replica).
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(default)]
+    pub publish: Vec<String>,
+    #[serde(default)]
+    pub tcp: Vec<u16>,
+    #[serde(default)]
+    pub udp: Vec<u16>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A sandbox after replicas are expanded: the API request plus the responder ports.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub service: String,
+    pub req: SandboxRequest,
+    pub tcp: Vec<u16>,
+    pub udp: Vec<u16>,
+}
+
+impl StackFile {
+    pub fn load(path: &Path) -> Result<StackFile, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn network_requests(&self) -> Vec<NetworkRequest> {
+        self.networks
+            .iter()
+            .map(|n| {
+                let mut subnets = Vec::new();
+                if n.subnet.is_some() || n.gateway.is_some() {
+                    subnets.push(SubnetRequest { subnet: n.subnet.clone(), gateway: n.gateway.clone(), ip_range: None });
+                }
+                if let Some(s6) = &n.subnet6 {
+                    subnets.push(SubnetRequest { subnet: Some(s6.clone()), ..Default::default() });
+                }
+                let mut options = std::collections::BTreeMap::new();
+                if let Some(icc) = n.icc {
+                    options.insert("com.docker.network.bridge.enable_icc".into(), icc.to_string());
+                }
+                NetworkRequest {
+                    name: n.name.clone(),
+                    subnets,
+                    ipv6: n.ipv6,
+                    internal: n.internal,
+                    options,
+                    ..Default::default()
+                }
+            })
+            .collect()
+    }
+
+    /// Checks names and references and expands replicas into sandbox requests.
+    pub fn instances(&self) -> Result<Vec<Instance>, String> {
+        let nets: BTreeSet<&str> = self.networks.iter().map(|n| n.name.as_str()).collect();
+        let mut out = Vec::new();
+        let mut seen = BTreeSet::new();
+        for s in &self.sandboxes {
+            validate_name(&s.name).map_err(|e| format!("sandbox {e}"))?;
+            if s.replicas == 0 {
+                return Err(format!("sandbox {}: replicas must be at least 1", s.name));
+            }
+            for n in &s.networks {
+                if !nets.contains(n.as_str()) && !matches!(n.as_str(), "host" | "none") {
+                    return Err(format!("sandbox {} uses network {n}, which the stack does not declare", s.name));
+                }
+            }
+            if s.replicas > 1 && s.ip.is_some() {
+                return Err(format!("sandbox {}: a static ip needs replicas = 1", s.name));
+            }
+            let per_replica = split_publish(&s.name, &s.publish, s.replicas)?;
+            for (i, ports) in per_replica.into_iter().enumerate() {
+                let name = if s.replicas == 1 { s.name.clone() } else { format!("{}-{}", s.name, i + 1) };
+                if !seen.insert(name.clone()) {
+                    return Err(format!("sandbox name {name} appears twice"));
+                }
+                let networks = s
+                    .networks
+                    .iter()
+                    .enumerate()
+                    .map(|(j, n)| EndpointRequest {
+                        network: n.clone(),
+                        ip: if j == 0 { s.ip.clone() } else { None },
+                        aliases: if s.replicas > 1 {
+                            let mut a = vec![s.name.clone()];
+                            a.extend(s.aliases.iter().cloned());
+                            a
+                        } else {
+                            s.aliases.clone()
+                        },
+                        ..Default::default()
+                    })
+                    .collect();
+                out.push(Instance {
+                    service: s.name.clone(),
+                    req: SandboxRequest { name, networks, ports, ..Default::default() },
+                    tcp: s.tcp.clone(),
+                    udp: s.udp.clone(),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Compose's rule: with replicas, a host port range `A-B:P` gives each replica one port
+/// of the range; a single host port can only go to one replica.
+fn split_publish(name: &str, specs: &[String], replicas: u32) -> Result<Vec<Vec<String>>, String> {
+    let mut out = vec![Vec::new(); replicas as usize];
+    for spec in specs {
+        let (head, proto) = match spec.rsplit_once('/') {
+            Some((h, p)) => (h, format!("/{p}")),
+            None => (spec.as_str(), String::new()),
+        };
+        let parts: Vec<&str> = head.rsplitn(2, ':').collect();
+        let (container, host) = (parts[0], parts.get(1).copied().unwrap_or(""));
+        let (host_ip, host_ports) = match host.rsplit_once(':') {
+            Some((ip, p)) => (format!("{ip}:"), p),
+            None => (String::new(), host),
+        };
+        match host_ports.split_once('-') {
+            Some((a, b)) => {
+                let a: u16 = a.parse().map_err(|_| format!("sandbox {name}: invalid port range in {spec:?}"))?;
+                let b: u16 = b.parse().map_err(|_| format!("sandbox {name}: invalid port range in {spec:?}"))?;
+                if b < a || u32::from(b - a) + 1 < replicas {
+                    return Err(format!("sandbox {name}: range in {spec:?} has fewer ports than replicas ({replicas})"));
+                }
+                for (i, r) in out.iter_mut().enumerate() {
+                    let s = format!("{host_ip}{}:{container}{proto}", a + i as u16);
+                    parse_port_spec(&s).map_err(|e| format!("sandbox {name}: {e}"))?;
+                    r.push(s);
+                }
+            }
+            None => {
+                parse_port_spec(spec).map_err(|e| format!("sandbox {name}: {e}"))?;
+                if replicas > 1 && !host_ports.is_empty() {
+                    return Err(format!(
+                        "sandbox {name}: host port {host_ports} can go to one replica only; use a range like {host_ports}-{}:{container}",
+                        host_ports.parse::<u32>().unwrap_or(0) + replicas - 1
+                    ));
+                }
+                for r in out.iter_mut() {
+                    r.push(spec.clone());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn voting_app_parses_and_expands() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/voting-app.toml");
+        let f = StackFile::load(&path).unwrap();
+        let inst = f.instances().unwrap();
+        let names: Vec<&str> = inst.iter().map(|i| i.req.name.as_str()).collect();
+        assert_eq!(names, ["vote-1", "vote-2", "redis", "worker", "db", "result"]);
+        assert_eq!(inst[0].req.ports, ["8080:80"]);
+        assert_eq!(inst[1].req.ports, ["8081:80"]);
+        assert_eq!(inst[0].req.networks[0].aliases, ["vote"]);
+        assert_eq!(f.network_requests().len(), 2);
+    }
+
+    #[test]
+    fn publish_rules() {
+        assert!(split_publish("w", &["8080:80".into()], 2).is_err());
+        assert!(split_publish("w", &["8080-8080:80".into()], 2).is_err());
+        let r = split_publish("w", &["127.0.0.1:9000-9001:80/udp".into()], 2).unwrap();
+        assert_eq!(r[1], ["127.0.0.1:9001:80/udp"]);
+        assert_eq!(split_publish("w", &["80".into()], 2).unwrap()[1], ["80"]);
+    }
+
+    #[test]
+    fn bad_references_are_refused() {
+        let f: StackFile = toml::from_str("[[sandbox]]\nname='a'\nnetworks=['nope']\n").unwrap();
+        assert!(f.instances().unwrap_err().contains("does not declare"));
+        assert!(toml::from_str::<StackFile>("[[sandbox]]\nname='a'\nbogus=1\n").is_err());
+    }
+}

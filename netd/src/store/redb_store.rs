@@ -1,0 +1,67 @@
+//! The embedded default: one redb file, one table per bucket, JSON values (readable with
+//! any redb tool and the same documents an etcd store would hold).
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{Bucket, Op, Store, StoreError, Txn};
+
+fn table(b: Bucket) -> TableDefinition<'static, &'static str, &'static [u8]> {
+    TableDefinition::new(b.name())
+}
+
+pub struct RedbStore {
+    db: Database,
+}
+
+fn io(op: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io { op: op.into(), msg: e.to_string() }
+}
+
+impl RedbStore {
+    pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
+        let db = Database::create(path)
+            .map_err(|e| StoreError::Open { path: path.display().to_string(), msg: e.to_string() })?;
+        // Create every table once so reads never meet a missing table.
+        let tx = db.begin_write().map_err(|e| io("begin", e))?;
+        for b in Bucket::ALL {
+            tx.open_table(table(b)).map_err(|e| io("open table", e))?;
+        }
+        tx.commit().map_err(|e| io("commit", e))?;
+        Ok(RedbStore { db })
+    }
+}
+
+impl Store for RedbStore {
+    fn list(&self, bucket: Bucket) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| io("begin read", e))?;
+        let t = tx.open_table(table(bucket)).map_err(|e| io("open table", e))?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(|e| io("iter", e))? {
+            let (k, v) = item.map_err(|e| io("read", e))?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn commit(&self, txn: &Txn) -> Result<(), StoreError> {
+        if txn.is_empty() {
+            return Ok(());
+        }
+        let tx = self.db.begin_write().map_err(|e| io("begin write", e))?;
+        for op in &txn.ops {
+            match op {
+                Op::Put { bucket, key, value } => {
+                    let mut t = tx.open_table(table(*bucket)).map_err(|e| io("open table", e))?;
+                    t.insert(key.as_str(), value.as_slice()).map_err(|e| io("insert", e))?;
+                }
+                Op::Delete { bucket, key } => {
+                    let mut t = tx.open_table(table(*bucket)).map_err(|e| io("open table", e))?;
+                    t.remove(key.as_str()).map_err(|e| io("remove", e))?;
+                }
+            }
+        }
+        tx.commit().map_err(|e| io("commit", e))
+    }
+}

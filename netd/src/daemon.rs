@@ -68,7 +68,9 @@ impl Default for DaemonOptions {
 
 /// Holds the state dir's lock for as long as the daemon runs: two daemons on one state
 /// dir would hand out the same addresses.
-pub struct StateLock(fs::File);
+pub struct StateLock {
+    _file: fs::File,
+}
 
 pub fn lock_state_dir(dir: &Path) -> anyhow::Result<StateLock> {
     fs::create_dir_all(dir).with_context(|| format!("create state dir {}", dir.display()))?;
@@ -84,7 +86,7 @@ pub fn lock_state_dir(dir: &Path) -> anyhow::Result<StateLock> {
     if rc != 0 {
         bail!("another netd is already using state dir {}", dir.display());
     }
-    Ok(StateLock(f))
+    Ok(StateLock { _file: f })
 }
 
 fn bind_socket(path: &Path, group: Option<&str>) -> anyhow::Result<UnixListener> {

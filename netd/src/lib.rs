@@ -7,14 +7,14 @@
 //! plan, apply, undo on failure, persist), `api` (HTTP/JSON over a unix socket) and
 //! `stack` (`netd up`).
 
-// WIP pub mod api;
-// WIP pub mod daemon;
+pub mod api;
+pub mod daemon;
 pub mod driver;
-// WIP pub mod engine;
+pub mod engine;
 pub mod firewall;
 pub mod ipam;
 pub mod kernel;
 pub mod model;
 pub mod plan;
-// WIP pub mod stack;
+pub mod stack;
 pub mod store;

@@ -1,1 +1,137 @@
-fn main() {}
+//! `netd`: the daemon (`netd daemon`), stacks (`netd up FILE.toml`) and the built-in
+//! responder stacks use to show reachability (`netd responder`). Parsing only; the work
+//! is in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use netd::daemon::{self, ConfigFile, DaemonOptions};
+
+#[derive(Parser)]
+#[command(name = "netd", version, about = "Kernel-level container networking daemon")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone, Debug)]
+struct DaemonArgs {
+    /// TOML config file (flags override it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where the store and lock live.
+    #[arg(long, env = "NETD_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// API socket path.
+    #[arg(long, env = "NETD_SOCKET")]
+    socket: Option<PathBuf>,
+    /// Where sandbox namespaces are bound.
+    #[arg(long)]
+    netns_dir: Option<PathBuf>,
+    /// Where per-sandbox resolv.conf files go (`<dir>/<sandbox>/resolv.conf`).
+    #[arg(long)]
+    etc_netns_dir: Option<PathBuf>,
+    /// Group allowed to use the socket (mode 0660 instead of 0600).
+    #[arg(long)]
+    socket_group: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon.
+    Daemon(DaemonArgs),
+    /// Bring a stack file up, show who reaches whom, tear it down on Ctrl-C.
+    Up {
+        file: PathBuf,
+        /// Exit 0 only if every expected reachability and isolation holds, then tear down.
+        #[arg(long)]
+        check: bool,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Answer TCP/UDP on the given ports with NAME (used inside stack sandboxes).
+    Responder {
+        #[arg(long)]
+        name: String,
+        /// Enter this network namespace first.
+        #[arg(long)]
+        netns: Option<PathBuf>,
+        #[arg(long = "tcp")]
+        tcp: Vec<u16>,
+        #[arg(long = "udp")]
+        udp: Vec<u16>,
+    },
+}
+
+fn options(a: &DaemonArgs) -> anyhow::Result<DaemonOptions> {
+    let file = match &a.config {
+        Some(p) => ConfigFile::load(p)?,
+        None => ConfigFile::default(),
+    };
+    let mut o = DaemonOptions::default();
+    if let Some(v) = a.state_dir.clone().or(file.state_dir) {
+        o.state_dir = v;
+    }
+    if let Some(v) = a.socket.clone().or(file.socket) {
+        o.socket = v;
+    }
+    if let Some(v) = a.netns_dir.clone().or(file.netns_dir) {
+        o.engine.netns_dir = v;
+    }
+    if let Some(v) = a.etc_netns_dir.clone().or(file.etc_netns_dir) {
+        o.engine.etc_netns_dir = v;
+    }
+    o.socket_group = a.socket_group.clone().or(file.socket_group);
+    if let Some(i) = file.ipam {
+        o.engine.ipam = i;
+    }
+    if let Some((lo, hi)) = file.ephemeral_ports {
+        anyhow::ensure!(lo > 0 && lo <= hi, "ephemeral_ports: expected [low, high] with 0 < low <= high");
+        o.engine.ephemeral_ports = (lo, hi);
+    }
+    Ok(o)
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NETD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn ctrl_c_or_term() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Responder { name, netns, tcp, udp } => netd::stack::responder::run(&name, netns.as_deref(), &tcp, &udp),
+        Cmd::Daemon(a) => {
+            init_logs();
+            options(&a).and_then(|o| {
+                let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+                rt.block_on(daemon::run(o, ctrl_c_or_term()))
+            })
+        }
+        Cmd::Up { file, check, daemon } => {
+            init_logs();
+            options(&daemon).and_then(|o| netd::stack::up(&file, check, o))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("netd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

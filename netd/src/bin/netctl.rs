@@ -1,1 +1,381 @@
-fn main() {}
+//! `netctl`: Docker-like verbs over netd's local API.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Parser, Subcommand};
+use ipnetwork::IpNetwork;
+use netd::api::client::Client;
+use netd::model::{EndpointRequest, NetworkRequest, SandboxRequest, SubnetRequest};
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+#[command(name = "netctl", version, about = "Manage netd networks and sandboxes")]
+struct Cli {
+    /// netd's API socket.
+    #[arg(long, global = true, env = "NETD_SOCKET", default_value = netd::daemon::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    #[command(subcommand)]
+    cmd: Top,
+}
+
+#[derive(Subcommand)]
+enum Top {
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(NetCmd),
+    /// Manage sandboxes (network namespaces for containers or processes).
+    #[command(subcommand)]
+    Sandbox(SbCmd),
+}
+
+#[derive(Args)]
+struct ListArgs {
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+    /// Only names.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum NetCmd {
+    /// Create a network.
+    Create {
+        name: String,
+        #[arg(short = 'd', long, default_value = "bridge")]
+        driver: String,
+        #[arg(long)]
+        subnet: Vec<String>,
+        #[arg(long)]
+        gateway: Vec<String>,
+        #[arg(long = "ip-range")]
+        ip_range: Vec<String>,
+        #[arg(long)]
+        ipv6: bool,
+        #[arg(long)]
+        internal: bool,
+        #[arg(long)]
+        mtu: Option<u32>,
+        /// Driver option KEY=VALUE (Docker's com.docker.network.* bridge options).
+        #[arg(short = 'o', long = "opt")]
+        opt: Vec<String>,
+        #[arg(long)]
+        label: Vec<String>,
+    },
+    /// List networks.
+    #[command(alias = "list")]
+    Ls(ListArgs),
+    /// Show networks in detail (JSON).
+    Inspect {
+        names: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove networks.
+    #[command(alias = "remove")]
+    Rm { names: Vec<String> },
+    /// Remove every network without endpoints.
+    Prune {
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Attach a sandbox to a network.
+    Connect {
+        network: String,
+        sandbox: String,
+        #[arg(long)]
+        ip: Option<String>,
+        #[arg(long)]
+        ip6: Option<String>,
+        #[arg(long)]
+        alias: Vec<String>,
+        #[arg(long = "mac-address")]
+        mac: Option<String>,
+    },
+    /// Detach a sandbox from a network.
+    Disconnect { network: String, sandbox: String },
+}
+
+#[derive(Subcommand)]
+enum SbCmd {
+    /// Create a sandbox: a network namespace at <netns-dir>/NAME.
+    Create {
+        name: String,
+        /// Network to join (repeatable; first gives the default route), or host / none.
+        #[arg(long)]
+        network: Vec<String>,
+        /// IPv4 address on the first network.
+        #[arg(long)]
+        ip: Option<String>,
+        /// IPv6 address on the first network.
+        #[arg(long)]
+        ip6: Option<String>,
+        /// Network-scoped alias on the first network.
+        #[arg(long)]
+        alias: Vec<String>,
+        #[arg(long = "mac-address")]
+        mac: Option<String>,
+        /// Publish a port: [HOSTIP:][HOSTPORT:]PORT[/tcp|/udp].
+        #[arg(short = 'p', long = "publish")]
+        publish: Vec<String>,
+        /// Publish every exposed port on an ephemeral host port.
+        #[arg(short = 'P', long = "publish-all")]
+        publish_all: bool,
+        #[arg(long)]
+        expose: Vec<String>,
+        #[arg(long)]
+        label: Vec<String>,
+    },
+    /// List sandboxes.
+    #[command(alias = "list")]
+    Ls(ListArgs),
+    /// Show sandboxes in detail (JSON).
+    Inspect {
+        names: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove sandboxes (their namespace, links and addresses).
+    #[command(alias = "remove")]
+    Rm { names: Vec<String> },
+}
+
+fn kv(items: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    items
+        .iter()
+        .map(|s| {
+            s.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| anyhow!("invalid {what} {s:?}: expected KEY=VALUE"))
+        })
+        .collect()
+}
+
+/// Docker pairs --gateway and --ip-range with the --subnet that contains them.
+fn subnets(subnet: &[String], gateway: &[String], ip_range: &[String]) -> anyhow::Result<Vec<SubnetRequest>> {
+    let mut out: Vec<SubnetRequest> =
+        subnet.iter().map(|s| SubnetRequest { subnet: Some(s.clone()), ..Default::default() }).collect();
+    let parsed: Vec<Option<IpNetwork>> = subnet.iter().map(|s| s.parse().ok()).collect();
+    let home = |ip: IpAddr| -> anyhow::Result<usize> {
+        parsed
+            .iter()
+            .position(|n| n.is_some_and(|n| n.contains(ip)))
+            .or_else(|| parsed.iter().position(|n| n.is_some_and(|n| n.is_ipv4() == ip.is_ipv4())))
+            .ok_or_else(|| anyhow!("{ip} does not belong to any --subnet"))
+    };
+    for g in gateway {
+        let ip: IpAddr = g.parse().map_err(|_| anyhow!("invalid gateway {g:?}: expected an IP address"))?;
+        let i = home(ip)?;
+        if out[i].gateway.is_some() {
+            bail!("more than one --gateway for subnet {}", subnet[i]);
+        }
+        out[i].gateway = Some(g.clone());
+    }
+    for r in ip_range {
+        let n: IpNetwork = r.parse().map_err(|_| anyhow!("invalid ip-range {r:?}: expected CIDR"))?;
+        let i = home(n.network())?;
+        out[i].ip_range = Some(r.clone());
+    }
+    Ok(out)
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+fn network_row(n: &Value) -> String {
+    let subnets: Vec<&str> = n["subnets"].as_array().map(|a| a.iter().map(|x| s(&x["subnet"])).collect()).unwrap_or_default();
+    let mut flags = Vec::new();
+    if n["internal"].as_bool() == Some(true) {
+        flags.push("internal");
+    }
+    if n["icc"].as_bool() == Some(false) {
+        flags.push("icc=off");
+    }
+    format!(
+        "{:<20} {:<8} {:<15} {:<34} {:<9} {}",
+        s(&n["name"]),
+        s(&n["driver"]),
+        s(&n["bridge"]),
+        subnets.join(","),
+        n["endpoints"].as_array().map(|a| a.len()).unwrap_or(0),
+        flags.join(",")
+    )
+}
+
+fn sandbox_row(sb: &Value) -> String {
+    let mut nets = Vec::new();
+    for e in sb["endpoints"].as_array().into_iter().flatten() {
+        let ip = e["ipv4"].as_str().or(e["ipv6"].as_str()).unwrap_or("-");
+        nets.push(format!("{}={}", s(&e["network"]), ip));
+    }
+    let ports: Vec<String> = sb["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            format!(
+                "{}:{}->{}/{}",
+                p["host_ip"].as_str().unwrap_or("0.0.0.0"),
+                p["host_port"],
+                p["container_port"],
+                s(&p["proto"])
+            )
+        })
+        .collect();
+    format!(
+        "{:<20} {:<7} {:<40} {}",
+        s(&sb["name"]),
+        s(&sb["mode"]),
+        if nets.is_empty() { "-".to_string() } else { nets.join(" ") },
+        ports.join(", ")
+    )
+}
+
+fn list(c: &Client, path: &str, a: &ListArgs, header: &str, row: fn(&Value) -> String) -> anyhow::Result<()> {
+    let v = c.get(path)?;
+    if a.json {
+        print_json(&v);
+        return Ok(());
+    }
+    let items = v.as_array().cloned().unwrap_or_default();
+    if a.quiet {
+        for i in &items {
+            println!("{}", s(&i["name"]));
+        }
+        return Ok(());
+    }
+    println!("{header}");
+    for i in &items {
+        println!("{}", row(i));
+    }
+    Ok(())
+}
+
+fn inspect(c: &Client, kind: &str, names: &[String]) -> anyhow::Result<()> {
+    if names.is_empty() {
+        bail!("inspect needs at least one name");
+    }
+    let mut out = Vec::new();
+    for n in names {
+        out.push(c.get(&format!("/v1/{kind}/{n}"))?);
+    }
+    print_json(&Value::Array(out));
+    Ok(())
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let c = Client::new(&cli.socket);
+    match cli.cmd {
+        Top::Network(cmd) => match cmd {
+            NetCmd::Create { name, driver, subnet, gateway, ip_range, ipv6, internal, mtu, opt, label } => {
+                let req = NetworkRequest {
+                    name,
+                    driver: Some(driver),
+                    subnets: subnets(&subnet, &gateway, &ip_range)?,
+                    ipv6,
+                    internal,
+                    mtu,
+                    options: kv(&opt, "option")?,
+                    labels: kv(&label, "label")?,
+                };
+                let v = c.post("/v1/networks", &serde_json::to_value(&req)?)?;
+                println!("{}", s(&v["id"]));
+            }
+            NetCmd::Ls(a) => list(
+                &c,
+                "/v1/networks",
+                &a,
+                &format!("{:<20} {:<8} {:<15} {:<34} {:<9} FLAGS", "NAME", "DRIVER", "BRIDGE", "SUBNETS", "ENDPOINTS"),
+                network_row,
+            )?,
+            NetCmd::Inspect { names, .. } => inspect(&c, "networks", &names)?,
+            NetCmd::Rm { names } => {
+                if names.is_empty() {
+                    bail!("rm needs at least one network name");
+                }
+                for n in &names {
+                    c.delete(&format!("/v1/networks/{n}"))?;
+                    println!("{n}");
+                }
+            }
+            NetCmd::Prune { .. } => {
+                let v = c.post("/v1/networks/prune", &json!({}))?;
+                for n in v["removed"].as_array().into_iter().flatten() {
+                    println!("{}", s(n));
+                }
+            }
+            NetCmd::Connect { network, sandbox, ip, ip6, alias, mac } => {
+                c.post(
+                    &format!("/v1/networks/{network}/connect"),
+                    &json!({"sandbox": sandbox, "ip": ip, "ip6": ip6, "aliases": alias, "mac": mac}),
+                )?;
+            }
+            NetCmd::Disconnect { network, sandbox } => {
+                c.post(&format!("/v1/networks/{network}/disconnect"), &json!({ "sandbox": sandbox }))?;
+            }
+        },
+        Top::Sandbox(cmd) => match cmd {
+            SbCmd::Create { name, network, ip, ip6, alias, mac, publish, publish_all, expose, label } => {
+                let mut networks: Vec<EndpointRequest> = network
+                    .iter()
+                    .map(|n| EndpointRequest { network: n.clone(), ..Default::default() })
+                    .collect();
+                if ip.is_some() || ip6.is_some() || !alias.is_empty() || mac.is_some() {
+                    let first = networks.first_mut().context("--ip, --ip6, --alias and --mac-address need --network")?;
+                    first.ip = ip;
+                    first.ip6 = ip6;
+                    first.aliases = alias;
+                    first.mac = mac;
+                }
+                let req = SandboxRequest {
+                    name,
+                    networks,
+                    ports: publish,
+                    publish_all,
+                    expose,
+                    labels: kv(&label, "label")?,
+                };
+                let v = c.post("/v1/sandboxes", &serde_json::to_value(&req)?)?;
+                println!("{}", s(&v["netns"]));
+            }
+            SbCmd::Ls(a) => list(
+                &c,
+                "/v1/sandboxes",
+                &a,
+                &format!("{:<20} {:<7} {:<40} PORTS", "NAME", "MODE", "NETWORKS"),
+                sandbox_row,
+            )?,
+            SbCmd::Inspect { names, .. } => inspect(&c, "sandboxes", &names)?,
+            SbCmd::Rm { names } => {
+                if names.is_empty() {
+                    bail!("rm needs at least one sandbox name");
+                }
+                for n in &names {
+                    c.delete(&format!("/v1/sandboxes/{n}"))?;
+                    println!("{n}");
+                }
+            }
+        },
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("netctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

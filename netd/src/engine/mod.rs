@@ -22,7 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::firewall::{ruleset, FwEndpoint, FwNetwork, FwPort, FwState};
+use crate::firewall::{ruleset, FwEndpoint, FwNetwork, FwState};
 use crate::ipam::{IpamConfig, Pool};
 use crate::kernel::Kernel;
 use crate::model::{Network, Sandbox};

@@ -14,12 +14,18 @@ struct T {
     e: Engine,
 }
 
+impl Drop for T {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.e.cfg.etc_netns_dir);
+    }
+}
+
 fn setup() -> T {
     let k = Arc::new(FakeKernel::default());
     let s = Arc::new(MemStore::default());
     let cfg = EngineConfig {
         netns_dir: std::env::temp_dir().join(format!("netd-engine-test-{}", std::process::id())),
-        etc_netns_dir: std::env::temp_dir().join(format!("netd-engine-test-etc-{}", std::process::id())),
+        etc_netns_dir: std::env::temp_dir().join(format!("netd-engine-test-etc-{}-{}", std::process::id(), rand::random::<u32>())),
         ..Default::default()
     };
     let (e, _) = Engine::open(k.clone(), s.clone(), cfg).unwrap();

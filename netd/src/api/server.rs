@@ -86,6 +86,7 @@ async fn info(State(st): State<Shared>) -> ApiResult<Json<serde_json::Value>> {
             "endpoints": e.sandboxes().map(|s| s.endpoints.len()).sum::<usize>(),
             "netns_dir": e.config().netns_dir,
             "pid": std::process::id(),
+            "reconcile": e.last_reconcile(),
         }))
     })
     .await

@@ -12,6 +12,7 @@
 
 mod network;
 mod ports;
+mod reaper;
 mod reconcile;
 mod sandbox;
 
@@ -121,6 +122,9 @@ pub struct Engine {
     fw: FwState,
     /// Where the last ephemeral port search stopped.
     port_cursor: u16,
+    /// What the last reconcile did (shown by `GET /v1/info`).
+    last_reconcile: ReconcileReport,
+    reaper: reaper::Reaper,
 }
 
 pub(crate) fn now() -> u64 {
@@ -155,6 +159,7 @@ impl Engine {
         let sandboxes = store::load::<Sandbox>(store.as_ref(), Bucket::Sandboxes)?.into_iter().collect();
         let pools = store::load::<Pool>(store.as_ref(), Bucket::Pools)?.into_iter().collect();
         let port_cursor = cfg.ephemeral_ports.0;
+        let reaper = reaper::Reaper::new(kernel.clone());
         let mut e = Engine {
             kernel,
             store,
@@ -164,9 +169,21 @@ impl Engine {
             pools,
             fw: FwState::default(),
             port_cursor,
+            last_reconcile: ReconcileReport::default(),
+            reaper,
         };
         let report = e.reconcile()?;
+        e.last_reconcile = report.clone();
         Ok((e, report))
+    }
+
+    /// Waits until deferred link deletions are done (tests, shutdown).
+    pub fn settle(&self) {
+        self.reaper.drain();
+    }
+
+    pub fn last_reconcile(&self) -> &ReconcileReport {
+        &self.last_reconcile
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -306,6 +323,11 @@ impl Engine {
     /// (kernel, firewall, memory) and return the error. `teardown` steps (deletions) run
     /// after the commit, best effort, since the store no longer refers to their objects.
     fn commit(&mut self, undo: Undo, steps: &[Step], txn: &Txn, teardown: &[Step]) -> Result<()> {
+        self.reaper.wait_for(steps.iter().filter_map(|s| match s {
+            Step::CreateBridge(b) => Some(b.name.as_str()),
+            Step::CreateVeth(v) => Some(v.host_name.as_str()),
+            _ => None,
+        }));
         if let Err(e) = plan::execute(self.kernel.as_ref(), steps) {
             self.rollback(undo);
             return Err(e.into());
@@ -331,9 +353,7 @@ impl Engine {
             return Err(e.into());
         }
         self.fw = want;
-        for e in plan::teardown(self.kernel.as_ref(), teardown) {
-            tracing::warn!(error = %e, "teardown step failed; reconcile will retry");
-        }
+        self.reaper.teardown(self.kernel.as_ref(), teardown);
         for s in steps.iter().chain(teardown) {
             tracing::info!("{}", plan::describe(s));
         }

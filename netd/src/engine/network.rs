@@ -18,6 +18,7 @@ impl Engine {
                 p.bridge, other.name
             )));
         }
+        self.reaper.wait_for([p.bridge.as_str()]);
         if self.kernel.link_exists(&p.bridge, None).unwrap_or(false) {
             return Err(EngineError::Conflict(format!(
                 "a link named {} already exists on the host and is not netd's; pick another name with -o com.docker.network.bridge.name=NAME",
@@ -90,6 +91,7 @@ impl Engine {
         }
         self.networks.remove(name);
         self.commit(undo, &[], &txn, &bridge::network_down(&net))?;
+        self.reaper.wait_for([net.bridge.as_str()]);
         tracing::info!(network = %name, bridge = %net.bridge, "network removed");
         Ok(())
     }

@@ -32,6 +32,7 @@ pub struct ReconcileReport {
 impl Engine {
     pub fn reconcile(&mut self) -> Result<ReconcileReport> {
         let t0 = Instant::now();
+        self.reaper.drain();
         let mut r = ReconcileReport::default();
         let k = self.kernel.clone();
         let mut txn = Txn::new();

@@ -276,6 +276,8 @@ impl Engine {
         let mut teardown: Vec<Step> = sb.endpoints.iter().map(bridge::endpoint_down).collect();
         teardown.push(Step::DeleteNetns { path: PathBuf::from(&sb.netns) });
         self.commit(undo, &[], &txn, &teardown)?;
+        // `rm` promises nothing is left when it returns; only detach defers deletions.
+        self.reaper.wait_for(sb.endpoints.iter().map(|e| e.host_ifname.as_str()));
         let _ = std::fs::remove_dir_all(self.resolv_dir(name));
         tracing::info!(sandbox = %name, "sandbox removed");
         Ok(())

@@ -69,6 +69,7 @@ fn create_connect_remove_roundtrip() {
     assert!(t.e.fw.endpoints.iter().any(|e| e.port == s.endpoints[0].host_ifname));
     t.e.remove_sandbox("web").unwrap();
     t.e.remove_network("front").unwrap();
+    t.e.settle();
     assert!(t.k.links().is_empty(), "{:?}", t.k.links());
     assert!(t.k.netns().is_empty());
     for b in Bucket::ALL {
@@ -168,6 +169,7 @@ fn connect_disconnect_and_default_route() {
     assert_eq!(ep.ipv4.unwrap().ip().to_string(), "10.2.0.9");
     assert!(matches!(t.e.connect("b", &EndpointRequest::default(), "s"), Err(EngineError::Conflict(_))));
     t.e.disconnect("b", "s").unwrap();
+    t.e.settle();
     assert!(!t.k.links().contains(&ep.host_ifname));
     let ep2 = t.e.connect("b", &EndpointRequest::default(), "s").unwrap();
     assert_eq!(ep2.ifname, "eth1");

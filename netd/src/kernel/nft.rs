@@ -1,1 +1,303 @@
-//! TODO
+//! nftables in-process, through libnftables (the library behind the `nft` command).
+//!
+//! netd applies a batch on every attach and detach; a fork+exec of `nft` costs
+//! milliseconds, a call into the library costs microseconds plus the kernel's work. One
+//! batch string is one call of `nft_run_cmd_from_buffer`, which libnftables sends as one
+//! netlink batch: the kernel applies all of it or none of it.
+//!
+//! An `nft_ctx` talks to the kernel through a netlink socket it opens itself, in the
+//! namespace of the thread that uses it, and it is not thread-safe. So each `Nft` owns a
+//! worker thread that enters the target namespace once, creates the context there and
+//! then runs the batches sent to it, one at a time; the context never leaves that thread.
+//! Callers on any thread (and in any namespace) share one `Nft` by reference.
+
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use nix::sched::{setns, CloneFlags};
+
+use super::{netns, KernelError};
+
+/// The calling thread's own namespace (not `/proc/self`, which is the main thread's).
+const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
+
+/// Longest line of nft's error text kept in a `KernelError` (batches can hold element
+/// lists of thousands of entries on one line).
+const MAX_ERR_LINE: usize = 240;
+/// Most lines of nft's error text kept in a `KernelError`.
+const MAX_ERR_LINES: usize = 6;
+
+mod ffi {
+    //! The part of `<nftables/libnftables.h>` netd uses.
+
+    use std::os::raw::{c_char, c_int};
+
+    /// `struct nft_ctx`, opaque.
+    #[repr(C)]
+    pub struct NftCtx {
+        _private: [u8; 0],
+    }
+
+    /// `NFT_CTX_DEFAULT`.
+    pub const NFT_CTX_DEFAULT: u32 = 0;
+
+    extern "C" {
+        pub fn nft_ctx_new(flags: u32) -> *mut NftCtx;
+        pub fn nft_ctx_free(ctx: *mut NftCtx);
+        pub fn nft_ctx_buffer_output(ctx: *mut NftCtx) -> c_int;
+        pub fn nft_ctx_buffer_error(ctx: *mut NftCtx) -> c_int;
+        pub fn nft_ctx_get_output_buffer(ctx: *mut NftCtx) -> *const c_char;
+        pub fn nft_ctx_get_error_buffer(ctx: *mut NftCtx) -> *const c_char;
+        pub fn nft_run_cmd_from_buffer(ctx: *mut NftCtx, buf: *const c_char) -> c_int;
+    }
+}
+
+/// One libnftables context with buffered output and errors. Holds a raw pointer, so it is
+/// neither `Send` nor `Sync`: it lives and dies on the worker thread that made it.
+struct Ctx(NonNull<ffi::NftCtx>);
+
+impl Ctx {
+    fn new() -> Result<Ctx, KernelError> {
+        // SAFETY: no preconditions; a null return is handled.
+        let raw = unsafe { ffi::nft_ctx_new(ffi::NFT_CTX_DEFAULT) };
+        let ctx = Ctx(NonNull::new(raw).ok_or_else(|| KernelError::Nft("nft_ctx_new failed".into()))?);
+        // Without buffering, libnftables prints to the daemon's stdout/stderr and the
+        // caller gets nothing back.
+        // SAFETY: ctx is a live context owned by this thread.
+        let (out, err) = unsafe {
+            (
+                ffi::nft_ctx_buffer_output(ctx.0.as_ptr()),
+                ffi::nft_ctx_buffer_error(ctx.0.as_ptr()),
+            )
+        };
+        if out != 0 || err != 0 {
+            return Err(KernelError::Nft("nft_ctx_buffer_output/error failed".into()));
+        }
+        Ok(ctx)
+    }
+
+    /// Runs one batch; Ok(output) or Err(nft's error text, trimmed).
+    fn run(&mut self, batch: &CStr) -> Result<String, KernelError> {
+        let p = self.0.as_ptr();
+        // SAFETY: p is live and used only on this thread; batch is NUL-terminated.
+        let rc = unsafe { ffi::nft_run_cmd_from_buffer(p, batch.as_ptr()) };
+        // Read both buffers every time: reading is what rewinds them for the next run.
+        // SAFETY: the returned strings stay valid until the next call on this context,
+        // and they are copied out right here.
+        let (out, err) = unsafe {
+            (
+                buf_to_string(ffi::nft_ctx_get_output_buffer(p)),
+                buf_to_string(ffi::nft_ctx_get_error_buffer(p)),
+            )
+        };
+        if rc == 0 {
+            if !err.trim().is_empty() {
+                tracing::debug!(warnings = %err.trim(), "nft batch applied with warnings");
+            }
+            Ok(out)
+        } else {
+            Err(KernelError::Nft(trim_error(&err)))
+        }
+    }
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        // SAFETY: the context was made by nft_ctx_new and is freed exactly once.
+        unsafe { ffi::nft_ctx_free(self.0.as_ptr()) }
+    }
+}
+
+/// Copies a libnftables buffer (NULL or a C string) into a String.
+///
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string that stays valid during the call.
+unsafe fn buf_to_string(p: *const std::os::raw::c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: per this function's contract.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+/// Keeps what a person needs from nft's error text: the `Error:` lines and the batch
+/// line each one points at, without the `^^^^` markers, long lines cut short.
+fn trim_error(err: &str) -> String {
+    let lines: Vec<String> = err
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        // The marker line under the offending command: only spaces, ^ and ~.
+        .filter(|l| !l.chars().all(|c| c == ' ' || c == '^' || c == '~' || c == '\t'))
+        .take(MAX_ERR_LINES)
+        .map(|l| {
+            if l.len() <= MAX_ERR_LINE {
+                l.to_string()
+            } else {
+                let mut cut = MAX_ERR_LINE;
+                while !l.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                format!("{}…", &l[..cut])
+            }
+        })
+        .collect();
+    if lines.is_empty() {
+        "nft_run_cmd_from_buffer failed without an error message".into()
+    } else {
+        lines.join("\n")
+    }
+}
+
+/// A batch for the worker and where to send its result.
+type Job = (CString, mpsc::SyncSender<Result<String, KernelError>>);
+
+/// An nftables context bound to one network namespace, usable from any thread.
+pub struct Nft {
+    netns: PathBuf,
+    tx: Option<mpsc::Sender<Job>>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Nft {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nft").field("netns", &self.netns).finish()
+    }
+}
+
+impl Nft {
+    /// An nftables context in the namespace bound at `ns`, or, for `None`, in the calling
+    /// thread's namespace (captured now: where the caller goes later does not matter).
+    pub fn new_in(ns: Option<&Path>) -> Result<Nft, KernelError> {
+        let label = ns.map_or_else(|| PathBuf::from(THREAD_NETNS), Path::to_path_buf);
+        let ns_err = |msg: String| KernelError::Netns {
+            path: label.clone(),
+            msg,
+        };
+        let fd: OwnedFd = match ns {
+            Some(p) => netns::open(p)?.into(),
+            None => File::open(THREAD_NETNS)
+                .map_err(|e| ns_err(format!("open: {e}")))?
+                .into(),
+        };
+        let (tx, rx) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<(), KernelError>>(1);
+        let worker_label = label.clone();
+        let worker = std::thread::Builder::new()
+            .name("netd-nft".into())
+            .spawn(move || {
+                // The context opens its netlink socket inside the namespace of the
+                // thread that creates it, so enter first, then create.
+                let entered = setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| KernelError::Netns {
+                    path: worker_label,
+                    msg: format!("setns: {}", e.desc()),
+                });
+                drop(fd);
+                let ctx = entered.and_then(|()| Ctx::new());
+                let mut ctx = match ctx {
+                    Ok(c) => {
+                        let _ = ready_tx.send(Ok(()));
+                        c
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                // Ends when the last sender (the Nft) is dropped.
+                for (batch, reply) in rx {
+                    let _ = reply.send(ctx.run(&batch));
+                }
+            })
+            .map_err(|e| ns_err(format!("spawn nft worker thread: {e}")))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Nft {
+                netns: label,
+                tx: Some(tx),
+                worker: Some(worker),
+            }),
+            Ok(Err(e)) => {
+                let _ = worker.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = worker.join();
+                Err(ns_err("nft worker thread died while starting".into()))
+            }
+        }
+    }
+
+    /// The namespace this context acts on (`/proc/thread-self/ns/net` for `new_in(None)`).
+    pub fn netns(&self) -> &Path {
+        &self.netns
+    }
+
+    /// Runs `batch` (nft syntax, any number of commands) as one kernel transaction and
+    /// returns nft's output (empty for commands that only change things).
+    pub fn run(&self, batch: &str) -> Result<String, KernelError> {
+        let batch = CString::new(batch).map_err(|_| KernelError::Nft("batch contains a NUL byte".into()))?;
+        let gone = || KernelError::Nft(format!("nft worker for {} is gone", self.netns.display()));
+        let (rtx, rrx) = mpsc::sync_channel(1);
+        self.tx.as_ref().ok_or_else(gone)?.send((batch, rtx)).map_err(|_| gone())?;
+        rrx.recv().map_err(|_| gone())?
+    }
+
+    /// Whether table `family name` exists. Lists table names only, never the contents,
+    /// so it stays cheap with large sets (a periodic "was it flushed?" check).
+    pub fn table_exists(&self, family: &str, name: &str) -> Result<bool, KernelError> {
+        let word_ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !word_ok(family) || !word_ok(name) {
+            return Err(KernelError::Nft(format!("invalid table {family:?} {name:?}")));
+        }
+        let out = self.run(&format!("list tables {family}"))?;
+        let want = format!("table {family} {name}");
+        Ok(out.lines().any(|l| l.trim() == want))
+    }
+}
+
+impl Drop for Nft {
+    fn drop(&mut self) {
+        // Closing the channel ends the worker's loop; it frees the context itself.
+        self.tx.take();
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nft_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Nft>();
+    }
+
+    #[test]
+    fn error_text_keeps_error_and_command_drops_markers() {
+        let err = "Error: Could not process rule: File exists\n\
+                   add element inet netd pub4_any { udp . 53 : 10.1.0.3 . 5353 }\n\
+                   \x20                                ^^^^^^^^\n";
+        assert_eq!(
+            trim_error(err),
+            "Error: Could not process rule: File exists\n\
+             add element inet netd pub4_any { udp . 53 : 10.1.0.3 . 5353 }"
+        );
+    }
+
+    #[test]
+    fn error_text_cuts_long_lines() {
+        let long = format!("Error: x\nadd element inet netd ports {{ {} }}", "\"vethé\", ".repeat(200));
+        let t = trim_error(&long);
+        assert!(t.lines().all(|l| l.len() <= MAX_ERR_LINE + '…'.len_utf8()));
+        assert!(t.ends_with('…'));
+        assert_eq!(trim_error(""), "nft_run_cmd_from_buffer failed without an error message");
+    }
+}

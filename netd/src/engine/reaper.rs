@@ -1,0 +1,106 @@
+//! Deferred link deletion.
+//!
+//! Deleting a veth or bridge costs the kernel one or two RCU grace periods
+//! (`unregister_netdevice` waits in `synchronize_net`): 15–30 ms here, most of a detach.
+//! Nothing in the data path needs the caller to wait for it: once the store no longer
+//! refers to the link, the firewall no longer lets it through and, for a sandbox, its
+//! namespace is already gone. So deletions of host links run on this worker, and an
+//! operation that is about to create a link of the same name waits for that name first.
+//! A crash with deletions still queued leaves links whose `netd:` alias no longer matches
+//! the store; reconcile removes those.
+
+use std::collections::BTreeSet;
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use crate::kernel::Kernel;
+use crate::plan::{self, Step};
+
+#[derive(Default)]
+struct Pending {
+    names: BTreeSet<String>,
+}
+
+pub struct Reaper {
+    tx: Option<Sender<Step>>,
+    pending: Arc<(Mutex<Pending>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn link_name(s: &Step) -> Option<&str> {
+    match s {
+        Step::DeleteLink { name, netns: None } => Some(name),
+        _ => None,
+    }
+}
+
+impl Reaper {
+    pub fn new(kernel: Arc<dyn Kernel>) -> Reaper {
+        let (tx, rx) = channel::<Step>();
+        let pending: Arc<(Mutex<Pending>, Condvar)> = Arc::default();
+        let p = pending.clone();
+        let thread = std::thread::Builder::new()
+            .name("netd-reaper".into())
+            .spawn(move || {
+                for step in rx {
+                    if let Err(e) = kernel.apply(&step) {
+                        tracing::warn!(step = %plan::describe(&step), error = %e, "deferred delete failed; reconcile will retry");
+                    }
+                    if let Some(n) = link_name(&step) {
+                        let (m, cv) = &*p;
+                        m.lock().unwrap_or_else(|e| e.into_inner()).names.remove(n);
+                        cv.notify_all();
+                    }
+                }
+            })
+            .ok();
+        Reaper { tx: Some(tx), pending, thread }
+    }
+
+    /// Queues host link deletions; other steps run at once, in order, on the caller.
+    pub fn teardown(&self, kernel: &dyn Kernel, steps: &[Step]) {
+        for s in steps {
+            match (link_name(s), &self.tx) {
+                (Some(n), Some(tx)) => {
+                    self.pending.0.lock().unwrap_or_else(|e| e.into_inner()).names.insert(n.to_string());
+                    if tx.send(s.clone()).is_err() {
+                        let _ = kernel.apply(s);
+                    }
+                }
+                _ => {
+                    if let Err(e) = kernel.apply(s) {
+                        tracing::warn!(step = %plan::describe(s), error = %e, "teardown step failed; reconcile will retry");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Blocks until none of `names` is waiting for deletion.
+    pub fn wait_for<'a>(&self, names: impl IntoIterator<Item = &'a str> + Clone) {
+        let (m, cv) = &*self.pending;
+        let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+        while names.clone().into_iter().any(|n| g.names.contains(n)) {
+            g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Blocks until every queued deletion is done.
+    pub fn drain(&self) {
+        let (m, cv) = &*self.pending;
+        let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+        while !g.names.is_empty() {
+            g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -68,7 +68,10 @@ impl Daemon {
         std::fs::read_to_string(format!("/proc/{pid}/status"))
             .unwrap_or_default()
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0)))
+            .find_map(|l| {
+                l.strip_prefix("VmRSS:")
+                    .map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0))
+            })
             .unwrap_or(0)
     }
 }
@@ -107,26 +110,45 @@ fn timed(f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<f64> {
 }
 
 fn reference(script: &Path, n: usize) -> anyhow::Result<(f64, f64, f64, f64)> {
-    let out = Command::new("bash").arg(script).arg(n.to_string()).output().context("run reference bench")?;
+    let out = Command::new("bash")
+        .arg(script)
+        .arg(n.to_string())
+        .output()
+        .context("run reference bench")?;
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text
         .lines()
         .rev()
         .find(|l| l.contains("add_p50_ms="))
-        .with_context(|| format!("reference bench printed no result: {}", String::from_utf8_lossy(&out.stderr)))?;
+        .with_context(|| {
+            format!(
+                "reference bench printed no result: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
     let get = |k: &str| -> f64 {
         line.split_whitespace()
             .find_map(|w| w.strip_prefix(&format!("{k}=")))
             .and_then(|v| v.parse().ok())
             .unwrap_or(f64::NAN)
     };
-    Ok((get("add_p50_ms"), get("add_p99_ms"), get("del_p50_ms"), get("del_p99_ms")))
+    Ok((
+        get("add_p50_ms"),
+        get("add_p99_ms"),
+        get("del_p50_ms"),
+        get("del_p99_ms"),
+    ))
 }
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(200);
-    let opt = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
+    let opt = |k: &str| {
+        args.iter()
+            .position(|a| a == k)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let endpoints: usize = opt("--endpoints").and_then(|v| v.parse().ok()).unwrap_or(1000);
     let exe = std::env::current_exe()?;
     let dir = exe.parent().context("exe dir")?;
@@ -137,32 +159,53 @@ fn main() -> anyhow::Result<()> {
     let pid = std::process::id();
     let host = format!("ndbench-{pid}");
     Command::new("ip").args(["netns", "add", &host]).status()?;
-    Command::new("ip").args(["-n", &host, "link", "set", "lo", "up"]).status()?;
-    let mut d = Daemon { host, base: PathBuf::from(format!("/run/netd-bench-{pid}")), netd, child: None };
+    Command::new("ip")
+        .args(["-n", &host, "link", "set", "lo", "up"])
+        .status()?;
+    let mut d = Daemon {
+        host,
+        base: PathBuf::from(format!("/run/netd-bench-{pid}")),
+        netd,
+        child: None,
+    };
     d.start()?;
     let c = Client::new(d.socket());
-    c.post("/v1/networks", &json!({"name": "bench", "subnets": [{"subnet": "10.123.0.0/16"}]}))?;
+    c.post(
+        "/v1/networks",
+        &json!({"name": "bench", "subnets": [{"subnet": "10.123.0.0/16"}]}),
+    )?;
     for i in 0..n {
         c.post("/v1/sandboxes", &json!({ "name": format!("s{i}") }))?;
     }
     let mut add = Vec::new();
     for i in 0..n {
         add.push(timed(|| {
-            c.post("/v1/networks/bench/connect", &json!({ "sandbox": format!("s{i}") }))?;
+            c.post(
+                "/v1/networks/bench/connect",
+                &json!({ "sandbox": format!("s{i}") }),
+            )?;
             Ok(())
         })?);
     }
     let mut del = Vec::new();
     for i in 0..n {
         del.push(timed(|| {
-            c.post("/v1/networks/bench/disconnect", &json!({ "sandbox": format!("s{i}") }))?;
+            c.post(
+                "/v1/networks/bench/disconnect",
+                &json!({ "sandbox": format!("s{i}") }),
+            )?;
             Ok(())
         })?);
     }
     for i in 0..n {
         c.delete(&format!("/v1/sandboxes/s{i}"))?;
     }
-    let (na50, na99, nd50, nd99) = (pct(&mut add, 0.5), pct(&mut add, 0.99), pct(&mut del, 0.5), pct(&mut del, 0.99));
+    let (na50, na99, nd50, nd99) = (
+        pct(&mut add, 0.5),
+        pct(&mut add, 0.99),
+        pct(&mut del, 0.5),
+        pct(&mut del, 0.99),
+    );
     println!("netd (API connect/disconnect, n={n}): attach p50 {na50:.2} ms p99 {na99:.2} ms | detach p50 {nd50:.2} ms p99 {nd99:.2} ms");
     match reference(&ref_script, n) {
         Ok((ra50, ra99, rd50, rd99)) => {
@@ -181,7 +224,10 @@ fn main() -> anyhow::Result<()> {
     // RSS and reconcile with many endpoints.
     let t = Instant::now();
     for i in 0..endpoints {
-        c.post("/v1/sandboxes", &json!({ "name": format!("e{i}"), "networks": [{"network": "bench"}] }))?;
+        c.post(
+            "/v1/sandboxes",
+            &json!({ "name": format!("e{i}"), "networks": [{"network": "bench"}] }),
+        )?;
     }
     let fill = t.elapsed();
     let rss = d.rss_kb();
@@ -194,7 +240,10 @@ fn main() -> anyhow::Result<()> {
     let up = d.start()?;
     let info = Client::new(d.socket()).get("/v1/info")?;
     let rec_ms = info["reconcile"]["millis"].as_u64().unwrap_or(0);
-    let recreated = info["reconcile"]["recreated"].as_array().map(|a| a.len()).unwrap_or(0);
+    let recreated = info["reconcile"]["recreated"]
+        .as_array()
+        .map(|a| a.len())
+        .unwrap_or(0);
     println!(
         "restart after kill -9 with {endpoints} endpoints: reconcile {rec_ms} ms, ready (start to first API answer) {:.0} ms, objects recreated {recreated} (goal: reconcile <= 2000 ms, 0 recreated)",
         up.as_secs_f64() * 1000.0

@@ -123,3 +123,135 @@ pub mod ns {
         }
     }
 }
+
+pub mod fwtest {
+    //! Helpers for the firewall tests: throwaway namespaces named `ndfw-<pid>-<n>` (made
+    //! and removed with `ip netns`, so a leftover says which test run made it), and `nft`
+    //! / `ip` run inside them. Tests only: netd itself never runs these commands.
+
+    use std::path::PathBuf;
+    use std::process::Command;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+    /// A namespace made by `ip netns add`, removed by `ip netns del` on drop (also when
+    /// the test panics). Links inside die with it.
+    #[derive(Debug)]
+    pub struct TestNs {
+        pub name: String,
+    }
+
+    impl TestNs {
+        /// `ip netns add ndfw-<pid>-<n>`, with `lo` up.
+        pub fn create() -> TestNs {
+            let name = format!(
+                "ndfw-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            );
+            run("ip", &["netns", "add", &name]);
+            let ns = TestNs { name };
+            ns.ip(&["link", "set", "lo", "up"]);
+            ns
+        }
+
+        /// Where `ip netns` bound it.
+        pub fn path(&self) -> PathBuf {
+            PathBuf::from("/run/netns").join(&self.name)
+        }
+
+        /// `ip -n <ns> <args>`; panics with ip's message on failure.
+        pub fn ip(&self, args: &[&str]) -> String {
+            let mut a = vec!["-n", self.name.as_str()];
+            a.extend_from_slice(args);
+            run("ip", &a)
+        }
+
+        /// `ip netns exec <ns> <args>`; panics with the command's message on failure.
+        pub fn exec(&self, args: &[&str]) -> String {
+            let mut a = vec!["netns", "exec", self.name.as_str()];
+            a.extend_from_slice(args);
+            run("ip", &a)
+        }
+
+        /// Like `exec`, but returns whether the command succeeded.
+        pub fn try_exec(&self, args: &[&str]) -> bool {
+            Command::new("ip")
+                .args(["netns", "exec", self.name.as_str()])
+                .args(args)
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        }
+
+        /// `nft <args>` inside the namespace.
+        pub fn nft(&self, args: &[&str]) -> String {
+            let mut a = vec!["nft"];
+            a.extend_from_slice(args);
+            self.exec(&a)
+        }
+
+        /// `nft -j list ruleset`, parsed.
+        pub fn ruleset_json(&self) -> serde_json::Value {
+            let out = self.nft(&["-j", "list", "ruleset"]);
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("nft -j output: {e}: {out}"))
+        }
+
+        /// One ping (busybox's, which every test image has) from inside the namespace,
+        /// optionally from a given source address; whether a reply came.
+        pub fn ping(&self, from: Option<&str>, to: &str) -> bool {
+            let mut a = vec!["busybox", "ping", "-c1", "-W1"];
+            if let Some(src) = from {
+                a.extend_from_slice(&["-I", src]);
+            }
+            a.push(to);
+            self.try_exec(&a)
+        }
+    }
+
+    impl Drop for TestNs {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        }
+    }
+
+    /// Runs a command and returns its stdout; panics with its stderr on failure.
+    pub fn run(cmd: &str, args: &[&str]) -> String {
+        let out = Command::new(cmd)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+        assert!(
+            out.status.success(),
+            "`{cmd} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The elements of set or map `name` of table `family netd` in `nft -j` output, each
+    /// as compact JSON text (`"veth0"`, `{"concat":["veth0","02:42:..."]}`, ...), so tests
+    /// can look for a value without modelling nft's JSON schema.
+    pub fn elements(ruleset: &serde_json::Value, family: &str, name: &str) -> Vec<String> {
+        let items = ruleset["nftables"].as_array().cloned().unwrap_or_default();
+        for it in items {
+            for kind in ["set", "map"] {
+                let s = &it[kind];
+                if s["family"] == family && s["table"] == "netd" && s["name"] == name {
+                    return s["elem"]
+                        .as_array()
+                        .map(|v| v.iter().map(|e| e.to_string()).collect())
+                        .unwrap_or_default();
+                }
+            }
+        }
+        panic!("no set/map {family} netd {name} in ruleset");
+    }
+
+    /// The rules of chain `family netd chain` as `nft list` prints them.
+    pub fn chain_text(ns: &TestNs, family: &str, chain: &str) -> String {
+        ns.nft(&["list", "chain", family, "netd", chain])
+    }
+}

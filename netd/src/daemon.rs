@@ -116,7 +116,10 @@ fn bind_socket(path: &Path, group: Option<&str>) -> anyhow::Result<UnixListener>
 /// Opens everything and serves until `shutdown` resolves. The kernel is the calling
 /// process's network namespace: run the daemon under `nsenter --net=...` to give it
 /// another "host".
-pub async fn run(opts: DaemonOptions, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    opts: DaemonOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let _lock = lock_state_dir(&opts.state_dir)?;
     let store = Arc::new(RedbStore::open(&opts.state_dir.join("netd.redb"))?);
     let kernel: Arc<dyn Kernel> = Arc::new(LinuxKernel::current().context("open kernel interfaces")?);

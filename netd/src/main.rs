@@ -87,7 +87,10 @@ fn options(a: &DaemonArgs) -> anyhow::Result<DaemonOptions> {
         o.engine.ipam = i;
     }
     if let Some((lo, hi)) = file.ephemeral_ports {
-        anyhow::ensure!(lo > 0 && lo <= hi, "ephemeral_ports: expected [low, high] with 0 < low <= high");
+        anyhow::ensure!(
+            lo > 0 && lo <= hi,
+            "ephemeral_ports: expected [low, high] with 0 < low <= high"
+        );
         o.engine.ephemeral_ports = (lo, hi);
     }
     Ok(o)
@@ -96,7 +99,10 @@ fn options(a: &DaemonArgs) -> anyhow::Result<DaemonOptions> {
 fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NETD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn ctrl_c_or_term() {
@@ -114,11 +120,19 @@ async fn ctrl_c_or_term() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Responder { name, netns, tcp, udp } => netd::stack::responder::run(&name, netns.as_deref(), &tcp, &udp),
+        Cmd::Responder {
+            name,
+            netns,
+            tcp,
+            udp,
+        } => netd::stack::responder::run(&name, netns.as_deref(), &tcp, &udp),
         Cmd::Daemon(a) => {
             init_logs();
             options(&a).and_then(|o| {
-                let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()?;
                 rt.block_on(daemon::run(o, ctrl_c_or_term()))
             })
         }

@@ -10,7 +10,9 @@ use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach netd at {socket}: {source} (is `netd daemon` running? set --socket or NETD_SOCKET)")]
+    #[error(
+        "cannot reach netd at {socket}: {source} (is `netd daemon` running? set --socket or NETD_SOCKET)"
+    )]
     Connect {
         socket: String,
         #[source]
@@ -33,7 +35,10 @@ pub struct Client {
 
 impl Client {
     pub fn new(socket: impl AsRef<Path>) -> Client {
-        Client { socket: socket.as_ref().to_path_buf(), timeout: Duration::from_secs(120) }
+        Client {
+            socket: socket.as_ref().to_path_buf(),
+            timeout: Duration::from_secs(120),
+        }
     }
 
     pub fn socket(&self) -> &Path {
@@ -42,13 +47,18 @@ impl Client {
 
     /// Sends one request; returns (status, JSON body or Null).
     pub fn raw(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<(u16, Value), ClientError> {
-        let mut s = UnixStream::connect(&self.socket)
-            .map_err(|source| ClientError::Connect { socket: self.socket.display().to_string(), source })?;
+        let mut s = UnixStream::connect(&self.socket).map_err(|source| ClientError::Connect {
+            socket: self.socket.display().to_string(),
+            source,
+        })?;
         s.set_read_timeout(Some(self.timeout))?;
         let body = body.unwrap_or(b"");
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: netd\r\nConnection: close\r\n");
         if !body.is_empty() || method == "POST" {
-            req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+            req.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
         }
         req.push_str("\r\n");
         s.write_all(req.as_bytes())?;
@@ -107,7 +117,8 @@ fn parse_response(buf: &[u8]) -> Result<(u16, Value), ClientError> {
     if body.is_empty() {
         return Ok((status, Value::Null));
     }
-    let v = serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(format!("body is not JSON: {e}")))?;
+    let v =
+        serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(format!("body is not JSON: {e}")))?;
     Ok((status, v))
 }
 
@@ -141,9 +152,10 @@ mod tests {
     fn parses_plain_and_chunked() {
         let (s, v) = parse_response(b"HTTP/1.1 201 Created\r\ncontent-length: 8\r\n\r\n{\"a\":1}\n").unwrap();
         assert_eq!((s, v["a"].as_i64()), (201, Some(1)));
-        let (s, v) =
-            parse_response(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\n{\"b\r\n4\r\n\":2}\r\n0\r\n\r\n")
-                .unwrap();
+        let (s, v) = parse_response(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\n{\"b\r\n4\r\n\":2}\r\n0\r\n\r\n",
+        )
+        .unwrap();
         assert_eq!((s, v["b"].as_i64()), (200, Some(2)));
         let (s, v) = parse_response(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
         assert_eq!((s, v), (204, Value::Null));

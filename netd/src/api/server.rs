@@ -47,12 +47,19 @@ type ApiResult<T> = Result<T, ApiError>;
 
 async fn body<T: DeserializeOwned>(b: Body) -> ApiResult<T> {
     let bytes = to_bytes(b, MAX_BODY).await.map_err(|_| {
-        ApiError(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {MAX_BODY} bytes"))
+        ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than {MAX_BODY} bytes"),
+        )
     })?;
     if bytes.is_empty() {
-        return Err(ApiError(StatusCode::BAD_REQUEST, "request body is empty; expected JSON".into()));
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "request body is empty; expected JSON".into(),
+        ));
     }
-    serde_json::from_slice(&bytes).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))
 }
 
 /// Runs `f` with the engine locked, off the async workers (kernel calls block).
@@ -66,7 +73,12 @@ async fn with_engine<T: Send + 'static>(
         f(&mut e)
     })
     .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("operation panicked: {e}")))?
+    .map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("operation panicked: {e}"),
+        )
+    })?
     .map_err(ApiError::from)
 }
 
@@ -96,7 +108,10 @@ async fn info(State(st): State<Shared>) -> ApiResult<Json<serde_json::Value>> {
 async fn list_networks(State(st): State<Shared>) -> ApiResult<Response> {
     let v = with_engine(&st, |e| {
         let names: Vec<String> = e.networks().map(|n| n.name.clone()).collect();
-        names.iter().map(|n| e.network_view(n)).collect::<Result<Vec<_>, _>>()
+        names
+            .iter()
+            .map(|n| e.network_view(n))
+            .collect::<Result<Vec<_>, _>>()
     })
     .await?;
     Ok(Json(v).into_response())
@@ -123,8 +138,16 @@ async fn prune_networks(State(st): State<Shared>) -> ApiResult<Response> {
 
 async fn connect(State(st): State<Shared>, Path(net): Path<String>, b: Body) -> ApiResult<Response> {
     let r: ConnectRequest = body(b).await?;
-    let req = EndpointRequest { network: net.clone(), ip: r.ip, ip6: r.ip6, aliases: r.aliases, mac: r.mac };
-    Ok(created(with_engine(&st, move |e| e.connect(&net, &req, &r.sandbox)).await?))
+    let req = EndpointRequest {
+        network: net.clone(),
+        ip: r.ip,
+        ip6: r.ip6,
+        aliases: r.aliases,
+        mac: r.mac,
+    };
+    Ok(created(
+        with_engine(&st, move |e| e.connect(&net, &req, &r.sandbox)).await?,
+    ))
 }
 
 async fn disconnect(State(st): State<Shared>, Path(net): Path<String>, b: Body) -> ApiResult<StatusCode> {
@@ -168,7 +191,10 @@ pub fn router(engine: Shared) -> Router {
         .route("/v1/sandboxes/{name}", get(get_sandbox).delete(delete_sandbox))
         .fallback(not_found)
         .method_not_allowed_fallback(|| async {
-            ApiError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this API endpoint".into())
+            ApiError(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this API endpoint".into(),
+            )
         })
         .with_state(engine)
 }
@@ -179,13 +205,19 @@ pub async fn serve(
     engine: Shared,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(engine)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(engine))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Puts netd's nftables tables back when someone removes them (`nft flush ruleset`),
 /// checking every `every`. A cheap existence check on an idle host; a full restore only
 /// when a table is missing.
-pub async fn watch_firewall(engine: Shared, every: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn watch_firewall(
+    engine: Shared,
+    every: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

@@ -158,18 +158,29 @@ fn kv(items: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> 
 
 /// Docker pairs --gateway and --ip-range with the --subnet that contains them.
 fn subnets(subnet: &[String], gateway: &[String], ip_range: &[String]) -> anyhow::Result<Vec<SubnetRequest>> {
-    let mut out: Vec<SubnetRequest> =
-        subnet.iter().map(|s| SubnetRequest { subnet: Some(s.clone()), ..Default::default() }).collect();
+    let mut out: Vec<SubnetRequest> = subnet
+        .iter()
+        .map(|s| SubnetRequest {
+            subnet: Some(s.clone()),
+            ..Default::default()
+        })
+        .collect();
     let parsed: Vec<Option<IpNetwork>> = subnet.iter().map(|s| s.parse().ok()).collect();
     let home = |ip: IpAddr| -> anyhow::Result<usize> {
         parsed
             .iter()
             .position(|n| n.is_some_and(|n| n.contains(ip)))
-            .or_else(|| parsed.iter().position(|n| n.is_some_and(|n| n.is_ipv4() == ip.is_ipv4())))
+            .or_else(|| {
+                parsed
+                    .iter()
+                    .position(|n| n.is_some_and(|n| n.is_ipv4() == ip.is_ipv4()))
+            })
             .ok_or_else(|| anyhow!("{ip} does not belong to any --subnet"))
     };
     for g in gateway {
-        let ip: IpAddr = g.parse().map_err(|_| anyhow!("invalid gateway {g:?}: expected an IP address"))?;
+        let ip: IpAddr = g
+            .parse()
+            .map_err(|_| anyhow!("invalid gateway {g:?}: expected an IP address"))?;
         let i = home(ip)?;
         if out[i].gateway.is_some() {
             bail!("more than one --gateway for subnet {}", subnet[i]);
@@ -177,7 +188,9 @@ fn subnets(subnet: &[String], gateway: &[String], ip_range: &[String]) -> anyhow
         out[i].gateway = Some(g.clone());
     }
     for r in ip_range {
-        let n: IpNetwork = r.parse().map_err(|_| anyhow!("invalid ip-range {r:?}: expected CIDR"))?;
+        let n: IpNetwork = r
+            .parse()
+            .map_err(|_| anyhow!("invalid ip-range {r:?}: expected CIDR"))?;
         let i = home(n.network())?;
         out[i].ip_range = Some(r.clone());
     }
@@ -193,7 +206,10 @@ fn s(v: &Value) -> &str {
 }
 
 fn network_row(n: &Value) -> String {
-    let subnets: Vec<&str> = n["subnets"].as_array().map(|a| a.iter().map(|x| s(&x["subnet"])).collect()).unwrap_or_default();
+    let subnets: Vec<&str> = n["subnets"]
+        .as_array()
+        .map(|a| a.iter().map(|x| s(&x["subnet"])).collect())
+        .unwrap_or_default();
     let mut flags = Vec::new();
     if n["internal"].as_bool() == Some(true) {
         flags.push("internal");
@@ -236,7 +252,11 @@ fn sandbox_row(sb: &Value) -> String {
         "{:<20} {:<7} {:<40} {}",
         s(&sb["name"]),
         s(&sb["mode"]),
-        if nets.is_empty() { "-".to_string() } else { nets.join(" ") },
+        if nets.is_empty() {
+            "-".to_string()
+        } else {
+            nets.join(" ")
+        },
         ports.join(", ")
     )
 }
@@ -277,7 +297,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let c = Client::new(&cli.socket);
     match cli.cmd {
         Top::Network(cmd) => match cmd {
-            NetCmd::Create { name, driver, subnet, gateway, ip_range, ipv6, internal, mtu, opt, label } => {
+            NetCmd::Create {
+                name,
+                driver,
+                subnet,
+                gateway,
+                ip_range,
+                ipv6,
+                internal,
+                mtu,
+                opt,
+                label,
+            } => {
                 let req = NetworkRequest {
                     name,
                     driver: Some(driver),
@@ -295,7 +326,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &c,
                 "/v1/networks",
                 &a,
-                &format!("{:<20} {:<8} {:<15} {:<34} {:<9} FLAGS", "NAME", "DRIVER", "BRIDGE", "SUBNETS", "ENDPOINTS"),
+                &format!(
+                    "{:<20} {:<8} {:<15} {:<34} {:<9} FLAGS",
+                    "NAME", "DRIVER", "BRIDGE", "SUBNETS", "ENDPOINTS"
+                ),
                 network_row,
             )?,
             NetCmd::Inspect { names, .. } => inspect(&c, "networks", &names)?,
@@ -314,24 +348,50 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("{}", s(n));
                 }
             }
-            NetCmd::Connect { network, sandbox, ip, ip6, alias, mac } => {
+            NetCmd::Connect {
+                network,
+                sandbox,
+                ip,
+                ip6,
+                alias,
+                mac,
+            } => {
                 c.post(
                     &format!("/v1/networks/{network}/connect"),
                     &json!({"sandbox": sandbox, "ip": ip, "ip6": ip6, "aliases": alias, "mac": mac}),
                 )?;
             }
             NetCmd::Disconnect { network, sandbox } => {
-                c.post(&format!("/v1/networks/{network}/disconnect"), &json!({ "sandbox": sandbox }))?;
+                c.post(
+                    &format!("/v1/networks/{network}/disconnect"),
+                    &json!({ "sandbox": sandbox }),
+                )?;
             }
         },
         Top::Sandbox(cmd) => match cmd {
-            SbCmd::Create { name, network, ip, ip6, alias, mac, publish, publish_all, expose, label } => {
+            SbCmd::Create {
+                name,
+                network,
+                ip,
+                ip6,
+                alias,
+                mac,
+                publish,
+                publish_all,
+                expose,
+                label,
+            } => {
                 let mut networks: Vec<EndpointRequest> = network
                     .iter()
-                    .map(|n| EndpointRequest { network: n.clone(), ..Default::default() })
+                    .map(|n| EndpointRequest {
+                        network: n.clone(),
+                        ..Default::default()
+                    })
                     .collect();
                 if ip.is_some() || ip6.is_some() || !alias.is_empty() || mac.is_some() {
-                    let first = networks.first_mut().context("--ip, --ip6, --alias and --mac-address need --network")?;
+                    let first = networks
+                        .first_mut()
+                        .context("--ip, --ip6, --alias and --mac-address need --network")?;
                     first.ip = ip;
                     first.ip6 = ip6;
                     first.aliases = alias;

@@ -13,9 +13,15 @@ use crate::plan::{BridgeSpec, Step, VethSpec};
 /// Steps that bring a network's bridge up. Forwarding is a host-wide switch that a
 /// bridge with a gateway needs; it is not undone when the network goes (other users).
 pub fn network_up(net: &Network) -> Vec<Step> {
-    let mut steps = vec![Step::Sysctl { key: "net/ipv4/ip_forward".into(), value: "1".into() }];
+    let mut steps = vec![Step::Sysctl {
+        key: "net/ipv4/ip_forward".into(),
+        value: "1".into(),
+    }];
     if net.ipv6 {
-        steps.push(Step::Sysctl { key: "net/ipv6/conf/all/forwarding".into(), value: "1".into() });
+        steps.push(Step::Sysctl {
+            key: "net/ipv6/conf/all/forwarding".into(),
+            value: "1".into(),
+        });
     }
     let addrs = net
         .subnets
@@ -33,14 +39,22 @@ pub fn network_up(net: &Network) -> Vec<Step> {
 }
 
 pub fn network_down(net: &Network) -> Vec<Step> {
-    vec![Step::DeleteLink { name: net.bridge.clone(), netns: None }]
+    vec![Step::DeleteLink {
+        name: net.bridge.clone(),
+        netns: None,
+    }]
 }
 
 /// The veth for one endpoint. `default_route` is true for the sandbox's first network,
 /// which carries its default routes (internal networks never do: no way out).
 pub fn endpoint_up(net: &Network, sandbox: &str, netns: &Path, ep: &Endpoint, default_route: bool) -> Step {
     let route = default_route && !net.internal;
-    let addrs = ep.ipv4.map(IpNetwork::V4).into_iter().chain(ep.ipv6.map(IpNetwork::V6)).collect();
+    let addrs = ep
+        .ipv4
+        .map(IpNetwork::V4)
+        .into_iter()
+        .chain(ep.ipv6.map(IpNetwork::V6))
+        .collect();
     Step::CreateVeth(VethSpec {
         host_name: ep.host_ifname.clone(),
         bridge: net.bridge.clone(),
@@ -56,7 +70,10 @@ pub fn endpoint_up(net: &Network, sandbox: &str, netns: &Path, ep: &Endpoint, de
 }
 
 pub fn endpoint_down(ep: &Endpoint) -> Step {
-    Step::DeleteLink { name: ep.host_ifname.clone(), netns: None }
+    Step::DeleteLink {
+        name: ep.host_ifname.clone(),
+        netns: None,
+    }
 }
 
 /// Docker's MAC scheme: 02:42 followed by the IPv4 address, so MACs are unique wherever
@@ -79,7 +96,11 @@ pub fn format_mac(m: &[u8; 6]) -> String {
 }
 
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let parts: Vec<u8> = s.split(':').map(|p| u8::from_str_radix(p, 16)).collect::<Result<_, _>>().ok()?;
+    let parts: Vec<u8> = s
+        .split(':')
+        .map(|p| u8::from_str_radix(p, 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
     let m: [u8; 6] = parts.try_into().ok()?;
     // A MAC with the multicast bit set cannot be a unicast interface address.
     if m[0] & 1 == 1 || m == [0; 6] {

@@ -25,7 +25,10 @@ pub fn parse_alias(alias: &str) -> Option<AliasOwner> {
     }
     let rest = alias.strip_prefix("netd:ep=")?;
     let (s, n) = rest.split_once('/')?;
-    Some(AliasOwner::Endpoint { sandbox: s.to_string(), network: n.to_string() })
+    Some(AliasOwner::Endpoint {
+        sandbox: s.to_string(),
+        network: n.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -34,10 +37,16 @@ mod tests {
 
     #[test]
     fn aliases_roundtrip() {
-        assert_eq!(parse_alias(&network_alias("front")), Some(AliasOwner::Network("front".into())));
+        assert_eq!(
+            parse_alias(&network_alias("front")),
+            Some(AliasOwner::Network("front".into()))
+        );
         assert_eq!(
             parse_alias(&endpoint_alias("web.1", "front")),
-            Some(AliasOwner::Endpoint { sandbox: "web.1".into(), network: "front".into() })
+            Some(AliasOwner::Endpoint {
+                sandbox: "web.1".into(),
+                network: "front".into()
+            })
         );
         assert_eq!(parse_alias("docker0"), None);
     }

@@ -128,7 +128,10 @@ pub struct Engine {
 }
 
 pub(crate) fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 pub(crate) fn new_id() -> String {
@@ -155,9 +158,15 @@ impl Engine {
         store: Arc<dyn Store>,
         cfg: EngineConfig,
     ) -> Result<(Engine, ReconcileReport)> {
-        let networks = store::load::<Network>(store.as_ref(), Bucket::Networks)?.into_iter().collect();
-        let sandboxes = store::load::<Sandbox>(store.as_ref(), Bucket::Sandboxes)?.into_iter().collect();
-        let pools = store::load::<Pool>(store.as_ref(), Bucket::Pools)?.into_iter().collect();
+        let networks = store::load::<Network>(store.as_ref(), Bucket::Networks)?
+            .into_iter()
+            .collect();
+        let sandboxes = store::load::<Sandbox>(store.as_ref(), Bucket::Sandboxes)?
+            .into_iter()
+            .collect();
+        let pools = store::load::<Pool>(store.as_ref(), Bucket::Pools)?
+            .into_iter()
+            .collect();
         let port_cursor = cfg.ephemeral_ports.0;
         let reaper = reaper::Reaper::new(kernel.clone());
         let mut e = Engine {
@@ -199,11 +208,15 @@ impl Engine {
     }
 
     pub fn sandbox(&self, name: &str) -> Result<&Sandbox> {
-        self.sandboxes.get(name).ok_or_else(|| EngineError::NotFound(format!("no such sandbox: {name}")))
+        self.sandboxes
+            .get(name)
+            .ok_or_else(|| EngineError::NotFound(format!("no such sandbox: {name}")))
     }
 
     pub fn network(&self, name: &str) -> Result<&Network> {
-        self.networks.get(name).ok_or_else(|| EngineError::NotFound(format!("no such network: {name}")))
+        self.networks
+            .get(name)
+            .ok_or_else(|| EngineError::NotFound(format!("no such network: {name}")))
     }
 
     pub fn pools(&self) -> impl Iterator<Item = (&String, &Pool)> {
@@ -265,7 +278,11 @@ impl Engine {
             ports.extend(ports::fw_ports(s));
         }
         ports.sort();
-        FwState { networks, endpoints, ports }
+        FwState {
+            networks,
+            endpoints,
+            ports,
+        }
     }
 
     /// Re-applies the whole netd ruleset (after a flush by someone else). Leaves the
@@ -281,8 +298,13 @@ impl Engine {
 
     /// Whether netd's tables are still in the kernel.
     pub fn firewall_present(&self) -> bool {
-        self.kernel.nft_table_exists("inet", crate::firewall::TABLE).unwrap_or(false)
-            && self.kernel.nft_table_exists("bridge", crate::firewall::TABLE).unwrap_or(false)
+        self.kernel
+            .nft_table_exists("inet", crate::firewall::TABLE)
+            .unwrap_or(false)
+            && self
+                .kernel
+                .nft_table_exists("bridge", crate::firewall::TABLE)
+                .unwrap_or(false)
     }
 
     fn remember(&self, u: &mut Undo, networks: &[&str], sandboxes: &[&str], pools: &[String]) {

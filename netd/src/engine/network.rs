@@ -10,7 +10,10 @@ impl Engine {
     pub fn create_network(&mut self, req: &NetworkRequest) -> Result<Network> {
         let p = req.parse().map_err(EngineError::Invalid)?;
         if self.networks.contains_key(&p.name) {
-            return Err(EngineError::Conflict(format!("network with name {} already exists", p.name)));
+            return Err(EngineError::Conflict(format!(
+                "network with name {} already exists",
+                p.name
+            )));
         }
         if let Some(other) = self.networks.values().find(|n| n.bridge == p.bridge) {
             return Err(EngineError::Conflict(format!(
@@ -25,14 +28,31 @@ impl Engine {
                 p.bridge
             )));
         }
-        let routes = self.kernel.routed_prefixes().map_err(|e| EngineError::Kernel(e.to_string()))?;
+        let routes = self
+            .kernel
+            .routed_prefixes()
+            .map_err(|e| EngineError::Kernel(e.to_string()))?;
         let existing: Vec<&ipam::Pool> = self.pools.values().collect();
         let mut pools = Vec::new();
         let want4 = p.subnets.iter().find(|s| s.subnet.is_ipv4());
-        pools.push(ipam::new_pool(&self.cfg.ipam, &p.name, false, want4, &existing, &routes)?);
+        pools.push(ipam::new_pool(
+            &self.cfg.ipam,
+            &p.name,
+            false,
+            want4,
+            &existing,
+            &routes,
+        )?);
         if p.ipv6 {
             let want6 = p.subnets.iter().find(|s| s.subnet.is_ipv6());
-            pools.push(ipam::new_pool(&self.cfg.ipam, &p.name, true, want6, &existing, &routes)?);
+            pools.push(ipam::new_pool(
+                &self.cfg.ipam,
+                &p.name,
+                true,
+                want6,
+                &existing,
+                &routes,
+            )?);
         }
         let net = Network {
             name: p.name.clone(),
@@ -41,7 +61,11 @@ impl Engine {
             bridge: p.bridge,
             subnets: pools
                 .iter()
-                .map(|pl| Subnet { subnet: pl.subnet, gateway: pl.gateway, ip_range: pl.ip_range })
+                .map(|pl| Subnet {
+                    subnet: pl.subnet,
+                    gateway: pl.gateway,
+                    ip_range: pl.ip_range,
+                })
                 .collect(),
             ipv6: p.ipv6,
             internal: p.internal,
@@ -55,7 +79,10 @@ impl Engine {
             created: now(),
         };
         let mut undo = Undo::default();
-        let keys: Vec<String> = pools.iter().map(|pl| pool_key(&net.name, pl.subnet.is_ipv6())).collect();
+        let keys: Vec<String> = pools
+            .iter()
+            .map(|pl| pool_key(&net.name, pl.subnet.is_ipv6()))
+            .collect();
         self.remember(&mut undo, &[&net.name], &[], &keys);
         let mut txn = Txn::new();
         txn.put(Bucket::Networks, &net.name, &net);
@@ -72,8 +99,12 @@ impl Engine {
 
     pub fn remove_network(&mut self, name: &str) -> Result<()> {
         let net = self.network(name)?.clone();
-        let users: Vec<&str> =
-            self.sandboxes.values().filter(|s| s.endpoint(name).is_some()).map(|s| s.name.as_str()).collect();
+        let users: Vec<&str> = self
+            .sandboxes
+            .values()
+            .filter(|s| s.endpoint(name).is_some())
+            .map(|s| s.name.as_str())
+            .collect();
         if !users.is_empty() {
             return Err(EngineError::Conflict(format!(
                 "network {name} has active endpoints (sandboxes: {}); disconnect or remove them first",

@@ -16,7 +16,10 @@ pub fn parse_expose(spec: &str) -> std::result::Result<Vec<(u16, Proto)>, String
     };
     let bad = || format!("invalid --expose {spec:?}: expected PORT[-PORT][/tcp|/udp]");
     let (a, b) = match ports.split_once('-') {
-        Some((a, b)) => (a.parse::<u16>().map_err(|_| bad())?, b.parse::<u16>().map_err(|_| bad())?),
+        Some((a, b)) => (
+            a.parse::<u16>().map_err(|_| bad())?,
+            b.parse::<u16>().map_err(|_| bad())?,
+        ),
         None => {
             let p = ports.parse::<u16>().map_err(|_| bad())?;
             (p, p)
@@ -31,7 +34,9 @@ pub fn parse_expose(spec: &str) -> std::result::Result<Vec<(u16, Proto)>, String
 /// The DNAT entries a sandbox's publications need: each mapping goes to the sandbox's
 /// first endpoint (the one holding its default route, as in Docker), per address family.
 pub fn fw_ports(s: &Sandbox) -> Vec<FwPort> {
-    let Some(ep) = s.endpoints.first() else { return Vec::new() };
+    let Some(ep) = s.endpoints.first() else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     for m in &s.ports {
         let want4 = !matches!(m.host_ip, Some(IpAddr::V6(_)));
@@ -76,15 +81,26 @@ impl Engine {
         }
         if publish_all {
             for (port, proto) in expose {
-                if !wanted.iter().any(|m| m.container_port == *port && m.proto == *proto) {
-                    wanted.push(PortMapping { host_ip: None, host_port: 0, container_port: *port, proto: *proto });
+                if !wanted
+                    .iter()
+                    .any(|m| m.container_port == *port && m.proto == *proto)
+                {
+                    wanted.push(PortMapping {
+                        host_ip: None,
+                        host_port: 0,
+                        container_port: *port,
+                        proto: *proto,
+                    });
                 }
             }
         }
         if wanted.is_empty() {
             return Ok(wanted);
         }
-        let locals = self.kernel.local_addrs().map_err(|e| EngineError::Kernel(e.to_string()))?;
+        let locals = self
+            .kernel
+            .local_addrs()
+            .map_err(|e| EngineError::Kernel(e.to_string()))?;
         let mut taken: Vec<PortMapping> = self
             .sandboxes
             .values()
@@ -125,8 +141,11 @@ impl Engine {
 
     fn pick_ephemeral(&mut self, m: &PortMapping, taken: &[PortMapping]) -> Result<u16> {
         let (lo, hi) = self.cfg.ephemeral_ports;
-        let used: BTreeSet<u16> =
-            taken.iter().filter(|t| t.proto == m.proto).map(|t| t.host_port).collect();
+        let used: BTreeSet<u16> = taken
+            .iter()
+            .filter(|t| t.proto == m.proto)
+            .map(|t| t.host_port)
+            .collect();
         let span = u32::from(hi - lo) + 1;
         let start = self.port_cursor.clamp(lo, hi);
         for i in 0..span {
@@ -137,7 +156,10 @@ impl Engine {
                 return Ok(p);
             }
         }
-        Err(EngineError::Conflict(format!("no free host port left in {lo}-{hi} for {}", m.proto)))
+        Err(EngineError::Conflict(format!(
+            "no free host port left in {lo}-{hi} for {}",
+            m.proto
+        )))
     }
 }
 

@@ -55,7 +55,11 @@ impl Reaper {
                 }
             })
             .ok();
-        Reaper { tx: Some(tx), pending, thread }
+        Reaper {
+            tx: Some(tx),
+            pending,
+            thread,
+        }
     }
 
     /// Queues host link deletions; other steps run at once, in order, on the caller.
@@ -63,7 +67,12 @@ impl Reaper {
         for s in steps {
             match (link_name(s), &self.tx) {
                 (Some(n), Some(tx)) => {
-                    self.pending.0.lock().unwrap_or_else(|e| e.into_inner()).names.insert(n.to_string());
+                    self.pending
+                        .0
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .names
+                        .insert(n.to_string());
                     if tx.send(s.clone()).is_err() {
                         let _ = kernel.apply(s);
                     }

@@ -41,7 +41,9 @@ impl Engine {
         for (key, p) in store::load::<PendingSandbox>(self.store.as_ref(), Bucket::Pending)? {
             let name = key.strip_prefix("sandbox/").unwrap_or(&key);
             if !self.sandboxes.contains_key(name) {
-                if let Err(e) = k.apply(&Step::DeleteNetns { path: PathBuf::from(&p.netns) }) {
+                if let Err(e) = k.apply(&Step::DeleteNetns {
+                    path: PathBuf::from(&p.netns),
+                }) {
                     tracing::warn!(netns = %p.netns, error = %e, "could not remove leftover netns");
                 }
                 let _ = std::fs::remove_dir_all(self.cfg.etc_netns_dir.join(name));
@@ -51,7 +53,9 @@ impl Engine {
         }
 
         // 2. Links marked as netd's that the store does not know.
-        let links = k.owned_links().map_err(|e| EngineError::Kernel(format!("list links: {e}")))?;
+        let links = k
+            .owned_links()
+            .map_err(|e| EngineError::Kernel(format!("list links: {e}")))?;
         let mut present = BTreeSet::new();
         for l in links {
             let keep = match parse_alias(&l.alias) {
@@ -66,7 +70,10 @@ impl Engine {
             if keep {
                 present.insert(l.name);
             } else {
-                let step = Step::DeleteLink { name: l.name.clone(), netns: None };
+                let step = Step::DeleteLink {
+                    name: l.name.clone(),
+                    netns: None,
+                };
                 if let Err(e) = k.apply(&step) {
                     tracing::warn!(link = %l.name, error = %e, "could not remove leftover link");
                 }
@@ -106,10 +113,20 @@ impl Engine {
                 }
                 if alive {
                     // The host side is gone, so the pair is gone; clear a stray peer name.
-                    steps.push(Step::DeleteLink { name: ep.ifname.clone(), netns: Some(netns.clone()) });
+                    steps.push(Step::DeleteLink {
+                        name: ep.ifname.clone(),
+                        netns: Some(netns.clone()),
+                    });
                 }
-                steps.push(bridge::endpoint_up(&self.networks[&ep.network], &sb.name, &netns, ep, i == 0));
-                r.recreated.push(format!("veth {} ({}/{})", ep.host_ifname, sb.name, ep.network));
+                steps.push(bridge::endpoint_up(
+                    &self.networks[&ep.network],
+                    &sb.name,
+                    &netns,
+                    ep,
+                    i == 0,
+                ));
+                r.recreated
+                    .push(format!("veth {} ({}/{})", ep.host_ifname, sb.name, ep.network));
             }
             for s in &steps {
                 if let Err(e) = k.apply(s) {
@@ -122,11 +139,21 @@ impl Engine {
         let owners: BTreeSet<String> = self
             .sandboxes
             .values()
-            .flat_map(|s| s.endpoints.iter().map(move |e| format!("{}/{}", s.name, e.network)))
+            .flat_map(|s| {
+                s.endpoints
+                    .iter()
+                    .map(move |e| format!("{}/{}", s.name, e.network))
+            })
             .collect();
         for (key, pool) in self.pools.iter_mut() {
-            let stale: Vec<String> =
-                pool.leases.values().filter(|o| !owners.contains(*o)).cloned().collect::<BTreeSet<_>>().into_iter().collect();
+            let stale: Vec<String> = pool
+                .leases
+                .values()
+                .filter(|o| !owners.contains(*o))
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
             for o in stale {
                 r.released_leases += pool.release_owner(&o);
             }
@@ -139,7 +166,8 @@ impl Engine {
         // 6. Firewall: the whole ruleset, in one transaction (flows keep going: the new
         //    rules accept established traffic from the moment they replace the old).
         let want = self.desired_fw();
-        k.nft(&ruleset::full(&want)).map_err(|e| EngineError::Kernel(format!("firewall: {e}")))?;
+        k.nft(&ruleset::full(&want))
+            .map_err(|e| EngineError::Kernel(format!("firewall: {e}")))?;
         self.fw = want;
         r.millis = t0.elapsed().as_millis();
         tracing::info!(

@@ -10,7 +10,8 @@ use super::ports::parse_expose;
 use super::{new_id, now, pool_key, Engine, EngineError, Result, Undo};
 use crate::driver::bridge::{self, format_mac, mac_for, parse_mac};
 use crate::model::{
-    host_veth_name, validate_name, Endpoint, EndpointRequest, NetMode, Network, Proto, Sandbox, SandboxRequest,
+    host_veth_name, validate_name, Endpoint, EndpointRequest, NetMode, Network, Proto, Sandbox,
+    SandboxRequest,
 };
 use crate::plan::Step;
 use crate::store::{Bucket, Txn};
@@ -43,7 +44,13 @@ impl Engine {
 
     /// Allocates addresses and names for one endpoint. The caller has remembered the
     /// network's pools in its `Undo`.
-    fn build_endpoint(&mut self, sandbox: &str, net: &Network, req: &EndpointRequest, ifname: String) -> Result<Endpoint> {
+    fn build_endpoint(
+        &mut self,
+        sandbox: &str,
+        net: &Network,
+        req: &EndpointRequest,
+        ifname: String,
+    ) -> Result<Endpoint> {
         for a in &req.aliases {
             validate_name(a).map_err(|e| EngineError::Invalid(format!("alias {e}")))?;
         }
@@ -56,12 +63,17 @@ impl Engine {
         }
         let mac = match &req.mac {
             Some(m) => Some(parse_mac(m).ok_or_else(|| {
-                EngineError::Invalid(format!("invalid MAC address {m:?}: expected a unicast xx:xx:xx:xx:xx:xx"))
+                EngineError::Invalid(format!(
+                    "invalid MAC address {m:?}: expected a unicast xx:xx:xx:xx:xx:xx"
+                ))
             })?),
             None => None,
         };
         if want6.is_some() && !net.ipv6 {
-            return Err(EngineError::Invalid(format!("network {} has no IPv6 subnet", net.name)));
+            return Err(EngineError::Invalid(format!(
+                "network {} has no IPv6 subnet",
+                net.name
+            )));
         }
         let who = owner(sandbox, &net.name);
         let mut ep = Endpoint {
@@ -79,7 +91,8 @@ impl Engine {
             let ip = pool.allocate(&who, want4)?;
             if let (IpAddr::V4(ip), IpAddr::V4(gw)) = (ip, pool.gateway) {
                 ep.ipv4 = Some(
-                    Ipv4Network::new(ip, pool.prefix_len()).map_err(|e| EngineError::Invalid(e.to_string()))?,
+                    Ipv4Network::new(ip, pool.prefix_len())
+                        .map_err(|e| EngineError::Invalid(e.to_string()))?,
                 );
                 ep.gateway4 = Some(gw);
             }
@@ -88,7 +101,8 @@ impl Engine {
             let ip = pool.allocate(&who, want6)?;
             if let (IpAddr::V6(ip), IpAddr::V6(gw)) = (ip, pool.gateway) {
                 ep.ipv6 = Some(
-                    Ipv6Network::new(ip, pool.prefix_len()).map_err(|e| EngineError::Invalid(e.to_string()))?,
+                    Ipv6Network::new(ip, pool.prefix_len())
+                        .map_err(|e| EngineError::Invalid(e.to_string()))?,
                 );
                 ep.gateway6 = Some(gw);
             }
@@ -118,13 +132,19 @@ impl Engine {
     }
 
     fn pool_keys(networks: &[&str]) -> Vec<String> {
-        networks.iter().flat_map(|n| [pool_key(n, false), pool_key(n, true)]).collect()
+        networks
+            .iter()
+            .flat_map(|n| [pool_key(n, false), pool_key(n, true)])
+            .collect()
     }
 
     pub fn create_sandbox(&mut self, req: &SandboxRequest) -> Result<Sandbox> {
         validate_name(&req.name).map_err(|e| EngineError::Invalid(format!("sandbox {e}")))?;
         if self.sandboxes.contains_key(&req.name) {
-            return Err(EngineError::Conflict(format!("sandbox with name {} already exists", req.name)));
+            return Err(EngineError::Conflict(format!(
+                "sandbox with name {} already exists",
+                req.name
+            )));
         }
         let special: Vec<&str> = req
             .networks
@@ -137,7 +157,9 @@ impl Engine {
             (Some(&"host"), 1) => NetMode::Host,
             (Some(&"none"), 1) => NetMode::None,
             (Some(m), _) => {
-                return Err(EngineError::Invalid(format!("network mode {m} cannot be combined with other networks")))
+                return Err(EngineError::Invalid(format!(
+                    "network mode {m} cannot be combined with other networks"
+                )))
             }
         };
         let mut names: Vec<&str> = Vec::new();
@@ -145,7 +167,10 @@ impl Engine {
             for e in &req.networks {
                 self.network(&e.network)?;
                 if names.contains(&e.network.as_str()) {
-                    return Err(EngineError::Invalid(format!("network {} is listed twice", e.network)));
+                    return Err(EngineError::Invalid(format!(
+                        "network {} is listed twice",
+                        e.network
+                    )));
                 }
                 names.push(&e.network);
             }
@@ -164,7 +189,11 @@ impl Engine {
         let first = names.first().map(|n| self.networks[*n].clone());
         if !req.ports.is_empty() {
             match &first {
-                None => return Err(EngineError::Invalid("published ports need a network: add --network".into())),
+                None => {
+                    return Err(EngineError::Invalid(
+                        "published ports need a network: add --network".into(),
+                    ))
+                }
                 Some(n) if n.internal => {
                     return Err(EngineError::Invalid(format!(
                         "cannot publish ports on internal network {}: it has no way in or out",
@@ -235,7 +264,13 @@ impl Engine {
         }
         let pending_key = format!("sandbox/{}", sb.name);
         let mut pending = Txn::new();
-        pending.put(Bucket::Pending, &pending_key, &PendingSandbox { netns: sb.netns.clone() });
+        pending.put(
+            Bucket::Pending,
+            &pending_key,
+            &PendingSandbox {
+                netns: sb.netns.clone(),
+            },
+        );
         if let Err(e) = self.store.commit(&pending) {
             self.rollback(undo);
             return Err(e.into());
@@ -274,10 +309,13 @@ impl Engine {
         txn.delete(Bucket::Sandboxes, name);
         self.put_pools(&mut txn, &names);
         let mut teardown: Vec<Step> = sb.endpoints.iter().map(bridge::endpoint_down).collect();
-        teardown.push(Step::DeleteNetns { path: PathBuf::from(&sb.netns) });
+        teardown.push(Step::DeleteNetns {
+            path: PathBuf::from(&sb.netns),
+        });
         self.commit(undo, &[], &txn, &teardown)?;
         // `rm` promises nothing is left when it returns; only detach defers deletions.
-        self.reaper.wait_for(sb.endpoints.iter().map(|e| e.host_ifname.as_str()));
+        self.reaper
+            .wait_for(sb.endpoints.iter().map(|e| e.host_ifname.as_str()));
         let _ = std::fs::remove_dir_all(self.resolv_dir(name));
         tracing::info!(sandbox = %name, "sandbox removed");
         Ok(())
@@ -293,7 +331,9 @@ impl Engine {
             )));
         }
         if sb.endpoint(network).is_some() {
-            return Err(EngineError::Conflict(format!("sandbox {sandbox} is already connected to network {network}")));
+            return Err(EngineError::Conflict(format!(
+                "sandbox {sandbox} is already connected to network {network}"
+            )));
         }
         let mut undo = Undo::default();
         self.remember(&mut undo, &[], &[sandbox], &Self::pool_keys(&[network]));
@@ -320,7 +360,9 @@ impl Engine {
         self.network(network)?;
         let sb = self.sandbox(sandbox)?.clone();
         let Some(ep) = sb.endpoint(network).cloned() else {
-            return Err(EngineError::NotFound(format!("sandbox {sandbox} is not connected to network {network}")));
+            return Err(EngineError::NotFound(format!(
+                "sandbox {sandbox} is not connected to network {network}"
+            )));
         };
         let mut undo = Undo::default();
         self.remember(&mut undo, &[], &[sandbox], &Self::pool_keys(&[network]));
@@ -348,7 +390,11 @@ impl Engine {
         for line in host.lines() {
             let t = line.trim();
             if let Some(ns) = t.strip_prefix("nameserver") {
-                let loopback = ns.trim().parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(true);
+                let loopback = ns
+                    .trim()
+                    .parse::<IpAddr>()
+                    .map(|ip| ip.is_loopback())
+                    .unwrap_or(true);
                 if loopback {
                     continue;
                 }

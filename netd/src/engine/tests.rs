@@ -25,7 +25,11 @@ fn setup() -> T {
     let s = Arc::new(MemStore::default());
     let cfg = EngineConfig {
         netns_dir: std::env::temp_dir().join(format!("netd-engine-test-{}", std::process::id())),
-        etc_netns_dir: std::env::temp_dir().join(format!("netd-engine-test-etc-{}-{}", std::process::id(), rand::random::<u32>())),
+        etc_netns_dir: std::env::temp_dir().join(format!(
+            "netd-engine-test-etc-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        )),
         ..Default::default()
     };
     let (e, _) = Engine::open(k.clone(), s.clone(), cfg).unwrap();
@@ -36,7 +40,12 @@ fn net(name: &str, subnet: Option<&str>) -> NetworkRequest {
     NetworkRequest {
         name: name.into(),
         subnets: subnet
-            .map(|s| vec![SubnetRequest { subnet: Some(s.into()), ..Default::default() }])
+            .map(|s| {
+                vec![SubnetRequest {
+                    subnet: Some(s.into()),
+                    ..Default::default()
+                }]
+            })
             .unwrap_or_default(),
         ..Default::default()
     }
@@ -45,13 +54,22 @@ fn net(name: &str, subnet: Option<&str>) -> NetworkRequest {
 fn sb(name: &str, nets: &[&str]) -> SandboxRequest {
     SandboxRequest {
         name: name.into(),
-        networks: nets.iter().map(|n| EndpointRequest { network: n.to_string(), ..Default::default() }).collect(),
+        networks: nets
+            .iter()
+            .map(|n| EndpointRequest {
+                network: n.to_string(),
+                ..Default::default()
+            })
+            .collect(),
         ..Default::default()
     }
 }
 
+type Links = std::collections::BTreeSet<String>;
+type Snapshot = (Vec<Vec<(String, Vec<u8>)>>, Links, Links, FwState);
+
 /// Everything observable: store contents, kernel links/netns, firewall state.
-fn snapshot(t: &T) -> (Vec<Vec<(String, Vec<u8>)>>, std::collections::BTreeSet<String>, std::collections::BTreeSet<String>, FwState) {
+fn snapshot(t: &T) -> Snapshot {
     let store = Bucket::ALL.iter().map(|b| t.s.list(*b).unwrap()).collect();
     (store, t.k.links(), t.k.netns(), t.e.fw.clone())
 }
@@ -66,7 +84,12 @@ fn create_connect_remove_roundtrip() {
     assert_eq!(s.endpoints[0].ipv4.unwrap().to_string(), "172.17.0.2/16");
     assert_eq!(s.endpoints[0].mac, "02:42:ac:11:00:02");
     assert!(t.k.links().contains(&s.endpoints[0].host_ifname));
-    assert!(t.e.fw.endpoints.iter().any(|e| e.port == s.endpoints[0].host_ifname));
+    assert!(t
+        .e
+        .fw
+        .endpoints
+        .iter()
+        .any(|e| e.port == s.endpoints[0].host_ifname));
     t.e.remove_sandbox("web").unwrap();
     t.e.remove_network("front").unwrap();
     t.e.settle();
@@ -84,10 +107,10 @@ fn bad_input_changes_nothing() {
     t.e.create_sandbox(&sb("s1", &["a"])).unwrap();
     let before = snapshot(&t);
     let bad_nets = [
-        net("a", None),                    // duplicate name
-        net("b", Some("10.1.0.0/16")),     // overlaps a
-        net("c", Some("10.300.0.0/16")),   // invalid CIDR
-        net("bad name", None),             // invalid name
+        net("a", None),                  // duplicate name
+        net("b", Some("10.1.0.0/16")),   // overlaps a
+        net("c", Some("10.300.0.0/16")), // invalid CIDR
+        net("bad name", None),           // invalid name
     ];
     for r in &bad_nets {
         assert!(t.e.create_network(r).is_err(), "{r:?}");
@@ -96,11 +119,14 @@ fn bad_input_changes_nothing() {
     let mut with_port = sb("s2", &["a"]);
     with_port.ports = vec!["8080:80".into(), "8080:81".into()];
     let bad_sbs = [
-        sb("s1", &["a"]),          // duplicate
-        sb("s2", &["nope"]),       // unknown network
-        sb("s2", &["a", "a"]),     // listed twice
-        with_port,                 // port clash within the request
-        SandboxRequest { ports: vec!["99999:80".into()], ..sb("s3", &["a"]) },
+        sb("s1", &["a"]),      // duplicate
+        sb("s2", &["nope"]),   // unknown network
+        sb("s2", &["a", "a"]), // listed twice
+        with_port,             // port clash within the request
+        SandboxRequest {
+            ports: vec!["99999:80".into()],
+            ..sb("s3", &["a"])
+        },
     ];
     for r in &bad_sbs {
         assert!(t.e.create_sandbox(r).is_err(), "{r:?}");
@@ -131,7 +157,11 @@ fn kernel_failure_rolls_back_everything() {
     assert_eq!(snapshot(&t), before);
     t.k.clear_failure();
     let s = t.e.create_sandbox(&sb("s1", &["a"])).unwrap();
-    assert_eq!(s.endpoints[0].ipv4.unwrap().ip().to_string(), "10.1.0.2", "the failed attempt leaked no lease");
+    assert_eq!(
+        s.endpoints[0].ipv4.unwrap().ip().to_string(),
+        "10.1.0.2",
+        "the failed attempt leaked no lease"
+    );
 }
 
 #[test]
@@ -155,7 +185,12 @@ fn ports_conflict_and_ephemeral() {
     assert_eq!(t.e.fw.ports.len(), 5);
     let mut r3 = sb("s3", &["a"]);
     r3.ports = vec!["10.9.9.9:81:80".into()];
-    assert!(t.e.create_sandbox(&r3).unwrap_err().to_string().contains("not an address of this host"));
+    assert!(t
+        .e
+        .create_sandbox(&r3)
+        .unwrap_err()
+        .to_string()
+        .contains("not an address of this host"));
 }
 
 #[test]
@@ -164,10 +199,22 @@ fn connect_disconnect_and_default_route() {
     t.e.create_network(&net("a", Some("10.1.0.0/24"))).unwrap();
     t.e.create_network(&net("b", Some("10.2.0.0/24"))).unwrap();
     t.e.create_sandbox(&sb("s", &["a"])).unwrap();
-    let ep = t.e.connect("b", &EndpointRequest { ip: Some("10.2.0.9".into()), ..Default::default() }, "s").unwrap();
+    let ep =
+        t.e.connect(
+            "b",
+            &EndpointRequest {
+                ip: Some("10.2.0.9".into()),
+                ..Default::default()
+            },
+            "s",
+        )
+        .unwrap();
     assert_eq!(ep.ifname, "eth1");
     assert_eq!(ep.ipv4.unwrap().ip().to_string(), "10.2.0.9");
-    assert!(matches!(t.e.connect("b", &EndpointRequest::default(), "s"), Err(EngineError::Conflict(_))));
+    assert!(matches!(
+        t.e.connect("b", &EndpointRequest::default(), "s"),
+        Err(EngineError::Conflict(_))
+    ));
     t.e.disconnect("b", "s").unwrap();
     t.e.settle();
     assert!(!t.k.links().contains(&ep.host_ifname));
@@ -194,10 +241,19 @@ fn reconcile_repairs_both_ways() {
         gw6: None,
     }))
     .unwrap();
-    t.k.apply(&crate::plan::Step::DeleteLink { name: s.endpoints[0].host_ifname.clone(), netns: None }).unwrap();
+    t.k.apply(&crate::plan::Step::DeleteLink {
+        name: s.endpoints[0].host_ifname.clone(),
+        netns: None,
+    })
+    .unwrap();
     let r = t.e.reconcile().unwrap();
     assert!(r.removed.iter().any(|x| x.contains("ndghost-0000")), "{r:?}");
-    assert!(r.recreated.iter().any(|x| x.contains(&s.endpoints[0].host_ifname)), "{r:?}");
+    assert!(
+        r.recreated
+            .iter()
+            .any(|x| x.contains(&s.endpoints[0].host_ifname)),
+        "{r:?}"
+    );
     assert!(t.k.links().contains(&s.endpoints[0].host_ifname));
     assert!(!t.k.links().contains("ndghost-0000"));
     // Re-open from the same store: same model, nothing to repair.

@@ -19,11 +19,9 @@ use netlink_packet_route::route::RouteType;
 
 use super::netlink::{Link, LinkChange, Netlink, VethReq};
 use super::netns::{self, NsThread};
-// TEMPORARY(nft-stub): kernel/nft.rs is still a placeholder; switch this line to
-// `use super::nft::Nft;` and delete `mod nft_stub` below once it lands.
+use super::nft::Nft;
 use super::{sysctl, Kernel, KernelError, OwnedLink};
 use crate::plan::{BridgeSpec, Step, VethSpec};
-use nft_stub::Nft;
 
 /// Alias prefix that marks a link as netd's.
 const OWNED_PREFIX: &str = "netd:";
@@ -267,6 +265,11 @@ impl LinuxKernel {
         }
 
         ipv6_off.wait()?.or_else(ignore_missing_ipv6)?;
+        // With br_netfilter, a sandbox reaching its own published port through a host
+        // address is DNATed and bridged straight back out of the port it came in on; the
+        // bridge only does that in hairpin mode (Docker sets it when its userland proxy
+        // is off).
+        nl.set_hairpin(&v.host_name, true)?;
         nl.set_link(
             &v.host_name,
             &LinkChange {
@@ -402,27 +405,5 @@ mod tests {
         assert_eq!(m, bridge_mac("netd-web"));
         assert_ne!(m, bridge_mac("netd-db"));
         assert_eq!(m[0] & 0x03, 0x02);
-    }
-}
-
-/// TEMPORARY(nft-stub): the API `kernel/nft.rs` is being written to
-/// (`Nft::new_in`, `run`, `table_exists`); every call fails until it lands.
-mod nft_stub {
-    use std::path::Path;
-
-    use crate::kernel::KernelError;
-
-    pub struct Nft;
-
-    impl Nft {
-        pub fn new_in(_ns: Option<&Path>) -> Result<Nft, KernelError> {
-            Ok(Nft)
-        }
-        pub fn run(&self, _batch: &str) -> Result<String, KernelError> {
-            Ok(String::new())
-        }
-        pub fn table_exists(&self, _family: &str, _name: &str) -> Result<bool, KernelError> {
-            Ok(true)
-        }
     }
 }

@@ -31,7 +31,8 @@ use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkExtentMask,
+    LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -299,6 +300,20 @@ impl Netlink {
     }
 
     // ---- links -------------------------------------------------------------------
+
+    /// `ip link set NAME type bridge_slave hairpin on|off`. Port options travel as
+    /// IFLA_INFO_SLAVE_DATA, which only RTM_NEWLINK (without NLM_F_CREATE) applies;
+    /// RTM_SETLINK ignores them silently.
+    pub fn set_hairpin(&mut self, name: &str, on: bool) -> Result<(), KernelError> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::PortKind(InfoPortKind::Bridge),
+            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(on)])),
+        ]));
+        self.change(RouteNetlinkMessage::NewLink(m), 0)
+            .map_err(|f| f.into_err(format!("set {name} hairpin {}", if on { "on" } else { "off" })))
+    }
 
     /// `ip link add NAME [mtu M] [address MAC] type bridge` (left down).
     pub fn add_bridge(&mut self, name: &str, mtu: u32, mac: Option<[u8; 6]>) -> Result<(), KernelError> {

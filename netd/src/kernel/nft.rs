@@ -2,8 +2,9 @@
 //!
 //! netd applies a batch on every attach and detach; a fork+exec of `nft` costs
 //! milliseconds, a call into the library costs microseconds plus the kernel's work. One
-//! batch string is one call of `nft_run_cmd_from_buffer`, which libnftables sends as one
-//! netlink batch: the kernel applies all of it or none of it.
+//! batch string is one call of `nft_run_cmd_from_buffer` (or `_from_filename`, see
+//! `Ctx::run`), which libnftables sends as one netlink batch: the kernel applies all of
+//! it or none of it.
 //!
 //! An `nft_ctx` talks to the kernel through a netlink socket it opens itself, in the
 //! namespace of the thread that uses it, and it is not thread-safe. So each `Nft` owns a
@@ -13,7 +14,8 @@
 
 use std::ffi::{CStr, CString};
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::io::Write;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::mpsc;
@@ -54,6 +56,7 @@ mod ffi {
         pub fn nft_ctx_get_output_buffer(ctx: *mut NftCtx) -> *const c_char;
         pub fn nft_ctx_get_error_buffer(ctx: *mut NftCtx) -> *const c_char;
         pub fn nft_run_cmd_from_buffer(ctx: *mut NftCtx, buf: *const c_char) -> c_int;
+        pub fn nft_run_cmd_from_filename(ctx: *mut NftCtx, filename: *const c_char) -> c_int;
     }
 }
 
@@ -82,10 +85,28 @@ impl Ctx {
     }
 
     /// Runs one batch; Ok(output) or Err(nft's error text, trimmed).
-    fn run(&mut self, batch: &CStr) -> Result<String, KernelError> {
+    ///
+    /// A batch of several lines goes through a memfd read as a file: for buffer input
+    /// libnftables (1.0.6, at least) reports errors without a line number and prints the
+    /// batch's *first* line as the culprit, while for a file it names the right line.
+    /// One-line batches use the buffer call directly.
+    fn run(&mut self, batch: &str) -> Result<String, KernelError> {
         let p = self.0.as_ptr();
-        // SAFETY: p is live and used only on this thread; batch is NUL-terminated.
-        let rc = unsafe { ffi::nft_run_cmd_from_buffer(p, batch.as_ptr()) };
+        let multi_line = batch.trim_end().contains('\n');
+        let (rc, file) = if multi_line {
+            let file = batch_file(batch)?;
+            let path = CString::new(file.1.as_str())
+                .map_err(|_| KernelError::Nft("memfd path contains a NUL byte".into()))?;
+            // SAFETY: p is live and used only on this thread; path is NUL-terminated.
+            let rc = unsafe { ffi::nft_run_cmd_from_filename(p, path.as_ptr()) };
+            // The memfd (file.0) stays open until nft has read it, then closes on drop.
+            (rc, Some(file))
+        } else {
+            let cmd =
+                CString::new(batch).map_err(|_| KernelError::Nft("batch contains a NUL byte".into()))?;
+            // SAFETY: p is live and used only on this thread; cmd is NUL-terminated.
+            (unsafe { ffi::nft_run_cmd_from_buffer(p, cmd.as_ptr()) }, None)
+        };
         // Read both buffers every time: reading is what rewinds them for the next run.
         // SAFETY: the returned strings stay valid until the next call on this context,
         // and they are copied out right here.
@@ -101,9 +122,35 @@ impl Ctx {
             }
             Ok(out)
         } else {
+            let err = match &file {
+                // "/proc/self/fd/7:3:18-23: Error: ..." -> "line 3:18-23: Error: ...".
+                Some((_, path)) => err.replace(&format!("{path}:"), "line "),
+                None => err,
+            };
             Err(KernelError::Nft(trim_error(&err)))
         }
     }
+}
+
+/// An anonymous in-memory file holding `batch`, and a path nft can open it by.
+fn batch_file(batch: &str) -> Result<(File, String), KernelError> {
+    if batch.contains('\0') {
+        return Err(KernelError::Nft("batch contains a NUL byte".into()));
+    }
+    // SAFETY: the name is a NUL-terminated literal; the result is checked.
+    let fd = unsafe { libc::memfd_create(c"netd-nft-batch".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(KernelError::Nft(format!(
+            "memfd_create for the batch: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: fd is a fresh descriptor owned by nobody else.
+    let mut f = unsafe { File::from_raw_fd(fd) };
+    f.write_all(batch.as_bytes())
+        .map_err(|e| KernelError::Nft(format!("write batch to memfd: {e}")))?;
+    // Opening /proc/self/fd/N makes a new open file description, starting at offset 0.
+    Ok((f, format!("/proc/self/fd/{fd}")))
 }
 
 impl Drop for Ctx {
@@ -148,14 +195,14 @@ fn trim_error(err: &str) -> String {
         })
         .collect();
     if lines.is_empty() {
-        "nft_run_cmd_from_buffer failed without an error message".into()
+        "nft failed without an error message".into()
     } else {
         lines.join("\n")
     }
 }
 
 /// A batch for the worker and where to send its result.
-type Job = (CString, mpsc::SyncSender<Result<String, KernelError>>);
+type Job = (String, mpsc::SyncSender<Result<String, KernelError>>);
 
 /// An nftables context bound to one network namespace, usable from any thread.
 pub struct Nft {
@@ -240,17 +287,27 @@ impl Nft {
     /// Runs `batch` (nft syntax, any number of commands) as one kernel transaction and
     /// returns nft's output (empty for commands that only change things).
     pub fn run(&self, batch: &str) -> Result<String, KernelError> {
-        let batch = CString::new(batch).map_err(|_| KernelError::Nft("batch contains a NUL byte".into()))?;
+        if batch.contains('\0') {
+            return Err(KernelError::Nft("batch contains a NUL byte".into()));
+        }
         let gone = || KernelError::Nft(format!("nft worker for {} is gone", self.netns.display()));
         let (rtx, rrx) = mpsc::sync_channel(1);
-        self.tx.as_ref().ok_or_else(gone)?.send((batch, rtx)).map_err(|_| gone())?;
+        self.tx
+            .as_ref()
+            .ok_or_else(gone)?
+            .send((batch.to_string(), rtx))
+            .map_err(|_| gone())?;
         rrx.recv().map_err(|_| gone())?
     }
 
     /// Whether table `family name` exists. Lists table names only, never the contents,
     /// so it stays cheap with large sets (a periodic "was it flushed?" check).
     pub fn table_exists(&self, family: &str, name: &str) -> Result<bool, KernelError> {
-        let word_ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        let word_ok = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
         if !word_ok(family) || !word_ok(name) {
             return Err(KernelError::Nft(format!("invalid table {family:?} {name:?}")));
         }
@@ -294,10 +351,13 @@ mod tests {
 
     #[test]
     fn error_text_cuts_long_lines() {
-        let long = format!("Error: x\nadd element inet netd ports {{ {} }}", "\"vethé\", ".repeat(200));
+        let long = format!(
+            "Error: x\nadd element inet netd ports {{ {} }}",
+            "\"vethé\", ".repeat(200)
+        );
         let t = trim_error(&long);
         assert!(t.lines().all(|l| l.len() <= MAX_ERR_LINE + '…'.len_utf8()));
         assert!(t.ends_with('…'));
-        assert_eq!(trim_error(""), "nft_run_cmd_from_buffer failed without an error message");
+        assert_eq!(trim_error(""), "nft failed without an error message");
     }
 }

@@ -19,7 +19,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::model::{parse_port_spec, validate_name, EndpointRequest, NetworkRequest, SandboxRequest, SubnetRequest};
+use crate::model::{
+    parse_port_spec, validate_name, EndpointRequest, NetworkRequest, SandboxRequest, SubnetRequest,
+};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,10 +94,17 @@ impl StackFile {
             .map(|n| {
                 let mut subnets = Vec::new();
                 if n.subnet.is_some() || n.gateway.is_some() {
-                    subnets.push(SubnetRequest { subnet: n.subnet.clone(), gateway: n.gateway.clone(), ip_range: None });
+                    subnets.push(SubnetRequest {
+                        subnet: n.subnet.clone(),
+                        gateway: n.gateway.clone(),
+                        ip_range: None,
+                    });
                 }
                 if let Some(s6) = &n.subnet6 {
-                    subnets.push(SubnetRequest { subnet: Some(s6.clone()), ..Default::default() });
+                    subnets.push(SubnetRequest {
+                        subnet: Some(s6.clone()),
+                        ..Default::default()
+                    });
                 }
                 let mut options = std::collections::BTreeMap::new();
                 if let Some(icc) = n.icc {
@@ -125,7 +134,10 @@ impl StackFile {
             }
             for n in &s.networks {
                 if !nets.contains(n.as_str()) && !matches!(n.as_str(), "host" | "none") {
-                    return Err(format!("sandbox {} uses network {n}, which the stack does not declare", s.name));
+                    return Err(format!(
+                        "sandbox {} uses network {n}, which the stack does not declare",
+                        s.name
+                    ));
                 }
             }
             if s.replicas > 1 && s.ip.is_some() {
@@ -133,7 +145,11 @@ impl StackFile {
             }
             let per_replica = split_publish(&s.name, &s.publish, s.replicas)?;
             for (i, ports) in per_replica.into_iter().enumerate() {
-                let name = if s.replicas == 1 { s.name.clone() } else { format!("{}-{}", s.name, i + 1) };
+                let name = if s.replicas == 1 {
+                    s.name.clone()
+                } else {
+                    format!("{}-{}", s.name, i + 1)
+                };
                 if !seen.insert(name.clone()) {
                     return Err(format!("sandbox name {name} appears twice"));
                 }
@@ -156,7 +172,12 @@ impl StackFile {
                     .collect();
                 out.push(Instance {
                     service: s.name.clone(),
-                    req: SandboxRequest { name, networks, ports, ..Default::default() },
+                    req: SandboxRequest {
+                        name,
+                        networks,
+                        ports,
+                        ..Default::default()
+                    },
                     tcp: s.tcp.clone(),
                     udp: s.udp.clone(),
                 });
@@ -183,10 +204,16 @@ fn split_publish(name: &str, specs: &[String], replicas: u32) -> Result<Vec<Vec<
         };
         match host_ports.split_once('-') {
             Some((a, b)) => {
-                let a: u16 = a.parse().map_err(|_| format!("sandbox {name}: invalid port range in {spec:?}"))?;
-                let b: u16 = b.parse().map_err(|_| format!("sandbox {name}: invalid port range in {spec:?}"))?;
+                let a: u16 = a
+                    .parse()
+                    .map_err(|_| format!("sandbox {name}: invalid port range in {spec:?}"))?;
+                let b: u16 = b
+                    .parse()
+                    .map_err(|_| format!("sandbox {name}: invalid port range in {spec:?}"))?;
                 if b < a || u32::from(b - a) + 1 < replicas {
-                    return Err(format!("sandbox {name}: range in {spec:?} has fewer ports than replicas ({replicas})"));
+                    return Err(format!(
+                        "sandbox {name}: range in {spec:?} has fewer ports than replicas ({replicas})"
+                    ));
                 }
                 for (i, r) in out.iter_mut().enumerate() {
                     let s = format!("{host_ip}{}:{container}{proto}", a + i as u16);

@@ -29,12 +29,18 @@ impl InProcessDaemon {
     fn start(opts: DaemonOptions) -> anyhow::Result<InProcessDaemon> {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
             rt.block_on(crate::daemon::run(opts, async {
                 let _ = rx.await;
             }))
         });
-        Ok(InProcessDaemon { stop: Some(tx), thread: Some(thread) })
+        Ok(InProcessDaemon {
+            stop: Some(tx),
+            thread: Some(thread),
+        })
     }
 
     fn stop(&mut self) -> anyhow::Result<()> {
@@ -96,7 +102,9 @@ fn wait_healthy(c: &Client, d: &mut Option<InProcessDaemon>) -> anyhow::Result<(
         }
         if let Some(dd) = d {
             if dd.thread.as_ref().is_some_and(|t| t.is_finished()) {
-                return dd.stop().and_then(|_| Err(anyhow!("the daemon stopped during start-up")));
+                return dd
+                    .stop()
+                    .and_then(|_| Err(anyhow!("the daemon stopped during start-up")));
             }
         }
         if t0.elapsed() > Duration::from_secs(15) {
@@ -123,7 +131,11 @@ fn placed(inst: &Instance, sb: &Value, nets: &Value) -> Placed {
     let mut addrs = Vec::new();
     let mut gateway = None;
     for e in sb["endpoints"].as_array().into_iter().flatten() {
-        if let Some(ip) = e["ipv4"].as_str().and_then(|s| s.split('/').next()).and_then(|s| s.parse().ok()) {
+        if let Some(ip) = e["ipv4"]
+            .as_str()
+            .and_then(|s| s.split('/').next())
+            .and_then(|s| s.parse().ok())
+        {
             addrs.push((e["network"].as_str().unwrap_or("").to_string(), ip));
         }
         if gateway.is_none() {
@@ -147,7 +159,9 @@ fn placed(inst: &Instance, sb: &Value, nets: &Value) -> Placed {
 }
 
 fn wait_for_ctrl_c() -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
@@ -168,12 +182,20 @@ pub fn up(path: &Path, check: bool, opts: DaemonOptions) -> anyhow::Result<()> {
     let client = Client::new(&opts.socket);
     let mut daemon = None;
     if client.get("/v1/health").is_err() {
-        eprintln!("netd up: no daemon on {}; starting one in this process", opts.socket.display());
+        eprintln!(
+            "netd up: no daemon on {}; starting one in this process",
+            opts.socket.display()
+        );
         daemon = Some(InProcessDaemon::start(opts.clone())?);
     }
     wait_healthy(&client, &mut daemon)?;
 
-    let mut run = Running { client: client.clone(), networks: vec![], sandboxes: vec![], responders: vec![] };
+    let mut run = Running {
+        client: client.clone(),
+        networks: vec![],
+        sandboxes: vec![],
+        responders: vec![],
+    };
     let stack_name = stack.name.clone().unwrap_or_else(|| "stack".into());
     for r in stack.network_requests() {
         client
@@ -191,7 +213,11 @@ pub fn up(path: &Path, check: bool, opts: DaemonOptions) -> anyhow::Result<()> {
         let p = placed(inst, &sb, &Value::Null);
         if !inst.tcp.is_empty() || !inst.udp.is_empty() {
             let mut cmd = Command::new(&exe);
-            cmd.arg("responder").arg("--name").arg(&inst.req.name).arg("--netns").arg(&p.netns);
+            cmd.arg("responder")
+                .arg("--name")
+                .arg(&inst.req.name)
+                .arg("--netns")
+                .arg(&p.netns);
             for t in &inst.tcp {
                 cmd.arg("--tcp").arg(t.to_string());
             }
@@ -215,8 +241,11 @@ pub fn up(path: &Path, check: bool, opts: DaemonOptions) -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    let nets: Vec<(String, bool)> =
-        stack.networks.iter().map(|n| (n.name.clone(), n.icc.unwrap_or(true))).collect();
+    let nets: Vec<(String, bool)> = stack
+        .networks
+        .iter()
+        .map(|n| (n.name.clone(), n.icc.unwrap_or(true)))
+        .collect();
     let rep = report::measure(&placed_all, &nets);
     println!("{}", rep.render(&stack_name));
     if check {

@@ -97,7 +97,16 @@ pub fn measure(placed: &[Placed], nets: &[(String, bool)]) -> Report {
                 let timeout = Duration::from_millis(if j.expect { 2000 } else { 500 });
                 let got = tcp_probe(j.netns.as_deref(), j.addr, timeout).ok();
                 let reached = got.as_deref() == Some(j.to.as_str());
-                (j.published, Probe { from: j.from, to: j.to, via: j.via, expect: j.expect, reached })
+                (
+                    j.published,
+                    Probe {
+                        from: j.from,
+                        to: j.to,
+                        via: j.via,
+                        expect: j.expect,
+                        reached,
+                    },
+                )
             })
         })
         .collect();
@@ -116,7 +125,11 @@ pub fn measure(placed: &[Placed], nets: &[(String, bool)]) -> Report {
 
 impl Report {
     pub fn failures(&self) -> usize {
-        self.pairs.iter().chain(&self.published).filter(|p| p.expect != p.reached).count()
+        self.pairs
+            .iter()
+            .chain(&self.published)
+            .filter(|p| p.expect != p.reached)
+            .count()
     }
 
     pub fn total(&self) -> usize {
@@ -132,7 +145,7 @@ impl Report {
                 }
             }
         }
-        let w = names.iter().map(|n| n.len()).max().unwrap_or(4).max(6) + 2;
+        let w = names.iter().map(|n| n.len()).max().unwrap_or(4).max(9) + 2;
         let mut out = format!("stack {stack}: reachability measured with TCP connections\n");
         out.push_str("  ok = reached as expected, -- = isolated as expected, FAIL = not as expected\n\n");
         out.push_str(&format!("{:<w$}", "from \\ to"));
@@ -167,7 +180,12 @@ impl Report {
                 p.to
             ));
         }
-        let fails: Vec<&Probe> = self.pairs.iter().chain(&self.published).filter(|p| p.expect != p.reached).collect();
+        let fails: Vec<&Probe> = self
+            .pairs
+            .iter()
+            .chain(&self.published)
+            .filter(|p| p.expect != p.reached)
+            .collect();
         if !fails.is_empty() {
             out.push_str("\nnot as expected:\n");
             for p in fails {
@@ -181,7 +199,11 @@ impl Report {
                 ));
             }
         }
-        out.push_str(&format!("\n{} of {} expectations held\n", self.total() - self.failures(), self.total()));
+        out.push_str(&format!(
+            "\n{} of {} expectations held\n",
+            self.total() - self.failures(),
+            self.total()
+        ));
         out
     }
 }

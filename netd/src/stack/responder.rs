@@ -8,7 +8,10 @@ use anyhow::Context;
 use crate::kernel::probe::{answer, bind_responder};
 
 pub fn run(name: &str, netns: Option<&Path>, tcp: &[u16], udp: &[u16]) -> anyhow::Result<()> {
-    anyhow::ensure!(!tcp.is_empty() || !udp.is_empty(), "responder needs at least one --tcp or --udp port");
+    anyhow::ensure!(
+        !tcp.is_empty() || !udp.is_empty(),
+        "responder needs at least one --tcp or --udp port"
+    );
     let (tl, ul) = bind_responder(netns, tcp.to_vec(), udp.to_vec()).context("bind responder ports")?;
     let msg = format!("{name}\n");
     let mut threads = Vec::new();

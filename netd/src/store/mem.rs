@@ -13,7 +13,10 @@ pub struct MemStore {
 impl Store for MemStore {
     fn list(&self, bucket: Bucket) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let d = self.data.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(d.iter().filter(|((b, _), _)| *b == bucket).map(|((_, k), v)| (k.clone(), v.clone())).collect())
+        Ok(d.iter()
+            .filter(|((b, _), _)| *b == bucket)
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect())
     }
 
     fn commit(&self, txn: &Txn) -> Result<(), StoreError> {

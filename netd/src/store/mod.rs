@@ -24,7 +24,12 @@ pub enum Bucket {
 }
 
 impl Bucket {
-    pub const ALL: [Bucket; 4] = [Bucket::Networks, Bucket::Sandboxes, Bucket::Pools, Bucket::Pending];
+    pub const ALL: [Bucket; 4] = [
+        Bucket::Networks,
+        Bucket::Sandboxes,
+        Bucket::Pools,
+        Bucket::Pending,
+    ];
     pub fn name(self) -> &'static str {
         match self {
             Bucket::Networks => "networks",
@@ -42,13 +47,24 @@ pub enum StoreError {
     #[error("store {op}: {msg}")]
     Io { op: String, msg: String },
     #[error("store: bad record {bucket}/{key}: {msg}")]
-    Decode { bucket: &'static str, key: String, msg: String },
+    Decode {
+        bucket: &'static str,
+        key: String,
+        msg: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    Put { bucket: Bucket, key: String, value: Vec<u8> },
-    Delete { bucket: Bucket, key: String },
+    Put {
+        bucket: Bucket,
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        bucket: Bucket,
+        key: String,
+    },
 }
 
 /// A set of changes committed all together or not at all.
@@ -64,11 +80,18 @@ impl Txn {
     pub fn put<T: Serialize>(&mut self, bucket: Bucket, key: &str, value: &T) -> &mut Self {
         // Serializing our own plain structs to JSON cannot fail (no maps with non-string keys).
         let value = serde_json::to_vec(value).unwrap_or_default();
-        self.ops.push(Op::Put { bucket, key: key.to_string(), value });
+        self.ops.push(Op::Put {
+            bucket,
+            key: key.to_string(),
+            value,
+        });
         self
     }
     pub fn delete(&mut self, bucket: Bucket, key: &str) -> &mut Self {
-        self.ops.push(Op::Delete { bucket, key: key.to_string() });
+        self.ops.push(Op::Delete {
+            bucket,
+            key: key.to_string(),
+        });
         self
     }
     pub fn is_empty(&self) -> bool {
@@ -91,7 +114,11 @@ pub fn load<T: DeserializeOwned>(store: &dyn Store, bucket: Bucket) -> Result<Ve
         .map(|(k, v)| {
             serde_json::from_slice(&v)
                 .map(|t| (k.clone(), t))
-                .map_err(|e| StoreError::Decode { bucket: bucket.name(), key: k, msg: e.to_string() })
+                .map_err(|e| StoreError::Decode {
+                    bucket: bucket.name(),
+                    key: k,
+                    msg: e.to_string(),
+                })
         })
         .collect()
 }
@@ -102,13 +129,15 @@ mod tests {
 
     fn roundtrip(s: &dyn Store) {
         let mut t = Txn::new();
-        t.put(Bucket::Networks, "b", &"two").put(Bucket::Networks, "a", &"one");
+        t.put(Bucket::Networks, "b", &"two")
+            .put(Bucket::Networks, "a", &"one");
         t.put(Bucket::Pools, "a/4", &42u32);
         s.commit(&t).unwrap();
         let got: Vec<(String, String)> = load(s, Bucket::Networks).unwrap();
         assert_eq!(got, vec![("a".into(), "one".into()), ("b".into(), "two".into())]);
         let mut t = Txn::new();
-        t.delete(Bucket::Networks, "a").delete(Bucket::Networks, "missing");
+        t.delete(Bucket::Networks, "a")
+            .delete(Bucket::Networks, "missing");
         s.commit(&t).unwrap();
         assert_eq!(s.list(Bucket::Networks).unwrap().len(), 1);
         assert_eq!(s.list(Bucket::Pools).unwrap().len(), 1);

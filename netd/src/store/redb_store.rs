@@ -16,13 +16,18 @@ pub struct RedbStore {
 }
 
 fn io(op: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Io { op: op.into(), msg: e.to_string() }
+    StoreError::Io {
+        op: op.into(),
+        msg: e.to_string(),
+    }
 }
 
 impl RedbStore {
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
-        let db = Database::create(path)
-            .map_err(|e| StoreError::Open { path: path.display().to_string(), msg: e.to_string() })?;
+        let db = Database::create(path).map_err(|e| StoreError::Open {
+            path: path.display().to_string(),
+            msg: e.to_string(),
+        })?;
         // Create every table once so reads never meet a missing table.
         let tx = db.begin_write().map_err(|e| io("begin", e))?;
         for b in Bucket::ALL {
@@ -54,7 +59,8 @@ impl Store for RedbStore {
             match op {
                 Op::Put { bucket, key, value } => {
                     let mut t = tx.open_table(table(*bucket)).map_err(|e| io("open table", e))?;
-                    t.insert(key.as_str(), value.as_slice()).map_err(|e| io("insert", e))?;
+                    t.insert(key.as_str(), value.as_slice())
+                        .map_err(|e| io("insert", e))?;
                 }
                 Op::Delete { bucket, key } => {
                     let mut t = tx.open_table(table(*bucket)).map_err(|e| io("open table", e))?;

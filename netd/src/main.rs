@@ -99,8 +99,10 @@ fn options(a: &DaemonArgs) -> anyhow::Result<DaemonOptions> {
 fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NETD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }

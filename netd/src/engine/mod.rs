@@ -350,13 +350,16 @@ impl Engine {
             Step::CreateVeth(v) => Some(v.host_name.as_str()),
             _ => None,
         }));
+        let t0 = std::time::Instant::now();
         if let Err(e) = plan::execute(self.kernel.as_ref(), steps) {
             self.rollback(undo);
             return Err(e.into());
         }
+        let t_kernel = t0.elapsed();
         let undo_steps: Vec<Step> = steps.iter().rev().filter_map(Step::undo).collect();
         let want = self.desired_fw();
-        let batch = ruleset::diff(&self.fw, &want);
+        let batch = crate::firewall::delta(&self.fw, &want);
+        let t_plan_fw = t0.elapsed();
         if !batch.is_empty() {
             if let Err(e) = self.kernel.nft(&batch) {
                 plan::teardown(self.kernel.as_ref(), &undo_steps);
@@ -364,9 +367,10 @@ impl Engine {
                 return Err(EngineError::Kernel(format!("apply firewall rules: {e}")));
             }
         }
+        let t_nft = t0.elapsed();
         if let Err(e) = self.store.commit(txn) {
             if !batch.is_empty() {
-                if let Err(e) = self.kernel.nft(&ruleset::diff(&want, &self.fw)) {
+                if let Err(e) = self.kernel.nft(&crate::firewall::delta(&want, &self.fw)) {
                     tracing::error!(error = %e, "could not revert firewall after a store failure");
                 }
             }
@@ -375,6 +379,14 @@ impl Engine {
             return Err(e.into());
         }
         self.fw = want;
+        let t_store = t0.elapsed();
+        tracing::debug!(
+            kernel_us = t_kernel.as_micros() as u64,
+            fw_diff_us = (t_plan_fw - t_kernel).as_micros() as u64,
+            nft_us = (t_nft - t_plan_fw).as_micros() as u64,
+            store_us = (t_store - t_nft).as_micros() as u64,
+            "operation committed"
+        );
         self.reaper.teardown(self.kernel.as_ref(), teardown);
         for s in steps.iter().chain(teardown) {
             tracing::info!("{}", plan::describe(s));

@@ -139,6 +139,13 @@ impl Engine {
     }
 
     pub fn create_sandbox(&mut self, req: &SandboxRequest) -> Result<Sandbox> {
+        let t0 = std::time::Instant::now();
+        let r = self.create_sandbox_inner(req);
+        tracing::debug!(sandbox = %req.name, us = t0.elapsed().as_micros() as u64, ok = r.is_ok(), "create sandbox");
+        r
+    }
+
+    fn create_sandbox_inner(&mut self, req: &SandboxRequest) -> Result<Sandbox> {
         validate_name(&req.name).map_err(|e| EngineError::Invalid(format!("sandbox {e}")))?;
         if self.sandboxes.contains_key(&req.name) {
             return Err(EngineError::Conflict(format!(

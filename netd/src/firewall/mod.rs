@@ -31,7 +31,7 @@ pub struct FwNetwork {
     pub masquerade: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FwEndpoint {
     /// Host-side veth (a bridge port).
     pub port: String,
@@ -40,7 +40,7 @@ pub struct FwEndpoint {
     pub ipv6: Option<Ipv6Addr>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct FwPort {
     /// None: every local address of the host (of the family of `target`).
     pub host_ip: Option<IpAddr>,
@@ -55,4 +55,80 @@ pub struct FwState {
     pub networks: Vec<FwNetwork>,
     pub endpoints: Vec<FwEndpoint>,
     pub ports: Vec<FwPort>,
+}
+
+/// The nft batch from `old` to `new`, fast when only endpoints and ports changed (every
+/// attach and detach): it hands `ruleset::diff` just the entries that differ, so the
+/// cost follows the change, not the number of endpoints on the host.
+pub fn delta(old: &FwState, new: &FwState) -> String {
+    use std::collections::HashSet;
+    if old.networks != new.networks {
+        return ruleset::diff(old, new);
+    }
+    fn minus<T: Clone + Eq + std::hash::Hash>(a: &[T], b: &[T]) -> Vec<T> {
+        let b: HashSet<&T> = b.iter().collect();
+        a.iter().filter(|x| !b.contains(x)).cloned().collect()
+    }
+    let was = FwState {
+        networks: old.networks.clone(),
+        endpoints: minus(&old.endpoints, &new.endpoints),
+        ports: minus(&old.ports, &new.ports),
+    };
+    let now = FwState {
+        networks: new.networks.clone(),
+        endpoints: minus(&new.endpoints, &old.endpoints),
+        ports: minus(&new.ports, &old.ports),
+    };
+    ruleset::diff(&was, &now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(port: &str, last: u8) -> FwEndpoint {
+        FwEndpoint {
+            port: port.into(),
+            mac: [2, 0x42, 10, 1, 0, last],
+            ipv4: Some(std::net::Ipv4Addr::new(10, 1, 0, last)),
+            ipv6: None,
+        }
+    }
+
+    #[test]
+    fn delta_equals_full_diff() {
+        let net = FwNetwork {
+            name: "a".into(),
+            bridge: "netd-a".into(),
+            subnet4: Some("10.1.0.0/24".parse().unwrap()),
+            subnet6: None,
+            internal: false,
+            icc: false,
+            masquerade: true,
+        };
+        let base: Vec<FwEndpoint> = (2..50).map(|i| ep(&format!("v{i}"), i)).collect();
+        let old = FwState {
+            networks: vec![net.clone()],
+            endpoints: base.clone(),
+            ports: vec![],
+        };
+        let mut new = old.clone();
+        new.endpoints.remove(3);
+        new.endpoints.push(ep("vnew", 77));
+        new.endpoints[0].ipv4 = Some(std::net::Ipv4Addr::new(10, 1, 0, 99));
+        let sort = |s: String| {
+            let mut l: Vec<String> = s
+                .lines()
+                .map(|l| {
+                    let mut parts: Vec<String> = l.split(", ").map(String::from).collect();
+                    parts.sort();
+                    parts.join(", ")
+                })
+                .collect();
+            l.sort();
+            l
+        };
+        assert_eq!(sort(delta(&old, &new)), sort(ruleset::diff(&old, &new)));
+        assert!(delta(&old, &old).is_empty());
+    }
 }

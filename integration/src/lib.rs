@@ -1,6 +1,8 @@
 //! Helpers for netd's root-only integration tests: real namespaces with unique names,
 //! removed on drop (even when a test panics).
 
+pub mod host;
+
 pub mod ns {
     //! Unique namespace names and a guard that removes them. Names are
     //! `ndt-<pid>-<n>`, so parallel tests and leftover runs never collide, and a stray

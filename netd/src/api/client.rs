@@ -61,10 +61,15 @@ impl Client {
             ));
         }
         req.push_str("\r\n");
-        s.write_all(req.as_bytes())?;
-        s.write_all(body)?;
+        // The server may answer and close before taking a whole oversized body (413); a
+        // failed write is then not the error to report: read its answer first.
+        let sent = s.write_all(req.as_bytes()).and_then(|_| s.write_all(body));
         let mut buf = Vec::new();
-        s.read_to_end(&mut buf)?;
+        let read = s.read_to_end(&mut buf);
+        if buf.is_empty() {
+            sent?;
+            read?;
+        }
         parse_response(&buf)
     }
 

@@ -1,0 +1,171 @@
+//! Bad input: every refused request says why (CLI: exit != 0 and one line; API: 4xx with
+//! a JSON message) and leaves the store, the kernel and the firewall exactly as they were.
+
+use integration::host::{skip, Host};
+
+/// Everything a refused request could have touched.
+fn snapshot(h: &Host) -> Vec<String> {
+    let c = h.client();
+    let mut s = vec![
+        c.get("/v1/networks").expect("networks").to_string(),
+        c.get("/v1/sandboxes").expect("sandboxes").to_string(),
+    ];
+    for cmd in [
+        "ip -j link show",
+        "ip -j addr show",
+        "ip -j route show table all",
+        "nft list ruleset",
+    ] {
+        let o = h.sh(cmd);
+        assert!(o.ok(), "{cmd}: {}", o.stderr);
+        s.push(o.stdout);
+    }
+    let mut files: Vec<String> = std::fs::read_dir(h.netns_dir())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    s.push(files.join(","));
+    s
+}
+
+#[test]
+fn refused_requests_change_nothing() {
+    if skip() {
+        return;
+    }
+    let h = Host::new();
+    h.ctl(&["network", "create", "a", "--subnet", "10.80.0.0/24"]);
+    h.ctl(&["network", "create", "tiny", "--subnet", "10.82.0.0/30"]);
+    h.ctl(&["sandbox", "create", "s1", "--network", "a", "-p", "8080:80"]);
+    h.ctl(&["sandbox", "create", "t1", "--network", "tiny"]);
+    let before = snapshot(&h);
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["network", "create", "x", "--subnet", "10.1.0/33"],
+            "invalid subnet",
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "x",
+                "--subnet",
+                "10.83.0.0/24",
+                "--gateway",
+                "10.84.0.1",
+            ],
+            "outside subnet",
+        ),
+        (
+            &["network", "create", "x", "--subnet", "10.80.0.0/16"],
+            "overlaps",
+        ),
+        (&["network", "create", "a"], "already exists"),
+        (&["network", "create", "bad name!"], "invalid characters"),
+        (
+            &[
+                "network",
+                "create",
+                "x",
+                "-o",
+                "com.docker.network.bridge.bogus=1",
+            ],
+            "unknown bridge option",
+        ),
+        (&["network", "create", "x", "--mtu", "10"], "MTU"),
+        (&["network", "rm", "a"], "active endpoints"),
+        (&["network", "rm", "nope"], "no such network"),
+        (&["network", "connect", "a", "nope"], "no such sandbox"),
+        (&["network", "connect", "nope", "s1"], "no such network"),
+        (&["network", "connect", "a", "s1"], "already connected"),
+        (&["network", "disconnect", "tiny", "s1"], "not connected"),
+        (
+            &["sandbox", "create", "t2", "--network", "tiny"],
+            "no free address",
+        ),
+        (&["sandbox", "create", "s1", "--network", "a"], "already exists"),
+        (
+            &["sandbox", "create", "s2", "--network", "nope"],
+            "no such network",
+        ),
+        (
+            &["sandbox", "create", "s2", "--network", "a", "-p", "8080:80"],
+            "already published",
+        ),
+        (
+            &["sandbox", "create", "s2", "--network", "a", "-p", "70000:80"],
+            "invalid port spec",
+        ),
+        (
+            &["sandbox", "create", "s2", "--network", "a", "--ip", "10.99.0.5"],
+            "not in subnet",
+        ),
+        (
+            &["sandbox", "create", "s2", "--network", "a", "--ip", "10.80.0.1"],
+            "gateway",
+        ),
+        (
+            &[
+                "sandbox",
+                "create",
+                "s2",
+                "--network",
+                "a",
+                "--ip",
+                &h.ip("s1", "a"),
+            ],
+            "in use",
+        ),
+        (
+            &["sandbox", "create", "s2", "--network", "host", "--network", "a"],
+            "cannot be combined",
+        ),
+        (&["sandbox", "rm", "nope"], "no such sandbox"),
+    ];
+    for (args, why) in cases {
+        let o = h.netctl(args);
+        assert_ne!(o.code, 0, "netctl {args:?} succeeded");
+        let err = o.stderr.trim();
+        assert_eq!(
+            err.lines().count(),
+            1,
+            "netctl {args:?}: one line expected, got {err:?}"
+        );
+        assert!(
+            err.starts_with("netctl: ") && err.contains(why),
+            "netctl {args:?}: {err:?} lacks {why:?}"
+        );
+        assert_eq!(snapshot(&h), before, "netctl {args:?} changed state");
+    }
+    // The API itself: 4xx with a JSON message, nothing changed.
+    let c = h.client();
+    let big = vec![b'x'; 2 << 20];
+    let raw: &[(&str, &str, Option<&[u8]>, u16)] = &[
+        ("POST", "/v1/networks", Some(b"{not json"), 400),
+        ("POST", "/v1/networks", None, 400),
+        ("POST", "/v1/networks", Some(b"[1,2]"), 400),
+        ("POST", "/v1/networks", Some(b"{\"name\": 5}"), 400),
+        ("POST", "/v1/sandboxes", Some(&big), 413),
+        (
+            "POST",
+            "/v1/networks/a/connect",
+            Some(b"{\"sandbox\": \"s1\", \"bogus\": 1}"),
+            400,
+        ),
+        ("GET", "/v1/nothing", None, 404),
+        ("DELETE", "/v1/networks", None, 405),
+    ];
+    for (m, p, b, want) in raw {
+        let (code, v) = c.raw(m, p, *b).expect("request");
+        assert_eq!(code, *want, "{m} {p}: {v}");
+        assert!(
+            v["message"].as_str().is_some_and(|s| !s.is_empty()),
+            "{m} {p}: no message in {v}"
+        );
+        assert_eq!(snapshot(&h), before, "{m} {p} changed state");
+    }
+}

@@ -156,6 +156,16 @@ async fn disconnect(State(st): State<Shared>, Path(net): Path<String>, b: Body) 
     Ok(StatusCode::NO_CONTENT)
 }
 
+async fn list_pools(State(st): State<Shared>) -> ApiResult<Response> {
+    let v = with_engine(&st, |e| {
+        Ok(e.pools()
+            .map(|(k, p)| serde_json::json!({ "key": k, "pool": p }))
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    Ok(Json(v).into_response())
+}
+
 async fn list_sandboxes(State(st): State<Shared>) -> ApiResult<Response> {
     Ok(Json(with_engine(&st, |e| Ok(e.sandboxes().cloned().collect::<Vec<_>>())).await?).into_response())
 }
@@ -187,6 +197,7 @@ pub fn router(engine: Shared) -> Router {
         .route("/v1/networks/{name}", get(get_network).delete(delete_network))
         .route("/v1/networks/{name}/connect", post(connect))
         .route("/v1/networks/{name}/disconnect", post(disconnect))
+        .route("/v1/pools", get(list_pools))
         .route("/v1/sandboxes", get(list_sandboxes).post(create_sandbox))
         .route("/v1/sandboxes/{name}", get(get_sandbox).delete(delete_sandbox))
         .fallback(not_found)

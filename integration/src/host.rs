@@ -227,6 +227,12 @@ impl Host {
     }
 }
 
+impl Default for Host {
+    fn default() -> Self {
+        Host::new()
+    }
+}
+
 impl Drop for Host {
     fn drop(&mut self) {
         self.kill9();

@@ -22,8 +22,7 @@ demo: release
 
 # Unit tests (no root needed) then root integration tests on real namespaces.
 test: build
-	$(CARGO) test --workspace --lib --bins
-	$(CARGO) test -p integration -- --test-threads=2
+	./scripts/test.sh
 
 unit:
 	$(CARGO) test --workspace --lib --bins

@@ -2,13 +2,21 @@
 //! running inside it, its own state dir, socket and netns dir. Dropping it kills the
 //! daemon it started (by PID), unmounts every sandbox namespace, and deletes the host
 //! namespace, which takes the bridges and veths in it along — also when a test panics.
+//!
+//! The daemon is started with `nsenter --net=...`, not `ip netns exec`: the latter makes a
+//! mount namespace of its own, so the namespace files netd bind-mounts would not be
+//! visible to the test (or to netctl) outside it.
+//!
+//! Traffic helpers use `netd::kernel::probe` in-process (a thread enters the namespace),
+//! so no test depends on nc/socat; ping is iputils' or busybox's.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use netd::api::client::Client;
@@ -17,7 +25,8 @@ use serde_json::Value;
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
-/// The workspace's target dir with the binaries built (builds them once if missing).
+/// The workspace's target dir with the binaries built (built once per test process, so a
+/// stale binary is never tested).
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
@@ -63,6 +72,31 @@ pub fn sh(cmd: &str) -> Out {
     run(Command::new("bash").args(["-c", cmd]))
 }
 
+/// `nsenter --net=<netns> <args...>`.
+pub fn nsenter(netns: &Path, args: &[&str]) -> Out {
+    run(Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args(args))
+}
+
+/// One ping from inside `netns`, optionally from source address `from`; whether a reply
+/// came within a second. iputils where installed, busybox otherwise.
+pub fn ping_from(netns: &Path, from: Option<&str>, addr: &str) -> bool {
+    static IPUTILS: OnceLock<bool> = OnceLock::new();
+    let iputils = *IPUTILS.get_or_init(|| Command::new("ping").arg("-V").output().is_ok());
+    let mut args = if iputils {
+        vec!["ping"]
+    } else {
+        vec!["busybox", "ping"]
+    };
+    args.extend_from_slice(&["-c1", "-W1"]);
+    if let Some(src) = from {
+        args.extend_from_slice(&["-I", src]);
+    }
+    args.push(addr);
+    nsenter(netns, &args).ok()
+}
+
 pub struct Host {
     pub name: String,
     pub base: PathBuf,
@@ -72,21 +106,30 @@ pub struct Host {
 impl Host {
     /// A new host namespace `ndh-<pid>-<n>` with a daemon serving in it.
     pub fn new() -> Host {
+        let mut h = Host::bare();
+        h.start();
+        h
+    }
+
+    /// A host namespace and its dirs, with no daemon running (for `netd up`, which
+    /// starts one in-process). Cleaned up like any host.
+    pub fn bare() -> Host {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let name = format!("ndh-{}-{n}", std::process::id());
         let base = PathBuf::from(format!("/run/netd-test-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         std::fs::create_dir_all(&base).expect("create base dir");
-        let mut h = Host {
+        // Constructed before the namespace exists, so Drop cleans up a half-made host.
+        let h = Host {
             name,
             base,
             child: None,
         };
-        assert!(
-            sh(&format!("ip netns add {0} && ip -n {0} link set lo up", h.name)).ok(),
-            "ip netns add"
-        );
-        h.start();
+        let o = sh(&format!(
+            "ip netns add {0} && ip -n {0} link set lo up",
+            h.name
+        ));
+        assert!(o.ok(), "ip netns add: {}", o.stderr);
         h
     }
 
@@ -99,9 +142,13 @@ impl Host {
     pub fn netns_dir(&self) -> PathBuf {
         self.base.join("netns")
     }
-    /// Path of a sandbox's namespace.
-    pub fn sb(&self, name: &str) -> PathBuf {
+    /// Path of a sandbox's namespace file.
+    pub fn sandbox_netns(&self, name: &str) -> PathBuf {
         self.netns_dir().join(name)
+    }
+    /// Short for `sandbox_netns`.
+    pub fn sb(&self, name: &str) -> PathBuf {
+        self.sandbox_netns(name)
     }
     pub fn client(&self) -> Client {
         Client::new(self.socket())
@@ -121,12 +168,15 @@ impl Host {
         ]
     }
 
+    /// Starts `netd daemon` in the host namespace and waits until it answers.
     pub fn start(&mut self) {
+        assert!(self.child.is_none(), "daemon already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.base.join("netd.log"))
             .expect("open log");
+        // nsenter execs netd without forking, so the child's PID is the daemon's.
         let child = Command::new("nsenter")
             .arg(format!("--net={}", self.netns().display()))
             .arg(bin("netd"))
@@ -141,6 +191,9 @@ impl Host {
         let c = self.client();
         let t0 = Instant::now();
         while c.get("/v1/health").is_err() {
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("netd exited with {st}: {}", self.log());
+            }
             assert!(
                 t0.elapsed() < Duration::from_secs(30),
                 "netd did not start: {}",
@@ -154,6 +207,7 @@ impl Host {
         std::fs::read_to_string(self.base.join("netd.log")).unwrap_or_default()
     }
 
+    /// SIGKILL to the daemon this host started (by PID), and reap it.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -161,6 +215,7 @@ impl Host {
         }
     }
 
+    /// kill -9, then a new daemon on the same dirs.
     pub fn restart(&mut self) {
         self.kill9();
         self.start();
@@ -183,21 +238,44 @@ impl Host {
 
     /// A shell command inside the host namespace.
     pub fn sh(&self, cmd: &str) -> Out {
-        run(Command::new("nsenter")
-            .arg(format!("--net={}", self.netns().display()))
-            .args(["bash", "-c", cmd]))
+        nsenter(&self.netns(), &["bash", "-c", cmd])
     }
 
     /// A shell command inside a sandbox.
     pub fn sh_in(&self, sandbox: &str, cmd: &str) -> Out {
-        run(Command::new("nsenter")
-            .arg(format!("--net={}", self.sb(sandbox).display()))
-            .args(["bash", "-c", cmd]))
+        nsenter(&self.sandbox_netns(sandbox), &["bash", "-c", cmd])
     }
 
+    /// One ping from a sandbox.
     pub fn ping(&self, sandbox: &str, addr: &str) -> bool {
-        self.sh_in(sandbox, &format!("ping -c1 -W1 {addr} >/dev/null 2>&1"))
-            .ok()
+        ping_from(&self.sandbox_netns(sandbox), None, addr)
+    }
+
+    /// `nft -j list ruleset` inside the host, parsed.
+    pub fn nft_json(&self) -> Value {
+        let o = self.sh("nft -j list ruleset");
+        assert!(o.ok(), "nft -j list ruleset: {}", o.stderr);
+        serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("nft -j: {e}: {}", o.stdout))
+    }
+
+    /// `ip -j link show` inside the host, parsed.
+    pub fn ip_links(&self) -> Value {
+        let o = self.sh("ip -j link show");
+        assert!(o.ok(), "ip -j link: {}", o.stderr);
+        serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("ip -j link: {e}: {}", o.stdout))
+    }
+
+    /// Names of the files in the netns dir, sorted.
+    pub fn netns_files(&self) -> Vec<String> {
+        let mut files: Vec<String> = std::fs::read_dir(self.netns_dir())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
     }
 
     pub fn sandbox(&self, name: &str) -> Value {
@@ -225,6 +303,166 @@ impl Host {
             .map(str::to_string)
             .unwrap_or_else(|| panic!("{sandbox} has no {key} on {network}: {s}"))
     }
+
+    /// Asserts that the store, the kernel and nftables agree and nothing leaked: every
+    /// netd-marked link is a known bridge or endpoint (and every known one exists), the
+    /// netns dir holds exactly the sandboxes, each sandbox's eth has exactly its store
+    /// addresses, every nft set/map element belongs to a known endpoint or network, every
+    /// lease has an endpoint, and no address is used twice.
+    pub fn assert_consistent(&self) {
+        let c = self.client();
+        let sandboxes = c.get("/v1/sandboxes").expect("sandboxes");
+        let networks = c.get("/v1/networks").expect("networks");
+        let sbs: Vec<&Value> = sandboxes.as_array().into_iter().flatten().collect();
+        let mut bridges = BTreeSet::new();
+        let mut internal = BTreeSet::new();
+        let mut no_icc_nets = BTreeSet::new();
+        for n in networks.as_array().into_iter().flatten() {
+            let br = n["bridge"].as_str().unwrap_or_default().to_string();
+            if n["internal"] == true {
+                internal.insert(br.clone());
+            }
+            if n["options"]["com.docker.network.bridge.enable_icc"] == "false" {
+                no_icc_nets.insert(n["name"].as_str().unwrap_or_default().to_string());
+            }
+            bridges.insert(br);
+        }
+        let mut want = BTreeMap::<&str, BTreeSet<String>>::new();
+        let mut ips = BTreeMap::new();
+        for s in &sbs {
+            let name = s["name"].as_str().unwrap_or_default();
+            let mut in_ns = BTreeSet::new();
+            for e in s["endpoints"].as_array().into_iter().flatten() {
+                let port = e["host_ifname"].as_str().unwrap_or_default().to_string();
+                want.entry("ports").or_default().insert(port.clone());
+                let mac = e["mac"].as_str().unwrap_or_default();
+                want.entry("port_mac")
+                    .or_default()
+                    .insert(format!("{port} . {mac}"));
+                if no_icc_nets.contains(e["network"].as_str().unwrap_or_default()) {
+                    want.entry("no_icc").or_default().insert(port.clone());
+                }
+                for (k, set) in [("ipv4", "port_ip4"), ("ipv6", "port_ip6")] {
+                    if let Some(ip) = e[k].as_str() {
+                        let prev = ips.insert(ip.to_string(), format!("{name}/{}", e["network"]));
+                        assert!(prev.is_none(), "duplicate address {ip}: {prev:?} and {name}");
+                        let bare = ip.split('/').next().unwrap_or_default();
+                        want.entry(set).or_default().insert(format!("{port} . {bare}"));
+                        in_ns.insert(format!("{}/{ip}", e["ifname"].as_str().unwrap_or_default()));
+                    }
+                }
+            }
+            // The kernel's view inside the sandbox: the same global addresses.
+            let o = nsenter(
+                &self.sandbox_netns(name),
+                &["ip", "-j", "addr", "show", "scope", "global"],
+            );
+            assert!(o.ok(), "ip addr in {name}: {}", o.stderr);
+            let addrs: Value = serde_json::from_str(&o.stdout).expect("ip -j addr");
+            let have: BTreeSet<String> = addrs
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|l| {
+                    let ifname = l["ifname"].as_str().unwrap_or_default().to_string();
+                    l["addr_info"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(move |a| format!("{ifname}/{}/{}", a["local"].as_str().unwrap_or_default(), a["prefixlen"]))
+                })
+                .collect();
+            assert_eq!(have, in_ns, "addresses inside sandbox {name} vs the store");
+        }
+        // Links: every netd-marked link is known, every known link exists.
+        let have: BTreeSet<String> = self
+            .ip_links()
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|l| l["ifalias"].as_str().is_some_and(|a| a.starts_with("netd:")))
+            .map(|l| l["ifname"].as_str().unwrap_or_default().to_string())
+            .collect();
+        let mut links = bridges.clone();
+        links.extend(want.get("ports").cloned().unwrap_or_default());
+        assert_eq!(have, links, "netd links in the kernel vs the store");
+        // Namespaces: exactly the sandboxes'.
+        let mut names: Vec<String> = sbs
+            .iter()
+            .map(|s| s["name"].as_str().unwrap_or_default().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(self.netns_files(), names, "netns files vs sandboxes");
+        // nftables: every set is exactly what the store implies.
+        let rs = self.nft_json();
+        want.insert("bridges", bridges.clone());
+        want.insert("internal", internal);
+        for set in [
+            "bridges", "internal", "ports", "port_mac", "port_ip4", "port_ip6", "no_icc",
+        ] {
+            let have: BTreeSet<String> = nft_elements(&rs, set).into_iter().collect();
+            assert_eq!(
+                have,
+                want.get(set).cloned().unwrap_or_default(),
+                "nft set {set} vs the store"
+            );
+        }
+        // Published ports DNAT only to addresses of known endpoints.
+        let bare: BTreeSet<String> = ips
+            .keys()
+            .map(|ip| ip.split('/').next().unwrap_or_default().to_string())
+            .collect();
+        for map in ["pub4_addr", "pub4_any", "pub6_addr", "pub6_any"] {
+            for el in nft_elements(&rs, map) {
+                let target = el
+                    .split(" : ")
+                    .nth(1)
+                    .and_then(|t| t.split(" . ").next())
+                    .unwrap_or_default()
+                    .to_string();
+                assert!(bare.contains(&target), "nft map {map}: {el} targets no endpoint");
+            }
+        }
+        // Leases: exactly the endpoints' addresses.
+        let pools = c.get("/v1/pools").expect("pools");
+        let mut leased = BTreeSet::new();
+        for p in pools.as_array().into_iter().flatten() {
+            let prefix = p["pool"]["subnet"]
+                .as_str()
+                .and_then(|s| s.split('/').nth(1))
+                .unwrap_or("0")
+                .to_string();
+            for (ip, _) in p["pool"]["leases"].as_object().into_iter().flatten() {
+                leased.insert(format!("{ip}/{prefix}"));
+            }
+        }
+        let addrs: BTreeSet<String> = ips.keys().cloned().collect();
+        assert_eq!(leased, addrs, "leases vs endpoint addresses");
+    }
+
+    /// Everything a request could change, as comparable text: the API's networks,
+    /// sandboxes and pools, the host's links, addresses and routes, the netns dir and
+    /// the nft ruleset.
+    pub fn snapshot(&self) -> Vec<String> {
+        let c = self.client();
+        let mut s: Vec<String> = ["/v1/networks", "/v1/sandboxes", "/v1/pools"]
+            .iter()
+            .map(|p| c.get(p).expect("API read").to_string())
+            .collect();
+        for cmd in [
+            "ip -j link show",
+            "ip -j addr show",
+            "ip -j route show table all",
+            "nft list ruleset",
+        ] {
+            let o = self.sh(cmd);
+            assert!(o.ok(), "{cmd}: {}", o.stderr);
+            s.push(o.stdout);
+        }
+        s.push(self.netns_files().join(","));
+        s
+    }
 }
 
 impl Default for Host {
@@ -242,14 +480,45 @@ impl Drop for Host {
                 let _ = std::fs::remove_file(e.path());
             }
         }
+        // netd makes its netns dir a shared bind mount of itself, as iproute2 does.
         let _ = umount2(&self.netns_dir(), MntFlags::MNT_DETACH);
         let _ = std::fs::remove_dir_all(&self.base);
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
 
+/// The elements of nft set or map `name` (of either netd table) as text: `a . b` for
+/// concatenations, `key : value` for maps.
+pub fn nft_elements(ruleset: &Value, name: &str) -> Vec<String> {
+    fn text(v: &Value) -> String {
+        match v {
+            Value::String(s) => s.clone(),
+            Value::Array(a) => a.iter().map(text).collect::<Vec<_>>().join(" : "),
+            Value::Object(o) if o.contains_key("concat") => o["concat"]
+                .as_array()
+                .map(|a| a.iter().map(text).collect::<Vec<_>>().join(" . "))
+                .unwrap_or_default(),
+            other => other.to_string(),
+        }
+    }
+    let items = ruleset["nftables"].as_array().cloned().unwrap_or_default();
+    for it in items {
+        for kind in ["set", "map"] {
+            let s = &it[kind];
+            if s["table"] == "netd" && s["name"] == name {
+                return s["elem"]
+                    .as_array()
+                    .map(|v| v.iter().map(text).collect())
+                    .unwrap_or_default();
+            }
+        }
+    }
+    panic!("no nft set/map {name} in the netd tables");
+}
+
 /// An "outside" machine: a namespace joined to a host by a veth, `10.<k>.0.1/24` on the
-/// host side and `10.<k>.0.2/24` outside, with a default route via the host.
+/// host side and `10.<k>.0.2/24` outside, with a default route via the host. The
+/// addresses exist only inside the two namespaces.
 pub struct Outside {
     pub name: String,
     pub host_ip: String,
@@ -261,21 +530,24 @@ impl Outside {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let name = format!("ndo-{}-{n}", std::process::id());
         let (hv, ov) = (format!("xo{}h", n % 10000), format!("xo{}o", n % 10000));
+        let out = Outside {
+            name,
+            host_ip: format!("10.{k}.0.1"),
+            ip: format!("10.{k}.0.2"),
+        };
+        // Both ends are made directly in their namespaces: nothing in the init one.
         let cmd = format!(
             "set -e; ip netns add {name}; ip -n {name} link set lo up
              ip link add {hv} netns {host} type veth peer name {ov} netns {name}
              ip -n {host} addr add 10.{k}.0.1/24 dev {hv}; ip -n {host} link set {hv} up
              ip -n {name} addr add 10.{k}.0.2/24 dev {ov}; ip -n {name} link set {ov} up
              ip -n {name} route add default via 10.{k}.0.1",
+            name = out.name,
             host = host.name
         );
         let o = sh(&cmd);
         assert!(o.ok(), "outside setup: {}", o.stderr);
-        Outside {
-            name,
-            host_ip: format!("10.{k}.0.1"),
-            ip: format!("10.{k}.0.2"),
-        }
+        out
     }
 
     pub fn netns(&self) -> PathBuf {
@@ -289,11 +561,13 @@ impl Drop for Outside {
     }
 }
 
-/// Serves TCP and UDP on `port` inside `netns`, answering with `name` (threads live as
-/// long as the test process; the sockets die with the namespace's last user anyway).
+/// Serves TCP and UDP on the given ports inside `netns`, answering with `name` (threads
+/// live as long as the test process; the namespace lives as long as their sockets, but
+/// its links die with the host namespace).
 pub fn respond(netns: &Path, name: &str, tcp: &[u16], udp: &[u16]) {
     let (tl, ul): (Vec<TcpListener>, Vec<UdpSocket>) =
-        netd::kernel::probe::bind_responder(Some(netns), tcp.to_vec(), udp.to_vec()).expect("bind responder");
+        netd::kernel::probe::bind_responder(Some(netns), tcp.to_vec(), udp.to_vec())
+            .expect("bind responder");
     for l in tl {
         let msg = format!("{name}\n");
         std::thread::spawn(move || {
@@ -314,9 +588,43 @@ pub fn respond(netns: &Path, name: &str, tcp: &[u16], udp: &[u16]) {
     }
 }
 
+/// A UDP socket on `port` inside `netns` that only records who sent to it: a one-way
+/// check that does not depend on the reply path.
+pub fn udp_recorder(netns: &Path, port: u16) -> Arc<Mutex<Vec<SocketAddr>>> {
+    let (_, mut ul) = netd::kernel::probe::bind_responder(Some(netns), vec![], vec![port])
+        .expect("bind recorder");
+    let u = ul.pop().expect("one socket");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((_, peer)) = u.recv_from(&mut buf) {
+            s.lock().unwrap_or_else(|p| p.into_inner()).push(peer);
+        }
+    });
+    seen
+}
+
+/// Sends a few datagrams from `src` (an address configured in `netns`, port 0 for any) to
+/// `dst`.
+pub fn udp_send_from(netns: &Path, src: &str, dst: &str) {
+    let src: SocketAddr = src.parse().expect("source address");
+    let dst: SocketAddr = dst.parse().expect("destination address");
+    netd::kernel::probe::in_netns(Some(netns), move || {
+        let s = UdpSocket::bind(src)?;
+        for _ in 0..3 {
+            s.send_to(b"spoof?\n", dst)?;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    })
+    .expect("send datagrams");
+}
+
 /// An echo server on `port` inside `netns` (for long-lived flow tests).
 pub fn echo(netns: &Path, port: u16) {
-    let (tl, _) = netd::kernel::probe::bind_responder(Some(netns), vec![port], vec![]).expect("bind echo");
+    let (tl, _) =
+        netd::kernel::probe::bind_responder(Some(netns), vec![port], vec![]).expect("bind echo");
     for l in tl {
         std::thread::spawn(move || {
             for s in l.incoming().flatten() {
@@ -341,6 +649,7 @@ pub fn tcp(netns: Option<&Path>, addr: &str, ms: u64) -> Option<String> {
     netd::kernel::probe::tcp_probe(netns, a, Duration::from_millis(ms)).ok()
 }
 
+/// Like `tcp`, over UDP (one datagram, one answer).
 pub fn udp(netns: Option<&Path>, addr: &str, ms: u64) -> Option<String> {
     let a: SocketAddr = addr.parse().expect("socket address");
     netd::kernel::probe::udp_probe(netns, a, Duration::from_millis(ms)).ok()
@@ -349,7 +658,7 @@ pub fn udp(netns: Option<&Path>, addr: &str, ms: u64) -> Option<String> {
 /// Skip helper: prints why and returns true when not root.
 pub fn skip() -> bool {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root");
+        println!("skipped: needs root");
         return true;
     }
     false

@@ -1,7 +1,7 @@
 //! Helpers for netd's root-only integration tests: real namespaces with unique names,
 //! removed on drop (even when a test panics).
 
-pub mod host;
+pub mod harness;
 
 pub mod ns {
     //! Unique namespace names and a guard that removes them. Names are

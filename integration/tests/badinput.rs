@@ -1,7 +1,7 @@
 //! Bad input: every refused request says why (CLI: exit != 0 and one line; API: 4xx with
 //! a JSON message) and leaves the store, the kernel and the firewall exactly as they were.
 
-use integration::host::{skip, Host};
+use integration::harness::{skip, Host};
 
 /// Everything a refused request could have touched.
 fn snapshot(h: &Host) -> Vec<String> {

@@ -2,7 +2,7 @@
 //! networks, ICC off, internal networks, IPv6 dual stack and anti-spoofing, all through
 //! the real daemon and real packets.
 
-use integration::host::{respond, skip, tcp, Host, Outside};
+use integration::harness::{respond, skip, tcp, Host, Outside};
 
 #[test]
 fn same_network_reaches_other_networks_do_not() {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use integration::host::{skip, Host};
+use integration::harness::{skip, Host};
 use serde_json::json;
 
 #[test]

@@ -1,7 +1,7 @@
 //! Published ports end to end: from an outside namespace, from the host itself, from the
 //! same sandbox (hairpin) and with host-IP binding; `-P` from the ephemeral range.
 
-use integration::host::{respond, skip, tcp, udp, Host, Outside};
+use integration::harness::{respond, skip, tcp, udp, Host, Outside};
 
 #[test]
 fn published_tcp_udp_ephemeral_hairpin_and_binding() {

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use integration::host::{echo, respond, skip, tcp, Host, Outside};
+use integration::harness::{echo, respond, skip, tcp, Host, Outside};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};

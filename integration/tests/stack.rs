@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use integration::host::{bin, run, skip, Host};
+use integration::harness::{bin, run, skip, Host};
 
 #[test]
 fn voting_app_check_passes_and_leaves_nothing() {

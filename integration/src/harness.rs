@@ -125,10 +125,7 @@ impl Host {
             base,
             child: None,
         };
-        let o = sh(&format!(
-            "ip netns add {0} && ip -n {0} link set lo up",
-            h.name
-        ));
+        let o = sh(&format!("ip netns add {0} && ip -n {0} link set lo up", h.name));
         assert!(o.ok(), "ip netns add: {}", o.stderr);
         h
     }
@@ -322,7 +319,7 @@ impl Host {
             if n["internal"] == true {
                 internal.insert(br.clone());
             }
-            if n["options"]["com.docker.network.bridge.enable_icc"] == "false" {
+            if n["icc"] == false {
                 no_icc_nets.insert(n["name"].as_str().unwrap_or_default().to_string());
             }
             bridges.insert(br);
@@ -370,7 +367,11 @@ impl Host {
                         .cloned()
                         .unwrap_or_default()
                         .into_iter()
-                        .map(move |a| format!("{ifname}/{}/{}", a["local"].as_str().unwrap_or_default(), a["prefixlen"]))
+                        // `ip -j` prints `{}` for addresses the scope filter dropped.
+                        .filter_map(move |a| {
+                            let local = a["local"].as_str()?;
+                            Some(format!("{ifname}/{local}/{}", a["prefixlen"]))
+                        })
                 })
                 .collect();
             assert_eq!(have, in_ns, "addresses inside sandbox {name} vs the store");
@@ -566,8 +567,7 @@ impl Drop for Outside {
 /// its links die with the host namespace).
 pub fn respond(netns: &Path, name: &str, tcp: &[u16], udp: &[u16]) {
     let (tl, ul): (Vec<TcpListener>, Vec<UdpSocket>) =
-        netd::kernel::probe::bind_responder(Some(netns), tcp.to_vec(), udp.to_vec())
-            .expect("bind responder");
+        netd::kernel::probe::bind_responder(Some(netns), tcp.to_vec(), udp.to_vec()).expect("bind responder");
     for l in tl {
         let msg = format!("{name}\n");
         std::thread::spawn(move || {
@@ -588,11 +588,29 @@ pub fn respond(netns: &Path, name: &str, tcp: &[u16], udp: &[u16]) {
     }
 }
 
+/// Serves TCP on `port` inside `netns`, answering with the address the connection came
+/// from (as the server sees it), to tell whether NAT rewrote the source.
+pub fn respond_peer(netns: &Path, port: u16) {
+    let (tl, _) =
+        netd::kernel::probe::bind_responder(Some(netns), vec![port], vec![]).expect("bind responder");
+    for l in tl {
+        std::thread::spawn(move || {
+            for mut s in l.incoming().flatten() {
+                let peer = s
+                    .peer_addr()
+                    .map(|a| a.ip().to_canonical().to_string())
+                    .unwrap_or_default();
+                let _ = s.write_all(format!("{peer}\n").as_bytes());
+            }
+        });
+    }
+}
+
 /// A UDP socket on `port` inside `netns` that only records who sent to it: a one-way
 /// check that does not depend on the reply path.
 pub fn udp_recorder(netns: &Path, port: u16) -> Arc<Mutex<Vec<SocketAddr>>> {
-    let (_, mut ul) = netd::kernel::probe::bind_responder(Some(netns), vec![], vec![port])
-        .expect("bind recorder");
+    let (_, mut ul) =
+        netd::kernel::probe::bind_responder(Some(netns), vec![], vec![port]).expect("bind recorder");
     let u = ul.pop().expect("one socket");
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
@@ -623,8 +641,7 @@ pub fn udp_send_from(netns: &Path, src: &str, dst: &str) {
 
 /// An echo server on `port` inside `netns` (for long-lived flow tests).
 pub fn echo(netns: &Path, port: u16) {
-    let (tl, _) =
-        netd::kernel::probe::bind_responder(Some(netns), vec![port], vec![]).expect("bind echo");
+    let (tl, _) = netd::kernel::probe::bind_responder(Some(netns), vec![port], vec![]).expect("bind echo");
     for l in tl {
         std::thread::spawn(move || {
             for s in l.incoming().flatten() {

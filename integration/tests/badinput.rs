@@ -3,35 +3,6 @@
 
 use integration::harness::{skip, Host};
 
-/// Everything a refused request could have touched.
-fn snapshot(h: &Host) -> Vec<String> {
-    let c = h.client();
-    let mut s = vec![
-        c.get("/v1/networks").expect("networks").to_string(),
-        c.get("/v1/sandboxes").expect("sandboxes").to_string(),
-    ];
-    for cmd in [
-        "ip -j link show",
-        "ip -j addr show",
-        "ip -j route show table all",
-        "nft list ruleset",
-    ] {
-        let o = h.sh(cmd);
-        assert!(o.ok(), "{cmd}: {}", o.stderr);
-        s.push(o.stdout);
-    }
-    let mut files: Vec<String> = std::fs::read_dir(h.netns_dir())
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    s.push(files.join(","));
-    s
-}
-
 #[test]
 fn refused_requests_change_nothing() {
     if skip() {
@@ -42,7 +13,19 @@ fn refused_requests_change_nothing() {
     h.ctl(&["network", "create", "tiny", "--subnet", "10.82.0.0/30"]);
     h.ctl(&["sandbox", "create", "s1", "--network", "a", "-p", "8080:80"]);
     h.ctl(&["sandbox", "create", "t1", "--network", "tiny"]);
-    let before = snapshot(&h);
+    // A /24 whose allocatable range is two addresses, both taken.
+    h.ctl(&[
+        "network",
+        "create",
+        "rng",
+        "--subnet",
+        "10.86.0.0/24",
+        "--ip-range",
+        "10.86.0.4/31",
+    ]);
+    h.ctl(&["sandbox", "create", "r1", "--network", "rng"]);
+    h.ctl(&["sandbox", "create", "r2", "--network", "rng"]);
+    let before = h.snapshot();
     let cases: &[(&[&str], &str)] = &[
         (
             &["network", "create", "x", "--subnet", "10.1.0/33"],
@@ -87,6 +70,11 @@ fn refused_requests_change_nothing() {
             &["sandbox", "create", "t2", "--network", "tiny"],
             "no free address",
         ),
+        (
+            &["sandbox", "create", "r3", "--network", "rng"],
+            "no free address",
+        ),
+        (&["network", "connect", "rng", "s1"], "no free address"),
         (&["sandbox", "create", "s1", "--network", "a"], "already exists"),
         (
             &["sandbox", "create", "s2", "--network", "nope"],
@@ -139,7 +127,7 @@ fn refused_requests_change_nothing() {
             err.starts_with("netctl: ") && err.contains(why),
             "netctl {args:?}: {err:?} lacks {why:?}"
         );
-        assert_eq!(snapshot(&h), before, "netctl {args:?} changed state");
+        assert_eq!(h.snapshot(), before, "netctl {args:?} changed state");
     }
     // The API itself: 4xx with a JSON message, nothing changed.
     let c = h.client();
@@ -156,6 +144,33 @@ fn refused_requests_change_nothing() {
             Some(b"{\"sandbox\": \"s1\", \"bogus\": 1}"),
             400,
         ),
+        (
+            "POST",
+            "/v1/networks",
+            Some(br#"{"name": "y", "subnets": [{"subnet": "10.80.0.128/25"}]}"#),
+            409,
+        ),
+        (
+            "POST",
+            "/v1/networks",
+            Some(br#"{"name": "y", "subnets": [{"subnet": "10.300.0.0/24"}]}"#),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/sandboxes",
+            Some(br#"{"name": "s1", "networks": [{"network": "a"}]}"#),
+            409,
+        ),
+        (
+            "POST",
+            "/v1/networks/nope/connect",
+            Some(br#"{"sandbox": "s1"}"#),
+            404,
+        ),
+        ("DELETE", "/v1/networks/a", None, 409),
+        ("DELETE", "/v1/sandboxes/nope", None, 404),
+        ("POST", "/v1/sandboxes", Some(b""), 400),
         ("GET", "/v1/nothing", None, 404),
         ("DELETE", "/v1/networks", None, 405),
     ];
@@ -166,6 +181,7 @@ fn refused_requests_change_nothing() {
             v["message"].as_str().is_some_and(|s| !s.is_empty()),
             "{m} {p}: no message in {v}"
         );
-        assert_eq!(snapshot(&h), before, "{m} {p} changed state");
+        assert_eq!(h.snapshot(), before, "{m} {p} changed state");
     }
+    h.assert_consistent();
 }

@@ -2,7 +2,9 @@
 //! networks, ICC off, internal networks, IPv6 dual stack and anti-spoofing, all through
 //! the real daemon and real packets.
 
-use integration::harness::{respond, skip, tcp, Host, Outside};
+use integration::harness::{
+    ping_from, respond, respond_peer, skip, tcp, udp_recorder, udp_send_from, Host, Outside,
+};
 
 #[test]
 fn same_network_reaches_other_networks_do_not() {
@@ -55,6 +57,7 @@ fn icc_off_and_internal_networks() {
     let h = Host::new();
     let out = Outside::new(&h, 63);
     respond(&out.netns(), "outside", &[80], &[]);
+    respond_peer(&out.netns(), 81);
     h.ctl(&[
         "network",
         "create",
@@ -108,17 +111,15 @@ fn icc_off_and_internal_networks() {
         tcp(Some(&h.sb("o1")), &format!("{}:80", h.ip("i1", "int")), 500),
         None
     );
-    // A normal network reaches the outside (masqueraded: outside sees the host address).
+    // A normal network reaches the outside, masqueraded: the outside sees the host's
+    // address, not the sandbox's.
     assert_eq!(
-        tcp(Some(&h.sb("o1")), &format!("{}:80", out.ip), 2000).as_deref(),
-        Some("outside")
+        tcp(Some(&h.sb("o1")), &format!("{}:81", out.ip), 2000).as_deref(),
+        Some(out.host_ip.as_str()),
+        "outbound traffic is masqueraded"
     );
-    let ct = h.sh("conntrack -L -p tcp --dport 80 2>/dev/null");
-    assert!(
-        ct.stdout.contains(&format!("dst={}", out.host_ip)),
-        "masquerade: {}",
-        ct.stdout
-    );
+    assert!(h.ping("o1", &out.ip), "a normal network pings the outside");
+    assert!(!h.ping("i1", &out.ip), "an internal network pings the outside");
 }
 
 #[test]
@@ -171,17 +172,75 @@ fn spoofed_source_ip_and_mac_are_dropped() {
         return;
     }
     let h = Host::new();
-    h.ctl(&["network", "create", "a", "--subnet", "10.68.0.0/24"]);
+    h.ctl(&[
+        "network",
+        "create",
+        "a",
+        "--subnet",
+        "10.68.0.0/24",
+        "--ipv6",
+        "--subnet",
+        "fd00:68::/64",
+    ]);
     h.ctl(&["sandbox", "create", "good", "--network", "a"]);
     h.ctl(&["sandbox", "create", "bad", "--network", "a"]);
-    let good = h.ip("good", "a");
+    let (good, bad) = (h.ip("good", "a"), h.ip("bad", "a"));
+    let (good6, bad6) = (h.ip6("good", "a"), h.ip6("bad", "a"));
+    // A one-way check: what reaches `good`, whatever happens to replies.
+    let seen = udp_recorder(&h.sb("good"), 9);
+    let seen_from = |ip: &str| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        seen.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|a| a.ip().to_canonical().to_string() == ip)
+    };
     assert!(h.ping("bad", &good), "the real address works");
-    // A second address the sandbox does not own.
-    assert!(h.sh_in("bad", "ip addr add 10.68.0.200/24 dev eth0").ok());
-    let spoof_ip = h.sh_in("bad", &format!("ping -c1 -W1 -I 10.68.0.200 {good}"));
-    assert!(!spoof_ip.ok(), "spoofed source IP got through");
+    udp_send_from(&h.sb("bad"), &format!("{bad}:0"), &format!("{good}:9"));
+    assert!(seen_from(&bad), "datagram from the real IPv4 address");
+    udp_send_from(&h.sb("bad"), &format!("[{bad6}]:0"), &format!("[{good6}]:9"));
+    assert!(seen_from(&bad6), "datagram from the real IPv6 address");
+
+    // Second addresses the sandbox does not own (nodad: usable at once).
+    assert!(h
+        .sh_in(
+            "bad",
+            "ip addr add 10.68.0.200/24 dev eth0 && ip addr add fd00:68::c8/64 dev eth0 nodad"
+        )
+        .ok());
+    assert!(
+        !ping_from(&h.sb("bad"), Some("10.68.0.200"), &good),
+        "ping from a spoofed source IP got through"
+    );
+    udp_send_from(&h.sb("bad"), "10.68.0.200:0", &format!("{good}:9"));
+    assert!(
+        !seen_from("10.68.0.200"),
+        "datagram from a spoofed IPv4 source arrived"
+    );
+    udp_send_from(&h.sb("bad"), "[fd00:68::c8]:0", &format!("[{good6}]:9"));
+    assert!(
+        !seen_from("fd00:68::c8"),
+        "datagram from a spoofed IPv6 source arrived"
+    );
     assert!(h.ping("bad", &good), "the real address still works");
-    // Someone else's MAC address (an unused one).
+
+    // Someone else's MAC address (an unused one), real IP: dropped on the way in, which
+    // the recorder sees regardless of where replies would go.
+    let before = seen.lock().unwrap_or_else(|p| p.into_inner()).len();
     assert!(h.sh_in("bad", "ip link set eth0 address 02:42:0a:44:00:c8").ok());
-    assert!(!h.ping("bad", &good), "spoofed source MAC got through");
+    udp_send_from(&h.sb("bad"), &format!("{bad}:0"), &format!("{good}:9"));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let after = seen.lock().unwrap_or_else(|p| p.into_inner()).len();
+    assert_eq!(after, before, "datagram from a spoofed source MAC arrived");
+    assert!(
+        !h.ping("bad", &good),
+        "ping from a spoofed source MAC got through"
+    );
+    // Its own MAC back: it works again.
+    let mac = h.sandbox("bad")["endpoints"][0]["mac"]
+        .as_str()
+        .expect("mac")
+        .to_string();
+    assert!(h.sh_in("bad", &format!("ip link set eth0 address {mac}")).ok());
+    assert!(h.ping("bad", &good), "the real MAC works again");
 }

@@ -75,26 +75,23 @@ fn published_tcp_udp_ephemeral_hairpin_and_binding() {
         None,
         "127.0.0.1-bound port reachable from outside"
     );
-    let from_host = h.sh("exec 3<>/dev/tcp/127.0.0.1/8081 && head -1 <&3");
+    let hn = Some(h.netns());
+    let hn = hn.as_deref();
     assert_eq!(
-        from_host.stdout.trim(),
-        "w3",
-        "127.0.0.1-bound port from the host: {}",
-        from_host.stderr
-    );
-    // From the host itself, at localhost and at its own address.
-    assert_eq!(
-        h.sh("exec 3<>/dev/tcp/127.0.0.1/8080 && head -1 <&3")
-            .stdout
-            .trim(),
-        "w1"
+        tcp(hn, "127.0.0.1:8081", 2000).as_deref(),
+        Some("w3"),
+        "127.0.0.1-bound port from the host"
     );
     assert_eq!(
-        h.sh(&format!("exec 3<>/dev/tcp/{hip}/8080 && head -1 <&3"))
-            .stdout
-            .trim(),
-        "w1"
+        tcp(hn, &format!("{hip}:8081"), 500),
+        None,
+        "127.0.0.1-bound port at another host address"
     );
+    // From the host itself, at localhost and at its own address, TCP and UDP.
+    assert_eq!(tcp(hn, "127.0.0.1:8080", 2000).as_deref(), Some("w1"));
+    assert_eq!(tcp(hn, &format!("{hip}:8080"), 2000).as_deref(), Some("w1"));
+    assert_eq!(udp(hn, &format!("{hip}:5353"), 2000).as_deref(), Some("w1"));
+    assert_eq!(tcp(hn, &format!("{hip}:{p}"), 2000).as_deref(), Some("w2"));
     // Hairpin: a sandbox reaches its own published port through a host address, and
     // so does its neighbour.
     assert_eq!(
@@ -103,13 +100,28 @@ fn published_tcp_udp_ephemeral_hairpin_and_binding() {
         "hairpin to itself"
     );
     assert_eq!(
+        tcp(Some(&h.sb("w1")), "10.72.0.1:8080", 2000).as_deref(),
+        Some("w1"),
+        "hairpin to itself via its gateway address"
+    );
+    assert_eq!(
+        udp(Some(&h.sb("w1")), &format!("{hip}:5353"), 2000).as_deref(),
+        Some("w1"),
+        "UDP hairpin to itself"
+    );
+    assert_eq!(
         tcp(Some(&h.sb("w2")), &format!("{hip}:8080"), 2000).as_deref(),
         Some("w1"),
         "hairpin neighbour"
     );
-    // Removing the sandbox unpublishes.
+    // Removing the sandbox unpublishes; the port is free for another sandbox.
     h.ctl(&["sandbox", "rm", "w1"]);
     assert_eq!(tcp(o, &format!("{hip}:8080"), 500), None);
+    assert_eq!(udp(o, &format!("{hip}:5353"), 500), None);
+    h.ctl(&["sandbox", "create", "w4", "--network", "web", "-p", "8080:80"]);
+    respond(&h.sb("w4"), "w4", &[80], &[]);
+    assert_eq!(tcp(o, &format!("{hip}:8080"), 2000).as_deref(), Some("w4"));
+    h.assert_consistent();
 }
 
 #[test]
@@ -144,4 +156,27 @@ fn network_host_binding_option() {
         None,
         "bound to the other address"
     );
+    // The host itself: at the bound address yes, at the other one no.
+    let hn = Some(h.netns());
+    assert_eq!(
+        tcp(hn.as_deref(), &format!("{}:8090", a.host_ip), 2000).as_deref(),
+        Some("s")
+    );
+    assert_eq!(tcp(hn.as_deref(), &format!("{}:8090", b.host_ip), 500), None);
+    // An explicit host IP in -p wins over the network's default.
+    h.ctl(&[
+        "sandbox",
+        "create",
+        "t",
+        "--network",
+        "bound",
+        "-p",
+        &format!("{}:8091:80", b.host_ip),
+    ]);
+    respond(&h.sb("t"), "t", &[80], &[]);
+    assert_eq!(
+        tcp(Some(&b.netns()), &format!("{}:8091", b.host_ip), 2000).as_deref(),
+        Some("t")
+    );
+    assert_eq!(tcp(Some(&a.netns()), &format!("{}:8091", a.host_ip), 500), None);
 }

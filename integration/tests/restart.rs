@@ -3,15 +3,16 @@
 //! (links, namespaces, nft elements, leases), no address is duplicated, and a TCP flow
 //! opened before the first kill still carries data. Also: `nft flush ruleset` is undone.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use integration::harness::{echo, respond, skip, tcp, Host, Outside};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn open_flow(h: &Host, from: &str, to: &str) -> TcpStream {
     let addr: std::net::SocketAddr = to.parse().expect("addr");
@@ -31,91 +32,6 @@ fn roundtrip(s: &mut TcpStream, msg: &str) -> bool {
     s.read_exact(&mut buf).is_ok() && buf == msg.as_bytes()
 }
 
-/// Asserts that kernel and store agree and nothing leaked.
-fn check_consistent(h: &Host) {
-    let c = h.client();
-    let sandboxes = c.get("/v1/sandboxes").expect("sandboxes");
-    let networks = c.get("/v1/networks").expect("networks");
-    let mut want_links = BTreeSet::new();
-    let mut ips = BTreeMap::new();
-    for n in networks.as_array().into_iter().flatten() {
-        want_links.insert(n["bridge"].as_str().unwrap_or_default().to_string());
-    }
-    for s in sandboxes.as_array().into_iter().flatten() {
-        for e in s["endpoints"].as_array().into_iter().flatten() {
-            want_links.insert(e["host_ifname"].as_str().unwrap_or_default().to_string());
-            for k in ["ipv4", "ipv6"] {
-                if let Some(ip) = e[k].as_str() {
-                    let prev = ips.insert(ip.to_string(), format!("{}/{}", s["name"], e["network"]));
-                    assert!(
-                        prev.is_none(),
-                        "duplicate address {ip}: {prev:?} and {}",
-                        s["name"]
-                    );
-                }
-            }
-        }
-    }
-    // Links: every netd-marked link is known, every known link exists.
-    let links: Value = serde_json::from_str(&h.sh("ip -j link show").stdout).expect("ip -j link");
-    let have: BTreeSet<String> = links
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|l| l["ifalias"].as_str().is_some_and(|a| a.starts_with("netd:")))
-        .map(|l| l["ifname"].as_str().unwrap_or_default().to_string())
-        .collect();
-    assert_eq!(have, want_links, "netd links in the kernel vs the store");
-    // Namespaces: exactly the sandboxes'.
-    let mut files: Vec<String> = std::fs::read_dir(h.netns_dir())
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    let mut names: Vec<String> = sandboxes
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| s["name"].as_str().unwrap_or_default().to_string())
-        .collect();
-    names.sort();
-    assert_eq!(files, names, "netns files vs sandboxes");
-    // nft: the endpoint port set holds exactly the endpoints' veths.
-    let set: Value = serde_json::from_str(&h.sh("nft -j list set bridge netd ports").stdout).expect("nft -j");
-    let elems: BTreeSet<String> = set["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|o| o["set"]["elem"].as_array().cloned())
-        .flatten()
-        .filter_map(|e| e.as_str().map(str::to_string))
-        .collect();
-    let ports: BTreeSet<String> = want_links
-        .iter()
-        .filter(|l| !l.starts_with("netd-"))
-        .cloned()
-        .collect();
-    assert_eq!(elems, ports, "nft endpoint set vs endpoints");
-    // Leases: exactly the endpoints' addresses.
-    let pools = c.get("/v1/pools").expect("pools");
-    let mut leased = BTreeSet::new();
-    for p in pools.as_array().into_iter().flatten() {
-        let prefix = p["pool"]["subnet"]
-            .as_str()
-            .and_then(|s| s.split('/').nth(1))
-            .unwrap_or("0")
-            .to_string();
-        for (ip, _) in p["pool"]["leases"].as_object().into_iter().flatten() {
-            leased.insert(format!("{ip}/{prefix}"));
-        }
-    }
-    let addrs: BTreeSet<String> = ips.keys().cloned().collect();
-    assert_eq!(leased, addrs, "leases vs endpoint addresses");
-}
-
 #[test]
 fn kill9_during_200_operations_leaks_nothing_and_flows_survive() {
     if skip() {
@@ -132,50 +48,85 @@ fn kill9_during_200_operations_leaks_nothing_and_flows_survive() {
 
     let mut rng = StdRng::seed_from_u64(0x6e657464);
     let mut kills = 0;
-    for i in 0..200 {
+    let mut done = 0;
+    let mut checks = 0;
+    // Kills every 10-30 operations (~20), each while a request is in flight.
+    let mut next_kill = rng.random_range(10..30);
+    let ok = Arc::new(AtomicUsize::new(0));
+    for _ in 0..200 {
         let c = h.client();
         let name = format!("c{}", rng.random_range(0..12));
-        let net = if rng.random_bool(0.5) { "n1" } else { "n2" };
-        let op = rng.random_range(0..4);
-        let req = move || -> bool {
-            match op {
-                0 => c
+        let net = ["n1", "n2", "n3"][rng.random_range(0..3)];
+        let op = rng.random_range(0..7);
+        // Some sandboxes publish a port, so the DNAT maps churn too.
+        let ports: Vec<String> = if rng.random_bool(0.3) {
+            vec![format!("{}:80", 8000 + rng.random_range(0..20))]
+        } else {
+            vec![]
+        };
+        let ok2 = ok.clone();
+        let req = move || {
+            let r = match op {
+                0 | 1 => c
                     .post(
                         "/v1/sandboxes",
-                        &json!({"name": name, "networks": [{"network": net}]}),
+                        &json!({"name": name, "networks": [{"network": net}], "ports": ports}),
                     )
                     .is_ok(),
-                1 => c
+                2 => c
                     .post(&format!("/v1/networks/{net}/connect"), &json!({"sandbox": name}))
                     .is_ok(),
-                2 => c
+                3 => c
                     .post(
                         &format!("/v1/networks/{net}/disconnect"),
                         &json!({"sandbox": name}),
                     )
                     .is_ok(),
-                _ => c.delete(&format!("/v1/sandboxes/{name}")).is_ok(),
+                4 => c.delete(&format!("/v1/sandboxes/{name}")).is_ok(),
+                // A third network comes and goes (refused while in use).
+                5 => c
+                    .post(
+                        "/v1/networks",
+                        &json!({"name": "n3", "subnets": [{"subnet": "10.92.0.0/24"}]}),
+                    )
+                    .is_ok(),
+                _ => c.delete("/v1/networks/n3").is_ok(),
+            };
+            if r {
+                ok2.fetch_add(1, Ordering::Relaxed);
             }
         };
-        if i % 20 == 19 {
+        next_kill -= 1;
+        if next_kill == 0 {
+            next_kill = rng.random_range(10..30);
             // Kill while this request is in flight, at a random moment of it.
             let t = std::thread::spawn(req);
-            std::thread::sleep(Duration::from_micros(rng.random_range(0..4000)));
+            std::thread::sleep(Duration::from_micros(rng.random_range(0..6000)));
             h.kill9();
             let _ = t.join();
             kills += 1;
             h.start();
+            // After every restart (reconcile included), not just at the end.
+            h.assert_consistent();
+            checks += 1;
         } else {
-            let _ = req();
+            req();
             if rng.random_ratio(1, 40) {
                 h.restart();
                 kills += 1;
             }
         }
+        done += 1;
     }
+    let ok = ok.load(Ordering::Relaxed);
+    eprintln!("{done} operations, {ok} succeeded, {kills} kills, {checks} mid-run checks");
+    assert!(
+        ok >= 40,
+        "only {ok} of {done} operations succeeded: the chaos did little"
+    );
     h.restart();
     assert!(kills >= 10, "only {kills} kills");
-    check_consistent(&h);
+    h.assert_consistent();
     assert!(
         roundtrip(&mut flow, "after\n"),
         "the TCP flow opened before the kills died"

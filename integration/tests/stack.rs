@@ -70,3 +70,26 @@ fn bad_stack_file_is_refused_before_anything_is_made() {
         serde_json::json!([])
     );
 }
+
+#[test]
+fn voting_app_check_with_in_process_daemon() {
+    if skip() {
+        return;
+    }
+    // No daemon serving: `netd up` starts one in-process on the given dirs.
+    let h = Host::bare();
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/voting-app.toml");
+    let o = run(Command::new("nsenter")
+        .arg(format!("--net={}", h.netns().display()))
+        .arg(bin("netd"))
+        .arg("up")
+        .arg(&example)
+        .arg("--check")
+        .args(h.dir_args()));
+    assert!(o.ok(), "netd up --check failed:\n{}\n{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("check passed"), "{}", o.stdout);
+    // The in-process daemon is gone with it, and so is everything the stack made.
+    assert!(h.client().get("/v1/health").is_err(), "daemon still answering");
+    assert!(!h.sh("ip -d link show").stdout.contains("netd:"));
+    assert_eq!(h.netns_files(), Vec::<String>::new());
+}

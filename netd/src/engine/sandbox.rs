@@ -314,6 +314,17 @@ impl Engine {
         self.sandboxes.remove(name);
         let mut txn = Txn::new();
         txn.delete(Bucket::Sandboxes, name);
+        // The namespace outlives the record until the teardown below; a crash in between
+        // would leave a namespace file nothing refers to (links carry an alias reconcile
+        // can match, a namespace file does not). Reconcile removes what this names.
+        let pending_key = format!("sandbox/{name}");
+        txn.put(
+            Bucket::Pending,
+            &pending_key,
+            &PendingSandbox {
+                netns: sb.netns.clone(),
+            },
+        );
         self.put_pools(&mut txn, &names);
         let mut teardown: Vec<Step> = sb.endpoints.iter().map(bridge::endpoint_down).collect();
         teardown.push(Step::DeleteNetns {
@@ -324,6 +335,15 @@ impl Engine {
         self.reaper
             .wait_for(sb.endpoints.iter().map(|e| e.host_ifname.as_str()));
         let _ = std::fs::remove_dir_all(self.resolv_dir(name));
+        // Kept when the namespace could not be removed, so the next reconcile retries.
+        let path = PathBuf::from(&sb.netns);
+        if !self.kernel.netns_alive(&path) && !path.exists() {
+            let mut clear = Txn::new();
+            clear.delete(Bucket::Pending, &pending_key);
+            if let Err(e) = self.store.commit(&clear) {
+                tracing::warn!(sandbox = %name, error = %e, "could not clear the pending record; reconcile will");
+            }
+        }
         tracing::info!(sandbox = %name, "sandbox removed");
         Ok(())
     }

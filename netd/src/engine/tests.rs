@@ -261,3 +261,20 @@ fn reconcile_repairs_both_ways() {
     assert!(r2.removed.is_empty() && r2.recreated.is_empty(), "{r2:?}");
     assert_eq!(e2.sandbox("s").unwrap(), &s);
 }
+
+#[test]
+fn namespace_left_by_an_interrupted_rm_is_removed_by_reconcile() {
+    let mut t = setup();
+    t.e.create_network(&net("a", Some("10.1.0.0/24"))).unwrap();
+    let s = t.e.create_sandbox(&sb("s", &["a"])).unwrap();
+    // The record is gone but the namespace stays: what a crash right after the store
+    // commit of `rm` leaves behind.
+    t.k.fail_on(&format!("delete netns {}", s.netns));
+    t.e.remove_sandbox("s").unwrap();
+    assert!(t.k.netns().contains(&s.netns));
+    t.k.clear_failure();
+    let (_e2, r) = Engine::open(t.k.clone(), t.s.clone(), t.e.cfg.clone()).unwrap();
+    assert!(r.removed.iter().any(|x| x.contains(&s.netns)), "{r:?}");
+    assert!(!t.k.netns().contains(&s.netns));
+    assert!(t.s.list(Bucket::Pending).unwrap().is_empty());
+}

@@ -144,6 +144,7 @@ async fn connect(State(st): State<Shared>, Path(net): Path<String>, b: Body) -> 
         ip6: r.ip6,
         aliases: r.aliases,
         mac: r.mac,
+        ifname: r.ifname,
     };
     Ok(created(
         with_engine(&st, move |e| e.connect(&net, &req, &r.sandbox)).await?,

@@ -10,6 +10,7 @@ pub struct ConnectRequest {
     pub ip6: Option<String>,
     pub aliases: Vec<String>,
     pub mac: Option<String>,
+    pub ifname: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -101,6 +101,8 @@ enum NetCmd {
     Disconnect { network: String, sandbox: String },
 }
 
+// Parsed once per process; boxing the big variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum SbCmd {
     /// Create a sandbox: a network namespace at <netns-dir>/NAME.
@@ -130,6 +132,10 @@ enum SbCmd {
         expose: Vec<String>,
         #[arg(long)]
         label: Vec<String>,
+        /// Attach an existing network namespace (path) instead of creating one; netd
+        /// never deletes it.
+        #[arg(long)]
+        netns: Option<String>,
     },
     /// List sandboxes.
     #[command(alias = "list")]
@@ -380,6 +386,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 publish_all,
                 expose,
                 label,
+                netns,
             } => {
                 let mut networks: Vec<EndpointRequest> = network
                     .iter()
@@ -404,6 +411,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     publish_all,
                     expose,
                     labels: kv(&label, "label")?,
+                    netns,
                 };
                 let v = c.post("/v1/sandboxes", &serde_json::to_value(&req)?)?;
                 println!("{}", s(&v["netns"]));

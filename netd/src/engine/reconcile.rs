@@ -95,6 +95,13 @@ impl Engine {
         for sb in self.sandboxes.values() {
             let netns = PathBuf::from(&sb.netns);
             let alive = k.netns_alive(&netns);
+            if !alive && sb.external {
+                // The runtime's namespace is gone (its container ended); its veths went
+                // with it. The record stays until the runtime's DEL or GC says so.
+                tracing::info!(sandbox = %sb.name, netns = %sb.netns, "external namespace is gone; waiting for DEL/GC");
+                r.endpoints += sb.endpoints.len();
+                continue;
+            }
             let mut steps = Vec::new();
             if !alive {
                 steps.extend(sb.endpoints.iter().map(bridge::endpoint_down));

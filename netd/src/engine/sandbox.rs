@@ -10,8 +10,8 @@ use super::ports::parse_expose;
 use super::{new_id, now, pool_key, Engine, EngineError, Result, Undo};
 use crate::driver::bridge::{self, format_mac, mac_for, parse_mac};
 use crate::model::{
-    host_veth_name, validate_name, Endpoint, EndpointRequest, NetMode, Network, Proto, Sandbox,
-    SandboxRequest,
+    host_veth_name, validate_ifname, validate_name, Endpoint, EndpointRequest, NetMode, Network, Proto,
+    Sandbox, SandboxRequest,
 };
 use crate::plan::Step;
 use crate::store::{Bucket, Txn};
@@ -49,8 +49,21 @@ impl Engine {
         sandbox: &str,
         net: &Network,
         req: &EndpointRequest,
-        ifname: String,
+        default_ifname: String,
+        taken: &[Endpoint],
     ) -> Result<Endpoint> {
+        let ifname = match &req.ifname {
+            Some(n) => {
+                validate_ifname(n).map_err(|e| EngineError::Invalid(e.to_string()))?;
+                if taken.iter().any(|e| &e.ifname == n) {
+                    return Err(EngineError::Conflict(format!(
+                        "sandbox {sandbox} already has an interface {n}"
+                    )));
+                }
+                n.clone()
+            }
+            None => default_ifname,
+        };
         for a in &req.aliases {
             validate_name(a).map_err(|e| EngineError::Invalid(format!("alias {e}")))?;
         }
@@ -169,6 +182,22 @@ impl Engine {
                 )))
             }
         };
+        if let Some(p) = &req.netns {
+            if mode != NetMode::Bridge {
+                return Err(EngineError::Invalid(
+                    "an existing namespace cannot use network mode host or none".into(),
+                ));
+            }
+            if !p.starts_with('/') || !self.kernel.netns_alive(Path::new(p)) {
+                return Err(EngineError::Invalid(format!("{p} is not a network namespace")));
+            }
+            if let Some(other) = self.sandboxes.values().find(|s| &s.netns == p) {
+                return Err(EngineError::Conflict(format!(
+                    "namespace {p} is already sandbox {}",
+                    other.name
+                )));
+            }
+        }
         let mut names: Vec<&str> = Vec::new();
         if mode == NetMode::Bridge {
             for e in &req.networks {
@@ -218,7 +247,11 @@ impl Engine {
             name: req.name.clone(),
             id: new_id(),
             mode,
-            netns: self.netns_path(&req.name).display().to_string(),
+            netns: match &req.netns {
+                Some(p) => p.clone(),
+                None => self.netns_path(&req.name).display().to_string(),
+            },
+            external: req.netns.is_some(),
             endpoints: Vec::new(),
             ports: Vec::new(),
             publish_all: req.publish_all,
@@ -231,7 +264,8 @@ impl Engine {
                 break;
             }
             let net = self.networks[&e.network].clone();
-            match self.build_endpoint(&req.name, &net, e, sb.next_ifname()) {
+            let taken = sb.endpoints.clone();
+            match self.build_endpoint(&req.name, &net, e, sb.next_ifname(), &taken) {
                 Ok(ep) => {
                     sb.endpoints.push(ep.clone());
                     endpoints.push(ep);
@@ -252,7 +286,7 @@ impl Engine {
         };
 
         let netns = PathBuf::from(&sb.netns);
-        if self.kernel.netns_alive(&netns) || netns.exists() {
+        if !sb.external && (self.kernel.netns_alive(&netns) || netns.exists()) {
             self.rollback(undo);
             return Err(EngineError::Conflict(format!(
                 "{} already exists (a namespace netd does not know); remove it with `ip netns del {}`",
@@ -260,11 +294,14 @@ impl Engine {
                 req.name
             )));
         }
-        let mut steps = vec![if mode == NetMode::Host {
-            Step::BindHostNetns { path: netns.clone() }
+        let mut steps = Vec::new();
+        if sb.external {
+            // The runtime owns the namespace: nothing to create, nothing to journal.
+        } else if mode == NetMode::Host {
+            steps.push(Step::BindHostNetns { path: netns.clone() });
         } else {
-            Step::CreateNetns { path: netns.clone() }
-        }];
+            steps.push(Step::CreateNetns { path: netns.clone() });
+        }
         for (i, ep) in sb.endpoints.iter().enumerate() {
             let net = &self.networks[&ep.network];
             steps.push(bridge::endpoint_up(net, &sb.name, &netns, ep, i == 0));
@@ -289,7 +326,9 @@ impl Engine {
         }
         let mut txn = Txn::new();
         txn.put(Bucket::Sandboxes, &sb.name, &sb);
-        txn.delete(Bucket::Pending, &pending_key);
+        if !sb.external {
+            txn.delete(Bucket::Pending, &pending_key);
+        }
         self.sandboxes.insert(sb.name.clone(), sb.clone());
         self.put_pools(&mut txn, &names);
         if let Err(e) = self.commit(undo, &steps, &txn, &[]) {
@@ -314,22 +353,25 @@ impl Engine {
         self.sandboxes.remove(name);
         let mut txn = Txn::new();
         txn.delete(Bucket::Sandboxes, name);
-        // The namespace outlives the record until the teardown below; a crash in between
-        // would leave a namespace file nothing refers to (links carry an alias reconcile
-        // can match, a namespace file does not). Reconcile removes what this names.
-        let pending_key = format!("sandbox/{name}");
-        txn.put(
-            Bucket::Pending,
-            &pending_key,
-            &PendingSandbox {
-                netns: sb.netns.clone(),
-            },
-        );
         self.put_pools(&mut txn, &names);
         let mut teardown: Vec<Step> = sb.endpoints.iter().map(bridge::endpoint_down).collect();
-        teardown.push(Step::DeleteNetns {
-            path: PathBuf::from(&sb.netns),
-        });
+        let pending_key = format!("sandbox/{name}");
+        if !sb.external {
+            // The namespace outlives the record until the teardown below; a crash in
+            // between would leave a namespace file nothing refers to (links carry an alias
+            // reconcile can match, a namespace file does not). Reconcile removes what this
+            // names. An external namespace is its runtime's: never deleted here.
+            txn.put(
+                Bucket::Pending,
+                &pending_key,
+                &PendingSandbox {
+                    netns: sb.netns.clone(),
+                },
+            );
+            teardown.push(Step::DeleteNetns {
+                path: PathBuf::from(&sb.netns),
+            });
+        }
         self.commit(undo, &[], &txn, &teardown)?;
         // `rm` promises nothing is left when it returns; only detach defers deletions.
         self.reaper
@@ -337,7 +379,7 @@ impl Engine {
         let _ = std::fs::remove_dir_all(self.resolv_dir(name));
         // Kept when the namespace could not be removed, so the next reconcile retries.
         let path = PathBuf::from(&sb.netns);
-        if !self.kernel.netns_alive(&path) && !path.exists() {
+        if !sb.external && !self.kernel.netns_alive(&path) && !path.exists() {
             let mut clear = Txn::new();
             clear.delete(Bucket::Pending, &pending_key);
             if let Err(e) = self.store.commit(&clear) {
@@ -364,7 +406,7 @@ impl Engine {
         }
         let mut undo = Undo::default();
         self.remember(&mut undo, &[], &[sandbox], &Self::pool_keys(&[network]));
-        let ep = match self.build_endpoint(sandbox, &net, req, sb.next_ifname()) {
+        let ep = match self.build_endpoint(sandbox, &net, req, sb.next_ifname(), &sb.endpoints) {
             Ok(ep) => ep,
             Err(e) => {
                 self.rollback(undo);

@@ -28,6 +28,8 @@ pub struct EndpointRequest {
     pub ip6: Option<String>,
     pub aliases: Vec<String>,
     pub mac: Option<String>,
+    /// Interface name inside the sandbox (CNI's CNI_IFNAME); default the lowest free ethN.
+    pub ifname: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -44,6 +46,9 @@ pub struct SandboxRequest {
     /// `--expose PORT[/udp]`.
     pub expose: Vec<String>,
     pub labels: BTreeMap<String, String>,
+    /// Use this existing network namespace (a container runtime's, as CNI hands it over)
+    /// instead of creating one; netd then never deletes it.
+    pub netns: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -80,8 +85,12 @@ pub struct Sandbox {
     pub name: String,
     pub id: String,
     pub mode: NetMode,
-    /// Path of the namespace file (`<netns-dir>/<name>`).
+    /// Path of the namespace file (`<netns-dir>/<name>`, or the runtime's when external).
     pub netns: String,
+    /// The namespace belongs to someone else (a container runtime): netd attaches to it
+    /// but never creates, recreates or deletes it.
+    #[serde(default)]
+    pub external: bool,
     pub endpoints: Vec<Endpoint>,
     pub ports: Vec<PortMapping>,
     pub publish_all: bool,
@@ -127,6 +136,7 @@ mod tests {
             id: "x".into(),
             mode: NetMode::Bridge,
             netns: "/run/netns/s".into(),
+            external: false,
             endpoints: vec![ep("eth0"), ep("eth2")],
             ports: vec![],
             publish_all: false,

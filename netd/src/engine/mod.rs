@@ -15,6 +15,7 @@ mod ports;
 mod reaper;
 mod reconcile;
 mod sandbox;
+mod short_lived;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -158,6 +159,14 @@ impl Engine {
         store: Arc<dyn Store>,
         cfg: EngineConfig,
     ) -> Result<(Engine, ReconcileReport)> {
+        let mut e = Engine::load(kernel, store, cfg)?;
+        let report = e.reconcile()?;
+        e.last_reconcile = report.clone();
+        Ok((e, report))
+    }
+
+    /// Reads the store into a new engine without touching the kernel.
+    fn load(kernel: Arc<dyn Kernel>, store: Arc<dyn Store>, cfg: EngineConfig) -> Result<Engine> {
         let networks = store::load::<Network>(store.as_ref(), Bucket::Networks)?
             .into_iter()
             .collect();
@@ -169,7 +178,7 @@ impl Engine {
             .collect();
         let port_cursor = cfg.ephemeral_ports.0;
         let reaper = reaper::Reaper::new(kernel.clone());
-        let mut e = Engine {
+        Ok(Engine {
             kernel,
             store,
             cfg,
@@ -180,10 +189,7 @@ impl Engine {
             port_cursor,
             last_reconcile: ReconcileReport::default(),
             reaper,
-        };
-        let report = e.reconcile()?;
-        e.last_reconcile = report.clone();
-        Ok((e, report))
+        })
     }
 
     /// Waits until deferred link deletions are done (tests, shutdown).

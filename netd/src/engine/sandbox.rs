@@ -315,9 +315,13 @@ impl Engine {
                 netns: sb.netns.clone(),
             },
         );
-        if let Err(e) = self.store.commit(&pending) {
-            self.rollback(undo);
-            return Err(e.into());
+        // Never for an external namespace: reconcile deletes what a pending record names,
+        // and that namespace is the runtime's.
+        if !sb.external {
+            if let Err(e) = self.store.commit(&pending) {
+                self.rollback(undo);
+                return Err(e.into());
+            }
         }
         if mode != NetMode::Host {
             if let Err(e) = self.write_resolv_conf(&sb.name) {

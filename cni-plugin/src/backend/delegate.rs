@@ -1,0 +1,123 @@
+//! Delegating mode: every operation is one or two requests to a running netd, which owns
+//! IPAM, the firewall and the kernel objects. The daemon serialises operations, so
+//! concurrent plugin processes need no lock of their own.
+
+use std::path::Path;
+
+use netd::api::client::{Client, ClientError};
+use netd::ipam::Pool;
+use netd::model::{Endpoint, EndpointRequest, Network, NetworkRequest, Sandbox, SandboxRequest};
+use serde_json::{json, Value};
+
+use super::Netd;
+use crate::error::{code, from_client, CniError, Result};
+
+pub struct Delegate {
+    client: Client,
+}
+
+impl Delegate {
+    pub fn new(socket: &Path) -> Delegate {
+        Delegate {
+            client: Client::new(socket),
+        }
+    }
+
+    /// STATUS: can netd be reached at all?
+    pub fn health(&self) -> Result<()> {
+        self.client.get("/v1/health").map(|_| ()).map_err(|e| {
+            CniError::new(code::UNAVAILABLE, format!("netd is not available: {e}"))
+        })
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(v: Value) -> Result<T> {
+    serde_json::from_value(v).map_err(|e| CniError::new(code::IO, format!("unexpected answer from netd: {e}")))
+}
+
+fn not_found(e: &ClientError) -> bool {
+    matches!(e, ClientError::Api { status: 404, .. })
+}
+
+impl Netd for Delegate {
+    fn network(&mut self, name: &str) -> Result<Option<Network>> {
+        match self.client.get(&format!("/v1/networks/{name}")) {
+            Ok(v) => decode(v).map(Some),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(from_client(e)),
+        }
+    }
+
+    fn create_network(&mut self, req: &NetworkRequest) -> Result<Option<Network>> {
+        let body = serde_json::to_value(req).map_err(|e| CniError::new(code::IO, e.to_string()))?;
+        match self.client.post("/v1/networks", &body) {
+            Ok(v) => decode(v).map(Some),
+            Err(ClientError::Api { status: 409, .. }) => Ok(None),
+            Err(e) => Err(from_client(e)),
+        }
+    }
+
+    fn sandbox(&mut self, name: &str) -> Result<Option<Sandbox>> {
+        match self.client.get(&format!("/v1/sandboxes/{name}")) {
+            Ok(v) => decode(v).map(Some),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(from_client(e)),
+        }
+    }
+
+    fn create_sandbox(&mut self, req: &SandboxRequest) -> Result<Sandbox> {
+        let body = serde_json::to_value(req).map_err(|e| CniError::new(code::IO, e.to_string()))?;
+        decode(self.client.post("/v1/sandboxes", &body).map_err(from_client)?)
+    }
+
+    fn connect(&mut self, sandbox: &str, req: &EndpointRequest) -> Result<Endpoint> {
+        let body = json!({
+            "sandbox": sandbox,
+            "ip": req.ip,
+            "ip6": req.ip6,
+            "mac": req.mac,
+            "ifname": req.ifname,
+        });
+        let path = format!("/v1/networks/{}/connect", req.network);
+        decode(self.client.post(&path, &body).map_err(from_client)?)
+    }
+
+    fn disconnect(&mut self, sandbox: &str, network: &str) -> Result<()> {
+        let path = format!("/v1/networks/{network}/disconnect");
+        match self.client.post(&path, &json!({ "sandbox": sandbox })) {
+            Ok(_) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(e) => Err(from_client(e)),
+        }
+    }
+
+    fn remove_sandbox(&mut self, name: &str) -> Result<()> {
+        // Disconnect first: netd defers the host veth's deletion (RCU grace periods) on
+        // detach, while `sandbox rm` waits for it. The sandbox's own record goes next.
+        if let Some(sb) = self.sandbox(name)? {
+            for ep in &sb.endpoints {
+                self.disconnect(name, &ep.network)?;
+            }
+        }
+        match self.client.delete(&format!("/v1/sandboxes/{name}")) {
+            Ok(_) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(e) => Err(from_client(e)),
+        }
+    }
+
+    fn sandboxes(&mut self) -> Result<Vec<Sandbox>> {
+        decode(self.client.get("/v1/sandboxes").map_err(from_client)?)
+    }
+
+    fn free_addresses(&mut self, network: &str) -> Result<Option<u128>> {
+        let pools: Vec<Value> = decode(self.client.get("/v1/pools").map_err(from_client)?)?;
+        for want in [format!("{network}/4"), format!("{network}/6")] {
+            if let Some(p) = pools.iter().find(|p| p["key"] == want.as_str()) {
+                let pool: Pool = decode(p["pool"].clone())?;
+                return Ok(Some(pool.free_count()));
+            }
+        }
+        Ok(None)
+    }
+}

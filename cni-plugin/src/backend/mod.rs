@@ -1,0 +1,28 @@
+//! What the CNI operations need from netd, with two implementations: `delegate` (a
+//! running daemon over its API socket) and `standalone` (netd's engine in this process,
+//! under a lock on the plugin's own state dir). The CNI logic in `ops` is shared, so both
+//! modes give the same results.
+
+pub mod delegate;
+pub mod standalone;
+
+use netd::model::{Endpoint, EndpointRequest, Network, NetworkRequest, Sandbox, SandboxRequest};
+
+use crate::error::Result;
+
+pub trait Netd {
+    fn network(&mut self, name: &str) -> Result<Option<Network>>;
+    /// Creates a network; `Ok(None)` when another caller created it first.
+    fn create_network(&mut self, req: &NetworkRequest) -> Result<Option<Network>>;
+    fn sandbox(&mut self, name: &str) -> Result<Option<Sandbox>>;
+    fn create_sandbox(&mut self, req: &SandboxRequest) -> Result<Sandbox>;
+    /// Adds an endpoint on `network` to an existing sandbox.
+    fn connect(&mut self, sandbox: &str, req: &EndpointRequest) -> Result<Endpoint>;
+    /// Removes one endpoint; a missing one is success.
+    fn disconnect(&mut self, sandbox: &str, network: &str) -> Result<()>;
+    /// Removes a sandbox and releases its addresses; a missing one is success.
+    fn remove_sandbox(&mut self, name: &str) -> Result<()>;
+    fn sandboxes(&mut self) -> Result<Vec<Sandbox>>;
+    /// Free dynamic IPv4 (else IPv6) addresses of a network's pool; None without a pool.
+    fn free_addresses(&mut self, network: &str) -> Result<Option<u128>>;
+}

@@ -1,0 +1,150 @@
+//! Standalone mode: no daemon. netd's engine runs inside this process for one operation,
+//! on the plugin's own store (`<stateDir>/netd.redb`), under an exclusive `flock` on
+//! `<stateDir>/lock` that serialises concurrent plugin processes (what makes IPAM free of
+//! duplicates here, as the engine lock does in the daemon).
+//!
+//! Opening uses `Engine::open_trusting`: no full reconcile per exec (see there). A crash
+//! between "started" and "committed" is detected by the `dirty` marker file, written
+//! before a mutating operation and removed after it; the next exec then reconciles.
+
+use std::fs;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use netd::engine::{Engine, EngineConfig, EngineError};
+use netd::kernel::linux::LinuxKernel;
+use netd::model::{Endpoint, EndpointRequest, Network, NetworkRequest, Sandbox, SandboxRequest};
+use netd::store::RedbStore;
+
+use super::Netd;
+use crate::error::{code, from_engine, CniError, Result};
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/netd-cni";
+
+pub struct Standalone {
+    // Dropped before the lock: the engine's reaper finishes queued deletions on drop.
+    engine: Engine,
+    dirty: PathBuf,
+    _lock: Option<fs::File>,
+}
+
+fn io(what: &str, p: &Path, e: std::io::Error) -> CniError {
+    CniError::new(code::IO, format!("{what} {}: {e}", p.display()))
+}
+
+impl Standalone {
+    pub fn open(state_dir: &Path) -> Result<Standalone> {
+        fs::create_dir_all(state_dir).map_err(|e| io("create state dir", state_dir, e))?;
+        let lock_path = state_dir.join("lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io("open", &lock_path, e))?;
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io("lock", &lock_path, std::io::Error::last_os_error()));
+        }
+        let dirty = state_dir.join("dirty");
+        let crashed = dirty.exists();
+        let store = RedbStore::open(&state_dir.join("netd.redb"))
+            .map_err(|e| CniError::new(code::IO, format!("open store in {}: {e}", state_dir.display())))?;
+        let kernel = LinuxKernel::current()
+            .map_err(|e| CniError::new(code::IO, format!("open kernel interfaces: {e}")))?;
+        let cfg = EngineConfig {
+            netns_dir: state_dir.join("netns"),
+            etc_netns_dir: state_dir.join("etc"),
+            ..EngineConfig::default()
+        };
+        let (engine, _report) =
+            Engine::open_trusting(Arc::new(kernel), Arc::new(store), cfg, crashed).map_err(from_engine)?;
+        if crashed {
+            let _ = fs::remove_file(&dirty);
+        }
+        Ok(Standalone {
+            engine,
+            dirty,
+            _lock: Some(lock),
+        })
+    }
+
+    /// Over an engine the caller opened (tests: fake kernel, memory store), without lock.
+    pub fn with_engine(engine: Engine, dirty: PathBuf) -> Standalone {
+        Standalone {
+            engine,
+            dirty,
+            _lock: None,
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Runs a mutating operation between writing and removing the crash marker.
+    fn mutate<T>(&mut self, f: impl FnOnce(&mut Engine) -> std::result::Result<T, EngineError>) -> Result<T> {
+        fs::write(&self.dirty, b"").map_err(|e| io("write", &self.dirty, e))?;
+        let r = f(&mut self.engine).map_err(from_engine);
+        // Kernel, firewall and store agree again whether `f` succeeded or undid itself.
+        let _ = fs::remove_file(&self.dirty);
+        r
+    }
+}
+
+impl Netd for Standalone {
+    fn network(&mut self, name: &str) -> Result<Option<Network>> {
+        Ok(self.engine.network(name).ok().cloned())
+    }
+
+    fn create_network(&mut self, req: &NetworkRequest) -> Result<Option<Network>> {
+        self.mutate(|e| e.create_network(req)).map(Some)
+    }
+
+    fn sandbox(&mut self, name: &str) -> Result<Option<Sandbox>> {
+        Ok(self.engine.sandbox(name).ok().cloned())
+    }
+
+    fn create_sandbox(&mut self, req: &SandboxRequest) -> Result<Sandbox> {
+        self.mutate(|e| e.create_sandbox(req))
+    }
+
+    fn connect(&mut self, sandbox: &str, req: &EndpointRequest) -> Result<Endpoint> {
+        self.mutate(|e| e.connect(&req.network, req, sandbox))
+    }
+
+    fn disconnect(&mut self, sandbox: &str, network: &str) -> Result<()> {
+        let attached = self
+            .engine
+            .sandbox(sandbox)
+            .is_ok_and(|s| s.endpoint(network).is_some());
+        if !attached {
+            return Ok(());
+        }
+        self.mutate(|e| e.disconnect(network, sandbox))
+    }
+
+    fn remove_sandbox(&mut self, name: &str) -> Result<()> {
+        if self.engine.sandbox(name).is_err() {
+            return Ok(());
+        }
+        self.mutate(|e| e.remove_sandbox(name))
+    }
+
+    fn sandboxes(&mut self) -> Result<Vec<Sandbox>> {
+        Ok(self.engine.sandboxes().cloned().collect())
+    }
+
+    fn free_addresses(&mut self, network: &str) -> Result<Option<u128>> {
+        let mut pools = self.engine.pools();
+        let v4 = format!("{network}/4");
+        let v6 = format!("{network}/6");
+        let all: Vec<_> = pools.by_ref().collect();
+        Ok(all
+            .iter()
+            .find(|(k, _)| **k == v4)
+            .or_else(|| all.iter().find(|(k, _)| **k == v6))
+            .map(|(_, p)| p.free_count()))
+    }
+}

@@ -1,0 +1,264 @@
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::*;
+
+/// The reference bridge plugin's documented example, type changed.
+const BRIDGE_EXAMPLE: &str = r#"{
+    "cniVersion": "1.0.0",
+    "name": "mynet",
+    "type": "netd-cni",
+    "bridge": "mynet0",
+    "isDefaultGateway": true,
+    "isGateway": true,
+    "forceAddress": false,
+    "ipMasq": true,
+    "hairpinMode": true,
+    "promiscMode": false,
+    "mtu": 1400,
+    "ipam": {
+        "type": "host-local",
+        "subnet": "10.10.0.0/16",
+        "rangeStart": "10.10.1.0",
+        "rangeEnd": "10.10.1.255",
+        "routes": [{ "dst": "0.0.0.0/0" }],
+        "dataDir": "/var/lib/cni/networks"
+    },
+    "dns": { "nameservers": ["10.10.0.1"] }
+}"#;
+
+fn code_of(bytes: &[u8]) -> u32 {
+    parse(bytes).unwrap_err().code
+}
+
+fn with(key: &str, v: Value) -> Vec<u8> {
+    let mut c: Value = serde_json::from_str(BRIDGE_EXAMPLE).unwrap();
+    c[key] = v;
+    serde_json::to_vec(&c).unwrap()
+}
+
+#[test]
+fn reference_bridge_config_parses() {
+    let c = parse(BRIDGE_EXAMPLE.as_bytes()).unwrap();
+    assert_eq!(c.name, "mynet");
+    assert_eq!(c.bridge.as_deref(), Some("mynet0"));
+    assert!(c.ip_masq && c.hairpin_mode && !c.promisc_mode);
+    assert_eq!(c.mtu, Some(1400));
+    let s = c.subnets().unwrap();
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].subnet.to_string(), "10.10.0.0/16");
+    // netd ranges are CIDRs: 10.10.1.0-10.10.1.255 is exactly 10.10.1.0/24.
+    assert_eq!(s[0].ip_range.unwrap().to_string(), "10.10.1.0/24");
+    assert!(c.socket.is_none());
+}
+
+#[test]
+fn every_supported_version_is_accepted_others_are_code_1() {
+    for v in crate::version::SUPPORTED {
+        assert_eq!(parse(&with("cniVersion", json!(v))).unwrap().cni_version, *v);
+    }
+    for v in ["0.1.0", "0.2.0", "2.0.0", "1.1", "latest"] {
+        assert_eq!(code_of(&with("cniVersion", json!(v))), code::INCOMPATIBLE_VERSION, "{v}");
+    }
+    assert_eq!(code_of(br#"{"name":"x","type":"netd-cni"}"#), code::INVALID_CONFIG);
+}
+
+#[test]
+fn errors_get_the_spec_codes() {
+    assert_eq!(code_of(b"{not json"), code::DECODE);
+    assert_eq!(code_of(b""), code::DECODE);
+    assert_eq!(code_of(b"[1,2]"), code::DECODE);
+    assert_eq!(code_of(&with("mtu", json!("big"))), code::INVALID_CONFIG);
+    assert_eq!(code_of(&with("mtu", json!(20))), code::INVALID_CONFIG);
+    assert_eq!(code_of(&with("name", json!(""))), code::INVALID_CONFIG);
+    assert_eq!(code_of(&with("name", json!("bad/name"))), code::INVALID_CONFIG);
+    assert_eq!(code_of(&with("bridge", json!("a-very-long-bridge-name"))), code::INVALID_CONFIG);
+    assert_eq!(code_of(&with("ipMasq", json!("yes"))), code::INVALID_CONFIG);
+    assert_eq!(code_of(&with("vlan", json!(10))), code::UNSUPPORTED_FIELD);
+    assert_eq!(code_of(&with("driver", json!("ipvlan"))), code::UNSUPPORTED_FIELD);
+    assert_eq!(code_of(&with("isGateway", json!(false))), code::UNSUPPORTED_FIELD);
+    assert_eq!(code_of(&with("ipam", json!({"type": "dhcp"}))), code::UNSUPPORTED_FIELD);
+    assert_eq!(code_of(&with("ipam", json!({"type": "host-local", "subnet": "10.0.0.0/33"}))), code::INVALID_CONFIG);
+    assert_eq!(
+        code_of(&with("ipam", json!({"type": "host-local", "subnet": "10.0.0.0/24", "gateway": "10.9.0.1"}))),
+        code::INVALID_CONFIG
+    );
+    assert_eq!(
+        code_of(&with(
+            "ipam",
+            json!({"type": "host-local", "subnet": "10.0.0.0/24", "rangeStart": "10.0.0.9", "rangeEnd": "10.0.0.3"})
+        )),
+        code::INVALID_CONFIG
+    );
+    assert_eq!(
+        code_of(&with(
+            "ipam",
+            json!({"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": "10.1.0.0/24"}]]})
+        )),
+        code::UNSUPPORTED_FIELD
+    );
+    let big = vec![b' '; MAX_STDIN + 1];
+    assert_eq!(code_of(&big), code::DECODE);
+    let deep = "[".repeat(100_000);
+    assert_eq!(code_of(deep.as_bytes()), code::DECODE);
+}
+
+#[test]
+fn ranges_dual_stack_and_routes() {
+    let c = parse(&with(
+        "ipam",
+        json!({"type": "host-local",
+               "ranges": [[{"subnet": "10.5.0.0/24", "gateway": "10.5.0.254"}], [{"subnet": "fd00:5::/64"}]],
+               "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]}),
+    ))
+    .unwrap();
+    let s = c.subnets().unwrap();
+    assert_eq!(s.len(), 2);
+    assert_eq!(s[0].gateway, Some("10.5.0.254".parse().unwrap()));
+    assert!(s[1].subnet.is_ipv6());
+    assert_eq!(
+        code_of(&with("ipam", json!({"type": "host-local", "subnet": "10.0.0.0/24", "routes": [{"dst": "nope"}]}))),
+        code::INVALID_CONFIG
+    );
+}
+
+#[test]
+fn capabilities_ips_mac_and_port_mappings() {
+    let mut c: Value = serde_json::from_str(BRIDGE_EXAMPLE).unwrap();
+    c["runtimeConfig"] = json!({
+        "ips": ["10.10.1.7/16"],
+        "mac": "02:00:00:00:00:07",
+        "portMappings": [
+            {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+            {"hostPort": 5353, "containerPort": 53, "protocol": "udp", "hostIP": "127.0.0.1"}
+        ]
+    });
+    c["args"] = json!({"cni": {"ips": ["10.10.1.8"], "mac": "02:00:00:00:00:08"}});
+    let conf = parse(&serde_json::to_vec(&c).unwrap()).unwrap();
+    // runtimeConfig beats args beats CNI_ARGS.
+    assert_eq!(conf.requested_ips(&["10.10.1.9".into()]).unwrap(), vec!["10.10.1.7".parse::<IpAddr>().unwrap()]);
+    assert_eq!(conf.requested_mac(Some("02:00:00:00:00:09")).as_deref(), Some("02:00:00:00:00:07"));
+    assert_eq!(conf.port_specs().unwrap(), vec!["8080:80/tcp", "127.0.0.1:5353:53/udp"]);
+
+    c["runtimeConfig"] = json!({});
+    let conf = parse(&serde_json::to_vec(&c).unwrap()).unwrap();
+    assert_eq!(conf.requested_ips(&[]).unwrap(), vec!["10.10.1.8".parse::<IpAddr>().unwrap()]);
+    c["args"] = json!({});
+    let conf = parse(&serde_json::to_vec(&c).unwrap()).unwrap();
+    assert_eq!(conf.requested_ips(&["10.10.1.9".into()]).unwrap(), vec!["10.10.1.9".parse::<IpAddr>().unwrap()]);
+
+    c["runtimeConfig"] = json!({"portMappings": [{"hostPort": 1, "containerPort": 2, "protocol": "sctp"}]});
+    assert_eq!(code_of(&serde_json::to_vec(&c).unwrap()), code::UNSUPPORTED_FIELD);
+    c["runtimeConfig"] = json!({"ips": ["10.0.0.1", "10.0.0.2"]});
+    assert_eq!(code_of(&serde_json::to_vec(&c).unwrap()), code::UNSUPPORTED_FIELD);
+    c["runtimeConfig"] = json!({"ips": ["ten"]});
+    assert_eq!(code_of(&serde_json::to_vec(&c).unwrap()), code::INVALID_CONFIG);
+    c["runtimeConfig"] = json!({"mac": "zz"});
+    assert_eq!(code_of(&serde_json::to_vec(&c).unwrap()), code::INVALID_CONFIG);
+}
+
+#[test]
+fn valid_attachments_for_gc() {
+    let c = parse(&with(
+        "cni.dev/valid-attachments",
+        json!([{"containerID": "a", "ifname": "eth0"}]),
+    ))
+    .unwrap();
+    assert_eq!(c.valid_attachments[0].container_id, "a");
+    assert_eq!(code_of(&with("cni.dev/valid-attachments", json!("x"))), code::INVALID_CONFIG);
+}
+
+const OK_CODES: &[u32] = &[
+    code::INCOMPATIBLE_VERSION,
+    code::UNSUPPORTED_FIELD,
+    code::DECODE,
+    code::INVALID_CONFIG,
+];
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)),
+        "[ -~]{0,20}".prop_map(Value::from),
+        prop_oneof![
+            Just("10.1.0.0/24"),
+            Just("fd00::/64"),
+            Just("1.1.0"),
+            Just("0.3.1"),
+            Just("eth0"),
+            Just("10.1.0.300")
+        ]
+        .prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            prop::collection::btree_map("[a-zA-Z]{1,10}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+const KEYS: &[&str] = &[
+    "cniVersion", "name", "type", "socket", "stateDir", "driver", "bridge", "isGateway", "isDefaultGateway",
+    "ipMasq", "mtu", "hairpinMode", "promiscMode", "vlan", "ipam", "dns", "runtimeConfig", "args", "prevResult",
+    "cni.dev/valid-attachments", "ipv6",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Any bytes: a config or one of the config error codes, never a panic.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        if let Err(e) = parse(&bytes) {
+            prop_assert!(OK_CODES.contains(&e.code), "code {} for {:?}", e.code, e.msg);
+        }
+    }
+
+    /// A valid config with one key replaced by an arbitrary JSON value (wrong types,
+    /// nested garbage, missing pieces inside ipam).
+    #[test]
+    fn mutated_config_gets_a_config_code(key in prop::sample::select(KEYS), v in json_value()) {
+        let bytes = with(key, v);
+        if let Err(e) = parse(&bytes) {
+            prop_assert!(OK_CODES.contains(&e.code), "code {} for {:?}", e.code, e.msg);
+        }
+    }
+
+    /// Arbitrary ipam sections.
+    #[test]
+    fn mutated_ipam(key in prop::sample::select(&["type", "subnet", "rangeStart", "rangeEnd", "gateway", "ranges", "routes"][..]), v in json_value()) {
+        let mut c: Value = serde_json::from_str(BRIDGE_EXAMPLE).unwrap();
+        c["ipam"][key] = v;
+        if let Err(e) = parse(&serde_json::to_vec(&c).unwrap()) {
+            prop_assert!(OK_CODES.contains(&e.code), "code {} for {:?}", e.code, e.msg);
+        }
+    }
+
+    /// The whole invocation (env + stdin) for VERSION/GC/STATUS-free paths: any
+    /// environment strings give a JSON error with a spec code, never a panic.
+    #[test]
+    fn arbitrary_env_never_panics(cmd in "[A-Z]{0,7}", cid in "[ -~]{0,12}", ifname in "[ -~]{0,18}", args in "[ -~]{0,30}") {
+        let env = move |k: &str| -> Option<String> {
+            match k {
+                "CNI_COMMAND" => Some(cmd.clone()),
+                "CNI_CONTAINERID" => Some(cid.clone()),
+                "CNI_IFNAME" => Some(ifname.clone()),
+                "CNI_ARGS" => Some(args.clone()),
+                "CNI_NETNS" => Some("/nonexistent/netns".into()),
+                "CNI_PATH" => Some("/nonexistent".into()),
+                _ => None,
+            }
+        };
+        // Delegating to a socket nobody serves: no side effects possible.
+        let out = crate::run::run(env, br#"{"cniVersion":"1.1.0","name":"n","type":"netd-cni","socket":"/nonexistent/netd.sock"}"#);
+        if out.code != 0 {
+            let v = out.stdout.unwrap();
+            prop_assert!(v["code"].as_u64().is_some_and(|c| c > 0), "{v}");
+            prop_assert!(v["msg"].is_string());
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! The CNI commands over a `Netd` backend. A container is one netd sandbox in the
+//! runtime's namespace (`SandboxRequest.netns`), named deterministically from the
+//! container ID; each CNI attachment (network, interface) is one endpoint of it. DEL,
+//! CHECK and GC find them again from the ID alone, with no state of their own.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use netd::model::{
+    fnv1a, EndpointRequest, Network, NetworkRequest, Sandbox, SandboxRequest, SubnetRequest,
+};
+use serde_json::Value;
+
+use crate::backend::Netd;
+use crate::conf::NetConf;
+use crate::env::Env;
+use crate::error::{code, CniError, Result};
+use crate::result;
+
+// netd's (Docker's) bridge options the reference bridge keys map to.
+const OPT_MASQ: &str = "com.docker.network.bridge.enable_ip_masquerade";
+const OPT_BRIDGE_NAME: &str = "com.docker.network.bridge.name";
+
+pub const LABEL_CONTAINER: &str = "cni.netd/container";
+pub const LABEL_POD: &str = "io.kubernetes.pod.name";
+pub const LABEL_POD_NS: &str = "io.kubernetes.pod.namespace";
+
+/// netd's network for a CNI network name (netd reserves a few names Docker uses).
+pub fn netd_network(name: &str) -> String {
+    if matches!(name, "host" | "none" | "bridge" | "default") {
+        format!("cni-{name}")
+    } else {
+        name.to_string()
+    }
+}
+
+/// The netd sandbox of a container: stable across calls and processes. Each CNI
+/// attachment of the container (one per network) is one endpoint of it.
+pub fn sandbox_name(container_id: &str) -> String {
+    format!("cni-{:016x}", fnv1a(container_id.as_bytes()))
+}
+
+pub fn network_request(conf: &NetConf) -> Result<NetworkRequest> {
+    let subnets = conf.subnets()?;
+    let mut options = BTreeMap::new();
+    options.insert(OPT_MASQ.to_string(), conf.ip_masq.to_string());
+    if let Some(b) = &conf.bridge {
+        options.insert(OPT_BRIDGE_NAME.to_string(), b.clone());
+    }
+    let mut labels = BTreeMap::new();
+    labels.insert("cni.netd/owner".to_string(), "netd-cni".to_string());
+    Ok(NetworkRequest {
+        name: netd_network(&conf.name),
+        driver: Some("bridge".into()),
+        ipv6: conf.ipv6 || subnets.iter().any(|s| s.subnet.is_ipv6()),
+        subnets: subnets
+            .iter()
+            .map(|s| SubnetRequest {
+                subnet: Some(s.subnet.to_string()),
+                gateway: s.gateway.map(|g| g.to_string()),
+                ip_range: s.ip_range.map(|r| r.to_string()),
+            })
+            .collect(),
+        internal: false,
+        mtu: conf.mtu,
+        options,
+        labels,
+    })
+}
+
+/// The network as netd has it, created on first use. A network that exists with other
+/// subnets or another bridge is a config error, not something to paper over.
+fn ensure_network(b: &mut dyn Netd, conf: &NetConf) -> Result<Network> {
+    let req = network_request(conf)?;
+    let net = match b.network(&req.name)? {
+        Some(n) => n,
+        None => match b.create_network(&req)? {
+            Some(n) => n,
+            None => b.network(&req.name)?.ok_or_else(|| {
+                CniError::new(code::TRY_AGAIN_LATER, format!("network {} appeared and vanished", req.name))
+            })?,
+        },
+    };
+    for s in conf.subnets()? {
+        if !net.subnets.iter().any(|n| n.subnet == s.subnet) {
+            return Err(CniError::new(
+                code::INVALID_CONFIG,
+                format!(
+                    "network {} exists in netd with subnets {:?}, not {}",
+                    net.name,
+                    net.subnets.iter().map(|n| n.subnet.to_string()).collect::<Vec<_>>(),
+                    s.subnet
+                ),
+            ));
+        }
+    }
+    if let Some(br) = &conf.bridge {
+        if &net.bridge != br {
+            return Err(CniError::new(
+                code::INVALID_CONFIG,
+                format!("network {} exists in netd with bridge {}, not {br}", net.name, net.bridge),
+            ));
+        }
+    }
+    Ok(net)
+}
+
+fn result_of(conf: &NetConf, net: &Network, sb: &Sandbox) -> Result<Value> {
+    let ep = sb
+        .endpoint(&net.name)
+        .ok_or_else(|| CniError::new(code::NETD_FAILED, format!("sandbox {} has no endpoint on {}", sb.name, net.name)))?;
+    Ok(result::build(&conf.cni_version, net, sb, ep, conf.dns.as_ref()))
+}
+
+pub fn add(b: &mut dyn Netd, conf: &NetConf, env: &Env) -> Result<Value> {
+    let netns = env.netns.clone().unwrap_or_default();
+    if !Path::new(&netns).exists() {
+        return Err(CniError::new(code::UNKNOWN_CONTAINER, format!("CNI_NETNS {netns} does not exist")));
+    }
+    let net = ensure_network(b, conf)?;
+    let name = sandbox_name(&env.container_id);
+    let ips = conf.requested_ips(&env.args.ips)?;
+    let ep_req = EndpointRequest {
+        network: net.name.clone(),
+        ip: ips.iter().find(|i| i.is_ipv4()).map(|i| i.to_string()),
+        ip6: ips.iter().find(|i| i.is_ipv6()).map(|i| i.to_string()),
+        aliases: Vec::new(),
+        mac: conf.requested_mac(env.args.mac.as_deref()),
+        ifname: Some(env.ifname.clone()),
+    };
+    let ours = |sb: &Sandbox| -> Result<Value> {
+        Ok(result::chain(conf.prev_result.as_ref(), result_of(conf, &net, sb)?))
+    };
+    if let Some(sb) = b.sandbox(&name)? {
+        if sb.netns == netns {
+            return match sb.endpoint(&net.name) {
+                // A repeated ADD answers what the attachment already has.
+                Some(ep) if ep.ifname == env.ifname => ours(&sb),
+                Some(ep) => Err(CniError::new(
+                    code::NETD_REFUSED,
+                    format!("container {} is already on {} as {}", env.container_id, net.name, ep.ifname),
+                )),
+                None => {
+                    let ep = b.connect(&name, &ep_req)?;
+                    Ok(result::chain(
+                        conf.prev_result.as_ref(),
+                        result::build(&conf.cni_version, &net, &sb, &ep, conf.dns.as_ref()),
+                    ))
+                }
+            };
+        }
+        // Left over from an earlier namespace of the same container ID.
+        b.remove_sandbox(&name)?;
+    }
+    let mut labels = BTreeMap::new();
+    labels.insert(LABEL_CONTAINER.to_string(), env.container_id.clone());
+    if let Some(p) = &env.args.pod_name {
+        labels.insert(LABEL_POD.to_string(), p.clone());
+    }
+    if let Some(p) = &env.args.pod_namespace {
+        labels.insert(LABEL_POD_NS.to_string(), p.clone());
+    }
+    let req = SandboxRequest {
+        name: name.clone(),
+        networks: vec![ep_req],
+        ports: conf.port_specs()?,
+        labels,
+        netns: Some(netns),
+        ..Default::default()
+    };
+    let sb = b.create_sandbox(&req)?;
+    ours(&sb)
+}
+
+/// Removes one attachment; the sandbox goes with its last endpoint. Idempotent: a
+/// missing attachment, network or namespace is success.
+fn detach(b: &mut dyn Netd, sb: &Sandbox, network: &str) -> Result<()> {
+    if sb.endpoints.iter().all(|e| e.network == network) {
+        return b.remove_sandbox(&sb.name);
+    }
+    b.disconnect(&sb.name, network)?;
+    // Another DEL of the same container may have raced this one.
+    match b.sandbox(&sb.name)? {
+        Some(now) if now.endpoints.is_empty() => b.remove_sandbox(&sb.name),
+        _ => Ok(()),
+    }
+}
+
+pub fn del(b: &mut dyn Netd, conf: &NetConf, env: &Env) -> Result<()> {
+    let net = netd_network(&conf.name);
+    let Some(sb) = b.sandbox(&sandbox_name(&env.container_id))? else {
+        return Ok(());
+    };
+    match sb.endpoint(&net) {
+        Some(ep) if ep.ifname == env.ifname => detach(b, &sb, &net),
+        _ => Ok(()),
+    }
+}
+
+/// `link_in_netns(ifname, netns)`: whether the interface is really there (the kernel,
+/// not netd's record).
+pub fn check(
+    b: &mut dyn Netd,
+    conf: &NetConf,
+    env: &Env,
+    link_in_netns: &dyn Fn(&str, &str) -> bool,
+) -> Result<()> {
+    if !crate::version::at_least(&conf.cni_version, "0.4.0") {
+        return Err(CniError::new(
+            code::INCOMPATIBLE_VERSION,
+            format!("cniVersion {} does not allow CHECK (0.4.0 or later)", conf.cni_version),
+        ));
+    }
+    let prev = conf
+        .prev_result
+        .as_ref()
+        .ok_or_else(|| CniError::new(code::INVALID_CONFIG, "CHECK needs prevResult"))?;
+    let net_name = netd_network(&conf.name);
+    let net = b
+        .network(&net_name)?
+        .ok_or_else(|| CniError::new(code::UNKNOWN_CONTAINER, format!("network {net_name} does not exist in netd")))?;
+    let name = sandbox_name(&env.container_id);
+    let sb = b.sandbox(&name)?.filter(|s| s.endpoint(&net.name).is_some_and(|e| e.ifname == env.ifname));
+    let sb = sb.ok_or_else(|| {
+        CniError::new(
+            code::UNKNOWN_CONTAINER,
+            format!("no attachment of container {} on {} ({})", env.container_id, net.name, env.ifname),
+        )
+    })?;
+    let netns = env.netns.clone().unwrap_or_default();
+    if sb.netns != netns {
+        return Err(CniError::new(
+            code::NETD_REFUSED,
+            format!("attachment is in {}, not {netns}", sb.netns),
+        ));
+    }
+    let now = result_of(conf, &net, &sb)?;
+    result::compare(prev, &now).map_err(|m| CniError::new(code::NETD_REFUSED, m))?;
+    if !link_in_netns(&env.ifname, &netns) {
+        return Err(CniError::new(
+            code::NETD_REFUSED,
+            format!("interface {} is missing in {netns}", env.ifname),
+        ));
+    }
+    Ok(())
+}
+
+/// Removes every attachment of this network that `cni.dev/valid-attachments` does not
+/// list (and so releases its addresses); returns the removed `(containerID, ifname)`s.
+pub fn gc(b: &mut dyn Netd, conf: &NetConf) -> Result<Vec<(String, String)>> {
+    if !crate::version::at_least(&conf.cni_version, "1.1.0") {
+        return Err(CniError::new(
+            code::INCOMPATIBLE_VERSION,
+            format!("cniVersion {} does not allow GC (1.1.0 or later)", conf.cni_version),
+        ));
+    }
+    let net = netd_network(&conf.name);
+    let valid: BTreeSet<(String, String)> = conf
+        .valid_attachments
+        .iter()
+        .map(|a| (a.container_id.clone(), a.ifname.clone()))
+        .collect();
+    let mut removed = Vec::new();
+    for sb in b.sandboxes()? {
+        let Some(cid) = sb.labels.get(LABEL_CONTAINER).cloned() else {
+            continue;
+        };
+        if let Some(ep) = sb.endpoint(&net) {
+            let key = (cid, ep.ifname.clone());
+            if !valid.contains(&key) {
+                detach(b, &sb, &net)?;
+                removed.push(key);
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// STATUS: 51 when the network's pool has no address left (reachability, 50, is the
+/// backend's business).
+pub fn status(b: &mut dyn Netd, conf: &NetConf) -> Result<()> {
+    if !crate::version::at_least(&conf.cni_version, "1.1.0") {
+        return Err(CniError::new(
+            code::INCOMPATIBLE_VERSION,
+            format!("cniVersion {} does not allow STATUS (1.1.0 or later)", conf.cni_version),
+        ));
+    }
+    let net = netd_network(&conf.name);
+    if b.free_addresses(&net)? == Some(0) {
+        return Err(CniError::new(code::NO_IPS, format!("network {net} has no free addresses")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

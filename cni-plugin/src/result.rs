@@ -1,0 +1,107 @@
+//! The ADD result in the version the config asked for, built from what netd reports for
+//! the attachment; and the chaining rule for a `prevResult`.
+
+use serde_json::{json, Value};
+
+use crate::version;
+use netd::model::{Endpoint, Network, Sandbox};
+
+/// The result of an attachment: bridge, host-side veth, container interface; the
+/// endpoint's addresses on the container interface; the default routes netd installs.
+pub fn build(cni_version: &str, net: &Network, sb: &Sandbox, ep: &Endpoint, dns: Option<&Value>) -> Value {
+    let with_family = !version::at_least(cni_version, "1.0.0");
+    let mut ips = Vec::new();
+    let mut routes = Vec::new();
+    if let Some(a) = ep.ipv4 {
+        let mut ip = json!({ "address": a.to_string(), "interface": 2 });
+        if let Some(gw) = ep.gateway4 {
+            ip["gateway"] = gw.to_string().into();
+            routes.push(json!({ "dst": "0.0.0.0/0", "gw": gw.to_string() }));
+        }
+        if with_family {
+            ip["version"] = "4".into();
+        }
+        ips.push(ip);
+    }
+    if let Some(a) = ep.ipv6 {
+        let mut ip = json!({ "address": a.to_string(), "interface": 2 });
+        if let Some(gw) = ep.gateway6 {
+            ip["gateway"] = gw.to_string().into();
+            routes.push(json!({ "dst": "::/0", "gw": gw.to_string() }));
+        }
+        if with_family {
+            ip["version"] = "6".into();
+        }
+        ips.push(ip);
+    }
+    json!({
+        "cniVersion": cni_version,
+        "interfaces": [
+            { "name": net.bridge },
+            { "name": ep.host_ifname },
+            { "name": ep.ifname, "mac": ep.mac, "sandbox": sb.netns },
+        ],
+        "ips": ips,
+        "routes": routes,
+        "dns": dns.cloned().unwrap_or_else(|| json!({})),
+    })
+}
+
+/// A plugin that is not first in a chain passes on what came before and adds its own:
+/// interfaces are appended and our `ips[].interface` indexes shifted to match.
+pub fn chain(prev: Option<&Value>, ours: Value) -> Value {
+    let Some(prev) = prev.filter(|p| p.is_object()) else {
+        return ours;
+    };
+    let mut out = prev.clone();
+    out["cniVersion"] = ours["cniVersion"].clone();
+    let base = prev.get("interfaces").and_then(Value::as_array).map_or(0, Vec::len);
+    let mut ifaces = prev.get("interfaces").and_then(Value::as_array).cloned().unwrap_or_default();
+    ifaces.extend(ours["interfaces"].as_array().cloned().unwrap_or_default());
+    out["interfaces"] = Value::Array(ifaces);
+    let mut ips = prev.get("ips").and_then(Value::as_array).cloned().unwrap_or_default();
+    for mut ip in ours["ips"].as_array().cloned().unwrap_or_default() {
+        if let Some(i) = ip.get("interface").and_then(Value::as_u64) {
+            ip["interface"] = (i + base as u64).into();
+        }
+        ips.push(ip);
+    }
+    out["ips"] = Value::Array(ips);
+    let mut routes = prev.get("routes").and_then(Value::as_array).cloned().unwrap_or_default();
+    routes.extend(ours["routes"].as_array().cloned().unwrap_or_default());
+    out["routes"] = Value::Array(routes);
+    if out.get("dns").is_none() {
+        out["dns"] = ours["dns"].clone();
+    }
+    out
+}
+
+/// CHECK: what the runtime cached (prevResult) must still be what netd has. Returns the
+/// first difference.
+pub fn compare(prev: &Value, now: &Value) -> Result<(), String> {
+    let addrs = |v: &Value| -> Vec<String> {
+        let mut a: Vec<String> = v
+            .get("ips")
+            .and_then(Value::as_array)
+            .map(|ips| ips.iter().filter_map(|i| i.get("address")?.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        a.sort();
+        a
+    };
+    let (p, n) = (addrs(prev), addrs(now));
+    if !n.iter().all(|a| p.contains(a)) {
+        return Err(format!("prevResult addresses {p:?} differ from the attachment's {n:?}"));
+    }
+    let ours = now["interfaces"][2].clone();
+    let found = prev
+        .get("interfaces")
+        .and_then(Value::as_array)
+        .is_some_and(|l| l.iter().any(|i| i.get("name") == ours.get("name") && i.get("sandbox") == ours.get("sandbox")));
+    if !found {
+        return Err(format!(
+            "prevResult has no interface {} in {}",
+            ours["name"], ours["sandbox"]
+        ));
+    }
+    Ok(())
+}

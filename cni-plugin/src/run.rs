@@ -1,0 +1,80 @@
+//! One plugin invocation: environment + stdin -> stdout + exit code.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use crate::backend::delegate::Delegate;
+use crate::backend::standalone::{Standalone, DEFAULT_STATE_DIR};
+use crate::backend::Netd;
+use crate::conf::{self, NetConf};
+use crate::env::{self, Command, Env};
+use crate::error::{CniError, Result};
+use crate::{ops, version};
+
+/// What to print and how to exit.
+pub struct Outcome {
+    pub stdout: Option<Value>,
+    pub code: i32,
+}
+
+/// Runs one command. Errors come back as the spec's JSON, in the config's version.
+pub fn run(get_env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Outcome {
+    let answer_version = conf::sniff_version(stdin).unwrap_or_else(|| version::CURRENT.to_string());
+    match dispatch(get_env, stdin) {
+        Ok(v) => Outcome { stdout: v, code: 0 },
+        Err(e) => Outcome {
+            stdout: Some(e.to_json(&answer_version)),
+            code: 1,
+        },
+    }
+}
+
+fn dispatch(get_env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Option<Value>> {
+    let env = env::from_env(get_env)?;
+    if env.command == Command::Version {
+        return Ok(Some(version::info()));
+    }
+    let conf = conf::parse(stdin)?;
+    match &conf.socket {
+        Some(sock) => {
+            let mut d = Delegate::new(sock);
+            if env.command == Command::Status {
+                d.health()?;
+            }
+            command(&mut d, &conf, &env)
+        }
+        None => {
+            let dir = conf.state_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+            let mut s = Standalone::open(&dir)?;
+            command(&mut s, &conf, &env)
+        }
+    }
+}
+
+fn command(b: &mut dyn Netd, conf: &NetConf, env: &Env) -> Result<Option<Value>> {
+    match env.command {
+        Command::Add => ops::add(b, conf, env).map(Some),
+        Command::Del => ops::del(b, conf, env).map(|_| None),
+        Command::Check => ops::check(b, conf, env, &link_in_netns).map(|_| None),
+        Command::Gc => ops::gc(b, conf).map(|_| None),
+        Command::Status => ops::status(b, conf).map(|_| None),
+        Command::Version => Ok(Some(version::info())),
+    }
+}
+
+fn link_in_netns(ifname: &str, netns: &str) -> bool {
+    use netd::kernel::Kernel;
+    netd::kernel::linux::LinuxKernel::current()
+        .and_then(|k| k.link_exists(ifname, Some(std::path::Path::new(netns))))
+        .unwrap_or(false)
+}
+
+impl From<CniError> for Outcome {
+    fn from(e: CniError) -> Outcome {
+        Outcome {
+            stdout: Some(e.to_json(version::CURRENT)),
+            code: 1,
+        }
+    }
+}

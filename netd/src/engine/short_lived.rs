@@ -1,0 +1,44 @@
+//! Opening the engine for a single operation in a short-lived process (the CNI plugin's
+//! standalone mode runs one per ADD/DEL, under a file lock on the state dir).
+//!
+//! A full reconcile lists every netd link and rewrites the whole ruleset: its cost grows
+//! with the number of endpoints, and paying it on every exec would make each ADD slower
+//! the more containers a node has. Every operation commits kernel, firewall and store
+//! together or undoes itself, so after a clean exit the store describes the kernel. What
+//! can still break that is outside netd's control (a reboot, `nft flush ruleset`, a
+//! bridge deleted by hand) or a crash mid-operation, which the caller detects with a
+//! marker file. `open_trusting` checks the cheap, per-network invariants (each bridge
+//! exists, both netd tables exist) and falls back to a full reconcile when one fails.
+
+use std::sync::Arc;
+
+use super::{Engine, EngineConfig, ReconcileReport, Result};
+use crate::kernel::Kernel;
+use crate::store::Store;
+
+impl Engine {
+    /// Loads the store and trusts it to match the kernel unless a cheap check says
+    /// otherwise (or `force_reconcile`, after a crash). Returns the reconcile report when
+    /// one ran.
+    pub fn open_trusting(
+        kernel: Arc<dyn Kernel>,
+        store: Arc<dyn Store>,
+        cfg: EngineConfig,
+        force_reconcile: bool,
+    ) -> Result<(Engine, Option<ReconcileReport>)> {
+        let mut e = Engine::load(kernel, store, cfg)?;
+        let healthy = !force_reconcile
+            && e.firewall_present()
+            && e
+                .networks
+                .values()
+                .all(|n| e.kernel.link_exists(&n.bridge, None).unwrap_or(false));
+        if healthy {
+            e.fw = e.desired_fw();
+            return Ok((e, None));
+        }
+        let report = e.reconcile()?;
+        e.last_reconcile = report.clone();
+        Ok((e, Some(report)))
+    }
+}

@@ -1,0 +1,354 @@
+//! netd-cni by direct exec (as a runtime calls it), in both modes: result JSON against
+//! the kernel, CHECK, DEL three times (also after the namespace is gone), 100 concurrent
+//! ADDs then DELs, STATUS 50/51, GC with `cni.dev/valid-attachments`, and kill -9 of
+//! the daemon during a burst of ADDs.
+
+mod cni_support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use cni_support::{exec_plugin, skip, Mode, Netns, Node};
+use serde_json::{json, Value};
+
+fn add_check_del(mode: Mode) {
+    let node = Node::new(mode);
+    let conf = node.conf("ndcni-a", "10.231.0.0/24", json!({}));
+    let ns = Netns::new();
+    let r = node.add("ctr-1", &ns, &conf);
+    // Result: bridge, host veth, eth0 in the container's namespace with its address.
+    assert_eq!(r["cniVersion"], "1.1.0");
+    assert_eq!(r["interfaces"][0]["name"], conf["bridge"]);
+    assert_eq!(r["interfaces"][2]["name"], "eth0");
+    assert_eq!(r["interfaces"][2]["sandbox"], ns.path().as_str());
+    let addr = r["ips"][0]["address"].as_str().unwrap().to_string();
+    assert!(addr.starts_with("10.231.0.") && addr.ends_with("/24"), "{r}");
+    assert_eq!(r["ips"][0]["gateway"], "10.231.0.1");
+    assert_eq!(r["routes"][0], json!({"dst": "0.0.0.0/0", "gw": "10.231.0.1"}));
+    // Kernel: the address and MAC on eth0, the default route, the gateway reachable.
+    assert_eq!(ns.addrs("eth0"), vec![addr.clone()]);
+    let mac = ns.sh("cat /sys/class/net/eth0/address").stdout;
+    let link = ns.sh("ip -j link show eth0").stdout;
+    assert!(link.contains(r["interfaces"][2]["mac"].as_str().unwrap()), "{link} vs {r} ({mac})");
+    assert!(ns.sh("ip route show default").stdout.contains("via 10.231.0.1 dev eth0"));
+    let host_veth = r["interfaces"][1]["name"].as_str().unwrap();
+    assert!(node.host.sh(&format!("ip link show {host_veth}")).ok());
+    assert!(integration::harness::ping_from(std::path::Path::new(&ns.path()), None, "10.231.0.1"));
+
+    // CHECK with the result as prevResult (what libcni does).
+    let mut c = conf.clone();
+    c["prevResult"] = r.clone();
+    let (code, out, err) = node.exec("CHECK", "ctr-1", &ns.path(), "eth0", &c);
+    assert_eq!(code, 0, "CHECK: {out} {err}");
+    // CHECK notices an interface removed behind netd's back (code 100).
+    assert!(ns.sh("ip link set eth0 name gone0").ok());
+    let (code, out, _) = node.exec("CHECK", "ctr-1", &ns.path(), "eth0", &c);
+    assert_eq!((code, out["code"].as_u64()), (1, Some(100)), "{out}");
+    assert!(ns.sh("ip link set gone0 name eth0").ok());
+
+    // DEL three times: success each time, nothing left.
+    for _ in 0..3 {
+        node.del("ctr-1", &ns.path(), &conf);
+    }
+    assert!(ns.addrs("eth0").is_empty());
+    assert!(!ns.sh("ip link show eth0").ok(), "eth0 left in the container");
+    assert!(node.endpoint_links().is_empty(), "veth left: {:?}", node.endpoint_links());
+    assert!(node.sandboxes().is_empty());
+    assert!(node.leases().values().all(Vec::is_empty), "{:?}", node.leases());
+    // CHECK of a deleted attachment: unknown container.
+    let (code, out, _) = node.exec("CHECK", "ctr-1", &ns.path(), "eth0", &c);
+    assert_eq!((code, out["code"].as_u64()), (1, Some(3)), "{out}");
+}
+
+#[test]
+fn cni_add_check_del_delegating() {
+    if skip("cni_add_check_del_delegating") {
+        return;
+    }
+    add_check_del(Mode::Delegating);
+}
+
+#[test]
+fn cni_add_check_del_standalone() {
+    if skip("cni_add_check_del_standalone") {
+        return;
+    }
+    add_check_del(Mode::Standalone);
+}
+
+fn del_after_netns_gone(mode: Mode) {
+    let node = Node::new(mode);
+    let conf = node.conf("ndcni-b", "10.232.0.0/24", json!({}));
+    let mut ns = Netns::new();
+    let path = ns.path();
+    node.add("ctr-gone", &ns, &conf);
+    ns.delete();
+    for netns in [path.as_str(), "", path.as_str()] {
+        node.del("ctr-gone", netns, &conf);
+    }
+    assert!(node.sandboxes().is_empty());
+    assert!(node.leases().values().all(Vec::is_empty));
+    // The kernel destroys the veth with the namespace; give it its RCU grace periods.
+    for _ in 0..50 {
+        if node.endpoint_links().is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(node.endpoint_links().is_empty(), "{:?}", node.endpoint_links());
+    // The address is free again: a /30 has room for exactly one container.
+    let small = node.conf("ndcni-c", "10.233.0.0/30", json!({}));
+    let a = Netns::new();
+    node.add("one", &a, &small);
+    let mut b = Netns::new();
+    let (code, out, _) = node.exec("ADD", "two", &b.path(), "eth0", &small);
+    assert_eq!((code, out["code"].as_u64()), (1, Some(100)), "{out}");
+    assert!(!b.sh("ip link show eth0").ok(), "a failed ADD left eth0");
+    b.delete();
+    node.del("two", "", &small);
+    node.del("one", &a.path(), &small);
+    let b2 = Netns::new();
+    node.add("three", &b2, &small);
+}
+
+#[test]
+fn cni_del_after_netns_deleted_delegating() {
+    if skip("cni_del_after_netns_deleted_delegating") {
+        return;
+    }
+    del_after_netns_gone(Mode::Delegating);
+}
+
+#[test]
+fn cni_del_after_netns_deleted_standalone() {
+    if skip("cni_del_after_netns_deleted_standalone") {
+        return;
+    }
+    del_after_netns_gone(Mode::Standalone);
+}
+
+/// N ADDs at once through `xargs -P`, then N DELs: all succeed, no duplicate address,
+/// then no sandbox, lease or veth left.
+fn concurrent(mode: Mode, n: usize) {
+    let node = Node::new(mode);
+    let conf = node.conf("ndcni-p", "10.234.0.0/22", json!({}));
+    let dir = node.host.base.join("cni-par");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("conf.json"), conf.to_string()).unwrap();
+    let nss: Vec<Netns> = (0..n).map(|_| Netns::new()).collect();
+    let list: String = nss.iter().map(|ns| format!("{}\n", ns.name)).collect();
+    let script = format!(
+        "cd {dir} && xargs -P {n} -I @C@ sh -c 'CNI_COMMAND=$0 CNI_CONTAINERID=@C@ CNI_NETNS=/run/netns/@C@ \
+         CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni nsenter --net={host} {bin} < conf.json > @C@.$0 2>&1; echo $? > @C@.$0.rc'",
+        dir = dir.display(),
+        host = node.host.netns().display(),
+        bin = cni_support::cni_bin().display(),
+    );
+    let run = |cmd: &str| {
+        let mut child = Command::new("bash")
+            .args(["-c", &script.replace("$0", cmd)])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(list.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success());
+    };
+    run("ADD");
+    let mut ips = Vec::new();
+    for ns in &nss {
+        let rc = std::fs::read_to_string(dir.join(format!("{}.ADD.rc", ns.name))).unwrap();
+        let out = std::fs::read_to_string(dir.join(format!("{}.ADD", ns.name))).unwrap();
+        assert_eq!(rc.trim(), "0", "ADD {}: {out}", ns.name);
+        let r: Value = serde_json::from_str(&out).unwrap();
+        let a = r["ips"][0]["address"].as_str().unwrap().to_string();
+        assert_eq!(ns.addrs("eth0"), vec![a.clone()], "kernel vs result in {}", ns.name);
+        ips.push(a);
+    }
+    let mut uniq = ips.clone();
+    uniq.sort();
+    uniq.dedup();
+    assert_eq!(uniq.len(), n, "duplicate addresses among {n} concurrent ADDs");
+    assert_eq!(node.sandboxes().len(), n);
+    assert_eq!(node.endpoint_links().len(), n);
+    run("DEL");
+    for ns in &nss {
+        let rc = std::fs::read_to_string(dir.join(format!("{}.DEL.rc", ns.name))).unwrap();
+        assert_eq!(rc.trim(), "0", "DEL {}", ns.name);
+        assert!(!ns.sh("ip link show eth0").ok());
+    }
+    assert!(node.sandboxes().is_empty(), "sandboxes left after {n} DELs");
+    assert!(node.leases().values().all(Vec::is_empty), "leases left: {:?}", node.leases());
+    assert!(node.endpoint_links().is_empty(), "veths left: {:?}", node.endpoint_links());
+}
+
+#[test]
+fn cni_100_concurrent_adds_dels_delegating() {
+    if skip("cni_100_concurrent_adds_dels_delegating") {
+        return;
+    }
+    concurrent(Mode::Delegating, 100);
+}
+
+#[test]
+fn cni_100_concurrent_adds_dels_standalone() {
+    if skip("cni_100_concurrent_adds_dels_standalone") {
+        return;
+    }
+    concurrent(Mode::Standalone, 100);
+}
+
+fn status_and_gc(mode: Mode) {
+    let mut node = Node::new(mode);
+    let conf = node.conf("ndcni-s", "10.235.0.0/30", json!({}));
+    let (code, out, _) = node.exec("STATUS", "", "", "", &conf);
+    assert_eq!(code, 0, "STATUS: {out}");
+    let a = Netns::new();
+    node.add("gc-a", &a, &conf);
+    // A /30 holds one container: STATUS now says "no IPs" (51).
+    let (code, out, _) = node.exec("STATUS", "", "", "", &conf);
+    assert_eq!((code, out["code"].as_u64()), (1, Some(51)), "{out}");
+    // STATUS needs 1.1.0.
+    let mut old = conf.clone();
+    old["cniVersion"] = "1.0.0".into();
+    let (code, out, _) = node.exec("STATUS", "", "", "", &old);
+    assert_eq!((code, out["code"].as_u64()), (1, Some(1)), "{out}");
+
+    // GC: a second network with three containers; keep one.
+    let wide = node.conf("ndcni-g", "10.236.0.0/24", json!({}));
+    let nss: Vec<Netns> = (0..3).map(|_| Netns::new()).collect();
+    for (i, ns) in nss.iter().enumerate() {
+        node.add(&format!("gc-{i}"), ns, &wide);
+    }
+    let mut gc = wide.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "gc-1", "ifname": "eth0"}]);
+    let (code, out, err) = node.exec("GC", "", "", "", &gc);
+    assert_eq!(code, 0, "GC: {out} {err}");
+    assert!(nss[0].addrs("eth0").is_empty() && nss[2].addrs("eth0").is_empty());
+    assert_eq!(nss[1].addrs("eth0").len(), 1);
+    let left: Vec<String> = node
+        .sandboxes()
+        .iter()
+        .map(|s| s.labels["cni.netd/container"].clone())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.contains(&"gc-1".to_string()) && left.contains(&"gc-a".to_string()));
+    assert_eq!(node.leases()["ndcni-g/4"].len(), 1);
+
+    if mode == Mode::Delegating {
+        // Daemon gone: STATUS 50, ADD "try again later" (11).
+        node.host.kill9();
+        let (code, out, _) = node.exec("STATUS", "", "", "", &wide);
+        assert_eq!((code, out["code"].as_u64()), (1, Some(50)), "{out}");
+        let b = Netns::new();
+        let (code, out, _) = node.exec("ADD", "late", &b.path(), "eth0", &wide);
+        assert_eq!((code, out["code"].as_u64()), (1, Some(11)), "{out}");
+        assert!(!b.sh("ip link show eth0").ok());
+    }
+}
+
+#[test]
+fn cni_status_gc_delegating() {
+    if skip("cni_status_gc_delegating") {
+        return;
+    }
+    status_and_gc(Mode::Delegating);
+}
+
+#[test]
+fn cni_status_gc_standalone() {
+    if skip("cni_status_gc_standalone") {
+        return;
+    }
+    status_and_gc(Mode::Standalone);
+}
+
+/// Spec errors on stdout with a non-zero exit, and nothing changed.
+#[test]
+fn cni_bad_input_gets_spec_errors() {
+    if skip("cni_bad_input_gets_spec_errors") {
+        return;
+    }
+    let node = Node::new(Mode::Standalone);
+    let ns = Netns::new();
+    let conf = node.conf("ndcni-e", "10.237.0.0/24", json!({}));
+    let cases: Vec<(Value, u64)> = vec![
+        (json!("not an object"), 6),
+        ({ let mut c = conf.clone(); c["cniVersion"] = "0.2.0".into(); c }, 1),
+        ({ let mut c = conf.clone(); c["mtu"] = "x".into(); c }, 7),
+        ({ let mut c = conf.clone(); c["ipam"]["subnet"] = "10.0.0.0/99".into(); c }, 7),
+        ({ let mut c = conf.clone(); c["vlan"] = 5.into(); c }, 2),
+    ];
+    for (c, want) in cases {
+        let (code, out, _) = node.exec("ADD", "bad", &ns.path(), "eth0", &c);
+        assert_eq!((code, out["code"].as_u64()), (1, Some(want)), "{c}: {out}");
+        assert!(out["msg"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let (code, out, _) = node.exec("ADD", "bad/id", &ns.path(), "eth0", &conf);
+    assert_eq!((code, out["code"].as_u64()), (1, Some(4)), "{out}");
+    let (code, out, _) = node.exec("ADD", "ok", "/run/netns/ndcni-does-not-exist", "eth0", &conf);
+    assert_eq!((code, out["code"].as_u64()), (1, Some(3)), "{out}");
+    assert!(!ns.sh("ip link show eth0").ok());
+    assert!(node.sandboxes().is_empty());
+    let (code, out, _) = node.exec("VERSION", "", "", "", &json!({"cniVersion": "1.0.0"}));
+    assert_eq!(code, 0);
+    assert_eq!(out["supportedVersions"], json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]));
+}
+
+/// kill -9 of the daemon in the middle of 30 concurrent ADDs. After a restart every
+/// container is either fully attached (netd has it and eth0 carries that address) or
+/// has nothing; the runtime's DEL of the failed ones leaves no leak.
+#[test]
+fn cni_kill9_during_add_burst() {
+    if skip("cni_kill9_during_add_burst") {
+        return;
+    }
+    let mut node = Node::new(Mode::Delegating);
+    let conf = node.conf("ndcni-k", "10.238.0.0/24", json!({}));
+    let nss: Vec<Netns> = (0..30).map(|_| Netns::new()).collect();
+    let host = node.host.netns();
+    let bin = cni_support::cni_bin();
+    let handles: Vec<_> = nss
+        .iter()
+        .map(|ns| {
+            let (host, bin, conf, path, name) = (host.clone(), bin.clone(), conf.clone(), ns.path(), ns.name.clone());
+            std::thread::spawn(move || exec_plugin(&host, &bin, "ADD", &name, &path, "eth0", &conf).0)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(60));
+    node.host.restart();
+    let codes: Vec<i32> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let ok = codes.iter().filter(|c| **c == 0).count();
+    println!("{ok} of 30 ADDs succeeded around the kill");
+    let sbs = node.sandboxes();
+    for (ns, code) in nss.iter().zip(&codes) {
+        let sb = sbs.iter().find(|s| s.labels["cni.netd/container"] == ns.name);
+        let addrs = ns.addrs("eth0");
+        match sb {
+            Some(sb) => {
+                let want = sb.endpoints[0].ipv4.unwrap().to_string();
+                assert_eq!(addrs, vec![want], "{}: netd has it, the kernel must too", ns.name);
+            }
+            None => {
+                assert_ne!(*code, 0, "{}: ADD succeeded but netd lost it", ns.name);
+                assert!(addrs.is_empty(), "{}: half-made attachment", ns.name);
+            }
+        }
+    }
+    // The runtime cleans up the failed ones with DEL; then nothing of them is left.
+    for (ns, code) in nss.iter().zip(&codes) {
+        if *code != 0 {
+            node.del(&ns.name, &ns.path(), &conf);
+        }
+    }
+    let sbs = node.sandboxes();
+    assert!(sbs.len() >= ok);
+    let links = node.endpoint_links();
+    assert_eq!(links.len(), sbs.len(), "veths {links:?} vs {} sandboxes", sbs.len());
+    let leases = node.leases()["ndcni-k/4"].len();
+    assert_eq!(leases, sbs.len());
+    for ns in &nss {
+        node.del(&ns.name, &ns.path(), &conf);
+    }
+    assert!(node.sandboxes().is_empty());
+}

@@ -1,0 +1,261 @@
+//! Shared by the CNI integration tests: the built `netd-cni`, a node (a host namespace,
+//! with a netd daemon for delegating mode or a plugin state dir for standalone mode),
+//! container namespaces that remove themselves, and direct exec of the plugin.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use integration::harness::{sh, Host};
+use netd::model::Sandbox;
+use serde_json::{json, Value};
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// `target/debug/netd-cni`, built once per test process.
+pub fn cni_bin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args(["build", "-q", "-p", "netd-cni"])
+                .current_dir(&root)
+                .status()
+                .expect("run cargo build");
+            assert!(status.success(), "cargo build -p netd-cni failed");
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.join("target"));
+            target.join("debug")
+        })
+        .join("netd-cni")
+}
+
+/// The directory holding `netd-cni`, for CNI_PATH.
+pub fn cni_dir() -> PathBuf {
+    cni_bin().parent().unwrap().to_path_buf()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Delegating,
+    Standalone,
+}
+
+pub struct Node {
+    pub host: Host,
+    pub mode: Mode,
+}
+
+impl Node {
+    pub fn new(mode: Mode) -> Node {
+        let host = match mode {
+            Mode::Delegating => Host::new(),
+            Mode::Standalone => Host::bare(),
+        };
+        Node { host, mode }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.host.base.join("cni-state")
+    }
+
+    /// A network config (what one element of a conflist's `plugins` holds).
+    pub fn conf(&self, name: &str, subnet: &str, extra: Value) -> Value {
+        let mut c = json!({
+            "cniVersion": "1.1.0",
+            "name": name,
+            "type": "netd-cni",
+            "bridge": format!("ndcni{}", NEXT.fetch_add(1, Ordering::Relaxed)),
+            "ipMasq": true,
+            "ipam": {"type": "host-local", "subnet": subnet},
+        });
+        match self.mode {
+            Mode::Delegating => c["socket"] = self.host.socket().display().to_string().into(),
+            Mode::Standalone => c["stateDir"] = self.state_dir().display().to_string().into(),
+        }
+        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+            c[k] = v;
+        }
+        c
+    }
+
+    /// Runs the plugin in the host namespace: (exit code, stdout JSON or Null, stderr).
+    pub fn exec(&self, cmd: &str, cid: &str, netns: &str, ifname: &str, conf: &Value) -> (i32, Value, String) {
+        exec_plugin(&self.host.netns(), &cni_bin(), cmd, cid, netns, ifname, conf)
+    }
+
+    /// ADD that must succeed; returns the result.
+    pub fn add(&self, cid: &str, ns: &Netns, conf: &Value) -> Value {
+        let (code, out, err) = self.exec("ADD", cid, &ns.path(), "eth0", conf);
+        assert_eq!(code, 0, "ADD {cid}: {out} {err}");
+        out
+    }
+
+    pub fn del(&self, cid: &str, netns: &str, conf: &Value) {
+        let (code, out, err) = self.exec("DEL", cid, netns, "eth0", conf);
+        assert_eq!(code, 0, "DEL {cid}: {out} {err}");
+    }
+
+    /// The sandboxes netd (daemon or plugin store) has now.
+    pub fn sandboxes(&self) -> Vec<Sandbox> {
+        match self.mode {
+            Mode::Delegating => serde_json::from_value(self.host.client().get("/v1/sandboxes").expect("list"))
+                .expect("sandboxes"),
+            Mode::Standalone => {
+                let path = self.state_dir().join("netd.redb");
+                if !path.exists() {
+                    return Vec::new();
+                }
+                let store = netd::store::RedbStore::open(&path).expect("open plugin store");
+                netd::store::load::<Sandbox>(&store, netd::store::Bucket::Sandboxes)
+                    .expect("load")
+                    .into_iter()
+                    .map(|(_, s)| s)
+                    .collect()
+            }
+        }
+    }
+
+    /// Leased addresses of every pool (key "<net>/4" -> addresses).
+    pub fn leases(&self) -> BTreeMap<String, Vec<String>> {
+        let pools: Vec<(String, netd::ipam::Pool)> = match self.mode {
+            Mode::Delegating => {
+                let v = self.host.client().get("/v1/pools").expect("pools");
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| {
+                        (
+                            p["key"].as_str().unwrap().to_string(),
+                            serde_json::from_value(p["pool"].clone()).unwrap(),
+                        )
+                    })
+                    .collect()
+            }
+            Mode::Standalone => {
+                let path = self.state_dir().join("netd.redb");
+                let store = netd::store::RedbStore::open(&path).expect("open plugin store");
+                netd::store::load(&store, netd::store::Bucket::Pools).expect("load")
+            }
+        };
+        pools
+            .into_iter()
+            .map(|(k, p)| (k, p.leases.keys().map(|a| a.to_string()).collect()))
+            .collect()
+    }
+
+    /// Host-side links marked as netd's endpoints (veths), from the kernel.
+    pub fn endpoint_links(&self) -> Vec<String> {
+        self.host
+            .ip_links()
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|l| l["ifalias"].as_str().is_some_and(|a| a.starts_with("netd:ep=")))
+            .map(|l| l["ifname"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+}
+
+pub fn exec_plugin(
+    host_netns: &Path,
+    bin: &Path,
+    cmd: &str,
+    cid: &str,
+    netns: &str,
+    ifname: &str,
+    conf: &Value,
+) -> (i32, Value, String) {
+    let mut child = Command::new("nsenter")
+        .arg(format!("--net={}", host_netns.display()))
+        .arg(bin)
+        .env("CNI_COMMAND", cmd)
+        .env("CNI_CONTAINERID", cid)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", ifname)
+        .env("CNI_PATH", format!("{}:/usr/lib/cni", cni_dir().display()))
+        .env("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=test")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn plugin");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().expect("wait plugin");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let v = if stdout.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("plugin stdout is not JSON ({e}): {stdout}"))
+    };
+    (
+        o.status.code().unwrap_or(-1),
+        v,
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// A container's network namespace as a runtime makes it: `/run/netns/ndcni-<pid>-<n>`,
+/// deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new() -> Netns {
+        let name = format!("ndcni-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let o = sh(&format!("ip netns add {name} && ip -n {name} link set lo up"));
+        assert!(o.ok(), "ip netns add {name}: {}", o.stderr);
+        Netns { name }
+    }
+
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    pub fn sh(&self, cmd: &str) -> integration::harness::Out {
+        integration::harness::nsenter(Path::new(&self.path()), &["bash", "-c", cmd])
+    }
+
+    /// Global IPv4 addresses on `ifname` ("a.b.c.d/len").
+    pub fn addrs(&self, ifname: &str) -> Vec<String> {
+        let o = self.sh(&format!("ip -j -4 addr show dev {ifname} scope global 2>/dev/null || echo []"));
+        let v: Value = serde_json::from_str(o.stdout.trim()).unwrap_or(json!([]));
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
+            .filter_map(|a| Some(format!("{}/{}", a["local"].as_str()?, a["prefixlen"])))
+            .collect()
+    }
+
+    pub fn delete(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.delete();
+    }
+}
+
+pub fn skip(what: &str) -> bool {
+    if !integration::ns::is_root() {
+        println!("skipped {what}: needs root");
+        return true;
+    }
+    false
+}

@@ -315,11 +315,18 @@ fn cni_kill9_during_add_burst() {
             std::thread::spawn(move || exec_plugin(&host, &bin, "ADD", &name, &path, "eth0", &conf).0)
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(60));
+    // Kill once some ADDs have landed, so others are surely in flight.
+    let t0 = std::time::Instant::now();
+    while node.host.client().get("/v1/sandboxes").map_or(0, |v| v.as_array().map_or(0, Vec::len)) < 3
+        && t0.elapsed() < Duration::from_secs(20)
+    {
+        std::thread::sleep(Duration::from_millis(2));
+    }
     node.host.restart();
     let codes: Vec<i32> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let ok = codes.iter().filter(|c| **c == 0).count();
     println!("{ok} of 30 ADDs succeeded around the kill");
+    assert!(ok >= 3 && ok < 30, "the kill did not land during the burst ({ok} of 30 succeeded)");
     let sbs = node.sandboxes();
     for (ns, code) in nss.iter().zip(&codes) {
         let sb = sbs.iter().find(|s| s.labels["cni.netd/container"] == ns.name);
@@ -331,7 +338,14 @@ fn cni_kill9_during_add_burst() {
             }
             None => {
                 assert_ne!(*code, 0, "{}: ADD succeeded but netd lost it", ns.name);
-                assert!(addrs.is_empty(), "{}: half-made attachment", ns.name);
+                assert!(
+                    addrs.is_empty() && !ns.sh("ip link show eth0").ok(),
+                    "{}: half-made attachment: {} {}\n{}",
+                    ns.name,
+                    ns.sh("ip -d addr; ip link show type veth").stdout,
+                    node.host.sh("ip -d link show").stdout,
+                    node.host.log()
+                );
             }
         }
     }
@@ -345,7 +359,7 @@ fn cni_kill9_during_add_burst() {
     assert!(sbs.len() >= ok);
     let links = node.endpoint_links();
     assert_eq!(links.len(), sbs.len(), "veths {links:?} vs {} sandboxes", sbs.len());
-    let leases = node.leases()["ndcni-k/4"].len();
+    let leases = node.leases().get("ndcni-k/4").map_or(0, Vec::len);
     assert_eq!(leases, sbs.len());
     for ns in &nss {
         node.del(&ns.name, &ns.path(), &conf);

@@ -221,7 +221,12 @@ impl LinuxKernel {
                 peer_netns: ns.as_fd(),
                 peer_mac: Some(v.mac),
             })?;
-            let res = self.finish_veth(&mut nl, v, || netns::join_scoped(&v.netns, sandbox)?);
+            // The kernel ignores IFLA_IFALIAS in a create request, so mark the link as
+            // netd's right away: a crash from here on leaves a link reconcile recognises
+            // (and removes, with its peer in the sandbox) instead of an anonymous one.
+            let res = nl
+                .set_alias(&v.host_name, &v.alias)
+                .and_then(|_| self.finish_veth(&mut nl, v, || netns::join_scoped(&v.netns, sandbox)?));
             if res.is_err() {
                 if let Err(e) = nl.delete_link(&v.host_name) {
                     tracing::warn!(link = %v.host_name, error = %e, "cleanup of failed veth failed");
@@ -332,10 +337,26 @@ impl Kernel for LinuxKernel {
     fn owned_links(&self) -> Result<Vec<OwnedLink>, KernelError> {
         let links = self.nl().links()?;
         let name_of = |idx: u32| links.iter().find(|l| l.index == idx).map(|l| l.name.clone());
+        let netd_bridge = |idx: u32| {
+            links
+                .iter()
+                .any(|b| b.index == idx && b.alias.as_ref().is_some_and(|a| a.starts_with(OWNED_PREFIX)))
+        };
         Ok(links
             .iter()
             .filter_map(|l| {
-                let alias = l.alias.as_ref().filter(|a| a.starts_with(OWNED_PREFIX))?;
+                // A veth is marked just after it is created (the kernel takes no alias in
+                // the create request); one a crash caught in between is still a port of a
+                // netd bridge, which nothing but netd adds ports to. Reported with an
+                // empty alias, which no record explains, so reconcile removes it.
+                let unmarked_port = l.alias.is_none()
+                    && l.kind.as_deref() == Some("veth")
+                    && l.master.is_some_and(netd_bridge);
+                let alias = match l.alias.as_ref().filter(|a| a.starts_with(OWNED_PREFIX)) {
+                    Some(a) => a,
+                    None if unmarked_port => &String::new(),
+                    None => return None,
+                };
                 Some(OwnedLink {
                     name: l.name.clone(),
                     alias: alias.clone(),

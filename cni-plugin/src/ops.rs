@@ -11,7 +11,7 @@ use netd::model::{
 };
 use serde_json::Value;
 
-use crate::backend::Netd;
+use crate::backend::{Created, Netd};
 use crate::conf::NetConf;
 use crate::env::Env;
 use crate::error::{code, CniError, Result};
@@ -105,11 +105,12 @@ fn ensure_network(b: &mut dyn Netd, conf: &NetConf) -> Result<Network> {
     Ok(net)
 }
 
-fn result_of(conf: &NetConf, net: &Network, sb: &Sandbox) -> Result<Value> {
+fn result_of(conf: &NetConf, net: &str, bridge: &str, sb: &Sandbox) -> Result<Value> {
     let ep = sb
-        .endpoint(&net.name)
-        .ok_or_else(|| CniError::new(code::NETD_FAILED, format!("sandbox {} has no endpoint on {}", sb.name, net.name)))?;
-    Ok(result::build(&conf.cni_version, net, sb, ep, conf.dns.as_ref()))
+        .endpoint(net)
+        .ok_or_else(|| CniError::new(code::NETD_FAILED, format!("sandbox {} has no endpoint on {net}", sb.name)))?;
+    let r = result::build(&conf.cni_version, bridge, sb, ep, conf.dns.as_ref());
+    Ok(result::chain(conf.prev_result.as_ref(), r))
 }
 
 pub fn add(b: &mut dyn Netd, conf: &NetConf, env: &Env) -> Result<Value> {
@@ -117,41 +118,17 @@ pub fn add(b: &mut dyn Netd, conf: &NetConf, env: &Env) -> Result<Value> {
     if !Path::new(&netns).exists() {
         return Err(CniError::new(code::UNKNOWN_CONTAINER, format!("CNI_NETNS {netns} does not exist")));
     }
-    let net = ensure_network(b, conf)?;
+    let net_name = netd_network(&conf.name);
     let name = sandbox_name(&env.container_id);
     let ips = conf.requested_ips(&env.args.ips)?;
     let ep_req = EndpointRequest {
-        network: net.name.clone(),
+        network: net_name.clone(),
         ip: ips.iter().find(|i| i.is_ipv4()).map(|i| i.to_string()),
         ip6: ips.iter().find(|i| i.is_ipv6()).map(|i| i.to_string()),
         aliases: Vec::new(),
         mac: conf.requested_mac(env.args.mac.as_deref()),
         ifname: Some(env.ifname.clone()),
     };
-    let ours = |sb: &Sandbox| -> Result<Value> {
-        Ok(result::chain(conf.prev_result.as_ref(), result_of(conf, &net, sb)?))
-    };
-    if let Some(sb) = b.sandbox(&name)? {
-        if sb.netns == netns {
-            return match sb.endpoint(&net.name) {
-                // A repeated ADD answers what the attachment already has.
-                Some(ep) if ep.ifname == env.ifname => ours(&sb),
-                Some(ep) => Err(CniError::new(
-                    code::NETD_REFUSED,
-                    format!("container {} is already on {} as {}", env.container_id, net.name, ep.ifname),
-                )),
-                None => {
-                    let ep = b.connect(&name, &ep_req)?;
-                    Ok(result::chain(
-                        conf.prev_result.as_ref(),
-                        result::build(&conf.cni_version, &net, &sb, &ep, conf.dns.as_ref()),
-                    ))
-                }
-            };
-        }
-        // Left over from an earlier namespace of the same container ID.
-        b.remove_sandbox(&name)?;
-    }
     let mut labels = BTreeMap::new();
     labels.insert(LABEL_CONTAINER.to_string(), env.container_id.clone());
     if let Some(p) = &env.args.pod_name {
@@ -162,14 +139,51 @@ pub fn add(b: &mut dyn Netd, conf: &NetConf, env: &Env) -> Result<Value> {
     }
     let req = SandboxRequest {
         name: name.clone(),
-        networks: vec![ep_req],
+        networks: vec![ep_req.clone()],
         ports: conf.port_specs()?,
         labels,
-        netns: Some(netns),
+        netns: Some(netns.clone()),
         ..Default::default()
     };
-    let sb = b.create_sandbox(&req)?;
-    ours(&sb)
+    // The common case (network exists, container new) is two requests.
+    let net = ensure_network(b, conf)?;
+    match b.create_sandbox(&req)? {
+        Created::Sandbox(sb) => return result_of(conf, &net.name, &net.bridge, &sb),
+        Created::NoNetwork => {
+            return Err(CniError::new(
+                code::TRY_AGAIN_LATER,
+                format!("network {net_name} was removed during ADD"),
+            ))
+        }
+        Created::Exists => {}
+    }
+    // The container already has a sandbox: another network's attachment, a repeated
+    // ADD, or a leftover of an earlier namespace of the same container ID.
+    if let Some(sb) = b.sandbox(&name)? {
+        if sb.netns == netns {
+            return match sb.endpoint(&net.name) {
+                // A repeated ADD answers what the attachment already has.
+                Some(ep) if ep.ifname == env.ifname => result_of(conf, &net.name, &net.bridge, &sb),
+                Some(ep) => Err(CniError::new(
+                    code::NETD_REFUSED,
+                    format!("container {} is already on {} as {}", env.container_id, net.name, ep.ifname),
+                )),
+                None => {
+                    let ep = b.connect(&name, &ep_req)?;
+                    let r = result::build(&conf.cni_version, &net.bridge, &sb, &ep, conf.dns.as_ref());
+                    Ok(result::chain(conf.prev_result.as_ref(), r))
+                }
+            };
+        }
+        b.remove_sandbox(&name)?;
+    }
+    match b.create_sandbox(&req)? {
+        Created::Sandbox(sb) => result_of(conf, &net.name, &net.bridge, &sb),
+        _ => Err(CniError::new(
+            code::TRY_AGAIN_LATER,
+            format!("container {} changed during ADD", env.container_id),
+        )),
+    }
 }
 
 /// Removes one attachment; the sandbox goes with its last endpoint. Idempotent: a
@@ -234,7 +248,8 @@ pub fn check(
             format!("attachment is in {}, not {netns}", sb.netns),
         ));
     }
-    let now = result_of(conf, &net, &sb)?;
+    let ep = sb.endpoint(&net.name).ok_or_else(|| CniError::new(code::UNKNOWN_CONTAINER, "no endpoint"))?;
+    let now = result::build(&conf.cni_version, &net.bridge, &sb, ep, conf.dns.as_ref());
     result::compare(prev, &now).map_err(|m| CniError::new(code::NETD_REFUSED, m))?;
     if !link_in_netns(&env.ifname, &netns) {
         return Err(CniError::new(

@@ -4,11 +4,11 @@
 use serde_json::{json, Value};
 
 use crate::version;
-use netd::model::{Endpoint, Network, Sandbox};
+use netd::model::{Endpoint, Sandbox};
 
 /// The result of an attachment: bridge, host-side veth, container interface; the
 /// endpoint's addresses on the container interface; the default routes netd installs.
-pub fn build(cni_version: &str, net: &Network, sb: &Sandbox, ep: &Endpoint, dns: Option<&Value>) -> Value {
+pub fn build(cni_version: &str, bridge: &str, sb: &Sandbox, ep: &Endpoint, dns: Option<&Value>) -> Value {
     let with_family = !version::at_least(cni_version, "1.0.0");
     let mut ips = Vec::new();
     let mut routes = Vec::new();
@@ -37,7 +37,7 @@ pub fn build(cni_version: &str, net: &Network, sb: &Sandbox, ep: &Endpoint, dns:
     json!({
         "cniVersion": cni_version,
         "interfaces": [
-            { "name": net.bridge },
+            { "name": bridge },
             { "name": ep.host_ifname },
             { "name": ep.ifname, "mac": ep.mac, "sandbox": sb.netns },
         ],

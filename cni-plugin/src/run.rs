@@ -1,6 +1,7 @@
 //! One plugin invocation: environment + stdin -> stdout + exit code.
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use serde_json::Value;
 
@@ -35,21 +36,51 @@ fn dispatch(get_env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Op
     if env.command == Command::Version {
         return Ok(Some(version::info()));
     }
+    if std::env::var_os("NETD_CNI_TIMING").is_some() {
+        // The engine logs per operation how long kernel, nft and store took.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("netd::engine=debug"))
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .try_init();
+    }
+    let t0 = Instant::now();
     let conf = conf::parse(stdin)?;
-    match &conf.socket {
+    let mut timings = vec![("parse", t0.elapsed())];
+    let res = match &conf.socket {
         Some(sock) => {
             let mut d = Delegate::new(sock);
             if env.command == Command::Status {
                 d.health()?;
             }
-            command(&mut d, &conf, &env)
+            let t = Instant::now();
+            let r = command(&mut d, &conf, &env);
+            timings.push(("api_calls", t.elapsed()));
+            r
         }
         None => {
             let dir = conf.state_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
             let mut s = Standalone::open(&dir)?;
-            command(&mut s, &conf, &env)
+            timings.extend(s.timings.iter().copied());
+            let t = Instant::now();
+            let r = command(&mut s, &conf, &env);
+            timings.push(("operation", t.elapsed()));
+            let t = Instant::now();
+            // Closing waits for queued link deletions (the engine's reaper) and the lock.
+            drop(s);
+            timings.push(("close", t.elapsed()));
+            r
         }
+    };
+    // `NETD_CNI_TIMING=1`: where the time of this exec went, on stderr (bench/cni.sh).
+    if std::env::var_os("NETD_CNI_TIMING").is_some() {
+        let parts: Vec<String> = timings
+            .iter()
+            .map(|(k, d)| format!("{k}_us={}", d.as_micros()))
+            .collect();
+        eprintln!("netd-cni timing: {:?} {}", env.command, parts.join(" "));
     }
+    res
 }
 
 fn command(b: &mut dyn Netd, conf: &NetConf, env: &Env) -> Result<Option<Value>> {

@@ -9,7 +9,7 @@ use netd::ipam::Pool;
 use netd::model::{Endpoint, EndpointRequest, Network, NetworkRequest, Sandbox, SandboxRequest};
 use serde_json::{json, Value};
 
-use super::Netd;
+use super::{is_name_taken, Created, Netd};
 use crate::error::{code, from_client, CniError, Result};
 
 pub struct Delegate {
@@ -65,9 +65,14 @@ impl Netd for Delegate {
         }
     }
 
-    fn create_sandbox(&mut self, req: &SandboxRequest) -> Result<Sandbox> {
+    fn create_sandbox(&mut self, req: &SandboxRequest) -> Result<Created> {
         let body = serde_json::to_value(req).map_err(|e| CniError::new(code::IO, e.to_string()))?;
-        decode(self.client.post("/v1/sandboxes", &body).map_err(from_client)?)
+        match self.client.post("/v1/sandboxes", &body) {
+            Ok(v) => decode(v).map(Created::Sandbox),
+            Err(e) if not_found(&e) => Ok(Created::NoNetwork),
+            Err(ClientError::Api { status: 409, message }) if is_name_taken(&message) => Ok(Created::Exists),
+            Err(e) => Err(from_client(e)),
+        }
     }
 
     fn connect(&mut self, sandbox: &str, req: &EndpointRequest) -> Result<Endpoint> {
@@ -92,13 +97,8 @@ impl Netd for Delegate {
     }
 
     fn remove_sandbox(&mut self, name: &str) -> Result<()> {
-        // Disconnect first: netd defers the host veth's deletion (RCU grace periods) on
-        // detach, while `sandbox rm` waits for it. The sandbox's own record goes next.
-        if let Some(sb) = self.sandbox(name)? {
-            for ep in &sb.endpoints {
-                self.disconnect(name, &ep.network)?;
-            }
-        }
+        // netd does not wait for the host veth's deletion (RCU grace periods) when the
+        // namespace is the runtime's.
         match self.client.delete(&format!("/v1/sandboxes/{name}")) {
             Ok(_) => Ok(()),
             Err(e) if not_found(&e) => Ok(()),

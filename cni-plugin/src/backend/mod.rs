@@ -10,12 +10,27 @@ use netd::model::{Endpoint, EndpointRequest, Network, NetworkRequest, Sandbox, S
 
 use crate::error::Result;
 
+/// What a sandbox creation gave: the two refusals the ADD path handles itself are told
+/// apart from the rest (which are errors).
+pub enum Created {
+    Sandbox(Sandbox),
+    /// The network does not exist (yet).
+    NoNetwork,
+    /// A sandbox of that name exists.
+    Exists,
+}
+
+/// netd's message for a sandbox name that is taken (engine `create_sandbox`).
+pub(crate) fn is_name_taken(msg: &str) -> bool {
+    msg.starts_with("sandbox with name ") && msg.ends_with(" already exists")
+}
+
 pub trait Netd {
     fn network(&mut self, name: &str) -> Result<Option<Network>>;
     /// Creates a network; `Ok(None)` when another caller created it first.
     fn create_network(&mut self, req: &NetworkRequest) -> Result<Option<Network>>;
     fn sandbox(&mut self, name: &str) -> Result<Option<Sandbox>>;
-    fn create_sandbox(&mut self, req: &SandboxRequest) -> Result<Sandbox>;
+    fn create_sandbox(&mut self, req: &SandboxRequest) -> Result<Created>;
     /// Adds an endpoint on `network` to an existing sandbox.
     fn connect(&mut self, sandbox: &str, req: &EndpointRequest) -> Result<Endpoint>;
     /// Removes one endpoint; a missing one is success.

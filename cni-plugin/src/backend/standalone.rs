@@ -11,13 +11,14 @@ use std::fs;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use netd::engine::{Engine, EngineConfig, EngineError};
 use netd::kernel::linux::LinuxKernel;
 use netd::model::{Endpoint, EndpointRequest, Network, NetworkRequest, Sandbox, SandboxRequest};
 use netd::store::RedbStore;
 
-use super::Netd;
+use super::{Created, Netd};
 use crate::error::{code, from_engine, CniError, Result};
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/netd-cni";
@@ -27,6 +28,8 @@ pub struct Standalone {
     engine: Engine,
     dirty: PathBuf,
     _lock: Option<fs::File>,
+    /// How long each step of `open` took (for `NETD_CNI_TIMING`).
+    pub timings: Vec<(&'static str, Duration)>,
 }
 
 fn io(what: &str, p: &Path, e: std::io::Error) -> CniError {
@@ -43,16 +46,25 @@ impl Standalone {
             .write(true)
             .open(&lock_path)
             .map_err(|e| io("open", &lock_path, e))?;
+        let mut timings = Vec::new();
+        let mut t = Instant::now();
+        let mut lap = |what: &'static str| {
+            timings.push((what, t.elapsed()));
+            t = Instant::now();
+        };
         // SAFETY: flock on a descriptor we own; no memory is involved.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(io("lock", &lock_path, std::io::Error::last_os_error()));
         }
+        lap("lock_wait");
         let dirty = state_dir.join("dirty");
         let crashed = dirty.exists();
         let store = RedbStore::open(&state_dir.join("netd.redb"))
             .map_err(|e| CniError::new(code::IO, format!("open store in {}: {e}", state_dir.display())))?;
+        lap("store_open");
         let kernel = LinuxKernel::current()
             .map_err(|e| CniError::new(code::IO, format!("open kernel interfaces: {e}")))?;
+        lap("kernel_open");
         let cfg = EngineConfig {
             netns_dir: state_dir.join("netns"),
             etc_netns_dir: state_dir.join("etc"),
@@ -63,10 +75,12 @@ impl Standalone {
         if crashed {
             let _ = fs::remove_file(&dirty);
         }
+        lap("engine_load");
         Ok(Standalone {
             engine,
             dirty,
             _lock: Some(lock),
+            timings,
         })
     }
 
@@ -76,6 +90,7 @@ impl Standalone {
             engine,
             dirty,
             _lock: None,
+            timings: Vec::new(),
         }
     }
 
@@ -106,8 +121,14 @@ impl Netd for Standalone {
         Ok(self.engine.sandbox(name).ok().cloned())
     }
 
-    fn create_sandbox(&mut self, req: &SandboxRequest) -> Result<Sandbox> {
-        self.mutate(|e| e.create_sandbox(req))
+    fn create_sandbox(&mut self, req: &SandboxRequest) -> Result<Created> {
+        if self.engine.sandbox(&req.name).is_ok() {
+            return Ok(Created::Exists);
+        }
+        if req.networks.iter().any(|n| self.engine.network(&n.network).is_err()) {
+            return Ok(Created::NoNetwork);
+        }
+        self.mutate(|e| e.create_sandbox(req)).map(Created::Sandbox)
     }
 
     fn connect(&mut self, sandbox: &str, req: &EndpointRequest) -> Result<Endpoint> {

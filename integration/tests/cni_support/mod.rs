@@ -151,6 +151,19 @@ impl Node {
             .collect()
     }
 
+    /// Endpoint links after netd's deferred deletions had up to 2 s to finish (a DEL of
+    /// a runtime's namespace does not wait for the kernel's RCU grace periods).
+    pub fn settled_endpoint_links(&self) -> Vec<String> {
+        for _ in 0..100 {
+            let l = self.endpoint_links();
+            if l.is_empty() {
+                return l;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self.endpoint_links()
+    }
+
     /// Host-side links marked as netd's endpoints (veths), from the kernel.
     pub fn endpoint_links(&self) -> Vec<String> {
         self.host

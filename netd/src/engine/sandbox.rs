@@ -378,8 +378,12 @@ impl Engine {
         }
         self.commit(undo, &[], &txn, &teardown)?;
         // `rm` promises nothing is left when it returns; only detach defers deletions.
-        self.reaper
-            .wait_for(sb.endpoints.iter().map(|e| e.host_ifname.as_str()));
+        // And CNI's DEL of a runtime's namespace: the runtime only needs the addresses
+        // released, and a later ADD that needs the same link name waits for it.
+        if !sb.external {
+            self.reaper
+                .wait_for(sb.endpoints.iter().map(|e| e.host_ifname.as_str()));
+        }
         let _ = std::fs::remove_dir_all(self.resolv_dir(name));
         // Kept when the namespace could not be removed, so the next reconcile retries.
         let path = PathBuf::from(&sb.netns);

@@ -2,7 +2,7 @@
 CARGO ?= cargo
 STACK ?= examples/voting-app.toml
 
-.PHONY: all deps build release demo test unit integration check bench fmt clippy clean
+.PHONY: all deps build release demo test unit integration check bench fmt clippy clean install-cni bench-cni
 
 all: build
 
@@ -33,6 +33,17 @@ check:
 
 bench: release
 	./bench/attach.sh 200
+
+# The CNI plugin: binary to /opt/cni/bin, example conflist to /etc/cni/net.d (an existing
+# one is kept). DESTDIR stages the install elsewhere.
+install-cni: deps
+	$(CARGO) build --release -p netd-cni
+	install -D -m 0755 target/release/netd-cni $(DESTDIR)/opt/cni/bin/netd-cni
+	[ -e $(DESTDIR)/etc/cni/net.d/10-netd.conflist ] || \
+	  install -D -m 0644 cni-plugin/examples/10-netd.conflist $(DESTDIR)/etc/cni/net.d/10-netd.conflist
+
+bench-cni: release
+	./bench/cni.sh 100
 
 clean:
 	$(CARGO) clean

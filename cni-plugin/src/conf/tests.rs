@@ -262,3 +262,17 @@ proptest! {
         }
     }
 }
+
+/// The conflist `make install-cni` puts in /etc/cni/net.d parses as libcni hands its
+/// plugin over (the list's cniVersion and name merged in).
+#[test]
+fn shipped_example_conflist_parses() {
+    let list: Value = serde_json::from_str(include_str!("../../examples/10-netd.conflist")).unwrap();
+    let mut plugin = list["plugins"][0].clone();
+    plugin["cniVersion"] = list["cniVersion"].clone();
+    plugin["name"] = list["name"].clone();
+    let c = parse(&serde_json::to_vec(&plugin).unwrap()).unwrap();
+    assert_eq!(c.plugin_type, "netd-cni");
+    assert!(c.socket.is_none() && c.state_dir.is_some());
+    assert_eq!(c.subnets().unwrap()[0].subnet.to_string(), "10.85.0.0/16");
+}

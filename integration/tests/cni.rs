@@ -361,3 +361,34 @@ fn cni_kill9_during_add_burst() {
     }
     assert!(node.sandboxes().is_empty());
 }
+
+/// Standalone mode trusts its store between execs (no full reconcile each time): a
+/// ruleset flushed or a bridge deleted by someone else is repaired by the next exec.
+#[test]
+fn cni_standalone_repairs_drift() {
+    if skip("cni_standalone_repairs_drift") {
+        return;
+    }
+    let node = Node::new(Mode::Standalone);
+    let conf = node.conf("ndcni-d", "10.239.0.0/24", json!({}));
+    let a = Netns::new();
+    node.add("drift-a", &a, &conf);
+    assert!(node.host.sh("nft flush ruleset").ok());
+    let b = Netns::new();
+    node.add("drift-b", &b, &conf);
+    let rs = node.host.sh("nft list table bridge netd").stdout;
+    for ns in [&a, &b] {
+        let ip = ns.addrs("eth0")[0].split('/').next().unwrap().to_string();
+        assert!(rs.contains(&ip), "{ip} missing from the restored ruleset:\n{rs}");
+    }
+    let bridge = conf["bridge"].as_str().unwrap();
+    assert!(node.host.sh(&format!("ip link del {bridge}")).ok());
+    let c = Netns::new();
+    node.add("drift-c", &c, &conf);
+    assert!(node.host.sh(&format!("ip link show {bridge}")).ok(), "bridge not recreated");
+    assert!(integration::harness::ping_from(std::path::Path::new(&c.path()), None, "10.239.0.1"));
+    for (id, ns) in [("drift-a", &a), ("drift-b", &b), ("drift-c", &c)] {
+        node.del(id, &ns.path(), &conf);
+    }
+    assert!(node.sandboxes().is_empty());
+}

@@ -59,7 +59,7 @@ impl Standalone {
         lap("lock_wait");
         let dirty = state_dir.join("dirty");
         let crashed = dirty.exists();
-        let store = RedbStore::open(&state_dir.join("netd.redb"))
+        let store = RedbStore::open_quick(&state_dir.join("netd.redb"))
             .map_err(|e| CniError::new(code::IO, format!("open store in {}: {e}", state_dir.display())))?;
         lap("store_open");
         let kernel = LinuxKernel::current()
@@ -99,9 +99,20 @@ impl Standalone {
     }
 
     /// Runs a mutating operation between writing and removing the crash marker.
-    fn mutate<T>(&mut self, f: impl FnOnce(&mut Engine) -> std::result::Result<T, EngineError>) -> Result<T> {
+    fn mutate<T>(&mut self, f: impl Fn(&mut Engine) -> std::result::Result<T, EngineError>) -> Result<T> {
         fs::write(&self.dirty, b"").map_err(|e| io("write", &self.dirty, e))?;
-        let r = f(&mut self.engine).map_err(from_engine);
+        let mut r = f(&mut self.engine);
+        if let Err(EngineError::Kernel(msg)) = &r {
+            // The store was trusted without listing the firewall or every link (see
+            // `Engine::open_trusting`): a kernel that drifted (`nft flush ruleset`, a
+            // link removed by hand) shows here. Reconcile fully, then try once more.
+            let msg = msg.clone();
+            match self.engine.reconcile() {
+                Ok(_) => r = f(&mut self.engine),
+                Err(e) => r = Err(EngineError::Kernel(format!("{msg}; reconcile failed too: {e}"))),
+            }
+        }
+        let r = r.map_err(from_engine);
         // Kernel, firewall and store agree again whether `f` succeeded or undid itself.
         let _ = fs::remove_file(&self.dirty);
         r

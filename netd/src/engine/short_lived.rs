@@ -7,8 +7,11 @@
 //! together or undoes itself, so after a clean exit the store describes the kernel. What
 //! can still break that is outside netd's control (a reboot, `nft flush ruleset`, a
 //! bridge deleted by hand) or a crash mid-operation, which the caller detects with a
-//! marker file. `open_trusting` checks the cheap, per-network invariants (each bridge
-//! exists, both netd tables exist) and falls back to a full reconcile when one fails.
+//! marker file. `open_trusting` checks cheap invariants (netd's nftables table and each
+//! network's bridge exist) and falls back to a full reconcile when one fails; a store
+//! without networks is reconciled too, which is cheap and creates netd's tables. Other
+//! drift (a veth removed by hand) shows as a failing operation, after which the caller
+//! reconciles and retries.
 
 use std::sync::Arc;
 
@@ -27,8 +30,15 @@ impl Engine {
         force_reconcile: bool,
     ) -> Result<(Engine, Option<ReconcileReport>)> {
         let mut e = Engine::load(kernel, store, cfg)?;
+        // One `nft list tables` (names only, so its cost does not grow with endpoints):
+        // after `nft flush ruleset` an operation's delta would recreate the table with
+        // only its own elements, so a missing table has to be noticed before.
         let healthy = !force_reconcile
-            && e.firewall_present()
+            && !e.networks.is_empty()
+            && e
+                .kernel
+                .nft_table_exists("inet", crate::firewall::TABLE)
+                .unwrap_or(false)
             && e
                 .networks
                 .values()

@@ -139,15 +139,26 @@ pub fn parse(bytes: &[u8]) -> Result<NetConf> {
     if bytes.len() > MAX_STDIN {
         return Err(CniError::new(
             code::DECODE,
-            format!("network configuration is {} bytes; at most {MAX_STDIN} accepted", bytes.len()),
+            format!(
+                "network configuration is {} bytes; at most {MAX_STDIN} accepted",
+                bytes.len()
+            ),
         ));
     }
-    let v: Value = serde_json::from_slice(bytes)
-        .map_err(|e| CniError::new(code::DECODE, format!("network configuration is not valid JSON: {e}")))?;
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| {
+        CniError::new(
+            code::DECODE,
+            format!("network configuration is not valid JSON: {e}"),
+        )
+    })?;
     if !v.is_object() {
-        return Err(CniError::new(code::DECODE, "network configuration must be a JSON object"));
+        return Err(CniError::new(
+            code::DECODE,
+            "network configuration must be a JSON object",
+        ));
     }
-    let conf: NetConf = serde_json::from_value(v).map_err(|e| invalid(format!("network configuration: {e}")))?;
+    let conf: NetConf =
+        serde_json::from_value(v).map_err(|e| invalid(format!("network configuration: {e}")))?;
     conf.check()?;
     Ok(conf)
 }
@@ -213,7 +224,10 @@ impl NetConf {
             if !matches!(i.ipam_type.as_str(), "" | "host-local" | "netd") {
                 return Err(CniError::new(
                     code::UNSUPPORTED_FIELD,
-                    format!("ipam type {:?} is not supported (netd's built-in IPAM reads host-local's keys)", i.ipam_type),
+                    format!(
+                        "ipam type {:?} is not supported (netd's built-in IPAM reads host-local's keys)",
+                        i.ipam_type
+                    ),
                 ));
             }
             i.subnets()?;
@@ -223,7 +237,8 @@ impl NetConf {
         }
         self.requested_ips(&[])?;
         if let Some(m) = self.requested_mac(None) {
-            netd::driver::bridge::parse_mac(&m).ok_or_else(|| invalid(format!("mac {m:?}: expected aa:bb:cc:dd:ee:ff")))?;
+            netd::driver::bridge::parse_mac(&m)
+                .ok_or_else(|| invalid(format!("mac {m:?}: expected aa:bb:cc:dd:ee:ff")))?;
         }
         Ok(())
     }
@@ -258,7 +273,10 @@ impl NetConf {
             if out.iter().any(|o| o.is_ipv4() == ip.is_ipv4()) {
                 return Err(CniError::new(
                     code::UNSUPPORTED_FIELD,
-                    format!("more than one IPv{} address requested", if ip.is_ipv4() { 4 } else { 6 }),
+                    format!(
+                        "more than one IPv{} address requested",
+                        if ip.is_ipv4() { 4 } else { 6 }
+                    ),
                 ));
             }
             out.push(ip);
@@ -311,7 +329,9 @@ fn port_spec(p: &PortMapConf) -> Result<String> {
     let host_ip = match p.host_ip.trim() {
         "" | "0.0.0.0" => String::new(),
         h => {
-            let ip: IpAddr = h.parse().map_err(|_| invalid(format!("portMappings: hostIP {h:?} is not an IP address")))?;
+            let ip: IpAddr = h
+                .parse()
+                .map_err(|_| invalid(format!("portMappings: hostIP {h:?} is not an IP address")))?;
             match ip {
                 IpAddr::V4(v) => format!("{v}:"),
                 IpAddr::V6(v) if v.is_unspecified() => String::new(),
@@ -323,7 +343,9 @@ fn port_spec(p: &PortMapConf) -> Result<String> {
 }
 
 fn parse_ip(what: &str, s: &str) -> Result<IpAddr> {
-    s.trim().parse().map_err(|_| invalid(format!("ipam {what} {s:?} is not an IP address")))
+    s.trim()
+        .parse()
+        .map_err(|_| invalid(format!("ipam {what} {s:?} is not an IP address")))
 }
 
 /// The smallest CIDR holding both `a` and `b`.
@@ -351,7 +373,11 @@ impl IpamConf {
     /// host-local's keys as netd subnets: the first range of each range set (at most one
     /// IPv4 and one IPv6), or the top-level `subnet`.
     pub fn subnets(&self) -> Result<Vec<SubnetSpec>> {
-        let mut ranges: Vec<RangeConf> = self.ranges.iter().filter_map(|set| set.first().cloned()).collect();
+        let mut ranges: Vec<RangeConf> = self
+            .ranges
+            .iter()
+            .filter_map(|set| set.first().cloned())
+            .collect();
         if let Some(s) = &self.subnet {
             ranges.insert(
                 0,
@@ -371,10 +397,19 @@ impl IpamConf {
                 .parse()
                 .map_err(|_| invalid(format!("ipam subnet {:?} is not a CIDR", r.subnet)))?;
             // host-local accepts host bits in the subnet; netd wants the network address.
-            let subnet = IpNetwork::new(subnet.network(), subnet.prefix()).map_err(|e| invalid(e.to_string()))?;
+            let subnet =
+                IpNetwork::new(subnet.network(), subnet.prefix()).map_err(|e| invalid(e.to_string()))?;
             let gateway = r.gateway.as_deref().map(|g| parse_ip("gateway", g)).transpose()?;
-            let start = r.range_start.as_deref().map(|g| parse_ip("rangeStart", g)).transpose()?;
-            let end = r.range_end.as_deref().map(|g| parse_ip("rangeEnd", g)).transpose()?;
+            let start = r
+                .range_start
+                .as_deref()
+                .map(|g| parse_ip("rangeStart", g))
+                .transpose()?;
+            let end = r
+                .range_end
+                .as_deref()
+                .map(|g| parse_ip("rangeEnd", g))
+                .transpose()?;
             for ip in [gateway, start, end].into_iter().flatten() {
                 if !subnet.contains(ip) || ip.is_ipv4() != subnet.is_ipv4() {
                     return Err(invalid(format!("ipam: {ip} is outside subnet {subnet}")));

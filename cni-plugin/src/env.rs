@@ -155,7 +155,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Result<Env> {
-        let m: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         from_env(|k| m.get(k).cloned())
     }
 
@@ -172,7 +175,12 @@ mod tests {
         assert_eq!(e.command, Command::Add);
         assert_eq!(e.path.len(), 2);
         for skip in 1..full.len() {
-            let part: Vec<_> = full.iter().enumerate().filter(|(i, _)| *i != skip).map(|(_, p)| *p).collect();
+            let part: Vec<_> = full
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != skip)
+                .map(|(_, p)| *p)
+                .collect();
             let err = env(&part).unwrap_err();
             assert_eq!(err.code, code::INVALID_ENV, "without {}", full[skip].0);
             assert!(err.msg.contains(full[skip].0), "{}", err.msg);
@@ -205,12 +213,16 @@ mod tests {
         assert_eq!(bad("CNI_COMMAND", "FROB"), code::INVALID_ENV);
         assert_eq!(bad("CNI_ARGS", "FOO=1"), code::INVALID_ENV);
         assert_eq!(bad("CNI_ARGS", "garbage"), code::INVALID_ENV);
-        assert_eq!(env(&[("CNI_COMMAND", "VERSION")]).unwrap().command, Command::Version);
+        assert_eq!(
+            env(&[("CNI_COMMAND", "VERSION")]).unwrap().command,
+            Command::Version
+        );
     }
 
     #[test]
     fn cni_args_as_podman_and_kubelet_send_them() {
-        let a = parse_cni_args("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;FOO=bar").unwrap();
+        let a =
+            parse_cni_args("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0;FOO=bar").unwrap();
         assert_eq!(a.pod_name.as_deref(), Some("web-0"));
         assert_eq!(a.pod_namespace.as_deref(), Some("default"));
         let a = parse_cni_args("IP=10.1.0.9;MAC=02:00:00:00:00:09").unwrap();

@@ -14,7 +14,9 @@ fn main() {
         .read_to_end(&mut stdin);
     let out = match read {
         Ok(_) => run::run(|k| std::env::var(k).ok(), &stdin),
-        Err(e) => netd_cni::error::CniError::new(netd_cni::error::code::IO, format!("read stdin: {e}")).into(),
+        Err(e) => {
+            netd_cni::error::CniError::new(netd_cni::error::code::IO, format!("read stdin: {e}")).into()
+        }
     };
     if let Some(v) = out.stdout {
         let mut o = std::io::stdout().lock();

@@ -6,9 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use netd::model::{
-    fnv1a, EndpointRequest, Network, NetworkRequest, Sandbox, SandboxRequest, SubnetRequest,
-};
+use netd::model::{fnv1a, EndpointRequest, Network, NetworkRequest, Sandbox, SandboxRequest, SubnetRequest};
 use serde_json::Value;
 
 use crate::backend::{Created, Netd};
@@ -77,7 +75,10 @@ fn ensure_network(b: &mut dyn Netd, conf: &NetConf) -> Result<Network> {
         None => match b.create_network(&req)? {
             Some(n) => n,
             None => b.network(&req.name)?.ok_or_else(|| {
-                CniError::new(code::TRY_AGAIN_LATER, format!("network {} appeared and vanished", req.name))
+                CniError::new(
+                    code::TRY_AGAIN_LATER,
+                    format!("network {} appeared and vanished", req.name),
+                )
             })?,
         },
     };
@@ -88,7 +89,10 @@ fn ensure_network(b: &mut dyn Netd, conf: &NetConf) -> Result<Network> {
                 format!(
                     "network {} exists in netd with subnets {:?}, not {}",
                     net.name,
-                    net.subnets.iter().map(|n| n.subnet.to_string()).collect::<Vec<_>>(),
+                    net.subnets
+                        .iter()
+                        .map(|n| n.subnet.to_string())
+                        .collect::<Vec<_>>(),
                     s.subnet
                 ),
             ));
@@ -98,7 +102,10 @@ fn ensure_network(b: &mut dyn Netd, conf: &NetConf) -> Result<Network> {
         if &net.bridge != br {
             return Err(CniError::new(
                 code::INVALID_CONFIG,
-                format!("network {} exists in netd with bridge {}, not {br}", net.name, net.bridge),
+                format!(
+                    "network {} exists in netd with bridge {}, not {br}",
+                    net.name, net.bridge
+                ),
             ));
         }
     }
@@ -106,9 +113,12 @@ fn ensure_network(b: &mut dyn Netd, conf: &NetConf) -> Result<Network> {
 }
 
 fn result_of(conf: &NetConf, net: &str, bridge: &str, sb: &Sandbox) -> Result<Value> {
-    let ep = sb
-        .endpoint(net)
-        .ok_or_else(|| CniError::new(code::NETD_FAILED, format!("sandbox {} has no endpoint on {net}", sb.name)))?;
+    let ep = sb.endpoint(net).ok_or_else(|| {
+        CniError::new(
+            code::NETD_FAILED,
+            format!("sandbox {} has no endpoint on {net}", sb.name),
+        )
+    })?;
     let r = result::build(&conf.cni_version, bridge, sb, ep, conf.dns.as_ref());
     Ok(result::chain(conf.prev_result.as_ref(), r))
 }
@@ -116,7 +126,10 @@ fn result_of(conf: &NetConf, net: &str, bridge: &str, sb: &Sandbox) -> Result<Va
 pub fn add(b: &mut dyn Netd, conf: &NetConf, env: &Env) -> Result<Value> {
     let netns = env.netns.clone().unwrap_or_default();
     if !Path::new(&netns).exists() {
-        return Err(CniError::new(code::UNKNOWN_CONTAINER, format!("CNI_NETNS {netns} does not exist")));
+        return Err(CniError::new(
+            code::UNKNOWN_CONTAINER,
+            format!("CNI_NETNS {netns} does not exist"),
+        ));
     }
     let net_name = netd_network(&conf.name);
     let name = sandbox_name(&env.container_id);
@@ -166,7 +179,10 @@ pub fn add(b: &mut dyn Netd, conf: &NetConf, env: &Env) -> Result<Value> {
                 Some(ep) if ep.ifname == env.ifname => result_of(conf, &net.name, &net.bridge, &sb),
                 Some(ep) => Err(CniError::new(
                     code::NETD_REFUSED,
-                    format!("container {} is already on {} as {}", env.container_id, net.name, ep.ifname),
+                    format!(
+                        "container {} is already on {} as {}",
+                        env.container_id, net.name, ep.ifname
+                    ),
                 )),
                 None => {
                     let ep = b.connect(&name, &ep_req)?;
@@ -222,7 +238,10 @@ pub fn check(
     if !crate::version::at_least(&conf.cni_version, "0.4.0") {
         return Err(CniError::new(
             code::INCOMPATIBLE_VERSION,
-            format!("cniVersion {} does not allow CHECK (0.4.0 or later)", conf.cni_version),
+            format!(
+                "cniVersion {} does not allow CHECK (0.4.0 or later)",
+                conf.cni_version
+            ),
         ));
     }
     let prev = conf
@@ -230,15 +249,23 @@ pub fn check(
         .as_ref()
         .ok_or_else(|| CniError::new(code::INVALID_CONFIG, "CHECK needs prevResult"))?;
     let net_name = netd_network(&conf.name);
-    let net = b
-        .network(&net_name)?
-        .ok_or_else(|| CniError::new(code::UNKNOWN_CONTAINER, format!("network {net_name} does not exist in netd")))?;
+    let net = b.network(&net_name)?.ok_or_else(|| {
+        CniError::new(
+            code::UNKNOWN_CONTAINER,
+            format!("network {net_name} does not exist in netd"),
+        )
+    })?;
     let name = sandbox_name(&env.container_id);
-    let sb = b.sandbox(&name)?.filter(|s| s.endpoint(&net.name).is_some_and(|e| e.ifname == env.ifname));
+    let sb = b
+        .sandbox(&name)?
+        .filter(|s| s.endpoint(&net.name).is_some_and(|e| e.ifname == env.ifname));
     let sb = sb.ok_or_else(|| {
         CniError::new(
             code::UNKNOWN_CONTAINER,
-            format!("no attachment of container {} on {} ({})", env.container_id, net.name, env.ifname),
+            format!(
+                "no attachment of container {} on {} ({})",
+                env.container_id, net.name, env.ifname
+            ),
         )
     })?;
     let netns = env.netns.clone().unwrap_or_default();
@@ -248,7 +275,9 @@ pub fn check(
             format!("attachment is in {}, not {netns}", sb.netns),
         ));
     }
-    let ep = sb.endpoint(&net.name).ok_or_else(|| CniError::new(code::UNKNOWN_CONTAINER, "no endpoint"))?;
+    let ep = sb
+        .endpoint(&net.name)
+        .ok_or_else(|| CniError::new(code::UNKNOWN_CONTAINER, "no endpoint"))?;
     let now = result::build(&conf.cni_version, &net.bridge, &sb, ep, conf.dns.as_ref());
     result::compare(prev, &now).map_err(|m| CniError::new(code::NETD_REFUSED, m))?;
     if !link_in_netns(&env.ifname, &netns) {
@@ -266,7 +295,10 @@ pub fn gc(b: &mut dyn Netd, conf: &NetConf) -> Result<Vec<(String, String)>> {
     if !crate::version::at_least(&conf.cni_version, "1.1.0") {
         return Err(CniError::new(
             code::INCOMPATIBLE_VERSION,
-            format!("cniVersion {} does not allow GC (1.1.0 or later)", conf.cni_version),
+            format!(
+                "cniVersion {} does not allow GC (1.1.0 or later)",
+                conf.cni_version
+            ),
         ));
     }
     let net = netd_network(&conf.name);
@@ -297,12 +329,18 @@ pub fn status(b: &mut dyn Netd, conf: &NetConf) -> Result<()> {
     if !crate::version::at_least(&conf.cni_version, "1.1.0") {
         return Err(CniError::new(
             code::INCOMPATIBLE_VERSION,
-            format!("cniVersion {} does not allow STATUS (1.1.0 or later)", conf.cni_version),
+            format!(
+                "cniVersion {} does not allow STATUS (1.1.0 or later)",
+                conf.cni_version
+            ),
         ));
     }
     let net = netd_network(&conf.name);
     if b.free_addresses(&net)? == Some(0) {
-        return Err(CniError::new(code::NO_IPS, format!("network {net} has no free addresses")));
+        return Err(CniError::new(
+            code::NO_IPS,
+            format!("network {net} has no free addresses"),
+        ));
     }
     Ok(())
 }

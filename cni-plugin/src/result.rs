@@ -55,11 +55,22 @@ pub fn chain(prev: Option<&Value>, ours: Value) -> Value {
     };
     let mut out = prev.clone();
     out["cniVersion"] = ours["cniVersion"].clone();
-    let base = prev.get("interfaces").and_then(Value::as_array).map_or(0, Vec::len);
-    let mut ifaces = prev.get("interfaces").and_then(Value::as_array).cloned().unwrap_or_default();
+    let base = prev
+        .get("interfaces")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let mut ifaces = prev
+        .get("interfaces")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     ifaces.extend(ours["interfaces"].as_array().cloned().unwrap_or_default());
     out["interfaces"] = Value::Array(ifaces);
-    let mut ips = prev.get("ips").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut ips = prev
+        .get("ips")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     for mut ip in ours["ips"].as_array().cloned().unwrap_or_default() {
         if let Some(i) = ip.get("interface").and_then(Value::as_u64) {
             ip["interface"] = (i + base as u64).into();
@@ -67,7 +78,11 @@ pub fn chain(prev: Option<&Value>, ours: Value) -> Value {
         ips.push(ip);
     }
     out["ips"] = Value::Array(ips);
-    let mut routes = prev.get("routes").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut routes = prev
+        .get("routes")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     routes.extend(ours["routes"].as_array().cloned().unwrap_or_default());
     out["routes"] = Value::Array(routes);
     if out.get("dns").is_none() {
@@ -83,20 +98,26 @@ pub fn compare(prev: &Value, now: &Value) -> Result<(), String> {
         let mut a: Vec<String> = v
             .get("ips")
             .and_then(Value::as_array)
-            .map(|ips| ips.iter().filter_map(|i| i.get("address")?.as_str().map(str::to_string)).collect())
+            .map(|ips| {
+                ips.iter()
+                    .filter_map(|i| i.get("address")?.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         a.sort();
         a
     };
     let (p, n) = (addrs(prev), addrs(now));
     if !n.iter().all(|a| p.contains(a)) {
-        return Err(format!("prevResult addresses {p:?} differ from the attachment's {n:?}"));
+        return Err(format!(
+            "prevResult addresses {p:?} differ from the attachment's {n:?}"
+        ));
     }
     let ours = now["interfaces"][2].clone();
-    let found = prev
-        .get("interfaces")
-        .and_then(Value::as_array)
-        .is_some_and(|l| l.iter().any(|i| i.get("name") == ours.get("name") && i.get("sandbox") == ours.get("sandbox")));
+    let found = prev.get("interfaces").and_then(Value::as_array).is_some_and(|l| {
+        l.iter()
+            .any(|i| i.get("name") == ours.get("name") && i.get("sandbox") == ours.get("sandbox"))
+    });
     if !found {
         return Err(format!(
             "prevResult has no interface {} in {}",

@@ -59,7 +59,10 @@ fn dispatch(get_env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Op
             r
         }
         None => {
-            let dir = conf.state_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+            let dir = conf
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
             let mut s = Standalone::open(&dir)?;
             timings.extend(s.timings.iter().copied());
             let t = Instant::now();

@@ -29,11 +29,21 @@ fn add_check_del(mode: Mode) {
     assert_eq!(ns.addrs("eth0"), vec![addr.clone()]);
     let mac = ns.sh("cat /sys/class/net/eth0/address").stdout;
     let link = ns.sh("ip -j link show eth0").stdout;
-    assert!(link.contains(r["interfaces"][2]["mac"].as_str().unwrap()), "{link} vs {r} ({mac})");
-    assert!(ns.sh("ip route show default").stdout.contains("via 10.231.0.1 dev eth0"));
+    assert!(
+        link.contains(r["interfaces"][2]["mac"].as_str().unwrap()),
+        "{link} vs {r} ({mac})"
+    );
+    assert!(ns
+        .sh("ip route show default")
+        .stdout
+        .contains("via 10.231.0.1 dev eth0"));
     let host_veth = r["interfaces"][1]["name"].as_str().unwrap();
     assert!(node.host.sh(&format!("ip link show {host_veth}")).ok());
-    assert!(integration::harness::ping_from(std::path::Path::new(&ns.path()), None, "10.231.0.1"));
+    assert!(integration::harness::ping_from(
+        std::path::Path::new(&ns.path()),
+        None,
+        "10.231.0.1"
+    ));
 
     // CHECK with the result as prevResult (what libcni does).
     let mut c = conf.clone();
@@ -52,7 +62,11 @@ fn add_check_del(mode: Mode) {
     }
     assert!(ns.addrs("eth0").is_empty());
     assert!(!ns.sh("ip link show eth0").ok(), "eth0 left in the container");
-    assert!(node.settled_endpoint_links().is_empty(), "veth left: {:?}", node.endpoint_links());
+    assert!(
+        node.settled_endpoint_links().is_empty(),
+        "veth left: {:?}",
+        node.endpoint_links()
+    );
     assert!(node.sandboxes().is_empty());
     assert!(node.leases().values().all(Vec::is_empty), "{:?}", node.leases());
     // CHECK of a deleted attachment: unknown container.
@@ -89,7 +103,11 @@ fn del_after_netns_gone(mode: Mode) {
     assert!(node.sandboxes().is_empty());
     assert!(node.leases().values().all(Vec::is_empty));
     // The kernel destroys the veth with the namespace; give it its RCU grace periods.
-    assert!(node.settled_endpoint_links().is_empty(), "{:?}", node.endpoint_links());
+    assert!(
+        node.settled_endpoint_links().is_empty(),
+        "{:?}",
+        node.endpoint_links()
+    );
     // The address is free again: a /30 has room for exactly one container.
     let small = node.conf("ndcni-c", "10.233.0.0/30", json!({}));
     let a = Netns::new();
@@ -156,7 +174,12 @@ fn concurrent(mode: Mode, n: usize) {
         assert_eq!(rc.trim(), "0", "ADD {}: {out}", ns.name);
         let r: Value = serde_json::from_str(&out).unwrap();
         let a = r["ips"][0]["address"].as_str().unwrap().to_string();
-        assert_eq!(ns.addrs("eth0"), vec![a.clone()], "kernel vs result in {}", ns.name);
+        assert_eq!(
+            ns.addrs("eth0"),
+            vec![a.clone()],
+            "kernel vs result in {}",
+            ns.name
+        );
         ips.push(a);
     }
     let mut uniq = ips.clone();
@@ -172,8 +195,16 @@ fn concurrent(mode: Mode, n: usize) {
         assert!(!ns.sh("ip link show eth0").ok());
     }
     assert!(node.sandboxes().is_empty(), "sandboxes left after {n} DELs");
-    assert!(node.leases().values().all(Vec::is_empty), "leases left: {:?}", node.leases());
-    assert!(node.settled_endpoint_links().is_empty(), "veths left: {:?}", node.endpoint_links());
+    assert!(
+        node.leases().values().all(Vec::is_empty),
+        "leases left: {:?}",
+        node.leases()
+    );
+    assert!(
+        node.settled_endpoint_links().is_empty(),
+        "veths left: {:?}",
+        node.endpoint_links()
+    );
 }
 
 #[test]
@@ -268,10 +299,38 @@ fn cni_bad_input_gets_spec_errors() {
     let conf = node.conf("ndcni-e", "10.237.0.0/24", json!({}));
     let cases: Vec<(Value, u64)> = vec![
         (json!("not an object"), 6),
-        ({ let mut c = conf.clone(); c["cniVersion"] = "0.2.0".into(); c }, 1),
-        ({ let mut c = conf.clone(); c["mtu"] = "x".into(); c }, 7),
-        ({ let mut c = conf.clone(); c["ipam"]["subnet"] = "10.0.0.0/99".into(); c }, 7),
-        ({ let mut c = conf.clone(); c["vlan"] = 5.into(); c }, 2),
+        (
+            {
+                let mut c = conf.clone();
+                c["cniVersion"] = "0.2.0".into();
+                c
+            },
+            1,
+        ),
+        (
+            {
+                let mut c = conf.clone();
+                c["mtu"] = "x".into();
+                c
+            },
+            7,
+        ),
+        (
+            {
+                let mut c = conf.clone();
+                c["ipam"]["subnet"] = "10.0.0.0/99".into();
+                c
+            },
+            7,
+        ),
+        (
+            {
+                let mut c = conf.clone();
+                c["vlan"] = 5.into();
+                c
+            },
+            2,
+        ),
     ];
     for (c, want) in cases {
         let (code, out, _) = node.exec("ADD", "bad", &ns.path(), "eth0", &c);
@@ -286,7 +345,10 @@ fn cni_bad_input_gets_spec_errors() {
     assert!(node.sandboxes().is_empty());
     let (code, out, _) = node.exec("VERSION", "", "", "", &json!({"cniVersion": "1.0.0"}));
     assert_eq!(code, 0);
-    assert_eq!(out["supportedVersions"], json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]));
+    assert_eq!(
+        out["supportedVersions"],
+        json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+    );
 }
 
 /// kill -9 of the daemon in the middle of 30 concurrent ADDs. After a restart every
@@ -305,13 +367,24 @@ fn cni_kill9_during_add_burst() {
     let handles: Vec<_> = nss
         .iter()
         .map(|ns| {
-            let (host, bin, conf, path, name) = (host.clone(), bin.clone(), conf.clone(), ns.path(), ns.name.clone());
+            let (host, bin, conf, path, name) = (
+                host.clone(),
+                bin.clone(),
+                conf.clone(),
+                ns.path(),
+                ns.name.clone(),
+            );
             std::thread::spawn(move || exec_plugin(&host, &bin, "ADD", &name, &path, "eth0", &conf).0)
         })
         .collect();
     // Kill once some ADDs have landed, so others are surely in flight.
     let t0 = std::time::Instant::now();
-    while node.host.client().get("/v1/sandboxes").map_or(0, |v| v.as_array().map_or(0, Vec::len)) < 3
+    while node
+        .host
+        .client()
+        .get("/v1/sandboxes")
+        .map_or(0, |v| v.as_array().map_or(0, Vec::len))
+        < 3
         && t0.elapsed() < Duration::from_secs(20)
     {
         std::thread::sleep(Duration::from_millis(2));
@@ -320,7 +393,10 @@ fn cni_kill9_during_add_burst() {
     let codes: Vec<i32> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let ok = codes.iter().filter(|c| **c == 0).count();
     println!("{ok} of 30 ADDs succeeded around the kill");
-    assert!(ok >= 3 && ok < 30, "the kill did not land during the burst ({ok} of 30 succeeded)");
+    assert!(
+        (3..30).contains(&ok),
+        "the kill did not land during the burst ({ok} of 30 succeeded)"
+    );
     let sbs = node.sandboxes();
     for (ns, code) in nss.iter().zip(&codes) {
         let sb = sbs.iter().find(|s| s.labels["cni.netd/container"] == ns.name);
@@ -353,7 +429,12 @@ fn cni_kill9_during_add_burst() {
     assert!(sbs.len() >= ok);
     std::thread::sleep(Duration::from_millis(500));
     let links = node.endpoint_links();
-    assert_eq!(links.len(), sbs.len(), "veths {links:?} vs {} sandboxes", sbs.len());
+    assert_eq!(
+        links.len(),
+        sbs.len(),
+        "veths {links:?} vs {} sandboxes",
+        sbs.len()
+    );
     let leases = node.leases().get("ndcni-k/4").map_or(0, Vec::len);
     assert_eq!(leases, sbs.len());
     for ns in &nss {
@@ -385,8 +466,15 @@ fn cni_standalone_repairs_drift() {
     assert!(node.host.sh(&format!("ip link del {bridge}")).ok());
     let c = Netns::new();
     node.add("drift-c", &c, &conf);
-    assert!(node.host.sh(&format!("ip link show {bridge}")).ok(), "bridge not recreated");
-    assert!(integration::harness::ping_from(std::path::Path::new(&c.path()), None, "10.239.0.1"));
+    assert!(
+        node.host.sh(&format!("ip link show {bridge}")).ok(),
+        "bridge not recreated"
+    );
+    assert!(integration::harness::ping_from(
+        std::path::Path::new(&c.path()),
+        None,
+        "10.239.0.1"
+    ));
     for (id, ns) in [("drift-a", &a), ("drift-b", &b), ("drift-c", &c)] {
         node.del(id, &ns.path(), &conf);
     }

@@ -34,7 +34,11 @@ impl Lib {
         std::fs::create_dir_all(dir.join("net.d")).unwrap();
         std::fs::create_dir_all(dir.join("cache")).unwrap();
         let list = json!({"cniVersion": "1.0.0", "name": name, "plugins": plugins});
-        std::fs::write(dir.join("net.d").join(format!("{name}.conflist")), list.to_string()).unwrap();
+        std::fs::write(
+            dir.join("net.d").join(format!("{name}.conflist")),
+            list.to_string(),
+        )
+        .unwrap();
         Lib { dir }
     }
 
@@ -47,7 +51,10 @@ impl Lib {
             .env("CNI_PATH", format!("{}:/usr/lib/cni", cni_dir().display()))
             .env("CNI_CACHEDIR", self.dir.join("cache"))
             .env("CNI_CONTAINERID", format!("libcni-{}", ns.name))
-            .env("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=web-0;K8S_POD_NAMESPACE=default");
+            .env(
+                "CNI_ARGS",
+                "IgnoreUnknown=1;K8S_POD_NAME=web-0;K8S_POD_NAMESPACE=default",
+            );
         if let Some(a) = cap_args {
             c.env("CAP_ARGS", a.to_string());
         }
@@ -57,7 +64,11 @@ impl Lib {
 
 fn add_check_del(mode: Mode) {
     let node = Node::new(mode);
-    let mut plugin = node.conf("ndcni-lib", "10.241.0.0/24", json!({"dns": {"nameservers": ["10.241.0.1"], "search": ["svc.local"]}}));
+    let mut plugin = node.conf(
+        "ndcni-lib",
+        "10.241.0.0/24",
+        json!({"dns": {"nameservers": ["10.241.0.1"], "search": ["svc.local"]}}),
+    );
     plugin.as_object_mut().unwrap().remove("cniVersion");
     plugin.as_object_mut().unwrap().remove("name");
     let lib = Lib::new(&node, "ndcni-lib", vec![plugin]);
@@ -77,10 +88,17 @@ fn add_check_del(mode: Mode) {
     assert_eq!(r["dns"]["nameservers"][0], "10.241.0.1");
     assert_eq!(r["dns"]["search"][0], "svc.local");
     assert_eq!(ns.addrs("eth0"), vec![addr.to_string()]);
-    assert!(integration::harness::ping_from(Path::new(&ns.path()), None, "10.241.0.1"));
+    assert!(integration::harness::ping_from(
+        Path::new(&ns.path()),
+        None,
+        "10.241.0.1"
+    ));
     // The pod name from CNI_ARGS is on the sandbox.
     let sb = &node.sandboxes()[0];
-    assert_eq!(sb.labels.get("io.kubernetes.pod.name").map(String::as_str), Some("web-0"));
+    assert_eq!(
+        sb.labels.get("io.kubernetes.pod.name").map(String::as_str),
+        Some("web-0")
+    );
 
     let o = lib.tool(&node, "check", "ndcni-lib", &ns, None);
     assert!(o.ok(), "cnitool check: {}", o.stderr);
@@ -157,12 +175,18 @@ fn libcni_chained_with_reference_plugins() {
     let addr = r["ips"][0]["address"].as_str().unwrap().to_string();
     assert_eq!(ns.addrs("eth0"), vec![addr.clone()]);
     // tuning acted on the interface our result named.
-    assert_eq!(ns.sh("cat /proc/sys/net/ipv4/conf/eth0/arp_notify").stdout.trim(), "1");
+    assert_eq!(
+        ns.sh("cat /proc/sys/net/ipv4/conf/eth0/arp_notify").stdout.trim(),
+        "1"
+    );
     assert!(ns.sh("ip link show eth0").stdout.contains("mtu 1400"));
     // portmap put its DNAT for our address in the host namespace.
     let nat = node.host.sh("iptables -t nat -S 2>/dev/null").stdout;
     let ip = addr.split('/').next().unwrap();
-    assert!(nat.contains(&format!("{ip}:80")), "portmap DNAT to {ip}:80 missing:\n{nat}");
+    assert!(
+        nat.contains(&format!("{ip}:80")),
+        "portmap DNAT to {ip}:80 missing:\n{nat}"
+    );
     // CHECK runs netd-cni, tuning, then portmap. Debian's portmap 1.1.1 always fails its
     // own IPv6 check (containernetworking/plugins#819, fixed upstream later), so the
     // chain's CHECK must get past netd-cni and tuning and stop only there.

@@ -61,7 +61,11 @@ fn podman_e2e(mode: Mode) {
     };
     std::fs::create_dir_all(&p.conf_dir).unwrap();
     let net = format!("ndcnipod{tag}");
-    let mut plugin = node.conf(&net, "10.243.0.0/24", json!({"capabilities": {"portMappings": true}}));
+    let mut plugin = node.conf(
+        &net,
+        "10.243.0.0/24",
+        json!({"capabilities": {"portMappings": true}}),
+    );
     plugin.as_object_mut().unwrap().remove("cniVersion");
     plugin.as_object_mut().unwrap().remove("name");
     let list = json!({"cniVersion": "1.0.0", "name": net, "plugins": [plugin]});
@@ -89,14 +93,26 @@ fn podman_e2e(mode: Mode) {
     // A second container reaches the first by its address.
     let mut got = String::new();
     for _ in 0..20 {
-        let o = p.cmd(&["run", "--rm", "--network", &net, "netd/busybox", "sh", "-c", &format!("nc -w 2 {a_ip} 80 </dev/null")]);
+        let o = p.cmd(&[
+            "run",
+            "--rm",
+            "--network",
+            &net,
+            "netd/busybox",
+            "sh",
+            "-c",
+            &format!("nc -w 2 {a_ip} 80 </dev/null"),
+        ]);
         got = o.stdout.clone();
         if got.contains("a-hello") {
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(got.contains("a-hello"), "container b could not reach a at {a_ip}: {got:?}");
+    assert!(
+        got.contains("a-hello"),
+        "container b could not reach a at {a_ip}: {got:?}"
+    );
 
     // -p 18080:80 from an outside namespace, through the host's address.
     let c_id = serve("c", &["-p", "18080:80"]);
@@ -119,7 +135,11 @@ fn podman_e2e(mode: Mode) {
     p.ok(&["rm", "-f", &a_id, &c_id]);
     assert!(node.sandboxes().is_empty(), "{:?}", node.sandboxes());
     assert!(node.leases().values().all(Vec::is_empty), "{:?}", node.leases());
-    assert!(node.settled_endpoint_links().is_empty(), "{:?}", node.endpoint_links());
+    assert!(
+        node.settled_endpoint_links().is_empty(),
+        "{:?}",
+        node.endpoint_links()
+    );
     let nat = node.host.sh("nft list ruleset").stdout;
     assert!(!nat.contains("18080"), "published port left in nftables:\n{nat}");
 }

@@ -25,14 +25,16 @@ impl Delegate {
 
     /// STATUS: can netd be reached at all?
     pub fn health(&self) -> Result<()> {
-        self.client.get("/v1/health").map(|_| ()).map_err(|e| {
-            CniError::new(code::UNAVAILABLE, format!("netd is not available: {e}"))
-        })
+        self.client
+            .get("/v1/health")
+            .map(|_| ())
+            .map_err(|e| CniError::new(code::UNAVAILABLE, format!("netd is not available: {e}")))
     }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(v: Value) -> Result<T> {
-    serde_json::from_value(v).map_err(|e| CniError::new(code::IO, format!("unexpected answer from netd: {e}")))
+    serde_json::from_value(v)
+        .map_err(|e| CniError::new(code::IO, format!("unexpected answer from netd: {e}")))
 }
 
 fn not_found(e: &ClientError) -> bool {

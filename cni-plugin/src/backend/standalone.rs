@@ -136,7 +136,11 @@ impl Netd for Standalone {
         if self.engine.sandbox(&req.name).is_ok() {
             return Ok(Created::Exists);
         }
-        if req.networks.iter().any(|n| self.engine.network(&n.network).is_err()) {
+        if req
+            .networks
+            .iter()
+            .any(|n| self.engine.network(&n.network).is_err())
+        {
             return Ok(Created::NoNetwork);
         }
         self.mutate(|e| e.create_sandbox(req)).map(Created::Sandbox)

@@ -58,9 +58,16 @@ fn every_supported_version_is_accepted_others_are_code_1() {
         assert_eq!(parse(&with("cniVersion", json!(v))).unwrap().cni_version, *v);
     }
     for v in ["0.1.0", "0.2.0", "2.0.0", "1.1", "latest"] {
-        assert_eq!(code_of(&with("cniVersion", json!(v))), code::INCOMPATIBLE_VERSION, "{v}");
+        assert_eq!(
+            code_of(&with("cniVersion", json!(v))),
+            code::INCOMPATIBLE_VERSION,
+            "{v}"
+        );
     }
-    assert_eq!(code_of(br#"{"name":"x","type":"netd-cni"}"#), code::INVALID_CONFIG);
+    assert_eq!(
+        code_of(br#"{"name":"x","type":"netd-cni"}"#),
+        code::INVALID_CONFIG
+    );
 }
 
 #[test]
@@ -72,15 +79,30 @@ fn errors_get_the_spec_codes() {
     assert_eq!(code_of(&with("mtu", json!(20))), code::INVALID_CONFIG);
     assert_eq!(code_of(&with("name", json!(""))), code::INVALID_CONFIG);
     assert_eq!(code_of(&with("name", json!("bad/name"))), code::INVALID_CONFIG);
-    assert_eq!(code_of(&with("bridge", json!("a-very-long-bridge-name"))), code::INVALID_CONFIG);
+    assert_eq!(
+        code_of(&with("bridge", json!("a-very-long-bridge-name"))),
+        code::INVALID_CONFIG
+    );
     assert_eq!(code_of(&with("ipMasq", json!("yes"))), code::INVALID_CONFIG);
     assert_eq!(code_of(&with("vlan", json!(10))), code::UNSUPPORTED_FIELD);
     assert_eq!(code_of(&with("driver", json!("ipvlan"))), code::UNSUPPORTED_FIELD);
     assert_eq!(code_of(&with("isGateway", json!(false))), code::UNSUPPORTED_FIELD);
-    assert_eq!(code_of(&with("ipam", json!({"type": "dhcp"}))), code::UNSUPPORTED_FIELD);
-    assert_eq!(code_of(&with("ipam", json!({"type": "host-local", "subnet": "10.0.0.0/33"}))), code::INVALID_CONFIG);
     assert_eq!(
-        code_of(&with("ipam", json!({"type": "host-local", "subnet": "10.0.0.0/24", "gateway": "10.9.0.1"}))),
+        code_of(&with("ipam", json!({"type": "dhcp"}))),
+        code::UNSUPPORTED_FIELD
+    );
+    assert_eq!(
+        code_of(&with(
+            "ipam",
+            json!({"type": "host-local", "subnet": "10.0.0.0/33"})
+        )),
+        code::INVALID_CONFIG
+    );
+    assert_eq!(
+        code_of(&with(
+            "ipam",
+            json!({"type": "host-local", "subnet": "10.0.0.0/24", "gateway": "10.9.0.1"})
+        )),
         code::INVALID_CONFIG
     );
     assert_eq!(
@@ -117,7 +139,10 @@ fn ranges_dual_stack_and_routes() {
     assert_eq!(s[0].gateway, Some("10.5.0.254".parse().unwrap()));
     assert!(s[1].subnet.is_ipv6());
     assert_eq!(
-        code_of(&with("ipam", json!({"type": "host-local", "subnet": "10.0.0.0/24", "routes": [{"dst": "nope"}]}))),
+        code_of(&with(
+            "ipam",
+            json!({"type": "host-local", "subnet": "10.0.0.0/24", "routes": [{"dst": "nope"}]})
+        )),
         code::INVALID_CONFIG
     );
 }
@@ -136,16 +161,31 @@ fn capabilities_ips_mac_and_port_mappings() {
     c["args"] = json!({"cni": {"ips": ["10.10.1.8"], "mac": "02:00:00:00:00:08"}});
     let conf = parse(&serde_json::to_vec(&c).unwrap()).unwrap();
     // runtimeConfig beats args beats CNI_ARGS.
-    assert_eq!(conf.requested_ips(&["10.10.1.9".into()]).unwrap(), vec!["10.10.1.7".parse::<IpAddr>().unwrap()]);
-    assert_eq!(conf.requested_mac(Some("02:00:00:00:00:09")).as_deref(), Some("02:00:00:00:00:07"));
-    assert_eq!(conf.port_specs().unwrap(), vec!["8080:80/tcp", "127.0.0.1:5353:53/udp"]);
+    assert_eq!(
+        conf.requested_ips(&["10.10.1.9".into()]).unwrap(),
+        vec!["10.10.1.7".parse::<IpAddr>().unwrap()]
+    );
+    assert_eq!(
+        conf.requested_mac(Some("02:00:00:00:00:09")).as_deref(),
+        Some("02:00:00:00:00:07")
+    );
+    assert_eq!(
+        conf.port_specs().unwrap(),
+        vec!["8080:80/tcp", "127.0.0.1:5353:53/udp"]
+    );
 
     c["runtimeConfig"] = json!({});
     let conf = parse(&serde_json::to_vec(&c).unwrap()).unwrap();
-    assert_eq!(conf.requested_ips(&[]).unwrap(), vec!["10.10.1.8".parse::<IpAddr>().unwrap()]);
+    assert_eq!(
+        conf.requested_ips(&[]).unwrap(),
+        vec!["10.10.1.8".parse::<IpAddr>().unwrap()]
+    );
     c["args"] = json!({});
     let conf = parse(&serde_json::to_vec(&c).unwrap()).unwrap();
-    assert_eq!(conf.requested_ips(&["10.10.1.9".into()]).unwrap(), vec!["10.10.1.9".parse::<IpAddr>().unwrap()]);
+    assert_eq!(
+        conf.requested_ips(&["10.10.1.9".into()]).unwrap(),
+        vec!["10.10.1.9".parse::<IpAddr>().unwrap()]
+    );
 
     c["runtimeConfig"] = json!({"portMappings": [{"hostPort": 1, "containerPort": 2, "protocol": "sctp"}]});
     assert_eq!(code_of(&serde_json::to_vec(&c).unwrap()), code::UNSUPPORTED_FIELD);
@@ -165,7 +205,10 @@ fn valid_attachments_for_gc() {
     ))
     .unwrap();
     assert_eq!(c.valid_attachments[0].container_id, "a");
-    assert_eq!(code_of(&with("cni.dev/valid-attachments", json!("x"))), code::INVALID_CONFIG);
+    assert_eq!(
+        code_of(&with("cni.dev/valid-attachments", json!("x"))),
+        code::INVALID_CONFIG
+    );
 }
 
 const OK_CODES: &[u32] = &[
@@ -180,7 +223,9 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)),
+        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)),
         "[ -~]{0,20}".prop_map(Value::from),
         prop_oneof![
             Just("10.1.0.0/24"),
@@ -202,9 +247,27 @@ fn json_value() -> impl Strategy<Value = Value> {
 }
 
 const KEYS: &[&str] = &[
-    "cniVersion", "name", "type", "socket", "stateDir", "driver", "bridge", "isGateway", "isDefaultGateway",
-    "ipMasq", "mtu", "hairpinMode", "promiscMode", "vlan", "ipam", "dns", "runtimeConfig", "args", "prevResult",
-    "cni.dev/valid-attachments", "ipv6",
+    "cniVersion",
+    "name",
+    "type",
+    "socket",
+    "stateDir",
+    "driver",
+    "bridge",
+    "isGateway",
+    "isDefaultGateway",
+    "ipMasq",
+    "mtu",
+    "hairpinMode",
+    "promiscMode",
+    "vlan",
+    "ipam",
+    "dns",
+    "runtimeConfig",
+    "args",
+    "prevResult",
+    "cni.dev/valid-attachments",
+    "ipv6",
 ];
 
 proptest! {

@@ -46,7 +46,10 @@ fn setup() -> T {
 fn rand_u32() -> u32 {
     use std::time::{SystemTime, UNIX_EPOCH};
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
         ^ N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
@@ -55,7 +58,8 @@ fn mk(k: &FakeKernel, dir: &std::path::Path, name: &str) -> String {
     use netd::kernel::Kernel;
     let p = dir.join("netns").join(name);
     std::fs::write(&p, b"").unwrap();
-    k.apply(&netd::plan::Step::CreateNetns { path: p.clone() }).unwrap();
+    k.apply(&netd::plan::Step::CreateNetns { path: p.clone() })
+        .unwrap();
     p.display().to_string()
 }
 
@@ -89,7 +93,12 @@ fn add_result_per_version() {
     for (i, v) in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"].iter().enumerate() {
         let c = conf(json!({"cniVersion": v}));
         let cid = format!("c{i}");
-        let r = add(&mut t.b, &c, &env(Command::Add, &cid, &mk(&t.k, &t.dir, &cid), "eth0")).unwrap();
+        let r = add(
+            &mut t.b,
+            &c,
+            &env(Command::Add, &cid, &mk(&t.k, &t.dir, &cid), "eth0"),
+        )
+        .unwrap();
         assert_eq!(r["cniVersion"], *v);
         assert_eq!(r["interfaces"][0]["name"], "netd-podnet");
         assert_eq!(r["interfaces"][2]["name"], "eth0");
@@ -103,12 +112,11 @@ fn add_result_per_version() {
         assert_eq!(r["routes"][0], json!({"dst": "0.0.0.0/0", "gw": "10.88.0.1"}));
     }
     // Five containers, five distinct addresses.
-    let mut ips: Vec<_> = t
-        .b
-        .engine()
-        .sandboxes()
-        .map(|s| s.endpoints[0].ipv4.unwrap().ip())
-        .collect();
+    let mut ips: Vec<_> =
+        t.b.engine()
+            .sandboxes()
+            .map(|s| s.endpoints[0].ipv4.unwrap().ip())
+            .collect();
     ips.sort();
     ips.dedup();
     assert_eq!(ips.len(), 5);
@@ -179,7 +187,12 @@ fn static_ip_mac_ports_and_pod_labels() {
     assert_eq!(sb.labels.get(LABEL_POD).map(String::as_str), Some("web-0"));
     assert_eq!(sb.labels.get(LABEL_POD_NS).map(String::as_str), Some("prod"));
     // The same static address for another container: refused with netd's reason.
-    let err = add(&mut t.b, &c, &env(Command::Add, "st2", &mk(&t.k, &t.dir, "s2"), "eth0")).unwrap_err();
+    let err = add(
+        &mut t.b,
+        &c,
+        &env(Command::Add, "st2", &mk(&t.k, &t.dir, "s2"), "eth0"),
+    )
+    .unwrap_err();
     assert_eq!(err.code, code::NETD_REFUSED);
     assert!(t.b.engine().sandbox(&sandbox_name("st2")).is_err());
 }
@@ -187,12 +200,27 @@ fn static_ip_mac_ports_and_pod_labels() {
 #[test]
 fn existing_network_with_other_subnet_is_a_config_error() {
     let mut t = setup();
-    add(&mut t.b, &conf(json!({})), &env(Command::Add, "x1", &mk(&t.k, &t.dir, "x1"), "eth0")).unwrap();
+    add(
+        &mut t.b,
+        &conf(json!({})),
+        &env(Command::Add, "x1", &mk(&t.k, &t.dir, "x1"), "eth0"),
+    )
+    .unwrap();
     let other = conf(json!({"ipam": {"subnet": "10.99.0.0/24"}}));
-    let err = add(&mut t.b, &other, &env(Command::Add, "x2", &mk(&t.k, &t.dir, "x2"), "eth0")).unwrap_err();
+    let err = add(
+        &mut t.b,
+        &other,
+        &env(Command::Add, "x2", &mk(&t.k, &t.dir, "x2"), "eth0"),
+    )
+    .unwrap_err();
     assert_eq!(err.code, code::INVALID_CONFIG);
     let other = conf(json!({"bridge": "br-other"}));
-    let err = add(&mut t.b, &other, &env(Command::Add, "x3", &mk(&t.k, &t.dir, "x3"), "eth0")).unwrap_err();
+    let err = add(
+        &mut t.b,
+        &other,
+        &env(Command::Add, "x3", &mk(&t.k, &t.dir, "x3"), "eth0"),
+    )
+    .unwrap_err();
     assert_eq!(err.code, code::INVALID_CONFIG);
 }
 
@@ -203,7 +231,12 @@ fn chained_after_another_plugin() {
         "interfaces": [{"name": "lo0"}], "ips": [{"address": "192.0.2.5/32", "interface": 0}],
         "routes": [{"dst": "192.0.2.0/24"}], "dns": {"nameservers": ["192.0.2.53"]}});
     let c = conf(json!({"cniVersion": "1.0.0", "prevResult": prev}));
-    let r = add(&mut t.b, &c, &env(Command::Add, "ch", &mk(&t.k, &t.dir, "ch"), "eth0")).unwrap();
+    let r = add(
+        &mut t.b,
+        &c,
+        &env(Command::Add, "ch", &mk(&t.k, &t.dir, "ch"), "eth0"),
+    )
+    .unwrap();
     assert_eq!(r["interfaces"].as_array().unwrap().len(), 4);
     assert_eq!(r["interfaces"][3]["name"], "eth0");
     assert_eq!(r["ips"][0]["address"], "192.0.2.5/32");
@@ -223,15 +256,30 @@ fn check_compares_prev_result_and_kernel() {
     let yes = |_: &str, _: &str| true;
     let no = |_: &str, _: &str| false;
     check(&mut t.b, &with_prev(r.clone()), &e, &yes).unwrap();
-    assert_eq!(check(&mut t.b, &with_prev(r.clone()), &e, &no).unwrap_err().code, code::NETD_REFUSED);
+    assert_eq!(
+        check(&mut t.b, &with_prev(r.clone()), &e, &no).unwrap_err().code,
+        code::NETD_REFUSED
+    );
     let mut wrong = r.clone();
     wrong["ips"][0]["address"] = "10.88.0.200/24".into();
-    assert_eq!(check(&mut t.b, &with_prev(wrong), &e, &yes).unwrap_err().code, code::NETD_REFUSED);
-    assert_eq!(check(&mut t.b, &c, &e, &yes).unwrap_err().code, code::INVALID_CONFIG);
+    assert_eq!(
+        check(&mut t.b, &with_prev(wrong), &e, &yes).unwrap_err().code,
+        code::NETD_REFUSED
+    );
+    assert_eq!(
+        check(&mut t.b, &c, &e, &yes).unwrap_err().code,
+        code::INVALID_CONFIG
+    );
     let old = conf(json!({"cniVersion": "0.3.1", "prevResult": r.clone()}));
-    assert_eq!(check(&mut t.b, &old, &e, &yes).unwrap_err().code, code::INCOMPATIBLE_VERSION);
+    assert_eq!(
+        check(&mut t.b, &old, &e, &yes).unwrap_err().code,
+        code::INCOMPATIBLE_VERSION
+    );
     del(&mut t.b, &c, &e).unwrap();
-    assert_eq!(check(&mut t.b, &with_prev(r), &e, &yes).unwrap_err().code, code::UNKNOWN_CONTAINER);
+    assert_eq!(
+        check(&mut t.b, &with_prev(r), &e, &yes).unwrap_err().code,
+        code::UNKNOWN_CONTAINER
+    );
 }
 
 #[test]
@@ -239,16 +287,33 @@ fn gc_keeps_only_valid_attachments() {
     let mut t = setup();
     let c = conf(json!({}));
     for id in ["g1", "g2", "g3"] {
-        add(&mut t.b, &c, &env(Command::Add, id, &mk(&t.k, &t.dir, id), "eth0")).unwrap();
+        add(
+            &mut t.b,
+            &c,
+            &env(Command::Add, id, &mk(&t.k, &t.dir, id), "eth0"),
+        )
+        .unwrap();
     }
     // Another network's attachment is not this GC's business.
     let other = conf(json!({"name": "othernet", "ipam": {"subnet": "10.89.0.0/24"}}));
-    add(&mut t.b, &other, &env(Command::Add, "g9", &mk(&t.k, &t.dir, "g9"), "eth0")).unwrap();
+    add(
+        &mut t.b,
+        &other,
+        &env(Command::Add, "g9", &mk(&t.k, &t.dir, "g9"), "eth0"),
+    )
+    .unwrap();
     let gc_conf = conf(json!({"cni.dev/valid-attachments": [{"containerID": "g2", "ifname": "eth0"}]}));
     let mut removed = gc(&mut t.b, &gc_conf).unwrap();
     removed.sort();
-    assert_eq!(removed, vec![("g1".into(), "eth0".into()), ("g3".into(), "eth0".into())]);
-    let left: Vec<String> = t.b.engine().sandboxes().map(|s| s.labels[LABEL_CONTAINER].clone()).collect();
+    assert_eq!(
+        removed,
+        vec![("g1".into(), "eth0".into()), ("g3".into(), "eth0".into())]
+    );
+    let left: Vec<String> =
+        t.b.engine()
+            .sandboxes()
+            .map(|s| s.labels[LABEL_CONTAINER].clone())
+            .collect();
     assert_eq!(left, {
         let mut l = vec!["g2".to_string(), "g9".to_string()];
         l.sort_by_key(|c| sandbox_name(c));
@@ -264,14 +329,27 @@ fn status_51_when_the_pool_is_exhausted() {
     let mut t = setup();
     let c = conf(json!({"ipam": {"subnet": "10.66.0.0/30"}}));
     status(&mut t.b, &c).unwrap(); // no network yet: nothing exhausted
-    add(&mut t.b, &c, &env(Command::Add, "only", &mk(&t.k, &t.dir, "only"), "eth0")).unwrap();
+    add(
+        &mut t.b,
+        &c,
+        &env(Command::Add, "only", &mk(&t.k, &t.dir, "only"), "eth0"),
+    )
+    .unwrap();
     assert_eq!(status(&mut t.b, &c).unwrap_err().code, code::NO_IPS);
-    let err = add(&mut t.b, &c, &env(Command::Add, "more", &mk(&t.k, &t.dir, "more"), "eth0")).unwrap_err();
+    let err = add(
+        &mut t.b,
+        &c,
+        &env(Command::Add, "more", &mk(&t.k, &t.dir, "more"), "eth0"),
+    )
+    .unwrap_err();
     assert_eq!(err.code, code::NETD_REFUSED);
     del(&mut t.b, &c, &env(Command::Del, "only", "", "eth0")).unwrap();
     status(&mut t.b, &c).unwrap();
     let old = conf(json!({"cniVersion": "0.4.0", "ipam": {"subnet": "10.66.0.0/30"}}));
-    assert_eq!(status(&mut t.b, &old).unwrap_err().code, code::INCOMPATIBLE_VERSION);
+    assert_eq!(
+        status(&mut t.b, &old).unwrap_err().code,
+        code::INCOMPATIBLE_VERSION
+    );
 }
 
 #[test]

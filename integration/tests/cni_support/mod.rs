@@ -87,7 +87,14 @@ impl Node {
     }
 
     /// Runs the plugin in the host namespace: (exit code, stdout JSON or Null, stderr).
-    pub fn exec(&self, cmd: &str, cid: &str, netns: &str, ifname: &str, conf: &Value) -> (i32, Value, String) {
+    pub fn exec(
+        &self,
+        cmd: &str,
+        cid: &str,
+        netns: &str,
+        ifname: &str,
+        conf: &Value,
+    ) -> (i32, Value, String) {
         exec_plugin(&self.host.netns(), &cni_bin(), cmd, cid, netns, ifname, conf)
     }
 
@@ -106,8 +113,10 @@ impl Node {
     /// The sandboxes netd (daemon or plugin store) has now.
     pub fn sandboxes(&self) -> Vec<Sandbox> {
         match self.mode {
-            Mode::Delegating => serde_json::from_value(self.host.client().get("/v1/sandboxes").expect("list"))
-                .expect("sandboxes"),
+            Mode::Delegating => {
+                serde_json::from_value(self.host.client().get("/v1/sandboxes").expect("list"))
+                    .expect("sandboxes")
+            }
             Mode::Standalone => {
                 let path = self.state_dir().join("netd.redb");
                 if !path.exists() {
@@ -228,7 +237,11 @@ pub struct Netns {
 
 impl Netns {
     pub fn new() -> Netns {
-        let name = format!("ndcni-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "ndcni-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         let o = sh(&format!("ip netns add {name} && ip -n {name} link set lo up"));
         assert!(o.ok(), "ip netns add {name}: {}", o.stderr);
         Netns { name }
@@ -244,7 +257,9 @@ impl Netns {
 
     /// Global IPv4 addresses on `ifname` ("a.b.c.d/len").
     pub fn addrs(&self, ifname: &str) -> Vec<String> {
-        let o = self.sh(&format!("ip -j -4 addr show dev {ifname} scope global 2>/dev/null || echo []"));
+        let o = self.sh(&format!(
+            "ip -j -4 addr show dev {ifname} scope global 2>/dev/null || echo []"
+        ));
         let v: Value = serde_json::from_str(o.stdout.trim()).unwrap_or(json!([]));
         v.as_array()
             .into_iter()

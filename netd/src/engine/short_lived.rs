@@ -35,12 +35,10 @@ impl Engine {
         // only its own elements, so a missing table has to be noticed before.
         let healthy = !force_reconcile
             && !e.networks.is_empty()
-            && e
-                .kernel
+            && e.kernel
                 .nft_table_exists("inet", crate::firewall::TABLE)
                 .unwrap_or(false)
-            && e
-                .networks
+            && e.networks
                 .values()
                 .all(|n| e.kernel.link_exists(&n.bridge, None).unwrap_or(false));
         if healthy {

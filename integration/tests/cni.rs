@@ -60,8 +60,7 @@ fn add_check_del(mode: Mode) {
     for _ in 0..3 {
         node.del("ctr-1", &ns.path(), &conf);
     }
-    assert!(ns.addrs("eth0").is_empty());
-    assert!(!ns.sh("ip link show eth0").ok(), "eth0 left in the container");
+    assert!(ns.link_gone("eth0"), "eth0 left in the container");
     assert!(
         node.settled_endpoint_links().is_empty(),
         "veth left: {:?}",
@@ -192,7 +191,7 @@ fn concurrent(mode: Mode, n: usize) {
     for ns in &nss {
         let rc = std::fs::read_to_string(dir.join(format!("{}.DEL.rc", ns.name))).unwrap();
         assert_eq!(rc.trim(), "0", "DEL {}", ns.name);
-        assert!(!ns.sh("ip link show eth0").ok());
+        assert!(ns.link_gone("eth0"), "eth0 left in {}", ns.name);
     }
     assert!(node.sandboxes().is_empty(), "sandboxes left after {n} DELs");
     assert!(
@@ -249,7 +248,7 @@ fn status_and_gc(mode: Mode) {
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "gc-1", "ifname": "eth0"}]);
     let (code, out, err) = node.exec("GC", "", "", "", &gc);
     assert_eq!(code, 0, "GC: {out} {err}");
-    assert!(nss[0].addrs("eth0").is_empty() && nss[2].addrs("eth0").is_empty());
+    assert!(nss[0].link_gone("eth0") && nss[2].link_gone("eth0"));
     assert_eq!(nss[1].addrs("eth0").len(), 1);
     let left: Vec<String> = node
         .sandboxes()
@@ -393,9 +392,11 @@ fn cni_kill9_during_add_burst() {
     let codes: Vec<i32> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let ok = codes.iter().filter(|c| **c == 0).count();
     println!("{ok} of 30 ADDs succeeded around the kill");
+    // The kill came after 3 sandboxes were committed; it landed in the burst if some
+    // ADDs failed (a committed ADD may still fail when its answer was lost).
     assert!(
-        (3..30).contains(&ok),
-        "the kill did not land during the burst ({ok} of 30 succeeded)"
+        ok < 30,
+        "the kill did not land during the burst (all 30 succeeded)"
     );
     let sbs = node.sandboxes();
     for (ns, code) in nss.iter().zip(&codes) {

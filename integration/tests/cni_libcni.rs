@@ -200,6 +200,57 @@ fn libcni_chained_with_reference_plugins() {
     assert!(o.ok(), "cnitool del (chain): {}", o.stderr);
     let nat = node.host.sh("iptables -t nat -S 2>/dev/null").stdout;
     assert!(!nat.contains(&format!("{ip}:80")), "portmap DNAT left:\n{nat}");
-    assert!(!ns.sh("ip link show eth0").ok());
+    assert!(ns.link_gone("eth0"));
+    assert!(node.sandboxes().is_empty());
+}
+
+/// netd-cni after another plugin: the reference `loopback` goes first, so netd-cni gets
+/// its result as prevResult and must pass it on with its own interfaces appended and
+/// its `ips[].interface` indexes shifted.
+#[test]
+fn libcni_chained_after_loopback() {
+    if skip("libcni_chained_after_loopback") {
+        return;
+    }
+    if cnitool().is_none() || !Path::new("/usr/lib/cni/loopback").exists() {
+        println!("skipped libcni_chained_after_loopback: cnitool or /usr/lib/cni/loopback missing");
+        return;
+    }
+    let node = Node::new(Mode::Standalone);
+    let mut ours = node.conf("ndcni-after", "10.245.0.0/24", json!({}));
+    ours.as_object_mut().unwrap().remove("cniVersion");
+    ours.as_object_mut().unwrap().remove("name");
+    let lib = Lib::new(&node, "ndcni-after", vec![json!({"type": "loopback"}), ours]);
+    let ns = Netns::new();
+    let o = lib.tool(&node, "add", "ndcni-after", &ns, None);
+    assert!(o.ok(), "cnitool add: {} {}", o.stdout, o.stderr);
+    let r: Value = serde_json::from_str(&o.stdout).unwrap();
+    let names: Vec<&str> = r["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.first(), Some(&"lo"), "{r}");
+    assert_eq!(names.last(), Some(&"eth0"), "{r}");
+    let ours_ip = r["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["address"].as_str().unwrap().starts_with("10.245.0."))
+        .unwrap_or_else(|| panic!("no netd address in {r}"));
+    assert_eq!(ours_ip["interface"].as_u64(), Some(names.len() as u64 - 1), "{r}");
+    assert!(
+        r["ips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["address"] == "127.0.0.1/8"),
+        "{r}"
+    );
+    let o = lib.tool(&node, "check", "ndcni-after", &ns, None);
+    assert!(o.ok(), "cnitool check: {}", o.stderr);
+    let o = lib.tool(&node, "del", "ndcni-after", &ns, None);
+    assert!(o.ok(), "cnitool del: {}", o.stderr);
     assert!(node.sandboxes().is_empty());
 }

@@ -269,6 +269,19 @@ impl Netns {
             .collect()
     }
 
+    /// Whether `ifname` is gone within 2 s. In delegating mode DEL returns once netd
+    /// released the attachment; the daemon deletes the veth pair right after, without
+    /// making the runtime wait for the kernel's RCU grace periods.
+    pub fn link_gone(&self, ifname: &str) -> bool {
+        for _ in 0..100 {
+            if !self.sh(&format!("ip link show {ifname} 2>/dev/null")).ok() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        false
+    }
+
     pub fn delete(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }

@@ -54,14 +54,14 @@ pub type PResult = Result<Value, PluginError>;
 /// Parses a request body; names the method when it is empty or not the JSON expected.
 pub fn parse<T: DeserializeOwned>(method: &str, body: &[u8]) -> Result<T, PluginError> {
     let text = std::str::from_utf8(body)
-        .map_err(|_| PluginError::bad(format!("{method}: request body is not UTF-8")))?;
+        .map_err(|_| PluginError::bad(format!("netd: {method}: request body is not UTF-8")))?;
     let t = text.trim();
     if t.is_empty() || t == "null" {
         return Err(PluginError::bad(format!(
-            "{method}: request body is empty; expected a JSON object"
+            "netd: {method}: request body is empty; expected a JSON object"
         )));
     }
-    serde_json::from_str(t).map_err(|e| PluginError::bad(format!("{method}: malformed request: {e}")))
+    serde_json::from_str(t).map_err(|e| PluginError::bad(format!("netd: {method}: malformed request: {e}")))
 }
 
 /// Methods answered without the engine (no lock, no state).

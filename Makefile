@@ -33,6 +33,7 @@ check:
 
 bench: release
 	./bench/attach.sh 200
+	./bench/docker.sh 50
 
 clean:
 	$(CARGO) clean

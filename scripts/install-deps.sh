@@ -7,6 +7,7 @@ pkgs=(
   libnftables-dev nftables      # netd links libnftables; nft(8) for operators and tests
   iproute2 iputils-ping conntrack jq
   containernetworking-plugins   # the reference bridge/host-local plugins the benchmark compares with
+  docker.io busybox-static      # a real dockerd for the Docker plugin's tests and bench/docker.sh
 )
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

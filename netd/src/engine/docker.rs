@@ -579,11 +579,19 @@ impl Engine {
         self.docker_sandbox(network_id, endpoint_id).map(drop)
     }
 
-    /// `NetworkDriver.DeleteEndpoint`: the pair, its rules and its record.
+    /// `NetworkDriver.DeleteEndpoint`: the record and its rules at once; the pair is
+    /// deleted by the reaper (an RCU wait dockerd need not sit through: the name is never
+    /// reused, and `network rm` waits for it).
     pub fn docker_delete_endpoint(&mut self, network_id: &str, endpoint_id: &str) -> Result<()> {
-        let name = self.docker_sandbox(network_id, endpoint_id)?.1.name.clone();
-        self.remove_sandbox(&name)?;
-        tracing::info!(endpoint = %name, "docker: endpoint deleted");
+        let sb = self.docker_sandbox(network_id, endpoint_id)?.1.clone();
+        let mut undo = Undo::default();
+        self.remember(&mut undo, &[], &[&sb.name], &[]);
+        self.sandboxes.remove(&sb.name);
+        let mut txn = Txn::new();
+        txn.delete(Bucket::Sandboxes, &sb.name);
+        let teardown: Vec<Step> = sb.endpoints.iter().map(bridge::endpoint_down).collect();
+        self.commit(undo, &[], &txn, &teardown)?;
+        tracing::info!(endpoint = %sb.name, "docker: endpoint deleted");
         Ok(())
     }
 
@@ -646,6 +654,10 @@ impl Engine {
             if !done {
                 return Err(last_err.unwrap_or_else(|| EngineError::Invalid("no host port".into())));
             }
+        }
+        if sb.ports == out && sb.expose == exposed {
+            // The usual case (nothing published): no store write on the `docker run` path.
+            return Ok(out);
         }
         sb.ports = out.clone();
         sb.expose = exposed.to_vec();

@@ -425,3 +425,67 @@ proptest! {
         }
     }
 }
+
+/// The socket side: dockerd's empty-bodied Activate over HTTP/1.1 on a unix socket, the
+/// plugin content type, and an Err body with status 500 for a refused call.
+#[test]
+fn serves_the_protocol_on_a_unix_socket() {
+    use std::io::{Read, Write};
+    use std::sync::Mutex;
+
+    let dir = std::env::temp_dir().join(format!(
+        "netd-dkp-sock-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("netd.sock");
+    let (_k, e) = engine();
+    let shared = Arc::new(Mutex::new(e));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let listener = rt
+        .block_on(async { tokio::net::UnixListener::bind(&path) })
+        .unwrap();
+    let server = rt.spawn(super::serve(listener, shared, async {
+        let _ = rx.await;
+    }));
+    let post = |path_: &str, body: &str| -> String {
+        let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        write!(
+            s,
+            "POST /{path_} HTTP/1.1\r\nHost: plugin\r\nAccept: application/vnd.docker.plugins.v1.2+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let a = post("Plugin.Activate", "");
+    assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+    assert!(
+        a.to_ascii_lowercase()
+            .contains("content-type: application/vnd.docker.plugins.v1+json"),
+        "{a}"
+    );
+    assert!(
+        a.ends_with(r#"{"Implements":["NetworkDriver","IpamDriver"]}"#),
+        "{a}"
+    );
+    let j = post("NetworkDriver.Join", r#"{"NetworkID": "nope"}"#);
+    assert!(j.starts_with("HTTP/1.1 500"), "{j}");
+    assert!(
+        j.contains(r#"{"Err":"netd: Join: EndpointID is missing"}"#),
+        "{j}"
+    );
+    let u = post("VolumeDriver.Create", "{}");
+    assert!(u.starts_with("HTTP/1.1 404"), "{u}");
+    let _ = tx.send(());
+    rt.block_on(server).unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -30,7 +30,7 @@ trap cleanup EXIT
 "$ENGINES/dockerd.sh" start >/dev/null
 eval "$("$ENGINES/dockerd.sh" env)"
 mkdir -p "$NETD_ENGINE_DIR/netd"
-nsenter --net="/run/netns/$NETD_ENGINE_NETNS" ./target/release/netd daemon \
+NETD_LOG=info,netd::api::docker_plugin=debug nsenter --net="/run/netns/$NETD_ENGINE_NETNS" ./target/release/netd daemon \
   --state-dir "$NETD_ENGINE_DIR/netd/state" --socket "$NETD_ENGINE_DIR/netd/netd.sock" \
   --netns-dir "$NETD_ENGINE_DIR/netd/netns" --etc-netns-dir "$NETD_ENGINE_DIR/netd/etc" \
   --docker-plugin-dir "$NETD_DOCKER_PLUGIN_DIR" 2>"$NETD_ENGINE_DIR/netd.log" &
@@ -64,6 +64,18 @@ awk -v n="${P50[bench-netd]}" -v d="${P50[bench-dbr]}" -v d0="${P50[bridge]}" -v
   printf "netd overhead %.1f ms vs docker user bridge %.1f ms (ratio %.2f) and default bridge %.1f ms\n", on, od, (od > 0 ? on / od : 0), od0
   printf "goal netd overhead <= docker bridge overhead: %s;  goal netd overhead <= 5 ms p50: %s\n", (on <= od ? "met" : "NOT met"), (on <= 5 ? "met" : "NOT met")
 }'
+
+# netd's own share: time spent in its plugin handlers per `docker run` (from its debug log).
+awk -v runs="$((N + 3))" '/docker plugin call/ {
+    m = ""; us = 0
+    for (i = 1; i <= NF; i++) { if ($i ~ /^uri=/) m = substr($i, 6); if ($i ~ /^us=/) us = substr($i, 4) + 0 }
+    if (m ~ /(Network|Pool|Activate)$/) next
+    tot += us; n[m]++; s[m] += us
+  } END {
+    printf "netd plugin handlers per docker run: %.2f ms in total (", tot / runs / 1000
+    sep = ""; for (k in n) { printf "%s%s %.2f", sep, k, s[k] / n[k] / 1000; sep = ", " }
+    print " ms avg)"
+  }' "$NETD_ENGINE_DIR/netd.log"
 
 M=20
 declare -A C R

@@ -258,6 +258,31 @@ fn docker_network_reach_publish_and_cleanup() {
     let route = d.ok(&["exec", "c1", "ip", "route"]);
     assert!(route.contains("default via 10.231.0.1"), "{route}");
 
+    // Anti-spoofing holds for Docker's endpoints too: a container that can change its
+    // address (NET_ADMIN) gets nowhere with a source that is not its own.
+    d.ok(&[
+        "run",
+        "-d",
+        "--stop-timeout",
+        "1",
+        "--name",
+        "sp",
+        "--cap-add",
+        "NET_ADMIN",
+        "--network",
+        "n1",
+        "netd/busybox",
+        "sleep",
+        "1000",
+    ]);
+    assert!(d.ping("sp", &ip1), "sp pings with its own address");
+    d.ok(&["exec", "sp", "ip", "addr", "add", "10.231.0.99/24", "dev", "eth0"]);
+    assert!(
+        !d.docker(&["exec", "sp", "ping", "-c1", "-W2", "-I", "10.231.0.99", &ip1])
+            .ok(),
+        "spoofed source address got through"
+    );
+
     // -p 8080:80 from another machine, through the host's address.
     let out = Outside::new(&d.h, 232);
     assert_eq!(
@@ -312,7 +337,7 @@ fn docker_network_reach_publish_and_cleanup() {
             "eth0"
         ])
         .contains("10.231.0."));
-    d.ok(&["rm", "-f", "c1", "c2", "c3", "c4"]);
+    d.ok(&["rm", "-f", "c1", "c2", "c3", "c4", "sp"]);
     d.ok(&["network", "rm", "n1", "n2"]);
     d.h.client().get("/v1/health").expect("netd alive");
     let left = [d.leftovers("10.231.0."), d.leftovers("10.233.0.")].concat();

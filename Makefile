@@ -33,6 +33,7 @@ check:
 
 bench: release
 	./bench/attach.sh 200
+	./bench/docker.sh 50
 
 # The CNI plugin: binary to /opt/cni/bin, example conflist to /etc/cni/net.d (an existing
 # one is kept). DESTDIR stages the install elsewhere.

@@ -8,6 +8,7 @@ pkgs=(
   iproute2 iputils-ping conntrack jq
   containernetworking-plugins   # the reference bridge/host-local plugins the benchmark compares with
   golang-go golang-github-appc-cni-dev podman busybox-static  # netd-cni tests: cnitool (libcni) and podman
+  docker.io                     # a real dockerd for the Docker plugin's tests and bench/docker.sh
 )
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -100,6 +100,9 @@ pub fn ping_from(netns: &Path, from: Option<&str>, addr: &str) -> bool {
 pub struct Host {
     pub name: String,
     pub base: PathBuf,
+    /// Where the daemon serves Docker's plugin socket (default `<base>/docker-plugins`,
+    /// so test daemons never touch the host's /run/docker/plugins).
+    pub docker_plugin_dir: PathBuf,
     child: Option<Child>,
 }
 
@@ -122,6 +125,7 @@ impl Host {
         // Constructed before the namespace exists, so Drop cleans up a half-made host.
         let h = Host {
             name,
+            docker_plugin_dir: base.join("docker-plugins"),
             base,
             child: None,
         };
@@ -162,6 +166,8 @@ impl Host {
             self.netns_dir().display().to_string(),
             "--etc-netns-dir".into(),
             self.base.join("etc").display().to_string(),
+            "--docker-plugin-dir".into(),
+            self.docker_plugin_dir.display().to_string(),
         ]
     }
 

@@ -22,6 +22,8 @@ use crate::store::RedbStore;
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/netd";
 pub const DEFAULT_SOCKET: &str = "/run/netd/netd.sock";
+/// Where dockerd looks for plugin sockets; netd serves `netd.sock` there.
+pub const DEFAULT_DOCKER_PLUGIN_DIR: &str = "/run/docker/plugins";
 
 /// The optional `--config` file (TOML). Command-line flags win over it.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -52,6 +54,8 @@ pub struct DaemonOptions {
     pub socket_group: Option<String>,
     pub engine: EngineConfig,
     pub watch_every: Duration,
+    /// Serve Docker's libnetwork plugin protocol at `<dir>/netd.sock` (`None`: not at all).
+    pub docker_plugin_dir: Option<PathBuf>,
 }
 
 impl Default for DaemonOptions {
@@ -62,6 +66,7 @@ impl Default for DaemonOptions {
             socket_group: None,
             engine: EngineConfig::default(),
             watch_every: Duration::from_millis(500),
+            docker_plugin_dir: Some(DEFAULT_DOCKER_PLUGIN_DIR.into()),
         }
     }
 }
@@ -137,10 +142,43 @@ pub async fn run(
     let listener = bind_socket(&opts.socket, opts.socket_group.as_deref())?;
     tracing::info!(socket = %opts.socket.display(), state_dir = %opts.state_dir.display(), "netd ready");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let plugin = start_docker_plugin(&opts, &engine, stop_rx.clone());
     let watcher = tokio::spawn(watch_firewall(engine.clone(), opts.watch_every, stop_rx));
     let res = serve(listener, engine, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = watcher.await;
+    if let Some((task, path)) = plugin {
+        let _ = task.await;
+        let _ = fs::remove_file(path);
+    }
     let _ = fs::remove_file(&opts.socket);
     res.context("API server")
+}
+
+/// Serves Docker's plugin protocol next to the API. A plugin socket that cannot be bound
+/// (another netd serves it) is logged, not fatal: the API works without it.
+fn start_docker_plugin(
+    opts: &DaemonOptions,
+    engine: &crate::api::server::Shared,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Option<(tokio::task::JoinHandle<()>, PathBuf)> {
+    let path = opts.docker_plugin_dir.as_ref()?.join("netd.sock");
+    let listener = match bind_socket(&path, None) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(socket = %path.display(), error = %format!("{e:#}"), "Docker plugin not served");
+            return None;
+        }
+    };
+    tracing::info!(socket = %path.display(), "Docker plugin (NetworkDriver, IpamDriver) ready");
+    let engine = engine.clone();
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.changed().await;
+        };
+        if let Err(e) = crate::api::docker_plugin::serve(listener, engine, shutdown).await {
+            tracing::error!(error = %e, "Docker plugin server failed");
+        }
+    });
+    Some((task, path))
 }

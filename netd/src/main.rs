@@ -35,6 +35,9 @@ struct DaemonArgs {
     /// Group allowed to use the socket (mode 0660 instead of 0600).
     #[arg(long)]
     socket_group: Option<String>,
+    /// Serve Docker's plugin protocol at DIR/netd.sock (`none` to disable).
+    #[arg(long, env = "NETD_DOCKER_PLUGIN_DIR", value_name = "DIR")]
+    docker_plugin_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -83,6 +86,11 @@ fn options(a: &DaemonArgs) -> anyhow::Result<DaemonOptions> {
         o.engine.etc_netns_dir = v;
     }
     o.socket_group = a.socket_group.clone().or(file.socket_group);
+    match a.docker_plugin_dir.as_deref() {
+        Some(d) if d.as_os_str() == "none" || d.as_os_str().is_empty() => o.docker_plugin_dir = None,
+        Some(d) => o.docker_plugin_dir = Some(d.to_path_buf()),
+        None => {}
+    }
     if let Some(i) = file.ipam {
         o.engine.ipam = i;
     }

@@ -45,6 +45,20 @@ pub struct VethSpec {
     pub gw6: Option<Ipv6Addr>,
 }
 
+/// A veth pair whose both ends stay in the host namespace: `host_name` enslaved to
+/// `bridge` and up, `peer_name` down and unconfigured. For container engines that move
+/// and configure the peer themselves (Docker's libnetwork takes `peer_name` from `Join`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostVethSpec {
+    pub host_name: String,
+    pub bridge: String,
+    /// IFLA_IFALIAS of the host side, `netd:ep=<sandbox>/<network>`.
+    pub alias: String,
+    pub mtu: u32,
+    pub peer_name: String,
+    pub peer_mac: [u8; 6],
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Step {
     /// New network namespace bound at `path`, with `lo` up.
@@ -61,6 +75,7 @@ pub enum Step {
     },
     CreateBridge(BridgeSpec),
     CreateVeth(VethSpec),
+    CreateHostVeth(HostVethSpec),
     /// Delete a link by name, in the host namespace or in `netns`.
     DeleteLink {
         name: String,
@@ -85,6 +100,10 @@ impl Step {
                 netns: None,
             }),
             Step::CreateVeth(v) => Some(Step::DeleteLink {
+                name: v.host_name.clone(),
+                netns: None,
+            }),
+            Step::CreateHostVeth(v) => Some(Step::DeleteLink {
                 name: v.host_name.clone(),
                 netns: None,
             }),
@@ -149,6 +168,10 @@ pub fn describe(step: &Step) -> String {
             v.bridge,
             v.netns.display(),
             v.ifname
+        ),
+        Step::CreateHostVeth(v) => format!(
+            "create veth {} (master {}) <-> {} (left for the engine)",
+            v.host_name, v.bridge, v.peer_name
         ),
         Step::DeleteLink { name, netns: None } => format!("delete link {name}"),
         Step::DeleteLink { name, netns: Some(p) } => format!("delete link {name} in {}", p.display()),

@@ -5,6 +5,7 @@
 //! client `netctl` and tests use, and `types` holds the request bodies both share.
 
 pub mod client;
+pub mod docker_plugin;
 pub mod server;
 pub mod types;
 

@@ -223,6 +223,9 @@ fn network_row(n: &Value) -> String {
     if n["icc"].as_bool() == Some(false) {
         flags.push("icc=off");
     }
+    if n["owner"].as_str() == Some("docker") {
+        flags.push("docker");
+    }
     format!(
         "{:<20} {:<8} {:<15} {:<34} {:<9} {}",
         s(&n["name"]),

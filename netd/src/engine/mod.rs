@@ -10,6 +10,7 @@
 //! Callers serialise operations (the API holds one lock around the engine), which is also
 //! what makes IPAM free of duplicates under concurrent requests.
 
+mod docker;
 mod network;
 mod ports;
 mod reaper;
@@ -31,6 +32,7 @@ use crate::model::{Network, Sandbox};
 use crate::plan::{self, Step};
 use crate::store::{self, Bucket, Store, Txn};
 
+pub use docker::{DockerEndpoint, DockerNetwork, DockerPool, DockerPort, JoinInfo};
 pub use reconcile::ReconcileReport;
 
 #[derive(Debug, Clone)]
@@ -354,6 +356,7 @@ impl Engine {
         self.reaper.wait_for(steps.iter().filter_map(|s| match s {
             Step::CreateBridge(b) => Some(b.name.as_str()),
             Step::CreateVeth(v) => Some(v.host_name.as_str()),
+            Step::CreateHostVeth(v) => Some(v.host_name.as_str()),
             _ => None,
         }));
         let t0 = std::time::Instant::now();

@@ -94,6 +94,17 @@ impl Engine {
                 }
             }
         }
+        self.resolve_mappings(sandbox, wanted, default_host_ip)
+    }
+
+    /// Checks and completes parsed mappings (host binding default, ephemeral ports,
+    /// clashes with every other sandbox's publications).
+    pub(super) fn resolve_mappings(
+        &mut self,
+        sandbox: &str,
+        wanted: Vec<PortMapping>,
+        default_host_ip: Option<IpAddr>,
+    ) -> Result<Vec<PortMapping>> {
         if wanted.is_empty() {
             return Ok(wanted);
         }

@@ -153,6 +153,10 @@ impl Engine {
             })
             .collect();
         for (key, pool) in self.pools.iter_mut() {
+            if super::docker::is_ipam_pool(key) {
+                // Docker's IPAM leases belong to dockerd, not to endpoints: it releases them.
+                continue;
+            }
             let stale: Vec<String> = pool
                 .leases
                 .values()

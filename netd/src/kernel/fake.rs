@@ -82,9 +82,29 @@ impl Kernel for FakeKernel {
                 }
                 st.aliases.push((v.host_name.clone(), v.alias.clone()));
             }
+            Step::CreateHostVeth(v) => {
+                if !st.links.insert(v.host_name.clone()) {
+                    return Err(KernelError::Other(format!("link {} exists", v.host_name)));
+                }
+                st.links.insert(v.peer_name.clone());
+                st.aliases.push((v.host_name.clone(), v.alias.clone()));
+                // Not a netd alias: only remembers that the peer dies with the host side.
+                st.aliases
+                    .push((v.peer_name.clone(), format!("peer-of:{}", v.host_name)));
+            }
             Step::DeleteLink { name, netns: None } => {
                 st.links.remove(name);
-                st.aliases.retain(|(n, _)| n != name);
+                let peer_mark = format!("peer-of:{name}");
+                let peers: Vec<String> = st
+                    .aliases
+                    .iter()
+                    .filter(|(_, a)| *a == peer_mark)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                for p in &peers {
+                    st.links.remove(p);
+                }
+                st.aliases.retain(|(n, a)| n != name && *a != peer_mark);
             }
             Step::DeleteLink { .. } | Step::Sysctl { .. } => {}
         }

@@ -21,7 +21,7 @@ use super::netlink::{Link, LinkChange, Netlink, VethReq};
 use super::netns::{self, NsThread};
 use super::nft::Nft;
 use super::{sysctl, Kernel, KernelError, OwnedLink};
-use crate::plan::{BridgeSpec, Step, VethSpec};
+use crate::plan::{BridgeSpec, HostVethSpec, Step, VethSpec};
 
 /// Alias prefix that marks a link as netd's.
 const OWNED_PREFIX: &str = "netd:";
@@ -218,7 +218,7 @@ impl LinuxKernel {
                 // The host side comes up only after disable_ipv6 below.
                 up: false,
                 peer_name: &v.ifname,
-                peer_netns: ns.as_fd(),
+                peer_netns: Some(ns.as_fd()),
                 peer_mac: Some(v.mac),
             })?;
             // The kernel ignores IFLA_IFALIAS in a create request, so mark the link as
@@ -285,6 +285,49 @@ impl LinuxKernel {
         )
     }
 
+    /// A veth pair with both ends in the host namespace; the engine (Docker) moves and
+    /// configures the peer. The host side is finished like `create_veth`'s; on failure the
+    /// pair is deleted again.
+    fn create_host_veth(&self, v: &HostVethSpec) -> Result<(), KernelError> {
+        let mut nl = self.nl();
+        let master = nl.link_index(&v.bridge)?.ok_or_else(|| KernelError::Netlink {
+            op: format!("add veth {}", v.host_name),
+            msg: format!("bridge {} does not exist", v.bridge),
+        })?;
+        nl.add_veth(&VethReq {
+            name: &v.host_name,
+            mtu: v.mtu,
+            master: Some(master),
+            up: false,
+            peer_name: &v.peer_name,
+            peer_netns: None,
+            peer_mac: Some(v.peer_mac),
+        })?;
+        let res = (|| {
+            sysctl::write_in(
+                &self.host,
+                &format!("net/ipv6/conf/{}/disable_ipv6", v.host_name),
+                "1",
+            )
+            .or_else(ignore_missing_ipv6)?;
+            nl.set_hairpin(&v.host_name, true)?;
+            nl.set_link(
+                &v.host_name,
+                &LinkChange {
+                    alias: Some(&v.alias),
+                    up: Some(true),
+                    ..Default::default()
+                },
+            )
+        })();
+        if res.is_err() {
+            if let Err(e) = nl.delete_link(&v.host_name) {
+                tracing::warn!(link = %v.host_name, error = %e, "cleanup of failed veth failed");
+            }
+        }
+        res
+    }
+
     fn delete_link(&self, name: &str, ns: Option<&Path>) -> Result<(), KernelError> {
         match ns {
             None => self.nl().delete_link(name).map(drop),
@@ -322,6 +365,10 @@ pub fn bridge_mac(name: &str) -> [u8; 6] {
 }
 
 impl Kernel for LinuxKernel {
+    fn allow_in_docker_forward(&self) -> Result<(), KernelError> {
+        super::iptables::ensure_docker_user_accept(self.host_path.as_deref(), "netd-+").map(drop)
+    }
+
     fn apply(&self, step: &Step) -> Result<(), KernelError> {
         match step {
             Step::CreateNetns { path } => netns::create(path),
@@ -329,6 +376,7 @@ impl Kernel for LinuxKernel {
             Step::DeleteNetns { path } => netns::delete(path),
             Step::CreateBridge(b) => self.ensure_bridge(b),
             Step::CreateVeth(v) => self.create_veth(v),
+            Step::CreateHostVeth(v) => self.create_host_veth(v),
             Step::DeleteLink { name, netns } => self.delete_link(name, netns.as_deref()),
             Step::Sysctl { key, value } => sysctl::write_in(&self.host, key, value),
         }

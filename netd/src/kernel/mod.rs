@@ -4,6 +4,7 @@
 //! batches to the `Kernel` trait, which tests replace with `fake::FakeKernel`.
 
 pub mod fake;
+pub mod iptables;
 pub mod linux;
 pub mod netlink;
 pub mod netns;
@@ -75,4 +76,10 @@ pub trait Kernel: Send + Sync {
 
     /// Whether table `family name` exists in the host namespace.
     fn nft_table_exists(&self, family: &str, name: &str) -> Result<bool, KernelError>;
+
+    /// Lets traffic of netd's bridges through dockerd's iptables FORWARD chain (see
+    /// `iptables.rs`); a no-op where dockerd does not manage iptables.
+    fn allow_in_docker_forward(&self) -> Result<(), KernelError> {
+        Ok(())
+    }
 }

@@ -108,7 +108,8 @@ pub struct VethReq<'a> {
     pub peer_name: &'a str,
     /// Namespace of the peer: the peer is created there directly, so it never appears in
     /// the host namespace (no rename/move race, no name clash with a host `eth0`).
-    pub peer_netns: BorrowedFd<'a>,
+    /// `None`: the peer stays in the socket's namespace.
+    pub peer_netns: Option<BorrowedFd<'a>>,
     pub peer_mac: Option<[u8; 6]>,
     // No `peer_up`: the kernel configures the peer's ifi_flags before it ties the pair
     // together, so asking for IFF_UP there fails with ENOTCONN (veth_open has no peer
@@ -342,8 +343,9 @@ impl Netlink {
         let mut peer = LinkMessage::default();
         peer.attributes
             .push(LinkAttribute::IfName(req.peer_name.to_string()));
-        peer.attributes
-            .push(LinkAttribute::NetNsFd(req.peer_netns.as_raw_fd()));
+        if let Some(ns) = req.peer_netns {
+            peer.attributes.push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
+        }
         if req.mtu != 0 {
             peer.attributes.push(LinkAttribute::Mtu(req.mtu));
         }

@@ -7,6 +7,8 @@ pkgs=(
   libnftables-dev nftables      # netd links libnftables; nft(8) for operators and tests
   iproute2 iputils-ping conntrack jq
   containernetworking-plugins   # the reference bridge/host-local plugins the benchmark compares with
+  bind9-dnsutils                # dig/nslookup for the DNS integration tests
+  dnsperf aardvark-dns dnsmasq-base  # bench/dns.sh: load generator and the two peer DNS servers
 )
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

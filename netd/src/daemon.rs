@@ -36,6 +36,8 @@ pub struct ConfigFile {
     pub ipam: Option<IpamConfig>,
     /// `[low, high]` host ports for `-P`.
     pub ephemeral_ports: Option<(u16, u16)>,
+    /// The embedded DNS server (`[dns]`: ttl, cluster_domain, upstreams, timeout_ms, ...).
+    pub dns: Option<crate::dns::DnsSettings>,
 }
 
 impl ConfigFile {
@@ -52,6 +54,7 @@ pub struct DaemonOptions {
     pub socket_group: Option<String>,
     pub engine: EngineConfig,
     pub watch_every: Duration,
+    pub dns: crate::dns::DnsSettings,
 }
 
 impl Default for DaemonOptions {
@@ -62,6 +65,7 @@ impl Default for DaemonOptions {
             socket_group: None,
             engine: EngineConfig::default(),
             watch_every: Duration::from_millis(500),
+            dns: crate::dns::DnsSettings::default(),
         }
     }
 }
@@ -124,9 +128,21 @@ pub async fn run(
     let store = Arc::new(RedbStore::open(&opts.state_dir.join("netd.redb"))?);
     let kernel: Arc<dyn Kernel> = Arc::new(LinuxKernel::current().context("open kernel interfaces")?);
     let cfg = opts.engine.clone();
-    let (engine, report) = tokio::task::spawn_blocking(move || Engine::open(kernel, store, cfg))
-        .await
-        .context("engine start-up panicked")??;
+    let host_resolv = fs::read_to_string(&cfg.host_resolv_conf).unwrap_or_default();
+    let dns = Arc::new(
+        crate::dns::Dns::new(opts.dns.clone(), &host_resolv, tokio::runtime::Handle::current())
+            .context("dns settings")?,
+    );
+    tracing::info!(upstreams = ?dns.upstreams(), "dns: serving {} in every sandbox", crate::dns::LISTEN);
+    let (engine, report) = tokio::task::spawn_blocking(move || {
+        Engine::open(kernel, store, cfg).map(|(mut e, r)| {
+            // After reconcile, so every sandbox's names answer again after a restart.
+            e.set_dns(dns);
+            (e, r)
+        })
+    })
+    .await
+    .context("engine start-up panicked")??;
     tracing::info!(
         removed = ?report.removed,
         recreated = ?report.recreated,

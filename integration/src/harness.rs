@@ -101,6 +101,8 @@ pub struct Host {
     pub name: String,
     pub base: PathBuf,
     child: Option<Child>,
+    /// Extra `netd daemon` arguments (e.g. `--config FILE`), used by `start`.
+    pub daemon_args: Vec<String>,
 }
 
 impl Host {
@@ -124,6 +126,7 @@ impl Host {
             name,
             base,
             child: None,
+            daemon_args: Vec::new(),
         };
         let o = sh(&format!("ip netns add {0} && ip -n {0} link set lo up", h.name));
         assert!(o.ok(), "ip netns add: {}", o.stderr);
@@ -179,6 +182,7 @@ impl Host {
             .arg(bin("netd"))
             .arg("daemon")
             .args(self.dir_args())
+            .args(&self.daemon_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -57,7 +57,12 @@ fn ask(s: &UdpSocket, name: &str) -> Option<(ResponseCode, usize)> {
 }
 
 /// Queries until `done` holds; (µs from `t0` to the satisfying answer, tries).
-fn until(s: &UdpSocket, name: &str, t0: Instant, done: impl Fn(ResponseCode, usize) -> bool) -> anyhow::Result<(f64, u32)> {
+fn until(
+    s: &UdpSocket,
+    name: &str,
+    t0: Instant,
+    done: impl Fn(ResponseCode, usize) -> bool,
+) -> anyhow::Result<(f64, u32)> {
     let mut tries = 0;
     loop {
         tries += 1;
@@ -107,11 +112,16 @@ fn main() -> anyhow::Result<()> {
         child: None,
     };
     std::fs::create_dir_all(&d.base)?;
-    let ok = Command::new("ip").args(["netns", "add", &d.host]).status()?.success();
+    let ok = Command::new("ip")
+        .args(["netns", "add", &d.host])
+        .status()?
+        .success();
     if !ok {
         bail!("ip netns add {}", d.host);
     }
-    let _ = Command::new("ip").args(["-n", &d.host, "link", "set", "lo", "up"]).status();
+    let _ = Command::new("ip")
+        .args(["-n", &d.host, "link", "set", "lo", "up"])
+        .status();
     d.child = Some(
         Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", d.host))
@@ -138,8 +148,14 @@ fn main() -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    c.post("/v1/networks", &json!({"name": "f", "subnets": [{"subnet": "10.98.0.0/16"}]}))?;
-    c.post("/v1/sandboxes", &json!({"name": "asker", "networks": [{"network": "f"}]}))?;
+    c.post(
+        "/v1/networks",
+        &json!({"name": "f", "subnets": [{"subnet": "10.98.0.0/16"}]}),
+    )?;
+    c.post(
+        "/v1/sandboxes",
+        &json!({"name": "asker", "networks": [{"network": "f"}]}),
+    )?;
     c.post("/v1/sandboxes", &json!({"name": "peer", "networks": []}))?;
     let s = netd::kernel::netns::run_in(&d.base.join("netns/asker"), || -> std::io::Result<UdpSocket> {
         let s = UdpSocket::bind("127.0.0.1:0")?;
@@ -150,16 +166,24 @@ fn main() -> anyhow::Result<()> {
     let (mut create, mut remove, mut connect, mut disconnect) = (vec![], vec![], vec![], vec![]);
     for i in 0..n {
         let name = format!("f{i}");
-        c.post("/v1/sandboxes", &json!({"name": name, "networks": [{"network": "f"}]}))?;
+        c.post(
+            "/v1/sandboxes",
+            &json!({"name": name, "networks": [{"network": "f"}]}),
+        )?;
         let t = Instant::now();
         create.push(until(&s, &name, t, |rc, a| rc == ResponseCode::NoError && a > 0)?);
         c.delete(&format!("/v1/sandboxes/{name}"))?;
         let t = Instant::now();
         remove.push(until(&s, &name, t, |rc, _| rc == ResponseCode::NXDomain)?);
         let alias = format!("al{i}");
-        c.post("/v1/networks/f/connect", &json!({"sandbox": "peer", "aliases": [alias]}))?;
+        c.post(
+            "/v1/networks/f/connect",
+            &json!({"sandbox": "peer", "aliases": [alias]}),
+        )?;
         let t = Instant::now();
-        connect.push(until(&s, &alias, t, |rc, a| rc == ResponseCode::NoError && a > 0)?);
+        connect.push(until(&s, &alias, t, |rc, a| {
+            rc == ResponseCode::NoError && a > 0
+        })?);
         c.post("/v1/networks/f/disconnect", &json!({"sandbox": "peer"}))?;
         let t = Instant::now();
         disconnect.push(until(&s, &alias, t, |rc, _| rc == ResponseCode::NXDomain)?);

@@ -102,7 +102,9 @@ impl Forwarder {
         if (rc != ResponseCode::NoError && rc != ResponseCode::NXDomain) || msg.metadata.truncation {
             return;
         }
-        let Some(ttl) = min_ttl(msg).filter(|t| *t > 0) else { return };
+        let Some(ttl) = min_ttl(msg).filter(|t| *t > 0) else {
+            return;
+        };
         let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if c.len() >= CACHE_MAX {
             c.clear();
@@ -202,6 +204,9 @@ mod tests {
     fn resolv_conf_upstreams_skip_loopback() {
         let t = "search x\nnameserver 127.0.0.53\nnameserver 10.1.1.1\nnameserver ::1\nnameserver fe80::1%eth0\n# nameserver 9.9.9.9\nnameserver bogus\n";
         let v = upstreams_from_resolv_conf(t);
-        assert_eq!(v, vec!["10.1.1.1:53".parse().unwrap(), "[fe80::1]:53".parse().unwrap()]);
+        assert_eq!(
+            v,
+            vec!["10.1.1.1:53".parse().unwrap(), "[fe80::1]:53".parse().unwrap()]
+        );
     }
 }

@@ -88,9 +88,14 @@ async fn tcp_loop(shared: Arc<Shared>, sandbox: Arc<str>, l: TcpListener) {
 
 async fn tcp_conn(shared: Arc<Shared>, sandbox: Arc<str>, mut s: TcpStream) {
     loop {
-        let Ok(Ok(len)) = tokio::time::timeout(TCP_IDLE, s.read_u16()).await else { return };
+        let Ok(Ok(len)) = tokio::time::timeout(TCP_IDLE, s.read_u16()).await else {
+            return;
+        };
         let mut msg = vec![0u8; usize::from(len)];
-        if !matches!(tokio::time::timeout(TCP_IDLE, s.read_exact(&mut msg)).await, Ok(Ok(_))) {
+        if !matches!(
+            tokio::time::timeout(TCP_IDLE, s.read_exact(&mut msg)).await,
+            Ok(Ok(_))
+        ) {
             return;
         }
         let out = {

@@ -103,9 +103,16 @@ pub struct Dns {
 impl Dns {
     /// `host_resolv_conf` is the text of the host's resolv.conf (used when the settings
     /// name no upstreams); `rt` runs the serving tasks.
-    pub fn new(settings: DnsSettings, host_resolv_conf: &str, rt: tokio::runtime::Handle) -> Result<Dns, DnsError> {
+    pub fn new(
+        settings: DnsSettings,
+        host_resolv_conf: &str,
+        rt: tokio::runtime::Handle,
+    ) -> Result<Dns, DnsError> {
         let upstreams = match &settings.upstreams {
-            Some(v) => v.iter().map(|s| parse_upstream(s)).collect::<Result<Vec<_>, _>>()?,
+            Some(v) => v
+                .iter()
+                .map(|s| parse_upstream(s))
+                .collect::<Result<Vec<_>, _>>()?,
             None => forward::upstreams_from_resolv_conf(host_resolv_conf),
         };
         let d = records::normalize(&settings.cluster_domain);
@@ -156,7 +163,9 @@ impl Dns {
             keep.push(&sb.name);
             let path = Path::new(&sb.netns);
             // The namespace's inode: a namespace recreated by reconcile needs new sockets.
-            let Ok(ino) = std::fs::metadata(path).map(|m| m.ino()) else { continue };
+            let Ok(ino) = std::fs::metadata(path).map(|m| m.ino()) else {
+                continue;
+            };
             if ls.get(&sb.name).is_some_and(|l| l.ino == ino) {
                 continue;
             }

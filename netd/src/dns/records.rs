@@ -39,7 +39,10 @@ pub struct ExternalName {
 pub enum Rec {
     Addr(IpAddr),
     /// `_PORT._PROTO.name` → `target:port`.
-    Srv { port: u16, target: String },
+    Srv {
+        port: u16,
+        target: String,
+    },
     Cname(String),
 }
 
@@ -316,13 +319,13 @@ impl Table {
         }
         let mut out: Vec<Rec> = Vec::new();
         for r in recs {
-            let keep = match (kind, r) {
-                (Kind::Any, _) => true,
-                (Kind::A, Rec::Addr(IpAddr::V4(_))) => true,
-                (Kind::Aaaa, Rec::Addr(IpAddr::V6(_))) => true,
-                (Kind::Srv, Rec::Srv { .. }) => true,
-                _ => false,
-            };
+            let keep = matches!(
+                (kind, r),
+                (Kind::Any, _)
+                    | (Kind::A, Rec::Addr(IpAddr::V4(_)))
+                    | (Kind::Aaaa, Rec::Addr(IpAddr::V6(_)))
+                    | (Kind::Srv, Rec::Srv { .. })
+            );
             if keep && !out.contains(r) {
                 out.push(r.clone());
             }
@@ -357,7 +360,9 @@ impl Table {
                 out.push(listing_row(name, r, ""));
             }
         }
-        out.sort_by(|a, b| (&a.name, &a.kind, &a.value, &a.network).cmp(&(&b.name, &b.kind, &b.value, &b.network)));
+        out.sort_by(|a, b| {
+            (&a.name, &a.kind, &a.value, &a.network).cmp(&(&b.name, &b.kind, &b.value, &b.network))
+        });
         out.dedup();
         Some(out)
     }

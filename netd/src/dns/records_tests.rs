@@ -44,7 +44,10 @@ pub(crate) fn sample() -> Table {
     }];
     let api = sb(
         "api",
-        vec![ep("front", "10.0.0.3", None, &[]), ep("back", "10.1.0.3", None, &[])],
+        vec![
+            ep("front", "10.0.0.3", None, &[]),
+            ep("back", "10.1.0.3", None, &[]),
+        ],
     );
     let db = sb("db", vec![ep("back", "10.1.0.4", None, &[])]);
     let mut t = Table::build([], [&web, &api, &db], "cluster.local", &[]);
@@ -126,8 +129,14 @@ fn ptr_is_scoped_and_owned() {
         t.lookup("api", "4.0.1.10.in-addr.arpa", Kind::Ptr),
         Lookup::Ptr(vec!["db".into()])
     );
-    assert_eq!(t.lookup("web", "4.0.1.10.in-addr.arpa", Kind::Ptr), Lookup::NxDomain);
-    assert_eq!(t.lookup("web", "9.9.9.9.in-addr.arpa", Kind::Ptr), Lookup::NotOurs);
+    assert_eq!(
+        t.lookup("web", "4.0.1.10.in-addr.arpa", Kind::Ptr),
+        Lookup::NxDomain
+    );
+    assert_eq!(
+        t.lookup("web", "9.9.9.9.in-addr.arpa", Kind::Ptr),
+        Lookup::NotOurs
+    );
     let v6 = reverse_name("fd00::2".parse().unwrap());
     assert_eq!(t.lookup("api", &v6, Kind::Ptr), Lookup::Ptr(vec!["web".into()]));
 }
@@ -135,7 +144,8 @@ fn ptr_is_scoped_and_owned() {
 #[test]
 fn kubernetes_names_and_external_name() {
     let mut a = sb("a", vec![ep("n", "10.2.0.2", None, &[])]);
-    a.labels.insert("io.kubernetes.pod.namespace".into(), "prod".into());
+    a.labels
+        .insert("io.kubernetes.pod.namespace".into(), "prod".into());
     a.labels.insert("netd.service".into(), "cart".into());
     let b = sb("b", vec![ep("n", "10.2.0.3", None, &[])]);
     let x = ExternalName {
@@ -144,7 +154,10 @@ fn kubernetes_names_and_external_name() {
         target: "smtp.example.com.".into(),
     };
     let t = Table::build([], [&a, &b], "Cluster.Local.", &[x]);
-    assert_eq!(addrs(t.lookup("b", "cart.prod.svc.cluster.local", Kind::A)), ["10.2.0.2"]);
+    assert_eq!(
+        addrs(t.lookup("b", "cart.prod.svc.cluster.local", Kind::A)),
+        ["10.2.0.2"]
+    );
     assert_eq!(
         t.lookup("b", "mail.prod.svc.cluster.local", Kind::A),
         Lookup::Found(vec![Rec::Cname("smtp.example.com".into())])
@@ -162,7 +175,10 @@ fn plug_in_records_for_services() {
     t.insert("front", "tasks.web", Rec::Addr("10.0.0.7".parse().unwrap()));
     t.insert("front", "tasks.web", Rec::Addr("10.0.0.8".parse().unwrap()));
     t.insert("front", "tasks.web", Rec::Addr("10.0.0.8".parse().unwrap()));
-    assert_eq!(addrs(t.lookup("api", "tasks.web", Kind::A)), ["10.0.0.7", "10.0.0.8"]);
+    assert_eq!(
+        addrs(t.lookup("api", "tasks.web", Kind::A)),
+        ["10.0.0.7", "10.0.0.8"]
+    );
     assert_eq!(t.lookup("db", "tasks.web", Kind::A), Lookup::NxDomain);
 }
 
@@ -170,7 +186,9 @@ fn plug_in_records_for_services() {
 fn listing_shows_what_the_sandbox_sees() {
     let t = sample();
     let l = t.listing("db").unwrap();
-    assert!(l.iter().any(|r| r.name == "api" && r.value == "10.1.0.3" && r.network == "back"));
+    assert!(l
+        .iter()
+        .any(|r| r.name == "api" && r.value == "10.1.0.3" && r.network == "back"));
     assert!(!l.iter().any(|r| r.name == "web"));
     assert!(l.iter().any(|r| r.kind == "PTR" && r.value == "db"));
     assert!(t.listing("nobody").is_none());

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use super::records::search_domains;
 
 pub fn sandbox_resolv_conf(labels: &BTreeMap<String, String>, cluster_domain: &str) -> String {
-    let mut out = String::from("# written by netd: its embedded DNS server answers in this sandbox\nnameserver 127.0.0.11\n");
+    let mut out = String::from(
+        "# written by netd: its embedded DNS server answers in this sandbox\nnameserver 127.0.0.11\n",
+    );
     let search = search_domains(labels, cluster_domain);
     if !search.is_empty() {
         out.push_str(&format!("search {}\n", search.join(" ")));

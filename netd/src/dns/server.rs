@@ -162,7 +162,8 @@ pub fn handle(table: &Table, sandbox: &str, ttl: u32, bytes: &[u8], t: Transport
         Lookup::Ptr(names) => {
             resp.metadata.authoritative = true;
             for n in names.iter().filter_map(|n| fqdn(n)) {
-                resp.answers.push(Record::from_rdata(qname.clone(), ttl, RData::PTR(PTR(n))));
+                resp.answers
+                    .push(Record::from_rdata(qname.clone(), ttl, RData::PTR(PTR(n))));
             }
         }
         Lookup::Found(recs) => {

@@ -50,19 +50,33 @@ fn nxdomain_nodata_and_refused() {
     assert_eq!(r.metadata.response_code, ResponseCode::Refused);
     let mut q = query("api.", RecordType::A, None);
     q.queries[0].set_query_class(DNSClass::CH);
-    assert_eq!(ask("web", &q, Transport::Udp).metadata.response_code, ResponseCode::Refused);
+    assert_eq!(
+        ask("web", &q, Transport::Udp).metadata.response_code,
+        ResponseCode::Refused
+    );
     let r = ask("web", &query("api.", RecordType::AXFR, None), Transport::Tcp);
     assert_eq!(r.metadata.response_code, ResponseCode::Refused);
 }
 
 #[test]
 fn srv_ptr_and_forward() {
-    let r = ask("api", &query("_80._tcp.web.", RecordType::SRV, None), Transport::Udp);
+    let r = ask(
+        "api",
+        &query("_80._tcp.web.", RecordType::SRV, None),
+        Transport::Udp,
+    );
     assert_eq!(r.answers.len(), 1);
     assert!(matches!(&r.answers[0].data, RData::SRV(s) if s.port == 80));
     assert_eq!(r.additionals.len(), 2, "A and AAAA of the target");
-    let r = ask("api", &query("4.0.1.10.in-addr.arpa.", RecordType::PTR, None), Transport::Udp);
-    assert_eq!(r.answers[0].data, RData::PTR(PTR(Name::from_ascii("db.").unwrap())));
+    let r = ask(
+        "api",
+        &query("4.0.1.10.in-addr.arpa.", RecordType::PTR, None),
+        Transport::Udp,
+    );
+    assert_eq!(
+        r.answers[0].data,
+        RData::PTR(PTR(Name::from_ascii("db.").unwrap()))
+    );
     let m = query("example.com.", RecordType::A, None);
     match handle(&sample(), "api", 600, &m.to_vec().unwrap(), Transport::Udp) {
         Outcome::Forward(f) => {
@@ -89,14 +103,20 @@ fn round_robin_truncation_tcp_and_edns() {
     let t = big_table();
     let m = query("many.", RecordType::A, None);
     let b = m.to_vec().unwrap();
-    let Outcome::Reply(udp) = handle(&t, "api", 600, &b, Transport::Udp) else { panic!() };
+    let Outcome::Reply(udp) = handle(&t, "api", 600, &b, Transport::Udp) else {
+        panic!()
+    };
     let udp = Message::from_vec(&udp).unwrap();
     assert!(udp.metadata.truncation && udp.answers.is_empty());
-    let Outcome::Reply(tcp) = handle(&t, "api", 600, &b, Transport::Tcp) else { panic!() };
+    let Outcome::Reply(tcp) = handle(&t, "api", 600, &b, Transport::Tcp) else {
+        panic!()
+    };
     assert_eq!(Message::from_vec(&tcp).unwrap().answers.len(), 100);
     // With EDNS 4096 the 100 answers (~1.6 kB) fit over UDP, and our OPT comes back.
     let m = query("many.", RecordType::A, Some(4096));
-    let Outcome::Reply(e) = handle(&t, "api", 600, &m.to_vec().unwrap(), Transport::Udp) else { panic!() };
+    let Outcome::Reply(e) = handle(&t, "api", 600, &m.to_vec().unwrap(), Transport::Udp) else {
+        panic!()
+    };
     let e = Message::from_vec(&e).unwrap();
     assert!(!e.metadata.truncation);
     assert_eq!(e.answers.len(), 100);
@@ -104,7 +124,9 @@ fn round_robin_truncation_tcp_and_edns() {
     // Shuffled: 20 answers are not all in the same order.
     let firsts: std::collections::HashSet<String> = (0..20)
         .map(|_| {
-            let Outcome::Reply(x) = handle(&t, "api", 600, &m.to_vec().unwrap(), Transport::Udp) else { panic!() };
+            let Outcome::Reply(x) = handle(&t, "api", 600, &m.to_vec().unwrap(), Transport::Udp) else {
+                panic!()
+            };
             format!("{:?}", Message::from_vec(&x).unwrap().answers[0].data)
         })
         .collect();
@@ -115,11 +137,17 @@ fn round_robin_truncation_tcp_and_edns() {
 fn malformed_packets_get_formerr_or_drop() {
     let t = sample();
     // Too short for a header: dropped.
-    assert!(matches!(handle(&t, "api", 600, &[1, 2, 3], Transport::Udp), Outcome::Drop));
+    assert!(matches!(
+        handle(&t, "api", 600, &[1, 2, 3], Transport::Udp),
+        Outcome::Drop
+    ));
     // A response (QR set): dropped.
     let mut b = query("web.", RecordType::A, None).to_vec().unwrap();
     b[2] |= 0x80;
-    assert!(matches!(handle(&t, "api", 600, &b, Transport::Udp), Outcome::Drop));
+    assert!(matches!(
+        handle(&t, "api", 600, &b, Transport::Udp),
+        Outcome::Drop
+    ));
     let formerr = |b: &[u8]| match handle(&t, "api", 600, b, Transport::Udp) {
         Outcome::Reply(r) => {
             assert_eq!(&r[..2], &b[..2], "id copied");
@@ -132,7 +160,9 @@ fn malformed_packets_get_formerr_or_drop() {
     // Compression loop: the name points at itself.
     formerr(&[0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1]);
     // Huge counts.
-    formerr(&[0xab, 0xcd, 1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0]);
+    formerr(&[
+        0xab, 0xcd, 1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0,
+    ]);
     // Two questions.
     let mut m = query("web.", RecordType::A, None);
     m.add_query(Query::query(Name::from_ascii("api.").unwrap(), RecordType::A));
@@ -141,7 +171,10 @@ fn malformed_packets_get_formerr_or_drop() {
     // Not a query opcode.
     let mut m = query("web.", RecordType::A, None);
     m.metadata.op_code = OpCode::Update;
-    assert_eq!(ask("api", &m, Transport::Udp).metadata.response_code, ResponseCode::NotImp);
+    assert_eq!(
+        ask("api", &m, Transport::Udp).metadata.response_code,
+        ResponseCode::NotImp
+    );
 }
 
 fn check_outcome(bytes: &[u8]) -> Result<(), TestCaseError> {

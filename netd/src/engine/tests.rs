@@ -287,22 +287,38 @@ fn external_namespace_is_attached_never_created_or_deleted() {
     let mut r = sb("c1", &["a"]);
     r.netns = Some(ns.display().to_string());
     r.networks[0].ifname = Some("net1".into());
-    assert!(matches!(t.e.create_sandbox(&r), Err(EngineError::Invalid(_))), "a missing namespace is refused");
-    t.k.apply(&crate::plan::Step::CreateNetns { path: ns.clone() }).unwrap();
+    assert!(
+        matches!(t.e.create_sandbox(&r), Err(EngineError::Invalid(_))),
+        "a missing namespace is refused"
+    );
+    t.k.apply(&crate::plan::Step::CreateNetns { path: ns.clone() })
+        .unwrap();
     let log_before = t.k.log().len();
     let s = t.e.create_sandbox(&r).unwrap();
     assert!(s.external);
     assert_eq!(s.endpoints[0].ifname, "net1");
-    assert!(!t.k.log()[log_before..].iter().any(|l| l.contains("create netns")), "{:?}", t.k.log());
+    assert!(
+        !t.k.log()[log_before..].iter().any(|l| l.contains("create netns")),
+        "{:?}",
+        t.k.log()
+    );
     let mut r2 = sb("c2", &["a"]);
     r2.netns = r.netns.clone();
-    assert!(matches!(t.e.create_sandbox(&r2), Err(EngineError::Conflict(_))), "one sandbox per namespace");
+    assert!(
+        matches!(t.e.create_sandbox(&r2), Err(EngineError::Conflict(_))),
+        "one sandbox per namespace"
+    );
     // The runtime's namespace vanishes: reconcile waits for DEL instead of recreating it.
-    t.k.apply(&crate::plan::Step::DeleteNetns { path: ns.clone() }).unwrap();
+    t.k.apply(&crate::plan::Step::DeleteNetns { path: ns.clone() })
+        .unwrap();
     let rep = t.e.reconcile().unwrap();
     assert!(rep.recreated.is_empty(), "{rep:?}");
-    t.k.apply(&crate::plan::Step::CreateNetns { path: ns.clone() }).unwrap();
+    t.k.apply(&crate::plan::Step::CreateNetns { path: ns.clone() })
+        .unwrap();
     t.e.remove_sandbox("c1").unwrap();
-    assert!(t.k.netns().contains(&ns.display().to_string()), "netd deleted a namespace it does not own");
+    assert!(
+        t.k.netns().contains(&ns.display().to_string()),
+        "netd deleted a namespace it does not own"
+    );
     assert!(t.s.list(Bucket::Pending).unwrap().is_empty());
 }

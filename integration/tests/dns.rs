@@ -142,6 +142,12 @@ fn names_scoping_aliases_srv_ptr_ipv6() {
     assert_eq!(short(&h, "api", &format!("-x {web4}")), ["web."]);
     assert_eq!(short(&h, "api", &format!("-x {web6}")), ["web."]);
     assert_eq!(status(&h, "db", &format!("-x {web4}")), "NXDOMAIN");
+    // A program in the sandbox can still serve port 53 on every address (netd's sockets
+    // sit on ephemeral ports behind a DNAT of 127.0.0.11:53), and names keep answering.
+    let own = netd::kernel::probe::bind_responder(Some(&h.sb("db")), vec![53], vec![53]);
+    assert!(own.is_ok(), "bind [::]:53 in a sandbox: {own:?}");
+    assert_eq!(short(&h, "db", "api A"), one(&api_back));
+    assert_eq!(short(&h, "db", "+tcp api A"), one(&api_back));
     // The system resolver (glibc via resolv.conf) finds them too.
     assert!(getent(&h, "api", "www").starts_with(&web4), "getent www");
     assert_eq!(getent(&h, "web", "db"), "");

@@ -44,6 +44,9 @@ impl SandboxListener {
 }
 
 async fn forward(shared: &Shared, f: &Forward, t: Transport) -> Option<Vec<u8>> {
+    let Ok(_permit) = shared.inflight.clone().try_acquire_owned() else {
+        return forwarded_reply(f, None, t);
+    };
     let up = shared.forwarder.resolve(&f.request, &f.name, f.qtype, t).await;
     forwarded_reply(f, up.as_ref(), t)
 }

@@ -71,7 +71,7 @@ pub enum DnsError {
     Domain(String),
 }
 
-/// Where every sandbox's server listens.
+/// Where every sandbox's server answers (DNAT to the sockets' ephemeral ports).
 pub const LISTEN: &str = "127.0.0.11:53";
 
 fn parse_upstream(s: &str) -> Result<SocketAddr, DnsError> {
@@ -85,7 +85,13 @@ pub struct Shared {
     table: RwLock<Arc<Table>>,
     pub settings: DnsSettings,
     pub forwarder: Forwarder,
+    /// Bounds forwarded queries in flight (each holds a socket until answered or timed
+    /// out), so a sandbox flooding unknown names gets SERVFAIL instead of exhausting fds.
+    pub inflight: Arc<tokio::sync::Semaphore>,
 }
+
+/// Forwarded queries in flight, over all sandboxes.
+pub const MAX_INFLIGHT: usize = 1024;
 
 impl Shared {
     pub fn table(&self) -> Arc<Table> {
@@ -97,7 +103,7 @@ pub struct Dns {
     shared: Arc<Shared>,
     listeners: Mutex<HashMap<String, SandboxListener>>,
     rt: tokio::runtime::Handle,
-    listen: SocketAddr,
+    listen: std::net::SocketAddrV4,
 }
 
 impl Dns {
@@ -129,6 +135,7 @@ impl Dns {
                 table: RwLock::new(Arc::new(Table::new(&settings.cluster_domain))),
                 settings,
                 forwarder,
+                inflight: Arc::new(tokio::sync::Semaphore::new(MAX_INFLIGHT)),
             }),
             listeners: Mutex::new(HashMap::new()),
             rt,
@@ -181,7 +188,8 @@ impl Dns {
     }
 
     fn bind(&self, sandbox: &str, path: &Path, ino: u64) -> Result<SandboxListener, String> {
-        let (u, t) = dns_socket::bind_in(path, self.listen).map_err(|e| e.to_string())?;
+        let (u, t) =
+            dns_socket::bind_in(path, *self.listen.ip(), self.listen.port()).map_err(|e| e.to_string())?;
         let _g = self.rt.enter();
         let u = tokio::net::UdpSocket::from_std(u).map_err(|e| e.to_string())?;
         let t = tokio::net::TcpListener::from_std(t).map_err(|e| e.to_string())?;

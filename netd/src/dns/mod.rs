@@ -215,3 +215,6 @@ impl Dns {
         resolv::sandbox_resolv_conf(labels, &self.shared.settings.cluster_domain)
     }
 }
+
+#[cfg(test)]
+mod sync_tests;

@@ -75,7 +75,7 @@ fn engine_operations_change_names_before_returning() {
     e.create_sandbox(&sb("b", "n")).unwrap();
     e.create_sandbox(&sb("c", "m")).unwrap();
     let a_ip = a.endpoints[0].ipv4.unwrap().ip().to_string();
-    assert_eq!(sees(&d, "b", "a"), [a_ip.clone()]);
+    assert_eq!(sees(&d, "b", "a"), vec![a_ip]);
     assert!(sees(&d, "c", "a").is_empty());
     let rc = std::fs::read_to_string(etc.join("b/resolv.conf")).unwrap();
     assert!(

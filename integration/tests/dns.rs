@@ -312,6 +312,9 @@ fn forwarding_cache_servfail_kubernetes_names_and_restart() {
         "{rc}"
     );
     assert_eq!(short(&h, "ui", "cart.shop.svc.cluster.local A"), one(&cart));
+    // TTL from the config (ttl = 30): "name TTL IN A addr".
+    let (_, ans) = dig(&h, "ui", "cart A");
+    assert_eq!(ans[0].split(' ').nth(1), Some("30"), "{ans:?}");
     assert_eq!(status(&h, "ui", "nope.shop.svc.cluster.local A"), "NXDOMAIN");
     let (st, ans) = dig(&h, "ui", "mail.shop.svc.cluster.local A");
     assert_eq!(st, "NOERROR");

@@ -11,6 +11,7 @@
 //! and before the API answers, so a name resolves before `create`/`connect` return and
 //! is gone before `rm`/`disconnect` return.
 
+mod fast;
 pub mod forward;
 pub mod listener;
 pub mod records;

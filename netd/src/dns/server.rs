@@ -114,8 +114,17 @@ fn addr_record(owner: &Name, ttl: u32, ip: IpAddr) -> Record {
     Record::from_rdata(owner.clone(), ttl, data)
 }
 
-/// Answers one request for `sandbox` from `table`.
+/// Answers one request for `sandbox` from `table`: plain A/AAAA questions for netd's
+/// names straight from bytes (`fast`), everything else through hickory-proto.
 pub fn handle(table: &Table, sandbox: &str, ttl: u32, bytes: &[u8], t: Transport) -> Outcome {
+    if let Some(b) = super::fast::answer(table, sandbox, ttl, bytes, t) {
+        return Outcome::Reply(b);
+    }
+    handle_parsed(table, sandbox, ttl, bytes, t)
+}
+
+/// `handle` without the fast path.
+pub fn handle_parsed(table: &Table, sandbox: &str, ttl: u32, bytes: &[u8], t: Transport) -> Outcome {
     if bytes.len() < 12 || bytes[2] & 0x80 != 0 {
         // No room for an id, or a response (answering those invites loops).
         return Outcome::Drop;

@@ -1,6 +1,6 @@
 use super::*;
 use crate::dns::records::tests::sample;
-use hickory_proto::op::Query;
+use hickory_proto::op::{Metadata, Query};
 use proptest::prelude::*;
 
 fn query(name: &str, t: RecordType, edns: Option<u16>) -> Message {
@@ -224,4 +224,53 @@ proptest! {
         b.truncate(cut);
         check_outcome(&b)?;
     }
+}
+
+fn canon(b: &[u8]) -> (Metadata, Vec<Query>, Vec<String>, Option<u16>, usize, usize) {
+    let m = Message::from_vec(b).unwrap();
+    let mut a: Vec<String> = m.answers.iter().map(|r| format!("{r}")).collect();
+    a.sort();
+    (
+        m.metadata,
+        m.queries.clone(),
+        a,
+        m.edns.as_ref().map(|e| e.max_payload()),
+        m.authorities.len(),
+        m.additionals.len(),
+    )
+}
+
+proptest! {
+    /// The byte-level fast path answers exactly like the hickory path whenever it answers.
+    #[test]
+    fn fast_path_agrees_with_hickory(
+        name in prop::sample::select(vec!["web.", "WeB.", "www.", "api.", "db.", "nosuch.", "many.", "x.y.", "_80._tcp.web.", "a-b_c."]),
+        qt in prop::sample::select(vec![RecordType::A, RecordType::AAAA, RecordType::MX]),
+        edns in prop::option::of(512u16..5000),
+        rd in any::<bool>(),
+        cd in any::<bool>(),
+        sandbox in prop::sample::select(vec!["api", "web", "db", "nobody"]),
+    ) {
+        let t = big_table();
+        let mut q = query(name, qt, edns);
+        q.metadata.recursion_desired = rd;
+        q.metadata.checking_disabled = cd;
+        let b = q.to_vec().unwrap();
+        for tr in [Transport::Udp, Transport::Tcp] {
+            if let Some(fast) = crate::dns::fast::answer(&t, sandbox, 600, &b, tr) {
+                let Outcome::Reply(slow) = handle_parsed(&t, sandbox, 600, &b, tr) else {
+                    return Err(TestCaseError::fail("slow path did not reply"));
+                };
+                prop_assert_eq!(canon(&fast), canon(&slow));
+            }
+        }
+    }
+}
+
+#[test]
+fn fast_path_takes_the_common_case() {
+    let m = query("web.", RecordType::A, Some(1232));
+    assert!(crate::dns::fast::answer(&sample(), "api", 600, &m.to_vec().unwrap(), Transport::Udp).is_some());
+    let m = query("example.com.", RecordType::A, None);
+    assert!(crate::dns::fast::answer(&sample(), "api", 600, &m.to_vec().unwrap(), Transport::Udp).is_none());
 }

@@ -9,6 +9,8 @@ pkgs=(
   containernetworking-plugins   # the reference bridge/host-local plugins the benchmark compares with
   golang-go golang-github-appc-cni-dev podman busybox-static  # netd-cni tests: cnitool (libcni) and podman
   docker.io                     # a real dockerd for the Docker plugin's tests and bench/docker.sh
+  bind9-dnsutils                # dig/nslookup for the DNS integration tests
+  dnsperf aardvark-dns dnsmasq-base  # bench/dns.sh: load generator and the two peer DNS servers
 )
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -104,6 +104,8 @@ pub struct Host {
     /// so test daemons never touch the host's /run/docker/plugins).
     pub docker_plugin_dir: PathBuf,
     child: Option<Child>,
+    /// Extra `netd daemon` arguments (e.g. `--config FILE`), used by `start`.
+    pub daemon_args: Vec<String>,
 }
 
 impl Host {
@@ -128,6 +130,7 @@ impl Host {
             docker_plugin_dir: base.join("docker-plugins"),
             base,
             child: None,
+            daemon_args: Vec::new(),
         };
         let o = sh(&format!("ip netns add {0} && ip -n {0} link set lo up", h.name));
         assert!(o.ok(), "ip netns add: {}", o.stderr);
@@ -185,6 +188,7 @@ impl Host {
             .arg(bin("netd"))
             .arg("daemon")
             .args(self.dir_args())
+            .args(&self.daemon_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

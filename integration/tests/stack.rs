@@ -35,6 +35,27 @@ fn voting_app_check_passes_and_leaves_nothing() {
         .find(|l| l.starts_with("vote-1 "))
         .unwrap_or_default();
     assert!(row.contains("--") && row.contains("ok"), "{row}");
+    // Names: worker finds redis and db by name (and reaches them); vote does not see db.
+    let names = o.stdout.split("names via 127.0.0.11").nth(1).unwrap_or_default();
+    let cols: Vec<&str> = names
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let cell = |from: &str, to: &str| -> String {
+        let i = cols.iter().position(|c| *c == to).expect("column") - 2;
+        let row = names
+            .lines()
+            .find(|l| l.starts_with(&format!("{from} ")))
+            .unwrap_or_default();
+        row.split_whitespace().nth(i).unwrap_or_default().to_string()
+    };
+    assert_eq!(cell("worker", "redis"), "ok", "{names}");
+    assert_eq!(cell("worker", "db"), "ok", "{names}");
+    assert_eq!(cell("vote-1", "redis"), "ok", "{names}");
+    assert_eq!(cell("vote-1", "db"), "--", "{names}");
+    assert_eq!(cell("result", "vote"), "--", "{names}");
     // Nothing left: no networks, sandboxes, netd links or responders.
     let c = h.client();
     assert_eq!(c.get("/v1/networks").expect("networks"), serde_json::json!([]));

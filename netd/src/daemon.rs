@@ -38,6 +38,8 @@ pub struct ConfigFile {
     pub ipam: Option<IpamConfig>,
     /// `[low, high]` host ports for `-P`.
     pub ephemeral_ports: Option<(u16, u16)>,
+    /// The embedded DNS server (`[dns]`: ttl, cluster_domain, upstreams, timeout_ms, ...).
+    pub dns: Option<crate::dns::DnsSettings>,
 }
 
 impl ConfigFile {
@@ -56,6 +58,7 @@ pub struct DaemonOptions {
     pub watch_every: Duration,
     /// Serve Docker's libnetwork plugin protocol at `<dir>/netd.sock` (`None`: not at all).
     pub docker_plugin_dir: Option<PathBuf>,
+    pub dns: crate::dns::DnsSettings,
 }
 
 impl Default for DaemonOptions {
@@ -67,6 +70,7 @@ impl Default for DaemonOptions {
             engine: EngineConfig::default(),
             watch_every: Duration::from_millis(500),
             docker_plugin_dir: Some(DEFAULT_DOCKER_PLUGIN_DIR.into()),
+            dns: crate::dns::DnsSettings::default(),
         }
     }
 }
@@ -129,9 +133,21 @@ pub async fn run(
     let store = Arc::new(RedbStore::open(&opts.state_dir.join("netd.redb"))?);
     let kernel: Arc<dyn Kernel> = Arc::new(LinuxKernel::current().context("open kernel interfaces")?);
     let cfg = opts.engine.clone();
-    let (engine, report) = tokio::task::spawn_blocking(move || Engine::open(kernel, store, cfg))
-        .await
-        .context("engine start-up panicked")??;
+    let host_resolv = fs::read_to_string(&cfg.host_resolv_conf).unwrap_or_default();
+    let dns = Arc::new(
+        crate::dns::Dns::new(opts.dns.clone(), &host_resolv, tokio::runtime::Handle::current())
+            .context("dns settings")?,
+    );
+    tracing::info!(upstreams = ?dns.upstreams(), "dns: serving {} in every sandbox", crate::dns::LISTEN);
+    let (engine, report) = tokio::task::spawn_blocking(move || {
+        Engine::open(kernel, store, cfg).map(|(mut e, r)| {
+            // After reconcile, so every sandbox's names answer again after a restart.
+            e.set_dns(dns);
+            (e, r)
+        })
+    })
+    .await
+    .context("engine start-up panicked")??;
     tracing::info!(
         removed = ?report.removed,
         recreated = ?report.recreated,

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod daemon;
+pub mod dns;
 pub mod driver;
 pub mod engine;
 pub mod firewall;

@@ -94,6 +94,9 @@ fn options(a: &DaemonArgs) -> anyhow::Result<DaemonOptions> {
     if let Some(i) = file.ipam {
         o.engine.ipam = i;
     }
+    if let Some(d) = file.dns {
+        o.dns = d;
+    }
     if let Some((lo, hi)) = file.ephemeral_ports {
         anyhow::ensure!(
             lo > 0 && lo <= hi,

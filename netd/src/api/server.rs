@@ -185,6 +185,23 @@ async fn delete_sandbox(State(st): State<Shared>, Path(name): Path<String>) -> A
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The DNS records a sandbox sees (`netctl dns ls`).
+async fn sandbox_dns(State(st): State<Shared>, Path(name): Path<String>) -> ApiResult<Response> {
+    let v = with_engine(&st, move |e| {
+        e.sandbox(&name)?;
+        let d = e
+            .dns()
+            .ok_or_else(|| EngineError::NotFound("this daemon runs no DNS server".into()))?;
+        d.listing(&name).ok_or_else(|| {
+            EngineError::NotFound(format!(
+                "sandbox {name} gets no DNS from netd (network mode host or none)"
+            ))
+        })
+    })
+    .await?;
+    Ok(Json(v).into_response())
+}
+
 async fn not_found() -> ApiError {
     ApiError(StatusCode::NOT_FOUND, "no such API endpoint".into())
 }
@@ -201,6 +218,7 @@ pub fn router(engine: Shared) -> Router {
         .route("/v1/pools", get(list_pools))
         .route("/v1/sandboxes", get(list_sandboxes).post(create_sandbox))
         .route("/v1/sandboxes/{name}", get(get_sandbox).delete(delete_sandbox))
+        .route("/v1/sandboxes/{name}/dns", get(sandbox_dns))
         .fallback(not_found)
         .method_not_allowed_fallback(|| async {
             ApiError(

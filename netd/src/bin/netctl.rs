@@ -30,6 +30,20 @@ enum Top {
     /// Manage sandboxes (network namespaces for containers or processes).
     #[command(subcommand)]
     Sandbox(SbCmd),
+    /// The embedded DNS server (127.0.0.11 in every sandbox).
+    #[command(subcommand)]
+    Dns(DnsCmd),
+}
+
+#[derive(Subcommand)]
+enum DnsCmd {
+    /// List the records SANDBOX sees: its peers' names on shared networks, PTR, SRV.
+    #[command(alias = "list")]
+    Ls {
+        sandbox: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -437,6 +451,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         },
+        Top::Dns(DnsCmd::Ls { sandbox, json }) => {
+            let v = c.get(&format!("/v1/sandboxes/{sandbox}/dns"))?;
+            if json {
+                print_json(&v);
+            } else {
+                println!("{:<40} {:<6} {:<30} NETWORK", "NAME", "TYPE", "VALUE");
+                for r in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<40} {:<6} {:<30} {}",
+                        s(&r["name"]),
+                        s(&r["type"]),
+                        s(&r["value"]),
+                        s(&r["network"])
+                    );
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -128,6 +128,8 @@ pub struct Engine {
     /// What the last reconcile did (shown by `GET /v1/info`).
     last_reconcile: ReconcileReport,
     reaper: reaper::Reaper,
+    /// The embedded DNS server, told about every change before an operation returns.
+    dns: Option<Arc<crate::dns::Dns>>,
 }
 
 pub(crate) fn now() -> u64 {
@@ -191,12 +193,32 @@ impl Engine {
             port_cursor,
             last_reconcile: ReconcileReport::default(),
             reaper,
+            dns: None,
         })
     }
 
     /// Waits until deferred link deletions are done (tests, shutdown).
     pub fn settle(&self) {
         self.reaper.drain();
+    }
+
+    /// Attaches the DNS server and gives it the current model (start-up, after
+    /// reconcile: every name resolves again after a restart).
+    pub fn set_dns(&mut self, dns: Arc<crate::dns::Dns>) {
+        self.dns = Some(dns);
+        self.sync_dns();
+    }
+
+    pub fn dns(&self) -> Option<&Arc<crate::dns::Dns>> {
+        self.dns.as_ref()
+    }
+
+    /// Hands the model to the DNS server; called at the end of every successful sandbox
+    /// operation, so names change before the API call returns.
+    fn sync_dns(&self) {
+        if let Some(d) = &self.dns {
+            d.sync(self.networks.values(), self.sandboxes.values());
+        }
     }
 
     pub fn last_reconcile(&self) -> &ReconcileReport {

@@ -154,6 +154,9 @@ impl Engine {
     pub fn create_sandbox(&mut self, req: &SandboxRequest) -> Result<Sandbox> {
         let t0 = std::time::Instant::now();
         let r = self.create_sandbox_inner(req);
+        if r.is_ok() {
+            self.sync_dns();
+        }
         tracing::debug!(sandbox = %req.name, us = t0.elapsed().as_micros() as u64, ok = r.is_ok(), "create sandbox");
         r
     }
@@ -324,7 +327,7 @@ impl Engine {
             }
         }
         if mode != NetMode::Host {
-            if let Err(e) = self.write_resolv_conf(&sb.name) {
+            if let Err(e) = self.write_resolv_conf(&sb.name, &sb.labels) {
                 tracing::warn!(sandbox = %sb.name, error = %e, "could not write resolv.conf");
             }
         }
@@ -394,6 +397,7 @@ impl Engine {
                 tracing::warn!(sandbox = %name, error = %e, "could not clear the pending record; reconcile will");
             }
         }
+        self.sync_dns();
         tracing::info!(sandbox = %name, "sandbox removed");
         Ok(())
     }
@@ -429,6 +433,7 @@ impl Engine {
         self.sandboxes.insert(sandbox.to_string(), new_sb);
         self.put_pools(&mut txn, &[network]);
         self.commit(undo, &[step], &txn, &[])?;
+        self.sync_dns();
         tracing::info!(sandbox, network, ifname = %ep.ifname, ipv4 = ?ep.ipv4, "connected");
         Ok(ep)
     }
@@ -454,13 +459,24 @@ impl Engine {
         self.sandboxes.insert(sandbox.to_string(), new_sb);
         self.put_pools(&mut txn, &[network]);
         self.commit(undo, &[], &txn, &[bridge::endpoint_down(&ep)])?;
+        self.sync_dns();
         tracing::info!(sandbox, network, "disconnected");
         Ok(())
     }
 
     /// `/etc/netns/<name>/resolv.conf`: the host's resolvers minus loopback ones (they
     /// are unreachable from a sandbox), as Docker does.
-    fn write_resolv_conf(&self, name: &str) -> std::io::Result<()> {
+    /// With the embedded DNS server attached, it points at 127.0.0.11 instead.
+    fn write_resolv_conf(
+        &self,
+        name: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> std::io::Result<()> {
+        if let Some(d) = &self.dns {
+            let dir = self.resolv_dir(name);
+            std::fs::create_dir_all(&dir)?;
+            return std::fs::write(dir.join("resolv.conf"), d.resolv_conf(labels));
+        }
         let host = std::fs::read_to_string(&self.cfg.host_resolv_conf).unwrap_or_default();
         let mut out = String::from("# written by netd\n");
         let mut servers = 0;

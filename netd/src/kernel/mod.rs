@@ -3,6 +3,7 @@
 //! `setns` or talks to nftables; the rest of netd hands `plan::Step`s and nftables
 //! batches to the `Kernel` trait, which tests replace with `fake::FakeKernel`.
 
+pub mod dns_socket;
 pub mod fake;
 pub mod iptables;
 pub mod linux;

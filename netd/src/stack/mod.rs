@@ -4,6 +4,7 @@
 //! with `--check`, whose exit status says whether every expectation held).
 
 pub mod file;
+pub mod names;
 pub mod report;
 pub mod responder;
 
@@ -158,6 +159,22 @@ fn placed(inst: &Instance, sb: &Value, nets: &Value) -> Placed {
     }
 }
 
+/// The stack's services (a name per `[[sandbox]]`, its replicas as members).
+fn services_of(instances: &[Instance]) -> Vec<names::Service> {
+    let mut out: Vec<names::Service> = Vec::new();
+    for i in instances {
+        match out.iter_mut().find(|s| s.name == i.service) {
+            Some(s) => s.members.push(i.req.name.clone()),
+            None => out.push(names::Service {
+                name: i.service.clone(),
+                members: vec![i.req.name.clone()],
+                tcp: i.tcp.first().copied(),
+            }),
+        }
+    }
+    out
+}
+
 fn wait_for_ctrl_c() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -248,15 +265,20 @@ pub fn up(path: &Path, check: bool, opts: DaemonOptions) -> anyhow::Result<()> {
         .collect();
     let rep = report::measure(&placed_all, &nets);
     println!("{}", rep.render(&stack_name));
+    let services = services_of(&instances);
+    let name_probes = names::measure(&placed_all, &services);
+    println!("{}", names::render(&name_probes, &services));
+    let name_failures = name_probes.iter().filter(|p| !p.ok).count();
     if check {
         run.teardown();
         if let Some(mut d) = daemon {
             d.stop()?;
         }
-        if rep.failures() > 0 {
-            bail!("{} of {} expectations failed", rep.failures(), rep.total());
+        let (failed, total) = (rep.failures() + name_failures, rep.total() + name_probes.len());
+        if failed > 0 {
+            bail!("{failed} of {total} expectations failed");
         }
-        println!("check passed: {} expectations held", rep.total());
+        println!("check passed: {total} expectations held");
         return Ok(());
     }
     println!("stack {stack_name} is up; press Ctrl-C to remove it");

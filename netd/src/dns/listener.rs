@@ -1,0 +1,123 @@
+//! Per-sandbox serving loops: one UDP task and one TCP accept task on the sockets opened
+//! in the sandbox's namespace. Local answers are computed inline (microseconds); a
+//! forwarded query gets a task of its own so a slow upstream never holds up local names.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::task::JoinHandle;
+
+use super::server::{forwarded_reply, handle, Forward, Outcome, Transport};
+use super::Shared;
+
+/// A TCP client gets this long between messages before we close the connection.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+/// The tasks serving one sandbox; dropping it stops them (and closes the sockets, which
+/// is what lets the sandbox's namespace go away).
+pub struct SandboxListener {
+    pub ino: u64,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for SandboxListener {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl SandboxListener {
+    /// Starts serving `sandbox` on already-bound sockets (must run inside the runtime).
+    pub fn start(shared: Arc<Shared>, sandbox: &str, ino: u64, udp: UdpSocket, tcp: TcpListener) -> Self {
+        let name: Arc<str> = Arc::from(sandbox);
+        let udp = Arc::new(udp);
+        let tasks = vec![
+            tokio::spawn(udp_loop(shared.clone(), name.clone(), udp)),
+            tokio::spawn(tcp_loop(shared, name, tcp)),
+        ];
+        SandboxListener { ino, tasks }
+    }
+}
+
+async fn forward(shared: &Shared, f: &Forward, t: Transport) -> Option<Vec<u8>> {
+    let Ok(_permit) = shared.inflight.clone().try_acquire_owned() else {
+        return forwarded_reply(f, None, t);
+    };
+    let up = shared.forwarder.resolve(&f.request, &f.name, f.qtype, t).await;
+    forwarded_reply(f, up.as_ref(), t)
+}
+
+async fn udp_loop(shared: Arc<Shared>, sandbox: Arc<str>, sock: Arc<UdpSocket>) {
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let (n, peer) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(sandbox = %sandbox, error = %e, "dns udp recv");
+                continue;
+            }
+        };
+        let out = {
+            let table = shared.table();
+            handle(&table, &sandbox, shared.settings.ttl, &buf[..n], Transport::Udp)
+        };
+        match out {
+            Outcome::Reply(b) => {
+                let _ = sock.send_to(&b, peer).await;
+            }
+            Outcome::Drop => {}
+            Outcome::Forward(f) => {
+                let (shared, sock) = (shared.clone(), sock.clone());
+                tokio::spawn(async move {
+                    if let Some(b) = forward(&shared, &f, Transport::Udp).await {
+                        let _ = sock.send_to(&b, peer).await;
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn tcp_loop(shared: Arc<Shared>, sandbox: Arc<str>, l: TcpListener) {
+    loop {
+        let Ok((s, _)) = l.accept().await else { continue };
+        tokio::spawn(tcp_conn(shared.clone(), sandbox.clone(), s));
+    }
+}
+
+async fn tcp_conn(shared: Arc<Shared>, sandbox: Arc<str>, mut s: TcpStream) {
+    loop {
+        let Ok(Ok(len)) = tokio::time::timeout(TCP_IDLE, s.read_u16()).await else {
+            return;
+        };
+        let mut msg = vec![0u8; usize::from(len)];
+        if !matches!(
+            tokio::time::timeout(TCP_IDLE, s.read_exact(&mut msg)).await,
+            Ok(Ok(_))
+        ) {
+            return;
+        }
+        let out = {
+            let table = shared.table();
+            handle(&table, &sandbox, shared.settings.ttl, &msg, Transport::Tcp)
+        };
+        let reply = match out {
+            Outcome::Reply(b) => b,
+            Outcome::Drop => return,
+            Outcome::Forward(f) => match forward(&shared, &f, Transport::Tcp).await {
+                Some(b) => b,
+                None => return,
+            },
+        };
+        let Ok(n) = u16::try_from(reply.len()) else { return };
+        let mut framed = n.to_be_bytes().to_vec();
+        framed.extend_from_slice(&reply);
+        if s.write_all(&framed).await.is_err() {
+            return;
+        }
+    }
+}

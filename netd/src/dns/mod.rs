@@ -1,0 +1,221 @@
+//! The embedded DNS server at 127.0.0.11 in every sandbox.
+//!
+//! - `records`: the pure, network-scoped name table, rebuilt from the model;
+//! - `server`: one request in, one outcome out (answer, drop, or forward), pure;
+//! - `listener`: the per-sandbox UDP/TCP loops on sockets bound inside each sandbox's
+//!   namespace (`kernel::dns_socket` explains why sockets there rather than a DNAT);
+//! - `forward`: upstream forwarding with timeouts, retries and a TTL cache;
+//! - `resolv`: the per-sandbox resolv.conf.
+//!
+//! The engine calls `Dns::sync` at the end of every sandbox operation, under its lock
+//! and before the API answers, so a name resolves before `create`/`connect` return and
+//! is gone before `rm`/`disconnect` return.
+
+mod fast;
+pub mod forward;
+pub mod listener;
+pub mod records;
+pub mod resolv;
+pub mod server;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::kernel::dns_socket;
+use crate::model::{NetMode, Network, Sandbox};
+use forward::Forwarder;
+use listener::SandboxListener;
+use records::{ExternalName, Listing, Table};
+
+/// The `[dns]` section of the daemon config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DnsSettings {
+    /// TTL of netd's own records (Docker: 600 s).
+    pub ttl: u32,
+    /// Kubernetes cluster domain for `<svc>.<ns>.svc.<domain>`.
+    pub cluster_domain: String,
+    /// Upstream servers (`IP` or `IP:PORT`); default: the host's resolv.conf minus
+    /// loopback servers.
+    pub upstreams: Option<Vec<String>>,
+    /// Per-try timeout and number of rounds over all upstreams.
+    pub timeout_ms: u64,
+    pub attempts: u32,
+    /// ExternalName services (CNAMEs) until the services issue manages them.
+    pub external_names: Vec<ExternalName>,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        DnsSettings {
+            ttl: 600,
+            cluster_domain: "cluster.local".into(),
+            upstreams: None,
+            timeout_ms: 1000,
+            attempts: 2,
+            external_names: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error("dns upstream {0:?}: expected IP or IP:PORT")]
+    Upstream(String),
+    #[error("dns cluster_domain {0:?}: expected a domain name")]
+    Domain(String),
+}
+
+/// Where every sandbox's server answers (DNAT to the sockets' ephemeral ports).
+pub const LISTEN: &str = "127.0.0.11:53";
+
+fn parse_upstream(s: &str) -> Result<SocketAddr, DnsError> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| DnsError::Upstream(s.to_string()))
+}
+
+/// What the serving tasks share.
+pub struct Shared {
+    table: RwLock<Arc<Table>>,
+    pub settings: DnsSettings,
+    pub forwarder: Forwarder,
+    /// Bounds forwarded queries in flight (each holds a socket until answered or timed
+    /// out), so a sandbox flooding unknown names gets SERVFAIL instead of exhausting fds.
+    pub inflight: Arc<tokio::sync::Semaphore>,
+}
+
+/// Forwarded queries in flight, over all sandboxes.
+pub const MAX_INFLIGHT: usize = 1024;
+
+impl Shared {
+    pub fn table(&self) -> Arc<Table> {
+        self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+pub struct Dns {
+    shared: Arc<Shared>,
+    listeners: Mutex<HashMap<String, SandboxListener>>,
+    rt: tokio::runtime::Handle,
+    listen: std::net::SocketAddrV4,
+}
+
+impl Dns {
+    /// `host_resolv_conf` is the text of the host's resolv.conf (used when the settings
+    /// name no upstreams); `rt` runs the serving tasks.
+    pub fn new(
+        settings: DnsSettings,
+        host_resolv_conf: &str,
+        rt: tokio::runtime::Handle,
+    ) -> Result<Dns, DnsError> {
+        let upstreams = match &settings.upstreams {
+            Some(v) => v
+                .iter()
+                .map(|s| parse_upstream(s))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => forward::upstreams_from_resolv_conf(host_resolv_conf),
+        };
+        let d = records::normalize(&settings.cluster_domain);
+        if d.is_empty() || hickory_proto::rr::Name::from_ascii(&d).is_err() {
+            return Err(DnsError::Domain(settings.cluster_domain.clone()));
+        }
+        let forwarder = Forwarder::new(
+            upstreams,
+            Duration::from_millis(settings.timeout_ms.max(1)),
+            settings.attempts,
+        );
+        Ok(Dns {
+            shared: Arc::new(Shared {
+                table: RwLock::new(Arc::new(Table::new(&settings.cluster_domain))),
+                settings,
+                forwarder,
+                inflight: Arc::new(tokio::sync::Semaphore::new(MAX_INFLIGHT)),
+            }),
+            listeners: Mutex::new(HashMap::new()),
+            rt,
+            listen: LISTEN.parse().expect("literal"),
+        })
+    }
+
+    pub fn settings(&self) -> &DnsSettings {
+        &self.shared.settings
+    }
+
+    pub fn upstreams(&self) -> &[SocketAddr] {
+        self.shared.forwarder.upstreams()
+    }
+
+    /// Brings the table and the listeners in line with the model: listeners for new
+    /// sandboxes first (so their names answer as soon as the table has them), then the
+    /// new table, then listeners of removed sandboxes are stopped.
+    pub fn sync<'a>(
+        &self,
+        networks: impl IntoIterator<Item = &'a Network>,
+        sandboxes: impl IntoIterator<Item = &'a Sandbox> + Clone,
+    ) {
+        let s = &self.shared.settings;
+        let table = Table::build(networks, sandboxes.clone(), &s.cluster_domain, &s.external_names);
+        let mut ls = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        let mut keep: Vec<&str> = Vec::new();
+        for sb in sandboxes {
+            if sb.mode != NetMode::Bridge {
+                continue;
+            }
+            keep.push(&sb.name);
+            let path = Path::new(&sb.netns);
+            // The namespace's inode: a namespace recreated by reconcile needs new sockets.
+            let Ok(ino) = std::fs::metadata(path).map(|m| m.ino()) else {
+                continue;
+            };
+            if ls.get(&sb.name).is_some_and(|l| l.ino == ino) {
+                continue;
+            }
+            match self.bind(&sb.name, path, ino) {
+                Ok(l) => {
+                    ls.insert(sb.name.clone(), l);
+                }
+                Err(e) => tracing::warn!(sandbox = %sb.name, error = %e, "dns: cannot serve this sandbox"),
+            }
+        }
+        *self.shared.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+        ls.retain(|name, _| keep.contains(&name.as_str()));
+    }
+
+    fn bind(&self, sandbox: &str, path: &Path, ino: u64) -> Result<SandboxListener, String> {
+        let (u, t) =
+            dns_socket::bind_in(path, *self.listen.ip(), self.listen.port()).map_err(|e| e.to_string())?;
+        let _g = self.rt.enter();
+        let u = tokio::net::UdpSocket::from_std(u).map_err(|e| e.to_string())?;
+        let t = tokio::net::TcpListener::from_std(t).map_err(|e| e.to_string())?;
+        tracing::debug!(sandbox, "dns: serving {}", self.listen);
+        Ok(SandboxListener::start(self.shared.clone(), sandbox, ino, u, t))
+    }
+
+    /// The records `sandbox` sees (`netctl dns ls`).
+    pub fn listing(&self, sandbox: &str) -> Option<Vec<Listing>> {
+        self.shared.table().listing(sandbox)
+    }
+
+    /// Whether a listener serves `sandbox` now.
+    pub fn serving(&self, sandbox: &str) -> bool {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(sandbox)
+    }
+
+    /// The resolv.conf a sandbox with these labels gets.
+    pub fn resolv_conf(&self, labels: &std::collections::BTreeMap<String, String>) -> String {
+        resolv::sandbox_resolv_conf(labels, &self.shared.settings.cluster_domain)
+    }
+}
+
+#[cfg(test)]
+mod sync_tests;

@@ -1,0 +1,109 @@
+//! The engine hook on the fake kernel: every sandbox operation has changed the names
+//! other sandboxes see by the time it returns, and resolv.conf points at 127.0.0.11.
+
+use std::sync::Arc;
+
+use super::{Dns, DnsSettings};
+use crate::engine::{Engine, EngineConfig};
+use crate::kernel::fake::FakeKernel;
+use crate::model::{EndpointRequest, NetworkRequest, SandboxRequest, SubnetRequest};
+use crate::store::MemStore;
+
+fn net(name: &str, subnet: &str) -> NetworkRequest {
+    NetworkRequest {
+        name: name.into(),
+        subnets: vec![SubnetRequest {
+            subnet: Some(subnet.into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn sb(name: &str, net: &str) -> SandboxRequest {
+    SandboxRequest {
+        name: name.into(),
+        networks: vec![EndpointRequest {
+            network: net.into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn sees(d: &Dns, who: &str, name: &str) -> Vec<String> {
+    d.listing(who)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.name == name && r.kind == "A")
+        .map(|r| r.value)
+        .collect()
+}
+
+#[test]
+fn engine_operations_change_names_before_returning() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tag = format!("{}-{}", std::process::id(), rand::random::<u32>());
+    let cfg = EngineConfig {
+        netns_dir: std::env::temp_dir().join(format!("netd-dns-test-{tag}")),
+        etc_netns_dir: std::env::temp_dir().join(format!("netd-dns-test-etc-{tag}")),
+        ..Default::default()
+    };
+    let etc = cfg.etc_netns_dir.clone();
+    let (mut e, _) = Engine::open(
+        Arc::new(FakeKernel::default()),
+        Arc::new(MemStore::default()),
+        cfg,
+    )
+    .unwrap();
+    let d = Arc::new(
+        Dns::new(
+            DnsSettings::default(),
+            "nameserver 10.0.0.53\n",
+            rt.handle().clone(),
+        )
+        .unwrap(),
+    );
+    assert_eq!(d.upstreams(), ["10.0.0.53:53".parse().unwrap()]);
+    e.set_dns(d.clone());
+    e.create_network(&net("n", "10.9.0.0/24")).unwrap();
+    e.create_network(&net("m", "10.8.0.0/24")).unwrap();
+    let a = e.create_sandbox(&sb("a", "n")).unwrap();
+    e.create_sandbox(&sb("b", "n")).unwrap();
+    e.create_sandbox(&sb("c", "m")).unwrap();
+    let a_ip = a.endpoints[0].ipv4.unwrap().ip().to_string();
+    assert_eq!(sees(&d, "b", "a"), vec![a_ip]);
+    assert!(sees(&d, "c", "a").is_empty());
+    let rc = std::fs::read_to_string(etc.join("b/resolv.conf")).unwrap();
+    assert!(
+        rc.contains("nameserver 127.0.0.11") && !rc.contains("10.0.0.53"),
+        "{rc}"
+    );
+
+    let ep = e
+        .connect(
+            "m",
+            &EndpointRequest {
+                network: "m".into(),
+                aliases: vec!["al".into()],
+                ..Default::default()
+            },
+            "a",
+        )
+        .unwrap();
+    assert_eq!(sees(&d, "c", "al"), [ep.ipv4.unwrap().ip().to_string()]);
+    assert!(sees(&d, "b", "al").is_empty(), "alias is scoped to network m");
+    e.disconnect("m", "a").unwrap();
+    assert!(sees(&d, "c", "al").is_empty());
+    e.remove_sandbox("a").unwrap();
+    assert!(sees(&d, "b", "a").is_empty());
+    assert!(d.listing("a").is_none());
+    // A failed operation changes no names.
+    assert!(e.create_sandbox(&sb("b", "n")).is_err());
+    assert!(e.create_sandbox(&sb("x", "nosuch")).is_err());
+    assert!(d.listing("x").is_none());
+    let _ = std::fs::remove_dir_all(&etc);
+}

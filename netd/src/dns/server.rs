@@ -140,6 +140,10 @@ pub fn handle_parsed(table: &Table, sandbox: &str, ttl: u32, bytes: &[u8], t: Tr
     if req.metadata.op_code != OpCode::Query {
         return reply(response_to(&req, ResponseCode::NotImp));
     }
+    if req.edns.as_ref().is_some_and(|e| e.version() > 0) {
+        // RFC 6891 6.1.3: we speak EDNS version 0 only; our OPT says so.
+        return reply(response_to(&req, ResponseCode::BADVERS));
+    }
     if req.queries.len() != 1 || req.metadata.message_type != MessageType::Query {
         return reply(response_to(&req, ResponseCode::FormErr));
     }

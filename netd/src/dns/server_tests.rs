@@ -274,3 +274,22 @@ fn fast_path_takes_the_common_case() {
     let m = query("example.com.", RecordType::A, None);
     assert!(crate::dns::fast::answer(&sample(), "api", 600, &m.to_vec().unwrap(), Transport::Udp).is_none());
 }
+
+#[test]
+fn unknown_edns_version_gets_badvers() {
+    // RFC 6891 6.1.3: a request with an OPT version we do not speak gets BADVERS (16,
+    // whose high bits travel in our OPT), and our OPT says version 0.
+    let mut m = query("web.", RecordType::A, Some(1232));
+    if let Some(e) = m.edns.as_mut() {
+        e.set_version(1);
+    }
+    let r = ask("api", &m, Transport::Udp);
+    // hickory reads 16 back as BADSIG (the two share the number); the wire value counts.
+    assert_eq!(u16::from(r.metadata.response_code), 16);
+    assert!(r.answers.is_empty());
+    assert_eq!(r.edns.as_ref().map(|e| e.version()), Some(0));
+    // Version 0 still answers.
+    let r = ask("api", &query("web.", RecordType::A, Some(1232)), Transport::Udp);
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(r.answers.len(), 1);
+}

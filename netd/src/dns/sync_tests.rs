@@ -105,5 +105,17 @@ fn engine_operations_change_names_before_returning() {
     assert!(e.create_sandbox(&sb("b", "n")).is_err());
     assert!(e.create_sandbox(&sb("x", "nosuch")).is_err());
     assert!(d.listing("x").is_none());
+    // Creating a network makes its subnet's PTR names ours at once (NXDOMAIN, not
+    // forwarded upstream); removing it hands them back.
+    let ptr = |d: &Dns| {
+        d.shared
+            .table()
+            .lookup("b", "9.0.7.10.in-addr.arpa", super::records::Kind::Ptr)
+    };
+    assert!(matches!(ptr(&d), super::records::Lookup::NotOurs));
+    e.create_network(&net("fresh", "10.7.0.0/24")).unwrap();
+    assert!(matches!(ptr(&d), super::records::Lookup::NxDomain));
+    e.remove_network("fresh").unwrap();
+    assert!(matches!(ptr(&d), super::records::Lookup::NotOurs));
     let _ = std::fs::remove_dir_all(&etc);
 }

@@ -93,6 +93,8 @@ impl Engine {
         self.networks.insert(net.name.clone(), net.clone());
         let steps = bridge::network_up(&net);
         self.commit(undo, &steps, &txn, &[])?;
+        // PTR questions for the new subnet are ours from now on (NXDOMAIN, not forwarded).
+        self.sync_dns();
         tracing::info!(network = %net.name, bridge = %net.bridge, subnets = ?net.subnets.iter().map(|s| s.subnet.to_string()).collect::<Vec<_>>(), "network created");
         Ok(net)
     }
@@ -122,6 +124,7 @@ impl Engine {
         }
         self.networks.remove(name);
         self.commit(undo, &[], &txn, &bridge::network_down(&net))?;
+        self.sync_dns();
         self.reaper.wait_for([net.bridge.as_str()]);
         tracing::info!(network = %name, bridge = %net.bridge, "network removed");
         Ok(())

@@ -135,8 +135,7 @@ pub async fn run(
     let cfg = opts.engine.clone();
     let host_resolv = fs::read_to_string(&cfg.host_resolv_conf).unwrap_or_default();
     let dns = Arc::new(
-        crate::dns::Dns::new(opts.dns.clone(), &host_resolv, tokio::runtime::Handle::current())
-            .context("dns settings")?,
+        crate::dns::Dns::new(opts.dns.clone(), &host_resolv, dns_runtime()?).context("dns settings")?,
     );
     tracing::info!(upstreams = ?dns.upstreams(), "dns: serving {} in every sandbox", crate::dns::LISTEN);
     let (engine, report) = tokio::task::spawn_blocking(move || {
@@ -197,4 +196,20 @@ fn start_docker_plugin(
         }
     });
     Some((task, path))
+}
+
+/// The DNS server's own single-threaded runtime on a thread of its own: answers stay
+/// on one thread (no work-stealing hand-offs between the API's workers and the DNS
+/// sockets), so a burst of API work does not sit in front of a name lookup.
+fn dns_runtime() -> anyhow::Result<tokio::runtime::Handle> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("dns runtime")?;
+    let handle = rt.handle().clone();
+    std::thread::Builder::new()
+        .name("netd-dns".into())
+        .spawn(move || rt.block_on(std::future::pending::<()>()))
+        .context("dns thread")?;
+    Ok(handle)
 }

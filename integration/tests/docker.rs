@@ -217,20 +217,17 @@ fn wait_for_secs(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// `docker network create -d netd --ipam-driver netd` followed by `rest`.
+fn netd_create<'a>(rest: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["network", "create", "-d", "netd", "--ipam-driver", "netd"];
+    v.extend_from_slice(rest);
+    v
+}
+
 #[test]
 fn docker_network_reach_publish_and_cleanup() {
     let Some(d) = Docker::start() else { return };
-    d.ok(&[
-        "network",
-        "create",
-        "-d",
-        "netd",
-        "--ipam-driver",
-        "netd",
-        "--subnet",
-        "10.231.0.0/24",
-        "n1",
-    ]);
+    d.ok(&netd_create(&["--subnet", "10.231.0.0/24", "n1"]));
     let ls = d.h.ctl(&["network", "ls"]);
     assert!(
         ls.lines()
@@ -308,17 +305,7 @@ fn docker_network_reach_publish_and_cleanup() {
         "-P port from outside"
     );
     // A second network is isolated from the first.
-    d.ok(&[
-        "network",
-        "create",
-        "-d",
-        "netd",
-        "--ipam-driver",
-        "netd",
-        "--subnet",
-        "10.233.0.0/24",
-        "n2",
-    ]);
+    d.ok(&netd_create(&["--subnet", "10.233.0.0/24", "n2"]));
     d.server("c4", &["--network", "n2"], 80);
     assert!(!d.ping("c4", &ip1), "networks are isolated");
 
@@ -349,32 +336,15 @@ fn docker_network_reach_publish_and_cleanup() {
 fn docker_internal_ipv6_static_and_connect() {
     let Some(d) = Docker::start() else { return };
     let out = Outside::new(&d.h, 234);
-    d.ok(&[
-        "network",
-        "create",
-        "-d",
-        "netd",
-        "--ipam-driver",
-        "netd",
-        "--internal",
-        "--subnet",
-        "10.235.0.0/24",
-        "int",
-    ]);
-    d.ok(&[
-        "network",
-        "create",
-        "-d",
-        "netd",
-        "--ipam-driver",
-        "netd",
+    d.ok(&netd_create(&["--internal", "--subnet", "10.235.0.0/24", "int"]));
+    d.ok(&netd_create(&[
         "--subnet",
         "10.236.0.0/24",
         "--ipv6",
         "--subnet",
         "fd36::/64",
         "v6",
-    ]);
+    ]));
     // --internal: containers reach each other, nothing outside.
     d.server("i1", &["--network", "int"], 80);
     d.server("i2", &["--network", "int"], 80);
@@ -456,17 +426,7 @@ fn docker_internal_ipv6_static_and_connect() {
 #[test]
 fn docker_survives_dockerd_restart_and_netd_kill9() {
     let Some(mut d) = Docker::start() else { return };
-    d.ok(&[
-        "network",
-        "create",
-        "-d",
-        "netd",
-        "--ipam-driver",
-        "netd",
-        "--subnet",
-        "10.237.0.0/24",
-        "n",
-    ]);
+    d.ok(&netd_create(&["--subnet", "10.237.0.0/24", "n"]));
     d.server("ca", &["--network", "n", "--restart", "always"], 80);
     d.server("cb", &["--network", "n", "--restart", "always"], 80);
 
@@ -513,45 +473,23 @@ fn docker_bad_input_reads_well_and_changes_nothing() {
     let Some(d) = Docker::start() else { return };
     d.h.ctl(&["network", "create", "mine", "--subnet", "10.238.0.0/24"]);
     let before = d.h.ctl(&["network", "ls"]);
-    let err = d.fails(&[
-        "network",
-        "create",
-        "-d",
-        "netd",
-        "--ipam-driver",
-        "netd",
-        "--subnet",
-        "10.238.0.0/16",
-        "x",
-    ]);
+    let err = d.fails(&netd_create(&["--subnet", "10.238.0.0/16", "x"]));
     assert!(err.contains("overlaps with network \"mine\""), "{err}");
-    let err = d.fails(&[
-        "network",
-        "create",
-        "-d",
-        "netd",
-        "--ipam-driver",
-        "netd",
+    let err = d.fails(&netd_create(&[
         "-o",
         "netd.driver=ipvlan",
         "--subnet",
         "10.239.0.0/24",
         "x",
-    ]);
+    ]));
     assert!(err.contains("netd.driver=ipvlan is not supported"), "{err}");
-    let err = d.fails(&[
-        "network",
-        "create",
-        "-d",
-        "netd",
-        "--ipam-driver",
-        "netd",
+    let err = d.fails(&netd_create(&[
         "-o",
         "com.docker.network.bridge.enable_icc=maybe",
         "--subnet",
         "10.239.0.0/24",
         "x",
-    ]);
+    ]));
     assert!(err.contains("expected true or false"), "{err}");
     assert_eq!(
         d.h.ctl(&["network", "ls"]),
@@ -567,17 +505,7 @@ fn docker_bad_input_reads_well_and_changes_nothing() {
         .contains("10.239."));
 
     // An exhausted pool: the error names it; the container that got an address works.
-    d.ok(&[
-        "network",
-        "create",
-        "-d",
-        "netd",
-        "--ipam-driver",
-        "netd",
-        "--subnet",
-        "10.240.0.0/30",
-        "tiny",
-    ]);
+    d.ok(&netd_create(&["--subnet", "10.240.0.0/30", "tiny"]));
     d.server("t1", &["--network", "tiny"], 80);
     let err = d.fails(&["run", "--rm", "--network", "tiny", "netd/busybox", "true"]);
     assert!(err.contains("no free address"), "{err}");

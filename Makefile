@@ -34,6 +34,8 @@ check:
 bench: release
 	./bench/attach.sh 200
 	./bench/docker.sh 50
+	./bench/cni.sh 100
+	./bench/dns.sh 1000 8
 
 # The CNI plugin: binary to /opt/cni/bin, example conflist to /etc/cni/net.d (an existing
 # one is kept). DESTDIR stages the install elsewhere.

@@ -433,3 +433,47 @@ fn bad_packets_get_an_error_or_nothing_and_the_server_keeps_serving() {
 fn one(s: &str) -> Vec<String> {
     vec![s.to_string()]
 }
+
+/// A runtime-owned namespace (CNI: podman's or kubelet's, `--netns`) gets its resolver
+/// from the runtime, so netd opens no listener and leaves no table of its own there
+/// (even when its `lo` is still down, as before the loopback plugin ran); its name
+/// still answers for netd's sandboxes on the same network.
+#[test]
+fn runtime_owned_namespaces_get_no_listener_but_their_names_answer() {
+    if no_dig() {
+        return;
+    }
+    let h = Host::new();
+    h.ctl(&["network", "create", "rt", "--subnet", "10.63.0.0/24"]);
+    h.ctl(&["sandbox", "create", "alpha", "--network", "rt"]);
+    let ext = integration::fwtest::TestNs::create();
+    ext.ip(&["link", "set", "lo", "down"]);
+    let path = ext.path();
+    h.ctl(&[
+        "sandbox",
+        "create",
+        "pod",
+        "--network",
+        "rt",
+        "--netns",
+        path.to_str().unwrap(),
+    ]);
+    let pod_ip = h.ip("pod", "rt");
+    assert_eq!(short(&h, "alpha", "pod A"), [pod_ip]);
+    let tables = ext.nft(&["list", "tables"]);
+    assert!(
+        !tables.contains("netd_dns"),
+        "netd left a table in a runtime's namespace: {tables}"
+    );
+    let listening = ext.exec(&["ss", "-Hlun"]);
+    assert!(
+        !listening.contains("127.0.0.11"),
+        "listener in a runtime's namespace: {listening}"
+    );
+    // Later operations still work and do not retry anything in that namespace.
+    h.ctl(&["sandbox", "create", "beta", "--network", "rt"]);
+    assert_eq!(short(&h, "beta", "alpha A"), [h.ip("alpha", "rt")]);
+    assert!(!h.log().contains("cannot serve"), "{}", h.log());
+    h.ctl(&["sandbox", "rm", "pod"]);
+    assert_eq!(status(&h, "alpha", "pod A"), "NXDOMAIN");
+}

@@ -100,9 +100,16 @@ impl Shared {
     }
 }
 
+/// Sandboxes served now, and those whose namespace refused our sockets (by inode).
+#[derive(Default)]
+struct Listeners {
+    up: HashMap<String, SandboxListener>,
+    failed: HashMap<String, u64>,
+}
+
 pub struct Dns {
     shared: Arc<Shared>,
-    listeners: Mutex<HashMap<String, SandboxListener>>,
+    listeners: Mutex<Listeners>,
     rt: tokio::runtime::Handle,
     listen: std::net::SocketAddrV4,
 }
@@ -138,7 +145,7 @@ impl Dns {
                 forwarder,
                 inflight: Arc::new(tokio::sync::Semaphore::new(MAX_INFLIGHT)),
             }),
-            listeners: Mutex::new(HashMap::new()),
+            listeners: Mutex::new(Listeners::default()),
             rt,
             listen: LISTEN.parse().expect("literal"),
         })
@@ -165,7 +172,10 @@ impl Dns {
         let mut ls = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
         let mut keep: Vec<&str> = Vec::new();
         for sb in sandboxes {
-            if sb.mode != NetMode::Bridge {
+            // A runtime-owned namespace (CNI) gets its resolver from the runtime (podman,
+            // kubelet), which never points it at 127.0.0.11: no listener there, and no
+            // table of ours left in a namespace we do not own. Its names still answer.
+            if sb.mode != NetMode::Bridge || sb.external {
                 continue;
             }
             keep.push(&sb.name);
@@ -174,18 +184,28 @@ impl Dns {
             let Ok(ino) = std::fs::metadata(path).map(|m| m.ino()) else {
                 continue;
             };
-            if ls.get(&sb.name).is_some_and(|l| l.ino == ino) {
+            if ls.up.get(&sb.name).is_some_and(|l| l.ino == ino) {
+                continue;
+            }
+            // Tried and failed on this very namespace: not again on every operation (that
+            // made each operation pay for every broken sandbox); a new namespace retries.
+            if ls.failed.get(&sb.name) == Some(&ino) {
                 continue;
             }
             match self.bind(&sb.name, path, ino) {
                 Ok(l) => {
-                    ls.insert(sb.name.clone(), l);
+                    ls.failed.remove(&sb.name);
+                    ls.up.insert(sb.name.clone(), l);
                 }
-                Err(e) => tracing::warn!(sandbox = %sb.name, error = %e, "dns: cannot serve this sandbox"),
+                Err(e) => {
+                    tracing::warn!(sandbox = %sb.name, error = %e, "dns: cannot serve this sandbox");
+                    ls.failed.insert(sb.name.clone(), ino);
+                }
             }
         }
         *self.shared.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
-        ls.retain(|name, _| keep.contains(&name.as_str()));
+        ls.up.retain(|name, _| keep.contains(&name.as_str()));
+        ls.failed.retain(|name, _| keep.contains(&name.as_str()));
     }
 
     fn bind(&self, sandbox: &str, path: &Path, ino: u64) -> Result<SandboxListener, String> {
@@ -208,6 +228,7 @@ impl Dns {
         self.listeners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .up
             .contains_key(sandbox)
     }
 

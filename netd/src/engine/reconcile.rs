@@ -98,7 +98,11 @@ impl Engine {
             if !alive && sb.external {
                 // The runtime's namespace is gone (its container ended); its veths went
                 // with it. The record stays until the runtime's DEL or GC says so.
-                tracing::info!(sandbox = %sb.name, netns = %sb.netns, "external namespace is gone; waiting for DEL/GC");
+                // Docker endpoints have no path at all (dockerd's namespaces are not
+                // visible from here): nothing is gone, nothing to say.
+                if !sb.netns.is_empty() {
+                    tracing::info!(sandbox = %sb.name, netns = %sb.netns, "external namespace is gone; waiting for DEL/GC");
+                }
                 r.endpoints += sb.endpoints.len();
                 continue;
             }

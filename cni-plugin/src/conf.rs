@@ -221,16 +221,14 @@ impl NetConf {
             ));
         }
         if let Some(i) = &self.ipam {
-            if !matches!(i.ipam_type.as_str(), "" | "host-local" | "netd") {
-                return Err(CniError::new(
-                    code::UNSUPPORTED_FIELD,
-                    format!(
-                        "ipam type {:?} is not supported (netd's built-in IPAM reads host-local's keys)",
-                        i.ipam_type
-                    ),
-                ));
+            if crate::delegated_ipam::is_builtin(&i.ipam_type) {
+                i.subnets()?;
+            } else if !crate::delegated_ipam::valid_type(&i.ipam_type) {
+                return Err(invalid(format!(
+                    "ipam type {:?} is not a plugin name (a file in CNI_PATH)",
+                    i.ipam_type
+                )));
             }
-            i.subnets()?;
         }
         for p in &self.runtime_config.port_mappings {
             port_spec(p)?;

@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod conf;
+pub mod delegated_ipam;
 pub mod env;
 pub mod error;
 pub mod ops;

@@ -11,7 +11,7 @@ use crate::backend::Netd;
 use crate::conf::{self, NetConf};
 use crate::env::{self, Command, Env};
 use crate::error::{CniError, Result};
-use crate::{ops, version};
+use crate::{delegated_ipam, ops, version};
 
 /// What to print and how to exit.
 pub struct Outcome {
@@ -54,7 +54,7 @@ fn dispatch(get_env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Op
                 d.health()?;
             }
             let t = Instant::now();
-            let r = command(&mut d, &conf, &env);
+            let r = command(&mut d, &conf, &env, stdin);
             timings.push(("api_calls", t.elapsed()));
             r
         }
@@ -66,7 +66,7 @@ fn dispatch(get_env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Op
             let mut s = Standalone::open(&dir)?;
             timings.extend(s.timings.iter().copied());
             let t = Instant::now();
-            let r = command(&mut s, &conf, &env);
+            let r = command(&mut s, &conf, &env, stdin);
             timings.push(("operation", t.elapsed()));
             let t = Instant::now();
             // Closing waits for queued link deletions (the engine's reaper) and the lock.
@@ -86,7 +86,31 @@ fn dispatch(get_env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Op
     res
 }
 
-fn command(b: &mut dyn Netd, conf: &NetConf, env: &Env) -> Result<Option<Value>> {
+fn command(b: &mut dyn Netd, conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<Option<Value>> {
+    let Some(plugin) = delegated_ipam::plugin(conf) else {
+        return netd_command(b, conf, env);
+    };
+    match env.command {
+        Command::Add => {
+            let res = delegated_ipam::exec(plugin, "ADD", env, stdin)?.unwrap_or_default();
+            let done = delegated_ipam::addresses(&res)
+                .and_then(|a| netd_command(b, &delegated_ipam::with_addresses(conf, &a), env));
+            if done.is_err() {
+                // Hand the addresses back: a failed ADD leaves nothing, in netd or in the IPAM plugin.
+                let _ = delegated_ipam::exec(plugin, "DEL", env, stdin);
+            }
+            done
+        }
+        Command::Del => {
+            let r = netd_command(b, conf, env);
+            delegated_ipam::exec(plugin, "DEL", env, stdin)?;
+            r
+        }
+        _ => netd_command(b, conf, env),
+    }
+}
+
+fn netd_command(b: &mut dyn Netd, conf: &NetConf, env: &Env) -> Result<Option<Value>> {
     match env.command {
         Command::Add => ops::add(b, conf, env).map(Some),
         Command::Del => ops::del(b, conf, env).map(|_| None),

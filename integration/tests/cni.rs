@@ -481,3 +481,64 @@ fn cni_standalone_repairs_drift() {
     }
     assert!(node.sandboxes().is_empty());
 }
+
+/// An IPAM type that is not netd's own is executed from CNI_PATH (here the reference
+/// `static` plugin): its address is the container's, on a netd network made with its
+/// subnet; an IPAM plugin that is not there is a clean error that leaves nothing.
+fn delegated_ipam(mode: Mode) {
+    let node = Node::new(mode);
+    let conf = node.conf(
+        "ndcni-ipam",
+        "unused",
+        // Debian's reference plugins (1.1.1) speak up to 1.0.0.
+        json!({"cniVersion": "1.0.0",
+               "ipam": {"type": "static", "addresses": [{"address": "10.236.0.7/24", "gateway": "10.236.0.1"}]}}),
+    );
+    let ns = Netns::new();
+    let r = node.add("ctr-static", &ns, &conf);
+    assert_eq!(r["ips"][0]["address"], "10.236.0.7/24", "{r}");
+    assert_eq!(r["ips"][0]["gateway"], "10.236.0.1", "{r}");
+    assert_eq!(ns.addrs("eth0"), vec!["10.236.0.7/24".to_string()]);
+    assert!(integration::harness::ping_from(
+        std::path::Path::new(&ns.path()),
+        None,
+        "10.236.0.1"
+    ));
+    node.del("ctr-static", &ns.path(), &conf);
+    assert!(node.sandboxes().is_empty());
+    assert!(node.leases().values().all(Vec::is_empty));
+
+    let missing = node.conf(
+        "ndcni-ipam2",
+        "unused",
+        json!({"ipam": {"type": "ndcni-no-such-ipam"}}),
+    );
+    let ns2 = Netns::new();
+    let (code, out, _) = node.exec("ADD", "ctr-missing", &ns2.path(), "eth0", &missing);
+    assert_eq!((code, out["code"].as_u64()), (1, Some(4)), "{out}");
+    assert!(
+        out["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not found in CNI_PATH"),
+        "{out}"
+    );
+    assert!(!ns2.sh("ip link show eth0").ok(), "a failed ADD left eth0");
+    assert!(node.sandboxes().is_empty());
+}
+
+#[test]
+fn cni_delegated_ipam_delegating() {
+    if skip("cni_delegated_ipam_delegating") {
+        return;
+    }
+    delegated_ipam(Mode::Delegating);
+}
+
+#[test]
+fn cni_delegated_ipam_standalone() {
+    if skip("cni_delegated_ipam_standalone") {
+        return;
+    }
+    delegated_ipam(Mode::Standalone);
+}

@@ -87,9 +87,12 @@ fn errors_get_the_spec_codes() {
     assert_eq!(code_of(&with("vlan", json!(10))), code::UNSUPPORTED_FIELD);
     assert_eq!(code_of(&with("driver", json!("ipvlan"))), code::UNSUPPORTED_FIELD);
     assert_eq!(code_of(&with("isGateway", json!(false))), code::UNSUPPORTED_FIELD);
+    // Other IPAM types are plugins executed from CNI_PATH (delegated_ipam); a type that
+    // is not a plain file name is a config error.
+    assert!(parse(&with("ipam", json!({"type": "dhcp"}))).is_ok());
     assert_eq!(
-        code_of(&with("ipam", json!({"type": "dhcp"}))),
-        code::UNSUPPORTED_FIELD
+        code_of(&with("ipam", json!({"type": "../../bin/sh"}))),
+        code::INVALID_CONFIG
     );
     assert_eq!(
         code_of(&with(

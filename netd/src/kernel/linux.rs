@@ -227,12 +227,7 @@ impl LinuxKernel {
             let res = nl
                 .set_alias(&v.host_name, &v.alias)
                 .and_then(|_| self.finish_veth(&mut nl, v, || netns::join_scoped(&v.netns, sandbox)?));
-            if res.is_err() {
-                if let Err(e) = nl.delete_link(&v.host_name) {
-                    tracing::warn!(link = %v.host_name, error = %e, "cleanup of failed veth failed");
-                }
-            }
-            res
+            undo_on_error(&mut nl, &v.host_name, res)
         })
     }
 
@@ -270,19 +265,7 @@ impl LinuxKernel {
         }
 
         ipv6_off.wait()?.or_else(ignore_missing_ipv6)?;
-        // With br_netfilter, a sandbox reaching its own published port through a host
-        // address is DNATed and bridged straight back out of the port it came in on; the
-        // bridge only does that in hairpin mode (Docker sets it when its userland proxy
-        // is off).
-        nl.set_hairpin(&v.host_name, true)?;
-        nl.set_link(
-            &v.host_name,
-            &LinkChange {
-                alias: Some(&v.alias),
-                up: Some(true),
-                ..Default::default()
-            },
-        )
+        host_port_up(nl, &v.host_name, &v.alias)
     }
 
     /// A veth pair with both ends in the host namespace; the engine (Docker) moves and
@@ -310,22 +293,9 @@ impl LinuxKernel {
                 "1",
             )
             .or_else(ignore_missing_ipv6)?;
-            nl.set_hairpin(&v.host_name, true)?;
-            nl.set_link(
-                &v.host_name,
-                &LinkChange {
-                    alias: Some(&v.alias),
-                    up: Some(true),
-                    ..Default::default()
-                },
-            )
+            host_port_up(&mut nl, &v.host_name, &v.alias)
         })();
-        if res.is_err() {
-            if let Err(e) = nl.delete_link(&v.host_name) {
-                tracing::warn!(link = %v.host_name, error = %e, "cleanup of failed veth failed");
-            }
-        }
-        res
+        undo_on_error(&mut nl, &v.host_name, res)
     }
 
     fn delete_link(&self, name: &str, ns: Option<&Path>) -> Result<(), KernelError> {
@@ -341,6 +311,32 @@ impl LinuxKernel {
         let p = path.to_path_buf();
         self.host.run(move || netns::bind_current(&p))?
     }
+}
+
+/// The last step for the host side of a veth (both kinds): hairpin on, marked as
+/// netd's, up. With br_netfilter, a sandbox reaching its own published port through a
+/// host address is DNATed and bridged straight back out of the port it came in on; the
+/// bridge only does that in hairpin mode (Docker sets it when its userland proxy is off).
+fn host_port_up(nl: &mut Netlink, name: &str, alias: &str) -> Result<(), KernelError> {
+    nl.set_hairpin(name, true)?;
+    nl.set_link(
+        name,
+        &LinkChange {
+            alias: Some(alias),
+            up: Some(true),
+            ..Default::default()
+        },
+    )
+}
+
+/// A veth whose setup failed is deleted again (its peer goes with it).
+fn undo_on_error(nl: &mut Netlink, name: &str, res: Result<(), KernelError>) -> Result<(), KernelError> {
+    if res.is_err() {
+        if let Err(e) = nl.delete_link(name) {
+            tracing::warn!(link = %name, error = %e, "cleanup of failed veth failed");
+        }
+    }
+    res
 }
 
 /// ENOENT on an IPv6 sysctl means IPv6 is disabled at boot: nothing to disable.

@@ -331,19 +331,7 @@ impl Engine {
             labels: BTreeMap::from([("com.docker.network.id".to_string(), req.id.clone())]),
         };
         let p = nreq.parse().map_err(EngineError::Invalid)?;
-        if let Some(other) = self.networks.values().find(|n| n.bridge == p.bridge) {
-            return Err(EngineError::Conflict(format!(
-                "bridge name {} is already used by network {}",
-                p.bridge, other.name
-            )));
-        }
-        self.reaper.wait_for([p.bridge.as_str()]);
-        if self.kernel.link_exists(&p.bridge, None).unwrap_or(false) {
-            return Err(EngineError::Conflict(format!(
-                "a link named {} already exists on the host and is not netd's",
-                p.bridge
-            )));
-        }
+        self.check_bridge_free(&p.bridge)?;
         // Pools from netd's IPAM are already reserved; with Docker's own IPAM the subnet
         // gets a netd pool here, so it is checked against (and then blocks) netd's others.
         let mut own_pools = Vec::new();

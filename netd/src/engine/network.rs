@@ -15,19 +15,7 @@ impl Engine {
                 p.name
             )));
         }
-        if let Some(other) = self.networks.values().find(|n| n.bridge == p.bridge) {
-            return Err(EngineError::Conflict(format!(
-                "bridge name {} is already used by network {}",
-                p.bridge, other.name
-            )));
-        }
-        self.reaper.wait_for([p.bridge.as_str()]);
-        if self.kernel.link_exists(&p.bridge, None).unwrap_or(false) {
-            return Err(EngineError::Conflict(format!(
-                "a link named {} already exists on the host and is not netd's; pick another name with -o com.docker.network.bridge.name=NAME",
-                p.bridge
-            )));
-        }
+        self.check_bridge_free(&p.bridge)?;
         let routes = self
             .kernel
             .routed_prefixes()
@@ -97,6 +85,24 @@ impl Engine {
         self.sync_dns();
         tracing::info!(network = %net.name, bridge = %net.bridge, subnets = ?net.subnets.iter().map(|s| s.subnet.to_string()).collect::<Vec<_>>(), "network created");
         Ok(net)
+    }
+
+    /// A new network's bridge name must be neither another network's nor a link someone
+    /// else made (after our own deferred deletions of that name are done).
+    pub(super) fn check_bridge_free(&self, bridge: &str) -> Result<()> {
+        if let Some(other) = self.networks.values().find(|n| n.bridge == bridge) {
+            return Err(EngineError::Conflict(format!(
+                "bridge name {bridge} is already used by network {}",
+                other.name
+            )));
+        }
+        self.reaper.wait_for([bridge]);
+        if self.kernel.link_exists(bridge, None).unwrap_or(false) {
+            return Err(EngineError::Conflict(format!(
+                "a link named {bridge} already exists on the host and is not netd's; pick another name with -o com.docker.network.bridge.name=NAME"
+            )));
+        }
+        Ok(())
     }
 
     pub fn remove_network(&mut self, name: &str) -> Result<()> {

@@ -11,6 +11,7 @@
 //! what makes IPAM free of duplicates under concurrent requests.
 
 mod docker;
+mod macvlan;
 mod network;
 mod ports;
 mod reaper;
@@ -275,9 +276,12 @@ impl Engine {
 
     /// The firewall state the model calls for.
     pub fn desired_fw(&self) -> FwState {
+        // macvlan networks have no bridge and no rules: their traffic never passes the
+        // host's stack (Docker's macvlan makes no iptables rules either).
         let networks = self
             .networks
             .values()
+            .filter(|n| !n.is_macvlan())
             .map(|n| FwNetwork {
                 name: n.name.clone(),
                 bridge: n.bridge.clone(),
@@ -298,6 +302,9 @@ impl Engine {
         let mut ports = Vec::new();
         for s in self.sandboxes.values() {
             for e in &s.endpoints {
+                if self.networks.get(&e.network).is_some_and(Network::is_macvlan) {
+                    continue;
+                }
                 endpoints.push(FwEndpoint {
                     port: e.host_ifname.clone(),
                     mac: crate::driver::bridge::parse_mac(&e.mac).unwrap_or([0; 6]),
@@ -379,6 +386,7 @@ impl Engine {
             Step::CreateBridge(b) => Some(b.name.as_str()),
             Step::CreateVeth(v) => Some(v.host_name.as_str()),
             Step::CreateHostVeth(v) => Some(v.host_name.as_str()),
+            Step::CreateMacvlan(m) => Some(m.tmp_name.as_str()),
             _ => None,
         }));
         let t0 = std::time::Instant::now();

@@ -1,0 +1,431 @@
+//! The macvlan driver on real namespaces. Topology per test: a "host" namespace running
+//! the daemon, with a veth `mv<tag>` whose peer `lan0` sits in a "LAN" namespace
+//! (`ndmv-<pid>-<n>`) holding the LAN router's address, `192.168.<k>.1/24`. Sandboxes on
+//! a macvlan network over `mv<tag>` reach each other and the router by real packets; the
+//! host itself does not reach them (a macvlan child never talks to its own parent's
+//! host); restart and `kill -9` keep the data path and recreate nothing; `rm` leaves no
+//! link; refused requests change nothing.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use integration::harness::{echo, nsenter, ping_from, respond, sh, skip, tcp, Host};
+use serde_json::Value;
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// The LAN: a namespace with the router address, joined to the host by a veth whose host
+/// end is the macvlan parent.
+struct Lan {
+    name: String,
+    parent: String,
+    router: String,
+    subnet: String,
+}
+
+impl Lan {
+    fn new(h: &Host, k: u8) -> Lan {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let lan = Lan {
+            name: format!("ndmv-{}-{n}", std::process::id()),
+            parent: format!("mv{}{n}", std::process::id() % 100_000),
+            router: format!("192.168.{k}.1"),
+            subnet: format!("192.168.{k}.0/24"),
+        };
+        // Both ends are made directly in their namespaces: nothing in the init one.
+        let o = sh(&format!(
+            "set -e; ip netns add {lan}; ip -n {lan} link set lo up
+             ip link add {p} netns {host} type veth peer name lan0 netns {lan}
+             ip -n {host} link set {p} up
+             ip -n {lan} addr add {r}/24 dev lan0; ip -n {lan} link set lan0 up",
+            lan = lan.name,
+            p = lan.parent,
+            host = h.name,
+            r = lan.router,
+        ));
+        assert!(o.ok(), "LAN setup: {}", o.stderr);
+        lan
+    }
+
+    fn netns(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.name))
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+fn mvnet(h: &Host, lan: &Lan, name: &str, extra: &[&str]) {
+    let parent = format!("parent={}", lan.parent);
+    let mut args = vec![
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "-o",
+        &parent,
+        "--subnet",
+        &lan.subnet,
+        "--gateway",
+        &lan.router,
+    ];
+    args.extend_from_slice(extra);
+    args.push(name);
+    h.ctl(&args);
+}
+
+/// `ip -d -j link show` inside a namespace.
+fn links_in(netns: &std::path::Path) -> Value {
+    let o = nsenter(netns, &["ip", "-d", "-j", "link", "show"]);
+    assert!(o.ok(), "ip link: {}", o.stderr);
+    serde_json::from_str(&o.stdout).expect("ip -j link")
+}
+
+fn macvlans_in(netns: &std::path::Path) -> Vec<String> {
+    links_in(netns)
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["linkinfo"]["info_kind"] == "macvlan")
+        .map(|l| l["ifname"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn roundtrip(s: &mut TcpStream, msg: &str) -> bool {
+    if s.write_all(msg.as_bytes()).is_err() {
+        return false;
+    }
+    let mut buf = vec![0u8; msg.len()];
+    s.read_exact(&mut buf).is_ok() && buf == msg.as_bytes()
+}
+
+#[test]
+fn sandboxes_reach_each_other_and_the_lan_across_restarts_and_rm_leaves_nothing() {
+    if skip() {
+        return;
+    }
+    let mut h = Host::new();
+    let lan = Lan::new(&h, 71);
+    // The host has an address on the LAN, as a real host's uplink would: the subnet is
+    // routed on the host, which must not stop a macvlan network on it.
+    assert!(h
+        .sh(&format!("ip addr add 192.168.71.254/24 dev {}", lan.parent))
+        .ok());
+    mvnet(&h, &lan, "lan", &[]);
+    h.ctl(&["sandbox", "create", "a", "--network", "lan"]);
+    h.ctl(&["sandbox", "create", "b", "--network", "lan"]);
+    let (a, b) = (h.ip("a", "lan"), h.ip("b", "lan"));
+
+    // inspect shows driver, parent and mode.
+    let j: Value = serde_json::from_str(&h.ctl(&["network", "inspect", "--json", "lan"])).expect("json");
+    let n = if j.is_array() { &j[0] } else { &j };
+    assert_eq!(n["driver"], "macvlan", "{j}");
+    assert_eq!(n["parent"], lan.parent.as_str(), "{j}");
+    assert_eq!(n["macvlan_mode"], "bridge", "{j}");
+
+    // Kernel: eth0 in each sandbox is a macvlan child of the parent, marked as netd's;
+    // the host has no bridge, no veth, no macvlan of netd's.
+    let l = links_in(&h.sb("a"));
+    let eth0 = l
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["ifname"] == "eth0")
+        .expect("eth0");
+    assert_eq!(eth0["linkinfo"]["info_kind"], "macvlan", "{eth0}");
+    assert_eq!(eth0["linkinfo"]["info_data"]["mode"], "bridge", "{eth0}");
+    assert_eq!(eth0["ifalias"], "netd:ep=a/lan", "{eth0}");
+    assert!(macvlans_in(&h.netns()).is_empty());
+    let route = h.sh_in("a", "ip route show default").stdout;
+    assert!(route.contains(&format!("via {}", lan.router)), "{route}");
+    h.assert_consistent();
+
+    // Real packets: sandbox <-> sandbox, sandbox -> router, LAN -> sandbox (TCP too).
+    respond(&h.sb("b"), "b", &[80], &[]);
+    respond(&lan.netns(), "router", &[80], &[]);
+    assert!(h.ping("a", &b));
+    assert!(h.ping("a", &lan.router));
+    assert!(ping_from(&lan.netns(), None, &a));
+    assert_eq!(
+        tcp(Some(&h.sb("a")), &format!("{b}:80"), 2000).as_deref(),
+        Some("b")
+    );
+    assert_eq!(
+        tcp(Some(&h.sb("a")), &format!("{}:80", lan.router), 2000).as_deref(),
+        Some("router")
+    );
+    assert_eq!(
+        tcp(Some(&lan.netns()), &format!("{b}:80"), 2000).as_deref(),
+        Some("b")
+    );
+    // macvlan's known property: the parent's own host does not reach its children.
+    assert!(
+        !ping_from(&h.netns(), None, &a),
+        "the host reached a macvlan sandbox"
+    );
+
+    // A flow opened before kill -9 keeps going; reconcile recreates and removes nothing.
+    echo(&h.sb("b"), 7);
+    let addr: std::net::SocketAddr = format!("{b}:7").parse().unwrap();
+    let mut flow = netd::kernel::probe::in_netns(Some(&h.sb("a")), move || {
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+    })
+    .expect("open flow");
+    flow.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    assert!(roundtrip(&mut flow, "before\n"));
+    let ifindex = |h: &Host| {
+        links_in(&h.sb("a"))
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["ifname"] == "eth0")
+            .map(|x| x["ifindex"].clone())
+    };
+    let idx_before = ifindex(&h);
+    for _ in 0..2 {
+        h.kill9();
+        h.start();
+        let info = h.client().get("/v1/info").expect("info");
+        assert_eq!(info["reconcile"]["recreated"], serde_json::json!([]), "{info}");
+        assert_eq!(info["reconcile"]["removed"], serde_json::json!([]), "{info}");
+        assert!(roundtrip(&mut flow, "after\n"), "flow broke across kill -9");
+        assert_eq!(ifindex(&h), idx_before, "eth0 was recreated");
+        h.assert_consistent();
+    }
+    assert!(h.ping("b", &a));
+    assert!(h.ping("a", &lan.router));
+
+    // connect/disconnect on a sandbox of a bridge network: eth1 comes and goes.
+    h.ctl(&["network", "create", "br", "--subnet", "10.71.0.0/24"]);
+    h.ctl(&["sandbox", "create", "c", "--network", "br"]);
+    h.ctl(&["network", "connect", "lan", "c"]);
+    assert_eq!(macvlans_in(&h.sb("c")), vec!["eth1".to_string()]);
+    assert!(h.ping("c", &a));
+    h.assert_consistent();
+    h.ctl(&["network", "disconnect", "lan", "c"]);
+    assert!(macvlans_in(&h.sb("c")).is_empty());
+    h.assert_consistent();
+
+    // rm and prune leave nothing: no netd link anywhere, the parent and the LAN intact.
+    drop(flow);
+    h.ctl(&["sandbox", "rm", "a", "b", "c"]);
+    h.ctl(&["network", "prune", "-f"]);
+    assert!(h.ctl(&["network", "ls", "-q"]).trim().is_empty());
+    h.assert_consistent();
+    let host_links = links_in(&h.netns());
+    assert!(
+        !host_links.to_string().contains("netd:"),
+        "netd links left on the host: {host_links}"
+    );
+    assert!(macvlans_in(&h.netns()).is_empty());
+    assert!(h.netns_files().is_empty());
+    assert!(h
+        .sh(&format!("ip link show {} up", lan.parent))
+        .stdout
+        .contains(&lan.parent));
+}
+
+#[test]
+fn internal_and_modes() {
+    if skip() {
+        return;
+    }
+    let h = Host::new();
+    let lan = Lan::new(&h, 72);
+    // --internal: as Docker's macvlan, no gateway route; the LAN subnet itself is reachable.
+    mvnet(&h, &lan, "inner", &["--internal", "-o", "macvlan_mode=private"]);
+    h.ctl(&["sandbox", "create", "i1", "--network", "inner"]);
+    h.ctl(&["sandbox", "create", "i2", "--network", "inner"]);
+    let route = h.sh_in("i1", "ip route show default").stdout;
+    assert!(
+        route.trim().is_empty(),
+        "internal network got a default route: {route}"
+    );
+    let l = links_in(&h.sb("i1"));
+    let eth0 = l
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["ifname"] == "eth0")
+        .expect("eth0");
+    assert_eq!(eth0["linkinfo"]["info_data"]["mode"], "private", "{eth0}");
+    assert!(h.ping("i1", &lan.router));
+    // private mode: children of one parent do not reach each other.
+    assert!(
+        !h.ping("i1", &h.ip("i2", "inner")),
+        "private mode let siblings talk"
+    );
+    h.ctl(&["sandbox", "rm", "i1", "i2"]);
+    h.ctl(&["network", "rm", "inner"]);
+    // vepa is accepted and made as such.
+    mvnet(&h, &lan, "v", &["-o", "macvlan_mode=vepa"]);
+    h.ctl(&["sandbox", "create", "v1", "--network", "v"]);
+    let l = links_in(&h.sb("v1"));
+    let eth0 = l
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["ifname"] == "eth0")
+        .expect("eth0");
+    assert_eq!(eth0["linkinfo"]["info_data"]["mode"], "vepa", "{eth0}");
+    assert!(h.ping("v1", &lan.router));
+    h.ctl(&["sandbox", "rm", "v1"]);
+    h.ctl(&["network", "rm", "v"]);
+    h.assert_consistent();
+}
+
+#[test]
+fn bad_input_is_refused_with_one_line_and_changes_nothing() {
+    if skip() {
+        return;
+    }
+    let h = Host::new();
+    let lan = Lan::new(&h, 73);
+    // A second parent, for the overlapping-subnet case.
+    let other = format!("mo{}", std::process::id() % 100_000);
+    assert!(h
+        .sh(&format!("ip link add {other} type veth peer name {other}p"))
+        .ok());
+    mvnet(&h, &lan, "lan", &[]);
+    h.ctl(&["sandbox", "create", "a", "--network", "lan"]);
+    let parent = format!("parent={}", lan.parent);
+    let other_parent = format!("parent={other}");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "network",
+                "create",
+                "-d",
+                "macvlan",
+                "--subnet",
+                "10.73.0.0/24",
+                "x",
+            ],
+            "-o parent=IFACE",
+        ),
+        (
+            vec![
+                "network",
+                "create",
+                "-d",
+                "macvlan",
+                "-o",
+                "parent=nosuch0",
+                "--subnet",
+                "10.73.0.0/24",
+                "x",
+            ],
+            "parent interface nosuch0 not found",
+        ),
+        (
+            vec![
+                "network",
+                "create",
+                "-d",
+                "macvlan",
+                "-o",
+                &parent,
+                "-o",
+                "macvlan_mode=l2",
+                "--subnet",
+                "10.73.0.0/24",
+                "x",
+            ],
+            "macvlan mode",
+        ),
+        (
+            vec![
+                "network",
+                "create",
+                "-d",
+                "macvlan",
+                "-o",
+                &parent,
+                "--subnet",
+                "10.73.0.0/24",
+                "x",
+            ],
+            "already using parent interface",
+        ),
+        (
+            vec![
+                "network",
+                "create",
+                "-d",
+                "macvlan",
+                "-o",
+                &other_parent,
+                "--subnet",
+                "192.168.73.128/25",
+                "x",
+            ],
+            "overlaps",
+        ),
+        (
+            vec![
+                "network",
+                "create",
+                "-d",
+                "macvlan",
+                "-o",
+                "parent=lo",
+                "--subnet",
+                "10.73.0.0/24",
+                "x",
+            ],
+            "loopback",
+        ),
+        (
+            vec![
+                "network",
+                "create",
+                "-d",
+                "macvlan",
+                "-o",
+                &other_parent,
+                "-o",
+                "com.docker.network.bridge.name=b",
+                "x",
+            ],
+            "bridge option",
+        ),
+        (vec!["network", "create", "-d", "ipvlan", "x"], "not supported"),
+        (
+            vec!["sandbox", "create", "p", "--network", "lan", "-p", "8080:80"],
+            "macvlan",
+        ),
+        (
+            vec![
+                "sandbox",
+                "create",
+                "p",
+                "--network",
+                "lan",
+                "-P",
+                "--expose",
+                "80",
+            ],
+            "macvlan",
+        ),
+    ];
+    for (args, want) in cases {
+        let before = h.snapshot();
+        let lan_before = links_in(&lan.netns()).to_string();
+        let o = h.netctl(&args);
+        assert_ne!(o.code, 0, "{args:?} was accepted");
+        let err = o.stderr.trim();
+        assert_eq!(err.lines().count(), 1, "{args:?}: not one line: {err}");
+        assert!(err.contains(want), "{args:?}: {err} (wanted {want})");
+        assert_eq!(before, h.snapshot(), "{args:?} changed something");
+        assert_eq!(lan_before, links_in(&lan.netns()).to_string());
+        assert!(macvlans_in(&h.netns()).is_empty());
+    }
+    h.assert_consistent();
+}

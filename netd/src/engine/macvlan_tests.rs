@@ -193,3 +193,55 @@ fn overlapping_subnets_on_another_parent_are_refused_by_ipam() {
             .to_string();
     assert!(e.contains("overlaps"), "{e}");
 }
+
+#[test]
+fn docker_endpoint_is_left_in_the_host_for_dockerd_and_survives_a_restart() {
+    use crate::engine::{DockerEndpoint, DockerNetwork};
+    let mut t = setup();
+    let nid = "a".repeat(64);
+    let eid = "b".repeat(64);
+    let p =
+        t.e.docker_request_pool(Some("192.168.60.0/24".parse().unwrap()), None, false)
+            .unwrap();
+    let gw = t.e.docker_request_address(&p.id, None, true).unwrap();
+    t.e.docker_create_network(&DockerNetwork {
+        id: nid.clone(),
+        v4: vec![(p.pool, gw)],
+        options: [
+            ("netd.driver".to_string(), "macvlan".to_string()),
+            ("parent".to_string(), "eth1".to_string()),
+        ]
+        .into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let ipnetwork::IpNetwork::V4(a) = t.e.docker_request_address(&p.id, None, false).unwrap() else {
+        panic!("v4");
+    };
+    t.e.docker_create_endpoint(&DockerEndpoint {
+        network_id: nid.clone(),
+        endpoint_id: eid.clone(),
+        addr4: Some(a),
+        ..Default::default()
+    })
+    .unwrap();
+    let peer = format!("dkp{}", &eid[..12]);
+    assert!(t.k.links().contains(&peer), "{:?}", t.k.links());
+    assert!(t
+        .k
+        .log()
+        .iter()
+        .any(|l| l.starts_with(&format!("create macvlan {peer} (link eth1 mode bridge)"))));
+    // A restart before Join keeps the child dockerd has not taken yet.
+    let (e2, r) = Engine::open(t.k.clone(), t.s.clone(), t.e.cfg.clone()).unwrap();
+    assert!(r.removed.is_empty() && r.recreated.is_empty(), "{r:?}");
+    t.e = e2;
+    let j = t.e.docker_join(&nid, &eid).unwrap();
+    assert_eq!(j.src_name, peer);
+    assert_eq!(j.gateway4, Some(gw.ip()));
+    t.e.docker_delete_endpoint(&nid, &eid).unwrap();
+    t.e.settle();
+    assert!(!t.k.links().contains(&peer));
+    t.e.docker_delete_network(&nid).unwrap();
+    assert_eq!(t.k.links(), ["eth1".to_string()].into());
+}

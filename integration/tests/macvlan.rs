@@ -429,3 +429,155 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
     }
     h.assert_consistent();
 }
+
+/// What a crash can leave: a marked child still in the daemon's namespace (killed
+/// between creation and the move) and a marked child inside a sandbox that no endpoint
+/// explains (killed before the store commit). Reconcile removes both, and leaves the
+/// real endpoint alone.
+#[test]
+fn reconcile_removes_crash_leftovers_and_keeps_endpoints() {
+    if skip() {
+        return;
+    }
+    let mut h = Host::new();
+    let lan = Lan::new(&h, 74);
+    mvnet(&h, &lan, "lan", &[]);
+    h.ctl(&["sandbox", "create", "a", "--network", "lan"]);
+    h.kill9();
+    let sb = h.sb("a");
+    let o = h.sh(&format!(
+        "set -e
+         ip link add ndmleft-1 link {p} type macvlan mode bridge
+         ip link set ndmleft-1 alias netd:ep=gone/lan
+         ip link add ndmleft-2 link {p} type macvlan mode bridge
+         ip link set ndmleft-2 alias netd:ep=a/lan
+         ip link set ndmleft-2 netns {sb} name eth5",
+        p = lan.parent,
+        sb = sb.display()
+    ));
+    assert!(o.ok(), "make leftovers: {}", o.stderr);
+    assert_eq!(macvlans_in(&sb).len(), 2);
+    h.start();
+    let info = h.client().get("/v1/info").expect("info");
+    let removed = info["reconcile"]["removed"].to_string();
+    assert!(
+        removed.contains("ndmleft-1") && removed.contains("eth5"),
+        "{info}"
+    );
+    assert_eq!(info["reconcile"]["recreated"], serde_json::json!([]), "{info}");
+    assert!(macvlans_in(&h.netns()).is_empty());
+    assert_eq!(macvlans_in(&sb), vec!["eth0".to_string()]);
+    assert!(h.ping("a", &lan.router));
+    h.assert_consistent();
+    // And a child deleted behind netd's back is made again.
+    h.kill9();
+    assert!(nsenter(&sb, &["ip", "link", "del", "eth0"]).ok());
+    h.start();
+    let info = h.client().get("/v1/info").expect("info");
+    assert!(
+        info["reconcile"]["recreated"]
+            .to_string()
+            .contains("macvlan eth0"),
+        "{info}"
+    );
+    assert!(h.ping("a", &lan.router));
+    h.assert_consistent();
+}
+
+/// The kernel step alone (`LinuxKernel` on a bare host namespace): every failure leaves
+/// no child behind, in the host or in the sandbox, and touches nothing that was there.
+#[test]
+fn failed_create_macvlan_leaves_nothing() {
+    use netd::kernel::linux::LinuxKernel;
+    use netd::kernel::Kernel;
+    use netd::plan::{MacvlanSpec, SandboxSide, Step};
+    if skip() {
+        return;
+    }
+    let h = Host::bare();
+    let lan = Lan::new(&h, 75);
+    let k = LinuxKernel::for_netns(h.netns()).expect("kernel");
+    let sb_name = format!(
+        "ndmv-{}-k{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _g = Gone(sb_name.clone());
+    assert!(sh(&format!("ip netns add {sb_name}")).ok());
+    let sb = PathBuf::from(format!("/run/netns/{sb_name}"));
+    let spec = |netns: &std::path::Path, parent: &str, gw: &str| MacvlanSpec {
+        tmp_name: "ndmktest-0001".into(),
+        parent: parent.into(),
+        mode: "bridge".into(),
+        alias: "netd:ep=k/lan".into(),
+        mtu: 0,
+        mac: [0x02, 0x42, 192, 168, 75, 2],
+        sandbox: Some(SandboxSide {
+            netns: netns.to_path_buf(),
+            ifname: "eth0".into(),
+            addrs: vec!["192.168.75.2/24".parse().unwrap()],
+            gw4: Some(gw.parse().unwrap()),
+            gw6: None,
+        }),
+    };
+    let host_clean = || !k.link_exists("ndmktest-0001", None).unwrap() && macvlans_in(&h.netns()).is_empty();
+
+    // No such namespace; no such parent.
+    let missing = PathBuf::from("/run/netns/ndmv-missing-namespace");
+    let e = k
+        .apply(&Step::CreateMacvlan(spec(&missing, &lan.parent, "192.168.75.1")))
+        .unwrap_err();
+    assert!(e.to_string().contains("ndmv-missing-namespace"), "{e}");
+    let e = k
+        .apply(&Step::CreateMacvlan(spec(&sb, "nosuch0", "192.168.75.1")))
+        .unwrap_err();
+    assert!(e.to_string().contains("nosuch0 not found"), "{e}");
+    assert!(host_clean());
+
+    // The name is taken inside the sandbox: the move fails, the child is deleted, the
+    // sandbox's own eth0 is left as it was.
+    assert!(nsenter(
+        &sb,
+        &["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "other0"]
+    )
+    .ok());
+    let e = k
+        .apply(&Step::CreateMacvlan(spec(&sb, &lan.parent, "192.168.75.1")))
+        .unwrap_err();
+    assert!(e.to_string().contains("eth0"), "{e}");
+    assert!(host_clean());
+    assert!(macvlans_in(&sb).is_empty());
+    assert!(nsenter(&sb, &["ip", "link", "del", "eth0"]).ok());
+
+    // A failure after the move (a gateway off the subnet): deleted inside the sandbox.
+    let e = k
+        .apply(&Step::CreateMacvlan(spec(&sb, &lan.parent, "192.0.2.1")))
+        .unwrap_err();
+    assert!(e.to_string().contains("192.0.2.1"), "{e}");
+    assert!(host_clean());
+    assert!(macvlans_in(&sb).is_empty());
+
+    // And then it works, with the mark, and deleting it twice is fine.
+    k.apply(&Step::CreateMacvlan(spec(&sb, &lan.parent, "192.168.75.1")))
+        .expect("create");
+    assert_eq!(macvlans_in(&sb), vec!["eth0".to_string()]);
+    assert!(host_clean());
+    let owned = k.owned_links_in(&sb).expect("owned");
+    assert_eq!(owned.len(), 1);
+    assert_eq!(owned[0].alias, "netd:ep=k/lan");
+    assert!(ping_from(&sb, None, &lan.router));
+    for _ in 0..2 {
+        k.apply(&Step::DeleteLink {
+            name: "eth0".into(),
+            netns: Some(sb.clone()),
+        })
+        .expect("delete");
+    }
+    assert!(macvlans_in(&sb).is_empty());
+}

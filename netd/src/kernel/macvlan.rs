@@ -52,7 +52,16 @@ impl LinuxKernel {
                 (Some(side), true) => {
                     Netlink::open_in(&side.netns).and_then(|mut s| s.delete_link(&side.ifname))
                 }
-                _ => nl.delete_link(&m.tmp_name),
+                // The kernel moves first and renames after: when the new name is taken
+                // in the sandbox, the move has happened and the child sits there under
+                // its temporary name.
+                (Some(side), false) => match nl.delete_link(&m.tmp_name) {
+                    Ok(false) if netns::is_alive(&side.netns) => {
+                        Netlink::open_in(&side.netns).and_then(|mut s| s.delete_link(&m.tmp_name))
+                    }
+                    other => other,
+                },
+                (None, _) => nl.delete_link(&m.tmp_name),
             };
             if let Err(e) = cleanup {
                 tracing::warn!(link = %m.tmp_name, error = %e, "cleanup of failed macvlan failed");

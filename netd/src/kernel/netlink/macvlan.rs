@@ -53,8 +53,9 @@ impl Netlink {
             .map_err(|f| f.into_err(op()))
     }
 
-    /// `ip link set #INDEX netns NS name NEW_NAME`: moved and renamed in one request, so
-    /// the link never shows up in the sandbox under its temporary name.
+    /// `ip link set #INDEX netns NS name NEW_NAME`, one request. The kernel moves the
+    /// link first and renames it after, so when NEW_NAME is taken in NS the request
+    /// fails with the link already there under its old name (the caller cleans up).
     pub fn move_link(&mut self, index: u32, ns: BorrowedFd<'_>, new_name: &str) -> Result<(), KernelError> {
         let op = || format!("set link #{index} netns (sandbox) name {new_name}");
         check_ifname(&op(), new_name)?;

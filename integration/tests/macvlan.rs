@@ -430,8 +430,8 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
     h.assert_consistent();
 }
 
-/// What a crash can leave: a marked child still in the daemon's namespace (killed
-/// between creation and the move) and a marked child inside a sandbox that no endpoint
+/// What a crash can leave: a child still in the daemon's namespace (killed between
+/// creation and the move; marked, or not yet marked under netd's temporary name) and a marked child inside a sandbox that no endpoint
 /// explains (killed before the store commit). Reconcile removes both, and leaves the
 /// real endpoint alone.
 #[test]
@@ -449,6 +449,7 @@ fn reconcile_removes_crash_leftovers_and_keeps_endpoints() {
         "set -e
          ip link add ndmleft-1 link {p} type macvlan mode bridge
          ip link set ndmleft-1 alias netd:ep=gone/lan
+         ip link add ndmleft-0abc link {p} type macvlan mode bridge
          ip link add ndmleft-2 link {p} type macvlan mode bridge
          ip link set ndmleft-2 alias netd:ep=a/lan
          ip link set ndmleft-2 netns {sb} name eth5",

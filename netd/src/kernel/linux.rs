@@ -395,8 +395,8 @@ impl Kernel for LinuxKernel {
                 // netd bridge, which nothing but netd adds ports to. Reported with an
                 // empty alias, which no record explains, so reconcile removes it.
                 let unmarked_port = l.alias.is_none()
-                    && l.kind.as_deref() == Some("veth")
-                    && l.master.is_some_and(netd_bridge);
+                    && ((l.kind.as_deref() == Some("veth") && l.master.is_some_and(netd_bridge))
+                        || super::macvlan::is_unmarked_tmp(l));
                 let alias = match l.alias.as_ref().filter(|a| a.starts_with(OWNED_PREFIX)) {
                     Some(a) => a,
                     None if unmarked_port => &String::new(),

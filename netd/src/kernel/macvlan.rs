@@ -91,6 +91,20 @@ impl LinuxKernel {
     }
 }
 
+/// A macvlan child a crash caught between its creation and its marking: unmarked, in
+/// the host namespace, under netd's temporary name (`ndm<part>-<4 hex>`, see
+/// `model::macvlan_tmp_name`). Nothing else makes links of that shape.
+pub(super) fn is_unmarked_tmp(l: &super::netlink::Link) -> bool {
+    let Some(rest) = l.name.strip_prefix("ndm") else {
+        return false;
+    };
+    let hash = rest.rsplit_once('-').map(|(_, h)| h).unwrap_or_default();
+    l.alias.is_none()
+        && l.kind.as_deref() == Some("macvlan")
+        && hash.len() == 4
+        && hash.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Up, addresses, default routes: what a sandbox's interface needs once it is there.
 fn configure(sb: &mut Netlink, side: &SandboxSide) -> Result<(), KernelError> {
     let index = sb.link_index(&side.ifname)?.ok_or_else(|| KernelError::Netlink {

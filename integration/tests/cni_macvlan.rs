@@ -46,6 +46,12 @@ impl Lan {
             r = lan.router,
         ));
         assert!(o.ok(), "LAN setup: {}", o.stderr);
+        // Carrier comes up a moment after `link set up`; tests compare link state.
+        let up = sh(&format!(
+            "for i in $(seq 200); do ip -n {lan} link show lan0 | grep -q 'state UP' && exit 0; sleep 0.01; done; exit 1",
+            lan = lan.name
+        ));
+        assert!(up.ok(), "lan0 has no carrier");
         lan
     }
 

@@ -48,6 +48,12 @@ impl Lan {
             r = lan.router,
         ));
         assert!(o.ok(), "LAN setup: {}", o.stderr);
+        // Carrier comes up a moment after `link set up`; tests compare link state.
+        let up = sh(&format!(
+            "for i in $(seq 200); do ip -n {lan} link show lan0 | grep -q 'state UP' && exit 0; sleep 0.01; done; exit 1",
+            lan = lan.name
+        ));
+        assert!(up.ok(), "lan0 has no carrier");
         lan
     }
 
@@ -430,10 +436,11 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
     h.assert_consistent();
 }
 
-/// What a crash can leave: a child still in the daemon's namespace (killed between
-/// creation and the move; marked, or not yet marked under netd's temporary name) and a marked child inside a sandbox that no endpoint
-/// explains (killed before the store commit). Reconcile removes both, and leaves the
-/// real endpoint alone.
+/// What a crash can leave: a child inside a sandbox not yet marked, under netd's
+/// temporary name (killed between creation and rename), a marked child inside a sandbox
+/// that no endpoint explains (killed before the store commit), and children in the
+/// daemon's namespace (marked, or unmarked under the temporary name). Reconcile removes
+/// them all and leaves the real endpoint alone.
 #[test]
 fn reconcile_removes_crash_leftovers_and_keeps_endpoints() {
     if skip() {
@@ -452,12 +459,14 @@ fn reconcile_removes_crash_leftovers_and_keeps_endpoints() {
          ip link add ndmleft-0abc link {p} type macvlan mode bridge
          ip link add ndmleft-2 link {p} type macvlan mode bridge
          ip link set ndmleft-2 alias netd:ep=a/lan
-         ip link set ndmleft-2 netns {sb} name eth5",
+         ip link set ndmleft-2 netns {sb} name eth5
+         ip link add ndmleft-0def link {p} type macvlan mode bridge
+         ip link set ndmleft-0def netns {sb}",
         p = lan.parent,
         sb = sb.display()
     ));
     assert!(o.ok(), "make leftovers: {}", o.stderr);
-    assert_eq!(macvlans_in(&sb).len(), 2);
+    assert_eq!(macvlans_in(&sb).len(), 3);
     h.start();
     let info = h.client().get("/v1/info").expect("info");
     let removed = info["reconcile"]["removed"].to_string();

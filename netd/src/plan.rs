@@ -59,9 +59,10 @@ pub struct HostVethSpec {
     pub peer_mac: [u8; 6],
 }
 
-/// `ip link add TMP link PARENT type macvlan mode MODE`, marked with `alias`, then
-/// either moved into `sandbox` (renamed there, configured, up) or, without one, left in
-/// the host namespace as `tmp_name` for an engine that moves it itself (Docker).
+/// `ip link add TMP link PARENT [netns SANDBOX] type macvlan mode MODE`: with `sandbox`,
+/// created there, renamed `ifname`, marked with `alias`, configured and up; without,
+/// left down in the host namespace as `tmp_name` (marked) for an engine that moves it
+/// itself (Docker).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MacvlanSpec {
     pub tmp_name: String,

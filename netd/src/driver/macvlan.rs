@@ -1,6 +1,6 @@
 //! The macvlan driver: no bridge and no NAT. Each endpoint is a macvlan child of the
-//! network's parent link, made in the host namespace under a temporary name, marked with
-//! the endpoint alias, then moved into the sandbox and renamed `ethN` there. The
+//! network's parent link, created from the host namespace straight into the sandbox
+//! under a temporary name, then renamed `ethN` and marked with the endpoint alias. The
 //! sandbox has its own MAC and address on the parent's LAN, whose router is the gateway
 //! (it is not assigned anywhere on the host), as with Docker's macvlan driver.
 //!

@@ -7,6 +7,8 @@ use std::os::fd::AsFd;
 use std::path::Path;
 
 use super::linux::LinuxKernel;
+use netlink_packet_route::link::MacVlanMode;
+
 use super::netlink::{mode_from_name, Netlink};
 use super::{netns, KernelError, OwnedLink};
 use crate::plan::{MacvlanSpec, SandboxSide};
@@ -14,56 +16,77 @@ use crate::plan::{MacvlanSpec, SandboxSide};
 const OWNED_PREFIX: &str = "netd:";
 
 impl LinuxKernel {
-    /// Created under `tmp_name` in the host namespace (where the parent is), marked as
-    /// netd's at once (so a crash from then on leaves a link reconcile recognises), then
-    /// moved into the sandbox and renamed in one request, and configured there. On any
-    /// failure the child is deleted again, wherever it is by then.
+    /// Created from the host namespace (where the parent is) directly inside the sandbox
+    /// under `tmp_name`, then renamed `ethN` and marked there in one request, then
+    /// configured. Not made here and moved: a move costs an RCU grace period. A crash
+    /// leaves either an unmarked child under netd's temporary name or a marked one,
+    /// both of which reconcile recognises. On any failure the child is deleted again.
     pub(super) fn create_macvlan(&self, m: &MacvlanSpec) -> Result<(), KernelError> {
         let mode = mode_from_name(&m.mode)
             .ok_or_else(|| KernelError::Other(format!("unknown macvlan mode {:?}", m.mode)))?;
-        // Opened before anything is created: a missing namespace fails cleanly.
-        let ns = match &m.sandbox {
-            Some(sb) => Some(netns::open(&sb.netns)?),
-            None => None,
+        // A passthru child takes its parent's MAC whatever we ask for.
+        let mac = (m.mode != "passthru").then_some(m.mac);
+        let Some(side) = &m.sandbox else {
+            return self.create_host_macvlan(m, mode, mac);
         };
+        // Opened before anything is created: a missing namespace fails cleanly.
+        let ns = netns::open(&side.netns)?;
+        std::thread::scope(|s| {
+            // Entering the sandbox for a socket (a thread spawn) overlaps the create.
+            let sandbox = netns::spawn_in(s, &side.netns, &ns, Netlink::open);
+            {
+                let mut nl = self.nl();
+                let parent = nl.link(&m.parent)?.ok_or_else(|| {
+                    KernelError::Other(format!("macvlan parent interface {} not found", m.parent))
+                })?;
+                nl.add_macvlan(&m.tmp_name, parent.index, mode, m.mtu, mac, Some(ns.as_fd()))?;
+            }
+            let mut sb = match netns::join_scoped(&side.netns, sandbox).and_then(|r| r) {
+                Ok(sb) => sb,
+                Err(e) => {
+                    // Without a socket inside, the only way to the child is a new one.
+                    if let Err(e2) =
+                        Netlink::open_in(&side.netns).and_then(|mut s| s.delete_link(&m.tmp_name))
+                    {
+                        tracing::warn!(link = %m.tmp_name, error = %e2, "cleanup of failed macvlan failed");
+                    }
+                    return Err(e);
+                }
+            };
+            let mut name = m.tmp_name.as_str();
+            let res = (|| {
+                let index = sb.link_index(&m.tmp_name)?.ok_or_else(|| {
+                    KernelError::Other(format!("macvlan {} vanished after creation", m.tmp_name))
+                })?;
+                sb.rename_and_mark(index, &side.ifname, &m.alias)?;
+                name = side.ifname.as_str();
+                configure(&mut sb, side)
+            })();
+            if res.is_err() {
+                if let Err(e) = sb.delete_link(name) {
+                    tracing::warn!(link = %name, error = %e, "cleanup of failed macvlan failed");
+                }
+            }
+            res
+        })
+    }
+
+    /// Docker's: made and marked in the host namespace, left down; dockerd moves it into
+    /// the container and configures it.
+    fn create_host_macvlan(
+        &self,
+        m: &MacvlanSpec,
+        mode: MacVlanMode,
+        mac: Option<[u8; 6]>,
+    ) -> Result<(), KernelError> {
         let mut nl = self.nl();
         let parent = nl
             .link(&m.parent)?
             .ok_or_else(|| KernelError::Other(format!("macvlan parent interface {} not found", m.parent)))?;
-        // A passthru child takes its parent's MAC whatever we ask for.
-        let mac = (m.mode != "passthru").then_some(m.mac);
-        nl.add_macvlan(&m.tmp_name, parent.index, mode, m.mtu, mac)?;
-        let mut moved = false;
-        let res = (|| {
-            nl.set_alias(&m.tmp_name, &m.alias)?;
-            let (Some(side), Some(ns)) = (&m.sandbox, &ns) else {
-                // Docker's: left down in the host namespace; dockerd moves it.
-                return Ok(());
-            };
-            let index = nl.link_index(&m.tmp_name)?.ok_or_else(|| {
-                KernelError::Other(format!("macvlan {} vanished after creation", m.tmp_name))
-            })?;
-            nl.move_link(index, ns.as_fd(), &side.ifname)?;
-            moved = true;
-            configure(&mut Netlink::open_in(&side.netns)?, side)
-        })();
+        nl.add_macvlan(&m.tmp_name, parent.index, mode, m.mtu, mac, None)?;
+        let res = nl.set_alias(&m.tmp_name, &m.alias);
         if res.is_err() {
-            let cleanup = match (&m.sandbox, moved) {
-                (Some(side), true) => {
-                    Netlink::open_in(&side.netns).and_then(|mut s| s.delete_link(&side.ifname))
-                }
-                // The kernel moves first and renames after: when the new name is taken
-                // in the sandbox, the move has happened and the child sits there under
-                // its temporary name.
-                (Some(side), false) => match nl.delete_link(&m.tmp_name) {
-                    Ok(false) if netns::is_alive(&side.netns) => {
-                        Netlink::open_in(&side.netns).and_then(|mut s| s.delete_link(&m.tmp_name))
-                    }
-                    other => other,
-                },
-                (None, _) => nl.delete_link(&m.tmp_name),
-            };
-            if let Err(e) = cleanup {
+            if let Err(e) = nl.delete_link(&m.tmp_name) {
                 tracing::warn!(link = %m.tmp_name, error = %e, "cleanup of failed macvlan failed");
             }
         }
@@ -79,6 +102,16 @@ impl LinuxKernel {
             .links()?
             .into_iter()
             .filter_map(|l| {
+                // An unmarked child under netd's temporary name: a create cut short.
+                // Reported with an empty alias, which no endpoint explains.
+                if is_unmarked_tmp(&l) {
+                    return Some(OwnedLink {
+                        name: l.name,
+                        alias: String::new(),
+                        kind: "macvlan".into(),
+                        master: None,
+                    });
+                }
                 let alias = l.alias.filter(|a| a.starts_with(OWNED_PREFIX))?;
                 Some(OwnedLink {
                     name: l.name,
@@ -91,8 +124,8 @@ impl LinuxKernel {
     }
 }
 
-/// A macvlan child a crash caught between its creation and its marking: unmarked, in
-/// the host namespace, under netd's temporary name (`ndm<part>-<4 hex>`, see
+/// A macvlan child a crash caught between its creation and its marking: unmarked,
+/// under netd's temporary name (`ndm<part>-<4 hex>`, see
 /// `model::macvlan_tmp_name`). Nothing else makes links of that shape.
 pub(super) fn is_unmarked_tmp(l: &super::netlink::Link) -> bool {
     let Some(rest) = l.name.strip_prefix("ndm") else {

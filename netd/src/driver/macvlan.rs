@@ -131,7 +131,7 @@ mod tests {
     }
 
     #[test]
-    fn child_moves_into_the_sandbox_with_the_lan_router_as_gateway() {
+    fn child_goes_into_the_sandbox_with_the_lan_router_as_gateway() {
         let Step::CreateMacvlan(m) =
             endpoint_up(&net(false), "web", Path::new("/run/netns/web"), &ep(), true)
         else {

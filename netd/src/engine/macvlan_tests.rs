@@ -245,3 +245,39 @@ fn docker_endpoint_is_left_in_the_host_for_dockerd_and_survives_a_restart() {
     t.e.docker_delete_network(&nid).unwrap();
     assert_eq!(t.k.links(), ["eth1".to_string()].into());
 }
+
+#[test]
+fn detach_is_deferred_but_a_reattach_waits_for_it_and_rm_deletes_before_the_netns() {
+    let mut t = setup();
+    t.e.create_network(&mvnet("lan", Some("eth1"), "192.168.50.0/24"))
+        .unwrap();
+    t.e.create_network(&NetworkRequest {
+        name: "br".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let s = t.e.create_sandbox(&sb("a", "br")).unwrap();
+    let req = EndpointRequest {
+        network: "lan".into(),
+        ..Default::default()
+    };
+    // The same name (eth1) comes back each time: each connect must find the previous
+    // child gone, though the disconnect did not wait for it.
+    for _ in 0..20 {
+        let ep = t.e.connect("lan", &req, "a").unwrap();
+        assert_eq!(ep.ifname, "eth1");
+        t.e.disconnect("lan", "a").unwrap();
+    }
+    t.e.settle();
+    assert!(t.k.links_in(&s.netns).is_empty());
+    t.e.connect("lan", &req, "a").unwrap();
+    t.e.remove_sandbox("a").unwrap();
+    let log = t.k.log();
+    let del = log
+        .iter()
+        .rposition(|l| l == &format!("delete link eth1 in {}", s.netns));
+    let ns = log
+        .iter()
+        .rposition(|l| l == &format!("delete netns {}", s.netns));
+    assert!(del.is_some() && del < ns, "{log:?}");
+}

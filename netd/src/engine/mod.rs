@@ -382,13 +382,20 @@ impl Engine {
     /// (kernel, firewall, memory) and return the error. `teardown` steps (deletions) run
     /// after the commit, best effort, since the store no longer refers to their objects.
     fn commit(&mut self, undo: Undo, steps: &[Step], txn: &Txn, teardown: &[Step]) -> Result<()> {
-        self.reaper.wait_for(steps.iter().filter_map(|s| match s {
-            Step::CreateBridge(b) => Some(b.name.as_str()),
-            Step::CreateVeth(v) => Some(v.host_name.as_str()),
-            Step::CreateHostVeth(v) => Some(v.host_name.as_str()),
-            Step::CreateMacvlan(m) => Some(m.tmp_name.as_str()),
-            _ => None,
-        }));
+        let names: Vec<String> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::CreateBridge(b) => Some(b.name.clone()),
+                Step::CreateVeth(v) => Some(v.host_name.clone()),
+                Step::CreateHostVeth(v) => Some(v.host_name.clone()),
+                Step::CreateMacvlan(m) => Some(match &m.sandbox {
+                    Some(sb) => reaper::link_key(Some(&sb.netns), &sb.ifname),
+                    None => m.tmp_name.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        self.reaper.wait_for(names.iter().map(String::as_str));
         let t0 = std::time::Instant::now();
         if let Err(e) = plan::execute(self.kernel.as_ref(), steps) {
             self.rollback(undo);

@@ -607,3 +607,34 @@ fn failed_create_macvlan_leaves_nothing() {
     }
     assert!(macvlans_in(&sb).is_empty());
 }
+
+/// Dual stack: the IPv6 address and default route of a macvlan endpoint, by real packets
+/// to a sibling and to the LAN router's IPv6 address.
+#[test]
+fn ipv6_on_macvlan() {
+    if skip() {
+        return;
+    }
+    let h = Host::new();
+    let lan = Lan::new(&h, 76);
+    assert!(sh(&format!("ip -n {} addr add fd76::1/64 dev lan0 nodad", lan.name)).ok());
+    mvnet(
+        &h,
+        &lan,
+        "lan6",
+        &["--ipv6", "--subnet", "fd76::/64", "--gateway", "fd76::1"],
+    );
+    h.ctl(&["sandbox", "create", "a", "--network", "lan6"]);
+    h.ctl(&["sandbox", "create", "b", "--network", "lan6"]);
+    let (a6, b6) = (h.ip6("a", "lan6"), h.ip6("b", "lan6"));
+    assert!(a6.starts_with("fd76::") && a6 != b6, "{a6} {b6}");
+    let route = h.sh_in("a", "ip -6 route show default").stdout;
+    assert!(route.contains("via fd76::1"), "{route}");
+    assert!(wait_until(|| h.ping("a", &b6)), "a -> b over IPv6");
+    assert!(wait_until(|| h.ping("a", "fd76::1")), "a -> LAN router over IPv6");
+    assert!(h.ping("a", &h.ip("b", "lan6")));
+    h.assert_consistent();
+    h.ctl(&["sandbox", "rm", "a", "b"]);
+    h.ctl(&["network", "rm", "lan6"]);
+    h.assert_consistent();
+}

@@ -36,6 +36,7 @@ bench: release
 	./bench/docker.sh 50
 	./bench/cni.sh 100
 	./bench/dns.sh 1000 8
+	./bench/macvlan.sh 200
 
 # The CNI plugin: binary to /opt/cni/bin, example conflist to /etc/cni/net.d (an existing
 # one is kept). DESTDIR stages the install elsewhere.

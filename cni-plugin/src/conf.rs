@@ -34,6 +34,9 @@ pub struct NetConf {
     /// Standalone mode: where the plugin keeps its store and lock.
     pub state_dir: Option<PathBuf>,
     pub driver: Option<String>,
+    /// `"driver": "macvlan"`: the reference `macvlan` plugin's keys.
+    pub master: Option<String>,
+    pub mode: Option<String>,
     pub bridge: Option<String>,
     #[serde(default)]
     pub is_gateway: Option<bool>,
@@ -193,12 +196,19 @@ impl NetConf {
         }
         netd::model::validate_name(&self.name).map_err(|e| invalid(format!("network name: {e}")))?;
         if let Some(d) = &self.driver {
-            if d != "bridge" {
+            if d != "bridge" && d != "macvlan" {
                 return Err(CniError::new(
                     code::UNSUPPORTED_FIELD,
-                    format!("driver {d:?} is not supported by this netd-cni (supported: bridge)"),
+                    format!("driver {d:?} is not supported by this netd-cni (supported: bridge, macvlan)"),
                 ));
             }
+        }
+        if self.is_macvlan() {
+            self.check_macvlan()?;
+        } else if self.master.is_some() || self.mode.is_some() {
+            return Err(invalid(
+                "master and mode are macvlan keys: add \"driver\": \"macvlan\"",
+            ));
         }
         if let Some(b) = &self.bridge {
             netd::model::validate_ifname(b).map_err(|e| invalid(format!("bridge: {e}")))?;
@@ -237,6 +247,44 @@ impl NetConf {
         if let Some(m) = self.requested_mac(None) {
             netd::driver::bridge::parse_mac(&m)
                 .ok_or_else(|| invalid(format!("mac {m:?}: expected aa:bb:cc:dd:ee:ff")))?;
+        }
+        Ok(())
+    }
+
+    pub fn is_macvlan(&self) -> bool {
+        self.driver.as_deref() == Some("macvlan")
+    }
+
+    /// As the reference `macvlan` plugin: `master` (here required: netd does not guess
+    /// the default route's interface), `mode` one of bridge/private/vepa/passthru.
+    /// The bridge plugin's keys have no meaning on a macvlan network.
+    fn check_macvlan(&self) -> Result<()> {
+        match self.master.as_deref() {
+            None | Some("") => {
+                return Err(invalid(
+                    "driver macvlan needs \"master\": the host interface to hang the containers off",
+                ))
+            }
+            Some(m) => netd::model::validate_ifname(m).map_err(|e| invalid(format!("master: {e}")))?,
+        }
+        if let Some(m) = &self.mode {
+            if !netd::model::MACVLAN_MODES.contains(&m.as_str()) {
+                return Err(invalid(format!(
+                    "mode {m:?} is not a macvlan mode ({})",
+                    netd::model::MACVLAN_MODES.join(", ")
+                )));
+            }
+        }
+        if self.bridge.is_some() || self.ip_masq || self.hairpin_mode {
+            return Err(invalid(
+                "bridge, ipMasq and hairpinMode are bridge keys; a macvlan network has no bridge and no NAT",
+            ));
+        }
+        if !self.runtime_config.port_mappings.is_empty() {
+            return Err(CniError::new(
+                code::UNSUPPORTED_FIELD,
+                "portMappings on a macvlan network: the container has its own address on the master's LAN",
+            ));
         }
         Ok(())
     }

@@ -41,15 +41,25 @@ pub fn sandbox_name(container_id: &str) -> String {
 pub fn network_request(conf: &NetConf) -> Result<NetworkRequest> {
     let subnets = conf.subnets()?;
     let mut options = BTreeMap::new();
-    options.insert(OPT_MASQ.to_string(), conf.ip_masq.to_string());
-    if let Some(b) = &conf.bridge {
-        options.insert(OPT_BRIDGE_NAME.to_string(), b.clone());
+    if conf.is_macvlan() {
+        if let Some(m) = &conf.master {
+            options.insert("parent".to_string(), m.clone());
+        }
+        options.insert(
+            "macvlan_mode".to_string(),
+            conf.mode.clone().unwrap_or_else(|| "bridge".into()),
+        );
+    } else {
+        options.insert(OPT_MASQ.to_string(), conf.ip_masq.to_string());
+        if let Some(b) = &conf.bridge {
+            options.insert(OPT_BRIDGE_NAME.to_string(), b.clone());
+        }
     }
     let mut labels = BTreeMap::new();
     labels.insert("cni.netd/owner".to_string(), "netd-cni".to_string());
     Ok(NetworkRequest {
         name: netd_network(&conf.name),
-        driver: Some("bridge".into()),
+        driver: Some(if conf.is_macvlan() { "macvlan" } else { "bridge" }.into()),
         ipv6: conf.ipv6 || subnets.iter().any(|s| s.subnet.is_ipv6()),
         subnets: subnets
             .iter()
@@ -97,6 +107,27 @@ fn ensure_network(b: &mut dyn Netd, conf: &NetConf) -> Result<Network> {
                 ),
             ));
         }
+    }
+    if conf.is_macvlan() && (!net.is_macvlan() || net.parent != conf.master) {
+        return Err(CniError::new(
+            code::INVALID_CONFIG,
+            format!(
+                "network {} exists in netd with driver {} (parent {}), not macvlan on {}",
+                net.name,
+                net.driver,
+                net.parent.as_deref().unwrap_or("-"),
+                conf.master.as_deref().unwrap_or("-")
+            ),
+        ));
+    }
+    if !conf.is_macvlan() && net.is_macvlan() {
+        return Err(CniError::new(
+            code::INVALID_CONFIG,
+            format!(
+                "network {} exists in netd as a macvlan network, not a bridge",
+                net.name
+            ),
+        ));
     }
     if let Some(br) = &conf.bridge {
         if &net.bridge != br {

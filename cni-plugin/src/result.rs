@@ -8,12 +8,23 @@ use netd::model::{Endpoint, Sandbox};
 
 /// The result of an attachment: bridge, host-side veth, container interface; the
 /// endpoint's addresses on the container interface; the default routes netd installs.
+/// A macvlan attachment (no bridge: `bridge` is empty) has the container interface only,
+/// as the reference `macvlan` plugin reports it.
 pub fn build(cni_version: &str, bridge: &str, sb: &Sandbox, ep: &Endpoint, dns: Option<&Value>) -> Value {
     let with_family = !version::at_least(cni_version, "1.0.0");
+    let container = json!({ "name": ep.ifname, "mac": ep.mac, "sandbox": sb.netns });
+    let (interfaces, index) = if bridge.is_empty() {
+        (json!([container]), 0)
+    } else {
+        (
+            json!([{ "name": bridge }, { "name": ep.host_ifname }, container]),
+            2,
+        )
+    };
     let mut ips = Vec::new();
     let mut routes = Vec::new();
     if let Some(a) = ep.ipv4 {
-        let mut ip = json!({ "address": a.to_string(), "interface": 2 });
+        let mut ip = json!({ "address": a.to_string(), "interface": index });
         if let Some(gw) = ep.gateway4 {
             ip["gateway"] = gw.to_string().into();
             routes.push(json!({ "dst": "0.0.0.0/0", "gw": gw.to_string() }));
@@ -24,7 +35,7 @@ pub fn build(cni_version: &str, bridge: &str, sb: &Sandbox, ep: &Endpoint, dns: 
         ips.push(ip);
     }
     if let Some(a) = ep.ipv6 {
-        let mut ip = json!({ "address": a.to_string(), "interface": 2 });
+        let mut ip = json!({ "address": a.to_string(), "interface": index });
         if let Some(gw) = ep.gateway6 {
             ip["gateway"] = gw.to_string().into();
             routes.push(json!({ "dst": "::/0", "gw": gw.to_string() }));
@@ -36,11 +47,7 @@ pub fn build(cni_version: &str, bridge: &str, sb: &Sandbox, ep: &Endpoint, dns: 
     }
     json!({
         "cniVersion": cni_version,
-        "interfaces": [
-            { "name": bridge },
-            { "name": ep.host_ifname },
-            { "name": ep.ifname, "mac": ep.mac, "sandbox": sb.netns },
-        ],
+        "interfaces": interfaces,
         "ips": ips,
         "routes": routes,
         "dns": dns.cloned().unwrap_or_else(|| json!({})),
@@ -113,7 +120,11 @@ pub fn compare(prev: &Value, now: &Value) -> Result<(), String> {
             "prevResult addresses {p:?} differ from the attachment's {n:?}"
         ));
     }
-    let ours = now["interfaces"][2].clone();
+    let ours = now["interfaces"]
+        .as_array()
+        .and_then(|l| l.last())
+        .cloned()
+        .unwrap_or_default();
     let found = prev.get("interfaces").and_then(Value::as_array).is_some_and(|l| {
         l.iter()
             .any(|i| i.get("name") == ours.get("name") && i.get("sandbox") == ours.get("sandbox"))

@@ -324,7 +324,14 @@ impl Host {
         let mut bridges = BTreeSet::new();
         let mut internal = BTreeSet::new();
         let mut no_icc_nets = BTreeSet::new();
+        // macvlan networks have no bridge and no nft entries; their links are inside
+        // the sandboxes (checked there below).
+        let mut macvlan_nets = BTreeSet::new();
         for n in networks.as_array().into_iter().flatten() {
+            if n["driver"] == "macvlan" {
+                macvlan_nets.insert(n["name"].as_str().unwrap_or_default().to_string());
+                continue;
+            }
             let br = n["bridge"].as_str().unwrap_or_default().to_string();
             if n["internal"] == true {
                 internal.insert(br.clone());
@@ -340,6 +347,30 @@ impl Host {
             let name = s["name"].as_str().unwrap_or_default();
             let mut in_ns = BTreeSet::new();
             for e in s["endpoints"].as_array().into_iter().flatten() {
+                let network = e["network"].as_str().unwrap_or_default();
+                if macvlan_nets.contains(network) {
+                    let ifname = e["ifname"].as_str().unwrap_or_default();
+                    let o = nsenter(
+                        &self.sandbox_netns(name),
+                        &["ip", "-j", "-d", "link", "show", ifname],
+                    );
+                    assert!(o.ok(), "macvlan {ifname} missing in {name}: {}", o.stderr);
+                    let l: Value = serde_json::from_str(&o.stdout).expect("ip -j link");
+                    assert_eq!(l[0]["linkinfo"]["info_kind"], "macvlan", "{name}/{ifname}: {l}");
+                    assert_eq!(
+                        l[0]["ifalias"].as_str(),
+                        Some(format!("netd:ep={name}/{network}").as_str()),
+                        "{name}/{ifname}"
+                    );
+                    for k in ["ipv4", "ipv6"] {
+                        if let Some(ip) = e[k].as_str() {
+                            let prev = ips.insert(ip.to_string(), format!("{name}/{network}"));
+                            assert!(prev.is_none(), "duplicate address {ip}: {prev:?} and {name}");
+                            in_ns.insert(format!("{ifname}/{ip}"));
+                        }
+                    }
+                    continue;
+                }
                 let port = e["host_ifname"].as_str().unwrap_or_default().to_string();
                 want.entry("ports").or_default().insert(port.clone());
                 let mac = e["mac"].as_str().unwrap_or_default();

@@ -518,3 +518,117 @@ fn docker_bad_input_reads_well_and_changes_nothing() {
     let left = d.leftovers("10.240.0.");
     assert!(left.is_empty(), "left behind: {left:#?}");
 }
+
+/// `-o netd.driver=macvlan -o parent=IFACE`: containers get macvlan children of a veth
+/// whose peer is in a "LAN" namespace (`ndmv-<pid>-d`) holding the router address; they
+/// reach each other and the LAN by real packets, also after netd's kill -9; `-p` is
+/// ignored as Docker's own macvlan driver does; rm leaves no link, rule or pool.
+#[test]
+fn docker_macvlan_reaches_the_lan() {
+    let Some(mut d) = Docker::start() else { return };
+    let lan = format!("ndmv-{}-d", std::process::id());
+    let parent = format!("mvd{}", std::process::id() % 100_000);
+    let o = integration::harness::sh(&format!(
+        "set -e; ip netns add {lan}; ip -n {lan} link set lo up
+         ip link add {parent} netns {host} type veth peer name lan0 netns {lan}
+         ip -n {host} link set {parent} up
+         ip -n {lan} addr add 192.168.91.1/24 dev lan0; ip -n {lan} link set lan0 up",
+        host = d.h.name
+    ));
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _lan_guard = Gone(lan.clone());
+    assert!(o.ok(), "LAN setup: {}", o.stderr);
+    let lan_ns = PathBuf::from(format!("/run/netns/{lan}"));
+
+    // Refused: no parent (Docker would make a dummy link; this kernel has none), a
+    // parent that does not exist. Nothing is left of either.
+    let err = d.fails(&netd_create(&[
+        "-o",
+        "netd.driver=macvlan",
+        "--subnet",
+        "10.241.0.0/24",
+        "x",
+    ]));
+    assert!(err.contains("parent"), "{err}");
+    let err = d.fails(&netd_create(&[
+        "-o",
+        "netd.driver=macvlan",
+        "-o",
+        "parent=nosuch0",
+        "--subnet",
+        "10.241.0.0/24",
+        "x",
+    ]));
+    assert!(err.contains("nosuch0 not found"), "{err}");
+    assert!(!d
+        .h
+        .client()
+        .get("/v1/pools")
+        .unwrap()
+        .to_string()
+        .contains("10.241."));
+
+    let p = format!("parent={parent}");
+    d.ok(&netd_create(&[
+        "-o",
+        "netd.driver=macvlan",
+        "-o",
+        &p,
+        "--subnet",
+        "192.168.91.0/24",
+        "--gateway",
+        "192.168.91.1",
+        "mvn",
+    ]));
+    let nets = d.netctl_json("network");
+    let n = nets
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["parent"] == parent.as_str())
+        .unwrap_or_else(|| panic!("no macvlan network in {nets}"));
+    assert_eq!(n["driver"], "macvlan");
+    assert_eq!(n["macvlan_mode"], "bridge");
+
+    d.server("m1", &["--network", "mvn"], 80);
+    // -p on macvlan: accepted and ignored, as by Docker's macvlan driver.
+    d.server("m2", &["--network", "mvn", "-p", "8091:80"], 80);
+    let (ip1, ip2) = (d.ip("m1", "mvn"), d.ip("m2", "mvn"));
+    assert!(ip1.starts_with("192.168.91.") && ip2.starts_with("192.168.91.") && ip1 != ip2);
+    assert!(d.ping("m1", &ip2), "m1 pings m2");
+    assert!(d.ping("m1", "192.168.91.1"), "m1 pings the LAN router");
+    assert_eq!(d.nc("m2", &ip1, 80), "m1");
+    assert!(
+        integration::harness::ping_from(&lan_ns, None, &ip1),
+        "the LAN reaches m1"
+    );
+    let route = d.ok(&["exec", "m1", "ip", "route"]);
+    assert!(route.contains("default via 192.168.91.1"), "{route}");
+    // The children are in the containers: nothing of them on the host, no rules.
+    let links = d.h.sh("ip -d -o link show").stdout;
+    assert!(!links.contains("macvlan"), "{links}");
+    let rules = d.h.sh("nft list ruleset").stdout;
+    assert!(
+        !rules.contains("192.168.91.") && !rules.contains("8091"),
+        "{rules}"
+    );
+
+    // kill -9 of netd: the data path stays, a new container still joins.
+    d.h.kill9();
+    assert_eq!(d.nc("m2", &ip1, 80), "m1", "data path without netd");
+    d.h.start();
+    d.server("m3", &["--network", "mvn"], 80);
+    assert_eq!(d.nc("m3", &ip1, 80), "m1", "a new container joins after kill -9");
+
+    d.ok(&["rm", "-f", "m1", "m2", "m3"]);
+    d.ok(&["network", "rm", "mvn"]);
+    let left = d.leftovers("192.168.91.");
+    assert!(left.is_empty(), "left behind: {left:#?}");
+    let links = d.h.sh("ip -d -o link show").stdout;
+    assert!(!links.contains("macvlan") && !links.contains("netd:"), "{links}");
+}

@@ -59,6 +59,34 @@ pub struct HostVethSpec {
     pub peer_mac: [u8; 6],
 }
 
+/// `ip link add TMP link PARENT [netns SANDBOX] type macvlan mode MODE`: with `sandbox`,
+/// created there, renamed `ifname`, marked with `alias`, configured and up; without,
+/// left down in the host namespace as `tmp_name` (marked) for an engine that moves it
+/// itself (Docker).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MacvlanSpec {
+    pub tmp_name: String,
+    pub parent: String,
+    /// bridge, vepa, private or passthru.
+    pub mode: String,
+    /// IFLA_IFALIAS, `netd:ep=<sandbox>/<network>`; travels with the link.
+    pub alias: String,
+    /// 0: the parent's.
+    pub mtu: u32,
+    pub mac: [u8; 6],
+    pub sandbox: Option<SandboxSide>,
+}
+
+/// Where a link ends up and how it is configured there (a veth peer's or macvlan's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxSide {
+    pub netns: PathBuf,
+    pub ifname: String,
+    pub addrs: Vec<IpNetwork>,
+    pub gw4: Option<Ipv4Addr>,
+    pub gw6: Option<Ipv6Addr>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Step {
     /// New network namespace bound at `path`, with `lo` up.
@@ -76,6 +104,7 @@ pub enum Step {
     CreateBridge(BridgeSpec),
     CreateVeth(VethSpec),
     CreateHostVeth(HostVethSpec),
+    CreateMacvlan(MacvlanSpec),
     /// Delete a link by name, in the host namespace or in `netns`.
     DeleteLink {
         name: String,
@@ -106,6 +135,16 @@ impl Step {
             Step::CreateHostVeth(v) => Some(Step::DeleteLink {
                 name: v.host_name.clone(),
                 netns: None,
+            }),
+            Step::CreateMacvlan(m) => Some(match &m.sandbox {
+                Some(sb) => Step::DeleteLink {
+                    name: sb.ifname.clone(),
+                    netns: Some(sb.netns.clone()),
+                },
+                None => Step::DeleteLink {
+                    name: m.tmp_name.clone(),
+                    netns: None,
+                },
             }),
             Step::DeleteNetns { .. } | Step::DeleteLink { .. } | Step::Sysctl { .. } => None,
         }
@@ -173,6 +212,20 @@ pub fn describe(step: &Step) -> String {
             "create veth {} (master {}) <-> {} (left for the engine)",
             v.host_name, v.bridge, v.peer_name
         ),
+        Step::CreateMacvlan(m) => match &m.sandbox {
+            Some(sb) => format!(
+                "create macvlan {} (link {} mode {}) -> {}:{}",
+                m.tmp_name,
+                m.parent,
+                m.mode,
+                sb.netns.display(),
+                sb.ifname
+            ),
+            None => format!(
+                "create macvlan {} (link {} mode {}) (left for the engine)",
+                m.tmp_name, m.parent, m.mode
+            ),
+        },
         Step::DeleteLink { name, netns: None } => format!("delete link {name}"),
         Step::DeleteLink { name, netns: Some(p) } => format!("delete link {name} in {}", p.display()),
         Step::Sysctl { key, value } => format!("sysctl {key}={value}"),

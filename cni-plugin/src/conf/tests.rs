@@ -342,3 +342,44 @@ fn shipped_example_conflist_parses() {
     assert!(c.socket.is_none() && c.state_dir.is_some());
     assert_eq!(c.subnets().unwrap()[0].subnet.to_string(), "10.85.0.0/16");
 }
+
+/// The reference macvlan plugin's documented keys, type changed, `driver` added.
+#[test]
+fn macvlan_conf_like_the_reference_plugin() {
+    let c = parse(
+        br#"{"cniVersion": "1.0.0", "name": "lan", "type": "netd-cni", "driver": "macvlan",
+            "master": "eth0", "mode": "vepa", "mtu": 1400,
+            "ipam": {"type": "host-local", "subnet": "192.168.1.0/24", "gateway": "192.168.1.1"}}"#,
+    )
+    .unwrap();
+    assert!(c.is_macvlan());
+    let req = crate::ops::network_request(&c).unwrap();
+    assert_eq!(req.driver.as_deref(), Some("macvlan"));
+    assert_eq!(req.options.get("parent").map(String::as_str), Some("eth0"));
+    assert_eq!(req.options.get("macvlan_mode").map(String::as_str), Some("vepa"));
+    assert!(req.parse().is_ok());
+    let base = |extra: &str| {
+        format!(
+            r#"{{"cniVersion": "1.0.0", "name": "lan", "type": "netd-cni", "driver": "macvlan", {extra}
+                "ipam": {{"type": "host-local", "subnet": "192.168.1.0/24"}}}}"#
+        )
+    };
+    // No master, a bad mode, bridge keys, port mappings, macvlan keys without the driver.
+    assert_eq!(code_of(base("").as_bytes()), 7);
+    assert_eq!(code_of(base(r#""master": "eth0", "mode": "l2","#).as_bytes()), 7);
+    assert_eq!(
+        code_of(base(r#""master": "eth0", "ipMasq": true,"#).as_bytes()),
+        7
+    );
+    assert_eq!(
+        code_of(
+            base(r#""master": "eth0", "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80}]},"#)
+                .as_bytes()
+        ),
+        2
+    );
+    assert_eq!(
+        code_of(br#"{"cniVersion": "1.0.0", "name": "lan", "type": "netd-cni", "master": "eth0"}"#),
+        7
+    );
+}

@@ -75,7 +75,8 @@ enum NetCmd {
         internal: bool,
         #[arg(long)]
         mtu: Option<u32>,
-        /// Driver option KEY=VALUE (Docker's com.docker.network.* bridge options).
+        /// Driver option KEY=VALUE: bridge: com.docker.network.* (as Docker); macvlan:
+        /// parent=IFACE (required), macvlan_mode=bridge|vepa|private|passthru.
         #[arg(short = 'o', long = "opt")]
         opt: Vec<String>,
         #[arg(long)]

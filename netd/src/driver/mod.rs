@@ -1,7 +1,46 @@
-//! Drivers turn model objects into kernel plans. Only `bridge` exists so far; macvlan,
-//! ipvlan and overlay drivers will sit beside it behind the same functions.
+//! Drivers turn model objects into kernel plans: `bridge` and `macvlan`, chosen per
+//! network by the functions below (ipvlan and overlay will sit beside them).
 
 pub mod bridge;
+pub mod macvlan;
+
+use std::path::Path;
+
+use crate::model::{Endpoint, Network};
+use crate::plan::Step;
+
+/// Steps that make a network's own kernel objects (a bridge; nothing for macvlan).
+pub fn network_up(net: &Network) -> Vec<Step> {
+    if net.is_macvlan() {
+        macvlan::network_up(net)
+    } else {
+        bridge::network_up(net)
+    }
+}
+
+pub fn network_down(net: &Network) -> Vec<Step> {
+    if net.is_macvlan() {
+        Vec::new()
+    } else {
+        bridge::network_down(net)
+    }
+}
+
+/// The link for one endpoint of `net` in the sandbox at `netns`.
+pub fn endpoint_up(net: &Network, sandbox: &str, netns: &Path, ep: &Endpoint, default_route: bool) -> Step {
+    if net.is_macvlan() {
+        macvlan::endpoint_up(net, sandbox, netns, ep, default_route)
+    } else {
+        bridge::endpoint_up(net, sandbox, netns, ep, default_route)
+    }
+}
+
+pub fn endpoint_down(net: Option<&Network>, ep: &Endpoint, netns: &Path) -> Step {
+    match net {
+        Some(n) if n.is_macvlan() => macvlan::endpoint_down(ep, netns),
+        _ => bridge::endpoint_down(ep),
+    }
+}
 
 /// Marker aliases (IFLA_IFALIAS) that tell `ip link` readers, and reconcile, what a link is.
 pub fn network_alias(network: &str) -> String {

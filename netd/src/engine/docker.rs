@@ -20,7 +20,8 @@ use std::net::IpAddr;
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 
 use super::{now, pool_key, Engine, EngineError, Result, Undo};
-use crate::driver::bridge::{self, format_mac, mac_for};
+use crate::driver::bridge::{format_mac, mac_for};
+use crate::driver::{self, macvlan};
 use crate::ipam;
 use crate::model::{
     host_veth_name, Endpoint, NetMode, Network, NetworkRequest, ParsedSubnet, PortMapping, Proto, Sandbox,
@@ -286,14 +287,15 @@ impl Engine {
                 n.name
             )));
         }
-        match req.options.get(OPT_DRIVER).map(String::as_str) {
-            None | Some("bridge") => {}
+        let driver = match req.options.get(OPT_DRIVER).map(String::as_str) {
+            None | Some("bridge") => None,
+            Some("macvlan") => Some(crate::model::DRIVER_MACVLAN.to_string()),
             Some(d) => {
                 return Err(EngineError::Invalid(format!(
-                    "option {OPT_DRIVER}={d} is not supported (supported: bridge)"
+                    "option {OPT_DRIVER}={d} is not supported (supported: bridge, macvlan)"
                 )))
             }
-        }
+        };
         if req.v4.is_empty() {
             return Err(EngineError::Invalid(
                 "the network has no IPv4 pool: netd networks need one (use --ipam-driver netd or --subnet)"
@@ -322,7 +324,7 @@ impl Engine {
         options.remove(OPT_DRIVER);
         let nreq = NetworkRequest {
             name: name.clone(),
-            driver: None,
+            driver,
             subnets,
             ipv6: !req.v6.is_empty(),
             internal: req.internal,
@@ -331,7 +333,11 @@ impl Engine {
             labels: BTreeMap::from([("com.docker.network.id".to_string(), req.id.clone())]),
         };
         let p = nreq.parse().map_err(EngineError::Invalid)?;
-        self.check_bridge_free(&p.bridge)?;
+        if p.parent.is_some() {
+            self.check_macvlan_parent(&p)?;
+        } else {
+            self.check_bridge_free(&p.bridge)?;
+        }
         // Pools from netd's IPAM are already reserved; with Docker's own IPAM the subnet
         // gets a netd pool here, so it is checked against (and then blocks) netd's others.
         let mut own_pools = Vec::new();
@@ -359,7 +365,7 @@ impl Engine {
                 s.subnet.is_ipv6(),
                 Some(s),
                 &existing,
-                &routes,
+                Self::routes_for(&p, true, &routes),
             )?;
             own_pools.push((pool_key(&name, s.subnet.is_ipv6()), pl));
         }
@@ -383,6 +389,8 @@ impl Engine {
             masquerade: p.masquerade,
             host_binding_ipv4: p.host_binding_ipv4,
             mtu: p.mtu,
+            parent: p.parent.clone(),
+            macvlan_mode: p.macvlan_mode.clone(),
             options: nreq.options.clone(),
             labels: nreq.labels.clone(),
             owner: OWNER.into(),
@@ -406,7 +414,7 @@ impl Engine {
             }
         }
         self.networks.insert(name.clone(), net.clone());
-        let steps = bridge::network_up(&net);
+        let steps = driver::network_up(&net);
         self.commit(undo, &steps, &txn, &[])?;
         self.docker_allow_forward();
         tracing::info!(network = %name, bridge = %net.bridge, docker_id = %req.id, "docker: network created");
@@ -482,7 +490,12 @@ impl Engine {
         let ep = Endpoint {
             network: net.name.clone(),
             ifname: peer_name(&req.endpoint_id),
-            host_ifname: host_veth_name(&name, &net.name),
+            // A macvlan child has one end only: the link dockerd moves.
+            host_ifname: if net.is_macvlan() {
+                peer_name(&req.endpoint_id)
+            } else {
+                host_veth_name(&name, &net.name)
+            },
             mac: format_mac(&mac),
             ipv4: req.addr4,
             ipv6: req.addr6,
@@ -577,7 +590,12 @@ impl Engine {
         self.sandboxes.remove(&sb.name);
         let mut txn = Txn::new();
         txn.delete(Bucket::Sandboxes, &sb.name);
-        let teardown: Vec<Step> = sb.endpoints.iter().map(bridge::endpoint_down).collect();
+        let net = self.networks.get(&sb.endpoints[0].network);
+        let teardown: Vec<Step> = sb
+            .endpoints
+            .iter()
+            .map(|e| driver::endpoint_down(net, e, std::path::Path::new("")))
+            .collect();
         self.commit(undo, &[], &txn, &teardown)?;
         tracing::info!(endpoint = %sb.name, "docker: endpoint deleted");
         Ok(())
@@ -600,6 +618,14 @@ impl Engine {
     ) -> Result<Vec<PortMapping>> {
         let (net, sb) = self.docker_sandbox(network_id, endpoint_id)?;
         let (net, mut sb) = (net.clone(), sb.clone());
+        if net.is_macvlan() {
+            // As Docker's own macvlan driver: "does not support port mappings", logged and
+            // ignored (the container has its own address on the LAN).
+            if !ports.is_empty() {
+                tracing::warn!(endpoint = %sb.name, "docker: macvlan does not support port mappings; ports not published");
+            }
+            return Ok(Vec::new());
+        }
         if net.internal {
             // Docker's bridge driver ignores publications on internal networks too.
             if !ports.is_empty() {
@@ -673,7 +699,12 @@ impl Engine {
     }
 }
 
+/// The link dockerd moves into the container: a veth pair on the bridge, or a macvlan
+/// child of the parent (named like the veth peer, so `Join` answers the same way).
 fn host_veth(net: &Network, sandbox: &str, ep: &Endpoint, mac: [u8; 6]) -> Step {
+    if net.is_macvlan() {
+        return macvlan::host_endpoint_up(net, sandbox, ep);
+    }
     Step::CreateHostVeth(HostVethSpec {
         host_name: ep.host_ifname.clone(),
         bridge: net.bridge.clone(),

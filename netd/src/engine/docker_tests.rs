@@ -329,11 +329,21 @@ fn bad_requests_change_nothing() {
             e.docker_create_network(&DockerNetwork {
                 id: other.clone(),
                 v4: vec![(cidr("10.213.0.0/24"), cidr("10.213.0.1/24"))],
-                options: [("netd.driver".to_string(), "macvlan".to_string())].into(),
+                options: [("netd.driver".to_string(), "ipvlan".to_string())].into(),
                 ..Default::default()
             })
             .map(drop),
             "not supported",
+        ),
+        (
+            e.docker_create_network(&DockerNetwork {
+                id: other.clone(),
+                v4: vec![(cidr("10.213.0.0/24"), cidr("10.213.0.1/24"))],
+                options: [("netd.driver".to_string(), "macvlan".to_string())].into(),
+                ..Default::default()
+            })
+            .map(drop),
+            "-o parent=IFACE",
         ),
         (
             e.docker_create_network(&DockerNetwork {

@@ -11,6 +11,7 @@
 //! what makes IPAM free of duplicates under concurrent requests.
 
 mod docker;
+mod macvlan;
 mod network;
 mod ports;
 mod reaper;
@@ -275,9 +276,12 @@ impl Engine {
 
     /// The firewall state the model calls for.
     pub fn desired_fw(&self) -> FwState {
+        // macvlan networks have no bridge and no rules: their traffic never passes the
+        // host's stack (Docker's macvlan makes no iptables rules either).
         let networks = self
             .networks
             .values()
+            .filter(|n| !n.is_macvlan())
             .map(|n| FwNetwork {
                 name: n.name.clone(),
                 bridge: n.bridge.clone(),
@@ -298,6 +302,9 @@ impl Engine {
         let mut ports = Vec::new();
         for s in self.sandboxes.values() {
             for e in &s.endpoints {
+                if self.networks.get(&e.network).is_some_and(Network::is_macvlan) {
+                    continue;
+                }
                 endpoints.push(FwEndpoint {
                     port: e.host_ifname.clone(),
                     mac: crate::driver::bridge::parse_mac(&e.mac).unwrap_or([0; 6]),
@@ -375,12 +382,20 @@ impl Engine {
     /// (kernel, firewall, memory) and return the error. `teardown` steps (deletions) run
     /// after the commit, best effort, since the store no longer refers to their objects.
     fn commit(&mut self, undo: Undo, steps: &[Step], txn: &Txn, teardown: &[Step]) -> Result<()> {
-        self.reaper.wait_for(steps.iter().filter_map(|s| match s {
-            Step::CreateBridge(b) => Some(b.name.as_str()),
-            Step::CreateVeth(v) => Some(v.host_name.as_str()),
-            Step::CreateHostVeth(v) => Some(v.host_name.as_str()),
-            _ => None,
-        }));
+        let names: Vec<String> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::CreateBridge(b) => Some(b.name.clone()),
+                Step::CreateVeth(v) => Some(v.host_name.clone()),
+                Step::CreateHostVeth(v) => Some(v.host_name.clone()),
+                Step::CreateMacvlan(m) => Some(match &m.sandbox {
+                    Some(sb) => reaper::link_key(Some(&sb.netns), &sb.ifname),
+                    None => m.tmp_name.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        self.reaper.wait_for(names.iter().map(String::as_str));
         let t0 = std::time::Instant::now();
         if let Err(e) = plan::execute(self.kernel.as_ref(), steps) {
             self.rollback(undo);

@@ -1,7 +1,7 @@
 //! Network operations: create, remove, prune.
 
 use super::{new_id, now, pool_key, Engine, EngineError, Result, Undo};
-use crate::driver::bridge;
+use crate::driver;
 use crate::ipam;
 use crate::model::{Network, NetworkRequest, Subnet};
 use crate::store::{Bucket, Txn};
@@ -15,7 +15,11 @@ impl Engine {
                 p.name
             )));
         }
-        self.check_bridge_free(&p.bridge)?;
+        if p.parent.is_some() {
+            self.check_macvlan_parent(&p)?;
+        } else {
+            self.check_bridge_free(&p.bridge)?;
+        }
         let routes = self
             .kernel
             .routed_prefixes()
@@ -29,7 +33,7 @@ impl Engine {
             false,
             want4,
             &existing,
-            &routes,
+            Self::routes_for(&p, want4.is_some(), &routes),
         )?);
         if p.ipv6 {
             let want6 = p.subnets.iter().find(|s| s.subnet.is_ipv6());
@@ -39,7 +43,7 @@ impl Engine {
                 true,
                 want6,
                 &existing,
-                &routes,
+                Self::routes_for(&p, want6.is_some(), &routes),
             )?);
         }
         let net = Network {
@@ -61,6 +65,8 @@ impl Engine {
             masquerade: p.masquerade,
             host_binding_ipv4: p.host_binding_ipv4,
             mtu: p.mtu,
+            parent: p.parent,
+            macvlan_mode: p.macvlan_mode,
             options: req.options.clone(),
             labels: req.labels.clone(),
             owner: "netctl".into(),
@@ -79,7 +85,7 @@ impl Engine {
             self.pools.insert(k.clone(), pl);
         }
         self.networks.insert(net.name.clone(), net.clone());
-        let steps = bridge::network_up(&net);
+        let steps = driver::network_up(&net);
         self.commit(undo, &steps, &txn, &[])?;
         // PTR questions for the new subnet are ours from now on (NXDOMAIN, not forwarded).
         self.sync_dns();
@@ -129,9 +135,11 @@ impl Engine {
             self.pools.remove(k);
         }
         self.networks.remove(name);
-        self.commit(undo, &[], &txn, &bridge::network_down(&net))?;
+        self.commit(undo, &[], &txn, &driver::network_down(&net))?;
         self.sync_dns();
-        self.reaper.wait_for([net.bridge.as_str()]);
+        if !net.bridge.is_empty() {
+            self.reaper.wait_for([net.bridge.as_str()]);
+        }
         tracing::info!(network = %name, bridge = %net.bridge, "network removed");
         Ok(())
     }

@@ -28,9 +28,18 @@ pub struct Reaper {
     thread: Option<JoinHandle<()>>,
 }
 
-fn link_name(s: &Step) -> Option<&str> {
+/// What `wait_for` knows a pending deletion by: the link's name for a host link,
+/// `<netns>#<name>` for one inside a sandbox (a macvlan endpoint's).
+pub fn link_key(netns: Option<&std::path::Path>, name: &str) -> String {
+    match netns {
+        None => name.to_string(),
+        Some(p) => format!("{}#{name}", p.display()),
+    }
+}
+
+fn link_name(s: &Step) -> Option<String> {
     match s {
-        Step::DeleteLink { name, netns: None } => Some(name),
+        Step::DeleteLink { name, netns } => Some(link_key(netns.as_deref(), name)),
         _ => None,
     }
 }
@@ -49,7 +58,7 @@ impl Reaper {
                     }
                     if let Some(n) = link_name(&step) {
                         let (m, cv) = &*p;
-                        m.lock().unwrap_or_else(|e| e.into_inner()).names.remove(n);
+                        m.lock().unwrap_or_else(|e| e.into_inner()).names.remove(&n);
                         cv.notify_all();
                     }
                 }
@@ -62,17 +71,29 @@ impl Reaper {
         }
     }
 
-    /// Queues host link deletions; other steps run at once, in order, on the caller.
+    /// Queues link deletions; other steps run at once, in order, on the caller. A link
+    /// inside a namespace that a later step deletes is deleted at once: once that
+    /// namespace's file is gone the reaper could no longer reach the link, and a process
+    /// still holding the namespace would keep it (a macvlan child, up on the LAN).
     pub fn teardown(&self, kernel: &dyn Kernel, steps: &[Step]) {
-        for s in steps {
-            match (link_name(s), &self.tx) {
+        for (i, s) in steps.iter().enumerate() {
+            let ns_goes_later = |p: &std::path::PathBuf| {
+                steps[i + 1..]
+                    .iter()
+                    .any(|l| matches!(l, Step::DeleteNetns { path } if path == p))
+            };
+            let key = match s {
+                Step::DeleteLink { netns: Some(p), .. } if ns_goes_later(p) => None,
+                _ => link_name(s),
+            };
+            match (key, &self.tx) {
                 (Some(n), Some(tx)) => {
                     self.pending
                         .0
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .names
-                        .insert(n.to_string());
+                        .insert(n);
                     if tx.send(s.clone()).is_err() {
                         let _ = kernel.apply(s);
                     }

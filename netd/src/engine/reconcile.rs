@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::sandbox::PendingSandbox;
 use super::{Engine, EngineError, Result};
-use crate::driver::{bridge, parse_alias, AliasOwner};
+use crate::driver::{self, parse_alias, AliasOwner};
 use crate::firewall::ruleset;
 use crate::model::NetMode;
 use crate::plan::{self, Step};
@@ -83,15 +83,21 @@ impl Engine {
 
         // 3. Bridges: ensure each (idempotent; re-adds a missing gateway address too).
         for net in self.networks.values() {
+            if net.is_macvlan() {
+                // Nothing of its own in the kernel; its parent is the host's.
+                r.networks += 1;
+                continue;
+            }
             if !present.contains(&net.bridge) {
                 r.recreated.push(format!("bridge {}", net.bridge));
             }
-            plan::execute(k.as_ref(), &bridge::network_up(net))?;
+            plan::execute(k.as_ref(), &driver::network_up(net))?;
             r.networks += 1;
         }
 
         // 4. Sandboxes: a dead namespace is rebuilt whole; a live one only gets the
-        //    endpoints whose veth is missing.
+        //    endpoints whose veth (or macvlan child) is missing.
+        let any_macvlan = self.networks.values().any(|n| n.is_macvlan());
         for sb in self.sandboxes.values() {
             let netns = PathBuf::from(&sb.netns);
             let alive = k.netns_alive(&netns);
@@ -107,8 +113,36 @@ impl Engine {
                 continue;
             }
             let mut steps = Vec::new();
+            // macvlan children live inside the sandbox: look there, and remove the ones
+            // no endpoint explains (an attach cut short before its commit).
+            let mut inside = BTreeSet::new();
+            if alive && any_macvlan {
+                match k.owned_links_in(&netns) {
+                    Ok(links) => {
+                        for l in links {
+                            if self.macvlan_link_is_known(sb, &l.name, &l.alias) {
+                                inside.insert(l.name);
+                            } else {
+                                steps.push(Step::DeleteLink {
+                                    name: l.name.clone(),
+                                    netns: Some(netns.clone()),
+                                });
+                                r.removed
+                                    .push(format!("link {} in {} ({})", l.name, sb.netns, l.alias));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(sandbox = %sb.name, error = %e, "could not list links in the sandbox")
+                    }
+                }
+            }
             if !alive {
-                steps.extend(sb.endpoints.iter().map(bridge::endpoint_down));
+                steps.extend(
+                    sb.endpoints
+                        .iter()
+                        .map(|e| driver::endpoint_down(self.networks.get(&e.network), e, &netns)),
+                );
                 steps.push(Step::DeleteNetns { path: netns.clone() });
                 steps.push(if sb.mode == NetMode::Host {
                     Step::BindHostNetns { path: netns.clone() }
@@ -119,7 +153,13 @@ impl Engine {
             }
             for (i, ep) in sb.endpoints.iter().enumerate() {
                 r.endpoints += 1;
-                if alive && present.contains(&ep.host_ifname) {
+                let net = &self.networks[&ep.network];
+                let there = if net.is_macvlan() {
+                    inside.contains(&ep.ifname)
+                } else {
+                    present.contains(&ep.host_ifname)
+                };
+                if alive && there {
                     continue;
                 }
                 if alive {
@@ -129,15 +169,15 @@ impl Engine {
                         netns: Some(netns.clone()),
                     });
                 }
-                steps.push(bridge::endpoint_up(
-                    &self.networks[&ep.network],
-                    &sb.name,
-                    &netns,
-                    ep,
-                    i == 0,
-                ));
-                r.recreated
-                    .push(format!("veth {} ({}/{})", ep.host_ifname, sb.name, ep.network));
+                steps.push(driver::endpoint_up(net, &sb.name, &netns, ep, i == 0));
+                r.recreated.push(if net.is_macvlan() {
+                    format!(
+                        "macvlan {} in {} ({}/{})",
+                        ep.ifname, sb.netns, sb.name, ep.network
+                    )
+                } else {
+                    format!("veth {} ({}/{})", ep.host_ifname, sb.name, ep.network)
+                });
             }
             for s in &steps {
                 if let Err(e) = k.apply(s) {
@@ -195,5 +235,18 @@ impl Engine {
             "reconciled"
         );
         Ok(r)
+    }
+
+    /// Whether a link with a `netd:` alias inside `sb`'s namespace is one of its macvlan
+    /// endpoints, under the name the store has for it.
+    fn macvlan_link_is_known(&self, sb: &crate::model::Sandbox, name: &str, alias: &str) -> bool {
+        match parse_alias(alias) {
+            Some(AliasOwner::Endpoint { sandbox, network }) => {
+                sandbox == sb.name
+                    && self.networks.get(&network).is_some_and(|n| n.is_macvlan())
+                    && sb.endpoint(&network).is_some_and(|e| e.ifname == name)
+            }
+            _ => false,
+        }
     }
 }

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ports::parse_expose;
 use super::{new_id, now, pool_key, Engine, EngineError, Result, Undo};
-use crate::driver::bridge::{self, format_mac, mac_for, parse_mac};
+use crate::driver::bridge::{format_mac, mac_for, parse_mac};
+use crate::driver::{endpoint_down, endpoint_up};
 use crate::model::{
     host_veth_name, validate_ifname, validate_name, Endpoint, EndpointRequest, NetMode, Network, Proto,
     Sandbox, SandboxRequest,
@@ -92,7 +93,12 @@ impl Engine {
         let mut ep = Endpoint {
             network: net.name.clone(),
             ifname,
-            host_ifname: host_veth_name(sandbox, &net.name),
+            // A macvlan endpoint has nothing on the host side.
+            host_ifname: if net.is_macvlan() {
+                String::new()
+            } else {
+                host_veth_name(sandbox, &net.name)
+            },
             mac: String::new(),
             ipv4: None,
             ipv6: None,
@@ -226,6 +232,9 @@ impl Engine {
             )));
         }
         let first = names.first().map(|n| self.networks[*n].clone());
+        if !req.ports.is_empty() || req.publish_all {
+            Self::check_no_ports_on_macvlan(first.as_ref(), &req.name)?;
+        }
         if !req.ports.is_empty() {
             match &first {
                 None => {
@@ -307,7 +316,7 @@ impl Engine {
         }
         for (i, ep) in sb.endpoints.iter().enumerate() {
             let net = &self.networks[&ep.network];
-            steps.push(bridge::endpoint_up(net, &sb.name, &netns, ep, i == 0));
+            steps.push(endpoint_up(net, &sb.name, &netns, ep, i == 0));
         }
         let pending_key = format!("sandbox/{}", sb.name);
         let mut pending = Txn::new();
@@ -361,7 +370,11 @@ impl Engine {
         let mut txn = Txn::new();
         txn.delete(Bucket::Sandboxes, name);
         self.put_pools(&mut txn, &names);
-        let mut teardown: Vec<Step> = sb.endpoints.iter().map(bridge::endpoint_down).collect();
+        let mut teardown: Vec<Step> = sb
+            .endpoints
+            .iter()
+            .map(|e| endpoint_down(self.networks.get(&e.network), e, Path::new(&sb.netns)))
+            .collect();
         let pending_key = format!("sandbox/{name}");
         if !sb.external {
             // The namespace outlives the record until the teardown below; a crash in
@@ -427,7 +440,7 @@ impl Engine {
         };
         let mut new_sb = sb.clone();
         new_sb.endpoints.push(ep.clone());
-        let step = bridge::endpoint_up(&net, sandbox, Path::new(&sb.netns), &ep, sb.endpoints.is_empty());
+        let step = endpoint_up(&net, sandbox, Path::new(&sb.netns), &ep, sb.endpoints.is_empty());
         let mut txn = Txn::new();
         txn.put(Bucket::Sandboxes, sandbox, &new_sb);
         self.sandboxes.insert(sandbox.to_string(), new_sb);
@@ -439,7 +452,7 @@ impl Engine {
     }
 
     pub fn disconnect(&mut self, network: &str, sandbox: &str) -> Result<()> {
-        self.network(network)?;
+        let net = self.network(network)?.clone();
         let sb = self.sandbox(sandbox)?.clone();
         let Some(ep) = sb.endpoint(network).cloned() else {
             return Err(EngineError::NotFound(format!(
@@ -458,7 +471,8 @@ impl Engine {
         txn.put(Bucket::Sandboxes, sandbox, &new_sb);
         self.sandboxes.insert(sandbox.to_string(), new_sb);
         self.put_pools(&mut txn, &[network]);
-        self.commit(undo, &[], &txn, &[bridge::endpoint_down(&ep)])?;
+        let down = endpoint_down(Some(&net), &ep, Path::new(&sb.netns));
+        self.commit(undo, &[], &txn, &[down])?;
         self.sync_dns();
         tracing::info!(sandbox, network, "disconnected");
         Ok(())

@@ -40,7 +40,7 @@ impl Engine {
                 .unwrap_or(false)
             && e.networks
                 .values()
-                .all(|n| e.kernel.link_exists(&n.bridge, None).unwrap_or(false));
+                .all(|n| n.is_macvlan() || e.kernel.link_exists(&n.bridge, None).unwrap_or(false));
         if healthy {
             e.fw = e.desired_fw();
             return Ok((e, None));

@@ -20,6 +20,8 @@ struct State {
     nft: Vec<String>,
     fail_on: Option<String>,
     routes: Vec<IpNetwork>,
+    /// Links inside sandbox namespaces: (netns path, name, alias).
+    ns_links: Vec<(String, String, String)>,
 }
 
 #[derive(Default)]
@@ -38,6 +40,10 @@ impl FakeKernel {
     pub fn clear_failure(&self) {
         self.st().fail_on = None;
     }
+    /// A link someone else made in the host namespace (a macvlan parent, say).
+    pub fn add_link(&self, name: &str) {
+        self.st().links.insert(name.to_string());
+    }
     pub fn add_route(&self, n: IpNetwork) {
         self.st().routes.push(n);
     }
@@ -49,6 +55,15 @@ impl FakeKernel {
     }
     pub fn netns(&self) -> BTreeSet<String> {
         self.st().netns.clone()
+    }
+    /// Links inside the sandbox namespace at `netns`.
+    pub fn links_in(&self, netns: &str) -> BTreeSet<String> {
+        self.st()
+            .ns_links
+            .iter()
+            .filter(|(p, _, _)| p == netns)
+            .map(|(_, n, _)| n.clone())
+            .collect()
     }
     pub fn nft_batches(&self) -> Vec<String> {
         self.st().nft.clone()
@@ -70,7 +85,31 @@ impl Kernel for FakeKernel {
                 }
             }
             Step::DeleteNetns { path } => {
-                st.netns.remove(&path.display().to_string());
+                let p = path.display().to_string();
+                st.netns.remove(&p);
+                st.ns_links.retain(|(np, _, _)| *np != p);
+            }
+            Step::CreateMacvlan(m) => match &m.sandbox {
+                Some(sb) => {
+                    let p = sb.netns.display().to_string();
+                    if st.ns_links.iter().any(|(np, n, _)| *np == p && *n == sb.ifname) {
+                        return Err(KernelError::Other(format!("link {} exists in {p}", sb.ifname)));
+                    }
+                    st.ns_links.push((p, sb.ifname.clone(), m.alias.clone()));
+                }
+                None => {
+                    if !st.links.insert(m.tmp_name.clone()) {
+                        return Err(KernelError::Other(format!("link {} exists", m.tmp_name)));
+                    }
+                    st.aliases.push((m.tmp_name.clone(), m.alias.clone()));
+                }
+            },
+            Step::DeleteLink {
+                name,
+                netns: Some(ns),
+            } => {
+                let p = ns.display().to_string();
+                st.ns_links.retain(|(np, n, _)| !(*np == p && n == name));
             }
             Step::CreateBridge(b) => {
                 st.links.insert(b.name.clone());
@@ -106,7 +145,7 @@ impl Kernel for FakeKernel {
                 }
                 st.aliases.retain(|(n, a)| n != name && *a != peer_mark);
             }
-            Step::DeleteLink { .. } | Step::Sysctl { .. } => {}
+            Step::Sysctl { .. } => {}
         }
         Ok(())
     }
@@ -126,6 +165,22 @@ impl Kernel for FakeKernel {
                     "veth"
                 }
                 .into(),
+                master: None,
+            })
+            .collect())
+    }
+
+    fn owned_links_in(&self, netns: &Path) -> Result<Vec<OwnedLink>, KernelError> {
+        let p = netns.display().to_string();
+        Ok(self
+            .st()
+            .ns_links
+            .iter()
+            .filter(|(np, _, a)| *np == p && a.starts_with("netd:"))
+            .map(|(_, n, a)| OwnedLink {
+                name: n.clone(),
+                alias: a.clone(),
+                kind: "macvlan".into(),
                 master: None,
             })
             .collect())

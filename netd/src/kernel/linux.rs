@@ -74,7 +74,7 @@ impl LinuxKernel {
 
     /// The host route socket. A panic while holding it cannot leave the socket in a
     /// bad state (replies are matched by sequence number), so poisoning is ignored.
-    fn nl(&self) -> MutexGuard<'_, Netlink> {
+    pub(super) fn nl(&self) -> MutexGuard<'_, Netlink> {
         self.nl.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -373,6 +373,7 @@ impl Kernel for LinuxKernel {
             Step::CreateBridge(b) => self.ensure_bridge(b),
             Step::CreateVeth(v) => self.create_veth(v),
             Step::CreateHostVeth(v) => self.create_host_veth(v),
+            Step::CreateMacvlan(m) => self.create_macvlan(m),
             Step::DeleteLink { name, netns } => self.delete_link(name, netns.as_deref()),
             Step::Sysctl { key, value } => sysctl::write_in(&self.host, key, value),
         }
@@ -394,8 +395,8 @@ impl Kernel for LinuxKernel {
                 // netd bridge, which nothing but netd adds ports to. Reported with an
                 // empty alias, which no record explains, so reconcile removes it.
                 let unmarked_port = l.alias.is_none()
-                    && l.kind.as_deref() == Some("veth")
-                    && l.master.is_some_and(netd_bridge);
+                    && ((l.kind.as_deref() == Some("veth") && l.master.is_some_and(netd_bridge))
+                        || super::macvlan::is_unmarked_tmp(l));
                 let alias = match l.alias.as_ref().filter(|a| a.starts_with(OWNED_PREFIX)) {
                     Some(a) => a,
                     None if unmarked_port => &String::new(),
@@ -409,6 +410,10 @@ impl Kernel for LinuxKernel {
                 })
             })
             .collect())
+    }
+
+    fn owned_links_in(&self, netns: &Path) -> Result<Vec<OwnedLink>, KernelError> {
+        self.owned_links_in_netns(netns)
     }
 
     fn link_exists(&self, name: &str, netns: Option<&Path>) -> Result<bool, KernelError> {

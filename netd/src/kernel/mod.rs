@@ -7,6 +7,7 @@ pub mod dns_socket;
 pub mod fake;
 pub mod iptables;
 pub mod linux;
+mod macvlan;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
@@ -57,6 +58,12 @@ pub trait Kernel: Send + Sync {
 
     /// Links in the host namespace whose alias starts with `netd:`.
     fn owned_links(&self) -> Result<Vec<OwnedLink>, KernelError>;
+
+    /// Links inside the namespace at `netns` whose alias starts with `netd:` (macvlan
+    /// endpoints, which leave nothing in the host namespace). Empty for a dead namespace.
+    fn owned_links_in(&self, _netns: &Path) -> Result<Vec<OwnedLink>, KernelError> {
+        Ok(Vec::new())
+    }
 
     /// Whether a link exists in the host namespace (or in `netns`).
     fn link_exists(&self, name: &str, netns: Option<&Path>) -> Result<bool, KernelError>;

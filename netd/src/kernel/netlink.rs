@@ -43,6 +43,9 @@ use nix::errno::Errno;
 
 use super::KernelError;
 
+mod macvlan;
+pub use macvlan::mode_from_name;
+
 /// IFNAMSIZ - 1: the kernel rejects longer names with a bare EINVAL.
 pub const MAX_IFNAME: usize = 15;
 

@@ -1,11 +1,17 @@
 //! Plain data for networks, sandboxes and endpoints, with validation. No I/O here.
 
+mod macvlan;
 mod names;
 mod network;
 mod port;
 mod sandbox;
 
-pub use names::{bridge_name, fnv1a, host_veth_name, validate_ifname, validate_name, NameError};
-pub use network::{parse_cidr, Network, NetworkRequest, ParsedNetwork, ParsedSubnet, Subnet, SubnetRequest};
+pub use macvlan::MACVLAN_MODES;
+pub use names::{
+    bridge_name, fnv1a, host_veth_name, macvlan_tmp_name, validate_ifname, validate_name, NameError,
+};
+pub use network::{
+    parse_cidr, Network, NetworkRequest, ParsedNetwork, ParsedSubnet, Subnet, SubnetRequest, DRIVER_MACVLAN,
+};
 pub use port::{parse_port_spec, parse_proto, PortMapping, PortSpecError, Proto};
 pub use sandbox::{Endpoint, EndpointRequest, NetMode, Sandbox, SandboxRequest};

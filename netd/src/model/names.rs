@@ -85,6 +85,16 @@ pub fn host_veth_name(sandbox: &str, network: &str) -> String {
     )
 }
 
+/// Name of a macvlan child while it is in the host namespace, between its creation and
+/// its move into the sandbox (where it becomes `ethN`): `ndm<sandbox>-<hash>`.
+pub fn macvlan_tmp_name(sandbox: &str, network: &str) -> String {
+    let part: String = sandbox.chars().take(7).collect();
+    format!(
+        "ndm{part}-{:04x}",
+        fnv1a(format!("{sandbox}/{network}").as_bytes()) & 0xffff
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,7 +124,9 @@ mod tests {
         let v2 = host_veth_name("vote-1", "backend");
         assert!(v1.starts_with("ndvote-1-"));
         assert_ne!(v1, v2);
-        for n in [&a, &b, &v1, &v2, &host_veth_name(&"x".repeat(64), "y")] {
+        let m = macvlan_tmp_name(&"x".repeat(64), "y");
+        assert!(m.starts_with("ndmxxxxxxx-"));
+        for n in [&a, &b, &v1, &v2, &host_veth_name(&"x".repeat(64), "y"), &m] {
             assert!(validate_ifname(n).is_ok(), "{n}");
         }
     }

@@ -15,6 +15,11 @@ pub const OPT_MASQ: &str = "com.docker.network.bridge.enable_ip_masquerade";
 pub const OPT_HOST_BINDING: &str = "com.docker.network.bridge.host_binding_ipv4";
 pub const OPT_MTU: &str = "com.docker.network.driver.mtu";
 const KNOWN_BRIDGE_OPTS: &[&str] = &[OPT_BRIDGE_NAME, OPT_ICC, OPT_MASQ, OPT_HOST_BINDING];
+/// Docker's macvlan driver options (`-o parent=eth0 -o macvlan_mode=bridge`).
+pub const OPT_PARENT: &str = "parent";
+pub const OPT_MACVLAN_MODE: &str = "macvlan_mode";
+pub const DRIVER_BRIDGE: &str = "bridge";
+pub const DRIVER_MACVLAN: &str = "macvlan";
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default)]
@@ -51,6 +56,9 @@ pub struct ParsedNetwork {
     pub icc: bool,
     pub masquerade: bool,
     pub host_binding_ipv4: Option<Ipv4Addr>,
+    /// macvlan only: the host link the children hang off, and the macvlan mode.
+    pub parent: Option<String>,
+    pub macvlan_mode: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +81,7 @@ pub struct Network {
     pub name: String,
     pub id: String,
     pub driver: String,
+    /// The network's bridge; empty for macvlan networks, which have none.
     pub bridge: String,
     pub subnets: Vec<Subnet>,
     pub ipv6: bool,
@@ -82,6 +91,11 @@ pub struct Network {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_binding_ipv4: Option<Ipv4Addr>,
     pub mtu: u32,
+    /// macvlan: the parent link (`-o parent=`) and mode (`-o macvlan_mode=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub macvlan_mode: Option<String>,
     #[serde(default)]
     pub options: BTreeMap<String, String>,
     #[serde(default)]
@@ -102,6 +116,9 @@ impl Network {
     }
     pub fn subnet6(&self) -> Option<&Subnet> {
         self.subnets.iter().find(|s| s.subnet.is_ipv6())
+    }
+    pub fn is_macvlan(&self) -> bool {
+        self.driver == DRIVER_MACVLAN
     }
 }
 
@@ -138,10 +155,10 @@ impl NetworkRequest {
         if matches!(self.name.as_str(), "host" | "none" | "bridge" | "default") {
             return Err(format!("network name {:?} is reserved", self.name));
         }
-        let driver = self.driver.clone().unwrap_or_else(|| "bridge".into());
-        if driver != "bridge" {
+        let driver = self.driver.clone().unwrap_or_else(|| DRIVER_BRIDGE.into());
+        if driver != DRIVER_BRIDGE && driver != DRIVER_MACVLAN {
             return Err(format!(
-                "driver {driver:?} is not supported here (supported: bridge)"
+                "driver {driver:?} is not supported here (supported: bridge, macvlan)"
             ));
         }
         let mut o = ParsedNetwork {
@@ -155,9 +172,19 @@ impl NetworkRequest {
             icc: true,
             masquerade: true,
             host_binding_ipv4: None,
+            parent: None,
+            macvlan_mode: None,
         };
+        if o.driver == DRIVER_MACVLAN {
+            super::macvlan::parse_options(&self.options, &mut o)?;
+        }
         for (k, v) in &self.options {
             match k.as_str() {
+                k if o.driver == DRIVER_MACVLAN && k.starts_with("com.docker.network.bridge.") => {
+                    return Err(format!(
+                        "option {k} is a bridge option; this network uses the macvlan driver"
+                    ));
+                }
                 OPT_BRIDGE_NAME => {
                     validate_ifname(v).map_err(|e| format!("option {k}: {e}"))?;
                     o.bridge = v.clone();

@@ -1,0 +1,162 @@
+//! The macvlan driver: no bridge and no NAT. Each endpoint is a macvlan child of the
+//! network's parent link, created from the host namespace straight into the sandbox
+//! under a temporary name, then renamed `ethN` and marked with the endpoint alias. The
+//! sandbox has its own MAC and address on the parent's LAN, whose router is the gateway
+//! (it is not assigned anywhere on the host), as with Docker's macvlan driver.
+//!
+//! The kernel property users trip over: a macvlan child cannot talk to its own parent's
+//! host (traffic between them never crosses the parent's wire), so the host does not
+//! reach its sandboxes over the parent; other machines on the LAN do.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use ipnetwork::IpNetwork;
+
+use super::bridge::parse_mac;
+use super::endpoint_alias;
+use crate::model::{macvlan_tmp_name, Endpoint, Network};
+use crate::plan::{MacvlanSpec, SandboxSide, Step};
+
+/// A macvlan network needs nothing in the kernel until its first endpoint.
+pub fn network_up(_net: &Network) -> Vec<Step> {
+    Vec::new()
+}
+
+/// The child for one endpoint, moved into `netns`. Default routes as for bridge
+/// endpoints: only on the sandbox's first network, and never on an internal one (that is
+/// what `--internal` means for Docker's macvlan: no gateway).
+pub fn endpoint_up(net: &Network, sandbox: &str, netns: &Path, ep: &Endpoint, default_route: bool) -> Step {
+    let route = default_route && !net.internal;
+    let addrs = ep
+        .ipv4
+        .map(IpNetwork::V4)
+        .into_iter()
+        .chain(ep.ipv6.map(IpNetwork::V6))
+        .collect();
+    Step::CreateMacvlan(MacvlanSpec {
+        tmp_name: macvlan_tmp_name(sandbox, &net.name),
+        sandbox: Some(SandboxSide {
+            netns: netns.to_path_buf(),
+            ifname: ep.ifname.clone(),
+            addrs,
+            gw4: if route { ep.gateway4 } else { None },
+            gw6: if route { ep.gateway6 } else { None },
+        }),
+        ..spec(net, sandbox, ep)
+    })
+}
+
+/// For engines that move and configure the link themselves (Docker): the child stays in
+/// the host namespace as `ep.host_ifname`.
+pub fn host_endpoint_up(net: &Network, sandbox: &str, ep: &Endpoint) -> Step {
+    Step::CreateMacvlan(MacvlanSpec {
+        tmp_name: ep.host_ifname.clone(),
+        ..spec(net, sandbox, ep)
+    })
+}
+
+fn spec(net: &Network, sandbox: &str, ep: &Endpoint) -> MacvlanSpec {
+    MacvlanSpec {
+        tmp_name: String::new(),
+        parent: net.parent.clone().unwrap_or_default(),
+        mode: net.macvlan_mode.clone().unwrap_or_else(|| "bridge".into()),
+        alias: endpoint_alias(sandbox, &net.name),
+        mtu: net.mtu,
+        mac: parse_mac(&ep.mac)
+            .unwrap_or_else(|| super::bridge::mac_for(ep.ipv4.map(|n| IpAddr::V4(n.ip())))),
+        sandbox: None,
+    }
+}
+
+/// An endpoint with a host-side name (Docker's, before `Join` or after `Leave`) is
+/// deleted there; otherwise the child is in the sandbox namespace.
+pub fn endpoint_down(ep: &Endpoint, netns: &Path) -> Step {
+    if ep.host_ifname.is_empty() {
+        Step::DeleteLink {
+            name: ep.ifname.clone(),
+            netns: Some(netns.to_path_buf()),
+        }
+    } else {
+        Step::DeleteLink {
+            name: ep.host_ifname.clone(),
+            netns: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Subnet;
+
+    fn net(internal: bool) -> Network {
+        Network {
+            name: "lan".into(),
+            id: "x".into(),
+            driver: "macvlan".into(),
+            bridge: String::new(),
+            subnets: vec![Subnet {
+                subnet: "192.168.50.0/24".parse().unwrap(),
+                gateway: "192.168.50.254".parse().unwrap(),
+                ip_range: None,
+            }],
+            ipv6: false,
+            internal,
+            icc: true,
+            masquerade: false,
+            host_binding_ipv4: None,
+            mtu: 0,
+            parent: Some("eth0".into()),
+            macvlan_mode: Some("vepa".into()),
+            options: Default::default(),
+            labels: Default::default(),
+            owner: "netctl".into(),
+            created: 0,
+        }
+    }
+
+    fn ep() -> Endpoint {
+        Endpoint {
+            network: "lan".into(),
+            ifname: "eth0".into(),
+            host_ifname: String::new(),
+            mac: "02:42:c0:a8:32:02".into(),
+            ipv4: Some("192.168.50.2/24".parse().unwrap()),
+            ipv6: None,
+            gateway4: Some("192.168.50.254".parse().unwrap()),
+            gateway6: None,
+            aliases: vec![],
+        }
+    }
+
+    #[test]
+    fn child_goes_into_the_sandbox_with_the_lan_router_as_gateway() {
+        let Step::CreateMacvlan(m) =
+            endpoint_up(&net(false), "web", Path::new("/run/netns/web"), &ep(), true)
+        else {
+            panic!("not a macvlan step");
+        };
+        assert_eq!((m.parent.as_str(), m.mode.as_str()), ("eth0", "vepa"));
+        assert_eq!(m.alias, "netd:ep=web/lan");
+        assert!(m.tmp_name.starts_with("ndmweb-"));
+        let sb = m.sandbox.unwrap();
+        assert_eq!(sb.ifname, "eth0");
+        assert_eq!(sb.gw4, Some("192.168.50.254".parse().unwrap()));
+        assert_eq!(
+            endpoint_down(&ep(), Path::new("/run/netns/web")),
+            Step::DeleteLink {
+                name: "eth0".into(),
+                netns: Some("/run/netns/web".into())
+            }
+        );
+    }
+
+    #[test]
+    fn internal_networks_get_no_default_route() {
+        let Step::CreateMacvlan(m) = endpoint_up(&net(true), "web", Path::new("/n"), &ep(), true) else {
+            panic!("not a macvlan step");
+        };
+        assert_eq!(m.sandbox.unwrap().gw4, None);
+    }
+}

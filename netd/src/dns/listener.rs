@@ -1,16 +1,21 @@
 //! Per-sandbox serving loops: one UDP task and one TCP accept task on the sockets opened
 //! in the sandbox's namespace. Local answers are computed inline (microseconds); a
 //! forwarded query gets a task of its own so a slow upstream never holds up local names.
+//! UDP is read and answered in batches (`kernel::udp_batch`): queries that queued while
+//! the thread was off the CPU drain with two system calls per 32 instead of two each.
 
+use std::cell::RefCell;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
 
 use super::server::{forwarded_reply, handle, Forward, Outcome, Transport};
 use super::Shared;
+use crate::kernel::udp_batch::{self, Batch};
 
 /// A TCP client gets this long between messages before we close the connection.
 const TCP_IDLE: Duration = Duration::from_secs(10);
@@ -51,33 +56,65 @@ async fn forward(shared: &Shared, f: &Forward, t: Transport) -> Option<Vec<u8>> 
     forwarded_reply(f, up.as_ref(), t)
 }
 
+thread_local! {
+    /// One set of receive slots per serving thread (the DNS runtime has one), shared by
+    /// every sandbox's loop: a batch is read, answered and sent without an await between.
+    static SLOTS: RefCell<Batch> = RefCell::new(Batch::default());
+}
+
+/// Batches one loop serves before letting the other sandboxes' loops run.
+const ROUNDS: usize = 4;
+
 async fn udp_loop(shared: Arc<Shared>, sandbox: Arc<str>, sock: Arc<UdpSocket>) {
-    let mut buf = vec![0u8; 65535];
+    let fd = sock.as_raw_fd();
+    let mut replies: Vec<(Vec<u8>, libc::sockaddr_storage)> = Vec::with_capacity(udp_batch::BATCH);
     loop {
-        let (n, peer) = match sock.recv_from(&mut buf).await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::debug!(sandbox = %sandbox, error = %e, "dns udp recv");
-                continue;
-            }
-        };
-        let out = {
-            let table = shared.table();
-            handle(&table, &sandbox, shared.settings.ttl, &buf[..n], Transport::Udp)
-        };
-        match out {
-            Outcome::Reply(b) => {
-                let _ = sock.send_to(&b, peer).await;
-            }
-            Outcome::Drop => {}
-            Outcome::Forward(f) => {
-                let (shared, sock) = (shared.clone(), sock.clone());
-                tokio::spawn(async move {
-                    if let Some(b) = forward(&shared, &f, Transport::Udp).await {
-                        let _ = sock.send_to(&b, peer).await;
+        if sock.readable().await.is_err() {
+            return;
+        }
+        let mut more = false;
+        for _ in 0..ROUNDS {
+            let got = sock.try_io(Interest::READABLE, || {
+                SLOTS.with_borrow_mut(|b| {
+                    let n = b.recv(fd)?;
+                    let table = shared.table();
+                    for i in 0..n {
+                        let Some((req, peer)) = b.get(i) else { continue };
+                        match handle(&table, &sandbox, shared.settings.ttl, req, Transport::Udp) {
+                            Outcome::Reply(r) => replies.push((r, b.peer(i))),
+                            Outcome::Drop => {}
+                            Outcome::Forward(f) => {
+                                let (shared, sock) = (shared.clone(), sock.clone());
+                                tokio::spawn(async move {
+                                    if let Some(r) = forward(&shared, &f, Transport::Udp).await {
+                                        let _ = sock.send_to(&r, peer).await;
+                                    }
+                                });
+                            }
+                        }
                     }
-                });
+                    Ok(n)
+                })
+            });
+            if !replies.is_empty() {
+                if let Err(e) = udp_batch::send(fd, &replies) {
+                    tracing::debug!(sandbox = %sandbox, error = %e, "dns udp send");
+                }
+                replies.clear();
             }
+            more = matches!(got, Ok(n) if n == udp_batch::BATCH);
+            match got {
+                Ok(_) if more => continue,
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!(sandbox = %sandbox, error = %e, "dns udp recv");
+                    break;
+                }
+            }
+        }
+        if more {
+            tokio::task::yield_now().await;
         }
     }
 }

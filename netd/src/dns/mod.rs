@@ -167,8 +167,20 @@ impl Dns {
         networks: impl IntoIterator<Item = &'a Network>,
         sandboxes: impl IntoIterator<Item = &'a Sandbox> + Clone,
     ) {
+        self.sync_with(networks, sandboxes, &[]);
+    }
+
+    /// `sync`, with the ExternalName services of the store next to those of the config.
+    pub fn sync_with<'a>(
+        &self,
+        networks: impl IntoIterator<Item = &'a Network>,
+        sandboxes: impl IntoIterator<Item = &'a Sandbox> + Clone,
+        services: &[ExternalName],
+    ) {
         let s = &self.shared.settings;
-        let table = Table::build(networks, sandboxes.clone(), &s.cluster_domain, &s.external_names);
+        let mut external = s.external_names.clone();
+        external.extend_from_slice(services);
+        let table = Table::build(networks, sandboxes.clone(), &s.cluster_domain, &external);
         let mut ls = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
         let mut keep: Vec<&str> = Vec::new();
         for sb in sandboxes {

@@ -120,6 +120,16 @@ pub fn namespace_of(s: &Sandbox) -> Option<&str> {
     label(s, &NAMESPACE_LABELS).filter(|n| !n.is_empty())
 }
 
+/// The service names a sandbox answers under in its namespace: its service label (or
+/// its name) and its aliases.
+pub fn service_names(s: &Sandbox) -> impl Iterator<Item = &str> {
+    std::iter::once(label(s, &SERVICE_LABELS).unwrap_or(&s.name)).chain(
+        s.endpoints
+            .iter()
+            .flat_map(|e| e.aliases.iter().map(String::as_str)),
+    )
+}
+
 impl Table {
     pub fn new(cluster_domain: &str) -> Table {
         Table {
@@ -144,6 +154,11 @@ impl Table {
         }
         for x in external {
             let name = t.k8s_name(&x.name, &x.namespace);
+            // A sandbox answering under the same name keeps it (a name is either
+            // addresses or a CNAME); `create_service` refuses such a clash up front.
+            if t.by_net.values().any(|m| m.contains_key(&name)) {
+                continue;
+            }
             t.insert_global(&name, Rec::Cname(normalize(&x.target)));
         }
         t

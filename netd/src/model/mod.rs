@@ -4,8 +4,10 @@ mod names;
 mod network;
 mod port;
 mod sandbox;
+mod service;
 
 pub use names::{bridge_name, fnv1a, host_veth_name, validate_ifname, validate_name, NameError};
 pub use network::{parse_cidr, Network, NetworkRequest, ParsedNetwork, ParsedSubnet, Subnet, SubnetRequest};
 pub use port::{parse_port_spec, parse_proto, PortMapping, PortSpecError, Proto};
 pub use sandbox::{Endpoint, EndpointRequest, NetMode, Sandbox, SandboxRequest};
+pub use service::{service_key, Service, ServiceKind, ServiceRequest, DEFAULT_NAMESPACE};

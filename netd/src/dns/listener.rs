@@ -19,6 +19,11 @@ use crate::kernel::udp_batch::{self, Batch};
 
 /// A TCP client gets this long between messages before we close the connection.
 const TCP_IDLE: Duration = Duration::from_secs(10);
+/// TCP connections one sandbox may hold open at once. A resolver opens one per truncated
+/// answer and closes it after; a program that opens and holds hundreds would otherwise
+/// hold as many descriptors of netd's. One over the cap is closed at once (the client
+/// sees EOF and retries) rather than left waiting in the listen backlog.
+pub const MAX_TCP_CONNS: usize = 16;
 
 /// The tasks serving one sandbox; dropping it stops them (and closes the sockets, which
 /// is what lets the sandbox's namespace go away).
@@ -120,9 +125,27 @@ async fn udp_loop(shared: Arc<Shared>, sandbox: Arc<str>, sock: Arc<UdpSocket>) 
 }
 
 async fn tcp_loop(shared: Arc<Shared>, sandbox: Arc<str>, l: TcpListener) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNS));
     loop {
-        let Ok((s, _)) = l.accept().await else { continue };
-        tokio::spawn(tcp_conn(shared.clone(), sandbox.clone(), s));
+        let s = match l.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // Out of descriptors, say: do not spin on a listener that stays readable.
+                tracing::debug!(sandbox = %sandbox, error = %e, "dns tcp accept");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(sandbox = %sandbox, "dns tcp: {MAX_TCP_CONNS} connections open, closing a new one");
+            drop(s);
+            continue;
+        };
+        let (shared, sandbox) = (shared.clone(), sandbox.clone());
+        tokio::spawn(async move {
+            tcp_conn(shared, sandbox, s).await;
+            drop(permit);
+        });
     }
 }
 

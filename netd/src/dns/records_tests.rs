@@ -170,6 +170,25 @@ fn kubernetes_names_and_external_name() {
 }
 
 #[test]
+fn cni_pods_answer_under_their_pod_name() {
+    let mut p = sb("cni-0123456789abcdef", vec![ep("n", "10.2.0.5", None, &[])]);
+    p.labels.insert(POD_NAME_LABEL.into(), "web-0".into());
+    p.labels
+        .insert("io.kubernetes.pod.namespace".into(), "prod".into());
+    let q = sb("q", vec![ep("n", "10.2.0.6", None, &[])]);
+    let t = Table::build([], [&p, &q], "cluster.local", &[]);
+    for name in ["web-0", "WEB-0.prod.svc.cluster.local", "cni-0123456789abcdef"] {
+        assert_eq!(addrs(t.lookup("q", name, Kind::A)), ["10.2.0.5"], "{name}");
+    }
+    assert_eq!(
+        t.lookup("q", "5.0.2.10.in-addr.arpa", Kind::Ptr),
+        Lookup::Ptr(vec!["web-0".into(), "cni-0123456789abcdef".into()])
+    );
+    let names: Vec<&str> = service_names(&p).collect();
+    assert_eq!(names, ["web-0"]);
+}
+
+#[test]
 fn plug_in_records_for_services() {
     let mut t = sample();
     t.insert("front", "tasks.web", Rec::Addr("10.0.0.7".parse().unwrap()));

@@ -64,6 +64,16 @@ fn to_socket_addr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
 impl Batch {
     /// Reads up to `BATCH` datagrams without blocking; `WouldBlock` when none is queued.
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.recv_flags(fd, libc::MSG_DONTWAIT)
+    }
+
+    /// Waits for one datagram (on a blocking socket), then takes what else is queued,
+    /// up to `BATCH`: for a server thread of its own.
+    pub fn recv_wait(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.recv_flags(fd, libc::MSG_WAITFORONE)
+    }
+
+    fn recv_flags(&mut self, fd: RawFd, flags: libc::c_int) -> io::Result<usize> {
         let mut iov: [libc::iovec; BATCH] = std::array::from_fn(|i| libc::iovec {
             iov_base: self.bufs[i].as_mut_ptr().cast(),
             iov_len: SLOT,
@@ -82,7 +92,7 @@ impl Batch {
                 fd,
                 hdrs.as_mut_ptr(),
                 BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
+                flags,
                 std::ptr::null_mut(),
             )
         };
@@ -212,5 +222,13 @@ mod tests {
             let (n, from) = client.recv_from(&mut buf).unwrap();
             assert_eq!((&buf[..n], from), (&[i; 3][..], to));
         }
+        // Blocking flavour: waits for the first, takes the rest queued behind it.
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            client.send_to(b"late", to).unwrap();
+        });
+        assert_eq!(b.recv_wait(server.as_raw_fd()).unwrap(), 1);
+        assert_eq!(b.get(0).unwrap().0, b"late");
+        sender.join().unwrap();
     }
 }

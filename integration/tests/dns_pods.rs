@@ -38,8 +38,8 @@ fn ndds_cni_pod_resolves_by_its_pod_name() {
             .map(str::to_string)
             .collect::<Vec<_>>()
     };
-    assert_eq!(dig("test A"), [ip.clone()]);
-    assert_eq!(dig("TEST. A"), [ip.clone()]);
+    assert_eq!(dig("test A"), [ip.as_str()]);
+    assert_eq!(dig("TEST. A"), [ip.as_str()]);
     let ptr = dig(&format!("-x {ip}"));
     assert_eq!(ptr.first().map(String::as_str), Some("test."), "{ptr:?}");
     assert!(ptr.iter().any(|n| n.starts_with("cni-")), "{ptr:?}");

@@ -9,8 +9,9 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use super::server::{forwarded_reply, handle, Forward, Outcome, Transport};
@@ -42,7 +43,13 @@ impl Drop for SandboxListener {
 
 impl SandboxListener {
     /// Starts serving `sandbox` on already-bound sockets (must run inside the runtime).
-    pub fn start(shared: Arc<Shared>, sandbox: &str, ino: u64, udp: UdpSocket, tcp: TcpListener) -> Self {
+    pub fn start(
+        shared: Arc<Shared>,
+        sandbox: &str,
+        ino: u64,
+        udp: AsyncFd<std::net::UdpSocket>,
+        tcp: TcpListener,
+    ) -> Self {
         let name: Arc<str> = Arc::from(sandbox);
         let udp = Arc::new(udp);
         let tasks = vec![
@@ -70,36 +77,34 @@ thread_local! {
 /// Batches one loop serves before letting the other sandboxes' loops run.
 const ROUNDS: usize = 4;
 
-async fn udp_loop(shared: Arc<Shared>, sandbox: Arc<str>, sock: Arc<UdpSocket>) {
+async fn udp_loop(shared: Arc<Shared>, sandbox: Arc<str>, sock: Arc<AsyncFd<std::net::UdpSocket>>) {
     let fd = sock.as_raw_fd();
     let mut replies: Vec<(Vec<u8>, libc::sockaddr_storage)> = Vec::with_capacity(udp_batch::BATCH);
     loop {
-        if sock.readable().await.is_err() {
+        let Ok(mut ready) = sock.readable().await else {
             return;
-        }
+        };
         let mut more = false;
         for _ in 0..ROUNDS {
-            let got = sock.try_io(Interest::READABLE, || {
-                SLOTS.with_borrow_mut(|b| {
-                    let n = b.recv(fd)?;
-                    let table = shared.table();
-                    for i in 0..n {
-                        let Some((req, peer)) = b.get(i) else { continue };
-                        match handle(&table, &sandbox, shared.settings.ttl, req, Transport::Udp) {
-                            Outcome::Reply(r) => replies.push((r, b.peer(i))),
-                            Outcome::Drop => {}
-                            Outcome::Forward(f) => {
-                                let (shared, sock) = (shared.clone(), sock.clone());
-                                tokio::spawn(async move {
-                                    if let Some(r) = forward(&shared, &f, Transport::Udp).await {
-                                        let _ = sock.send_to(&r, peer).await;
-                                    }
-                                });
-                            }
+            let got = SLOTS.with_borrow_mut(|b| {
+                let n = b.recv(fd)?;
+                let table = shared.table();
+                for i in 0..n {
+                    let Some((req, peer)) = b.get(i) else { continue };
+                    match handle(&table, &sandbox, shared.settings.ttl, req, Transport::Udp) {
+                        Outcome::Reply(r) => replies.push((r, b.peer(i))),
+                        Outcome::Drop => {}
+                        Outcome::Forward(f) => {
+                            let (shared, sock) = (shared.clone(), sock.clone());
+                            tokio::spawn(async move {
+                                if let Some(r) = forward(&shared, &f, Transport::Udp).await {
+                                    let _ = sock.async_io(Interest::WRITABLE, |s| s.send_to(&r, peer)).await;
+                                }
+                            });
                         }
                     }
-                    Ok(n)
-                })
+                }
+                Ok::<usize, std::io::Error>(n)
             });
             if !replies.is_empty() {
                 if let Err(e) = udp_batch::send(fd, &replies) {
@@ -110,14 +115,16 @@ async fn udp_loop(shared: Arc<Shared>, sandbox: Arc<str>, sock: Arc<UdpSocket>) 
             more = matches!(got, Ok(n) if n == udp_batch::BATCH);
             match got {
                 Ok(_) if more => continue,
-                Ok(_) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    tracing::debug!(sandbox = %sandbox, error = %e, "dns udp recv");
-                    break;
-                }
+                // A short batch took everything queued: no need for one more call that
+                // says EAGAIN. Tokio clears readiness only if no new event came in since
+                // this guard was made, so a datagram that arrived meanwhile is not missed.
+                Ok(_) => ready.clear_ready(),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => ready.clear_ready(),
+                Err(e) => tracing::debug!(sandbox = %sandbox, error = %e, "dns udp recv"),
             }
+            break;
         }
+        drop(ready);
         if more {
             tokio::task::yield_now().await;
         }

@@ -224,7 +224,9 @@ impl Dns {
         let (u, t) =
             dns_socket::bind_in(path, *self.listen.ip(), self.listen.port()).map_err(|e| e.to_string())?;
         let _g = self.rt.enter();
-        let u = tokio::net::UdpSocket::from_std(u).map_err(|e| e.to_string())?;
+        // SAFETY: `u` owns its descriptor and nothing replaces or closes it while the
+        // AsyncFd owns `u`.
+        let u = unsafe { tokio::io::unix::AsyncFd::register(u) }.map_err(|e| e.to_string())?;
         let t = tokio::net::TcpListener::from_std(t).map_err(|e| e.to_string())?;
         tracing::debug!(sandbox, "dns: serving {}", self.listen);
         Ok(SandboxListener::start(self.shared.clone(), sandbox, ino, u, t))

@@ -170,6 +170,24 @@ fn kubernetes_names_and_external_name() {
 }
 
 #[test]
+fn a_sandbox_keeps_its_name_over_an_external_name() {
+    let mut a = sb("cart", vec![ep("n", "10.2.0.2", None, &[])]);
+    a.labels
+        .insert("io.kubernetes.pod.namespace".into(), "prod".into());
+    let clash = ExternalName {
+        namespace: "prod".into(),
+        name: "cart".into(),
+        target: "elsewhere.example.com".into(),
+    };
+    let t = Table::build([], [&a], "cluster.local", &[clash]);
+    assert_eq!(
+        addrs(t.lookup("cart", "cart.prod.svc.cluster.local", Kind::A)),
+        ["10.2.0.2"],
+        "addresses, not a CNAME next to them"
+    );
+}
+
+#[test]
 fn cni_pods_answer_under_their_pod_name() {
     let mut p = sb("cni-0123456789abcdef", vec![ep("n", "10.2.0.5", None, &[])]);
     p.labels.insert(POD_NAME_LABEL.into(), "web-0".into());

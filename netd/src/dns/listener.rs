@@ -133,6 +133,9 @@ async fn udp_loop(shared: Arc<Shared>, sandbox: Arc<str>, sock: Arc<AsyncFd<std:
 
 async fn tcp_loop(shared: Arc<Shared>, sandbox: Arc<str>, l: TcpListener) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNS));
+    // The connections belong to this task: when the sandbox goes (the task is aborted),
+    // they are closed with it instead of holding its namespace until their idle close.
+    let mut conns = tokio::task::JoinSet::new();
     loop {
         let s = match l.accept().await {
             Ok((s, _)) => s,
@@ -148,11 +151,12 @@ async fn tcp_loop(shared: Arc<Shared>, sandbox: Arc<str>, l: TcpListener) {
             drop(s);
             continue;
         };
-        let (shared, sandbox) = (shared.clone(), sandbox.clone());
-        tokio::spawn(async move {
-            tcp_conn(shared, sandbox, s).await;
+        let (shared, sb) = (shared.clone(), sandbox.clone());
+        conns.spawn(async move {
+            tcp_conn(shared, sb, s).await;
             drop(permit);
         });
+        while conns.try_join_next().is_some() {}
     }
 }
 

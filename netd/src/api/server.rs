@@ -19,7 +19,7 @@ use tokio::net::UnixListener;
 use super::types::{ConnectRequest, DisconnectRequest, ErrorBody};
 use super::MAX_BODY;
 use crate::engine::{Engine, EngineError};
-use crate::model::{EndpointRequest, NetworkRequest, SandboxRequest};
+use crate::model::{EndpointRequest, NetworkRequest, SandboxRequest, ServiceRequest};
 
 pub type Shared = Arc<Mutex<Engine>>;
 
@@ -202,6 +202,30 @@ async fn sandbox_dns(State(st): State<Shared>, Path(name): Path<String>) -> ApiR
     Ok(Json(v).into_response())
 }
 
+async fn list_services(State(st): State<Shared>) -> ApiResult<Response> {
+    Ok(Json(with_engine(&st, |e| Ok(e.services().cloned().collect::<Vec<_>>())).await?).into_response())
+}
+
+async fn create_service(State(st): State<Shared>, b: Body) -> ApiResult<Response> {
+    let req: ServiceRequest = body(b).await?;
+    Ok(created(with_engine(&st, move |e| e.create_service(&req)).await?))
+}
+
+async fn get_service(
+    State(st): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    Ok(Json(with_engine(&st, move |e| e.service(&ns, &name).cloned()).await?).into_response())
+}
+
+async fn delete_service(
+    State(st): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    with_engine(&st, move |e| e.remove_service(&ns, &name)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn not_found() -> ApiError {
     ApiError(StatusCode::NOT_FOUND, "no such API endpoint".into())
 }
@@ -219,6 +243,11 @@ pub fn router(engine: Shared) -> Router {
         .route("/v1/sandboxes", get(list_sandboxes).post(create_sandbox))
         .route("/v1/sandboxes/{name}", get(get_sandbox).delete(delete_sandbox))
         .route("/v1/sandboxes/{name}/dns", get(sandbox_dns))
+        .route("/v1/services", get(list_services).post(create_service))
+        .route(
+            "/v1/services/{namespace}/{name}",
+            get(get_service).delete(delete_service),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(|| async {
             ApiError(

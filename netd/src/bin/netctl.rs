@@ -33,6 +33,44 @@ enum Top {
     /// The embedded DNS server (127.0.0.11 in every sandbox).
     #[command(subcommand)]
     Dns(DnsCmd),
+    /// Manage services (today: ExternalName, a CNAME under <name>.<namespace>.svc.<domain>).
+    #[command(subcommand)]
+    Service(SvcCmd),
+}
+
+#[derive(Subcommand)]
+enum SvcCmd {
+    /// Create a service: with --external-name, NAME.NAMESPACE.svc.<cluster domain> is a
+    /// CNAME to TARGET (Kubernetes' ExternalName).
+    Create {
+        name: String,
+        /// The DNS name the service points to (a CNAME target, not an IP address).
+        #[arg(long = "external-name", value_name = "TARGET")]
+        external_name: Option<String>,
+        /// Kubernetes-style namespace (default: default).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List services.
+    #[command(alias = "list")]
+    Ls(ListArgs),
+    /// Show services in detail (JSON).
+    Inspect {
+        names: Vec<String>,
+        #[arg(short = 'n', long, default_value = netd::model::DEFAULT_NAMESPACE)]
+        namespace: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove services.
+    #[command(alias = "remove")]
+    Rm {
+        names: Vec<String>,
+        #[arg(short = 'n', long, default_value = netd::model::DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -317,6 +355,65 @@ fn inspect(c: &Client, kind: &str, names: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn service_row(v: &Value) -> String {
+    let target = match s(&v["kind"]) {
+        "external_name" => s(&v["target"]).to_string(),
+        _ => "-".to_string(),
+    };
+    format!(
+        "{:<24} {:<16} {:<14} {}",
+        s(&v["name"]),
+        s(&v["namespace"]),
+        s(&v["kind"]),
+        target
+    )
+}
+
+fn service(c: &Client, cmd: SvcCmd) -> anyhow::Result<()> {
+    match cmd {
+        SvcCmd::Create {
+            name,
+            external_name,
+            namespace,
+            json,
+        } => {
+            let req = netd::model::ServiceRequest {
+                name,
+                namespace,
+                kind: None,
+                external_name,
+            };
+            let v = c.post("/v1/services", &serde_json::to_value(&req)?)?;
+            if json {
+                print_json(&v);
+            } else {
+                println!("{}", s(&v["id"]));
+            }
+        }
+        SvcCmd::Ls(a) => list(
+            c,
+            "/v1/services",
+            &a,
+            &format!("{:<24} {:<16} {:<14} TARGET", "NAME", "NAMESPACE", "KIND"),
+            service_row,
+        )?,
+        SvcCmd::Inspect { names, namespace, .. } => {
+            let names: Vec<String> = names.iter().map(|n| format!("{namespace}/{n}")).collect();
+            inspect(c, "services", &names)?
+        }
+        SvcCmd::Rm { names, namespace } => {
+            if names.is_empty() {
+                bail!("rm needs at least one service name");
+            }
+            for n in &names {
+                c.delete(&format!("/v1/services/{namespace}/{n}"))?;
+                println!("{n}");
+            }
+        }
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     let c = Client::new(&cli.socket);
     match cli.cmd {
@@ -452,6 +549,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         },
+        Top::Service(cmd) => service(&c, cmd)?,
         Top::Dns(DnsCmd::Ls { sandbox, json }) => {
             let v = c.get(&format!("/v1/sandboxes/{sandbox}/dns"))?;
             if json {

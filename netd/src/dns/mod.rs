@@ -167,8 +167,20 @@ impl Dns {
         networks: impl IntoIterator<Item = &'a Network>,
         sandboxes: impl IntoIterator<Item = &'a Sandbox> + Clone,
     ) {
+        self.sync_with(networks, sandboxes, &[]);
+    }
+
+    /// `sync`, with the ExternalName services of the store next to those of the config.
+    pub fn sync_with<'a>(
+        &self,
+        networks: impl IntoIterator<Item = &'a Network>,
+        sandboxes: impl IntoIterator<Item = &'a Sandbox> + Clone,
+        services: &[ExternalName],
+    ) {
         let s = &self.shared.settings;
-        let table = Table::build(networks, sandboxes.clone(), &s.cluster_domain, &s.external_names);
+        let mut external = s.external_names.clone();
+        external.extend_from_slice(services);
+        let table = Table::build(networks, sandboxes.clone(), &s.cluster_domain, &external);
         let mut ls = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
         let mut keep: Vec<&str> = Vec::new();
         for sb in sandboxes {
@@ -212,7 +224,9 @@ impl Dns {
         let (u, t) =
             dns_socket::bind_in(path, *self.listen.ip(), self.listen.port()).map_err(|e| e.to_string())?;
         let _g = self.rt.enter();
-        let u = tokio::net::UdpSocket::from_std(u).map_err(|e| e.to_string())?;
+        // SAFETY: `u` owns its descriptor and nothing replaces or closes it while the
+        // AsyncFd owns `u`.
+        let u = unsafe { tokio::io::unix::AsyncFd::register(u) }.map_err(|e| e.to_string())?;
         let t = tokio::net::TcpListener::from_std(t).map_err(|e| e.to_string())?;
         tracing::debug!(sandbox, "dns: serving {}", self.listen);
         Ok(SandboxListener::start(self.shared.clone(), sandbox, ino, u, t))

@@ -22,8 +22,12 @@ use crate::model::{NetMode, Network, Proto, Sandbox};
 
 /// Labels that put a sandbox in a Kubernetes-style namespace (the first one set wins).
 pub const NAMESPACE_LABELS: [&str; 2] = ["io.kubernetes.pod.namespace", "netd.namespace"];
-/// Label naming the Kubernetes service a sandbox backs (default: the sandbox name).
+/// Label naming the Kubernetes service a sandbox backs (default: its pod name, else the
+/// sandbox name).
 pub const SERVICE_LABELS: [&str; 2] = ["io.kubernetes.service", "netd.service"];
+/// The pod a sandbox is (set by netd-cni from CNI_ARGS `K8S_POD_NAME`): a CNI sandbox is
+/// named `cni-<hash of the container id>`, so this is the name people know it by.
+pub const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
 
 /// A Kubernetes ExternalName service: `<name>.<namespace>.svc.<domain>` is a CNAME.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,9 +119,31 @@ fn label<'a>(s: &'a Sandbox, keys: &[&str]) -> Option<&'a str> {
     keys.iter().find_map(|k| s.labels.get(*k).map(String::as_str))
 }
 
+/// The name a sandbox is known by: its pod name when it has one.
+pub fn display_name(s: &Sandbox) -> &str {
+    pod_name(s).unwrap_or(&s.name)
+}
+
+fn pod_name(s: &Sandbox) -> Option<&str> {
+    s.labels
+        .get(POD_NAME_LABEL)
+        .map(String::as_str)
+        .filter(|n| !n.is_empty())
+}
+
 /// The namespace a sandbox was created in, if any (drives k8s names and search domains).
 pub fn namespace_of(s: &Sandbox) -> Option<&str> {
     label(s, &NAMESPACE_LABELS).filter(|n| !n.is_empty())
+}
+
+/// The service names a sandbox answers under in its namespace: its service label (or
+/// its name) and its aliases.
+pub fn service_names(s: &Sandbox) -> impl Iterator<Item = &str> {
+    std::iter::once(label(s, &SERVICE_LABELS).unwrap_or(display_name(s))).chain(
+        s.endpoints
+            .iter()
+            .flat_map(|e| e.aliases.iter().map(String::as_str)),
+    )
 }
 
 impl Table {
@@ -144,6 +170,11 @@ impl Table {
         }
         for x in external {
             let name = t.k8s_name(&x.name, &x.namespace);
+            // A sandbox answering under the same name keeps it (a name is either
+            // addresses or a CNAME); `create_service` refuses such a clash up front.
+            if t.by_net.values().any(|m| m.contains_key(&name)) {
+                continue;
+            }
             t.insert_global(&name, Rec::Cname(normalize(&x.target)));
         }
         t
@@ -165,13 +196,15 @@ impl Table {
             },
         );
         let ns = namespace_of(s);
-        let svc = label(s, &SERVICE_LABELS).unwrap_or(&s.name).to_string();
+        let svc = label(s, &SERVICE_LABELS).unwrap_or(display_name(s)).to_string();
+        let pod = pod_name(s).filter(|p| normalize(p) != normalize(&s.name));
         let mut ports: Vec<(u16, Proto)> = s.expose.clone();
         ports.extend(s.ports.iter().map(|p| (p.container_port, p.proto)));
         ports.sort();
         ports.dedup();
         for e in &s.endpoints {
             let mut names = vec![s.name.clone()];
+            names.extend(pod.map(str::to_string));
             names.extend(e.aliases.iter().cloned());
             if let Some(ns) = ns {
                 names.push(self.k8s_name(&svc, ns));
@@ -195,6 +228,10 @@ impl Table {
                 }
             }
             for ip in e.ips() {
+                // The pod name first: that is what a reverse lookup should tell a person.
+                if let Some(p) = pod {
+                    self.insert_ptr(&e.network, ip, p);
+                }
                 self.insert_ptr(&e.network, ip, &s.name);
             }
         }

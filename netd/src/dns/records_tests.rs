@@ -170,6 +170,43 @@ fn kubernetes_names_and_external_name() {
 }
 
 #[test]
+fn a_sandbox_keeps_its_name_over_an_external_name() {
+    let mut a = sb("cart", vec![ep("n", "10.2.0.2", None, &[])]);
+    a.labels
+        .insert("io.kubernetes.pod.namespace".into(), "prod".into());
+    let clash = ExternalName {
+        namespace: "prod".into(),
+        name: "cart".into(),
+        target: "elsewhere.example.com".into(),
+    };
+    let t = Table::build([], [&a], "cluster.local", &[clash]);
+    assert_eq!(
+        addrs(t.lookup("cart", "cart.prod.svc.cluster.local", Kind::A)),
+        ["10.2.0.2"],
+        "addresses, not a CNAME next to them"
+    );
+}
+
+#[test]
+fn cni_pods_answer_under_their_pod_name() {
+    let mut p = sb("cni-0123456789abcdef", vec![ep("n", "10.2.0.5", None, &[])]);
+    p.labels.insert(POD_NAME_LABEL.into(), "web-0".into());
+    p.labels
+        .insert("io.kubernetes.pod.namespace".into(), "prod".into());
+    let q = sb("q", vec![ep("n", "10.2.0.6", None, &[])]);
+    let t = Table::build([], [&p, &q], "cluster.local", &[]);
+    for name in ["web-0", "WEB-0.prod.svc.cluster.local", "cni-0123456789abcdef"] {
+        assert_eq!(addrs(t.lookup("q", name, Kind::A)), ["10.2.0.5"], "{name}");
+    }
+    assert_eq!(
+        t.lookup("q", "5.0.2.10.in-addr.arpa", Kind::Ptr),
+        Lookup::Ptr(vec!["web-0".into(), "cni-0123456789abcdef".into()])
+    );
+    let names: Vec<&str> = service_names(&p).collect();
+    assert_eq!(names, ["web-0"]);
+}
+
+#[test]
 fn plug_in_records_for_services() {
     let mut t = sample();
     t.insert("front", "tasks.web", Rec::Addr("10.0.0.7".parse().unwrap()));

@@ -17,6 +17,7 @@ mod ports;
 mod reaper;
 mod reconcile;
 mod sandbox;
+mod service;
 mod short_lived;
 
 use std::collections::BTreeMap;
@@ -29,7 +30,7 @@ use serde::Serialize;
 use crate::firewall::{ruleset, FwEndpoint, FwNetwork, FwState};
 use crate::ipam::{IpamConfig, Pool};
 use crate::kernel::Kernel;
-use crate::model::{Network, Sandbox};
+use crate::model::{Network, Sandbox, Service, ServiceKind};
 use crate::plan::{self, Step};
 use crate::store::{self, Bucket, Store, Txn};
 
@@ -120,6 +121,8 @@ pub struct Engine {
     cfg: EngineConfig,
     networks: BTreeMap<String, Network>,
     sandboxes: BTreeMap<String, Sandbox>,
+    /// Keyed `<namespace>/<name>`.
+    services: BTreeMap<String, Service>,
     /// Keyed `<network>/4` and `<network>/6`.
     pools: BTreeMap<String, Pool>,
     /// What the kernel's netd tables hold now.
@@ -181,6 +184,9 @@ impl Engine {
         let pools = store::load::<Pool>(store.as_ref(), Bucket::Pools)?
             .into_iter()
             .collect();
+        let services = store::load::<Service>(store.as_ref(), Bucket::Services)?
+            .into_iter()
+            .collect();
         let port_cursor = cfg.ephemeral_ports.0;
         let reaper = reaper::Reaper::new(kernel.clone());
         Ok(Engine {
@@ -189,6 +195,7 @@ impl Engine {
             cfg,
             networks,
             sandboxes,
+            services,
             pools,
             fw: FwState::default(),
             port_cursor,
@@ -218,7 +225,18 @@ impl Engine {
     /// operation, so names change before the API call returns.
     fn sync_dns(&self) {
         if let Some(d) = &self.dns {
-            d.sync(self.networks.values(), self.sandboxes.values());
+            let external: Vec<crate::dns::records::ExternalName> = self
+                .services
+                .values()
+                .map(|s| match &s.kind {
+                    ServiceKind::ExternalName { target } => crate::dns::records::ExternalName {
+                        namespace: s.namespace.clone(),
+                        name: s.name.clone(),
+                        target: target.clone(),
+                    },
+                })
+                .collect();
+            d.sync_with(self.networks.values(), self.sandboxes.values(), &external);
         }
     }
 

@@ -322,3 +322,53 @@ fn external_namespace_is_attached_never_created_or_deleted() {
     );
     assert!(t.s.list(Bucket::Pending).unwrap().is_empty());
 }
+
+#[test]
+fn services_persist_clash_with_sandbox_names_and_bad_input_changes_nothing() {
+    use crate::model::{ServiceKind, ServiceRequest};
+    let mut t = setup();
+    t.e.create_network(&net("a", Some("10.1.0.0/24"))).unwrap();
+    let mut cart = sb("cart", &["a"]);
+    cart.labels.insert("netd.namespace".into(), "shop".into());
+    t.e.create_sandbox(&cart).unwrap();
+    let req = |name: &str, ns: &str, target: &str| ServiceRequest {
+        name: name.into(),
+        namespace: Some(ns.into()),
+        external_name: Some(target.into()),
+        ..Default::default()
+    };
+    let s =
+        t.e.create_service(&req("mail", "shop", "smtp.example.com"))
+            .unwrap();
+    assert_eq!(
+        s.kind,
+        ServiceKind::ExternalName {
+            target: "smtp.example.com".into()
+        }
+    );
+    let before = snapshot(&t);
+    for (r, want) in [
+        (req("mail", "shop", "x.y"), "already exists"),
+        (req("cart", "shop", "x.y"), "sandbox cart already answers"),
+        (req("Mail", "shop", "x.y"), "invalid service name"),
+        (req("m", "shop", "1.2.3.4"), "not an IP address"),
+    ] {
+        let e = t.e.create_service(&r).unwrap_err().to_string();
+        assert!(e.contains(want), "{r:?}: {e}");
+    }
+    assert!(matches!(
+        t.e.remove_service("shop", "nope"),
+        Err(EngineError::NotFound(_))
+    ));
+    assert!(snapshot(&t) == before, "bad input changed nothing");
+    // The same name in another namespace is another service.
+    t.e.create_service(&req("cart", "other", "x.y")).unwrap();
+
+    // A new engine on the same store has them.
+    let (e2, _) = Engine::open(t.k.clone(), t.s.clone(), t.e.cfg.clone()).unwrap();
+    let keys: Vec<String> = e2.services().map(|s| s.key()).collect();
+    assert_eq!(keys, ["other/cart", "shop/mail"]);
+    t.e.remove_service("shop", "mail").unwrap();
+    assert_eq!(t.s.list(Bucket::Services).unwrap().len(), 1);
+    assert!(t.e.service("shop", "mail").is_err());
+}

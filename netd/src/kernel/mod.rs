@@ -13,6 +13,7 @@ pub mod netns;
 pub mod nft;
 pub mod probe;
 pub mod sysctl;
+pub mod udp_batch;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

@@ -5,6 +5,7 @@ mod names;
 mod network;
 mod port;
 mod sandbox;
+mod service;
 
 pub use macvlan::MACVLAN_MODES;
 pub use names::{
@@ -15,3 +16,4 @@ pub use network::{
 };
 pub use port::{parse_port_spec, parse_proto, PortMapping, PortSpecError, Proto};
 pub use sandbox::{Endpoint, EndpointRequest, NetMode, Sandbox, SandboxRequest};
+pub use service::{service_key, Service, ServiceKind, ServiceRequest, DEFAULT_NAMESPACE};

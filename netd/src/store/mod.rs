@@ -21,14 +21,17 @@ pub enum Bucket {
     /// Operations under way: written before a kernel change that reconcile cannot
     /// otherwise attribute (a new namespace), removed with the operation's final commit.
     Pending,
+    /// Services (`model::Service`), keyed `<namespace>/<name>`.
+    Services,
 }
 
 impl Bucket {
-    pub const ALL: [Bucket; 4] = [
+    pub const ALL: [Bucket; 5] = [
         Bucket::Networks,
         Bucket::Sandboxes,
         Bucket::Pools,
         Bucket::Pending,
+        Bucket::Services,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -36,6 +39,7 @@ impl Bucket {
             Bucket::Sandboxes => "sandboxes",
             Bucket::Pools => "pools",
             Bucket::Pending => "pending",
+            Bucket::Services => "services",
         }
     }
 }

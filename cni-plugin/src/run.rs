@@ -106,6 +106,13 @@ fn command(b: &mut dyn Netd, conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<
             delegated_ipam::exec(plugin, "DEL", env, stdin)?;
             r
         }
+        // CNI 1.1: a plugin that delegates IPAM hands GC and STATUS on to the IPAM
+        // plugin too (after its own: GC releases netd's side first).
+        Command::Gc | Command::Status => {
+            netd_command(b, conf, env)?;
+            let cmd = if env.command == Command::Gc { "GC" } else { "STATUS" };
+            delegated_ipam::exec(plugin, cmd, env, stdin).map(|_| None)
+        }
         _ => netd_command(b, conf, env),
     }
 }

@@ -542,3 +542,104 @@ fn cni_delegated_ipam_standalone() {
     }
     delegated_ipam(Mode::Standalone);
 }
+
+/// Addresses host-local has leased: the files named by address in its data dir.
+fn host_local_leases(dir: &std::path::Path) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.parse::<std::net::IpAddr>().ok()?;
+            let owner = std::fs::read_to_string(e.path()).unwrap_or_default();
+            Some((name, owner.lines().next().unwrap_or("").to_string()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The drop-in `"ipam": {"type": "host-local", ...}` is executed from CNI_PATH (the
+/// reference plugin, as the spec describes): host-local's lease files decide the address,
+/// netd leases the same one, an ADD that netd refuses hands host-local's lease back, and
+/// DEL releases both (three times, the last after the namespace is gone).
+fn host_local_executed(mode: Mode) {
+    let node = Node::new(mode);
+    let data = node.host.base.join("host-local");
+    let conf = node.conf(
+        "ndcni-hl",
+        "unused",
+        // Debian's reference plugins (1.1.1) speak up to 1.0.0.
+        json!({"cniVersion": "1.0.0",
+               "ipam": {"type": "host-local",
+                        "ranges": [[{"subnet": "10.238.0.0/24", "rangeStart": "10.238.0.50"}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "dataDir": data}}),
+    );
+    let leases_dir = data.join("ndcni-hl");
+    let ns1 = Netns::new();
+    let mut ns2 = Netns::new();
+    let r1 = node.add("ctr-hl1", &ns1, &conf);
+    let r2 = node.add("ctr-hl2", &ns2, &conf);
+    // host-local allocates upwards from rangeStart; netd's own IPAM would not pick these.
+    assert_eq!(r1["ips"][0]["address"], "10.238.0.50/24", "{r1}");
+    assert_eq!(r2["ips"][0]["address"], "10.238.0.51/24", "{r2}");
+    assert_eq!(r1["ips"][0]["gateway"], "10.238.0.1", "{r1}");
+    assert_eq!(
+        host_local_leases(&leases_dir),
+        vec![
+            ("10.238.0.50".to_string(), "ctr-hl1".to_string()),
+            ("10.238.0.51".to_string(), "ctr-hl2".to_string())
+        ]
+    );
+    assert_eq!(ns1.addrs("eth0"), vec!["10.238.0.50/24".to_string()]);
+    assert!(integration::harness::ping_from(
+        std::path::Path::new(&ns2.path()),
+        None,
+        "10.238.0.50"
+    ));
+    let netd_leases: Vec<String> = node.leases().values().flatten().cloned().collect();
+    assert!(
+        netd_leases.contains(&"10.238.0.50".to_string()) && netd_leases.contains(&"10.238.0.51".to_string()),
+        "{netd_leases:?}"
+    );
+
+    // netd refuses a second interface of ctr-hl2 on the same network after host-local
+    // leased it an address: the failed ADD gives that address back.
+    let (code, out, _) = node.exec("ADD", "ctr-hl2", &ns2.path(), "eth1", &conf);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(host_local_leases(&leases_dir).len(), 2, "failed ADD leaked a host-local lease");
+    assert!(!ns2.sh("ip link show eth1").ok());
+
+    node.del("ctr-hl1", &ns1.path(), &conf);
+    assert_eq!(
+        host_local_leases(&leases_dir),
+        vec![("10.238.0.51".to_string(), "ctr-hl2".to_string())]
+    );
+    node.del("ctr-hl2", &ns2.path(), &conf);
+    ns2.delete();
+    for _ in 0..2 {
+        node.del("ctr-hl1", &ns1.path(), &conf);
+        node.del("ctr-hl2", &ns2.path(), &conf);
+    }
+    assert!(host_local_leases(&leases_dir).is_empty());
+    assert!(node.sandboxes().is_empty());
+    assert!(node.leases().values().all(Vec::is_empty), "{:?}", node.leases());
+}
+
+#[test]
+fn cni_host_local_ipam_executed_delegating() {
+    if skip("cni_host_local_ipam_executed_delegating") {
+        return;
+    }
+    host_local_executed(Mode::Delegating);
+}
+
+#[test]
+fn cni_host_local_ipam_executed_standalone() {
+    if skip("cni_host_local_ipam_executed_standalone") {
+        return;
+    }
+    host_local_executed(Mode::Standalone);
+}

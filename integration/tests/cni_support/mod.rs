@@ -74,7 +74,7 @@ impl Node {
             "type": "netd-cni",
             "bridge": format!("ndcni{}", NEXT.fetch_add(1, Ordering::Relaxed)),
             "ipMasq": true,
-            "ipam": {"type": "host-local", "subnet": subnet},
+            "ipam": {"type": "netd", "subnet": subnet},
         });
         match self.mode {
             Mode::Delegating => c["socket"] = self.host.socket().display().to_string().into(),

@@ -110,7 +110,11 @@ fn command(b: &mut dyn Netd, conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<
         // plugin too (after its own: GC releases netd's side first).
         Command::Gc | Command::Status => {
             netd_command(b, conf, env)?;
-            let cmd = if env.command == Command::Gc { "GC" } else { "STATUS" };
+            let cmd = if env.command == Command::Gc {
+                "GC"
+            } else {
+                "STATUS"
+            };
             delegated_ipam::exec(plugin, cmd, env, stdin).map(|_| None)
         }
         _ => netd_command(b, conf, env),

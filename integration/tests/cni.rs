@@ -45,6 +45,22 @@ fn add_check_del(mode: Mode) {
         "10.231.0.1"
     ));
 
+    // The same network name with another subnet or bridge is a config error (code 7)
+    // that creates nothing (delegating mode: the daemon's 412 on `/v1/attach`).
+    let ns_other = Netns::new();
+    for (key, val) in [
+        ("ipam", json!({"type": "netd", "subnet": "10.232.0.0/24"})),
+        ("bridge", json!("ndcnix0")),
+    ] {
+        let mut other = conf.clone();
+        other[key] = val;
+        let (code, out, _) = node.exec("ADD", "ctr-other", &ns_other.path(), "eth0", &other);
+        assert_eq!((code, out["code"].as_u64()), (1, Some(7)), "{key}: {out}");
+        assert!(out["msg"].as_str().unwrap_or("").contains("exists with"), "{out}");
+    }
+    assert!(!ns_other.sh("ip link show eth0").ok());
+    assert_eq!(node.sandboxes().len(), 1);
+
     // CHECK with the result as prevResult (what libcni does).
     let mut c = conf.clone();
     c["prevResult"] = r.clone();
@@ -609,7 +625,11 @@ fn host_local_executed(mode: Mode) {
     // leased it an address: the failed ADD gives that address back.
     let (code, out, _) = node.exec("ADD", "ctr-hl2", &ns2.path(), "eth1", &conf);
     assert_eq!(code, 1, "{out}");
-    assert_eq!(host_local_leases(&leases_dir).len(), 2, "failed ADD leaked a host-local lease");
+    assert_eq!(
+        host_local_leases(&leases_dir).len(),
+        2,
+        "failed ADD leaked a host-local lease"
+    );
     assert!(!ns2.sh("ip link show eth1").ok());
 
     node.del("ctr-hl1", &ns1.path(), &conf);

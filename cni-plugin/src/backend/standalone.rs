@@ -18,7 +18,7 @@ use netd::kernel::linux::LinuxKernel;
 use netd::model::{Endpoint, EndpointRequest, Network, NetworkRequest, Sandbox, SandboxRequest};
 use netd::store::RedbStore;
 
-use super::{Created, Netd};
+use super::{attach_in_steps, Attach, Created, Netd};
 use crate::error::{code, from_engine, CniError, Result};
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/netd-cni";
@@ -170,6 +170,10 @@ impl Netd for Standalone {
 
     fn sandboxes(&mut self) -> Result<Vec<Sandbox>> {
         Ok(self.engine.sandboxes().cloned().collect())
+    }
+
+    fn attach(&mut self, net: &NetworkRequest, req: &SandboxRequest) -> Result<Attach> {
+        attach_in_steps(self, net, req)
     }
 
     fn free_addresses(&mut self, network: &str) -> Result<Option<u128>> {

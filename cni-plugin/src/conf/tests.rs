@@ -92,16 +92,17 @@ fn errors_get_the_spec_codes() {
     assert!(parse(&with("ipam", json!({"type": "dhcp"}))).is_ok());
     // host-local is executed too: its keys are its own business (and its error, with its
     // code, comes back from the exec), so netd-cni does not judge them.
-    assert!(parse(&with("ipam", json!({"type": "host-local", "subnet": "10.0.0.0/33"}))).is_ok());
+    assert!(parse(&with(
+        "ipam",
+        json!({"type": "host-local", "subnet": "10.0.0.0/33"})
+    ))
+    .is_ok());
     assert_eq!(
         code_of(&with("ipam", json!({"type": "../../bin/sh"}))),
         code::INVALID_CONFIG
     );
     assert_eq!(
-        code_of(&with(
-            "ipam",
-            json!({"type": "netd", "subnet": "10.0.0.0/33"})
-        )),
+        code_of(&with("ipam", json!({"type": "netd", "subnet": "10.0.0.0/33"}))),
         code::INVALID_CONFIG
     );
     assert_eq!(

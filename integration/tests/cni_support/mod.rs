@@ -118,11 +118,8 @@ impl Node {
                     .expect("sandboxes")
             }
             Mode::Standalone => {
-                let path = self.state_dir().join("netd.redb");
-                if !path.exists() {
-                    return Vec::new();
-                }
-                let store = netd::store::RedbStore::open(&path).expect("open plugin store");
+                let path = self.state_dir().join("netd.json");
+                let store = netd::store::FileStore::open(&path).expect("open plugin store");
                 netd::store::load::<Sandbox>(&store, netd::store::Bucket::Sandboxes)
                     .expect("load")
                     .into_iter()
@@ -149,8 +146,8 @@ impl Node {
                     .collect()
             }
             Mode::Standalone => {
-                let path = self.state_dir().join("netd.redb");
-                let store = netd::store::RedbStore::open(&path).expect("open plugin store");
+                let path = self.state_dir().join("netd.json");
+                let store = netd::store::FileStore::open(&path).expect("open plugin store");
                 netd::store::load(&store, netd::store::Bucket::Pools).expect("load")
             }
         };

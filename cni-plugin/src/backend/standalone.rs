@@ -51,7 +51,11 @@ fn open_store(state_dir: &Path) -> std::result::Result<FileStore, StoreError> {
     let mut txn = Txn::new();
     for b in Bucket::ALL {
         for (key, value) in redb.list(b)? {
-            txn.ops.push(Op::Put { bucket: b, key, value });
+            txn.ops.push(Op::Put {
+                bucket: b,
+                key,
+                value,
+            });
         }
     }
     // An empty store still gets its file, so the migration is not attempted again.
@@ -232,7 +236,8 @@ mod tests {
         {
             let old = RedbStore::open(&dir.join("netd.redb")).unwrap();
             let mut t = Txn::new();
-            t.put(Bucket::Networks, "podnet", &"net").put(Bucket::Pools, "podnet/4", &7u32);
+            t.put(Bucket::Networks, "podnet", &"net")
+                .put(Bucket::Pools, "podnet/4", &7u32);
             old.commit(&t).unwrap();
         }
         let s = open_store(&dir).unwrap();

@@ -10,6 +10,7 @@ pub mod linux;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod nft_table;
 pub mod probe;
 pub mod sysctl;
 

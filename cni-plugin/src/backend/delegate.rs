@@ -118,7 +118,7 @@ impl Netd for Delegate {
         match self.client.post("/v1/attach", &body) {
             Ok(v) => {
                 let a: Attached = decode(v)?;
-                Ok(Attach::Done(a.network, a.sandbox))
+                Ok(Attach::Done(Box::new(a.network), a.sandbox))
             }
             Err(ClientError::Api { status: 409, message }) if is_name_taken(&message) => Ok(Attach::Exists),
             Err(ClientError::Api { status: 412, message }) => Err(mismatch_error(&message)),

@@ -22,7 +22,7 @@ pub enum Created {
 
 /// What an attach (network ensured, then sandbox created) gave.
 pub enum Attach {
-    Done(Network, Sandbox),
+    Done(Box<Network>, Sandbox),
     /// A sandbox of that name exists (the caller sorts out which case it is).
     Exists,
 }
@@ -31,7 +31,7 @@ pub enum Attach {
 pub fn attach_in_steps(b: &mut dyn Netd, net: &NetworkRequest, req: &SandboxRequest) -> Result<Attach> {
     let n = crate::ops::ensure_network(b, net)?;
     match b.create_sandbox(req)? {
-        Created::Sandbox(sb) => Ok(Attach::Done(n, sb)),
+        Created::Sandbox(sb) => Ok(Attach::Done(Box::new(n), sb)),
         Created::Exists => Ok(Attach::Exists),
         Created::NoNetwork => Err(CniError::new(
             code::TRY_AGAIN_LATER,

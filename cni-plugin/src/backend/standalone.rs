@@ -1,6 +1,7 @@
 //! Standalone mode: no daemon. netd's engine runs inside this process for one operation,
-//! on the plugin's own store (`<stateDir>/netd.json`, a `FileStore`: no fsync to open or
-//! close, unlike redb, which is what earlier versions used and is migrated from once),
+//! on the plugin's own store (`<stateDir>/netd.json`, a `FileStore` committed by atomic
+//! rename without fsync: it describes only state a reboot wipes; redb, which earlier
+//! versions used and is migrated from once, cost seven fsyncs per exec),
 //! under an exclusive `flock` on
 //! `<stateDir>/lock` that serialises concurrent plugin processes (what makes IPAM free of
 //! duplicates here, as the engine lock does in the daemon).
@@ -43,7 +44,9 @@ fn io(what: &str, p: &Path, e: std::io::Error) -> CniError {
 fn open_store(state_dir: &Path) -> std::result::Result<FileStore, StoreError> {
     let path = state_dir.join("netd.json");
     let old = state_dir.join("netd.redb");
-    let store = FileStore::open(&path)?;
+    // Everything this store describes (links, nftables rules, the runtime's namespaces)
+    // is gone after a reboot, so its commits need atomicity (kill -9), not fsync.
+    let store = FileStore::open(&path)?.without_fsync();
     if path.exists() || !old.exists() {
         return Ok(store);
     }

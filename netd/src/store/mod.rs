@@ -171,9 +171,17 @@ mod tests {
             assert!(s.commit(&t).is_err());
             assert_eq!(s.list(Bucket::Pools).unwrap().len(), 1);
         }
-        let s = FileStore::open(&path).unwrap();
+        let s = FileStore::open(&path).unwrap().without_fsync();
         assert_eq!(s.list(Bucket::Networks).unwrap().len(), 1);
         assert_eq!(s.list(Bucket::Pools).unwrap().len(), 1);
+        let mut t = Txn::new();
+        t.delete(Bucket::Pools, "a/4");
+        s.commit(&t).unwrap();
+        assert!(FileStore::open(&path)
+            .unwrap()
+            .list(Bucket::Pools)
+            .unwrap()
+            .is_empty());
         assert!(!dir.join("state.json.tmp").exists());
         std::fs::write(&path, b"garbage").unwrap();
         assert!(FileStore::open(&path).is_err());

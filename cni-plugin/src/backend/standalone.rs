@@ -102,8 +102,6 @@ impl Standalone {
         lap("store_open");
         let kernel = LinuxKernel::current()
             .map_err(|e| CniError::new(code::IO, format!("open kernel interfaces: {e}")))?;
-        // libnftables loads and makes its context on its own thread meanwhile.
-        kernel.warm_nft();
         lap("kernel_open");
         let cfg = EngineConfig {
             netns_dir: state_dir.join("netns"),

@@ -67,15 +67,6 @@ impl LinuxKernel {
         })
     }
 
-    /// Starts making the nftables context now, on its worker, without waiting: a
-    /// short-lived process (the CNI plugin) overlaps that with its other work.
-    pub fn warm_nft(&self) {
-        let mut g = self.nft.lock().unwrap_or_else(|e| e.into_inner());
-        if g.is_none() {
-            *g = Nft::spawn_in(self.host_path.as_deref()).ok();
-        }
-    }
-
     /// The host namespace's path, `None` for `current()`.
     pub fn host_netns(&self) -> Option<&Path> {
         self.host_path.as_deref()

@@ -345,26 +345,6 @@ impl Nft {
     /// An nftables context in the namespace bound at `ns`, or, for `None`, in the calling
     /// thread's namespace (captured now: where the caller goes later does not matter).
     pub fn new_in(ns: Option<&Path>) -> Result<Nft, KernelError> {
-        let (nft, ready) = Nft::spawn(ns)?;
-        match ready.recv() {
-            Ok(Ok(())) => Ok(nft),
-            // Dropping the Nft ends and joins its worker.
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(KernelError::Netns {
-                path: nft.netns.clone(),
-                msg: "nft worker thread died while starting".into(),
-            }),
-        }
-    }
-
-    /// Like `new_in`, but returns at once: loading libnftables and making the context
-    /// (~1 ms) happen on the worker while the caller goes on (a short-lived process
-    /// overlaps it with its netlink work). A failure to start comes back from `run`.
-    pub fn spawn_in(ns: Option<&Path>) -> Result<Nft, KernelError> {
-        Nft::spawn(ns).map(|(nft, _)| nft)
-    }
-
-    fn spawn(ns: Option<&Path>) -> Result<(Nft, mpsc::Receiver<Result<(), KernelError>>), KernelError> {
         let label = ns.map_or_else(|| PathBuf::from(THREAD_NETNS), Path::to_path_buf);
         let ns_err = |msg: String| KernelError::Netns {
             path: label.clone(),
@@ -396,12 +376,7 @@ impl Nft {
                         c
                     }
                     Err(e) => {
-                        let msg = e.to_string();
                         let _ = ready_tx.send(Err(e));
-                        // Whoever did not wait for the start learns of it here.
-                        for (_, reply) in rx {
-                            let _ = reply.send(Err(KernelError::Nft(format!("nftables context: {msg}"))));
-                        }
                         return;
                     }
                 };
@@ -411,14 +386,21 @@ impl Nft {
                 }
             })
             .map_err(|e| ns_err(format!("spawn nft worker thread: {e}")))?;
-        Ok((
-            Nft {
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Nft {
                 netns: label,
                 tx: Some(tx),
                 worker: Some(worker),
-            },
-            ready_rx,
-        ))
+            }),
+            Ok(Err(e)) => {
+                let _ = worker.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = worker.join();
+                Err(ns_err("nft worker thread died while starting".into()))
+            }
+        }
     }
 
     /// The namespace this context acts on (`/proc/thread-self/ns/net` for `new_in(None)`).

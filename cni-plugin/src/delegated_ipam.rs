@@ -66,7 +66,12 @@ pub fn exec(plugin: &str, command: &str, env: &Env, stdin: &[u8]) -> Result<Opti
         .spawn()
         .map_err(io)?;
     if let Some(mut i) = child.stdin.take() {
-        i.write_all(stdin).map_err(io)?;
+        // A plugin that exits without reading its config (nothing to say for STATUS, say)
+        // closes the pipe: its exit status and output decide, not our write.
+        match i.write_all(stdin) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(io(e)),
+            _ => {}
+        }
     }
     let out = child.wait_with_output().map_err(io)?;
     let text = String::from_utf8_lossy(&out.stdout);

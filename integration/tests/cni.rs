@@ -676,3 +676,84 @@ fn cni_host_local_ipam_executed_standalone() {
     }
     host_local_executed(Mode::Standalone);
 }
+
+/// CNI 1.1: with delegated IPAM, GC and STATUS are passed on to the IPAM plugin after
+/// netd's own (here a scripted IPAM plugin that logs its calls; Debian's reference
+/// plugins stop at 1.0.0): its STATUS error comes back with its code, GC reaches it after
+/// netd removed the attachments that are not listed.
+#[test]
+fn cni_delegated_ipam_gets_gc_and_status() {
+    if skip("cni_delegated_ipam_gets_gc_and_status") {
+        return;
+    }
+    let node = Node::new(Mode::Standalone);
+    let bin_dir = node.host.base.join("ipam-bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let log = node.host.base.join("ipam.log");
+    let fail = node.host.base.join("ipam-fail");
+    let plugin = bin_dir.join("ndcni-fake-ipam");
+    std::fs::write(
+        &plugin,
+        format!(
+            r#"#!/bin/sh
+echo "$CNI_COMMAND $CNI_CONTAINERID" >>{log}
+case "$CNI_COMMAND" in
+ADD) echo '{{"cniVersion":"1.1.0","ips":[{{"address":"10.239.0.9/24","gateway":"10.239.0.1"}}]}}' ;;
+STATUS) if [ -e {fail} ]; then echo '{{"cniVersion":"1.1.0","code":51,"msg":"fake pool empty"}}'; exit 1; fi ;;
+esac
+"#,
+            log = log.display(),
+            fail = fail.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", cni_support::cni_dir().display(), bin_dir.display());
+    let conf = node.conf(
+        "ndcni-fake",
+        "unused",
+        json!({"ipam": {"type": "ndcni-fake-ipam"}}),
+    );
+    let run = |cmd: &str, cid: &str, netns: &str, c: &Value| {
+        cni_support::exec_plugin_in_path(
+            &node.host.netns(),
+            &cni_support::cni_bin(),
+            cmd,
+            cid,
+            netns,
+            "eth0",
+            c,
+            &path,
+        )
+    };
+    let calls = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let ns = Netns::new();
+    let (code, out, err) = run("ADD", "ctr-fake", &ns.path(), &conf);
+    assert_eq!(code, 0, "ADD: {out} {err}");
+    assert_eq!(out["ips"][0]["address"], "10.239.0.9/24");
+    let (code, out, _) = run("STATUS", "", "", &conf);
+    assert_eq!(code, 0, "STATUS: {out}");
+    assert!(calls().contains("STATUS"), "{}", calls());
+    std::fs::write(&fail, b"").unwrap();
+    let (code, out, _) = run("STATUS", "", "", &conf);
+    assert_eq!((code, out["code"].as_u64()), (1, Some(51)), "{out}");
+    assert!(
+        out["msg"].as_str().unwrap_or("").contains("fake pool empty"),
+        "{out}"
+    );
+
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([]);
+    let (code, out, err) = run("GC", "", "", &gc);
+    assert_eq!(code, 0, "GC: {out} {err}");
+    assert!(node.sandboxes().is_empty(), "GC left the unlisted attachment");
+    assert!(ns.link_gone("eth0"));
+    let log_now = calls();
+    let order: Vec<&str> = log_now
+        .lines()
+        .map(|l| l.split(' ').next().unwrap_or(""))
+        .collect();
+    assert_eq!(order, ["ADD", "STATUS", "STATUS", "GC"], "{log_now}");
+}

@@ -1,8 +1,12 @@
 #!/bin/bash
 # N CNI ADDs then N DELs by direct exec (as a runtime calls a plugin), in one run, for:
-#   netd-cni delegating (a netd daemon in its own namespace does the work),
-#   netd-cni standalone (the plugin runs netd's engine itself, own state dir + flock),
 #   the reference bridge + host-local plugins (../shared/engines/cni-ref-bench.sh),
+#   netd-cni in both modes: delegating (a netd daemon in its own namespace does the work)
+#   and standalone (the plugin runs netd's engine itself, own state dir + flock),
+#   each with both IPAM configs:
+#     host-local  the drop-in config, "ipam": {"type": "host-local", ...}: netd-cni executes
+#                 the reference host-local plugin from CNI_PATH, as the reference bridge does;
+#     netd        "ipam": {"type": "netd", ...} (same keys): netd's built-in IPAM, no extra exec;
 # all with ipMasq on, then the ratios against the reference and where netd-cni's time goes.
 #   sudo bench/cni.sh [N]
 set -euo pipefail
@@ -31,27 +35,33 @@ NETD_LOG=netd=debug nsenter --net=/run/netns/$HOST "$BIN/netd" daemon --state-di
 DPID=$!
 for _ in $(seq 200); do [ -S "$W/netd.sock" ] && break; sleep 0.05; done
 
-conf() { # conf EXTRA-KEYS SUBNET
-  echo "{\"cniVersion\":\"1.0.0\",\"name\":\"benchnet\",\"type\":\"netd-cni\",\"bridge\":\"@BRIDGE@\",\"isGateway\":true,
-         \"ipMasq\":true,$1\"ipam\":{\"type\":\"host-local\",\"ranges\":[[{\"subnet\":\"$2\"}]],\"routes\":[{\"dst\":\"0.0.0.0/0\"}]}}"
+conf() { # conf NAME EXTRA-KEYS IPAM-TYPE SUBNET   (cniVersion 1.0.0: Debian's host-local speaks up to 1.0.0)
+  echo "{\"cniVersion\":\"1.0.0\",\"name\":\"$1\",\"type\":\"netd-cni\",\"bridge\":\"@BRIDGE@\",\"isGateway\":true,
+         \"ipMasq\":true,$2\"ipam\":{\"type\":\"$3\",\"ranges\":[[{\"subnet\":\"$4\"}]],\"routes\":[{\"dst\":\"0.0.0.0/0\"}],\"dataDir\":\"@DATADIR@\"}}"
 }
-conf "\"socket\":\"$W/netd.sock\"," 10.124.0.0/16 >"$W/delegating.json"
-conf '"stateDir":"@DATADIR@",' 10.125.0.0/16 >"$W/standalone.json"
+DELEG="\"socket\":\"$W/netd.sock\"," SA='"stateDir":"@DATADIR@",'
+CONFIGS="delegating-hostlocal delegating-netd standalone-hostlocal standalone-netd"
+conf benchnet-hl "$DELEG" host-local 10.124.0.0/16 >"$W/delegating-hostlocal.json"
+conf benchnet-nd "$DELEG" netd 10.127.0.0/16 >"$W/delegating-netd.json"
+conf benchnet-hl "$SA" host-local 10.125.0.0/16 >"$W/standalone-hostlocal.json"
+conf benchnet-nd "$SA" netd 10.128.0.0/16 >"$W/standalone-netd.json"
 
 echo "== $N ADD then $N DEL per plugin, one after the other, same machine, same run"
+echo "   (netd-cni-MODE-hostlocal: ipam type host-local, executed from CNI_PATH like the reference does;"
+echo "    netd-cni-MODE-netd: ipam type netd, netd's built-in IPAM)"
 "$REF" "$N" | tail -1 | tee "$W/ref.txt"
-"$REF" "$N" --plugin "$BIN/netd-cni" --conf "$W/delegating.json" --label netd-cni-delegating | tail -1 | tee "$W/del.txt"
-"$REF" "$N" --plugin "$BIN/netd-cni" --conf "$W/standalone.json" --label netd-cni-standalone | tail -1 | tee "$W/sa.txt"
+for c in $CONFIGS; do
+  "$REF" "$N" --plugin "$BIN/netd-cni" --conf "$W/$c.json" --label "netd-cni-$c" | tail -1 | tee "$W/$c.txt"
+done
 
 field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" "$2"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'; }
 echo
 echo "== ratios netd-cni / reference (goal: p50 <= 0.200, p99 <= 0.333)"
-for m in del:delegating sa:standalone; do
-  f=${m%%:*} label=${m#*:}
-  line="$label:"
+for c in $CONFIGS; do
+  line="$c:"
   for k in add_p50_ms add_p99_ms del_p50_ms del_p99_ms; do
-    line="$line $k $(ratio "$(field $k "$W/$f.txt")" "$(field $k "$W/ref.txt")")"
+    line="$line $k $(ratio "$(field $k "$W/$c.txt")" "$(field $k "$W/ref.txt")")"
   done
   echo "$line"
 done
@@ -71,9 +81,11 @@ echo "process start+exit (VERSION): netd-cni $(med <"$W/start.us")  reference br
 # Timed execs with NETD_CNI_TIMING=1 in a host namespace of their own.
 T=${HOST}t
 ip netns add $T && ip -n $T link set lo up
-for mode in delegating standalone; do
-  sed -e "s#@DATADIR@#$W/timing-state#g" -e "s#@BRIDGE@#ndcnibt-${mode:0:3}#g" -e "s#benchnet#benchnet-t#" \
-    -e "s#10.12[45].0.0/16#10.126.0.0/16#" "$W/$mode.json" >"$W/t-$mode.json"
+n=0
+for mode in $CONFIGS; do
+  n=$((n + 1))
+  sed -e "s#@DATADIR@#$W/timing-state#g" -e "s#@BRIDGE@#ndcnibt$n#g" -e "s#benchnet#benchnet-t#" \
+    -e "s#10.12[4578].0.0/16#10.$((129 + n)).0.0/16#" "$W/$mode.json" >"$W/t-$mode.json"
   for ((i = 0; i < M; i++)); do ip netns add ${T}c$i; done
   for cmd in ADD DEL; do
     for ((i = 0; i < M; i++)); do
@@ -84,7 +96,7 @@ for mode in delegating standalone; do
   for ((i = 0; i < M; i++)); do ip netns del ${T}c$i; done
   for cmd in ADD DEL; do
     line="$mode $cmd:"
-    for k in parse lock_wait store_open kernel_open engine_load operation close api_calls kernel fw_diff nft store; do
+    for k in parse lock_wait store_open kernel_open engine_load ipam_exec operation close api_calls kernel fw_diff nft store; do
       v=$( (grep -o "\b${k}_us=[0-9]*" "$W/t-$mode-$cmd.log" || true) | cut -d= -f2 | med)
       [ "$v" != "n/a" ] && line="$line $k $v"
     done

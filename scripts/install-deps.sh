@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(
   build-essential pkg-config    # cc for -sys crates
-  libnftables-dev nftables      # netd links libnftables; nft(8) for operators and tests
+  libnftables1 nftables         # netd loads libnftables at run time; nft(8) for operators and tests
   iproute2 iputils-ping conntrack jq
   containernetworking-plugins   # the reference bridge/host-local plugins the benchmark compares with
   golang-go golang-github-appc-cni-dev podman busybox-static  # netd-cni tests: cnitool (libcni) and podman

@@ -4,9 +4,10 @@
 //! network (netd leases them too, so its own bookkeeping stays whole); a failed ADD
 //! hands them back with the IPAM plugin's DEL; DEL runs the IPAM DEL after netd's.
 //!
-//! netd's built-in IPAM answers `"netd"`, an empty type and `"host-local"` (whose keys it
-//! reads itself: the drop-in case, one process less per call). Everything else (`static`,
-//! `dhcp`, `whereabouts`, ...) is executed.
+//! netd's built-in IPAM answers `"netd"` and an empty type (it reads host-local's keys:
+//! `subnet`/`ranges`, `gateway`, `rangeStart`/`rangeEnd`). Every other type, `host-local`
+//! included, is executed: the drop-in config keeps host-local's own leases in its
+//! `dataDir`, exactly as with the reference `bridge` plugin.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -29,7 +30,7 @@ pub fn plugin(conf: &NetConf) -> Option<&str> {
 }
 
 pub fn is_builtin(ipam_type: &str) -> bool {
-    matches!(ipam_type, "" | "netd" | "host-local")
+    matches!(ipam_type, "" | "netd")
 }
 
 /// A plugin type is a file name in CNI_PATH, nothing more.
@@ -65,7 +66,12 @@ pub fn exec(plugin: &str, command: &str, env: &Env, stdin: &[u8]) -> Result<Opti
         .spawn()
         .map_err(io)?;
     if let Some(mut i) = child.stdin.take() {
-        i.write_all(stdin).map_err(io)?;
+        // A plugin that exits without reading its config (nothing to say for STATUS, say)
+        // closes the pipe: its exit status and output decide, not our write.
+        match i.write_all(stdin) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(io(e)),
+            _ => {}
+        }
     }
     let out = child.wait_with_output().map_err(io)?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -160,10 +166,10 @@ mod tests {
 
     #[test]
     fn builtin_and_delegated_types() {
-        for t in ["", "netd", "host-local"] {
+        for t in ["", "netd"] {
             assert!(is_builtin(t));
         }
-        for t in ["static", "dhcp", "whereabouts"] {
+        for t in ["host-local", "static", "dhcp", "whereabouts"] {
             assert!(!is_builtin(t) && valid_type(t));
         }
         for t in ["../bin/sh", "/usr/bin/x", "..", ""] {

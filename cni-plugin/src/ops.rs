@@ -9,7 +9,7 @@ use std::path::Path;
 use netd::model::{fnv1a, EndpointRequest, Network, NetworkRequest, Sandbox, SandboxRequest, SubnetRequest};
 use serde_json::Value;
 
-use crate::backend::{Created, Netd};
+use crate::backend::{Attach, Created, Netd};
 use crate::conf::NetConf;
 use crate::env::Env;
 use crate::error::{code, CniError, Result};
@@ -78,11 +78,10 @@ pub fn network_request(conf: &NetConf) -> Result<NetworkRequest> {
 
 /// The network as netd has it, created on first use. A network that exists with other
 /// subnets or another bridge is a config error, not something to paper over.
-fn ensure_network(b: &mut dyn Netd, conf: &NetConf) -> Result<Network> {
-    let req = network_request(conf)?;
+pub(crate) fn ensure_network(b: &mut dyn Netd, req: &NetworkRequest) -> Result<Network> {
     let net = match b.network(&req.name)? {
         Some(n) => n,
-        None => match b.create_network(&req)? {
+        None => match b.create_network(req)? {
             Some(n) => n,
             None => b.network(&req.name)?.ok_or_else(|| {
                 CniError::new(
@@ -92,55 +91,15 @@ fn ensure_network(b: &mut dyn Netd, conf: &NetConf) -> Result<Network> {
             })?,
         },
     };
-    for s in conf.subnets()? {
-        if !net.subnets.iter().any(|n| n.subnet == s.subnet) {
-            return Err(CniError::new(
-                code::INVALID_CONFIG,
-                format!(
-                    "network {} exists in netd with subnets {:?}, not {}",
-                    net.name,
-                    net.subnets
-                        .iter()
-                        .map(|n| n.subnet.to_string())
-                        .collect::<Vec<_>>(),
-                    s.subnet
-                ),
-            ));
-        }
+    match netd::api::server::attach::mismatch(&net, req) {
+        Some(why) => Err(mismatch_error(&why)),
+        None => Ok(net),
     }
-    if conf.is_macvlan() && (!net.is_macvlan() || net.parent != conf.master) {
-        return Err(CniError::new(
-            code::INVALID_CONFIG,
-            format!(
-                "network {} exists in netd with driver {} (parent {}), not macvlan on {}",
-                net.name,
-                net.driver,
-                net.parent.as_deref().unwrap_or("-"),
-                conf.master.as_deref().unwrap_or("-")
-            ),
-        ));
-    }
-    if !conf.is_macvlan() && net.is_macvlan() {
-        return Err(CniError::new(
-            code::INVALID_CONFIG,
-            format!(
-                "network {} exists in netd as a macvlan network, not a bridge",
-                net.name
-            ),
-        ));
-    }
-    if let Some(br) = &conf.bridge {
-        if &net.bridge != br {
-            return Err(CniError::new(
-                code::INVALID_CONFIG,
-                format!(
-                    "network {} exists in netd with bridge {}, not {br}",
-                    net.name, net.bridge
-                ),
-            ));
-        }
-    }
-    Ok(net)
+}
+
+/// netd's network differs from the config's (other subnets or bridge).
+pub(crate) fn mismatch_error(why: &str) -> CniError {
+    CniError::new(code::INVALID_CONFIG, format!("{why} (in netd)"))
 }
 
 fn result_of(conf: &NetConf, net: &str, bridge: &str, sb: &Sandbox) -> Result<Value> {
@@ -189,20 +148,15 @@ pub fn add(b: &mut dyn Netd, conf: &NetConf, env: &Env) -> Result<Value> {
         netns: Some(netns.clone()),
         ..Default::default()
     };
-    // The common case (network exists, container new) is two requests.
-    let net = ensure_network(b, conf)?;
-    match b.create_sandbox(&req)? {
-        Created::Sandbox(sb) => return result_of(conf, &net.name, &net.bridge, &sb),
-        Created::NoNetwork => {
-            return Err(CniError::new(
-                code::TRY_AGAIN_LATER,
-                format!("network {net_name} was removed during ADD"),
-            ))
-        }
-        Created::Exists => {}
+    // The common case (container new) is one request in delegating mode: the network is
+    // created if missing and checked, then the sandbox made.
+    let net_req = network_request(conf)?;
+    if let Attach::Done(net, sb) = b.attach(&net_req, &req)? {
+        return result_of(conf, &net.name, &net.bridge, &sb);
     }
     // The container already has a sandbox: another network's attachment, a repeated
     // ADD, or a leftover of an earlier namespace of the same container ID.
+    let net = ensure_network(b, &net_req)?;
     if let Some(sb) = b.sandbox(&name)? {
         if sb.netns == netns {
             return match sb.endpoint(&net.name) {

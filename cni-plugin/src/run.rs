@@ -1,7 +1,7 @@
 //! One plugin invocation: environment + stdin -> stdout + exit code.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -54,8 +54,8 @@ fn dispatch(get_env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Op
                 d.health()?;
             }
             let t = Instant::now();
-            let r = command(&mut d, &conf, &env, stdin);
-            timings.push(("api_calls", t.elapsed()));
+            let r = command(&mut d, &conf, &env, stdin, &mut timings);
+            timings.push(("api_calls", t.elapsed().saturating_sub(ipam_time(&timings))));
             r
         }
         None => {
@@ -66,8 +66,8 @@ fn dispatch(get_env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Op
             let mut s = Standalone::open(&dir)?;
             timings.extend(s.timings.iter().copied());
             let t = Instant::now();
-            let r = command(&mut s, &conf, &env, stdin);
-            timings.push(("operation", t.elapsed()));
+            let r = command(&mut s, &conf, &env, stdin, &mut timings);
+            timings.push(("operation", t.elapsed().saturating_sub(ipam_time(&timings))));
             let t = Instant::now();
             // Closing waits for queued link deletions (the engine's reaper) and the lock.
             drop(s);
@@ -86,25 +86,57 @@ fn dispatch(get_env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Op
     res
 }
 
-fn command(b: &mut dyn Netd, conf: &NetConf, env: &Env, stdin: &[u8]) -> Result<Option<Value>> {
+/// Time spent executing the delegated IPAM plugin (`ipam_exec`), not netd's work.
+fn ipam_time(timings: &[(&'static str, Duration)]) -> Duration {
+    timings
+        .iter()
+        .filter(|(k, _)| *k == "ipam_exec")
+        .map(|(_, d)| *d)
+        .sum()
+}
+
+fn command(
+    b: &mut dyn Netd,
+    conf: &NetConf,
+    env: &Env,
+    stdin: &[u8],
+    timings: &mut Vec<(&'static str, Duration)>,
+) -> Result<Option<Value>> {
     let Some(plugin) = delegated_ipam::plugin(conf) else {
         return netd_command(b, conf, env);
     };
+    let mut ipam = |cmd: &str| {
+        let t = Instant::now();
+        let r = delegated_ipam::exec(plugin, cmd, env, stdin);
+        timings.push(("ipam_exec", t.elapsed()));
+        r
+    };
     match env.command {
         Command::Add => {
-            let res = delegated_ipam::exec(plugin, "ADD", env, stdin)?.unwrap_or_default();
+            let res = ipam("ADD")?.unwrap_or_default();
             let done = delegated_ipam::addresses(&res)
                 .and_then(|a| netd_command(b, &delegated_ipam::with_addresses(conf, &a), env));
             if done.is_err() {
                 // Hand the addresses back: a failed ADD leaves nothing, in netd or in the IPAM plugin.
-                let _ = delegated_ipam::exec(plugin, "DEL", env, stdin);
+                let _ = ipam("DEL");
             }
             done
         }
         Command::Del => {
             let r = netd_command(b, conf, env);
-            delegated_ipam::exec(plugin, "DEL", env, stdin)?;
+            ipam("DEL")?;
             r
+        }
+        // CNI 1.1: a plugin that delegates IPAM hands GC and STATUS on to the IPAM
+        // plugin too (after its own: GC releases netd's side first).
+        Command::Gc | Command::Status => {
+            netd_command(b, conf, env)?;
+            let cmd = if env.command == Command::Gc {
+                "GC"
+            } else {
+                "STATUS"
+            };
+            ipam(cmd).map(|_| None)
         }
         _ => netd_command(b, conf, env),
     }

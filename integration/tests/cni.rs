@@ -45,6 +45,22 @@ fn add_check_del(mode: Mode) {
         "10.231.0.1"
     ));
 
+    // The same network name with another subnet or bridge is a config error (code 7)
+    // that creates nothing (delegating mode: the daemon's 412 on `/v1/attach`).
+    let ns_other = Netns::new();
+    for (key, val) in [
+        ("ipam", json!({"type": "netd", "subnet": "10.232.0.0/24"})),
+        ("bridge", json!("ndcnix0")),
+    ] {
+        let mut other = conf.clone();
+        other[key] = val;
+        let (code, out, _) = node.exec("ADD", "ctr-other", &ns_other.path(), "eth0", &other);
+        assert_eq!((code, out["code"].as_u64()), (1, Some(7)), "{key}: {out}");
+        assert!(out["msg"].as_str().unwrap_or("").contains("exists with"), "{out}");
+    }
+    assert!(!ns_other.sh("ip link show eth0").ok());
+    assert_eq!(node.sandboxes().len(), 1);
+
     // CHECK with the result as prevResult (what libcni does).
     let mut c = conf.clone();
     c["prevResult"] = r.clone();
@@ -541,4 +557,203 @@ fn cni_delegated_ipam_standalone() {
         return;
     }
     delegated_ipam(Mode::Standalone);
+}
+
+/// The reference host-local plugin (Debian: containernetworking-plugins) is missing.
+fn no_host_local(test: &str) -> bool {
+    if std::path::Path::new("/usr/lib/cni/host-local").is_file() {
+        return false;
+    }
+    println!("skipped {test}: /usr/lib/cni/host-local is missing (containernetworking-plugins)");
+    true
+}
+
+/// Addresses host-local has leased: the files named by address in its data dir.
+fn host_local_leases(dir: &std::path::Path) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.parse::<std::net::IpAddr>().ok()?;
+            let owner = std::fs::read_to_string(e.path()).unwrap_or_default();
+            Some((name, owner.lines().next().unwrap_or("").to_string()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The drop-in `"ipam": {"type": "host-local", ...}` is executed from CNI_PATH (the
+/// reference plugin, as the spec describes): host-local's lease files decide the address,
+/// netd leases the same one, an ADD that netd refuses hands host-local's lease back, and
+/// DEL releases both (three times, the last after the namespace is gone).
+fn host_local_executed(mode: Mode) {
+    let node = Node::new(mode);
+    let data = node.host.base.join("host-local");
+    let conf = node.conf(
+        "ndcni-hl",
+        "unused",
+        // Debian's reference plugins (1.1.1) speak up to 1.0.0.
+        json!({"cniVersion": "1.0.0",
+               "ipam": {"type": "host-local",
+                        "ranges": [[{"subnet": "10.238.0.0/24", "rangeStart": "10.238.0.50"}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "dataDir": data}}),
+    );
+    let leases_dir = data.join("ndcni-hl");
+    let ns1 = Netns::new();
+    let mut ns2 = Netns::new();
+    let r1 = node.add("ctr-hl1", &ns1, &conf);
+    let r2 = node.add("ctr-hl2", &ns2, &conf);
+    // host-local allocates upwards from rangeStart; netd's own IPAM would not pick these.
+    assert_eq!(r1["ips"][0]["address"], "10.238.0.50/24", "{r1}");
+    assert_eq!(r2["ips"][0]["address"], "10.238.0.51/24", "{r2}");
+    assert_eq!(r1["ips"][0]["gateway"], "10.238.0.1", "{r1}");
+    assert_eq!(
+        host_local_leases(&leases_dir),
+        vec![
+            ("10.238.0.50".to_string(), "ctr-hl1".to_string()),
+            ("10.238.0.51".to_string(), "ctr-hl2".to_string())
+        ]
+    );
+    assert_eq!(ns1.addrs("eth0"), vec!["10.238.0.50/24".to_string()]);
+    assert!(integration::harness::ping_from(
+        std::path::Path::new(&ns2.path()),
+        None,
+        "10.238.0.50"
+    ));
+    let netd_leases: Vec<String> = node.leases().values().flatten().cloned().collect();
+    assert!(
+        netd_leases.contains(&"10.238.0.50".to_string()) && netd_leases.contains(&"10.238.0.51".to_string()),
+        "{netd_leases:?}"
+    );
+
+    // netd refuses a second interface of ctr-hl2 on the same network after host-local
+    // leased it an address: the failed ADD gives that address back.
+    let (code, out, _) = node.exec("ADD", "ctr-hl2", &ns2.path(), "eth1", &conf);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        host_local_leases(&leases_dir).len(),
+        2,
+        "failed ADD leaked a host-local lease"
+    );
+    assert!(!ns2.sh("ip link show eth1").ok());
+
+    node.del("ctr-hl1", &ns1.path(), &conf);
+    assert_eq!(
+        host_local_leases(&leases_dir),
+        vec![("10.238.0.51".to_string(), "ctr-hl2".to_string())]
+    );
+    node.del("ctr-hl2", &ns2.path(), &conf);
+    ns2.delete();
+    for _ in 0..2 {
+        node.del("ctr-hl1", &ns1.path(), &conf);
+        node.del("ctr-hl2", &ns2.path(), &conf);
+    }
+    assert!(host_local_leases(&leases_dir).is_empty());
+    assert!(node.sandboxes().is_empty());
+    assert!(node.leases().values().all(Vec::is_empty), "{:?}", node.leases());
+}
+
+#[test]
+fn cni_host_local_ipam_executed_delegating() {
+    if skip("cni_host_local_ipam_executed_delegating")
+        || no_host_local("cni_host_local_ipam_executed_delegating")
+    {
+        return;
+    }
+    host_local_executed(Mode::Delegating);
+}
+
+#[test]
+fn cni_host_local_ipam_executed_standalone() {
+    if skip("cni_host_local_ipam_executed_standalone")
+        || no_host_local("cni_host_local_ipam_executed_standalone")
+    {
+        return;
+    }
+    host_local_executed(Mode::Standalone);
+}
+
+/// CNI 1.1: with delegated IPAM, GC and STATUS are passed on to the IPAM plugin after
+/// netd's own (here a scripted IPAM plugin that logs its calls; Debian's reference
+/// plugins stop at 1.0.0): its STATUS error comes back with its code, GC reaches it after
+/// netd removed the attachments that are not listed.
+#[test]
+fn cni_delegated_ipam_gets_gc_and_status() {
+    if skip("cni_delegated_ipam_gets_gc_and_status") {
+        return;
+    }
+    let node = Node::new(Mode::Standalone);
+    let bin_dir = node.host.base.join("ipam-bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let log = node.host.base.join("ipam.log");
+    let fail = node.host.base.join("ipam-fail");
+    let plugin = bin_dir.join("ndcni-fake-ipam");
+    std::fs::write(
+        &plugin,
+        format!(
+            r#"#!/bin/sh
+echo "$CNI_COMMAND $CNI_CONTAINERID" >>{log}
+case "$CNI_COMMAND" in
+ADD) echo '{{"cniVersion":"1.1.0","ips":[{{"address":"10.239.0.9/24","gateway":"10.239.0.1"}}]}}' ;;
+STATUS) if [ -e {fail} ]; then echo '{{"cniVersion":"1.1.0","code":51,"msg":"fake pool empty"}}'; exit 1; fi ;;
+esac
+"#,
+            log = log.display(),
+            fail = fail.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", cni_support::cni_dir().display(), bin_dir.display());
+    let conf = node.conf(
+        "ndcni-fake",
+        "unused",
+        json!({"ipam": {"type": "ndcni-fake-ipam"}}),
+    );
+    let run = |cmd: &str, cid: &str, netns: &str, c: &Value| {
+        cni_support::exec_plugin_in_path(
+            &node.host.netns(),
+            &cni_support::cni_bin(),
+            cmd,
+            cid,
+            netns,
+            "eth0",
+            c,
+            &path,
+        )
+    };
+    let calls = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let ns = Netns::new();
+    let (code, out, err) = run("ADD", "ctr-fake", &ns.path(), &conf);
+    assert_eq!(code, 0, "ADD: {out} {err}");
+    assert_eq!(out["ips"][0]["address"], "10.239.0.9/24");
+    let (code, out, _) = run("STATUS", "", "", &conf);
+    assert_eq!(code, 0, "STATUS: {out}");
+    assert!(calls().contains("STATUS"), "{}", calls());
+    std::fs::write(&fail, b"").unwrap();
+    let (code, out, _) = run("STATUS", "", "", &conf);
+    assert_eq!((code, out["code"].as_u64()), (1, Some(51)), "{out}");
+    assert!(
+        out["msg"].as_str().unwrap_or("").contains("fake pool empty"),
+        "{out}"
+    );
+
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([]);
+    let (code, out, err) = run("GC", "", "", &gc);
+    assert_eq!(code, 0, "GC: {out} {err}");
+    assert!(node.sandboxes().is_empty(), "GC left the unlisted attachment");
+    assert!(ns.link_gone("eth0"));
+    let log_now = calls();
+    let order: Vec<&str> = log_now
+        .lines()
+        .map(|l| l.split(' ').next().unwrap_or(""))
+        .collect();
+    assert_eq!(order, ["ADD", "STATUS", "STATUS", "GC"], "{log_now}");
 }

@@ -250,6 +250,37 @@ fn flushed_ruleset_is_restored_by_full() {
     assert_eq!(before, normalized(&ns));
 }
 
+/// The one-request nfnetlink probe (`kernel::nft_table`, what a standalone CNI exec uses)
+/// agrees with libnftables' `list tables`, before and after a flush.
+#[test]
+fn nfnetlink_table_probe_agrees_with_libnftables() {
+    if !root() {
+        return;
+    }
+    let ns = TestNs::create();
+    let path = ns.path();
+    let probe = |family: &'static str| {
+        netd::kernel::netns::run_in(&path, move || {
+            netd::kernel::nft_table::table_exists(family, "netd")
+        })
+        .expect("enter namespace")
+        .expect("probe")
+    };
+    let nft = Nft::new_in(Some(&path)).expect("nft context");
+    assert!(!probe("inet") && !probe("bridge"));
+    nft.run(&ruleset::full(&sample())).expect("apply full");
+    for family in ["inet", "bridge", "ip"] {
+        assert_eq!(
+            probe(family),
+            nft.table_exists(family, "netd").unwrap(),
+            "{family}"
+        );
+    }
+    assert!(probe("inet") && probe("bridge") && !probe("ip"));
+    ns.nft(&["flush", "ruleset"]);
+    assert!(!probe("inet") && !probe("bridge"));
+}
+
 #[test]
 fn failed_batch_changes_nothing_and_says_why() {
     if !root() {

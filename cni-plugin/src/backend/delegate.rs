@@ -5,12 +5,17 @@
 use std::path::Path;
 
 use netd::api::client::{Client, ClientError};
+use netd::api::server::attach::Attached;
 use netd::ipam::Pool;
 use netd::model::{Endpoint, EndpointRequest, Network, NetworkRequest, Sandbox, SandboxRequest};
 use serde_json::{json, Value};
 
-use super::{is_name_taken, Created, Netd};
+use super::{attach_in_steps, is_name_taken, Attach, Created, Netd};
 use crate::error::{code, from_client, CniError, Result};
+use crate::ops::mismatch_error;
+
+/// netd's answer to a path it does not serve (`server::not_found`).
+const NO_ENDPOINT: &str = "no such API endpoint";
 
 pub struct Delegate {
     client: Client,
@@ -104,6 +109,23 @@ impl Netd for Delegate {
         match self.client.delete(&format!("/v1/sandboxes/{name}")) {
             Ok(_) => Ok(()),
             Err(e) if not_found(&e) => Ok(()),
+            Err(e) => Err(from_client(e)),
+        }
+    }
+
+    fn attach(&mut self, net: &NetworkRequest, req: &SandboxRequest) -> Result<Attach> {
+        let body = json!({ "network": net, "sandbox": req });
+        match self.client.post("/v1/attach", &body) {
+            Ok(v) => {
+                let a: Attached = decode(v)?;
+                Ok(Attach::Done(Box::new(a.network), a.sandbox))
+            }
+            Err(ClientError::Api { status: 409, message }) if is_name_taken(&message) => Ok(Attach::Exists),
+            Err(ClientError::Api { status: 412, message }) => Err(mismatch_error(&message)),
+            // A netd from before `/v1/attach`: the same in two requests.
+            Err(ClientError::Api { status: 404, message }) if message == NO_ENDPOINT => {
+                attach_in_steps(self, net, req)
+            }
             Err(e) => Err(from_client(e)),
         }
     }

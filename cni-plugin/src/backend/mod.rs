@@ -8,7 +8,7 @@ pub mod standalone;
 
 use netd::model::{Endpoint, EndpointRequest, Network, NetworkRequest, Sandbox, SandboxRequest};
 
-use crate::error::Result;
+use crate::error::{code, CniError, Result};
 
 /// What a sandbox creation gave: the two refusals the ADD path handles itself are told
 /// apart from the rest (which are errors).
@@ -18,6 +18,26 @@ pub enum Created {
     NoNetwork,
     /// A sandbox of that name exists.
     Exists,
+}
+
+/// What an attach (network ensured, then sandbox created) gave.
+pub enum Attach {
+    Done(Box<Network>, Sandbox),
+    /// A sandbox of that name exists (the caller sorts out which case it is).
+    Exists,
+}
+
+/// `attach` as separate steps: look up (or create) the network, then create the sandbox.
+pub fn attach_in_steps(b: &mut dyn Netd, net: &NetworkRequest, req: &SandboxRequest) -> Result<Attach> {
+    let n = crate::ops::ensure_network(b, net)?;
+    match b.create_sandbox(req)? {
+        Created::Sandbox(sb) => Ok(Attach::Done(Box::new(n), sb)),
+        Created::Exists => Ok(Attach::Exists),
+        Created::NoNetwork => Err(CniError::new(
+            code::TRY_AGAIN_LATER,
+            format!("network {} was removed during ADD", net.name),
+        )),
+    }
 }
 
 /// netd's message for a sandbox name that is taken (engine `create_sandbox`).
@@ -38,6 +58,9 @@ pub trait Netd {
     /// Removes a sandbox and releases its addresses; a missing one is success.
     fn remove_sandbox(&mut self, name: &str) -> Result<()>;
     fn sandboxes(&mut self) -> Result<Vec<Sandbox>>;
+    /// The sandbox on the network `net` describes, created first if missing (a network
+    /// that exists but differs is a config error). One request in delegating mode.
+    fn attach(&mut self, net: &NetworkRequest, req: &SandboxRequest) -> Result<Attach>;
     /// Free dynamic IPv4 (else IPv6) addresses of a network's pool; None without a pool.
     fn free_addresses(&mut self, network: &str) -> Result<Option<u128>>;
 }

@@ -1,5 +1,8 @@
 //! Standalone mode: no daemon. netd's engine runs inside this process for one operation,
-//! on the plugin's own store (`<stateDir>/netd.redb`), under an exclusive `flock` on
+//! on the plugin's own store (`<stateDir>/netd.json`, a `FileStore` committed by atomic
+//! rename without fsync: it describes only state a reboot wipes; redb, which earlier
+//! versions used and is migrated from once, cost seven fsyncs per exec),
+//! under an exclusive `flock` on
 //! `<stateDir>/lock` that serialises concurrent plugin processes (what makes IPAM free of
 //! duplicates here, as the engine lock does in the daemon).
 //!
@@ -16,9 +19,9 @@ use std::time::{Duration, Instant};
 use netd::engine::{Engine, EngineConfig, EngineError};
 use netd::kernel::linux::LinuxKernel;
 use netd::model::{Endpoint, EndpointRequest, Network, NetworkRequest, Sandbox, SandboxRequest};
-use netd::store::RedbStore;
+use netd::store::{Bucket, FileStore, Op, RedbStore, Store, StoreError, Txn};
 
-use super::{Created, Netd};
+use super::{attach_in_steps, Attach, Created, Netd};
 use crate::error::{code, from_engine, CniError, Result};
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/netd-cni";
@@ -34,6 +37,42 @@ pub struct Standalone {
 
 fn io(what: &str, p: &Path, e: std::io::Error) -> CniError {
     CniError::new(code::IO, format!("{what} {}: {e}", p.display()))
+}
+
+/// The plugin's store; a state dir of an earlier version (redb) is copied over once and
+/// its file renamed to `netd.redb.migrated`.
+fn open_store(state_dir: &Path) -> std::result::Result<FileStore, StoreError> {
+    let path = state_dir.join("netd.json");
+    let old = state_dir.join("netd.redb");
+    // Durable commits (file and directory synced): what this store describes is gone after
+    // a reboot, but a power loss must not leave a file other filesystems than ext4 may
+    // tear, which would refuse every later ADD. Costs about 1 ms per ADD/DEL here.
+    let store = FileStore::open(&path)?;
+    if path.exists() || !old.exists() {
+        return Ok(store);
+    }
+    let redb = RedbStore::open(&old)?;
+    let mut txn = Txn::new();
+    for b in Bucket::ALL {
+        for (key, value) in redb.list(b)? {
+            txn.ops.push(Op::Put {
+                bucket: b,
+                key,
+                value,
+            });
+        }
+    }
+    // An empty store still gets its file, so the migration is not attempted again.
+    store.commit(&txn)?;
+    if txn.is_empty() {
+        std::fs::write(&path, b"{}").map_err(|e| StoreError::Io {
+            op: format!("write {}", path.display()),
+            msg: e.to_string(),
+        })?;
+    }
+    drop(redb);
+    let _ = fs::rename(&old, state_dir.join("netd.redb.migrated"));
+    Ok(store)
 }
 
 impl Standalone {
@@ -59,7 +98,7 @@ impl Standalone {
         lap("lock_wait");
         let dirty = state_dir.join("dirty");
         let crashed = dirty.exists();
-        let store = RedbStore::open_quick(&state_dir.join("netd.redb"))
+        let store = open_store(state_dir)
             .map_err(|e| CniError::new(code::IO, format!("open store in {}: {e}", state_dir.display())))?;
         lap("store_open");
         let kernel = LinuxKernel::current()
@@ -172,6 +211,10 @@ impl Netd for Standalone {
         Ok(self.engine.sandboxes().cloned().collect())
     }
 
+    fn attach(&mut self, net: &NetworkRequest, req: &SandboxRequest) -> Result<Attach> {
+        attach_in_steps(self, net, req)
+    }
+
     fn free_addresses(&mut self, network: &str) -> Result<Option<u128>> {
         let mut pools = self.engine.pools();
         let v4 = format!("{network}/4");
@@ -182,5 +225,32 @@ impl Netd for Standalone {
             .find(|(k, _)| **k == v4)
             .or_else(|| all.iter().find(|(k, _)| **k == v6))
             .map(|(_, p)| p.free_count()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redb_state_dir_is_migrated_once() {
+        let dir = std::env::temp_dir().join(format!("netd-cni-migrate-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        {
+            let old = RedbStore::open(&dir.join("netd.redb")).unwrap();
+            let mut t = Txn::new();
+            t.put(Bucket::Networks, "podnet", &"net")
+                .put(Bucket::Pools, "podnet/4", &7u32);
+            old.commit(&t).unwrap();
+        }
+        let s = open_store(&dir).unwrap();
+        assert_eq!(s.list(Bucket::Networks).unwrap().len(), 1);
+        assert_eq!(s.list(Bucket::Pools).unwrap().len(), 1);
+        assert!(!dir.join("netd.redb").exists() && dir.join("netd.redb.migrated").exists());
+        // Later opens read the new file only.
+        let again = open_store(&dir).unwrap();
+        assert_eq!(again.list(Bucket::Pools).unwrap().len(), 1);
+        let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -90,35 +90,39 @@ fn errors_get_the_spec_codes() {
     // Other IPAM types are plugins executed from CNI_PATH (delegated_ipam); a type that
     // is not a plain file name is a config error.
     assert!(parse(&with("ipam", json!({"type": "dhcp"}))).is_ok());
+    // host-local is executed too: its keys are its own business (and its error, with its
+    // code, comes back from the exec), so netd-cni does not judge them.
+    assert!(parse(&with(
+        "ipam",
+        json!({"type": "host-local", "subnet": "10.0.0.0/33"})
+    ))
+    .is_ok());
     assert_eq!(
         code_of(&with("ipam", json!({"type": "../../bin/sh"}))),
         code::INVALID_CONFIG
     );
     assert_eq!(
+        code_of(&with("ipam", json!({"type": "netd", "subnet": "10.0.0.0/33"}))),
+        code::INVALID_CONFIG
+    );
+    assert_eq!(
         code_of(&with(
             "ipam",
-            json!({"type": "host-local", "subnet": "10.0.0.0/33"})
+            json!({"type": "netd", "subnet": "10.0.0.0/24", "gateway": "10.9.0.1"})
         )),
         code::INVALID_CONFIG
     );
     assert_eq!(
         code_of(&with(
             "ipam",
-            json!({"type": "host-local", "subnet": "10.0.0.0/24", "gateway": "10.9.0.1"})
+            json!({"type": "netd", "subnet": "10.0.0.0/24", "rangeStart": "10.0.0.9", "rangeEnd": "10.0.0.3"})
         )),
         code::INVALID_CONFIG
     );
     assert_eq!(
         code_of(&with(
             "ipam",
-            json!({"type": "host-local", "subnet": "10.0.0.0/24", "rangeStart": "10.0.0.9", "rangeEnd": "10.0.0.3"})
-        )),
-        code::INVALID_CONFIG
-    );
-    assert_eq!(
-        code_of(&with(
-            "ipam",
-            json!({"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": "10.1.0.0/24"}]]})
+            json!({"type": "netd", "ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": "10.1.0.0/24"}]]})
         )),
         code::UNSUPPORTED_FIELD
     );
@@ -132,7 +136,7 @@ fn errors_get_the_spec_codes() {
 fn ranges_dual_stack_and_routes() {
     let c = parse(&with(
         "ipam",
-        json!({"type": "host-local",
+        json!({"type": "netd",
                "ranges": [[{"subnet": "10.5.0.0/24", "gateway": "10.5.0.254"}], [{"subnet": "fd00:5::/64"}]],
                "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]}),
     ))
@@ -144,7 +148,7 @@ fn ranges_dual_stack_and_routes() {
     assert_eq!(
         code_of(&with(
             "ipam",
-            json!({"type": "host-local", "subnet": "10.0.0.0/24", "routes": [{"dst": "nope"}]})
+            json!({"type": "netd", "subnet": "10.0.0.0/24", "routes": [{"dst": "nope"}]})
         )),
         code::INVALID_CONFIG
     );

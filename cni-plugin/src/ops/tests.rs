@@ -68,7 +68,7 @@ fn conf(v: Value) -> NetConf {
         "cniVersion": "1.1.0",
         "name": "podnet",
         "type": "netd-cni",
-        "ipam": {"type": "host-local", "subnet": "10.88.0.0/24"}
+        "ipam": {"type": "netd", "subnet": "10.88.0.0/24"}
     });
     for (k, x) in v.as_object().unwrap() {
         base[k] = x.clone();

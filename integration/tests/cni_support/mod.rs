@@ -74,7 +74,7 @@ impl Node {
             "type": "netd-cni",
             "bridge": format!("ndcni{}", NEXT.fetch_add(1, Ordering::Relaxed)),
             "ipMasq": true,
-            "ipam": {"type": "host-local", "subnet": subnet},
+            "ipam": {"type": "netd", "subnet": subnet},
         });
         match self.mode {
             Mode::Delegating => c["socket"] = self.host.socket().display().to_string().into(),
@@ -118,11 +118,8 @@ impl Node {
                     .expect("sandboxes")
             }
             Mode::Standalone => {
-                let path = self.state_dir().join("netd.redb");
-                if !path.exists() {
-                    return Vec::new();
-                }
-                let store = netd::store::RedbStore::open(&path).expect("open plugin store");
+                let path = self.state_dir().join("netd.json");
+                let store = netd::store::FileStore::open(&path).expect("open plugin store");
                 netd::store::load::<Sandbox>(&store, netd::store::Bucket::Sandboxes)
                     .expect("load")
                     .into_iter()
@@ -149,8 +146,8 @@ impl Node {
                     .collect()
             }
             Mode::Standalone => {
-                let path = self.state_dir().join("netd.redb");
-                let store = netd::store::RedbStore::open(&path).expect("open plugin store");
+                let path = self.state_dir().join("netd.json");
+                let store = netd::store::FileStore::open(&path).expect("open plugin store");
                 netd::store::load(&store, netd::store::Bucket::Pools).expect("load")
             }
         };
@@ -195,6 +192,22 @@ pub fn exec_plugin(
     ifname: &str,
     conf: &Value,
 ) -> (i32, Value, String) {
+    let path = format!("{}:/usr/lib/cni", cni_dir().display());
+    exec_plugin_in_path(host_netns, bin, cmd, cid, netns, ifname, conf, &path)
+}
+
+/// `exec_plugin` with a CNI_PATH of the caller's.
+#[allow(clippy::too_many_arguments)]
+pub fn exec_plugin_in_path(
+    host_netns: &Path,
+    bin: &Path,
+    cmd: &str,
+    cid: &str,
+    netns: &str,
+    ifname: &str,
+    conf: &Value,
+    cni_path: &str,
+) -> (i32, Value, String) {
     let mut child = Command::new("nsenter")
         .arg(format!("--net={}", host_netns.display()))
         .arg(bin)
@@ -202,7 +215,7 @@ pub fn exec_plugin(
         .env("CNI_CONTAINERID", cid)
         .env("CNI_NETNS", netns)
         .env("CNI_IFNAME", ifname)
-        .env("CNI_PATH", format!("{}:/usr/lib/cni", cni_dir().display()))
+        .env("CNI_PATH", cni_path)
         .env("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=test")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

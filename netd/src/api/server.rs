@@ -16,6 +16,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::UnixListener;
 
+pub mod attach;
+
 use super::types::{ConnectRequest, DisconnectRequest, ErrorBody};
 use super::MAX_BODY;
 use crate::engine::{Engine, EngineError};
@@ -239,6 +241,7 @@ pub fn router(engine: Shared) -> Router {
         .route("/v1/networks/{name}", get(get_network).delete(delete_network))
         .route("/v1/networks/{name}/connect", post(connect))
         .route("/v1/networks/{name}/disconnect", post(disconnect))
+        .route("/v1/attach", post(attach::handler))
         .route("/v1/pools", get(list_pools))
         .route("/v1/sandboxes", get(list_sandboxes).post(create_sandbox))
         .route("/v1/sandboxes/{name}", get(get_sandbox).delete(delete_sandbox))

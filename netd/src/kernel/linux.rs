@@ -461,7 +461,14 @@ impl Kernel for LinuxKernel {
     }
 
     fn nft_table_exists(&self, family: &str, name: &str) -> Result<bool, KernelError> {
-        self.with_nft(|n| n.table_exists(family, name))
+        // One nfnetlink request, not libnftables' cache fill (see `nft_table`).
+        let (family, name) = (family.to_string(), name.to_string());
+        match &self.host_path {
+            None => super::nft_table::table_exists(&family, &name),
+            Some(_) => self
+                .host
+                .run(move || super::nft_table::table_exists(&family, &name))?,
+        }
     }
 }
 

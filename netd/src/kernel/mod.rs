@@ -11,6 +11,7 @@ mod macvlan;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod nft_table;
 pub mod probe;
 pub mod sysctl;
 pub mod udp_batch;

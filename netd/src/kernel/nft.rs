@@ -35,9 +35,15 @@ const MAX_ERR_LINE: usize = 240;
 const MAX_ERR_LINES: usize = 6;
 
 mod ffi {
-    //! The part of `<nftables/libnftables.h>` netd uses.
+    //! The part of `<nftables/libnftables.h>` netd uses, loaded with `dlopen` on first
+    //! use rather than linked: libnftables pulls in five more libraries (nftnl, mnl,
+    //! xtables, jansson, gmp) whose loading and relocation cost every process ~0.6 ms at
+    //! start, and most netd processes never touch nftables (`netctl`, `netd-cni` in
+    //! delegating mode, which runs once per container).
 
-    use std::os::raw::{c_char, c_int};
+    use std::ffi::CStr;
+    use std::os::raw::{c_char, c_int, c_void};
+    use std::sync::OnceLock;
 
     /// `struct nft_ctx`, opaque.
     #[repr(C)]
@@ -48,15 +54,132 @@ mod ffi {
     /// `NFT_CTX_DEFAULT`.
     pub const NFT_CTX_DEFAULT: u32 = 0;
 
-    extern "C" {
-        pub fn nft_ctx_new(flags: u32) -> *mut NftCtx;
-        pub fn nft_ctx_free(ctx: *mut NftCtx);
-        pub fn nft_ctx_buffer_output(ctx: *mut NftCtx) -> c_int;
-        pub fn nft_ctx_buffer_error(ctx: *mut NftCtx) -> c_int;
-        pub fn nft_ctx_get_output_buffer(ctx: *mut NftCtx) -> *const c_char;
-        pub fn nft_ctx_get_error_buffer(ctx: *mut NftCtx) -> *const c_char;
-        pub fn nft_run_cmd_from_buffer(ctx: *mut NftCtx, buf: *const c_char) -> c_int;
-        pub fn nft_run_cmd_from_filename(ctx: *mut NftCtx, filename: *const c_char) -> c_int;
+    type CtxFn = unsafe extern "C" fn(*mut NftCtx) -> c_int;
+    type BufFn = unsafe extern "C" fn(*mut NftCtx) -> *const c_char;
+    type RunFn = unsafe extern "C" fn(*mut NftCtx, *const c_char) -> c_int;
+
+    struct Lib {
+        ctx_new: unsafe extern "C" fn(u32) -> *mut NftCtx,
+        ctx_free: unsafe extern "C" fn(*mut NftCtx),
+        buffer_output: CtxFn,
+        buffer_error: CtxFn,
+        get_output_buffer: BufFn,
+        get_error_buffer: BufFn,
+        run_from_buffer: RunFn,
+        run_from_filename: RunFn,
+    }
+
+    static LIB: OnceLock<Result<Lib, String>> = OnceLock::new();
+
+    /// Loads libnftables once per process; every later call is a pointer read.
+    pub fn load() -> Result<(), String> {
+        LIB.get_or_init(open).as_ref().map(|_| ()).map_err(Clone::clone)
+    }
+
+    fn dlerror() -> String {
+        // SAFETY: dlerror returns NULL or a C string valid until the next dl* call.
+        let e = unsafe { libc::dlerror() };
+        if e.is_null() {
+            "unknown error".into()
+        } else {
+            // SAFETY: non-NULL, NUL-terminated, copied at once.
+            unsafe { CStr::from_ptr(e) }.to_string_lossy().into_owned()
+        }
+    }
+
+    fn open() -> Result<Lib, String> {
+        let mut handle = std::ptr::null_mut();
+        for name in [c"libnftables.so.1", c"libnftables.so"] {
+            // SAFETY: a NUL-terminated literal; the result is checked.
+            handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+            if !handle.is_null() {
+                break;
+            }
+        }
+        if handle.is_null() {
+            return Err(format!(
+                "load libnftables.so.1 (Debian: libnftables1): {}",
+                dlerror()
+            ));
+        }
+        let sym = |name: &CStr| -> Result<*mut c_void, String> {
+            // SAFETY: handle is a live library handle (never closed); name is NUL-terminated.
+            let p = unsafe { libc::dlsym(handle, name.as_ptr()) };
+            if p.is_null() {
+                Err(format!(
+                    "libnftables has no {}: {}",
+                    name.to_string_lossy(),
+                    dlerror()
+                ))
+            } else {
+                Ok(p)
+            }
+        };
+        // SAFETY: each symbol is the libnftables function of that name, whose C signature
+        // (libnftables.h) is the one it is cast to.
+        unsafe {
+            Ok(Lib {
+                ctx_new: std::mem::transmute::<*mut c_void, unsafe extern "C" fn(u32) -> *mut NftCtx>(sym(
+                    c"nft_ctx_new",
+                )?),
+                ctx_free: std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut NftCtx)>(sym(
+                    c"nft_ctx_free",
+                )?),
+                buffer_output: std::mem::transmute::<*mut c_void, CtxFn>(sym(c"nft_ctx_buffer_output")?),
+                buffer_error: std::mem::transmute::<*mut c_void, CtxFn>(sym(c"nft_ctx_buffer_error")?),
+                get_output_buffer: std::mem::transmute::<*mut c_void, BufFn>(sym(
+                    c"nft_ctx_get_output_buffer",
+                )?),
+                get_error_buffer: std::mem::transmute::<*mut c_void, BufFn>(sym(
+                    c"nft_ctx_get_error_buffer",
+                )?),
+                run_from_buffer: std::mem::transmute::<*mut c_void, RunFn>(sym(c"nft_run_cmd_from_buffer")?),
+                run_from_filename: std::mem::transmute::<*mut c_void, RunFn>(sym(
+                    c"nft_run_cmd_from_filename",
+                )?),
+            })
+        }
+    }
+
+    /// The loaded library; `None` before a successful `load` (a context cannot exist
+    /// then, so the wrappers below are never reached without it).
+    fn lib() -> Option<&'static Lib> {
+        LIB.get().and_then(|r| r.as_ref().ok())
+    }
+
+    pub unsafe fn nft_ctx_new(flags: u32) -> *mut NftCtx {
+        // SAFETY: the caller's contract is libnftables'.
+        lib().map_or(std::ptr::null_mut(), |l| unsafe { (l.ctx_new)(flags) })
+    }
+    pub unsafe fn nft_ctx_free(ctx: *mut NftCtx) {
+        if let Some(l) = lib() {
+            // SAFETY: as above.
+            unsafe { (l.ctx_free)(ctx) }
+        }
+    }
+    pub unsafe fn nft_ctx_buffer_output(ctx: *mut NftCtx) -> c_int {
+        // SAFETY: as above.
+        lib().map_or(-1, |l| unsafe { (l.buffer_output)(ctx) })
+    }
+    pub unsafe fn nft_ctx_buffer_error(ctx: *mut NftCtx) -> c_int {
+        // SAFETY: as above.
+        lib().map_or(-1, |l| unsafe { (l.buffer_error)(ctx) })
+    }
+    pub unsafe fn nft_ctx_get_output_buffer(ctx: *mut NftCtx) -> *const c_char {
+        // SAFETY: as above.
+        lib().map_or(std::ptr::null(), |l| unsafe { (l.get_output_buffer)(ctx) })
+    }
+    pub unsafe fn nft_ctx_get_error_buffer(ctx: *mut NftCtx) -> *const c_char {
+        // SAFETY: as above.
+        lib().map_or(std::ptr::null(), |l| unsafe { (l.get_error_buffer)(ctx) })
+    }
+    pub unsafe fn nft_run_cmd_from_buffer(ctx: *mut NftCtx, buf: *const c_char) -> c_int {
+        // SAFETY: as above.
+        lib().map_or(-1, |l| unsafe { (l.run_from_buffer)(ctx, buf) })
+    }
+    pub unsafe fn nft_run_cmd_from_filename(ctx: *mut NftCtx, filename: *const c_char) -> c_int {
+        // SAFETY: as above.
+        lib().map_or(-1, |l| unsafe { (l.run_from_filename)(ctx, filename) })
     }
 }
 
@@ -66,6 +189,7 @@ struct Ctx(NonNull<ffi::NftCtx>);
 
 impl Ctx {
     fn new() -> Result<Ctx, KernelError> {
+        ffi::load().map_err(KernelError::Nft)?;
         // SAFETY: no preconditions; a null return is handled.
         let raw = unsafe { ffi::nft_ctx_new(ffi::NFT_CTX_DEFAULT) };
         let ctx = Ctx(NonNull::new(raw).ok_or_else(|| KernelError::Nft("nft_ctx_new failed".into()))?);

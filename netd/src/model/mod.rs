@@ -14,6 +14,7 @@ pub use names::{
 pub use network::{
     parse_cidr, Network, NetworkRequest, ParsedNetwork, ParsedSubnet, Subnet, SubnetRequest, DRIVER_MACVLAN,
 };
+pub use network::{OPT_BRIDGE_NAME, OPT_PARENT};
 pub use port::{parse_port_spec, parse_proto, PortMapping, PortSpecError, Proto};
 pub use sandbox::{Endpoint, EndpointRequest, NetMode, Sandbox, SandboxRequest};
 pub use service::{service_key, Service, ServiceKind, ServiceRequest, DEFAULT_NAMESPACE};

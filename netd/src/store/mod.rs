@@ -4,9 +4,11 @@
 //! `MemStore` serves unit tests. The trait is small on purpose so an etcd store (one key
 //! prefix per bucket, a txn per commit) can implement it for hosts that share an overlay.
 
+mod file_store;
 mod mem;
 mod redb_store;
 
+pub use file_store::FileStore;
 pub use mem::MemStore;
 pub use redb_store::RedbStore;
 
@@ -151,6 +153,43 @@ mod tests {
     #[test]
     fn mem_store_roundtrip() {
         roundtrip(&MemStore::default());
+    }
+
+    #[test]
+    fn file_store_roundtrip_reopen_and_atomic_commit() {
+        let dir = std::env::temp_dir().join(format!("netd-filestore-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.json");
+        {
+            let s = FileStore::open(&path).unwrap();
+            roundtrip(&s);
+            // A value that is not JSON fails the whole transaction and changes nothing.
+            let mut t = Txn::new();
+            t.put(Bucket::Pools, "b/4", &1u32);
+            t.ops.push(Op::Put {
+                bucket: Bucket::Pools,
+                key: "c/4".into(),
+                value: b"{not json".to_vec(),
+            });
+            assert!(s.commit(&t).is_err());
+            assert_eq!(s.list(Bucket::Pools).unwrap().len(), 1);
+        }
+        let s = FileStore::open(&path).unwrap().without_fsync();
+        assert_eq!(s.list(Bucket::Networks).unwrap().len(), 1);
+        assert_eq!(s.list(Bucket::Pools).unwrap().len(), 1);
+        let mut t = Txn::new();
+        t.delete(Bucket::Pools, "a/4");
+        s.commit(&t).unwrap();
+        assert!(FileStore::open(&path)
+            .unwrap()
+            .list(Bucket::Pools)
+            .unwrap()
+            .is_empty());
+        assert!(!dir.join("state.json.tmp").exists());
+        std::fs::write(&path, b"garbage").unwrap();
+        assert!(FileStore::open(&path).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

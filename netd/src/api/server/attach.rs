@@ -1,0 +1,183 @@
+//! `POST /v1/attach`: a sandbox on a network that is created if missing, in one request
+//! and under one engine lock. It is what a CNI ADD needs (netd-cni's delegating mode): one
+//! round trip instead of "look the network up, then create the sandbox", and no window in
+//! which the network can change between the two.
+//!
+//! An existing network must be the one asked for: every requested subnet among its own,
+//! and the requested bridge name (option `com.docker.network.bridge.name`) its bridge.
+//! Otherwise the answer is 412 (Precondition Failed) and nothing changes; a sandbox name
+//! that is taken is 409, as for `POST /v1/sandboxes`.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
+
+use super::{body, created, with_engine, ApiError, ApiResult, Shared};
+use crate::engine::{Engine, EngineError};
+use crate::model::{Network, NetworkRequest, Sandbox, SandboxRequest, DRIVER_MACVLAN, OPT_BRIDGE_NAME, OPT_PARENT};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachRequest {
+    pub network: NetworkRequest,
+    pub sandbox: SandboxRequest,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Attached {
+    pub network: Network,
+    pub sandbox: Sandbox,
+}
+
+/// Why the existing `net` is not the network `req` describes, if it is not.
+pub fn mismatch(net: &Network, req: &NetworkRequest) -> Option<String> {
+    for s in req.subnets.iter().filter_map(|s| s.subnet.as_deref()) {
+        // An unparsable subnet cannot match; creation would have refused it too.
+        let want = s.trim().parse::<IpNetwork>().ok();
+        if !net.subnets.iter().any(|n| Some(n.subnet) == want) {
+            let have: Vec<String> = net.subnets.iter().map(|n| n.subnet.to_string()).collect();
+            return Some(format!(
+                "network {} exists with subnets {have:?}, not {s}",
+                net.name
+            ));
+        }
+    }
+    let want_macvlan = req.driver.as_deref() == Some(DRIVER_MACVLAN);
+    if want_macvlan != net.is_macvlan() {
+        return Some(format!(
+            "network {} exists with driver {}, not {}",
+            net.name,
+            net.driver,
+            req.driver.as_deref().unwrap_or("bridge")
+        ));
+    }
+    if want_macvlan {
+        let parent = req.options.get(OPT_PARENT);
+        if parent != net.parent.as_ref() {
+            return Some(format!(
+                "network {} exists as macvlan on {}, not on {}",
+                net.name,
+                net.parent.as_deref().unwrap_or("-"),
+                parent.map(String::as_str).unwrap_or("-")
+            ));
+        }
+        return None;
+    }
+    match req.options.get(OPT_BRIDGE_NAME) {
+        Some(b) if *b != net.bridge => Some(format!(
+            "network {} exists with bridge {}, not {b}",
+            net.name, net.bridge
+        )),
+        _ => None,
+    }
+}
+
+/// The operation itself: `Ok(Err(reason))` when the network exists but differs.
+pub fn attach(e: &mut Engine, req: &AttachRequest) -> Result<Result<Attached, String>, EngineError> {
+    let network = match e.network(&req.network.name) {
+        Ok(n) => n.clone(),
+        Err(_) => e.create_network(&req.network)?,
+    };
+    if let Some(why) = mismatch(&network, &req.network) {
+        return Ok(Err(why));
+    }
+    let sandbox = e.create_sandbox(&req.sandbox)?;
+    Ok(Ok(Attached { network, sandbox }))
+}
+
+pub(super) async fn handler(State(st): State<Shared>, b: Body) -> ApiResult<Response> {
+    let req: AttachRequest = body(b).await?;
+    match with_engine(&st, move |e| attach(e, &req)).await? {
+        Ok(a) => Ok(created(a)),
+        Err(why) => Err(ApiError(StatusCode::PRECONDITION_FAILED, why)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::engine::EngineConfig;
+    use crate::kernel::fake::FakeKernel;
+    use crate::model::{EndpointRequest, SubnetRequest};
+    use crate::store::MemStore;
+
+    fn engine() -> Engine {
+        let cfg = EngineConfig {
+            etc_netns_dir: std::env::temp_dir().join(format!("netd-attach-test-{}", std::process::id())),
+            ..Default::default()
+        };
+        Engine::open(
+            Arc::new(FakeKernel::default()),
+            Arc::new(MemStore::default()),
+            cfg,
+        )
+        .unwrap()
+        .0
+    }
+
+    fn req(sandbox: &str, subnet: &str, bridge: &str) -> AttachRequest {
+        AttachRequest {
+            network: NetworkRequest {
+                name: "podnet".into(),
+                driver: Some("bridge".into()),
+                subnets: vec![SubnetRequest {
+                    subnet: Some(subnet.into()),
+                    ..Default::default()
+                }],
+                options: [(OPT_BRIDGE_NAME.to_string(), bridge.to_string())].into(),
+                ..Default::default()
+            },
+            sandbox: SandboxRequest {
+                name: sandbox.into(),
+                networks: vec![EndpointRequest {
+                    network: "podnet".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn creates_the_network_once_then_reuses_it() {
+        let mut e = engine();
+        let a = attach(&mut e, &req("s1", "10.60.0.0/24", "podbr0"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.network.bridge, "podbr0");
+        assert_eq!(a.sandbox.endpoints[0].network, "podnet");
+        let b = attach(&mut e, &req("s2", "10.60.0.0/24", "podbr0"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.network.id, a.network.id, "the existing network is reused");
+        assert_ne!(b.sandbox.endpoints[0].ipv4, a.sandbox.endpoints[0].ipv4);
+        // A taken sandbox name is the engine's conflict, as for POST /v1/sandboxes.
+        assert!(matches!(
+            attach(&mut e, &req("s1", "10.60.0.0/24", "podbr0")),
+            Err(EngineError::Conflict(_))
+        ));
+    }
+
+    #[test]
+    fn another_subnet_or_bridge_is_refused_and_changes_nothing() {
+        let mut e = engine();
+        attach(&mut e, &req("s1", "10.61.0.0/24", "podbr1"))
+            .unwrap()
+            .unwrap();
+        let why = attach(&mut e, &req("s2", "10.62.0.0/24", "podbr1"))
+            .unwrap()
+            .unwrap_err();
+        assert!(why.contains("subnets") && why.contains("10.62.0.0/24"), "{why}");
+        let why = attach(&mut e, &req("s3", "10.61.0.0/24", "other0"))
+            .unwrap()
+            .unwrap_err();
+        assert!(why.contains("bridge podbr1, not other0"), "{why}");
+        assert_eq!(e.sandboxes().count(), 1);
+        assert_eq!(e.networks().count(), 1);
+    }
+}

@@ -1,0 +1,161 @@
+//! Whether one nftables table exists, asked with a single nfnetlink request
+//! (`NFT_MSG_GETTABLE` for that family and name) on a socket of the calling thread's
+//! namespace.
+//!
+//! libnftables answers `list tables` only after filling its cache, which for netd's
+//! tables means dumping chains, sets and every set element: a cost that grows with the
+//! number of endpoints, paid by each standalone CNI exec just to learn that the table is
+//! still there (`Engine::open_trusting`). The kernel answers this question directly.
+
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
+
+use super::KernelError;
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFTA_TABLE_NAME: u16 = 1;
+const NLMSG_ERROR: u16 = 2;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_ACK: u16 = 4;
+const HDR: usize = 16;
+
+/// nftables family numbers (`NFPROTO_*`) by their `nft` names.
+pub fn family_number(family: &str) -> Option<u8> {
+    Some(match family {
+        "inet" => 1,
+        "ip" => 2,
+        "arp" => 3,
+        "netdev" => 5,
+        "bridge" => 7,
+        "ip6" => 10,
+        _ => return None,
+    })
+}
+
+/// The request: nlmsghdr, nfgenmsg (family, version 0, res_id 0), NFTA_TABLE_NAME.
+pub fn request(family: u8, name: &str, seq: u32) -> Vec<u8> {
+    let attr_len = 4 + name.len() + 1;
+    let len = HDR + 4 + attr_len.next_multiple_of(4);
+    let mut b = Vec::with_capacity(len);
+    b.extend_from_slice(&(len as u32).to_ne_bytes());
+    b.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE).to_ne_bytes());
+    b.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+    b.extend_from_slice(&seq.to_ne_bytes());
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    b.extend_from_slice(&[family, 0, 0, 0]);
+    b.extend_from_slice(&(attr_len as u16).to_ne_bytes());
+    b.extend_from_slice(&NFTA_TABLE_NAME.to_ne_bytes());
+    b.extend_from_slice(name.as_bytes());
+    b.push(0);
+    b.resize(len, 0);
+    b
+}
+
+/// What the kernel's answer says: `Some(found)` once it is complete (the ack, or the
+/// error), `None` when more is to come. `found` tracks a NEWTABLE seen earlier.
+pub fn parse_answer(buf: &[u8], seq: u32, found: &mut bool) -> Result<Option<bool>, KernelError> {
+    let mut off = 0;
+    while off + HDR <= buf.len() {
+        let word = |at: usize| u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+        let len = word(off) as usize;
+        let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
+        if len < HDR || off + len > buf.len() {
+            return Err(KernelError::Nft("malformed nfnetlink answer".into()));
+        }
+        if word(off + 8) == seq {
+            if kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE {
+                *found = true;
+            } else if kind == NLMSG_ERROR && len >= HDR + 4 {
+                let errno = -(word(off + HDR) as i32);
+                return match errno {
+                    0 => Ok(Some(*found)),
+                    libc::ENOENT => Ok(Some(false)),
+                    e => Err(KernelError::Nft(format!(
+                        "get table: {}",
+                        std::io::Error::from_raw_os_error(e)
+                    ))),
+                };
+            }
+        }
+        off += len.next_multiple_of(4);
+    }
+    Ok(None)
+}
+
+/// Whether table `family name` exists in the calling thread's namespace.
+pub fn table_exists(family: &str, name: &str) -> Result<bool, KernelError> {
+    let fam =
+        family_number(family).ok_or_else(|| KernelError::Nft(format!("unknown nft family {family:?}")))?;
+    let io = |op: &str, e: std::io::Error| KernelError::Nft(format!("nfnetlink {op}: {e}"));
+    let mut sock = Socket::new(NETLINK_NETFILTER).map_err(|e| io("socket", e))?;
+    sock.bind_auto().map_err(|e| io("bind", e))?;
+    sock.connect(&SocketAddr::new(0, 0))
+        .map_err(|e| io("connect", e))?;
+    let seq = 1;
+    sock.send(&request(fam, name, seq), 0)
+        .map_err(|e| io("send", e))?;
+    let mut found = false;
+    let mut buf = Vec::with_capacity(16 * 1024);
+    loop {
+        buf.clear();
+        sock.recv(&mut buf, 0).map_err(|e| io("recv", e))?;
+        if buf.is_empty() {
+            return Err(KernelError::Nft("nfnetlink closed before answering".into()));
+        }
+        if let Some(v) = parse_answer(&buf, seq, &mut found)? {
+            return Ok(v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_layout() {
+        let r = request(1, "netd", 7);
+        assert_eq!(r.len(), 16 + 4 + 12);
+        assert_eq!(u32::from_ne_bytes(r[0..4].try_into().unwrap()), 32);
+        assert_eq!(u16::from_ne_bytes(r[4..6].try_into().unwrap()), 0x0a01);
+        assert_eq!(r[16], 1, "family inet");
+        assert_eq!(&r[24..29], b"netd\0");
+        assert_eq!(family_number("bridge"), Some(7));
+        assert_eq!(family_number("nope"), None);
+    }
+
+    fn msg(kind: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let len = HDR + payload.len();
+        let mut b = Vec::new();
+        b.extend_from_slice(&(len as u32).to_ne_bytes());
+        b.extend_from_slice(&kind.to_ne_bytes());
+        b.extend_from_slice(&0u16.to_ne_bytes());
+        b.extend_from_slice(&seq.to_ne_bytes());
+        b.extend_from_slice(&0u32.to_ne_bytes());
+        b.extend_from_slice(payload);
+        b
+    }
+
+    #[test]
+    fn answers() {
+        let mut found = false;
+        // NEWTABLE then the ack: there.
+        let mut b = msg(0x0a00, 1, &[1, 0, 0, 0]);
+        b.extend(msg(NLMSG_ERROR, 1, &0i32.to_ne_bytes()));
+        assert_eq!(parse_answer(&b, 1, &mut found).unwrap(), Some(true));
+        // ENOENT: not there.
+        let mut found = false;
+        let b = msg(NLMSG_ERROR, 1, &(-libc::ENOENT).to_ne_bytes());
+        assert_eq!(parse_answer(&b, 1, &mut found).unwrap(), Some(false));
+        // Another error is an error; a partial answer asks for more.
+        let b = msg(NLMSG_ERROR, 1, &(-libc::EPERM).to_ne_bytes());
+        assert!(parse_answer(&b, 1, &mut false).is_err());
+        let mut found = false;
+        assert_eq!(
+            parse_answer(&msg(0x0a00, 1, &[1, 0, 0, 0]), 1, &mut found).unwrap(),
+            None
+        );
+        assert!(found);
+    }
+}

@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{body, created, with_engine, ApiError, ApiResult, Shared};
 use crate::engine::{Engine, EngineError};
-use crate::model::{Network, NetworkRequest, Sandbox, SandboxRequest, DRIVER_MACVLAN, OPT_BRIDGE_NAME, OPT_PARENT};
+use crate::model::{
+    Network, NetworkRequest, Sandbox, SandboxRequest, DRIVER_MACVLAN, OPT_BRIDGE_NAME, OPT_PARENT,
+};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -74,7 +74,7 @@ fn conf(node: &Node, lan: &Lan, name: &str, mode: &str) -> Value {
         "driver": "macvlan",
         "master": lan.parent,
         "mode": mode,
-        "ipam": {"type": "host-local", "subnet": lan.subnet, "gateway": lan.router},
+        "ipam": {"type": "netd", "subnet": lan.subnet, "gateway": lan.router},
     });
     match node.mode {
         Mode::Delegating => c["socket"] = node.host.socket().display().to_string().into(),

@@ -6,14 +6,13 @@
 //! host); restart and `kill -9` keep the data path and recreate nothing; `rm` leaves no
 //! link; refused requests change nothing.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use integration::harness::{echo, nsenter, ping_from, respond, sh, skip, tcp, Host};
+use integration::harness::{echo, roundtrip, nsenter, ping_from, respond, sh, skip, tcp, Host};
 use integration::lan::Lan;
 use serde_json::Value;
 
@@ -64,14 +63,6 @@ fn wait_until(mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     f()
-}
-
-fn roundtrip(s: &mut TcpStream, msg: &str) -> bool {
-    if s.write_all(msg.as_bytes()).is_err() {
-        return false;
-    }
-    let mut buf = vec![0u8; msg.len()];
-    s.read_exact(&mut buf).is_ok() && buf == msg.as_bytes()
 }
 
 #[test]

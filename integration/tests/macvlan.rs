@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use integration::harness::{echo, roundtrip, nsenter, ping_from, respond, sh, skip, tcp, Host};
+use integration::harness::{echo, nsenter, ping_from, respond, roundtrip, sh, skip, tcp, Host};
 use integration::lan::Lan;
 use serde_json::Value;
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use integration::harness::{echo, roundtrip, respond, skip, tcp, Host, Outside};
+use integration::harness::{echo, respond, roundtrip, skip, tcp, Host, Outside};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;

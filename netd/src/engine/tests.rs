@@ -35,7 +35,11 @@ fn setup() -> T {
 }
 
 /// An engine on `k` and a fresh in-memory store, with these namespace directories.
-pub(super) fn open_with(k: Arc<FakeKernel>, netns_dir: std::path::PathBuf, etc_netns_dir: std::path::PathBuf) -> T {
+pub(super) fn open_with(
+    k: Arc<FakeKernel>,
+    netns_dir: std::path::PathBuf,
+    etc_netns_dir: std::path::PathBuf,
+) -> T {
     let s = Arc::new(MemStore::default());
     let cfg = EngineConfig {
         netns_dir,

@@ -10,59 +10,19 @@
 //!
 //!   netd-bench-attach [N] [--ref-script PATH] [--endpoints 1000]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod daemon;
 
-use anyhow::{bail, Context};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::Context;
+use daemon::{pct, timed, Daemon};
 use netd::api::client::Client;
 use serde_json::json;
 
-struct Daemon {
-    host: String,
-    base: PathBuf,
-    netd: PathBuf,
-    child: Option<Child>,
-}
-
 impl Daemon {
-    fn socket(&self) -> PathBuf {
-        self.base.join("netd.sock")
-    }
-    fn start(&mut self) -> anyhow::Result<Duration> {
-        let t0 = Instant::now();
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.host))
-            .arg(&self.netd)
-            .arg("daemon")
-            .arg("--state-dir")
-            .arg(self.base.join("state"))
-            .arg("--socket")
-            .arg(self.socket())
-            .arg("--netns-dir")
-            .arg(self.base.join("netns"))
-            .arg("--etc-netns-dir")
-            .arg(self.base.join("etc"))
-            .env("NETD_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .context("start netd")?;
-        self.child = Some(child);
-        let c = Client::new(self.socket());
-        while c.get("/v1/health").is_err() {
-            if t0.elapsed() > Duration::from_secs(60) {
-                bail!("netd did not come up");
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        Ok(t0.elapsed())
-    }
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+    /// The daemon's resident set size.
     fn rss_kb(&self) -> u64 {
         let pid = self.child.as_ref().map(|c| c.id()).unwrap_or(0);
         std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -74,39 +34,6 @@ impl Daemon {
             })
             .unwrap_or(0)
     }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill9();
-        let netns = self.base.join("netns");
-        if let Ok(rd) = std::fs::read_dir(&netns) {
-            for e in rd.flatten() {
-                let p = e.path();
-                let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap_or_default();
-                // SAFETY: plain umount2 on a path we created.
-                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-                let _ = std::fs::remove_file(&p);
-            }
-        }
-        let c = std::ffi::CString::new(netns.as_os_str().as_encoded_bytes()).unwrap_or_default();
-        // SAFETY: as above.
-        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        let _ = std::fs::remove_dir_all(&self.base);
-        let _ = Command::new("ip").args(["netns", "del", &self.host]).status();
-    }
-}
-
-fn pct(v: &mut [f64], q: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let i = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[i - 1]
-}
-
-fn timed(f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<f64> {
-    let t = Instant::now();
-    f()?;
-    Ok(t.elapsed().as_secs_f64() * 1000.0)
 }
 
 fn reference(script: &Path, n: usize) -> anyhow::Result<(f64, f64, f64, f64)> {
@@ -164,8 +91,10 @@ fn main() -> anyhow::Result<()> {
         .status()?;
     let mut d = Daemon {
         host,
+        lan: None,
         base: PathBuf::from(format!("/run/netd-bench-{pid}")),
         netd,
+        args: vec![],
         child: None,
     };
     d.start()?;

@@ -11,98 +11,15 @@
 //!
 //!   netd-bench-macvlan [N] [--endpoints E]
 
+mod daemon;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use anyhow::{bail, Context};
+use daemon::{pct, timed, Daemon};
 use netd::api::client::Client;
 use serde_json::json;
-
-struct Daemon {
-    host: String,
-    lan: String,
-    base: PathBuf,
-    netd: PathBuf,
-    child: Option<Child>,
-}
-
-impl Daemon {
-    fn socket(&self) -> PathBuf {
-        self.base.join("netd.sock")
-    }
-    fn start(&mut self) -> anyhow::Result<()> {
-        let t0 = Instant::now();
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.host))
-            .arg(&self.netd)
-            .arg("daemon")
-            .arg("--state-dir")
-            .arg(self.base.join("state"))
-            .arg("--socket")
-            .arg(self.socket())
-            .arg("--netns-dir")
-            .arg(self.base.join("netns"))
-            .arg("--etc-netns-dir")
-            .arg(self.base.join("etc"))
-            .arg("--docker-plugin-dir")
-            .arg("none")
-            .env("NETD_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .context("start netd")?;
-        self.child = Some(child);
-        let c = Client::new(self.socket());
-        while c.get("/v1/health").is_err() {
-            if t0.elapsed() > Duration::from_secs(60) {
-                bail!("netd did not come up");
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        Ok(())
-    }
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill9();
-        let netns = self.base.join("netns");
-        if let Ok(rd) = std::fs::read_dir(&netns) {
-            for e in rd.flatten() {
-                let p = e.path();
-                let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap_or_default();
-                // SAFETY: plain umount2 on a path we created.
-                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-                let _ = std::fs::remove_file(&p);
-            }
-        }
-        let c = std::ffi::CString::new(netns.as_os_str().as_encoded_bytes()).unwrap_or_default();
-        // SAFETY: as above.
-        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        let _ = std::fs::remove_dir_all(&self.base);
-        for ns in [&self.host, &self.lan] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-fn pct(v: &mut [f64], q: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let i = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[i - 1]
-}
-
-fn timed(f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<f64> {
-    let t = Instant::now();
-    f()?;
-    Ok(t.elapsed().as_secs_f64() * 1000.0)
-}
 
 fn sh(cmd: &str) -> anyhow::Result<()> {
     let o = Command::new("bash").args(["-c", cmd]).output()?;
@@ -137,9 +54,10 @@ fn main() -> anyhow::Result<()> {
     let pid = std::process::id();
     let mut d = Daemon {
         host: format!("ndmvbench-{pid}"),
-        lan: format!("ndmvbench-{pid}-lan"),
+        lan: Some(format!("ndmvbench-{pid}-lan")),
         base: PathBuf::from(format!("/run/netd-mvbench-{pid}")),
         netd,
+        args: vec!["--docker-plugin-dir", "none"],
         child: None,
     };
     sh(&format!(
@@ -148,7 +66,7 @@ fn main() -> anyhow::Result<()> {
          ip -n {h} link set mvb{pid} up; ip -n {l} link set lan0 up
          ip -n {l} addr add 10.124.0.1/16 dev lan0",
         h = d.host,
-        l = d.lan
+        l = d.lan.as_deref().unwrap_or_default()
     ))?;
     d.start()?;
     let c = Client::new(d.socket());

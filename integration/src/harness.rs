@@ -707,6 +707,16 @@ pub fn tcp(netns: Option<&Path>, addr: &str, ms: u64) -> Option<String> {
     netd::kernel::probe::tcp_probe(netns, a, Duration::from_millis(ms)).ok()
 }
 
+/// Writes `msg` on an open flow and reads it back from an echo peer: whether the flow
+/// still carries data.
+pub fn roundtrip(s: &mut std::net::TcpStream, msg: &str) -> bool {
+    if s.write_all(msg.as_bytes()).is_err() {
+        return false;
+    }
+    let mut buf = vec![0u8; msg.len()];
+    s.read_exact(&mut buf).is_ok() && buf == msg.as_bytes()
+}
+
 /// Like `tcp`, over UDP (one datagram, one answer).
 pub fn udp(netns: Option<&Path>, addr: &str, ms: u64) -> Option<String> {
     let a: SocketAddr = addr.parse().expect("socket address");

@@ -2,6 +2,7 @@
 //! removed on drop (even when a test panics).
 
 pub mod harness;
+pub mod lan;
 
 pub mod ns {
     //! Unique namespace names and a guard that removes them. Names are

@@ -7,22 +7,10 @@ mod cni_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
-use cni_support::{cni_dir, skip, Mode, Netns, Node};
+use cni_support::{cni_dir, cnitool, skip, Mode, Netns, Node};
 use integration::harness::{run, Out};
 use serde_json::{json, Value};
-
-fn cnitool() -> Option<PathBuf> {
-    static TOOL: OnceLock<Option<PathBuf>> = OnceLock::new();
-    TOOL.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/engines/cnitool/build.sh");
-        let o = Command::new(&script).output().ok()?;
-        let path = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
-        (o.status.success() && path.exists()).then_some(path)
-    })
-    .clone()
-}
 
 struct Lib {
     dir: PathBuf,

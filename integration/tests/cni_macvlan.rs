@@ -8,63 +8,13 @@
 
 mod cni_support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
 
-use cni_support::{cni_dir, skip, Mode, Netns, Node};
-use integration::harness::{nsenter, ping_from, run, sh};
+use cni_support::{cni_dir, cnitool, skip, Mode, Netns, Node};
+use integration::harness::{nsenter, ping_from, run};
+use integration::lan::Lan;
 use serde_json::{json, Value};
-
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-struct Lan {
-    name: String,
-    parent: String,
-    router: String,
-    subnet: String,
-}
-
-impl Lan {
-    fn new(node: &Node, k: u8) -> Lan {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let lan = Lan {
-            name: format!("ndmv-{}-c{n}", std::process::id()),
-            parent: format!("mvc{}{n}", std::process::id() % 100_000),
-            router: format!("192.168.{k}.1"),
-            subnet: format!("192.168.{k}.0/24"),
-        };
-        let o = sh(&format!(
-            "set -e; ip netns add {lan}; ip -n {lan} link set lo up
-             ip link add {p} netns {host} type veth peer name lan0 netns {lan}
-             ip -n {host} link set {p} up
-             ip -n {lan} addr add {r}/24 dev lan0; ip -n {lan} link set lan0 up",
-            lan = lan.name,
-            p = lan.parent,
-            host = node.host.name,
-            r = lan.router,
-        ));
-        assert!(o.ok(), "LAN setup: {}", o.stderr);
-        // Carrier comes up a moment after `link set up`; tests compare link state.
-        let up = sh(&format!(
-            "for i in $(seq 200); do ip -n {lan} link show lan0 | grep -q 'state UP' && exit 0; sleep 0.01; done; exit 1",
-            lan = lan.name
-        ));
-        assert!(up.ok(), "lan0 has no carrier");
-        lan
-    }
-
-    fn netns(&self) -> PathBuf {
-        PathBuf::from(format!("/run/netns/{}", self.name))
-    }
-}
-
-impl Drop for Lan {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
-    }
-}
 
 fn conf(node: &Node, lan: &Lan, name: &str, mode: &str) -> Value {
     let mut c = json!({
@@ -107,7 +57,7 @@ fn host_leftovers(node: &Node) -> Vec<String> {
 
 fn direct_exec(mode: Mode, k: u8) {
     let node = Node::new(mode);
-    let lan = Lan::new(&node, k);
+    let lan = Lan::new(&node.host.name, k, "c");
     let c = conf(&node, &lan, &format!("ndmv-net{k}"), "bridge");
     let (ns1, ns2) = (Netns::new(), Netns::new());
     let (code, r, err) = node.exec("ADD", "mv-1", &ns1.path(), "net1", &c);
@@ -217,20 +167,9 @@ fn cni_macvlan_direct_exec_standalone() {
     direct_exec(Mode::Standalone, 82);
 }
 
-fn cnitool() -> Option<PathBuf> {
-    static TOOL: OnceLock<Option<PathBuf>> = OnceLock::new();
-    TOOL.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/engines/cnitool/build.sh");
-        let o = Command::new(&script).output().ok()?;
-        let path = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
-        (o.status.success() && path.exists()).then_some(path)
-    })
-    .clone()
-}
-
 fn libcni(mode: Mode, k: u8) {
     let node = Node::new(mode);
-    let lan = Lan::new(&node, k);
+    let lan = Lan::new(&node.host.name, k, "c");
     let name = format!("ndmv-lib{k}");
     let dir = node.host.base.join("libcni-mv");
     std::fs::create_dir_all(dir.join("net.d")).unwrap();

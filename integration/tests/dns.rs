@@ -5,42 +5,12 @@
 //! it is down, names after a restart, and bad packets that do not stop the server.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use integration::harness::{skip, Host, Outside};
+mod dns_support;
 
-fn no_dig() -> bool {
-    if skip() {
-        return true;
-    }
-    if Command::new("dig").arg("-v").output().is_err() {
-        println!("skipped: dig not installed (scripts/install-deps.sh installs bind9-dnsutils)");
-        return true;
-    }
-    false
-}
-
-/// `dig @127.0.0.11 ARGS` from inside `sandbox`: (status, answer lines).
-fn dig(h: &Host, sandbox: &str, args: &str) -> (String, Vec<String>) {
-    let o = h.sh_in(
-        sandbox,
-        &format!("dig @127.0.0.11 +time=3 +tries=1 +noall +comments +answer {args}"),
-    );
-    let status = o
-        .stdout
-        .lines()
-        .find_map(|l| l.split("status: ").nth(1))
-        .map(|s| s.split(',').next().unwrap_or("").to_string())
-        .unwrap_or_else(|| format!("no answer: {} {}", o.stdout, o.stderr));
-    let answers = o
-        .stdout
-        .lines()
-        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
-        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect();
-    (status, answers)
-}
+use dns_support::{dig, dnsmasq, no_dig};
+use integration::harness::{Host, Outside};
 
 /// The data fields of the answers (`dig +short`).
 fn short(h: &Host, sandbox: &str, args: &str) -> Vec<String> {
@@ -220,45 +190,6 @@ fn round_robin_and_tcp_fallback_for_big_answers() {
     assert!(firsts.len() > 1, "round robin: always {firsts:?}");
 }
 
-struct Dnsmasq(Child);
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn dnsmasq(out: &Outside) -> Option<Dnsmasq> {
-    let bin = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())?;
-    let child = Command::new("nsenter")
-        .arg(format!("--net={}", out.netns().display()))
-        .args([
-            bin,
-            "--keep-in-foreground",
-            "--no-resolv",
-            "--no-hosts",
-            "--bind-interfaces",
-            "--pid-file=",
-        ])
-        .arg(format!("--listen-address={}", out.ip))
-        .args([
-            "--address=/example.test/192.0.2.7",
-            "--address=/other.test/192.0.2.8",
-            "--user=root",
-            "--local-ttl=60",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let d = Dnsmasq(child);
-    std::thread::sleep(Duration::from_millis(300));
-    Some(d)
-}
-
 #[test]
 fn forwarding_cache_servfail_kubernetes_names_and_restart() {
     if no_dig() {
@@ -278,7 +209,7 @@ fn forwarding_cache_servfail_kubernetes_names_and_restart() {
     .expect("write config");
     h.daemon_args = vec!["--config".into(), cfg.display().to_string()];
     h.start();
-    let Some(fake) = dnsmasq(&up) else {
+    let Some(fake) = dnsmasq(&up, &["--address=/other.test/192.0.2.8", "--local-ttl=60"]) else {
         println!("skipped: dnsmasq not installed (scripts/install-deps.sh installs dnsmasq-base)");
         return;
     };

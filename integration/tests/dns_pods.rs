@@ -4,8 +4,7 @@
 //! the pod name first.
 
 mod cni_support;
-
-use std::process::Command;
+mod dns_support;
 
 use cni_support::{skip, Mode, Netns, Node};
 use serde_json::json;
@@ -15,8 +14,7 @@ fn ndds_cni_pod_resolves_by_its_pod_name() {
     if skip("dns pod names") {
         return;
     }
-    if Command::new("dig").arg("-v").output().is_err() {
-        println!("skipped: dig not installed (scripts/install-deps.sh installs bind9-dnsutils)");
+    if dns_support::dig_missing() {
         return;
     }
     let node = Node::new(Mode::Delegating);

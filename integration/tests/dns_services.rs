@@ -4,79 +4,11 @@
 //! netd's own names; bad input is refused and changes nothing; services survive a
 //! restart; `rm` takes the name away before it returns.
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+mod dns_support;
 
-use integration::harness::{skip, Host, Outside};
+use dns_support::{dig, dnsmasq, no_dig};
+use integration::harness::{Host, Outside};
 use serde_json::{json, Value};
-
-fn no_dig() -> bool {
-    if skip() {
-        return true;
-    }
-    if Command::new("dig").arg("-v").output().is_err() {
-        println!("skipped: dig not installed (scripts/install-deps.sh installs bind9-dnsutils)");
-        return true;
-    }
-    false
-}
-
-/// `dig @127.0.0.11 ARGS` from inside `sandbox`: (status, answer lines).
-fn dig(h: &Host, sandbox: &str, args: &str) -> (String, Vec<String>) {
-    let o = h.sh_in(
-        sandbox,
-        &format!("dig @127.0.0.11 +time=3 +tries=1 +noall +comments +answer {args}"),
-    );
-    let status = o
-        .stdout
-        .lines()
-        .find_map(|l| l.split("status: ").nth(1))
-        .map(|s| s.split(',').next().unwrap_or("").to_string())
-        .unwrap_or_else(|| format!("no answer: {} {}", o.stdout, o.stderr));
-    let answers = o
-        .stdout
-        .lines()
-        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
-        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect();
-    (status, answers)
-}
-
-struct Dnsmasq(Child);
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A fake upstream in `out`'s namespace: *.example.test is 192.0.2.7.
-fn dnsmasq(out: &Outside) -> Option<Dnsmasq> {
-    let bin = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())?;
-    let child = Command::new("nsenter")
-        .arg(format!("--net={}", out.netns().display()))
-        .args([
-            bin,
-            "--keep-in-foreground",
-            "--no-resolv",
-            "--no-hosts",
-            "--bind-interfaces",
-            "--pid-file=",
-            "--user=root",
-            "--address=/example.test/192.0.2.7",
-        ])
-        .arg(format!("--listen-address={}", out.ip))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let d = Dnsmasq(child);
-    std::thread::sleep(Duration::from_millis(300));
-    Some(d)
-}
 
 fn services(h: &Host) -> Value {
     serde_json::from_str(&h.ctl(&["service", "ls", "--json"])).expect("service ls --json")
@@ -100,7 +32,7 @@ fn ndds_external_name_service_is_a_cname_forwarded_persisted_and_removed() {
     .expect("write config");
     h.daemon_args = vec!["--config".into(), cfg.display().to_string()];
     h.start();
-    let Some(_fake) = dnsmasq(&up) else {
+    let Some(_fake) = dnsmasq(&up, &[]) else {
         println!("skipped: dnsmasq not installed (scripts/install-deps.sh installs dnsmasq-base)");
         return;
     };

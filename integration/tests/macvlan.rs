@@ -6,67 +6,17 @@
 //! host); restart and `kill -9` keep the data path and recreate nothing; `rm` leaves no
 //! link; refused requests change nothing.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use integration::harness::{echo, nsenter, ping_from, respond, sh, skip, tcp, Host};
+use integration::harness::{echo, nsenter, ping_from, respond, roundtrip, sh, skip, tcp, Host};
+use integration::lan::Lan;
 use serde_json::Value;
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-/// The LAN: a namespace with the router address, joined to the host by a veth whose host
-/// end is the macvlan parent.
-struct Lan {
-    name: String,
-    parent: String,
-    router: String,
-    subnet: String,
-}
-
-impl Lan {
-    fn new(h: &Host, k: u8) -> Lan {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let lan = Lan {
-            name: format!("ndmv-{}-{n}", std::process::id()),
-            parent: format!("mv{}{n}", std::process::id() % 100_000),
-            router: format!("192.168.{k}.1"),
-            subnet: format!("192.168.{k}.0/24"),
-        };
-        // Both ends are made directly in their namespaces: nothing in the init one.
-        let o = sh(&format!(
-            "set -e; ip netns add {lan}; ip -n {lan} link set lo up
-             ip link add {p} netns {host} type veth peer name lan0 netns {lan}
-             ip -n {host} link set {p} up
-             ip -n {lan} addr add {r}/24 dev lan0; ip -n {lan} link set lan0 up",
-            lan = lan.name,
-            p = lan.parent,
-            host = h.name,
-            r = lan.router,
-        ));
-        assert!(o.ok(), "LAN setup: {}", o.stderr);
-        // Carrier comes up a moment after `link set up`; tests compare link state.
-        let up = sh(&format!(
-            "for i in $(seq 200); do ip -n {lan} link show lan0 | grep -q 'state UP' && exit 0; sleep 0.01; done; exit 1",
-            lan = lan.name
-        ));
-        assert!(up.ok(), "lan0 has no carrier");
-        lan
-    }
-
-    fn netns(&self) -> PathBuf {
-        PathBuf::from(format!("/run/netns/{}", self.name))
-    }
-}
-
-impl Drop for Lan {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
-    }
-}
 
 fn mvnet(h: &Host, lan: &Lan, name: &str, extra: &[&str]) {
     let parent = format!("parent={}", lan.parent);
@@ -115,21 +65,13 @@ fn wait_until(mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-fn roundtrip(s: &mut TcpStream, msg: &str) -> bool {
-    if s.write_all(msg.as_bytes()).is_err() {
-        return false;
-    }
-    let mut buf = vec![0u8; msg.len()];
-    s.read_exact(&mut buf).is_ok() && buf == msg.as_bytes()
-}
-
 #[test]
 fn sandboxes_reach_each_other_and_the_lan_across_restarts_and_rm_leaves_nothing() {
     if skip() {
         return;
     }
     let mut h = Host::new();
-    let lan = Lan::new(&h, 71);
+    let lan = Lan::new(&h.name, 71, "");
     // The host has an address on the LAN, as a real host's uplink would: the subnet is
     // routed on the host, which must not stop a macvlan network on it.
     assert!(h
@@ -260,7 +202,7 @@ fn internal_and_modes() {
         return;
     }
     let h = Host::new();
-    let lan = Lan::new(&h, 72);
+    let lan = Lan::new(&h.name, 72, "");
     // --internal: as Docker's macvlan, no gateway route; the LAN subnet itself is reachable.
     mvnet(&h, &lan, "inner", &["--internal", "-o", "macvlan_mode=private"]);
     h.ctl(&["sandbox", "create", "i1", "--network", "inner"]);
@@ -309,7 +251,7 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
         return;
     }
     let h = Host::new();
-    let lan = Lan::new(&h, 73);
+    let lan = Lan::new(&h.name, 73, "");
     // A second parent, for the overlapping-subnet case.
     let other = format!("mo{}", std::process::id() % 100_000);
     assert!(h
@@ -463,7 +405,7 @@ fn reconcile_removes_crash_leftovers_and_keeps_endpoints() {
         return;
     }
     let mut h = Host::new();
-    let lan = Lan::new(&h, 74);
+    let lan = Lan::new(&h.name, 74, "");
     mvnet(&h, &lan, "lan", &[]);
     h.ctl(&["sandbox", "create", "a", "--network", "lan"]);
     h.kill9();
@@ -521,7 +463,7 @@ fn failed_create_macvlan_leaves_nothing() {
         return;
     }
     let h = Host::bare();
-    let lan = Lan::new(&h, 75);
+    let lan = Lan::new(&h.name, 75, "");
     let k = LinuxKernel::for_netns(h.netns()).expect("kernel");
     let sb_name = format!(
         "ndmv-{}-k{}",
@@ -616,7 +558,7 @@ fn ipv6_on_macvlan() {
         return;
     }
     let h = Host::new();
-    let lan = Lan::new(&h, 76);
+    let lan = Lan::new(&h.name, 76, "");
     assert!(sh(&format!("ip -n {} addr add fd76::1/64 dev lan0 nodad", lan.name)).ok());
     mvnet(
         &h,

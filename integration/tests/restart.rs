@@ -3,13 +3,12 @@
 //! (links, namespaces, nft elements, leases), no address is duplicated, and a TCP flow
 //! opened before the first kill still carries data. Also: `nft flush ruleset` is undone.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use integration::harness::{echo, respond, skip, tcp, Host, Outside};
+use integration::harness::{echo, respond, roundtrip, skip, tcp, Host, Outside};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -22,14 +21,6 @@ fn open_flow(h: &Host, from: &str, to: &str) -> TcpStream {
     .expect("open flow");
     s.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
     s
-}
-
-fn roundtrip(s: &mut TcpStream, msg: &str) -> bool {
-    if s.write_all(msg.as_bytes()).is_err() {
-        return false;
-    }
-    let mut buf = vec![0u8; msg.len()];
-    s.read_exact(&mut buf).is_ok() && buf == msg.as_bytes()
 }
 
 #[test]

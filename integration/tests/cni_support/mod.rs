@@ -17,6 +17,19 @@ use serde_json::{json, Value};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
+/// libcni's `cnitool` (built once per test process by the shared engines' script), or None
+/// when it cannot be built (no Go or no libcni sources).
+pub fn cnitool() -> Option<PathBuf> {
+    static TOOL: OnceLock<Option<PathBuf>> = OnceLock::new();
+    TOOL.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/engines/cnitool/build.sh");
+        let o = Command::new(&script).output().ok()?;
+        let path = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+        (o.status.success() && path.exists()).then_some(path)
+    })
+    .clone()
+}
+
 /// `target/debug/netd-cni`, built once per test process.
 pub fn cni_bin() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();

@@ -49,12 +49,7 @@ pub fn network_down(net: &Network) -> Vec<Step> {
 /// which carries its default routes (internal networks never do: no way out).
 pub fn endpoint_up(net: &Network, sandbox: &str, netns: &Path, ep: &Endpoint, default_route: bool) -> Step {
     let route = default_route && !net.internal;
-    let addrs = ep
-        .ipv4
-        .map(IpNetwork::V4)
-        .into_iter()
-        .chain(ep.ipv6.map(IpNetwork::V6))
-        .collect();
+    let addrs = sandbox_addrs(ep);
     Step::CreateVeth(VethSpec {
         host_name: ep.host_ifname.clone(),
         bridge: net.bridge.clone(),
@@ -67,6 +62,15 @@ pub fn endpoint_up(net: &Network, sandbox: &str, netns: &Path, ep: &Endpoint, de
         gw4: if route { ep.gateway4 } else { None },
         gw6: if route { ep.gateway6 } else { None },
     })
+}
+
+/// The endpoint's addresses as the sandbox side of its link carries them (IPv4, then IPv6).
+pub(super) fn sandbox_addrs(ep: &Endpoint) -> Vec<IpNetwork> {
+    ep.ipv4
+        .map(IpNetwork::V4)
+        .into_iter()
+        .chain(ep.ipv6.map(IpNetwork::V6))
+        .collect()
 }
 
 pub fn endpoint_down(ep: &Endpoint) -> Step {

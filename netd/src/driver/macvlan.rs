@@ -11,9 +11,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use ipnetwork::IpNetwork;
-
-use super::bridge::parse_mac;
+use super::bridge::{parse_mac, sandbox_addrs};
 use super::endpoint_alias;
 use crate::model::{macvlan_tmp_name, Endpoint, Network};
 use crate::plan::{MacvlanSpec, SandboxSide, Step};
@@ -28,12 +26,7 @@ pub fn network_up(_net: &Network) -> Vec<Step> {
 /// what `--internal` means for Docker's macvlan: no gateway).
 pub fn endpoint_up(net: &Network, sandbox: &str, netns: &Path, ep: &Endpoint, default_route: bool) -> Step {
     let route = default_route && !net.internal;
-    let addrs = ep
-        .ipv4
-        .map(IpNetwork::V4)
-        .into_iter()
-        .chain(ep.ipv6.map(IpNetwork::V6))
-        .collect();
+    let addrs = sandbox_addrs(ep);
     Step::CreateMacvlan(MacvlanSpec {
         tmp_name: macvlan_tmp_name(sandbox, &net.name),
         sandbox: Some(SandboxSide {

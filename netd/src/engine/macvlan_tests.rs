@@ -3,37 +3,23 @@
 
 use std::sync::Arc;
 
-use super::super::{Engine, EngineConfig};
+use super::super::tests::{open_with, T};
+use super::super::Engine;
 use crate::kernel::fake::FakeKernel;
 use crate::kernel::Kernel;
 use crate::model::{EndpointRequest, NetworkRequest, SandboxRequest, SubnetRequest};
 use crate::plan::Step;
-use crate::store::{Bucket, MemStore, Store};
-
-struct T {
-    k: Arc<FakeKernel>,
-    s: Arc<MemStore>,
-    e: Engine,
-}
-
-impl Drop for T {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.e.cfg.etc_netns_dir);
-    }
-}
+use crate::store::{Bucket, Store};
 
 fn setup() -> T {
     let k = Arc::new(FakeKernel::default());
     k.add_link("eth1");
-    let s = Arc::new(MemStore::default());
     let tag = format!("{}-{}", std::process::id(), rand::random::<u32>());
-    let cfg = EngineConfig {
-        netns_dir: std::env::temp_dir().join(format!("netd-mv-test-{tag}")),
-        etc_netns_dir: std::env::temp_dir().join(format!("netd-mv-test-etc-{tag}")),
-        ..Default::default()
-    };
-    let (e, _) = Engine::open(k.clone(), s.clone(), cfg).unwrap();
-    T { k, s, e }
+    open_with(
+        k,
+        std::env::temp_dir().join(format!("netd-mv-test-{tag}")),
+        std::env::temp_dir().join(format!("netd-mv-test-etc-{tag}")),
+    )
 }
 
 fn mvnet(name: &str, parent: Option<&str>, subnet: &str) -> NetworkRequest {

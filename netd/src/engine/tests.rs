@@ -8,10 +8,12 @@ use crate::kernel::fake::FakeKernel;
 use crate::model::{EndpointRequest, NetworkRequest, SandboxRequest, SubnetRequest};
 use crate::store::MemStore;
 
-struct T {
-    k: Arc<FakeKernel>,
-    s: Arc<MemStore>,
-    e: Engine,
+/// An engine on a fake kernel and an in-memory store; its /etc directory goes on drop.
+/// Shared with the engine's submodule tests (macvlan).
+pub(super) struct T {
+    pub(super) k: Arc<FakeKernel>,
+    pub(super) s: Arc<MemStore>,
+    pub(super) e: Engine,
 }
 
 impl Drop for T {
@@ -21,15 +23,27 @@ impl Drop for T {
 }
 
 fn setup() -> T {
-    let k = Arc::new(FakeKernel::default());
-    let s = Arc::new(MemStore::default());
-    let cfg = EngineConfig {
-        netns_dir: std::env::temp_dir().join(format!("netd-engine-test-{}", std::process::id())),
-        etc_netns_dir: std::env::temp_dir().join(format!(
+    open_with(
+        Arc::new(FakeKernel::default()),
+        std::env::temp_dir().join(format!("netd-engine-test-{}", std::process::id())),
+        std::env::temp_dir().join(format!(
             "netd-engine-test-etc-{}-{}",
             std::process::id(),
             rand::random::<u32>()
         )),
+    )
+}
+
+/// An engine on `k` and a fresh in-memory store, with these namespace directories.
+pub(super) fn open_with(
+    k: Arc<FakeKernel>,
+    netns_dir: std::path::PathBuf,
+    etc_netns_dir: std::path::PathBuf,
+) -> T {
+    let s = Arc::new(MemStore::default());
+    let cfg = EngineConfig {
+        netns_dir,
+        etc_netns_dir,
         ..Default::default()
     };
     let (e, _) = Engine::open(k.clone(), s.clone(), cfg).unwrap();

@@ -376,7 +376,10 @@ fn cni_kill9_during_add_burst() {
     }
     let mut node = Node::new(Mode::Delegating);
     let conf = node.conf("ndcni-k", "10.238.0.0/24", json!({}));
-    let nss: Vec<Netns> = (0..30).map(|_| Netns::new()).collect();
+    // Large enough that the kill lands while ADDs are still queued behind the engine lock
+    // (one-request ADDs are fast: a burst of 30 sometimes ended between the poll and the kill).
+    const BURST: usize = 120;
+    let nss: Vec<Netns> = (0..BURST).map(|_| Netns::new()).collect();
     let host = node.host.netns();
     let bin = cni_support::cni_bin();
     let handles: Vec<_> = nss
@@ -407,12 +410,12 @@ fn cni_kill9_during_add_burst() {
     node.host.restart();
     let codes: Vec<i32> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let ok = codes.iter().filter(|c| **c == 0).count();
-    println!("{ok} of 30 ADDs succeeded around the kill");
+    println!("{ok} of {BURST} ADDs succeeded around the kill");
     // The kill came after 3 sandboxes were committed; it landed in the burst if some
     // ADDs failed (a committed ADD may still fail when its answer was lost).
     assert!(
-        ok < 30,
-        "the kill did not land during the burst (all 30 succeeded)"
+        ok < BURST,
+        "the kill did not land during the burst (all {BURST} succeeded)"
     );
     let sbs = node.sandboxes();
     for (ns, code) in nss.iter().zip(&codes) {

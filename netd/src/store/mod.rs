@@ -175,7 +175,7 @@ mod tests {
             assert!(s.commit(&t).is_err());
             assert_eq!(s.list(Bucket::Pools).unwrap().len(), 1);
         }
-        let s = FileStore::open(&path).unwrap().without_fsync();
+        let s = FileStore::open(&path).unwrap();
         assert_eq!(s.list(Bucket::Networks).unwrap().len(), 1);
         assert_eq!(s.list(Bucket::Pools).unwrap().len(), 1);
         let mut t = Txn::new();

@@ -267,7 +267,17 @@ pub async fn serve(
     engine: Shared,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(engine))
+    serve_router(listener, router(engine), shutdown).await
+}
+
+/// Serves `router` on a unix `listener` until `shutdown` resolves (the API and the Docker
+/// plugin socket alike).
+pub async fn serve_router(
+    listener: UnixListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -369,33 +369,16 @@ impl Engine {
             )?;
             own_pools.push((pool_key(&name, s.subnet.is_ipv6()), pl));
         }
-        let net = Network {
-            name: name.clone(),
-            id: req.id.clone(),
-            driver: p.driver,
-            bridge: p.bridge,
-            subnets: p
-                .subnets
-                .iter()
-                .map(|s| Subnet {
-                    subnet: s.subnet,
-                    gateway: s.gateway.unwrap_or_else(|| s.subnet.ip()),
-                    ip_range: None,
-                })
-                .collect(),
-            ipv6: p.ipv6,
-            internal: p.internal,
-            icc: p.icc,
-            masquerade: p.masquerade,
-            host_binding_ipv4: p.host_binding_ipv4,
-            mtu: p.mtu,
-            parent: p.parent.clone(),
-            macvlan_mode: p.macvlan_mode.clone(),
-            options: nreq.options.clone(),
-            labels: nreq.labels.clone(),
-            owner: OWNER.into(),
-            created: now(),
-        };
+        let subnets = p
+            .subnets
+            .iter()
+            .map(|s| Subnet {
+                subnet: s.subnet,
+                gateway: s.gateway.unwrap_or_else(|| s.subnet.ip()),
+                ip_range: None,
+            })
+            .collect();
+        let net = p.into_network(req.id.clone(), subnets, &nreq, OWNER, now());
         let mut undo = Undo::default();
         let mut keys: Vec<String> = own_pools.iter().map(|(k, _)| k.clone()).collect();
         keys.extend(ipam_keys.iter().cloned());

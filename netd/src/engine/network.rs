@@ -46,32 +46,15 @@ impl Engine {
                 Self::routes_for(&p, want6.is_some(), &routes),
             )?);
         }
-        let net = Network {
-            name: p.name.clone(),
-            id: new_id(),
-            driver: p.driver,
-            bridge: p.bridge,
-            subnets: pools
-                .iter()
-                .map(|pl| Subnet {
-                    subnet: pl.subnet,
-                    gateway: pl.gateway,
-                    ip_range: pl.ip_range,
-                })
-                .collect(),
-            ipv6: p.ipv6,
-            internal: p.internal,
-            icc: p.icc,
-            masquerade: p.masquerade,
-            host_binding_ipv4: p.host_binding_ipv4,
-            mtu: p.mtu,
-            parent: p.parent,
-            macvlan_mode: p.macvlan_mode,
-            options: req.options.clone(),
-            labels: req.labels.clone(),
-            owner: "netctl".into(),
-            created: now(),
-        };
+        let subnets = pools
+            .iter()
+            .map(|pl| Subnet {
+                subnet: pl.subnet,
+                gateway: pl.gateway,
+                ip_range: pl.ip_range,
+            })
+            .collect();
+        let net = p.into_network(new_id(), subnets, req, "netctl", now());
         let mut undo = Undo::default();
         let keys: Vec<String> = pools
             .iter()

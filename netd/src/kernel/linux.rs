@@ -207,10 +207,7 @@ impl LinuxKernel {
         std::thread::scope(|s| {
             let sandbox = netns::spawn_in(s, &v.netns, &ns, Netlink::open);
             let mut nl = self.nl();
-            let master = nl.link_index(&v.bridge)?.ok_or_else(|| KernelError::Netlink {
-                op: format!("add veth {}", v.host_name),
-                msg: format!("bridge {} does not exist", v.bridge),
-            })?;
+            let master = bridge_index(&mut nl, &v.bridge, &v.host_name)?;
             nl.add_veth(&VethReq {
                 name: &v.host_name,
                 mtu: v.mtu,
@@ -273,10 +270,7 @@ impl LinuxKernel {
     /// pair is deleted again.
     fn create_host_veth(&self, v: &HostVethSpec) -> Result<(), KernelError> {
         let mut nl = self.nl();
-        let master = nl.link_index(&v.bridge)?.ok_or_else(|| KernelError::Netlink {
-            op: format!("add veth {}", v.host_name),
-            msg: format!("bridge {} does not exist", v.bridge),
-        })?;
+        let master = bridge_index(&mut nl, &v.bridge, &v.host_name)?;
         nl.add_veth(&VethReq {
             name: &v.host_name,
             mtu: v.mtu,
@@ -311,6 +305,14 @@ impl LinuxKernel {
         let p = path.to_path_buf();
         self.host.run(move || netns::bind_current(&p))?
     }
+}
+
+/// The index of the bridge a new veth `host_name` is to join; a missing bridge is an error.
+fn bridge_index(nl: &mut Netlink, bridge: &str, host_name: &str) -> Result<u32, KernelError> {
+    nl.link_index(bridge)?.ok_or_else(|| KernelError::Netlink {
+        op: format!("add veth {host_name}"),
+        msg: format!("bridge {bridge} does not exist"),
+    })
 }
 
 /// The last step for the host side of a veth (both kinds): hairpin on, marked as

@@ -106,6 +106,39 @@ pub struct Network {
     pub created: u64,
 }
 
+impl ParsedNetwork {
+    /// The network netd keeps, once IPAM has settled its subnets. One place for every
+    /// field, so a new one cannot be forgotten by one of the ways networks are made.
+    pub fn into_network(
+        self,
+        id: String,
+        subnets: Vec<Subnet>,
+        req: &NetworkRequest,
+        owner: &str,
+        created: u64,
+    ) -> Network {
+        Network {
+            name: self.name,
+            id,
+            driver: self.driver,
+            bridge: self.bridge,
+            subnets,
+            ipv6: self.ipv6,
+            internal: self.internal,
+            icc: self.icc,
+            masquerade: self.masquerade,
+            host_binding_ipv4: self.host_binding_ipv4,
+            mtu: self.mtu,
+            parent: self.parent,
+            macvlan_mode: self.macvlan_mode,
+            options: req.options.clone(),
+            labels: req.labels.clone(),
+            owner: owner.into(),
+            created,
+        }
+    }
+}
+
 fn default_owner() -> String {
     "netctl".into()
 }

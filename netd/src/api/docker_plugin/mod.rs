@@ -168,9 +168,7 @@ pub async fn serve(
     engine: Shared,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(engine))
-        .with_graceful_shutdown(shutdown)
-        .await
+    super::server::serve_router(listener, router(engine), shutdown).await
 }
 
 #[cfg(test)]

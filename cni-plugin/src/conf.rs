@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::error::{code, CniError, Result};
 use crate::version;
+use netd::model::Route;
 
 /// Larger configs are refused before parsing (a real conflist is a few KiB).
 pub const MAX_STDIN: usize = 1 << 20;
@@ -233,6 +234,7 @@ impl NetConf {
         if let Some(i) = &self.ipam {
             if crate::delegated_ipam::is_builtin(&i.ipam_type) {
                 i.subnets()?;
+                self.routes()?;
             } else if !crate::delegated_ipam::valid_type(&i.ipam_type) {
                 return Err(invalid(format!(
                     "ipam type {:?} is not a plugin name (a file in CNI_PATH)",
@@ -343,6 +345,39 @@ impl NetConf {
                     .map(str::to_string)
             })
             .or(cni_arg.map(str::to_string))
+    }
+
+    /// `ipam.routes` for the container interface (validated with the config).
+    pub fn routes(&self) -> Result<Vec<Route>> {
+        let Some(ipam) = &self.ipam else {
+            return Ok(Vec::new());
+        };
+        ipam.routes
+            .iter()
+            .map(|r| {
+                let dst: IpNetwork = r
+                    .dst
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid(format!("ipam route dst {:?} is not a CIDR", r.dst)))?;
+                if dst.ip() != dst.network() {
+                    return Err(invalid(format!(
+                        "ipam route dst {:?} has host bits set (did you mean {}/{}?)",
+                        r.dst,
+                        dst.network(),
+                        dst.prefix()
+                    )));
+                }
+                let gw = r.gw.as_deref().map(|g| parse_ip("route gw", g)).transpose()?;
+                if gw.is_some_and(|g| g.is_ipv4() != dst.is_ipv4()) {
+                    return Err(invalid(format!(
+                        "ipam route to {dst}: gw {} is of the other IP family",
+                        r.gw.as_deref().unwrap_or_default()
+                    )));
+                }
+                Ok(Route { dst, gw })
+            })
+            .collect()
     }
 
     /// `-p` specs for netd from the `portMappings` capability.
@@ -483,15 +518,6 @@ impl IpamConf {
                 gateway,
                 ip_range,
             });
-        }
-        for r in &self.routes {
-            r.dst
-                .trim()
-                .parse::<IpNetwork>()
-                .map_err(|_| invalid(format!("ipam route dst {:?} is not a CIDR", r.dst)))?;
-            if let Some(gw) = &r.gw {
-                parse_ip("route gw", gw)?;
-            }
         }
         Ok(out)
     }

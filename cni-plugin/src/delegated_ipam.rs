@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use ipnetwork::IpNetwork;
 use serde_json::Value;
 
-use crate::conf::{IpamConf, NetConf, RangeConf};
+use crate::conf::{IpamConf, NetConf, RangeConf, RouteConf};
 use crate::env::Env;
 use crate::error::{code, CniError, Result};
 
@@ -134,9 +134,29 @@ pub fn addresses(result: &Value) -> Result<Vec<(IpNetwork, Option<IpAddr>)>> {
     Ok(out)
 }
 
+/// The routes of an IPAM result (`routes[]`: `dst`, optional `gw`), as config routes.
+pub fn routes(result: &Value) -> Vec<RouteConf> {
+    result["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| {
+            Some(RouteConf {
+                dst: r["dst"].as_str()?.to_string(),
+                gw: r["gw"].as_str().map(str::to_string),
+            })
+        })
+        .collect()
+}
+
 /// The config netd works from after the IPAM plugin answered: its addresses as the
-/// requested IPs and their subnets as the network's (created with them on first use).
-pub fn with_addresses(conf: &NetConf, addrs: &[(IpNetwork, Option<IpAddr>)]) -> NetConf {
+/// requested IPs and their subnets as the network's (created with them on first use),
+/// and its routes as the container's.
+pub fn with_addresses(
+    conf: &NetConf,
+    addrs: &[(IpNetwork, Option<IpAddr>)],
+    routes: Vec<RouteConf>,
+) -> NetConf {
     let mut c = conf.clone();
     c.runtime_config.ips = addrs.iter().map(|(n, _)| n.ip().to_string()).collect();
     c.args = None;
@@ -154,6 +174,7 @@ pub fn with_addresses(conf: &NetConf, addrs: &[(IpNetwork, Option<IpAddr>)]) -> 
                 }]
             })
             .collect(),
+        routes,
         ..Default::default()
     });
     c
@@ -206,12 +227,18 @@ mod tests {
             }),
             ..Default::default()
         };
-        let a = addresses(&json!({"ips": [{"address": "10.9.0.5/24", "gateway": "10.9.0.254"}]})).unwrap();
-        let c = with_addresses(&conf, &a);
+        let res = json!({"ips": [{"address": "10.9.0.5/24", "gateway": "10.9.0.254"}],
+                         "routes": [{"dst": "10.50.0.0/16"}, {"dst": "10.60.0.0/16", "gw": "10.9.0.1"}, {"gw": "no dst"}]});
+        let a = addresses(&res).unwrap();
+        let c = with_addresses(&conf, &a, routes(&res));
         assert_eq!(plugin(&c), None, "netd's own IPAM takes it from here");
         assert_eq!(c.runtime_config.ips, ["10.9.0.5"]);
         let s = c.subnets().unwrap();
         assert_eq!(s[0].subnet.to_string(), "10.9.0.0/24");
         assert_eq!(s[0].gateway.map(|g| g.to_string()), Some("10.9.0.254".into()));
+        let r = c.routes().unwrap();
+        assert_eq!(r.len(), 2, "the route without a dst is not one: {r:?}");
+        assert_eq!((r[0].dst.to_string(), r[0].gw), ("10.50.0.0/16".into(), None));
+        assert_eq!(r[1].gw.map(|g| g.to_string()), Some("10.9.0.1".into()));
     }
 }

@@ -131,6 +131,7 @@ pub fn add(b: &mut dyn Netd, conf: &NetConf, env: &Env) -> Result<Value> {
         aliases: Vec::new(),
         mac: conf.requested_mac(env.args.mac.as_deref()),
         ifname: Some(env.ifname.clone()),
+        routes: conf.routes()?,
     };
     let mut labels = BTreeMap::new();
     labels.insert(LABEL_CONTAINER.to_string(), env.container_id.clone());

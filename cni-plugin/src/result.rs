@@ -7,7 +7,8 @@ use crate::version;
 use netd::model::{Endpoint, Sandbox};
 
 /// The result of an attachment: bridge, host-side veth, container interface; the
-/// endpoint's addresses on the container interface; the default routes netd installs.
+/// endpoint's addresses on the container interface; the default routes netd installs and
+/// the endpoint's extra ones (`ipam.routes`).
 /// A macvlan attachment (no bridge: `bridge` is empty) has the container interface only,
 /// as the reference `macvlan` plugin reports it.
 pub fn build(cni_version: &str, bridge: &str, sb: &Sandbox, ep: &Endpoint, dns: Option<&Value>) -> Value {
@@ -44,6 +45,13 @@ pub fn build(cni_version: &str, bridge: &str, sb: &Sandbox, ep: &Endpoint, dns: 
             ip["version"] = "6".into();
         }
         ips.push(ip);
+    }
+    for r in &ep.routes {
+        let mut route = json!({ "dst": r.dst.to_string() });
+        if let Some(gw) = r.gw {
+            route["gw"] = gw.to_string().into();
+        }
+        routes.push(route);
     }
     json!({
         "cniVersion": cni_version,

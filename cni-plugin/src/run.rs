@@ -114,8 +114,10 @@ fn command(
     match env.command {
         Command::Add => {
             let res = ipam("ADD")?.unwrap_or_default();
-            let done = delegated_ipam::addresses(&res)
-                .and_then(|a| netd_command(b, &delegated_ipam::with_addresses(conf, &a), env));
+            let done = delegated_ipam::addresses(&res).and_then(|a| {
+                let routes = delegated_ipam::routes(&res);
+                netd_command(b, &delegated_ipam::with_addresses(conf, &a, routes), env)
+            });
             if done.is_err() {
                 // Hand the addresses back: a failed ADD leaves nothing, in netd or in the IPAM plugin.
                 let _ = ipam("DEL");

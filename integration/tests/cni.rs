@@ -602,7 +602,7 @@ fn host_local_executed(mode: Mode) {
         json!({"cniVersion": "1.0.0",
                "ipam": {"type": "host-local",
                         "ranges": [[{"subnet": "10.238.0.0/24", "rangeStart": "10.238.0.50"}]],
-                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "routes": [{"dst": "0.0.0.0/0"}, {"dst": "10.250.0.0/16", "gw": "10.238.0.7"}],
                         "dataDir": data}}),
     );
     let leases_dir = data.join("ndcni-hl");
@@ -622,6 +622,20 @@ fn host_local_executed(mode: Mode) {
         ]
     );
     assert_eq!(ns1.addrs("eth0"), vec!["10.238.0.50/24".to_string()]);
+    // host-local's routes are the container's, as the bridge plugin installs them.
+    assert!(
+        r1["routes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"dst": "10.250.0.0/16", "gw": "10.238.0.7"})),
+        "{r1}"
+    );
+    let routes = ns1.sh("ip -4 route show").stdout;
+    assert!(
+        routes.contains("10.250.0.0/16 via 10.238.0.7 dev eth0"),
+        "{routes}"
+    );
+    assert!(routes.contains("default via 10.238.0.1 dev eth0"), "{routes}");
     assert!(integration::harness::ping_from(
         std::path::Path::new(&ns2.path()),
         None,
@@ -658,6 +672,68 @@ fn host_local_executed(mode: Mode) {
     assert!(host_local_leases(&leases_dir).is_empty());
     assert!(node.sandboxes().is_empty());
     assert!(node.leases().values().all(Vec::is_empty), "{:?}", node.leases());
+}
+
+/// `ipam.routes` with netd's own IPAM: installed in the container through its interface
+/// (a route without `gw` via the network's gateway; the default route once) and listed in
+/// the result; a route the kernel would refuse is refused before anything is made.
+fn ipam_routes(mode: Mode) {
+    let node = Node::new(mode);
+    let conf = node.conf(
+        "ndcni-rt",
+        "10.237.0.0/24",
+        json!({"ipam": {"type": "netd", "subnet": "10.237.0.0/24",
+                        "routes": [{"dst": "0.0.0.0/0"}, {"dst": "10.250.0.0/16"},
+                                   {"dst": "10.251.0.0/16", "gw": "10.237.0.9"}]}}),
+    );
+    let ns = Netns::new();
+    let r = node.add("ctr-rt1", &ns, &conf);
+    let gw = r["ips"][0]["gateway"].as_str().unwrap().to_string();
+    let want = [
+        json!({"dst": "0.0.0.0/0", "gw": gw}),
+        json!({"dst": "10.250.0.0/16", "gw": gw}),
+        json!({"dst": "10.251.0.0/16", "gw": "10.237.0.9"}),
+    ];
+    assert_eq!(r["routes"].as_array().unwrap(), &want, "{r}");
+    let routes = ns.sh("ip -4 route show").stdout;
+    for line in [
+        format!("default via {gw} dev eth0"),
+        format!("10.250.0.0/16 via {gw} dev eth0"),
+        "10.251.0.0/16 via 10.237.0.9 dev eth0".to_string(),
+    ] {
+        assert!(routes.contains(&line), "{line} not in {routes}");
+    }
+    assert_eq!(routes.matches("default").count(), 1, "{routes}");
+
+    // A gateway off the subnet: refused, nothing made (no interface, no lease).
+    let mut bad = conf.clone();
+    bad["ipam"]["routes"] = json!([{"dst": "10.252.0.0/16", "gw": "10.99.0.1"}]);
+    let ns2 = Netns::new();
+    let leases = node.leases();
+    let (code, out, _) = node.exec("ADD", "ctr-rt2", &ns2.path(), "eth0", &bad);
+    assert_ne!(code, 0, "{out}");
+    assert!(out["msg"].as_str().unwrap_or("").contains("10.99.0.1"), "{out}");
+    assert!(ns2.link_gone("eth0"));
+    assert_eq!(node.leases(), leases);
+    node.del("ctr-rt2", &ns2.path(), &bad);
+    node.del("ctr-rt1", &ns.path(), &conf);
+    assert!(ns.link_gone("eth0"));
+}
+
+#[test]
+fn cni_ipam_routes_delegating() {
+    if skip("cni_ipam_routes_delegating") {
+        return;
+    }
+    ipam_routes(Mode::Delegating);
+}
+
+#[test]
+fn cni_ipam_routes_standalone() {
+    if skip("cni_ipam_routes_standalone") {
+        return;
+    }
+    ipam_routes(Mode::Standalone);
 }
 
 #[test]

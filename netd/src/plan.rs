@@ -12,6 +12,7 @@ use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 
 use crate::kernel::{Kernel, KernelError};
+use crate::model::Route;
 
 /// A bridge in the daemon's ("host") namespace, as `ip link add NAME type bridge`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +44,9 @@ pub struct VethSpec {
     pub addrs: Vec<IpNetwork>,
     pub gw4: Option<Ipv4Addr>,
     pub gw6: Option<Ipv6Addr>,
+    /// Routes after the default ones (`Endpoint::routes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
 }
 
 /// A veth pair whose both ends stay in the host namespace: `host_name` enslaved to
@@ -85,6 +89,8 @@ pub struct SandboxSide {
     pub addrs: Vec<IpNetwork>,
     pub gw4: Option<Ipv4Addr>,
     pub gw6: Option<Ipv6Addr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

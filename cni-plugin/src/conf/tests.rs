@@ -152,6 +152,20 @@ fn ranges_dual_stack_and_routes() {
         )),
         code::INVALID_CONFIG
     );
+    let r = c.routes().unwrap();
+    assert_eq!(r.len(), 2);
+    assert_eq!((r[1].dst.to_string(), r[1].gw), ("::/0".into(), None));
+    for bad in [
+        json!([{"dst": "10.1.2.3/16"}]),
+        json!([{"dst": "10.1.0.0/16", "gw": "fd00::1"}]),
+        json!([{"dst": "10.1.0.0/16", "gw": "x"}]),
+    ] {
+        let conf = with(
+            "ipam",
+            json!({"type": "netd", "subnet": "10.0.0.0/24", "routes": bad}),
+        );
+        assert_eq!(code_of(&conf), code::INVALID_CONFIG, "{bad}");
+    }
 }
 
 #[test]

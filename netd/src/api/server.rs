@@ -147,6 +147,7 @@ async fn connect(State(st): State<Shared>, Path(net): Path<String>, b: Body) -> 
         aliases: r.aliases,
         mac: r.mac,
         ifname: r.ifname,
+        routes: r.routes,
     };
     Ok(created(
         with_engine(&st, move |e| e.connect(&net, &req, &r.sandbox)).await?,

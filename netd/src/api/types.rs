@@ -11,6 +11,7 @@ pub struct ConnectRequest {
     pub aliases: Vec<String>,
     pub mac: Option<String>,
     pub ifname: Option<String>,
+    pub routes: Vec<crate::model::Route>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

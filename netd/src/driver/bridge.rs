@@ -61,6 +61,7 @@ pub fn endpoint_up(net: &Network, sandbox: &str, netns: &Path, ep: &Endpoint, de
         addrs,
         gw4: if route { ep.gateway4 } else { None },
         gw6: if route { ep.gateway6 } else { None },
+        routes: ep.routes.clone(),
     })
 }
 

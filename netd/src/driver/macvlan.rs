@@ -35,6 +35,7 @@ pub fn endpoint_up(net: &Network, sandbox: &str, netns: &Path, ep: &Endpoint, de
             addrs,
             gw4: if route { ep.gateway4 } else { None },
             gw6: if route { ep.gateway6 } else { None },
+            routes: ep.routes.clone(),
         }),
         ..spec(net, sandbox, ep)
     })
@@ -120,6 +121,7 @@ mod tests {
             gateway4: Some("192.168.50.254".parse().unwrap()),
             gateway6: None,
             aliases: vec![],
+            routes: vec![],
         }
     }
 

@@ -491,6 +491,7 @@ impl Engine {
                 _ => None,
             },
             aliases: Vec::new(),
+            routes: Vec::new(),
         };
         let sb = Sandbox {
             name: name.clone(),

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use ipnetwork::{Ipv4Network, Ipv6Network};
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use serde::{Deserialize, Serialize};
 
 use super::ports::parse_expose;
@@ -12,7 +12,7 @@ use crate::driver::bridge::{format_mac, mac_for, parse_mac};
 use crate::driver::{endpoint_down, endpoint_up};
 use crate::model::{
     host_veth_name, validate_ifname, validate_name, Endpoint, EndpointRequest, NetMode, Network, Proto,
-    Sandbox, SandboxRequest,
+    Route, Sandbox, SandboxRequest,
 };
 use crate::plan::Step;
 use crate::store::{Bucket, Txn};
@@ -32,6 +32,69 @@ fn parse_ip(what: &str, s: &str) -> Result<IpAddr> {
     s.trim()
         .parse()
         .map_err(|_| EngineError::Invalid(format!("invalid {what} {s:?}: expected an IP address")))
+}
+
+/// The extra routes of an endpoint with their gateways resolved: a route without one
+/// goes via the network's gateway, as CNI's `ipam.routes` mean it. A default route via
+/// the network's gateway is the one the endpoint gets anyway and is dropped; anything the
+/// kernel would refuse (no address of the family, a gateway off the subnet, host bits in
+/// the destination) is refused here, before any change.
+fn extra_routes(network: &str, ep: &Endpoint, want: &[Route]) -> Result<Vec<Route>> {
+    let mut out: Vec<Route> = Vec::new();
+    for r in want {
+        let (subnet, gateway) = if r.dst.is_ipv4() {
+            (ep.ipv4.map(IpNetwork::V4), ep.gateway4.map(IpAddr::V4))
+        } else {
+            (ep.ipv6.map(IpNetwork::V6), ep.gateway6.map(IpAddr::V6))
+        };
+        let family = if r.dst.is_ipv4() { "IPv4" } else { "IPv6" };
+        let Some(subnet) = subnet else {
+            return Err(EngineError::Invalid(format!(
+                "route to {}: the endpoint on network {network} has no {family} address",
+                r.dst
+            )));
+        };
+        if r.dst.ip() != r.dst.network() {
+            return Err(EngineError::Invalid(format!(
+                "route destination {} has host bits set (did you mean {}/{}?)",
+                r.dst,
+                r.dst.network(),
+                r.dst.prefix()
+            )));
+        }
+        let gw = match r.gw {
+            Some(g) if g.is_ipv4() != r.dst.is_ipv4() => {
+                return Err(EngineError::Invalid(format!(
+                    "route to {} via {g}: the gateway is not an {family} address",
+                    r.dst
+                )))
+            }
+            Some(g) if !subnet.contains(g) => {
+                return Err(EngineError::Invalid(format!(
+                    "route to {} via {g}: the gateway is not on network {network}'s subnet {}",
+                    r.dst,
+                    IpNetwork::new(subnet.network(), subnet.prefix()).unwrap_or(subnet)
+                )))
+            }
+            Some(g) => Some(g),
+            None => gateway,
+        };
+        if r.dst.prefix() == 0 {
+            if gw == gateway {
+                continue;
+            }
+            return Err(EngineError::Invalid(format!(
+                "a default route via {} on network {network}: netd's default route goes via the network's gateway {}",
+                gw.map_or("the link".to_string(), |g| g.to_string()),
+                gateway.map_or("(none)".to_string(), |g| g.to_string())
+            )));
+        }
+        let r = Route { dst: r.dst, gw };
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    Ok(out)
 }
 
 impl Engine {
@@ -105,6 +168,7 @@ impl Engine {
             gateway4: None,
             gateway6: None,
             aliases: req.aliases.clone(),
+            routes: Vec::new(),
         };
         if let Some(pool) = self.pools.get_mut(&pool_key(&net.name, false)) {
             let ip = pool.allocate(&who, want4)?;
@@ -126,6 +190,7 @@ impl Engine {
                 ep.gateway6 = Some(gw);
             }
         }
+        ep.routes = extra_routes(&net.name, &ep, &req.routes)?;
         let mac = mac.unwrap_or_else(|| mac_for(ep.ipv4.map(|n| IpAddr::V4(n.ip()))));
         ep.mac = format_mac(&mac);
         Ok(ep)

@@ -253,6 +253,7 @@ fn reconcile_repairs_both_ways() {
         addrs: vec![],
         gw4: None,
         gw6: None,
+        routes: vec![],
     }))
     .unwrap();
     t.k.apply(&crate::plan::Step::DeleteLink {
@@ -385,4 +386,50 @@ fn services_persist_clash_with_sandbox_names_and_bad_input_changes_nothing() {
     t.e.remove_service("shop", "mail").unwrap();
     assert_eq!(t.s.list(Bucket::Services).unwrap().len(), 1);
     assert!(t.e.service("shop", "mail").is_err());
+}
+
+#[test]
+fn extra_routes_get_the_gateway_and_bad_ones_change_nothing() {
+    let mut t = setup();
+    let n = t.e.create_network(&net("a", Some("10.1.0.0/24"))).unwrap();
+    let gw = n.subnets[0].gateway;
+    let route = |dst: &str, gw: Option<&str>| crate::model::Route {
+        dst: dst.parse().unwrap(),
+        gw: gw.map(|g| g.parse().unwrap()),
+    };
+    let with_routes = |name: &str, routes: Vec<crate::model::Route>| {
+        let mut r = sb(name, &["a"]);
+        r.networks[0].routes = routes;
+        r
+    };
+    let s =
+        t.e.create_sandbox(&with_routes(
+            "s",
+            vec![
+                route("10.50.0.0/16", None),
+                route("0.0.0.0/0", None), // the default route it gets anyway
+                route("10.60.0.0/16", Some("10.1.0.9")),
+                route("10.50.0.0/16", None), // listed twice
+            ],
+        ))
+        .unwrap();
+    assert_eq!(
+        s.endpoints[0].routes,
+        vec![
+            route("10.50.0.0/16", Some(&gw.to_string())),
+            route("10.60.0.0/16", Some("10.1.0.9"))
+        ]
+    );
+    let before = snapshot(&t);
+    for bad in [
+        vec![route("10.70.0.0/16", Some("10.2.0.1"))], // gateway off the subnet
+        vec![route("10.1.2.3/16", None)],              // host bits
+        vec![route("fd00::/8", None)],                 // no IPv6 address
+        vec![route("0.0.0.0/0", Some("10.1.0.9"))],    // a second default route
+        vec![route("10.70.0.0/16", Some("fd00::1"))],  // other family
+    ] {
+        let e = t.e.create_sandbox(&with_routes("s2", bad.clone())).unwrap_err();
+        assert!(matches!(e, EngineError::Invalid(_)), "{bad:?}: {e}");
+        assert_eq!(snapshot(&t), before, "after {bad:?}");
+    }
 }

@@ -260,6 +260,9 @@ impl LinuxKernel {
         if let Some(gw) = v.gw6 {
             sb.add_default_route(IpAddr::V6(gw), Some(index))?;
         }
+        for r in &v.routes {
+            sb.add_route(r.dst, r.gw, Some(index))?;
+        }
 
         ipv6_off.wait()?.or_else(ignore_missing_ipv6)?;
         host_port_up(nl, &v.host_name, &v.alias)

@@ -155,5 +155,8 @@ fn configure(sb: &mut Netlink, side: &SandboxSide) -> Result<(), KernelError> {
     if let Some(gw) = side.gw6 {
         sb.add_default_route(IpAddr::V6(gw), Some(index))?;
     }
+    for r in &side.routes {
+        sb.add_route(r.dst, r.gw, Some(index))?;
+    }
     Ok(())
 }

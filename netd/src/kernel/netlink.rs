@@ -599,23 +599,56 @@ impl Netlink {
 
     /// `ip route add default via GW [dev INDEX]` in the main table.
     pub fn add_default_route(&mut self, gw: IpAddr, oif: Option<u32>) -> Result<(), KernelError> {
+        let any = match gw {
+            IpAddr::V4(_) => IpNetwork::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0),
+            IpAddr::V6(_) => IpNetwork::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 0),
+        }
+        .expect("prefix 0 is valid");
+        self.add_route(any, Some(gw), oif).map_err(|e| match e {
+            KernelError::Netlink { msg, .. } => KernelError::Netlink {
+                op: format!("add default route via {gw}"),
+                msg,
+            },
+            e => e,
+        })
+    }
+
+    /// `ip route add DST [via GW] [dev OIF]`; without a gateway the route is on-link.
+    pub fn add_route(
+        &mut self,
+        dst: IpNetwork,
+        gw: Option<IpAddr>,
+        oif: Option<u32>,
+    ) -> Result<(), KernelError> {
         let mut m = RouteMessage::default();
-        m.header.address_family = match gw {
-            IpAddr::V4(_) => AddressFamily::Inet,
-            IpAddr::V6(_) => AddressFamily::Inet6,
+        m.header.address_family = if dst.is_ipv4() {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
         };
-        m.header.destination_prefix_length = 0;
+        m.header.destination_prefix_length = dst.prefix();
         m.header.table = RouteHeader::RT_TABLE_MAIN;
         // RTPROT_BOOT is what `ip route add` uses: "configured by an admin tool".
         m.header.protocol = RouteProtocol::Boot;
-        m.header.scope = RouteScope::Universe;
+        m.header.scope = if gw.is_some() {
+            RouteScope::Universe
+        } else {
+            RouteScope::Link
+        };
         m.header.kind = RouteType::Unicast;
-        m.attributes.push(RouteAttribute::Gateway(RouteAddress::from(gw)));
+        if dst.prefix() > 0 {
+            m.attributes
+                .push(RouteAttribute::Destination(RouteAddress::from(dst.network())));
+        }
+        if let Some(gw) = gw {
+            m.attributes.push(RouteAttribute::Gateway(RouteAddress::from(gw)));
+        }
         if let Some(oif) = oif {
             m.attributes.push(RouteAttribute::Oif(oif));
         }
+        let via = gw.map_or(String::new(), |g| format!(" via {g}"));
         self.change(RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_EXCL)
-            .map_err(|f| f.into_err(format!("add default route via {gw}")))
+            .map_err(|f| f.into_err(format!("add route to {dst}{via}")))
     }
 
     /// `ip route show table all` for IPv4 and IPv6 (no cached clones).

@@ -16,5 +16,5 @@ pub use network::{
 };
 pub use network::{OPT_BRIDGE_NAME, OPT_PARENT};
 pub use port::{parse_port_spec, parse_proto, PortMapping, PortSpecError, Proto};
-pub use sandbox::{Endpoint, EndpointRequest, NetMode, Sandbox, SandboxRequest};
+pub use sandbox::{Endpoint, EndpointRequest, NetMode, Route, Sandbox, SandboxRequest};
 pub use service::{service_key, Service, ServiceKind, ServiceRequest, DEFAULT_NAMESPACE};

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::{Ipv4Network, Ipv6Network};
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use serde::{Deserialize, Serialize};
 
 use super::port::{PortMapping, Proto};
@@ -30,6 +30,19 @@ pub struct EndpointRequest {
     pub mac: Option<String>,
     /// Interface name inside the sandbox (CNI's CNI_IFNAME); default the lowest free ethN.
     pub ifname: Option<String>,
+    /// Routes on top of the default route (CNI's `ipam.routes`); a route without `gw`
+    /// goes via the network's gateway.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
+}
+
+/// A route inside a sandbox through one of its endpoints: to `dst` via `gw`, or on-link
+/// when `gw` is none.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Route {
+    pub dst: IpNetwork,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gw: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -69,6 +82,9 @@ pub struct Endpoint {
     pub gateway6: Option<Ipv6Addr>,
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// Extra routes through this endpoint, their gateways resolved (see `Route`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
 }
 
 impl Endpoint {
@@ -130,6 +146,7 @@ mod tests {
             gateway4: None,
             gateway6: None,
             aliases: vec![],
+            routes: vec![],
         };
         let mut s = Sandbox {
             name: "s".into(),

@@ -85,6 +85,16 @@ impl Env {
             gw6: b
                 .ipv6
                 .then(|| format!("fd00:213:{}::1", subnet_of(b)).parse().expect("ip")),
+            // An extra route per family: on-link for IPv4, via the gateway for IPv6.
+            routes: std::iter::once(netd::model::Route {
+                dst: "10.214.0.0/16".parse().expect("cidr"),
+                gw: None,
+            })
+            .chain(b.ipv6.then(|| netd::model::Route {
+                dst: "fd00:214::/48".parse().expect("cidr"),
+                gw: Some(format!("fd00:213:{}::1", subnet_of(b)).parse().expect("ip")),
+            }))
+            .collect(),
         }
     }
 
@@ -231,6 +241,8 @@ fn sandboxes_on_one_bridge_ping_each_other_over_v4_and_v6() {
     );
     assert!(ip_out(&a, &["route"]).contains("default via 10.213.3.1 dev eth0"));
     assert!(ip_out(&a, &["-6", "route"]).contains("default via fd00:213:3::1 dev eth0"));
+    assert!(ip_out(&a, &["route"]).contains("10.214.0.0/16 dev eth0 scope link"));
+    assert!(ip_out(&a, &["-6", "route"]).contains("fd00:214::/48 via fd00:213:3::1 dev eth0"));
     // The host side is a bridge port with IPv6 off.
     let host_side = ip_out(&env.host, &["addr", "show", "dev", &va.host_name]);
     assert!(host_side.contains(&format!("master {}", b.name)), "{host_side}");

@@ -492,6 +492,17 @@ fn failed_create_macvlan_leaves_nothing() {
             addrs: vec!["192.168.75.2/24".parse().unwrap()],
             gw4: Some(gw.parse().unwrap()),
             gw6: None,
+            // One route on-link (no gateway), one via a neighbour.
+            routes: vec![
+                netd::model::Route {
+                    dst: "10.77.0.0/16".parse().unwrap(),
+                    gw: None,
+                },
+                netd::model::Route {
+                    dst: "10.78.0.0/16".parse().unwrap(),
+                    gw: Some("192.168.75.9".parse().unwrap()),
+                },
+            ],
         }),
     };
     let host_clean = || !k.link_exists("ndmktest-0001", None).unwrap() && macvlans_in(&h.netns()).is_empty();
@@ -535,6 +546,12 @@ fn failed_create_macvlan_leaves_nothing() {
     k.apply(&Step::CreateMacvlan(spec(&sb, &lan.parent, "192.168.75.1")))
         .expect("create");
     assert_eq!(macvlans_in(&sb), vec!["eth0".to_string()]);
+    let routes = nsenter(&sb, &["ip", "-4", "route", "show"]).stdout;
+    assert!(routes.contains("10.77.0.0/16 dev eth0 scope link"), "{routes}");
+    assert!(
+        routes.contains("10.78.0.0/16 via 192.168.75.9 dev eth0"),
+        "{routes}"
+    );
     assert!(host_clean());
     let owned = k.owned_links_in(&sb).expect("owned");
     assert_eq!(owned.len(), 1);

@@ -257,17 +257,13 @@ impl NetConf {
         self.driver.as_deref() == Some("macvlan")
     }
 
-    /// As the reference `macvlan` plugin: `master` (here required: netd does not guess
-    /// the default route's interface), `mode` one of bridge/private/vepa/passthru.
-    /// The bridge plugin's keys have no meaning on a macvlan network.
+    /// As the reference `macvlan` plugin: `master` (when missing, the interface of the
+    /// node's IPv4 default route: see `ops::with_default_master`), `mode` one of
+    /// bridge/private/vepa/passthru. The bridge plugin's keys have no meaning on a
+    /// macvlan network.
     fn check_macvlan(&self) -> Result<()> {
-        match self.master.as_deref() {
-            None | Some("") => {
-                return Err(invalid(
-                    "driver macvlan needs \"master\": the host interface to hang the containers off",
-                ))
-            }
-            Some(m) => netd::model::validate_ifname(m).map_err(|e| invalid(format!("master: {e}")))?,
+        if let Some(m) = self.master.as_deref().filter(|m| !m.is_empty()) {
+            netd::model::validate_ifname(m).map_err(|e| invalid(format!("master: {e}")))?;
         }
         if let Some(m) = &self.mode {
             if !netd::model::MACVLAN_MODES.contains(&m.as_str()) {

@@ -38,6 +38,27 @@ pub fn sandbox_name(container_id: &str) -> String {
     format!("cni-{:016x}", fnv1a(container_id.as_bytes()))
 }
 
+/// A macvlan config without `master` hangs off the interface of the node's IPv4 default
+/// route, as the reference `macvlan` plugin does; the lookup is in the namespace the
+/// plugin runs in (the node's).
+pub fn with_default_master(conf: &NetConf) -> Result<std::borrow::Cow<'_, NetConf>> {
+    if !conf.is_macvlan() || conf.master.as_deref().is_some_and(|m| !m.is_empty()) {
+        return Ok(std::borrow::Cow::Borrowed(conf));
+    }
+    let link = netd::kernel::netlink::Netlink::open()
+        .and_then(|mut nl| nl.default_route_link())
+        .map_err(|e| CniError::new(code::IO, format!("looking up the default route's interface: {e}")))?;
+    let Some(master) = link else {
+        return Err(CniError::new(
+            code::INVALID_CONFIG,
+            "driver macvlan without \"master\": this node has no IPv4 default route to take the interface from; set \"master\"",
+        ));
+    };
+    let mut c = conf.clone();
+    c.master = Some(master);
+    Ok(std::borrow::Cow::Owned(c))
+}
+
 pub fn network_request(conf: &NetConf) -> Result<NetworkRequest> {
     let subnets = conf.subnets()?;
     let mut options = BTreeMap::new();
@@ -114,6 +135,7 @@ fn result_of(conf: &NetConf, net: &str, bridge: &str, sb: &Sandbox) -> Result<Va
 }
 
 pub fn add(b: &mut dyn Netd, conf: &NetConf, env: &Env) -> Result<Value> {
+    let conf = &*with_default_master(conf)?;
     let netns = env.netns.clone().unwrap_or_default();
     if !Path::new(&netns).exists() {
         return Err(CniError::new(

@@ -129,10 +129,41 @@ fn direct_exec(mode: Mode, k: u8) {
     assert!(node.leases().values().all(Vec::is_empty), "{:?}", node.leases());
 
     // Refused configs: the right code, nothing made.
-    let mut bad = c.clone();
-    bad.as_object_mut().unwrap().remove("master");
-    let (code, out, _) = node.exec("ADD", "mv-3", &ns1.path(), "net1", &bad);
+    // No master and no default route on the node to take the interface from.
+    let mut no_master = c.clone();
+    no_master.as_object_mut().unwrap().remove("master");
+    let (code, out, _) = node.exec("ADD", "mv-3", &ns1.path(), "net1", &no_master);
     assert_eq!((code, out["code"].as_u64()), (1, Some(7)), "{out}");
+    assert!(
+        out["msg"].as_str().unwrap_or_default().contains("default route"),
+        "{out}"
+    );
+    assert!(ns1.link_gone("net1"));
+    // With one, no master means its interface, as with the reference macvlan plugin.
+    let host = node.host.netns();
+    let route = |verb: &str| {
+        let args = [
+            "ip",
+            "route",
+            verb,
+            "default",
+            "via",
+            &lan.router,
+            "dev",
+            &lan.parent,
+            "onlink",
+        ];
+        assert!(nsenter(&host, &args).ok(), "ip route {verb}");
+    };
+    route("add");
+    let (code, out, err) = node.exec("ADD", "mv-4", &ns1.path(), "net1", &no_master);
+    assert_eq!(code, 0, "ADD without master: {out} {err}");
+    assert!(ping_from(&p1, None, &lan.router));
+    let (code, out, err) = node.exec("DEL", "mv-4", &ns1.path(), "net1", &no_master);
+    assert_eq!(code, 0, "DEL: {out} {err}");
+    route("del");
+    assert!(ns1.link_gone("net1"));
+    let mut bad = c.clone();
     let mut bad = c.clone();
     bad["mode"] = "l2".into();
     let (code, out, _) = node.exec("ADD", "mv-3", &ns1.path(), "net1", &bad);

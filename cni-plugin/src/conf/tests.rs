@@ -382,8 +382,11 @@ fn macvlan_conf_like_the_reference_plugin() {
                 "ipam": {{"type": "host-local", "subnet": "192.168.1.0/24"}}}}"#
         )
     };
-    // No master, a bad mode, bridge keys, port mappings, macvlan keys without the driver.
-    assert_eq!(code_of(base("").as_bytes()), 7);
+    // No master parses (the default route's interface is looked up at ADD); a bad
+    // master name, a bad mode, bridge keys, port mappings, macvlan keys without the driver
+    // do not.
+    assert_eq!(parse(base("").as_bytes()).unwrap().master, None);
+    assert_eq!(code_of(base(r#""master": "eth0/x","#).as_bytes()), 7);
     assert_eq!(code_of(base(r#""master": "eth0", "mode": "l2","#).as_bytes()), 7);
     assert_eq!(
         code_of(base(r#""master": "eth0", "ipMasq": true,"#).as_bytes()),

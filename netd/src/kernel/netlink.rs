@@ -87,6 +87,10 @@ pub struct Route {
     pub dst: IpNetwork,
     pub table: u32,
     pub kind: RouteType,
+    /// RTA_OIF: the interface the route goes out of (none for multipath routes).
+    pub oif: Option<u32>,
+    /// RTA_PRIORITY (the metric), 0 when absent.
+    pub metric: u32,
 }
 
 /// Attribute changes for `ip link set`: only the `Some` fields are sent.
@@ -651,6 +655,30 @@ impl Netlink {
             .map_err(|f| f.into_err(format!("add route to {dst}{via}")))
     }
 
+    /// The interface of the IPv4 default route in the main table with the lowest metric
+    /// (what `ip route get` picks for an outside address), if there is one.
+    pub fn default_route_link(&mut self) -> Result<Option<String>, KernelError> {
+        let best = self
+            .routes()?
+            .into_iter()
+            .filter(|r| {
+                r.dst.is_ipv4()
+                    && r.dst.prefix() == 0
+                    && r.table == u32::from(RouteHeader::RT_TABLE_MAIN)
+                    && r.kind == RouteType::Unicast
+            })
+            .filter_map(|r| r.oif.map(|i| (r.metric, i)))
+            .min();
+        let Some((_, index)) = best else {
+            return Ok(None);
+        };
+        Ok(self
+            .links()?
+            .into_iter()
+            .find(|l| l.index == index)
+            .map(|l| l.name))
+    }
+
     /// `ip route show table all` for IPv4 and IPv6 (no cached clones).
     pub fn routes(&mut self) -> Result<Vec<Route>, KernelError> {
         let mut out = Vec::new();
@@ -722,9 +750,12 @@ fn to_addr(a: AddressMessage) -> Option<Addr> {
 fn to_route(r: RouteMessage) -> Option<Route> {
     let mut table = u32::from(r.header.table);
     let mut dst = None;
+    let (mut oif, mut metric) = (None, 0);
     for attr in &r.attributes {
         match attr {
             RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::Priority(p) => metric = *p,
             RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = Some(IpAddr::V4(*ip)),
             RouteAttribute::Destination(RouteAddress::Inet6(ip)) => dst = Some(IpAddr::V6(*ip)),
             _ => {}
@@ -739,6 +770,8 @@ fn to_route(r: RouteMessage) -> Option<Route> {
         dst: IpNetwork::new(dst, r.header.destination_prefix_length).ok()?,
         table,
         kind: r.header.kind,
+        oif,
+        metric,
     })
 }
 

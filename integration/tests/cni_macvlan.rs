@@ -164,7 +164,6 @@ fn direct_exec(mode: Mode, k: u8) {
     route("del");
     assert!(ns1.link_gone("net1"));
     let mut bad = c.clone();
-    let mut bad = c.clone();
     bad["mode"] = "l2".into();
     let (code, out, _) = node.exec("ADD", "mv-3", &ns1.path(), "net1", &bad);
     assert_eq!((code, out["code"].as_u64()), (1, Some(7)), "{out}");

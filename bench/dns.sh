@@ -20,6 +20,10 @@
 # server's CPU, how long the server's and dnsperf's threads sat runnable but not running
 # (run-queue wait, % of the run, summed over threads), and the CPU other processes on
 # the machine took. ROUNDS (default 3) interleaved rounds; the summary takes medians.
+# Latency is measured in two placements (PLACEMENTS, default "shared pinned"): shared,
+# where dnsperf and the server float over both CPUs, and pinned, dnsperf on CPU 0 and the
+# server on CPU 1 (the usual way to benchmark a DNS server: the load generator must not
+# take the server's CPU). Both are printed with their own verdict.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-1000}
@@ -95,7 +99,7 @@ nsenter --net=/run/netns/$H "$DNSMASQ" --keep-in-foreground --no-resolv --no-hos
 PIDS+=("$!")
 sleep 0.5
 
-in_client() { nsenter --net="$BASE/netns/client" "$@"; }
+in_client() { nsenter --net="$BASE/netns/client" ${CLIENT_CPU:+taskset -c "$CLIENT_CPU"} "$@"; }
 # Sanity: every server answers the same name with the same address.
 want=$(head -1 "$BASE/hosts" | cut -d' ' -f1)
 name=$(head -1 "$BASE/hosts" | cut -d' ' -f2)  # first alias of the first sandbox
@@ -157,46 +161,69 @@ Q_ECHO=$(maxqps 127.0.0.1 5300)
 printf '  %-14s %8s qps\n' netd "$Q_NETD" aardvark-dns "$Q_AARD" dnsmasq "$Q_MASQ" "floor (echo)" "$Q_ECHO"
 RATE=$((Q_NETD / 2))
 ROUNDS=${ROUNDS:-3}
-echo "latency at a fixed ${RATE} qps (half of netd's max) over ${DUR}s each, $ROUNDS interleaved rounds:"
+# Two placements per server. "shared": dnsperf and the server float over both CPUs, as
+# they would on a busy node. "pinned": dnsperf on CPU 0, the server (netd's DNS thread;
+# every thread of the others) on CPU 1, the way DNS servers are benchmarked with the load
+# generator on another machine: the server never waits behind dnsperf's threads.
+# PLACEMENTS="shared" skips the pinned rows (needs 2 CPUs).
+PLACEMENTS=${PLACEMENTS:-shared pinned}
+[ "$NCPU" -ge 2 ] || PLACEMENTS=shared
+cpus() { if [ "$1" = pinned ]; then echo 1; else echo "0-$((NCPU - 1))"; fi; }
+# Moves a server: netd's DNS thread only (the daemon's other threads are idle here), every
+# thread of the others.
+place() { # placement server pid
+  if [ "$2" = netd ]; then taskset -p -c "$(cpus "$1")" "$3"; else taskset -a -p -c "$(cpus "$1")" "$3"; fi >/dev/null
+}
+echo "latency at a fixed ${RATE} qps (half of netd's max) over ${DUR}s each, $ROUNDS interleaved rounds, placements: $PLACEMENTS"
 echo "  (srv_cpu: server's CPU % of one core; rq_wait: % of the run the server's / dnsperf's threads"
 echo "   were runnable but not running; other: CPU % of all ${NCPU} cores taken by other processes)"
-printf '  %-5s %-14s %8s %8s %7s %8s %11s %11s %7s\n' round server p50_us p99_us lost% srv_cpu srv_rq_wait cli_rq_wait other
+printf '  %-5s %-7s %-14s %8s %8s %7s %8s %11s %11s %7s\n' round place server p50_us p99_us lost% srv_cpu srv_rq_wait cli_rq_wait other
 : >"$BASE/rows"
 for r in $(seq "$ROUNDS"); do
-  for s in "127.0.0.11 53 netd $DNS_TID" "127.0.0.1 5300 floor(echo) $ECHO_PID" \
-           "$GW 5301 aardvark-dns $AARD_PID" "$GW 5302 dnsmasq $MASQ_PID"; do
-    set -- $s
-    row=$(latency "$1" "$2" "$RATE" "$4")
-    echo "$3 $row" >>"$BASE/rows"
-    printf '  %-5s %-14s %8s %8s %7s %7s%% %10s%% %10s%% %6s%%\n' "$r" "$3" $row
+  for where in $PLACEMENTS; do
+    for s in "127.0.0.11 53 netd $DNS_TID" "127.0.0.1 5300 floor(echo) $ECHO_PID" \
+             "$GW 5301 aardvark-dns $AARD_PID" "$GW 5302 dnsmasq $MASQ_PID"; do
+      set -- $s
+      place "$where" "$3" "$4"
+      CLIENT_CPU=$([ "$where" = pinned ] && echo 0 || true)
+      row=$(latency "$1" "$2" "$RATE" "$4")
+      place shared "$3" "$4"
+      CLIENT_CPU=
+      echo "$3 $where $r $row" >>"$BASE/rows"
+      printf '  %-5s %-7s %-14s %8s %8s %7s %7s%% %10s%% %10s%% %6s%%\n' "$r" "$where" "$3" $row
+    done
   done
 done
-# Medians over the rounds, per server: p50 p99. Rows file: "server p50 p99 lost srv rqs rqc other".
-med() { awk -v s="$1" -v f="$2" '$1 == s { print $f }' "$BASE/rows" | sort -n | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : 0) }'; }
+# Medians over the rounds, per server and placement. Rows: "server place round p50 p99 lost srv rqs rqc other".
+med() { awk -v s="$1" -v w="$2" -v f="$3" '$1 == s && $2 == w { print $f }' "$BASE/rows" | sort -n | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : 0) }'; }
 echo "medians over $ROUNDS rounds:"
-for s in netd 'floor(echo)' aardvark-dns dnsmasq; do
-  printf '  %-14s p50 %6s us  p99 %6s us  other load %3s%%\n' "$s" "$(med "$s" 2)" "$(med "$s" 3)" "$(med "$s" 8)"
+for where in $PLACEMENTS; do
+  for s in netd 'floor(echo)' aardvark-dns dnsmasq; do
+    printf '  %-7s %-14s p50 %6s us  p99 %6s us  other load %3s%%\n' "$where" "$s" "$(med "$s" "$where" 4)" "$(med "$s" "$where" 5)" "$(med "$s" "$where" 10)"
+  done
 done
-P99_NETD=$(med netd 3); P99_FLOOR=$(med 'floor(echo)' 3); P99_MASQ=$(med dnsmasq 3); P99_AARD=$(med aardvark-dns 3)
-awk -v n="$Q_NETD" -v a="$Q_AARD" -v m="$Q_MASQ" -v pn="$P99_NETD" -v pf="$P99_FLOOR" -v pm="$P99_MASQ" -v pa="$P99_AARD" 'BEGIN {
-  printf "ratios: netd/aardvark-dns max QPS = %.2fx (goal >= 2x), netd/dnsmasq = %.2fx (goal >= 1x)\n", n / a, n / m
-  printf "p99 at half netd max QPS (medians): netd %d us (goal < 1000 us: %s); floor %d us; netd/floor = %.2fx; dnsmasq/netd = %.2fx; aardvark-dns/netd = %.2fx\n",
-    pn, (pn < 1000 ? "met" : "NOT met"), pf, (pf ? pn / pf : 0), (pn ? pm / pn : 0), (pn ? pa / pn : 0) }'
-# Per round, netd next to the floor measured right after it (same machine state), and
-# the rounds in which other processes took < 10% of the CPUs during both.
-awk -v rounds="$ROUNDS" '{ i = int((NR - 1) / 4) + 1 }
-  $1 == "netd" { n[i] = $3; no[i] = $8 } $1 == "floor(echo)" { f[i] = $3; fo[i] = $8 }
-  END {
-    line = "per round p99 netd/floor:"; q = ""
-    for (i = 1; i <= rounds; i++) {
-      line = line sprintf(" %d/%d us (other %d%%)", n[i], f[i], no[i] > fo[i] ? no[i] : fo[i])
-      if (no[i] < 10 && fo[i] < 10) { q = q sprintf(" round %d: netd %d us, floor %d us;", i, n[i], f[i]); quiet++; if (n[i] < 1000) met++ }
-    }
-    print line
-    if (quiet) printf "quiet rounds (other < 10%%):%s netd p99 < 1 ms in %d of %d\n", q, met, quiet
-    else print "no quiet round (other processes took >= 10% of the CPUs in every round): the p99 goal could not be judged in this run"
-  }' "$BASE/rows"
-if [ "$P99_FLOOR" -ge 1000 ]; then echo "  the floor's median p99 is >= 1 ms: on this machine in this run no server could show < 1 ms"; fi
+awk -v n="$Q_NETD" -v a="$Q_AARD" -v m="$Q_MASQ" 'BEGIN {
+  printf "ratios: netd/aardvark-dns max QPS = %.2fx (goal >= 2x), netd/dnsmasq = %.2fx (goal >= 1x)\n", n / a, n / m }'
+for where in $PLACEMENTS; do
+  P99_NETD=$(med netd "$where" 5); P99_FLOOR=$(med 'floor(echo)' "$where" 5); P99_MASQ=$(med dnsmasq "$where" 5); P99_AARD=$(med aardvark-dns "$where" 5)
+  awk -v w="$where" -v pn="$P99_NETD" -v pf="$P99_FLOOR" -v pm="$P99_MASQ" -v pa="$P99_AARD" 'BEGIN {
+    printf "p99 at half netd max QPS, %s (medians): netd %d us (goal < 1000 us: %s); floor %d us; netd/floor = %.2fx; dnsmasq/netd = %.2fx; aardvark-dns/netd = %.2fx\n",
+      w, pn, (pn < 1000 ? "met" : "NOT met"), pf, (pf ? pn / pf : 0), (pn ? pm / pn : 0), (pn ? pa / pn : 0) }'
+  # Per round, netd next to the floor measured right after it (same machine state), and
+  # the rounds in which other processes took < 10% of the CPUs during both.
+  awk -v w="$where" -v rounds="$ROUNDS" '$2 == w && $1 == "netd" { n[$3] = $5; no[$3] = $10 } $2 == w && $1 == "floor(echo)" { f[$3] = $5; fo[$3] = $10 }
+    END {
+      line = "  per round p99 netd/floor (" w "):"; q = ""
+      for (i = 1; i <= rounds; i++) {
+        line = line sprintf(" %d/%d us (other %d%%)", n[i], f[i], no[i] > fo[i] ? no[i] : fo[i])
+        if (no[i] < 10 && fo[i] < 10) { q = q sprintf(" round %d: netd %d us, floor %d us;", i, n[i], f[i]); quiet++; if (n[i] < 1000) met++ }
+      }
+      print line
+      if (quiet) printf "  quiet rounds (other < 10%%):%s netd p99 < 1 ms in %d of %d\n", q, met, quiet
+      else print "  no quiet round (other processes took >= 10% of the CPUs in every round): the p99 goal could not be judged in this run"
+    }' "$BASE/rows"
+  if [ "$P99_FLOOR" -ge 1000 ]; then echo "  $where: the floor's median p99 is >= 1 ms: in this placement and run no server could show < 1 ms"; fi
+done
 kill "$NETD_PID"
 wait "$NETD_PID" 2>/dev/null || true
 PIDS=("${PIDS[@]:1}")

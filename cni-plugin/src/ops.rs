@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use ipnetwork::IpNetwork;
+use netd::kernel::netlink::InterfaceConfig;
 use netd::model::{fnv1a, EndpointRequest, Network, NetworkRequest, Sandbox, SandboxRequest, SubnetRequest};
 use serde_json::Value;
 
@@ -235,13 +237,13 @@ pub fn del(b: &mut dyn Netd, conf: &NetConf, env: &Env) -> Result<()> {
     }
 }
 
-/// `link_in_netns(ifname, netns)`: whether the interface is really there (the kernel,
-/// not netd's record).
+/// `inspect(ifname, netns)`: what the interface really carries (the kernel, not netd's
+/// record), `None` when it is missing.
 pub fn check(
     b: &mut dyn Netd,
     conf: &NetConf,
     env: &Env,
-    link_in_netns: &dyn Fn(&str, &str) -> bool,
+    inspect: &dyn Fn(&str, &str) -> Option<InterfaceConfig>,
 ) -> Result<()> {
     if !crate::version::at_least(&conf.cni_version, "0.4.0") {
         return Err(CniError::new(
@@ -288,11 +290,33 @@ pub fn check(
         .ok_or_else(|| CniError::new(code::UNKNOWN_CONTAINER, "no endpoint"))?;
     let now = result::build(&conf.cni_version, &net.bridge, &sb, ep, conf.dns.as_ref());
     result::compare(prev, &now).map_err(|m| CniError::new(code::NETD_REFUSED, m))?;
-    if !link_in_netns(&env.ifname, &netns) {
+    let Some(kernel) = inspect(&env.ifname, &netns) else {
         return Err(CniError::new(
             code::NETD_REFUSED,
             format!("interface {} is missing in {netns}", env.ifname),
         ));
+    };
+    let refused = |what: String| {
+        CniError::new(
+            code::NETD_REFUSED,
+            format!("interface {} in {netns} {what}", env.ifname),
+        )
+    };
+    for a in ep
+        .ipv4
+        .map(IpNetwork::V4)
+        .into_iter()
+        .chain(ep.ipv6.map(IpNetwork::V6))
+    {
+        if !kernel.addrs.contains(&a) {
+            return Err(refused(format!("lacks its address {a}")));
+        }
+    }
+    for r in &ep.routes {
+        if !kernel.routes.contains(&(r.dst, r.gw)) {
+            let via = r.gw.map_or(String::new(), |g| format!(" via {g}"));
+            return Err(refused(format!("lacks its route to {}{via}", r.dst)));
+        }
     }
     Ok(())
 }

@@ -148,18 +148,22 @@ fn netd_command(b: &mut dyn Netd, conf: &NetConf, env: &Env) -> Result<Option<Va
     match env.command {
         Command::Add => ops::add(b, conf, env).map(Some),
         Command::Del => ops::del(b, conf, env).map(|_| None),
-        Command::Check => ops::check(b, conf, env, &link_in_netns).map(|_| None),
+        Command::Check => ops::check(b, conf, env, &inspect).map(|_| None),
         Command::Gc => ops::gc(b, conf).map(|_| None),
         Command::Status => ops::status(b, conf).map(|_| None),
         Command::Version => Ok(Some(version::info())),
     }
 }
 
-fn link_in_netns(ifname: &str, netns: &str) -> bool {
-    use netd::kernel::Kernel;
-    netd::kernel::linux::LinuxKernel::current()
-        .and_then(|k| k.link_exists(ifname, Some(std::path::Path::new(netns))))
-        .unwrap_or(false)
+fn inspect(ifname: &str, netns: &str) -> Option<netd::kernel::netlink::InterfaceConfig> {
+    let path = std::path::Path::new(netns);
+    if !netd::kernel::netns::is_alive(path) {
+        return None;
+    }
+    netd::kernel::netlink::Netlink::open_in(path)
+        .and_then(|mut nl| nl.interface_config(ifname))
+        .ok()
+        .flatten()
 }
 
 impl From<CniError> for Outcome {

@@ -704,6 +704,21 @@ fn ipam_routes(mode: Mode) {
         assert!(routes.contains(&line), "{line} not in {routes}");
     }
     assert_eq!(routes.matches("default").count(), 1, "{routes}");
+    // CHECK looks at the kernel: fine as made, refused once a route is gone.
+    let mut cc = conf.clone();
+    cc["prevResult"] = r.clone();
+    let (code, out, err) = node.exec("CHECK", "ctr-rt1", &ns.path(), "eth0", &cc);
+    assert_eq!(code, 0, "CHECK: {out} {err}");
+    assert!(ns.sh("ip route del 10.250.0.0/16").ok());
+    let (code, out, _) = node.exec("CHECK", "ctr-rt1", &ns.path(), "eth0", &cc);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("route to 10.250.0.0/16"),
+        "{out}"
+    );
 
     // A gateway off the subnet: refused, nothing made (no interface, no lease).
     let mut bad = conf.clone();

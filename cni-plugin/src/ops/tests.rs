@@ -249,17 +249,50 @@ fn chained_after_another_plugin() {
 fn check_compares_prev_result_and_kernel() {
     let mut t = setup();
     let ns = mk(&t.k, &t.dir, "k");
-    let c = conf(json!({}));
+    let c = conf(
+        json!({"ipam": {"type": "netd", "subnet": "10.88.0.0/24", "routes": [{"dst": "10.50.0.0/16"}]}}),
+    );
     let e = env(Command::Add, "chk", &ns, "eth0");
     let r = add(&mut t.b, &c, &e).unwrap();
-    let with_prev = |p: Value| conf(json!({"prevResult": p}));
-    let yes = |_: &str, _: &str| true;
-    let no = |_: &str, _: &str| false;
+    let with_prev = |p: Value| {
+        let mut c = c.clone();
+        c.prev_result = Some(p);
+        c
+    };
+    let addr: IpNetwork = r["ips"][0]["address"].as_str().unwrap().parse().unwrap();
+    let gw = r["ips"][0]["gateway"].as_str().unwrap().parse().ok();
+    let kernel = InterfaceConfig {
+        addrs: vec![addr],
+        routes: vec![("10.50.0.0/16".parse().unwrap(), gw)],
+    };
+    let yes = |_: &str, _: &str| Some(kernel.clone());
     check(&mut t.b, &with_prev(r.clone()), &e, &yes).unwrap();
-    assert_eq!(
-        check(&mut t.b, &with_prev(r.clone()), &e, &no).unwrap_err().code,
-        code::NETD_REFUSED
-    );
+    // The kernel side: interface missing, address gone, route gone.
+    let missing = |_: &str, _: &str| None;
+    let no_addr = |_: &str, _: &str| {
+        Some(InterfaceConfig {
+            addrs: vec![],
+            ..kernel.clone()
+        })
+    };
+    let no_route = |_: &str, _: &str| {
+        Some(InterfaceConfig {
+            routes: vec![],
+            ..kernel.clone()
+        })
+    };
+    for (what, f) in [
+        (
+            "missing",
+            &missing as &dyn Fn(&str, &str) -> Option<InterfaceConfig>,
+        ),
+        ("address", &no_addr),
+        ("route to 10.50.0.0/16", &no_route),
+    ] {
+        let err = check(&mut t.b, &with_prev(r.clone()), &e, f).unwrap_err();
+        assert_eq!(err.code, code::NETD_REFUSED, "{what}");
+        assert!(err.msg.contains(what), "{what}: {}", err.msg);
+    }
     let mut wrong = r.clone();
     wrong["ips"][0]["address"] = "10.88.0.200/24".into();
     assert_eq!(
@@ -270,7 +303,8 @@ fn check_compares_prev_result_and_kernel() {
         check(&mut t.b, &c, &e, &yes).unwrap_err().code,
         code::INVALID_CONFIG
     );
-    let old = conf(json!({"cniVersion": "0.3.1", "prevResult": r.clone()}));
+    let mut old = with_prev(r.clone());
+    old.cni_version = "0.3.1".into();
     assert_eq!(
         check(&mut t.b, &old, &e, &yes).unwrap_err().code,
         code::INCOMPATIBLE_VERSION

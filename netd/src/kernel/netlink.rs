@@ -91,6 +91,16 @@ pub struct Route {
     pub oif: Option<u32>,
     /// RTA_PRIORITY (the metric), 0 when absent.
     pub metric: u32,
+    /// RTA_GATEWAY, when the route goes via one.
+    pub gw: Option<IpAddr>,
+}
+
+/// What one interface carries: its addresses (universe scope) and the main table's
+/// unicast routes out of it, with their gateways. For CNI's CHECK.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InterfaceConfig {
+    pub addrs: Vec<IpNetwork>,
+    pub routes: Vec<(IpNetwork, Option<IpAddr>)>,
 }
 
 /// Attribute changes for `ip link set`: only the `Some` fields are sent.
@@ -679,6 +689,30 @@ impl Netlink {
             .map(|l| l.name))
     }
 
+    /// The addresses and routes of the link `name`, `None` when there is no such link.
+    pub fn interface_config(&mut self, name: &str) -> Result<Option<InterfaceConfig>, KernelError> {
+        let Some(index) = self.link_index(name)? else {
+            return Ok(None);
+        };
+        let addrs = self
+            .addresses()?
+            .into_iter()
+            .filter(|a| a.index == index && a.scope == 0)
+            .map(|a| a.net)
+            .collect();
+        let routes = self
+            .routes()?
+            .into_iter()
+            .filter(|r| {
+                r.oif == Some(index)
+                    && r.table == u32::from(RouteHeader::RT_TABLE_MAIN)
+                    && r.kind == RouteType::Unicast
+            })
+            .map(|r| (r.dst, r.gw))
+            .collect();
+        Ok(Some(InterfaceConfig { addrs, routes }))
+    }
+
     /// `ip route show table all` for IPv4 and IPv6 (no cached clones).
     pub fn routes(&mut self) -> Result<Vec<Route>, KernelError> {
         let mut out = Vec::new();
@@ -750,12 +784,14 @@ fn to_addr(a: AddressMessage) -> Option<Addr> {
 fn to_route(r: RouteMessage) -> Option<Route> {
     let mut table = u32::from(r.header.table);
     let mut dst = None;
-    let (mut oif, mut metric) = (None, 0);
+    let (mut oif, mut metric, mut gw) = (None, 0, None);
     for attr in &r.attributes {
         match attr {
             RouteAttribute::Table(t) => table = *t,
             RouteAttribute::Oif(i) => oif = Some(*i),
             RouteAttribute::Priority(p) => metric = *p,
+            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gw = Some(IpAddr::V4(*ip)),
+            RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => gw = Some(IpAddr::V6(*ip)),
             RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = Some(IpAddr::V4(*ip)),
             RouteAttribute::Destination(RouteAddress::Inet6(ip)) => dst = Some(IpAddr::V6(*ip)),
             _ => {}
@@ -772,6 +808,7 @@ fn to_route(r: RouteMessage) -> Option<Route> {
         kind: r.header.kind,
         oif,
         metric,
+        gw,
     })
 }
 

@@ -24,11 +24,16 @@ pub fn build(cni_version: &str, bridge: &str, sb: &Sandbox, ep: &Endpoint, dns: 
     };
     let mut ips = Vec::new();
     let mut routes = Vec::new();
+    // Only the sandbox's first endpoint carries the default routes (a container's second
+    // network is reached through its subnet route and its extra routes).
+    let default_route = sb.endpoints.first().is_none_or(|e| e.network == ep.network);
     if let Some(a) = ep.ipv4 {
         let mut ip = json!({ "address": a.to_string(), "interface": index });
         if let Some(gw) = ep.gateway4 {
             ip["gateway"] = gw.to_string().into();
-            routes.push(json!({ "dst": "0.0.0.0/0", "gw": gw.to_string() }));
+            if default_route {
+                routes.push(json!({ "dst": "0.0.0.0/0", "gw": gw.to_string() }));
+            }
         }
         if with_family {
             ip["version"] = "4".into();
@@ -39,7 +44,9 @@ pub fn build(cni_version: &str, bridge: &str, sb: &Sandbox, ep: &Endpoint, dns: 
         let mut ip = json!({ "address": a.to_string(), "interface": index });
         if let Some(gw) = ep.gateway6 {
             ip["gateway"] = gw.to_string().into();
-            routes.push(json!({ "dst": "::/0", "gw": gw.to_string() }));
+            if default_route {
+                routes.push(json!({ "dst": "::/0", "gw": gw.to_string() }));
+            }
         }
         if with_family {
             ip["version"] = "6".into();

@@ -155,6 +155,9 @@ fn two_networks_one_container() {
     assert!(ra["ips"][0]["address"].as_str().unwrap().starts_with("10.91.0."));
     assert!(rb["ips"][0]["address"].as_str().unwrap().starts_with("10.92.0."));
     assert_eq!(rb["interfaces"][2]["name"], "eth1");
+    // The default route is the first network's; the result of the second says so.
+    assert_eq!(ra["routes"][0]["dst"], "0.0.0.0/0", "{ra}");
+    assert_eq!(rb["routes"], json!([]), "{rb}");
     let sb = t.b.engine().sandbox(&sandbox_name("multi")).unwrap().clone();
     assert_eq!(sb.endpoints.len(), 2);
     // The same network again under another name: refused, nothing changes.

@@ -60,6 +60,7 @@ impl Env {
             mtu: 0,
             addrs,
             ipv6,
+            vlan_filtering: false,
         }
     }
 
@@ -85,6 +86,7 @@ impl Env {
             gw6: b
                 .ipv6
                 .then(|| format!("fd00:213:{}::1", subnet_of(b)).parse().expect("ip")),
+            vlan: None,
         }
     }
 

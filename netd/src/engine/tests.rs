@@ -253,6 +253,7 @@ fn reconcile_repairs_both_ways() {
         addrs: vec![],
         gw4: None,
         gw6: None,
+        vlan: None,
     }))
     .unwrap();
     t.k.apply(&crate::plan::Step::DeleteLink {

@@ -319,6 +319,7 @@ impl Engine {
                 internal: n.internal,
                 icc: n.icc,
                 masquerade: n.masquerade,
+                vlan_bridge: n.vlan.map(|_| n.bridge.clone()),
             })
             .collect();
         let mut endpoints = Vec::new();

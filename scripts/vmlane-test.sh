@@ -29,7 +29,10 @@ for b in $bins; do
   case $(basename "$b") in netd | netd-cni) ship "$b" "$(basename "$b")" ;; esac
 done
 [ -x "$share/netd" ] && [ -x "$share/netd-cni" ] || { echo "vm lane: netd binaries not built" >&2; exit 1; }
-{ echo '#!/bin/bash'; echo 'export NETD_TEST_BIN_DIR=/share RUST_BACKTRACE=1'; echo 'rc=0'; } >"$share/run-tests.sh"
+# In the guest the binaries are copied to tmpfs first: /share is 9p without a page
+# cache, so every exec of netd-cni would page its text in over 9p again (seconds each).
+{ echo '#!/bin/bash'; echo 'mkdir -p /tmp/bin && cp /share/netd /share/netd-cni /tmp/bin/ && cd /tmp/bin || exit 1'
+  echo 'export NETD_TEST_BIN_DIR=/tmp/bin RUST_BACKTRACE=1'; echo 'rc=0'; } >"$share/run-tests.sh"
 # Modules netd needs that the lane's initramfs lacks: `meta iifname` in netd's bridge
 # table (anti-spoofing) is nft_meta_bridge. Taken from the lane's kernel, as build.sh does.
 K=$(cat "${NETD_VMLANE_DIR:-${TMPDIR:-/tmp}/netd-vmlane}/kernel" 2>/dev/null || true)
@@ -42,7 +45,7 @@ for t in "${tests[@]}"; do
     jq -r 'select(.profile.test == true) | .executable // empty') || exit 1
   [ -n "$exe" ] || { echo "vm lane: no test binary for $t" >&2; exit 1; }
   ship "$exe" "$t"
-  echo "./$t --test-threads=1 || rc=1" >>"$share/run-tests.sh"
+  echo "cp /share/$t /tmp/bin/ && ./$t --test-threads=1 ${NETD_VMLANE_TEST_ARGS:-} || rc=1" >>"$share/run-tests.sh"
 done
 echo 'exit $rc' >>"$share/run-tests.sh"
 chmod +x "$share/run-tests.sh"

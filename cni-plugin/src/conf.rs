@@ -263,7 +263,9 @@ impl NetConf {
     fn check_vlan(&self) -> Result<()> {
         if let Some(v) = self.vlan {
             if !(0..=4094).contains(&v) {
-                return Err(invalid(format!("invalid VLAN ID {v} (must be between 0 and 4094)")));
+                return Err(invalid(format!(
+                    "invalid VLAN ID {v} (must be between 0 and 4094)"
+                )));
             }
         }
         if self.vlan_trunk.as_ref().is_some_and(|t| !t.is_null()) {

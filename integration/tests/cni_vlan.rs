@@ -54,8 +54,11 @@ fn conf(node: &Node, name: &str, subnet: &str, bridge: &str, vlan: u16) -> Value
     )
 }
 
-/// `bridge -j vlan show` in the node: port -> [(vid, flags)].
-fn vlans(node: &Node) -> Vec<(String, Vec<(u64, Vec<String>)>)> {
+/// One port's VLANs: (vid, flags such as "PVID" and "Egress Untagged").
+type PortVlans = Vec<(u64, Vec<String>)>;
+
+/// `bridge -j vlan show` in the node: port -> its VLANs.
+fn vlans(node: &Node) -> Vec<(String, PortVlans)> {
     let o = node.host.sh("bridge -j vlan show");
     assert!(o.ok(), "bridge vlan show: {}", o.stderr);
     let v: Value = serde_json::from_str(o.stdout.trim()).unwrap_or(json!([]));
@@ -91,7 +94,10 @@ fn access_port_of(node: &Node, port: &str, vid: u64) {
     assert_eq!(vl.len(), 1, "{port} is in exactly one VLAN: {vl:?}");
     assert_eq!(vl[0].0, vid, "{port}: {vl:?}");
     for f in ["PVID", "Egress Untagged"] {
-        assert!(vl[0].1.iter().any(|x| x == f), "{port} vlan {vid} lacks {f}: {vl:?}");
+        assert!(
+            vl[0].1.iter().any(|x| x == f),
+            "{port} vlan {vid} lacks {f}: {vl:?}"
+        );
     }
 }
 
@@ -116,7 +122,10 @@ fn arp_answered(ns: &Netns, ip: &str) -> bool {
 }
 
 fn vlans_isolate(mode: Mode) {
+    let t0 = std::time::Instant::now();
+    let lap = |what: &str| println!("{:?} {what}", t0.elapsed());
     let node = Node::new(mode);
+    lap("node");
     let what = format!("cni_vlan_isolates_vlans_on_one_bridge ({mode:?})");
     if !vlan_filtering(&node) {
         println!(
@@ -128,9 +137,12 @@ fn vlans_isolate(mode: Mode) {
     let c100 = conf(&node, "nv100", "10.77.100.0/24", &br, 100);
     let c200 = conf(&node, "nv200", "10.77.200.0/24", &br, 200);
     let (n1, n2, n3) = (container(), container(), container());
+    lap("probe");
     let r1 = node.add("nv-c1", &n1, &c100);
+    lap("add1");
     let r2 = node.add("nv-c2", &n2, &c100);
     let r3 = node.add("nv-c3", &n3, &c200);
+    lap("add3");
     assert_eq!(r1["interfaces"][0]["name"], br.as_str());
     assert_eq!(r3["ips"][0]["gateway"], "10.77.200.1");
 
@@ -144,12 +156,17 @@ fn vlans_isolate(mode: Mode) {
     }
     for (vid, gw) in [(100, "10.77.100.1/24"), (200, "10.77.200.1/24")] {
         let a = node.host.sh(&format!("ip -j addr show dev {br}.{vid}"));
-        assert!(a.stdout.contains(gw.split('/').next().unwrap()), "{br}.{vid}: {}", a.stdout);
+        assert!(
+            a.stdout.contains(gw.split('/').next().unwrap()),
+            "{br}.{vid}: {}",
+            a.stdout
+        );
     }
 
     // Packets: VLAN 100 containers reach each other and their gateway; the VLAN 200 one
     // reaches neither of them, by IP or by ARP (an ARP request is a broadcast, which the
     // bridge floods within the VLAN only); its own gateway it does reach.
+    lap("kernel checks");
     let (a1, a2) = (ip_of(&r1), ip_of(&r2));
     let p = |ns: &Netns| Path::new(&ns.path()).to_path_buf();
     assert!(ping_from(&p(&n1), None, &a2), "vlan 100 -> vlan 100");
@@ -161,28 +178,49 @@ fn vlans_isolate(mode: Mode) {
     assert!(arp_answered(&n1, &a2), "ARP within vlan 100 (control)");
     assert!(!arp_answered(&n3, &a1), "ARP from vlan 200 answered by vlan 100");
 
+    lap("packets");
     // The network's VLAN is fixed: the same network name with another VLAN is code 7.
     let n4 = container();
     let mut other = c100.clone();
     other["vlan"] = json!(300);
     let (code, out, _) = node.exec("ADD", "nv-c4", &n4.path(), "eth0", &other);
     assert_eq!((code, out["code"].as_u64()), (1, Some(7)), "{out}");
-    assert!(out["msg"].as_str().unwrap_or("").contains("exists with vlan 100, not 300"), "{out}");
+    assert!(
+        out["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("exists with vlan 100, not 300"),
+        "{out}"
+    );
     assert!(!n4.sh("ip link show eth0").ok());
 
+    lap("mismatch");
     // DEL: no container port left on the bridge, no lease, no sandbox.
-    for (cid, ns, c) in [("nv-c1", &n1, &c100), ("nv-c2", &n2, &c100), ("nv-c3", &n3, &c200)] {
-        node.del(cid, &ns.path(), c);
+    for (cid, ns, c) in [
+        ("nv-c1", &n1, &c100),
+        ("nv-c2", &n2, &c100),
+        ("nv-c3", &n3, &c200),
+    ] {
         node.del(cid, &ns.path(), c);
     }
-    assert!(node.settled_endpoint_links().is_empty(), "{:?}", node.endpoint_links());
+    lap("dels");
+    assert!(
+        node.settled_endpoint_links().is_empty(),
+        "{:?}",
+        node.endpoint_links()
+    );
+    lap("settled");
     let ports: Vec<String> = vlans(&node).into_iter().map(|(p, _)| p).collect();
     for r in [&r1, &r2, &r3] {
         let port = r["interfaces"][1]["name"].as_str().unwrap();
         assert!(!ports.iter().any(|p| p == port), "{port} left: {ports:?}");
     }
     assert!(node.sandboxes().is_empty());
-    assert!(node.leases().values().all(|l| l.is_empty()), "{:?}", node.leases());
+    assert!(
+        node.leases().values().all(|l| l.is_empty()),
+        "{:?}",
+        node.leases()
+    );
 }
 
 /// Everything the node's kernel and netd hold that a refused ADD could have left.
@@ -216,13 +254,20 @@ fn plain_kernel_refuses(mode: Mode) {
     let (code, out, err) = node.exec("ADD", "nv-c1", &ns.path(), "eth0", &c);
     assert_eq!((code, out["code"].as_u64()), (1, Some(2)), "{out} {err}");
     let msg = out["msg"].as_str().unwrap_or("");
-    assert!(msg.contains("CONFIG_BRIDGE_VLAN_FILTERING") && !msg.contains('\n'), "{out}");
+    assert!(
+        msg.contains("CONFIG_BRIDGE_VLAN_FILTERING") && !msg.contains('\n'),
+        "{out}"
+    );
     // Nothing changed: links, nftables, sandboxes, leases, the network itself.
     assert_eq!(node_state(&node), before);
     assert!(!before.1.contains("nv100") && !before.1.contains(&br));
     assert!(node.leases().is_empty(), "{:?}", node.leases());
     assert!(!node.host.sh(&format!("ip link show {br}")).ok());
-    assert_eq!(ns.sh("ip -o link show | wc -l").stdout.trim(), "1", "only lo in the container");
+    assert_eq!(
+        ns.sh("ip -o link show | wc -l").stdout.trim(),
+        "1",
+        "only lo in the container"
+    );
     // Without the key the same network works: only the VLAN is refused.
     let mut plain = c.clone();
     plain.as_object_mut().unwrap().remove("vlan");

@@ -85,7 +85,10 @@ fn errors_get_the_spec_codes() {
     );
     assert_eq!(code_of(&with("ipMasq", json!("yes"))), code::INVALID_CONFIG);
     assert!(parse(&with("vlan", json!(10))).is_ok());
-    assert_eq!(code_of(&with("vlanTrunk", json!([{"id": 5}]))), code::UNSUPPORTED_FIELD);
+    assert_eq!(
+        code_of(&with("vlanTrunk", json!([{"id": 5}]))),
+        code::UNSUPPORTED_FIELD
+    );
     assert_eq!(code_of(&with("driver", json!("ipvlan"))), code::UNSUPPORTED_FIELD);
     assert_eq!(code_of(&with("isGateway", json!(false))), code::UNSUPPORTED_FIELD);
     // Other IPAM types are plugins executed from CNI_PATH (delegated_ipam); a type that
@@ -411,7 +414,10 @@ fn vlan_like_the_reference_bridge_plugin() {
     for extra in [r#""vlan": 0,"#, ""] {
         let c = parse(conf(extra).as_bytes()).unwrap();
         assert_eq!(c.vlan_id(), None);
-        assert!(!crate::ops::network_request(&c).unwrap().options.contains_key("vlan"));
+        assert!(!crate::ops::network_request(&c)
+            .unwrap()
+            .options
+            .contains_key("vlan"));
     }
     assert!(parse(conf(r#""vlan": 4094,"#).as_bytes()).is_ok());
     for bad in ["4095", "-1", "70000", "\"7\"", "1.5", "true"] {
@@ -420,7 +426,12 @@ fn vlan_like_the_reference_bridge_plugin() {
         assert!(!e.msg.contains('\n'), "one line: {}", e.msg);
     }
     let e = parse(conf(r#""vlan": 4095,"#).as_bytes()).unwrap_err();
-    assert!(e.msg.contains("invalid VLAN ID 4095 (must be between 0 and 4094)"), "{}", e.msg);
+    assert!(
+        e.msg
+            .contains("invalid VLAN ID 4095 (must be between 0 and 4094)"),
+        "{}",
+        e.msg
+    );
     // A bridge name that leaves no room for ".<vlan>".
     let e = parse(
         conf(r#""vlan": 100,"#)

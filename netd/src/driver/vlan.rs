@@ -73,12 +73,17 @@ mod tests {
         let Some(Step::CreateVlanGateway(g)) = steps.last() else {
             panic!("gateway last: {steps:?}");
         };
-        assert_eq!((g.name.as_str(), g.bridge.as_str(), g.vlan), ("cnivl.100", "cnivl", 100));
+        assert_eq!(
+            (g.name.as_str(), g.bridge.as_str(), g.vlan),
+            ("cnivl.100", "cnivl", 100)
+        );
         assert_eq!(g.addrs, vec!["10.9.0.1/24".parse().unwrap()]);
         assert_eq!(g.alias, "netd:net=v100");
         // The gateway goes before the bridge (which the engine may keep).
         let down = network_down(&n);
-        assert!(matches!(&down[..], [Step::DeleteLink { name: a, .. }, Step::DeleteLink { name: b, .. }] if a == "cnivl.100" && b == "cnivl"));
+        assert!(
+            matches!(&down[..], [Step::DeleteLink { name: a, .. }, Step::DeleteLink { name: b, .. }] if a == "cnivl.100" && b == "cnivl")
+        );
         let ep = Endpoint {
             network: "v100".into(),
             host_ifname: "ndx".into(),

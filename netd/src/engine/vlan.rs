@@ -135,11 +135,22 @@ mod tests {
         assert_eq!(bridges, 1, "{:?}", t.k.log());
         assert!(t.k.log().iter().any(|l| l.contains("vlan 200 pvid untagged")));
         // The firewall sees each network's gateway link as its L3 interface.
-        let fw: Vec<String> = t.e.desired_fw().networks.iter().map(|n| n.bridge.clone()).collect();
+        let fw: Vec<String> =
+            t.e.desired_fw()
+                .networks
+                .iter()
+                .map(|n| n.bridge.clone())
+                .collect();
         assert_eq!(fw, vec!["vbr.100", "vbr.200"]);
         // Another network on that VLAN, or without one, is refused.
-        let e = t.e.create_network(&vnet("again", "10.101.0.0/24", "100")).unwrap_err();
-        assert!(e.to_string().contains("vlan 100 on bridge vbr is already network v100"), "{e}");
+        let e =
+            t.e.create_network(&vnet("again", "10.101.0.0/24", "100"))
+                .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("vlan 100 on bridge vbr is already network v100"),
+            "{e}"
+        );
         let mut plain = vnet("plain", "10.102.0.0/24", "0");
         plain.options.remove("vlan");
         let e = t.e.create_network(&plain).unwrap_err();
@@ -153,7 +164,10 @@ mod tests {
         t.e.remove_network("v100").unwrap();
         t.e.settle();
         let links = t.k.links();
-        assert!(links.contains("vbr") && links.contains("vbr.200") && !links.contains("vbr.100"), "{links:?}");
+        assert!(
+            links.contains("vbr") && links.contains("vbr.200") && !links.contains("vbr.100"),
+            "{links:?}"
+        );
         t.e.remove_network("v200").unwrap();
         t.e.settle();
         assert!(t.k.links().is_empty(), "{:?}", t.k.links());
@@ -166,7 +180,9 @@ mod tests {
         let mut t = setup(k);
         let log = t.k.log();
         let nft = t.k.nft_batches().len();
-        let e = t.e.create_network(&vnet("v100", "10.100.0.0/24", "100")).unwrap_err();
+        let e =
+            t.e.create_network(&vnet("v100", "10.100.0.0/24", "100"))
+                .unwrap_err();
         assert!(matches!(e, EngineError::Unsupported(_)), "{e:?}");
         assert!(e.to_string().contains("CONFIG_BRIDGE_VLAN_FILTERING"), "{e}");
         assert_eq!(t.k.log(), log);

@@ -798,10 +798,15 @@ add rule bridge netd forward iifname @no_icc drop comment "icc off: no traffic b
         };
         let b = full(&st);
         assert!(
-            b.contains(r#"ip saddr 10.77.100.0/24 oifname != { "vbr.100", "vbr" } masquerade comment "net v100""#),
+            b.contains(
+                r#"ip saddr 10.77.100.0/24 oifname != { "vbr.100", "vbr" } masquerade comment "net v100""#
+            ),
             "{b}"
         );
-        assert!(b.contains(r#"oifname "vbr.100" ip saddr 10.77.100.0/24 ct status dnat masquerade"#), "{b}");
+        assert!(
+            b.contains(r#"oifname "vbr.100" ip saddr 10.77.100.0/24 ct status dnat masquerade"#),
+            "{b}"
+        );
     }
 
     #[test]

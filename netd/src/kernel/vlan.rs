@@ -18,7 +18,12 @@ fn unsupported() -> KernelError {
 }
 
 /// Creates the bridge of a VLAN network (see `Netlink::add_vlan_bridge`).
-pub(super) fn add_vlan_bridge(nl: &mut Netlink, name: &str, mtu: u32, mac: [u8; 6]) -> Result<(), KernelError> {
+pub(super) fn add_vlan_bridge(
+    nl: &mut Netlink,
+    name: &str,
+    mtu: u32,
+    mac: [u8; 6],
+) -> Result<(), KernelError> {
     match nl.add_vlan_bridge(name, mtu, Some(mac))? {
         VlanBridge::Created => Ok(()),
         VlanBridge::Unsupported => Err(unsupported()),
@@ -94,7 +99,12 @@ impl LinuxKernel {
         res
     }
 
-    fn finish_vlan_gateway(&self, nl: &mut Netlink, g: &VlanGatewaySpec, bridge: u32) -> Result<(), KernelError> {
+    fn finish_vlan_gateway(
+        &self,
+        nl: &mut Netlink,
+        g: &VlanGatewaySpec,
+        bridge: u32,
+    ) -> Result<(), KernelError> {
         // Both ends marked: a crash from here on leaves links reconcile recognises.
         for l in [&g.peer, &g.name] {
             nl.set_alias(l, &g.alias)?;

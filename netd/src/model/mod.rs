@@ -18,5 +18,5 @@ pub use network::{
 pub use network::{OPT_BRIDGE_NAME, OPT_PARENT};
 pub use port::{parse_port_spec, parse_proto, PortMapping, PortSpecError, Proto};
 pub use sandbox::{Endpoint, EndpointRequest, NetMode, Sandbox, SandboxRequest};
-pub use vlan::{gateway_name, gateway_peer_name, OPT_VLAN, VLAN_BRIDGE_ALIAS};
 pub use service::{service_key, Service, ServiceKind, ServiceRequest, DEFAULT_NAMESPACE};
+pub use vlan::{gateway_name, gateway_peer_name, OPT_VLAN, VLAN_BRIDGE_ALIAS};

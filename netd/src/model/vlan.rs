@@ -111,9 +111,12 @@ mod tests {
         .parse()
         .unwrap_err();
         assert!(e.contains("macvlan network has no bridge"), "{e}");
-        let e = req(&[("vlan", "4000"), ("com.docker.network.bridge.name", "bridge-name-13")])
-            .parse()
-            .unwrap_err();
+        let e = req(&[
+            ("vlan", "4000"),
+            ("com.docker.network.bridge.name", "bridge-name-13"),
+        ])
+        .parse()
+        .unwrap_err();
         assert!(e.contains("longer than 15 bytes"), "{e}");
     }
 

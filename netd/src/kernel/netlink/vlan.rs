@@ -78,10 +78,12 @@ impl Netlink {
         m.header.interface_family = AddressFamily::Bridge;
         m.header.index = port;
         m.attributes
-            .push(LinkAttribute::AfSpecBridge(vec![AfSpecBridge::VlanInfo(BridgeVlanInfo {
-                flags: BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged,
-                vid,
-            })]));
+            .push(LinkAttribute::AfSpecBridge(vec![AfSpecBridge::VlanInfo(
+                BridgeVlanInfo {
+                    flags: BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged,
+                    vid,
+                },
+            )]));
         self.change(RouteNetlinkMessage::SetLink(m), 0)
             .map_err(|f| f.into_err(format!("bridge vlan add dev #{port} vid {vid} pvid untagged")))
     }

@@ -124,7 +124,7 @@ fn arp_answered(ns: &Netns, ip: &str) -> bool {
 fn vlans_isolate(mode: Mode) {
     let t0 = std::time::Instant::now();
     let lap = |what: &str| println!("{:?} {what}", t0.elapsed());
-    let node = Node::new(mode);
+    let mut node = Node::new(mode);
     lap("node");
     let what = format!("cni_vlan_isolates_vlans_on_one_bridge ({mode:?})");
     if !vlan_filtering(&node) {
@@ -178,7 +178,36 @@ fn vlans_isolate(mode: Mode) {
     assert!(arp_answered(&n1, &a2), "ARP within vlan 100 (control)");
     assert!(!arp_answered(&n3, &a1), "ARP from vlan 200 answered by vlan 100");
 
-    lap("packets");
+    // CHECK with the result as prevResult.
+    let mut check = c100.clone();
+    check["prevResult"] = r1.clone();
+    let (code, out, err) = node.exec("CHECK", "nv-c1", &n1.path(), "eth0", &check);
+    assert_eq!(code, 0, "CHECK: {out} {err}");
+
+    // Reconcile: a healthy VLAN network is left alone (daemon restart); a gateway
+    // deleted behind netd's back is made again (daemon restart, or the plugin's next
+    // exec, which notices it is missing), as an access port of its VLAN again.
+    if mode == Mode::Delegating {
+        node.host.restart();
+        let info = node.host.client().get("/v1/info").expect("info");
+        assert_eq!(info["reconcile"]["removed"], json!([]), "{info}");
+        assert_eq!(info["reconcile"]["recreated"], json!([]), "{info}");
+    }
+    assert!(node.host.sh(&format!("ip link del {br}.100")).ok());
+    match mode {
+        Mode::Delegating => node.host.restart(),
+        Mode::Standalone => {
+            let (code, out, err) = node.exec("CHECK", "nv-c1", &n1.path(), "eth0", &check);
+            assert_eq!(code, 0, "CHECK after the gateway was deleted: {out} {err}");
+        }
+    }
+    access_port_of(&node, &netd::model::gateway_peer_name(&br, 100), 100);
+    assert!(ping_from(&p(&n1), None, "10.77.100.1"), "gateway back");
+    assert!(
+        ping_from(&p(&n1), None, &a2),
+        "vlan 100 -> vlan 100 after reconcile"
+    );
+    lap("packets, check, reconcile");
     // The network's VLAN is fixed: the same network name with another VLAN is code 7.
     let n4 = container();
     let mut other = c100.clone();
@@ -268,6 +297,24 @@ fn plain_kernel_refuses(mode: Mode) {
         "1",
         "only lo in the container"
     );
+    // netctl (the API's 501) says the same in one line, and changes nothing either.
+    if mode == Mode::Delegating {
+        let o = node.host.netctl(&[
+            "network",
+            "create",
+            "nvx",
+            "--subnet",
+            "10.77.101.0/24",
+            "-o",
+            "vlan=5",
+        ]);
+        assert!(!o.ok(), "{o:?}");
+        assert!(
+            o.stderr.contains("CONFIG_BRIDGE_VLAN_FILTERING") && o.stderr.trim().lines().count() == 1,
+            "{o:?}"
+        );
+        assert_eq!(node_state(&node), before);
+    }
     // Without the key the same network works: only the VLAN is refused.
     let mut plain = c.clone();
     plain.as_object_mut().unwrap().remove("vlan");

@@ -49,6 +49,8 @@ pub(super) fn probe(nl: &mut Netlink) -> Result<bool, KernelError> {
         return Ok(*s);
     }
     let name = format!("ndvprobe{}", std::process::id() % 1_000_000);
+    // One left by a process of the same PID that died mid-probe would make this EEXIST.
+    nl.delete_link(&name)?;
     let ok = match nl.add_vlan_bridge(&name, 0, None)? {
         VlanBridge::Created => {
             nl.delete_link(&name)?;

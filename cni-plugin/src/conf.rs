@@ -50,7 +50,11 @@ pub struct NetConf {
     pub hairpin_mode: bool,
     #[serde(default)]
     pub promisc_mode: bool,
-    pub vlan: Option<u16>,
+    /// The reference bridge plugin's VLAN keys (see `check_vlan`). Read wide so that an
+    /// out-of-range number is our one-line code 7, not a serde message.
+    pub vlan: Option<i64>,
+    pub vlan_trunk: Option<Value>,
+    pub preserve_default_vlan: Option<bool>,
     pub ipam: Option<IpamConf>,
     pub dns: Option<Value>,
     #[serde(default)]
@@ -219,12 +223,7 @@ impl NetConf {
                 return Err(invalid(format!("mtu {m}: must be between 68 and 65535")));
             }
         }
-        if self.vlan.is_some() {
-            return Err(CniError::new(
-                code::UNSUPPORTED_FIELD,
-                "vlan is not supported (this kernel has no VLAN support)",
-            ));
-        }
+        self.check_vlan()?;
         if self.is_gateway == Some(false) {
             return Err(CniError::new(
                 code::UNSUPPORTED_FIELD,
@@ -249,6 +248,51 @@ impl NetConf {
         if let Some(m) = self.requested_mac(None) {
             netd::driver::bridge::parse_mac(&m)
                 .ok_or_else(|| invalid(format!("mac {m:?}: expected aa:bb:cc:dd:ee:ff")))?;
+        }
+        Ok(())
+    }
+
+    /// The VLAN of the network's ports, if any (`vlan` 0 means none, as in the reference).
+    pub fn vlan_id(&self) -> Option<u16> {
+        self.vlan.and_then(|v| u16::try_from(v).ok()).filter(|v| *v != 0)
+    }
+
+    /// As the reference `bridge` plugin: `vlan` 0..=4094 (0: none). `vlanTrunk` (tagged
+    /// frames from the container) is refused: netd's anti-spoofing drops tagged frames
+    /// from endpoints. `preserveDefaultVlan` is accepted; netd's ports are in their
+    /// network's VLAN only (as with `false`). Whether the kernel can do it is netd's to
+    /// say when the network is made (code 2).
+    fn check_vlan(&self) -> Result<()> {
+        if let Some(v) = self.vlan {
+            if !(0..=4094).contains(&v) {
+                return Err(invalid(format!(
+                    "invalid VLAN ID {v} (must be between 0 and 4094)"
+                )));
+            }
+        }
+        if self.vlan_trunk.as_ref().is_some_and(|t| !t.is_null()) {
+            return Err(CniError::new(
+                code::UNSUPPORTED_FIELD,
+                "vlanTrunk is not supported: netd drops tagged frames from containers (anti-spoofing)",
+            ));
+        }
+        let Some(id) = self.vlan_id() else {
+            return Ok(());
+        };
+        if self.is_macvlan() {
+            return Err(invalid(
+                "vlan is a bridge key; a macvlan network has no bridge (use a VLAN link as master)",
+            ));
+        }
+        let bridge = self
+            .bridge
+            .clone()
+            .unwrap_or_else(|| netd::model::bridge_name(&crate::ops::netd_network(&self.name)));
+        let gw = netd::model::gateway_name(&bridge, id);
+        if gw.len() > 15 {
+            return Err(invalid(format!(
+                "vlan {id}: the gateway link {gw} would be longer than 15 bytes; use a shorter bridge name"
+            )));
         }
         Ok(())
     }

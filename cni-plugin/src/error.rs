@@ -69,6 +69,8 @@ pub fn from_client(e: netd::api::client::ClientError) -> CniError {
         C::Connect { .. } => CniError::new(code::TRY_AGAIN_LATER, e.to_string()),
         C::Io(_) | C::Protocol(_) => CniError::new(code::IO, e.to_string()),
         C::Api { status, message } if status < 500 => CniError::new(code::NETD_REFUSED, message),
+        // netd's answer for a kernel feature it lacks (EngineError::Unsupported).
+        C::Api { status: 501, message } => CniError::new(code::UNSUPPORTED_FIELD, message),
         C::Api { message, .. } => CniError::new(code::NETD_FAILED, message),
     }
 }
@@ -78,5 +80,6 @@ pub fn from_engine(e: netd::engine::EngineError) -> CniError {
     match e {
         E::Invalid(m) | E::NotFound(m) | E::Conflict(m) => CniError::new(code::NETD_REFUSED, m),
         E::Kernel(m) | E::Store(m) => CniError::new(code::NETD_FAILED, m),
+        E::Unsupported(m) => CniError::new(code::UNSUPPORTED_FIELD, m),
     }
 }

@@ -77,6 +77,9 @@ pub fn network_request(conf: &NetConf) -> Result<NetworkRequest> {
         if let Some(b) = &conf.bridge {
             options.insert(OPT_BRIDGE_NAME.to_string(), b.clone());
         }
+        if let Some(v) = conf.vlan_id() {
+            options.insert(netd::model::OPT_VLAN.to_string(), v.to_string());
+        }
     }
     let mut labels = BTreeMap::new();
     labels.insert("cni.netd/owner".to_string(), "netd-cni".to_string());

@@ -30,6 +30,10 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
+        // Prebuilt binaries (the VM lane, `scripts/vmlane-test.sh`, has no cargo).
+        if let Some(d) = prebuilt_dir() {
+            return d;
+        }
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
@@ -43,6 +47,11 @@ pub fn bin(name: &str) -> PathBuf {
         target.join("debug")
     });
     dir.join(name)
+}
+
+/// `NETD_TEST_BIN_DIR`: a directory with netd's binaries already built, used as is.
+pub fn prebuilt_dir() -> Option<PathBuf> {
+    std::env::var_os("NETD_TEST_BIN_DIR").map(PathBuf::from)
 }
 
 /// Output of a command: exit code, stdout, stderr.

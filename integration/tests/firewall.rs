@@ -31,6 +31,7 @@ fn net(name: &str, bridge: &str, s4: &str) -> FwNetwork {
         internal: false,
         icc: true,
         masquerade: true,
+        vlan_bridge: None,
     }
 }
 

@@ -60,6 +60,7 @@ impl Env {
             mtu: 0,
             addrs,
             ipv6,
+            vlan_filtering: false,
         }
     }
 
@@ -95,6 +96,7 @@ impl Env {
                 gw: Some(format!("fd00:213:{}::1", subnet_of(b)).parse().expect("ip")),
             }))
             .collect(),
+            vlan: None,
         }
     }
 

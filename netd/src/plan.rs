@@ -26,6 +26,10 @@ pub struct BridgeSpec {
     pub addrs: Vec<IpNetwork>,
     /// Enable IPv6 on the bridge (otherwise disable_ipv6=1, so no link-local chatter).
     pub ipv6: bool,
+    /// VLAN networks: `vlan_filtering 1 vlan_default_pvid 0` (a new port is in no VLAN
+    /// until its own is set).
+    #[serde(default)]
+    pub vlan_filtering: bool,
 }
 
 /// A veth pair: `host_name` enslaved to `bridge` in the host namespace, the peer created
@@ -47,6 +51,9 @@ pub struct VethSpec {
     /// Routes after the default ones (`Endpoint::routes`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Route>,
+    /// The host side's VLAN on a VLAN-filtering bridge (PVID, egress untagged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
 }
 
 /// A veth pair whose both ends stay in the host namespace: `host_name` enslaved to
@@ -61,6 +68,26 @@ pub struct HostVethSpec {
     pub mtu: u32,
     pub peer_name: String,
     pub peer_mac: [u8; 6],
+    /// As `VethSpec::vlan`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+}
+
+/// The gateway of a VLAN network (the reference CNI bridge plugin's layout): a veth pair
+/// in the host namespace, `name` (`<bridge>.<vlan>`) holding `addrs`, and `peer` a port
+/// of `bridge` with `vlan` as PVID and egress untagged. Both ends carry `alias`. An
+/// idempotent "ensure", like `CreateBridge`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VlanGatewaySpec {
+    pub name: String,
+    pub peer: String,
+    pub bridge: String,
+    pub alias: String,
+    pub vlan: u16,
+    /// 0 keeps the kernel default.
+    pub mtu: u32,
+    pub addrs: Vec<IpNetwork>,
+    pub ipv6: bool,
 }
 
 /// `ip link add TMP link PARENT [netns SANDBOX] type macvlan mode MODE`: with `sandbox`,
@@ -111,6 +138,7 @@ pub enum Step {
     CreateVeth(VethSpec),
     CreateHostVeth(HostVethSpec),
     CreateMacvlan(MacvlanSpec),
+    CreateVlanGateway(VlanGatewaySpec),
     /// Delete a link by name, in the host namespace or in `netns`.
     DeleteLink {
         name: String,
@@ -140,6 +168,10 @@ impl Step {
             }),
             Step::CreateHostVeth(v) => Some(Step::DeleteLink {
                 name: v.host_name.clone(),
+                netns: None,
+            }),
+            Step::CreateVlanGateway(g) => Some(Step::DeleteLink {
+                name: g.name.clone(),
                 netns: None,
             }),
             Step::CreateMacvlan(m) => Some(match &m.sandbox {
@@ -232,6 +264,10 @@ pub fn describe(step: &Step) -> String {
                 m.tmp_name, m.parent, m.mode
             ),
         },
+        Step::CreateVlanGateway(g) => format!(
+            "create veth {} <-> {} (master {} vlan {} pvid untagged)",
+            g.name, g.peer, g.bridge, g.vlan
+        ),
         Step::DeleteLink { name, netns: None } => format!("delete link {name}"),
         Step::DeleteLink { name, netns: Some(p) } => format!("delete link {name} in {}", p.display()),
         Step::Sysctl { key, value } => format!("sysctl {key}={value}"),
@@ -255,6 +291,7 @@ mod tests {
                 mtu: 0,
                 addrs: vec![],
                 ipv6: false,
+                vlan_filtering: false,
             }),
             Step::CreateBridge(BridgeSpec {
                 name: "FAIL".into(),
@@ -262,6 +299,7 @@ mod tests {
                 mtu: 0,
                 addrs: vec![],
                 ipv6: false,
+                vlan_filtering: false,
             }),
         ];
         k.fail_on("create bridge FAIL");

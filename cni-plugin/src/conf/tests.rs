@@ -84,7 +84,11 @@ fn errors_get_the_spec_codes() {
         code::INVALID_CONFIG
     );
     assert_eq!(code_of(&with("ipMasq", json!("yes"))), code::INVALID_CONFIG);
-    assert_eq!(code_of(&with("vlan", json!(10))), code::UNSUPPORTED_FIELD);
+    assert!(parse(&with("vlan", json!(10))).is_ok());
+    assert_eq!(
+        code_of(&with("vlanTrunk", json!([{"id": 5}]))),
+        code::UNSUPPORTED_FIELD
+    );
     assert_eq!(code_of(&with("driver", json!("ipvlan"))), code::UNSUPPORTED_FIELD);
     assert_eq!(code_of(&with("isGateway", json!(false))), code::UNSUPPORTED_FIELD);
     // Other IPAM types are plugins executed from CNI_PATH (delegated_ipam); a type that
@@ -282,6 +286,8 @@ const KEYS: &[&str] = &[
     "hairpinMode",
     "promiscMode",
     "vlan",
+    "vlanTrunk",
+    "preserveDefaultVlan",
     "ipam",
     "dns",
     "runtimeConfig",
@@ -403,4 +409,65 @@ fn macvlan_conf_like_the_reference_plugin() {
         code_of(br#"{"cniVersion": "1.0.0", "name": "lan", "type": "netd-cni", "master": "eth0"}"#),
         7
     );
+}
+
+/// The reference bridge plugin's VLAN keys: `vlan` 0..=4094 (0 none), nothing on macvlan,
+/// the gateway link `<bridge>.<vlan>` must fit in a link name; `vlanTrunk` refused.
+#[test]
+fn vlan_like_the_reference_bridge_plugin() {
+    let conf = |extra: &str| {
+        format!(
+            r#"{{"cniVersion": "1.0.0", "name": "v100", "type": "netd-cni", "bridge": "cnivl", {extra}
+                "isGateway": true, "ipMasq": true, "preserveDefaultVlan": true,
+                "ipam": {{"type": "host-local", "subnet": "10.10.0.0/24"}}}}"#
+        )
+    };
+    let c = parse(conf(r#""vlan": 100,"#).as_bytes()).unwrap();
+    assert_eq!(c.vlan_id(), Some(100));
+    let req = crate::ops::network_request(&c).unwrap();
+    assert_eq!(req.options.get("vlan").map(String::as_str), Some("100"));
+    assert_eq!(req.parse().unwrap().vlan, Some(100));
+    // 0 and no key: no VLAN, and no option for netd.
+    for extra in [r#""vlan": 0,"#, ""] {
+        let c = parse(conf(extra).as_bytes()).unwrap();
+        assert_eq!(c.vlan_id(), None);
+        assert!(!crate::ops::network_request(&c)
+            .unwrap()
+            .options
+            .contains_key("vlan"));
+    }
+    assert!(parse(conf(r#""vlan": 4094,"#).as_bytes()).is_ok());
+    for bad in ["4095", "-1", "70000", "\"7\"", "1.5", "true"] {
+        let e = parse(conf(&format!(r#""vlan": {bad},"#)).as_bytes()).unwrap_err();
+        assert_eq!(e.code, code::INVALID_CONFIG, "{bad}: {}", e.msg);
+        assert!(!e.msg.contains('\n'), "one line: {}", e.msg);
+    }
+    let e = parse(conf(r#""vlan": 4095,"#).as_bytes()).unwrap_err();
+    assert!(
+        e.msg
+            .contains("invalid VLAN ID 4095 (must be between 0 and 4094)"),
+        "{}",
+        e.msg
+    );
+    // A bridge name that leaves no room for ".<vlan>".
+    let e = parse(
+        conf(r#""vlan": 100,"#)
+            .replace(r#""bridge": "cnivl""#, r#""bridge": "bridge-name-13""#)
+            .as_bytes(),
+    )
+    .unwrap_err();
+    assert_eq!(e.code, code::INVALID_CONFIG);
+    assert!(e.msg.contains("longer than 15 bytes"), "{}", e.msg);
+    // macvlan has no bridge: code 7.
+    let e = parse(
+        br#"{"cniVersion": "1.0.0", "name": "lan", "type": "netd-cni", "driver": "macvlan",
+            "master": "eth0", "vlan": 5}"#,
+    )
+    .unwrap_err();
+    assert_eq!(e.code, code::INVALID_CONFIG);
+    assert!(e.msg.contains("macvlan network has no bridge"), "{}", e.msg);
+    // Trunk ports: code 2 with the reason.
+    let e = parse(conf(r#""vlanTrunk": [{"minID": 10, "maxID": 20}],"#).as_bytes()).unwrap_err();
+    assert_eq!(e.code, code::UNSUPPORTED_FIELD);
+    assert!(e.msg.contains("tagged frames"), "{}", e.msg);
 }

@@ -40,6 +40,7 @@ impl From<EngineError> for ApiError {
             EngineError::NotFound(_) => StatusCode::NOT_FOUND,
             EngineError::Conflict(_) => StatusCode::CONFLICT,
             EngineError::Kernel(_) | EngineError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            EngineError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
         };
         ApiError(code, e.to_string())
     }

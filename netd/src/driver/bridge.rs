@@ -23,26 +23,41 @@ pub fn network_up(net: &Network) -> Vec<Step> {
             value: "1".into(),
         });
     }
-    let addrs = net
+    let addrs: Vec<IpNetwork> = net
         .subnets
         .iter()
         .filter_map(|s| IpNetwork::new(s.gateway, s.subnet.prefix()).ok())
         .collect();
+    if let Some(vlan) = net.vlan {
+        steps.extend(super::vlan::network_up(net, vlan, addrs));
+        return steps;
+    }
     steps.push(Step::CreateBridge(BridgeSpec {
         name: net.bridge.clone(),
         alias: network_alias(&net.name),
         mtu: net.mtu,
         addrs,
         ipv6: net.ipv6,
+        vlan_filtering: false,
     }));
     steps
 }
 
+/// The gateway link of a VLAN network, then the bridge (which the engine keeps while
+/// other VLAN networks share it).
 pub fn network_down(net: &Network) -> Vec<Step> {
-    vec![Step::DeleteLink {
+    let mut steps = Vec::new();
+    if net.vlan.is_some() {
+        steps.push(Step::DeleteLink {
+            name: net.l3_link(),
+            netns: None,
+        });
+    }
+    steps.push(Step::DeleteLink {
         name: net.bridge.clone(),
         netns: None,
-    }]
+    });
+    steps
 }
 
 /// The veth for one endpoint. `default_route` is true for the sandbox's first network,
@@ -62,6 +77,7 @@ pub fn endpoint_up(net: &Network, sandbox: &str, netns: &Path, ep: &Endpoint, de
         gw4: if route { ep.gateway4 } else { None },
         gw6: if route { ep.gateway6 } else { None },
         routes: ep.routes.clone(),
+        vlan: net.vlan,
     })
 }
 

@@ -103,6 +103,7 @@ mod tests {
             mtu: 0,
             parent: Some("eth0".into()),
             macvlan_mode: Some("vepa".into()),
+            vlan: None,
             options: Default::default(),
             labels: Default::default(),
             owner: "netctl".into(),

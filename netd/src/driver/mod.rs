@@ -3,6 +3,7 @@
 
 pub mod bridge;
 pub mod macvlan;
+pub mod vlan;
 
 use std::path::Path;
 

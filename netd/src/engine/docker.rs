@@ -335,6 +335,8 @@ impl Engine {
         let p = nreq.parse().map_err(EngineError::Invalid)?;
         if p.parent.is_some() {
             self.check_macvlan_parent(&p)?;
+        } else if p.vlan.is_some() {
+            self.check_vlan_bridge(&p)?;
         } else {
             self.check_bridge_free(&p.bridge)?;
         }
@@ -397,7 +399,7 @@ impl Engine {
             }
         }
         self.networks.insert(name.clone(), net.clone());
-        let steps = driver::network_up(&net);
+        let steps = self.keep_shared_bridge(&net, driver::network_up(&net));
         self.commit(undo, &steps, &txn, &[])?;
         self.docker_allow_forward();
         tracing::info!(network = %name, bridge = %net.bridge, docker_id = %req.id, "docker: network created");
@@ -696,6 +698,7 @@ fn host_veth(net: &Network, sandbox: &str, ep: &Endpoint, mac: [u8; 6]) -> Step 
         mtu: net.mtu,
         peer_name: ep.ifname.clone(),
         peer_mac: mac,
+        vlan: net.vlan,
     })
 }
 

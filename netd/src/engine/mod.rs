@@ -19,6 +19,7 @@ mod reconcile;
 mod sandbox;
 mod service;
 mod short_lived;
+mod vlan;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -74,6 +75,10 @@ pub enum EngineError {
     Kernel(String),
     #[error("{0}")]
     Store(String),
+    /// The request needs a kernel feature this kernel lacks (a VLAN network without
+    /// bridge VLAN filtering). Nothing was changed.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl From<store::StoreError> for EngineError {
@@ -302,7 +307,7 @@ impl Engine {
             .filter(|n| !n.is_macvlan())
             .map(|n| FwNetwork {
                 name: n.name.clone(),
-                bridge: n.bridge.clone(),
+                bridge: n.l3_link(),
                 subnet4: n.subnet4().and_then(|s| match s.subnet {
                     ipnetwork::IpNetwork::V4(v) => Some(v),
                     _ => None,
@@ -314,6 +319,7 @@ impl Engine {
                 internal: n.internal,
                 icc: n.icc,
                 masquerade: n.masquerade,
+                vlan_bridge: n.vlan.map(|_| n.bridge.clone()),
             })
             .collect();
         let mut endpoints = Vec::new();
@@ -406,6 +412,7 @@ impl Engine {
                 Step::CreateBridge(b) => Some(b.name.clone()),
                 Step::CreateVeth(v) => Some(v.host_name.clone()),
                 Step::CreateHostVeth(v) => Some(v.host_name.clone()),
+                Step::CreateVlanGateway(g) => Some(g.name.clone()),
                 Step::CreateMacvlan(m) => Some(match &m.sandbox {
                     Some(sb) => reaper::link_key(Some(&sb.netns), &sb.ifname),
                     None => m.tmp_name.clone(),

@@ -17,6 +17,8 @@ impl Engine {
         }
         if p.parent.is_some() {
             self.check_macvlan_parent(&p)?;
+        } else if p.vlan.is_some() {
+            self.check_vlan_bridge(&p)?;
         } else {
             self.check_bridge_free(&p.bridge)?;
         }
@@ -68,7 +70,7 @@ impl Engine {
             self.pools.insert(k.clone(), pl);
         }
         self.networks.insert(net.name.clone(), net.clone());
-        let steps = driver::network_up(&net);
+        let steps = self.keep_shared_bridge(&net, driver::network_up(&net));
         self.commit(undo, &steps, &txn, &[])?;
         // PTR questions for the new subnet are ours from now on (NXDOMAIN, not forwarded).
         self.sync_dns();
@@ -118,7 +120,8 @@ impl Engine {
             self.pools.remove(k);
         }
         self.networks.remove(name);
-        self.commit(undo, &[], &txn, &driver::network_down(&net))?;
+        let down = self.keep_shared_bridge(&net, driver::network_down(&net));
+        self.commit(undo, &[], &txn, &down)?;
         self.sync_dns();
         if !net.bridge.is_empty() {
             self.reaper.wait_for([net.bridge.as_str()]);

@@ -59,13 +59,14 @@ impl Engine {
         let mut present = BTreeSet::new();
         for l in links {
             let keep = match parse_alias(&l.alias) {
-                Some(AliasOwner::Network(n)) => self.networks.get(&n).is_some_and(|x| x.bridge == l.name),
+                Some(AliasOwner::Network(n)) => self.networks.get(&n).is_some_and(|x| x.owns_link(&l.name)),
                 Some(AliasOwner::Endpoint { sandbox, network }) => self
                     .sandboxes
                     .get(&sandbox)
                     .and_then(|s| s.endpoint(&network))
                     .is_some_and(|e| e.host_ifname == l.name),
-                None => false,
+                // A bridge VLAN networks share: kept while one of them uses it.
+                None => self.is_vlan_bridge(&l.name, &l.alias),
             };
             if keep {
                 present.insert(l.name);

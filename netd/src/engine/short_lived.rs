@@ -40,7 +40,12 @@ impl Engine {
                 .unwrap_or(false)
             && e.networks
                 .values()
-                .all(|n| n.is_macvlan() || e.kernel.link_exists(&n.bridge, None).unwrap_or(false));
+                .all(|n| n.is_macvlan() || e.kernel.link_exists(&n.bridge, None).unwrap_or(false))
+            // A VLAN network's gateway is a link of its own (`<bridge>.<vlan>`).
+            && e.networks
+                .values()
+                .filter(|n| n.vlan.is_some())
+                .all(|n| e.kernel.link_exists(&n.l3_link(), None).unwrap_or(false));
         if healthy {
             e.fw = e.desired_fw();
             return Ok((e, None));

@@ -254,6 +254,7 @@ fn reconcile_repairs_both_ways() {
         gw4: None,
         gw6: None,
         routes: vec![],
+        vlan: None,
     }))
     .unwrap();
     t.k.apply(&crate::plan::Step::DeleteLink {

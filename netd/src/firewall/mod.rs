@@ -29,6 +29,11 @@ pub struct FwNetwork {
     pub internal: bool,
     pub icc: bool,
     pub masquerade: bool,
+    /// A VLAN network (`bridge` is then its gateway link `<bridge>.<vlan>`): the
+    /// VLAN-filtering bridge underneath. With br_netfilter, frames bridged within the
+    /// VLAN pass postrouting with it as output device, and must not be masqueraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan_bridge: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -105,6 +110,7 @@ mod tests {
             internal: false,
             icc: false,
             masquerade: true,
+            vlan_bridge: None,
         };
         let base: Vec<FwEndpoint> = (2..50).map(|i| ep(&format!("v{i}"), i)).collect();
         let old = FwState {

@@ -584,8 +584,12 @@ fn nat_postrouting(nets: &[&FwNetwork]) -> Vec<String> {
         ];
         for saddr in subnets.iter().flatten() {
             if n.masquerade && !n.internal {
+                let not_out = match n.vlan_bridge.as_deref().and_then(ifname) {
+                    Some(l2) => format!("{{ {br}, {l2} }}"),
+                    None => br.clone(),
+                };
                 rules.push(format!(
-                    "{saddr} oifname != {br} masquerade comment \"net {name}\""
+                    "{saddr} oifname != {not_out} masquerade comment \"net {name}\""
                 ));
             }
             if !n.internal {
@@ -638,6 +642,7 @@ mod tests {
             internal: false,
             icc: true,
             masquerade: true,
+            vlan_bridge: None,
         }
     }
 
@@ -779,6 +784,29 @@ add rule bridge netd forward iifname @no_icc drop comment "icc off: no traffic b
             assert_eq!(g, w, "line {}", i + 1);
         }
         assert_eq!(got, SAMPLE_FULL);
+    }
+
+    /// A VLAN network's L3 link is its gateway `<bridge>.<vlan>`; frames bridged within
+    /// the VLAN (br_netfilter) leave through the bridge itself and stay unmasqueraded.
+    #[test]
+    fn vlan_network_masquerades_past_its_gateway_and_bridge_only() {
+        let mut v = net("v100", "vbr.100", "10.77.100.0/24", None);
+        v.vlan_bridge = Some("vbr".into());
+        let st = FwState {
+            networks: vec![v],
+            ..Default::default()
+        };
+        let b = full(&st);
+        assert!(
+            b.contains(
+                r#"ip saddr 10.77.100.0/24 oifname != { "vbr.100", "vbr" } masquerade comment "net v100""#
+            ),
+            "{b}"
+        );
+        assert!(
+            b.contains(r#"oifname "vbr.100" ip saddr 10.77.100.0/24 ct status dnat masquerade"#),
+            "{b}"
+        );
     }
 
     #[test]

@@ -22,6 +22,8 @@ struct State {
     routes: Vec<IpNetwork>,
     /// Links inside sandbox namespaces: (netns path, name, alias).
     ns_links: Vec<(String, String, String)>,
+    /// A kernel without CONFIG_BRIDGE_VLAN_FILTERING.
+    no_vlan: bool,
 }
 
 #[derive(Default)]
@@ -36,6 +38,10 @@ impl FakeKernel {
     /// Make the step whose description equals `what` fail.
     pub fn fail_on(&self, what: &str) {
         self.st().fail_on = Some(what.to_string());
+    }
+    /// Act as a kernel whose bridges cannot filter by VLAN.
+    pub fn without_vlan_filtering(&self) {
+        self.st().no_vlan = true;
     }
     pub fn clear_failure(&self) {
         self.st().fail_on = None;
@@ -145,6 +151,16 @@ impl Kernel for FakeKernel {
                 }
                 st.aliases.retain(|(n, a)| n != name && *a != peer_mark);
             }
+            Step::CreateVlanGateway(g) => {
+                if !st.links.contains(&g.bridge) {
+                    return Err(KernelError::Other(format!("bridge {} does not exist", g.bridge)));
+                }
+                if st.links.insert(g.name.clone()) {
+                    st.aliases.push((g.name.clone(), g.alias.clone()));
+                    st.links.insert(g.peer.clone());
+                    st.aliases.push((g.peer.clone(), format!("peer-of:{}", g.name)));
+                }
+            }
             Step::Sysctl { .. } => {}
         }
         Ok(())
@@ -200,6 +216,10 @@ impl Kernel for FakeKernel {
 
     fn netns_alive(&self, path: &Path) -> bool {
         self.st().netns.contains(&path.display().to_string())
+    }
+
+    fn bridge_vlan_filtering(&self) -> Result<bool, KernelError> {
+        Ok(!self.st().no_vlan)
     }
 
     fn nft(&self, batch: &str) -> Result<(), KernelError> {

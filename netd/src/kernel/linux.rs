@@ -78,6 +78,11 @@ impl LinuxKernel {
         self.nl.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The worker in the host namespace (sysctls).
+    pub(super) fn host_thread(&self) -> &NsThread {
+        &self.host
+    }
+
     fn with_nft<T>(&self, f: impl FnOnce(&Nft) -> Result<T, KernelError>) -> Result<T, KernelError> {
         let mut g = self.nft.lock().unwrap_or_else(|e| e.into_inner());
         if g.is_none() {
@@ -110,7 +115,11 @@ impl LinuxKernel {
                 // A fixed MAC: a bridge without one takes the lowest MAC of its ports,
                 // so the gateway's MAC would change as sandboxes come and go, leaving
                 // stale neighbour entries in every other sandbox.
-                nl.add_bridge(&b.name, b.mtu, Some(bridge_mac(&b.name)))?;
+                if b.vlan_filtering {
+                    super::vlan::add_vlan_bridge(&mut nl, &b.name, b.mtu, bridge_mac(&b.name))?;
+                } else {
+                    nl.add_bridge(&b.name, b.mtu, Some(bridge_mac(&b.name)))?;
+                }
                 true
             }
         };
@@ -141,6 +150,9 @@ impl LinuxKernel {
         }
         if ch.alias.is_some() || ch.mtu.is_some() {
             nl.set_link(&b.name, &ch)?;
+        }
+        if b.vlan_filtering && existing.is_some() {
+            nl.set_vlan_filtering(&b.name)?;
         }
 
         // Sysctls before the link goes up, so an IPv4-only bridge never gets a
@@ -223,6 +235,7 @@ impl LinuxKernel {
             // (and removes, with its peer in the sandbox) instead of an anonymous one.
             let res = nl
                 .set_alias(&v.host_name, &v.alias)
+                .and_then(|_| super::vlan::port_vlan(&mut nl, &v.host_name, v.vlan))
                 .and_then(|_| self.finish_veth(&mut nl, v, || netns::join_scoped(&v.netns, sandbox)?));
             undo_on_error(&mut nl, &v.host_name, res)
         })
@@ -284,6 +297,7 @@ impl LinuxKernel {
             peer_mac: Some(v.peer_mac),
         })?;
         let res = (|| {
+            super::vlan::port_vlan(&mut nl, &v.host_name, v.vlan)?;
             sysctl::write_in(
                 &self.host,
                 &format!("net/ipv6/conf/{}/disable_ipv6", v.host_name),
@@ -379,6 +393,7 @@ impl Kernel for LinuxKernel {
             Step::CreateVeth(v) => self.create_veth(v),
             Step::CreateHostVeth(v) => self.create_host_veth(v),
             Step::CreateMacvlan(m) => self.create_macvlan(m),
+            Step::CreateVlanGateway(g) => self.create_vlan_gateway(g),
             Step::DeleteLink { name, netns } => self.delete_link(name, netns.as_deref()),
             Step::Sysctl { key, value } => sysctl::write_in(&self.host, key, value),
         }
@@ -459,6 +474,10 @@ impl Kernel for LinuxKernel {
 
     fn netns_alive(&self, path: &Path) -> bool {
         netns::is_alive(path)
+    }
+
+    fn bridge_vlan_filtering(&self) -> Result<bool, KernelError> {
+        super::vlan::probe(&mut self.nl())
     }
 
     fn nft(&self, batch: &str) -> Result<(), KernelError> {

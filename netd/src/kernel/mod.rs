@@ -15,6 +15,7 @@ pub mod nft_table;
 pub mod probe;
 pub mod sysctl;
 pub mod udp_batch;
+mod vlan;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -80,6 +81,12 @@ pub trait Kernel: Send + Sync {
 
     /// Whether `path` is a live network namespace mount.
     fn netns_alive(&self, path: &Path) -> bool;
+
+    /// Whether bridges can filter by VLAN (CONFIG_BRIDGE_VLAN_FILTERING), which VLAN
+    /// networks need. Asked before one is made, so a kernel without it changes nothing.
+    fn bridge_vlan_filtering(&self) -> Result<bool, KernelError> {
+        Ok(true)
+    }
 
     /// Applies an nftables batch (nft syntax) in the host namespace as one transaction.
     fn nft(&self, batch: &str) -> Result<(), KernelError>;

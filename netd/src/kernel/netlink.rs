@@ -44,7 +44,9 @@ use nix::errno::Errno;
 use super::KernelError;
 
 mod macvlan;
+mod vlan;
 pub use macvlan::mode_from_name;
+pub use vlan::VlanBridge;
 
 /// IFNAMSIZ - 1: the kernel rejects longer names with a bare EINVAL.
 pub const MAX_IFNAME: usize = 15;

@@ -6,6 +6,7 @@ mod network;
 mod port;
 mod sandbox;
 mod service;
+mod vlan;
 
 pub use macvlan::MACVLAN_MODES;
 pub use names::{
@@ -18,3 +19,4 @@ pub use network::{OPT_BRIDGE_NAME, OPT_PARENT};
 pub use port::{parse_port_spec, parse_proto, PortMapping, PortSpecError, Proto};
 pub use sandbox::{Endpoint, EndpointRequest, NetMode, Route, Sandbox, SandboxRequest};
 pub use service::{service_key, Service, ServiceKind, ServiceRequest, DEFAULT_NAMESPACE};
+pub use vlan::{gateway_name, gateway_peer_name, OPT_VLAN, VLAN_BRIDGE_ALIAS};

@@ -59,6 +59,8 @@ pub struct ParsedNetwork {
     /// macvlan only: the host link the children hang off, and the macvlan mode.
     pub parent: Option<String>,
     pub macvlan_mode: Option<String>,
+    /// bridge only: the VLAN of the network's ports (`-o vlan=N`).
+    pub vlan: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +98,9 @@ pub struct Network {
     pub parent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub macvlan_mode: Option<String>,
+    /// bridge with `-o vlan=N`: the VLAN of its ports; the gateway is on `<bridge>.<N>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
     #[serde(default)]
     pub options: BTreeMap<String, String>,
     #[serde(default)]
@@ -131,6 +136,7 @@ impl ParsedNetwork {
             mtu: self.mtu,
             parent: self.parent,
             macvlan_mode: self.macvlan_mode,
+            vlan: self.vlan,
             options: req.options.clone(),
             labels: req.labels.clone(),
             owner: owner.into(),
@@ -207,6 +213,7 @@ impl NetworkRequest {
             host_binding_ipv4: None,
             parent: None,
             macvlan_mode: None,
+            vlan: None,
         };
         if o.driver == DRIVER_MACVLAN {
             super::macvlan::parse_options(&self.options, &mut o)?;
@@ -241,6 +248,7 @@ impl NetworkRequest {
                 _ => {}
             }
         }
+        super::vlan::parse_option(&self.options, &mut o)?;
         if o.mtu != 0 && !(68..=65535).contains(&o.mtu) {
             return Err(format!("invalid MTU {}: must be between 68 and 65535", o.mtu));
         }

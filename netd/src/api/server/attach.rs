@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::{body, created, with_engine, ApiError, ApiResult, Shared};
 use crate::engine::{Engine, EngineError};
 use crate::model::{
-    Network, NetworkRequest, Sandbox, SandboxRequest, DRIVER_MACVLAN, OPT_BRIDGE_NAME, OPT_PARENT,
+    Network, NetworkRequest, Sandbox, SandboxRequest, DRIVER_MACVLAN, OPT_BRIDGE_NAME, OPT_PARENT, OPT_VLAN,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,6 +67,21 @@ pub fn mismatch(net: &Network, req: &NetworkRequest) -> Option<String> {
             ));
         }
         return None;
+    }
+    // The VLAN is the network's: a config asking for another (or none) is another network.
+    let want_vlan = req
+        .options
+        .get(OPT_VLAN)
+        .and_then(|v| v.trim().parse::<u16>().ok())
+        .filter(|v| *v != 0);
+    if want_vlan != net.vlan {
+        let show = |v: Option<u16>| v.map_or("none".to_string(), |v| v.to_string());
+        return Some(format!(
+            "network {} exists with vlan {}, not {}",
+            net.name,
+            show(net.vlan),
+            show(want_vlan)
+        ));
     }
     match req.options.get(OPT_BRIDGE_NAME) {
         Some(b) if *b != net.bridge => Some(format!(
@@ -181,5 +196,22 @@ mod tests {
         assert!(why.contains("bridge podbr1, not other0"), "{why}");
         assert_eq!(e.sandboxes().count(), 1);
         assert_eq!(e.networks().count(), 1);
+    }
+
+    #[test]
+    fn another_vlan_is_another_network() {
+        let mut e = engine();
+        let mut r = req("s1", "10.63.0.0/24", "podbr3");
+        r.network.options.insert(OPT_VLAN.into(), "100".into());
+        let a = attach(&mut e, &r).unwrap().unwrap();
+        assert_eq!(a.network.vlan, Some(100));
+        r.sandbox.name = "s2".into();
+        r.network.options.insert(OPT_VLAN.into(), "200".into());
+        let why = attach(&mut e, &r).unwrap().unwrap_err();
+        assert!(why.contains("exists with vlan 100, not 200"), "{why}");
+        r.network.options.remove(OPT_VLAN);
+        let why = attach(&mut e, &r).unwrap().unwrap_err();
+        assert!(why.contains("exists with vlan 100, not none"), "{why}");
+        assert_eq!(e.sandboxes().count(), 1);
     }
 }

@@ -1,0 +1,135 @@
+//! VLANs on bridge networks (option `vlan=N`, the reference CNI `bridge` plugin's `vlan`
+//! key): the bridge filters by VLAN, every endpoint's port gets VID N as PVID and egress
+//! untagged, and the gateway address lives on `<bridge>.<N>`, one end of a veth pair
+//! whose other end is a port of VLAN N (as the reference plugin does it: no 802.1Q
+//! device needed). Several VLAN networks may share one bridge, one VLAN each.
+
+use std::collections::BTreeMap;
+
+use super::names::{fnv1a, validate_ifname};
+use super::network::{Network, ParsedNetwork, DRIVER_MACVLAN};
+
+/// `-o vlan=N` (netctl, API) and the CNI `vlan` key.
+pub const OPT_VLAN: &str = "vlan";
+
+/// The alias of a bridge that VLAN networks share: it belongs to no single network.
+pub const VLAN_BRIDGE_ALIAS: &str = "netd:vlan-bridge";
+
+/// Fills `o.vlan` from the options. 0 means "no VLAN", as in the reference plugin.
+pub(super) fn parse_option(opts: &BTreeMap<String, String>, o: &mut ParsedNetwork) -> Result<(), String> {
+    let Some(v) = opts.get(OPT_VLAN).map(|v| v.trim()) else {
+        return Ok(());
+    };
+    let id: u16 = v
+        .parse()
+        .ok()
+        .filter(|id| *id <= 4094)
+        .ok_or_else(|| format!("option vlan={v}: expected a VLAN ID from 1 to 4094"))?;
+    if id == 0 {
+        return Ok(());
+    }
+    if o.driver == DRIVER_MACVLAN {
+        return Err("option vlan is for bridge networks; a macvlan network has no bridge".into());
+    }
+    let gw = gateway_name(&o.bridge, id);
+    validate_ifname(&gw).map_err(|_| {
+        format!(
+            "option vlan={id}: the gateway link {gw} would be longer than 15 bytes; use a shorter bridge name"
+        )
+    })?;
+    o.vlan = Some(id);
+    Ok(())
+}
+
+/// `<bridge>.<vlan>`: the link holding the gateway addresses (the reference's name).
+pub fn gateway_name(bridge: &str, vlan: u16) -> String {
+    format!("{bridge}.{vlan}")
+}
+
+/// The bridge-side peer of the gateway link: `ndg<hash>`, a port of the VLAN.
+pub fn gateway_peer_name(bridge: &str, vlan: u16) -> String {
+    format!("ndg{:08x}", fnv1a(gateway_name(bridge, vlan).as_bytes()) as u32)
+}
+
+impl Network {
+    /// The link that routes for the network: its bridge, or `<bridge>.<vlan>`.
+    pub fn l3_link(&self) -> String {
+        match self.vlan {
+            Some(id) => gateway_name(&self.bridge, id),
+            None => self.bridge.clone(),
+        }
+    }
+
+    /// Whether `link` (a host link) is one of this network's own.
+    pub fn owns_link(&self, link: &str) -> bool {
+        match self.vlan {
+            Some(id) => {
+                link == self.bridge
+                    || link == gateway_name(&self.bridge, id)
+                    || link == gateway_peer_name(&self.bridge, id)
+            }
+            None => link == self.bridge,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{NetworkRequest, SubnetRequest};
+
+    fn req(opts: &[(&str, &str)]) -> NetworkRequest {
+        NetworkRequest {
+            name: "v".into(),
+            subnets: vec![SubnetRequest {
+                subnet: Some("10.9.0.0/24".into()),
+                ..Default::default()
+            }],
+            options: opts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn vlan_ids() {
+        assert_eq!(req(&[("vlan", "100")]).parse().unwrap().vlan, Some(100));
+        assert_eq!(req(&[("vlan", "4094")]).parse().unwrap().vlan, Some(4094));
+        assert_eq!(req(&[("vlan", "0")]).parse().unwrap().vlan, None);
+        assert_eq!(req(&[]).parse().unwrap().vlan, None);
+        for bad in ["4095", "-1", "x", "", "65536"] {
+            let e = req(&[("vlan", bad)]).parse().unwrap_err();
+            assert!(e.contains("1 to 4094"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn vlan_refusals() {
+        let e = req(&[("vlan", "5"), ("parent", "eth0")]);
+        let e = NetworkRequest {
+            driver: Some("macvlan".into()),
+            ..e
+        }
+        .parse()
+        .unwrap_err();
+        assert!(e.contains("macvlan network has no bridge"), "{e}");
+        let e = req(&[
+            ("vlan", "4000"),
+            ("com.docker.network.bridge.name", "bridge-name-13"),
+        ])
+        .parse()
+        .unwrap_err();
+        assert!(e.contains("longer than 15 bytes"), "{e}");
+    }
+
+    #[test]
+    fn links_of_a_vlan_network() {
+        let p = req(&[("vlan", "7"), ("com.docker.network.bridge.name", "br0")])
+            .parse()
+            .unwrap();
+        let n = p.into_network("id".into(), vec![], &req(&[]), "netctl", 0);
+        assert_eq!(n.l3_link(), "br0.7");
+        let peer = super::gateway_peer_name("br0", 7);
+        assert!(peer.starts_with("ndg") && peer.len() == 11, "{peer}");
+        assert!(n.owns_link("br0") && n.owns_link("br0.7") && n.owns_link(&peer));
+        assert!(!n.owns_link("br0.8"));
+    }
+}

@@ -1,0 +1,53 @@
+#!/bin/bash
+# Runs the integration tests that need kernel features this machine's kernel lacks
+# (bridge VLAN filtering: cni_vlan) inside the VM lane (../shared/vmlane: a Debian 6.1
+# kernel under QEMU, one boot for all of them). The lane has no cargo, so netd, netd-cni
+# and the test binaries are built here and shared into the guest (debug info stripped),
+# where the tests find them through NETD_TEST_BIN_DIR.
+#   scripts/vmlane-test.sh [TEST ...]        default: every test in LANE_TESTS
+# Prints a reason and exits 0 when the lane cannot run (no lane, no QEMU, not root).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+LANE=${NETD_SHARED_VMLANE:-$(pwd)/../shared/vmlane}
+LANE_TESTS=(cni_vlan)
+tests=("${@:-${LANE_TESTS[@]}}")
+skip() { echo "vm lane tests skipped (${tests[*]}): $*"; exit 0; }
+[ "$(id -u)" -eq 0 ] || skip "they need root"
+[ -x "$LANE/run.sh" ] || skip "no VM lane at $LANE"
+command -v qemu-system-x86_64 >/dev/null || skip "qemu-system-x86 is not installed (run $LANE/build.sh)"
+"$LANE/build.sh" >/dev/null 2>&1 || skip "$LANE/build.sh failed"
+command -v jq >/dev/null || skip "jq is not installed"
+
+share=$(mktemp -d)
+trap 'rm -rf "$share"' EXIT
+ship() { # ship SRC NAME: a copy without debug info (the debug binaries are ~150 MB)
+  strip --strip-debug -o "$share/$2" "$1" 2>/dev/null || cp "$1" "$share/$2"
+}
+bins=$(cargo build -q -p netd -p netd-cni --bins --message-format=json |
+  jq -r 'select(.reason == "compiler-artifact" and .executable != null) | .executable') || exit 1
+for b in $bins; do
+  case $(basename "$b") in netd | netd-cni) ship "$b" "$(basename "$b")" ;; esac
+done
+[ -x "$share/netd" ] && [ -x "$share/netd-cni" ] || { echo "vm lane: netd binaries not built" >&2; exit 1; }
+# In the guest the binaries are copied to tmpfs first: /share is 9p without a page
+# cache, so every exec of netd-cni would page its text in over 9p again (seconds each).
+{ echo '#!/bin/bash'; echo 'mkdir -p /tmp/bin && cp /share/netd /share/netd-cni /tmp/bin/ && cd /tmp/bin || exit 1'
+  echo 'export NETD_TEST_BIN_DIR=/tmp/bin RUST_BACKTRACE=1'; echo 'rc=0'; } >"$share/run-tests.sh"
+# Modules netd needs that the lane's initramfs lacks: `meta iifname` in netd's bridge
+# table (anti-spoofing) is nft_meta_bridge. Taken from the lane's kernel, as build.sh does.
+K=$(cat "${NETD_VMLANE_DIR:-${TMPDIR:-/tmp}/netd-vmlane}/kernel" 2>/dev/null || true)
+for m in nft_meta_bridge; do
+  f=$(modprobe -S "$K" --show-depends "$m" 2>/dev/null | awk '$1 == "insmod" { f = $2 } END { print f }')
+  [ -n "$f" ] && cp "$f" "$share/" && echo "insmod /share/$(basename "$f") 2>/dev/null" >>"$share/run-tests.sh"
+done
+for t in "${tests[@]}"; do
+  exe=$(cargo test -q -p integration --test "$t" --no-run --message-format=json |
+    jq -r 'select(.profile.test == true) | .executable // empty') || exit 1
+  [ -n "$exe" ] || { echo "vm lane: no test binary for $t" >&2; exit 1; }
+  ship "$exe" "$t"
+  echo "cp /share/$t /tmp/bin/ && ./$t --test-threads=1 ${NETD_VMLANE_TEST_ARGS:-} || rc=1" >>"$share/run-tests.sh"
+done
+echo 'exit $rc' >>"$share/run-tests.sh"
+chmod +x "$share/run-tests.sh"
+echo "vm lane: running ${tests[*]} in the guest"
+"$LANE/run.sh" "$share" run-tests.sh --timeout "${NETD_VMLANE_TIMEOUT:-300}"

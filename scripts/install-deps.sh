@@ -26,11 +26,3 @@ if ! command -v cargo >/dev/null; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends cargo rustc >/dev/null
 fi
-# The VM lane (../shared/vmlane: QEMU and a Debian kernel with what this one lacks) runs
-# the tests of bridge VLAN filtering (scripts/vmlane-test.sh); its build is idempotent.
-lane=${NETD_SHARED_VMLANE:-$(dirname "$(readlink -f "$0")")/../../shared/vmlane}
-if [ -x "$lane/build.sh" ]; then
-  "$lane/build.sh" || echo "install-deps: VM lane build failed; its tests will be skipped"
-else
-  echo "install-deps: no VM lane at $lane; its tests will be skipped"
-fi

@@ -10,7 +10,7 @@
 //! handful of requests on two sockets and one sysctl write.
 
 use std::net::IpAddr;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -37,9 +37,9 @@ pub struct LinuxKernel {
     nft: Mutex<Option<Nft>>,
     /// Host links are deleted by a detached process (`with_detached_deletes`).
     detached_deletes: bool,
-    /// Descriptors whose last close would wait for the kernel (`detach`), kept open
-    /// until a detached process takes them over.
-    deferred: Mutex<Vec<std::os::fd::OwnedFd>>,
+    /// The nfnetlink socket of element batches and table lookups, kept open
+    /// (`nft_elements::Conn`).
+    nfnl: Mutex<Option<super::nft_elements::Conn>>,
 }
 
 impl std::fmt::Debug for LinuxKernel {
@@ -52,8 +52,12 @@ impl std::fmt::Debug for LinuxKernel {
 
 impl Drop for LinuxKernel {
     fn drop(&mut self) {
-        let fds = std::mem::take(self.deferred.get_mut().unwrap_or_else(|e| e.into_inner()));
-        super::detach::hold_until_closed(fds);
+        // A short-lived process's socket that deleted elements: its close would wait for
+        // the kernel's frees (`detach`). (In DEL the link deletion took it over already.)
+        let conn = self.nfnl.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(c) = conn.filter(|c| c.deleted && self.detached_deletes) {
+            super::detach::hold_until_closed(vec![c.into_fd()]);
+        }
     }
 }
 
@@ -66,7 +70,7 @@ impl LinuxKernel {
             nl: Mutex::new(Netlink::open()?),
             nft: Mutex::new(None),
             detached_deletes: false,
-            deferred: Mutex::new(Vec::new()),
+            nfnl: Mutex::new(None),
         })
     }
 
@@ -79,15 +83,15 @@ impl LinuxKernel {
             nl: Mutex::new(Netlink::open_in(path)?),
             nft: Mutex::new(None),
             detached_deletes: false,
-            deferred: Mutex::new(Vec::new()),
+            nfnl: Mutex::new(None),
         })
     }
 
     /// For a process that exits after one operation: deleting a host link returns once
     /// the link is gone from the namespace, and the kernel's cleanup after it (RCU
     /// barrier, 12–20 ms for a veth) runs in a detached process instead of holding up
-    /// the exit (`Netlink::delete_link_detached`); so does the close of an nfnetlink
-    /// socket that deleted set elements (see `detach`).
+    /// the exit (`Netlink::delete_link_detached`); so does the close of the nfnetlink
+    /// socket when it deleted set elements (see `detach`).
     pub fn with_detached_deletes(mut self) -> Self {
         self.detached_deletes = true;
         self
@@ -325,12 +329,13 @@ impl LinuxKernel {
                     None => Netlink::open()?,
                     Some(p) => Netlink::open_in(p)?,
                 };
-                // The deleting process also takes over the deferred descriptors.
-                let mut deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
-                let fds: Vec<_> = deferred.iter().map(|f| f.as_raw_fd()).collect();
+                // The deleting process also takes over the nfnetlink socket, whose close
+                // may wait for the kernel too (`detach`).
+                let mut nfnl = self.nfnl.lock().unwrap_or_else(|e| e.into_inner());
+                let fds: Vec<_> = nfnl.iter().map(|c| c.raw_fd()).collect();
                 let res = sender.delete_link_detached(name, &mut self.nl(), &fds);
                 if res.is_ok() {
-                    deferred.clear();
+                    nfnl.take();
                 }
                 res.map(drop)
             }
@@ -339,6 +344,29 @@ impl LinuxKernel {
             Some(p) if !netns::is_alive(p) => Ok(()),
             Some(p) => Netlink::open_in(p)?.delete_link(name).map(drop),
         }
+    }
+
+    /// Runs `f` on the kept nfnetlink socket (opened in the host namespace on first use).
+    fn with_nfnl<T>(
+        &self,
+        f: impl FnOnce(&mut super::nft_elements::Conn) -> Result<T, super::nft_elements::Error>,
+    ) -> Result<T, super::nft_elements::Error> {
+        let mut g = self.nfnl.lock().unwrap_or_else(|e| e.into_inner());
+        let conn = match g.take() {
+            Some(c) => c,
+            None => match &self.host_path {
+                None => super::nft_elements::Conn::open()?,
+                Some(_) => self.host.run(super::nft_elements::Conn::open)??,
+            },
+        };
+        let conn = g.insert(conn);
+        let res = f(conn);
+        if matches!(&res, Err(super::nft_elements::Error::Kernel(KernelError::Nft(m))) if m.starts_with("nfnetlink "))
+        {
+            // The socket itself failed (send/recv): open a new one next time.
+            *g = None;
+        }
+        res
     }
 
     fn bind_host_netns(&self, path: &Path) -> Result<(), KernelError> {
@@ -502,18 +530,8 @@ impl Kernel for LinuxKernel {
         // Element changes (every attach and detach) go to the kernel directly; the rest,
         // and any set this cannot encode, through libnftables (see `nft_elements`).
         if let Some(cmds) = super::nft_elements::parse(batch) {
-            let res = match &self.host_path {
-                None => super::nft_elements::apply(&cmds),
-                Some(_) => self.host.run(move || super::nft_elements::apply(&cmds))?,
-            };
-            match res {
-                Ok(sock) => {
-                    // Any close may wait for an earlier deletion's frees, not only ours.
-                    if self.detached_deletes {
-                        self.deferred.lock().unwrap_or_else(|e| e.into_inner()).push(sock);
-                    }
-                    return Ok(());
-                }
+            match self.with_nfnl(|c| c.apply(&cmds)) {
+                Ok(()) => return Ok(()),
                 Err(super::nft_elements::Error::Kernel(e)) => return Err(e),
                 Err(super::nft_elements::Error::Unsupported) => {}
             }
@@ -523,19 +541,13 @@ impl Kernel for LinuxKernel {
 
     fn nft_table_exists(&self, family: &str, name: &str) -> Result<bool, KernelError> {
         // One nfnetlink request, not libnftables' cache fill (see `nft_table`).
-        let (family, name) = (family.to_string(), name.to_string());
-        let (found, sock) = match &self.host_path {
-            None => super::nft_table::table_exists_keep(&family, &name),
-            Some(_) => self
-                .host
-                .run(move || super::nft_table::table_exists_keep(&family, &name))?,
-        }?;
-        if self.detached_deletes {
-            // SAFETY: the descriptor is the socket's, handed over exactly once.
-            let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(sock.into_raw_fd()) };
-            self.deferred.lock().unwrap_or_else(|e| e.into_inner()).push(fd);
-        }
-        Ok(found)
+        let fam = super::nft_table::family_number(family)
+            .ok_or_else(|| KernelError::Nft(format!("unknown nft family {family:?}")))?;
+        self.with_nfnl(|c| c.table_exists(fam, name).map_err(Into::into))
+            .map_err(|e| match e {
+                super::nft_elements::Error::Kernel(e) => e,
+                super::nft_elements::Error::Unsupported => KernelError::Nft("table lookup".into()),
+            })
     }
 }
 

@@ -308,14 +308,21 @@ fn set_info(payload: &[u8]) -> Option<SetInfo> {
     Some(info)
 }
 
-struct Conn {
+/// An nfnetlink socket for element batches and table lookups, kept open: the last close
+/// of such a socket waits while anyone's deleted elements wait to be freed (an RCU grace
+/// period, see `detach`). The daemon keeps one for good; a short-lived process hands it
+/// to a detached process at the end when it deleted something.
+pub struct Conn {
     sock: Socket,
     seq: u32,
     buf: Vec<u8>,
+    /// Whether a batch of this socket deleted elements.
+    pub deleted: bool,
 }
 
 impl Conn {
-    fn open() -> Result<Conn, KernelError> {
+    /// A socket in the calling thread's namespace.
+    pub fn open() -> Result<Conn, KernelError> {
         let mut sock = Socket::new(NETLINK_NETFILTER).map_err(|e| io("socket", e))?;
         sock.bind_auto().map_err(|e| io("bind", e))?;
         sock.connect(&SocketAddr::new(0, 0))
@@ -324,7 +331,37 @@ impl Conn {
             sock,
             seq: 0,
             buf: Vec::with_capacity(64 * 1024),
+            deleted: false,
         })
+    }
+
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.sock.as_raw_fd()
+    }
+
+    pub fn into_fd(self) -> OwnedFd {
+        // SAFETY: the descriptor is the socket's, handed over exactly once.
+        unsafe { OwnedFd::from_raw_fd(self.sock.into_raw_fd()) }
+    }
+
+    /// Whether table `family name` exists (`nft_table`), on this socket.
+    pub fn table_exists(&mut self, family: u8, name: &str) -> Result<bool, KernelError> {
+        let seq = self.next_seq();
+        self.sock
+            .send(&super::nft_table::request(family, name, seq), 0)
+            .map_err(|e| io("send", e))?;
+        let mut found = false;
+        loop {
+            self.buf.clear();
+            self.sock.recv(&mut self.buf, 0).map_err(|e| io("recv", e))?;
+            if self.buf.is_empty() {
+                return Err(KernelError::Nft("nfnetlink closed before answering".into()));
+            }
+            if let Some(v) = super::nft_table::parse_answer(&self.buf, seq, &mut found)? {
+                return Ok(v);
+            }
+        }
     }
 
     fn next_seq(&mut self) -> u32 {
@@ -370,7 +407,7 @@ impl Conn {
     }
 
     /// Sends the commands as one batch and checks every answer.
-    fn apply(&mut self, cmds: &[Cmd]) -> Result<(), Error> {
+    pub fn apply(&mut self, cmds: &[Cmd]) -> Result<(), Error> {
         let mut encoded = Vec::new();
         for c in cmds {
             let info = self.set(c.family, &c.table, &c.set)?;
@@ -460,6 +497,9 @@ impl Conn {
                 }
             }
         }
+        if cmds.iter().any(|c| !c.add) {
+            self.deleted = true;
+        }
         if acked != seqs.len() {
             return Err(KernelError::Nft(format!(
                 "nfnetlink batch: {acked} of {} changes acknowledged",
@@ -481,17 +521,6 @@ fn family_name(n: u8) -> &'static str {
         10 => "ip6",
         _ => "?",
     }
-}
-
-/// Applies `cmds` in the calling thread's namespace as one transaction. Returns the
-/// socket, still open: while anyone's deleted set elements wait to be freed, its last
-/// close waits for an RCU grace period (see `detach`); a short-lived caller hands it to
-/// `detach::hold_until_closed`.
-pub fn apply(cmds: &[Cmd]) -> Result<OwnedFd, Error> {
-    let mut c = Conn::open()?;
-    c.apply(cmds)?;
-    // SAFETY: the descriptor is the socket's, handed over exactly once.
-    Ok(unsafe { OwnedFd::from_raw_fd(c.sock.into_raw_fd()) })
 }
 
 #[cfg(test)]

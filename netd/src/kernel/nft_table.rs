@@ -85,13 +85,6 @@ pub fn parse_answer(buf: &[u8], seq: u32, found: &mut bool) -> Result<Option<boo
 
 /// Whether table `family name` exists in the calling thread's namespace.
 pub fn table_exists(family: &str, name: &str) -> Result<bool, KernelError> {
-    table_exists_keep(family, name).map(|(found, _)| found)
-}
-
-/// `table_exists`, handing back the socket it used: its close waits for nf_tables'
-/// deferred frees of anyone's recent deletions (see `detach`), which a short-lived
-/// caller does not sit out.
-pub fn table_exists_keep(family: &str, name: &str) -> Result<(bool, Socket), KernelError> {
     let fam =
         family_number(family).ok_or_else(|| KernelError::Nft(format!("unknown nft family {family:?}")))?;
     let io = |op: &str, e: std::io::Error| KernelError::Nft(format!("nfnetlink {op}: {e}"));
@@ -111,7 +104,7 @@ pub fn table_exists_keep(family: &str, name: &str) -> Result<(bool, Socket), Ker
             return Err(KernelError::Nft("nfnetlink closed before answering".into()));
         }
         if let Some(v) = parse_answer(&buf, seq, &mut found)? {
-            return Ok((v, sock));
+            return Ok(v);
         }
     }
 }

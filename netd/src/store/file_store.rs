@@ -75,8 +75,8 @@ fn slot_path(path: &Path, i: usize) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// A slot's sequence number and document, if it holds a whole commit.
-fn parse_slot(bytes: &[u8]) -> Option<(u64, Data)> {
+/// A slot's sequence number and document (not yet decoded), if it holds a whole commit.
+fn slot_doc(bytes: &[u8]) -> Option<(u64, &[u8])> {
     let nl = bytes.iter().position(|b| *b == b'\n')?;
     let header = std::str::from_utf8(&bytes[..nl]).ok()?;
     let rest = header.strip_prefix(MAGIC)?;
@@ -85,9 +85,13 @@ fn parse_slot(bytes: &[u8]) -> Option<(u64, Data)> {
     let len: usize = f.next()?.parse().ok()?;
     let sum = u64::from_str_radix(f.next()?, 16).ok()?;
     let doc = bytes.get(nl + 1..nl + 1 + len)?;
-    if fnv1a(doc) != sum {
-        return None;
-    }
+    (fnv1a(doc) == sum).then_some((seq, doc))
+}
+
+/// A slot's sequence number and state, if it holds a whole commit.
+#[cfg(test)]
+fn parse_slot(bytes: &[u8]) -> Option<(u64, Data)> {
+    let (seq, doc) = slot_doc(bytes)?;
     Some((seq, serde_json::from_slice(doc).ok()?))
 }
 
@@ -99,21 +103,27 @@ impl FileStore {
             path: path.display().to_string(),
             msg,
         };
-        let mut best: Option<(u64, usize, Data)> = None;
+        let mut slots = Vec::new();
         let mut seen = 0;
         for i in 0..2 {
-            let bytes = match fs::read(slot_path(path, i)) {
-                Ok(b) => b,
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(open_err(e.to_string())),
-            };
-            seen += 1;
-            if let Some((seq, data)) = parse_slot(&bytes) {
-                if best.as_ref().is_none_or(|b| seq > b.0) {
-                    best = Some((seq, i, data));
+            match fs::read(slot_path(path, i)) {
+                Ok(b) => {
+                    seen += 1;
+                    slots.push((i, b));
                 }
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(open_err(e.to_string())),
             }
         }
+        // Only the newest whole commit is decoded (the store holds every container).
+        let mut docs: Vec<(u64, usize, &[u8])> = slots
+            .iter()
+            .filter_map(|(i, b)| slot_doc(b).map(|(seq, doc)| (seq, *i, doc)))
+            .collect();
+        docs.sort_by_key(|d| std::cmp::Reverse(d.0));
+        let best = docs
+            .into_iter()
+            .find_map(|(seq, i, doc)| serde_json::from_slice::<Data>(doc).ok().map(|d| (seq, i, d)));
         let inner = match best {
             Some((seq, i, data)) => Inner {
                 data,

@@ -38,13 +38,16 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::{Bucket, Op, Store, StoreError, Txn};
 use crate::model::fnv1a;
 
-/// bucket name -> key -> document.
-type Data = BTreeMap<String, BTreeMap<String, Value>>;
+/// bucket name -> key -> document, kept as its JSON text: the store holds every
+/// container of the node, and building `Value` trees of all of it on each open, then
+/// turning them back into text for `list` and for each commit, cost ~2 ms per exec with
+/// 100 containers.
+type Data = BTreeMap<String, BTreeMap<String, Box<RawValue>>>;
 
 const MAGIC: &str = "netd-store 1";
 /// Slot files grow in steps of this many bytes (and never shrink).
@@ -213,7 +216,7 @@ impl Store for FileStore {
             .get(bucket.name())
             .into_iter()
             .flatten()
-            .map(|(k, v)| (k.clone(), serde_json::to_vec(v).unwrap_or_default()))
+            .map(|(k, v)| (k.clone(), v.get().as_bytes().to_vec()))
             .collect())
     }
 
@@ -221,36 +224,50 @@ impl Store for FileStore {
         if txn.is_empty() {
             return Ok(());
         }
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let mut next = g.data.clone();
+        // Every value is checked before anything changes.
+        let mut ops = Vec::with_capacity(txn.ops.len());
         for op in &txn.ops {
-            match op {
+            ops.push(match op {
                 Op::Put { bucket, key, value } => {
-                    let v: Value = serde_json::from_slice(value).map_err(|e| StoreError::Io {
+                    let text = String::from_utf8(value.clone()).map_err(|e| e.to_string());
+                    let raw = text.and_then(|t| RawValue::from_string(t).map_err(|e| e.to_string()));
+                    let raw = raw.map_err(|e| StoreError::Io {
                         op: format!("put {}/{key}", bucket.name()),
                         msg: format!("value is not JSON: {e}"),
                     })?;
-                    next.entry(bucket.name().to_string())
-                        .or_default()
-                        .insert(key.clone(), v);
+                    (*bucket, key, Some(raw))
                 }
-                Op::Delete { bucket, key } => {
-                    if let Some(b) = next.get_mut(bucket.name()) {
-                        b.remove(key);
-                    }
-                }
-            }
+                Op::Delete { bucket, key } => (*bucket, key, None),
+            });
+        }
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        // Applied in place; what they replaced is put back if the write fails.
+        let mut undo = Vec::with_capacity(ops.len());
+        for (bucket, key, v) in ops {
+            let b = g.data.entry(bucket.name().to_string()).or_default();
+            let old = match v {
+                Some(v) => b.insert(key.clone(), v),
+                None => b.remove(key),
+            };
+            undo.push((bucket, key, old));
         }
         // The slot that does not hold the newest commit.
         let slot = g.slot.map_or(0, |s| 1 - s);
         let seq = g.seq + 1;
-        self.persist(&next, seq, slot)?;
+        if let Err(e) = self.persist(&g.data, seq, slot) {
+            for (bucket, key, old) in undo.into_iter().rev() {
+                let b = g.data.entry(bucket.name().to_string()).or_default();
+                match old {
+                    Some(v) => b.insert(key.clone(), v),
+                    None => b.remove(key),
+                };
+            }
+            g.data.retain(|_, b| !b.is_empty());
+            return Err(e);
+        }
         let first = g.slot.is_none();
-        *g = Inner {
-            data: next,
-            seq,
-            slot: Some(slot),
-        };
+        g.seq = seq;
+        g.slot = Some(slot);
         if first {
             // The earlier scheme's file, now superseded by the slots.
             let _ = fs::remove_file(&self.path);

@@ -1,7 +1,7 @@
 //! Standalone mode: no daemon. netd's engine runs inside this process for one operation,
-//! on the plugin's own store (`<stateDir>/netd.json`, a `FileStore` committed by atomic
-//! rename without fsync: it describes only state a reboot wipes; redb, which earlier
-//! versions used and is migrated from once, cost seven fsyncs per exec),
+//! on the plugin's own store (`<stateDir>/netd.json.{0,1}`, a `FileStore`: one fdatasync
+//! per commit; redb, which earlier versions used and is migrated from once, cost seven
+//! fsyncs per exec),
 //! under an exclusive `flock` on
 //! `<stateDir>/lock` that serialises concurrent plugin processes (what makes IPAM free of
 //! duplicates here, as the engine lock does in the daemon).
@@ -44,11 +44,12 @@ fn io(what: &str, p: &Path, e: std::io::Error) -> CniError {
 fn open_store(state_dir: &Path) -> std::result::Result<FileStore, StoreError> {
     let path = state_dir.join("netd.json");
     let old = state_dir.join("netd.redb");
-    // Durable commits (file and directory synced): what this store describes is gone after
-    // a reboot, but a power loss must not leave a file other filesystems than ext4 may
-    // tear, which would refuse every later ADD. Costs about 1 ms per ADD/DEL here.
+    // Durable commits (one fdatasync of a slot file, see `FileStore`): what this store
+    // describes is gone after a reboot, but a power loss must not leave a torn state,
+    // which would refuse every later ADD.
+    let existed = FileStore::exists(&path);
     let store = FileStore::open(&path)?;
-    if path.exists() || !old.exists() {
+    if existed || !old.exists() {
         return Ok(store);
     }
     let redb = RedbStore::open(&old)?;
@@ -63,13 +64,11 @@ fn open_store(state_dir: &Path) -> std::result::Result<FileStore, StoreError> {
         }
     }
     // An empty store still gets its file, so the migration is not attempted again.
-    store.commit(&txn)?;
     if txn.is_empty() {
-        std::fs::write(&path, b"{}").map_err(|e| StoreError::Io {
-            op: format!("write {}", path.display()),
-            msg: e.to_string(),
-        })?;
+        txn.put(Bucket::Pending, "migrated", &true);
+        txn.delete(Bucket::Pending, "migrated");
     }
+    store.commit(&txn)?;
     drop(redb);
     let _ = fs::rename(&old, state_dir.join("netd.redb.migrated"));
     Ok(store)
@@ -101,7 +100,9 @@ impl Standalone {
         let store = open_store(state_dir)
             .map_err(|e| CniError::new(code::IO, format!("open store in {}: {e}", state_dir.display())))?;
         lap("store_open");
+        // One operation, then exit: link deletions need not wait for the kernel's cleanup.
         let kernel = LinuxKernel::current()
+            .map(LinuxKernel::with_detached_deletes)
             .map_err(|e| CniError::new(code::IO, format!("open kernel interfaces: {e}")))?;
         lap("kernel_open");
         let cfg = EngineConfig {

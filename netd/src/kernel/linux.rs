@@ -35,6 +35,11 @@ pub struct LinuxKernel {
     nl: Mutex<Netlink>,
     /// nftables context for the host namespace, made on first use.
     nft: Mutex<Option<Nft>>,
+    /// Host links are deleted by a detached process (`with_detached_deletes`).
+    detached_deletes: bool,
+    /// The nfnetlink socket of element batches and table lookups, kept open
+    /// (`nft_elements::Conn`).
+    nfnl: Mutex<Option<super::nft_elements::Conn>>,
 }
 
 impl std::fmt::Debug for LinuxKernel {
@@ -42,6 +47,17 @@ impl std::fmt::Debug for LinuxKernel {
         f.debug_struct("LinuxKernel")
             .field("host", &self.host.netns())
             .finish()
+    }
+}
+
+impl Drop for LinuxKernel {
+    fn drop(&mut self) {
+        // A short-lived process's socket that deleted elements: its close would wait for
+        // the kernel's frees (`detach`). (In DEL the link deletion took it over already.)
+        let conn = self.nfnl.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(c) = conn.filter(|c| c.deleted && self.detached_deletes) {
+            super::detach::hold_until_closed(vec![c.into_fd()]);
+        }
     }
 }
 
@@ -53,6 +69,8 @@ impl LinuxKernel {
             host: NsThread::spawn(None)?,
             nl: Mutex::new(Netlink::open()?),
             nft: Mutex::new(None),
+            detached_deletes: false,
+            nfnl: Mutex::new(None),
         })
     }
 
@@ -64,7 +82,19 @@ impl LinuxKernel {
             host: NsThread::spawn(Some(path))?,
             nl: Mutex::new(Netlink::open_in(path)?),
             nft: Mutex::new(None),
+            detached_deletes: false,
+            nfnl: Mutex::new(None),
         })
+    }
+
+    /// For a process that exits after one operation: deleting a host link returns once
+    /// the link is gone from the namespace, and the kernel's cleanup after it (RCU
+    /// barrier, 12–20 ms for a veth) runs in a detached process instead of holding up
+    /// the exit (`Netlink::delete_link_detached`); so does the close of the nfnetlink
+    /// socket when it deleted set elements (see `detach`).
+    pub fn with_detached_deletes(mut self) -> Self {
+        self.detached_deletes = true;
+        self
     }
 
     /// The host namespace's path, `None` for `current()`.
@@ -311,11 +341,49 @@ impl LinuxKernel {
 
     fn delete_link(&self, name: &str, ns: Option<&Path>) -> Result<(), KernelError> {
         match ns {
+            None if self.detached_deletes => {
+                let sender = match &self.host_path {
+                    None => Netlink::open()?,
+                    Some(p) => Netlink::open_in(p)?,
+                };
+                // The deleting process also takes over the nfnetlink socket, whose close
+                // may wait for the kernel too (`detach`).
+                let mut nfnl = self.nfnl.lock().unwrap_or_else(|e| e.into_inner());
+                let fds: Vec<_> = nfnl.iter().map(|c| c.raw_fd()).collect();
+                let res = sender.delete_link_detached(name, &mut self.nl(), &fds);
+                if res.is_ok() {
+                    nfnl.take();
+                }
+                res.map(drop)
+            }
             None => self.nl().delete_link(name).map(drop),
             // A link inside a namespace that is gone went with it.
             Some(p) if !netns::is_alive(p) => Ok(()),
             Some(p) => Netlink::open_in(p)?.delete_link(name).map(drop),
         }
+    }
+
+    /// Runs `f` on the kept nfnetlink socket (opened in the host namespace on first use).
+    fn with_nfnl<T>(
+        &self,
+        f: impl FnOnce(&mut super::nft_elements::Conn) -> Result<T, super::nft_elements::Error>,
+    ) -> Result<T, super::nft_elements::Error> {
+        let mut g = self.nfnl.lock().unwrap_or_else(|e| e.into_inner());
+        let conn = match g.take() {
+            Some(c) => c,
+            None => match &self.host_path {
+                None => super::nft_elements::Conn::open()?,
+                Some(_) => self.host.run(super::nft_elements::Conn::open)??,
+            },
+        };
+        let conn = g.insert(conn);
+        let res = f(conn);
+        if matches!(&res, Err(super::nft_elements::Error::Kernel(KernelError::Nft(m))) if m.starts_with("nfnetlink "))
+        {
+            // The socket itself failed (send/recv): open a new one next time.
+            *g = None;
+        }
+        res
     }
 
     fn bind_host_netns(&self, path: &Path) -> Result<(), KernelError> {
@@ -481,18 +549,27 @@ impl Kernel for LinuxKernel {
     }
 
     fn nft(&self, batch: &str) -> Result<(), KernelError> {
+        // Element changes (every attach and detach) go to the kernel directly; the rest,
+        // and any set this cannot encode, through libnftables (see `nft_elements`).
+        if let Some(cmds) = super::nft_elements::parse(batch) {
+            match self.with_nfnl(|c| c.apply(&cmds)) {
+                Ok(()) => return Ok(()),
+                Err(super::nft_elements::Error::Kernel(e)) => return Err(e),
+                Err(super::nft_elements::Error::Unsupported) => {}
+            }
+        }
         self.with_nft(|n| n.run(batch).map(drop))
     }
 
     fn nft_table_exists(&self, family: &str, name: &str) -> Result<bool, KernelError> {
         // One nfnetlink request, not libnftables' cache fill (see `nft_table`).
-        let (family, name) = (family.to_string(), name.to_string());
-        match &self.host_path {
-            None => super::nft_table::table_exists(&family, &name),
-            Some(_) => self
-                .host
-                .run(move || super::nft_table::table_exists(&family, &name))?,
-        }
+        let fam = super::nft_table::family_number(family)
+            .ok_or_else(|| KernelError::Nft(format!("unknown nft family {family:?}")))?;
+        self.with_nfnl(|c| c.table_exists(fam, name).map_err(Into::into))
+            .map_err(|e| match e {
+                super::nft_elements::Error::Kernel(e) => e,
+                super::nft_elements::Error::Unsupported => KernelError::Nft("table lookup".into()),
+            })
     }
 }
 

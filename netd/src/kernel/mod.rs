@@ -3,6 +3,7 @@
 //! `setns` or talks to nftables; the rest of netd hands `plan::Step`s and nftables
 //! batches to the `Kernel` trait, which tests replace with `fake::FakeKernel`.
 
+mod detach;
 pub mod dns_socket;
 pub mod fake;
 pub mod iptables;
@@ -11,6 +12,7 @@ mod macvlan;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod nft_elements;
 pub mod nft_table;
 pub mod probe;
 pub mod sysctl;

@@ -43,6 +43,7 @@ use nix::errno::Errno;
 
 use super::KernelError;
 
+mod detached;
 mod macvlan;
 mod vlan;
 pub use macvlan::mode_from_name;

@@ -186,8 +186,9 @@ mod tests {
             .list(Bucket::Pools)
             .unwrap()
             .is_empty());
-        assert!(!dir.join("state.json.tmp").exists());
-        std::fs::write(&path, b"garbage").unwrap();
+        // Neither slot holding a whole commit is an error, not an empty store.
+        std::fs::write(dir.join("state.json.0"), b"garbage").unwrap();
+        std::fs::write(dir.join("state.json.1"), b"garbage").unwrap();
         assert!(FileStore::open(&path).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }

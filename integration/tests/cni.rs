@@ -718,6 +718,16 @@ fn ipam_routes(mode: Mode) {
         assert!(routes.contains(&line), "{line} not in {routes}");
     }
     assert_eq!(routes.matches("default").count(), 1, "{routes}");
+    // The container's namespace is the runtime's, and so is its resolv.conf: netd writes
+    // no /etc/netns/<sandbox> for it (the daemon's etc dir, or the plugin's state dir's).
+    let etc = match mode {
+        Mode::Delegating => node.host.base.join("etc"),
+        Mode::Standalone => node.state_dir().join("etc"),
+    };
+    let written: Vec<_> = std::fs::read_dir(&etc)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(written.is_empty(), "{etc:?} has {written:?}");
     // CHECK looks at the kernel: fine as made, refused once a route is gone.
     let mut cc = conf.clone();
     cc["prevResult"] = r.clone();

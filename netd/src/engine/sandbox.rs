@@ -400,7 +400,9 @@ impl Engine {
                 return Err(e.into());
             }
         }
-        if mode != NetMode::Host {
+        // A runtime's namespace (CNI) has its runtime's resolv.conf: nothing would read
+        // ours, named after netd's sandbox, not after the runtime's namespace.
+        if mode != NetMode::Host && !sb.external {
             if let Err(e) = self.write_resolv_conf(&sb.name, &sb.labels) {
                 tracing::warn!(sandbox = %sb.name, error = %e, "could not write resolv.conf");
             }

@@ -20,17 +20,6 @@ fn net(name: &str, subnet: &str) -> NetworkRequest {
     }
 }
 
-fn sb(name: &str, net: &str) -> SandboxRequest {
-    SandboxRequest {
-        name: name.into(),
-        networks: vec![EndpointRequest {
-            network: net.into(),
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
-}
-
 fn sees(d: &Dns, who: &str, name: &str) -> Vec<String> {
     d.listing(who)
         .unwrap_or_default()
@@ -71,9 +60,9 @@ fn engine_operations_change_names_before_returning() {
     e.set_dns(d.clone());
     e.create_network(&net("n", "10.9.0.0/24")).unwrap();
     e.create_network(&net("m", "10.8.0.0/24")).unwrap();
-    let a = e.create_sandbox(&sb("a", "n")).unwrap();
-    e.create_sandbox(&sb("b", "n")).unwrap();
-    e.create_sandbox(&sb("c", "m")).unwrap();
+    let a = e.create_sandbox(&SandboxRequest::on("a", &["n"])).unwrap();
+    e.create_sandbox(&SandboxRequest::on("b", &["n"])).unwrap();
+    e.create_sandbox(&SandboxRequest::on("c", &["m"])).unwrap();
     let a_ip = a.endpoints[0].ipv4.unwrap().ip().to_string();
     assert_eq!(sees(&d, "b", "a"), vec![a_ip]);
     assert!(sees(&d, "c", "a").is_empty());
@@ -102,8 +91,8 @@ fn engine_operations_change_names_before_returning() {
     assert!(sees(&d, "b", "a").is_empty());
     assert!(d.listing("a").is_none());
     // A failed operation changes no names.
-    assert!(e.create_sandbox(&sb("b", "n")).is_err());
-    assert!(e.create_sandbox(&sb("x", "nosuch")).is_err());
+    assert!(e.create_sandbox(&SandboxRequest::on("b", &["n"])).is_err());
+    assert!(e.create_sandbox(&SandboxRequest::on("x", &["nosuch"])).is_err());
     assert!(d.listing("x").is_none());
     // Creating a network makes its subnet's PTR names ours at once (NXDOMAIN, not
     // forwarded upstream); removing it hands them back.

@@ -38,17 +38,6 @@ fn mvnet(name: &str, parent: Option<&str>, subnet: &str) -> NetworkRequest {
     }
 }
 
-fn sb(name: &str, net: &str) -> SandboxRequest {
-    SandboxRequest {
-        name: name.into(),
-        networks: vec![EndpointRequest {
-            network: net.into(),
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
-}
-
 fn store_dump(t: &T) -> Vec<Vec<(String, Vec<u8>)>> {
     Bucket::ALL.iter().map(|b| t.s.list(*b).unwrap()).collect()
 }
@@ -69,7 +58,7 @@ fn endpoint_is_a_child_inside_the_sandbox_and_nothing_on_the_host() {
     let json = serde_json::to_value(t.e.network_view("lan").unwrap()).unwrap();
     assert_eq!(json["parent"], "eth1");
     assert_eq!(json["macvlan_mode"], "bridge");
-    let s = t.e.create_sandbox(&sb("a", "lan")).unwrap();
+    let s = t.e.create_sandbox(&SandboxRequest::on("a", &["lan"])).unwrap();
     let ns = s.netns.clone();
     assert_eq!(t.k.links_in(&ns), ["eth0".to_string()].into());
     // Host namespace: only the parent; no bridge, no veth.
@@ -102,7 +91,7 @@ fn reconcile_recreates_a_missing_child_and_removes_unknown_ones() {
     let mut t = setup();
     t.e.create_network(&mvnet("lan", Some("eth1"), "192.168.50.0/24"))
         .unwrap();
-    let s = t.e.create_sandbox(&sb("a", "lan")).unwrap();
+    let s = t.e.create_sandbox(&SandboxRequest::on("a", &["lan"])).unwrap();
     t.k.apply(&Step::DeleteLink {
         name: "eth0".into(),
         netns: Some(s.netns.clone().into()),
@@ -157,11 +146,11 @@ fn refusals_change_nothing() {
         assert!(e.contains(want), "{e} (wanted {want})");
     }
     // Published ports on a sandbox whose first network is macvlan.
-    let mut r = sb("p", "lan");
+    let mut r = SandboxRequest::on("p", &["lan"]);
     r.ports = vec!["8080:80".into()];
     let e = t.e.create_sandbox(&r).unwrap_err().to_string();
     assert!(e.contains("macvlan"), "{e}");
-    let mut r = sb("p", "lan");
+    let mut r = SandboxRequest::on("p", &["lan"]);
     r.publish_all = true;
     assert!(t.e.create_sandbox(&r).is_err());
     assert_eq!(before, (store_dump(&t), t.k.links(), t.k.log().len()));
@@ -242,7 +231,7 @@ fn detach_is_deferred_but_a_reattach_waits_for_it_and_rm_deletes_before_the_netn
         ..Default::default()
     })
     .unwrap();
-    let s = t.e.create_sandbox(&sb("a", "br")).unwrap();
+    let s = t.e.create_sandbox(&SandboxRequest::on("a", &["br"])).unwrap();
     let req = EndpointRequest {
         network: "lan".into(),
         ..Default::default()

@@ -65,20 +65,6 @@ fn net(name: &str, subnet: Option<&str>) -> NetworkRequest {
     }
 }
 
-fn sb(name: &str, nets: &[&str]) -> SandboxRequest {
-    SandboxRequest {
-        name: name.into(),
-        networks: nets
-            .iter()
-            .map(|n| EndpointRequest {
-                network: n.to_string(),
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    }
-}
-
 type Links = std::collections::BTreeSet<String>;
 type Snapshot = (Vec<Vec<(String, Vec<u8>)>>, Links, Links, FwState);
 
@@ -94,7 +80,9 @@ fn create_connect_remove_roundtrip() {
     let n = t.e.create_network(&net("front", None)).unwrap();
     assert_eq!(n.bridge, "netd-front");
     assert_eq!(n.subnets[0].subnet.to_string(), "172.17.0.0/16");
-    let s = t.e.create_sandbox(&sb("web", &["front"])).unwrap();
+    let s =
+        t.e.create_sandbox(&SandboxRequest::on("web", &["front"]))
+            .unwrap();
     assert_eq!(s.endpoints[0].ipv4.unwrap().to_string(), "172.17.0.2/16");
     assert_eq!(s.endpoints[0].mac, "02:42:ac:11:00:02");
     assert!(t.k.links().contains(&s.endpoints[0].host_ifname));
@@ -118,7 +106,7 @@ fn create_connect_remove_roundtrip() {
 fn bad_input_changes_nothing() {
     let mut t = setup();
     t.e.create_network(&net("a", Some("10.1.0.0/24"))).unwrap();
-    t.e.create_sandbox(&sb("s1", &["a"])).unwrap();
+    t.e.create_sandbox(&SandboxRequest::on("s1", &["a"])).unwrap();
     let before = snapshot(&t);
     let bad_nets = [
         net("a", None),                  // duplicate name
@@ -130,23 +118,23 @@ fn bad_input_changes_nothing() {
         assert!(t.e.create_network(r).is_err(), "{r:?}");
         assert_eq!(snapshot(&t), before, "after {r:?}");
     }
-    let mut with_port = sb("s2", &["a"]);
+    let mut with_port = SandboxRequest::on("s2", &["a"]);
     with_port.ports = vec!["8080:80".into(), "8080:81".into()];
     let bad_sbs = [
-        sb("s1", &["a"]),      // duplicate
-        sb("s2", &["nope"]),   // unknown network
-        sb("s2", &["a", "a"]), // listed twice
-        with_port,             // port clash within the request
+        SandboxRequest::on("s1", &["a"]),      // duplicate
+        SandboxRequest::on("s2", &["nope"]),   // unknown network
+        SandboxRequest::on("s2", &["a", "a"]), // listed twice
+        with_port,                             // port clash within the request
         SandboxRequest {
             ports: vec!["99999:80".into()],
-            ..sb("s3", &["a"])
+            ..SandboxRequest::on("s3", &["a"])
         },
     ];
     for r in &bad_sbs {
         assert!(t.e.create_sandbox(r).is_err(), "{r:?}");
         assert_eq!(snapshot(&t), before, "after {r:?}");
     }
-    let mut static_ip = sb("s4", &["a"]);
+    let mut static_ip = SandboxRequest::on("s4", &["a"]);
     static_ip.networks[0].ip = Some("10.1.0.2".into()); // s1 has it
     let e = t.e.create_sandbox(&static_ip).unwrap_err();
     assert!(e.to_string().contains("in use"), "{e}");
@@ -166,11 +154,11 @@ fn kernel_failure_rolls_back_everything() {
         "create veth {veth} (master netd-a) <-> {}:eth0",
         t.e.cfg.netns_dir.join("s1").display()
     ));
-    let e = t.e.create_sandbox(&sb("s1", &["a"])).unwrap_err();
+    let e = t.e.create_sandbox(&SandboxRequest::on("s1", &["a"])).unwrap_err();
     assert!(matches!(e, EngineError::Kernel(_)), "{e}");
     assert_eq!(snapshot(&t), before);
     t.k.clear_failure();
-    let s = t.e.create_sandbox(&sb("s1", &["a"])).unwrap();
+    let s = t.e.create_sandbox(&SandboxRequest::on("s1", &["a"])).unwrap();
     assert_eq!(
         s.endpoints[0].ipv4.unwrap().ip().to_string(),
         "10.1.0.2",
@@ -182,10 +170,10 @@ fn kernel_failure_rolls_back_everything() {
 fn ports_conflict_and_ephemeral() {
     let mut t = setup();
     t.e.create_network(&net("a", Some("10.1.0.0/24"))).unwrap();
-    let mut r = sb("s1", &["a"]);
+    let mut r = SandboxRequest::on("s1", &["a"]);
     r.ports = vec!["8080:80".into(), "53:53/udp".into()];
     t.e.create_sandbox(&r).unwrap();
-    let mut r2 = sb("s2", &["a"]);
+    let mut r2 = SandboxRequest::on("s2", &["a"]);
     r2.ports = vec!["127.0.0.1:8080:80".into()];
     let e = t.e.create_sandbox(&r2).unwrap_err();
     assert!(e.to_string().contains("already published by sandbox s1"), "{e}");
@@ -197,7 +185,7 @@ fn ports_conflict_and_ephemeral() {
     assert!(s2.ports[1].host_port >= 49153);
     assert!(s2.ports[2].host_port >= 49153 && s2.ports[2].host_port != s2.ports[1].host_port);
     assert_eq!(t.e.fw.ports.len(), 5);
-    let mut r3 = sb("s3", &["a"]);
+    let mut r3 = SandboxRequest::on("s3", &["a"]);
     r3.ports = vec!["10.9.9.9:81:80".into()];
     assert!(t
         .e
@@ -212,7 +200,7 @@ fn connect_disconnect_and_default_route() {
     let mut t = setup();
     t.e.create_network(&net("a", Some("10.1.0.0/24"))).unwrap();
     t.e.create_network(&net("b", Some("10.2.0.0/24"))).unwrap();
-    t.e.create_sandbox(&sb("s", &["a"])).unwrap();
+    t.e.create_sandbox(&SandboxRequest::on("s", &["a"])).unwrap();
     let ep =
         t.e.connect(
             "b",
@@ -240,7 +228,7 @@ fn connect_disconnect_and_default_route() {
 fn reconcile_repairs_both_ways() {
     let mut t = setup();
     t.e.create_network(&net("a", Some("10.1.0.0/24"))).unwrap();
-    let s = t.e.create_sandbox(&sb("s", &["a"])).unwrap();
+    let s = t.e.create_sandbox(&SandboxRequest::on("s", &["a"])).unwrap();
     // A leftover veth of an operation that never committed, and a missing endpoint veth.
     t.k.apply(&crate::plan::Step::CreateVeth(crate::plan::VethSpec {
         host_name: "ndghost-0000".into(),
@@ -282,7 +270,7 @@ fn reconcile_repairs_both_ways() {
 fn namespace_left_by_an_interrupted_rm_is_removed_by_reconcile() {
     let mut t = setup();
     t.e.create_network(&net("a", Some("10.1.0.0/24"))).unwrap();
-    let s = t.e.create_sandbox(&sb("s", &["a"])).unwrap();
+    let s = t.e.create_sandbox(&SandboxRequest::on("s", &["a"])).unwrap();
     // The record is gone but the namespace stays: what a crash right after the store
     // commit of `rm` leaves behind.
     t.k.fail_on(&format!("delete netns {}", s.netns));
@@ -300,7 +288,7 @@ fn external_namespace_is_attached_never_created_or_deleted() {
     let mut t = setup();
     t.e.create_network(&net("a", Some("10.1.0.0/24"))).unwrap();
     let ns = std::path::PathBuf::from("/var/run/netns/runtime-owned");
-    let mut r = sb("c1", &["a"]);
+    let mut r = SandboxRequest::on("c1", &["a"]);
     r.netns = Some(ns.display().to_string());
     r.networks[0].ifname = Some("net1".into());
     assert!(
@@ -318,7 +306,7 @@ fn external_namespace_is_attached_never_created_or_deleted() {
         "{:?}",
         t.k.log()
     );
-    let mut r2 = sb("c2", &["a"]);
+    let mut r2 = SandboxRequest::on("c2", &["a"]);
     r2.netns = r.netns.clone();
     assert!(
         matches!(t.e.create_sandbox(&r2), Err(EngineError::Conflict(_))),
@@ -344,7 +332,7 @@ fn services_persist_clash_with_sandbox_names_and_bad_input_changes_nothing() {
     use crate::model::{ServiceKind, ServiceRequest};
     let mut t = setup();
     t.e.create_network(&net("a", Some("10.1.0.0/24"))).unwrap();
-    let mut cart = sb("cart", &["a"]);
+    let mut cart = SandboxRequest::on("cart", &["a"]);
     cart.labels.insert("netd.namespace".into(), "shop".into());
     t.e.create_sandbox(&cart).unwrap();
     let req = |name: &str, ns: &str, target: &str| ServiceRequest {
@@ -399,7 +387,7 @@ fn extra_routes_get_the_gateway_and_bad_ones_change_nothing() {
         gw: gw.map(|g| g.parse().unwrap()),
     };
     let with_routes = |name: &str, routes: Vec<crate::model::Route>| {
-        let mut r = sb(name, &["a"]);
+        let mut r = SandboxRequest::on(name, &["a"]);
         r.networks[0].routes = routes;
         r
     };

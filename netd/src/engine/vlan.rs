@@ -81,7 +81,7 @@ mod tests {
     use super::super::tests::{open_with, T};
     use super::*;
     use crate::kernel::fake::FakeKernel;
-    use crate::model::{EndpointRequest, NetworkRequest, SandboxRequest, SubnetRequest};
+    use crate::model::{NetworkRequest, SandboxRequest, SubnetRequest};
     use crate::store::{Bucket, Store};
 
     fn setup(k: FakeKernel) -> T {
@@ -109,23 +109,12 @@ mod tests {
         }
     }
 
-    fn sb(name: &str, net: &str) -> SandboxRequest {
-        SandboxRequest {
-            name: name.into(),
-            networks: vec![EndpointRequest {
-                network: net.into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }
-    }
-
     #[test]
     fn vlan_networks_share_a_bridge_which_goes_with_the_last() {
         let mut t = setup(FakeKernel::default());
         t.e.create_network(&vnet("v100", "10.100.0.0/24", "100")).unwrap();
         t.e.create_network(&vnet("v200", "10.200.0.0/24", "200")).unwrap();
-        let s = t.e.create_sandbox(&sb("a", "v100")).unwrap();
+        let s = t.e.create_sandbox(&SandboxRequest::on("a", &["v100"])).unwrap();
         let links = t.k.links();
         for l in ["vbr", "vbr.100", "vbr.200", s.endpoints[0].host_ifname.as_str()] {
             assert!(links.contains(l), "{l} in {links:?}");

@@ -64,6 +64,23 @@ pub struct SandboxRequest {
     pub netns: Option<String>,
 }
 
+impl SandboxRequest {
+    /// A sandbox named `name` on `networks` (in order), everything else the default.
+    pub fn on(name: &str, networks: &[&str]) -> SandboxRequest {
+        SandboxRequest {
+            name: name.into(),
+            networks: networks
+                .iter()
+                .map(|n| EndpointRequest {
+                    network: n.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Endpoint {
     pub network: String,

@@ -292,20 +292,7 @@ impl LinuxKernel {
             op: format!("configure {} in {}", v.ifname, v.netns.display()),
             msg: "peer not found after creation".into(),
         })?;
-        // Up before the routes: a gateway route on a down link is refused (ENETDOWN).
-        sb.set_up(&v.ifname)?;
-        for a in &v.addrs {
-            sb.add_address(index, *a)?;
-        }
-        if let Some(gw) = v.gw4 {
-            sb.add_default_route(IpAddr::V4(gw), Some(index))?;
-        }
-        if let Some(gw) = v.gw6 {
-            sb.add_default_route(IpAddr::V6(gw), Some(index))?;
-        }
-        for r in &v.routes {
-            sb.add_route(r.dst, r.gw, Some(index))?;
-        }
+        sb.configure_sandbox_link(index, &v.ifname, &v.addrs, v.gw4, v.gw6, &v.routes)?;
 
         ipv6_off.wait()?.or_else(ignore_missing_ipv6)?;
         host_port_up(nl, &v.host_name, &v.alias)

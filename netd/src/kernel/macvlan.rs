@@ -2,7 +2,6 @@
 //! needs for them: unlike a veth, a macvlan endpoint leaves nothing in the host
 //! namespace, so whether it exists can only be seen from inside the sandbox.
 
-use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::path::Path;
 
@@ -138,25 +137,11 @@ pub(super) fn is_unmarked_tmp(l: &super::netlink::Link) -> bool {
         && hash.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Up, addresses, default routes: what a sandbox's interface needs once it is there.
+/// Up, addresses, routes: what a sandbox's interface needs once it is there.
 fn configure(sb: &mut Netlink, side: &SandboxSide) -> Result<(), KernelError> {
     let index = sb.link_index(&side.ifname)?.ok_or_else(|| KernelError::Netlink {
         op: format!("configure {} in {}", side.ifname, side.netns.display()),
         msg: "link not found after the move".into(),
     })?;
-    // Up before the routes: a gateway route on a down link is refused (ENETDOWN).
-    sb.set_up(&side.ifname)?;
-    for a in &side.addrs {
-        sb.add_address(index, *a)?;
-    }
-    if let Some(gw) = side.gw4 {
-        sb.add_default_route(IpAddr::V4(gw), Some(index))?;
-    }
-    if let Some(gw) = side.gw6 {
-        sb.add_default_route(IpAddr::V6(gw), Some(index))?;
-    }
-    for r in &side.routes {
-        sb.add_route(r.dst, r.gw, Some(index))?;
-    }
-    Ok(())
+    sb.configure_sandbox_link(index, &side.ifname, &side.addrs, side.gw4, side.gw6, &side.routes)
 }

@@ -630,6 +630,35 @@ impl Netlink {
         })
     }
 
+    /// What a sandbox's interface `ifname` (index `index`) needs once it is there: up,
+    /// its addresses, its default routes, then its extra routes. Used for a veth peer and
+    /// for a macvlan child alike.
+    pub fn configure_sandbox_link(
+        &mut self,
+        index: u32,
+        ifname: &str,
+        addrs: &[IpNetwork],
+        gw4: Option<std::net::Ipv4Addr>,
+        gw6: Option<std::net::Ipv6Addr>,
+        routes: &[crate::model::Route],
+    ) -> Result<(), KernelError> {
+        // Up before the routes: a gateway route on a down link is refused (ENETDOWN).
+        self.set_up(ifname)?;
+        for a in addrs {
+            self.add_address(index, *a)?;
+        }
+        if let Some(gw) = gw4 {
+            self.add_default_route(IpAddr::V4(gw), Some(index))?;
+        }
+        if let Some(gw) = gw6 {
+            self.add_default_route(IpAddr::V6(gw), Some(index))?;
+        }
+        for r in routes {
+            self.add_route(r.dst, r.gw, Some(index))?;
+        }
+        Ok(())
+    }
+
     /// `ip route add DST [via GW] [dev OIF]`; without a gateway the route is on-link.
     pub fn add_route(
         &mut self,

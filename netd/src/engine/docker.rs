@@ -333,13 +333,7 @@ impl Engine {
             labels: BTreeMap::from([("com.docker.network.id".to_string(), req.id.clone())]),
         };
         let p = nreq.parse().map_err(EngineError::Invalid)?;
-        if p.parent.is_some() {
-            self.check_macvlan_parent(&p)?;
-        } else if p.vlan.is_some() {
-            self.check_vlan_bridge(&p)?;
-        } else {
-            self.check_bridge_free(&p.bridge)?;
-        }
+        self.check_link_for(&p)?;
         // Pools from netd's IPAM are already reserved; with Docker's own IPAM the subnet
         // gets a netd pool here, so it is checked against (and then blocks) netd's others.
         let mut own_pools = Vec::new();

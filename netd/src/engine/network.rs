@@ -3,7 +3,7 @@
 use super::{new_id, now, pool_key, Engine, EngineError, Result, Undo};
 use crate::driver;
 use crate::ipam;
-use crate::model::{Network, NetworkRequest, Subnet};
+use crate::model::{Network, NetworkRequest, ParsedNetwork, Subnet};
 use crate::store::{Bucket, Txn};
 
 impl Engine {
@@ -15,13 +15,7 @@ impl Engine {
                 p.name
             )));
         }
-        if p.parent.is_some() {
-            self.check_macvlan_parent(&p)?;
-        } else if p.vlan.is_some() {
-            self.check_vlan_bridge(&p)?;
-        } else {
-            self.check_bridge_free(&p.bridge)?;
-        }
+        self.check_link_for(&p)?;
         let routes = self
             .kernel
             .routed_prefixes()
@@ -76,6 +70,18 @@ impl Engine {
         self.sync_dns();
         tracing::info!(network = %net.name, bridge = %net.bridge, subnets = ?net.subnets.iter().map(|s| s.subnet.to_string()).collect::<Vec<_>>(), "network created");
         Ok(net)
+    }
+
+    /// What a new network hangs off is usable: a macvlan parent, a VLAN network's shared
+    /// bridge, or a bridge name of its own that is free. For netctl's and Docker's networks.
+    pub(super) fn check_link_for(&self, p: &ParsedNetwork) -> Result<()> {
+        if p.parent.is_some() {
+            self.check_macvlan_parent(p)
+        } else if p.vlan.is_some() {
+            self.check_vlan_bridge(p)
+        } else {
+            self.check_bridge_free(&p.bridge)
+        }
     }
 
     /// A new network's bridge name must be neither another network's nor a link someone

@@ -400,22 +400,10 @@ impl NetConf {
                     .trim()
                     .parse()
                     .map_err(|_| invalid(format!("ipam route dst {:?} is not a CIDR", r.dst)))?;
-                if dst.ip() != dst.network() {
-                    return Err(invalid(format!(
-                        "ipam route dst {:?} has host bits set (did you mean {}/{}?)",
-                        r.dst,
-                        dst.network(),
-                        dst.prefix()
-                    )));
-                }
                 let gw = r.gw.as_deref().map(|g| parse_ip("route gw", g)).transpose()?;
-                if gw.is_some_and(|g| g.is_ipv4() != dst.is_ipv4()) {
-                    return Err(invalid(format!(
-                        "ipam route to {dst}: gw {} is of the other IP family",
-                        r.gw.as_deref().unwrap_or_default()
-                    )));
-                }
-                Ok(Route { dst, gw })
+                let route = Route { dst, gw };
+                route.check().map_err(|e| invalid(format!("ipam {e}")))?;
+                Ok(route)
             })
             .collect()
     }

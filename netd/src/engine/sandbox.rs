@@ -54,21 +54,8 @@ fn extra_routes(network: &str, ep: &Endpoint, want: &[Route]) -> Result<Vec<Rout
                 r.dst
             )));
         };
-        if r.dst.ip() != r.dst.network() {
-            return Err(EngineError::Invalid(format!(
-                "route destination {} has host bits set (did you mean {}/{}?)",
-                r.dst,
-                r.dst.network(),
-                r.dst.prefix()
-            )));
-        }
+        r.check().map_err(EngineError::Invalid)?;
         let gw = match r.gw {
-            Some(g) if g.is_ipv4() != r.dst.is_ipv4() => {
-                return Err(EngineError::Invalid(format!(
-                    "route to {} via {g}: the gateway is not an {family} address",
-                    r.dst
-                )))
-            }
             Some(g) if !subnet.contains(g) => {
                 return Err(EngineError::Invalid(format!(
                     "route to {} via {g}: the gateway is not on network {network}'s subnet {}",

@@ -45,6 +45,28 @@ pub struct Route {
     pub gw: Option<IpAddr>,
 }
 
+impl Route {
+    /// What the kernel wants of any route, whatever it goes through: `dst` a network
+    /// address (no host bits, as `ip route` insists) and `gw` of `dst`'s family.
+    pub fn check(&self) -> Result<(), String> {
+        if self.dst.ip() != self.dst.network() {
+            return Err(format!(
+                "route destination {} has host bits set (did you mean {}/{}?)",
+                self.dst,
+                self.dst.network(),
+                self.dst.prefix()
+            ));
+        }
+        match self.gw {
+            Some(g) if g.is_ipv4() != self.dst.is_ipv4() => Err(format!(
+                "route to {} via {g}: the gateway is of the other IP family",
+                self.dst
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default)]
 pub struct SandboxRequest {

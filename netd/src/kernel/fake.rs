@@ -206,6 +206,10 @@ impl Kernel for FakeKernel {
         Ok(netns.is_some() || self.st().links.contains(name))
     }
 
+    fn host_link_names(&self) -> Result<BTreeSet<String>, KernelError> {
+        Ok(self.st().links.iter().cloned().collect())
+    }
+
     fn routed_prefixes(&self) -> Result<Vec<IpNetwork>, KernelError> {
         Ok(self.st().routes.clone())
     }

@@ -9,6 +9,7 @@
 //! namespace for the duration of one step. The hot path (`CreateVeth`) does no dumps: a
 //! handful of requests on two sockets and one sysctl write.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -263,8 +264,9 @@ impl LinuxKernel {
             // The kernel ignores IFLA_IFALIAS in a create request, so mark the link as
             // netd's right away: a crash from here on leaves a link reconcile recognises
             // (and removes, with its peer in the sandbox) instead of an anonymous one.
+            // `host_port_up`, the last step, gives it its final alias.
             let res = nl
-                .set_alias(&v.host_name, &v.alias)
+                .set_alias(&v.host_name, &crate::driver::creating_alias(&v.alias))
                 .and_then(|_| super::vlan::port_vlan(&mut nl, &v.host_name, v.vlan))
                 .and_then(|_| self.finish_veth(&mut nl, v, || netns::join_scoped(&v.netns, sandbox)?));
             undo_on_error(&mut nl, &v.host_name, res)
@@ -337,7 +339,15 @@ impl LinuxKernel {
                 // may wait for the kernel too (`detach`).
                 let mut nfnl = self.nfnl.lock().unwrap_or_else(|e| e.into_inner());
                 let fds: Vec<_> = nfnl.iter().map(|c| c.raw_fd()).collect();
-                let res = sender.delete_link_detached(name, &mut self.nl(), &fds);
+                // The host's device list, opened by a thread in the host namespace.
+                let dev_list = self
+                    .host
+                    .run(|| std::fs::File::open("/proc/thread-self/net/dev"))?;
+                let dev_list = dev_list.map_err(|e| KernelError::Netlink {
+                    op: format!("delete link {name}"),
+                    msg: format!("open /proc/thread-self/net/dev: {e}"),
+                })?;
+                let res = sender.delete_link_detached(name, &mut self.nl(), dev_list, &fds);
                 if res.is_ok() {
                     nfnl.take();
                 }
@@ -489,6 +499,19 @@ impl Kernel for LinuxKernel {
 
     fn owned_links_in(&self, netns: &Path) -> Result<Vec<OwnedLink>, KernelError> {
         self.owned_links_in_netns(netns)
+    }
+
+    fn host_link_names(&self) -> Result<BTreeSet<String>, KernelError> {
+        let text = self
+            .host
+            .run(|| std::fs::read_to_string("/proc/thread-self/net/dev"))?
+            .map_err(|e| KernelError::Netlink {
+                op: "list host links".into(),
+                msg: format!("read /proc/thread-self/net/dev: {e}"),
+            })?;
+        Ok(super::netlink::proc_net_dev_names(&text)
+            .map(str::to_string)
+            .collect())
     }
 
     fn link_exists(&self, name: &str, netns: Option<&Path>) -> Result<bool, KernelError> {

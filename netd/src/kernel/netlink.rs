@@ -46,6 +46,7 @@ use super::KernelError;
 mod detached;
 mod macvlan;
 mod vlan;
+pub use detached::proc_net_dev_names;
 pub use macvlan::mode_from_name;
 pub use vlan::VlanBridge;
 

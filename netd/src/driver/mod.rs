@@ -52,6 +52,15 @@ pub fn endpoint_alias(sandbox: &str, network: &str) -> String {
     format!("netd:ep={sandbox}/{network}")
 }
 
+/// The alias an endpoint's link carries while it is being made: marked as netd's from
+/// its first moment (a crash leaves nothing anonymous), and swapped for `alias` as the
+/// last step. It names no endpoint (a network name has no space), so reconcile removes
+/// such a link, and recreates it when the store records the endpoint: the store commit
+/// runs while the link is made, so a record may outlive a crash that cut the link short.
+pub fn creating_alias(alias: &str) -> String {
+    format!("{alias} (creating)")
+}
+
 /// What a `netd:` alias says about its link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AliasOwner {
@@ -89,5 +98,10 @@ mod tests {
             })
         );
         assert_eq!(parse_alias("docker0"), None);
+        // A link still being made belongs to no endpoint of the network.
+        assert_ne!(
+            parse_alias(&creating_alias(&endpoint_alias("web.1", "front"))),
+            parse_alias(&endpoint_alias("web.1", "front"))
+        );
     }
 }

@@ -116,6 +116,34 @@ fn reconcile_recreates_a_missing_child_and_removes_unknown_ones() {
     assert_eq!(t.k.links_in(&s.netns), ["eth0".to_string()].into());
 }
 
+/// A child whose making a crash cut short (still under its "being made" alias) while
+/// its record was committed is made anew.
+#[test]
+fn reconcile_makes_a_child_cut_short_anew() {
+    let mut t = setup();
+    t.e.create_network(&mvnet("lan", Some("eth1"), "192.168.50.0/24"))
+        .unwrap();
+    let s = t.e.create_sandbox(&SandboxRequest::on("a", &["lan"])).unwrap();
+    let netns = std::path::Path::new(&s.netns);
+    t.k.apply(&Step::DeleteLink {
+        name: "eth0".into(),
+        netns: Some(netns.into()),
+    })
+    .unwrap();
+    let mut half =
+        crate::driver::macvlan::endpoint_up(t.e.network("lan").unwrap(), "a", netns, &s.endpoints[0], true);
+    if let Step::CreateMacvlan(m) = &mut half {
+        m.alias = crate::driver::creating_alias(&m.alias);
+    }
+    t.k.apply(&half).unwrap();
+    let (_e2, r) = Engine::open(t.k.clone(), t.s.clone(), t.e.cfg.clone()).unwrap();
+    assert_eq!(r.removed.len(), 1, "{r:?}");
+    assert_eq!(r.recreated.len(), 1, "{r:?}");
+    let inside = t.k.owned_links_in(netns).unwrap();
+    assert_eq!(inside.len(), 1);
+    assert_eq!(inside[0].alias, crate::driver::endpoint_alias("a", "lan"));
+}
+
 #[test]
 fn refusals_change_nothing() {
     let mut t = setup();

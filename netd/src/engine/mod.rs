@@ -24,7 +24,7 @@ mod vlan;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -402,9 +402,18 @@ impl Engine {
     }
 
     /// Steps 2–4 of every operation, with the model already changed in memory: apply
-    /// `steps`, then the firewall diff, then `txn`. On any failure, undo what was done
-    /// (kernel, firewall, memory) and return the error. `teardown` steps (deletions) run
-    /// after the commit, best effort, since the store no longer refers to their objects.
+    /// `steps`, then the firewall diff, and commit `txn` meanwhile. On any failure, undo
+    /// what was done (kernel, firewall, store, memory) and return the error. `teardown`
+    /// steps (deletions) run after the commit, best effort, since the store no longer
+    /// refers to their objects.
+    ///
+    /// The store commit runs on a thread of its own while the kernel is changed: it is
+    /// mostly one fsync (~1 ms), the kernel work is about as long, and neither needs the
+    /// other's result, so an operation takes the longer of the two instead of the sum.
+    /// A crash in the middle may leave a record whose objects are missing or half-made;
+    /// reconcile (at restart, or the next short-lived open) recreates those, as it does
+    /// objects deleted behind netd's back: a host port that never came up, or a macvlan
+    /// child not yet marked as netd's, counts as missing (`OwnedLink::complete`).
     fn commit(&mut self, undo: Undo, steps: &[Step], txn: &Txn, teardown: &[Step]) -> Result<()> {
         let names: Vec<String> = steps
             .iter()
@@ -422,40 +431,52 @@ impl Engine {
             .collect();
         self.reaper.wait_for(names.iter().map(String::as_str));
         let t0 = std::time::Instant::now();
-        if let Err(e) = plan::execute(self.kernel.as_ref(), steps) {
-            self.rollback(undo);
-            return Err(e.into());
-        }
-        let t_kernel = t0.elapsed();
         let undo_steps: Vec<Step> = steps.iter().rev().filter_map(Step::undo).collect();
-        let want = self.desired_fw();
-        let batch = crate::firewall::delta(&self.fw, &want);
-        let t_plan_fw = t0.elapsed();
-        if !batch.is_empty() {
-            if let Err(e) = self.kernel.nft(&batch) {
+        let store = Arc::clone(&self.store);
+        let (applied, stored) = std::thread::scope(|s| {
+            let stored = s.spawn(move || (store.commit_undoable(txn), t0.elapsed()));
+            let applied = self.apply_with_fw(steps, &undo_steps, t0);
+            let stored = stored.join().unwrap_or_else(|_| {
+                let e = crate::store::StoreError::Io {
+                    op: "commit".into(),
+                    msg: "the committing thread panicked".into(),
+                };
+                (Err(e), t0.elapsed())
+            });
+            (applied, stored)
+        });
+        let (stored, t_store) = stored;
+        let (want, _, t_kernel, t_plan_fw, t_nft) = match (applied, stored) {
+            (Ok(a), Ok(_)) => a,
+            (Err(e), stored) => {
+                // The kernel and firewall are as before (apply_with_fw undid its part);
+                // so must the store be.
+                if let Ok(back) = stored {
+                    if let Err(e2) = self.store.commit(&back) {
+                        tracing::error!(error = %e2, "could not undo the store commit of a failed operation; reconcile will recreate what it records");
+                    }
+                }
+                self.rollback(undo);
+                return Err(e);
+            }
+            (Ok((want, batch, ..)), Err(e)) => {
+                if !batch.is_empty() {
+                    if let Err(e) = self.kernel.nft(&crate::firewall::delta(&want, &self.fw)) {
+                        tracing::error!(error = %e, "could not revert firewall after a store failure");
+                    }
+                }
                 plan::teardown(self.kernel.as_ref(), &undo_steps);
                 self.rollback(undo);
-                return Err(EngineError::Kernel(format!("apply firewall rules: {e}")));
+                return Err(e.into());
             }
-        }
-        let t_nft = t0.elapsed();
-        if let Err(e) = self.store.commit(txn) {
-            if !batch.is_empty() {
-                if let Err(e) = self.kernel.nft(&crate::firewall::delta(&want, &self.fw)) {
-                    tracing::error!(error = %e, "could not revert firewall after a store failure");
-                }
-            }
-            plan::teardown(self.kernel.as_ref(), &undo_steps);
-            self.rollback(undo);
-            return Err(e.into());
-        }
+        };
         self.fw = want;
-        let t_store = t0.elapsed();
         tracing::debug!(
             kernel_us = t_kernel.as_micros() as u64,
             fw_diff_us = (t_plan_fw - t_kernel).as_micros() as u64,
             nft_us = (t_nft - t_plan_fw).as_micros() as u64,
-            store_us = (t_store - t_nft).as_micros() as u64,
+            store_us = t_store.as_micros() as u64,
+            total_us = t0.elapsed().as_micros() as u64,
             "operation committed"
         );
         self.reaper.teardown(self.kernel.as_ref(), teardown);
@@ -463,6 +484,30 @@ impl Engine {
             tracing::info!("{}", plan::describe(s));
         }
         Ok(())
+    }
+    /// The kernel half of `commit`: `steps`, then the firewall delta they call for. On
+    /// failure both are as before. Answers the new firewall state, its delta and when
+    /// each part ended (since `t0`).
+    #[allow(clippy::type_complexity)]
+    fn apply_with_fw(
+        &self,
+        steps: &[Step],
+        undo_steps: &[Step],
+        t0: std::time::Instant,
+    ) -> Result<(FwState, String, Duration, Duration, Duration)> {
+        // plan::execute undoes its own steps when one fails.
+        plan::execute(self.kernel.as_ref(), steps)?;
+        let t_kernel = t0.elapsed();
+        let want = self.desired_fw();
+        let batch = crate::firewall::delta(&self.fw, &want);
+        let t_plan_fw = t0.elapsed();
+        if !batch.is_empty() {
+            if let Err(e) = self.kernel.nft(&batch) {
+                plan::teardown(self.kernel.as_ref(), undo_steps);
+                return Err(EngineError::Kernel(format!("apply firewall rules: {e}")));
+            }
+        }
+        Ok((want, batch, t_kernel, t_plan_fw, t0.elapsed()))
     }
 }
 

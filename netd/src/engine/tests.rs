@@ -266,6 +266,49 @@ fn reconcile_repairs_both_ways() {
     assert_eq!(e2.sandbox("s").unwrap(), &s);
 }
 
+/// The store commit runs while the kernel work does: a crash may leave a record whose
+/// link was cut short, still under its "being made" alias. Reconcile makes it anew.
+#[test]
+fn an_endpoint_cut_short_after_its_record_is_made_anew_by_reconcile() {
+    let mut t = setup();
+    t.e.create_network(&net("a", Some("10.1.0.0/24"))).unwrap();
+    let s = t.e.create_sandbox(&SandboxRequest::on("s", &["a"])).unwrap();
+    let ep = &s.endpoints[0];
+    let alias = crate::driver::endpoint_alias("s", "a");
+    t.k.apply(&crate::plan::Step::DeleteLink {
+        name: ep.host_ifname.clone(),
+        netns: None,
+    })
+    .unwrap();
+    t.k.apply(&crate::plan::Step::CreateVeth(crate::plan::VethSpec {
+        host_name: ep.host_ifname.clone(),
+        bridge: "netd-a".into(),
+        alias: crate::driver::creating_alias(&alias),
+        mtu: 0,
+        netns: s.netns.clone().into(),
+        ifname: ep.ifname.clone(),
+        mac: [2, 0, 0, 0, 0, 1],
+        addrs: vec![],
+        gw4: None,
+        gw6: None,
+        routes: vec![],
+        vlan: None,
+    }))
+    .unwrap();
+    let r = t.e.reconcile().unwrap();
+    assert!(r.removed.iter().any(|x| x.contains(&ep.host_ifname)), "{r:?}");
+    assert!(r.recreated.iter().any(|x| x.contains(&ep.host_ifname)), "{r:?}");
+    let owned = t.k.owned_links().unwrap();
+    let l = owned
+        .iter()
+        .find(|l| l.name == ep.host_ifname)
+        .expect("the endpoint's veth");
+    assert_eq!(l.alias, alias);
+    // Made whole: a second pass finds nothing to do.
+    let r2 = t.e.reconcile().unwrap();
+    assert!(r2.removed.is_empty() && r2.recreated.is_empty(), "{r2:?}");
+}
+
 #[test]
 fn namespace_left_by_an_interrupted_rm_is_removed_by_reconcile() {
     let mut t = setup();

@@ -57,9 +57,11 @@ impl LinuxKernel {
                 let index = sb.link_index(&m.tmp_name)?.ok_or_else(|| {
                     KernelError::Other(format!("macvlan {} vanished after creation", m.tmp_name))
                 })?;
-                sb.rename_and_mark(index, &side.ifname, &m.alias)?;
+                // Marked as being made until configured (`driver::creating_alias`).
+                sb.rename_and_mark(index, &side.ifname, &crate::driver::creating_alias(&m.alias))?;
                 name = side.ifname.as_str();
-                configure(&mut sb, side)
+                configure(&mut sb, side)?;
+                sb.set_alias(&side.ifname, &m.alias)
             })();
             if res.is_err() {
                 if let Err(e) = sb.delete_link(name) {

@@ -220,9 +220,9 @@ impl Store for FileStore {
             .collect())
     }
 
-    fn commit(&self, txn: &Txn) -> Result<(), StoreError> {
+    fn commit_undoable(&self, txn: &Txn) -> Result<Txn, StoreError> {
         if txn.is_empty() {
-            return Ok(());
+            return Ok(Txn::new());
         }
         // Every value is checked before anything changes.
         let mut ops = Vec::with_capacity(txn.ops.len());
@@ -272,7 +272,11 @@ impl Store for FileStore {
             // The earlier scheme's file, now superseded by the slots.
             let _ = fs::remove_file(&self.path);
         }
-        Ok(())
+        let mut back = Txn::new();
+        for (bucket, key, old) in undo {
+            back.restore(bucket, key, old.map(|v| v.get().as_bytes().to_vec()));
+        }
+        Ok(back.into_undo())
     }
 }
 

@@ -19,18 +19,21 @@ impl Store for MemStore {
             .collect())
     }
 
-    fn commit(&self, txn: &Txn) -> Result<(), StoreError> {
+    fn commit_undoable(&self, txn: &Txn) -> Result<Txn, StoreError> {
         let mut d = self.data.lock().unwrap_or_else(|e| e.into_inner());
+        let mut undo = Txn::new();
         for op in &txn.ops {
             match op {
                 Op::Put { bucket, key, value } => {
-                    d.insert((*bucket, key.clone()), value.clone());
+                    let old = d.insert((*bucket, key.clone()), value.clone());
+                    undo.restore(*bucket, key, old);
                 }
                 Op::Delete { bucket, key } => {
-                    d.remove(&(*bucket, key.clone()));
+                    let old = d.remove(&(*bucket, key.clone()));
+                    undo.restore(*bucket, key, old);
                 }
             }
         }
-        Ok(())
+        Ok(undo.into_undo())
     }
 }

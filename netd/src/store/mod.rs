@@ -108,8 +108,37 @@ impl Txn {
 pub trait Store: Send + Sync {
     /// Every (key, value) of a bucket, ordered by key.
     fn list(&self, bucket: Bucket) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
-    /// Applies all ops atomically and durably (they survive `kill -9` once this returns).
-    fn commit(&self, txn: &Txn) -> Result<(), StoreError>;
+    /// Applies all ops atomically and durably (they survive `kill -9` and a power cut
+    /// once this returns), and returns the transaction that undoes them: the earlier
+    /// value of every key written, in reverse order.
+    fn commit_undoable(&self, txn: &Txn) -> Result<Txn, StoreError>;
+    /// `commit_undoable` without the undo.
+    fn commit(&self, txn: &Txn) -> Result<(), StoreError> {
+        self.commit_undoable(txn).map(drop)
+    }
+}
+
+impl Txn {
+    /// Records, for the undo of a transaction, that `key` held `old` before it.
+    fn restore(&mut self, bucket: Bucket, key: &str, old: Option<Vec<u8>>) {
+        self.ops.push(match old {
+            Some(value) => Op::Put {
+                bucket,
+                key: key.to_string(),
+                value,
+            },
+            None => Op::Delete {
+                bucket,
+                key: key.to_string(),
+            },
+        });
+    }
+
+    /// The undo's ops were recorded first to last; they apply last to first.
+    fn into_undo(mut self) -> Txn {
+        self.ops.reverse();
+        self
+    }
 }
 
 /// Decodes a whole bucket.
@@ -132,6 +161,28 @@ pub fn load<T: DeserializeOwned>(store: &dyn Store, bucket: Bucket) -> Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The undo a commit returns restores every key, also one written twice.
+    fn undo_restores(s: &dyn Store) {
+        let mut t = Txn::new();
+        t.put(Bucket::Pools, "kept", &1).put(Bucket::Pools, "changed", &2);
+        s.commit(&t).unwrap();
+        let before: Vec<_> = Bucket::ALL.iter().map(|b| s.list(*b).unwrap()).collect();
+        let mut t = Txn::new();
+        t.put(Bucket::Pools, "changed", &3)
+            .put(Bucket::Pools, "changed", &4)
+            .delete(Bucket::Pools, "kept")
+            .put(Bucket::Sandboxes, "new", &"x")
+            .delete(Bucket::Networks, "never-was");
+        let undo = s.commit_undoable(&t).unwrap();
+        assert_eq!(
+            s.list(Bucket::Pools).unwrap(),
+            vec![("changed".to_string(), b"4".to_vec())]
+        );
+        s.commit(&undo).unwrap();
+        let after: Vec<_> = Bucket::ALL.iter().map(|b| s.list(*b).unwrap()).collect();
+        assert_eq!(after, before);
+    }
 
     fn roundtrip(s: &dyn Store) {
         let mut t = Txn::new();
@@ -205,6 +256,17 @@ mod tests {
         }
         let s = RedbStore::open(&path).unwrap();
         assert_eq!(s.list(Bucket::Networks).unwrap().len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn every_store_answers_an_undo_that_restores() {
+        undo_restores(&MemStore::default());
+        let dir = std::env::temp_dir().join(format!("netd-store-undo-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        undo_restores(&FileStore::open(&dir.join("state.json")).unwrap());
+        undo_restores(&RedbStore::open(&dir.join("state.redb")).unwrap());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

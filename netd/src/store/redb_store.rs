@@ -67,24 +67,35 @@ impl Store for RedbStore {
         Ok(out)
     }
 
-    fn commit(&self, txn: &Txn) -> Result<(), StoreError> {
+    fn commit_undoable(&self, txn: &Txn) -> Result<Txn, StoreError> {
+        let mut undo = Txn::new();
         if txn.is_empty() {
-            return Ok(());
+            return Ok(undo);
         }
         let tx = self.db.begin_write().map_err(|e| io("begin write", e))?;
         for op in &txn.ops {
-            match op {
+            // Both answer the value they replaced.
+            let (bucket, key, old) = match op {
                 Op::Put { bucket, key, value } => {
                     let mut t = tx.open_table(table(*bucket)).map_err(|e| io("open table", e))?;
-                    t.insert(key.as_str(), value.as_slice())
-                        .map_err(|e| io("insert", e))?;
+                    let old = t
+                        .insert(key.as_str(), value.as_slice())
+                        .map_err(|e| io("insert", e))?
+                        .map(|g| g.value().to_vec());
+                    (*bucket, key, old)
                 }
                 Op::Delete { bucket, key } => {
                     let mut t = tx.open_table(table(*bucket)).map_err(|e| io("open table", e))?;
-                    t.remove(key.as_str()).map_err(|e| io("remove", e))?;
+                    let old = t
+                        .remove(key.as_str())
+                        .map_err(|e| io("remove", e))?
+                        .map(|g| g.value().to_vec());
+                    (*bucket, key, old)
                 }
-            }
+            };
+            undo.restore(bucket, key, old);
         }
-        tx.commit().map_err(|e| io("commit", e))
+        tx.commit().map_err(|e| io("commit", e))?;
+        Ok(undo.into_undo())
     }
 }

@@ -38,11 +38,10 @@ bench: release
 	./bench/dns.sh 1000 8
 	./bench/macvlan.sh 200
 
-# The CNI plugin: binary to /opt/cni/bin, example conflist to /etc/cni/net.d (an existing
+# The CNI plugin (statically linked, scripts/build-cni.sh): binary to /opt/cni/bin, example conflist to /etc/cni/net.d (an existing
 # one is kept). DESTDIR stages the install elsewhere.
 install-cni: deps
-	$(CARGO) build --release -p netd-cni
-	install -D -m 0755 target/release/netd-cni $(DESTDIR)/opt/cni/bin/netd-cni
+	install -D -m 0755 "$$(./scripts/build-cni.sh)" $(DESTDIR)/opt/cni/bin/netd-cni
 	[ -e $(DESTDIR)/etc/cni/net.d/10-netd.conflist ] || \
 	  install -D -m 0644 cni-plugin/examples/10-netd.conflist $(DESTDIR)/etc/cni/net.d/10-netd.conflist
 

@@ -15,8 +15,10 @@ N=${1:-100}
 ROOT=$(pwd)
 REF=$(readlink -f "$ROOT/../shared/engines/cni-ref-bench.sh")
 ./scripts/install-deps.sh >/dev/null
-cargo build --release -q -p netd --bins -p netd-cni
+cargo build --release -q -p netd --bins
 BIN=$ROOT/target/release
+# The plugin as `make install-cni` installs it: statically linked.
+CNI=$(./scripts/build-cni.sh)
 W=$(mktemp -d /tmp/netd-cni-bench.XXXXXX)
 HOST=ndcnib$$
 DPID=
@@ -51,7 +53,7 @@ echo "   (netd-cni-MODE-hostlocal: ipam type host-local, executed from CNI_PATH 
 echo "    netd-cni-MODE-netd: ipam type netd, netd's built-in IPAM)"
 "$REF" "$N" | tail -1 | tee "$W/ref.txt"
 for c in $CONFIGS; do
-  "$REF" "$N" --plugin "$BIN/netd-cni" --conf "$W/$c.json" --label "netd-cni-$c" | tail -1 | tee "$W/$c.txt"
+  "$REF" "$N" --plugin "$CNI" --conf "$W/$c.json" --label "netd-cni-$c" | tail -1 | tee "$W/$c.txt"
 done
 
 field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" "$2"; }
@@ -72,7 +74,7 @@ echo
 echo "== where netd-cni's time goes (medians, ms)"
 M=30
 for ((i = 0; i < M; i++)); do
-  s=${EPOCHREALTIME/./}; CNI_COMMAND=VERSION "$BIN/netd-cni" </dev/null >/dev/null; e=${EPOCHREALTIME/./}
+  s=${EPOCHREALTIME/./}; CNI_COMMAND=VERSION "$CNI" </dev/null >/dev/null; e=${EPOCHREALTIME/./}
   echo $((e - s)) >>"$W/start.us"
   s=${EPOCHREALTIME/./}; CNI_COMMAND=VERSION /usr/lib/cni/bridge </dev/null >/dev/null; e=${EPOCHREALTIME/./}
   echo $((e - s)) >>"$W/refstart.us"
@@ -82,7 +84,7 @@ echo "process start+exit (VERSION): netd-cni $(med <"$W/start.us")  reference br
 # every plugin, inside the timed span. Shown for reading the ratios; the goal lines above
 # are the harness's numbers as they are.
 for ((i = 0; i < M; i++)); do
-  s=${EPOCHREALTIME/./}; x=$(dirname "$BIN/netd-cni"); e=${EPOCHREALTIME/./}
+  s=${EPOCHREALTIME/./}; x=$(dirname "$CNI"); e=${EPOCHREALTIME/./}
   echo $((e - s)) >>"$W/harness.us"
 done
 H_MS=$(med <"$W/harness.us")
@@ -107,7 +109,7 @@ for mode in $CONFIGS; do
   for cmd in ADD DEL; do
     for ((i = 0; i < M; i++)); do
       CNI_COMMAND=$cmd CNI_CONTAINERID=t$i CNI_NETNS=/run/netns/${T}c$i CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni \
-        NETD_CNI_TIMING=1 nsenter --net=/run/netns/$T "$BIN/netd-cni" <"$W/t-$mode.json" >/dev/null 2>>"$W/t-$mode-$cmd.log"
+        NETD_CNI_TIMING=1 nsenter --net=/run/netns/$T "$CNI" <"$W/t-$mode.json" >/dev/null 2>>"$W/t-$mode-$cmd.log"
     done
   done
   for ((i = 0; i < M; i++)); do ip netns del ${T}c$i; done

@@ -431,3 +431,33 @@ fn sysctl_step_writes_in_the_host_namespace() {
         .expect("run ip");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
 }
+
+/// The RCU lookups (device ioctls) netd-cni uses where a route-socket request could wait
+/// for RTNL: they agree with RTM_GETLINK, and say "none" once the link is gone.
+#[test]
+fn rcu_lookups_agree_with_getlink() {
+    if !root() {
+        return;
+    }
+    let env = Env::new();
+    let br = env.bridge(false, 31);
+    env.k.apply(&Step::CreateBridge(br.clone())).expect("bridge");
+    assert!(env.k.host_link_listed(&br.name).expect("lookup"));
+    assert!(!env
+        .k
+        .host_link_listed(&format!("ndz{}", env.tag))
+        .expect("lookup"));
+    let mut nl = netd::kernel::netlink::Netlink::open_in(&env.host).expect("route socket");
+    let link = nl.link(&br.name).expect("getlink").expect("the bridge");
+    assert_eq!(nl.index_rcu(&br.name).expect("by name"), Some(link.index));
+    assert_eq!(nl.name_rcu(link.index).expect("by index"), Some(br.name.clone()));
+    assert!(nl.index_rcu("a-name-longer-than-ifnamsiz").is_err());
+    env.k
+        .apply(&Step::DeleteLink {
+            name: br.name.clone(),
+            netns: None,
+        })
+        .expect("delete");
+    assert_eq!(nl.name_rcu(link.index).expect("by index"), None);
+    assert!(!env.k.host_link_listed(&br.name).expect("lookup"));
+}

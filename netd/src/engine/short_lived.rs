@@ -30,9 +30,10 @@ impl Engine {
         force_reconcile: bool,
     ) -> Result<(Engine, Option<ReconcileReport>)> {
         let mut e = Engine::load(kernel, store, cfg)?;
-        // Link names from /proc/net/dev, not route-socket lookups: those wait for RTNL,
-        // which the link deletion of the DEL before (its detached process) may hold.
-        let links = e.kernel.host_link_names().unwrap_or_default();
+        // Looked up under RCU, not by route-socket requests: those wait for RTNL, which
+        // the link deletion of the DEL before (its detached process) may hold.
+        let k = e.kernel.clone();
+        let listed = |name: &str| k.host_link_listed(name).unwrap_or(false);
         // One `nft list tables` (names only, so its cost does not grow with endpoints):
         // after `nft flush ruleset` an operation's delta would recreate the table with
         // only its own elements, so a missing table has to be noticed before.
@@ -43,12 +44,12 @@ impl Engine {
                 .unwrap_or(false)
             && e.networks
                 .values()
-                .all(|n| n.is_macvlan() || links.contains(&n.bridge))
+                .all(|n| n.is_macvlan() || listed(&n.bridge))
             // A VLAN network's gateway is a link of its own (`<bridge>.<vlan>`).
             && e.networks
                 .values()
                 .filter(|n| n.vlan.is_some())
-                .all(|n| links.contains(&n.l3_link()));
+                .all(|n| listed(&n.l3_link()));
         if healthy {
             e.fw = e.desired_fw();
             return Ok((e, None));

@@ -206,8 +206,8 @@ impl Kernel for FakeKernel {
         Ok(netns.is_some() || self.st().links.contains(name))
     }
 
-    fn host_link_names(&self) -> Result<BTreeSet<String>, KernelError> {
-        Ok(self.st().links.iter().cloned().collect())
+    fn host_link_listed(&self, name: &str) -> Result<bool, KernelError> {
+        Ok(self.st().links.contains(name))
     }
 
     fn routed_prefixes(&self) -> Result<Vec<IpNetwork>, KernelError> {

@@ -9,7 +9,6 @@
 //! namespace for the duration of one step. The hot path (`CreateVeth`) does no dumps: a
 //! handful of requests on two sockets and one sysctl write.
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -339,15 +338,7 @@ impl LinuxKernel {
                 // may wait for the kernel too (`detach`).
                 let mut nfnl = self.nfnl.lock().unwrap_or_else(|e| e.into_inner());
                 let fds: Vec<_> = nfnl.iter().map(|c| c.raw_fd()).collect();
-                // The host's device list, opened by a thread in the host namespace.
-                let dev_list = self
-                    .host
-                    .run(|| std::fs::File::open("/proc/thread-self/net/dev"))?;
-                let dev_list = dev_list.map_err(|e| KernelError::Netlink {
-                    op: format!("delete link {name}"),
-                    msg: format!("open /proc/thread-self/net/dev: {e}"),
-                })?;
-                let res = sender.delete_link_detached(name, &mut self.nl(), dev_list, &fds);
+                let res = sender.delete_link_detached(name, &mut self.nl(), &fds);
                 if res.is_ok() {
                     nfnl.take();
                 }
@@ -501,17 +492,8 @@ impl Kernel for LinuxKernel {
         self.owned_links_in_netns(netns)
     }
 
-    fn host_link_names(&self) -> Result<BTreeSet<String>, KernelError> {
-        let text = self
-            .host
-            .run(|| std::fs::read_to_string("/proc/thread-self/net/dev"))?
-            .map_err(|e| KernelError::Netlink {
-                op: "list host links".into(),
-                msg: format!("read /proc/thread-self/net/dev: {e}"),
-            })?;
-        Ok(super::netlink::proc_net_dev_names(&text)
-            .map(str::to_string)
-            .collect())
+    fn host_link_listed(&self, name: &str) -> Result<bool, KernelError> {
+        Ok(self.nl().index_rcu(name)?.is_some())
     }
 
     fn link_exists(&self, name: &str, netns: Option<&Path>) -> Result<bool, KernelError> {

@@ -19,7 +19,6 @@ pub mod sysctl;
 pub mod udp_batch;
 mod vlan;
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -74,11 +73,12 @@ pub trait Kernel: Send + Sync {
     /// Whether a link exists in the host namespace (or in `netns`).
     fn link_exists(&self, name: &str, netns: Option<&Path>) -> Result<bool, KernelError>;
 
-    /// The names of the host namespace's links, from its `/proc/net/dev`, which the
-    /// kernel lists under RCU: unlike a route-socket lookup it never waits for RTNL,
-    /// which a link deletion holds for up to an RCU grace period (10–40 ms here). For
-    /// the health check of a process that runs one operation (netd-cni standalone).
-    fn host_link_names(&self) -> Result<BTreeSet<String>, KernelError>;
+    /// Whether the host namespace has a link `name`, looked up under RCU: unlike
+    /// `link_exists` it never waits for RTNL, which a link deletion holds for up to an
+    /// RCU grace period (10–40 ms here). For the health check of a process that runs
+    /// one operation (netd-cni standalone), on links expected to exist
+    /// (`Netlink::index_rcu`).
+    fn host_link_listed(&self, name: &str) -> Result<bool, KernelError>;
 
     /// Destination prefixes of the host namespace's routes (all tables), so IPAM can skip
     /// subnets that are already in use on the host.

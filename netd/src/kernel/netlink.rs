@@ -45,8 +45,8 @@ use super::KernelError;
 
 mod detached;
 mod macvlan;
+mod rcu_lookup;
 mod vlan;
-pub use detached::proc_net_dev_names;
 pub use macvlan::mode_from_name;
 pub use vlan::VlanBridge;
 

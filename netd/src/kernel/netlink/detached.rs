@@ -13,13 +13,11 @@
 //! the request). The kernel finishes freeing the device on the child's time; nothing of
 //! it is visible any more when this returns.
 //!
-//! The watch reads the namespace's `/proc/net/dev`, which lists devices under RCU,
-//! not RTM_GETLINK: that takes RTNL, which the deletion holds while it waits for
-//! RCU (`synchronize_net`), and a lookup queued behind it returned 10–31 ms later in
-//! 4 of 100 DELs here, long after the link was unlisted.
+//! The watch asks for the link's name by index (`name_rcu`, a device ioctl under RCU),
+//! not RTM_GETLINK: that takes RTNL, which the deletion holds while it waits for RCU
+//! (`synchronize_net`), and a lookup queued behind it returned 10–31 ms later in 4 of
+//! 100 DELs here, long after the link was unlisted.
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -35,22 +33,19 @@ const SEND_FAILED: i32 = -1;
 
 impl Netlink {
     /// Deletes link `name` like `delete_link`, sending the request on this socket from a
-    /// detached process, and returns once the link is no longer listed in `dev_list`
-    /// (`/proc/net/dev` opened in the same namespace; `watch`, a route socket there,
-    /// answers whether it exists at all). Returns whether a link was deleted.
-    /// `also_keep`: more descriptors the detached process holds until it is done
-    /// (`detach`).
+    /// detached process, and returns once `watch` (a socket in the same namespace) no
+    /// longer finds the link. Returns whether a link was deleted. `also_keep`: more
+    /// descriptors the detached process holds until it is done (`detach`).
     pub fn delete_link_detached(
         self,
         name: &str,
         watch: &mut Netlink,
-        dev_list: File,
         also_keep: &[std::os::fd::RawFd],
     ) -> Result<bool, KernelError> {
         let op = || format!("delete link {name}");
-        if watch.link(name)?.is_none() {
+        let Some(link) = watch.link(name)? else {
             return Ok(false);
-        }
+        };
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.to_string()));
         let mut header = NetlinkHeader::default();
@@ -92,32 +87,12 @@ impl Netlink {
         })?;
         drop(wr);
         drop(self);
-        wait_gone(name, rd, dev_list).map_err(|f| f.into_err(op()))
+        wait_gone(name, link.index, rd, watch).map_err(|f| f.into_err(op()))
     }
 }
 
-/// Whether `/proc/net/dev` (opened in the namespace to look at) lists device `name`.
-pub fn dev_listed(dev_list: &mut File, name: &str) -> std::io::Result<bool> {
-    dev_list.seek(SeekFrom::Start(0))?;
-    let mut text = String::new();
-    dev_list.read_to_string(&mut text)?;
-    Ok(lists_dev(&text, name))
-}
-
-fn lists_dev(text: &str, name: &str) -> bool {
-    proc_net_dev_names(text).any(|n| n == name)
-}
-
-/// The device names in a `/proc/net/dev` text: its lines are `<spaces><name>: <counters>`,
-/// after two header lines.
-pub fn proc_net_dev_names(text: &str) -> impl Iterator<Item = &str> {
-    text.lines()
-        .skip(2)
-        .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim_start()))
-}
-
 /// Waits for the child's answer or for the link to disappear, whichever is first.
-fn wait_gone(name: &str, rd: OwnedFd, mut dev_list: File) -> Result<bool, super::Fail> {
+fn wait_gone(name: &str, index: u32, rd: OwnedFd, watch: &Netlink) -> Result<bool, super::Fail> {
     let start = Instant::now();
     loop {
         let mut pfd = libc::pollfd {
@@ -152,13 +127,15 @@ fn wait_gone(name: &str, rd: OwnedFd, mut dev_list: File) -> Result<bool, super:
                 }
             };
         }
-        match dev_listed(&mut dev_list, name) {
-            Ok(false) => return Ok(true),
-            Ok(true) => {}
+        // Gone once its index names no link, or another one (indexes are not reused
+        // right away, but a name is the link's own).
+        match watch.name_rcu(index) {
+            Ok(Some(n)) if n == name => {}
+            Ok(_) => return Ok(true),
             Err(e) => {
                 return Err(super::Fail {
                     errno: None,
-                    msg: format!("read /proc/net/dev: {e}"),
+                    msg: e.to_string(),
                 })
             }
         }
@@ -200,27 +177,5 @@ unsafe fn ack(sock: i32) -> i32 {
             }
             off += (len + 3) & !3;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::lists_dev;
-
-    #[test]
-    fn proc_net_dev_names() {
-        let text = "Inter-|   Receive                            |  Transmit\n \
-                    face |bytes    packets errs drop fifo frame compressed multicast|bytes\n    \
-                    lo:       0       0    0    0    0     0          0         0        0\n\
-                    ndcni-f68c-6522: 1 2 3\n  eth0: 5 6\n";
-        assert!(lists_dev(text, "lo"));
-        assert!(lists_dev(text, "ndcni-f68c-6522"));
-        assert!(lists_dev(text, "eth0"));
-        assert!(!lists_dev(text, "eth"));
-        assert!(!lists_dev(text, "ndcni-f68c"));
-        assert!(!lists_dev(
-            text,
-            "face |bytes    packets errs drop fifo frame compressed multicast|bytes"
-        ));
     }
 }

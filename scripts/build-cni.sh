@@ -1,0 +1,26 @@
+#!/bin/bash
+# Builds the netd-cni binary that is installed and benchmarked: release, statically linked
+# (glibc's static-pie). A runtime executes the plugin once per ADD/DEL/CHECK; without the
+# dynamic loader (its mapping, symbol binding and relocations) an exec of the plugin takes
+# about 0.4 ms less here (1.0 instead of 1.4 ms for VERSION).
+#
+# `--target` keeps RUSTFLAGS off build scripts and proc macros, which cannot be linked
+# statically, and gives the static build a directory of its own
+# (target/<host triple>/release), so it never replaces target/release's binaries.
+# Prints the binary's path.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+triple=$(rustc -vV | sed -n 's/^host: //p')
+RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+  cargo build --release -q -p netd-cni --target "$triple" >&2
+bin=$PWD/target/$triple/release/netd-cni
+# A static binary needs no shared library; and it must answer.
+if ! ldd "$bin" 2>&1 | grep -Eq "statically linked|not a dynamic executable"; then
+  echo "build-cni: $bin is not statically linked" >&2
+  exit 1
+fi
+CNI_COMMAND=VERSION "$bin" </dev/null | grep -q '"supportedVersions"' || {
+  echo "build-cni: $bin does not answer VERSION" >&2
+  exit 1
+}
+echo "$bin"

@@ -369,48 +369,70 @@ impl Conn {
         self.seq
     }
 
-    /// The set's layout; Unsupported when it is missing (libnftables then reports it in
-    /// its own words) or has flags other than "map".
-    fn set(&mut self, family: u8, table: &str, set: &str) -> Result<SetInfo, Error> {
-        let seq = self.next_seq();
-        let mut m = Msg::new(
-            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSET,
-            NLM_F_REQUEST | NLM_F_ACK,
-            seq,
-            family,
-            0,
-        );
-        m.str(NFTA_SET_TABLE, table);
-        m.str(NFTA_SET_NAME, set);
-        self.sock.send(&m.finish(), 0).map_err(|e| io("send", e))?;
-        let mut info = None;
-        loop {
+    /// The layout of each named set, asked for in one send (one round trip, not one
+    /// per set); Unsupported when one is missing (libnftables then reports it in its
+    /// own words) or has flags other than "map".
+    fn sets(&mut self, names: &[(u8, &str, &str)]) -> Result<Vec<SetInfo>, Error> {
+        let mut out = Vec::new();
+        let mut seqs = Vec::with_capacity(names.len());
+        for (family, table, set) in names {
+            let seq = self.next_seq();
+            let mut m = Msg::new(
+                (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSET,
+                NLM_F_REQUEST | NLM_F_ACK,
+                seq,
+                *family,
+                0,
+            );
+            m.str(NFTA_SET_TABLE, table);
+            m.str(NFTA_SET_NAME, set);
+            out.extend(m.finish());
+            seqs.push(seq);
+        }
+        self.sock.send(&out, 0).map_err(|e| io("send", e))?;
+        // Per request: its set's layout, then its ACK (or its error).
+        let mut info: Vec<Option<SetInfo>> = vec![None; names.len()];
+        let mut done = vec![false; names.len()];
+        while done.iter().any(|d| !d) {
             self.buf.clear();
             self.sock.recv(&mut self.buf, 0).map_err(|e| io("recv", e))?;
             if self.buf.is_empty() {
                 return Err(KernelError::Nft("nfnetlink closed before answering".into()).into());
             }
             for (kind, s, payload) in messages(&self.buf) {
-                if s != seq {
+                let Some(i) = seqs.iter().position(|q| *q == s) else {
                     continue;
-                }
+                };
                 if kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSET {
-                    info = set_info(payload);
+                    info[i] = set_info(payload);
                 } else if kind == NLMSG_ERROR {
-                    return match (errno_of(payload), info) {
-                        (Some(0), Some(i)) if i.flags & !NFT_SET_MAP == 0 => Ok(i),
-                        _ => Err(Error::Unsupported),
-                    };
+                    match (errno_of(payload), info[i]) {
+                        (Some(0), Some(si)) if si.flags & !NFT_SET_MAP == 0 => done[i] = true,
+                        _ => return Err(Error::Unsupported),
+                    }
                 }
             }
         }
+        Ok(info.into_iter().flatten().collect())
     }
 
     /// Sends the commands as one batch and checks every answer.
     pub fn apply(&mut self, cmds: &[Cmd]) -> Result<(), Error> {
+        let mut names: Vec<(u8, &str, &str)> = Vec::new();
+        for c in cmds {
+            let n = (c.family, c.table.as_str(), c.set.as_str());
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+        let infos = self.sets(&names)?;
         let mut encoded = Vec::new();
         for c in cmds {
-            let info = self.set(c.family, &c.table, &c.set)?;
+            let at = names
+                .iter()
+                .position(|n| *n == (c.family, c.table.as_str(), c.set.as_str()))
+                .ok_or(Error::Unsupported)?;
+            let info = infos[at];
             let is_map = info.flags & NFT_SET_MAP != 0;
             let mut elems = Vec::new();
             for (k, v) in &c.elems {

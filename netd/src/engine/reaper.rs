@@ -11,7 +11,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::mpsc::{channel, Sender};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use crate::kernel::Kernel;
@@ -23,9 +23,13 @@ struct Pending {
 }
 
 pub struct Reaper {
-    tx: Option<Sender<Step>>,
+    kernel: Arc<dyn Kernel>,
+    /// The worker's queue (`None` if the thread could not start: deletions then run on
+    /// the caller). Started by the first deferred deletion, so a process that never
+    /// defers one (netd-cni's standalone ADD) does not pay for a thread.
+    tx: OnceLock<Option<Sender<Step>>>,
     pending: Arc<(Mutex<Pending>, Condvar)>,
-    thread: Option<JoinHandle<()>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// What `wait_for` knows a pending deletion by: the link's name for a host link,
@@ -46,29 +50,40 @@ fn link_name(s: &Step) -> Option<String> {
 
 impl Reaper {
     pub fn new(kernel: Arc<dyn Kernel>) -> Reaper {
-        let (tx, rx) = channel::<Step>();
-        let pending: Arc<(Mutex<Pending>, Condvar)> = Arc::default();
-        let p = pending.clone();
-        let thread = std::thread::Builder::new()
-            .name("netd-reaper".into())
-            .spawn(move || {
-                for step in rx {
-                    if let Err(e) = kernel.apply(&step) {
-                        tracing::warn!(step = %plan::describe(&step), error = %e, "deferred delete failed; reconcile will retry");
-                    }
-                    if let Some(n) = link_name(&step) {
-                        let (m, cv) = &*p;
-                        m.lock().unwrap_or_else(|e| e.into_inner()).names.remove(&n);
-                        cv.notify_all();
-                    }
-                }
-            })
-            .ok();
         Reaper {
-            tx: Some(tx),
-            pending,
-            thread,
+            kernel,
+            tx: OnceLock::new(),
+            pending: Arc::default(),
+            thread: Mutex::new(None),
         }
+    }
+
+    /// The worker's queue, starting the worker on first use.
+    fn tx(&self) -> Option<&Sender<Step>> {
+        self.tx
+            .get_or_init(|| {
+                let (tx, rx) = channel::<Step>();
+                let p = self.pending.clone();
+                let kernel = self.kernel.clone();
+                let thread = std::thread::Builder::new()
+                    .name("netd-reaper".into())
+                    .spawn(move || {
+                        for step in rx {
+                            if let Err(e) = kernel.apply(&step) {
+                                tracing::warn!(step = %plan::describe(&step), error = %e, "deferred delete failed; reconcile will retry");
+                            }
+                            if let Some(n) = link_name(&step) {
+                                let (m, cv) = &*p;
+                                m.lock().unwrap_or_else(|e| e.into_inner()).names.remove(&n);
+                                cv.notify_all();
+                            }
+                        }
+                    })
+                    .ok()?;
+                *self.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+                Some(tx)
+            })
+            .as_ref()
     }
 
     /// Queues link deletions; other steps run at once, in order, on the caller. A link
@@ -86,16 +101,19 @@ impl Reaper {
                 Step::DeleteLink { netns: Some(p), .. } if ns_goes_later(p) => None,
                 _ => link_name(s),
             };
-            match (key, &self.tx) {
-                (Some(n), Some(tx)) => {
-                    self.pending
-                        .0
-                        .lock()
+            // The worker starts only for a link to delete.
+            match key.and_then(|n| self.tx().map(|tx| (n, tx))) {
+                Some((n, tx)) => {
+                    let (m, cv) = &*self.pending;
+                    m.lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .names
-                        .insert(n);
+                        .insert(n.clone());
                     if tx.send(s.clone()).is_err() {
+                        // The worker is gone: delete here, and let no one wait for it.
                         let _ = kernel.apply(s);
+                        m.lock().unwrap_or_else(|e| e.into_inner()).names.remove(&n);
+                        cv.notify_all();
                     }
                 }
                 _ => {
@@ -129,7 +147,7 @@ impl Reaper {
 impl Drop for Reaper {
     fn drop(&mut self) {
         self.tx.take();
-        if let Some(t) = self.thread.take() {
+        if let Some(t) = self.thread.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = t.join();
         }
     }

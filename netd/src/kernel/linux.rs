@@ -289,7 +289,7 @@ impl LinuxKernel {
         // The peer already has its name, MAC and MTU from the create request; the rest
         // needs the socket opened inside the sandbox namespace.
         let mut sb = sandbox()?;
-        let index = sb.link_index(&v.ifname)?.ok_or_else(|| KernelError::Netlink {
+        let index = sb.index_rcu(&v.ifname)?.ok_or_else(|| KernelError::Netlink {
             op: format!("configure {} in {}", v.ifname, v.netns.display()),
             msg: "peer not found after creation".into(),
         })?;
@@ -381,8 +381,10 @@ impl LinuxKernel {
 }
 
 /// The index of the bridge a new veth `host_name` is to join; a missing bridge is an error.
+/// The bridge's index, looked up under RCU (`Netlink::index_rcu`): a route-socket
+/// lookup would wait for RTNL behind any link deletion under way.
 fn bridge_index(nl: &mut Netlink, bridge: &str, host_name: &str) -> Result<u32, KernelError> {
-    nl.link_index(bridge)?.ok_or_else(|| KernelError::Netlink {
+    nl.index_rcu(bridge)?.ok_or_else(|| KernelError::Netlink {
         op: format!("add veth {host_name}"),
         msg: format!("bridge {bridge} does not exist"),
     })

@@ -71,18 +71,29 @@ async fn with_engine<T: Send + 'static>(
     f: impl FnOnce(&mut Engine) -> Result<T, EngineError> + Send + 'static,
 ) -> ApiResult<T> {
     let st = st.clone();
-    tokio::task::spawn_blocking(move || {
+    let op = move || {
         let mut e = st.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut e)
-    })
-    .await
-    .map_err(|e| {
-        ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("operation panicked: {e}"),
-        )
-    })?
-    .map_err(ApiError::from)
+    };
+    // On the daemon's multi-threaded runtime the operation runs on this worker thread,
+    // whose other tasks move elsewhere meanwhile: no hand-over to a blocking-pool thread
+    // and back (two wake-ups, ~0.1 ms per request here). Elsewhere (a current-thread
+    // runtime in tests) it goes to the blocking pool.
+    if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+        let r = tokio::task::block_in_place(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(op)));
+        return r
+            .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "operation panicked".into()))?
+            .map_err(ApiError::from);
+    }
+    tokio::task::spawn_blocking(op)
+        .await
+        .map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("operation panicked: {e}"),
+            )
+        })?
+        .map_err(ApiError::from)
 }
 
 fn created<T: Serialize>(v: T) -> Response {

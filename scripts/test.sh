@@ -12,6 +12,18 @@ status=0
 cargo test --workspace --lib --bins 2>&1 | tee -a "$log" || status=1
 if [ "$(id -u)" -eq 0 ]; then
   cargo test -p integration --tests -- --test-threads=2 --show-output 2>&1 | tee -a "$log" || status=1
+  # The CNI tests again with the plugin as `make install-cni` ships it (static, not
+  # position-independent: scripts/build-cni.sh), next to the debug daemon.
+  if shipped=$(./scripts/build-cni.sh) && cargo build -q -p netd --bins; then
+    bins=$(mktemp -d)
+    ln -s "$PWD/target/debug/netd" "$PWD/target/debug/netctl" "$bins/"
+    ln -s "$shipped" "$bins/netd-cni"
+    NETD_TEST_BIN_DIR=$bins cargo test -p integration --test cni -- --test-threads=2 --show-output 2>&1 | tee -a "$log" || status=1
+    rm -rf "$bins"
+  else
+    echo "building the shipped netd-cni failed" | tee -a "$log"
+    status=1
+  fi
   # Tests of kernel features this kernel lacks (bridge VLAN filtering), in the VM lane
   # (../shared/vmlane); skipped with a reason when the lane cannot run.
   NETD_VMLANE_TEST_ARGS=--show-output ./scripts/vmlane-test.sh 2>&1 | tee -a "$log" || status=1

@@ -177,10 +177,27 @@ impl Dns {
         sandboxes: impl IntoIterator<Item = &'a Sandbox> + Clone,
         services: &[ExternalName],
     ) {
+        let table = self.table_for(networks, sandboxes.clone(), services);
+        self.publish(table, sandboxes);
+    }
+
+    /// The table `sync_with` would serve: a pure function of the model, which the
+    /// engine builds while the kernel work of an operation is under way.
+    pub fn table_for<'a>(
+        &self,
+        networks: impl IntoIterator<Item = &'a Network>,
+        sandboxes: impl IntoIterator<Item = &'a Sandbox>,
+        services: &[ExternalName],
+    ) -> Table {
         let s = &self.shared.settings;
         let mut external = s.external_names.clone();
         external.extend_from_slice(services);
-        let table = Table::build(networks, sandboxes.clone(), &s.cluster_domain, &external);
+        Table::build(networks, sandboxes, &s.cluster_domain, &external)
+    }
+
+    /// The second half of `sync_with`: listeners for `sandboxes` (the model's), then
+    /// `table`, which must have been built from the same model.
+    pub fn publish<'a>(&self, table: Table, sandboxes: impl IntoIterator<Item = &'a Sandbox>) {
         let mut ls = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
         let mut keep: Vec<&str> = Vec::new();
         for sb in sandboxes {

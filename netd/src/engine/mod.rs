@@ -226,23 +226,29 @@ impl Engine {
         self.dns.as_ref()
     }
 
-    /// Hands the model to the DNS server; called at the end of every successful sandbox
-    /// operation, so names change before the API call returns.
+    /// Hands the model to the DNS server: every successful `commit` does (with a table
+    /// built meanwhile), so names change before the API call returns; so do changes to
+    /// services, which only the store holds, and attaching the server.
     fn sync_dns(&self) {
         if let Some(d) = &self.dns {
-            let external: Vec<crate::dns::records::ExternalName> = self
-                .services
-                .values()
-                .map(|s| match &s.kind {
-                    ServiceKind::ExternalName { target } => crate::dns::records::ExternalName {
-                        namespace: s.namespace.clone(),
-                        name: s.name.clone(),
-                        target: target.clone(),
-                    },
-                })
-                .collect();
-            d.sync_with(self.networks.values(), self.sandboxes.values(), &external);
+            d.publish(self.dns_table(d), self.sandboxes.values());
         }
+    }
+
+    /// The DNS table of the model as it is now.
+    fn dns_table(&self, d: &crate::dns::Dns) -> crate::dns::records::Table {
+        let external: Vec<crate::dns::records::ExternalName> = self
+            .services
+            .values()
+            .map(|s| match &s.kind {
+                ServiceKind::ExternalName { target } => crate::dns::records::ExternalName {
+                    namespace: s.namespace.clone(),
+                    name: s.name.clone(),
+                    target: target.clone(),
+                },
+            })
+            .collect();
+        d.table_for(self.networks.values(), self.sandboxes.values(), &external)
     }
 
     pub fn last_reconcile(&self) -> &ReconcileReport {
@@ -433,9 +439,19 @@ impl Engine {
         let t0 = std::time::Instant::now();
         let undo_steps: Vec<Step> = steps.iter().rev().filter_map(Step::undo).collect();
         let store = Arc::clone(&self.store);
-        let (applied, stored) = std::thread::scope(|s| {
+        let this = &*self;
+        let (applied, stored, dns_table) = std::thread::scope(|s| {
             let stored = s.spawn(move || (store.commit_undoable(txn), t0.elapsed()));
-            let applied = self.apply_with_fw(steps, &undo_steps, t0);
+            // The new firewall state and DNS table depend on the model alone (changed
+            // already), not on the kernel: both are built meanwhile, on CPU the fsync
+            // leaves idle. Each walks every sandbox, so they grow with the host.
+            let fw = s.spawn(move || {
+                let want = this.desired_fw();
+                let batch = crate::firewall::delta(&this.fw, &want);
+                (want, batch)
+            });
+            let dns = this.dns.as_ref().map(|d| s.spawn(move || this.dns_table(d)));
+            let applied = this.apply_with_fw(steps, &undo_steps, t0, fw);
             let stored = stored.join().unwrap_or_else(|_| {
                 let e = crate::store::StoreError::Io {
                     op: "commit".into(),
@@ -443,7 +459,7 @@ impl Engine {
                 };
                 (Err(e), t0.elapsed())
             });
-            (applied, stored)
+            (applied, stored, dns.and_then(|h| h.join().ok()))
         });
         let (stored, t_store) = stored;
         let (want, _, t_kernel, t_plan_fw, t_nft) = match (applied, stored) {
@@ -471,6 +487,10 @@ impl Engine {
             }
         };
         self.fw = want;
+        // Names change before the operation returns (`sync_dns`).
+        if let (Some(d), Some(t)) = (&self.dns, dns_table) {
+            d.publish(t, self.sandboxes.values());
+        }
         tracing::debug!(
             kernel_us = t_kernel.as_micros() as u64,
             fw_diff_us = (t_plan_fw - t_kernel).as_micros() as u64,
@@ -494,12 +514,15 @@ impl Engine {
         steps: &[Step],
         undo_steps: &[Step],
         t0: std::time::Instant,
+        fw: std::thread::ScopedJoinHandle<'_, (FwState, String)>,
     ) -> Result<(FwState, String, Duration, Duration, Duration)> {
         // plan::execute undoes its own steps when one fails.
-        plan::execute(self.kernel.as_ref(), steps)?;
+        let executed = plan::execute(self.kernel.as_ref(), steps);
         let t_kernel = t0.elapsed();
-        let want = self.desired_fw();
-        let batch = crate::firewall::delta(&self.fw, &want);
+        let fw = fw.join();
+        executed?;
+        let (want, batch) =
+            fw.map_err(|_| EngineError::Kernel("computing the firewall state panicked".into()))?;
         let t_plan_fw = t0.elapsed();
         if !batch.is_empty() {
             if let Err(e) = self.kernel.nft(&batch) {

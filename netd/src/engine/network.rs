@@ -65,9 +65,9 @@ impl Engine {
         }
         self.networks.insert(net.name.clone(), net.clone());
         let steps = self.keep_shared_bridge(&net, driver::network_up(&net));
+        // The commit also gives the DNS server the new model: PTR questions for the new
+        // subnet are ours from now on (NXDOMAIN, not forwarded).
         self.commit(undo, &steps, &txn, &[])?;
-        // PTR questions for the new subnet are ours from now on (NXDOMAIN, not forwarded).
-        self.sync_dns();
         tracing::info!(network = %net.name, bridge = %net.bridge, subnets = ?net.subnets.iter().map(|s| s.subnet.to_string()).collect::<Vec<_>>(), "network created");
         Ok(net)
     }
@@ -128,7 +128,6 @@ impl Engine {
         self.networks.remove(name);
         let down = self.keep_shared_bridge(&net, driver::network_down(&net));
         self.commit(undo, &[], &txn, &down)?;
-        self.sync_dns();
         if !net.bridge.is_empty() {
             self.reaper.wait_for([net.bridge.as_str()]);
         }

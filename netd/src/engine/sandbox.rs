@@ -211,10 +211,8 @@ impl Engine {
 
     pub fn create_sandbox(&mut self, req: &SandboxRequest) -> Result<Sandbox> {
         let t0 = std::time::Instant::now();
+        // A successful commit has given the DNS server the new model (`commit`).
         let r = self.create_sandbox_inner(req);
-        if r.is_ok() {
-            self.sync_dns();
-        }
         tracing::debug!(sandbox = %req.name, us = t0.elapsed().as_micros() as u64, ok = r.is_ok(), "create sandbox");
         r
     }
@@ -464,7 +462,6 @@ impl Engine {
                 tracing::warn!(sandbox = %name, error = %e, "could not clear the pending record; reconcile will");
             }
         }
-        self.sync_dns();
         tracing::info!(sandbox = %name, "sandbox removed");
         Ok(())
     }
@@ -500,7 +497,6 @@ impl Engine {
         self.sandboxes.insert(sandbox.to_string(), new_sb);
         self.put_pools(&mut txn, &[network]);
         self.commit(undo, &[step], &txn, &[])?;
-        self.sync_dns();
         tracing::info!(sandbox, network, ifname = %ep.ifname, ipv4 = ?ep.ipv4, "connected");
         Ok(ep)
     }
@@ -527,7 +523,6 @@ impl Engine {
         self.put_pools(&mut txn, &[network]);
         let down = endpoint_down(Some(&net), &ep, Path::new(&sb.netns));
         self.commit(undo, &[], &txn, &[down])?;
-        self.sync_dns();
         tracing::info!(sandbox, network, "disconnected");
         Ok(())
     }

@@ -16,7 +16,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::{JoinHandle, Scope, ScopedJoinHandle};
 
 use netlink_sys::Socket;
@@ -223,6 +223,8 @@ pub struct NsThread {
     label: PathBuf,
     tx: Option<mpsc::Sender<Job>>,
     handle: Option<JoinHandle<()>>,
+    /// Why the worker could not enter the namespace, once it has tried and failed.
+    failed: Arc<OnceLock<Errno>>,
 }
 
 impl std::fmt::Debug for NsThread {
@@ -234,6 +236,9 @@ impl std::fmt::Debug for NsThread {
 impl NsThread {
     /// Starts a worker in the namespace bound at `ns`, or, for `None`, in the calling
     /// thread's namespace (captured now, so a later `setns` elsewhere does not matter).
+    /// Returns without waiting for the thread to start (a short-lived process's first
+    /// thread takes ~0.1 ms to): a namespace that cannot be opened fails here, one the
+    /// thread cannot enter fails its jobs.
     pub fn spawn(ns: Option<&Path>) -> Result<Self, KernelError> {
         let label = ns.map_or_else(|| PathBuf::from(THREAD_NETNS), Path::to_path_buf);
         let fd: OwnedFd = match ns {
@@ -243,29 +248,39 @@ impl NsThread {
                 .into(),
         };
         let (tx, rx) = mpsc::channel::<Job>();
-        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<(), Errno>>(1);
+        let failed: Arc<OnceLock<Errno>> = Arc::default();
+        let failed_in = failed.clone();
         let handle = std::thread::Builder::new()
             .name("netd-netns".into())
             .spawn(move || {
                 let entered = setns(fd.as_fd(), CloneFlags::CLONE_NEWNET);
                 drop(fd);
-                let ok = entered.is_ok();
-                let _ = ready_tx.send(entered);
-                if ok {
-                    for job in rx {
-                        job();
+                match entered {
+                    // Queued jobs are dropped unrun with `rx`: their callers hear "gone".
+                    Err(e) => {
+                        let _ = failed_in.set(e);
+                    }
+                    Ok(()) => {
+                        for job in rx {
+                            job();
+                        }
                     }
                 }
             })
             .map_err(|e| ns_err(&label, format!("spawn thread: {e}")))?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok(NsThread {
-                label,
-                tx: Some(tx),
-                handle: Some(handle),
-            }),
-            Ok(Err(e)) => Err(ns_err(&label, format!("setns: {}", e.desc()))),
-            Err(_) => Err(ns_err(&label, "namespace thread died while starting")),
+        Ok(NsThread {
+            label,
+            tx: Some(tx),
+            handle: Some(handle),
+            failed,
+        })
+    }
+
+    /// The error for a worker that is gone: why it could not start, if that is why.
+    fn gone(&self) -> KernelError {
+        match self.failed.get() {
+            Some(e) => ns_err(&self.label, format!("setns: {}", e.desc())),
+            None => ns_err(&self.label, "namespace worker thread is gone"),
         }
     }
 
@@ -290,18 +305,15 @@ impl NsThread {
         let job: Job = Box::new(move || {
             let _ = rtx.send(catch_unwind(AssertUnwindSafe(f)));
         });
-        let gone = || ns_err(&self.label, "namespace worker thread is gone");
-        self.tx.as_ref().ok_or_else(gone)?.send(job).map_err(|_| gone())?;
-        Ok(Pending {
-            label: &self.label,
-            rx,
-        })
+        let tx = self.tx.as_ref().ok_or_else(|| self.gone())?;
+        tx.send(job).map_err(|_| self.gone())?;
+        Ok(Pending { worker: self, rx })
     }
 }
 
 /// A job queued on an `NsThread`.
 pub struct Pending<'a, T> {
-    label: &'a Path,
+    worker: &'a NsThread,
     rx: mpsc::Receiver<std::thread::Result<T>>,
 }
 
@@ -309,8 +321,8 @@ impl<T> Pending<'_, T> {
     pub fn wait(self) -> Result<T, KernelError> {
         match self.rx.recv() {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(_)) => Err(ns_err(self.label, "job panicked in namespace worker")),
-            Err(_) => Err(ns_err(self.label, "namespace worker thread is gone")),
+            Ok(Err(_)) => Err(ns_err(&self.worker.label, "job panicked in namespace worker")),
+            Err(_) => Err(self.worker.gone()),
         }
     }
 }

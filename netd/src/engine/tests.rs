@@ -224,27 +224,32 @@ fn connect_disconnect_and_default_route() {
     assert_eq!(ep2.ifname, "eth1");
 }
 
-#[test]
-fn reconcile_repairs_both_ways() {
-    let mut t = setup();
-    t.e.create_network(&net("a", Some("10.1.0.0/24"))).unwrap();
-    let s = t.e.create_sandbox(&SandboxRequest::on("s", &["a"])).unwrap();
-    // A leftover veth of an operation that never committed, and a missing endpoint veth.
-    t.k.apply(&crate::plan::Step::CreateVeth(crate::plan::VethSpec {
-        host_name: "ndghost-0000".into(),
+/// A veth on network "a"'s bridge with no address: what an operation cut short leaves.
+fn bare_veth(host_name: &str, alias: &str, netns: &str, ifname: &str) -> crate::plan::Step {
+    crate::plan::Step::CreateVeth(crate::plan::VethSpec {
+        host_name: host_name.into(),
         bridge: "netd-a".into(),
-        alias: "netd:ep=ghost/a".into(),
+        alias: alias.into(),
         mtu: 0,
-        netns: "/x".into(),
-        ifname: "eth0".into(),
+        netns: netns.into(),
+        ifname: ifname.into(),
         mac: [2, 0, 0, 0, 0, 1],
         addrs: vec![],
         gw4: None,
         gw6: None,
         routes: vec![],
         vlan: None,
-    }))
-    .unwrap();
+    })
+}
+
+#[test]
+fn reconcile_repairs_both_ways() {
+    let mut t = setup();
+    t.e.create_network(&net("a", Some("10.1.0.0/24"))).unwrap();
+    let s = t.e.create_sandbox(&SandboxRequest::on("s", &["a"])).unwrap();
+    // A leftover veth of an operation that never committed, and a missing endpoint veth.
+    t.k.apply(&bare_veth("ndghost-0000", "netd:ep=ghost/a", "/x", "eth0"))
+        .unwrap();
     t.k.apply(&crate::plan::Step::DeleteLink {
         name: s.endpoints[0].host_ifname.clone(),
         netns: None,
@@ -280,21 +285,13 @@ fn an_endpoint_cut_short_after_its_record_is_made_anew_by_reconcile() {
         netns: None,
     })
     .unwrap();
-    t.k.apply(&crate::plan::Step::CreateVeth(crate::plan::VethSpec {
-        host_name: ep.host_ifname.clone(),
-        bridge: "netd-a".into(),
-        alias: crate::driver::creating_alias(&alias),
-        mtu: 0,
-        netns: s.netns.clone().into(),
-        ifname: ep.ifname.clone(),
-        mac: [2, 0, 0, 0, 0, 1],
-        addrs: vec![],
-        gw4: None,
-        gw6: None,
-        routes: vec![],
-        vlan: None,
-    }))
-    .unwrap();
+    let half = bare_veth(
+        &ep.host_ifname,
+        &crate::driver::creating_alias(&alias),
+        &s.netns,
+        &ep.ifname,
+    );
+    t.k.apply(&half).unwrap();
     let r = t.e.reconcile().unwrap();
     assert!(r.removed.iter().any(|x| x.contains(&ep.host_ifname)), "{r:?}");
     assert!(r.recreated.iter().any(|x| x.contains(&ep.host_ifname)), "{r:?}");

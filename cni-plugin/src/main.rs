@@ -7,6 +7,11 @@ use netd_cni::conf::MAX_STDIN;
 use netd_cni::run;
 
 fn main() {
+    // One malloc arena: each thread of a standalone operation (store commit, firewall
+    // state, namespace socket) would otherwise map and trim an arena of its own for a
+    // few allocations. ADD took ~4% less (bench of 3 interleaved pairs, 100 ADDs each).
+    // SAFETY: mallopt is called before any thread exists.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     let mut stdin = Vec::new();
     // One byte more than allowed, so the parser can tell "too large" from "just fits".
     let read = std::io::stdin()

@@ -78,8 +78,9 @@ fn slot_path(path: &Path, i: usize) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// A slot's sequence number and document (not yet decoded), if it holds a whole commit.
-fn slot_doc(bytes: &[u8]) -> Option<(u64, &[u8])> {
+/// A slot's header (sequence number, checksum) and document, unchecked: the checksum
+/// walks the whole document, so only the slot that is read gets it.
+fn slot_parts(bytes: &[u8]) -> Option<(u64, u64, &[u8])> {
     let nl = bytes.iter().position(|b| *b == b'\n')?;
     let header = std::str::from_utf8(&bytes[..nl]).ok()?;
     let rest = header.strip_prefix(MAGIC)?;
@@ -88,13 +89,16 @@ fn slot_doc(bytes: &[u8]) -> Option<(u64, &[u8])> {
     let len: usize = f.next()?.parse().ok()?;
     let sum = u64::from_str_radix(f.next()?, 16).ok()?;
     let doc = bytes.get(nl + 1..nl + 1 + len)?;
-    (fnv1a(doc) == sum).then_some((seq, doc))
+    Some((seq, sum, doc))
 }
 
 /// A slot's sequence number and state, if it holds a whole commit.
 #[cfg(test)]
 fn parse_slot(bytes: &[u8]) -> Option<(u64, Data)> {
-    let (seq, doc) = slot_doc(bytes)?;
+    let (seq, sum, doc) = slot_parts(bytes)?;
+    if fnv1a(doc) != sum {
+        return None;
+    }
     Some((seq, serde_json::from_slice(doc).ok()?))
 }
 
@@ -118,15 +122,19 @@ impl FileStore {
                 Err(e) => return Err(open_err(e.to_string())),
             }
         }
-        // Only the newest whole commit is decoded (the store holds every container).
-        let mut docs: Vec<(u64, usize, &[u8])> = slots
+        // Only the newest whole commit is checked and decoded (the store holds every
+        // container); the other slot only if that fails (a torn write).
+        let mut docs: Vec<(u64, u64, usize, &[u8])> = slots
             .iter()
-            .filter_map(|(i, b)| slot_doc(b).map(|(seq, doc)| (seq, *i, doc)))
+            .filter_map(|(i, b)| slot_parts(b).map(|(seq, sum, doc)| (seq, sum, *i, doc)))
             .collect();
         docs.sort_by_key(|d| std::cmp::Reverse(d.0));
-        let best = docs
-            .into_iter()
-            .find_map(|(seq, i, doc)| serde_json::from_slice::<Data>(doc).ok().map(|d| (seq, i, d)));
+        let best = docs.into_iter().find_map(|(seq, sum, i, doc)| {
+            if fnv1a(doc) != sum {
+                return None;
+            }
+            serde_json::from_slice::<Data>(doc).ok().map(|d| (seq, i, d))
+        });
         let inner = match best {
             Some((seq, i, data)) => Inner {
                 data,

@@ -54,7 +54,7 @@ impl LinuxKernel {
             };
             let mut name = m.tmp_name.as_str();
             let res = (|| {
-                let index = sb.link_index(&m.tmp_name)?.ok_or_else(|| {
+                let index = sb.index_rcu(&m.tmp_name)?.ok_or_else(|| {
                     KernelError::Other(format!("macvlan {} vanished after creation", m.tmp_name))
                 })?;
                 // Marked as being made until configured (`driver::creating_alias`).

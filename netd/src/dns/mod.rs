@@ -159,30 +159,9 @@ impl Dns {
         self.shared.forwarder.upstreams()
     }
 
-    /// Brings the table and the listeners in line with the model: listeners for new
-    /// sandboxes first (so their names answer as soon as the table has them), then the
-    /// new table, then listeners of removed sandboxes are stopped.
-    pub fn sync<'a>(
-        &self,
-        networks: impl IntoIterator<Item = &'a Network>,
-        sandboxes: impl IntoIterator<Item = &'a Sandbox> + Clone,
-    ) {
-        self.sync_with(networks, sandboxes, &[]);
-    }
-
-    /// `sync`, with the ExternalName services of the store next to those of the config.
-    pub fn sync_with<'a>(
-        &self,
-        networks: impl IntoIterator<Item = &'a Network>,
-        sandboxes: impl IntoIterator<Item = &'a Sandbox> + Clone,
-        services: &[ExternalName],
-    ) {
-        let table = self.table_for(networks, sandboxes.clone(), services);
-        self.publish(table, sandboxes);
-    }
-
-    /// The table `sync_with` would serve: a pure function of the model, which the
-    /// engine builds while the kernel work of an operation is under way.
+    /// The table of a model (its networks, sandboxes and the store's ExternalName
+    /// services next to those of the config): a pure function, which the engine builds
+    /// while the kernel work of an operation is under way.
     pub fn table_for<'a>(
         &self,
         networks: impl IntoIterator<Item = &'a Network>,
@@ -195,8 +174,10 @@ impl Dns {
         Table::build(networks, sandboxes, &s.cluster_domain, &external)
     }
 
-    /// The second half of `sync_with`: listeners for `sandboxes` (the model's), then
-    /// `table`, which must have been built from the same model.
+    /// Brings the listeners and the table in line with the model: listeners for new
+    /// sandboxes first (so their names answer as soon as the table has them), then
+    /// `table` (`table_for` of the same model), then listeners of removed sandboxes are
+    /// stopped.
     pub fn publish<'a>(&self, table: Table, sandboxes: impl IntoIterator<Item = &'a Sandbox>) {
         let mut ls = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
         let mut keep: Vec<&str> = Vec::new();

@@ -418,8 +418,8 @@ impl Engine {
     /// other's result, so an operation takes the longer of the two instead of the sum.
     /// A crash in the middle may leave a record whose objects are missing or half-made;
     /// reconcile (at restart, or the next short-lived open) recreates those, as it does
-    /// objects deleted behind netd's back: a host port that never came up, or a macvlan
-    /// child not yet marked as netd's, counts as missing (`OwnedLink::complete`).
+    /// objects deleted behind netd's back: a link still under its "being made" alias
+    /// (`driver::creating_alias`) counts as missing.
     fn commit(&mut self, undo: Undo, steps: &[Step], txn: &Txn, teardown: &[Step]) -> Result<()> {
         let names: Vec<String> = steps
             .iter()
@@ -505,6 +505,7 @@ impl Engine {
         }
         Ok(())
     }
+
     /// The kernel half of `commit`: `steps`, then the firewall delta they call for. On
     /// failure both are as before. Answers the new firewall state, its delta and when
     /// each part ended (since `t0`).

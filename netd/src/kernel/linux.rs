@@ -381,8 +381,8 @@ impl LinuxKernel {
 }
 
 /// The index of the bridge a new veth `host_name` is to join; a missing bridge is an error.
-/// The bridge's index, looked up under RCU (`Netlink::index_rcu`): a route-socket
-/// lookup would wait for RTNL behind any link deletion under way.
+/// Looked up under RCU (`Netlink::index_rcu`): a route-socket lookup would wait for RTNL
+/// behind any link deletion under way.
 fn bridge_index(nl: &mut Netlink, bridge: &str, host_name: &str) -> Result<u32, KernelError> {
     nl.index_rcu(bridge)?.ok_or_else(|| KernelError::Netlink {
         op: format!("add veth {host_name}"),

@@ -103,6 +103,26 @@ impl Txn {
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
+
+    /// Records, for the undo of a transaction, that `key` held `old` before it.
+    fn restore(&mut self, bucket: Bucket, key: &str, old: Option<Vec<u8>>) {
+        match old {
+            Some(value) => self.ops.push(Op::Put {
+                bucket,
+                key: key.to_string(),
+                value,
+            }),
+            None => {
+                self.delete(bucket, key);
+            }
+        }
+    }
+
+    /// The undo's ops were recorded first to last; they apply last to first.
+    fn into_undo(mut self) -> Txn {
+        self.ops.reverse();
+        self
+    }
 }
 
 pub trait Store: Send + Sync {
@@ -115,29 +135,6 @@ pub trait Store: Send + Sync {
     /// `commit_undoable` without the undo.
     fn commit(&self, txn: &Txn) -> Result<(), StoreError> {
         self.commit_undoable(txn).map(drop)
-    }
-}
-
-impl Txn {
-    /// Records, for the undo of a transaction, that `key` held `old` before it.
-    fn restore(&mut self, bucket: Bucket, key: &str, old: Option<Vec<u8>>) {
-        self.ops.push(match old {
-            Some(value) => Op::Put {
-                bucket,
-                key: key.to_string(),
-                value,
-            },
-            None => Op::Delete {
-                bucket,
-                key: key.to_string(),
-            },
-        });
-    }
-
-    /// The undo's ops were recorded first to last; they apply last to first.
-    fn into_undo(mut self) -> Txn {
-        self.ops.reverse();
-        self
     }
 }
 

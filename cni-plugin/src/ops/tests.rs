@@ -37,7 +37,7 @@ fn setup() -> T {
     let k = Arc::new(FakeKernel::default());
     let (e, _) = Engine::open(k.clone(), Arc::new(MemStore::default()), cfg).unwrap();
     T {
-        b: Standalone::with_engine(e, dir.join("dirty")),
+        b: Standalone::with_engine(e, dir.join("dirty")).unwrap(),
         k,
         dir,
     }

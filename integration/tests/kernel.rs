@@ -461,3 +461,72 @@ fn rcu_lookups_agree_with_getlink() {
     assert_eq!(nl.name_rcu(link.index).expect("by index"), None);
     assert!(!env.k.host_link_listed(&br.name).expect("lookup"));
 }
+
+/// What a detached child of netd-cni waits for before it closes an nfnetlink socket
+/// (`detach::wait_until_quiet`): the nf_tables generation moves with every commit, and
+/// the wait does not end while commits go on, but soon after they stop.
+#[test]
+fn nft_quiet_wait_outlasts_a_stream_of_commits() {
+    if !root() {
+        return;
+    }
+    let env = Env::new();
+    let table = format!("ndq{}", env.tag);
+    let nft = |cmd: &str| {
+        let ok = Command::new("ip")
+            .args(["netns", "exec"])
+            .arg(env.host.file_name().expect("netns name"))
+            .args(["nft", cmd])
+            .status()
+            .expect("run nft")
+            .success();
+        assert!(ok, "nft {cmd}");
+    };
+    nft(&format!("add table inet {table}"));
+    let host = env.host.clone();
+    let mut conn = netns::run_in(&host, netd::kernel::nft_elements::Conn::open)
+        .expect("enter host")
+        .expect("nfnetlink socket");
+    let g0 = conn.generation().expect("generation");
+    nft(&format!("add set inet {table} s {{ type ipv4_addr; }}"));
+    let g1 = conn.generation().expect("generation");
+    assert!(g1 != g0, "a commit moves the generation ({g0} -> {g1})");
+    assert_eq!(conn.generation(), Some(g1), "no commit, same generation");
+
+    // Commits every 5 ms for 400 ms (adding and deleting an element, as ADD and DEL
+    // do), from another thread, while the wait runs.
+    let stop_at = Instant::now() + std::time::Duration::from_millis(400);
+    let h = env.host.file_name().expect("netns name").to_os_string();
+    let t = table.clone();
+    let committer = std::thread::spawn(move || {
+        let mut n = 0;
+        while Instant::now() < stop_at {
+            let verb = if n % 2 == 0 { "add" } else { "delete" };
+            Command::new("ip")
+                .args(["netns", "exec"])
+                .arg(&h)
+                .args(["nft", &format!("{verb} element inet {t} s {{ 10.9.9.9 }}")])
+                .status()
+                .expect("run nft");
+            n += 1;
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        n
+    });
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    conn.wait_until_quiet();
+    let waited_until = Instant::now();
+    let commits = committer.join().expect("committer");
+    assert!(commits > 10, "only {commits} commits");
+    assert!(
+        waited_until >= stop_at,
+        "the wait ended {:?} before the commits stopped",
+        stop_at - waited_until
+    );
+    assert!(
+        waited_until < stop_at + std::time::Duration::from_secs(2),
+        "the wait went on {:?} after the last commit",
+        waited_until - stop_at
+    );
+    nft(&format!("delete table inet {table}"));
+}

@@ -63,7 +63,11 @@ impl Marker {
                 Ok((Marker { path, file }, !(n == 1 && b[0] == b'0')))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let file = rw().create(true).truncate(false).open(&path).map_err(|e| io("create", &path, e))?;
+                let file = rw()
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)
+                    .map_err(|e| io("create", &path, e))?;
                 let m = Marker { path, file };
                 m.clear()?;
                 Ok((m, false))
@@ -73,11 +77,15 @@ impl Marker {
     }
 
     pub fn set(&self) -> Result<()> {
-        self.file.write_all_at(b"1", 0).map_err(|e| io("write", &self.path, e))
+        self.file
+            .write_all_at(b"1", 0)
+            .map_err(|e| io("write", &self.path, e))
     }
 
     pub fn clear(&self) -> Result<()> {
-        self.file.write_all_at(b"0", 0).map_err(|e| io("write", &self.path, e))
+        self.file
+            .write_all_at(b"0", 0)
+            .map_err(|e| io("write", &self.path, e))
     }
 }
 
@@ -286,7 +294,10 @@ mod tests {
         m.set().unwrap();
         drop(m);
         let (m, set) = Marker::open(path.clone()).unwrap();
-        assert!(set, "an operation that never cleared the marker is seen by the next exec");
+        assert!(
+            set,
+            "an operation that never cleared the marker is seen by the next exec"
+        );
         m.clear().unwrap();
         assert!(!Marker::open(path.clone()).unwrap().1);
         // What an earlier version left when it crashed: the file, empty.

@@ -12,8 +12,17 @@
 //! The child keeps only the descriptors it is given, so the runtime's stdout pipe and the
 //! plugin's lock file close when the plugin exits; it is reparented to init, which
 //! reaps it.
+//!
+//! The child's own close of an nfnetlink socket waits in the same place, and does so
+//! holding nf_tables' commit mutex: every nft commit of the host waits behind it, and
+//! the destroy work is busy whenever any commit deleted something in the last grace
+//! period (~8 ms here, `membarrier` measured). A stream of DELs, one every ~7 ms, kept
+//! it busy, and the close of one DEL's child held up a later DEL's batch by 9–27 ms in
+//! 8 of 100. So the child closes only once nf_tables has been quiet
+//! (`wait_until_quiet`), when the flush has nothing to wait for.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 /// Runs `job` in a child process that has closed every descriptor but `keep`, and
 /// returns at once. The child is not waited for: the caller is a process that exits
@@ -66,17 +75,161 @@ pub fn hold_until_closed(fds: Vec<OwnedFd>) {
     let mut keep: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
     keep.push(rd.as_raw_fd());
     let rfd = rd.as_raw_fd();
+    let first = keep[0];
     let job = move || {
         let mut b = [0u8; 1];
         // Returns 0 once every write end is closed: ours below, or at our exit.
         // SAFETY: reading into a stack buffer.
         while unsafe { libc::read(rfd, b.as_mut_ptr().cast(), 1) } > 0 {}
+        // SAFETY: async-signal-safe (see there).
+        unsafe { wait_until_quiet(first) };
     };
-    // SAFETY: `job` only calls read(2) on a stack buffer.
+    // SAFETY: `job` only makes syscalls on stack buffers.
     if unsafe { fork_detached(&keep, &job) }.is_err() {
         return;
     }
     drop(fds);
     drop(rd);
     drop(wr);
+}
+
+/// The longest a detached child holds nfnetlink sockets waiting for nf_tables to be
+/// quiet; then it closes them anyway (a flush may then wait, as without the wait).
+const QUIET_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Returns once no nft commit has happened in this namespace for two RCU grace periods
+/// (the nf_tables generation, read on `nfnl`, did not change meanwhile), or after
+/// `QUIET_DEADLINE`. The last commit's destroy work, queued before the first read, has
+/// then finished its own grace period, and a close's flush finds nothing to wait for.
+/// A commit may still slip in between the return and the close: that close then waits
+/// as it would have without this.
+///
+/// # Safety
+/// Runs in a forked child: async-signal-safe calls only (syscalls on stack buffers).
+pub(super) unsafe fn wait_until_quiet(nfnl: RawFd) {
+    let start = monotonic();
+    let mut seq = 0x6e64_0000u32;
+    // SAFETY: as above.
+    let Some(mut gen) = (unsafe { nft_generation(nfnl, seq) }) else {
+        return;
+    };
+    loop {
+        // SAFETY: syscalls only.
+        unsafe {
+            grace_period();
+            grace_period();
+        }
+        seq += 1;
+        // SAFETY: as above.
+        let Some(now) = (unsafe { nft_generation(nfnl, seq) }) else {
+            return;
+        };
+        if now == gen || monotonic().saturating_sub(start) > QUIET_DEADLINE {
+            return;
+        }
+        gen = now;
+    }
+}
+
+/// CLOCK_MONOTONIC (async-signal-safe, unlike `Instant` only in name: both are this).
+fn monotonic() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes into a local timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Waits for one RCU grace period: `membarrier(MEMBARRIER_CMD_GLOBAL)` is a
+/// `synchronize_rcu()`; where it is refused (nohz_full), 10 ms, longer than one here.
+///
+/// # Safety
+/// Syscalls only.
+unsafe fn grace_period() {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+    // SAFETY: no memory involved.
+    if unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) } != 0 {
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 10_000_000,
+        };
+        // SAFETY: a local timespec.
+        unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+    }
+}
+
+/// nf_tables' generation id (NFT_MSG_GETGEN), bumped by every commit; `None` when the
+/// kernel does not answer within a second.
+///
+/// # Safety
+/// Syscalls on stack buffers only.
+pub(super) unsafe fn nft_generation(nfnl: RawFd, seq: u32) -> Option<u32> {
+    const NFT_MSG_GETGEN: u16 = 16;
+    const NFT_MSG_NEWGEN: u16 = 15;
+    const NFTA_GEN_ID: u16 = 1;
+    let ty = (10u16 << 8) | NFT_MSG_GETGEN; // NFNL_SUBSYS_NFTABLES
+    let mut req = [0u8; 20];
+    req[0..4].copy_from_slice(&20u32.to_ne_bytes());
+    req[4..6].copy_from_slice(&ty.to_ne_bytes());
+    req[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    req[8..12].copy_from_slice(&seq.to_ne_bytes());
+    // nfgenmsg: AF_UNSPEC, NFNETLINK_V0, res_id 0: all zero.
+    // SAFETY: sending a stack buffer.
+    if unsafe { libc::send(nfnl, req.as_ptr().cast(), req.len(), 0) } < 0 {
+        return None;
+    }
+    let mut buf = [0u8; 4096];
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: nfnl,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one local pollfd.
+        if unsafe { libc::poll(&mut pfd, 1, 1000) } <= 0 {
+            return None;
+        }
+        // SAFETY: receiving into a stack buffer.
+        let n = unsafe { libc::recv(nfnl, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n <= 0 {
+            return None;
+        }
+        let n = n as usize;
+        let mut off = 0;
+        while off + 16 <= n {
+            let len = u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]) as usize;
+            let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
+            let mseq = u32::from_ne_bytes([buf[off + 8], buf[off + 9], buf[off + 10], buf[off + 11]]);
+            if len < 16 || off + len > n {
+                break;
+            }
+            if mseq == seq {
+                if kind != ((10u16 << 8) | NFT_MSG_NEWGEN) {
+                    return None; // an error answer
+                }
+                // Attributes follow the header and the 4-byte nfgenmsg.
+                let mut a = off + 20;
+                while a + 4 <= off + len {
+                    let alen = u16::from_ne_bytes([buf[a], buf[a + 1]]) as usize;
+                    let akind = u16::from_ne_bytes([buf[a + 2], buf[a + 3]]) & 0x3fff;
+                    if alen < 4 || a + alen > off + len {
+                        break;
+                    }
+                    if akind == NFTA_GEN_ID && alen >= 8 {
+                        return Some(u32::from_be_bytes([
+                            buf[a + 4],
+                            buf[a + 5],
+                            buf[a + 6],
+                            buf[a + 7],
+                        ]));
+                    }
+                    a += (alen + 3) & !3;
+                }
+                return None;
+            }
+            off += (len + 3) & !3;
+        }
+    }
 }

@@ -340,6 +340,22 @@ impl Conn {
         self.sock.as_raw_fd()
     }
 
+    /// nf_tables' generation id in this socket's namespace, bumped by every commit
+    /// (NFT_MSG_GETGEN); `None` if the kernel does not answer.
+    pub fn generation(&mut self) -> Option<u32> {
+        let seq = self.next_seq();
+        // SAFETY: syscalls on stack buffers.
+        unsafe { super::detach::nft_generation(self.raw_fd(), seq) }
+    }
+
+    /// Returns once no commit has happened for two RCU grace periods, or after a few
+    /// seconds: what a detached child waits for before it closes this socket
+    /// (`detach::wait_until_quiet`).
+    pub fn wait_until_quiet(&self) {
+        // SAFETY: syscalls on stack buffers.
+        unsafe { super::detach::wait_until_quiet(self.raw_fd()) }
+    }
+
     pub fn into_fd(self) -> OwnedFd {
         // SAFETY: the descriptor is the socket's, handed over exactly once.
         unsafe { OwnedFd::from_raw_fd(self.sock.into_raw_fd()) }

@@ -34,13 +34,14 @@ const SEND_FAILED: i32 = -1;
 impl Netlink {
     /// Deletes link `name` like `delete_link`, sending the request on this socket from a
     /// detached process, and returns once `watch` (a socket in the same namespace) no
-    /// longer finds the link. Returns whether a link was deleted. `also_keep`: more
-    /// descriptors the detached process holds until it is done (`detach`).
+    /// longer finds the link. Returns whether a link was deleted. `nfnl`: nfnetlink
+    /// sockets the detached process takes over too; it closes them once nf_tables is
+    /// quiet (`detach::wait_until_quiet`).
     pub fn delete_link_detached(
         self,
         name: &str,
         watch: &mut Netlink,
-        also_keep: &[std::os::fd::RawFd],
+        nfnl: &[std::os::fd::RawFd],
     ) -> Result<bool, KernelError> {
         let op = || format!("delete link {name}");
         let Some(link) = watch.link(name)? else {
@@ -66,7 +67,7 @@ impl Netlink {
             })?;
         let (sock, wrfd) = (self.sock.as_raw_fd(), wr.as_raw_fd());
         let mut keep = vec![sock, wrfd];
-        keep.extend_from_slice(also_keep);
+        keep.extend_from_slice(nfnl);
         let job = || {
             // SAFETY: send/recv/write on descriptors the child kept, buffers made
             // before the fork.
@@ -78,9 +79,14 @@ impl Netlink {
                 };
                 let b = code.to_ne_bytes();
                 libc::write(wrfd, b.as_ptr().cast(), 4);
+                libc::close(wrfd);
+                if let Some(&fd) = nfnl.first() {
+                    crate::kernel::detach::wait_until_quiet(fd);
+                }
             }
         };
-        // SAFETY: `job` makes async-signal-safe calls only (send, recv, write).
+        // SAFETY: `job` makes async-signal-safe calls only (send, recv, write, close,
+        // and `wait_until_quiet`'s).
         unsafe { crate::kernel::detach::fork_detached(&keep, &job) }.map_err(|e| KernelError::Netlink {
             op: op(),
             msg: format!("fork: {e}"),

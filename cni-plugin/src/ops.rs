@@ -128,14 +128,14 @@ pub(crate) fn mismatch_error(why: &str) -> CniError {
     CniError::new(code::INVALID_CONFIG, format!("{why} (in netd)"))
 }
 
-fn result_of(conf: &NetConf, net: &str, bridge: &str, sb: &Sandbox) -> Result<Value> {
-    let ep = sb.endpoint(net).ok_or_else(|| {
+fn result_of(conf: &NetConf, net: &Network, sb: &Sandbox) -> Result<Value> {
+    let ep = sb.endpoint(&net.name).ok_or_else(|| {
         CniError::new(
             code::NETD_FAILED,
-            format!("sandbox {} has no endpoint on {net}", sb.name),
+            format!("sandbox {} has no endpoint on {}", sb.name, net.name),
         )
     })?;
-    let r = result::build(&conf.cni_version, bridge, sb, ep, conf.dns.as_ref());
+    let r = result::build(&conf.cni_version, net, sb, ep, conf.dns.as_ref());
     Ok(result::chain(conf.prev_result.as_ref(), r))
 }
 
@@ -180,7 +180,7 @@ pub fn add(b: &mut dyn Netd, conf: &NetConf, env: &Env) -> Result<Value> {
     // created if missing and checked, then the sandbox made.
     let net_req = network_request(conf)?;
     if let Attach::Done(net, sb) = b.attach(&net_req, &req)? {
-        return result_of(conf, &net.name, &net.bridge, &sb);
+        return result_of(conf, &net, &sb);
     }
     // The container already has a sandbox: another network's attachment, a repeated
     // ADD, or a leftover of an earlier namespace of the same container ID.
@@ -189,7 +189,7 @@ pub fn add(b: &mut dyn Netd, conf: &NetConf, env: &Env) -> Result<Value> {
         if sb.netns == netns {
             return match sb.endpoint(&net.name) {
                 // A repeated ADD answers what the attachment already has.
-                Some(ep) if ep.ifname == env.ifname => result_of(conf, &net.name, &net.bridge, &sb),
+                Some(ep) if ep.ifname == env.ifname => result_of(conf, &net, &sb),
                 Some(ep) => Err(CniError::new(
                     code::NETD_REFUSED,
                     format!(
@@ -199,7 +199,7 @@ pub fn add(b: &mut dyn Netd, conf: &NetConf, env: &Env) -> Result<Value> {
                 )),
                 None => {
                     let ep = b.connect(&name, &ep_req)?;
-                    let r = result::build(&conf.cni_version, &net.bridge, &sb, &ep, conf.dns.as_ref());
+                    let r = result::build(&conf.cni_version, &net, &sb, &ep, conf.dns.as_ref());
                     Ok(result::chain(conf.prev_result.as_ref(), r))
                 }
             };
@@ -207,7 +207,7 @@ pub fn add(b: &mut dyn Netd, conf: &NetConf, env: &Env) -> Result<Value> {
         b.remove_sandbox(&name)?;
     }
     match b.create_sandbox(&req)? {
-        Created::Sandbox(sb) => result_of(conf, &net.name, &net.bridge, &sb),
+        Created::Sandbox(sb) => result_of(conf, &net, &sb),
         _ => Err(CniError::new(
             code::TRY_AGAIN_LATER,
             format!("container {} changed during ADD", env.container_id),
@@ -291,7 +291,7 @@ pub fn check(
     let ep = sb
         .endpoint(&net.name)
         .ok_or_else(|| CniError::new(code::UNKNOWN_CONTAINER, "no endpoint"))?;
-    let now = result::build(&conf.cni_version, &net.bridge, &sb, ep, conf.dns.as_ref());
+    let now = result::build(&conf.cni_version, &net, &sb, ep, conf.dns.as_ref());
     result::compare(prev, &now).map_err(|m| CniError::new(code::NETD_REFUSED, m))?;
     let Some(kernel) = inspect(&env.ifname, &netns) else {
         return Err(CniError::new(

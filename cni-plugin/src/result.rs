@@ -4,23 +4,29 @@
 use serde_json::{json, Value};
 
 use crate::version;
-use netd::model::{Endpoint, Sandbox};
+use netd::model::{Endpoint, Network, Sandbox};
 
-/// The result of an attachment: bridge, host-side veth, container interface; the
-/// endpoint's addresses on the container interface; the default routes netd installs and
-/// the endpoint's extra ones (`ipam.routes`).
+/// The result of an attachment: bridge, host-side veth, container interface, and on a
+/// VLAN network the gateway link `<bridge>.<N>` last (as the reference `bridge` plugin
+/// lists them); the endpoint's addresses on the container interface; the default routes
+/// netd installs and the endpoint's extra ones (`ipam.routes`).
 /// A macvlan attachment (no bridge: `bridge` is empty) has the container interface only,
 /// as the reference `macvlan` plugin reports it.
-pub fn build(cni_version: &str, bridge: &str, sb: &Sandbox, ep: &Endpoint, dns: Option<&Value>) -> Value {
+pub fn build(cni_version: &str, net: &Network, sb: &Sandbox, ep: &Endpoint, dns: Option<&Value>) -> Value {
     let with_family = !version::at_least(cni_version, "1.0.0");
     let container = json!({ "name": ep.ifname, "mac": ep.mac, "sandbox": sb.netns });
-    let (interfaces, index) = if bridge.is_empty() {
+    let (interfaces, index) = if net.bridge.is_empty() {
         (json!([container]), 0)
     } else {
-        (
-            json!([{ "name": bridge }, { "name": ep.host_ifname }, container]),
-            2,
-        )
+        let mut l = vec![
+            json!({ "name": net.bridge }),
+            json!({ "name": ep.host_ifname }),
+            container,
+        ];
+        if net.vlan.is_some() {
+            l.push(json!({ "name": net.l3_link() }));
+        }
+        (Value::Array(l), 2)
     };
     let mut ips = Vec::new();
     let mut routes = Vec::new();
@@ -135,9 +141,10 @@ pub fn compare(prev: &Value, now: &Value) -> Result<(), String> {
             "prevResult addresses {p:?} differ from the attachment's {n:?}"
         ));
     }
+    // The container interface: the one in a sandbox.
     let ours = now["interfaces"]
         .as_array()
-        .and_then(|l| l.last())
+        .and_then(|l| l.iter().find(|i| i.get("sandbox").is_some()))
         .cloned()
         .unwrap_or_default();
     let found = prev.get("interfaces").and_then(Value::as_array).is_some_and(|l| {
@@ -151,4 +158,52 @@ pub fn compare(prev: &Value, now: &Value) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attachment(vlan: Option<u16>, bridge: &str) -> (Network, Sandbox, Endpoint) {
+        let net: Network = serde_json::from_value(json!({
+            "name": "n", "id": "i", "driver": "bridge", "bridge": bridge, "vlan": vlan,
+            "subnets": [], "ipv6": false, "internal": false, "icc": true, "masquerade": true,
+            "mtu": 0, "created": 0,
+        }))
+        .expect("network");
+        let ep: Endpoint = serde_json::from_value(json!({
+            "network": "n", "ifname": "eth0", "host_ifname": "ndcni-1", "mac": "02:00:00:00:00:01",
+            "ipv4": "10.1.0.2/24", "gateway4": "10.1.0.1",
+        }))
+        .expect("endpoint");
+        let sb: Sandbox = serde_json::from_value(json!({
+            "name": "s", "id": "s", "mode": "bridge", "netns": "/run/netns/x", "endpoints": [ep.clone()],
+            "ports": [], "publish_all": false, "expose": [], "created": 0,
+        }))
+        .expect("sandbox");
+        (net, sb, ep)
+    }
+
+    #[test]
+    fn a_vlan_network_lists_its_gateway_link_last_and_check_still_finds_the_container() {
+        let (net, sb, ep) = attachment(Some(100), "br0");
+        let r = build("1.1.0", &net, &sb, &ep, None);
+        let names: Vec<&str> = r["interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["br0", "ndcni-1", "eth0", "br0.100"]);
+        assert_eq!(r["ips"][0]["interface"], 2);
+        assert_eq!(compare(&r, &r), Ok(()));
+        // A result of an earlier version, without the gateway link, still checks.
+        let mut old = r.clone();
+        old["interfaces"].as_array_mut().unwrap().pop();
+        assert_eq!(compare(&old, &r), Ok(()));
+
+        let (plain, sb, ep) = attachment(None, "br0");
+        let r = build("1.1.0", &plain, &sb, &ep, None);
+        assert_eq!(r["interfaces"].as_array().unwrap().len(), 3);
+    }
 }

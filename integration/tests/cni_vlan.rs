@@ -145,6 +145,15 @@ fn vlans_isolate(mode: Mode) {
     lap("add3");
     assert_eq!(r1["interfaces"][0]["name"], br.as_str());
     assert_eq!(r3["ips"][0]["gateway"], "10.77.200.1");
+    // As the reference lists them: bridge, host veth, container interface, and the
+    // gateway link last; the addresses are the container interface's.
+    for (r, vid) in [(&r1, 100), (&r2, 100), (&r3, 200)] {
+        let l = r["interfaces"].as_array().expect("interfaces");
+        assert_eq!(l.len(), 4, "{r}");
+        assert_eq!(l[2]["name"], "eth0", "{r}");
+        assert_eq!(l[3]["name"], format!("{br}.{vid}").as_str(), "{r}");
+        assert_eq!(r["ips"][0]["interface"], 2, "{r}");
+    }
 
     // Kernel: one VLAN-filtering bridge; each container port is an access port of its
     // VLAN; the gateways are <bridge>.<vlan> with the gateway addresses.

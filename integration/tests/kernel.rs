@@ -245,10 +245,19 @@ fn sandboxes_on_one_bridge_ping_each_other_over_v4_and_v6() {
     assert!(ip_out(&a, &["-6", "route"]).contains("default via fd00:213:3::1 dev eth0"));
     assert!(ip_out(&a, &["route"]).contains("10.214.0.0/16 dev eth0 scope link"));
     assert!(ip_out(&a, &["-6", "route"]).contains("fd00:214::/48 via fd00:213:3::1 dev eth0"));
-    // The host side is a bridge port with IPv6 off.
-    let host_side = ip_out(&env.host, &["addr", "show", "dev", &va.host_name]);
+    // The host side is an up bridge port in hairpin mode, under its final alias, with
+    // no IPv6 address of its own (addrgenmode none), not even a link-local one.
+    let host_side = ip_out(&env.host, &["-d", "addr", "show", "dev", &va.host_name]);
     assert!(host_side.contains(&format!("master {}", b.name)), "{host_side}");
     assert!(!host_side.contains("inet6"), "{host_side}");
+    let link = ip_out(&env.host, &["-d", "link", "show", "dev", &va.host_name]);
+    assert!(link.contains("addrgenmode none"), "{link}");
+    assert!(host_side.contains("hairpin on"), "{host_side}");
+    assert!(
+        host_side.contains(",UP,") || host_side.contains(",UP>"),
+        "{host_side}"
+    );
+    assert!(host_side.contains(&format!("alias {}", va.alias)), "{host_side}");
 }
 
 #[test]
@@ -484,7 +493,7 @@ fn nft_quiet_wait_outlasts_a_stream_of_commits() {
     };
     nft(&format!("add table inet {table}"));
     let host = env.host.clone();
-    let mut conn = netns::run_in(&host, netd::kernel::nft_elements::Conn::open)
+    let mut conn = netns::run_in(&env.host, netd::kernel::nft_elements::Conn::open)
         .expect("enter host")
         .expect("nfnetlink socket");
     let g0 = conn.generation().expect("generation");
@@ -493,23 +502,25 @@ fn nft_quiet_wait_outlasts_a_stream_of_commits() {
     assert!(g1 != g0, "a commit moves the generation ({g0} -> {g1})");
     assert_eq!(conn.generation(), Some(g1), "no commit, same generation");
 
-    // Commits every 5 ms for 400 ms (adding and deleting an element, as ADD and DEL
-    // do), from another thread, while the wait runs.
+    // Commits every millisecond for 400 ms (adding and deleting an element, as ADD and
+    // DEL do: a deletion's memory is freed after a grace period), on a socket of a
+    // thread of its own, while the wait runs; a grace period here takes a few ms or more.
     let stop_at = Instant::now() + std::time::Duration::from_millis(400);
-    let h = env.host.file_name().expect("netns name").to_os_string();
-    let t = table.clone();
+    let (add, del) = (
+        netd::kernel::nft_elements::parse(&format!("add element inet {table} s {{ 10.9.9.9 }}"))
+            .expect("parse"),
+        netd::kernel::nft_elements::parse(&format!("delete element inet {table} s {{ 10.9.9.9 }}"))
+            .expect("parse"),
+    );
     let committer = std::thread::spawn(move || {
+        let mut c = netns::run_in(&host, netd::kernel::nft_elements::Conn::open)
+            .expect("enter host")
+            .expect("nfnetlink socket");
         let mut n = 0;
         while Instant::now() < stop_at {
-            let verb = if n % 2 == 0 { "add" } else { "delete" };
-            Command::new("ip")
-                .args(["netns", "exec"])
-                .arg(&h)
-                .args(["nft", &format!("{verb} element inet {t} s {{ 10.9.9.9 }}")])
-                .status()
-                .expect("run nft");
+            c.apply(if n % 2 == 0 { &add } else { &del }).expect("commit");
             n += 1;
-            std::thread::sleep(std::time::Duration::from_millis(5));
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
         n
     });
@@ -517,7 +528,7 @@ fn nft_quiet_wait_outlasts_a_stream_of_commits() {
     conn.wait_until_quiet();
     let waited_until = Instant::now();
     let commits = committer.join().expect("committer");
-    assert!(commits > 10, "only {commits} commits");
+    assert!(commits > 100, "only {commits} commits");
     assert!(
         waited_until >= stop_at,
         "the wait ended {:?} before the commits stopped",

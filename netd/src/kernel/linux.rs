@@ -254,18 +254,17 @@ impl LinuxKernel {
                 name: &v.host_name,
                 mtu: v.mtu,
                 master: Some(master),
-                // The host side comes up only after disable_ipv6 below.
+                // The host side comes up last (`host_port_up`), after addrgenmode none.
                 up: false,
                 peer_name: &v.ifname,
                 peer_netns: Some(ns.as_fd()),
                 peer_mac: Some(v.mac),
             })?;
-            // The kernel ignores IFLA_IFALIAS in a create request, so mark the link as
-            // netd's right away: a crash from here on leaves a link reconcile recognises
-            // (and removes, with its peer in the sandbox) instead of an anonymous one.
-            // `host_port_up`, the last step, gives it its final alias.
-            let res = nl
-                .set_alias(&v.host_name, &crate::driver::creating_alias(&v.alias))
+            // The kernel ignores IFLA_IFALIAS (and IFLA_AF_SPEC) in a create request, so
+            // mark the link as netd's right away: a crash from here on leaves a link
+            // reconcile recognises (and removes, with its peer in the sandbox) instead of
+            // an anonymous one. `host_port_up`, the last step, gives it its final alias.
+            let res = host_port_created(&mut nl, &v.host_name, &v.alias)
                 .and_then(|_| super::vlan::port_vlan(&mut nl, &v.host_name, v.vlan))
                 .and_then(|_| self.finish_veth(&mut nl, v, || netns::join_scoped(&v.netns, sandbox)?));
             undo_on_error(&mut nl, &v.host_name, res)
@@ -278,14 +277,6 @@ impl LinuxKernel {
         v: &VethSpec,
         sandbox: impl FnOnce() -> Result<Netlink, KernelError>,
     ) -> Result<(), KernelError> {
-        // The host side is a bridge port and needs no IP; without IPv6 it neither
-        // autoconfigures a link-local address nor sends RS/MLD on every sandbox start.
-        let ipv6_off = sysctl::submit_write(
-            &self.host,
-            &format!("net/ipv6/conf/{}/disable_ipv6", v.host_name),
-            "1",
-        )?;
-
         // The peer already has its name, MAC and MTU from the create request; the rest
         // needs the socket opened inside the sandbox namespace.
         let mut sb = sandbox()?;
@@ -294,8 +285,6 @@ impl LinuxKernel {
             msg: "peer not found after creation".into(),
         })?;
         sb.configure_sandbox_link(index, &v.ifname, &v.addrs, v.gw4, v.gw6, &v.routes)?;
-
-        ipv6_off.wait()?.or_else(ignore_missing_ipv6)?;
         host_port_up(nl, &v.host_name, &v.alias)
     }
 
@@ -315,13 +304,8 @@ impl LinuxKernel {
             peer_mac: Some(v.peer_mac),
         })?;
         let res = (|| {
+            host_port_created(&mut nl, &v.host_name, &v.alias)?;
             super::vlan::port_vlan(&mut nl, &v.host_name, v.vlan)?;
-            sysctl::write_in(
-                &self.host,
-                &format!("net/ipv6/conf/{}/disable_ipv6", v.host_name),
-                "1",
-            )
-            .or_else(ignore_missing_ipv6)?;
             host_port_up(&mut nl, &v.host_name, &v.alias)
         })();
         undo_on_error(&mut nl, &v.host_name, res)
@@ -395,12 +379,28 @@ fn bridge_index(nl: &mut Netlink, bridge: &str, host_name: &str) -> Result<u32, 
 /// host address is DNATed and bridged straight back out of the port it came in on; the
 /// bridge only does that in hairpin mode (Docker sets it when its userland proxy is off).
 fn host_port_up(nl: &mut Netlink, name: &str, alias: &str) -> Result<(), KernelError> {
-    nl.set_hairpin(name, true)?;
     nl.set_link(
         name,
         &LinkChange {
             alias: Some(alias),
             up: Some(true),
+            hairpin: Some(true),
+            ..Default::default()
+        },
+    )
+}
+
+/// A host-side veth just made, still down: marked as netd's, being made
+/// (`driver::creating_alias`), and without IPv6 addresses of its own. It is a bridge
+/// port and needs no IP; so it autoconfigures no link-local address and sends no
+/// DAD, RS or MLD when it comes up. (netd wrote `disable_ipv6` through /proc before:
+/// a sysctl write on a thread of its own and another round trip, per endpoint.)
+fn host_port_created(nl: &mut Netlink, name: &str, alias: &str) -> Result<(), KernelError> {
+    nl.set_link(
+        name,
+        &LinkChange {
+            alias: Some(&crate::driver::creating_alias(alias)),
+            no_ipv6_addrs: true,
             ..Default::default()
         },
     )
@@ -414,14 +414,6 @@ fn undo_on_error(nl: &mut Netlink, name: &str, res: Result<(), KernelError>) -> 
         }
     }
     res
-}
-
-/// ENOENT on an IPv6 sysctl means IPv6 is disabled at boot: nothing to disable.
-fn ignore_missing_ipv6(e: KernelError) -> Result<(), KernelError> {
-    match e {
-        KernelError::Sysctl { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        e => Err(e),
-    }
 }
 
 /// A stable, locally administered unicast MAC for a bridge, derived from its name

@@ -31,8 +31,8 @@ use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
 use netlink_packet_route::link::{
-    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkExtentMask,
-    LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoPortData,
+    InfoPortKind, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -107,7 +107,8 @@ pub struct InterfaceConfig {
     pub routes: Vec<(IpNetwork, Option<IpAddr>)>,
 }
 
-/// Attribute changes for `ip link set`: only the `Some` fields are sent.
+/// Attribute changes for `ip link set`: only the `Some` fields (and a `true`
+/// `no_ipv6_addrs`) are sent, in one request.
 #[derive(Debug, Clone, Default)]
 pub struct LinkChange<'a> {
     pub master: Option<u32>,
@@ -115,6 +116,12 @@ pub struct LinkChange<'a> {
     pub alias: Option<&'a str>,
     pub mac: Option<[u8; 6]>,
     pub up: Option<bool>,
+    /// A bridge port's hairpin mode (`ip link set NAME type bridge_slave hairpin on`).
+    pub hairpin: Option<bool>,
+    /// `addrgenmode none`: IPv6 makes no address of its own on the link (no link-local,
+    /// so no DAD, router or MLD solicitations when it comes up). Must come before the
+    /// link is first up. Skipped where IPv6 is disabled at boot.
+    pub no_ipv6_addrs: bool,
 }
 
 /// `ip link add NAME [mtu M] [master B] [up] type veth peer name PEER netns NS
@@ -323,20 +330,6 @@ impl Netlink {
 
     // ---- links -------------------------------------------------------------------
 
-    /// `ip link set NAME type bridge_slave hairpin on|off`. Port options travel as
-    /// IFLA_INFO_SLAVE_DATA, which only RTM_NEWLINK (without NLM_F_CREATE) applies;
-    /// RTM_SETLINK ignores them silently.
-    pub fn set_hairpin(&mut self, name: &str, on: bool) -> Result<(), KernelError> {
-        let mut m = LinkMessage::default();
-        m.attributes.push(LinkAttribute::IfName(name.to_string()));
-        m.attributes.push(LinkAttribute::LinkInfo(vec![
-            LinkInfo::PortKind(InfoPortKind::Bridge),
-            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(on)])),
-        ]));
-        self.change(RouteNetlinkMessage::NewLink(m), 0)
-            .map_err(|f| f.into_err(format!("set {name} hairpin {}", if on { "on" } else { "off" })))
-    }
-
     /// `ip link add NAME [mtu M] [address MAC] type bridge` (left down).
     pub fn add_bridge(&mut self, name: &str, mtu: u32, mac: Option<[u8; 6]>) -> Result<(), KernelError> {
         let op = || format!("add bridge {name}");
@@ -421,8 +414,43 @@ impl Netlink {
             m.header.change_mask = LinkFlags::Up;
             what.push(if up { "up" } else { "down" }.to_string());
         }
-        self.change(RouteNetlinkMessage::SetLink(m), 0)
-            .map_err(|f| f.into_err(format!("set link {name} {}", what.join(" "))))
+        // Port options travel as IFLA_INFO_SLAVE_DATA, which only RTM_NEWLINK (without
+        // NLM_F_CREATE) applies, before the other changes; RTM_SETLINK ignores them
+        // silently.
+        let new_link = if let Some(on) = ch.hairpin {
+            m.attributes.push(LinkAttribute::LinkInfo(vec![
+                LinkInfo::PortKind(InfoPortKind::Bridge),
+                LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(on)])),
+            ]));
+            what.push(format!("hairpin {}", if on { "on" } else { "off" }));
+            true
+        } else {
+            false
+        };
+        let send = |nl: &mut Self, m: LinkMessage| {
+            let msg = if new_link {
+                RouteNetlinkMessage::NewLink(m)
+            } else {
+                RouteNetlinkMessage::SetLink(m)
+            };
+            nl.change(msg, 0)
+        };
+        let res = if ch.no_ipv6_addrs {
+            let mut with = m.clone();
+            with.attributes
+                .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![
+                    AfSpecInet6::AddrGenMode(In6AddrGenMode::None),
+                ])]));
+            what.push("addrgenmode none".into());
+            match send(self, with) {
+                // No IPv6 in this kernel (ipv6.disable=1): no addresses to keep it from.
+                Err(f) if f.errno == Some(Errno::EAFNOSUPPORT) => send(self, m),
+                r => r,
+            }
+        } else {
+            send(self, m)
+        };
+        res.map_err(|f| f.into_err(format!("set link {name} {}", what.join(" "))))
     }
 
     /// `ip link set NAME master BRIDGE_INDEX`.

@@ -81,5 +81,7 @@ pub fn from_engine(e: netd::engine::EngineError) -> CniError {
         E::Invalid(m) | E::NotFound(m) | E::Conflict(m) => CniError::new(code::NETD_REFUSED, m),
         E::Kernel(m) | E::Store(m) => CniError::new(code::NETD_FAILED, m),
         E::Unsupported(m) => CniError::new(code::UNSUPPORTED_FIELD, m),
+        // Another stateDir (or a daemon) manages netd's tables here: the config's fault.
+        E::Foreign(m) => CniError::new(code::INVALID_CONFIG, m),
     }
 }

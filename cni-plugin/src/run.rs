@@ -63,7 +63,23 @@ fn dispatch(get_env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Op
                 .state_dir
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
-            let mut s = Standalone::open(&dir)?;
+            let mut s = match Standalone::open(&dir) {
+                Ok(s) => s,
+                // Another netd manages this namespace (code 7, `EngineError::Foreign`):
+                // a container this stateDir never attached has nothing here to delete,
+                // and a runtime calls DEL after every failed ADD.
+                Err(e)
+                    if e.code == crate::error::code::INVALID_CONFIG
+                        && env.command == Command::Del
+                        && !crate::backend::standalone::holds(
+                            &dir,
+                            &crate::ops::sandbox_name(&env.container_id),
+                        ) =>
+                {
+                    return Ok(None)
+                }
+                Err(e) => return Err(e),
+            };
             timings.extend(s.timings.iter().copied());
             let t = Instant::now();
             let r = command(&mut s, &conf, &env, stdin, &mut timings);

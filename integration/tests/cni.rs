@@ -875,3 +875,63 @@ esac
         .collect();
     assert_eq!(order, ["ADD", "STATUS", "STATUS", "GC"], "{log_now}");
 }
+
+/// One netd per network namespace: netd-cni standalone with a second stateDir, or next
+/// to a netd daemon, finds netd's tables named after their maker and refuses with code 7
+/// before it changes anything (before this, the second one's reconcile deleted the
+/// first one's bridge and veths and rewrote the firewall without its networks).
+#[test]
+fn cni_standalone_refuses_tables_of_another_netd() {
+    if skip("cni_standalone_refuses_tables_of_another_netd") {
+        return;
+    }
+    for first in [Mode::Standalone, Mode::Delegating] {
+        let node = Node::new(first);
+        let conf = node.conf("ndcni-own", "10.236.0.0/24", json!({}));
+        let a = Netns::new();
+        node.add("own-a", &a, &conf);
+        let table = node.host.sh("nft list table inet netd").stdout;
+        let owner = match first {
+            Mode::Standalone => format!("netd-cni {}", node.state_dir().display()),
+            Mode::Delegating => "netd daemon ".to_string(),
+        };
+        assert!(table.contains(&format!("comment \"{owner}")), "{table}");
+        let before = (
+            node.host.sh("nft list ruleset").stdout,
+            node.host.sh("ip -br link").stdout,
+        );
+
+        // The other one: standalone on another stateDir, another network.
+        let other_dir = node.host.base.join("cni-state-2");
+        let mut other = node.conf("ndcni-own2", "10.237.0.0/24", json!({}));
+        other.as_object_mut().unwrap().remove("socket");
+        other["stateDir"] = other_dir.display().to_string().into();
+        let b = Netns::new();
+        let (code, out, err) = node.exec("ADD", "own-b", &b.path(), "eth0", &other);
+        assert_eq!(
+            (code, out["code"].as_u64()),
+            (1, Some(7)),
+            "{first:?}: {out} {err}"
+        );
+        let msg = out["msg"].as_str().unwrap_or("");
+        assert!(msg.contains(&owner) && msg.contains("stateDir"), "{msg}");
+        assert!(b.link_gone("eth0"));
+        let after = (
+            node.host.sh("nft list ruleset").stdout,
+            node.host.sh("ip -br link").stdout,
+        );
+        assert_eq!(
+            before, after,
+            "{first:?}: the first netd's links and rules changed"
+        );
+        assert!(integration::harness::ping_from(
+            std::path::Path::new(&a.path()),
+            None,
+            "10.236.0.1"
+        ));
+        // DEL of what it never added succeeds, as DEL must.
+        let (code, out, err) = node.exec("DEL", "own-b", &b.path(), "eth0", &other);
+        assert_eq!(code, 0, "{out} {err}");
+        node.del("own-a", &a.path(), &conf);
+    }
+}

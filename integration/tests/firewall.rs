@@ -111,7 +111,7 @@ fn full_then_diffs_add_and_remove_elements() {
     let ns = TestNs::create();
     let nft = Nft::new_in(Some(&ns.path())).expect("nft context in test netns");
     let a = sample();
-    nft.run(&ruleset::full(&a)).expect("apply full");
+    nft.run(&ruleset::full(&a, "netd test")).expect("apply full");
     let rs = ns.ruleset_json();
     let mut ip4 = elements(&rs, "bridge", "port_ip4");
     ip4.sort();
@@ -176,13 +176,14 @@ fn full_then_diffs_add_and_remove_elements() {
 
     // The diffs led where a full() of the last state leads.
     let via_diffs = normalized(&ns);
-    nft.run(&ruleset::full(&d)).expect("re-apply full");
+    nft.run(&ruleset::full(&d, "netd test")).expect("re-apply full");
     assert_eq!(via_diffs, normalized(&ns));
 
     // And back to the start the same way.
     nft.run(&ruleset::diff(&d, &a)).expect("apply diff back");
     let back = normalized(&ns);
-    nft.run(&ruleset::full(&a)).expect("re-apply full of a");
+    nft.run(&ruleset::full(&a, "netd test"))
+        .expect("re-apply full of a");
     assert_eq!(back, normalized(&ns));
     assert_eq!(ruleset::diff(&a, &a), "");
 }
@@ -195,7 +196,7 @@ fn user_chain_survives_full_and_diffs() {
     let ns = TestNs::create();
     let nft = Nft::new_in(Some(&ns.path())).expect("nft context");
     let a = sample();
-    nft.run(&ruleset::full(&a)).expect("apply full");
+    nft.run(&ruleset::full(&a, "netd test")).expect("apply full");
     ns.nft(&[
         "add",
         "rule",
@@ -212,7 +213,11 @@ fn user_chain_survives_full_and_diffs() {
     let mut b = a.clone();
     b.networks.push(net("db", "netd-db", "10.88.2.0/24"));
     b.endpoints.clear();
-    for batch in [ruleset::full(&a), ruleset::diff(&a, &b), ruleset::full(&b)] {
+    for batch in [
+        ruleset::full(&a, "netd test"),
+        ruleset::diff(&a, &b),
+        ruleset::full(&b, "netd test"),
+    ] {
         nft.run(&batch).expect("apply");
         let user = chain_text(&ns, "inet", "user");
         assert!(
@@ -235,7 +240,7 @@ fn flushed_ruleset_is_restored_by_full() {
     let nft = Nft::new_in(Some(&ns.path())).expect("nft context");
     assert!(!nft.table_exists("inet", "netd").expect("table_exists"));
     let a = sample();
-    nft.run(&ruleset::full(&a)).expect("apply full");
+    nft.run(&ruleset::full(&a, "netd test")).expect("apply full");
     let before = normalized(&ns);
     assert!(nft.table_exists("inet", "netd").expect("table_exists"));
     assert!(nft.table_exists("bridge", "netd").expect("table_exists"));
@@ -245,7 +250,7 @@ fn flushed_ruleset_is_restored_by_full() {
     assert!(!nft.table_exists("inet", "netd").expect("table_exists"));
     assert!(!nft.table_exists("bridge", "netd").expect("table_exists"));
 
-    nft.run(&ruleset::full(&a)).expect("restore");
+    nft.run(&ruleset::full(&a, "netd test")).expect("restore");
     assert!(nft.table_exists("inet", "netd").expect("table_exists"));
     assert!(nft.table_exists("bridge", "netd").expect("table_exists"));
     assert_eq!(before, normalized(&ns));
@@ -260,16 +265,21 @@ fn nfnetlink_table_probe_agrees_with_libnftables() {
     }
     let ns = TestNs::create();
     let path = ns.path();
-    let probe = |family: &'static str| {
-        netd::kernel::netns::run_in(&path, move || {
-            netd::kernel::nft_table::table_exists(family, "netd")
-        })
-        .expect("enter namespace")
-        .expect("probe")
+    let table = |family: &'static str| {
+        netd::kernel::netns::run_in(&path, move || netd::kernel::nft_table::table(family, "netd"))
+            .expect("enter namespace")
+            .expect("probe")
     };
+    let probe = |family: &'static str| table(family).is_some();
     let nft = Nft::new_in(Some(&path)).expect("nft context");
     assert!(!probe("inet") && !probe("bridge"));
-    nft.run(&ruleset::full(&sample())).expect("apply full");
+    nft.run(&ruleset::full(&sample(), "netd test \"owner\"")).expect("apply full");
+    // The comment as nft wrote it into the table's user data, read back by the probe.
+    for family in ["inet", "bridge"] {
+        let t = table(family).expect("table");
+        assert_eq!(t.comment.as_deref(), Some("netd test _owner_"), "{family}");
+    }
+    assert!(ns.nft(&["list", "table", "inet", "netd"]).contains("comment \"netd test _owner_\""));
     for family in ["inet", "bridge", "ip"] {
         assert_eq!(
             probe(family),
@@ -384,7 +394,7 @@ fn spoofed_sources_are_dropped_and_icc_off_isolates() {
     let lab = Lab::new();
     let [s1, s2] = &lab.sb;
     let nft = Nft::new_in(Some(&lab.host.path())).expect("nft context in host netns");
-    nft.run(&ruleset::full(&lab.state)).expect("apply full");
+    nft.run(&ruleset::full(&lab.state, "netd test")).expect("apply full");
 
     assert!(s1.ping(None, "10.77.0.1"), "sandbox cannot reach its gateway");
     assert!(s1.ping(None, "10.77.0.3"), "icc on, yet sandboxes cannot talk");
@@ -475,7 +485,7 @@ fn published_port_reached_from_host_localhost_and_hairpin() {
     st.ports.push(tcp(None, 8080, "10.77.0.3", 80));
     st.ports.push(tcp(Some("127.0.0.1"), 8081, "10.77.0.3", 80));
     let nft = Nft::new_in(Some(&lab.host.path())).expect("nft context");
-    nft.run(&ruleset::full(&st)).expect("apply full");
+    nft.run(&ruleset::full(&st, "netd test")).expect("apply full");
 
     // The server may need a moment to listen.
     let deadline = Instant::now() + Duration::from_secs(5);

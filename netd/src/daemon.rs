@@ -132,7 +132,14 @@ pub async fn run(
     let _lock = lock_state_dir(&opts.state_dir)?;
     let store = Arc::new(RedbStore::open(&opts.state_dir.join("netd.redb"))?);
     let kernel: Arc<dyn Kernel> = Arc::new(LinuxKernel::current().context("open kernel interfaces")?);
-    let cfg = opts.engine.clone();
+    let mut cfg = opts.engine.clone();
+    // The name on the nftables tables this daemon makes (`EngineConfig::owner`).
+    cfg.owner = format!(
+        "netd daemon {}",
+        fs::canonicalize(&opts.state_dir)
+            .unwrap_or_else(|_| opts.state_dir.clone())
+            .display()
+    );
     let host_resolv = fs::read_to_string(&cfg.host_resolv_conf).unwrap_or_default();
     let dns = Arc::new(
         crate::dns::Dns::new(opts.dns.clone(), &host_resolv, dns_runtime()?).context("dns settings")?,

@@ -124,6 +124,14 @@ fn open_store(state_dir: &Path) -> std::result::Result<FileStore, StoreError> {
     Ok(store)
 }
 
+/// Whether the store in `state_dir` has sandbox `name`, read without the engine (and
+/// without the lock: a reader always sees a whole commit, `FileStore`).
+pub fn holds(state_dir: &Path, name: &str) -> bool {
+    open_store(state_dir)
+        .and_then(|s| s.list(Bucket::Sandboxes))
+        .is_ok_and(|l| l.iter().any(|(k, _)| k == name))
+}
+
 impl Standalone {
     pub fn open(state_dir: &Path) -> Result<Standalone> {
         fs::create_dir_all(state_dir).map_err(|e| io("create state dir", state_dir, e))?;
@@ -157,6 +165,12 @@ impl Standalone {
         let cfg = EngineConfig {
             netns_dir: state_dir.join("netns"),
             etc_netns_dir: state_dir.join("etc"),
+            owner: format!(
+                "netd-cni {}",
+                fs::canonicalize(state_dir)
+                    .unwrap_or_else(|_| state_dir.to_path_buf())
+                    .display()
+            ),
             ..EngineConfig::default()
         };
         let (engine, _report) =

@@ -38,7 +38,7 @@ impl From<EngineError> for ApiError {
         let code = match &e {
             EngineError::Invalid(_) => StatusCode::BAD_REQUEST,
             EngineError::NotFound(_) => StatusCode::NOT_FOUND,
-            EngineError::Conflict(_) => StatusCode::CONFLICT,
+            EngineError::Conflict(_) | EngineError::Foreign(_) => StatusCode::CONFLICT,
             EngineError::Kernel(_) | EngineError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             EngineError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
         };

@@ -49,6 +49,12 @@ pub struct EngineConfig {
     pub ipam: IpamConfig,
     /// Host ports for `-P` and `-p PORT` (Docker uses the same range).
     pub ephemeral_ports: (u16, u16),
+    /// Who this engine is, written as the comment of the nftables tables it makes
+    /// (`netd daemon <state dir>`, `netd-cni <stateDir>`): two engines on one
+    /// namespace's tables would each rewrite them to their own state and delete each
+    /// other's links, so an engine that finds tables another one made refuses to start
+    /// (`check_owner`).
+    pub owner: String,
 }
 
 impl Default for EngineConfig {
@@ -59,6 +65,7 @@ impl Default for EngineConfig {
             host_resolv_conf: "/etc/resolv.conf".into(),
             ipam: IpamConfig::default(),
             ephemeral_ports: (49153, 65535),
+            owner: "netd".into(),
         }
     }
 }
@@ -79,6 +86,10 @@ pub enum EngineError {
     /// bridge VLAN filtering). Nothing was changed.
     #[error("{0}")]
     Unsupported(String),
+    /// netd's nftables tables in this namespace belong to another engine (another state
+    /// dir, or the daemon next to the plugin). Nothing was changed.
+    #[error("{0}")]
+    Foreign(String),
 }
 
 impl From<store::StoreError> for EngineError {
@@ -357,7 +368,7 @@ impl Engine {
     pub fn restore_firewall(&mut self) -> Result<()> {
         let want = self.desired_fw();
         self.kernel
-            .nft(&ruleset::full(&want))
+            .nft(&ruleset::full(&want, &self.cfg.owner))
             .map_err(|e| EngineError::Kernel(format!("restore firewall: {e}")))?;
         self.fw = want;
         Ok(())
@@ -365,13 +376,26 @@ impl Engine {
 
     /// Whether netd's tables are still in the kernel.
     pub fn firewall_present(&self) -> bool {
-        self.kernel
-            .nft_table_exists("inet", crate::firewall::TABLE)
-            .unwrap_or(false)
-            && self
-                .kernel
-                .nft_table_exists("bridge", crate::firewall::TABLE)
-                .unwrap_or(false)
+        ["inet", "bridge"].iter().all(|f| {
+            self.kernel
+                .nft_table(f, crate::firewall::TABLE)
+                .is_ok_and(|t| t.is_some())
+        })
+    }
+
+    /// Refuses tables (`table`: netd's inet table as the kernel has it) that another
+    /// engine made: their comment names another owner. Tables without a comment (made
+    /// by a netd before this check) are taken as ours.
+    pub(crate) fn check_owner(&self, table: Option<&crate::kernel::nft_table::NftTable>) -> Result<()> {
+        let mine = ruleset::table_comment(&self.cfg.owner);
+        match table.and_then(|t| t.comment.as_deref()) {
+            Some(theirs) if theirs != mine => Err(EngineError::Foreign(format!(
+                "netd's nftables tables in this network namespace belong to \"{theirs}\", not to \"{mine}\": \
+                 one netd manages a namespace (one netd daemon, or netd-cni standalone with one stateDir for \
+                 every network; next to a daemon use netd-cni's \"socket\")"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     fn remember(&self, u: &mut Undo, networks: &[&str], sandboxes: &[&str], pools: &[String]) {

@@ -32,6 +32,13 @@ pub struct ReconcileReport {
 impl Engine {
     pub fn reconcile(&mut self) -> Result<ReconcileReport> {
         let t0 = Instant::now();
+        // Before anything: reconcile deletes netd links the store does not know, and
+        // rewrites the tables; both would take another engine's things.
+        let table = self
+            .kernel
+            .nft_table("inet", crate::firewall::TABLE)
+            .map_err(|e| EngineError::Kernel(format!("look up netd's nftables table: {e}")))?;
+        self.check_owner(table.as_ref())?;
         self.reaper.drain();
         let mut r = ReconcileReport::default();
         let k = self.kernel.clone();
@@ -222,7 +229,7 @@ impl Engine {
         // 6. Firewall: the whole ruleset, in one transaction (flows keep going: the new
         //    rules accept established traffic from the moment they replace the old).
         let want = self.desired_fw();
-        k.nft(&ruleset::full(&want))
+        k.nft(&ruleset::full(&want, &self.cfg.owner))
             .map_err(|e| EngineError::Kernel(format!("firewall: {e}")))?;
         self.fw = want;
         r.millis = t0.elapsed().as_millis();

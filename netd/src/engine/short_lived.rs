@@ -37,11 +37,11 @@ impl Engine {
         // One `nft list tables` (names only, so its cost does not grow with endpoints):
         // after `nft flush ruleset` an operation's delta would recreate the table with
         // only its own elements, so a missing table has to be noticed before.
+        let table = e.kernel.nft_table("inet", crate::firewall::TABLE).ok().flatten();
+        e.check_owner(table.as_ref())?;
         let healthy = !force_reconcile
             && !e.networks.is_empty()
-            && e.kernel
-                .nft_table_exists("inet", crate::firewall::TABLE)
-                .unwrap_or(false)
+            && table.is_some()
             && e.networks
                 .values()
                 .all(|n| n.is_macvlan() || listed(&n.bridge))

@@ -462,3 +462,50 @@ fn extra_routes_get_the_gateway_and_bad_ones_change_nothing() {
         assert_eq!(snapshot(&t), before, "after {bad:?}");
     }
 }
+
+/// netd's tables carry their maker's name; an engine with another name refuses them
+/// before it changes anything (a second stateDir, or the plugin next to a daemon).
+#[test]
+fn tables_made_by_another_engine_are_refused_untouched() {
+    let cfg = |owner: &str| EngineConfig {
+        netns_dir: std::env::temp_dir(),
+        etc_netns_dir: std::env::temp_dir().join("netd-owner-test-etc"),
+        owner: owner.into(),
+        ..Default::default()
+    };
+    // The first engine's tables are named after it; it and its restarts are at home.
+    let k = Arc::new(FakeKernel::default());
+    let s = Arc::new(MemStore::default());
+    let (mut e, _) = Engine::open(k.clone(), s.clone(), cfg("netd-cni /var/lib/a")).unwrap();
+    e.create_network(&net("a", Some("10.70.0.0/24"))).unwrap();
+    assert!(k.nft_batches()[0].contains("add table inet netd { comment \"netd-cni /var/lib/a\"; }"));
+    drop(e);
+    Engine::open(k.clone(), s.clone(), cfg("netd-cni /var/lib/a")).expect("same owner");
+    let (links, batches) = (k.links(), k.nft_batches().len());
+
+    // Another one, by either way in, with a store of its own.
+    let other = Arc::new(MemStore::default());
+    let e = Engine::open(k.clone(), other.clone(), cfg("netd-cni /var/lib/b"))
+        .err()
+        .expect("refused");
+    assert!(matches!(e, EngineError::Foreign(_)), "{e:?}");
+    assert!(e.to_string().contains("belong to \"netd-cni /var/lib/a\""), "{e}");
+    let e = Engine::open_trusting(k.clone(), other, cfg("netd daemon /var/lib/netd"), false)
+        .err()
+        .expect("refused");
+    assert!(matches!(e, EngineError::Foreign(_)), "{e:?}");
+    assert_eq!(
+        (k.links(), k.nft_batches().len()),
+        (links, batches),
+        "nothing changed"
+    );
+
+    // Tables from before names were written (no comment) are taken over; a name
+    // that differs only in characters a comment cannot hold is the same name.
+    let k = Arc::new(FakeKernel::default());
+    k.nft("add table inet netd").unwrap();
+    Engine::open(k, Arc::new(MemStore::default()), cfg("netd-cni /var/lib/b")).expect("unnamed tables");
+    let k = Arc::new(FakeKernel::default());
+    k.tables_made_by("netd-cni /var/lib/_q_");
+    Engine::open(k, Arc::new(MemStore::default()), cfg("netd-cni /var/lib/\"q\"")).expect("same name");
+}

@@ -240,14 +240,33 @@ const CHAINS: &[Chain] = &[
     },
 ];
 
+/// `owner` as a table comment: printable ASCII without quotes or backslashes, at most
+/// 200 bytes (the kernel keeps 256 of user data, nft's entry header included).
+pub fn table_comment(owner: &str) -> String {
+    owner
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(200)
+        .collect()
+}
+
 /// A batch that creates netd's tables, or restores them to `state` whatever is in them
 /// now: every netd chain, set and map is flushed and refilled, except the user chain,
 /// which is only created when missing. Safe to apply any number of times.
-pub fn full(state: &FwState) -> String {
+/// New tables get the comment `owner` (`table_comment`): the kernel keeps a table's
+/// first comment, so the tables name whoever made them (`Engine::check_owner`).
+pub fn full(state: &FwState, owner: &str) -> String {
     let nets = networks(state);
     let mut cmds = Vec::new();
+    let comment = table_comment(owner);
     for family in ["inet", "bridge"] {
-        cmds.push(format!("add table {family} {TABLE}"));
+        cmds.push(format!("add table {family} {TABLE} {{ comment \"{comment}\"; }}"));
     }
     cmds.push(format!(
         "add chain inet {TABLE} {USER_CHAIN} {{ comment \"operator rules, jumped to first from forward; \
@@ -690,8 +709,8 @@ mod tests {
         }
     }
 
-    const SAMPLE_FULL: &str = r#"add table inet netd
-add table bridge netd
+    const SAMPLE_FULL: &str = r#"add table inet netd { comment "netd test"; }
+add table bridge netd { comment "netd test"; }
 add chain inet netd user { comment "operator rules, jumped to first from forward; netd never flushes this chain"; }
 add chain inet netd forward { type filter hook forward priority filter; policy accept; }
 flush chain inet netd forward
@@ -779,7 +798,7 @@ add rule bridge netd forward iifname @no_icc drop comment "icc off: no traffic b
 
     #[test]
     fn full_of_sample() {
-        let got = full(&sample());
+        let got = full(&sample(), "netd test");
         for (i, (g, w)) in got.lines().zip(SAMPLE_FULL.lines()).enumerate() {
             assert_eq!(g, w, "line {}", i + 1);
         }
@@ -796,7 +815,7 @@ add rule bridge netd forward iifname @no_icc drop comment "icc off: no traffic b
             networks: vec![v],
             ..Default::default()
         };
-        let b = full(&st);
+        let b = full(&st, "netd test");
         assert!(
             b.contains(
                 r#"ip saddr 10.77.100.0/24 oifname != { "vbr.100", "vbr" } masquerade comment "net v100""#
@@ -814,7 +833,7 @@ add rule bridge netd forward iifname @no_icc drop comment "icc off: no traffic b
         let a = sample();
         let mut b = sample();
         b.networks.reverse();
-        assert_eq!(full(&a), full(&b));
+        assert_eq!(full(&a, "netd test"), full(&b, "netd test"));
         assert_eq!(diff(&a, &b), "");
     }
 
@@ -826,7 +845,7 @@ add rule bridge netd forward iifname @no_icc drop comment "icc off: no traffic b
         odd.networks[0].name = "user".into();
         states.push(odd);
         for st in &states {
-            let b = full(st);
+            let b = full(st, "netd test");
             assert!(b.contains("add chain inet netd user"), "{b}");
             for bad in [
                 "flush chain inet netd user",
@@ -959,14 +978,14 @@ add rule bridge netd forward iifname @no_icc drop comment "icc off: no traffic b
         let mut st = sample();
         st.endpoints.push(ep("ve\"th; flush", 9, "10.89.0.9", None));
         st.networks[0].name = "front \"end\"".into();
-        let b = full(&st);
+        let b = full(&st, "netd test");
         assert!(!b.contains("ve\"th") && !b.contains("front \"end"), "{b}");
         assert!(b.contains("comment \"net front__end_\""), "{b}");
     }
 
     #[test]
     fn empty_state_makes_the_skeleton() {
-        let b = full(&FwState::default());
+        let b = full(&FwState::default(), "netd test");
         assert!(!b.contains("add element"), "{b}");
         assert!(b.contains("add rule inet netd forward jump user"), "{b}");
         assert_eq!(diff(&FwState::default(), &sample()).matches("flush").count(), 1);

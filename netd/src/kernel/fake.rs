@@ -24,6 +24,9 @@ struct State {
     ns_links: Vec<(String, String, String)>,
     /// A kernel without CONFIG_BRIDGE_VLAN_FILTERING.
     no_vlan: bool,
+    /// The comment of netd's inet table, once one exists: the first `add table inet
+    /// netd { comment "..." }` sets it, as the kernel keeps a table's first comment.
+    table_comment: Option<String>,
 }
 
 #[derive(Default)]
@@ -73,6 +76,13 @@ impl FakeKernel {
     }
     pub fn nft_batches(&self) -> Vec<String> {
         self.st().nft.clone()
+    }
+    /// netd's tables exist already, made by someone whose table comment is `comment`.
+    pub fn tables_made_by(&self, comment: &str) {
+        let mut st = self.st();
+        st.nft
+            .push(format!("add table inet netd {{ comment \"{comment}\"; }}"));
+        st.table_comment = Some(comment.to_string());
     }
 }
 
@@ -227,11 +237,25 @@ impl Kernel for FakeKernel {
     }
 
     fn nft(&self, batch: &str) -> Result<(), KernelError> {
-        self.st().nft.push(batch.to_string());
+        let mut st = self.st();
+        if st.nft.is_empty() {
+            let head = "add table inet netd { comment \"";
+            st.table_comment = batch
+                .lines()
+                .find_map(|l| l.strip_prefix(head)?.split('"').next().map(str::to_string));
+        }
+        st.nft.push(batch.to_string());
         Ok(())
     }
 
-    fn nft_table_exists(&self, _family: &str, _name: &str) -> Result<bool, KernelError> {
-        Ok(!self.st().nft.is_empty())
+    fn nft_table(
+        &self,
+        _family: &str,
+        _name: &str,
+    ) -> Result<Option<super::nft_table::NftTable>, KernelError> {
+        let st = self.st();
+        Ok((!st.nft.is_empty()).then(|| super::nft_table::NftTable {
+            comment: st.table_comment.clone(),
+        }))
     }
 }

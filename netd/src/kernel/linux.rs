@@ -547,11 +547,11 @@ impl Kernel for LinuxKernel {
         self.with_nft(|n| n.run(batch).map(drop))
     }
 
-    fn nft_table_exists(&self, family: &str, name: &str) -> Result<bool, KernelError> {
+    fn nft_table(&self, family: &str, name: &str) -> Result<Option<super::nft_table::NftTable>, KernelError> {
         // One nfnetlink request, not libnftables' cache fill (see `nft_table`).
         let fam = super::nft_table::family_number(family)
             .ok_or_else(|| KernelError::Nft(format!("unknown nft family {family:?}")))?;
-        self.with_nfnl(|c| c.table_exists(fam, name).map_err(Into::into))
+        self.with_nfnl(|c| c.table(fam, name).map_err(Into::into))
             .map_err(|e| match e {
                 super::nft_elements::Error::Kernel(e) => e,
                 super::nft_elements::Error::Unsupported => KernelError::Nft("table lookup".into()),

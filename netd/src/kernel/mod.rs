@@ -100,8 +100,8 @@ pub trait Kernel: Send + Sync {
     /// Applies an nftables batch (nft syntax) in the host namespace as one transaction.
     fn nft(&self, batch: &str) -> Result<(), KernelError>;
 
-    /// Whether table `family name` exists in the host namespace.
-    fn nft_table_exists(&self, family: &str, name: &str) -> Result<bool, KernelError>;
+    /// Table `family name` in the host namespace (with its comment), if it exists.
+    fn nft_table(&self, family: &str, name: &str) -> Result<Option<nft_table::NftTable>, KernelError>;
 
     /// Lets traffic of netd's bridges through dockerd's iptables FORWARD chain (see
     /// `iptables.rs`); a no-op where dockerd does not manage iptables.

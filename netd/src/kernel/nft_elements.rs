@@ -361,13 +361,17 @@ impl Conn {
         unsafe { OwnedFd::from_raw_fd(self.sock.into_raw_fd()) }
     }
 
-    /// Whether table `family name` exists (`nft_table`), on this socket.
-    pub fn table_exists(&mut self, family: u8, name: &str) -> Result<bool, KernelError> {
+    /// Table `family name`, if it exists (`nft_table`), on this socket.
+    pub fn table(
+        &mut self,
+        family: u8,
+        name: &str,
+    ) -> Result<Option<super::nft_table::NftTable>, KernelError> {
         let seq = self.next_seq();
         self.sock
             .send(&super::nft_table::request(family, name, seq), 0)
             .map_err(|e| io("send", e))?;
-        let mut found = false;
+        let mut found = None;
         loop {
             self.buf.clear();
             self.sock.recv(&mut self.buf, 0).map_err(|e| io("recv", e))?;

@@ -1,4 +1,5 @@
-//! Whether one nftables table exists, asked with a single nfnetlink request
+//! Whether one nftables table exists, and its comment (netd's tables name their owner
+//! there: `Engine::check_owner`), asked with a single nfnetlink request
 //! (`NFT_MSG_GETTABLE` for that family and name) on a socket of the calling thread's
 //! namespace.
 //!
@@ -15,6 +16,10 @@ const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_NEWTABLE: u16 = 0;
 const NFT_MSG_GETTABLE: u16 = 1;
 const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_TABLE_USERDATA: u16 = 6;
+/// libnftnl's user data entry of a table's comment (`NFTNL_UDATA_TABLE_COMMENT`): one
+/// byte type, one byte length, the string with its NUL.
+const UDATA_TABLE_COMMENT: u8 = 0;
 const NLMSG_ERROR: u16 = 2;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_ACK: u16 = 4;
@@ -52,9 +57,20 @@ pub fn request(family: u8, name: &str, seq: u32) -> Vec<u8> {
     b
 }
 
-/// What the kernel's answer says: `Some(found)` once it is complete (the ack, or the
-/// error), `None` when more is to come. `found` tracks a NEWTABLE seen earlier.
-pub fn parse_answer(buf: &[u8], seq: u32, found: &mut bool) -> Result<Option<bool>, KernelError> {
+/// A table as the kernel has it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NftTable {
+    /// Its comment (`add table ... { comment "..." }`), if it has one.
+    pub comment: Option<String>,
+}
+
+/// What the kernel's answer says: `Some(table or None)` once it is complete (the ack, or
+/// the error), `None` when more is to come. `found` keeps a NEWTABLE seen earlier.
+pub fn parse_answer(
+    buf: &[u8],
+    seq: u32,
+    found: &mut Option<NftTable>,
+) -> Result<Option<Option<NftTable>>, KernelError> {
     let mut off = 0;
     while off + HDR <= buf.len() {
         let word = |at: usize| u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
@@ -65,12 +81,14 @@ pub fn parse_answer(buf: &[u8], seq: u32, found: &mut bool) -> Result<Option<boo
         }
         if word(off + 8) == seq {
             if kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE {
-                *found = true;
+                *found = Some(NftTable {
+                    comment: comment_of(&buf[off + HDR..off + len]),
+                });
             } else if kind == NLMSG_ERROR && len >= HDR + 4 {
                 let errno = -(word(off + HDR) as i32);
                 return match errno {
-                    0 => Ok(Some(*found)),
-                    libc::ENOENT => Ok(Some(false)),
+                    0 => Ok(Some(found.take())),
+                    libc::ENOENT => Ok(Some(None)),
                     e => Err(KernelError::Nft(format!(
                         "get table: {}",
                         std::io::Error::from_raw_os_error(e)
@@ -83,8 +101,35 @@ pub fn parse_answer(buf: &[u8], seq: u32, found: &mut bool) -> Result<Option<boo
     Ok(None)
 }
 
-/// Whether table `family name` exists in the calling thread's namespace.
-pub fn table_exists(family: &str, name: &str) -> Result<bool, KernelError> {
+/// The comment in a NEWTABLE's payload (nfgenmsg, then attributes), if any.
+fn comment_of(payload: &[u8]) -> Option<String> {
+    let mut a = 4;
+    while a + 4 <= payload.len() {
+        let alen = u16::from_ne_bytes([payload[a], payload[a + 1]]) as usize;
+        let kind = u16::from_ne_bytes([payload[a + 2], payload[a + 3]]) & 0x3fff;
+        if alen < 4 || a + alen > payload.len() {
+            return None;
+        }
+        if kind == NFTA_TABLE_USERDATA {
+            let mut u = &payload[a + 4..a + alen];
+            while u.len() >= 2 {
+                let (t, l) = (u[0], u[1] as usize);
+                let v = u.get(2..2 + l)?;
+                if t == UDATA_TABLE_COMMENT {
+                    let text = v.strip_suffix(&[0]).unwrap_or(v);
+                    return Some(String::from_utf8_lossy(text).into_owned());
+                }
+                u = &u[2 + l..];
+            }
+            return None;
+        }
+        a += alen.next_multiple_of(4);
+    }
+    None
+}
+
+/// Table `family name` in the calling thread's namespace, if it exists.
+pub fn table(family: &str, name: &str) -> Result<Option<NftTable>, KernelError> {
     let fam =
         family_number(family).ok_or_else(|| KernelError::Nft(format!("unknown nft family {family:?}")))?;
     let io = |op: &str, e: std::io::Error| KernelError::Nft(format!("nfnetlink {op}: {e}"));
@@ -95,7 +140,7 @@ pub fn table_exists(family: &str, name: &str) -> Result<bool, KernelError> {
     let seq = 1;
     sock.send(&request(fam, name, seq), 0)
         .map_err(|e| io("send", e))?;
-    let mut found = false;
+    let mut found = None;
     let mut buf = Vec::with_capacity(16 * 1024);
     loop {
         buf.clear();
@@ -139,23 +184,42 @@ mod tests {
 
     #[test]
     fn answers() {
-        let mut found = false;
-        // NEWTABLE then the ack: there.
+        let mut found = None;
+        // NEWTABLE then the ack: there, without a comment.
         let mut b = msg(0x0a00, 1, &[1, 0, 0, 0]);
         b.extend(msg(NLMSG_ERROR, 1, &0i32.to_ne_bytes()));
-        assert_eq!(parse_answer(&b, 1, &mut found).unwrap(), Some(true));
+        assert_eq!(
+            parse_answer(&b, 1, &mut found).unwrap(),
+            Some(Some(NftTable::default()))
+        );
+        // With a comment (NFTA_TABLE_USERDATA: libnftnl's entry 0, NUL-terminated) after
+        // another attribute.
+        let mut p = vec![1, 0, 0, 0];
+        p.extend_from_slice(&12u16.to_ne_bytes());
+        p.extend_from_slice(&NFTA_TABLE_NAME.to_ne_bytes());
+        p.extend_from_slice(b"netd\0\0\0\0");
+        let udata = [&[UDATA_TABLE_COMMENT, 6][..], b"owner\0"].concat();
+        p.extend_from_slice(&((4 + udata.len()) as u16).to_ne_bytes());
+        p.extend_from_slice(&NFTA_TABLE_USERDATA.to_ne_bytes());
+        p.extend_from_slice(&udata);
+        p.resize(p.len().next_multiple_of(4), 0);
+        let mut b = msg(0x0a00, 2, &p);
+        b.extend(msg(NLMSG_ERROR, 2, &0i32.to_ne_bytes()));
+        let mut found = None;
+        let t = parse_answer(&b, 2, &mut found).unwrap().unwrap().unwrap();
+        assert_eq!(t.comment.as_deref(), Some("owner"));
         // ENOENT: not there.
-        let mut found = false;
+        let mut found = None;
         let b = msg(NLMSG_ERROR, 1, &(-libc::ENOENT).to_ne_bytes());
-        assert_eq!(parse_answer(&b, 1, &mut found).unwrap(), Some(false));
+        assert_eq!(parse_answer(&b, 1, &mut found).unwrap(), Some(None));
         // Another error is an error; a partial answer asks for more.
         let b = msg(NLMSG_ERROR, 1, &(-libc::EPERM).to_ne_bytes());
-        assert!(parse_answer(&b, 1, &mut false).is_err());
-        let mut found = false;
+        assert!(parse_answer(&b, 1, &mut None).is_err());
+        let mut found = None;
         assert_eq!(
             parse_answer(&msg(0x0a00, 1, &[1, 0, 0, 0]), 1, &mut found).unwrap(),
             None
         );
-        assert!(found);
+        assert!(found.is_some());
     }
 }

@@ -224,12 +224,6 @@ impl NetConf {
             }
         }
         self.check_vlan()?;
-        if self.is_gateway == Some(false) {
-            return Err(CniError::new(
-                code::UNSUPPORTED_FIELD,
-                "isGateway false is not supported: netd's bridge always holds the gateway address",
-            ));
-        }
         if let Some(i) = &self.ipam {
             if crate::delegated_ipam::is_builtin(&i.ipam_type) {
                 i.subnets()?;

@@ -80,6 +80,14 @@ pub fn network_request(conf: &NetConf) -> Result<NetworkRequest> {
         if let Some(v) = conf.vlan_id() {
             options.insert(netd::model::OPT_VLAN.to_string(), v.to_string());
         }
+        // The reference's `isGateway: false`: the bridge holds no address; the gateway
+        // (the containers' default route, as IPAM says) is a router on the bridge's LAN.
+        // `isDefaultGateway: true` implies `isGateway`, as there.
+        if conf.is_gateway == Some(false) && conf.is_default_gateway != Some(true) {
+            for k in [netd::model::OPT_INHIBIT_IPV4, netd::model::OPT_INHIBIT_IPV6] {
+                options.insert(k.to_string(), "true".into());
+            }
+        }
     }
     let mut labels = BTreeMap::new();
     labels.insert("cni.netd/owner".to_string(), "netd-cni".to_string());

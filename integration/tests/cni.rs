@@ -935,3 +935,87 @@ fn cni_standalone_refuses_tables_of_another_netd() {
         node.del("own-a", &a.path(), &conf);
     }
 }
+
+/// The reference's `isGateway: false` (an L2 network whose gateway is a router on the
+/// bridge's LAN): the bridge holds no address; containers get their addresses, the
+/// gateway in the result and a default route via it, and reach each other over the
+/// bridge; nobody answers at the gateway address. The same network with `isGateway`
+/// true is another network (code 7). DEL leaves nothing.
+fn no_gateway(mode: Mode) {
+    let node = Node::new(mode);
+    let conf = node.conf(
+        "ndcni-l2",
+        "10.238.0.0/24",
+        json!({"isGateway": false, "isDefaultGateway": false}),
+    );
+    let (a, b) = (Netns::new(), Netns::new());
+    let ra = node.add("l2-a", &a, &conf);
+    let rb = node.add("l2-b", &b, &conf);
+    let bridge = conf["bridge"].as_str().unwrap();
+    let addrs = node.host.sh(&format!("ip -j addr show dev {bridge}")).stdout;
+    let v: Value = serde_json::from_str(&addrs).expect("ip -j");
+    let on_bridge: Vec<&Value> = v[0]["addr_info"].as_array().unwrap().iter().collect();
+    assert!(on_bridge.is_empty(), "the bridge holds {on_bridge:?}");
+    assert_eq!(ra["ips"][0]["gateway"], "10.238.0.1", "{ra}");
+    assert!(a
+        .sh("ip route show default")
+        .stdout
+        .contains("via 10.238.0.1 dev eth0"));
+    let ip = |r: &Value| {
+        r["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let path = |n: &Netns| std::path::PathBuf::from(n.path());
+    assert!(
+        integration::harness::ping_from(&path(&a), None, &ip(&rb)),
+        "a -> b"
+    );
+    assert!(
+        integration::harness::ping_from(&path(&b), None, &ip(&ra)),
+        "b -> a"
+    );
+    assert!(
+        !integration::harness::ping_from(&path(&a), None, "10.238.0.1"),
+        "no gateway here"
+    );
+
+    let mut gw = conf.clone();
+    gw["isGateway"] = json!(true);
+    let c = Netns::new();
+    let (code, out, _) = node.exec("ADD", "l2-c", &c.path(), "eth0", &gw);
+    assert_eq!((code, out["code"].as_u64()), (1, Some(7)), "{out}");
+    assert!(
+        out["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no gateway on the bridge"),
+        "{out}"
+    );
+    assert!(c.link_gone("eth0"));
+
+    for (id, ns) in [("l2-a", &a), ("l2-b", &b)] {
+        node.del(id, &ns.path(), &conf);
+    }
+    assert!(node.sandboxes().is_empty());
+}
+
+#[test]
+fn cni_is_gateway_false_delegating() {
+    if skip("cni_is_gateway_false_delegating") {
+        return;
+    }
+    no_gateway(Mode::Delegating);
+}
+
+#[test]
+fn cni_is_gateway_false_standalone() {
+    if skip("cni_is_gateway_false_standalone") {
+        return;
+    }
+    no_gateway(Mode::Standalone);
+}

@@ -273,13 +273,16 @@ fn nfnetlink_table_probe_agrees_with_libnftables() {
     let probe = |family: &'static str| table(family).is_some();
     let nft = Nft::new_in(Some(&path)).expect("nft context");
     assert!(!probe("inet") && !probe("bridge"));
-    nft.run(&ruleset::full(&sample(), "netd test \"owner\"")).expect("apply full");
+    nft.run(&ruleset::full(&sample(), "netd test \"owner\""))
+        .expect("apply full");
     // The comment as nft wrote it into the table's user data, read back by the probe.
     for family in ["inet", "bridge"] {
         let t = table(family).expect("table");
         assert_eq!(t.comment.as_deref(), Some("netd test _owner_"), "{family}");
     }
-    assert!(ns.nft(&["list", "table", "inet", "netd"]).contains("comment \"netd test _owner_\""));
+    assert!(ns
+        .nft(&["list", "table", "inet", "netd"])
+        .contains("comment \"netd test _owner_\""));
     for family in ["inet", "bridge", "ip"] {
         assert_eq!(
             probe(family),
@@ -394,7 +397,8 @@ fn spoofed_sources_are_dropped_and_icc_off_isolates() {
     let lab = Lab::new();
     let [s1, s2] = &lab.sb;
     let nft = Nft::new_in(Some(&lab.host.path())).expect("nft context in host netns");
-    nft.run(&ruleset::full(&lab.state, "netd test")).expect("apply full");
+    nft.run(&ruleset::full(&lab.state, "netd test"))
+        .expect("apply full");
 
     assert!(s1.ping(None, "10.77.0.1"), "sandbox cannot reach its gateway");
     assert!(s1.ping(None, "10.77.0.3"), "icc on, yet sandboxes cannot talk");

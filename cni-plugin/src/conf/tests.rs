@@ -90,7 +90,27 @@ fn errors_get_the_spec_codes() {
         code::UNSUPPORTED_FIELD
     );
     assert_eq!(code_of(&with("driver", json!("ipvlan"))), code::UNSUPPORTED_FIELD);
-    assert_eq!(code_of(&with("isGateway", json!(false))), code::UNSUPPORTED_FIELD);
+    // isGateway false: the bridge holds no gateway address (both families inhibited);
+    // isDefaultGateway true implies isGateway, as in the reference.
+    let opts = |c: &[u8]| {
+        crate::ops::network_request(&parse(c).expect("parse"))
+            .expect("request")
+            .options
+    };
+    let mut no_gw: Value = serde_json::from_slice(&with("isGateway", json!(false))).unwrap();
+    no_gw["isDefaultGateway"] = json!(false);
+    let o = opts(&serde_json::to_vec(&no_gw).unwrap());
+    assert_eq!(
+        o.get(netd::model::OPT_INHIBIT_IPV4).map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        o.get(netd::model::OPT_INHIBIT_IPV6).map(String::as_str),
+        Some("true")
+    );
+    // The example also says isDefaultGateway: true.
+    assert!(!opts(&with("isGateway", json!(false))).contains_key(netd::model::OPT_INHIBIT_IPV4));
+    assert!(!opts(&with("isGateway", json!(true))).contains_key(netd::model::OPT_INHIBIT_IPV4));
     // Other IPAM types are plugins executed from CNI_PATH (delegated_ipam); a type that
     // is not a plain file name is a config error.
     assert!(parse(&with("ipam", json!({"type": "dhcp"}))).is_ok());

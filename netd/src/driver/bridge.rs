@@ -23,9 +23,17 @@ pub fn network_up(net: &Network) -> Vec<Step> {
             value: "1".into(),
         });
     }
+    // A family whose gateway is inhibited is routed by someone else on the bridge's LAN.
     let addrs: Vec<IpNetwork> = net
         .subnets
         .iter()
+        .filter(|s| {
+            !(if s.subnet.is_ipv4() {
+                net.inhibit_ipv4
+            } else {
+                net.inhibit_ipv6
+            })
+        })
         .filter_map(|s| IpNetwork::new(s.gateway, s.subnet.prefix()).ok())
         .collect();
     if let Some(vlan) = net.vlan {
@@ -142,5 +150,67 @@ mod tests {
         assert_eq!(parse_mac("01:00:5e:00:00:01"), None);
         assert_eq!(parse_mac("zz:00:00:00:00:00"), None);
         assert_eq!(parse_mac("02:42:ac:12:00"), None);
+    }
+
+    /// `inhibit_ipv4` / `inhibit_ipv6`: the bridge holds no gateway address of that
+    /// family; the other family's stays.
+    #[test]
+    fn inhibited_gateways_stay_off_the_bridge() {
+        use crate::model::{NetworkRequest, Subnet, SubnetRequest, OPT_INHIBIT_IPV4, OPT_INHIBIT_IPV6};
+        let plan = |opts: &[(&str, &str)]| {
+            let req = NetworkRequest {
+                name: "lan".into(),
+                ipv6: true,
+                subnets: vec![
+                    SubnetRequest {
+                        subnet: Some("10.8.0.0/24".into()),
+                        ..Default::default()
+                    },
+                    SubnetRequest {
+                        subnet: Some("fd00:8::/64".into()),
+                        ..Default::default()
+                    },
+                ],
+                options: opts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                ..Default::default()
+            };
+            let p = req.parse().expect("parse");
+            let subnets = vec![
+                Subnet {
+                    subnet: "10.8.0.0/24".parse().unwrap(),
+                    gateway: "10.8.0.1".parse().unwrap(),
+                    ip_range: None,
+                },
+                Subnet {
+                    subnet: "fd00:8::/64".parse().unwrap(),
+                    gateway: "fd00:8::1".parse().unwrap(),
+                    ip_range: None,
+                },
+            ];
+            let net = p.into_network("id".into(), subnets, &req, "netctl", 0);
+            let bridge = network_up(&net).into_iter().find_map(|s| match s {
+                Step::CreateBridge(b) => Some(b),
+                _ => None,
+            });
+            bridge
+                .expect("bridge")
+                .addrs
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(plan(&[]), ["10.8.0.1/24", "fd00:8::1/64"]);
+        assert_eq!(plan(&[(OPT_INHIBIT_IPV4, "true")]), ["fd00:8::1/64"]);
+        assert_eq!(
+            plan(&[(OPT_INHIBIT_IPV4, "yes"), (OPT_INHIBIT_IPV6, "1")]),
+            Vec::<String>::new()
+        );
+        assert_eq!(plan(&[(OPT_INHIBIT_IPV4, "false")]).len(), 2);
+        let bad = NetworkRequest {
+            name: "lan".into(),
+            options: [(OPT_INHIBIT_IPV4.to_string(), "maybe".to_string())].into(),
+            ..Default::default()
+        };
+        assert!(bad.parse().unwrap_err().contains("expected true or false"));
     }
 }

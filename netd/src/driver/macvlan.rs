@@ -104,6 +104,8 @@ mod tests {
             parent: Some("eth0".into()),
             macvlan_mode: Some("vepa".into()),
             vlan: None,
+            inhibit_ipv4: false,
+            inhibit_ipv6: false,
             options: Default::default(),
             labels: Default::default(),
             owner: "netctl".into(),

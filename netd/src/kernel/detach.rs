@@ -27,7 +27,9 @@ use std::time::Duration;
 /// Runs `job` in a child process that has closed every descriptor but `keep`, and
 /// returns at once. The child is not waited for: the caller is a process that exits
 /// after one operation (`LinuxKernel::with_detached_deletes`), whereupon the child is
-/// reparented and reaped by init (or the runtime's subreaper). A second fork to reparent
+/// reparented and reaped by init (or the runtime's subreaper). A child that holds
+/// nfnetlink sockets lives on until nf_tables is quiet (`wait_until_quiet`, at most
+/// `QUIET_DEADLINE`): tens of milliseconds after a lone DEL. A second fork to reparent
 /// it at once would cost the caller another page-table copy (~0.3 ms here).
 ///
 /// # Safety
@@ -131,7 +133,7 @@ pub(super) unsafe fn wait_until_quiet(nfnl: RawFd) {
     }
 }
 
-/// CLOCK_MONOTONIC (async-signal-safe, unlike `Instant` only in name: both are this).
+/// CLOCK_MONOTONIC, read with clock_gettime(2), which is async-signal-safe.
 fn monotonic() -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,

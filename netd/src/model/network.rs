@@ -14,7 +14,19 @@ pub const OPT_ICC: &str = "com.docker.network.bridge.enable_icc";
 pub const OPT_MASQ: &str = "com.docker.network.bridge.enable_ip_masquerade";
 pub const OPT_HOST_BINDING: &str = "com.docker.network.bridge.host_binding_ipv4";
 pub const OPT_MTU: &str = "com.docker.network.driver.mtu";
-const KNOWN_BRIDGE_OPTS: &[&str] = &[OPT_BRIDGE_NAME, OPT_ICC, OPT_MASQ, OPT_HOST_BINDING];
+/// Docker's `-o com.docker.network.bridge.inhibit_ipv4=true`: the bridge gets no IPv4
+/// address; the gateway address (still the endpoints' default route) is someone else's,
+/// a router on the bridge's LAN. `OPT_INHIBIT_IPV6` is netd's counterpart for IPv6
+/// (CNI `isGateway: false` sets both).
+pub const OPT_INHIBIT_IPV4: &str = "com.docker.network.bridge.inhibit_ipv4";
+pub const OPT_INHIBIT_IPV6: &str = "netd.bridge.inhibit_ipv6";
+const KNOWN_BRIDGE_OPTS: &[&str] = &[
+    OPT_BRIDGE_NAME,
+    OPT_ICC,
+    OPT_MASQ,
+    OPT_HOST_BINDING,
+    OPT_INHIBIT_IPV4,
+];
 /// Docker's macvlan driver options (`-o parent=eth0 -o macvlan_mode=bridge`).
 pub const OPT_PARENT: &str = "parent";
 pub const OPT_MACVLAN_MODE: &str = "macvlan_mode";
@@ -61,6 +73,9 @@ pub struct ParsedNetwork {
     pub macvlan_mode: Option<String>,
     /// bridge only: the VLAN of the network's ports (`-o vlan=N`).
     pub vlan: Option<u16>,
+    /// bridge only: no gateway address on the bridge, per family (`OPT_INHIBIT_IPV4`).
+    pub inhibit_ipv4: bool,
+    pub inhibit_ipv6: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +116,12 @@ pub struct Network {
     /// bridge with `-o vlan=N`: the VLAN of its ports; the gateway is on `<bridge>.<N>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<u16>,
+    /// The bridge holds no gateway address of that family (`OPT_INHIBIT_IPV4`): the
+    /// gateway is a router on the bridge's LAN.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inhibit_ipv4: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inhibit_ipv6: bool,
     #[serde(default)]
     pub options: BTreeMap<String, String>,
     #[serde(default)]
@@ -137,6 +158,8 @@ impl ParsedNetwork {
             parent: self.parent,
             macvlan_mode: self.macvlan_mode,
             vlan: self.vlan,
+            inhibit_ipv4: self.inhibit_ipv4,
+            inhibit_ipv6: self.inhibit_ipv6,
             options: req.options.clone(),
             labels: req.labels.clone(),
             owner: owner.into(),
@@ -159,6 +182,11 @@ impl Network {
     pub fn is_macvlan(&self) -> bool {
         self.driver == DRIVER_MACVLAN
     }
+}
+
+/// Whether a boolean option's value says yes (what `parse_bool` reads as true).
+pub fn option_is_true(v: &str) -> bool {
+    matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
 }
 
 fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
@@ -214,6 +242,8 @@ impl NetworkRequest {
             parent: None,
             macvlan_mode: None,
             vlan: None,
+            inhibit_ipv4: false,
+            inhibit_ipv6: false,
         };
         if o.driver == DRIVER_MACVLAN {
             super::macvlan::parse_options(&self.options, &mut o)?;
@@ -230,6 +260,13 @@ impl NetworkRequest {
                     o.bridge = v.clone();
                 }
                 OPT_ICC => o.icc = parse_bool(k, v)?,
+                OPT_INHIBIT_IPV4 => o.inhibit_ipv4 = parse_bool(k, v)?,
+                OPT_INHIBIT_IPV6 if o.driver == DRIVER_MACVLAN => {
+                    return Err(format!(
+                        "option {k} is a bridge option; this network uses the macvlan driver"
+                    ));
+                }
+                OPT_INHIBIT_IPV6 => o.inhibit_ipv6 = parse_bool(k, v)?,
                 OPT_MASQ => o.masquerade = parse_bool(k, v)?,
                 OPT_HOST_BINDING => {
                     o.host_binding_ipv4 = Some(

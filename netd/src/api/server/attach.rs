@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use super::{body, created, with_engine, ApiError, ApiResult, Shared};
 use crate::engine::{Engine, EngineError};
 use crate::model::{
-    Network, NetworkRequest, Sandbox, SandboxRequest, DRIVER_MACVLAN, OPT_BRIDGE_NAME, OPT_PARENT, OPT_VLAN,
+    option_is_true, Network, NetworkRequest, Sandbox, SandboxRequest, DRIVER_MACVLAN, OPT_BRIDGE_NAME,
+    OPT_INHIBIT_IPV4, OPT_INHIBIT_IPV6, OPT_PARENT, OPT_VLAN,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,6 +82,23 @@ pub fn mismatch(net: &Network, req: &NetworkRequest) -> Option<String> {
             net.name,
             show(net.vlan),
             show(want_vlan)
+        ));
+    }
+    // Whether the bridge holds the gateway: another answer is another network.
+    let inhibited = |k: &str| req.options.get(k).is_some_and(|v| option_is_true(v));
+    let want = (inhibited(OPT_INHIBIT_IPV4), inhibited(OPT_INHIBIT_IPV6));
+    if want != (net.inhibit_ipv4, net.inhibit_ipv6) {
+        let show = |(v4, v6): (bool, bool)| match (v4, v6) {
+            (false, false) => "its gateway on the bridge",
+            (true, true) => "no gateway on the bridge",
+            (true, false) => "no IPv4 gateway on the bridge",
+            (false, true) => "no IPv6 gateway on the bridge",
+        };
+        return Some(format!(
+            "network {} exists with {}, not {}",
+            net.name,
+            show((net.inhibit_ipv4, net.inhibit_ipv6)),
+            show(want)
         ));
     }
     match req.options.get(OPT_BRIDGE_NAME) {

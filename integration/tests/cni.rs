@@ -8,7 +8,7 @@ mod cni_support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cni_support::{exec_plugin, skip, Mode, Netns, Node};
+use cni_support::{exec_plugin, ip_of, skip, Mode, Netns, Node};
 use serde_json::{json, Value};
 
 fn add_check_del(mode: Mode) {
@@ -961,22 +961,13 @@ fn no_gateway(mode: Mode) {
         .sh("ip route show default")
         .stdout
         .contains("via 10.238.0.1 dev eth0"));
-    let ip = |r: &Value| {
-        r["ips"][0]["address"]
-            .as_str()
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap()
-            .to_string()
-    };
     let path = |n: &Netns| std::path::PathBuf::from(n.path());
     assert!(
-        integration::harness::ping_from(&path(&a), None, &ip(&rb)),
+        integration::harness::ping_from(&path(&a), None, &ip_of(&rb)),
         "a -> b"
     );
     assert!(
-        integration::harness::ping_from(&path(&b), None, &ip(&ra)),
+        integration::harness::ping_from(&path(&b), None, &ip_of(&ra)),
         "b -> a"
     );
     assert!(

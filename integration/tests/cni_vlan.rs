@@ -17,7 +17,7 @@ mod cni_support;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use cni_support::{skip, Mode, Netns, Node};
+use cni_support::{ip_of, skip, Mode, Netns, Node};
 use integration::harness::{nsenter, ping_from, sh};
 use netd::kernel::linux::LinuxKernel;
 use netd::kernel::Kernel;
@@ -99,16 +99,6 @@ fn access_port_of(node: &Node, port: &str, vid: u64) {
             "{port} vlan {vid} lacks {f}: {vl:?}"
         );
     }
-}
-
-fn ip_of(r: &Value) -> String {
-    r["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 /// One ARP request from `ns` for `ip`: whether it was answered (L2 reachability, which

@@ -329,3 +329,14 @@ pub fn skip(what: &str) -> bool {
     }
     false
 }
+
+/// The first address of an ADD result, without its prefix length.
+pub fn ip_of(r: &Value) -> String {
+    r["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string()
+}

@@ -198,40 +198,16 @@ pub(super) unsafe fn nft_generation(nfnl: RawFd, seq: u32) -> Option<u32> {
         if n <= 0 {
             return None;
         }
-        let n = n as usize;
-        let mut off = 0;
-        while off + 16 <= n {
-            let len = u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]) as usize;
-            let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
-            let mseq = u32::from_ne_bytes([buf[off + 8], buf[off + 9], buf[off + 10], buf[off + 11]]);
-            if len < 16 || off + len > n {
-                break;
+        for (kind, mseq, payload) in super::nft_elements::messages(&buf[..n as usize]) {
+            if mseq != seq {
+                continue;
             }
-            if mseq == seq {
-                if kind != ((10u16 << 8) | NFT_MSG_NEWGEN) {
-                    return None; // an error answer
-                }
-                // Attributes follow the header and the 4-byte nfgenmsg.
-                let mut a = off + 20;
-                while a + 4 <= off + len {
-                    let alen = u16::from_ne_bytes([buf[a], buf[a + 1]]) as usize;
-                    let akind = u16::from_ne_bytes([buf[a + 2], buf[a + 3]]) & 0x3fff;
-                    if alen < 4 || a + alen > off + len {
-                        break;
-                    }
-                    if akind == NFTA_GEN_ID && alen >= 8 {
-                        return Some(u32::from_be_bytes([
-                            buf[a + 4],
-                            buf[a + 5],
-                            buf[a + 6],
-                            buf[a + 7],
-                        ]));
-                    }
-                    a += (alen + 3) & !3;
-                }
-                return None;
+            if kind != (10u16 << 8) | NFT_MSG_NEWGEN {
+                return None; // an error answer
             }
-            off += (len + 3) & !3;
+            // Attributes follow the 4-byte nfgenmsg.
+            let (_, v) = super::nft_elements::attributes(payload, 4).find(|(k, _)| *k == NFTA_GEN_ID)?;
+            return Some(u32::from_be_bytes(v.get(0..4)?.try_into().ok()?));
         }
     }
 }

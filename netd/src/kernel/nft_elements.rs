@@ -250,8 +250,9 @@ fn io(op: &str, e: std::io::Error) -> KernelError {
     KernelError::Nft(format!("nfnetlink {op}: {e}"))
 }
 
-/// Walks the nlmsgs in `buf`: (type, seq, payload after the header).
-fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
+/// Walks the nlmsgs in `buf`: (type, seq, payload after the header); stops at a
+/// malformed one. Allocation-free, so a forked child may use it (`detach`).
+pub(crate) fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
     let mut off = 0;
     std::iter::from_fn(move || {
         if off + HDR > buf.len() {
@@ -269,8 +270,23 @@ fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
     })
 }
 
+/// Walks the netlink attributes of `payload` from byte `from` (past a family header):
+/// (type without the nested/byte-order flags, value); stops at a malformed one.
+/// Allocation-free, like `messages`.
+pub(crate) fn attributes(payload: &[u8], from: usize) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut off = from;
+    std::iter::from_fn(move || {
+        let head = payload.get(off..off + 4)?;
+        let len = u16::from_ne_bytes([head[0], head[1]]) as usize;
+        let kind = u16::from_ne_bytes([head[2], head[3]]) & 0x3fff;
+        let value = payload.get(off + 4..off.checked_add(len)?)?;
+        off += len.max(4).next_multiple_of(4);
+        Some((kind, value))
+    })
+}
+
 /// The errno of an NLMSG_ERROR payload (0: ack).
-fn errno_of(payload: &[u8]) -> Option<i32> {
+pub(crate) fn errno_of(payload: &[u8]) -> Option<i32> {
     Some(-i32::from_ne_bytes(payload.get(0..4)?.try_into().ok()?))
 }
 

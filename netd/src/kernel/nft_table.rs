@@ -103,27 +103,15 @@ pub fn parse_answer(
 
 /// The comment in a NEWTABLE's payload (nfgenmsg, then attributes), if any.
 fn comment_of(payload: &[u8]) -> Option<String> {
-    let mut a = 4;
-    while a + 4 <= payload.len() {
-        let alen = u16::from_ne_bytes([payload[a], payload[a + 1]]) as usize;
-        let kind = u16::from_ne_bytes([payload[a + 2], payload[a + 3]]) & 0x3fff;
-        if alen < 4 || a + alen > payload.len() {
-            return None;
+    let (_, mut u) = super::nft_elements::attributes(payload, 4).find(|(k, _)| *k == NFTA_TABLE_USERDATA)?;
+    while u.len() >= 2 {
+        let (t, l) = (u[0], u[1] as usize);
+        let v = u.get(2..2 + l)?;
+        if t == UDATA_TABLE_COMMENT {
+            let text = v.strip_suffix(&[0]).unwrap_or(v);
+            return Some(String::from_utf8_lossy(text).into_owned());
         }
-        if kind == NFTA_TABLE_USERDATA {
-            let mut u = &payload[a + 4..a + alen];
-            while u.len() >= 2 {
-                let (t, l) = (u[0], u[1] as usize);
-                let v = u.get(2..2 + l)?;
-                if t == UDATA_TABLE_COMMENT {
-                    let text = v.strip_suffix(&[0]).unwrap_or(v);
-                    return Some(String::from_utf8_lossy(text).into_owned());
-                }
-                u = &u[2 + l..];
-            }
-            return None;
-        }
-        a += alen.next_multiple_of(4);
+        u = &u[2 + l..];
     }
     None
 }

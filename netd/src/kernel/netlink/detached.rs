@@ -168,20 +168,11 @@ unsafe fn ack(sock: i32) -> i32 {
         if n < 0 {
             return SEND_FAILED;
         }
-        let n = n as usize;
-        let mut off = 0;
-        while off + 20 <= n {
-            let len = u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]) as usize;
-            let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
-            let seq = u32::from_ne_bytes([buf[off + 8], buf[off + 9], buf[off + 10], buf[off + 11]]);
-            if kind == libc::NLMSG_ERROR as u16 && seq == 1 {
-                let code = i32::from_ne_bytes([buf[off + 16], buf[off + 17], buf[off + 18], buf[off + 19]]);
-                return -code;
-            }
-            if len < 16 {
-                break;
-            }
-            off += (len + 3) & !3;
+        let answer = crate::kernel::nft_elements::messages(&buf[..n as usize])
+            .find(|(kind, seq, _)| *kind == libc::NLMSG_ERROR as u16 && *seq == 1)
+            .and_then(|(_, _, payload)| crate::kernel::nft_elements::errno_of(payload));
+        if let Some(errno) = answer {
+            return errno;
         }
     }
 }

@@ -366,6 +366,21 @@ impl NetConf {
         Ok(out)
     }
 
+    /// Whether the container gets no default route through the gateway of its own,
+    /// only the routes IPAM gives (`ipam.routes`, or a delegated IPAM plugin's answer).
+    /// As the reference bridge plugin: `isDefaultGateway: true` adds the gateway routes;
+    /// without it there are none (with `isGateway: false`, or an IPAM plugin executed
+    /// from CNI_PATH, whose config is the drop-in one: `with_addresses` makes the absent
+    /// key false). netd's own IPAM without the key keeps netd's rule: the container's
+    /// first network carries its default routes. `isDefaultGateway: false` is a pod's
+    /// second interface whose default route is another plugin's (Multus).
+    pub fn no_default_route(&self) -> bool {
+        match self.is_default_gateway {
+            Some(d) => !d,
+            None => self.is_gateway == Some(false),
+        }
+    }
+
     pub fn requested_mac(&self, cni_arg: Option<&str>) -> Option<String> {
         self.runtime_config
             .mac

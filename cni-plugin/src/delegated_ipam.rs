@@ -159,6 +159,9 @@ pub fn with_addresses(
 ) -> NetConf {
     let mut c = conf.clone();
     c.runtime_config.ips = addrs.iter().map(|(n, _)| n.ip().to_string()).collect();
+    // The reference: the gateway routes only with `isDefaultGateway: true`, otherwise
+    // only the routes the IPAM plugin answered (`NetConf::no_default_route`).
+    c.is_default_gateway = Some(conf.is_default_gateway == Some(true));
     c.args = None;
     c.ipam = Some(IpamConf {
         ipam_type: "netd".into(),
@@ -240,5 +243,12 @@ mod tests {
         assert_eq!(r.len(), 2, "the route without a dst is not one: {r:?}");
         assert_eq!((r[0].dst.to_string(), r[0].gw), ("10.50.0.0/16".into(), None));
         assert_eq!(r[1].gw.map(|g| g.to_string()), Some("10.9.0.1".into()));
+        // The drop-in config: the gateway routes only with isDefaultGateway true.
+        assert!(c.no_default_route());
+        let dgw = NetConf {
+            is_default_gateway: Some(true),
+            ..conf.clone()
+        };
+        assert!(!with_addresses(&dgw, &a, routes(&res)).no_default_route());
     }
 }

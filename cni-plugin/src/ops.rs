@@ -167,6 +167,7 @@ pub fn add(b: &mut dyn Netd, conf: &NetConf, env: &Env) -> Result<Value> {
         mac: conf.requested_mac(env.args.mac.as_deref()),
         ifname: Some(env.ifname.clone()),
         routes: conf.routes()?,
+        no_default_route: conf.no_default_route(),
     };
     let mut labels = BTreeMap::new();
     labels.insert(LABEL_CONTAINER.to_string(), env.container_id.clone());

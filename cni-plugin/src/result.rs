@@ -32,7 +32,7 @@ pub fn build(cni_version: &str, net: &Network, sb: &Sandbox, ep: &Endpoint, dns:
     let mut routes = Vec::new();
     // Only the sandbox's first endpoint carries the default routes (a container's second
     // network is reached through its subnet route and its extra routes).
-    let default_route = sb.endpoints.first().is_none_or(|e| e.network == ep.network);
+    let default_route = !ep.no_default_route && sb.endpoints.first().is_none_or(|e| e.network == ep.network);
     if let Some(a) = ep.ipv4 {
         let mut ip = json!({ "address": a.to_string(), "interface": index });
         if let Some(gw) = ep.gateway4 {

@@ -938,19 +938,39 @@ fn cni_standalone_refuses_tables_of_another_netd() {
 
 /// The reference's `isGateway: false` (an L2 network whose gateway is a router on the
 /// bridge's LAN): the bridge holds no address; containers get their addresses, the
-/// gateway in the result and a default route via it, and reach each other over the
-/// bridge; nobody answers at the gateway address. The same network with `isGateway`
-/// true is another network (code 7). DEL leaves nothing.
+/// gateway in the result, the routes IPAM gives (a default route via the gateway here)
+/// and no others, and reach each other over the bridge; nobody answers at the gateway
+/// address. The same network with `isGateway` true is another network (code 7). DEL
+/// leaves nothing.
 fn no_gateway(mode: Mode) {
     let node = Node::new(mode);
     let conf = node.conf(
         "ndcni-l2",
-        "10.238.0.0/24",
-        json!({"isGateway": false, "isDefaultGateway": false}),
+        "unused",
+        json!({"isGateway": false, "isDefaultGateway": false,
+               "ipam": {"type": "netd", "subnet": "10.238.0.0/24", "routes": [{"dst": "0.0.0.0/0"}]}}),
     );
     let (a, b) = (Netns::new(), Netns::new());
     let ra = node.add("l2-a", &a, &conf);
     let rb = node.add("l2-b", &b, &conf);
+    assert_eq!(
+        ra["routes"],
+        json!([{"dst": "0.0.0.0/0", "gw": "10.238.0.1"}]),
+        "{ra}"
+    );
+    // Without IPAM routes, no route but the subnet's, as the reference.
+    let mut bare = conf.clone();
+    bare["ipam"]["routes"] = json!([]);
+    let d = Netns::new();
+    let rd = node.add("l2-d", &d, &bare);
+    assert_eq!(rd["routes"], json!([]), "{rd}");
+    assert_eq!(rd["ips"][0]["gateway"], "10.238.0.1", "{rd}");
+    assert_eq!(d.sh("ip route show default").stdout.trim(), "");
+    assert!(integration::harness::ping_from(
+        std::path::Path::new(&d.path()),
+        None,
+        &ip_of(&ra)
+    ));
     let bridge = conf["bridge"].as_str().unwrap();
     let addrs = node.host.sh(&format!("ip -j addr show dev {bridge}")).stdout;
     let v: Value = serde_json::from_str(&addrs).expect("ip -j");
@@ -989,10 +1009,112 @@ fn no_gateway(mode: Mode) {
     );
     assert!(c.link_gone("eth0"));
 
-    for (id, ns) in [("l2-a", &a), ("l2-b", &b)] {
+    for (id, ns) in [("l2-a", &a), ("l2-b", &b), ("l2-d", &d)] {
         node.del(id, &ns.path(), &conf);
     }
     assert!(node.sandboxes().is_empty());
+}
+
+/// A pod's second interface (as Multus adds one): the pod's eth0 and default route are
+/// another plugin's. With `isDefaultGateway: false` netd-cni adds net1 with its address
+/// and the routes IPAM gives, and leaves the default route alone, as the reference
+/// bridge plugin does. netd's own IPAM without the key gives the container netd's
+/// default route; with another one there, that ADD fails and leaves nothing behind.
+fn second_interface(mode: Mode) {
+    let node = Node::new(mode);
+    let conf = node.conf(
+        "ndcni-sec",
+        "unused",
+        json!({"isDefaultGateway": false,
+               "ipam": {"type": "netd", "subnet": "10.239.0.0/24", "routes": [{"dst": "10.251.0.0/16"}]}}),
+    );
+    // The primary network, made by "another plugin": a veth pair inside the pod.
+    let primary = |ns: &Netns| {
+        let o = ns.sh(
+            "ip link add eth0 type veth peer name other0 && ip link set other0 up && \
+             ip addr add 192.0.2.2/24 dev eth0 && ip link set eth0 up && \
+             ip route add default via 192.0.2.1 dev eth0",
+        );
+        assert!(o.ok(), "{}", o.stderr);
+    };
+    let pod = Netns::new();
+    primary(&pod);
+    let (code, r, err) = node.exec("ADD", "sec-a", &pod.path(), "net1", &conf);
+    assert_eq!(code, 0, "{r} {err}");
+    assert_eq!(
+        r["routes"],
+        json!([{"dst": "10.251.0.0/16", "gw": "10.239.0.1"}]),
+        "{r}"
+    );
+    assert_eq!(
+        pod.sh("ip route show default").stdout.trim(),
+        "default via 192.0.2.1 dev eth0"
+    );
+    let routes = pod.sh("ip -4 route show dev net1").stdout;
+    assert!(routes.contains("10.251.0.0/16 via 10.239.0.1"), "{routes}");
+    assert_eq!(pod.addrs("net1").len(), 1);
+    let (code, out, err) = node.exec("CHECK", "sec-a", &pod.path(), "net1", &{
+        let mut c = conf.clone();
+        c["prevResult"] = r.clone();
+        c
+    });
+    assert_eq!(code, 0, "CHECK: {out} {err}");
+    // A second netd network in the same pod is a connect to its sandbox (in delegating
+    // mode another request): its routes come along too.
+    let conf2 = node.conf(
+        "ndcni-sec2",
+        "unused",
+        json!({"isDefaultGateway": false,
+               "ipam": {"type": "netd", "subnet": "10.240.0.0/24", "routes": [{"dst": "10.252.0.0/16"}]}}),
+    );
+    let (code, r2, err) = node.exec("ADD", "sec-a", &pod.path(), "net2", &conf2);
+    assert_eq!(code, 0, "{r2} {err}");
+    assert_eq!(
+        r2["routes"],
+        json!([{"dst": "10.252.0.0/16", "gw": "10.240.0.1"}]),
+        "{r2}"
+    );
+    let routes = pod.sh("ip -4 route show dev net2").stdout;
+    assert!(routes.contains("10.252.0.0/16 via 10.240.0.1"), "{routes}");
+    let (code, out, err) = node.exec("DEL", "sec-a", &pod.path(), "net2", &conf2);
+    assert_eq!(code, 0, "{out} {err}");
+
+    // Without the key, netd's IPAM asks for netd's default route: the kernel refuses a
+    // second one, and the failed ADD leaves nothing.
+    let mut netd_rule = conf.clone();
+    netd_rule.as_object_mut().unwrap().remove("isDefaultGateway");
+    let other = Netns::new();
+    primary(&other);
+    let before = node.sandboxes().len();
+    let (code, out, _) = node.exec("ADD", "sec-b", &other.path(), "net1", &netd_rule);
+    assert_ne!(code, 0, "{out}");
+    assert!(other.link_gone("net1"));
+    assert_eq!(node.sandboxes().len(), before);
+
+    let (code, out, err) = node.exec("DEL", "sec-a", &pod.path(), "net1", &conf);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(pod.link_gone("net1"));
+    assert_eq!(
+        pod.sh("ip route show default").stdout.trim(),
+        "default via 192.0.2.1 dev eth0"
+    );
+    assert!(node.sandboxes().is_empty());
+}
+
+#[test]
+fn cni_second_interface_keeps_the_pods_default_route_delegating() {
+    if skip("cni_second_interface_keeps_the_pods_default_route_delegating") {
+        return;
+    }
+    second_interface(Mode::Delegating);
+}
+
+#[test]
+fn cni_second_interface_keeps_the_pods_default_route_standalone() {
+    if skip("cni_second_interface_keeps_the_pods_default_route_standalone") {
+        return;
+    }
+    second_interface(Mode::Standalone);
 }
 
 #[test]

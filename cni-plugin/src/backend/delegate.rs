@@ -87,8 +87,11 @@ impl Netd for Delegate {
             "sandbox": sandbox,
             "ip": req.ip,
             "ip6": req.ip6,
+            "aliases": req.aliases,
             "mac": req.mac,
             "ifname": req.ifname,
+            "routes": req.routes,
+            "no_default_route": req.no_default_route,
         });
         let path = format!("/v1/networks/{}/connect", req.network);
         decode(self.client.post(&path, &body).map_err(from_client)?)

@@ -108,6 +108,17 @@ fn errors_get_the_spec_codes() {
         o.get(netd::model::OPT_INHIBIT_IPV6).map(String::as_str),
         Some("true")
     );
+    // The gateway's default route: as the reference with isDefaultGateway or isGateway
+    // false; netd's rule (the first network carries it) when neither is said.
+    let no_default = |c: &[u8]| parse(c).expect("parse").no_default_route();
+    assert!(no_default(&serde_json::to_vec(&no_gw).unwrap()));
+    assert!(no_default(&with("isDefaultGateway", json!(false))));
+    assert!(!no_default(&with("isDefaultGateway", json!(true))));
+    let mut plain: Value = serde_json::from_slice(&with("isGateway", json!(true))).unwrap();
+    plain.as_object_mut().unwrap().remove("isDefaultGateway");
+    assert!(!no_default(&serde_json::to_vec(&plain).unwrap()));
+    plain["isGateway"] = json!(false);
+    assert!(no_default(&serde_json::to_vec(&plain).unwrap()));
     // The example also says isDefaultGateway: true.
     assert!(!opts(&with("isGateway", json!(false))).contains_key(netd::model::OPT_INHIBIT_IPV4));
     assert!(!opts(&with("isGateway", json!(true))).contains_key(netd::model::OPT_INHIBIT_IPV4));

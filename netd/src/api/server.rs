@@ -160,6 +160,7 @@ async fn connect(State(st): State<Shared>, Path(net): Path<String>, b: Body) -> 
         mac: r.mac,
         ifname: r.ifname,
         routes: r.routes,
+        no_default_route: r.no_default_route,
     };
     Ok(created(
         with_engine(&st, move |e| e.connect(&net, &req, &r.sandbox)).await?,

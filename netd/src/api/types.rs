@@ -12,6 +12,7 @@ pub struct ConnectRequest {
     pub mac: Option<String>,
     pub ifname: Option<String>,
     pub routes: Vec<crate::model::Route>,
+    pub no_default_route: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -14,6 +14,7 @@ pub(crate) fn ep(net: &str, v4: &str, v6: Option<&str>, aliases: &[&str]) -> End
         gateway6: None,
         aliases: aliases.iter().map(|s| s.to_string()).collect(),
         routes: vec![],
+        no_default_route: false,
     }
 }
 

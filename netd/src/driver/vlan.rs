@@ -95,6 +95,7 @@ mod tests {
             gateway6: None,
             aliases: vec![],
             routes: vec![],
+            no_default_route: false,
         };
         let Step::CreateVeth(v) = endpoint_up(&n, "s", std::path::Path::new("/n"), &ep, true) else {
             panic!("veth")

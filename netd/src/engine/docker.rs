@@ -488,6 +488,8 @@ impl Engine {
             },
             aliases: Vec::new(),
             routes: Vec::new(),
+            // dockerd installs the gateway routes itself (from Join's answer).
+            no_default_route: false,
         };
         let sb = Sandbox {
             name: name.clone(),

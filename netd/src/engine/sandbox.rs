@@ -36,7 +36,8 @@ fn parse_ip(what: &str, s: &str) -> Result<IpAddr> {
 
 /// The extra routes of an endpoint with their gateways resolved: a route without one
 /// goes via the network's gateway, as CNI's `ipam.routes` mean it. A default route via
-/// the network's gateway is the one the endpoint gets anyway and is dropped; anything the
+/// the network's gateway is the one the endpoint gets anyway and is dropped (unless the
+/// endpoint gets none, `no_default_route`, where it is kept as asked); anything the
 /// kernel would refuse (no address of the family, a gateway off the subnet, host bits in
 /// the destination) is refused here, before any change.
 fn extra_routes(network: &str, ep: &Endpoint, want: &[Route]) -> Result<Vec<Route>> {
@@ -66,7 +67,7 @@ fn extra_routes(network: &str, ep: &Endpoint, want: &[Route]) -> Result<Vec<Rout
             Some(g) => Some(g),
             None => gateway,
         };
-        if r.dst.prefix() == 0 {
+        if r.dst.prefix() == 0 && !ep.no_default_route {
             if gw == gateway {
                 continue;
             }
@@ -77,14 +78,46 @@ fn extra_routes(network: &str, ep: &Endpoint, want: &[Route]) -> Result<Vec<Rout
             )));
         }
         let r = Route { dst: r.dst, gw };
-        if !out.contains(&r) {
-            out.push(r);
+        if out.contains(&r) {
+            continue;
         }
+        if let Some(d) = out
+            .iter()
+            .find(|o| r.dst.prefix() == 0 && o.dst.prefix() == 0 && o.dst.is_ipv4() == r.dst.is_ipv4())
+        {
+            return Err(EngineError::Invalid(format!(
+                "two {family} default routes on network {network} ({} and {}): a sandbox has one",
+                via(d),
+                via(&r)
+            )));
+        }
+        out.push(r);
     }
     Ok(out)
 }
 
+/// `via GW` or `on-link`, for messages.
+fn via(r: &Route) -> String {
+    r.gw.map_or("on-link".to_string(), |g| format!("via {g}"))
+}
+
 impl Engine {
+    /// Whether `ep` (the sandbox's first endpoint or not) puts a default route of the
+    /// family into its sandbox: the gateway's (`driver::endpoint_up`), or one of its own.
+    fn carries_default_route(&self, ep: &Endpoint, first: bool, v4: bool) -> bool {
+        let own = ep
+            .routes
+            .iter()
+            .any(|r| r.dst.prefix() == 0 && r.dst.is_ipv4() == v4);
+        let gateway = if v4 {
+            ep.gateway4.is_some()
+        } else {
+            ep.gateway6.is_some()
+        };
+        let internal = self.networks.get(&ep.network).is_some_and(|n| n.internal);
+        own || (first && gateway && !ep.no_default_route && !internal)
+    }
+
     fn netns_path(&self, name: &str) -> PathBuf {
         self.cfg.netns_dir.join(name)
     }
@@ -156,6 +189,7 @@ impl Engine {
             gateway6: None,
             aliases: req.aliases.clone(),
             routes: Vec::new(),
+            no_default_route: req.no_default_route,
         };
         if let Some(pool) = self.pools.get_mut(&pool_key(&net.name, false)) {
             let ip = pool.allocate(&who, want4)?;
@@ -178,6 +212,25 @@ impl Engine {
             }
         }
         ep.routes = extra_routes(&net.name, &ep, &req.routes)?;
+        // One default route per family in a sandbox: the kernel refuses a second (with
+        // a half-made endpoint to undo), so say so before anything is made.
+        let first = taken.is_empty();
+        for v4 in [true, false] {
+            if !self.carries_default_route(&ep, first, v4) {
+                continue;
+            }
+            if let Some(other) = taken
+                .iter()
+                .enumerate()
+                .find(|(i, e)| self.carries_default_route(e, *i == 0, v4))
+            {
+                return Err(EngineError::Invalid(format!(
+                    "a second {} default route: sandbox {sandbox} has one through network {} already",
+                    if v4 { "IPv4" } else { "IPv6" },
+                    other.1.network
+                )));
+            }
+        }
         let mac = mac.unwrap_or_else(|| mac_for(ep.ipv4.map(|n| IpAddr::V4(n.ip()))));
         ep.mac = format_mac(&mac);
         Ok(ep)

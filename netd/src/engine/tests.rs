@@ -463,6 +463,70 @@ fn extra_routes_get_the_gateway_and_bad_ones_change_nothing() {
     }
 }
 
+/// `no_default_route` (CNI's `isDefaultGateway: false`): the endpoint gets no default
+/// route through the gateway of its own; a default route asked for in `routes` is kept
+/// as asked. A second default route of a family in one sandbox is refused before any
+/// change, and so are two in one request.
+#[test]
+fn an_endpoint_without_default_route_keeps_the_one_it_asks_for() {
+    let mut t = setup();
+    let a = t.e.create_network(&net("a", Some("10.1.0.0/24"))).unwrap();
+    t.e.create_network(&net("b", Some("10.2.0.0/24"))).unwrap();
+    let gw_a: std::net::IpAddr = a.subnets[0].gateway.to_string().parse().unwrap();
+    let route = |dst: &str| crate::model::Route {
+        dst: dst.parse().unwrap(),
+        gw: None,
+    };
+    let mut r = SandboxRequest::on("s", &["a"]);
+    r.networks[0].no_default_route = true;
+    let s = t.e.create_sandbox(&r).unwrap();
+    assert!(s.endpoints[0].no_default_route);
+    assert!(s.endpoints[0].routes.is_empty());
+    let step = crate::driver::endpoint_up(&a, "s", std::path::Path::new("/n"), &s.endpoints[0], true);
+    let crate::plan::Step::CreateVeth(v) = step else {
+        panic!("{step:?}")
+    };
+    assert_eq!((v.gw4, v.gw6), (None, None));
+
+    // Asked for: kept as a route, via the gateway.
+    let mut r = SandboxRequest::on("s2", &["a"]);
+    r.networks[0].no_default_route = true;
+    r.networks[0].routes = vec![route("0.0.0.0/0")];
+    let s2 = t.e.create_sandbox(&r).unwrap();
+    assert_eq!(
+        s2.endpoints[0].routes,
+        vec![crate::model::Route {
+            dst: "0.0.0.0/0".parse().unwrap(),
+            gw: Some(gw_a)
+        }]
+    );
+
+    let before = snapshot(&t);
+    // s2's first network carries a default route: a second network may not add one.
+    let mut ep = SandboxRequest::on("x", &["b"]).networks.remove(0);
+    ep.no_default_route = true;
+    ep.routes = vec![route("0.0.0.0/0")];
+    let e = t.e.connect("b", &ep, "s2").unwrap_err();
+    assert!(matches!(e, EngineError::Invalid(_)), "{e}");
+    assert!(e.to_string().contains("through network a"), "{e}");
+    // Two default routes of a family in one request.
+    let mut r = SandboxRequest::on("s3", &["b"]);
+    r.networks[0].no_default_route = true;
+    r.networks[0].routes = vec![
+        route("0.0.0.0/0"),
+        crate::model::Route {
+            dst: "0.0.0.0/0".parse().unwrap(),
+            gw: Some("10.2.0.9".parse().unwrap()),
+        },
+    ];
+    let e = t.e.create_sandbox(&r).unwrap_err();
+    assert!(matches!(e, EngineError::Invalid(_)), "{e}");
+    assert_eq!(snapshot(&t), before);
+    // Without the default route, the same connect is fine.
+    ep.routes.clear();
+    t.e.connect("b", &ep, "s2").unwrap();
+}
+
 /// netd's tables carry their maker's name; an engine with another name refuses them
 /// before it changes anything (a second stateDir, or the plugin next to a daemon).
 #[test]

@@ -34,6 +34,12 @@ pub struct EndpointRequest {
     /// goes via the network's gateway.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Route>,
+    /// No default route through the network's gateway on this endpoint, even when it is
+    /// the sandbox's first (CNI's `isDefaultGateway: false`: a second interface of a pod
+    /// whose default route is another plugin's). A default route in `routes` is then
+    /// installed as it is asked for.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_default_route: bool,
 }
 
 /// A route inside a sandbox through one of its endpoints: to `dst` via `gw`, or on-link
@@ -124,6 +130,9 @@ pub struct Endpoint {
     /// Extra routes through this endpoint, their gateways resolved (see `Route`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Route>,
+    /// See `EndpointRequest::no_default_route`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_default_route: bool,
 }
 
 impl Endpoint {
@@ -186,6 +195,7 @@ mod tests {
             gateway6: None,
             aliases: vec![],
             routes: vec![],
+            no_default_route: false,
         };
         let mut s = Sandbox {
             name: "s".into(),

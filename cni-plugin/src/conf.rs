@@ -224,6 +224,17 @@ impl NetConf {
             }
         }
         self.check_vlan()?;
+        // As the reference bridge plugin, in its words.
+        if self.hairpin_mode && self.promisc_mode {
+            return Err(invalid(
+                "cannot set hairpin mode and promiscuous mode at the same time",
+            ));
+        }
+        if self.promisc_mode && self.vlan_id().is_some() {
+            return Err(invalid(
+                "promiscMode on a VLAN network: VLAN networks share their bridge with others",
+            ));
+        }
         if let Some(i) = &self.ipam {
             if crate::delegated_ipam::is_builtin(&i.ipam_type) {
                 i.subnets()?;
@@ -311,9 +322,9 @@ impl NetConf {
                 )));
             }
         }
-        if self.bridge.is_some() || self.ip_masq || self.hairpin_mode {
+        if self.bridge.is_some() || self.ip_masq || self.hairpin_mode || self.promisc_mode {
             return Err(invalid(
-                "bridge, ipMasq and hairpinMode are bridge keys; a macvlan network has no bridge and no NAT",
+                "bridge, ipMasq, hairpinMode and promiscMode are bridge keys; a macvlan network has no bridge and no NAT",
             ));
         }
         if !self.runtime_config.port_mappings.is_empty() {

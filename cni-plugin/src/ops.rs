@@ -80,6 +80,10 @@ pub fn network_request(conf: &NetConf) -> Result<NetworkRequest> {
         if let Some(v) = conf.vlan_id() {
             options.insert(netd::model::OPT_VLAN.to_string(), v.to_string());
         }
+        // The reference's `promiscMode`: the bridge promiscuous, its ports without hairpin.
+        if conf.promisc_mode {
+            options.insert(netd::model::OPT_PROMISC.to_string(), "true".into());
+        }
         // The reference's `isGateway: false`: the bridge holds no address; the gateway
         // (the containers' default route, as IPAM says) is a router on the bridge's LAN.
         // `isDefaultGateway: true` implies `isGateway`, as there.

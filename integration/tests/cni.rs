@@ -1015,6 +1015,75 @@ fn no_gateway(mode: Mode) {
     assert!(node.sandboxes().is_empty());
 }
 
+/// The reference's `promiscMode`: the bridge is promiscuous and its ports are not in
+/// hairpin mode; with `hairpinMode` too it is code 7 (the reference's words) and nothing
+/// is made; the same network without it is another network (code 7). DEL leaves nothing.
+fn promiscuous(mode: Mode) {
+    let node = Node::new(mode);
+    let conf = node.conf("ndcni-pm", "10.241.0.0/24", json!({"promiscMode": true}));
+    let bridge = conf["bridge"].as_str().unwrap().to_string();
+    let (a, b) = (Netns::new(), Netns::new());
+    let ra = node.add("pm-a", &a, &conf);
+    let rb = node.add("pm-b", &b, &conf);
+    let br = node.host.sh(&format!("ip link show dev {bridge}")).stdout;
+    assert!(br.contains("PROMISC"), "{br}");
+    let ports = node.host.sh(&format!("ip -d link show master {bridge}")).stdout;
+    assert_eq!(ports.matches("hairpin off").count(), 2, "{ports}");
+    assert!(!ports.contains("hairpin on"), "{ports}");
+    assert!(integration::harness::ping_from(
+        std::path::Path::new(&a.path()),
+        None,
+        &ip_of(&rb)
+    ));
+    assert!(integration::harness::ping_from(
+        std::path::Path::new(&b.path()),
+        None,
+        &ip_of(&ra)
+    ));
+
+    let c = Netns::new();
+    let mut both = conf.clone();
+    both["hairpinMode"] = json!(true);
+    let (code, out, _) = node.exec("ADD", "pm-c", &c.path(), "eth0", &both);
+    assert_eq!((code, out["code"].as_u64()), (1, Some(7)), "{out}");
+    assert!(
+        out["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("hairpin mode and promiscuous mode"),
+        "{out}"
+    );
+    let mut plain = conf.clone();
+    plain["promiscMode"] = json!(false);
+    let (code, out, _) = node.exec("ADD", "pm-c", &c.path(), "eth0", &plain);
+    assert_eq!((code, out["code"].as_u64()), (1, Some(7)), "{out}");
+    assert!(out["msg"].as_str().unwrap_or("").contains("promiscuous"), "{out}");
+    assert!(c.link_gone("eth0"));
+    assert_eq!(node.sandboxes().len(), 2);
+
+    for (id, ns) in [("pm-a", &a), ("pm-b", &b)] {
+        node.del(id, &ns.path(), &conf);
+    }
+    assert!(node.sandboxes().is_empty());
+    assert_eq!(node.settled_endpoint_links(), Vec::<String>::new());
+}
+
+#[test]
+fn cni_promisc_mode_delegating() {
+    if skip("cni_promisc_mode_delegating") {
+        return;
+    }
+    promiscuous(Mode::Delegating);
+}
+
+#[test]
+fn cni_promisc_mode_standalone() {
+    if skip("cni_promisc_mode_standalone") {
+        return;
+    }
+    promiscuous(Mode::Standalone);
+}
+
 /// A pod's second interface (as Multus adds one): the pod's eth0 and default route are
 /// another plugin's. With `isDefaultGateway: false` netd-cni adds net1 with its address
 /// and the routes IPAM gives, and leaves the default route alone, as the reference

@@ -61,6 +61,7 @@ impl Env {
             addrs,
             ipv6,
             vlan_filtering: false,
+            promisc: false,
         }
     }
 
@@ -97,6 +98,7 @@ impl Env {
             }))
             .collect(),
             vlan: None,
+            hairpin: true,
         }
     }
 
@@ -258,6 +260,43 @@ fn sandboxes_on_one_bridge_ping_each_other_over_v4_and_v6() {
         "{host_side}"
     );
     assert!(host_side.contains(&format!("alias {}", va.alias)), "{host_side}");
+}
+
+/// A promiscuous bridge (CNI `promiscMode`, `netd.bridge.promisc`): PROMISC on the
+/// bridge, also when it existed before (ensure), and its ports without hairpin mode.
+#[test]
+fn a_promiscuous_bridge_has_ports_without_hairpin() {
+    if !root() {
+        return;
+    }
+    let mut env = Env::new();
+    let s = env.sandbox();
+    let mut b = env.bridge(false, 5);
+    env.k.apply(&Step::CreateBridge(b.clone())).expect("bridge");
+    let flags = |env: &Env| ip_out(&env.host, &["link", "show", "dev", &b.name]);
+    assert!(!flags(&env).contains("PROMISC"), "{}", flags(&env));
+    b.promisc = true;
+    env.k
+        .apply(&Step::CreateBridge(b.clone()))
+        .expect("ensure promisc");
+    assert!(flags(&env).contains("PROMISC"), "{}", flags(&env));
+    env.k.apply(&Step::CreateBridge(b.clone())).expect("ensure again");
+    assert!(flags(&env).contains("PROMISC"), "{}", flags(&env));
+    let mut v = env.veth(&b, &s, 2);
+    v.hairpin = false;
+    env.k.apply(&Step::CreateVeth(v.clone())).expect("veth");
+    let port = ip_out(&env.host, &["-d", "link", "show", "dev", &v.host_name]);
+    assert!(port.contains("hairpin off"), "{port}");
+    assert_ping(&env, &s, "10.213.5.1");
+    // Made promiscuous from the start.
+    let mut b2 = env.bridge(false, 6);
+    b2.name = format!("ndp{}", env.tag);
+    b2.promisc = true;
+    env.k
+        .apply(&Step::CreateBridge(b2.clone()))
+        .expect("new promisc bridge");
+    let l = ip_out(&env.host, &["link", "show", "dev", &b2.name]);
+    assert!(l.contains("PROMISC"), "{l}");
 }
 
 #[test]

@@ -30,6 +30,9 @@ pub struct BridgeSpec {
     /// until its own is set).
     #[serde(default)]
     pub vlan_filtering: bool,
+    /// Promiscuous mode on (`Network::promisc`); off leaves the flag as it is.
+    #[serde(default)]
+    pub promisc: bool,
 }
 
 /// A veth pair: `host_name` enslaved to `bridge` in the host namespace, the peer created
@@ -54,6 +57,13 @@ pub struct VethSpec {
     /// The host side's VLAN on a VLAN-filtering bridge (PVID, egress untagged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<u16>,
+    /// The host side's hairpin mode (on, unless the bridge is promiscuous).
+    #[serde(default = "yes")]
+    pub hairpin: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A veth pair whose both ends stay in the host namespace: `host_name` enslaved to
@@ -71,6 +81,9 @@ pub struct HostVethSpec {
     /// As `VethSpec::vlan`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<u16>,
+    /// As `VethSpec::hairpin`.
+    #[serde(default = "yes")]
+    pub hairpin: bool,
 }
 
 /// The gateway of a VLAN network (the reference CNI bridge plugin's layout): a veth pair
@@ -292,6 +305,7 @@ mod tests {
                 addrs: vec![],
                 ipv6: false,
                 vlan_filtering: false,
+                promisc: false,
             }),
             Step::CreateBridge(BridgeSpec {
                 name: "FAIL".into(),
@@ -300,6 +314,7 @@ mod tests {
                 addrs: vec![],
                 ipv6: false,
                 vlan_filtering: false,
+                promisc: false,
             }),
         ];
         k.fail_on("create bridge FAIL");

@@ -119,6 +119,23 @@ fn errors_get_the_spec_codes() {
     assert!(!no_default(&serde_json::to_vec(&plain).unwrap()));
     plain["isGateway"] = json!(false);
     assert!(no_default(&serde_json::to_vec(&plain).unwrap()));
+    // promiscMode: the bridge promiscuous (without hairpin); not with hairpinMode (the
+    // reference refuses the two together), nor on a VLAN network.
+    let mut pm: Value = serde_json::from_slice(&with("promiscMode", json!(true))).unwrap();
+    pm["hairpinMode"] = json!(false);
+    assert_eq!(
+        opts(&serde_json::to_vec(&pm).unwrap())
+            .get(netd::model::OPT_PROMISC)
+            .map(String::as_str),
+        Some("true")
+    );
+    assert!(!opts(&with("promiscMode", json!(false))).contains_key(netd::model::OPT_PROMISC));
+    let mut both: Value = serde_json::from_slice(&with("promiscMode", json!(true))).unwrap();
+    both["hairpinMode"] = json!(true);
+    assert_eq!(code_of(&serde_json::to_vec(&both).unwrap()), code::INVALID_CONFIG);
+    both["hairpinMode"] = json!(false);
+    both["vlan"] = json!(7);
+    assert_eq!(code_of(&serde_json::to_vec(&both).unwrap()), code::INVALID_CONFIG);
     // The example also says isDefaultGateway: true.
     assert!(!opts(&with("isGateway", json!(false))).contains_key(netd::model::OPT_INHIBIT_IPV4));
     assert!(!opts(&with("isGateway", json!(true))).contains_key(netd::model::OPT_INHIBIT_IPV4));

@@ -47,6 +47,7 @@ pub fn network_up(net: &Network) -> Vec<Step> {
         addrs,
         ipv6: net.ipv6,
         vlan_filtering: false,
+        promisc: net.promisc,
     }));
     steps
 }
@@ -86,6 +87,7 @@ pub fn endpoint_up(net: &Network, sandbox: &str, netns: &Path, ep: &Endpoint, de
         gw6: if route { ep.gateway6 } else { None },
         routes: ep.routes.clone(),
         vlan: net.vlan,
+        hairpin: !net.promisc,
     })
 }
 
@@ -212,5 +214,64 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.parse().unwrap_err().contains("expected true or false"));
+    }
+
+    /// `netd.bridge.promisc`: the bridge promiscuous, its ports without hairpin; not
+    /// for VLAN networks (their bridge is shared) nor macvlan (no bridge).
+    #[test]
+    fn a_promiscuous_network_has_ports_without_hairpin() {
+        use crate::model::{NetworkRequest, Subnet, SubnetRequest, OPT_PARENT, OPT_PROMISC, OPT_VLAN};
+        let req = |opts: &[(&str, &str)], driver: Option<&str>| NetworkRequest {
+            name: "lan".into(),
+            driver: driver.map(Into::into),
+            subnets: vec![SubnetRequest {
+                subnet: Some("10.8.0.0/24".into()),
+                ..Default::default()
+            }],
+            options: opts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        };
+        let plan = |promisc: &str| {
+            let r = req(&[(OPT_PROMISC, promisc)], None);
+            let subnets = vec![Subnet {
+                subnet: "10.8.0.0/24".parse().unwrap(),
+                gateway: "10.8.0.1".parse().unwrap(),
+                ip_range: None,
+            }];
+            let net = r
+                .parse()
+                .expect("parse")
+                .into_network("id".into(), subnets, &r, "netctl", 0);
+            let bridge = network_up(&net).into_iter().find_map(|s| match s {
+                Step::CreateBridge(b) => Some(b),
+                _ => None,
+            });
+            let ep = Endpoint {
+                network: "lan".into(),
+                ifname: "eth0".into(),
+                host_ifname: "netd-v".into(),
+                mac: "02:42:0a:08:00:02".into(),
+                ipv4: Some("10.8.0.2/24".parse().unwrap()),
+                ipv6: None,
+                gateway4: Some("10.8.0.1".parse().unwrap()),
+                gateway6: None,
+                aliases: vec![],
+                routes: vec![],
+                no_default_route: false,
+            };
+            let Step::CreateVeth(v) = endpoint_up(&net, "s", Path::new("/n"), &ep, true) else {
+                panic!("not a veth")
+            };
+            (bridge.expect("bridge").promisc, v.hairpin)
+        };
+        assert_eq!(plan("true"), (true, false));
+        assert_eq!(plan("false"), (false, true));
+        let vlan = req(&[(OPT_PROMISC, "true"), (OPT_VLAN, "5")], None);
+        assert!(vlan
+            .parse()
+            .unwrap_err()
+            .contains("VLAN networks share their bridge"));
+        let mv = req(&[(OPT_PROMISC, "true"), (OPT_PARENT, "eth0")], Some("macvlan"));
+        assert!(mv.parse().unwrap_err().contains("bridge option"));
     }
 }

@@ -106,6 +106,7 @@ mod tests {
             vlan: None,
             inhibit_ipv4: false,
             inhibit_ipv6: false,
+            promisc: false,
             options: Default::default(),
             labels: Default::default(),
             owner: "netctl".into(),

@@ -19,6 +19,7 @@ pub(super) fn network_up(net: &Network, vlan: u16, addrs: Vec<IpNetwork>) -> Vec
             addrs: Vec::new(),
             ipv6: false,
             vlan_filtering: true,
+            promisc: false,
         }),
         Step::CreateVlanGateway(VlanGatewaySpec {
             name: net.l3_link(),

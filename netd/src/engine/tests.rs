@@ -239,6 +239,7 @@ fn bare_veth(host_name: &str, alias: &str, netns: &str, ifname: &str) -> crate::
         gw6: None,
         routes: vec![],
         vlan: None,
+        hairpin: true,
     })
 }
 

@@ -178,7 +178,12 @@ impl LinuxKernel {
             // Setting it explicitly also stops the bridge from following its ports' MTU.
             ch.mtu = Some(b.mtu);
         }
-        if ch.alias.is_some() || ch.mtu.is_some() {
+        // Every time: the flag the kernel reports is also on while a packet socket
+        // (tcpdump) holds the link promiscuous, and setting netd's own is idempotent.
+        if b.promisc {
+            ch.promisc = Some(true);
+        }
+        if ch.alias.is_some() || ch.mtu.is_some() || ch.promisc.is_some() {
             nl.set_link(&b.name, &ch)?;
         }
         if b.vlan_filtering && existing.is_some() {
@@ -285,7 +290,7 @@ impl LinuxKernel {
             msg: "peer not found after creation".into(),
         })?;
         sb.configure_sandbox_link(index, &v.ifname, &v.addrs, v.gw4, v.gw6, &v.routes)?;
-        host_port_up(nl, &v.host_name, &v.alias)
+        host_port_up(nl, &v.host_name, &v.alias, v.hairpin)
     }
 
     /// A veth pair with both ends in the host namespace; the engine (Docker) moves and
@@ -306,7 +311,7 @@ impl LinuxKernel {
         let res = (|| {
             host_port_created(&mut nl, &v.host_name, &v.alias)?;
             super::vlan::port_vlan(&mut nl, &v.host_name, v.vlan)?;
-            host_port_up(&mut nl, &v.host_name, &v.alias)
+            host_port_up(&mut nl, &v.host_name, &v.alias, v.hairpin)
         })();
         undo_on_error(&mut nl, &v.host_name, res)
     }
@@ -374,17 +379,18 @@ fn bridge_index(nl: &mut Netlink, bridge: &str, host_name: &str) -> Result<u32, 
     })
 }
 
-/// The last step for the host side of a veth (both kinds): hairpin on, marked as
-/// netd's, up. With br_netfilter, a sandbox reaching its own published port through a
-/// host address is DNATed and bridged straight back out of the port it came in on; the
-/// bridge only does that in hairpin mode (Docker sets it when its userland proxy is off).
-fn host_port_up(nl: &mut Netlink, name: &str, alias: &str) -> Result<(), KernelError> {
+/// The last step for the host side of a veth (both kinds): hairpin on (unless the
+/// bridge is promiscuous, `VethSpec::hairpin`), marked as netd's, up. With
+/// br_netfilter, a sandbox reaching its own published port through a host address is
+/// DNATed and bridged straight back out of the port it came in on; the bridge only does
+/// that in hairpin mode (Docker sets it when its userland proxy is off).
+fn host_port_up(nl: &mut Netlink, name: &str, alias: &str, hairpin: bool) -> Result<(), KernelError> {
     nl.set_link(
         name,
         &LinkChange {
             alias: Some(alias),
             up: Some(true),
-            hairpin: Some(true),
+            hairpin: Some(hairpin),
             ..Default::default()
         },
     )

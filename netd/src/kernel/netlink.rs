@@ -118,6 +118,8 @@ pub struct LinkChange<'a> {
     pub up: Option<bool>,
     /// A bridge port's hairpin mode (`ip link set NAME type bridge_slave hairpin on`).
     pub hairpin: Option<bool>,
+    /// `ip link set NAME promisc on|off`.
+    pub promisc: Option<bool>,
     /// `addrgenmode none`: IPv6 makes no address of its own on the link (no link-local,
     /// so no DAD, router or MLD solicitations when it comes up). Must come before the
     /// link is first up. Skipped where IPv6 is disabled at boot.
@@ -410,9 +412,14 @@ impl Netlink {
             what.push(format!("address {}", fmt_mac(&mac)));
         }
         if let Some(up) = ch.up {
-            m.header.flags = if up { LinkFlags::Up } else { LinkFlags::empty() };
-            m.header.change_mask = LinkFlags::Up;
+            m.header.flags.set(LinkFlags::Up, up);
+            m.header.change_mask |= LinkFlags::Up;
             what.push(if up { "up" } else { "down" }.to_string());
+        }
+        if let Some(on) = ch.promisc {
+            m.header.flags.set(LinkFlags::Promisc, on);
+            m.header.change_mask |= LinkFlags::Promisc;
+            what.push(format!("promisc {}", if on { "on" } else { "off" }));
         }
         // Port options travel as IFLA_INFO_SLAVE_DATA, which only RTM_NEWLINK (without
         // NLM_F_CREATE) applies, before the other changes; RTM_SETLINK ignores them

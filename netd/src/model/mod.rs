@@ -12,7 +12,9 @@ pub use macvlan::MACVLAN_MODES;
 pub use names::{
     bridge_name, fnv1a, host_veth_name, macvlan_tmp_name, validate_ifname, validate_name, NameError,
 };
-pub use network::{option_is_true, OPT_BRIDGE_NAME, OPT_INHIBIT_IPV4, OPT_INHIBIT_IPV6, OPT_PARENT};
+pub use network::{
+    option_is_true, OPT_BRIDGE_NAME, OPT_INHIBIT_IPV4, OPT_INHIBIT_IPV6, OPT_PARENT, OPT_PROMISC,
+};
 pub use network::{
     parse_cidr, Network, NetworkRequest, ParsedNetwork, ParsedSubnet, Subnet, SubnetRequest, DRIVER_MACVLAN,
 };

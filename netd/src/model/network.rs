@@ -20,6 +20,10 @@ pub const OPT_MTU: &str = "com.docker.network.driver.mtu";
 /// (CNI `isGateway: false` sets both).
 pub const OPT_INHIBIT_IPV4: &str = "com.docker.network.bridge.inhibit_ipv4";
 pub const OPT_INHIBIT_IPV6: &str = "netd.bridge.inhibit_ipv6";
+/// `-o netd.bridge.promisc=true` (CNI `promiscMode`): the bridge is in promiscuous mode,
+/// and its ports are not in hairpin mode (the reference bridge plugin's promiscuous
+/// alternative to hairpin mode: it refuses the two together).
+pub const OPT_PROMISC: &str = "netd.bridge.promisc";
 const KNOWN_BRIDGE_OPTS: &[&str] = &[
     OPT_BRIDGE_NAME,
     OPT_ICC,
@@ -76,6 +80,8 @@ pub struct ParsedNetwork {
     /// bridge only: no gateway address on the bridge, per family (`OPT_INHIBIT_IPV4`).
     pub inhibit_ipv4: bool,
     pub inhibit_ipv6: bool,
+    /// bridge only: `OPT_PROMISC`.
+    pub promisc: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +128,9 @@ pub struct Network {
     pub inhibit_ipv4: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub inhibit_ipv6: bool,
+    /// The bridge is promiscuous and its ports are not in hairpin mode (`OPT_PROMISC`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub promisc: bool,
     #[serde(default)]
     pub options: BTreeMap<String, String>,
     #[serde(default)]
@@ -160,6 +169,7 @@ impl ParsedNetwork {
             vlan: self.vlan,
             inhibit_ipv4: self.inhibit_ipv4,
             inhibit_ipv6: self.inhibit_ipv6,
+            promisc: self.promisc,
             options: req.options.clone(),
             labels: req.labels.clone(),
             owner: owner.into(),
@@ -244,6 +254,7 @@ impl NetworkRequest {
             vlan: None,
             inhibit_ipv4: false,
             inhibit_ipv6: false,
+            promisc: false,
         };
         if o.driver == DRIVER_MACVLAN {
             super::macvlan::parse_options(&self.options, &mut o)?;
@@ -261,12 +272,13 @@ impl NetworkRequest {
                 }
                 OPT_ICC => o.icc = parse_bool(k, v)?,
                 OPT_INHIBIT_IPV4 => o.inhibit_ipv4 = parse_bool(k, v)?,
-                OPT_INHIBIT_IPV6 if o.driver == DRIVER_MACVLAN => {
+                OPT_INHIBIT_IPV6 | OPT_PROMISC if o.driver == DRIVER_MACVLAN => {
                     return Err(format!(
                         "option {k} is a bridge option; this network uses the macvlan driver"
                     ));
                 }
                 OPT_INHIBIT_IPV6 => o.inhibit_ipv6 = parse_bool(k, v)?,
+                OPT_PROMISC => o.promisc = parse_bool(k, v)?,
                 OPT_MASQ => o.masquerade = parse_bool(k, v)?,
                 OPT_HOST_BINDING => {
                     o.host_binding_ipv4 = Some(
@@ -286,6 +298,11 @@ impl NetworkRequest {
             }
         }
         super::vlan::parse_option(&self.options, &mut o)?;
+        if o.promisc && o.vlan.is_some() {
+            return Err(format!(
+                "option {OPT_PROMISC} is not for a VLAN network: VLAN networks share their bridge"
+            ));
+        }
         if o.mtu != 0 && !(68..=65535).contains(&o.mtu) {
             return Err(format!("invalid MTU {}: must be between 68 and 65535", o.mtu));
         }

@@ -19,7 +19,7 @@ use super::{body, created, with_engine, ApiError, ApiResult, Shared};
 use crate::engine::{Engine, EngineError};
 use crate::model::{
     option_is_true, Network, NetworkRequest, Sandbox, SandboxRequest, DRIVER_MACVLAN, OPT_BRIDGE_NAME,
-    OPT_INHIBIT_IPV4, OPT_INHIBIT_IPV6, OPT_PARENT, OPT_VLAN,
+    OPT_INHIBIT_IPV4, OPT_INHIBIT_IPV6, OPT_PARENT, OPT_PROMISC, OPT_VLAN,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,6 +99,22 @@ pub fn mismatch(net: &Network, req: &NetworkRequest) -> Option<String> {
             net.name,
             show((net.inhibit_ipv4, net.inhibit_ipv6)),
             show(want)
+        ));
+    }
+    let promisc = req.options.get(OPT_PROMISC).is_some_and(|v| option_is_true(v));
+    if promisc != net.promisc {
+        let show = |p: bool| {
+            if p {
+                "a promiscuous bridge"
+            } else {
+                "a bridge that is not promiscuous"
+            }
+        };
+        return Some(format!(
+            "network {} exists with {}, not {}",
+            net.name,
+            show(net.promisc),
+            show(promisc)
         ));
     }
     match req.options.get(OPT_BRIDGE_NAME) {

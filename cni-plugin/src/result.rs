@@ -30,9 +30,11 @@ pub fn build(cni_version: &str, net: &Network, sb: &Sandbox, ep: &Endpoint, dns:
     };
     let mut ips = Vec::new();
     let mut routes = Vec::new();
-    // Only the sandbox's first endpoint carries the default routes (a container's second
-    // network is reached through its subnet route and its extra routes).
-    let default_route = !ep.no_default_route && sb.endpoints.first().is_none_or(|e| e.network == ep.network);
+    // The routes the kernel got (`Endpoint::carries_gateway_routes`): only the sandbox's
+    // first endpoint carries the default routes (a container's second network is reached
+    // through its subnet route and its extra routes), none on an internal network.
+    let first = sb.endpoints.first().is_none_or(|e| e.network == ep.network);
+    let default_route = ep.carries_gateway_routes(first, net.internal);
     if let Some(a) = ep.ipv4 {
         let mut ip = json!({ "address": a.to_string(), "interface": index });
         if let Some(gw) = ep.gateway4 {

@@ -72,7 +72,7 @@ pub fn network_down(net: &Network) -> Vec<Step> {
 /// The veth for one endpoint. `default_route` is true for the sandbox's first network,
 /// which carries its default routes (internal networks never do: no way out).
 pub fn endpoint_up(net: &Network, sandbox: &str, netns: &Path, ep: &Endpoint, default_route: bool) -> Step {
-    let route = default_route && !net.internal && !ep.no_default_route;
+    let route = ep.carries_gateway_routes(default_route, net.internal);
     let addrs = sandbox_addrs(ep);
     Step::CreateVeth(VethSpec {
         host_name: ep.host_ifname.clone(),

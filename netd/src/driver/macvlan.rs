@@ -25,7 +25,7 @@ pub fn network_up(_net: &Network) -> Vec<Step> {
 /// endpoints: only on the sandbox's first network, and never on an internal one (that is
 /// what `--internal` means for Docker's macvlan: no gateway).
 pub fn endpoint_up(net: &Network, sandbox: &str, netns: &Path, ep: &Endpoint, default_route: bool) -> Step {
-    let route = default_route && !net.internal && !ep.no_default_route;
+    let route = ep.carries_gateway_routes(default_route, net.internal);
     let addrs = sandbox_addrs(ep);
     Step::CreateMacvlan(MacvlanSpec {
         tmp_name: macvlan_tmp_name(sandbox, &net.name),

@@ -115,7 +115,7 @@ impl Engine {
             ep.gateway6.is_some()
         };
         let internal = self.networks.get(&ep.network).is_some_and(|n| n.internal);
-        own || (first && gateway && !ep.no_default_route && !internal)
+        own || (gateway && ep.carries_gateway_routes(first, internal))
     }
 
     fn netns_path(&self, name: &str) -> PathBuf {

@@ -136,6 +136,15 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// Whether this endpoint's link carries the sandbox's default routes via its
+    /// network's gateways: it is the sandbox's `first` endpoint, its network is not
+    /// `internal` (no way out), and it did not ask for none (`no_default_route`). The
+    /// one rule for the kernel plan (`driver::endpoint_up`), the check against a second
+    /// default route, and the routes a CNI result lists.
+    pub fn carries_gateway_routes(&self, first: bool, internal: bool) -> bool {
+        first && !internal && !self.no_default_route
+    }
+
     pub fn ips(&self) -> impl Iterator<Item = IpAddr> + '_ {
         self.ipv4
             .map(|n| IpAddr::V4(n.ip()))

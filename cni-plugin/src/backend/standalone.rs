@@ -157,7 +157,9 @@ impl Standalone {
         let store = open_store(state_dir)
             .map_err(|e| CniError::new(code::IO, format!("open store in {}: {e}", state_dir.display())))?;
         lap("store_open");
-        // One operation, then exit: link deletions need not wait for the kernel's cleanup.
+        // One operation on this thread, then exit: entering a sandbox's namespace needs
+        // no thread of its own, and link deletions need not wait for the kernel's cleanup.
+        netd::kernel::netns::allow_entering_in_place();
         let kernel = LinuxKernel::current()
             .map(LinuxKernel::with_detached_deletes)
             .map_err(|e| CniError::new(code::IO, format!("open kernel interfaces: {e}")))?;

@@ -7,6 +7,8 @@
 //! route socket, which then stays bound to that namespace after the thread exits), or a
 //! long-lived `NsThread` for repeated work in the daemon's "host" namespace (sysctl
 //! writes, which `/proc/sys/net` resolves against the *writing thread's* namespace).
+//! The one exception is a process that asks for it (`allow_entering_in_place`): one
+//! operation on one thread, where a spawn costs more than the work.
 //! That is also what lets tests run several daemons in one process, each with a
 //! different namespace as its host.
 
@@ -16,6 +18,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::{JoinHandle, Scope, ScopedJoinHandle};
 
@@ -57,36 +60,86 @@ pub fn open(path: &Path) -> Result<File, KernelError> {
     Ok(f)
 }
 
+/// Whether `run_in` and `spawn_in` may enter a namespace on the calling thread
+/// (`allow_entering_in_place`).
+static IN_PLACE: AtomicBool = AtomicBool::new(false);
+
+/// For a process that does one operation on one thread and exits (the CNI plugin's
+/// standalone mode): from now on `run_in` and `spawn_in` enter the namespace on the
+/// calling thread and return it to its own namespace before they return, instead of
+/// spawning a thread. A spawn costs such a process ~0.1 ms of its one busy thread plus
+/// the thread's exit; two `setns` calls cost ~20 µs. The daemon keeps the threads: its
+/// threads are shared, and it gains from the overlap.
+pub fn allow_entering_in_place() {
+    IN_PLACE.store(true, Ordering::Relaxed);
+}
+
+/// Runs `f` on the calling thread inside `ns` (opened from `path`), then puts the
+/// thread back into the namespace it was in. If it cannot go back, the process aborts:
+/// whatever it did next (opening a socket, writing a sysctl) would land in the wrong
+/// namespace. (`setns` into a namespace the thread was just in, by a descriptor held,
+/// fails only without memory.)
+fn run_in_place<T>(path: &Path, ns: &File, f: impl FnOnce() -> T) -> Result<T, KernelError> {
+    let home = File::open(THREAD_NETNS).map_err(|e| ns_err(Path::new(THREAD_NETNS), format!("open: {e}")))?;
+    setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| ns_err(path, format!("setns: {}", e.desc())))?;
+    let out = catch_unwind(AssertUnwindSafe(f));
+    if let Err(e) = setns(home.as_fd(), CloneFlags::CLONE_NEWNET) {
+        eprintln!(
+            "netd: cannot return from network namespace {} to this thread's own: {}; aborting",
+            path.display(),
+            e.desc()
+        );
+        std::process::abort();
+    }
+    out.map_err(|p| std::panic::resume_unwind(p))
+}
+
 /// Runs `f` on a fresh thread that has entered the namespace at `path`, and returns its
-/// result. The thread exits afterwards, so the caller's namespace is never touched.
+/// result. The thread exits afterwards, so the caller's namespace is never touched
+/// (except with `allow_entering_in_place`).
 pub fn run_in<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> Result<T, KernelError> {
     let ns = open(path)?;
+    if IN_PLACE.load(Ordering::Relaxed) {
+        return run_in_place(path, &ns, f);
+    }
     std::thread::scope(|s| join_scoped(path, spawn_in(s, path, &ns, f)))
+}
+
+/// Work inside a namespace started by `spawn_in`.
+pub enum InNs<'scope, T> {
+    Thread(ScopedJoinHandle<'scope, Result<T, KernelError>>),
+    /// Done on the calling thread already (`allow_entering_in_place`).
+    Done(Result<T, KernelError>),
 }
 
 /// Like `run_in`, but returns at once: `f` runs on a scoped thread inside `ns` (opened
 /// from `path`) while the caller goes on; `join_scoped` collects the result. Lets the
 /// caller overlap entering a namespace (a thread spawn, ~100 µs) with other work.
+/// With `allow_entering_in_place`, `f` runs before this returns.
 pub fn spawn_in<'scope, 'env, T: Send + 'scope>(
     s: &'scope Scope<'scope, 'env>,
     path: &'env Path,
     ns: &'env File,
     f: impl FnOnce() -> T + Send + 'scope,
-) -> ScopedJoinHandle<'scope, Result<T, KernelError>> {
-    s.spawn(move || {
+) -> InNs<'scope, T> {
+    if IN_PLACE.load(Ordering::Relaxed) {
+        return InNs::Done(run_in_place(path, ns, f));
+    }
+    InNs::Thread(s.spawn(move || {
         setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)
             .map_err(|e| ns_err(path, format!("setns: {}", e.desc())))?;
         Ok(f())
-    })
+    }))
 }
 
-/// The result of a `spawn_in` thread.
-pub fn join_scoped<T>(
-    path: &Path,
-    h: ScopedJoinHandle<'_, Result<T, KernelError>>,
-) -> Result<T, KernelError> {
-    h.join()
-        .map_err(|_| ns_err(path, "thread running in the namespace panicked"))?
+/// The result of a `spawn_in`.
+pub fn join_scoped<T>(path: &Path, h: InNs<'_, T>) -> Result<T, KernelError> {
+    match h {
+        InNs::Thread(h) => h
+            .join()
+            .map_err(|_| ns_err(path, "thread running in the namespace panicked"))?,
+        InNs::Done(r) => r,
+    }
 }
 
 /// A route socket inside the namespace at `path`. A netlink socket belongs to the
@@ -219,12 +272,26 @@ type Job = Box<dyn FnOnce() + Send>;
 /// one at a time. The daemon keeps one for its host namespace, so work that depends on
 /// the *calling thread's* namespace (sysctl writes, binding the host namespace) lands
 /// in the right one even when the daemon's host is not the process's namespace.
+///
+/// The thread starts with the first job, not before: most operations of a short-lived
+/// process (a CNI ADD on an existing network) send it none, and a thread it never uses
+/// still costs ~0.1 ms to start and to end.
 pub struct NsThread {
     label: PathBuf,
-    tx: Option<mpsc::Sender<Job>>,
-    handle: Option<JoinHandle<()>>,
+    worker: Mutex<Worker>,
     /// Why the worker could not enter the namespace, once it has tried and failed.
     failed: Arc<OnceLock<Errno>>,
+}
+
+enum Worker {
+    /// Not started: the namespace to start it in.
+    Idle(OwnedFd),
+    Running {
+        tx: mpsc::Sender<Job>,
+        handle: JoinHandle<()>,
+    },
+    /// Dropped, or the thread could not be spawned (the reason).
+    Gone(Option<String>),
 }
 
 impl std::fmt::Debug for NsThread {
@@ -234,11 +301,10 @@ impl std::fmt::Debug for NsThread {
 }
 
 impl NsThread {
-    /// Starts a worker in the namespace bound at `ns`, or, for `None`, in the calling
-    /// thread's namespace (captured now, so a later `setns` elsewhere does not matter).
-    /// Returns without waiting for the thread to start (a short-lived process's first
-    /// thread takes ~0.1 ms to): a namespace that cannot be opened fails here, one the
-    /// thread cannot enter fails its jobs.
+    /// A worker for the namespace bound at `ns`, or, for `None`, the calling thread's
+    /// namespace (captured now, so a later `setns` elsewhere does not matter). A
+    /// namespace that cannot be opened fails here; one the thread cannot enter fails
+    /// its jobs. The thread itself starts with the first job.
     pub fn spawn(ns: Option<&Path>) -> Result<Self, KernelError> {
         let label = ns.map_or_else(|| PathBuf::from(THREAD_NETNS), Path::to_path_buf);
         let fd: OwnedFd = match ns {
@@ -247,9 +313,17 @@ impl NsThread {
                 .map_err(|e| ns_err(&label, format!("open: {e}")))?
                 .into(),
         };
+        Ok(NsThread {
+            label,
+            worker: Mutex::new(Worker::Idle(fd)),
+            failed: Arc::default(),
+        })
+    }
+
+    /// Starts the thread in `fd`'s namespace; it runs jobs until the sender is dropped.
+    fn start(&self, fd: OwnedFd) -> Result<Worker, String> {
         let (tx, rx) = mpsc::channel::<Job>();
-        let failed: Arc<OnceLock<Errno>> = Arc::default();
-        let failed_in = failed.clone();
+        let failed_in = self.failed.clone();
         let handle = std::thread::Builder::new()
             .name("netd-netns".into())
             .spawn(move || {
@@ -267,20 +341,16 @@ impl NsThread {
                     }
                 }
             })
-            .map_err(|e| ns_err(&label, format!("spawn thread: {e}")))?;
-        Ok(NsThread {
-            label,
-            tx: Some(tx),
-            handle: Some(handle),
-            failed,
-        })
+            .map_err(|e| format!("spawn thread: {e}"))?;
+        Ok(Worker::Running { tx, handle })
     }
 
     /// The error for a worker that is gone: why it could not start, if that is why.
-    fn gone(&self) -> KernelError {
-        match self.failed.get() {
-            Some(e) => ns_err(&self.label, format!("setns: {}", e.desc())),
-            None => ns_err(&self.label, "namespace worker thread is gone"),
+    fn gone(&self, why: Option<&str>) -> KernelError {
+        match (self.failed.get(), why) {
+            (Some(e), _) => ns_err(&self.label, format!("setns: {}", e.desc())),
+            (None, Some(why)) => ns_err(&self.label, why),
+            (None, None) => ns_err(&self.label, "namespace worker thread is gone"),
         }
     }
 
@@ -289,14 +359,22 @@ impl NsThread {
         &self.label
     }
 
+    /// Whether the thread has been started (by a first job).
+    pub fn started(&self) -> bool {
+        !matches!(
+            *self.worker.lock().unwrap_or_else(|e| e.into_inner()),
+            Worker::Idle(_)
+        )
+    }
+
     /// Runs `f` on the worker and waits for its result. A panic in `f` is caught and
     /// reported, so the worker stays usable.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, KernelError> {
         self.submit(f)?.wait()
     }
 
-    /// Queues `f` on the worker and returns at once; `Pending::wait` gets the result.
-    /// Dropping the `Pending` does not cancel `f`.
+    /// Queues `f` on the worker (starting it if this is the first job) and returns at
+    /// once; `Pending::wait` gets the result. Dropping the `Pending` does not cancel `f`.
     pub fn submit<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
@@ -305,8 +383,18 @@ impl NsThread {
         let job: Job = Box::new(move || {
             let _ = rtx.send(catch_unwind(AssertUnwindSafe(f)));
         });
-        let tx = self.tx.as_ref().ok_or_else(|| self.gone())?;
-        tx.send(job).map_err(|_| self.gone())?;
+        let mut w = self.worker.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(*w, Worker::Idle(_)) {
+            let Worker::Idle(fd) = std::mem::replace(&mut *w, Worker::Gone(None)) else {
+                unreachable!()
+            };
+            *w = self.start(fd).unwrap_or_else(|why| Worker::Gone(Some(why)));
+        }
+        match &*w {
+            Worker::Running { tx, .. } => tx.send(job).map_err(|_| self.gone(None))?,
+            Worker::Gone(why) => return Err(self.gone(why.as_deref())),
+            Worker::Idle(_) => unreachable!("started above"),
+        }
         Ok(Pending { worker: self, rx })
     }
 }
@@ -322,7 +410,7 @@ impl<T> Pending<'_, T> {
         match self.rx.recv() {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(_)) => Err(ns_err(&self.worker.label, "job panicked in namespace worker")),
-            Err(_) => Err(self.worker.gone()),
+            Err(_) => Err(self.worker.gone(None)),
         }
     }
 }
@@ -330,9 +418,13 @@ impl<T> Pending<'_, T> {
 impl Drop for NsThread {
     fn drop(&mut self) {
         // Closing the channel ends the worker's loop.
-        self.tx.take();
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
+        let w = std::mem::replace(
+            self.worker.get_mut().unwrap_or_else(|e| e.into_inner()),
+            Worker::Gone(None),
+        );
+        if let Worker::Running { tx, handle } = w {
+            drop(tx);
+            let _ = handle.join();
         }
     }
 }

@@ -46,8 +46,10 @@ pub struct NetConf {
     #[serde(default)]
     pub ip_masq: bool,
     pub mtu: Option<u32>,
+    /// `true`: the ports in hairpin mode (netd's default, see `OPT_HAIRPIN`); `false`:
+    /// not, as the reference bridge plugin leaves them without the key.
     #[serde(default)]
-    pub hairpin_mode: bool,
+    pub hairpin_mode: Option<bool>,
     #[serde(default)]
     pub promisc_mode: bool,
     /// The reference bridge plugin's VLAN keys (see `check_vlan`). Read wide so that an
@@ -225,7 +227,7 @@ impl NetConf {
         }
         self.check_vlan()?;
         // As the reference bridge plugin, in its words.
-        if self.hairpin_mode && self.promisc_mode {
+        if self.hairpin_mode == Some(true) && self.promisc_mode {
             return Err(invalid(
                 "cannot set hairpin mode and promiscuous mode at the same time",
             ));
@@ -322,7 +324,7 @@ impl NetConf {
                 )));
             }
         }
-        if self.bridge.is_some() || self.ip_masq || self.hairpin_mode || self.promisc_mode {
+        if self.bridge.is_some() || self.ip_masq || self.hairpin_mode == Some(true) || self.promisc_mode {
             return Err(invalid(
                 "bridge, ipMasq, hairpinMode and promiscMode are bridge keys; a macvlan network has no bridge and no NAT",
             ));

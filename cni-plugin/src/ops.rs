@@ -83,6 +83,10 @@ pub fn network_request(conf: &NetConf) -> Result<NetworkRequest> {
         // The reference's `promiscMode`: the bridge promiscuous, its ports without hairpin.
         if conf.promisc_mode {
             options.insert(netd::model::OPT_PROMISC.to_string(), "true".into());
+        } else if conf.hairpin_mode == Some(false) {
+            // Asked for in so many words: without the key netd's ports stay in hairpin
+            // mode, so a pod reaches its own published port (`OPT_HAIRPIN`).
+            options.insert(netd::model::OPT_HAIRPIN.to_string(), "false".into());
         }
         // The reference's `isGateway: false`: the bridge holds no address; the gateway
         // (the containers' default route, as IPAM says) is a router on the bridge's LAN.

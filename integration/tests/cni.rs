@@ -1084,6 +1084,76 @@ fn cni_promisc_mode_standalone() {
     promiscuous(Mode::Standalone);
 }
 
+/// `hairpinMode: false` as the reference bridge plugin: the ports out of hairpin mode
+/// (netd's ports are in it without the key, so a pod reaches its own published port).
+/// The same network asked for with hairpin is code 7 and changes nothing.
+fn hairpin_off(mode: Mode) {
+    let node = Node::new(mode);
+    let conf = node.conf("ndcni-hp", "10.244.0.0/24", json!({"hairpinMode": false}));
+    let bridge = conf["bridge"].as_str().unwrap().to_string();
+    let (a, b) = (Netns::new(), Netns::new());
+    let ra = node.add("hp-a", &a, &conf);
+    let rb = node.add("hp-b", &b, &conf);
+    let ports = node.host.sh(&format!("ip -d link show master {bridge}")).stdout;
+    assert_eq!(ports.matches("hairpin off").count(), 2, "{ports}");
+    assert!(!ports.contains("hairpin on"), "{ports}");
+    let br = node.host.sh(&format!("ip link show dev {bridge}")).stdout;
+    assert!(!br.contains("PROMISC"), "{br}");
+    assert!(integration::harness::ping_from(
+        std::path::Path::new(&a.path()),
+        None,
+        &ip_of(&rb)
+    ));
+    assert!(integration::harness::ping_from(
+        std::path::Path::new(&b.path()),
+        None,
+        &ip_of(&ra)
+    ));
+
+    // The same network without the key (hairpin on) is another network.
+    let c = Netns::new();
+    let mut on = conf.clone();
+    on.as_object_mut().unwrap().remove("hairpinMode");
+    let (code, out, _) = node.exec("ADD", "hp-c", &c.path(), "eth0", &on);
+    assert_eq!((code, out["code"].as_u64()), (1, Some(7)), "{out}");
+    assert!(
+        out["msg"].as_str().unwrap_or("").contains("hairpin mode off"),
+        "{out}"
+    );
+    assert!(c.link_gone("eth0"));
+    assert_eq!(node.sandboxes().len(), 2);
+
+    // Without the key, on a network of its own: netd's default, hairpin on.
+    let dflt = node.conf("ndcni-hp2", "10.246.0.0/24", json!({}));
+    let bridge2 = dflt["bridge"].as_str().unwrap().to_string();
+    node.add("hp-c", &c, &dflt);
+    let ports = node.host.sh(&format!("ip -d link show master {bridge2}")).stdout;
+    assert_eq!(ports.matches("hairpin on").count(), 1, "{ports}");
+
+    node.del("hp-c", &c.path(), &dflt);
+    for (id, ns) in [("hp-a", &a), ("hp-b", &b)] {
+        node.del(id, &ns.path(), &conf);
+    }
+    assert!(node.sandboxes().is_empty());
+    assert_eq!(node.settled_endpoint_links(), Vec::<String>::new());
+}
+
+#[test]
+fn cni_hairpin_mode_false_delegating() {
+    if skip("cni_hairpin_mode_false_delegating") {
+        return;
+    }
+    hairpin_off(Mode::Delegating);
+}
+
+#[test]
+fn cni_hairpin_mode_false_standalone() {
+    if skip("cni_hairpin_mode_false_standalone") {
+        return;
+    }
+    hairpin_off(Mode::Standalone);
+}
+
 /// A pod's second interface (as Multus adds one): the pod's eth0 and default route are
 /// another plugin's. With `isDefaultGateway: false` netd-cni adds net1 with its address
 /// and the routes IPAM gives, and leaves the default route alone, as the reference

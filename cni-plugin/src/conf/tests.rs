@@ -42,7 +42,7 @@ fn reference_bridge_config_parses() {
     let c = parse(BRIDGE_EXAMPLE.as_bytes()).unwrap();
     assert_eq!(c.name, "mynet");
     assert_eq!(c.bridge.as_deref(), Some("mynet0"));
-    assert!(c.ip_masq && c.hairpin_mode && !c.promisc_mode);
+    assert!(c.ip_masq && c.hairpin_mode == Some(true) && !c.promisc_mode);
     assert_eq!(c.mtu, Some(1400));
     let s = c.subnets().unwrap();
     assert_eq!(s.len(), 1);
@@ -136,6 +136,20 @@ fn errors_get_the_spec_codes() {
     both["hairpinMode"] = json!(false);
     both["vlan"] = json!(7);
     assert_eq!(code_of(&serde_json::to_vec(&both).unwrap()), code::INVALID_CONFIG);
+    // hairpinMode: false turns hairpin off (netd's ports have it on without the key);
+    // true or absent leave netd's default; under promiscMode hairpin is off anyway.
+    assert_eq!(
+        opts(&with("hairpinMode", json!(false)))
+            .get(netd::model::OPT_HAIRPIN)
+            .map(String::as_str),
+        Some("false")
+    );
+    assert!(!opts(&with("hairpinMode", json!(true))).contains_key(netd::model::OPT_HAIRPIN));
+    let mut absent: Value = serde_json::from_str(BRIDGE_EXAMPLE).unwrap();
+    absent.as_object_mut().unwrap().remove("hairpinMode");
+    assert!(!opts(&serde_json::to_vec(&absent).unwrap()).contains_key(netd::model::OPT_HAIRPIN));
+    assert!(!opts(&serde_json::to_vec(&pm).unwrap()).contains_key(netd::model::OPT_HAIRPIN));
+    assert_eq!(code_of(&with("hairpinMode", json!("no"))), code::INVALID_CONFIG);
     // The example also says isDefaultGateway: true.
     assert!(!opts(&with("isGateway", json!(false))).contains_key(netd::model::OPT_INHIBIT_IPV4));
     assert!(!opts(&with("isGateway", json!(true))).contains_key(netd::model::OPT_INHIBIT_IPV4));

@@ -87,7 +87,7 @@ pub fn endpoint_up(net: &Network, sandbox: &str, netns: &Path, ep: &Endpoint, de
         gw6: if route { ep.gateway6 } else { None },
         routes: ep.routes.clone(),
         vlan: net.vlan,
-        hairpin: !net.promisc,
+        hairpin: net.port_hairpin(),
     })
 }
 
@@ -218,9 +218,12 @@ mod tests {
 
     /// `netd.bridge.promisc`: the bridge promiscuous, its ports without hairpin; not
     /// for VLAN networks (their bridge is shared) nor macvlan (no bridge).
+    /// `netd.bridge.hairpin=false`: the ports without hairpin, on any bridge network.
     #[test]
     fn a_promiscuous_network_has_ports_without_hairpin() {
-        use crate::model::{NetworkRequest, Subnet, SubnetRequest, OPT_PARENT, OPT_PROMISC, OPT_VLAN};
+        use crate::model::{
+            NetworkRequest, Subnet, SubnetRequest, OPT_HAIRPIN, OPT_PARENT, OPT_PROMISC, OPT_VLAN,
+        };
         let req = |opts: &[(&str, &str)], driver: Option<&str>| NetworkRequest {
             name: "lan".into(),
             driver: driver.map(Into::into),
@@ -231,8 +234,8 @@ mod tests {
             options: opts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             ..Default::default()
         };
-        let plan = |promisc: &str| {
-            let r = req(&[(OPT_PROMISC, promisc)], None);
+        let plan = |opts: &[(&str, &str)]| {
+            let r = req(opts, None);
             let subnets = vec![Subnet {
                 subnet: "10.8.0.0/24".parse().unwrap(),
                 gateway: "10.8.0.1".parse().unwrap(),
@@ -264,8 +267,15 @@ mod tests {
             };
             (bridge.expect("bridge").promisc, v.hairpin)
         };
-        assert_eq!(plan("true"), (true, false));
-        assert_eq!(plan("false"), (false, true));
+        assert_eq!(plan(&[(OPT_PROMISC, "true")]), (true, false));
+        assert_eq!(plan(&[(OPT_PROMISC, "false")]), (false, true));
+        assert_eq!(plan(&[]), (false, true), "hairpin by default");
+        assert_eq!(plan(&[(OPT_HAIRPIN, "false")]), (false, false));
+        assert_eq!(plan(&[(OPT_HAIRPIN, "true")]), (false, true));
+        assert_eq!(plan(&[(OPT_HAIRPIN, "false"), (OPT_VLAN, "5")]), (false, false));
+        assert!(req(&[(OPT_HAIRPIN, "maybe")], None).parse().is_err());
+        let mv = req(&[(OPT_HAIRPIN, "false"), (OPT_PARENT, "eth0")], Some("macvlan"));
+        assert!(mv.parse().unwrap_err().contains("bridge option"));
         let vlan = req(&[(OPT_PROMISC, "true"), (OPT_VLAN, "5")], None);
         assert!(vlan
             .parse()

@@ -107,6 +107,7 @@ mod tests {
             inhibit_ipv4: false,
             inhibit_ipv6: false,
             promisc: false,
+            no_hairpin: false,
             options: Default::default(),
             labels: Default::default(),
             owner: "netctl".into(),

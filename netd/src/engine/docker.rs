@@ -695,7 +695,7 @@ fn host_veth(net: &Network, sandbox: &str, ep: &Endpoint, mac: [u8; 6]) -> Step 
         peer_name: ep.ifname.clone(),
         peer_mac: mac,
         vlan: net.vlan,
-        hairpin: !net.promisc,
+        hairpin: net.port_hairpin(),
     })
 }
 

@@ -13,7 +13,7 @@ pub use names::{
     bridge_name, fnv1a, host_veth_name, macvlan_tmp_name, validate_ifname, validate_name, NameError,
 };
 pub use network::{
-    option_is_true, OPT_BRIDGE_NAME, OPT_INHIBIT_IPV4, OPT_INHIBIT_IPV6, OPT_PARENT, OPT_PROMISC,
+    option_is_true, OPT_BRIDGE_NAME, OPT_HAIRPIN, OPT_INHIBIT_IPV4, OPT_INHIBIT_IPV6, OPT_PARENT, OPT_PROMISC,
 };
 pub use network::{
     parse_cidr, Network, NetworkRequest, ParsedNetwork, ParsedSubnet, Subnet, SubnetRequest, DRIVER_MACVLAN,

@@ -24,6 +24,11 @@ pub const OPT_INHIBIT_IPV6: &str = "netd.bridge.inhibit_ipv6";
 /// and its ports are not in hairpin mode (the reference bridge plugin's promiscuous
 /// alternative to hairpin mode: it refuses the two together).
 pub const OPT_PROMISC: &str = "netd.bridge.promisc";
+/// `-o netd.bridge.hairpin=false` (CNI `hairpinMode: false`): the network's ports are
+/// not in hairpin mode. They are by default, so that a container reaches its own
+/// published port through a host address (Docker does the same without its userland
+/// proxy); a frame then cannot be bridged back out of the port it came in on.
+pub const OPT_HAIRPIN: &str = "netd.bridge.hairpin";
 const KNOWN_BRIDGE_OPTS: &[&str] = &[
     OPT_BRIDGE_NAME,
     OPT_ICC,
@@ -82,6 +87,8 @@ pub struct ParsedNetwork {
     pub inhibit_ipv6: bool,
     /// bridge only: `OPT_PROMISC`.
     pub promisc: bool,
+    /// bridge only: `OPT_HAIRPIN=false`.
+    pub no_hairpin: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +138,9 @@ pub struct Network {
     /// The bridge is promiscuous and its ports are not in hairpin mode (`OPT_PROMISC`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub promisc: bool,
+    /// Its ports are not in hairpin mode (`OPT_HAIRPIN=false`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_hairpin: bool,
     #[serde(default)]
     pub options: BTreeMap<String, String>,
     #[serde(default)]
@@ -170,6 +180,7 @@ impl ParsedNetwork {
             inhibit_ipv4: self.inhibit_ipv4,
             inhibit_ipv6: self.inhibit_ipv6,
             promisc: self.promisc,
+            no_hairpin: self.no_hairpin,
             options: req.options.clone(),
             labels: req.labels.clone(),
             owner: owner.into(),
@@ -191,6 +202,11 @@ impl Network {
     }
     pub fn is_macvlan(&self) -> bool {
         self.driver == DRIVER_MACVLAN
+    }
+    /// Whether the network's bridge ports are in hairpin mode: unless the bridge is
+    /// promiscuous (`OPT_PROMISC`) or hairpin is switched off (`OPT_HAIRPIN`).
+    pub fn port_hairpin(&self) -> bool {
+        !self.promisc && !self.no_hairpin
     }
 }
 
@@ -255,6 +271,7 @@ impl NetworkRequest {
             inhibit_ipv4: false,
             inhibit_ipv6: false,
             promisc: false,
+            no_hairpin: false,
         };
         if o.driver == DRIVER_MACVLAN {
             super::macvlan::parse_options(&self.options, &mut o)?;
@@ -272,13 +289,14 @@ impl NetworkRequest {
                 }
                 OPT_ICC => o.icc = parse_bool(k, v)?,
                 OPT_INHIBIT_IPV4 => o.inhibit_ipv4 = parse_bool(k, v)?,
-                OPT_INHIBIT_IPV6 | OPT_PROMISC if o.driver == DRIVER_MACVLAN => {
+                OPT_INHIBIT_IPV6 | OPT_PROMISC | OPT_HAIRPIN if o.driver == DRIVER_MACVLAN => {
                     return Err(format!(
                         "option {k} is a bridge option; this network uses the macvlan driver"
                     ));
                 }
                 OPT_INHIBIT_IPV6 => o.inhibit_ipv6 = parse_bool(k, v)?,
                 OPT_PROMISC => o.promisc = parse_bool(k, v)?,
+                OPT_HAIRPIN => o.no_hairpin = !parse_bool(k, v)?,
                 OPT_MASQ => o.masquerade = parse_bool(k, v)?,
                 OPT_HOST_BINDING => {
                     o.host_binding_ipv4 = Some(

@@ -19,7 +19,7 @@ use super::{body, created, with_engine, ApiError, ApiResult, Shared};
 use crate::engine::{Engine, EngineError};
 use crate::model::{
     option_is_true, Network, NetworkRequest, Sandbox, SandboxRequest, DRIVER_MACVLAN, OPT_BRIDGE_NAME,
-    OPT_INHIBIT_IPV4, OPT_INHIBIT_IPV6, OPT_PARENT, OPT_PROMISC, OPT_VLAN,
+    OPT_HAIRPIN, OPT_INHIBIT_IPV4, OPT_INHIBIT_IPV6, OPT_PARENT, OPT_PROMISC, OPT_VLAN,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -115,6 +115,17 @@ pub fn mismatch(net: &Network, req: &NetworkRequest) -> Option<String> {
             net.name,
             show(net.promisc),
             show(promisc)
+        ));
+    }
+    // Absent means on, as for a new network (`OPT_HAIRPIN`).
+    let no_hairpin = req.options.get(OPT_HAIRPIN).is_some_and(|v| !option_is_true(v));
+    if no_hairpin != net.no_hairpin {
+        let show = |off: bool| if off { "off" } else { "on" };
+        return Some(format!(
+            "network {} exists with hairpin mode {} on its ports, not {}",
+            net.name,
+            show(net.no_hairpin),
+            show(no_hairpin)
         ));
     }
     match req.options.get(OPT_BRIDGE_NAME) {
@@ -247,5 +258,23 @@ mod tests {
         let why = attach(&mut e, &r).unwrap().unwrap_err();
         assert!(why.contains("exists with vlan 100, not none"), "{why}");
         assert_eq!(e.sandboxes().count(), 1);
+    }
+
+    #[test]
+    fn another_hairpin_mode_is_refused_and_changes_nothing() {
+        let mut e = engine();
+        let mut r = req("s1", "10.64.0.0/24", "podbr4");
+        r.network.options.insert(OPT_HAIRPIN.into(), "false".into());
+        let a = attach(&mut e, &r).unwrap().unwrap();
+        assert!(a.network.no_hairpin && !a.network.port_hairpin());
+        r.sandbox.name = "s2".into();
+        r.network.options.remove(OPT_HAIRPIN);
+        let why = attach(&mut e, &r).unwrap().unwrap_err();
+        assert!(why.contains("hairpin mode off on its ports, not on"), "{why}");
+        r.network.options.insert(OPT_HAIRPIN.into(), "true".into());
+        assert!(attach(&mut e, &r).unwrap().is_err());
+        r.network.options.insert(OPT_HAIRPIN.into(), "false".into());
+        attach(&mut e, &r).unwrap().unwrap();
+        assert_eq!(e.sandboxes().count(), 2);
     }
 }

@@ -35,11 +35,14 @@ done
 { echo '#!/bin/bash'; echo 'mkdir -p /tmp/bin && cp /share/netd /share/netd-cni /tmp/bin/ && cd /tmp/bin || exit 1'
   echo 'export NETD_TEST_BIN_DIR=/tmp/bin RUST_BACKTRACE=1'; echo 'rc=0'; } >"$share/run-tests.sh"
 # Modules netd needs that the lane's initramfs lacks: `meta iifname` in netd's bridge
-# table (anti-spoofing) is nft_meta_bridge. Taken from the lane's kernel, as build.sh does.
+# table (anti-spoofing) is nft_meta_bridge; the trunk test's containers make VLAN
+# devices (8021q). Taken from the lane's kernel with their dependencies, in load order
+# (one already loaded fails harmlessly), as build.sh does.
 K=$(cat "${NETD_VMLANE_DIR:-${TMPDIR:-/tmp}/netd-vmlane}/kernel" 2>/dev/null || true)
-for m in nft_meta_bridge; do
-  f=$(modprobe -S "$K" --show-depends "$m" 2>/dev/null | awk '$1 == "insmod" { f = $2 } END { print f }')
-  [ -n "$f" ] && cp "$f" "$share/" && echo "insmod /share/$(basename "$f") 2>/dev/null" >>"$share/run-tests.sh"
+for m in nft_meta_bridge 8021q; do
+  for f in $(modprobe -S "$K" --show-depends "$m" 2>/dev/null | awk '$1 == "insmod" { print $2 }'); do
+    cp "$f" "$share/" && echo "insmod /share/$(basename "$f") 2>/dev/null" >>"$share/run-tests.sh"
+  done
 done
 for t in "${tests[@]}"; do
   exe=$(cargo test -q -p integration --test "$t" --no-run --message-format=json |

@@ -264,11 +264,70 @@ impl NetConf {
         self.vlan.and_then(|v| u16::try_from(v).ok()).filter(|v| *v != 0)
     }
 
-    /// As the reference `bridge` plugin: `vlan` 0..=4094 (0: none). `vlanTrunk` (tagged
-    /// frames from the container) is refused: netd's anti-spoofing drops tagged frames
-    /// from endpoints. `preserveDefaultVlan` is accepted; netd's ports are in their
-    /// network's VLAN only (as with `false`). Whether the kernel can do it is netd's to
-    /// say when the network is made (code 2).
+    /// `vlanTrunk` as VLAN ranges (`[{"id": 101}, {"minID": 200, "maxID": 299}]`),
+    /// checked as the reference plugin does, in its words; `None` without the key.
+    pub fn vlan_trunk(&self) -> Result<Option<Vec<netd::model::VidRange>>> {
+        let Some(t) = self.vlan_trunk.as_ref().filter(|t| !t.is_null()) else {
+            return Ok(None);
+        };
+        let items = t
+            .as_array()
+            .ok_or_else(|| invalid("vlanTrunk: expected a list of {\"id\"} or {\"minID\", \"maxID\"}"))?;
+        let id = |item: &Value, key: &str| -> Result<Option<u16>> {
+            match item.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => v
+                    .as_i64()
+                    .filter(|v| (1..=4094).contains(v))
+                    .map(|v| Some(v as u16))
+                    .ok_or_else(|| invalid(format!("incorrect trunk {key} parameter"))),
+            }
+        };
+        let mut ranges = Vec::new();
+        for item in items {
+            if !item.is_object() {
+                return Err(invalid(
+                    "vlanTrunk: expected a list of {\"id\"} or {\"minID\", \"maxID\"}",
+                ));
+            }
+            match (id(item, "minID")?, id(item, "maxID")?) {
+                (Some(a), Some(b)) if a > b => {
+                    return Err(invalid("minID is greater than maxID in trunk parameter"))
+                }
+                (Some(a), Some(b)) => ranges.push((a, b)),
+                (None, Some(_)) => {
+                    return Err(invalid(
+                        "minID and maxID should be configured simultaneously, minID is missing",
+                    ))
+                }
+                (Some(_), None) => {
+                    return Err(invalid(
+                        "minID and maxID should be configured simultaneously, maxID is missing",
+                    ))
+                }
+                (None, None) => {}
+            }
+            if let Some(v) = id(item, "id")? {
+                ranges.push((v, v));
+            }
+        }
+        let text = ranges
+            .iter()
+            .map(|(a, b)| format!("{a}-{b}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        Ok(Some(if text.is_empty() {
+            Vec::new()
+        } else {
+            netd::model::parse_vid_ranges(&text).map_err(invalid)?
+        }))
+    }
+
+    /// As the reference `bridge` plugin: `vlan` 0..=4094 (0: none); `vlanTrunk`, not
+    /// with `vlan` (`vlan_trunk`). `preserveDefaultVlan` is accepted; a VLAN network's
+    /// ports are in their network's VLAN only (as with `false`), a trunk network's in
+    /// VLAN 1 untagged (as with `true`). Whether the kernel can do it is netd's to say
+    /// when the network is made (code 2).
     fn check_vlan(&self) -> Result<()> {
         if let Some(v) = self.vlan {
             if !(0..=4094).contains(&v) {
@@ -277,11 +336,18 @@ impl NetConf {
                 )));
             }
         }
-        if self.vlan_trunk.as_ref().is_some_and(|t| !t.is_null()) {
-            return Err(CniError::new(
-                code::UNSUPPORTED_FIELD,
-                "vlanTrunk is not supported: netd drops tagged frames from containers (anti-spoofing)",
-            ));
+        if let Some(trunk) = self.vlan_trunk()? {
+            if self.vlan_id().is_some() {
+                return Err(invalid("cannot set vlan and vlanTrunk at the same time"));
+            }
+            if self.is_macvlan() {
+                return Err(invalid(
+                    "vlanTrunk is a bridge key; a macvlan network has no bridge",
+                ));
+            }
+            if trunk.is_empty() {
+                return Err(invalid("vlanTrunk lists no VLAN"));
+            }
         }
         let Some(id) = self.vlan_id() else {
             return Ok(());

@@ -80,6 +80,12 @@ pub fn network_request(conf: &NetConf) -> Result<NetworkRequest> {
         if let Some(v) = conf.vlan_id() {
             options.insert(netd::model::OPT_VLAN.to_string(), v.to_string());
         }
+        if let Some(t) = conf.vlan_trunk()? {
+            options.insert(
+                netd::model::OPT_VLAN_TRUNK.to_string(),
+                netd::model::format_vid_ranges(&t),
+            );
+        }
         // The reference's `promiscMode`: the bridge promiscuous, its ports without hairpin.
         if conf.promisc_mode {
             options.insert(netd::model::OPT_PROMISC.to_string(), "true".into());

@@ -7,8 +7,16 @@
 //! one reaches neither (not even by ARP), another VLAN under the same network name is
 //! code 7, and DEL leaves no port, lease or sandbox.
 //!
-//! Where it does not (this development kernel): ADD with `vlan` is code 2 naming the
-//! missing feature, and changes nothing (no link, no lease, no network, no nft rule).
+//! `vlanTrunk` (same kernels): the network's bridge filters by VLAN, each port is in VLAN
+//! 1 untagged (the network's own addresses and gateway) and carries the trunk's VLANs
+//! tagged (`bridge -j vlan show`); containers reach each other untagged and over VLAN
+//! devices of the trunk (`eth0.101`), not over a VLAN outside it, nor with a tagged frame
+//! from a MAC that is not the endpoint's (anti-spoofing); another trunk under the same
+//! network name is code 7; DEL leaves nothing.
+//!
+//! Where it does not (this development kernel): ADD with `vlan` or `vlanTrunk` is code 2
+//! naming the missing feature, and changes nothing (no link, no lease, no network, no
+//! nft rule).
 //!
 //! Each test runs only on the kernel it is about and prints why it skips on the other.
 
@@ -251,6 +259,107 @@ fn vlans_isolate(mode: Mode) {
     );
 }
 
+/// `ip link add link eth0 name eth0.VID type vlan id VID` in `ns`, with `addr` (and
+/// `mac`, when given), up.
+fn vlan_device(ns: &Netns, vid: u16, addr: &str, mac: Option<&str>) {
+    let mac = mac.map(|m| format!(" address {m}")).unwrap_or_default();
+    let o = ns.sh(&format!(
+        "ip link add link eth0 name eth0.{vid}{mac} type vlan id {vid} && \
+         ip addr add {addr} dev eth0.{vid} && ip link set eth0.{vid} up"
+    ));
+    assert!(o.ok(), "VLAN device {vid}: {}", o.stderr);
+}
+
+fn trunk(mode: Mode) {
+    let node = Node::new(mode);
+    let what = format!("cni_vlan_trunk_carries_tagged_vlans ({mode:?})");
+    if !vlan_filtering(&node) {
+        println!(
+            "skipped {what}: this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING); it runs in the VM lane (scripts/vmlane-test.sh)"
+        );
+        return;
+    }
+    let br = format!("{}t", bridge_name(mode));
+    let c = node.conf(
+        "nvtr",
+        "10.77.110.0/24",
+        json!({"bridge": br, "isGateway": true,
+               "vlanTrunk": [{"id": 101}, {"minID": 200, "maxID": 201}]}),
+    );
+    let (t1, t2, t3) = (container(), container(), container());
+    let r1 = node.add("nv-t1", &t1, &c);
+    let r2 = node.add("nv-t2", &t2, &c);
+    let r3 = node.add("nv-t3", &t3, &c);
+    assert_eq!(r1["ips"][0]["gateway"], "10.77.110.1");
+
+    // Kernel: the bridge filters by VLAN; every port is in VLAN 1 untagged and carries
+    // 101, 200 and 201 tagged.
+    let l = node.host.sh(&format!("ip -d -j link show {br}"));
+    let lv: Value = serde_json::from_str(&l.stdout).expect("ip -j");
+    assert_eq!(lv[0]["linkinfo"]["info_data"]["vlan_filtering"], 1, "{lv}");
+    let all = vlans(&node);
+    for r in [&r1, &r2, &r3] {
+        let port = r["interfaces"][1]["name"].as_str().unwrap();
+        let Some((_, vl)) = all.iter().find(|(p, _)| p == port) else {
+            panic!("{port} not in bridge vlan show: {all:?}")
+        };
+        let vids: Vec<u64> = vl.iter().map(|(v, _)| *v).collect();
+        assert_eq!(vids, vec![1, 101, 200, 201], "{port}: {vl:?}");
+        assert!(vl[0].1.iter().any(|f| f == "PVID"), "{port}: {vl:?}");
+        assert!(vl[1..].iter().all(|(_, f)| f.is_empty()), "tagged: {vl:?}");
+    }
+
+    let p = |ns: &Netns| Path::new(&ns.path()).to_path_buf();
+    // Untagged: the network as ever.
+    assert!(ping_from(&p(&t1), None, &ip_of(&r2)), "untagged");
+    assert!(ping_from(&p(&t1), None, "10.77.110.1"), "untagged -> gateway");
+    // Tagged, on the trunk's VLANs.
+    vlan_device(&t1, 101, "192.168.101.1/24", None);
+    vlan_device(&t2, 101, "192.168.101.2/24", None);
+    vlan_device(&t1, 201, "192.168.201.1/24", None);
+    vlan_device(&t2, 201, "192.168.201.2/24", None);
+    assert!(ping_from(&p(&t1), None, "192.168.101.2"), "vlan 101 on the trunk");
+    assert!(ping_from(&p(&t2), None, "192.168.201.1"), "vlan 201 on the trunk");
+    // Not on a VLAN outside the trunk.
+    vlan_device(&t1, 150, "192.168.150.1/24", None);
+    vlan_device(&t2, 150, "192.168.150.2/24", None);
+    assert!(
+        !ping_from(&p(&t1), None, "192.168.150.2"),
+        "vlan 150 is not in the trunk"
+    );
+    // A tagged frame from a MAC that is not the endpoint's is dropped.
+    vlan_device(&t3, 101, "192.168.101.3/24", Some("02:00:00:00:00:99"));
+    assert!(
+        !ping_from(&p(&t3), None, "192.168.101.2"),
+        "tagged frame from another MAC"
+    );
+
+    // The trunk is the network's: the same name with another one is code 7.
+    let t4 = container();
+    let mut other = c.clone();
+    other["vlanTrunk"] = json!([{"id": 102}]);
+    let (code, out, _) = node.exec("ADD", "nv-t4", &t4.path(), "eth0", &other);
+    assert_eq!((code, out["code"].as_u64()), (1, Some(7)), "{out}");
+    assert!(
+        out["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("vlan trunk 101,200-201, not 102"),
+        "{out}"
+    );
+    assert!(!t4.sh("ip link show eth0").ok());
+
+    for (cid, ns) in [("nv-t1", &t1), ("nv-t2", &t2), ("nv-t3", &t3)] {
+        node.del(cid, &ns.path(), &c);
+    }
+    assert!(
+        node.settled_endpoint_links().is_empty(),
+        "{:?}",
+        node.endpoint_links()
+    );
+    assert!(node.sandboxes().is_empty());
+}
+
 /// Everything the node's kernel and netd hold that a refused ADD could have left.
 fn node_state(node: &Node) -> (Vec<String>, String, usize) {
     let links = node.host.sh("ip -j link show");
@@ -314,6 +423,21 @@ fn plain_kernel_refuses(mode: Mode) {
         );
         assert_eq!(node_state(&node), before);
     }
+    // A trunk needs the same kernel feature.
+    let mut trunk = c.clone();
+    trunk.as_object_mut().unwrap().remove("vlan");
+    trunk["vlanTrunk"] = json!([{"id": 101}]);
+    let (code, out, err) = node.exec("ADD", "nv-c1", &ns.path(), "eth0", &trunk);
+    assert_eq!((code, out["code"].as_u64()), (1, Some(2)), "{out} {err}");
+    assert!(
+        out["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("vlan trunk 101: this kernel has no bridge VLAN filtering"),
+        "{out}"
+    );
+    assert_eq!(node_state(&node), before);
+    assert!(node.leases().is_empty(), "{:?}", node.leases());
     // Without the key the same network works: only the VLAN is refused.
     let mut plain = c.clone();
     plain.as_object_mut().unwrap().remove("vlan");
@@ -351,4 +475,20 @@ fn cni_vlan_without_kernel_support_is_code_2_standalone() {
         return;
     }
     plain_kernel_refuses(Mode::Standalone);
+}
+
+#[test]
+fn cni_vlan_trunk_carries_tagged_vlans_delegating() {
+    if skip("cni_vlan_trunk_carries_tagged_vlans_delegating") {
+        return;
+    }
+    trunk(Mode::Delegating);
+}
+
+#[test]
+fn cni_vlan_trunk_carries_tagged_vlans_standalone() {
+    if skip("cni_vlan_trunk_carries_tagged_vlans_standalone") {
+        return;
+    }
+    trunk(Mode::Standalone);
 }

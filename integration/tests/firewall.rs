@@ -41,6 +41,7 @@ fn ep(port: &str, mac_last: u8, ip4: &str) -> FwEndpoint {
         mac: [0x02, 0x42, 0x0a, 0x4d, 0x00, mac_last],
         ipv4: Some(ip4.parse().unwrap()),
         ipv6: None,
+        trunk: false,
     }
 }
 

@@ -61,6 +61,7 @@ impl Env {
             addrs,
             ipv6,
             vlan_filtering: false,
+            trunk: false,
             promisc: false,
         }
     }
@@ -99,6 +100,7 @@ impl Env {
             .collect(),
             vlan: None,
             hairpin: true,
+            trunk: Vec::new(),
         }
     }
 

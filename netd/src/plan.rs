@@ -33,6 +33,11 @@ pub struct BridgeSpec {
     /// Promiscuous mode on (`Network::promisc`); off leaves the flag as it is.
     #[serde(default)]
     pub promisc: bool,
+    /// Networks with `vlan_trunk` and no VLAN of their own: `vlan_filtering 1` with the
+    /// default VLAN 1, in which the bridge and every port stay untagged; the trunk's
+    /// VLANs are each port's (`VethSpec::trunk`).
+    #[serde(default)]
+    pub trunk: bool,
 }
 
 /// A veth pair: `host_name` enslaved to `bridge` in the host namespace, the peer created
@@ -60,6 +65,9 @@ pub struct VethSpec {
     /// The host side's hairpin mode (on, unless the bridge is promiscuous).
     #[serde(default = "yes")]
     pub hairpin: bool,
+    /// VLANs the host side also carries tagged (`Network::vlan_trunk`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trunk: Vec<crate::model::VidRange>,
 }
 
 fn yes() -> bool {
@@ -84,6 +92,9 @@ pub struct HostVethSpec {
     /// As `VethSpec::hairpin`.
     #[serde(default = "yes")]
     pub hairpin: bool,
+    /// As `VethSpec::trunk`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trunk: Vec<crate::model::VidRange>,
 }
 
 /// The gateway of a VLAN network (the reference CNI bridge plugin's layout): a veth pair
@@ -306,6 +317,7 @@ mod tests {
                 ipv6: false,
                 vlan_filtering: false,
                 promisc: false,
+                trunk: false,
             }),
             Step::CreateBridge(BridgeSpec {
                 name: "FAIL".into(),
@@ -315,6 +327,7 @@ mod tests {
                 ipv6: false,
                 vlan_filtering: false,
                 promisc: false,
+                trunk: false,
             }),
         ];
         k.fail_on("create bridge FAIL");

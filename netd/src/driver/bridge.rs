@@ -48,6 +48,7 @@ pub fn network_up(net: &Network) -> Vec<Step> {
         ipv6: net.ipv6,
         vlan_filtering: false,
         promisc: net.promisc,
+        trunk: !net.vlan_trunk.is_empty(),
     }));
     steps
 }
@@ -88,6 +89,7 @@ pub fn endpoint_up(net: &Network, sandbox: &str, netns: &Path, ep: &Endpoint, de
         routes: ep.routes.clone(),
         vlan: net.vlan,
         hairpin: net.port_hairpin(),
+        trunk: net.vlan_trunk.clone(),
     })
 }
 
@@ -283,5 +285,60 @@ mod tests {
             .contains("VLAN networks share their bridge"));
         let mv = req(&[(OPT_PROMISC, "true"), (OPT_PARENT, "eth0")], Some("macvlan"));
         assert!(mv.parse().unwrap_err().contains("bridge option"));
+    }
+
+    /// `netd.bridge.vlan_trunk`: the network's own bridge filters by VLAN with the
+    /// default VLAN 1 (the gateway stays on it); each port carries the trunk tagged.
+    #[test]
+    fn a_trunk_network_filters_by_vlan_and_its_ports_carry_the_trunk() {
+        use crate::model::{NetworkRequest, Subnet, SubnetRequest, OPT_VLAN_TRUNK};
+        let r = NetworkRequest {
+            name: "tr".into(),
+            subnets: vec![SubnetRequest {
+                subnet: Some("10.8.1.0/24".into()),
+                ..Default::default()
+            }],
+            options: [(OPT_VLAN_TRUNK.to_string(), "101,200-299".to_string())].into(),
+            ..Default::default()
+        };
+        let subnets = vec![Subnet {
+            subnet: "10.8.1.0/24".parse().unwrap(),
+            gateway: "10.8.1.1".parse().unwrap(),
+            ip_range: None,
+        }];
+        let net = r
+            .parse()
+            .unwrap()
+            .into_network("id".into(), subnets, &r, "netctl", 0);
+        let steps = network_up(&net);
+        let Some(b) = steps.iter().find_map(|s| match s {
+            Step::CreateBridge(b) => Some(b),
+            _ => None,
+        }) else {
+            panic!("{steps:?}")
+        };
+        assert!(b.trunk && !b.vlan_filtering);
+        assert_eq!(
+            b.addrs,
+            vec!["10.8.1.1/24".parse().unwrap()],
+            "the gateway on the bridge"
+        );
+        let ep = Endpoint {
+            network: "tr".into(),
+            ifname: "eth0".into(),
+            host_ifname: "netd-t".into(),
+            mac: "02:42:0a:08:01:02".into(),
+            ipv4: Some("10.8.1.2/24".parse().unwrap()),
+            ipv6: None,
+            gateway4: Some("10.8.1.1".parse().unwrap()),
+            gateway6: None,
+            aliases: vec![],
+            routes: vec![],
+            no_default_route: false,
+        };
+        let Step::CreateVeth(v) = endpoint_up(&net, "s", Path::new("/n"), &ep, true) else {
+            panic!("not a veth")
+        };
+        assert_eq!((v.vlan, v.trunk), (None, vec![(101, 101), (200, 299)]));
     }
 }

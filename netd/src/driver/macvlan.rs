@@ -108,6 +108,7 @@ mod tests {
             inhibit_ipv6: false,
             promisc: false,
             no_hairpin: false,
+            vlan_trunk: Vec::new(),
             options: Default::default(),
             labels: Default::default(),
             owner: "netctl".into(),

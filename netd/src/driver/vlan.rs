@@ -20,6 +20,7 @@ pub(super) fn network_up(net: &Network, vlan: u16, addrs: Vec<IpNetwork>) -> Vec
             ipv6: false,
             vlan_filtering: true,
             promisc: false,
+            trunk: false,
         }),
         Step::CreateVlanGateway(VlanGatewaySpec {
             name: net.l3_link(),

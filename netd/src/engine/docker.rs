@@ -696,6 +696,7 @@ fn host_veth(net: &Network, sandbox: &str, ep: &Endpoint, mac: [u8; 6]) -> Step 
         peer_mac: mac,
         vlan: net.vlan,
         hairpin: net.port_hairpin(),
+        trunk: net.vlan_trunk.clone(),
     })
 }
 

@@ -351,6 +351,10 @@ impl Engine {
                     mac: crate::driver::bridge::parse_mac(&e.mac).unwrap_or([0; 6]),
                     ipv4: e.ipv4.map(|n| n.ip()),
                     ipv6: e.ipv6.map(|n| n.ip()),
+                    trunk: self
+                        .networks
+                        .get(&e.network)
+                        .is_some_and(|n| !n.vlan_trunk.is_empty()),
                 });
             }
             ports.extend(ports::fw_ports(s));

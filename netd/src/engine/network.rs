@@ -79,6 +79,8 @@ impl Engine {
             self.check_macvlan_parent(p)
         } else if p.vlan.is_some() {
             self.check_vlan_bridge(p)
+        } else if !p.vlan_trunk.is_empty() {
+            self.check_trunk_bridge(p)
         } else {
             self.check_bridge_free(&p.bridge)
         }

@@ -240,6 +240,7 @@ fn bare_veth(host_name: &str, alias: &str, netns: &str, ifname: &str) -> crate::
         routes: vec![],
         vlan: None,
         hairpin: true,
+        trunk: Vec::new(),
     })
 }
 

@@ -14,17 +14,7 @@ impl Engine {
         let others: Vec<&Network> = self.networks.values().filter(|n| n.bridge == p.bridge).collect();
         if others.is_empty() {
             self.check_bridge_free(&p.bridge)?;
-            let supported = self
-                .kernel
-                .bridge_vlan_filtering()
-                .map_err(|e| EngineError::Kernel(format!("probe bridge VLAN filtering: {e}")))?;
-            if !supported {
-                return Err(EngineError::Unsupported(format!(
-                    "vlan {}: this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)",
-                    p.vlan.unwrap_or_default()
-                )));
-            }
-            return Ok(());
+            return self.require_vlan_filtering(&format!("vlan {}", p.vlan.unwrap_or_default()));
         }
         for o in others {
             match o.vlan {
@@ -42,6 +32,30 @@ impl Engine {
                 }
                 Some(_) => {}
             }
+        }
+        Ok(())
+    }
+
+    /// The bridge of a new trunk network without a VLAN of its own (`vlan_trunk`): a
+    /// free name, and a kernel that filters by VLAN.
+    pub(super) fn check_trunk_bridge(&self, p: &ParsedNetwork) -> Result<()> {
+        self.check_bridge_free(&p.bridge)?;
+        self.require_vlan_filtering(&format!(
+            "vlan trunk {}",
+            crate::model::format_vid_ranges(&p.vlan_trunk)
+        ))
+    }
+
+    /// Refuses `what` (code 2 for CNI) on a kernel without bridge VLAN filtering.
+    fn require_vlan_filtering(&self, what: &str) -> Result<()> {
+        let supported = self
+            .kernel
+            .bridge_vlan_filtering()
+            .map_err(|e| EngineError::Kernel(format!("probe bridge VLAN filtering: {e}")))?;
+        if !supported {
+            return Err(EngineError::Unsupported(format!(
+                "{what}: this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)"
+            )));
         }
         Ok(())
     }

@@ -43,6 +43,9 @@ pub struct FwEndpoint {
     pub mac: [u8; 6],
     pub ipv4: Option<Ipv4Addr>,
     pub ipv6: Option<Ipv6Addr>,
+    /// A trunk port (`Network::vlan_trunk`): its tagged frames pass anti-spoofing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trunk: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -97,6 +100,7 @@ mod tests {
             mac: [2, 0x42, 10, 1, 0, last],
             ipv4: Some(std::net::Ipv4Addr::new(10, 1, 0, last)),
             ipv6: None,
+            trunk: false,
         }
     }
 

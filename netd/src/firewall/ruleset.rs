@@ -43,7 +43,8 @@
 //!   source and the IPv6 source (except `::` and `fe80::/10`, which neighbour discovery
 //!   needs) must be the endpoint's own, looked up by `port . address` in `@port_mac`,
 //!   `@port_ip4`, `@port_ip6`; VLAN-tagged frames are dropped, since the checks cannot
-//!   see inside them.
+//!   see inside them, except 802.1Q frames from a trunk port (`@trunk_ports`,
+//!   `Network::vlan_trunk`) that carry the endpoint's MAC.
 //! - `forward` (filter, -200): ICC off. The bridge forward hook sees only frames going
 //!   from one port to another (frames to and from the host take the local in/out hooks),
 //!   so dropping every forwarded frame that entered from a port of an ICC-off network
@@ -171,6 +172,13 @@ const COLLECTIONS: &[Collection] = &[
         is_map: false,
         decl: "type ifname . ipv6_addr; comment \"port . the endpoint's IPv6 address\";",
         elements: port_ip6,
+    },
+    Collection {
+        family: "bridge",
+        name: "trunk_ports",
+        is_map: false,
+        decl: "type ifname; comment \"ports that carry VLANs tagged (vlan_trunk)\";",
+        elements: trunk_ports,
     },
     Collection {
         family: "bridge",
@@ -461,6 +469,15 @@ fn port_ip6(st: &FwState) -> Elements {
     )
 }
 
+fn trunk_ports(st: &FwState) -> Elements {
+    set_of(
+        st.endpoints
+            .iter()
+            .filter(|e| e.trunk)
+            .filter_map(|e| ifname(&e.port)),
+    )
+}
+
 /// Ports of endpoints with an address in a network whose ICC is off.
 fn no_icc(st: &FwState) -> Elements {
     let on_isolated = |e: &FwEndpoint| {
@@ -630,6 +647,10 @@ fn bridge_prerouting(_: &[&FwNetwork]) -> Vec<String> {
 
 fn antispoof(_: &[&FwNetwork]) -> Vec<String> {
     vec![
+        // What a trunk's VLANs carry is the container's own business (the reference
+        // plugin checks nothing at all); the frame's source MAC is still checked.
+        "ether type 8021q iifname @trunk_ports iifname . ether saddr @port_mac accept comment \"VLANs of a trunk port\""
+            .into(),
         "ether type { 8021q, 8021ad } drop comment \"tagged frames would slip past these checks\"".into(),
         "iifname . ether saddr != @port_mac drop comment \"source MAC not the endpoint's\"".into(),
         "ether type arp iifname . arp saddr ether != @port_mac drop comment \"ARP sender MAC not the endpoint's\""
@@ -671,6 +692,7 @@ mod tests {
             mac: [0x02, 0x42, 0, 0, 0, last],
             ipv4: Some(ip4.parse().unwrap()),
             ipv6: ip6.map(|s| s.parse().unwrap()),
+            trunk: false,
         }
     }
 
@@ -761,6 +783,8 @@ add element bridge netd port_ip4 { "vethA" . 10.89.0.2, "vethB" . 10.89.0.3, "ve
 add set bridge netd port_ip6 { type ifname . ipv6_addr; comment "port . the endpoint's IPv6 address"; }
 flush set bridge netd port_ip6
 add element bridge netd port_ip6 { "vethA" . fd00:89::2 }
+add set bridge netd trunk_ports { type ifname; comment "ports that carry VLANs tagged (vlan_trunk)"; }
+flush set bridge netd trunk_ports
 add set bridge netd no_icc { type ifname; comment "ports on networks with icc off"; }
 flush set bridge netd no_icc
 add element bridge netd no_icc { "vethC" }
@@ -784,6 +808,7 @@ add rule inet netd postrouting oifname "netd-frontend" ip saddr 10.89.0.0/24 ct 
 add rule inet netd postrouting ip6 saddr fd00:89::/64 oifname != "netd-frontend" masquerade comment "net frontend"
 add rule inet netd postrouting oifname "netd-frontend" ip6 saddr fd00:89::/64 ct status dnat masquerade comment "net frontend: hairpin"
 add rule inet netd postrouting oifname @bridges ip saddr 127.0.0.0/8 masquerade comment "published ports via localhost"
+add rule bridge netd antispoof ether type 8021q iifname @trunk_ports iifname . ether saddr @port_mac accept comment "VLANs of a trunk port"
 add rule bridge netd antispoof ether type { 8021q, 8021ad } drop comment "tagged frames would slip past these checks"
 add rule bridge netd antispoof iifname . ether saddr != @port_mac drop comment "source MAC not the endpoint's"
 add rule bridge netd antispoof ether type arp iifname . arp saddr ether != @port_mac drop comment "ARP sender MAC not the endpoint's"
@@ -795,6 +820,26 @@ add rule bridge netd antispoof ether type ip6 iifname . ip6 saddr != @port_ip6 d
 add rule bridge netd prerouting iifname @ports jump antispoof comment "frames from endpoints"
 add rule bridge netd forward iifname @no_icc drop comment "icc off: no traffic between containers"
 "#;
+
+    /// A trunk endpoint's port is in `@trunk_ports` (its tagged frames with its own
+    /// MAC pass anti-spoofing); attaching one is an element change only.
+    #[test]
+    fn trunk_ports_are_elements() {
+        let old = sample();
+        let mut new = sample();
+        let mut t = ep("vethT", 9, "10.89.0.9", None);
+        t.trunk = true;
+        new.endpoints.push(t);
+        let d = diff(&old, &new);
+        assert!(d.lines().all(|l| l.starts_with("add element ")), "{d}");
+        assert!(
+            d.contains("add element bridge netd trunk_ports { \"vethT\" }"),
+            "{d}"
+        );
+        assert!(d.contains("add element bridge netd ports { \"vethT\" }"), "{d}");
+        assert!(!full(&old, "t").contains("add element bridge netd trunk_ports"));
+        assert!(full(&new, "t").contains("add element bridge netd trunk_ports { \"vethT\" }"));
+    }
 
     #[test]
     fn full_of_sample() {

@@ -145,8 +145,8 @@ impl LinuxKernel {
                 // A fixed MAC: a bridge without one takes the lowest MAC of its ports,
                 // so the gateway's MAC would change as sandboxes come and go, leaving
                 // stale neighbour entries in every other sandbox.
-                if b.vlan_filtering {
-                    super::vlan::add_vlan_bridge(&mut nl, &b.name, b.mtu, bridge_mac(&b.name))?;
+                if let Some(default) = super::vlan::default_vlan(b) {
+                    super::vlan::add_vlan_bridge(&mut nl, &b.name, b.mtu, bridge_mac(&b.name), default)?;
                 } else {
                     nl.add_bridge(&b.name, b.mtu, Some(bridge_mac(&b.name)))?;
                 }
@@ -186,8 +186,8 @@ impl LinuxKernel {
         if ch.alias.is_some() || ch.mtu.is_some() || ch.promisc.is_some() {
             nl.set_link(&b.name, &ch)?;
         }
-        if b.vlan_filtering && existing.is_some() {
-            nl.set_vlan_filtering(&b.name)?;
+        if let Some(default) = super::vlan::default_vlan(b).filter(|_| existing.is_some()) {
+            nl.set_vlan_filtering(&b.name, default)?;
         }
 
         // Sysctls before the link goes up, so an IPv4-only bridge never gets a
@@ -271,7 +271,7 @@ impl LinuxKernel {
             // reconcile recognises (and removes, with its peer in the sandbox) instead of
             // an anonymous one. `host_port_up`, the last step, gives it its final alias.
             let res = host_port_created(&mut nl, &v.host_name, &v.alias)
-                .and_then(|_| super::vlan::port_vlan(&mut nl, &v.host_name, v.vlan))
+                .and_then(|_| super::vlan::port_vlan(&mut nl, &v.host_name, v.vlan, &v.trunk))
                 .and_then(|_| self.finish_veth(&mut nl, v, || netns::join_scoped(&v.netns, sandbox)?));
             undo_on_error(&mut nl, &v.host_name, res)
         })
@@ -311,7 +311,7 @@ impl LinuxKernel {
         })?;
         let res = (|| {
             host_port_created(&mut nl, &v.host_name, &v.alias)?;
-            super::vlan::port_vlan(&mut nl, &v.host_name, v.vlan)?;
+            super::vlan::port_vlan(&mut nl, &v.host_name, v.vlan, &v.trunk)?;
             host_port_up(&mut nl, &v.host_name, &v.alias, v.hairpin)
         })();
         undo_on_error(&mut nl, &v.host_name, res)

@@ -48,7 +48,7 @@ mod macvlan;
 mod rcu_lookup;
 mod vlan;
 pub use macvlan::mode_from_name;
-pub use vlan::VlanBridge;
+pub use vlan::{DefaultVlan, VlanBridge};
 
 /// IFNAMSIZ - 1: the kernel rejects longer names with a bare EINVAL.
 pub const MAX_IFNAME: usize = 15;

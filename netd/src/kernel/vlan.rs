@@ -7,9 +7,9 @@ use std::sync::OnceLock;
 use ipnetwork::IpNetwork;
 
 use super::linux::LinuxKernel;
-use super::netlink::{LinkChange, Netlink, VethReq, VlanBridge};
+use super::netlink::{DefaultVlan, LinkChange, Netlink, VethReq, VlanBridge};
 use super::{sysctl, KernelError};
-use crate::plan::VlanGatewaySpec;
+use crate::plan::{BridgeSpec, VlanGatewaySpec};
 
 fn unsupported() -> KernelError {
     KernelError::Other(
@@ -17,26 +17,49 @@ fn unsupported() -> KernelError {
     )
 }
 
-/// Creates the bridge of a VLAN network (see `Netlink::add_vlan_bridge`).
+/// Whether bridge `b` filters by VLAN, and its default VLAN if so.
+pub(super) fn default_vlan(b: &BridgeSpec) -> Option<DefaultVlan> {
+    if b.vlan_filtering {
+        Some(DefaultVlan::None)
+    } else if b.trunk {
+        Some(DefaultVlan::One)
+    } else {
+        None
+    }
+}
+
+/// Creates a VLAN-filtering bridge (see `Netlink::add_vlan_bridge`).
 pub(super) fn add_vlan_bridge(
     nl: &mut Netlink,
     name: &str,
     mtu: u32,
     mac: [u8; 6],
+    default: DefaultVlan,
 ) -> Result<(), KernelError> {
-    match nl.add_vlan_bridge(name, mtu, Some(mac))? {
+    match nl.add_vlan_bridge(name, mtu, Some(mac), default)? {
         VlanBridge::Created => Ok(()),
         VlanBridge::Unsupported => Err(unsupported()),
     }
 }
 
-/// Puts host link `port` (a bridge port) in VLAN `vlan`, when there is one.
-pub(super) fn port_vlan(nl: &mut Netlink, port: &str, vlan: Option<u16>) -> Result<(), KernelError> {
-    let Some(vid) = vlan else { return Ok(()) };
+/// Puts host link `port` (a bridge port) in VLAN `vlan`, when there is one, and adds the
+/// `trunk` VLANs to it tagged.
+pub(super) fn port_vlan(
+    nl: &mut Netlink,
+    port: &str,
+    vlan: Option<u16>,
+    trunk: &[(u16, u16)],
+) -> Result<(), KernelError> {
+    if vlan.is_none() && trunk.is_empty() {
+        return Ok(());
+    }
     let index = nl
         .link_index(port)?
         .ok_or_else(|| KernelError::Other(format!("port {port} vanished before its VLAN was set")))?;
-    nl.set_port_vlan(index, vid)
+    if let Some(vid) = vlan {
+        nl.set_port_vlan(index, vid)?;
+    }
+    nl.add_port_trunk(index, trunk)
 }
 
 /// Whether the kernel filters by VLAN on bridges: creating a bridge with
@@ -51,7 +74,7 @@ pub(super) fn probe(nl: &mut Netlink) -> Result<bool, KernelError> {
     let name = format!("ndvprobe{}", std::process::id() % 1_000_000);
     // One left by a process of the same PID that died mid-probe would make this EEXIST.
     nl.delete_link(&name)?;
-    let ok = match nl.add_vlan_bridge(&name, 0, None)? {
+    let ok = match nl.add_vlan_bridge(&name, 0, None, DefaultVlan::None)? {
         VlanBridge::Created => {
             nl.delete_link(&name)?;
             true
@@ -112,7 +135,7 @@ impl LinuxKernel {
             nl.set_alias(l, &g.alias)?;
         }
         nl.set_master(&g.peer, bridge)?;
-        port_vlan(nl, &g.peer, Some(g.vlan))?;
+        port_vlan(nl, &g.peer, Some(g.vlan), &[])?;
         let v = |on: bool| if on { "1" } else { "0" }.to_string();
         let conf6 = |l: &str, k: &str| format!("net/ipv6/conf/{l}/{k}");
         let mut items = vec![

@@ -89,6 +89,8 @@ pub struct ParsedNetwork {
     pub promisc: bool,
     /// bridge only: `OPT_HAIRPIN=false`.
     pub no_hairpin: bool,
+    /// bridge only: `OPT_VLAN_TRUNK`.
+    pub vlan_trunk: Vec<super::vlan::VidRange>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +143,9 @@ pub struct Network {
     /// Its ports are not in hairpin mode (`OPT_HAIRPIN=false`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_hairpin: bool,
+    /// VLANs its ports carry tagged (`OPT_VLAN_TRUNK`); the bridge filters by VLAN.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vlan_trunk: Vec<super::vlan::VidRange>,
     #[serde(default)]
     pub options: BTreeMap<String, String>,
     #[serde(default)]
@@ -181,6 +186,7 @@ impl ParsedNetwork {
             inhibit_ipv6: self.inhibit_ipv6,
             promisc: self.promisc,
             no_hairpin: self.no_hairpin,
+            vlan_trunk: self.vlan_trunk,
             options: req.options.clone(),
             labels: req.labels.clone(),
             owner: owner.into(),
@@ -272,6 +278,7 @@ impl NetworkRequest {
             inhibit_ipv6: false,
             promisc: false,
             no_hairpin: false,
+            vlan_trunk: Vec::new(),
         };
         if o.driver == DRIVER_MACVLAN {
             super::macvlan::parse_options(&self.options, &mut o)?;

@@ -12,13 +12,61 @@ use super::network::{Network, ParsedNetwork, DRIVER_MACVLAN};
 /// `-o vlan=N` (netctl, API) and the CNI `vlan` key.
 pub const OPT_VLAN: &str = "vlan";
 
+/// `-o netd.bridge.vlan_trunk=101,200-299` (the CNI `vlanTrunk` key): the network's
+/// ports also carry these VLANs tagged, so a container can use them on VLAN devices of
+/// its own (`eth0.101`). The bridge filters by VLAN; untagged frames stay in the
+/// network's own VLAN (`vlan`, or the bridge's default VLAN 1 without it).
+pub const OPT_VLAN_TRUNK: &str = "netd.bridge.vlan_trunk";
+
+/// A range of VLAN IDs, both ends included.
+pub type VidRange = (u16, u16);
+
+/// Parses `101,200-299`: VLAN IDs and ranges from 1 to 4094, sorted and merged.
+pub fn parse_vid_ranges(v: &str) -> Result<Vec<VidRange>, String> {
+    let vid = |x: &str| -> Result<u16, String> {
+        x.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|id| (1..=4094).contains(id))
+            .ok_or_else(|| format!("{x:?} is not a VLAN ID from 1 to 4094"))
+    };
+    let mut out: Vec<VidRange> = Vec::new();
+    for part in v.split(',') {
+        let r = match part.split_once('-') {
+            Some((a, b)) => (vid(a)?, vid(b)?),
+            None => (vid(part)?, vid(part)?),
+        };
+        if r.0 > r.1 {
+            return Err(format!("{}-{}: the range starts above its end", r.0, r.1));
+        }
+        out.push(r);
+    }
+    out.sort_unstable();
+    let mut merged: Vec<VidRange> = Vec::new();
+    for r in out {
+        match merged.last_mut() {
+            Some(last) if r.0 <= last.1.saturating_add(1) => last.1 = last.1.max(r.1),
+            _ => merged.push(r),
+        }
+    }
+    Ok(merged)
+}
+
+/// `101,200-299`, the form `parse_vid_ranges` reads.
+pub fn format_vid_ranges(r: &[VidRange]) -> String {
+    r.iter()
+        .map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The alias of a bridge that VLAN networks share: it belongs to no single network.
 pub const VLAN_BRIDGE_ALIAS: &str = "netd:vlan-bridge";
 
 /// Fills `o.vlan` from the options. 0 means "no VLAN", as in the reference plugin.
 pub(super) fn parse_option(opts: &BTreeMap<String, String>, o: &mut ParsedNetwork) -> Result<(), String> {
     let Some(v) = opts.get(OPT_VLAN).map(|v| v.trim()) else {
-        return Ok(());
+        return parse_trunk(opts, o);
     };
     let id: u16 = v
         .parse()
@@ -26,7 +74,7 @@ pub(super) fn parse_option(opts: &BTreeMap<String, String>, o: &mut ParsedNetwor
         .filter(|id| *id <= 4094)
         .ok_or_else(|| format!("option vlan={v}: expected a VLAN ID from 1 to 4094"))?;
     if id == 0 {
-        return Ok(());
+        return parse_trunk(opts, o);
     }
     if o.driver == DRIVER_MACVLAN {
         return Err("option vlan is for bridge networks; a macvlan network has no bridge".into());
@@ -38,6 +86,26 @@ pub(super) fn parse_option(opts: &BTreeMap<String, String>, o: &mut ParsedNetwor
         )
     })?;
     o.vlan = Some(id);
+    parse_trunk(opts, o)
+}
+
+/// Fills `o.vlan_trunk` (after `o.vlan`).
+fn parse_trunk(opts: &BTreeMap<String, String>, o: &mut ParsedNetwork) -> Result<(), String> {
+    let Some(v) = opts.get(OPT_VLAN_TRUNK) else {
+        return Ok(());
+    };
+    if o.driver == DRIVER_MACVLAN {
+        return Err(format!(
+            "option {OPT_VLAN_TRUNK} is for bridge networks; a macvlan network has no bridge"
+        ));
+    }
+    if let Some(id) = o.vlan {
+        // As the reference plugin: a port is an access port of one VLAN or a trunk.
+        return Err(format!(
+            "option {OPT_VLAN_TRUNK} is not for a VLAN network (vlan {id}): a port is an access port or a trunk"
+        ));
+    }
+    o.vlan_trunk = parse_vid_ranges(v).map_err(|e| format!("option {OPT_VLAN_TRUNK}={v}: {e}"))?;
     Ok(())
 }
 
@@ -118,6 +186,39 @@ mod tests {
         .parse()
         .unwrap_err();
         assert!(e.contains("longer than 15 bytes"), "{e}");
+    }
+
+    #[test]
+    fn vlan_trunks() {
+        use super::{format_vid_ranges, parse_vid_ranges, OPT_VLAN_TRUNK};
+        assert_eq!(
+            parse_vid_ranges("300,101, 200-299,102,4094").unwrap(),
+            vec![(101, 102), (200, 300), (4094, 4094)]
+        );
+        assert_eq!(
+            format_vid_ranges(&[(101, 102), (200, 300), (7, 7)]),
+            "101-102,200-300,7"
+        );
+        for bad in ["", "0", "4095", "5-3", "a", "1-", "1,,2", "-5"] {
+            assert!(parse_vid_ranges(bad).is_err(), "{bad}");
+        }
+        let p = req(&[(OPT_VLAN_TRUNK, "101,200-299")]).parse().unwrap();
+        assert_eq!((p.vlan, p.vlan_trunk), (None, vec![(101, 101), (200, 299)]));
+        let e = req(&[(OPT_VLAN_TRUNK, "101"), ("vlan", "5")])
+            .parse()
+            .unwrap_err();
+        assert!(e.contains("access port or a trunk"), "{e}");
+        // vlan 0 is no VLAN: the trunk is fine.
+        assert!(req(&[(OPT_VLAN_TRUNK, "101"), ("vlan", "0")]).parse().is_ok());
+        let e = req(&[(OPT_VLAN_TRUNK, "x")]).parse().unwrap_err();
+        assert!(e.contains(OPT_VLAN_TRUNK), "{e}");
+        let e = NetworkRequest {
+            driver: Some("macvlan".into()),
+            ..req(&[(OPT_VLAN_TRUNK, "101"), ("parent", "eth0")])
+        }
+        .parse()
+        .unwrap_err();
+        assert!(e.contains("macvlan network has no bridge"), "{e}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use super::{body, created, with_engine, ApiError, ApiResult, Shared};
 use crate::engine::{Engine, EngineError};
 use crate::model::{
     option_is_true, Network, NetworkRequest, Sandbox, SandboxRequest, DRIVER_MACVLAN, OPT_BRIDGE_NAME,
-    OPT_HAIRPIN, OPT_INHIBIT_IPV4, OPT_INHIBIT_IPV6, OPT_PARENT, OPT_PROMISC, OPT_VLAN,
+    OPT_HAIRPIN, OPT_INHIBIT_IPV4, OPT_INHIBIT_IPV6, OPT_PARENT, OPT_PROMISC, OPT_VLAN, OPT_VLAN_TRUNK,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -115,6 +115,27 @@ pub fn mismatch(net: &Network, req: &NetworkRequest) -> Option<String> {
             net.name,
             show(net.promisc),
             show(promisc)
+        ));
+    }
+    // The trunk's VLANs: another list is another network.
+    let trunk = req
+        .options
+        .get(OPT_VLAN_TRUNK)
+        .and_then(|v| crate::model::parse_vid_ranges(v).ok())
+        .unwrap_or_default();
+    if trunk != net.vlan_trunk {
+        let show = |t: &[crate::model::VidRange]| {
+            if t.is_empty() {
+                "none".to_string()
+            } else {
+                crate::model::format_vid_ranges(t)
+            }
+        };
+        return Some(format!(
+            "network {} exists with vlan trunk {}, not {}",
+            net.name,
+            show(&net.vlan_trunk),
+            show(&trunk)
         ));
     }
     // Absent means on, as for a new network (`OPT_HAIRPIN`).
@@ -276,5 +297,23 @@ mod tests {
         r.network.options.insert(OPT_HAIRPIN.into(), "false".into());
         attach(&mut e, &r).unwrap().unwrap();
         assert_eq!(e.sandboxes().count(), 2);
+    }
+
+    #[test]
+    fn another_vlan_trunk_is_another_network() {
+        let mut e = engine();
+        let mut r = req("s1", "10.65.0.0/24", "podbr5");
+        r.network.options.insert(OPT_VLAN_TRUNK.into(), "101".into());
+        // The fake kernel filters by VLAN.
+        let a = attach(&mut e, &r).unwrap().unwrap();
+        assert_eq!(a.network.vlan_trunk, vec![(101, 101)]);
+        r.sandbox.name = "s2".into();
+        r.network.options.insert(OPT_VLAN_TRUNK.into(), "101-102".into());
+        let why = attach(&mut e, &r).unwrap().unwrap_err();
+        assert!(why.contains("vlan trunk 101, not 101-102"), "{why}");
+        r.network.options.remove(OPT_VLAN_TRUNK);
+        let why = attach(&mut e, &r).unwrap().unwrap_err();
+        assert!(why.contains("vlan trunk 101, not none"), "{why}");
+        assert_eq!(e.sandboxes().count(), 1);
     }
 }

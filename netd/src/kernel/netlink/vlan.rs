@@ -21,16 +21,30 @@ pub enum VlanBridge {
     Unsupported,
 }
 
-fn vlan_bridge_msg(name: &str) -> LinkMessage {
+/// Which VLAN a VLAN-filtering bridge puts new ports (and itself) in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultVlan {
+    /// `vlan_default_pvid 0`, the bridge of VLAN networks: a new port is in no VLAN
+    /// until its own is set, so it never talks on VLAN 1 in between (nor with anything
+    /// else on it afterwards).
+    None,
+    /// The kernel's default, VLAN 1 untagged: a trunk network's own bridge, which holds
+    /// the gateway address and whose ports are in VLAN 1 as on a bridge that does not
+    /// filter, plus their trunk VLANs.
+    One,
+}
+
+fn vlan_bridge_msg(name: &str, default: DefaultVlan) -> LinkMessage {
     let mut m = LinkMessage::default();
     m.attributes.push(LinkAttribute::IfName(name.to_string()));
     m.attributes.push(LinkAttribute::LinkInfo(vec![
         LinkInfo::Kind(InfoKind::Bridge),
-        // default_pvid 0: a new port is in no VLAN until its own is set, so it never
-        // talks on VLAN 1 in between (nor with anything else on it afterwards).
         LinkInfo::Data(InfoData::Bridge(vec![
             InfoBridge::VlanFiltering(true),
-            InfoBridge::VlanDefaultPvid(0),
+            InfoBridge::VlanDefaultPvid(match default {
+                DefaultVlan::None => 0,
+                DefaultVlan::One => 1,
+            }),
         ])),
     ]));
     m
@@ -44,10 +58,11 @@ impl Netlink {
         name: &str,
         mtu: u32,
         mac: Option<[u8; 6]>,
+        default: DefaultVlan,
     ) -> Result<VlanBridge, KernelError> {
         let op = || format!("add bridge {name} vlan_filtering 1");
         check_ifname(&op(), name)?;
-        let mut m = vlan_bridge_msg(name);
+        let mut m = vlan_bridge_msg(name, default);
         if mtu != 0 {
             m.attributes.push(LinkAttribute::Mtu(mtu));
         }
@@ -64,11 +79,47 @@ impl Netlink {
         }
     }
 
-    /// `ip link set NAME type bridge vlan_filtering 1 vlan_default_pvid 0` on an existing
-    /// bridge (no-ops when already so).
-    pub fn set_vlan_filtering(&mut self, name: &str) -> Result<(), KernelError> {
-        self.change(RouteNetlinkMessage::NewLink(vlan_bridge_msg(name)), 0)
+    /// `ip link set NAME type bridge vlan_filtering 1 vlan_default_pvid 0|1` on an
+    /// existing bridge (no-ops when already so).
+    pub fn set_vlan_filtering(&mut self, name: &str, default: DefaultVlan) -> Result<(), KernelError> {
+        self.change(RouteNetlinkMessage::NewLink(vlan_bridge_msg(name, default)), 0)
             .map_err(|f| f.into_err(format!("set bridge {name} vlan_filtering 1")))
+    }
+
+    /// `bridge vlan add dev #PORT vid A[-B]` for each range, in one request: frames of
+    /// those VLANs pass the port tagged, both ways.
+    pub fn add_port_trunk(&mut self, port: u32, trunk: &[(u16, u16)]) -> Result<(), KernelError> {
+        if trunk.is_empty() {
+            return Ok(());
+        }
+        let mut infos = Vec::new();
+        for &(a, b) in trunk {
+            if a == b {
+                infos.push(AfSpecBridge::VlanInfo(BridgeVlanInfo {
+                    flags: BridgeVlanInfoFlags::empty(),
+                    vid: a,
+                }));
+            } else {
+                infos.push(AfSpecBridge::VlanInfo(BridgeVlanInfo {
+                    flags: BridgeVlanInfoFlags::RangeBegin,
+                    vid: a,
+                }));
+                infos.push(AfSpecBridge::VlanInfo(BridgeVlanInfo {
+                    flags: BridgeVlanInfoFlags::RangeEnd,
+                    vid: b,
+                }));
+            }
+        }
+        let mut m = LinkMessage::default();
+        m.header.interface_family = AddressFamily::Bridge;
+        m.header.index = port;
+        m.attributes.push(LinkAttribute::AfSpecBridge(infos));
+        self.change(RouteNetlinkMessage::SetLink(m), 0).map_err(|f| {
+            f.into_err(format!(
+                "bridge vlan add dev #{port} vid {}",
+                crate::model::format_vid_ranges(trunk)
+            ))
+        })
     }
 
     /// `bridge vlan add dev #PORT vid VID pvid untagged`: untagged frames from the port

@@ -49,6 +49,26 @@ pub mod ns {
         Path::new(NETNS_DIR).join(name)
     }
 
+    /// The calling thread's own network namespace.
+    pub const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
+
+    /// A namespace file's inode: equal for two paths to the same namespace.
+    pub fn inode(p: impl AsRef<Path>) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p).expect("stat namespace").ino()
+    }
+
+    /// The calling thread's id, from /proc/thread-self (`<pid>/task/<tid>`).
+    pub fn thread_id() -> String {
+        std::fs::read_link("/proc/thread-self")
+            .expect("read /proc/thread-self")
+            .to_string_lossy()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_string()
+    }
+
     /// Removes every namespace registered with it, in reverse order, on drop. Links
     /// inside a namespace die with it, so tests register namespaces, not links.
     #[derive(Debug, Default)]

@@ -8,7 +8,7 @@ mod cni_support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cni_support::{exec_plugin, ip_of, skip, Mode, Netns, Node};
+use cni_support::{exec_plugin, ip_of, ping_each_other, skip, Mode, Netns, Node};
 use serde_json::{json, Value};
 
 fn add_check_del(mode: Mode) {
@@ -982,14 +982,7 @@ fn no_gateway(mode: Mode) {
         .stdout
         .contains("via 10.238.0.1 dev eth0"));
     let path = |n: &Netns| std::path::PathBuf::from(n.path());
-    assert!(
-        integration::harness::ping_from(&path(&a), None, &ip_of(&rb)),
-        "a -> b"
-    );
-    assert!(
-        integration::harness::ping_from(&path(&b), None, &ip_of(&ra)),
-        "b -> a"
-    );
+    assert!(ping_each_other((&a, &ra), (&b, &rb)));
     assert!(
         !integration::harness::ping_from(&path(&a), None, "10.238.0.1"),
         "no gateway here"
@@ -1030,16 +1023,7 @@ fn promiscuous(mode: Mode) {
     let ports = node.host.sh(&format!("ip -d link show master {bridge}")).stdout;
     assert_eq!(ports.matches("hairpin off").count(), 2, "{ports}");
     assert!(!ports.contains("hairpin on"), "{ports}");
-    assert!(integration::harness::ping_from(
-        std::path::Path::new(&a.path()),
-        None,
-        &ip_of(&rb)
-    ));
-    assert!(integration::harness::ping_from(
-        std::path::Path::new(&b.path()),
-        None,
-        &ip_of(&ra)
-    ));
+    assert!(ping_each_other((&a, &ra), (&b, &rb)));
 
     let c = Netns::new();
     let mut both = conf.clone();
@@ -1099,16 +1083,7 @@ fn hairpin_off(mode: Mode) {
     assert!(!ports.contains("hairpin on"), "{ports}");
     let br = node.host.sh(&format!("ip link show dev {bridge}")).stdout;
     assert!(!br.contains("PROMISC"), "{br}");
-    assert!(integration::harness::ping_from(
-        std::path::Path::new(&a.path()),
-        None,
-        &ip_of(&rb)
-    ));
-    assert!(integration::harness::ping_from(
-        std::path::Path::new(&b.path()),
-        None,
-        &ip_of(&ra)
-    ));
+    assert!(ping_each_other((&a, &ra), (&b, &rb)));
 
     // The same network without the key (hairpin on) is another network.
     let c = Netns::new();

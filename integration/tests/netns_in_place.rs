@@ -4,29 +4,11 @@
 //! needs root" otherwise.
 
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 use integration::fwtest::TestNs;
-use integration::ns;
+use integration::ns::{self, inode as ino, thread_id as tid, THREAD_NETNS};
 use netd::kernel::netlink::Netlink;
 use netd::kernel::netns::{self, InNs};
-
-const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
-
-fn ino(p: impl AsRef<Path>) -> u64 {
-    std::fs::metadata(p).expect("stat namespace").ino()
-}
-
-fn tid() -> String {
-    std::fs::read_link("/proc/thread-self")
-        .expect("read /proc/thread-self")
-        .to_string_lossy()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string()
-}
 
 #[test]
 fn entering_in_place_runs_on_the_calling_thread_and_comes_back() {

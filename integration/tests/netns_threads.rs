@@ -3,11 +3,8 @@
 //! "skipped: needs root" otherwise. (Entering on the calling thread, which a process
 //! switches on for all its threads, has a test binary of its own: `netns_in_place`.)
 
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
-
 use integration::fwtest::TestNs;
-use integration::ns;
+use integration::ns::{self, inode as ino, thread_id as tid, THREAD_NETNS};
 use netd::kernel::netns::NsThread;
 
 fn root() -> bool {
@@ -15,22 +12,6 @@ fn root() -> bool {
         println!("skipped: needs root");
     }
     ns::is_root()
-}
-
-/// The namespace's inode: equal for two paths to the same namespace.
-fn ino(p: impl AsRef<Path>) -> u64 {
-    std::fs::metadata(p).expect("stat namespace").ino()
-}
-
-/// The calling thread's id, from /proc/thread-self (`<pid>/task/<tid>`).
-fn tid() -> String {
-    std::fs::read_link("/proc/thread-self")
-        .expect("read /proc/thread-self")
-        .to_string_lossy()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 #[test]
@@ -41,19 +22,11 @@ fn a_namespace_worker_starts_with_its_first_job_and_runs_every_job_inside() {
     let ns = TestNs::create();
     let w = NsThread::spawn(Some(&ns.path())).expect("worker");
     assert!(!w.started(), "no job yet, no thread");
-    let (inside, t1) = w
-        .run(|| (ino("/proc/thread-self/ns/net"), tid()))
-        .expect("first job");
+    let (inside, t1) = w.run(|| (ino(THREAD_NETNS), tid())).expect("first job");
     assert!(w.started());
     assert_eq!(inside, ino(ns.path()), "the job ran inside the namespace");
-    assert_ne!(
-        inside,
-        ino("/proc/thread-self/ns/net"),
-        "the caller stayed where it was"
-    );
-    let (inside2, t2) = w
-        .run(|| (ino("/proc/thread-self/ns/net"), tid()))
-        .expect("second job");
+    assert_ne!(inside, ino(THREAD_NETNS), "the caller stayed where it was");
+    let (inside2, t2) = w.run(|| (ino(THREAD_NETNS), tid())).expect("second job");
     assert_eq!((inside2, &t2), (inside, &t1), "the same thread, still inside");
     assert_ne!(t1, tid(), "not the caller's thread");
     // A panicking job is reported; the worker goes on.

@@ -340,3 +340,11 @@ pub fn ip_of(r: &Value) -> String {
         .unwrap()
         .to_string()
 }
+
+/// Whether the pods `a` and `b` (namespace, ADD result) ping each other, both ways.
+pub fn ping_each_other(a: (&Netns, &Value), b: (&Netns, &Value)) -> bool {
+    let ping = |from: &Netns, to: &Value| {
+        integration::harness::ping_from(std::path::Path::new(&from.path()), None, &ip_of(to))
+    };
+    ping(a.0, b.1) && ping(b.0, a.1)
+}

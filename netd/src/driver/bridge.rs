@@ -251,19 +251,8 @@ mod tests {
                 Step::CreateBridge(b) => Some(b),
                 _ => None,
             });
-            let ep = Endpoint {
-                network: "lan".into(),
-                ifname: "eth0".into(),
-                host_ifname: "netd-v".into(),
-                mac: "02:42:0a:08:00:02".into(),
-                ipv4: Some("10.8.0.2/24".parse().unwrap()),
-                ipv6: None,
-                gateway4: Some("10.8.0.1".parse().unwrap()),
-                gateway6: None,
-                aliases: vec![],
-                routes: vec![],
-                no_default_route: false,
-            };
+            let ep =
+                crate::driver::test_endpoint("lan", "netd-v", "02:42:0a:08:00:02", "10.8.0.2", "10.8.0.1");
             let Step::CreateVeth(v) = endpoint_up(&net, "s", Path::new("/n"), &ep, true) else {
                 panic!("not a veth")
             };
@@ -323,19 +312,7 @@ mod tests {
             vec!["10.8.1.1/24".parse().unwrap()],
             "the gateway on the bridge"
         );
-        let ep = Endpoint {
-            network: "tr".into(),
-            ifname: "eth0".into(),
-            host_ifname: "netd-t".into(),
-            mac: "02:42:0a:08:01:02".into(),
-            ipv4: Some("10.8.1.2/24".parse().unwrap()),
-            ipv6: None,
-            gateway4: Some("10.8.1.1".parse().unwrap()),
-            gateway6: None,
-            aliases: vec![],
-            routes: vec![],
-            no_default_route: false,
-        };
+        let ep = crate::driver::test_endpoint("tr", "netd-t", "02:42:0a:08:01:02", "10.8.1.2", "10.8.1.1");
         let Step::CreateVeth(v) = endpoint_up(&net, "s", Path::new("/n"), &ep, true) else {
             panic!("not a veth")
         };

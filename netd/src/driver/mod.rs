@@ -80,6 +80,25 @@ pub fn parse_alias(alias: &str) -> Option<AliasOwner> {
     })
 }
 
+/// An endpoint of `network` with IPv4 `ip` (a /24) and gateway `gw`, as the driver tests
+/// plan them.
+#[cfg(test)]
+pub(crate) fn test_endpoint(network: &str, host_ifname: &str, mac: &str, ip: &str, gw: &str) -> Endpoint {
+    Endpoint {
+        network: network.into(),
+        ifname: "eth0".into(),
+        host_ifname: host_ifname.into(),
+        mac: mac.into(),
+        ipv4: Some(format!("{ip}/24").parse().unwrap()),
+        ipv6: None,
+        gateway4: Some(gw.parse().unwrap()),
+        gateway6: None,
+        aliases: vec![],
+        routes: vec![],
+        no_default_route: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,7 +38,7 @@ pub(super) fn network_up(net: &Network, vlan: u16, addrs: Vec<IpNetwork>) -> Vec
 #[cfg(test)]
 mod tests {
     use crate::driver::{endpoint_up, network_down, network_up};
-    use crate::model::{Endpoint, NetworkRequest, SubnetRequest};
+    use crate::model::{NetworkRequest, SubnetRequest};
     use crate::plan::Step;
 
     fn net(vlan: &str) -> crate::model::Network {
@@ -86,19 +86,7 @@ mod tests {
         assert!(
             matches!(&down[..], [Step::DeleteLink { name: a, .. }, Step::DeleteLink { name: b, .. }] if a == "cnivl.100" && b == "cnivl")
         );
-        let ep = Endpoint {
-            network: "v100".into(),
-            host_ifname: "ndx".into(),
-            ifname: "eth0".into(),
-            mac: "02:42:0a:09:00:02".into(),
-            ipv4: Some("10.9.0.2/24".parse().unwrap()),
-            ipv6: None,
-            gateway4: Some("10.9.0.1".parse().unwrap()),
-            gateway6: None,
-            aliases: vec![],
-            routes: vec![],
-            no_default_route: false,
-        };
+        let ep = crate::driver::test_endpoint("v100", "ndx", "02:42:0a:09:00:02", "10.9.0.2", "10.9.0.1");
         let Step::CreateVeth(v) = endpoint_up(&n, "s", std::path::Path::new("/n"), &ep, true) else {
             panic!("veth")
         };

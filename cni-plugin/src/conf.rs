@@ -311,16 +311,7 @@ impl NetConf {
                 ranges.push((v, v));
             }
         }
-        let text = ranges
-            .iter()
-            .map(|(a, b)| format!("{a}-{b}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        Ok(Some(if text.is_empty() {
-            Vec::new()
-        } else {
-            netd::model::parse_vid_ranges(&text).map_err(invalid)?
-        }))
+        Ok(Some(netd::model::merge_vid_ranges(ranges)))
     }
 
     /// As the reference `bridge` plugin: `vlan` 0..=4094 (0: none); `vlanTrunk`, not

@@ -343,7 +343,8 @@ impl Engine {
         let mut ports = Vec::new();
         for s in self.sandboxes.values() {
             for e in &s.endpoints {
-                if self.networks.get(&e.network).is_some_and(Network::is_macvlan) {
+                let net = self.networks.get(&e.network);
+                if net.is_some_and(Network::is_macvlan) {
                     continue;
                 }
                 endpoints.push(FwEndpoint {
@@ -351,10 +352,7 @@ impl Engine {
                     mac: crate::driver::bridge::parse_mac(&e.mac).unwrap_or([0; 6]),
                     ipv4: e.ipv4.map(|n| n.ip()),
                     ipv6: e.ipv6.map(|n| n.ip()),
-                    trunk: self
-                        .networks
-                        .get(&e.network)
-                        .is_some_and(|n| !n.vlan_trunk.is_empty()),
+                    trunk: net.is_some_and(|n| !n.vlan_trunk.is_empty()),
                 });
             }
             ports.extend(ports::fw_ports(s));

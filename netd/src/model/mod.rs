@@ -22,6 +22,6 @@ pub use port::{parse_port_spec, parse_proto, PortMapping, PortSpecError, Proto};
 pub use sandbox::{Endpoint, EndpointRequest, NetMode, Route, Sandbox, SandboxRequest};
 pub use service::{service_key, Service, ServiceKind, ServiceRequest, DEFAULT_NAMESPACE};
 pub use vlan::{
-    format_vid_ranges, gateway_name, gateway_peer_name, parse_vid_ranges, VidRange, OPT_VLAN, OPT_VLAN_TRUNK,
-    VLAN_BRIDGE_ALIAS,
+    format_vid_ranges, gateway_name, gateway_peer_name, merge_vid_ranges, parse_vid_ranges, VidRange,
+    OPT_VLAN, OPT_VLAN_TRUNK, VLAN_BRIDGE_ALIAS,
 };

@@ -323,6 +323,7 @@ impl NetworkRequest {
             }
         }
         super::vlan::parse_option(&self.options, &mut o)?;
+        super::vlan::parse_trunk(&self.options, &mut o)?;
         if o.promisc && o.vlan.is_some() {
             return Err(format!(
                 "option {OPT_PROMISC} is not for a VLAN network: VLAN networks share their bridge"

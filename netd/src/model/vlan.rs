@@ -41,15 +41,20 @@ pub fn parse_vid_ranges(v: &str) -> Result<Vec<VidRange>, String> {
         }
         out.push(r);
     }
-    out.sort_unstable();
+    Ok(merge_vid_ranges(out))
+}
+
+/// `ranges` sorted, with overlapping and adjacent ones merged.
+pub fn merge_vid_ranges(mut ranges: Vec<VidRange>) -> Vec<VidRange> {
+    ranges.sort_unstable();
     let mut merged: Vec<VidRange> = Vec::new();
-    for r in out {
+    for r in ranges {
         match merged.last_mut() {
             Some(last) if r.0 <= last.1.saturating_add(1) => last.1 = last.1.max(r.1),
             _ => merged.push(r),
         }
     }
-    Ok(merged)
+    merged
 }
 
 /// `101,200-299`, the form `parse_vid_ranges` reads.
@@ -66,7 +71,7 @@ pub const VLAN_BRIDGE_ALIAS: &str = "netd:vlan-bridge";
 /// Fills `o.vlan` from the options. 0 means "no VLAN", as in the reference plugin.
 pub(super) fn parse_option(opts: &BTreeMap<String, String>, o: &mut ParsedNetwork) -> Result<(), String> {
     let Some(v) = opts.get(OPT_VLAN).map(|v| v.trim()) else {
-        return parse_trunk(opts, o);
+        return Ok(());
     };
     let id: u16 = v
         .parse()
@@ -74,7 +79,7 @@ pub(super) fn parse_option(opts: &BTreeMap<String, String>, o: &mut ParsedNetwor
         .filter(|id| *id <= 4094)
         .ok_or_else(|| format!("option vlan={v}: expected a VLAN ID from 1 to 4094"))?;
     if id == 0 {
-        return parse_trunk(opts, o);
+        return Ok(());
     }
     if o.driver == DRIVER_MACVLAN {
         return Err("option vlan is for bridge networks; a macvlan network has no bridge".into());
@@ -86,11 +91,11 @@ pub(super) fn parse_option(opts: &BTreeMap<String, String>, o: &mut ParsedNetwor
         )
     })?;
     o.vlan = Some(id);
-    parse_trunk(opts, o)
+    Ok(())
 }
 
-/// Fills `o.vlan_trunk` (after `o.vlan`).
-fn parse_trunk(opts: &BTreeMap<String, String>, o: &mut ParsedNetwork) -> Result<(), String> {
+/// Fills `o.vlan_trunk` (after `parse_option`, which fills `o.vlan`).
+pub(super) fn parse_trunk(opts: &BTreeMap<String, String>, o: &mut ParsedNetwork) -> Result<(), String> {
     let Some(v) = opts.get(OPT_VLAN_TRUNK) else {
         return Ok(());
     };

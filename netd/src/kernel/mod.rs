@@ -15,6 +15,7 @@ pub mod nft;
 pub mod nft_elements;
 pub mod nft_table;
 pub mod probe;
+pub mod process;
 pub mod sysctl;
 pub mod udp_batch;
 mod vlan;

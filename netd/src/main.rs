@@ -152,6 +152,10 @@ fn init_logs() {
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
+        // By default a failed write is reported with eprintln!, which panics when stderr
+        // is a closed pipe (`netd up 2>&1 | tee` after Ctrl-C): inside an engine
+        // operation that would abort it half-way. A lost log line is the lesser harm.
+        .log_internal_errors(false)
         .init();
 }
 

@@ -67,7 +67,11 @@ pub fn ps_view(nets: &[Value], sbs: &[Value], resp: &Responders) -> Value {
     let sandboxes: Vec<Value> = sbs
         .iter()
         .map(|s| {
-            let r = resp.record.responders.iter().find(|r| s["name"] == r.sandbox.as_str());
+            let r = resp
+                .record
+                .responders
+                .iter()
+                .find(|r| s["name"] == r.sandbox.as_str());
             json!({
                 "name": s["name"],
                 "netns": s["netns"],
@@ -99,7 +103,12 @@ pub fn ps(stack: &str, as_json: bool, opts: DaemonOptions) -> anyhow::Result<()>
     let mut t = format!("{:<8} {:<20} {:<30} {}\n", "KIND", "NAME", "ADDRESSES", "DETAIL");
     for n in v["networks"].as_array().into_iter().flatten() {
         let subnets: Vec<String> = n["subnets"].as_array().into_iter().flatten().map(text).collect();
-        let members: Vec<String> = n["sandboxes"].as_array().into_iter().flatten().map(text).collect();
+        let members: Vec<String> = n["sandboxes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(text)
+            .collect();
         t.push_str(&format!(
             "{:<8} {:<20} {:<30} {}\n",
             "network",
@@ -179,7 +188,10 @@ pub fn ls(as_json: bool, opts: DaemonOptions) -> anyhow::Result<()> {
         out(&serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let mut t = format!("{:<24} {:>8} {:>9} {:>10}\n", "NAME", "NETWORKS", "SANDBOXES", "RESPONDERS");
+    let mut t = format!(
+        "{:<24} {:>8} {:>9} {:>10}\n",
+        "NAME", "NETWORKS", "SANDBOXES", "RESPONDERS"
+    );
     for s in v.as_array().into_iter().flatten() {
         t.push_str(&format!(
             "{:<24} {:>8} {:>9} {:>10}\n",

@@ -66,7 +66,8 @@ impl Desired {
     }
 
     fn wanted(&self) -> (Vec<Wanted>, Vec<Wanted>) {
-        let spec = |l: &std::collections::BTreeMap<String, String>| l.get(LABEL_SPEC).cloned().unwrap_or_default();
+        let spec =
+            |l: &std::collections::BTreeMap<String, String>| l.get(LABEL_SPEC).cloned().unwrap_or_default();
         let nets = self
             .networks
             .iter()
@@ -122,7 +123,10 @@ pub fn existing(c: &Client) -> anyhow::Result<(Vec<Existing>, Vec<Existing>)> {
     };
     let nets = c.get("/v1/networks").context("list networks")?;
     let sbs = c.get("/v1/sandboxes").context("list sandboxes")?;
-    Ok((conv(nets, "endpoints", "sandbox"), conv(sbs, "endpoints", "network")))
+    Ok((
+        conv(nets, "endpoints", "sandbox"),
+        conv(sbs, "endpoints", "network"),
+    ))
 }
 
 /// The stack's own objects in the daemon's JSON (what `ps` shows and `down` removes).
@@ -338,7 +342,14 @@ pub fn remove_all(c: &Client, stack: &str, resp: &mut Responders) -> Vec<String>
     for (kind, list) in [("sandbox", &sbs), ("network", &nets)] {
         for o in list {
             let n = o["name"].as_str().unwrap_or_default();
-            let path = format!("/v1/{}/{n}", if kind == "sandbox" { "sandboxes" } else { "networks" });
+            let path = format!(
+                "/v1/{}/{n}",
+                if kind == "sandbox" {
+                    "sandboxes"
+                } else {
+                    "networks"
+                }
+            );
             match delete(c, &path) {
                 Ok(()) => say(format_args!("stack {stack}: removed {kind} {n}")),
                 Err(e) => {

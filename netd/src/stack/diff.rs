@@ -189,12 +189,18 @@ pub fn diff(
         .map(|(n, _)| n.as_str())
         .collect();
     for (net, a) in ch.networks.iter().filter(|(_, a)| a.removes()) {
-        let Some(e) = net_by.get(net.as_str()) else { continue };
+        let Some(e) = net_by.get(net.as_str()) else {
+            continue;
+        };
         if let Some(s) = e.links.iter().find(|s| !leaving.contains(s.as_str())) {
             return Err(DiffError::ForeignAttached {
                 stack: stack.into(),
                 network: net.clone(),
-                verb: if *a == Action::Remove { "removed" } else { "recreated" },
+                verb: if *a == Action::Remove {
+                    "removed"
+                } else {
+                    "recreated"
+                },
                 sandbox: s.clone(),
             });
         }
@@ -394,7 +400,14 @@ mod tests {
 
     #[test]
     fn a_name_held_by_someone_else_is_refused() {
-        let e = diff("s", &[want("front", "a", &[])], &[], &[have("front", None, "", &[])], &[]).unwrap_err();
+        let e = diff(
+            "s",
+            &[want("front", "a", &[])],
+            &[],
+            &[have("front", None, "", &[])],
+            &[],
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("not part of any stack"), "{e}");
         let e = diff(
             "s",
@@ -470,7 +483,13 @@ mod tests {
                 ("f".into(), Action::Remove),
             ],
         };
-        let want = [rs("a", &[80]), rs("b", &[81]), rs("c", &[80]), rs("d", &[80]), rs("e", &[80])];
+        let want = [
+            rs("a", &[80]),
+            rs("b", &[81]),
+            rs("c", &[80]),
+            rs("d", &[80]),
+            rs("e", &[80]),
+        ];
         let recorded = [
             (rs("a", &[80]), true),  // kept
             (rs("b", &[80]), true),  // ports changed

@@ -39,7 +39,11 @@ extern "C" fn on_signal(_: libc::c_int) {
 /// steps: a foreground stack is then removed instead of the process dying half-way.
 fn catch_signals() -> anyhow::Result<()> {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let act = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
+    let act = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
     for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { sigaction(sig, &act) }?;
@@ -186,7 +190,6 @@ fn services_of(instances: &[Instance]) -> Vec<names::Service> {
     out
 }
 
-
 /// The daemon a stack command talks to: the one serving the socket, or (`may_start`)
 /// one started in this process on the given dirs, which ends with the command.
 fn connect(opts: &DaemonOptions, may_start: bool) -> anyhow::Result<(Client, Option<InProcessDaemon>)> {
@@ -233,7 +236,11 @@ impl Session {
             d.stop()?;
         }
         if !failed.is_empty() {
-            bail!("stack {}: not everything was removed: {}", self.stack, failed.join("; "));
+            bail!(
+                "stack {}: not everything was removed: {}",
+                self.stack,
+                failed.join("; ")
+            );
         }
         Ok(())
     }
@@ -259,7 +266,9 @@ pub struct UpArgs {
 
 pub fn up(a: &UpArgs, opts: DaemonOptions) -> anyhow::Result<()> {
     let stack = StackFile::load(&a.file).map_err(|e| anyhow!(e))?;
-    let name = stack.stack_name(&a.file, a.name.as_deref()).map_err(|e| anyhow!(e))?;
+    let name = stack
+        .stack_name(&a.file, a.name.as_deref())
+        .map_err(|e| anyhow!(e))?;
     let instances = stack.instances().map_err(|e| anyhow!(e))?;
     for r in stack.network_requests() {
         r.parse().map_err(|e| anyhow!("network {}: {e}", r.name))?;

@@ -517,3 +517,33 @@ fn teardown_survives_a_closed_stdout() {
         assert!(!rs.contains(needle), "nft still has {needle}:\n{rs}");
     }
 }
+
+#[test]
+fn sigterm_while_the_stack_is_made_removes_it() {
+    if skip() {
+        return;
+    }
+    let h = Host::new();
+    let mut up = spawn_up(&h, &voting_app());
+    let c = h.client();
+    let t0 = Instant::now();
+    while c
+        .get("/v1/sandboxes")
+        .expect("sandboxes")
+        .as_array()
+        .is_none_or(|a| a.is_empty())
+    {
+        assert!(t0.elapsed() < Duration::from_secs(60), "netd up made nothing");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(up.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let st = up.wait().expect("wait");
+    let log = std::fs::read_to_string(h.base.join("up.log")).unwrap_or_default();
+    println!("netd up, SIGTERM while it made the stack (exit {st}):\n{log}");
+    assert!(log.contains("removing it"), "exit {st}:\n{log}");
+    assert_empty(&h);
+}

@@ -244,7 +244,7 @@ pub fn plan(c: &Client, stack: &str, want: &Desired) -> anyhow::Result<Changes> 
 
 fn check_interrupt() -> anyhow::Result<()> {
     if interrupted() {
-        bail!("interrupted");
+        bail!("interrupted by a signal");
     }
     Ok(())
 }

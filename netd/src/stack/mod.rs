@@ -339,7 +339,7 @@ fn wait_responders(placed_all: &[Placed]) -> anyhow::Result<()> {
         let a = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), *port);
         while crate::kernel::probe::tcp_probe(Some(&p.netns), a, Duration::from_millis(200)).is_err() {
             if interrupted() {
-                bail!("interrupted");
+                bail!("interrupted by a signal");
             }
             if t0.elapsed() > Duration::from_secs(5) {
                 bail!("responder in {} did not start", p.name);

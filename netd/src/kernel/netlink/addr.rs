@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
@@ -80,19 +80,15 @@ impl Netlink {
 
     /// `ip addr show`, both families.
     pub fn addresses(&mut self) -> Result<Vec<Addr>, KernelError> {
-        let mut out = Vec::new();
-        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        let reqs = [AddressFamily::Inet, AddressFamily::Inet6].map(|family| {
             let mut m = AddressMessage::default();
             m.header.family = family;
-            let replies = self
-                .exec(RouteNetlinkMessage::GetAddress(m), NLM_F_DUMP)
-                .map_err(|f| f.into_err("dump addresses"))?;
-            out.extend(replies.into_iter().filter_map(|r| match r {
-                RouteNetlinkMessage::NewAddress(a) => to_addr(a),
-                _ => None,
-            }));
-        }
-        Ok(out)
+            RouteNetlinkMessage::GetAddress(m)
+        });
+        self.dump("addresses", reqs, |r| match r {
+            RouteNetlinkMessage::NewAddress(a) => to_addr(a),
+            _ => None,
+        })
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::link::{
     AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoPortData,
     InfoPortKind, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
@@ -298,16 +298,10 @@ impl Netlink {
         let mut m = LinkMessage::default();
         m.attributes
             .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
-        let replies = self
-            .exec(RouteNetlinkMessage::GetLink(m), NLM_F_DUMP)
-            .map_err(|f| f.into_err("dump links"))?;
-        Ok(replies
-            .into_iter()
-            .filter_map(|r| match r {
-                RouteNetlinkMessage::NewLink(l) => Some(to_link(l)),
-                _ => None,
-            })
-            .collect())
+        self.dump("links", [RouteNetlinkMessage::GetLink(m)], |r| match r {
+            RouteNetlinkMessage::NewLink(l) => Some(to_link(l)),
+            _ => None,
+        })
     }
 }
 

@@ -238,6 +238,24 @@ impl Netlink {
     fn change(&mut self, msg: RouteNetlinkMessage, flags: u16) -> Result<(), Fail> {
         self.exec(msg, flags | NLM_F_ACK).map(drop)
     }
+
+    /// Every dump: each request in turn (one per address family where the kernel needs
+    /// that), the replies `pick` keeps, failures as `KernelError`s saying `dump WHAT`.
+    fn dump<T>(
+        &mut self,
+        what: &str,
+        reqs: impl IntoIterator<Item = RouteNetlinkMessage>,
+        mut pick: impl FnMut(RouteNetlinkMessage) -> Option<T>,
+    ) -> Result<Vec<T>, KernelError> {
+        let mut out = Vec::new();
+        for req in reqs {
+            let replies = self
+                .exec(req, NLM_F_DUMP)
+                .map_err(|f| f.into_err(format!("dump {what}")))?;
+            out.extend(replies.into_iter().filter_map(&mut pick));
+        }
+        Ok(out)
+    }
 }
 
 /// The NLMSGERR_ATTR_MSG string of an extended ACK, if the kernel sent one. `payload` is

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -169,21 +169,17 @@ impl Netlink {
 
     /// `ip route show table all` for IPv4 and IPv6 (no cached clones).
     pub fn routes(&mut self) -> Result<Vec<Route>, KernelError> {
-        let mut out = Vec::new();
         // One dump per family: an AF_UNSPEC dump also walks multicast (ipmr) tables,
         // whose messages are of no use here.
-        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        let reqs = [AddressFamily::Inet, AddressFamily::Inet6].map(|family| {
             let mut m = RouteMessage::default();
             m.header.address_family = family;
-            let replies = self
-                .exec(RouteNetlinkMessage::GetRoute(m), NLM_F_DUMP)
-                .map_err(|f| f.into_err("dump routes"))?;
-            out.extend(replies.into_iter().filter_map(|r| match r {
-                RouteNetlinkMessage::NewRoute(r) => to_route(r),
-                _ => None,
-            }));
-        }
-        Ok(out)
+            RouteNetlinkMessage::GetRoute(m)
+        });
+        self.dump("routes", reqs, |r| match r {
+            RouteNetlinkMessage::NewRoute(r) => to_route(r),
+            _ => None,
+        })
     }
 }
 

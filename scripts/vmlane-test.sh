@@ -69,4 +69,4 @@ done
 echo 'exit $rc' >>"$share/run-tests.sh"
 chmod +x "$share/run-tests.sh"
 echo "vm lane: running ${tests[*]} in the guest"
-"$LANE/run.sh" "$share" run-tests.sh --timeout "${NETD_VMLANE_TIMEOUT:-300}"
+"$LANE/run.sh" "$share" run-tests.sh --timeout "${NETD_VMLANE_TIMEOUT:-600}"

@@ -65,6 +65,7 @@ pub fn runs_in_vm_lane(binary: &str) -> bool {
 /// Skips test `name`: prints `skipped NAME: REASON` and returns true (so helpers can
 /// write `!available && skip(..)`); the test then returns. Under `NETD_TEST_REQUIRE=1`
 /// it panics instead.
+#[track_caller]
 pub fn skip(name: &str, reason: impl Display) -> bool {
     if required() {
         panic!("{name}: required but cannot run: {reason}");
@@ -76,6 +77,7 @@ pub fn skip(name: &str, reason: impl Display) -> bool {
 /// Skips a test this kernel cannot run that the VM lane runs: allowed under
 /// `NETD_TEST_REQUIRE=1` only outside the lane and when the test's binary is in
 /// `integration/vmlane-tests`.
+#[track_caller]
 pub fn skip_for_lane(name: &str, reason: impl Display) -> bool {
     let bin = test_binary();
     if required() && (in_vm_lane() || !runs_in_vm_lane(&bin)) {
@@ -92,6 +94,7 @@ pub fn skip_for_lane(name: &str, reason: impl Display) -> bool {
 
 /// Skips, inside the VM lane, a test that needs the host's kernel (one without a
 /// feature the lane has): allowed under `NETD_TEST_REQUIRE=1` only in the lane.
+#[track_caller]
 pub fn skip_in_lane(name: &str, reason: impl Display) -> bool {
     if required() && !in_vm_lane() {
         panic!("{name}: required but cannot run: {reason}");
@@ -102,12 +105,14 @@ pub fn skip_in_lane(name: &str, reason: impl Display) -> bool {
 
 /// Skips the running test when not root (the integration tests make namespaces):
 /// true after `skip`, for `if no_root() { return; }`.
+#[track_caller]
 pub fn no_root() -> bool {
     !crate::ns::is_root() && skip(&this_test(), "needs root (sudo make test)")
 }
 
 /// Skips the running test when `program` is not on the PATH: true after `skip`, naming
 /// the Debian package `scripts/install-deps.sh` installs it from.
+#[track_caller]
 pub fn no_program(program: &str, package: &str) -> bool {
     !on_path(program)
         && skip(
@@ -118,6 +123,7 @@ pub fn no_program(program: &str, package: &str) -> bool {
 
 /// Skips the running test when `path` (a plugin or program at a fixed place) does not
 /// exist; `hint` says where it comes from. True after `skip`.
+#[track_caller]
 pub fn no_file(path: &Path, hint: &str) -> bool {
     !path.exists() && skip(&this_test(), format!("{} is missing ({hint})", path.display()))
 }

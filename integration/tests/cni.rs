@@ -866,8 +866,8 @@ esac
 
 /// One netd per network namespace: netd-cni standalone with a second stateDir, or next
 /// to a netd daemon, finds netd's tables named after their maker and refuses with code 7
-/// before it changes anything (before this, the second one's reconcile deleted the
-/// first one's bridge and veths and rewrote the firewall without its networks).
+/// before it changes anything (its reconcile would delete the first one's bridge and
+/// veths and rewrite the firewall without its networks).
 #[test]
 fn cni_standalone_refuses_tables_of_another_netd() {
     if no_root() {

@@ -20,7 +20,7 @@ pkgs=(
   python3                       # ../shared/engines/libnetwork-recorder.py (bench/docker.sh's peer)
   bind9-dnsutils                # dig for the DNS integration tests
   dnsmasq-base                  # the DNS tests' fake upstream; a peer DNS server in bench/dns.sh
-  dnsperf aardvark-dns          # bench/dns.sh: load generator and the other peer DNS server
+  dnsperf aardvark-dns procps   # bench/dns.sh: load generator, the other peer DNS server, pgrep
 )
 # Wait for another apt/dpkg run (another build on the machine) instead of failing.
 apt=(apt-get -o DPkg::Lock::Timeout=600)

@@ -60,7 +60,7 @@ fi
 # libtest counted as passed; "suite skipped (WHAT): why" and "suite failed (WHAT): why"
 # are a whole group that did not run or did not finish, counted as one skip or failure.
 awk '{ sub(/\r$/, "") }
-     /^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1); if ($(i) ~ /^ignored;?$/) s += $(i-1) } }
+     /^test result: / { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1); if ($(i) ~ /^ignored;?$/) s += $(i-1) } }
      /^skipped / { k++; why = why "  " $0 "\n" }
      /^suite skipped / { g++; why = why "  " $0 "\n" }
      /^suite failed / { sf++; bad = bad "  " $0 "\n" }

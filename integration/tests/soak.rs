@@ -26,7 +26,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cni_support::{cni_bin, exec_plugin, Netns};
-use integration::harness::{bin, echo, roundtrip, skip, Host};
+use integration::harness::{bin, echo, roundtrip, Host};
+use integration::skip::no_root;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -325,7 +326,7 @@ fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
 
 #[test]
 fn three_clients_with_kill9_leak_nothing_and_flows_survive() {
-    if skip() {
+    if no_root() {
         return;
     }
     let seed: u64 = env_or("NETD_SOAK_SEED", rand::random());

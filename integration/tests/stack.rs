@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use integration::harness::{bin, run, skip, tcp, Host, Out};
+use integration::harness::{bin, run, tcp, Host, Out};
+use integration::skip::no_root;
 use serde_json::Value;
 
 #[test]
 fn voting_app_check_passes_and_leaves_nothing() {
-    if skip() {
+    if no_root() {
         return;
     }
     // A host with a daemon already serving: `netd up` must use it.
@@ -72,7 +73,7 @@ fn voting_app_check_passes_and_leaves_nothing() {
 
 #[test]
 fn bad_stack_file_is_refused_before_anything_is_made() {
-    if skip() {
+    if no_root() {
         return;
     }
     let h = Host::new();
@@ -101,7 +102,7 @@ fn bad_stack_file_is_refused_before_anything_is_made() {
 
 #[test]
 fn voting_app_check_with_in_process_daemon() {
-    if skip() {
+    if no_root() {
         return;
     }
     // No daemon serving: `netd up` starts one in-process on the given dirs.
@@ -219,7 +220,7 @@ fn assert_empty(h: &Host) {
 
 #[test]
 fn second_up_after_a_killed_one_converges() {
-    if skip() {
+    if no_root() {
         return;
     }
     let h = Host::new();
@@ -296,7 +297,7 @@ tcp = [5432]
 
 #[test]
 fn a_changed_file_converges_with_nothing_stale() {
-    if skip() {
+    if no_root() {
         return;
     }
     let h = Host::new();
@@ -351,7 +352,7 @@ fn a_changed_file_converges_with_nothing_stale() {
 
 #[test]
 fn detached_stack_is_listed_and_removed_by_down() {
-    if skip() {
+    if no_root() {
         return;
     }
     // -d needs a real daemon: without one it says how to start one and makes nothing.
@@ -423,7 +424,7 @@ tcp = [80]
 
 #[test]
 fn another_stacks_and_hand_made_objects_are_untouched() {
-    if skip() {
+    if no_root() {
         return;
     }
     let h = Host::new();
@@ -469,7 +470,7 @@ fn another_stacks_and_hand_made_objects_are_untouched() {
 
 #[test]
 fn teardown_survives_a_closed_stdout() {
-    if skip() {
+    if no_root() {
         return;
     }
     // As `make demo 2>&1 | tee log` then Ctrl-C: an in-process daemon, stdout and
@@ -520,7 +521,7 @@ fn teardown_survives_a_closed_stdout() {
 
 #[test]
 fn sigterm_while_the_stack_is_made_removes_it() {
-    if skip() {
+    if no_root() {
         return;
     }
     let h = Host::new();

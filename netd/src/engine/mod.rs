@@ -450,10 +450,10 @@ impl Engine {
         let names: Vec<String> = steps
             .iter()
             .filter_map(|s| match s {
-                Step::CreateBridge(b) => Some(b.name.clone()),
+                Step::EnsureBridge(b) => Some(b.name.clone()),
                 Step::CreateVeth(v) => Some(v.host_name.clone()),
                 Step::CreateHostVeth(v) => Some(v.host_name.clone()),
-                Step::CreateVlanGateway(g) => Some(g.name.clone()),
+                Step::EnsureVlanGateway(g) => Some(g.name.clone()),
                 Step::CreateMacvlan(m) => Some(match &m.sandbox {
                     Some(sb) => reaper::link_key(Some(&sb.netns), &sb.ifname),
                     None => m.tmp_name.clone(),

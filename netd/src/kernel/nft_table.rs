@@ -142,6 +142,91 @@ pub fn table(family: &str, name: &str) -> Result<Option<NftTable>, KernelError> 
     }
 }
 
+const NFT_MSG_GETCHAIN: u16 = 4;
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+
+/// NFT_MSG_GETCHAIN for one chain by table and name (answered by the chain and an ack,
+/// or ENOENT).
+pub fn chain_request(family: u8, table: &str, chain: &str, seq: u32) -> Vec<u8> {
+    let attr = |b: &mut Vec<u8>, kind: u16, v: &str| {
+        let l = 4 + v.len() + 1;
+        b.extend_from_slice(&(l as u16).to_ne_bytes());
+        b.extend_from_slice(&kind.to_ne_bytes());
+        b.extend_from_slice(v.as_bytes());
+        b.push(0);
+        b.resize(b.len().next_multiple_of(4), 0);
+    };
+    let mut b = Vec::with_capacity(64);
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    b.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETCHAIN).to_ne_bytes());
+    b.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+    b.extend_from_slice(&seq.to_ne_bytes());
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    b.extend_from_slice(&[family, 0, 0, 0]);
+    attr(&mut b, NFTA_CHAIN_TABLE, table);
+    attr(&mut b, NFTA_CHAIN_NAME, chain);
+    let len = b.len() as u32;
+    b[..4].copy_from_slice(&len.to_ne_bytes());
+    b
+}
+
+/// The ack of request `seq` in `buf`: `Some(true)` for success, `Some(false)` for
+/// ENOENT, `None` when it is still to come.
+fn ack_of(buf: &[u8], seq: u32) -> Result<Option<bool>, KernelError> {
+    let mut off = 0;
+    while off + HDR <= buf.len() {
+        let word = |at: usize| u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+        let len = word(off) as usize;
+        let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
+        if len < HDR || off + len > buf.len() {
+            return Err(KernelError::Nft("malformed nfnetlink answer".into()));
+        }
+        if word(off + 8) == seq && kind == NLMSG_ERROR && len >= HDR + 4 {
+            return match -(word(off + HDR) as i32) {
+                0 => Ok(Some(true)),
+                libc::ENOENT => Ok(Some(false)),
+                e => Err(KernelError::Nft(format!(
+                    "get chain: {}",
+                    std::io::Error::from_raw_os_error(e)
+                ))),
+            };
+        }
+        off += len.next_multiple_of(4);
+    }
+    Ok(None)
+}
+
+/// Which of `chains` (`(family, name)` in `table`) exist in the calling thread's
+/// namespace: one socket, one request each.
+pub fn chains_exist(table: &str, chains: &[(&str, &str)]) -> Result<Vec<bool>, KernelError> {
+    let io = |op: &str, e: std::io::Error| KernelError::Nft(format!("nfnetlink {op}: {e}"));
+    let mut sock = Socket::new(NETLINK_NETFILTER).map_err(|e| io("socket", e))?;
+    sock.bind_auto().map_err(|e| io("bind", e))?;
+    sock.connect(&SocketAddr::new(0, 0))
+        .map_err(|e| io("connect", e))?;
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut out = Vec::with_capacity(chains.len());
+    for (seq, (family, chain)) in (1u32..).zip(chains) {
+        let fam = family_number(family)
+            .ok_or_else(|| KernelError::Nft(format!("unknown nft family {family:?}")))?;
+        sock.send(&chain_request(fam, table, chain, seq), 0)
+            .map_err(|e| io("send", e))?;
+        loop {
+            buf.clear();
+            sock.recv(&mut buf, 0).map_err(|e| io("recv", e))?;
+            if buf.is_empty() {
+                return Err(KernelError::Nft("nfnetlink closed before answering".into()));
+            }
+            if let Some(there) = ack_of(&buf, seq)? {
+                out.push(there);
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,7 @@ mod sandbox_link;
 pub mod sysctl;
 pub mod udp_batch;
 mod vlan;
+pub mod watch;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

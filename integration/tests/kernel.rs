@@ -9,7 +9,7 @@ use std::time::Instant;
 use integration::ns::{self, NsGuard};
 use netd::kernel::linux::LinuxKernel;
 use netd::kernel::{netns, Kernel};
-use netd::plan::{BridgeSpec, Step, VethSpec};
+use netd::plan::{Applied, BridgeSpec, Step, VethSpec};
 
 fn root() -> bool {
     if !ns::is_root() {
@@ -164,10 +164,13 @@ fn bridge_ensure_is_idempotent_and_refuses_foreign_links() {
     }
     let env = Env::new();
     let mut b = env.bridge(false, 1);
-    env.k
+    let made = env
+        .k
         .apply(&Step::EnsureBridge(b.clone()))
         .expect("create bridge");
-    env.k.apply(&Step::EnsureBridge(b.clone())).expect("ensure again");
+    let again = env.k.apply(&Step::EnsureBridge(b.clone())).expect("ensure again");
+    // Only the first made it, so only its plan would delete it on undo.
+    assert_eq!((made, again), (Applied::Made, Applied::Found));
 
     // A second ensure brings an existing bridge in line with the spec.
     b.mtu = 1450;

@@ -11,8 +11,9 @@
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
 use super::nfnetlink::{
-    attributes, family_number, nft_type, Msg, HDR, NFTA_TABLE_NAME, NFTA_TABLE_USERDATA, NFT_MSG_GETTABLE,
-    NFT_MSG_NEWTABLE, NLMSG_ERROR, NLM_F_ACK, NLM_F_REQUEST,
+    attributes, errno_of, family_number, messages, nft_type, Msg, HDR, NFTA_CHAIN_NAME, NFTA_CHAIN_TABLE,
+    NFTA_TABLE_NAME, NFTA_TABLE_USERDATA, NFT_MSG_GETCHAIN, NFT_MSG_GETTABLE, NFT_MSG_NEWTABLE, NLMSG_ERROR,
+    NLM_F_ACK, NLM_F_REQUEST,
 };
 use super::KernelError;
 
@@ -118,59 +119,38 @@ pub fn table(family: &str, name: &str) -> Result<Option<NftTable>, KernelError> 
     }
 }
 
-const NFT_MSG_GETCHAIN: u16 = 4;
-const NFTA_CHAIN_TABLE: u16 = 1;
-const NFTA_CHAIN_NAME: u16 = 3;
-
 /// NFT_MSG_GETCHAIN for one chain by table and name (answered by the chain and an ack,
 /// or ENOENT).
 pub fn chain_request(family: u8, table: &str, chain: &str, seq: u32) -> Vec<u8> {
-    let attr = |b: &mut Vec<u8>, kind: u16, v: &str| {
-        let l = 4 + v.len() + 1;
-        b.extend_from_slice(&(l as u16).to_ne_bytes());
-        b.extend_from_slice(&kind.to_ne_bytes());
-        b.extend_from_slice(v.as_bytes());
-        b.push(0);
-        b.resize(b.len().next_multiple_of(4), 0);
-    };
-    let mut b = Vec::with_capacity(64);
-    b.extend_from_slice(&0u32.to_ne_bytes());
-    b.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETCHAIN).to_ne_bytes());
-    b.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-    b.extend_from_slice(&seq.to_ne_bytes());
-    b.extend_from_slice(&0u32.to_ne_bytes());
-    b.extend_from_slice(&[family, 0, 0, 0]);
-    attr(&mut b, NFTA_CHAIN_TABLE, table);
-    attr(&mut b, NFTA_CHAIN_NAME, chain);
-    let len = b.len() as u32;
-    b[..4].copy_from_slice(&len.to_ne_bytes());
-    b
+    let mut m = Msg::new(
+        nft_type(NFT_MSG_GETCHAIN),
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        family,
+        0,
+    );
+    m.str(NFTA_CHAIN_TABLE, table);
+    m.str(NFTA_CHAIN_NAME, chain);
+    m.finish()
 }
 
 /// The ack of request `seq` in `buf`: `Some(true)` for success, `Some(false)` for
 /// ENOENT, `None` when it is still to come.
 fn ack_of(buf: &[u8], seq: u32) -> Result<Option<bool>, KernelError> {
-    let mut off = 0;
-    while off + HDR <= buf.len() {
-        let word = |at: usize| u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
-        let len = word(off) as usize;
-        let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
-        if len < HDR || off + len > buf.len() {
-            return Err(KernelError::Nft("malformed nfnetlink answer".into()));
-        }
-        if word(off + 8) == seq && kind == NLMSG_ERROR && len >= HDR + 4 {
-            return match -(word(off + HDR) as i32) {
-                0 => Ok(Some(true)),
-                libc::ENOENT => Ok(Some(false)),
-                e => Err(KernelError::Nft(format!(
-                    "get chain: {}",
-                    std::io::Error::from_raw_os_error(e)
-                ))),
-            };
-        }
-        off += len.next_multiple_of(4);
+    let Some(errno) = messages(buf)
+        .find(|(kind, s, _)| *s == seq && *kind == NLMSG_ERROR)
+        .and_then(|(_, _, p)| errno_of(p))
+    else {
+        return Ok(None);
+    };
+    match errno {
+        0 => Ok(Some(true)),
+        libc::ENOENT => Ok(Some(false)),
+        e => Err(KernelError::Nft(format!(
+            "get chain: {}",
+            std::io::Error::from_raw_os_error(e)
+        ))),
     }
-    Ok(None)
 }
 
 /// Which of `chains` (`(family, name)` in `table`) exist in the calling thread's
@@ -270,5 +250,23 @@ mod tests {
             None
         );
         assert!(found.is_some());
+    }
+
+    #[test]
+    fn chain_lookup() {
+        let r = chain_request(7, "netd", "antispoof", 3);
+        assert_eq!(u16::from_ne_bytes(r[4..6].try_into().unwrap()), 0x0a04);
+        assert_eq!(r[16], 7, "family bridge");
+        let attrs: Vec<(u16, &[u8])> = attributes(&r[HDR..], 4).collect();
+        assert_eq!(attrs, [(1, &b"netd\0"[..]), (3, &b"antispoof\0"[..])]);
+        // The chain, then the ack: there. ENOENT: not. Another request's ack: wait.
+        let mut b = msg(0x0a03, 3, &[7, 0, 0, 0]);
+        b.extend(msg(NLMSG_ERROR, 3, &0i32.to_ne_bytes()));
+        assert_eq!(ack_of(&b, 3).unwrap(), Some(true));
+        let b = msg(NLMSG_ERROR, 3, &(-libc::ENOENT).to_ne_bytes());
+        assert_eq!(ack_of(&b, 3).unwrap(), Some(false));
+        assert_eq!(ack_of(&b, 4).unwrap(), None);
+        let b = msg(NLMSG_ERROR, 3, &(-libc::EPERM).to_ne_bytes());
+        assert!(ack_of(&b, 3).is_err());
     }
 }

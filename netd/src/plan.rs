@@ -368,26 +368,8 @@ mod tests {
         let ns = PathBuf::from("/run/netns/a");
         let steps = vec![
             Step::CreateNetns { path: ns.clone() },
-            Step::EnsureBridge(BridgeSpec {
-                name: "netd-x".into(),
-                alias: "netd:net=x".into(),
-                mtu: 0,
-                addrs: vec![],
-                ipv6: false,
-                vlan_filtering: false,
-                promisc: false,
-                trunk: false,
-            }),
-            Step::EnsureBridge(BridgeSpec {
-                name: "FAIL".into(),
-                alias: String::new(),
-                mtu: 0,
-                addrs: vec![],
-                ipv6: false,
-                vlan_filtering: false,
-                promisc: false,
-                trunk: false,
-            }),
+            Step::EnsureBridge(bridge("netd-x")),
+            Step::EnsureBridge(bridge("FAIL")),
         ];
         k.fail_on("ensure bridge FAIL");
         let err = execute(&k, &steps).unwrap_err();

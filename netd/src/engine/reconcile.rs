@@ -128,9 +128,11 @@ impl Engine {
         for f in &r.failed {
             tracing::error!("could not repair {f}");
         }
-        if r.acted() {
-            tracing::debug!(ms = r.millis as u64, "repair pass done");
-        }
+        tracing::debug!(
+            us = t0.elapsed().as_micros() as u64,
+            acted = r.acted(),
+            "repair pass"
+        );
         r
     }
 

@@ -120,6 +120,7 @@ fn objects_deleted_behind_netds_back_are_repaired() {
         format!("repaired: recreated bridge {bridge}"),
         format!("repaired: recreated address 10.97.0.1/24 on bridge {bridge}"),
         "repaired: recreated addresses and routes of eth0 in sandbox a (network front)".into(),
+        "repaired: recreated nftables table inet netd".into(),
         "repaired: recreated nftables chain inet netd postrouting".into(),
     ] {
         assert!(log.contains(&what), "no {what:?} in the log:\n{log}");

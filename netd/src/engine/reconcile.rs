@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use ipnetwork::IpNetwork;
@@ -254,7 +255,10 @@ impl Engine {
                 continue;
             }
             let look_inside = alive && inside.is_none_or(|s| s.contains(&netns));
-            let (steps, remade) = self.sandbox_plan(sb, &netns, alive, any_macvlan, present, r);
+            // macvlan children are looked for inside too: a pass that does not look
+            // there leaves them be.
+            let children = look_inside && any_macvlan;
+            let (steps, remade) = self.sandbox_plan(sb, &netns, alive, children, present, r);
             for s in &steps {
                 if let Err(e) = self.kernel.apply(s) {
                     r.failed
@@ -273,7 +277,7 @@ impl Engine {
         sb: &Sandbox,
         netns: &Path,
         alive: bool,
-        any_macvlan: bool,
+        look_for_children: bool,
         present: &Present,
         r: &mut ReconcileReport,
     ) -> (Vec<Step>, BTreeSet<String>) {
@@ -282,7 +286,7 @@ impl Engine {
         // macvlan children live inside the sandbox: look there, and remove the ones no
         // endpoint explains (an attach cut short before its commit).
         let mut children = BTreeSet::new();
-        if alive && any_macvlan {
+        if look_for_children {
             match self.kernel.owned_links_in(netns) {
                 Ok(links) => {
                     for l in links {
@@ -328,7 +332,7 @@ impl Engine {
             // A veth off its bridge (the bridge was deleted and made again) carries
             // nothing: it is made again too.
             let there = if net.is_macvlan() {
-                children.contains(&ep.ifname)
+                !look_for_children || children.contains(&ep.ifname)
             } else {
                 present
                     .get(&ep.host_ifname)
@@ -438,8 +442,20 @@ impl Engine {
     /// looked for.
     fn repair_firewall(&mut self, r: &mut ReconcileReport) {
         let mut missing = Vec::new();
-        for (family, chain) in firewall_chains() {
-            match self.kernel.nft_chain_exists(family, TABLE, &chain) {
+        let mut gone = Vec::new();
+        for family in ["inet", "bridge"] {
+            match self.kernel.nft_table(family, TABLE) {
+                Ok(Some(_)) => {}
+                Ok(None) => gone.push(family),
+                Err(e) => {
+                    r.failed.push(format!("nftables table {family} {TABLE}: {e}"));
+                    return;
+                }
+            }
+        }
+        missing.extend(gone.iter().map(|f| format!("nftables table {f} {TABLE}")));
+        for (family, chain) in firewall_chains().iter().filter(|(f, _)| !gone.contains(f)) {
+            match self.kernel.nft_chain_exists(family, TABLE, chain) {
                 Ok(true) => {}
                 Ok(false) => missing.push(format!("nftables chain {family} {TABLE} {chain}")),
                 Err(e) => {
@@ -502,7 +518,12 @@ fn network_drift(
 
 /// The chains netd's ruleset makes, as `(family, name)`: read off the ruleset itself,
 /// so the check follows whatever `ruleset::full` writes.
-pub(super) fn firewall_chains() -> Vec<(&'static str, String)> {
+pub(super) fn firewall_chains() -> &'static [(&'static str, String)] {
+    static CHAINS: OnceLock<Vec<(&'static str, String)>> = OnceLock::new();
+    CHAINS.get_or_init(chains_of_the_ruleset)
+}
+
+fn chains_of_the_ruleset() -> Vec<(&'static str, String)> {
     let full = ruleset::full(&FwState::default(), "");
     let mut out: Vec<(&'static str, String)> = full
         .lines()

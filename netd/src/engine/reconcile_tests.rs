@@ -160,6 +160,11 @@ fn a_repair_pass_restores_what_was_deleted() {
     assert_eq!(r.recreated, ["nftables chain inet netd forward"], "{r:?}");
     assert_eq!(t.k.nft_batches().len(), nft + 1);
     assert!(t.k.nft_chain_exists("inet", "netd", "forward").unwrap());
+    // A table: said once, not as each of its chains.
+    t.k.remove_chain("bridge", "*");
+    let r = t.e.repair(&none);
+    assert_eq!(r.recreated, ["nftables table bridge netd"], "{r:?}");
+    assert!(t.k.nft_chain_exists("bridge", "netd", "antispoof").unwrap());
 
     // A route inside a sandbox: looked at when its namespace reported a change.
     t.k.break_sandbox_link(&a.netns, "eth0");
@@ -193,7 +198,7 @@ fn a_repair_pass_restores_what_was_deleted() {
 /// The chains the firewall check looks for are the ruleset's own.
 #[test]
 fn firewall_chains_are_read_off_the_ruleset() {
-    let c = super::firewall_chains();
+    let c = super::firewall_chains().to_vec();
     assert!(c.contains(&("inet", "forward".to_string())), "{c:?}");
     assert!(c.contains(&("bridge", "antispoof".to_string())), "{c:?}");
     assert!(c.contains(&("inet", "user".to_string())), "{c:?}");

@@ -99,7 +99,7 @@ impl FakeKernel {
     pub fn master_of(&self, link: &str) -> Option<String> {
         self.st().masters.get(link).cloned()
     }
-    /// `nft delete chain FAMILY netd NAME` behind netd's back.
+    /// `nft delete chain FAMILY netd NAME` behind netd's back (`*`: the whole table).
     pub fn remove_chain(&self, family: &str, name: &str) {
         self.st().lost_chains.insert(format!("{family} {name}"));
     }
@@ -331,12 +331,13 @@ impl Kernel for FakeKernel {
 
     fn nft_chain_exists(&self, family: &str, _table: &str, chain: &str) -> Result<bool, KernelError> {
         let st = self.st();
-        Ok(!st.nft.is_empty() && !st.lost_chains.contains(&format!("{family} {chain}")))
+        let lost = |c: &str| st.lost_chains.contains(&format!("{family} {c}"));
+        Ok(!st.nft.is_empty() && !lost(chain) && !lost("*"))
     }
 
     fn nft(&self, batch: &str) -> Result<(), KernelError> {
         let mut st = self.st();
-        if batch.contains("flush chain") {
+        if batch.contains("add table") {
             st.lost_chains.clear();
         }
         if st.nft.is_empty() {
@@ -351,11 +352,12 @@ impl Kernel for FakeKernel {
 
     fn nft_table(
         &self,
-        _family: &str,
+        family: &str,
         _name: &str,
     ) -> Result<Option<super::nft_table::NftTable>, KernelError> {
         let st = self.st();
-        Ok((!st.nft.is_empty()).then(|| super::nft_table::NftTable {
+        let lost = st.lost_chains.contains(&format!("{family} *"));
+        Ok((!st.nft.is_empty() && !lost).then(|| super::nft_table::NftTable {
             comment: st.table_comment.clone(),
         }))
     }

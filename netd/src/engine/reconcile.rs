@@ -119,6 +119,10 @@ impl Engine {
             Err(e) => r.failed.push(format!("host links: {e}")),
         }
         self.repair_firewall(&mut r);
+        if r.recreated.iter().any(|x| x.starts_with("netns ")) {
+            // A namespace made anew needs the DNS server's sockets opened in it again.
+            self.sync_dns();
+        }
         r.millis = t0.elapsed().as_millis();
         for x in &r.removed {
             tracing::info!("repaired: removed {x}");

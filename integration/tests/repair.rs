@@ -131,6 +131,9 @@ fn objects_deleted_behind_netds_back_are_repaired() {
     // 20 deletions of b's veth, each timed to its repair.
     let mut times = Vec::new();
     for _ in 0..20 {
+        // From quiet: the reports of the last repair (and of the pings) have been
+        // handled, so the deletion opens a window of its own.
+        std::thread::sleep(Duration::from_millis(300));
         assert!(port_of(&mut nl, &vb, &bridge));
         nl.delete_link(&vb).expect("delete veth");
         let t0 = Instant::now();

@@ -175,14 +175,10 @@ fn run(
             Some((t, _)) => debounce.saturating_sub(t.elapsed()).min(IDLE_TICK),
             None => IDLE_TICK,
         };
+        // Rounded up: a window's last fraction of a millisecond is waited, not spun.
+        let ms = wait.as_micros().div_ceil(1000) as i32;
         // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs for the call.
-        let n = unsafe {
-            libc::poll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                wait.as_millis() as i32,
-            )
-        };
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
         let mut seen = Changes::default();
         if n > 0 {
             for (i, p) in fds.iter().enumerate().filter(|(_, p)| p.revents != 0) {

@@ -10,7 +10,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use integration::harness::{skip, Host};
+use integration::harness::Host;
+use integration::skip::no_root;
 use netd::kernel::netlink::Netlink;
 
 /// Generous: the loop is event-driven and repairs in well under a second here.
@@ -52,7 +53,7 @@ fn sh_ok(h: &Host, cmd: &str) {
 
 #[test]
 fn objects_deleted_behind_netds_back_are_repaired() {
-    if skip() {
+    if no_root() {
         return;
     }
     let h = Host::new();

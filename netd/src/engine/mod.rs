@@ -541,8 +541,14 @@ impl Engine {
         steps: &[Step],
         undo_steps: &[Step],
         t0: std::time::Instant,
-        fw: std::thread::ScopedJoinHandle<'_, (FwState, String)>,
-    ) -> Result<(FwState, String, Duration, Duration, Duration)> {
+        fw: std::thread::ScopedJoinHandle<'_, (FwState, crate::firewall::batch::Batch)>,
+    ) -> Result<(
+        FwState,
+        crate::firewall::batch::Batch,
+        Duration,
+        Duration,
+        Duration,
+    )> {
         // plan::execute undoes its own steps when one fails.
         let executed = plan::execute(self.kernel.as_ref(), steps);
         let t_kernel = t0.elapsed();

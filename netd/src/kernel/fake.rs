@@ -236,7 +236,8 @@ impl Kernel for FakeKernel {
         Ok(!self.st().no_vlan)
     }
 
-    fn nft(&self, batch: &str) -> Result<(), KernelError> {
+    fn nft(&self, batch: &crate::firewall::batch::Batch) -> Result<(), KernelError> {
+        let batch = batch.to_string();
         let mut st = self.st();
         if st.nft.is_empty() {
             let head = "add table inet netd { comment \"";
@@ -244,7 +245,7 @@ impl Kernel for FakeKernel {
                 .lines()
                 .find_map(|l| l.strip_prefix(head)?.split('"').next().map(str::to_string));
         }
-        st.nft.push(batch.to_string());
+        st.nft.push(batch);
         Ok(())
     }
 

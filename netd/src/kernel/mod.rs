@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use ipnetwork::IpNetwork;
 
+use crate::firewall::batch::Batch;
 use crate::plan::Step;
 
 #[derive(Debug, thiserror::Error)]
@@ -98,8 +99,8 @@ pub trait Kernel: Send + Sync {
         Ok(true)
     }
 
-    /// Applies an nftables batch (nft syntax) in the host namespace as one transaction.
-    fn nft(&self, batch: &str) -> Result<(), KernelError>;
+    /// Applies an nftables batch in the host namespace as one transaction.
+    fn nft(&self, batch: &Batch) -> Result<(), KernelError>;
 
     /// Table `family name` in the host namespace (with its comment), if it exists.
     fn nft_table(&self, family: &str, name: &str) -> Result<Option<nft_table::NftTable>, KernelError>;

@@ -165,7 +165,7 @@ impl Batch {
         }
     }
 
-    pub fn text(&mut self, cmd: String) {
+    pub fn push_text(&mut self, cmd: String) {
         self.cmds.push(Command::Text(cmd));
     }
 
@@ -253,7 +253,7 @@ mod tests {
         b.cmds.push(Command::Elements(change.clone()));
         assert_eq!(b.element_changes(), Some(vec![&change]));
         assert_eq!(b.to_string(), "delete element bridge netd ports { \"a\" }\n");
-        b.text("flush chain inet netd postrouting".into());
+        b.push_text("flush chain inet netd postrouting".into());
         assert!(b.element_changes().is_none());
         assert_eq!(
             Batch::from_text("add table inet x\n\nflush ruleset\n").cmds,

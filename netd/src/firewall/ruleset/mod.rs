@@ -105,27 +105,27 @@ pub fn full(state: &FwState, owner: &str) -> Batch {
     let mut b = Batch::default();
     let comment = table_comment(owner);
     for family in [Family::Inet, Family::Bridge] {
-        b.text(format!("add table {family} {TABLE} {{ comment \"{comment}\"; }}"));
+        b.push_text(format!("add table {family} {TABLE} {{ comment \"{comment}\"; }}"));
     }
-    b.text(format!(
+    b.push_text(format!(
         "add chain inet {TABLE} {USER_CHAIN} {{ comment \"operator rules, jumped to first from forward; \
          netd never flushes this chain\"; }}"
     ));
     // Every chain exists before any rule, since rules jump between chains.
     for c in CHAINS {
-        b.text(format!(
+        b.push_text(format!(
             "add chain {} {TABLE} {} {{ {} }}",
             c.family, c.name, c.decl
         ));
-        b.text(format!("flush chain {} {TABLE} {}", c.family, c.name));
+        b.push_text(format!("flush chain {} {TABLE} {}", c.family, c.name));
     }
     for s in COLLECTIONS {
         let kind = if s.is_map { "map" } else { "set" };
-        b.text(format!(
+        b.push_text(format!(
             "add {kind} {} {TABLE} {} {{ {} }}",
             s.family, s.name, s.decl
         ));
-        b.text(format!("flush {kind} {} {TABLE} {}", s.family, s.name));
+        b.push_text(format!("flush {kind} {} {TABLE} {}", s.family, s.name));
         push_elements(&mut b, true, s, (s.elements)(state).into_values());
     }
     for c in CHAINS {
@@ -157,7 +157,7 @@ pub fn diff(old: &FwState, new: &FwState) -> Batch {
     let (was, now) = (networks(old), networks(new));
     if was != now {
         for c in CHAINS.iter().filter(|c| c.per_network) {
-            b.text(format!("flush chain {} {TABLE} {}", c.family, c.name));
+            b.push_text(format!("flush chain {} {TABLE} {}", c.family, c.name));
             push_rules(&mut b, c, &now);
         }
     }
@@ -166,7 +166,7 @@ pub fn diff(old: &FwState, new: &FwState) -> Batch {
 
 fn push_rules(b: &mut Batch, c: &Chain, nets: &[&FwNetwork]) {
     for r in (c.rules)(nets) {
-        b.text(format!("add rule {} {TABLE} {} {r}", c.family, c.name));
+        b.push_text(format!("add rule {} {TABLE} {} {r}", c.family, c.name));
     }
 }
 

@@ -28,6 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::firewall::batch::Batch;
 use crate::firewall::{ruleset, FwEndpoint, FwNetwork, FwState};
 use crate::ipam::{IpamConfig, Pool};
 use crate::kernel::Kernel;
@@ -521,8 +522,8 @@ impl Engine {
         steps: &[Step],
         undo_steps: &[Step],
         t0: std::time::Instant,
-        fw: std::thread::ScopedJoinHandle<'_, (FwState, String)>,
-    ) -> Result<(FwState, String, Duration, Duration, Duration)> {
+        fw: std::thread::ScopedJoinHandle<'_, (FwState, Batch)>,
+    ) -> Result<(FwState, Batch, Duration, Duration, Duration)> {
         // plan::execute undoes its own steps when one fails.
         let executed = plan::execute(self.kernel.as_ref(), steps);
         let t_kernel = t0.elapsed();

@@ -528,7 +528,7 @@ pub(super) fn firewall_chains() -> &'static [(&'static str, String)] {
 }
 
 fn chains_of_the_ruleset() -> Vec<(&'static str, String)> {
-    let full = ruleset::full(&FwState::default(), "");
+    let full = ruleset::full(&FwState::default(), "").to_string();
     let mut out: Vec<(&'static str, String)> = full
         .lines()
         .filter_map(|l| {

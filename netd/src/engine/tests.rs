@@ -569,7 +569,8 @@ fn tables_made_by_another_engine_are_refused_untouched() {
     // Tables from before names were written (no comment) are taken over; a name
     // that differs only in characters a comment cannot hold is the same name.
     let k = Arc::new(FakeKernel::default());
-    k.nft("add table inet netd").unwrap();
+    k.nft(&crate::firewall::batch::Batch::from_text("add table inet netd"))
+        .unwrap();
     Engine::open(k, Arc::new(MemStore::default()), cfg("netd-cni /var/lib/b")).expect("unnamed tables");
     let k = Arc::new(FakeKernel::default());
     k.tables_made_by("netd-cni /var/lib/_q_");

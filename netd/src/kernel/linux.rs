@@ -569,17 +569,17 @@ impl Kernel for LinuxKernel {
         Ok(there.first().copied().unwrap_or(false))
     }
 
-    fn nft(&self, batch: &str) -> Result<(), KernelError> {
+    fn nft(&self, batch: &crate::firewall::batch::Batch) -> Result<(), KernelError> {
         // Element changes (every attach and detach) go to the kernel directly; the rest,
         // and any set this cannot encode, through libnftables (see `nft_elements`).
-        if let Some(cmds) = super::nft_elements::parse(batch) {
-            match self.with_nfnl(|c| c.apply(&cmds)) {
+        if let Some(changes) = batch.element_changes() {
+            match self.with_nfnl(|c| c.apply(&changes)) {
                 Ok(()) => return Ok(()),
                 Err(super::nft_elements::Error::Kernel(e)) => return Err(e),
                 Err(super::nft_elements::Error::Unsupported) => {}
             }
         }
-        self.with_nft(|n| n.run(batch).map(drop))
+        self.with_nft(|n| n.run(&batch.to_string()).map(drop))
     }
 
     fn nft_table(&self, family: &str, name: &str) -> Result<Option<super::nft_table::NftTable>, KernelError> {

@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 use ipnetwork::IpNetwork;
 
+use crate::firewall::batch::Batch;
 use crate::plan::{Applied, Step};
 
 #[derive(Debug, thiserror::Error)]
@@ -110,8 +111,8 @@ pub trait Kernel: Send + Sync {
     /// Whether chain `family table chain` exists in the host namespace.
     fn nft_chain_exists(&self, family: &str, table: &str, chain: &str) -> Result<bool, KernelError>;
 
-    /// Applies an nftables batch (nft syntax) in the host namespace as one transaction.
-    fn nft(&self, batch: &str) -> Result<(), KernelError>;
+    /// Applies an nftables batch in the host namespace as one transaction.
+    fn nft(&self, batch: &Batch) -> Result<(), KernelError>;
 
     /// Table `family name` in the host namespace (with its comment), if it exists.
     fn nft_table(&self, family: &str, name: &str) -> Result<Option<nft_table::NftTable>, KernelError>;

@@ -169,7 +169,7 @@ impl Engine {
         let routes = self
             .kernel
             .routed_prefixes()
-            .map_err(|e| EngineError::Kernel(e.to_string()))?;
+            .map_err(EngineError::kernel("list the host's routes"))?;
         let existing: Vec<&ipam::Pool> = self.pools.values().collect();
         let req = pool.map(|subnet| ParsedSubnet {
             subnet,
@@ -353,7 +353,7 @@ impl Engine {
             let routes = self
                 .kernel
                 .routed_prefixes()
-                .map_err(|e| EngineError::Kernel(e.to_string()))?;
+                .map_err(EngineError::kernel("list the host's routes"))?;
             let existing: Vec<&ipam::Pool> = self.pools.values().collect();
             let pl = ipam::new_pool(
                 &self.cfg.ipam,

@@ -111,7 +111,7 @@ impl Engine {
         let locals = self
             .kernel
             .local_addrs()
-            .map_err(|e| EngineError::Kernel(e.to_string()))?;
+            .map_err(EngineError::kernel("list the host's addresses"))?;
         let mut taken: Vec<PortMapping> = self
             .sandboxes
             .values()

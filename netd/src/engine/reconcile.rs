@@ -37,7 +37,7 @@ impl Engine {
         let table = self
             .kernel
             .nft_table("inet", crate::firewall::TABLE)
-            .map_err(|e| EngineError::Kernel(format!("look up netd's nftables table: {e}")))?;
+            .map_err(EngineError::kernel("look up netd's nftables table"))?;
         self.check_owner(table.as_ref())?;
         self.reaper.drain();
         let mut r = ReconcileReport::default();
@@ -62,7 +62,7 @@ impl Engine {
         // 2. Links marked as netd's that the store does not know.
         let links = k
             .owned_links()
-            .map_err(|e| EngineError::Kernel(format!("list links: {e}")))?;
+            .map_err(EngineError::kernel("list links"))?;
         let mut present = BTreeSet::new();
         for l in links {
             let keep = match parse_alias(&l.alias) {
@@ -230,7 +230,7 @@ impl Engine {
         //    rules accept established traffic from the moment they replace the old).
         let want = self.desired_fw();
         k.nft(&ruleset::full(&want, &self.cfg.owner))
-            .map_err(|e| EngineError::Kernel(format!("firewall: {e}")))?;
+            .map_err(EngineError::kernel("firewall"))?;
         self.fw = want;
         r.millis = t0.elapsed().as_millis();
         tracing::info!(

@@ -273,10 +273,7 @@ impl Engine {
     fn create_sandbox_inner(&mut self, req: &SandboxRequest) -> Result<Sandbox> {
         validate_name(&req.name).map_err(|e| EngineError::Invalid(format!("sandbox {e}")))?;
         if self.sandboxes.contains_key(&req.name) {
-            return Err(EngineError::Conflict(format!(
-                "sandbox with name {} already exists",
-                req.name
-            )));
+            return Err(EngineError::SandboxExists(req.name.clone()));
         }
         let special: Vec<&str> = req
             .networks

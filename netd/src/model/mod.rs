@@ -3,6 +3,7 @@
 mod macvlan;
 mod names;
 mod network;
+mod network_match;
 mod port;
 mod sandbox;
 mod service;

@@ -591,29 +591,7 @@ impl Engine {
             return std::fs::write(dir.join("resolv.conf"), d.resolv_conf(labels));
         }
         let host = std::fs::read_to_string(&self.cfg.host_resolv_conf).unwrap_or_default();
-        let mut out = String::from("# written by netd\n");
-        let mut servers = 0;
-        for line in host.lines() {
-            let t = line.trim();
-            if let Some(ns) = t.strip_prefix("nameserver") {
-                let loopback = ns
-                    .trim()
-                    .parse::<IpAddr>()
-                    .map(|ip| ip.is_loopback())
-                    .unwrap_or(true);
-                if loopback {
-                    continue;
-                }
-                servers += 1;
-            }
-            if t.starts_with("nameserver") || t.starts_with("search") || t.starts_with("options") {
-                out.push_str(t);
-                out.push('\n');
-            }
-        }
-        if servers == 0 {
-            out.push_str("# the host has no usable nameserver for sandboxes\n");
-        }
+        let out = crate::dns::resolv::copy_for_sandbox(&host);
         let dir = self.resolv_dir(name);
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("resolv.conf"), out)

@@ -93,10 +93,14 @@ pub fn from_client(e: netd::api::client::ClientError) -> CniError {
         C::Connect { .. } => CniError::new(code::TRY_AGAIN_LATER, e.to_string()),
         C::Io(_) | C::Protocol(_) => CniError::new(code::IO, e.to_string()),
         // EngineError::NetworkMismatch.
-        C::Api { status: 412, message, .. } => mismatch(&message),
+        C::Api {
+            status: 412, message, ..
+        } => mismatch(&message),
         C::Api { status, message, .. } if status < 500 => CniError::new(code::NETD_REFUSED, message),
         // netd's answer for a kernel feature it lacks (EngineError::Unsupported).
-        C::Api { status: 501, message, .. } => CniError::new(code::UNSUPPORTED_FIELD, message),
+        C::Api {
+            status: 501, message, ..
+        } => CniError::new(code::UNSUPPORTED_FIELD, message),
         C::Api { message, .. } => CniError::new(code::NETD_FAILED, message),
     }
 }
@@ -139,7 +143,10 @@ mod tests {
             (E::NetworkExists("n".into()), code::NETD_REFUSED),
             (E::SandboxExists("s".into()), code::NETD_REFUSED),
             (E::Conflict("port".into()), code::NETD_REFUSED),
-            (E::Ipam(IpamError::PoolsExhausted { family: "IPv4" }), code::NETD_REFUSED),
+            (
+                E::Ipam(IpamError::PoolsExhausted { family: "IPv4" }),
+                code::NETD_REFUSED,
+            ),
             (E::NetworkMismatch("vlan".into()), code::INVALID_CONFIG),
             (E::kernel("list links")(kernel()), code::NETD_FAILED),
             (
@@ -199,10 +206,7 @@ mod tests {
             (api(412, Some(ErrorReason::NetworkMismatch)), code::INVALID_CONFIG),
             (api(500, Some(ErrorReason::KernelFailed)), code::NETD_FAILED),
             (api(501, Some(ErrorReason::Unsupported)), code::UNSUPPORTED_FIELD),
-            (
-                ClientError::Protocol("no end of headers".into()),
-                code::IO,
-            ),
+            (ClientError::Protocol("no end of headers".into()), code::IO),
             (
                 ClientError::Connect {
                     socket: "/x".into(),

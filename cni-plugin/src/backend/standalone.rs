@@ -214,7 +214,10 @@ impl Standalone {
                 Ok(_) => f(&mut self.engine).map_err(from_engine),
                 Err(again) => {
                     let e = from_engine(e);
-                    Err(CniError::new(e.code, format!("{}; reconcile failed too: {again}", e.msg)))
+                    Err(CniError::new(
+                        e.code,
+                        format!("{}; reconcile failed too: {again}", e.msg),
+                    ))
                 }
             },
             r => r.map_err(from_engine),

@@ -594,7 +594,10 @@ fn vlan_trunk_like_the_reference_bridge_plugin() {
 fn the_network_is_checked_by_netds_model() {
     let cases = [
         (with("mtu", json!(20)), "invalid MTU 20"),
-        (with("bridge", json!("a-bridge-name-too-long")), "com.docker.network.bridge.name"),
+        (
+            with("bridge", json!("a-bridge-name-too-long")),
+            "com.docker.network.bridge.name",
+        ),
         (with("name", json!("bad/name")), "network name"),
     ];
     for (conf, why) in cases {

@@ -22,8 +22,8 @@ pub mod error;
 use super::types::{ConnectRequest, DisconnectRequest, ErrorReason};
 use super::MAX_BODY;
 use crate::engine::{Engine, EngineError};
-pub use error::ApiError;
 use crate::model::{EndpointRequest, NetworkRequest, SandboxRequest, ServiceRequest};
+pub use error::ApiError;
 
 pub type Shared = Arc<Mutex<Engine>>;
 
@@ -44,8 +44,13 @@ async fn body<T: DeserializeOwned>(b: Body) -> ApiResult<T> {
             "request body is empty; expected JSON",
         ));
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorReason::BadBody, format!("malformed JSON: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorReason::BadBody,
+            format!("malformed JSON: {e}"),
+        )
+    })
 }
 
 /// Runs `f` with the engine locked, off the async workers (kernel calls block).
@@ -65,7 +70,13 @@ async fn with_engine<T: Send + 'static>(
     if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
         let r = tokio::task::block_in_place(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(op)));
         return r
-            .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorReason::Internal, "operation panicked"))?
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorReason::Internal,
+                    "operation panicked",
+                )
+            })?
             .map_err(ApiError::from);
     }
     tokio::task::spawn_blocking(op)
@@ -227,7 +238,11 @@ async fn delete_service(
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, ErrorReason::NoSuchRoute, "no such API endpoint")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorReason::NoSuchRoute,
+        "no such API endpoint",
+    )
 }
 
 pub fn router(engine: Shared) -> Router {

@@ -11,6 +11,7 @@
 //! what makes IPAM free of duplicates under concurrent requests.
 
 mod docker;
+mod docker_ipam;
 mod error;
 mod macvlan;
 mod network;
@@ -36,8 +37,8 @@ use crate::model::{Network, Sandbox, Service, ServiceKind};
 use crate::plan::{self, Step};
 use crate::store::{self, Bucket, Store, Txn};
 
-pub use error::{EngineError, Result};
 pub use docker::{DockerEndpoint, DockerNetwork, DockerPool, DockerPort, JoinInfo};
+pub use error::{EngineError, Result};
 pub use reconcile::ReconcileReport;
 
 #[derive(Debug, Clone)]
@@ -71,7 +72,6 @@ impl Default for EngineConfig {
         }
     }
 }
-
 
 /// A network as `inspect` shows it: the record plus who is attached.
 #[derive(Debug, Clone, Serialize)]
@@ -355,7 +355,8 @@ impl Engine {
             Some(theirs) if theirs != mine => Err(EngineError::Foreign {
                 theirs: theirs.to_string(),
                 mine,
-            }),            _ => Ok(()),
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -507,8 +508,7 @@ impl Engine {
         let t_kernel = t0.elapsed();
         let fw = fw.join();
         executed?;
-        let (want, batch) =
-            fw.map_err(|_| EngineError::Panicked("computing the firewall state"))?;
+        let (want, batch) = fw.map_err(|_| EngineError::Panicked("computing the firewall state"))?;
         let t_plan_fw = t0.elapsed();
         if !batch.is_empty() {
             if let Err(e) = self.kernel.nft(&batch) {

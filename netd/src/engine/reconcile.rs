@@ -60,9 +60,7 @@ impl Engine {
         }
 
         // 2. Links marked as netd's that the store does not know.
-        let links = k
-            .owned_links()
-            .map_err(EngineError::kernel("list links"))?;
+        let links = k.owned_links().map_err(EngineError::kernel("list links"))?;
         let mut present = BTreeSet::new();
         for l in links {
             let keep = match parse_alias(&l.alias) {

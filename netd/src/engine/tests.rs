@@ -139,8 +139,14 @@ fn bad_input_changes_nothing() {
     let e = t.e.create_sandbox(&static_ip).unwrap_err();
     assert!(e.to_string().contains("in use"), "{e}");
     assert!(matches!(t.e.remove_network("a"), Err(EngineError::Conflict(_))));
-    assert!(matches!(t.e.remove_sandbox("zz"), Err(EngineError::NoSuchSandbox(_))));
-    assert!(matches!(t.e.disconnect("a", "zz"), Err(EngineError::NoSuchSandbox(_))));
+    assert!(matches!(
+        t.e.remove_sandbox("zz"),
+        Err(EngineError::NoSuchSandbox(_))
+    ));
+    assert!(matches!(
+        t.e.disconnect("a", "zz"),
+        Err(EngineError::NoSuchSandbox(_))
+    ));
     assert_eq!(snapshot(&t), before);
 }
 

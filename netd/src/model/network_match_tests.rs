@@ -47,12 +47,18 @@ fn verdict(net: &Network, driver: &str, opts: &[(&str, &str)]) -> String {
 
 #[track_caller]
 fn assert_differs(v: String, want: &str) {
-    assert!(v.contains(want) && !v.starts_with("error"), "{v:?} should say {want:?}");
+    assert!(
+        v.contains(want) && !v.starts_with("error"),
+        "{v:?} should say {want:?}"
+    );
 }
 
 #[track_caller]
 fn assert_malformed(v: String, want: &str) {
-    assert!(v.starts_with("error: ") && v.contains(want), "{v:?} should be an error saying {want:?}");
+    assert!(
+        v.starts_with("error: ") && v.contains(want),
+        "{v:?} should be an error saying {want:?}"
+    );
 }
 
 #[test]
@@ -130,7 +136,10 @@ fn vlan() {
         "exists with vlan 100, not 200",
     );
     assert_differs(verdict(&net, "bridge", &[]), "exists with vlan 100, not none");
-    assert_differs(verdict(&net, "bridge", &[(OPT_VLAN, "0")]), "exists with vlan 100, not none");
+    assert_differs(
+        verdict(&net, "bridge", &[(OPT_VLAN, "0")]),
+        "exists with vlan 100, not none",
+    );
     // Read as "no VLAN" before, which then did not match for the wrong reason.
     assert_malformed(verdict(&net, "bridge", &[(OPT_VLAN, "abc")]), "option vlan=abc");
     assert_eq!(verdict(&bridge(&[]), "bridge", &[]), "");
@@ -142,7 +151,11 @@ fn gateway_on_the_bridge() {
     let both = [(OPT_INHIBIT_IPV4, "true"), (OPT_INHIBIT_IPV6, "yes")];
     assert_eq!(verdict(&net, "bridge", &both), "");
     assert_differs(
-        verdict(&net, "bridge", &[(OPT_INHIBIT_IPV4, "true"), (OPT_INHIBIT_IPV6, "false")]),
+        verdict(
+            &net,
+            "bridge",
+            &[(OPT_INHIBIT_IPV4, "true"), (OPT_INHIBIT_IPV6, "false")],
+        ),
         "exists with no gateway on the bridge, not no IPv4 gateway on the bridge",
     );
     assert_differs(
@@ -153,7 +166,10 @@ fn gateway_on_the_bridge() {
         verdict(&net, "bridge", &[(OPT_INHIBIT_IPV4, "maybe")]),
         "expected true or false",
     );
-    assert_eq!(verdict(&bridge(&[]), "bridge", &[(OPT_INHIBIT_IPV6, "false")]), "");
+    assert_eq!(
+        verdict(&bridge(&[]), "bridge", &[(OPT_INHIBIT_IPV6, "false")]),
+        ""
+    );
 }
 
 #[test]
@@ -164,8 +180,14 @@ fn promiscuous_bridge() {
         verdict(&net, "bridge", &[(OPT_PROMISC, "false")]),
         "exists with a promiscuous bridge, not a bridge that is not promiscuous",
     );
-    assert_differs(verdict(&net, "bridge", &[]), "not a bridge that is not promiscuous");
-    assert_malformed(verdict(&net, "bridge", &[(OPT_PROMISC, "2")]), "expected true or false");
+    assert_differs(
+        verdict(&net, "bridge", &[]),
+        "not a bridge that is not promiscuous",
+    );
+    assert_malformed(
+        verdict(&net, "bridge", &[(OPT_PROMISC, "2")]),
+        "expected true or false",
+    );
 }
 
 #[test]
@@ -191,8 +213,14 @@ fn hairpin_mode() {
         verdict(&net, "bridge", &[(OPT_HAIRPIN, "true")]),
         "exists with hairpin mode off on its ports, not on",
     );
-    assert_differs(verdict(&net, "bridge", &[]), "hairpin mode off on its ports, not on");
+    assert_differs(
+        verdict(&net, "bridge", &[]),
+        "hairpin mode off on its ports, not on",
+    );
     // Read as "off" before: anything but a yes turned hairpin off.
-    assert_malformed(verdict(&net, "bridge", &[(OPT_HAIRPIN, "bogus")]), "expected true or false");
+    assert_malformed(
+        verdict(&net, "bridge", &[(OPT_HAIRPIN, "bogus")]),
+        "expected true or false",
+    );
     assert_eq!(verdict(&bridge(&[]), "bridge", &[(OPT_HAIRPIN, "true")]), "");
 }

@@ -179,7 +179,10 @@ mod tests {
     #[test]
     fn modes_and_networks() {
         let p = req(&["a", "b"]).parse().unwrap();
-        assert_eq!((p.mode, p.networks), (NetMode::Bridge, vec!["a".to_string(), "b".to_string()]));
+        assert_eq!(
+            (p.mode, p.networks),
+            (NetMode::Bridge, vec!["a".to_string(), "b".to_string()])
+        );
         let p = req(&["host"]).parse().unwrap();
         assert_eq!((p.mode, p.networks.len()), (NetMode::Host, 0));
         assert_eq!(req(&["none"]).parse().unwrap().mode, NetMode::None);
@@ -217,7 +220,10 @@ mod tests {
         assert!(r.parse().unwrap_err().contains("uses network mode none"));
         let mut r = req(&[]);
         r.ports = vec!["8080:80".into()];
-        assert_eq!(r.parse().unwrap_err(), "published ports need a network: add --network");
+        assert_eq!(
+            r.parse().unwrap_err(),
+            "published ports need a network: add --network"
+        );
         assert_eq!(parse_expose("80").unwrap(), vec![(80, Proto::Tcp)]);
         assert_eq!(parse_expose("53/udp").unwrap(), vec![(53, Proto::Udp)]);
         for bad in ["0", "9-8", "x"] {
@@ -250,7 +256,9 @@ mod tests {
         assert_eq!(got, vec![route("192.168.0.0/16", Some("10.1.0.1"))]);
         let e = ep.extra_routes(&[route("fd00::/64", None)]).unwrap_err();
         assert!(e.contains("has no IPv6 address"), "{e}");
-        let e = ep.extra_routes(&[route("10.9.0.0/16", Some("10.2.0.1"))]).unwrap_err();
+        let e = ep
+            .extra_routes(&[route("10.9.0.0/16", Some("10.2.0.1"))])
+            .unwrap_err();
         assert!(e.contains("not on network n's subnet 10.1.0.0/24"), "{e}");
     }
 }

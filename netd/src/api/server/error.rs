@@ -85,8 +85,16 @@ mod tests {
         use StatusCode as S;
         let cases: Vec<(EngineError, S, R)> = vec![
             (EngineError::Invalid("bad".into()), S::BAD_REQUEST, R::Invalid),
-            (EngineError::NoSuchNetwork("n".into()), S::NOT_FOUND, R::NoSuchNetwork),
-            (EngineError::NoSuchSandbox("s".into()), S::NOT_FOUND, R::NoSuchSandbox),
+            (
+                EngineError::NoSuchNetwork("n".into()),
+                S::NOT_FOUND,
+                R::NoSuchNetwork,
+            ),
+            (
+                EngineError::NoSuchSandbox("s".into()),
+                S::NOT_FOUND,
+                R::NoSuchSandbox,
+            ),
             (
                 EngineError::NoSuchService {
                     namespace: "ns".into(),
@@ -96,8 +104,16 @@ mod tests {
                 R::NoSuchService,
             ),
             (EngineError::NotFound("pool".into()), S::NOT_FOUND, R::NotFound),
-            (EngineError::NetworkExists("n".into()), S::CONFLICT, R::NetworkExists),
-            (EngineError::SandboxExists("s".into()), S::CONFLICT, R::SandboxExists),
+            (
+                EngineError::NetworkExists("n".into()),
+                S::CONFLICT,
+                R::NetworkExists,
+            ),
+            (
+                EngineError::SandboxExists("s".into()),
+                S::CONFLICT,
+                R::SandboxExists,
+            ),
             (EngineError::Conflict("port".into()), S::CONFLICT, R::Conflict),
             (
                 EngineError::Ipam(IpamError::PoolsExhausted { family: "IPv4" }),
@@ -170,11 +186,20 @@ mod tests {
             EngineError::NetworkExists("front".into()).to_string(),
             "network with name front already exists"
         );
-        assert_eq!(EngineError::NoSuchNetwork("x".into()).to_string(), "no such network: x");
-        assert_eq!(EngineError::NoSuchSandbox("x".into()).to_string(), "no such sandbox: x");
+        assert_eq!(
+            EngineError::NoSuchNetwork("x".into()).to_string(),
+            "no such network: x"
+        );
+        assert_eq!(
+            EngineError::NoSuchSandbox("x".into()).to_string(),
+            "no such sandbox: x"
+        );
         let e = EngineError::kernel("list links")(kernel_error());
         assert_eq!(e.to_string(), "list links: EPERM");
-        assert!(std::error::Error::source(&e).is_some(), "the kernel's error is chained");
+        assert!(
+            std::error::Error::source(&e).is_some(),
+            "the kernel's error is chained"
+        );
     }
 
     #[test]

@@ -171,7 +171,7 @@ fn a_malformed_option_for_an_existing_network_is_refused() {
     r.sandbox.name = "s2".into();
     // Read as "no VLAN" (another network) before; now the request's own fault.
     r.network.options.insert(OPT_VLAN.into(), "abc".into());
-    let err = attach(&mut e, &r).err().expect("refused");
+    let err = attach(&mut e, &r).expect_err("refused");
     assert!(matches!(err, EngineError::Invalid(_)), "{err:?}");
     assert!(err.to_string().contains("option vlan=abc"), "{err}");
     assert_eq!(e.sandboxes().count(), 1);

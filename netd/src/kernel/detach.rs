@@ -168,10 +168,8 @@ unsafe fn grace_period() {
 /// # Safety
 /// Syscalls on stack buffers only.
 pub(super) unsafe fn nft_generation(nfnl: RawFd, seq: u32) -> Option<u32> {
-    const NFT_MSG_GETGEN: u16 = 16;
-    const NFT_MSG_NEWGEN: u16 = 15;
-    const NFTA_GEN_ID: u16 = 1;
-    let ty = (10u16 << 8) | NFT_MSG_GETGEN; // NFNL_SUBSYS_NFTABLES
+    use super::nfnetlink::{attributes, messages, nft_type, NFTA_GEN_ID, NFT_MSG_GETGEN, NFT_MSG_NEWGEN};
+    let ty = nft_type(NFT_MSG_GETGEN);
     let mut req = [0u8; 20];
     req[0..4].copy_from_slice(&20u32.to_ne_bytes());
     req[4..6].copy_from_slice(&ty.to_ne_bytes());
@@ -198,15 +196,15 @@ pub(super) unsafe fn nft_generation(nfnl: RawFd, seq: u32) -> Option<u32> {
         if n <= 0 {
             return None;
         }
-        for (kind, mseq, payload) in super::nft_elements::messages(&buf[..n as usize]) {
+        for (kind, mseq, payload) in messages(&buf[..n as usize]) {
             if mseq != seq {
                 continue;
             }
-            if kind != (10u16 << 8) | NFT_MSG_NEWGEN {
+            if kind != nft_type(NFT_MSG_NEWGEN) {
                 return None; // an error answer
             }
             // Attributes follow the 4-byte nfgenmsg.
-            let (_, v) = super::nft_elements::attributes(payload, 4).find(|(k, _)| *k == NFTA_GEN_ID)?;
+            let (_, v) = attributes(payload, 4).find(|(k, _)| *k == NFTA_GEN_ID)?;
             return Some(u32::from_be_bytes(v.get(0..4)?.try_into().ok()?));
         }
     }

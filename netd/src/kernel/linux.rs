@@ -556,7 +556,7 @@ impl Kernel for LinuxKernel {
 
     fn nft_table(&self, family: &str, name: &str) -> Result<Option<super::nft_table::NftTable>, KernelError> {
         // One nfnetlink request, not libnftables' cache fill (see `nft_table`).
-        let fam = super::nft_table::family_number(family)
+        let fam = super::nfnetlink::family_number(family)
             .ok_or_else(|| KernelError::Nft(format!("unknown nft family {family:?}")))?;
         self.with_nfnl(|c| c.table(fam, name).map_err(Into::into))
             .map_err(|e| match e {

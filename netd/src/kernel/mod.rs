@@ -11,6 +11,7 @@ pub mod linux;
 mod macvlan;
 pub mod netlink;
 pub mod netns;
+pub mod nfnetlink;
 pub mod nft;
 pub mod nft_elements;
 pub mod nft_table;

@@ -19,40 +19,15 @@ use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
-use super::nft_table::family_number;
+use super::nfnetlink::{
+    attributes, errno_of, family_name, family_number, messages, nft_type, Msg, NFNL_MSG_BATCH_BEGIN,
+    NFNL_MSG_BATCH_END, NFNL_SUBSYS_NFTABLES, NFTA_DATA_VALUE, NFTA_LIST_ELEM, NFTA_SET_DATA_LEN,
+    NFTA_SET_DATA_TYPE, NFTA_SET_ELEM_DATA, NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_LIST_ELEMENTS,
+    NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_FLAGS, NFTA_SET_KEY_LEN, NFTA_SET_KEY_TYPE,
+    NFTA_SET_NAME, NFTA_SET_TABLE, NFT_MSG_DELSETELEM, NFT_MSG_GETSET, NFT_MSG_NEWSET, NFT_MSG_NEWSETELEM,
+    NFT_SET_MAP, NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST,
+};
 use super::KernelError;
-
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFNL_MSG_BATCH_BEGIN: u16 = 16;
-const NFNL_MSG_BATCH_END: u16 = 17;
-const NFT_MSG_NEWSET: u16 = 9;
-const NFT_MSG_GETSET: u16 = 10;
-const NFT_MSG_NEWSETELEM: u16 = 12;
-const NFT_MSG_DELSETELEM: u16 = 14;
-
-const NFTA_SET_TABLE: u16 = 1;
-const NFTA_SET_NAME: u16 = 2;
-const NFTA_SET_FLAGS: u16 = 3;
-const NFTA_SET_KEY_TYPE: u16 = 4;
-const NFTA_SET_KEY_LEN: u16 = 5;
-const NFTA_SET_DATA_TYPE: u16 = 6;
-const NFTA_SET_DATA_LEN: u16 = 7;
-const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
-const NFTA_SET_ELEM_LIST_SET: u16 = 2;
-const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
-const NFTA_LIST_ELEM: u16 = 1;
-const NFTA_SET_ELEM_KEY: u16 = 1;
-const NFTA_SET_ELEM_DATA: u16 = 2;
-const NFTA_DATA_VALUE: u16 = 1;
-const NLA_F_NESTED: u16 = 0x8000;
-/// NFT_SET_MAP: the only set flag this module handles (plain sets have none).
-const NFT_SET_MAP: u32 = 0x8;
-
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
-const NLM_F_CREATE: u16 = 0x400;
-const HDR: usize = 16;
 
 /// nft's datatype numbers (nftables `enum datatypes`), as the kernel keeps them in
 /// NFTA_SET_KEY_TYPE: a concatenation is its parts' numbers, 6 bits each, first part
@@ -199,95 +174,8 @@ fn encode(ty: u32, len: u32, parts: &[String]) -> Option<Vec<u8>> {
     (out.len() == len as usize).then_some(out)
 }
 
-// ---- messages -----------------------------------------------------------------------
-
-struct Msg(Vec<u8>);
-
-impl Msg {
-    fn new(kind: u16, flags: u16, seq: u32, family: u8, res_id: u16) -> Msg {
-        let mut b = Vec::with_capacity(256);
-        b.extend_from_slice(&0u32.to_ne_bytes());
-        b.extend_from_slice(&kind.to_ne_bytes());
-        b.extend_from_slice(&flags.to_ne_bytes());
-        b.extend_from_slice(&seq.to_ne_bytes());
-        b.extend_from_slice(&0u32.to_ne_bytes());
-        b.push(family);
-        b.push(0); // NFNETLINK_V0
-        b.extend_from_slice(&res_id.to_be_bytes());
-        Msg(b)
-    }
-    fn attr(&mut self, kind: u16, data: &[u8]) {
-        let len = 4 + data.len();
-        self.0.extend_from_slice(&(len as u16).to_ne_bytes());
-        self.0.extend_from_slice(&kind.to_ne_bytes());
-        self.0.extend_from_slice(data);
-        self.0.resize(self.0.len().next_multiple_of(4), 0);
-    }
-    fn str(&mut self, kind: u16, s: &str) {
-        let mut d = s.as_bytes().to_vec();
-        d.push(0);
-        self.attr(kind, &d);
-    }
-    /// Starts a nested attribute; `end` writes its length.
-    fn begin(&mut self, kind: u16) -> usize {
-        let at = self.0.len();
-        self.0.extend_from_slice(&0u16.to_ne_bytes());
-        self.0.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
-        at
-    }
-    fn end(&mut self, at: usize) {
-        let len = (self.0.len() - at) as u16;
-        self.0[at..at + 2].copy_from_slice(&len.to_ne_bytes());
-    }
-    fn finish(mut self) -> Vec<u8> {
-        let len = self.0.len() as u32;
-        self.0[0..4].copy_from_slice(&len.to_ne_bytes());
-        self.0
-    }
-}
-
 fn io(op: &str, e: std::io::Error) -> KernelError {
     KernelError::Nft(format!("nfnetlink {op}: {e}"))
-}
-
-/// Walks the nlmsgs in `buf`: (type, seq, payload after the header); stops at a
-/// malformed one. Allocation-free, so a forked child may use it (`detach`).
-pub(crate) fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
-    let mut off = 0;
-    std::iter::from_fn(move || {
-        if off + HDR > buf.len() {
-            return None;
-        }
-        let len = u32::from_ne_bytes(buf[off..off + 4].try_into().ok()?) as usize;
-        if len < HDR || off + len > buf.len() {
-            return None;
-        }
-        let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
-        let seq = u32::from_ne_bytes(buf[off + 8..off + 12].try_into().ok()?);
-        let payload = &buf[off + HDR..off + len];
-        off += len.next_multiple_of(4);
-        Some((kind, seq, payload))
-    })
-}
-
-/// Walks the netlink attributes of `payload` from byte `from` (past a family header):
-/// (type without the nested/byte-order flags, value); stops at a malformed one.
-/// Allocation-free, like `messages`.
-pub(crate) fn attributes(payload: &[u8], from: usize) -> impl Iterator<Item = (u16, &[u8])> {
-    let mut off = from;
-    std::iter::from_fn(move || {
-        let head = payload.get(off..off + 4)?;
-        let len = u16::from_ne_bytes([head[0], head[1]]) as usize;
-        let kind = u16::from_ne_bytes([head[2], head[3]]) & 0x3fff;
-        let value = payload.get(off + 4..off.checked_add(len)?)?;
-        off += len.max(4).next_multiple_of(4);
-        Some((kind, value))
-    })
-}
-
-/// The errno of an NLMSG_ERROR payload (0: ack).
-pub(crate) fn errno_of(payload: &[u8]) -> Option<i32> {
-    Some(-i32::from_ne_bytes(payload.get(0..4)?.try_into().ok()?))
 }
 
 /// The attributes of a NEWSET answer (after the 4-byte nfgenmsg).
@@ -299,18 +187,8 @@ fn set_info(payload: &[u8]) -> Option<SetInfo> {
         data_type: 0,
         data_len: 0,
     };
-    let mut off = 4;
-    while off + 4 <= payload.len() {
-        let len = u16::from_ne_bytes([payload[off], payload[off + 1]]) as usize;
-        let kind = u16::from_ne_bytes([payload[off + 2], payload[off + 3]]) & 0x3fff;
-        if len < 4 || off + len > payload.len() {
-            return None;
-        }
-        let be32 = || -> Option<u32> {
-            Some(u32::from_be_bytes(
-                payload.get(off + 4..off + 8)?.try_into().ok()?,
-            ))
-        };
+    for (kind, v) in attributes(payload, 4) {
+        let be32 = || Some(u32::from_be_bytes(v.get(0..4)?.try_into().ok()?));
         match kind {
             NFTA_SET_FLAGS => info.flags = be32()?,
             NFTA_SET_KEY_TYPE => info.key_type = be32()?,
@@ -319,7 +197,6 @@ fn set_info(payload: &[u8]) -> Option<SetInfo> {
             NFTA_SET_DATA_LEN => info.data_len = be32()?,
             _ => {}
         }
-        off += len.next_multiple_of(4);
     }
     Some(info)
 }
@@ -414,7 +291,7 @@ impl Conn {
         for (family, table, set) in names {
             let seq = self.next_seq();
             let mut m = Msg::new(
-                (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSET,
+                nft_type(NFT_MSG_GETSET),
                 NLM_F_REQUEST | NLM_F_ACK,
                 seq,
                 *family,
@@ -439,7 +316,7 @@ impl Conn {
                 let Some(i) = seqs.iter().position(|q| *q == s) else {
                     continue;
                 };
-                if kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSET {
+                if kind == nft_type(NFT_MSG_NEWSET) {
                     info[i] = set_info(payload);
                 } else if kind == NLMSG_ERROR {
                     match (errno_of(payload), info[i]) {
@@ -498,7 +375,7 @@ impl Conn {
             } else {
                 (NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK)
             };
-            let mut m = Msg::new((NFNL_SUBSYS_NFTABLES << 8) | kind, flags, seq, c.family, 0);
+            let mut m = Msg::new(nft_type(kind), flags, seq, c.family, 0);
             m.str(NFTA_SET_ELEM_LIST_TABLE, &c.table);
             m.str(NFTA_SET_ELEM_LIST_SET, &c.set);
             let list = m.begin(NFTA_SET_ELEM_LIST_ELEMENTS);
@@ -566,18 +443,6 @@ impl Conn {
             .into());
         }
         Ok(())
-    }
-}
-
-fn family_name(n: u8) -> &'static str {
-    match n {
-        1 => "inet",
-        2 => "ip",
-        3 => "arp",
-        5 => "netdev",
-        7 => "bridge",
-        10 => "ip6",
-        _ => "?",
     }
 }
 

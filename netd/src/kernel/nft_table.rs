@@ -10,51 +10,27 @@
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
+use super::nfnetlink::{
+    attributes, family_number, nft_type, Msg, HDR, NFTA_TABLE_NAME, NFTA_TABLE_USERDATA, NFT_MSG_GETTABLE,
+    NFT_MSG_NEWTABLE, NLMSG_ERROR, NLM_F_ACK, NLM_F_REQUEST,
+};
 use super::KernelError;
 
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFT_MSG_NEWTABLE: u16 = 0;
-const NFT_MSG_GETTABLE: u16 = 1;
-const NFTA_TABLE_NAME: u16 = 1;
-const NFTA_TABLE_USERDATA: u16 = 6;
 /// libnftnl's user data entry of a table's comment (`NFTNL_UDATA_TABLE_COMMENT`): one
 /// byte type, one byte length, the string with its NUL.
 const UDATA_TABLE_COMMENT: u8 = 0;
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
-const HDR: usize = 16;
-
-/// nftables family numbers (`NFPROTO_*`) by their `nft` names.
-pub fn family_number(family: &str) -> Option<u8> {
-    Some(match family {
-        "inet" => 1,
-        "ip" => 2,
-        "arp" => 3,
-        "netdev" => 5,
-        "bridge" => 7,
-        "ip6" => 10,
-        _ => return None,
-    })
-}
 
 /// The request: nlmsghdr, nfgenmsg (family, version 0, res_id 0), NFTA_TABLE_NAME.
 pub fn request(family: u8, name: &str, seq: u32) -> Vec<u8> {
-    let attr_len = 4 + name.len() + 1;
-    let len = HDR + 4 + attr_len.next_multiple_of(4);
-    let mut b = Vec::with_capacity(len);
-    b.extend_from_slice(&(len as u32).to_ne_bytes());
-    b.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE).to_ne_bytes());
-    b.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-    b.extend_from_slice(&seq.to_ne_bytes());
-    b.extend_from_slice(&0u32.to_ne_bytes());
-    b.extend_from_slice(&[family, 0, 0, 0]);
-    b.extend_from_slice(&(attr_len as u16).to_ne_bytes());
-    b.extend_from_slice(&NFTA_TABLE_NAME.to_ne_bytes());
-    b.extend_from_slice(name.as_bytes());
-    b.push(0);
-    b.resize(len, 0);
-    b
+    let mut m = Msg::new(
+        nft_type(NFT_MSG_GETTABLE),
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        family,
+        0,
+    );
+    m.str(NFTA_TABLE_NAME, name);
+    m.finish()
 }
 
 /// A table as the kernel has it.
@@ -80,7 +56,7 @@ pub fn parse_answer(
             return Err(KernelError::Nft("malformed nfnetlink answer".into()));
         }
         if word(off + 8) == seq {
-            if kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE {
+            if kind == nft_type(NFT_MSG_NEWTABLE) {
                 *found = Some(NftTable {
                     comment: comment_of(&buf[off + HDR..off + len]),
                 });
@@ -103,7 +79,7 @@ pub fn parse_answer(
 
 /// The comment in a NEWTABLE's payload (nfgenmsg, then attributes), if any.
 fn comment_of(payload: &[u8]) -> Option<String> {
-    let (_, mut u) = super::nft_elements::attributes(payload, 4).find(|(k, _)| *k == NFTA_TABLE_USERDATA)?;
+    let (_, mut u) = attributes(payload, 4).find(|(k, _)| *k == NFTA_TABLE_USERDATA)?;
     while u.len() >= 2 {
         let (t, l) = (u[0], u[1] as usize);
         let v = u.get(2..2 + l)?;

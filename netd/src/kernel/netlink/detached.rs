@@ -168,9 +168,9 @@ unsafe fn ack(sock: i32) -> i32 {
         if n < 0 {
             return SEND_FAILED;
         }
-        let answer = crate::kernel::nft_elements::messages(&buf[..n as usize])
+        let answer = crate::kernel::nfnetlink::messages(&buf[..n as usize])
             .find(|(kind, seq, _)| *kind == libc::NLMSG_ERROR as u16 && *seq == 1)
-            .and_then(|(_, _, payload)| crate::kernel::nft_elements::errno_of(payload));
+            .and_then(|(_, _, payload)| crate::kernel::nfnetlink::errno_of(payload));
         if let Some(errno) = answer {
             return errno;
         }

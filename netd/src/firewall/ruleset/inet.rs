@@ -1,0 +1,110 @@
+//! The routing side of `table inet netd`: which bridges are netd's and which are
+//! internal, the forward chain that isolates networks, and the one chain with rules per
+//! network, postrouting's masquerades.
+
+use super::{comment_name, ifname, set_of, Elements};
+use crate::firewall::{FwNetwork, FwState, USER_CHAIN};
+
+pub(super) fn bridges(st: &FwState) -> Elements {
+    set_of(st.networks.iter().filter_map(|n| ifname(&n.bridge)))
+}
+
+pub(super) fn internal(st: &FwState) -> Elements {
+    set_of(
+        st.networks
+            .iter()
+            .filter(|n| n.internal)
+            .filter_map(|n| ifname(&n.bridge)),
+    )
+}
+
+pub(super) fn same_bridge(st: &FwState) -> Elements {
+    set_of(
+        st.networks
+            .iter()
+            .filter_map(|n| ifname(&n.bridge))
+            .map(|b| format!("{b} . {b}")),
+    )
+}
+
+pub(super) fn inet_forward(_: &[&FwNetwork]) -> Vec<String> {
+    vec![
+        format!("jump {USER_CHAIN}"),
+        "ct state established,related accept comment \"replies\"".into(),
+        // With br_netfilter loaded, frames bridged within one network pass here too;
+        // ICC is enforced in the bridge table instead.
+        "iifname . oifname @same_bridge accept comment \"within one network\"".into(),
+        "iifname @internal drop comment \"internal networks: nothing leaves\"".into(),
+        "oifname @internal drop comment \"internal networks: nothing enters\"".into(),
+        // Before isolation, so a published port is reachable through a host address
+        // from other netd networks too (Docker does the same).
+        "ct status dnat oifname @bridges accept comment \"published ports\"".into(),
+        "iifname @bridges oifname @bridges drop comment \"isolation between networks\"".into(),
+        "oifname @bridges drop comment \"into a network only through published ports\"".into(),
+        "iifname @bridges accept comment \"networks to the outside\"".into(),
+    ]
+}
+
+pub(super) fn nat_postrouting(nets: &[&FwNetwork]) -> Vec<String> {
+    let mut rules = Vec::new();
+    for n in nets {
+        let Some(br) = ifname(&n.bridge) else { continue };
+        let name = comment_name(&n.name);
+        let subnets = [
+            n.subnet4
+                .map(|s| format!("ip saddr {}/{}", s.network(), s.prefix())),
+            n.subnet6
+                .map(|s| format!("ip6 saddr {}/{}", s.network(), s.prefix())),
+        ];
+        for saddr in subnets.iter().flatten() {
+            if n.masquerade && !n.internal {
+                let not_out = match n.vlan_bridge.as_deref().and_then(ifname) {
+                    Some(l2) => format!("{{ {br}, {l2} }}"),
+                    None => br.clone(),
+                };
+                rules.push(format!(
+                    "{saddr} oifname != {not_out} masquerade comment \"net {name}\""
+                ));
+            }
+            if !n.internal {
+                rules.push(format!(
+                    "oifname {br} {saddr} ct status dnat masquerade comment \"net {name}: hairpin\""
+                ));
+            }
+        }
+    }
+    rules.push(
+        "oifname @bridges ip saddr 127.0.0.0/8 masquerade comment \"published ports via localhost\"".into(),
+    );
+    rules
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::firewall::ruleset::fixtures::*;
+    use crate::firewall::ruleset::full;
+    use crate::firewall::FwState;
+
+    /// A VLAN network's L3 link is its gateway `<bridge>.<vlan>`; frames bridged within
+    /// the VLAN (br_netfilter) leave through the bridge itself and stay unmasqueraded.
+    #[test]
+    fn vlan_network_masquerades_past_its_gateway_and_bridge_only() {
+        let mut v = net("v100", "vbr.100", "10.77.100.0/24", None);
+        v.vlan_bridge = Some("vbr".into());
+        let st = FwState {
+            networks: vec![v],
+            ..Default::default()
+        };
+        let b = full(&st, "netd test");
+        assert!(
+            b.contains(
+                r#"ip saddr 10.77.100.0/24 oifname != { "vbr.100", "vbr" } masquerade comment "net v100""#
+            ),
+            "{b}"
+        );
+        assert!(
+            b.contains(r#"oifname "vbr.100" ip saddr 10.77.100.0/24 ct status dnat masquerade"#),
+            "{b}"
+        );
+    }
+}

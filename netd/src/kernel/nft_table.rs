@@ -96,7 +96,7 @@ fn comment_of(payload: &[u8]) -> Option<String> {
 pub fn table(family: &str, name: &str) -> Result<Option<NftTable>, KernelError> {
     let fam =
         family_number(family).ok_or_else(|| KernelError::Nft(format!("unknown nft family {family:?}")))?;
-    let io = |op: &str, e: std::io::Error| KernelError::Nft(format!("nfnetlink {op}: {e}"));
+    let io = |op: &'static str, source: std::io::Error| KernelError::NfnlIo { op, source };
     let mut sock = Socket::new(NETLINK_NETFILTER).map_err(|e| io("socket", e))?;
     sock.bind_auto().map_err(|e| io("bind", e))?;
     sock.connect(&SocketAddr::new(0, 0))
@@ -110,7 +110,7 @@ pub fn table(family: &str, name: &str) -> Result<Option<NftTable>, KernelError> 
         buf.clear();
         sock.recv(&mut buf, 0).map_err(|e| io("recv", e))?;
         if buf.is_empty() {
-            return Err(KernelError::Nft("nfnetlink closed before answering".into()));
+            return Err(KernelError::NfnlClosed);
         }
         if let Some(v) = parse_answer(&buf, seq, &mut found)? {
             return Ok(v);

@@ -159,3 +159,48 @@ impl Netd for Delegate {
         Ok(None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16, message: &str, reason: Option<ErrorReason>) -> ClientError {
+        ClientError::Api {
+            status,
+            message: message.into(),
+            reason,
+        }
+    }
+
+    #[test]
+    fn refusals_are_told_apart_by_reason_not_by_words() {
+        let taken = api(
+            409,
+            "sandbox with name x already exists",
+            Some(ErrorReason::SandboxExists),
+        );
+        assert!(exists(&taken, ErrorReason::SandboxExists));
+        assert!(!exists(&taken, ErrorReason::NetworkExists));
+        // The same words with another reason (or none) are not a taken name.
+        let other = api(
+            409,
+            "sandbox with name x already exists",
+            Some(ErrorReason::Conflict),
+        );
+        assert!(!exists(&other, ErrorReason::SandboxExists));
+        assert!(!exists(&api(409, "x", None), ErrorReason::SandboxExists));
+        let overlap = api(409, "subnet overlaps", Some(ErrorReason::Ipam));
+        assert!(
+            !exists(&overlap, ErrorReason::NetworkExists),
+            "an overlap is an error"
+        );
+        // A netd without the route answers 404 with no reason (or, newer, no_such_route).
+        assert!(no_route(&api(404, "no such API endpoint", None)));
+        assert!(no_route(&api(404, "anything", Some(ErrorReason::NoSuchRoute))));
+        assert!(!no_route(&api(
+            404,
+            "no such API endpoint",
+            Some(ErrorReason::NoSuchNetwork)
+        )));
+    }
+}

@@ -72,7 +72,12 @@ pub fn from_engine(e: netd::engine::EngineError) -> CniError {
         | E::NoSuchNetwork(_)
         | E::NoSuchSandbox(_)
         | E::NoSuchService { .. }
-        | E::NotFound(_)
+        | E::NotConnected { .. }
+        | E::NoSuchDockerNetwork(_)
+        | E::NoSuchDockerEndpoint { .. }
+        | E::NoSuchPool(_)
+        | E::NoDnsServer
+        | E::NoDns(_)
         | E::NetworkExists(_)
         | E::SandboxExists(_)
         | E::Conflict(_)
@@ -139,7 +144,24 @@ mod tests {
                 },
                 code::NETD_REFUSED,
             ),
-            (E::NotFound("pool".into()), code::NETD_REFUSED),
+            (
+                E::NotConnected {
+                    sandbox: "s".into(),
+                    network: "n".into(),
+                },
+                code::NETD_REFUSED,
+            ),
+            (E::NoSuchDockerNetwork("0123456789ab".into()), code::NETD_REFUSED),
+            (
+                E::NoSuchDockerEndpoint {
+                    network: "0123456789ab".into(),
+                    endpoint: "ba9876543210".into(),
+                },
+                code::NETD_REFUSED,
+            ),
+            (E::NoSuchPool("x".into()), code::NETD_REFUSED),
+            (E::NoDnsServer, code::NETD_REFUSED),
+            (E::NoDns("s".into()), code::NETD_REFUSED),
             (E::NetworkExists("n".into()), code::NETD_REFUSED),
             (E::SandboxExists("s".into()), code::NETD_REFUSED),
             (E::Conflict("port".into()), code::NETD_REFUSED),

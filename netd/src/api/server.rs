@@ -200,14 +200,8 @@ async fn delete_sandbox(State(st): State<Shared>, Path(name): Path<String>) -> A
 async fn sandbox_dns(State(st): State<Shared>, Path(name): Path<String>) -> ApiResult<Response> {
     let v = with_engine(&st, move |e| {
         e.sandbox(&name)?;
-        let d = e
-            .dns()
-            .ok_or_else(|| EngineError::NotFound("this daemon runs no DNS server".into()))?;
-        d.listing(&name).ok_or_else(|| {
-            EngineError::NotFound(format!(
-                "sandbox {name} gets no DNS from netd (network mode host or none)"
-            ))
-        })
+        let d = e.dns().ok_or(EngineError::NoDnsServer)?;
+        d.listing(&name).ok_or_else(|| EngineError::NoDns(name.clone()))
     })
     .await?;
     Ok(Json(v).into_response())

@@ -56,6 +56,10 @@ pub enum ErrorReason {
     NoSuchNetwork,
     NoSuchSandbox,
     NoSuchService,
+    NotConnected,
+    NoSuchPool,
+    NoDns,
+    /// Another object the request names (a Docker network or endpoint).
     NotFound,
     NetworkExists,
     SandboxExists,

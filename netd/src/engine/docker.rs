@@ -129,12 +129,7 @@ impl Engine {
         self.networks
             .values()
             .find(|n| n.id == id && n.owner == OWNER)
-            .ok_or_else(|| {
-                EngineError::NotFound(format!(
-                    "network {} is not known to netd (it was not created with -d netd, or netd's state was wiped)",
-                    &id[..12]
-                ))
-            })
+            .ok_or_else(|| EngineError::NoSuchDockerNetwork(id[..12].to_string()))
     }
 
     fn docker_sandbox(&self, network_id: &str, endpoint_id: &str) -> Result<(&Network, &Sandbox)> {
@@ -144,12 +139,9 @@ impl Engine {
             .sandboxes
             .get(&endpoint_name(endpoint_id))
             .filter(|s| s.id == endpoint_id && s.endpoint(&net.name).is_some())
-            .ok_or_else(|| {
-                EngineError::NotFound(format!(
-                    "endpoint {} is not known to netd on network {}",
-                    &endpoint_id[..12],
-                    &network_id[..12]
-                ))
+            .ok_or_else(|| EngineError::NoSuchDockerEndpoint {
+                network: network_id[..12].to_string(),
+                endpoint: endpoint_id[..12].to_string(),
             })?;
         Ok((net, sb))
     }

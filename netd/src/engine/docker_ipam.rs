@@ -21,13 +21,11 @@ impl Engine {
 
     fn ipam_pool(&self, id: &str) -> Result<&ipam::Pool> {
         if !is_ipam_pool(id) {
-            return Err(EngineError::NotFound(format!(
-                "no such netd address pool: {id:?}"
-            )));
+            return Err(EngineError::NoSuchPool(id.into()));
         }
         self.pools
             .get(id)
-            .ok_or_else(|| EngineError::NotFound(format!("no such netd address pool: {id:?}")))
+            .ok_or_else(|| EngineError::NoSuchPool(id.into()))
     }
 
     fn save_pool(&mut self, key: &str, pool: ipam::Pool) -> Result<()> {

@@ -25,10 +25,20 @@ pub enum EngineError {
     NoSuchSandbox(String),
     #[error("no such service: {name} in namespace {namespace}")]
     NoSuchService { namespace: String, name: String },
-    /// Something else the request names is missing (a Docker network, endpoint or pool,
-    /// a DNS listing).
-    #[error("{0}")]
-    NotFound(String),
+    #[error("sandbox {sandbox} is not connected to network {network}")]
+    NotConnected { sandbox: String, network: String },
+    /// A Docker network ID netd has no network for; the ID is shortened to 12 digits.
+    #[error("network {0} is not known to netd (it was not created with -d netd, or netd's state was wiped)")]
+    NoSuchDockerNetwork(String),
+    #[error("endpoint {endpoint} is not known to netd on network {network}")]
+    NoSuchDockerEndpoint { network: String, endpoint: String },
+    /// A Docker IPAM PoolID netd did not hand out.
+    #[error("no such netd address pool: {0:?}")]
+    NoSuchPool(String),
+    #[error("this daemon runs no DNS server")]
+    NoDnsServer,
+    #[error("sandbox {0} gets no DNS from netd (network mode host or none)")]
+    NoDns(String),
     #[error("network with name {0} already exists")]
     NetworkExists(String),
     #[error("sandbox with name {0} already exists")]

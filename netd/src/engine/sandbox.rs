@@ -441,9 +441,10 @@ impl Engine {
         let net = self.network(network)?.clone();
         let sb = self.sandbox(sandbox)?.clone();
         let Some(ep) = sb.endpoint(network).cloned() else {
-            return Err(EngineError::NotFound(format!(
-                "sandbox {sandbox} is not connected to network {network}"
-            )));
+            return Err(EngineError::NotConnected {
+                sandbox: sandbox.into(),
+                network: network.into(),
+            });
         };
         let mut undo = Undo::default();
         self.remember(&mut undo, &[], &[sandbox], &Self::pool_keys(&[network]));

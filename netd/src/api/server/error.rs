@@ -44,7 +44,12 @@ pub fn status_of(e: &EngineError) -> (StatusCode, ErrorReason) {
         EngineError::NoSuchNetwork(_) => (S::NOT_FOUND, R::NoSuchNetwork),
         EngineError::NoSuchSandbox(_) => (S::NOT_FOUND, R::NoSuchSandbox),
         EngineError::NoSuchService { .. } => (S::NOT_FOUND, R::NoSuchService),
-        EngineError::NotFound(_) => (S::NOT_FOUND, R::NotFound),
+        EngineError::NotConnected { .. } => (S::NOT_FOUND, R::NotConnected),
+        EngineError::NoSuchDockerNetwork(_) | EngineError::NoSuchDockerEndpoint { .. } => {
+            (S::NOT_FOUND, R::NotFound)
+        }
+        EngineError::NoSuchPool(_) => (S::NOT_FOUND, R::NoSuchPool),
+        EngineError::NoDnsServer | EngineError::NoDns(_) => (S::NOT_FOUND, R::NoDns),
         EngineError::NetworkExists(_) => (S::CONFLICT, R::NetworkExists),
         EngineError::SandboxExists(_) => (S::CONFLICT, R::SandboxExists),
         EngineError::Conflict(_) => (S::CONFLICT, R::Conflict),
@@ -103,7 +108,30 @@ mod tests {
                 S::NOT_FOUND,
                 R::NoSuchService,
             ),
-            (EngineError::NotFound("pool".into()), S::NOT_FOUND, R::NotFound),
+            (
+                EngineError::NotConnected {
+                    sandbox: "s".into(),
+                    network: "n".into(),
+                },
+                S::NOT_FOUND,
+                R::NotConnected,
+            ),
+            (
+                EngineError::NoSuchDockerNetwork("0123456789ab".into()),
+                S::NOT_FOUND,
+                R::NotFound,
+            ),
+            (
+                EngineError::NoSuchDockerEndpoint {
+                    network: "0123456789ab".into(),
+                    endpoint: "ba9876543210".into(),
+                },
+                S::NOT_FOUND,
+                R::NotFound,
+            ),
+            (EngineError::NoSuchPool("x".into()), S::NOT_FOUND, R::NoSuchPool),
+            (EngineError::NoDnsServer, S::NOT_FOUND, R::NoDns),
+            (EngineError::NoDns("s".into()), S::NOT_FOUND, R::NoDns),
             (
                 EngineError::NetworkExists("n".into()),
                 S::CONFLICT,

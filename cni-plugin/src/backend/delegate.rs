@@ -47,6 +47,19 @@ fn exists(e: &ClientError, what: ErrorReason) -> bool {
     matches!(e, ClientError::Api { status: 409, reason: Some(r), .. } if *r == what)
 }
 
+/// A 409 without a reason: a netd from before reasons, whose answer cannot say which
+/// conflict it is.
+fn bare_conflict(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Api {
+            status: 409,
+            reason: None,
+            ..
+        }
+    )
+}
+
 /// netd does not serve the path: it is older than the route. A netd from before
 /// `/v1/attach` is also from before reasons, so its 404 carries none.
 fn no_route(e: &ClientError) -> bool {
@@ -73,7 +86,9 @@ impl Netd for Delegate {
         let body = serde_json::to_value(req).map_err(|e| CniError::new(code::IO, e.to_string()))?;
         match self.client.post("/v1/networks", &body) {
             Ok(v) => decode(v).map(Some),
-            Err(e) if exists(&e, ErrorReason::NetworkExists) => Ok(None),
+            // A netd from before reasons: any 409, as this plugin always read it (the
+            // caller looks the network up next and says so if there is none).
+            Err(e) if exists(&e, ErrorReason::NetworkExists) || bare_conflict(&e) => Ok(None),
             Err(e) => Err(from_client(e)),
         }
     }
@@ -92,6 +107,9 @@ impl Netd for Delegate {
             Ok(v) => decode(v).map(Created::Sandbox),
             Err(e) if not_found(&e) => Ok(Created::NoNetwork),
             Err(e) if exists(&e, ErrorReason::SandboxExists) => Ok(Created::Exists),
+            // A netd from before reasons: whether the name is taken is asked, not read
+            // from its message.
+            Err(e) if bare_conflict(&e) && self.sandbox(&req.name)?.is_some() => Ok(Created::Exists),
             Err(e) => Err(from_client(e)),
         }
     }
@@ -138,6 +156,7 @@ impl Netd for Delegate {
                 Ok(Attach::Done(Box::new(a.network), a.sandbox))
             }
             Err(e) if exists(&e, ErrorReason::SandboxExists) => Ok(Attach::Exists),
+            Err(e) if bare_conflict(&e) && self.sandbox(&req.name)?.is_some() => Ok(Attach::Exists),
             // A netd from before `/v1/attach`: the same in two requests.
             Err(e) if no_route(&e) => attach_in_steps(self, net, req),
             Err(e) => Err(from_client(e)),
@@ -202,5 +221,8 @@ mod tests {
             "no such API endpoint",
             Some(ErrorReason::NoSuchNetwork)
         )));
+        // A netd from before reasons is asked whether the sandbox exists instead.
+        assert!(bare_conflict(&api(409, "anything", None)));
+        assert!(!bare_conflict(&taken));
     }
 }

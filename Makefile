@@ -20,7 +20,9 @@ release: deps
 demo: release
 	./target/release/netd up $(STACK)
 
-# Unit tests (no root needed) then root integration tests on real namespaces.
+# Unit tests (no root needed), then as root the integration tests on real namespaces and
+# the VM lane's (docs/testing.md); the last line counts them all. CI: .ci/run, which sets
+# NETD_TEST_REQUIRE=1 (a test that would skip fails).
 test: build
 	./scripts/test.sh
 

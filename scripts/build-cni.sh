@@ -1,12 +1,11 @@
 #!/bin/bash
 # Builds the netd-cni binary that is installed and benchmarked: release, statically linked
 # and not position-independent, as Go builds the reference plugins. A runtime executes the
-# plugin once per ADD/DEL/CHECK; without the dynamic loader (mapping libraries, binding
-# symbols) an exec takes about 0.4 ms less here (1.0 instead of 1.4 ms for VERSION), and
-# without a PIE's start-up relocations (more CPU in perf than all of main) 0.05-0.1 ms less.
+# plugin once per ADD/DEL/CHECK, so start-up counts: no dynamic loader (mapping libraries,
+# binding symbols) and no PIE start-up relocations (more CPU in perf than all of main).
 # Profile `cni` (Cargo.toml): release with fat LTO and one codegen unit; a smaller binary
-# with fewer pages to fault in and tear down, and a faster operation: a standalone ADD
-# took ~3.8-4.2 instead of ~4.7-5.5 ms (two interleaved pairs of 100 ADDs).
+# with fewer pages to fault in and tear down, and a faster operation. The figures are in
+# docs/benchmarks.md.
 #
 # `--target` keeps RUSTFLAGS off build scripts and proc macros, which cannot be linked
 # statically, and gives the static build a directory of its own

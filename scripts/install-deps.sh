@@ -1,28 +1,42 @@
 #!/bin/bash
 # Installs the Debian packages netd needs to build, run, test and benchmark, skipping
 # those already present. Idempotent; run as root (make demo / make test call it).
+# Every program a test, a benchmark or a script of ../shared/engines runs is here: under
+# NETD_TEST_REQUIRE=1 (CI) a missing one fails its test. The VM lane's own packages
+# (QEMU, the guest kernel) are installed by ../shared/vmlane/build.sh, which
+# scripts/vmlane-test.sh calls.
 set -euo pipefail
 pkgs=(
-  build-essential pkg-config    # cc for -sys crates
+  build-essential pkg-config    # cc for -sys crates; strip (binutils) for the VM lane's binaries
   libnftables1 nftables         # netd loads libnftables at run time; nft(8) for operators and tests
-  iproute2 iputils-ping conntrack jq
-  containernetworking-plugins   # the reference bridge/host-local plugins the benchmark compares with
-  golang-go golang-github-appc-cni-dev podman busybox-static  # netd-cni tests: cnitool (libcni) and podman
+  iproute2 iputils-ping kmod conntrack jq
+  socat                         # firewall test: a published port reached from the host
+  iptables                      # the reference portmap plugin (cni_libcni) and dockerd
+  tcpdump iperf3                # the engines' toolset, copied into the VM lane when present
+  containernetworking-plugins   # the reference plugins: chained tests and the CNI benchmark
+  golang-go golang-github-appc-cni-dev  # cnitool (libcni 1.1), built by ../shared/engines/cnitool/build.sh
+  podman runc busybox-static    # podman's CNI tests; busybox for ping/arping and the engines' image
   docker.io                     # a real dockerd for the Docker plugin's tests and bench/docker.sh
-  bind9-dnsutils                # dig/nslookup for the DNS integration tests
-  dnsperf aardvark-dns dnsmasq-base  # bench/dns.sh: load generator and the two peer DNS servers
+  python3                       # ../shared/engines/libnetwork-recorder.py (bench/docker.sh's peer)
+  bind9-dnsutils                # dig for the DNS integration tests
+  dnsmasq-base                  # the DNS tests' fake upstream; a peer DNS server in bench/dns.sh
+  dnsperf aardvark-dns procps   # bench/dns.sh: load generator, the other peer DNS server, pgrep
 )
+# Wait for another apt/dpkg run (another build on the machine) instead of failing.
+apt=(apt-get -o DPkg::Lock::Timeout=600)
 missing=()
-for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  "${apt[@]}" update -qq
+  DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else
   echo "install-deps: all packages present"
 fi
 if ! command -v cargo >/dev/null; then
   echo "install-deps: no cargo found; installing Debian's (netd needs Rust >= 1.85)"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends cargo rustc >/dev/null
+  "${apt[@]}" update -qq
+  DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq --no-install-recommends cargo rustc >/dev/null
 fi

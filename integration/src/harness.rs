@@ -731,12 +731,3 @@ pub fn udp(netns: Option<&Path>, addr: &str, ms: u64) -> Option<String> {
     let a: SocketAddr = addr.parse().expect("socket address");
     netd::kernel::probe::udp_probe(netns, a, Duration::from_millis(ms)).ok()
 }
-
-/// Skip helper: prints why and returns true when not root.
-pub fn skip() -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: needs root");
-        return true;
-    }
-    false
-}

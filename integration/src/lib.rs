@@ -3,6 +3,7 @@
 
 pub mod harness;
 pub mod lan;
+pub mod skip;
 
 pub mod ns {
     //! Unique namespace names and a guard that removes them. Names are
@@ -20,8 +21,7 @@ pub mod ns {
 
     static NEXT: AtomicUsize = AtomicUsize::new(0);
 
-    /// Whether the tests can create namespaces. Callers print "skipped: needs root"
-    /// and return when not.
+    /// Whether the tests can create namespaces (tests skip with `skip::no_root`).
     pub fn is_root() -> bool {
         nix::unistd::geteuid().is_root()
     }

@@ -1,11 +1,12 @@
 //! Bad input: every refused request says why (CLI: exit != 0 and one line; API: 4xx with
 //! a JSON message) and leaves the store, the kernel and the firewall exactly as they were.
 
-use integration::harness::{skip, Host};
+use integration::harness::Host;
+use integration::skip::no_root;
 
 #[test]
 fn refused_requests_change_nothing() {
-    if skip() {
+    if no_root() {
         return;
     }
     let h = Host::new();

@@ -3,12 +3,13 @@
 //! the real daemon and real packets.
 
 use integration::harness::{
-    ping_from, respond, respond_peer, skip, tcp, udp_recorder, udp_send_from, Host, Outside,
+    ping_from, respond, respond_peer, tcp, udp_recorder, udp_send_from, Host, Outside,
 };
+use integration::skip::no_root;
 
 #[test]
 fn same_network_reaches_other_networks_do_not() {
-    if skip() {
+    if no_root() {
         return;
     }
     let h = Host::new();
@@ -51,7 +52,7 @@ fn same_network_reaches_other_networks_do_not() {
 
 #[test]
 fn icc_off_and_internal_networks() {
-    if skip() {
+    if no_root() {
         return;
     }
     let h = Host::new();
@@ -124,7 +125,7 @@ fn icc_off_and_internal_networks() {
 
 #[test]
 fn ipv6_dual_stack() {
-    if skip() {
+    if no_root() {
         return;
     }
     let h = Host::new();
@@ -168,7 +169,7 @@ fn ipv6_dual_stack() {
 
 #[test]
 fn spoofed_source_ip_and_mac_are_dropped() {
-    if skip() {
+    if no_root() {
         return;
     }
     let h = Host::new();

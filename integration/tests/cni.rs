@@ -8,7 +8,8 @@ mod cni_support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cni_support::{exec_plugin, ip_of, ping_each_other, skip, Mode, Netns, Node};
+use cni_support::{exec_plugin, ip_of, no_reference_plugin, ping_each_other, Mode, Netns, Node};
+use integration::skip::no_root;
 use serde_json::{json, Value};
 
 fn add_check_del(mode: Mode) {
@@ -105,7 +106,7 @@ fn add_check_del(mode: Mode) {
 
 #[test]
 fn cni_add_check_del_delegating() {
-    if skip("cni_add_check_del_delegating") {
+    if no_root() {
         return;
     }
     add_check_del(Mode::Delegating);
@@ -113,7 +114,7 @@ fn cni_add_check_del_delegating() {
 
 #[test]
 fn cni_add_check_del_standalone() {
-    if skip("cni_add_check_del_standalone") {
+    if no_root() {
         return;
     }
     add_check_del(Mode::Standalone);
@@ -154,7 +155,7 @@ fn del_after_netns_gone(mode: Mode) {
 
 #[test]
 fn cni_del_after_netns_deleted_delegating() {
-    if skip("cni_del_after_netns_deleted_delegating") {
+    if no_root() {
         return;
     }
     del_after_netns_gone(Mode::Delegating);
@@ -162,7 +163,7 @@ fn cni_del_after_netns_deleted_delegating() {
 
 #[test]
 fn cni_del_after_netns_deleted_standalone() {
-    if skip("cni_del_after_netns_deleted_standalone") {
+    if no_root() {
         return;
     }
     del_after_netns_gone(Mode::Standalone);
@@ -238,7 +239,7 @@ fn concurrent(mode: Mode, n: usize) {
 
 #[test]
 fn cni_100_concurrent_adds_dels_delegating() {
-    if skip("cni_100_concurrent_adds_dels_delegating") {
+    if no_root() {
         return;
     }
     concurrent(Mode::Delegating, 100);
@@ -246,7 +247,7 @@ fn cni_100_concurrent_adds_dels_delegating() {
 
 #[test]
 fn cni_100_concurrent_adds_dels_standalone() {
-    if skip("cni_100_concurrent_adds_dels_standalone") {
+    if no_root() {
         return;
     }
     concurrent(Mode::Standalone, 100);
@@ -303,7 +304,7 @@ fn status_and_gc(mode: Mode) {
 
 #[test]
 fn cni_status_gc_delegating() {
-    if skip("cni_status_gc_delegating") {
+    if no_root() {
         return;
     }
     status_and_gc(Mode::Delegating);
@@ -311,7 +312,7 @@ fn cni_status_gc_delegating() {
 
 #[test]
 fn cni_status_gc_standalone() {
-    if skip("cni_status_gc_standalone") {
+    if no_root() {
         return;
     }
     status_and_gc(Mode::Standalone);
@@ -320,7 +321,7 @@ fn cni_status_gc_standalone() {
 /// Spec errors on stdout with a non-zero exit, and nothing changed.
 #[test]
 fn cni_bad_input_gets_spec_errors() {
-    if skip("cni_bad_input_gets_spec_errors") {
+    if no_root() {
         return;
     }
     let node = Node::new(Mode::Standalone);
@@ -385,7 +386,7 @@ fn cni_bad_input_gets_spec_errors() {
 /// has nothing; the runtime's DEL of the failed ones leaves no leak.
 #[test]
 fn cni_kill9_during_add_burst() {
-    if skip("cni_kill9_during_add_burst") {
+    if no_root() {
         return;
     }
     let mut node = Node::new(Mode::Delegating);
@@ -481,7 +482,7 @@ fn cni_kill9_during_add_burst() {
 /// ruleset flushed or a bridge deleted by someone else is repaired by the next exec.
 #[test]
 fn cni_standalone_repairs_drift() {
-    if skip("cni_standalone_repairs_drift") {
+    if no_root() {
         return;
     }
     let node = Node::new(Mode::Standalone);
@@ -562,7 +563,7 @@ fn delegated_ipam(mode: Mode) {
 
 #[test]
 fn cni_delegated_ipam_delegating() {
-    if skip("cni_delegated_ipam_delegating") {
+    if no_root() {
         return;
     }
     delegated_ipam(Mode::Delegating);
@@ -570,19 +571,10 @@ fn cni_delegated_ipam_delegating() {
 
 #[test]
 fn cni_delegated_ipam_standalone() {
-    if skip("cni_delegated_ipam_standalone") {
+    if no_root() {
         return;
     }
     delegated_ipam(Mode::Standalone);
-}
-
-/// The reference host-local plugin (Debian: containernetworking-plugins) is missing.
-fn no_host_local(test: &str) -> bool {
-    if std::path::Path::new("/usr/lib/cni/host-local").is_file() {
-        return false;
-    }
-    println!("skipped {test}: /usr/lib/cni/host-local is missing (containernetworking-plugins)");
-    true
 }
 
 /// Addresses host-local has leased: the files named by address in its data dir.
@@ -761,7 +753,7 @@ fn ipam_routes(mode: Mode) {
 
 #[test]
 fn cni_ipam_routes_delegating() {
-    if skip("cni_ipam_routes_delegating") {
+    if no_root() {
         return;
     }
     ipam_routes(Mode::Delegating);
@@ -769,7 +761,7 @@ fn cni_ipam_routes_delegating() {
 
 #[test]
 fn cni_ipam_routes_standalone() {
-    if skip("cni_ipam_routes_standalone") {
+    if no_root() {
         return;
     }
     ipam_routes(Mode::Standalone);
@@ -777,9 +769,7 @@ fn cni_ipam_routes_standalone() {
 
 #[test]
 fn cni_host_local_ipam_executed_delegating() {
-    if skip("cni_host_local_ipam_executed_delegating")
-        || no_host_local("cni_host_local_ipam_executed_delegating")
-    {
+    if no_root() || no_reference_plugin("host-local") {
         return;
     }
     host_local_executed(Mode::Delegating);
@@ -787,9 +777,7 @@ fn cni_host_local_ipam_executed_delegating() {
 
 #[test]
 fn cni_host_local_ipam_executed_standalone() {
-    if skip("cni_host_local_ipam_executed_standalone")
-        || no_host_local("cni_host_local_ipam_executed_standalone")
-    {
+    if no_root() || no_reference_plugin("host-local") {
         return;
     }
     host_local_executed(Mode::Standalone);
@@ -801,7 +789,7 @@ fn cni_host_local_ipam_executed_standalone() {
 /// netd removed the attachments that are not listed.
 #[test]
 fn cni_delegated_ipam_gets_gc_and_status() {
-    if skip("cni_delegated_ipam_gets_gc_and_status") {
+    if no_root() {
         return;
     }
     let node = Node::new(Mode::Standalone);
@@ -878,11 +866,11 @@ esac
 
 /// One netd per network namespace: netd-cni standalone with a second stateDir, or next
 /// to a netd daemon, finds netd's tables named after their maker and refuses with code 7
-/// before it changes anything (before this, the second one's reconcile deleted the
-/// first one's bridge and veths and rewrote the firewall without its networks).
+/// before it changes anything (its reconcile would delete the first one's bridge and
+/// veths and rewrite the firewall without its networks).
 #[test]
 fn cni_standalone_refuses_tables_of_another_netd() {
-    if skip("cni_standalone_refuses_tables_of_another_netd") {
+    if no_root() {
         return;
     }
     for first in [Mode::Standalone, Mode::Delegating] {
@@ -1054,7 +1042,7 @@ fn promiscuous(mode: Mode) {
 
 #[test]
 fn cni_promisc_mode_delegating() {
-    if skip("cni_promisc_mode_delegating") {
+    if no_root() {
         return;
     }
     promiscuous(Mode::Delegating);
@@ -1062,7 +1050,7 @@ fn cni_promisc_mode_delegating() {
 
 #[test]
 fn cni_promisc_mode_standalone() {
-    if skip("cni_promisc_mode_standalone") {
+    if no_root() {
         return;
     }
     promiscuous(Mode::Standalone);
@@ -1115,7 +1103,7 @@ fn hairpin_off(mode: Mode) {
 
 #[test]
 fn cni_hairpin_mode_false_delegating() {
-    if skip("cni_hairpin_mode_false_delegating") {
+    if no_root() {
         return;
     }
     hairpin_off(Mode::Delegating);
@@ -1123,7 +1111,7 @@ fn cni_hairpin_mode_false_delegating() {
 
 #[test]
 fn cni_hairpin_mode_false_standalone() {
-    if skip("cni_hairpin_mode_false_standalone") {
+    if no_root() {
         return;
     }
     hairpin_off(Mode::Standalone);
@@ -1217,7 +1205,7 @@ fn second_interface(mode: Mode) {
 
 #[test]
 fn cni_second_interface_keeps_the_pods_default_route_delegating() {
-    if skip("cni_second_interface_keeps_the_pods_default_route_delegating") {
+    if no_root() {
         return;
     }
     second_interface(Mode::Delegating);
@@ -1225,7 +1213,7 @@ fn cni_second_interface_keeps_the_pods_default_route_delegating() {
 
 #[test]
 fn cni_second_interface_keeps_the_pods_default_route_standalone() {
-    if skip("cni_second_interface_keeps_the_pods_default_route_standalone") {
+    if no_root() {
         return;
     }
     second_interface(Mode::Standalone);
@@ -1233,7 +1221,7 @@ fn cni_second_interface_keeps_the_pods_default_route_standalone() {
 
 #[test]
 fn cni_is_gateway_false_delegating() {
-    if skip("cni_is_gateway_false_delegating") {
+    if no_root() {
         return;
     }
     no_gateway(Mode::Delegating);
@@ -1241,7 +1229,7 @@ fn cni_is_gateway_false_delegating() {
 
 #[test]
 fn cni_is_gateway_false_standalone() {
-    if skip("cni_is_gateway_false_standalone") {
+    if no_root() {
         return;
     }
     no_gateway(Mode::Standalone);

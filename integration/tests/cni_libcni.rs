@@ -1,15 +1,16 @@
 //! netd-cni driven by real libcni (Debian's libcni 1.1 through `cnitool`, as kubelet's
 //! runtimes use it): add/check/del with the cached result as prevResult, in both modes,
-//! and chained before the reference `tuning` and `portmap` plugins. Skips with a reason
-//! when cnitool cannot be built (no Go or no libcni sources).
+//! and chained before the reference `tuning` and `portmap` plugins. A cnitool that cannot
+//! be built (no Go or no libcni sources) fails the tests.
 
 mod cni_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cni_support::{cni_dir, cnitool, skip, Mode, Netns, Node};
+use cni_support::{cni_dir, cnitool, no_reference_plugin, Mode, Netns, Node};
 use integration::harness::{run, Out};
+use integration::skip::no_root;
 use serde_json::{json, Value};
 
 struct Lib {
@@ -33,7 +34,7 @@ impl Lib {
     fn tool(&self, node: &Node, cmd: &str, net: &str, ns: &Netns, cap_args: Option<&Value>) -> Out {
         let mut c = Command::new("nsenter");
         c.arg(format!("--net={}", node.host.netns().display()))
-            .arg(cnitool().unwrap())
+            .arg(cnitool())
             .args([cmd, net, &ns.path()])
             .env("NETCONFPATH", self.dir.join("net.d"))
             .env("CNI_PATH", format!("{}:/usr/lib/cni", cni_dir().display()))
@@ -105,11 +106,7 @@ fn add_check_del(mode: Mode) {
 
 #[test]
 fn libcni_add_check_del_delegating() {
-    if skip("libcni_add_check_del_delegating") {
-        return;
-    }
-    if cnitool().is_none() {
-        println!("skipped libcni_add_check_del_delegating: cnitool could not be built (../shared/engines/cnitool/build.sh)");
+    if no_root() {
         return;
     }
     add_check_del(Mode::Delegating);
@@ -117,11 +114,7 @@ fn libcni_add_check_del_delegating() {
 
 #[test]
 fn libcni_add_check_del_standalone() {
-    if skip("libcni_add_check_del_standalone") {
-        return;
-    }
-    if cnitool().is_none() {
-        println!("skipped libcni_add_check_del_standalone: cnitool could not be built");
+    if no_root() {
         return;
     }
     add_check_del(Mode::Standalone);
@@ -132,18 +125,11 @@ fn libcni_add_check_del_standalone() {
 /// `portMappings` capability). CHECK runs over the whole chain, DEL removes it all.
 #[test]
 fn libcni_chained_with_reference_plugins() {
-    if skip("libcni_chained_with_reference_plugins") {
+    if no_root() {
         return;
     }
-    if cnitool().is_none() {
-        println!("skipped libcni_chained_with_reference_plugins: cnitool could not be built");
+    if no_reference_plugin("tuning") || no_reference_plugin("portmap") {
         return;
-    }
-    for p in ["tuning", "portmap"] {
-        if !Path::new("/usr/lib/cni").join(p).exists() {
-            println!("skipped libcni_chained_with_reference_plugins: /usr/lib/cni/{p} missing");
-            return;
-        }
     }
     let node = Node::new(Mode::Delegating);
     let mut ours = node.conf("ndcni-chain", "10.242.0.0/24", json!({}));
@@ -197,11 +183,10 @@ fn libcni_chained_with_reference_plugins() {
 /// its `ips[].interface` indexes shifted.
 #[test]
 fn libcni_chained_after_loopback() {
-    if skip("libcni_chained_after_loopback") {
+    if no_root() {
         return;
     }
-    if cnitool().is_none() || !Path::new("/usr/lib/cni/loopback").exists() {
-        println!("skipped libcni_chained_after_loopback: cnitool or /usr/lib/cni/loopback missing");
+    if no_reference_plugin("loopback") {
         return;
     }
     let node = Node::new(Mode::Standalone);

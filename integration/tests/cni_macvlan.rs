@@ -11,9 +11,10 @@ mod cni_support;
 use std::path::Path;
 use std::process::Command;
 
-use cni_support::{cni_dir, cnitool, skip, Mode, Netns, Node};
+use cni_support::{cni_dir, cnitool, Mode, Netns, Node};
 use integration::harness::{nsenter, ping_from, run};
 use integration::lan::Lan;
+use integration::skip::no_root;
 use serde_json::{json, Value};
 
 fn conf(node: &Node, lan: &Lan, name: &str, mode: &str) -> Value {
@@ -183,7 +184,7 @@ fn direct_exec(mode: Mode, k: u8) {
 
 #[test]
 fn cni_macvlan_direct_exec_delegating() {
-    if skip("cni_macvlan_direct_exec_delegating") {
+    if no_root() {
         return;
     }
     direct_exec(Mode::Delegating, 81);
@@ -191,7 +192,7 @@ fn cni_macvlan_direct_exec_delegating() {
 
 #[test]
 fn cni_macvlan_direct_exec_standalone() {
-    if skip("cni_macvlan_direct_exec_standalone") {
+    if no_root() {
         return;
     }
     direct_exec(Mode::Standalone, 82);
@@ -210,7 +211,7 @@ fn libcni(mode: Mode, k: u8) {
     let tool = |cmd: &str| {
         run(Command::new("nsenter")
             .arg(format!("--net={}", node.host.netns().display()))
-            .arg(cnitool().unwrap())
+            .arg(cnitool())
             .args([cmd, name.as_str(), &ns.path()])
             .env("NETCONFPATH", dir.join("net.d"))
             .env("CNI_PATH", format!("{}:/usr/lib/cni", cni_dir().display()))
@@ -238,11 +239,7 @@ fn libcni(mode: Mode, k: u8) {
 
 #[test]
 fn cni_macvlan_libcni_delegating() {
-    if skip("cni_macvlan_libcni_delegating") {
-        return;
-    }
-    if cnitool().is_none() {
-        println!("skipped cni_macvlan_libcni_delegating: cnitool could not be built (../shared/engines/cnitool/build.sh)");
+    if no_root() {
         return;
     }
     libcni(Mode::Delegating, 83);
@@ -250,11 +247,7 @@ fn cni_macvlan_libcni_delegating() {
 
 #[test]
 fn cni_macvlan_libcni_standalone() {
-    if skip("cni_macvlan_libcni_standalone") {
-        return;
-    }
-    if cnitool().is_none() {
-        println!("skipped cni_macvlan_libcni_standalone: cnitool could not be built (../shared/engines/cnitool/build.sh)");
+    if no_root() {
         return;
     }
     libcni(Mode::Standalone, 84);

@@ -2,7 +2,8 @@
 //! modes: two containers on one network reach each other, `-p 18080:80` is reachable
 //! from an outside namespace, and `podman rm` leaves nothing (no sandbox, lease or veth).
 //! podman runs in the test host's namespace, so in delegating mode it shares it with
-//! the daemon. Skips with a reason when podman is not installed.
+//! the daemon. Skips with a reason when podman is not installed (a failure under
+//! NETD_TEST_REQUIRE=1).
 
 mod cni_support;
 
@@ -10,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use cni_support::{cni_dir, skip, Mode, Node};
+use cni_support::{cni_dir, Mode, Node};
 use integration::harness::{run, tcp, Out, Outside};
+use integration::skip::{no_program, no_root};
 use serde_json::json;
 
 fn script() -> PathBuf {
@@ -144,17 +146,9 @@ fn podman_e2e(mode: Mode) {
     assert!(!nat.contains("18080"), "published port left in nftables:\n{nat}");
 }
 
-fn podman_missing(test: &str) -> bool {
-    if Command::new("podman").arg("--version").output().is_err() {
-        println!("skipped {test}: podman is not installed (../shared/engines/install.sh)");
-        return true;
-    }
-    false
-}
-
 #[test]
 fn podman_two_containers_ports_and_rm_delegating() {
-    if skip("podman_two_containers_ports_and_rm_delegating") || podman_missing("podman_..._delegating") {
+    if no_root() || no_program("podman", "podman") {
         return;
     }
     podman_e2e(Mode::Delegating);
@@ -162,7 +156,7 @@ fn podman_two_containers_ports_and_rm_delegating() {
 
 #[test]
 fn podman_two_containers_ports_and_rm_standalone() {
-    if skip("podman_two_containers_ports_and_rm_standalone") || podman_missing("podman_..._standalone") {
+    if no_root() || no_program("podman", "podman") {
         return;
     }
     podman_e2e(Mode::Standalone);

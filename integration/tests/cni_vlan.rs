@@ -18,15 +18,18 @@
 //! naming the missing feature, and changes nothing (no link, no lease, no network, no
 //! nft rule).
 //!
-//! Each test runs only on the kernel it is about and prints why it skips on the other.
+//! Each test runs only on the kernel it is about and skips on the other: the first two
+//! with `skip_for_lane` on a kernel without the feature (this binary is in
+//! `integration/vmlane-tests`), the last with `skip_in_lane` in the VM lane.
 
 mod cni_support;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use cni_support::{ip_of, skip, Mode, Netns, Node};
+use cni_support::{ip_of, Mode, Netns, Node};
 use integration::harness::{nsenter, ping_from, sh};
+use integration::skip::{no_root, skip_for_lane, skip_in_lane, this_test};
 use netd::kernel::linux::LinuxKernel;
 use netd::kernel::Kernel;
 use serde_json::{json, Value};
@@ -124,10 +127,10 @@ fn vlans_isolate(mode: Mode) {
     let lap = |what: &str| println!("{:?} {what}", t0.elapsed());
     let mut node = Node::new(mode);
     lap("node");
-    let what = format!("cni_vlan_isolates_vlans_on_one_bridge ({mode:?})");
     if !vlan_filtering(&node) {
-        println!(
-            "skipped {what}: this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING); it runs in the VM lane (scripts/vmlane-test.sh)"
+        skip_for_lane(
+            &this_test(),
+            "this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)",
         );
         return;
     }
@@ -272,10 +275,10 @@ fn vlan_device(ns: &Netns, vid: u16, addr: &str, mac: Option<&str>) {
 
 fn trunk(mode: Mode) {
     let node = Node::new(mode);
-    let what = format!("cni_vlan_trunk_carries_tagged_vlans ({mode:?})");
     if !vlan_filtering(&node) {
-        println!(
-            "skipped {what}: this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING); it runs in the VM lane (scripts/vmlane-test.sh)"
+        skip_for_lane(
+            &this_test(),
+            "this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)",
         );
         return;
     }
@@ -376,9 +379,11 @@ fn node_state(node: &Node) -> (Vec<String>, String, usize) {
 
 fn plain_kernel_refuses(mode: Mode) {
     let node = Node::new(mode);
-    let what = format!("cni_vlan_without_kernel_support_is_code_2 ({mode:?})");
     if vlan_filtering(&node) {
-        println!("skipped {what}: this kernel filters by VLAN on bridges (see cni_vlan_isolates_vlans_on_one_bridge)");
+        skip_in_lane(
+            &this_test(),
+            "this kernel filters by VLAN on bridges (see cni_vlan_isolates_vlans_on_one_bridge)",
+        );
         return;
     }
     let br = bridge_name(mode);
@@ -447,7 +452,7 @@ fn plain_kernel_refuses(mode: Mode) {
 
 #[test]
 fn cni_vlan_isolates_vlans_on_one_bridge_delegating() {
-    if skip("cni_vlan_isolates_vlans_on_one_bridge_delegating") {
+    if no_root() {
         return;
     }
     vlans_isolate(Mode::Delegating);
@@ -455,7 +460,7 @@ fn cni_vlan_isolates_vlans_on_one_bridge_delegating() {
 
 #[test]
 fn cni_vlan_isolates_vlans_on_one_bridge_standalone() {
-    if skip("cni_vlan_isolates_vlans_on_one_bridge_standalone") {
+    if no_root() {
         return;
     }
     vlans_isolate(Mode::Standalone);
@@ -463,7 +468,7 @@ fn cni_vlan_isolates_vlans_on_one_bridge_standalone() {
 
 #[test]
 fn cni_vlan_without_kernel_support_is_code_2_delegating() {
-    if skip("cni_vlan_without_kernel_support_is_code_2_delegating") {
+    if no_root() {
         return;
     }
     plain_kernel_refuses(Mode::Delegating);
@@ -471,7 +476,7 @@ fn cni_vlan_without_kernel_support_is_code_2_delegating() {
 
 #[test]
 fn cni_vlan_without_kernel_support_is_code_2_standalone() {
-    if skip("cni_vlan_without_kernel_support_is_code_2_standalone") {
+    if no_root() {
         return;
     }
     plain_kernel_refuses(Mode::Standalone);
@@ -479,7 +484,7 @@ fn cni_vlan_without_kernel_support_is_code_2_standalone() {
 
 #[test]
 fn cni_vlan_trunk_carries_tagged_vlans_delegating() {
-    if skip("cni_vlan_trunk_carries_tagged_vlans_delegating") {
+    if no_root() {
         return;
     }
     trunk(Mode::Delegating);
@@ -487,7 +492,7 @@ fn cni_vlan_trunk_carries_tagged_vlans_delegating() {
 
 #[test]
 fn cni_vlan_trunk_carries_tagged_vlans_standalone() {
-    if skip("cni_vlan_trunk_carries_tagged_vlans_standalone") {
+    if no_root() {
         return;
     }
     trunk(Mode::Standalone);

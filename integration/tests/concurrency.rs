@@ -3,12 +3,13 @@
 
 use std::collections::BTreeSet;
 
-use integration::harness::{skip, Host};
+use integration::harness::Host;
+use integration::skip::no_root;
 use serde_json::json;
 
 #[test]
 fn concurrent_attach_detach_no_duplicates_no_leaks() {
-    if skip() {
+    if no_root() {
         return;
     }
     let h = Host::new();

@@ -6,12 +6,13 @@
 mod cni_support;
 mod dns_support;
 
-use cni_support::{skip, Mode, Netns, Node};
+use cni_support::{Mode, Netns, Node};
+use integration::skip::no_root;
 use serde_json::json;
 
 #[test]
 fn ndds_cni_pod_resolves_by_its_pod_name() {
-    if skip("dns pod names") {
+    if no_root() {
         return;
     }
     if dns_support::dig_missing() {

@@ -33,7 +33,6 @@ fn ndds_external_name_service_is_a_cname_forwarded_persisted_and_removed() {
     h.daemon_args = vec!["--config".into(), cfg.display().to_string()];
     h.start();
     let Some(_fake) = dnsmasq(&up, &[]) else {
-        println!("skipped: dnsmasq not installed (scripts/install-deps.sh installs dnsmasq-base)");
         return;
     };
     h.ctl(&["network", "create", "k", "--subnet", "10.67.1.0/24"]);

@@ -7,7 +7,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use integration::harness::{skip, Host};
+use integration::harness::Host;
+use integration::skip::no_root;
 use netd::dns::listener::MAX_TCP_CONNS;
 
 /// A TCP-framed query for `name` A with id `id`.
@@ -51,7 +52,7 @@ fn connect_in(h: &Host, sandbox: &str) -> TcpStream {
 
 #[test]
 fn ndds_tcp_connections_per_sandbox_are_capped() {
-    if skip() {
+    if no_root() {
         return;
     }
     let h = Host::new();

@@ -3,14 +3,15 @@
 //! state) and the real `/usr/bin/docker` CLI. Each test has its own host namespace,
 //! dockerd and netd; everything goes when the test ends, also on failure.
 //!
-//! Skipped with a printed reason when not root, when docker is not installed, or when
-//! dockerd cannot start here.
+//! Skipped with a printed reason (a failure under NETD_TEST_REQUIRE=1) when not root,
+//! when docker is not installed, or when dockerd cannot start here.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use integration::harness::{run, skip, tcp, Host, Out, Outside};
+use integration::harness::{run, tcp, Host, Out, Outside};
+use integration::skip::{no_file, no_root, skip, this_test};
 use serde_json::Value;
 
 fn engines_dir() -> PathBuf {
@@ -26,20 +27,22 @@ struct Docker {
 
 impl Docker {
     fn start() -> Option<Docker> {
-        if skip() {
+        if no_root() {
             return None;
         }
         let script = engines_dir().join("dockerd.sh");
-        for (what, p) in [
-            ("/usr/bin/docker", PathBuf::from("/usr/bin/docker")),
-            ("/usr/sbin/dockerd", PathBuf::from("/usr/sbin/dockerd")),
-            ("dockerd.sh", script),
+        for (p, hint) in [
+            (
+                PathBuf::from("/usr/bin/docker"),
+                "scripts/install-deps.sh installs docker.io",
+            ),
+            (
+                PathBuf::from("/usr/sbin/dockerd"),
+                "scripts/install-deps.sh installs docker.io",
+            ),
+            (script, "../shared/engines, beside the repository"),
         ] {
-            if !p.exists() {
-                println!(
-                    "skipped: {what} is not installed ({}); run ../shared/engines/install.sh",
-                    p.display()
-                );
+            if no_file(&p, hint) {
                 return None;
             }
         }
@@ -49,7 +52,10 @@ impl Docker {
         let d = Docker { h, engine };
         let o = d.script("start");
         if !o.ok() {
-            println!("skipped: dockerd cannot start here: {} {}", o.stdout, o.stderr);
+            skip(
+                &this_test(),
+                format!("dockerd cannot start here: {} {}", o.stdout, o.stderr),
+            );
             return None;
         }
         let mut d = d;

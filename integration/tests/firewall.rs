@@ -1,26 +1,19 @@
 //! The firewall on a real kernel: `kernel::nft::Nft` applying `firewall::ruleset` batches
 //! inside throwaway namespaces (`ndfw-<pid>-<n>`, removed on drop), checked with `nft`
 //! and with traffic between namespaces. Nothing touches the namespace the tests run in.
-//! Needs root; prints "skipped: needs root" otherwise.
+//! Needs root (skips otherwise).
 
 use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use integration::fwtest::{chain_text, elements, TestNs};
+use integration::skip::{no_program, no_root};
 use netd::firewall::{ruleset, FwEndpoint, FwNetwork, FwPort, FwState};
 use netd::kernel::netns;
 use netd::kernel::nft::Nft;
 use netd::model::Proto;
 use serde_json::Value;
-
-fn root() -> bool {
-    let ok = nix::unistd::geteuid().is_root();
-    if !ok {
-        println!("skipped: needs root");
-    }
-    ok
-}
 
 fn net(name: &str, bridge: &str, s4: &str) -> FwNetwork {
     FwNetwork {
@@ -106,7 +99,7 @@ fn normalized(ns: &TestNs) -> Value {
 
 #[test]
 fn full_then_diffs_add_and_remove_elements() {
-    if !root() {
+    if no_root() {
         return;
     }
     let ns = TestNs::create();
@@ -191,7 +184,7 @@ fn full_then_diffs_add_and_remove_elements() {
 
 #[test]
 fn user_chain_survives_full_and_diffs() {
-    if !root() {
+    if no_root() {
         return;
     }
     let ns = TestNs::create();
@@ -234,7 +227,7 @@ fn user_chain_survives_full_and_diffs() {
 
 #[test]
 fn flushed_ruleset_is_restored_by_full() {
-    if !root() {
+    if no_root() {
         return;
     }
     let ns = TestNs::create();
@@ -261,7 +254,7 @@ fn flushed_ruleset_is_restored_by_full() {
 /// agrees with libnftables' `list tables`, before and after a flush.
 #[test]
 fn nfnetlink_table_probe_agrees_with_libnftables() {
-    if !root() {
+    if no_root() {
         return;
     }
     let ns = TestNs::create();
@@ -298,7 +291,7 @@ fn nfnetlink_table_probe_agrees_with_libnftables() {
 
 #[test]
 fn failed_batch_changes_nothing_and_says_why() {
-    if !root() {
+    if no_root() {
         return;
     }
     let ns = TestNs::create();
@@ -325,7 +318,7 @@ fn failed_batch_changes_nothing_and_says_why() {
 
 #[test]
 fn nft_none_acts_on_the_creating_threads_namespace() {
-    if !root() {
+    if no_root() {
         return;
     }
     let ns = TestNs::create();
@@ -392,7 +385,7 @@ impl Lab {
 
 #[test]
 fn spoofed_sources_are_dropped_and_icc_off_isolates() {
-    if !root() {
+    if no_root() {
         return;
     }
     let lab = Lab::new();
@@ -462,11 +455,10 @@ fn fetch(ns: &TestNs, addr: &str, port: u16) -> Option<String> {
 
 #[test]
 fn published_port_reached_from_host_localhost_and_hairpin() {
-    if !root() {
+    if no_root() {
         return;
     }
-    if Command::new("socat").arg("-V").output().is_err() {
-        println!("skipped: needs socat");
+    if no_program("socat", "socat") {
         return;
     }
     let lab = Lab::new();

@@ -1,22 +1,16 @@
 //! `LinuxKernel` on real namespaces: each test makes a namespace to act as the daemon's
 //! host plus sandbox namespaces, all uniquely named and removed on drop. Nothing is sent
-//! outside those namespaces. Needs root; prints "skipped: needs root" otherwise.
+//! outside those namespaces. Needs root (skips otherwise).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use integration::ns::{self, NsGuard};
+use integration::skip::no_root;
 use netd::kernel::linux::LinuxKernel;
 use netd::kernel::{netns, Kernel};
 use netd::plan::{BridgeSpec, Step, VethSpec};
-
-fn root() -> bool {
-    if !ns::is_root() {
-        println!("skipped: needs root");
-    }
-    ns::is_root()
-}
 
 /// A host namespace with a `LinuxKernel` for it. Fields drop in order: the kernel (its
 /// worker thread and socket pin the host namespace) before the namespaces.
@@ -159,7 +153,7 @@ fn subnet_of(b: &BridgeSpec) -> u8 {
 
 #[test]
 fn bridge_ensure_is_idempotent_and_refuses_foreign_links() {
-    if !root() {
+    if no_root() {
         return;
     }
     let env = Env::new();
@@ -220,7 +214,7 @@ fn bridge_ensure_is_idempotent_and_refuses_foreign_links() {
 
 #[test]
 fn sandboxes_on_one_bridge_ping_each_other_over_v4_and_v6() {
-    if !root() {
+    if no_root() {
         return;
     }
     let mut env = Env::new();
@@ -268,7 +262,7 @@ fn sandboxes_on_one_bridge_ping_each_other_over_v4_and_v6() {
 /// bridge, also when it existed before (ensure), and its ports without hairpin mode.
 #[test]
 fn a_promiscuous_bridge_has_ports_without_hairpin() {
-    if !root() {
+    if no_root() {
         return;
     }
     let mut env = Env::new();
@@ -303,7 +297,7 @@ fn a_promiscuous_bridge_has_ports_without_hairpin() {
 
 #[test]
 fn delete_link_and_netns_twice_is_ok() {
-    if !root() {
+    if no_root() {
         return;
     }
     let mut env = Env::new();
@@ -340,7 +334,7 @@ fn delete_link_and_netns_twice_is_ok() {
 
 #[test]
 fn owned_links_finds_only_alias_marked_links() {
-    if !root() {
+    if no_root() {
         return;
     }
     let mut env = Env::new();
@@ -376,7 +370,7 @@ fn owned_links_finds_only_alias_marked_links() {
 
 #[test]
 fn routed_prefixes_and_local_addrs_see_the_bridge() {
-    if !root() {
+    if no_root() {
         return;
     }
     let env = Env::new();
@@ -399,7 +393,7 @@ fn routed_prefixes_and_local_addrs_see_the_bridge() {
 
 #[test]
 fn failed_create_veth_leaves_no_host_link() {
-    if !root() {
+    if no_root() {
         return;
     }
     let mut env = Env::new();
@@ -438,7 +432,7 @@ fn failed_create_veth_leaves_no_host_link() {
 
 #[test]
 fn bind_host_netns_exposes_the_daemons_namespace() {
-    if !root() {
+    if no_root() {
         return;
     }
     let mut env = Env::new();
@@ -463,7 +457,7 @@ fn bind_host_netns_exposes_the_daemons_namespace() {
 
 #[test]
 fn sysctl_step_writes_in_the_host_namespace() {
-    if !root() {
+    if no_root() {
         return;
     }
     let env = Env::new();
@@ -486,7 +480,7 @@ fn sysctl_step_writes_in_the_host_namespace() {
 /// for RTNL: they agree with RTM_GETLINK, and say "none" once the link is gone.
 #[test]
 fn rcu_lookups_agree_with_getlink() {
-    if !root() {
+    if no_root() {
         return;
     }
     let env = Env::new();
@@ -517,7 +511,7 @@ fn rcu_lookups_agree_with_getlink() {
 /// the wait does not end while commits go on, but soon after they stop.
 #[test]
 fn nft_quiet_wait_outlasts_a_stream_of_commits() {
-    if !root() {
+    if no_root() {
         return;
     }
     let env = Env::new();

@@ -12,8 +12,9 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use integration::harness::{echo, nsenter, ping_from, respond, roundtrip, sh, skip, tcp, Host};
+use integration::harness::{echo, nsenter, ping_from, respond, roundtrip, sh, tcp, Host};
 use integration::lan::Lan;
+use integration::skip::no_root;
 use serde_json::Value;
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -67,7 +68,7 @@ fn wait_until(mut f: impl FnMut() -> bool) -> bool {
 
 #[test]
 fn sandboxes_reach_each_other_and_the_lan_across_restarts_and_rm_leaves_nothing() {
-    if skip() {
+    if no_root() {
         return;
     }
     let mut h = Host::new();
@@ -198,7 +199,7 @@ fn sandboxes_reach_each_other_and_the_lan_across_restarts_and_rm_leaves_nothing(
 
 #[test]
 fn internal_and_modes() {
-    if skip() {
+    if no_root() {
         return;
     }
     let h = Host::new();
@@ -247,7 +248,7 @@ fn internal_and_modes() {
 
 #[test]
 fn bad_input_is_refused_with_one_line_and_changes_nothing() {
-    if skip() {
+    if no_root() {
         return;
     }
     let h = Host::new();
@@ -401,7 +402,7 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
 /// them all and leaves the real endpoint alone.
 #[test]
 fn reconcile_removes_crash_leftovers_and_keeps_endpoints() {
-    if skip() {
+    if no_root() {
         return;
     }
     let mut h = Host::new();
@@ -459,7 +460,7 @@ fn failed_create_macvlan_leaves_nothing() {
     use netd::kernel::linux::LinuxKernel;
     use netd::kernel::Kernel;
     use netd::plan::{MacvlanSpec, SandboxSide, Step};
-    if skip() {
+    if no_root() {
         return;
     }
     let h = Host::bare();
@@ -571,7 +572,7 @@ fn failed_create_macvlan_leaves_nothing() {
 /// to a sibling and to the LAN router's IPv6 address.
 #[test]
 fn ipv6_on_macvlan() {
-    if skip() {
+    if no_root() {
         return;
     }
     let h = Host::new();

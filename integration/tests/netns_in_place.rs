@@ -1,19 +1,18 @@
 //! `netns::allow_entering_in_place` (the CNI plugin's standalone mode): `run_in` and
 //! `spawn_in` enter the namespace on the calling thread and put it back. The switch is
-//! for the whole process, hence a test binary of its own. Needs root; prints "skipped:
-//! needs root" otherwise.
+//! for the whole process, hence a test binary of its own. Needs root (skips otherwise).
 
 use std::fs::File;
 
 use integration::fwtest::TestNs;
 use integration::ns::{self, inode as ino, thread_id as tid, THREAD_NETNS};
+use integration::skip::no_root;
 use netd::kernel::netlink::Netlink;
 use netd::kernel::netns::{self, InNs};
 
 #[test]
 fn entering_in_place_runs_on_the_calling_thread_and_comes_back() {
-    if !ns::is_root() {
-        println!("skipped: needs root");
+    if no_root() {
         return;
     }
     netns::allow_entering_in_place();

@@ -1,22 +1,16 @@
 //! How netd enters namespaces: the host worker (`NsThread`) starts with its first job
-//! and runs every job inside its namespace, on one thread. Needs root; prints
-//! "skipped: needs root" otherwise. (Entering on the calling thread, which a process
+//! and runs every job inside its namespace, on one thread. Needs root (skips
+//! otherwise). (Entering on the calling thread, which a process
 //! switches on for all its threads, has a test binary of its own: `netns_in_place`.)
 
 use integration::fwtest::TestNs;
 use integration::ns::{self, inode as ino, thread_id as tid, THREAD_NETNS};
+use integration::skip::no_root;
 use netd::kernel::netns::NsThread;
-
-fn root() -> bool {
-    if !ns::is_root() {
-        println!("skipped: needs root");
-    }
-    ns::is_root()
-}
 
 #[test]
 fn a_namespace_worker_starts_with_its_first_job_and_runs_every_job_inside() {
-    if !root() {
+    if no_root() {
         return;
     }
     let ns = TestNs::create();
@@ -36,7 +30,7 @@ fn a_namespace_worker_starts_with_its_first_job_and_runs_every_job_inside() {
 
 #[test]
 fn a_namespace_worker_for_a_missing_namespace_fails_at_once() {
-    if !root() {
+    if no_root() {
         return;
     }
     let missing = ns::path_of(&ns::unique_name());

@@ -1,11 +1,12 @@
 //! Published ports end to end: from an outside namespace, from the host itself, from the
 //! same sandbox (hairpin) and with host-IP binding; `-P` from the ephemeral range.
 
-use integration::harness::{respond, skip, tcp, udp, Host, Outside};
+use integration::harness::{respond, tcp, udp, Host, Outside};
+use integration::skip::no_root;
 
 #[test]
 fn published_tcp_udp_ephemeral_hairpin_and_binding() {
-    if skip() {
+    if no_root() {
         return;
     }
     let h = Host::new();
@@ -126,7 +127,7 @@ fn published_tcp_udp_ephemeral_hairpin_and_binding() {
 
 #[test]
 fn network_host_binding_option() {
-    if skip() {
+    if no_root() {
         return;
     }
     let h = Host::new();

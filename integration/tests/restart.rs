@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use integration::harness::{echo, respond, roundtrip, skip, tcp, Host, Outside};
+use integration::harness::{echo, respond, roundtrip, tcp, Host, Outside};
+use integration::skip::no_root;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -25,7 +26,7 @@ fn open_flow(h: &Host, from: &str, to: &str) -> TcpStream {
 
 #[test]
 fn kill9_during_200_operations_leaks_nothing_and_flows_survive() {
-    if skip() {
+    if no_root() {
         return;
     }
     let mut h = Host::new();
@@ -144,7 +145,7 @@ fn kill9_during_200_operations_leaks_nothing_and_flows_survive() {
 
 #[test]
 fn flushed_ruleset_is_restored_within_2s() {
-    if skip() {
+    if no_root() {
         return;
     }
     let h = Host::new();

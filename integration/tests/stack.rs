@@ -4,11 +4,12 @@
 
 use std::process::Command;
 
-use integration::harness::{bin, run, skip, Host};
+use integration::harness::{bin, run, Host};
+use integration::skip::no_root;
 
 #[test]
 fn voting_app_check_passes_and_leaves_nothing() {
-    if skip() {
+    if no_root() {
         return;
     }
     // A host with a daemon already serving: `netd up` must use it.
@@ -65,7 +66,7 @@ fn voting_app_check_passes_and_leaves_nothing() {
 
 #[test]
 fn bad_stack_file_is_refused_before_anything_is_made() {
-    if skip() {
+    if no_root() {
         return;
     }
     let h = Host::new();
@@ -94,7 +95,7 @@ fn bad_stack_file_is_refused_before_anything_is_made() {
 
 #[test]
 fn voting_app_check_with_in_process_daemon() {
-    if skip() {
+    if no_root() {
         return;
     }
     // No daemon serving: `netd up` starts one in-process on the given dirs.

@@ -17,17 +17,40 @@ use serde_json::{json, Value};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
-/// libcni's `cnitool` (built once per test process by the shared engines' script), or None
-/// when it cannot be built (no Go or no libcni sources).
-pub fn cnitool() -> Option<PathBuf> {
-    static TOOL: OnceLock<Option<PathBuf>> = OnceLock::new();
-    TOOL.get_or_init(|| {
+/// libcni's `cnitool`, built once per test process by the shared engines' script. A
+/// build failure fails the test (scripts/install-deps.sh installs Go and libcni).
+pub fn cnitool() -> PathBuf {
+    static TOOL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = TOOL.get_or_init(|| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/engines/cnitool/build.sh");
-        let o = Command::new(&script).output().ok()?;
+        let o = Command::new(&script)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
         let path = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
-        (o.status.success() && path.exists()).then_some(path)
-    })
-    .clone()
+        if o.status.success() && path.exists() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "{} failed ({}): {}",
+                script.display(),
+                o.status,
+                String::from_utf8_lossy(&o.stderr)
+            ))
+        }
+    });
+    match built {
+        Ok(p) => p.clone(),
+        Err(e) => panic!("cnitool could not be built: {e}"),
+    }
+}
+
+/// Skips the running test when the reference plugin `name` (Debian's
+/// containernetworking-plugins, in /usr/lib/cni) is missing: true after the skip.
+pub fn no_reference_plugin(name: &str) -> bool {
+    integration::skip::no_file(
+        &Path::new("/usr/lib/cni").join(name),
+        "scripts/install-deps.sh installs containernetworking-plugins",
+    )
 }
 
 /// `target/debug/netd-cni`, built once per test process.
@@ -320,14 +343,6 @@ impl Drop for Netns {
     fn drop(&mut self) {
         self.delete();
     }
-}
-
-pub fn skip(what: &str) -> bool {
-    if !integration::ns::is_root() {
-        println!("skipped {what}: needs root");
-        return true;
-    }
-    false
 }
 
 /// The first address of an ADD result, without its prefix length.

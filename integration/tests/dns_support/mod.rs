@@ -7,20 +7,17 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use integration::harness::{skip, Host, Outside};
+use integration::harness::{Host, Outside};
+use integration::skip::{no_program, no_root};
 
-/// True (after printing why) when `dig` is not installed.
+/// True (after the skip) when `dig` is not installed.
 pub fn dig_missing() -> bool {
-    if Command::new("dig").arg("-v").output().is_err() {
-        println!("skipped: dig not installed (scripts/install-deps.sh installs bind9-dnsutils)");
-        return true;
-    }
-    false
+    no_program("dig", "bind9-dnsutils")
 }
 
-/// True (after printing why) when the root tests cannot run or `dig` is missing.
+/// True (after the skip) when the root tests cannot run or `dig` is missing.
 pub fn no_dig() -> bool {
-    skip() || dig_missing()
+    no_root() || dig_missing()
 }
 
 /// `dig @127.0.0.11 ARGS` from inside `sandbox`: (status, answer lines).
@@ -55,15 +52,15 @@ impl Drop for Dnsmasq {
 }
 
 /// A fake upstream in `out`'s namespace: *.example.test is 192.0.2.7, plus what `extra`
-/// dnsmasq options add. None when dnsmasq is not installed or does not start.
+/// dnsmasq options add. None (after the skip) when dnsmasq is not installed.
 pub fn dnsmasq(out: &Outside, extra: &[&str]) -> Option<Dnsmasq> {
-    let bin = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())?;
+    if no_program("dnsmasq", "dnsmasq-base") {
+        return None;
+    }
     let child = Command::new("nsenter")
         .arg(format!("--net={}", out.netns().display()))
         .args([
-            bin,
+            "dnsmasq",
             "--keep-in-foreground",
             "--no-resolv",
             "--no-hosts",
@@ -77,7 +74,7 @@ pub fn dnsmasq(out: &Outside, extra: &[&str]) -> Option<Dnsmasq> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .ok()?;
+        .expect("start dnsmasq");
     let d = Dnsmasq(child);
     std::thread::sleep(Duration::from_millis(300));
     Some(d)

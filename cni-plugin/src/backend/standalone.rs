@@ -176,18 +176,22 @@ impl Standalone {
     /// Runs a mutating operation between writing and removing the crash marker.
     fn mutate<T>(&mut self, f: impl Fn(&mut Engine) -> std::result::Result<T, EngineError>) -> Result<T> {
         self.dirty.set()?;
-        let mut r = f(&mut self.engine);
-        if let Err(EngineError::Kernel(msg)) = &r {
+        let r = match f(&mut self.engine) {
             // The store was trusted without listing the firewall or every link (see
             // `Engine::open_trusting`): a kernel that drifted (`nft flush ruleset`, a
             // link removed by hand) shows here. Reconcile fully, then try once more.
-            let msg = msg.clone();
-            match self.engine.reconcile() {
-                Ok(_) => r = f(&mut self.engine),
-                Err(e) => r = Err(EngineError::Kernel(format!("{msg}; reconcile failed too: {e}"))),
-            }
-        }
-        let r = r.map_err(from_engine);
+            Err(e) if e.is_kernel_failure() => match self.engine.reconcile() {
+                Ok(_) => f(&mut self.engine).map_err(from_engine),
+                Err(again) => {
+                    let e = from_engine(e);
+                    Err(CniError::new(
+                        e.code,
+                        format!("{}; reconcile failed too: {again}", e.msg),
+                    ))
+                }
+            },
+            r => r.map_err(from_engine),
+        };
         // Kernel, firewall and store agree again whether `f` succeeded or undid itself.
         let _ = self.dirty.clear();
         r

@@ -135,10 +135,10 @@ impl LinuxKernel {
         let created = match &existing {
             Some(l) => {
                 if l.kind.as_deref() != Some("bridge") || l.alias.as_deref() != Some(b.alias.as_str()) {
-                    return Err(KernelError::Other(format!(
-                        "link {} exists and is not netd's; remove it or pick another name",
-                        b.name
-                    )));
+                    return Err(KernelError::NotNetds {
+                        name: b.name.clone(),
+                        pick: "name",
+                    });
                 }
                 false
             }
@@ -215,8 +215,9 @@ impl LinuxKernel {
 
         let index = match existing {
             Some(l) => l.index,
-            None => nl.link_index(&b.name)?.ok_or_else(|| {
-                KernelError::Other(format!("bridge {} vanished while configuring it", b.name))
+            None => nl.link_index(&b.name)?.ok_or_else(|| KernelError::Vanished {
+                what: format!("bridge {}", b.name),
+                when: "while configuring it",
             })?,
         };
         // Make the bridge's global addresses exactly `b.addrs` (link-local ones stay).
@@ -357,9 +358,7 @@ impl LinuxKernel {
         };
         let conn = g.insert(conn);
         let res = f(conn);
-        if matches!(&res, Err(super::nft_elements::Error::Kernel(KernelError::Nft(m))) if m.starts_with("nfnetlink "))
-        {
-            // The socket itself failed (send/recv): open a new one next time.
+        if matches!(&res, Err(super::nft_elements::Error::Kernel(e)) if e.spoils_nfnl_socket()) {
             *g = None;
         }
         res

@@ -129,8 +129,8 @@ fn encode(ty: u32, len: u32, parts: &[Part]) -> Option<Vec<u8>> {
     (out.len() == len as usize).then_some(out)
 }
 
-fn io(op: &str, e: std::io::Error) -> KernelError {
-    KernelError::Nft(format!("nfnetlink {op}: {e}"))
+fn io(op: &'static str, source: std::io::Error) -> KernelError {
+    KernelError::NfnlIo { op, source }
 }
 
 /// The attributes of a NEWSET answer (after the 4-byte nfgenmsg).
@@ -224,7 +224,7 @@ impl Conn {
             self.buf.clear();
             self.sock.recv(&mut self.buf, 0).map_err(|e| io("recv", e))?;
             if self.buf.is_empty() {
-                return Err(KernelError::Nft("nfnetlink closed before answering".into()));
+                return Err(KernelError::NfnlClosed);
             }
             if let Some(v) = super::nft_table::parse_answer(&self.buf, seq, &mut found)? {
                 return Ok(v);
@@ -265,7 +265,7 @@ impl Conn {
             self.buf.clear();
             self.sock.recv(&mut self.buf, 0).map_err(|e| io("recv", e))?;
             if self.buf.is_empty() {
-                return Err(KernelError::Nft("nfnetlink closed before answering".into()).into());
+                return Err(KernelError::NfnlClosed.into());
             }
             for (kind, s, payload) in messages(&self.buf) {
                 let Some(i) = seqs.iter().position(|q| *q == s) else {
@@ -390,10 +390,10 @@ impl Conn {
             self.deleted = true;
         }
         if acked != seqs.len() {
-            return Err(KernelError::Nft(format!(
-                "nfnetlink batch: {acked} of {} changes acknowledged",
-                seqs.len()
-            ))
+            return Err(KernelError::NfnlBatch {
+                acked,
+                sent: seqs.len(),
+            }
             .into());
         }
         Ok(())

@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use ipnetwork::IpNetwork;
@@ -19,7 +18,7 @@ use serde::Serialize;
 use super::sandbox::PendingSandbox;
 use super::{Engine, EngineError, Result};
 use crate::driver::{self, parse_alias, AliasOwner};
-use crate::firewall::{ruleset, FwState, TABLE};
+use crate::firewall::{ruleset, TABLE};
 use crate::kernel::OwnedLink;
 use crate::model::{NetMode, Sandbox};
 use crate::plan::{self, Applied, Step};
@@ -458,8 +457,8 @@ impl Engine {
             }
         }
         missing.extend(gone.iter().map(|f| format!("nftables table {f} {TABLE}")));
-        for (family, chain) in firewall_chains().iter().filter(|(f, _)| !gone.contains(f)) {
-            match self.kernel.nft_chain_exists(family, TABLE, chain) {
+        for (family, chain) in ruleset::chains().filter(|(f, _)| !gone.contains(&f.name())) {
+            match self.kernel.nft_chain_exists(family.name(), TABLE, chain) {
                 Ok(true) => {}
                 Ok(false) => missing.push(format!("nftables chain {family} {TABLE} {chain}")),
                 Err(e) => {
@@ -517,33 +516,6 @@ fn network_drift(
             }
         }
     }
-    out
-}
-
-/// The chains netd's ruleset makes, as `(family, name)`: read off the ruleset itself,
-/// so the check follows whatever `ruleset::full` writes.
-pub(super) fn firewall_chains() -> &'static [(&'static str, String)] {
-    static CHAINS: OnceLock<Vec<(&'static str, String)>> = OnceLock::new();
-    CHAINS.get_or_init(chains_of_the_ruleset)
-}
-
-fn chains_of_the_ruleset() -> Vec<(&'static str, String)> {
-    let full = ruleset::full(&FwState::default(), "").to_string();
-    let mut out: Vec<(&'static str, String)> = full
-        .lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix("add chain ")?;
-            let mut w = rest.split_whitespace();
-            let family = match w.next()? {
-                "inet" => "inet",
-                "bridge" => "bridge",
-                _ => return None,
-            };
-            (w.next()? == TABLE).then_some(())?;
-            Some((family, w.next()?.to_string()))
-        })
-        .collect();
-    out.dedup();
     out
 }
 

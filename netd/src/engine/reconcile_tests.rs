@@ -195,11 +195,20 @@ fn a_repair_pass_restores_what_was_deleted() {
     assert!(!t.e.repair(&[PathBuf::from(&a.netns)].into()).acted());
 }
 
-/// The chains the firewall check looks for are the ruleset's own.
+/// The chains the firewall check looks for are the ones the ruleset writes.
 #[test]
-fn firewall_chains_are_read_off_the_ruleset() {
-    let c = super::firewall_chains().to_vec();
-    assert!(c.contains(&("inet", "forward".to_string())), "{c:?}");
-    assert!(c.contains(&("bridge", "antispoof".to_string())), "{c:?}");
-    assert!(c.contains(&("inet", "user".to_string())), "{c:?}");
+fn firewall_chains_are_the_rulesets_own() {
+    use crate::firewall::batch::Family;
+    use crate::firewall::{ruleset, FwState, TABLE};
+    let full = ruleset::full(&FwState::default(), "").to_string();
+    let c: Vec<_> = ruleset::chains().collect();
+    for (family, name) in &c {
+        assert!(
+            full.contains(&format!("add chain {family} {TABLE} {name} ")),
+            "{family} {name}"
+        );
+    }
+    assert_eq!(full.matches("add chain ").count(), c.len(), "{c:?}");
+    assert!(c.contains(&(Family::Inet, "user")), "{c:?}");
+    assert!(c.contains(&(Family::Bridge, "antispoof")), "{c:?}");
 }

@@ -95,6 +95,12 @@ pub fn table_comment(owner: &str) -> String {
         .collect()
 }
 
+/// Every chain `full` makes, as `(family, name)`: the operator's chain and the
+/// skeleton's. Reconcile looks for each of them in the kernel.
+pub fn chains() -> impl Iterator<Item = (Family, &'static str)> {
+    std::iter::once((Family::Inet, USER_CHAIN)).chain(CHAINS.iter().map(|c| (c.family, c.name)))
+}
+
 /// A batch that creates netd's tables, or restores them to `state` whatever is in them
 /// now: every netd chain, set and map is flushed and refilled, except the user chain,
 /// which is only created when missing. Safe to apply any number of times.

@@ -7,6 +7,7 @@ mod detach;
 pub mod dns_socket;
 pub mod fake;
 pub mod iptables;
+pub mod ipvs;
 pub mod linux;
 mod macvlan;
 pub mod netlink;

@@ -2,19 +2,23 @@
 //! a VIP and port, or a firewall mark), their destinations, and the one sysctl a
 //! load balancer that removes backends needs (`expire_nodest_conn`).
 //!
-//! Why our own: no usable crate exists. On crates.io (December 2026) `ipvs` 0.1.1 says
-//! "just reserved a name" and holds a family lookup and a flush (LGPL, bitflags 0.9), and
-//! `ipvs-rs` does not exist; Docker and kube-proxy speak the same protocol from Go
-//! (`moby/ipvs`). The protocol is eight commands over two nested attribute sets, so we
-//! encode it with `netlink-packet-generic` (the generic netlink header and the
-//! controller's CTRL_CMD_GETFAMILY, on the same `netlink-packet-core` 0.9 as our
-//! rtnetlink client) and keep the IPVS attributes in `wire.rs`, pure and unit-tested.
+//! Why our own: no usable crate exists. `cargo info ipvs` (2026-12-02): 0.1.1, described
+//! as "project in active development, just reserved a name", whose code resolves the
+//! family and sends a flush, nothing else (LGPL, bitflags 0.9); `cargo info ipvs-rs`:
+//! not in the registry. Docker and kube-proxy speak the same protocol from Go
+//! (`moby/ipvs`). It is eight commands over two nested attribute sets, so we encode it
+//! with `netlink-packet-generic` 0.5 (the generic netlink header and the controller's
+//! CTRL_CMD_GETFAMILY, on the same `netlink-packet-core` 0.9 as our rtnetlink client)
+//! and keep the IPVS attributes in `wire.rs`, pure and unit-tested.
 //!
 //! Like `netlink::Netlink`, a client acts on the namespace its socket was opened in
 //! (IPVS tables are per network namespace), requests are ACKed and checked, and failures
 //! name the call and the service (`ipvs add service tcp 10.0.0.1:80: already exists`).
 
+mod model;
 pub mod wire;
+
+pub use model::{Dest, Forward, Protocol, Service, ServiceKey};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -43,141 +47,6 @@ pub const EXPIRE_NODEST_CONN: &str = "net/ipv4/vs/expire_nodest_conn";
 
 /// Big enough for one datagram of any dump (the kernel fills at most ~32 KiB per recv).
 const RECV_BUF: usize = 64 * 1024;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-/// What identifies a virtual service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ServiceKey {
-    /// `ipvsadm -t/-u VIP:PORT`.
-    Addr { protocol: Protocol, vip: SocketAddr },
-    /// `ipvsadm -f MARK`: packets an nftables rule marked (many ports, one service).
-    Fwmark { mark: u32, ipv6: bool },
-}
-
-impl ServiceKey {
-    pub fn tcp(vip: SocketAddr) -> Self {
-        ServiceKey::Addr {
-            protocol: Protocol::Tcp,
-            vip,
-        }
-    }
-    pub fn udp(vip: SocketAddr) -> Self {
-        ServiceKey::Addr {
-            protocol: Protocol::Udp,
-            vip,
-        }
-    }
-    /// An IPv4 fwmark service.
-    pub fn fwmark(mark: u32) -> Self {
-        ServiceKey::Fwmark { mark, ipv6: false }
-    }
-    pub fn is_ipv6(&self) -> bool {
-        match self {
-            ServiceKey::Addr { vip, .. } => vip.is_ipv6(),
-            ServiceKey::Fwmark { ipv6, .. } => *ipv6,
-        }
-    }
-}
-
-impl fmt::Display for ServiceKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ServiceKey::Addr { protocol, vip } => {
-                let p = match protocol {
-                    Protocol::Tcp => "tcp",
-                    Protocol::Udp => "udp",
-                    Protocol::Sctp => "sctp",
-                };
-                write!(f, "{p} {vip}")
-            }
-            ServiceKey::Fwmark { mark, ipv6 } => {
-                write!(f, "fwmark {mark}{}", if *ipv6 { " ipv6" } else { "" })
-            }
-        }
-    }
-}
-
-/// A virtual service, as `ipvsadm -A` takes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Service {
-    pub key: ServiceKey,
-    /// Scheduler module name without `ip_vs_`: "rr", "wrr", "sh", "mh", ...
-    pub scheduler: String,
-    /// `IP_VS_SVC_F_*` (persistent, one-packet, scheduler flags).
-    pub flags: u32,
-    /// Persistence timeout in seconds (with `wire::SVC_F_PERSISTENT`).
-    pub timeout: u32,
-}
-
-impl Service {
-    /// Round robin, no persistence: what `ipvsadm -A` does by default.
-    pub fn new(key: ServiceKey) -> Self {
-        Service {
-            key,
-            scheduler: "rr".into(),
-            flags: 0,
-            timeout: 0,
-        }
-    }
-    pub fn scheduler(mut self, name: &str) -> Self {
-        self.scheduler = name.into();
-        self
-    }
-    /// `ipvsadm -p SECONDS`: a client sticks to its destination while it has
-    /// connections and for `seconds` after.
-    pub fn persistent(mut self, seconds: u32) -> Self {
-        self.flags |= wire::SVC_F_PERSISTENT;
-        self.timeout = seconds;
-        self
-    }
-}
-
-/// How IPVS forwards to a destination (`ipvsadm -m/-g/-i`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Forward {
-    /// NAT: the destination address and port are rewritten; replies must come back
-    /// through this host (backends route via it), which container networks do.
-    Masquerade,
-    Local,
-    Tunnel,
-    DirectRoute,
-}
-
-/// A destination (real server) of a service.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Dest {
-    /// Port 0 on a fwmark service keeps the packet's own port.
-    pub addr: SocketAddr,
-    /// 0 takes no new connections and keeps the existing ones (draining).
-    pub weight: u32,
-    pub forward: Forward,
-    /// Connection thresholds, 0 = none.
-    pub upper_threshold: u32,
-    pub lower_threshold: u32,
-    /// Read only (filled by `dests`): connections in ESTABLISHED / the others.
-    pub active_conns: u32,
-    pub inactive_conns: u32,
-}
-
-impl Dest {
-    pub fn masquerade(addr: SocketAddr, weight: u32) -> Self {
-        Dest {
-            addr,
-            weight,
-            forward: Forward::Masquerade,
-            upper_threshold: 0,
-            lower_threshold: 0,
-            active_conns: 0,
-            inactive_conns: 0,
-        }
-    }
-}
 
 /// Why a request failed. `Exists` and `NotFound` are the answers callers act on
 /// (creating twice, deleting what is gone); the rest carry the kernel's words.

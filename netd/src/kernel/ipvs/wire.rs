@@ -13,7 +13,7 @@ use netlink_packet_generic::{GenlFamily, GenlHeader};
 
 use super::{Dest, Forward, Protocol, Service, ServiceKey};
 
-// --- include/uapi/linux/ip_vs.h (unchanged since IPVS moved to genetlink, 2.6.28) -------
+// --- include/uapi/linux/ip_vs.h: every IPVS number in one place (uapi numbers never change).
 pub const GENL_NAME: &str = "IPVS";
 pub const GENL_VERSION: u8 = 1;
 
@@ -340,7 +340,7 @@ pub fn dest_of(v: &[u8]) -> Result<Dest, DecodeError> {
     let num = |k: u16, what: &str| -> Result<u32, DecodeError> {
         find(k).map_or(Ok(0), |v| get(v, what).map(u32::from_ne_bytes))
     };
-    // Kernels before 4.4 send no family: the address length tells.
+    // Older kernels send no destination family: the address length tells.
     let a = find(DEST_ATTR_ADDR).unwrap_or_default();
     let af = match find(DEST_ATTR_ADDR_FAMILY) {
         Some(v) => u16::from_ne_bytes(get(v, "destination family")?),

@@ -8,6 +8,7 @@ pub mod dns_socket;
 mod etc_netns;
 pub mod fake;
 pub mod iptables;
+pub mod ipvs;
 pub mod linux;
 mod macvlan;
 pub mod netlink;

@@ -260,7 +260,7 @@ impl Netlink {
 
 /// The NLMSGERR_ATTR_MSG string of an extended ACK, if the kernel sent one. `payload` is
 /// what follows the error code: the (possibly capped) original request, then TLVs.
-fn ext_ack_msg(flags: u16, payload: &[u8]) -> Option<String> {
+pub(crate) fn ext_ack_msg(flags: u16, payload: &[u8]) -> Option<String> {
     if flags & NLM_F_ACK_TLVS == 0 || payload.len() < 16 {
         return None;
     }

@@ -33,7 +33,7 @@ enum Top {
     /// The embedded DNS server (127.0.0.11 in every sandbox).
     #[command(subcommand)]
     Dns(DnsCmd),
-    /// Manage services (today: ExternalName, a CNAME under <name>.<namespace>.svc.<domain>).
+    /// Manage services (ExternalName: a CNAME under <name>.<namespace>.svc.<domain>).
     #[command(subcommand)]
     Service(SvcCmd),
 }

@@ -27,21 +27,32 @@ pub struct NameProbe {
     pub name: String,
     pub expect: bool,
     /// What the lookup gave: addresses, or the failure (NXDOMAIN, timeout, ...).
-    pub answer: Result<Vec<IpAddr>, String>,
+    pub answer: Result<Vec<IpAddr>, LookupError>,
     /// The responder reached at the first address, if a TCP port was probed.
     pub reached: Option<String>,
     pub ok: bool,
 }
 
+/// Why a lookup gave no address: the one answer the probe expects of an isolated
+/// name (NXDOMAIN), or any other failure, in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupError {
+    NxDomain,
+    Failed(String),
+}
+
+impl<E: std::fmt::Display> From<E> for LookupError {
+    fn from(e: E) -> Self {
+        LookupError::Failed(e.to_string())
+    }
+}
+
 /// Asks 127.0.0.11 for `name` A from inside `netns`.
-pub fn lookup(netns: &std::path::Path, name: &str) -> Result<Vec<IpAddr>, String> {
+pub fn lookup(netns: &std::path::Path, name: &str) -> Result<Vec<IpAddr>, LookupError> {
     let mut q = Message::query();
     q.metadata.recursion_desired = true;
-    q.add_query(Query::query(
-        Name::from_ascii(name).map_err(|e| e.to_string())?,
-        RecordType::A,
-    ));
-    let bytes = q.to_vec().map_err(|e| e.to_string())?;
+    q.add_query(Query::query(Name::from_ascii(name)?, RecordType::A));
+    let bytes = q.to_vec()?;
     let id = q.metadata.id;
     let raw = in_netns(Some(netns), move || {
         let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
@@ -57,17 +68,16 @@ pub fn lookup(netns: &std::path::Path, name: &str) -> Result<Vec<IpAddr>, String
             }
         }
         Err(std::io::Error::other("no answer from 127.0.0.11"))
-    })
-    .map_err(|e| e.to_string())?;
-    let m = Message::from_vec(&raw).map_err(|e| e.to_string())?;
+    })?;
+    let m = Message::from_vec(&raw)?;
     if m.metadata.id != id {
         return Err("answer for another query".into());
     }
     if m.metadata.response_code == ResponseCode::NXDomain {
-        return Err("NXDOMAIN".into());
+        return Err(LookupError::NxDomain);
     }
     if m.metadata.response_code != ResponseCode::NoError {
-        return Err(m.metadata.response_code.to_string());
+        return Err(m.metadata.response_code.into());
     }
     Ok(m.answers
         .iter()
@@ -110,7 +120,7 @@ pub fn measure(placed: &[Placed], services: &[Service]) -> Vec<NameProbe> {
                     }
                     _ => true,
                 },
-                (Err(e), false) => e == "NXDOMAIN",
+                (Err(e), false) => *e == LookupError::NxDomain,
                 _ => false,
             };
             out.push(NameProbe {

@@ -91,10 +91,27 @@ fn add_check_del(mode: Mode) {
 
     let o = lib.tool(&node, "check", "ndcni-lib", &ns, None);
     assert!(o.ok(), "cnitool check: {}", o.stderr);
-    // CHECK fails once the interface is gone behind netd's back.
-    assert!(ns.sh("ip link del eth0").ok());
+    // CHECK fails once the interface is gone behind netd's back: renamed away (nothing
+    // repairs inside a runtime's namespace)...
+    assert!(ns.sh("ip link set eth0 name gone0").ok());
     let o = lib.tool(&node, "check", "ndcni-lib", &ns, None);
     assert!(!o.ok(), "cnitool check passed without eth0");
+    assert!(ns.sh("ip link set gone0 name eth0").ok());
+    // ...or deleted, with its host side: standalone, nothing brings it back; the
+    // daemon's reconcile loop makes the pair again, and CHECK passes once it has.
+    assert!(ns.sh("ip link del eth0").ok());
+    if mode == Mode::Standalone {
+        let o = lib.tool(&node, "check", "ndcni-lib", &ns, None);
+        assert!(!o.ok(), "cnitool check passed without eth0");
+    } else {
+        let t0 = std::time::Instant::now();
+        while ns.addrs("eth0") != vec![addr.to_string()] {
+            assert!(t0.elapsed().as_secs() < 10, "eth0 not repaired within 10 s");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let o = lib.tool(&node, "check", "ndcni-lib", &ns, None);
+        assert!(o.ok(), "cnitool check after the repair: {}", o.stderr);
+    }
     for _ in 0..2 {
         let o = lib.tool(&node, "del", "ndcni-lib", &ns, None);
         assert!(o.ok(), "cnitool del: {}", o.stderr);

@@ -10,7 +10,7 @@ use integration::ns::{self, NsGuard};
 use integration::skip::no_root;
 use netd::kernel::linux::LinuxKernel;
 use netd::kernel::{netns, Kernel};
-use netd::plan::{BridgeSpec, Step, VethSpec};
+use netd::plan::{Applied, BridgeSpec, Step, VethSpec};
 
 /// A host namespace with a `LinuxKernel` for it. Fields drop in order: the kernel (its
 /// worker thread and socket pin the host namespace) before the namespaces.
@@ -158,16 +158,19 @@ fn bridge_ensure_is_idempotent_and_refuses_foreign_links() {
     }
     let env = Env::new();
     let mut b = env.bridge(false, 1);
-    env.k
-        .apply(&Step::CreateBridge(b.clone()))
+    let made = env
+        .k
+        .apply(&Step::EnsureBridge(b.clone()))
         .expect("create bridge");
-    env.k.apply(&Step::CreateBridge(b.clone())).expect("ensure again");
+    let again = env.k.apply(&Step::EnsureBridge(b.clone())).expect("ensure again");
+    // Only the first made it, so only its plan would delete it on undo.
+    assert_eq!((made, again), (Applied::Made, Applied::Found));
 
     // A second ensure brings an existing bridge in line with the spec.
     b.mtu = 1450;
     b.addrs = vec!["10.213.9.1/24".parse().expect("cidr")];
     env.k
-        .apply(&Step::CreateBridge(b.clone()))
+        .apply(&Step::EnsureBridge(b.clone()))
         .expect("ensure with changes");
     let show = ip_out(&env.host, &["addr", "show", "dev", &b.name]);
     assert!(show.contains("mtu 1450"), "{show}");
@@ -184,7 +187,7 @@ fn bridge_ensure_is_idempotent_and_refuses_foreign_links() {
     other.alias = "netd:net=someone-else".into();
     let err = env
         .k
-        .apply(&Step::CreateBridge(other))
+        .apply(&Step::EnsureBridge(other))
         .expect_err("alias mismatch");
     assert!(err.to_string().contains("is not netd's"), "{err}");
 
@@ -202,7 +205,7 @@ fn bridge_ensure_is_idempotent_and_refuses_foreign_links() {
     ]));
     let mut spec = env.bridge(false, 2);
     spec.name = foreign.clone();
-    let err = env.k.apply(&Step::CreateBridge(spec)).expect_err("foreign link");
+    let err = env.k.apply(&Step::EnsureBridge(spec)).expect_err("foreign link");
     assert!(
         err.to_string()
             .contains(&format!("link {foreign} exists and is not netd's")),
@@ -220,7 +223,7 @@ fn sandboxes_on_one_bridge_ping_each_other_over_v4_and_v6() {
     let mut env = Env::new();
     let (a, c) = (env.sandbox(), env.sandbox());
     let b = env.bridge(true, 3);
-    env.k.apply(&Step::CreateBridge(b.clone())).expect("bridge");
+    env.k.apply(&Step::EnsureBridge(b.clone())).expect("bridge");
     let (va, vc) = (env.veth(&b, &a, 2), env.veth(&b, &c, 3));
     let t = Instant::now();
     env.k.apply(&Step::CreateVeth(va.clone())).expect("veth a");
@@ -268,15 +271,15 @@ fn a_promiscuous_bridge_has_ports_without_hairpin() {
     let mut env = Env::new();
     let s = env.sandbox();
     let mut b = env.bridge(false, 5);
-    env.k.apply(&Step::CreateBridge(b.clone())).expect("bridge");
+    env.k.apply(&Step::EnsureBridge(b.clone())).expect("bridge");
     let flags = |env: &Env| ip_out(&env.host, &["link", "show", "dev", &b.name]);
     assert!(!flags(&env).contains("PROMISC"), "{}", flags(&env));
     b.promisc = true;
     env.k
-        .apply(&Step::CreateBridge(b.clone()))
+        .apply(&Step::EnsureBridge(b.clone()))
         .expect("ensure promisc");
     assert!(flags(&env).contains("PROMISC"), "{}", flags(&env));
-    env.k.apply(&Step::CreateBridge(b.clone())).expect("ensure again");
+    env.k.apply(&Step::EnsureBridge(b.clone())).expect("ensure again");
     assert!(flags(&env).contains("PROMISC"), "{}", flags(&env));
     let mut v = env.veth(&b, &s, 2);
     v.hairpin = false;
@@ -289,7 +292,7 @@ fn a_promiscuous_bridge_has_ports_without_hairpin() {
     b2.name = format!("ndp{}", env.tag);
     b2.promisc = true;
     env.k
-        .apply(&Step::CreateBridge(b2.clone()))
+        .apply(&Step::EnsureBridge(b2.clone()))
         .expect("new promisc bridge");
     let l = ip_out(&env.host, &["link", "show", "dev", &b2.name]);
     assert!(l.contains("PROMISC"), "{l}");
@@ -303,7 +306,7 @@ fn delete_link_and_netns_twice_is_ok() {
     let mut env = Env::new();
     let s = env.sandbox();
     let b = env.bridge(false, 4);
-    env.k.apply(&Step::CreateBridge(b.clone())).expect("bridge");
+    env.k.apply(&Step::EnsureBridge(b.clone())).expect("bridge");
     let v = env.veth(&b, &s, 2);
     env.k.apply(&Step::CreateVeth(v.clone())).expect("veth");
     assert!(env.k.link_exists("eth0", Some(&s)).expect("query"));
@@ -340,7 +343,7 @@ fn owned_links_finds_only_alias_marked_links() {
     let mut env = Env::new();
     let s = env.sandbox();
     let b = env.bridge(false, 5);
-    env.k.apply(&Step::CreateBridge(b.clone())).expect("bridge");
+    env.k.apply(&Step::EnsureBridge(b.clone())).expect("bridge");
     let v = env.veth(&b, &s, 2);
     env.k.apply(&Step::CreateVeth(v.clone())).expect("veth");
     let plain = format!("ndp{}", env.tag);
@@ -375,7 +378,7 @@ fn routed_prefixes_and_local_addrs_see_the_bridge() {
     }
     let env = Env::new();
     let b = env.bridge(true, 6);
-    env.k.apply(&Step::CreateBridge(b)).expect("bridge");
+    env.k.apply(&Step::EnsureBridge(b)).expect("bridge");
     let prefixes = env.k.routed_prefixes().expect("routes");
     assert!(
         prefixes.contains(&"10.213.6.0/24".parse().expect("cidr")),
@@ -398,7 +401,7 @@ fn failed_create_veth_leaves_no_host_link() {
     }
     let mut env = Env::new();
     let b = env.bridge(false, 7);
-    env.k.apply(&Step::CreateBridge(b.clone())).expect("bridge");
+    env.k.apply(&Step::EnsureBridge(b.clone())).expect("bridge");
 
     // The sandbox namespace does not exist.
     let missing = ns::path_of(&ns::unique_name());
@@ -437,7 +440,7 @@ fn bind_host_netns_exposes_the_daemons_namespace() {
     }
     let mut env = Env::new();
     let b = env.bridge(false, 8);
-    env.k.apply(&Step::CreateBridge(b.clone())).expect("bridge");
+    env.k.apply(&Step::EnsureBridge(b.clone())).expect("bridge");
     let p = env.guard.reserve();
     env.k
         .apply(&Step::BindHostNetns { path: p.clone() })
@@ -485,7 +488,7 @@ fn rcu_lookups_agree_with_getlink() {
     }
     let env = Env::new();
     let br = env.bridge(false, 31);
-    env.k.apply(&Step::CreateBridge(br.clone())).expect("bridge");
+    env.k.apply(&Step::EnsureBridge(br.clone())).expect("bridge");
     assert!(env.k.host_link_listed(&br.name).expect("lookup"));
     assert!(!env
         .k

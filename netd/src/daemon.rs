@@ -1,6 +1,7 @@
 //! Daemon start-up: state dir and its lock, store, kernel, engine (with reconcile), the
-//! API socket and the firewall watcher, then serve until shutdown.
+//! API socket and the reconcile loop, then serve until shutdown.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -13,10 +14,11 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 use tokio::net::UnixListener;
 
-use crate::api::server::{serve, watch_firewall};
+use crate::api::server::{serve, Shared};
 use crate::engine::{Engine, EngineConfig};
 use crate::ipam::IpamConfig;
 use crate::kernel::linux::LinuxKernel;
+use crate::kernel::watch::{Changes, Watch};
 use crate::kernel::Kernel;
 use crate::store::RedbStore;
 
@@ -55,7 +57,11 @@ pub struct DaemonOptions {
     pub socket: PathBuf,
     pub socket_group: Option<String>,
     pub engine: EngineConfig,
-    pub watch_every: Duration,
+    /// The reconcile loop's pass runs when the kernel reports a change, this long after
+    /// the first report (`kernel::watch`)...
+    pub repair_debounce: Duration,
+    /// ...and at least this often, looking inside every sandbox: a report can be lost.
+    pub repair_every: Duration,
     /// Serve Docker's libnetwork plugin protocol at `<dir>/netd.sock` (`None`: not at all).
     pub docker_plugin_dir: Option<PathBuf>,
     pub dns: crate::dns::DnsSettings,
@@ -68,7 +74,8 @@ impl Default for DaemonOptions {
             socket: DEFAULT_SOCKET.into(),
             socket_group: None,
             engine: EngineConfig::default(),
-            watch_every: Duration::from_millis(500),
+            repair_debounce: Duration::from_millis(50),
+            repair_every: Duration::from_secs(10),
             docker_plugin_dir: Some(DEFAULT_DOCKER_PLUGIN_DIR.into()),
             dns: crate::dns::DnsSettings::default(),
         }
@@ -165,7 +172,12 @@ pub async fn run(
     tracing::info!(socket = %opts.socket.display(), state_dir = %opts.state_dir.display(), "netd ready");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let plugin = start_docker_plugin(&opts, &engine, stop_rx.clone());
-    let watcher = tokio::spawn(watch_firewall(engine.clone(), opts.watch_every, stop_rx));
+    let watcher = tokio::spawn(repair_loop(
+        engine.clone(),
+        opts.repair_debounce,
+        opts.repair_every,
+        stop_rx,
+    ));
     let res = serve(listener, engine, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = watcher.await;
@@ -175,6 +187,76 @@ pub async fn run(
     }
     let _ = fs::remove_file(&opts.socket);
     res.context("API server")
+}
+
+/// The reconcile loop: repairs what was changed behind netd's back (a deleted veth,
+/// bridge, address, route, nftables table or chain) when the kernel reports a change,
+/// and every `every` in case a report was lost. Each pass takes the engine's lock like
+/// an API call, so it never runs in the middle of one.
+async fn repair_loop(
+    engine: Shared,
+    debounce: Duration,
+    every: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    // `tx` stays here too, so `recv` waits (and the timer still runs) without a watcher.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Changes>();
+    let sender = tx.clone();
+    let watch = match Watch::start(debounce, move |c| drop(sender.send(c))) {
+        Ok(w) => {
+            tracing::info!(
+                debounce_ms = debounce.as_millis() as u64,
+                "reconcile loop: watching links, addresses, routes and nftables"
+            );
+            Some(w)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, every_s = every.as_secs(), "reconcile loop: cannot watch the kernel; repairing on a timer only");
+            None
+        }
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut inside_all = false;
+    let mut first = true;
+    loop {
+        let mut changes = Changes::default();
+        if !first {
+            tokio::select! {
+                Some(c) = rx.recv() => changes = c,
+                _ = tick.tick() => inside_all = true,
+                _ = shutdown.changed() => return,
+            }
+        }
+        while let Ok(more) = rx.try_recv() {
+            changes.merge(more);
+        }
+        // The first pass only learns the sandboxes to watch (start-up reconciled).
+        let learn_only = std::mem::take(&mut first);
+        let e = engine.clone();
+        let all = std::mem::take(&mut inside_all);
+        let pass = tokio::task::spawn_blocking(move || {
+            let mut g = e.lock().unwrap_or_else(|p| p.into_inner());
+            // Runtimes' namespaces (CNI) are theirs: a socket in one would keep it
+            // alive after the runtime removed it. Their host sides are still watched.
+            let own: BTreeSet<PathBuf> = g
+                .sandboxes()
+                .filter(|s| !s.external && !s.netns.is_empty())
+                .map(|s| PathBuf::from(&s.netns))
+                .collect();
+            if !learn_only {
+                g.repair(if all { &own } else { &changes.sandboxes });
+            }
+            own
+        })
+        .await;
+        match (pass, &watch) {
+            (Ok(own), Some(w)) => w.watch_sandboxes(own),
+            (Ok(_), None) => {}
+            (Err(e), _) => tracing::error!(error = %e, "reconcile pass panicked"),
+        }
+    }
 }
 
 /// Serves Docker's plugin protocol next to the API. A plugin socket that cannot be bound

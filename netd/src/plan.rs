@@ -2,8 +2,12 @@
 //!
 //! Drivers turn model changes into `Step`s; `execute` applies them through a `Kernel` and,
 //! when one fails, undoes the ones already applied in reverse order, so a failed
-//! operation leaves no half-made link or namespace behind. Undo and teardown are
-//! best effort and idempotent: "already gone" counts as success.
+//! operation leaves no half-made link or namespace behind. An "ensure" step
+//! (`EnsureBridge`, `EnsureVlanGateway`) may find its object there already (another
+//! network's shared VLAN bridge, or reconcile's pass over a healthy one): the kernel
+//! says so (`Applied::Found`) and the executor leaves such an object alone on undo, so
+//! only what the plan made is unmade. Undo and teardown are best effort and idempotent:
+//! "already gone" counts as success.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -100,7 +104,7 @@ pub struct HostVethSpec {
 /// The gateway of a VLAN network (the reference CNI bridge plugin's layout): a veth pair
 /// in the host namespace, `name` (`<bridge>.<vlan>`) holding `addrs`, and `peer` a port
 /// of `bridge` with `vlan` as PVID and egress untagged. Both ends carry `alias`. An
-/// idempotent "ensure", like `CreateBridge`.
+/// idempotent "ensure", like `EnsureBridge`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VlanGatewaySpec {
     pub name: String,
@@ -158,11 +162,14 @@ pub enum Step {
     DeleteNetns {
         path: PathBuf,
     },
-    CreateBridge(BridgeSpec),
+    /// The bridge as `spec` says, made when missing (`Applied::Made`, undone by deleting
+    /// it) or brought in line when it exists (`Applied::Found`, never undone).
+    EnsureBridge(BridgeSpec),
     CreateVeth(VethSpec),
     CreateHostVeth(HostVethSpec),
     CreateMacvlan(MacvlanSpec),
-    CreateVlanGateway(VlanGatewaySpec),
+    /// As `EnsureBridge`, for a VLAN network's gateway pair.
+    EnsureVlanGateway(VlanGatewaySpec),
     /// Delete a link by name, in the host namespace or in `netns`.
     DeleteLink {
         name: String,
@@ -173,16 +180,41 @@ pub enum Step {
         key: String,
         value: String,
     },
+    /// The sandbox side of an endpoint as `SandboxSide` says: up, with its addresses
+    /// and routes. Adds only what is missing (`Applied::Made` when it added anything,
+    /// `Found` when nothing was): reconcile's repair of a route or address removed
+    /// inside a sandbox. Not undone.
+    EnsureSandboxLink(SandboxSide),
+    /// `<dir>/resolv.conf` with `contents` (`dir` is a sandbox's `/etc/netns/<name>`,
+    /// which `ip netns exec` binds over `/etc`), making `dir` when missing.
+    WriteResolvConf {
+        dir: PathBuf,
+        contents: String,
+    },
+    /// Remove a sandbox's `/etc/netns/<name>` and what it holds.
+    DeleteResolvConf {
+        dir: PathBuf,
+    },
+}
+
+/// What applying a step did to its object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Made it (or, for deletions and sysctls, simply done): undone by `Step::undo`.
+    Made,
+    /// An ensure step found its object there already and brought it in line; it was
+    /// someone else's to make, so it is not undone.
+    Found,
 }
 
 impl Step {
-    /// The step that reverses this one, if any.
+    /// The step that reverses this one when it made its object (`Applied::Made`), if any.
     pub fn undo(&self) -> Option<Step> {
         match self {
             Step::CreateNetns { path } | Step::BindHostNetns { path } => {
                 Some(Step::DeleteNetns { path: path.clone() })
             }
-            Step::CreateBridge(b) => Some(Step::DeleteLink {
+            Step::EnsureBridge(b) => Some(Step::DeleteLink {
                 name: b.name.clone(),
                 netns: None,
             }),
@@ -194,7 +226,7 @@ impl Step {
                 name: v.host_name.clone(),
                 netns: None,
             }),
-            Step::CreateVlanGateway(g) => Some(Step::DeleteLink {
+            Step::EnsureVlanGateway(g) => Some(Step::DeleteLink {
                 name: g.name.clone(),
                 netns: None,
             }),
@@ -208,7 +240,12 @@ impl Step {
                     netns: None,
                 },
             }),
-            Step::DeleteNetns { .. } | Step::DeleteLink { .. } | Step::Sysctl { .. } => None,
+            Step::WriteResolvConf { dir, .. } => Some(Step::DeleteResolvConf { dir: dir.clone() }),
+            Step::DeleteNetns { .. }
+            | Step::EnsureSandboxLink(_)
+            | Step::DeleteLink { .. }
+            | Step::Sysctl { .. }
+            | Step::DeleteResolvConf { .. } => None,
         }
     }
 }
@@ -221,26 +258,41 @@ pub struct PlanError {
     pub source: KernelError,
 }
 
-/// Applies `steps` in order. On failure, undoes the applied ones in reverse and returns
-/// the first error. Undo failures are logged, not returned: the original error is what
-/// the caller must see.
+/// Applies `steps` in order. On failure, undoes the ones that made their object, in
+/// reverse, and returns the first error. Undo failures are logged, not returned: the
+/// original error is what the caller must see.
 pub fn execute(kernel: &dyn Kernel, steps: &[Step]) -> Result<(), PlanError> {
-    for (i, step) in steps.iter().enumerate() {
-        if let Err(source) = kernel.apply(step) {
-            for done in steps[..i].iter().rev() {
-                if let Some(u) = done.undo() {
-                    if let Err(e) = kernel.apply(&u) {
-                        tracing::warn!(step = ?u, error = %e, "undo failed");
+    execute_reporting(kernel, steps).map(drop)
+}
+
+/// `execute`, answering what each step did (in order), so reconcile can tell a repair
+/// (`Made`) from an object that was fine (`Found`).
+pub fn execute_reporting(kernel: &dyn Kernel, steps: &[Step]) -> Result<Vec<Applied>, PlanError> {
+    let mut done: Vec<Applied> = Vec::with_capacity(steps.len());
+    for step in steps {
+        match kernel.apply(step) {
+            Ok(a) => done.push(a),
+            Err(source) => {
+                for (s, _) in steps
+                    .iter()
+                    .zip(&done)
+                    .rev()
+                    .filter(|(_, a)| **a == Applied::Made)
+                {
+                    if let Some(u) = s.undo() {
+                        if let Err(e) = kernel.apply(&u) {
+                            tracing::warn!(step = %describe(&u), error = %e, "undo failed");
+                        }
                     }
                 }
+                return Err(PlanError {
+                    step: describe(step),
+                    source,
+                });
             }
-            return Err(PlanError {
-                step: describe(step),
-                source,
-            });
         }
     }
-    Ok(())
+    Ok(done)
 }
 
 /// Applies teardown steps, continuing past failures; returns the failures.
@@ -262,7 +314,7 @@ pub fn describe(step: &Step) -> String {
         Step::CreateNetns { path } => format!("create netns {}", path.display()),
         Step::BindHostNetns { path } => format!("bind host netns at {}", path.display()),
         Step::DeleteNetns { path } => format!("delete netns {}", path.display()),
-        Step::CreateBridge(b) => format!("create bridge {}", b.name),
+        Step::EnsureBridge(b) => format!("ensure bridge {}", b.name),
         Step::CreateVeth(v) => format!(
             "create veth {} (master {}) <-> {}:{}",
             v.host_name,
@@ -288,13 +340,20 @@ pub fn describe(step: &Step) -> String {
                 m.tmp_name, m.parent, m.mode
             ),
         },
-        Step::CreateVlanGateway(g) => format!(
-            "create veth {} <-> {} (master {} vlan {} pvid untagged)",
+        Step::EnsureVlanGateway(g) => format!(
+            "ensure veth {} <-> {} (master {} vlan {} pvid untagged)",
             g.name, g.peer, g.bridge, g.vlan
         ),
         Step::DeleteLink { name, netns: None } => format!("delete link {name}"),
         Step::DeleteLink { name, netns: Some(p) } => format!("delete link {name} in {}", p.display()),
         Step::Sysctl { key, value } => format!("sysctl {key}={value}"),
+        Step::EnsureSandboxLink(sb) => format!(
+            "ensure addresses and routes of {} in {}",
+            sb.ifname,
+            sb.netns.display()
+        ),
+        Step::WriteResolvConf { dir, .. } => format!("write {}/resolv.conf", dir.display()),
+        Step::DeleteResolvConf { dir } => format!("delete {}", dir.display()),
     }
 }
 
@@ -309,39 +368,107 @@ mod tests {
         let ns = PathBuf::from("/run/netns/a");
         let steps = vec![
             Step::CreateNetns { path: ns.clone() },
-            Step::CreateBridge(BridgeSpec {
-                name: "netd-x".into(),
-                alias: "netd:net=x".into(),
-                mtu: 0,
-                addrs: vec![],
-                ipv6: false,
-                vlan_filtering: false,
-                promisc: false,
-                trunk: false,
-            }),
-            Step::CreateBridge(BridgeSpec {
-                name: "FAIL".into(),
-                alias: String::new(),
-                mtu: 0,
-                addrs: vec![],
-                ipv6: false,
-                vlan_filtering: false,
-                promisc: false,
-                trunk: false,
-            }),
+            Step::EnsureBridge(bridge("netd-x")),
+            Step::EnsureBridge(bridge("FAIL")),
         ];
-        k.fail_on("create bridge FAIL");
+        k.fail_on("ensure bridge FAIL");
         let err = execute(&k, &steps).unwrap_err();
-        assert!(err.to_string().contains("create bridge FAIL"));
+        assert!(err.to_string().contains("ensure bridge FAIL"));
         assert_eq!(
             k.log(),
             vec![
                 "create netns /run/netns/a",
-                "create bridge netd-x",
+                "ensure bridge netd-x",
                 "delete link netd-x",
                 "delete netns /run/netns/a"
             ]
         );
         assert!(k.links().is_empty() && k.netns().is_empty());
+    }
+
+    fn bridge(name: &str) -> BridgeSpec {
+        BridgeSpec {
+            name: name.into(),
+            alias: format!("netd:net={name}"),
+            mtu: 0,
+            addrs: vec![],
+            ipv6: false,
+            vlan_filtering: false,
+            promisc: false,
+            trunk: false,
+        }
+    }
+
+    /// A bridge that was there before the plan (a VLAN bridge another network shares)
+    /// stays when a later step fails; one the plan made goes.
+    #[test]
+    fn an_ensured_bridge_that_existed_is_not_undone() {
+        let k = FakeKernel::default();
+        k.apply(&Step::EnsureBridge(bridge("shared"))).expect("first");
+        let steps = vec![
+            Step::EnsureBridge(bridge("shared")),
+            Step::EnsureBridge(bridge("new")),
+            Step::CreateNetns {
+                path: "/run/netns/b".into(),
+            },
+        ];
+        k.fail_on("create netns /run/netns/b");
+        let done = execute_reporting(&k, &steps[..2]).expect("ensure both");
+        assert_eq!(done, vec![Applied::Found, Applied::Made]);
+        k.apply(&Step::DeleteLink {
+            name: "new".into(),
+            netns: None,
+        })
+        .expect("reset");
+        let log = k.log().len();
+        execute(&k, &steps).unwrap_err();
+        assert_eq!(
+            k.log()[log..],
+            ["ensure bridge shared", "ensure bridge new", "delete link new"]
+        );
+        assert_eq!(k.links().into_iter().collect::<Vec<_>>(), ["shared"]);
+    }
+
+    /// resolv.conf is written by a step, removed by its undo and by `DeleteResolvConf`.
+    #[test]
+    fn resolv_conf_steps_are_applied_and_undone() {
+        let k = FakeKernel::default();
+        let dir = PathBuf::from("/etc/netns/web");
+        let steps = vec![
+            Step::CreateNetns {
+                path: "/run/netns/web".into(),
+            },
+            Step::WriteResolvConf {
+                dir: dir.clone(),
+                contents: "nameserver 127.0.0.11\n".into(),
+            },
+            Step::EnsureBridge(bridge("FAIL")),
+        ];
+        execute(&k, &steps[..2]).expect("write");
+        assert_eq!(
+            k.files().get(&dir.join("resolv.conf")).map(String::as_str),
+            Some("nameserver 127.0.0.11\n")
+        );
+        teardown(&k, &[Step::DeleteResolvConf { dir: dir.clone() }]);
+        assert!(k.files().is_empty());
+        // Already gone is success.
+        assert!(teardown(&k, &[Step::DeleteResolvConf { dir: dir.clone() }]).is_empty());
+        k.apply(&Step::DeleteNetns {
+            path: "/run/netns/web".into(),
+        })
+        .expect("reset");
+        k.fail_on("ensure bridge FAIL");
+        let log = k.log().len();
+        execute(&k, &steps).unwrap_err();
+        assert_eq!(
+            k.log()[log..],
+            [
+                "create netns /run/netns/web",
+                "write /etc/netns/web/resolv.conf",
+                "delete /etc/netns/web",
+                "delete netns /run/netns/web"
+            ]
+        );
+        assert!(k.files().is_empty() && k.netns().is_empty());
     }
 }

@@ -4,7 +4,6 @@
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Path, State};
@@ -294,35 +293,4 @@ pub async fn serve_router(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
-}
-
-/// Puts netd's nftables tables back when someone removes them (`nft flush ruleset`),
-/// checking every `every`. A cheap existence check on an idle host; a full restore only
-/// when a table is missing.
-pub async fn watch_firewall(
-    engine: Shared,
-    every: Duration,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.changed() => return,
-        }
-        let e = engine.clone();
-        let r = tokio::task::spawn_blocking(move || {
-            let mut g = e.lock().unwrap_or_else(|p| p.into_inner());
-            if g.firewall_present() {
-                return Ok(false);
-            }
-            g.restore_firewall().map(|_| true)
-        })
-        .await;
-        match r {
-            Ok(Ok(true)) => tracing::warn!("netd nftables tables were missing (flushed?); restored them"),
-            Ok(Ok(false)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "could not restore nftables tables"),
-            Err(e) => tracing::error!(error = %e, "firewall watcher task failed"),
-        }
-    }
 }

@@ -42,12 +42,8 @@ fn engine_operations_change_names_before_returning() {
         ..Default::default()
     };
     let etc = cfg.etc_netns_dir.clone();
-    let (mut e, _) = Engine::open(
-        Arc::new(FakeKernel::default()),
-        Arc::new(MemStore::default()),
-        cfg,
-    )
-    .unwrap();
+    let k = Arc::new(FakeKernel::default());
+    let (mut e, _) = Engine::open(k.clone(), Arc::new(MemStore::default()), cfg).unwrap();
     let d = Arc::new(
         Dns::new(
             DnsSettings::default(),
@@ -66,7 +62,8 @@ fn engine_operations_change_names_before_returning() {
     let a_ip = a.endpoints[0].ipv4.unwrap().ip().to_string();
     assert_eq!(sees(&d, "b", "a"), vec![a_ip]);
     assert!(sees(&d, "c", "a").is_empty());
-    let rc = std::fs::read_to_string(etc.join("b/resolv.conf")).unwrap();
+    // Written by a plan step, which the fake kernel keeps.
+    let rc = k.files()[&etc.join("b/resolv.conf")].clone();
     assert!(
         rc.contains("nameserver 127.0.0.11") && !rc.contains("10.0.0.53"),
         "{rc}"

@@ -40,7 +40,7 @@ pub fn network_up(net: &Network) -> Vec<Step> {
         steps.extend(super::vlan::network_up(net, vlan, addrs));
         return steps;
     }
-    steps.push(Step::CreateBridge(BridgeSpec {
+    steps.push(Step::EnsureBridge(BridgeSpec {
         name: net.bridge.clone(),
         alias: network_alias(&net.name),
         mtu: net.mtu,
@@ -193,7 +193,7 @@ mod tests {
             ];
             let net = p.into_network("id".into(), subnets, &req, "netctl", 0);
             let bridge = network_up(&net).into_iter().find_map(|s| match s {
-                Step::CreateBridge(b) => Some(b),
+                Step::EnsureBridge(b) => Some(b),
                 _ => None,
             });
             bridge
@@ -248,7 +248,7 @@ mod tests {
                 .expect("parse")
                 .into_network("id".into(), subnets, &r, "netctl", 0);
             let bridge = network_up(&net).into_iter().find_map(|s| match s {
-                Step::CreateBridge(b) => Some(b),
+                Step::EnsureBridge(b) => Some(b),
                 _ => None,
             });
             let ep =
@@ -301,7 +301,7 @@ mod tests {
             .into_network("id".into(), subnets, &r, "netctl", 0);
         let steps = network_up(&net);
         let Some(b) = steps.iter().find_map(|s| match s {
-            Step::CreateBridge(b) => Some(b),
+            Step::EnsureBridge(b) => Some(b),
             _ => None,
         }) else {
             panic!("{steps:?}")

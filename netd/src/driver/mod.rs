@@ -8,7 +8,7 @@ pub mod vlan;
 use std::path::Path;
 
 use crate::model::{Endpoint, Network};
-use crate::plan::Step;
+use crate::plan::{SandboxSide, Step};
 
 /// Steps that make a network's own kernel objects (a bridge; nothing for macvlan).
 pub fn network_up(net: &Network) -> Vec<Step> {
@@ -33,6 +33,29 @@ pub fn endpoint_up(net: &Network, sandbox: &str, netns: &Path, ep: &Endpoint, de
         macvlan::endpoint_up(net, sandbox, netns, ep, default_route)
     } else {
         bridge::endpoint_up(net, sandbox, netns, ep, default_route)
+    }
+}
+
+/// What the sandbox side of `endpoint_up`'s link carries (its addresses and routes),
+/// for reconcile to check and restore in place.
+pub fn sandbox_side(
+    net: &Network,
+    sandbox: &str,
+    netns: &Path,
+    ep: &Endpoint,
+    default_route: bool,
+) -> Option<SandboxSide> {
+    match endpoint_up(net, sandbox, netns, ep, default_route) {
+        Step::CreateVeth(v) => Some(SandboxSide {
+            netns: v.netns,
+            ifname: v.ifname,
+            addrs: v.addrs,
+            gw4: v.gw4,
+            gw6: v.gw6,
+            routes: v.routes,
+        }),
+        Step::CreateMacvlan(m) => m.sandbox,
+        _ => None,
     }
 }
 

@@ -12,7 +12,7 @@ use crate::plan::{BridgeSpec, Step, VlanGatewaySpec};
 /// The bridge (no addresses: they are the gateway link's), then the gateway.
 pub(super) fn network_up(net: &Network, vlan: u16, addrs: Vec<IpNetwork>) -> Vec<Step> {
     vec![
-        Step::CreateBridge(BridgeSpec {
+        Step::EnsureBridge(BridgeSpec {
             name: net.bridge.clone(),
             alias: VLAN_BRIDGE_ALIAS.into(),
             mtu: net.mtu,
@@ -22,7 +22,7 @@ pub(super) fn network_up(net: &Network, vlan: u16, addrs: Vec<IpNetwork>) -> Vec
             promisc: false,
             trunk: false,
         }),
-        Step::CreateVlanGateway(VlanGatewaySpec {
+        Step::EnsureVlanGateway(VlanGatewaySpec {
             name: net.l3_link(),
             peer: gateway_peer_name(&net.bridge, vlan),
             bridge: net.bridge.clone(),
@@ -68,11 +68,11 @@ mod tests {
     fn plan_of_a_vlan_network() {
         let n = net("100");
         let steps = network_up(&n);
-        let Some(Step::CreateBridge(b)) = steps.iter().find(|s| matches!(s, Step::CreateBridge(_))) else {
+        let Some(Step::EnsureBridge(b)) = steps.iter().find(|s| matches!(s, Step::EnsureBridge(_))) else {
             panic!("no bridge: {steps:?}");
         };
         assert!(b.vlan_filtering && b.addrs.is_empty() && b.alias == "netd:vlan-bridge");
-        let Some(Step::CreateVlanGateway(g)) = steps.last() else {
+        let Some(Step::EnsureVlanGateway(g)) = steps.last() else {
             panic!("gateway last: {steps:?}");
         };
         assert_eq!(
@@ -95,6 +95,6 @@ mod tests {
         let plain = net("0");
         assert!(network_up(&plain)
             .iter()
-            .all(|s| !matches!(s, Step::CreateVlanGateway(_))));
+            .all(|s| !matches!(s, Step::EnsureVlanGateway(_))));
     }
 }

@@ -367,26 +367,6 @@ impl Engine {
         }
     }
 
-    /// Re-applies the whole netd ruleset (after a flush by someone else). Leaves the
-    /// user chain's rules alone.
-    pub fn restore_firewall(&mut self) -> Result<()> {
-        let want = self.desired_fw();
-        self.kernel
-            .nft(&ruleset::full(&want, &self.cfg.owner))
-            .map_err(|e| EngineError::Kernel(format!("restore firewall: {e}")))?;
-        self.fw = want;
-        Ok(())
-    }
-
-    /// Whether netd's tables are still in the kernel.
-    pub fn firewall_present(&self) -> bool {
-        ["inet", "bridge"].iter().all(|f| {
-            self.kernel
-                .nft_table(f, crate::firewall::TABLE)
-                .is_ok_and(|t| t.is_some())
-        })
-    }
-
     /// Refuses tables (`table`: netd's inet table as the kernel has it) that another
     /// engine made: their comment names another owner. Tables without a comment (made
     /// by a netd before this check) are taken as ours.
@@ -452,10 +432,10 @@ impl Engine {
         let names: Vec<String> = steps
             .iter()
             .filter_map(|s| match s {
-                Step::CreateBridge(b) => Some(b.name.clone()),
+                Step::EnsureBridge(b) => Some(b.name.clone()),
                 Step::CreateVeth(v) => Some(v.host_name.clone()),
                 Step::CreateHostVeth(v) => Some(v.host_name.clone()),
-                Step::CreateVlanGateway(g) => Some(g.name.clone()),
+                Step::EnsureVlanGateway(g) => Some(g.name.clone()),
                 Step::CreateMacvlan(m) => Some(match &m.sandbox {
                     Some(sb) => reaper::link_key(Some(&sb.netns), &sb.ifname),
                     None => m.tmp_name.clone(),

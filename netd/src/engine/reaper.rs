@@ -135,6 +135,12 @@ impl Reaper {
     }
 
     /// Blocks until every queued deletion is done.
+    /// Links whose deferred deletion is still under way (`link_key`s).
+    pub fn pending(&self) -> BTreeSet<String> {
+        let (m, _) = &*self.pending;
+        m.lock().unwrap_or_else(|e| e.into_inner()).names.clone()
+    }
+
     pub fn drain(&self) {
         let (m, cv) = &*self.pending;
         let mut g = m.lock().unwrap_or_else(|e| e.into_inner());

@@ -441,9 +441,7 @@ impl Engine {
         // A runtime's namespace (CNI) has its runtime's resolv.conf: nothing would read
         // ours, named after netd's sandbox, not after the runtime's namespace.
         if mode != NetMode::Host && !sb.external {
-            if let Err(e) = self.write_resolv_conf(&sb.name, &sb.labels) {
-                tracing::warn!(sandbox = %sb.name, error = %e, "could not write resolv.conf");
-            }
+            steps.push(self.resolv_conf_step(&sb.name, &sb.labels));
         }
         let mut txn = Txn::new();
         txn.put(Bucket::Sandboxes, &sb.name, &sb);
@@ -453,7 +451,6 @@ impl Engine {
         self.sandboxes.insert(sb.name.clone(), sb.clone());
         self.put_pools(&mut txn, &names);
         if let Err(e) = self.commit(undo, &steps, &txn, &[]) {
-            let _ = std::fs::remove_dir_all(self.resolv_dir(&sb.name));
             let mut clear = Txn::new();
             clear.delete(Bucket::Pending, &pending_key);
             let _ = self.store.commit(&clear);
@@ -496,6 +493,9 @@ impl Engine {
             teardown.push(Step::DeleteNetns {
                 path: PathBuf::from(&sb.netns),
             });
+            teardown.push(Step::DeleteResolvConf {
+                dir: self.resolv_dir(name),
+            });
         }
         self.commit(undo, &[], &txn, &teardown)?;
         // `rm` promises nothing is left when it returns; only detach defers deletions.
@@ -505,7 +505,6 @@ impl Engine {
             self.reaper
                 .wait_for(sb.endpoints.iter().map(|e| e.host_ifname.as_str()));
         }
-        let _ = std::fs::remove_dir_all(self.resolv_dir(name));
         // Kept when the namespace could not be removed, so the next reconcile retries.
         let path = PathBuf::from(&sb.netns);
         if !sb.external && !self.kernel.netns_alive(&path) && !path.exists() {
@@ -580,18 +579,16 @@ impl Engine {
         Ok(())
     }
 
-    /// `/etc/netns/<name>/resolv.conf`: the host's resolvers minus loopback ones (they
-    /// are unreachable from a sandbox), as Docker does.
-    /// With the embedded DNS server attached, it points at 127.0.0.11 instead.
-    fn write_resolv_conf(
-        &self,
-        name: &str,
-        labels: &std::collections::BTreeMap<String, String>,
-    ) -> std::io::Result<()> {
+    /// The step that writes `/etc/netns/<name>/resolv.conf`: the host's resolvers minus
+    /// loopback ones (they are unreachable from a sandbox), as Docker does. With the
+    /// embedded DNS server attached, it points at 127.0.0.11 instead.
+    fn resolv_conf_step(&self, name: &str, labels: &std::collections::BTreeMap<String, String>) -> Step {
+        let dir = self.resolv_dir(name);
         if let Some(d) = &self.dns {
-            let dir = self.resolv_dir(name);
-            std::fs::create_dir_all(&dir)?;
-            return std::fs::write(dir.join("resolv.conf"), d.resolv_conf(labels));
+            return Step::WriteResolvConf {
+                dir,
+                contents: d.resolv_conf(labels),
+            };
         }
         let host = std::fs::read_to_string(&self.cfg.host_resolv_conf).unwrap_or_default();
         let mut out = String::from("# written by netd\n");
@@ -617,8 +614,6 @@ impl Engine {
         if servers == 0 {
             out.push_str("# the host has no usable nameserver for sandboxes\n");
         }
-        let dir = self.resolv_dir(name);
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join("resolv.conf"), out)
+        Step::WriteResolvConf { dir, contents: out }
     }
 }

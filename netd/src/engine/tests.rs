@@ -575,3 +575,25 @@ fn tables_made_by_another_engine_are_refused_untouched() {
     k.tables_made_by("netd-cni /var/lib/_q_");
     Engine::open(k, Arc::new(MemStore::default()), cfg("netd-cni /var/lib/\"q\"")).expect("same name");
 }
+
+/// A sandbox's resolv.conf is a step of its plan: written with it, undone with it when
+/// a later step fails, removed with the sandbox.
+#[test]
+fn resolv_conf_goes_with_its_sandbox_and_its_failed_plan() {
+    let mut t = setup();
+    t.e.create_network(&net("a", Some("10.1.0.0/24"))).unwrap();
+    let conf = t.e.cfg.etc_netns_dir.join("s/resolv.conf");
+    t.e.create_sandbox(&SandboxRequest::on("s", &["a"])).unwrap();
+    assert!(t.k.files()[&conf].starts_with("# written by netd"));
+    t.e.remove_sandbox("s").unwrap();
+    assert!(t.k.files().is_empty());
+    // The write comes last: fail it, and the namespace and veth before it are undone.
+    t.k.fail_on(&format!("write {}", conf.display()));
+    t.e.create_sandbox(&SandboxRequest::on("s", &["a"])).unwrap_err();
+    assert!(
+        t.k.files().is_empty() && t.k.netns().is_empty(),
+        "{:?}",
+        t.k.log()
+    );
+    assert!(t.e.sandbox("s").is_err());
+}

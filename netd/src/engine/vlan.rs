@@ -70,7 +70,7 @@ impl Engine {
                 .any(|n| n.name != net.name && n.bridge == net.bridge);
         if shared {
             steps.retain(|s| match s {
-                Step::CreateBridge(b) => b.name != net.bridge,
+                Step::EnsureBridge(b) => b.name != net.bridge,
                 Step::DeleteLink { name, netns: None } => *name != net.bridge,
                 _ => true,
             });
@@ -134,7 +134,7 @@ mod tests {
             assert!(links.contains(l), "{l} in {links:?}");
         }
         // The second network did not create (nor would it undo) the bridge.
-        let bridges = t.k.log().iter().filter(|l| *l == "create bridge vbr").count();
+        let bridges = t.k.log().iter().filter(|l| *l == "ensure bridge vbr").count();
         assert_eq!(bridges, 1, "{:?}", t.k.log());
         assert!(t.k.log().iter().any(|l| l.contains("vlan 200 pvid untagged")));
         // The firewall sees each network's gateway link as its L3 interface.

@@ -1,15 +1,15 @@
 //! An in-memory `Kernel` for unit tests of plans and the engine: records every step in
 //! `ip`-like words and keeps just enough state (links, namespaces, nft batches) to assert on.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use ipnetwork::IpNetwork;
 
 use super::{Kernel, KernelError, OwnedLink};
-use crate::plan::{describe, Step};
+use crate::plan::{describe, Applied, Step};
 
 #[derive(Default)]
 struct State {
@@ -27,6 +27,17 @@ struct State {
     /// The comment of netd's inet table, once one exists: the first `add table inet
     /// netd { comment "..." }` sets it, as the kernel keeps a table's first comment.
     table_comment: Option<String>,
+    /// Files written by steps (resolv.conf), by path.
+    files: BTreeMap<PathBuf, String>,
+    /// Host links' masters (veth -> bridge), and bridges' and gateways' addresses.
+    masters: BTreeMap<String, String>,
+    addrs: BTreeMap<String, Vec<IpNetwork>>,
+    /// Chains deleted behind netd's back (`family name`), until a full ruleset comes.
+    lost_chains: BTreeSet<String>,
+    /// Sandbox interfaces (`netns:ifname`) that lost an address or route.
+    broken_sandbox_links: BTreeSet<String>,
+    /// Networks whose gateway step fails (`ensure veth NAME ...` for any NAME here).
+    fail_gateways: BTreeSet<String>,
 }
 
 #[derive(Default)]
@@ -47,7 +58,9 @@ impl FakeKernel {
         self.st().no_vlan = true;
     }
     pub fn clear_failure(&self) {
-        self.st().fail_on = None;
+        let mut st = self.st();
+        st.fail_on = None;
+        st.fail_gateways.clear();
     }
     /// A link someone else made in the host namespace (a macvlan parent, say).
     pub fn add_link(&self, name: &str) {
@@ -74,6 +87,59 @@ impl FakeKernel {
             .map(|(_, n, _)| n.clone())
             .collect()
     }
+    /// An address removed from a host link behind netd's back.
+    pub fn remove_addr(&self, link: &str, addr: IpNetwork) {
+        if let Some(a) = self.st().addrs.get_mut(link) {
+            a.retain(|x| *x != addr);
+        }
+    }
+    pub fn addrs_of(&self, link: &str) -> Vec<IpNetwork> {
+        self.st().addrs.get(link).cloned().unwrap_or_default()
+    }
+    pub fn master_of(&self, link: &str) -> Option<String> {
+        self.st().masters.get(link).cloned()
+    }
+    /// `nft delete chain FAMILY netd NAME` behind netd's back (`*`: the whole table).
+    pub fn remove_chain(&self, family: &str, name: &str) {
+        self.st().lost_chains.insert(format!("{family} {name}"));
+    }
+    /// A route or address removed inside a sandbox behind netd's back.
+    pub fn break_sandbox_link(&self, netns: &str, ifname: &str) {
+        self.st().broken_sandbox_links.insert(format!("{netns}:{ifname}"));
+    }
+    pub fn sandbox_link_broken(&self, netns: &str, ifname: &str) -> bool {
+        self.st()
+            .broken_sandbox_links
+            .contains(&format!("{netns}:{ifname}"))
+    }
+    /// Make ensuring the VLAN gateway link `name` fail.
+    pub fn fail_gateway(&self, name: &str) {
+        self.st().fail_gateways.insert(name.to_string());
+    }
+    /// Files the steps wrote, by path.
+    pub fn files(&self) -> BTreeMap<PathBuf, String> {
+        self.st().files.clone()
+    }
+    /// A link removed behind netd's back (`ip link del`), with the peer of a veth.
+    pub fn remove_link(&self, name: &str) {
+        let mut st = self.st();
+        st.links.remove(name);
+        st.addrs.remove(name);
+        st.masters.remove(name);
+        // Ports of a deleted bridge stay, detached.
+        st.masters.retain(|_, m| m != name);
+        let peer_mark = format!("peer-of:{name}");
+        let peers: Vec<String> = st
+            .aliases
+            .iter()
+            .filter(|(_, a)| *a == peer_mark)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for p in &peers {
+            st.links.remove(p);
+        }
+        st.aliases.retain(|(n, a)| n != name && *a != peer_mark);
+    }
     pub fn nft_batches(&self) -> Vec<String> {
         self.st().nft.clone()
     }
@@ -87,7 +153,7 @@ impl FakeKernel {
 }
 
 impl Kernel for FakeKernel {
-    fn apply(&self, step: &Step) -> Result<(), KernelError> {
+    fn apply(&self, step: &Step) -> Result<Applied, KernelError> {
         let mut st = self.st();
         let d = describe(step);
         if st.fail_on.as_deref() == Some(d.as_str()) {
@@ -127,8 +193,11 @@ impl Kernel for FakeKernel {
                 let p = ns.display().to_string();
                 st.ns_links.retain(|(np, n, _)| !(*np == p && n == name));
             }
-            Step::CreateBridge(b) => {
-                st.links.insert(b.name.clone());
+            Step::EnsureBridge(b) => {
+                st.addrs.insert(b.name.clone(), b.addrs.clone());
+                if !st.links.insert(b.name.clone()) {
+                    return Ok(Applied::Found);
+                }
                 st.aliases.push((b.name.clone(), b.alias.clone()));
             }
             Step::CreateVeth(v) => {
@@ -136,11 +205,15 @@ impl Kernel for FakeKernel {
                     return Err(KernelError::Other(format!("link {} exists", v.host_name)));
                 }
                 st.aliases.push((v.host_name.clone(), v.alias.clone()));
+                st.masters.insert(v.host_name.clone(), v.bridge.clone());
+                let key = format!("{}:{}", v.netns.display(), v.ifname);
+                st.broken_sandbox_links.remove(&key);
             }
             Step::CreateHostVeth(v) => {
                 if !st.links.insert(v.host_name.clone()) {
                     return Err(KernelError::Other(format!("link {} exists", v.host_name)));
                 }
+                st.masters.insert(v.host_name.clone(), v.bridge.clone());
                 st.links.insert(v.peer_name.clone());
                 st.aliases.push((v.host_name.clone(), v.alias.clone()));
                 // Not a netd alias: only remembers that the peer dies with the host side.
@@ -148,32 +221,42 @@ impl Kernel for FakeKernel {
                     .push((v.peer_name.clone(), format!("peer-of:{}", v.host_name)));
             }
             Step::DeleteLink { name, netns: None } => {
-                st.links.remove(name);
-                let peer_mark = format!("peer-of:{name}");
-                let peers: Vec<String> = st
-                    .aliases
-                    .iter()
-                    .filter(|(_, a)| *a == peer_mark)
-                    .map(|(n, _)| n.clone())
-                    .collect();
-                for p in &peers {
-                    st.links.remove(p);
-                }
-                st.aliases.retain(|(n, a)| n != name && *a != peer_mark);
+                drop(st);
+                self.remove_link(name);
+                return Ok(Applied::Made);
             }
-            Step::CreateVlanGateway(g) => {
+            Step::EnsureVlanGateway(g) => {
                 if !st.links.contains(&g.bridge) {
                     return Err(KernelError::Other(format!("bridge {} does not exist", g.bridge)));
                 }
-                if st.links.insert(g.name.clone()) {
-                    st.aliases.push((g.name.clone(), g.alias.clone()));
-                    st.links.insert(g.peer.clone());
-                    st.aliases.push((g.peer.clone(), format!("peer-of:{}", g.name)));
+                if st.fail_gateways.contains(&g.name) {
+                    return Err(KernelError::Other(format!(
+                        "injected failure: gateway {}",
+                        g.name
+                    )));
                 }
+                st.addrs.insert(g.name.clone(), g.addrs.clone());
+                st.masters.insert(g.peer.clone(), g.bridge.clone());
+                if !st.links.insert(g.name.clone()) {
+                    return Ok(Applied::Found);
+                }
+                st.aliases.push((g.name.clone(), g.alias.clone()));
+                st.links.insert(g.peer.clone());
+                st.aliases.push((g.peer.clone(), format!("peer-of:{}", g.name)));
             }
             Step::Sysctl { .. } => {}
+            Step::EnsureSandboxLink(sb) => {
+                let key = format!("{}:{}", sb.netns.display(), sb.ifname);
+                if !st.broken_sandbox_links.remove(&key) {
+                    return Ok(Applied::Found);
+                }
+            }
+            Step::WriteResolvConf { dir, contents } => {
+                st.files.insert(dir.join("resolv.conf"), contents.clone());
+            }
+            Step::DeleteResolvConf { dir } => st.files.retain(|p, _| !p.starts_with(dir)),
         }
-        Ok(())
+        Ok(Applied::Made)
     }
 
     fn owned_links(&self) -> Result<Vec<OwnedLink>, KernelError> {
@@ -191,7 +274,7 @@ impl Kernel for FakeKernel {
                     "veth"
                 }
                 .into(),
-                master: None,
+                master: st.masters.get(n).cloned(),
             })
             .collect())
     }
@@ -236,8 +319,27 @@ impl Kernel for FakeKernel {
         Ok(!self.st().no_vlan)
     }
 
+    fn link_addrs(&self) -> Result<BTreeMap<String, Vec<IpNetwork>>, KernelError> {
+        let st = self.st();
+        Ok(st
+            .addrs
+            .iter()
+            .filter(|(l, _)| st.links.contains(*l))
+            .map(|(l, a)| (l.clone(), a.clone()))
+            .collect())
+    }
+
+    fn nft_chain_exists(&self, family: &str, _table: &str, chain: &str) -> Result<bool, KernelError> {
+        let st = self.st();
+        let lost = |c: &str| st.lost_chains.contains(&format!("{family} {c}"));
+        Ok(!st.nft.is_empty() && !lost(chain) && !lost("*"))
+    }
+
     fn nft(&self, batch: &str) -> Result<(), KernelError> {
         let mut st = self.st();
+        if batch.contains("add table") {
+            st.lost_chains.clear();
+        }
         if st.nft.is_empty() {
             let head = "add table inet netd { comment \"";
             st.table_comment = batch
@@ -250,11 +352,12 @@ impl Kernel for FakeKernel {
 
     fn nft_table(
         &self,
-        _family: &str,
+        family: &str,
         _name: &str,
     ) -> Result<Option<super::nft_table::NftTable>, KernelError> {
         let st = self.st();
-        Ok((!st.nft.is_empty()).then(|| super::nft_table::NftTable {
+        let lost = st.lost_chains.contains(&format!("{family} *"));
+        Ok((!st.nft.is_empty() && !lost).then(|| super::nft_table::NftTable {
             comment: st.table_comment.clone(),
         }))
     }

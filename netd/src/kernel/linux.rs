@@ -21,7 +21,7 @@ use super::netlink::{Link, LinkChange, Netlink, VethReq};
 use super::netns::{self, NsThread};
 use super::nft::Nft;
 use super::{sysctl, Kernel, KernelError, OwnedLink};
-use crate::plan::{BridgeSpec, HostVethSpec, Step, VethSpec};
+use crate::plan::{Applied, BridgeSpec, HostVethSpec, Step, VethSpec};
 
 /// Alias prefix that marks a link as netd's.
 const OWNED_PREFIX: &str = "netd:";
@@ -127,8 +127,9 @@ impl LinuxKernel {
     // ---- bridge ------------------------------------------------------------------
 
     /// `ip link add NAME type bridge` as an idempotent "ensure": an existing bridge
-    /// with our alias is brought in line with `b`; anything else by that name is refused.
-    fn ensure_bridge(&self, b: &BridgeSpec) -> Result<(), KernelError> {
+    /// with our alias is brought in line with `b` (`Applied::Found`); anything else by
+    /// that name is refused.
+    fn ensure_bridge(&self, b: &BridgeSpec) -> Result<Applied, KernelError> {
         let mut nl = self.nl();
         let existing = nl.link(&b.name)?;
         let created = match &existing {
@@ -161,7 +162,7 @@ impl LinuxKernel {
                 tracing::warn!(bridge = %b.name, error = %e, "cleanup of failed bridge failed");
             }
         }
-        res
+        res.map(|_| if created { Applied::Made } else { Applied::Found })
     }
 
     fn configure_bridge(
@@ -441,19 +442,23 @@ impl Kernel for LinuxKernel {
         super::iptables::ensure_docker_user_accept(self.host_path.as_deref(), "netd-+").map(drop)
     }
 
-    fn apply(&self, step: &Step) -> Result<(), KernelError> {
-        match step {
+    fn apply(&self, step: &Step) -> Result<Applied, KernelError> {
+        let made = match step {
+            Step::EnsureBridge(b) => return self.ensure_bridge(b),
+            Step::EnsureVlanGateway(g) => return self.ensure_vlan_gateway(g),
             Step::CreateNetns { path } => netns::create(path),
             Step::BindHostNetns { path } => self.bind_host_netns(path),
             Step::DeleteNetns { path } => netns::delete(path),
-            Step::CreateBridge(b) => self.ensure_bridge(b),
             Step::CreateVeth(v) => self.create_veth(v),
             Step::CreateHostVeth(v) => self.create_host_veth(v),
             Step::CreateMacvlan(m) => self.create_macvlan(m),
-            Step::CreateVlanGateway(g) => self.create_vlan_gateway(g),
             Step::DeleteLink { name, netns } => self.delete_link(name, netns.as_deref()),
             Step::Sysctl { key, value } => sysctl::write_in(&self.host, key, value),
-        }
+            Step::EnsureSandboxLink(sb) => return super::sandbox_link::ensure(sb),
+            Step::WriteResolvConf { dir, contents } => super::etc_netns::write_resolv_conf(dir, contents),
+            Step::DeleteResolvConf { dir } => super::etc_netns::delete(dir),
+        };
+        made.map(|_| Applied::Made)
     }
 
     fn owned_links(&self) -> Result<Vec<OwnedLink>, KernelError> {
@@ -539,6 +544,29 @@ impl Kernel for LinuxKernel {
 
     fn bridge_vlan_filtering(&self) -> Result<bool, KernelError> {
         super::vlan::probe(&mut self.nl())
+    }
+
+    fn link_addrs(&self) -> Result<std::collections::BTreeMap<String, Vec<IpNetwork>>, KernelError> {
+        let mut nl = self.nl();
+        let names: std::collections::BTreeMap<u32, String> =
+            nl.links()?.into_iter().map(|l| (l.index, l.name)).collect();
+        let mut out = std::collections::BTreeMap::<String, Vec<IpNetwork>>::new();
+        for a in nl.addresses()?.into_iter().filter(|a| a.scope == 0) {
+            if let Some(n) = names.get(&a.index) {
+                out.entry(n.clone()).or_default().push(a.net);
+            }
+        }
+        Ok(out)
+    }
+
+    fn nft_chain_exists(&self, family: &str, table: &str, chain: &str) -> Result<bool, KernelError> {
+        let (f, t, c) = (family.to_string(), table.to_string(), chain.to_string());
+        let ask = move || super::nft_table::chains_exist(&t, &[(&f, &c)]);
+        let there = match &self.host_path {
+            None => ask()?,
+            Some(_) => self.host.run(ask)??,
+        };
+        Ok(there.first().copied().unwrap_or(false))
     }
 
     fn nft(&self, batch: &str) -> Result<(), KernelError> {

@@ -5,6 +5,7 @@
 
 mod detach;
 pub mod dns_socket;
+mod etc_netns;
 pub mod fake;
 pub mod iptables;
 pub mod linux;
@@ -16,16 +17,18 @@ pub mod nft;
 pub mod nft_elements;
 pub mod nft_table;
 pub mod probe;
+mod sandbox_link;
 pub mod sysctl;
 pub mod udp_batch;
 mod vlan;
+pub mod watch;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use ipnetwork::IpNetwork;
 
-use crate::plan::Step;
+use crate::plan::{Applied, Step};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -59,8 +62,9 @@ pub struct OwnedLink {
 /// What the rest of netd needs from the kernel. One instance per daemon; it acts on the
 /// daemon's own network namespace (its "host") and on sandbox namespaces by path.
 pub trait Kernel: Send + Sync {
-    /// Applies one plan step. Delete steps succeed when the object is already gone.
-    fn apply(&self, step: &Step) -> Result<(), KernelError>;
+    /// Applies one plan step and says whether it made its object or found it there
+    /// (ensure steps). Delete steps succeed when the object is already gone.
+    fn apply(&self, step: &Step) -> Result<Applied, KernelError>;
 
     /// Links in the host namespace whose alias starts with `netd:`.
     fn owned_links(&self) -> Result<Vec<OwnedLink>, KernelError>;
@@ -97,6 +101,13 @@ pub trait Kernel: Send + Sync {
     fn bridge_vlan_filtering(&self) -> Result<bool, KernelError> {
         Ok(true)
     }
+
+    /// Global addresses of the host namespace's links, by link name (what reconcile
+    /// compares a bridge's gateway addresses with).
+    fn link_addrs(&self) -> Result<std::collections::BTreeMap<String, Vec<IpNetwork>>, KernelError>;
+
+    /// Whether chain `family table chain` exists in the host namespace.
+    fn nft_chain_exists(&self, family: &str, table: &str, chain: &str) -> Result<bool, KernelError>;
 
     /// Applies an nftables batch (nft syntax) in the host namespace as one transaction.
     fn nft(&self, batch: &str) -> Result<(), KernelError>;

@@ -21,6 +21,7 @@ pub const NFNL_MSG_BATCH_END: u16 = 17;
 
 pub const NFT_MSG_NEWTABLE: u16 = 0;
 pub const NFT_MSG_GETTABLE: u16 = 1;
+pub const NFT_MSG_GETCHAIN: u16 = 4;
 pub const NFT_MSG_NEWSET: u16 = 9;
 pub const NFT_MSG_GETSET: u16 = 10;
 pub const NFT_MSG_NEWSETELEM: u16 = 12;
@@ -30,6 +31,8 @@ pub const NFT_MSG_GETGEN: u16 = 16;
 
 pub const NFTA_TABLE_NAME: u16 = 1;
 pub const NFTA_TABLE_USERDATA: u16 = 6;
+pub const NFTA_CHAIN_TABLE: u16 = 1;
+pub const NFTA_CHAIN_NAME: u16 = 3;
 pub const NFTA_SET_TABLE: u16 = 1;
 pub const NFTA_SET_NAME: u16 = 2;
 pub const NFTA_SET_FLAGS: u16 = 3;

@@ -11,8 +11,9 @@
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
 use super::nfnetlink::{
-    attributes, family_number, nft_type, Msg, HDR, NFTA_TABLE_NAME, NFTA_TABLE_USERDATA, NFT_MSG_GETTABLE,
-    NFT_MSG_NEWTABLE, NLMSG_ERROR, NLM_F_ACK, NLM_F_REQUEST,
+    attributes, errno_of, family_number, messages, nft_type, Msg, HDR, NFTA_CHAIN_NAME, NFTA_CHAIN_TABLE,
+    NFTA_TABLE_NAME, NFTA_TABLE_USERDATA, NFT_MSG_GETCHAIN, NFT_MSG_GETTABLE, NFT_MSG_NEWTABLE, NLMSG_ERROR,
+    NLM_F_ACK, NLM_F_REQUEST,
 };
 use super::KernelError;
 
@@ -118,6 +119,70 @@ pub fn table(family: &str, name: &str) -> Result<Option<NftTable>, KernelError> 
     }
 }
 
+/// NFT_MSG_GETCHAIN for one chain by table and name (answered by the chain and an ack,
+/// or ENOENT).
+pub fn chain_request(family: u8, table: &str, chain: &str, seq: u32) -> Vec<u8> {
+    let mut m = Msg::new(
+        nft_type(NFT_MSG_GETCHAIN),
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        family,
+        0,
+    );
+    m.str(NFTA_CHAIN_TABLE, table);
+    m.str(NFTA_CHAIN_NAME, chain);
+    m.finish()
+}
+
+/// The ack of request `seq` in `buf`: `Some(true)` for success, `Some(false)` for
+/// ENOENT, `None` when it is still to come.
+fn ack_of(buf: &[u8], seq: u32) -> Result<Option<bool>, KernelError> {
+    let Some(errno) = messages(buf)
+        .find(|(kind, s, _)| *s == seq && *kind == NLMSG_ERROR)
+        .and_then(|(_, _, p)| errno_of(p))
+    else {
+        return Ok(None);
+    };
+    match errno {
+        0 => Ok(Some(true)),
+        libc::ENOENT => Ok(Some(false)),
+        e => Err(KernelError::Nft(format!(
+            "get chain: {}",
+            std::io::Error::from_raw_os_error(e)
+        ))),
+    }
+}
+
+/// Which of `chains` (`(family, name)` in `table`) exist in the calling thread's
+/// namespace: one socket, one request each.
+pub fn chains_exist(table: &str, chains: &[(&str, &str)]) -> Result<Vec<bool>, KernelError> {
+    let io = |op: &str, e: std::io::Error| KernelError::Nft(format!("nfnetlink {op}: {e}"));
+    let mut sock = Socket::new(NETLINK_NETFILTER).map_err(|e| io("socket", e))?;
+    sock.bind_auto().map_err(|e| io("bind", e))?;
+    sock.connect(&SocketAddr::new(0, 0))
+        .map_err(|e| io("connect", e))?;
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut out = Vec::with_capacity(chains.len());
+    for (seq, (family, chain)) in (1u32..).zip(chains) {
+        let fam = family_number(family)
+            .ok_or_else(|| KernelError::Nft(format!("unknown nft family {family:?}")))?;
+        sock.send(&chain_request(fam, table, chain, seq), 0)
+            .map_err(|e| io("send", e))?;
+        loop {
+            buf.clear();
+            sock.recv(&mut buf, 0).map_err(|e| io("recv", e))?;
+            if buf.is_empty() {
+                return Err(KernelError::Nft("nfnetlink closed before answering".into()));
+            }
+            if let Some(there) = ack_of(&buf, seq)? {
+                out.push(there);
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,5 +250,23 @@ mod tests {
             None
         );
         assert!(found.is_some());
+    }
+
+    #[test]
+    fn chain_lookup() {
+        let r = chain_request(7, "netd", "antispoof", 3);
+        assert_eq!(u16::from_ne_bytes(r[4..6].try_into().unwrap()), 0x0a04);
+        assert_eq!(r[16], 7, "family bridge");
+        let attrs: Vec<(u16, &[u8])> = attributes(&r[HDR..], 4).collect();
+        assert_eq!(attrs, [(1, &b"netd\0"[..]), (3, &b"antispoof\0"[..])]);
+        // The chain, then the ack: there. ENOENT: not. Another request's ack: wait.
+        let mut b = msg(0x0a03, 3, &[7, 0, 0, 0]);
+        b.extend(msg(NLMSG_ERROR, 3, &0i32.to_ne_bytes()));
+        assert_eq!(ack_of(&b, 3).unwrap(), Some(true));
+        let b = msg(NLMSG_ERROR, 3, &(-libc::ENOENT).to_ne_bytes());
+        assert_eq!(ack_of(&b, 3).unwrap(), Some(false));
+        assert_eq!(ack_of(&b, 4).unwrap(), None);
+        let b = msg(NLMSG_ERROR, 3, &(-libc::EPERM).to_ne_bytes());
+        assert!(ack_of(&b, 3).is_err());
     }
 }

@@ -1,5 +1,5 @@
 //! VLAN networks in the kernel: the VLAN-filtering bridge, the gateway veth
-//! (`Step::CreateVlanGateway`), a port's VLAN, and the probe for
+//! (`Step::EnsureVlanGateway`), a port's VLAN, and the probe for
 //! CONFIG_BRIDGE_VLAN_FILTERING.
 
 use std::sync::OnceLock;
@@ -9,7 +9,7 @@ use ipnetwork::IpNetwork;
 use super::linux::LinuxKernel;
 use super::netlink::{DefaultVlan, LinkChange, Netlink, VethReq, VlanBridge};
 use super::{sysctl, KernelError};
-use crate::plan::{BridgeSpec, VlanGatewaySpec};
+use crate::plan::{Applied, BridgeSpec, VlanGatewaySpec};
 
 fn unsupported() -> KernelError {
     KernelError::Other(
@@ -88,8 +88,9 @@ impl LinuxKernel {
     /// The gateway veth of a VLAN network: `g.peer` joins the bridge as an access port of
     /// `g.vlan`, `g.name` stays in the host namespace with the gateway addresses. An
     /// idempotent "ensure" (reconcile runs it for every network): an existing pair that
-    /// is ours is brought in line. A new pair is deleted again on any failure.
-    pub(super) fn create_vlan_gateway(&self, g: &VlanGatewaySpec) -> Result<(), KernelError> {
+    /// is ours is brought in line (`Applied::Found`). A new pair is deleted again on any
+    /// failure.
+    pub(super) fn ensure_vlan_gateway(&self, g: &VlanGatewaySpec) -> Result<Applied, KernelError> {
         let mut nl = self.nl();
         let existing = nl.link(&g.name)?;
         if let Some(l) = &existing {
@@ -121,7 +122,10 @@ impl LinuxKernel {
                 tracing::warn!(link = %g.peer, error = %e, "cleanup of failed VLAN gateway failed");
             }
         }
-        res
+        res.map(|_| match existing {
+            Some(_) => Applied::Found,
+            None => Applied::Made,
+        })
     }
 
     fn finish_vlan_gateway(

@@ -11,7 +11,8 @@
 //!   ports). Each element is `goto` the chain of one service port: one lookup, whatever
 //!   the number of services.
 //! - a chain per service port per network, `svc/<ns>/<name>/<network>/<proto>/<port>`
-//!   (ingress: `svc/<ns>/<name>/ingress<4|6>/<proto>/<published>`), picks a backend
+//!   (`…/<network>/ip6/<proto>/<port>` for an IPv6 VIP; ingress:
+//!   `svc/<ns>/<name>/ingress<4|6>/<proto>/<published>`), picks a backend
 //!   with `numgen random mod N vmap`, or rejects at once when there is none (TCP reset,
 //!   ICMP port unreachable), as kube-proxy does, instead of letting the SYN time out.
 //! - a chain per backend of that port, `<port chain>/<ip>`, marks hairpin traffic and
@@ -241,7 +242,9 @@ fn objects(services: &[FwService]) -> Objects {
             backends.sort();
             backends.dedup();
             for &(port, target, proto) in &s.ports {
-                let chain = format!("svc/{ns}/{name}/{net}/{proto}/{port}");
+                // A network may have a VIP of each family: `ip6/` keeps their chains apart.
+                let v6 = if fam == 4 { "" } else { "ip6/" };
+                let chain = format!("svc/{ns}/{name}/{net}/{v6}{proto}/{port}");
                 let map = if fam == 4 {
                     "svc4_dispatch"
                 } else {

@@ -65,7 +65,7 @@ fn full_lays_out_dispatch_port_and_backend_chains() {
     for want in [
         "add element inet netd svc4_dispatch { 10.89.0.200 . tcp . 80 : goto svc/shop/web/frontend/tcp/80, \
          10.89.1.200 . tcp . 80 : goto svc/shop/web/backend/tcp/80 }",
-        "add element inet netd svc6_dispatch { fd00:89::53 . udp . 53 : goto svc/default/dns/frontend/udp/53 }",
+        "add element inet netd svc6_dispatch { fd00:89::53 . udp . 53 : goto svc/default/dns/frontend/ip6/udp/53 }",
         "add element inet netd svc4_ingress { tcp . 8088 : goto svc/shop/web/ingress4/tcp/8088 }",
         // v4 VIP: only the v4 backends of its network.
         "add rule inet netd svc/shop/web/frontend/tcp/80 numgen random mod 2 vmap { \
@@ -79,7 +79,7 @@ fn full_lays_out_dispatch_port_and_backend_chains() {
         "add rule inet netd svc/shop/web/ingress4/tcp/8088 numgen random mod 3 vmap { \
          0 : goto svc/shop/web/ingress4/tcp/8088/10.89.0.2, 1 : goto svc/shop/web/ingress4/tcp/8088/10.89.0.3, \
          2 : goto svc/shop/web/ingress4/tcp/8088/10.89.1.2 }",
-        "add rule inet netd svc/default/dns/frontend/udp/53 reject with icmpx port-unreachable comment \"no backend\"",
+        "add rule inet netd svc/default/dns/frontend/ip6/udp/53 reject with icmpx port-unreachable comment \"no backend\"",
         "add rule inet netd svc_postrouting meta mark & 0x00002000 == 0x00002000 masquerade \
          comment \"service hairpin: a backend reaching itself through its VIP\"",
     ] {
@@ -92,6 +92,27 @@ fn full_lays_out_dispatch_port_and_backend_chains() {
     rev.reverse();
     assert_eq!(full(&rev), b);
     assert_eq!(diff(&example(), &rev), "");
+}
+
+#[test]
+fn a_vip_of_each_family_on_one_network_gets_chains_of_its_own() {
+    let s = svc(
+        "default",
+        "api",
+        vec![
+            vip("n", "10.0.0.9", &["10.0.0.2", "fd00::2"]),
+            vip("n", "fd00::9", &["10.0.0.2", "fd00::2"]),
+        ],
+    );
+    let b = full(&[s]);
+    for want in [
+        "add rule inet netd svc/default/api/n/tcp/80 numgen random mod 1 vmap { 0 : goto svc/default/api/n/tcp/80/10.0.0.2 }",
+        "add rule inet netd svc/default/api/n/ip6/tcp/80 numgen random mod 1 vmap { 0 : goto svc/default/api/n/ip6/tcp/80/fd00__2 }",
+        "add rule inet netd svc/default/api/n/ip6/tcp/80/fd00__2 meta l4proto tcp dnat ip6 to [fd00::2]:8080",
+        "add element inet netd svc6_dispatch { fd00::9 . tcp . 80 : goto svc/default/api/n/ip6/tcp/80 }",
+    ] {
+        assert!(b.lines().any(|l| l == want), "missing {want:?} in:\n{b}");
+    }
 }
 
 #[test]

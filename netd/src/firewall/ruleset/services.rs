@@ -38,7 +38,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::firewall::TABLE;
-use crate::model::Proto;
+use crate::model::{Backend, EndpointMode, Proto, PublishMode, Service, ServiceKind};
 
 /// Packet mark bit for "masquerade this: a backend reaching itself through its VIP".
 /// kube-proxy uses 0x4000; another bit lets both run on one host.
@@ -73,6 +73,52 @@ pub struct FwService {
     pub affinity: Option<u32>,
     pub vips: Vec<FwVip>,
     pub ingress: Vec<FwIngress>,
+}
+
+impl FwService {
+    /// What the firewall needs of `svc`, given its backends (`model::select_backends`):
+    /// None for services with nothing to balance in nftables (ExternalName, dnsrr). A
+    /// network whose VIP is not allocated yet is left out.
+    pub fn from_model(svc: &Service, backends: &[Backend]) -> Option<FwService> {
+        let ServiceKind::ClusterIp(c) = &svc.kind else {
+            return None;
+        };
+        if c.endpoint_mode != EndpointMode::Vip {
+            return None;
+        }
+        let vips = c
+            .networks
+            .iter()
+            .filter_map(|n| {
+                Some(FwVip {
+                    network: n.clone(),
+                    vip: *c.vips.get(n)?,
+                    backends: backends
+                        .iter()
+                        .filter(|b| &b.network == n)
+                        .map(|b| b.ip)
+                        .collect(),
+                })
+            })
+            .collect();
+        Some(FwService {
+            namespace: svc.namespace.clone(),
+            name: svc.name.clone(),
+            ports: c.ports.iter().map(|p| (p.port, p.target_port, p.proto)).collect(),
+            affinity: c.session_affinity.map(|a| a.timeout_secs),
+            vips,
+            ingress: c
+                .published
+                .iter()
+                .filter(|p| p.mode == PublishMode::Ingress)
+                .map(|p| FwIngress {
+                    published: p.published,
+                    target: p.target,
+                    proto: p.proto,
+                })
+                .collect(),
+        })
+    }
 }
 
 /// Every service object, as data: chains with their rules, affinity sets, map elements.

@@ -116,6 +116,70 @@ fn a_vip_of_each_family_on_one_network_gets_chains_of_its_own() {
 }
 
 #[test]
+fn from_model_takes_vip_services_and_their_backends_per_network() {
+    use crate::model::ServiceRequest;
+    let r = ServiceRequest {
+        name: "web".into(),
+        namespace: Some("shop".into()),
+        networks: vec!["front".into(), "back".into(), "later".into()],
+        ports: vec!["80:8080".into()],
+        backends: vec!["a".into()],
+        session_affinity: Some("client-ip".into()),
+        publish: vec!["9000:8080".into(), "9001:8080,mode=host".into()],
+        vips: [("front", "10.0.0.200"), ("back", "10.1.0.200")]
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    };
+    let (name, namespace, kind) = r.parse().unwrap();
+    let svc = Service {
+        name,
+        namespace,
+        id: "1".into(),
+        kind,
+        created: 0,
+    };
+    let backends = vec![
+        Backend {
+            network: "front".into(),
+            sandbox: "a".into(),
+            ip: ip("10.0.0.2"),
+        },
+        Backend {
+            network: "back".into(),
+            sandbox: "a".into(),
+            ip: ip("10.1.0.2"),
+        },
+    ];
+    let f = FwService::from_model(&svc, &backends).unwrap();
+    assert_eq!(f.ports, [(80, 8080, Proto::Tcp)]);
+    assert_eq!(f.affinity, Some(10_800));
+    // "later" has no VIP yet; host-mode ports are the backends' own, not ingress.
+    assert_eq!(
+        f.vips,
+        [
+            vip("front", "10.0.0.200", &["10.0.0.2"]),
+            vip("back", "10.1.0.200", &["10.1.0.2"])
+        ]
+    );
+    assert_eq!(
+        f.ingress,
+        [FwIngress {
+            published: 9000,
+            target: 8080,
+            proto: Proto::Tcp
+        }]
+    );
+    // dnsrr and ExternalName services have no nft objects.
+    let mut d = svc.clone();
+    if let ServiceKind::ClusterIp(c) = &mut d.kind {
+        c.endpoint_mode = EndpointMode::Dnsrr;
+    }
+    assert!(FwService::from_model(&d, &backends).is_none());
+}
+
+#[test]
 fn no_backend_rejects_with_a_tcp_reset() {
     let b = full(&[svc("default", "api", vec![vip("n", "10.0.0.9", &[])])]);
     assert!(b.contains(

@@ -182,3 +182,33 @@ fn vips_must_be_usable_addresses_of_the_network() {
     assert!(check("10.0.0.1").unwrap_err().contains("gateway"));
     assert!(check("fd00::1").unwrap_err().contains("outside"));
 }
+
+#[test]
+fn references_must_exist_and_host_ports_be_free() {
+    let mut r = req(&["front"]);
+    r.backends = vec!["web-1".into()];
+    r.publish = vec!["9000:8080".into()];
+    let c = r.cluster_ip().unwrap();
+    let nets = |n: &str| n == "front";
+    let sbs = |s: &str| s == "web-1";
+    assert_eq!(c.check_refs(nets, sbs, &[]), Ok(()));
+    let e = c.check_refs(|_| false, sbs, &[]).unwrap_err();
+    assert_eq!(e.to_string(), "no such network: front");
+    let e = c.check_refs(nets, |_| false, &[]).unwrap_err();
+    assert!(e.to_string().starts_with("no such sandbox: web-1"), "{e}");
+    let used = |spec: &str| {
+        (
+            crate::model::parse_port_spec(spec).unwrap(),
+            "sandbox db".to_string(),
+        )
+    };
+    let e = c.check_refs(nets, sbs, &[used("127.0.0.1:9000:80")]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "published port 9000/tcp is already used by sandbox db"
+    );
+    // Another protocol or port is no clash.
+    assert!(c
+        .check_refs(nets, sbs, &[used("9000:80/udp"), used("9001:80")])
+        .is_ok());
+}

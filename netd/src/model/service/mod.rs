@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::names::validate_name;
 use super::network::Subnet;
+use super::port::PortMapping;
 pub use select::{select_backends, Backend};
 pub use spec::{
     parse_endpoint_mode, parse_published_ports, parse_selector, parse_service_ports, parse_session_affinity,
@@ -295,6 +296,42 @@ impl ServiceRequest {
             session_affinity,
             published,
         })
+    }
+}
+
+impl ClusterIp {
+    /// Checks the service against what exists: its networks and named backends, and its
+    /// published ports against the host ports in use (`in_use`: each with who holds it,
+    /// such as a sandbox's `-p` or another service's `-p`). Both publish modes hold the
+    /// host port on every address (ingress directly, host mode on each backend).
+    pub fn check_refs(
+        &self,
+        known_network: impl Fn(&str) -> bool,
+        known_sandbox: impl Fn(&str) -> bool,
+        in_use: &[(PortMapping, String)],
+    ) -> Result<(), ServiceError> {
+        if let Some(n) = self.networks.iter().find(|n| !known_network(n)) {
+            return Err(ServiceError::UnknownNetwork(n.clone()));
+        }
+        if let Some(b) = self.backends.iter().find(|b| !known_sandbox(b)) {
+            return Err(ServiceError::UnknownSandbox(b.clone()));
+        }
+        for p in &self.published {
+            let mine = PortMapping {
+                host_ip: None,
+                host_port: p.published,
+                container_port: p.target,
+                proto: p.proto,
+            };
+            if let Some((_, by)) = in_use.iter().find(|(m, _)| m.clashes(&mine)) {
+                return Err(ServiceError::PublishedInUse {
+                    port: p.published,
+                    proto: p.proto,
+                    by: by.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 }
 

@@ -61,6 +61,12 @@ pub enum ServiceError {
     DnsrrVip(String),
     #[error("endpoint mode vip needs at least one port (--port PORT[:TARGET][/udp])")]
     NoPorts,
+    #[error("no such network: {0}")]
+    UnknownNetwork(String),
+    #[error("no such sandbox: {0} (named as a backend)")]
+    UnknownSandbox(String),
+    #[error("published port {port}/{proto} is already used by {by}")]
+    PublishedInUse { port: u16, proto: Proto, by: String },
 }
 
 fn invalid(what: &'static str, value: &str, why: impl Into<String>) -> ServiceError {

@@ -1,8 +1,6 @@
 //! Service ruleset: what `full` writes, that `nft -c` accepts it, and that `diff` stays
 //! the size of the change whatever the number of services.
 
-use std::io::Write;
-
 use proptest::prelude::*;
 
 use super::*;
@@ -249,38 +247,39 @@ fn removing_a_service_drops_references_before_chains() {
     assert!(!d.contains("svc/default/dns"), "{d}");
 }
 
+/// Prints the skip as the suite counts it (`skipped NAME: reason`); under
+/// `NETD_TEST_REQUIRE=1` (CI) a skip is a failure, as `integration::skip` has it.
+fn skip(reason: &str) -> Option<Result<(), String>> {
+    if std::env::var("NETD_TEST_REQUIRE").as_deref() == Ok("1") {
+        panic!("nft_accepts_full_and_diff: required but cannot run: {reason}");
+    }
+    println!("skipped nft_accepts_full_and_diff: {reason}");
+    None
+}
+
 /// `nft -c` checks a batch in the kernel without changing anything. Run as root where
 /// nft is installed; skipped with the reason otherwise.
 fn nft_check(batch: &str) -> Option<Result<(), String>> {
     if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped nft -c: not root");
-        return None;
+        return skip("not root");
     }
-    let mut f = match tempfile() {
-        Ok(f) => f,
-        Err(e) => return Some(Err(e.to_string())),
-    };
-    f.1.write_all(batch.as_bytes()).unwrap();
-    match std::process::Command::new("nft")
+    let path = std::env::temp_dir().join(format!("netd-svc-nft-{}.nft", std::process::id()));
+    if let Err(e) = std::fs::write(&path, batch) {
+        return Some(Err(format!("write {}: {e}", path.display())));
+    }
+    let out = std::process::Command::new("nft")
         .args(["-c", "-f"])
-        .arg(&f.0)
-        .output()
-    {
-        Err(e) => {
-            eprintln!("skipped nft -c: cannot run nft: {e}");
-            None
-        }
+        .arg(&path)
+        .output();
+    let _ = std::fs::remove_file(&path);
+    match out {
+        Err(e) => skip(&format!("cannot run nft: {e}")),
         Ok(o) if o.status.success() => {
             eprintln!("nft -c accepted {} lines", batch.lines().count());
             Some(Ok(()))
         }
         Ok(o) => Some(Err(String::from_utf8_lossy(&o.stderr).into_owned())),
     }
-}
-
-fn tempfile() -> std::io::Result<(std::path::PathBuf, std::fs::File)> {
-    let p = std::env::temp_dir().join(format!("netd-svc-nft-{}.nft", std::process::id()));
-    Ok((p.clone(), std::fs::File::create(p)?))
 }
 
 #[test]

@@ -139,15 +139,11 @@ pub(crate) fn ensure_network(b: &mut dyn Netd, req: &NetworkRequest) -> Result<N
             })?,
         },
     };
-    match netd::api::server::attach::mismatch(&net, req) {
-        Some(why) => Err(mismatch_error(&why)),
-        None => Ok(net),
+    match req.mismatch(&net) {
+        Ok(None) => Ok(net),
+        Ok(Some(why)) => Err(crate::error::mismatch(&why)),
+        Err(why) => Err(crate::error::from_engine(netd::engine::EngineError::Invalid(why))),
     }
-}
-
-/// netd's network differs from the config's (other subnets or bridge).
-pub(crate) fn mismatch_error(why: &str) -> CniError {
-    CniError::new(code::INVALID_CONFIG, format!("{why} (in netd)"))
 }
 
 fn result_of(conf: &NetConf, net: &Network, sb: &Sandbox) -> Result<Value> {

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use integration::fwtest::{chain_text, elements, TestNs};
 use integration::skip::{no_program, no_root};
+use netd::firewall::batch::{self, Batch, ElementChange};
 use netd::firewall::{ruleset, FwEndpoint, FwNetwork, FwPort, FwState};
-use netd::kernel::netns;
 use netd::kernel::nft::Nft;
+use netd::kernel::{netns, nft_elements};
 use netd::model::Proto;
 use serde_json::Value;
 
@@ -97,6 +98,72 @@ fn normalized(ns: &TestNs) -> Value {
     v
 }
 
+/// Element changes of every netd set and map go to the kernel as raw nfnetlink
+/// (`nft_elements::Conn`, what the daemon and netd-cni use for each attach and detach),
+/// none falls back to libnftables, and the result is what libnftables makes of the same
+/// state.
+#[test]
+fn raw_element_changes_cover_every_set_and_match_libnftables() {
+    if no_root() {
+        return;
+    }
+    let ns = TestNs::create();
+    let nft = Nft::new_in(Some(&ns.path())).expect("nft context in test netns");
+    let a = sample();
+    nft.run(&ruleset::full(&a, "netd test").to_string())
+        .expect("apply full");
+    // Every set and map changes: a new network (bridges, internal, same_bridge), a trunk
+    // port on an ICC-off network with both address families, ports of all four maps,
+    // and what `sample` had removed or retargeted.
+    let mut b = a.clone();
+    let mut db = net("db", "netd-db", "10.88.2.0/24");
+    db.subnet6 = Some("fd00:89::/64".parse().unwrap());
+    db.internal = true;
+    db.icc = false;
+    b.networks.push(db);
+    b.endpoints.retain(|e| e.port != "vethB");
+    let mut t = ep("vethT", 9, "10.88.2.9");
+    t.ipv6 = Some("fd00:89::9".parse().unwrap());
+    t.trunk = true;
+    b.endpoints.push(t);
+    b.ports = vec![
+        tcp(None, 8080, "10.88.0.2", 81),
+        tcp(None, 8081, "fd00:88::2", 80),
+        tcp(Some("192.0.2.7"), 443, "10.88.2.9", 8443),
+        tcp(Some("fd00:1::7"), 443, "fd00:89::9", 8443),
+    ];
+    let d = ruleset::diff(&a, &b);
+    let (elems, rest): (Vec<_>, Vec<_>) = d
+        .cmds
+        .iter()
+        .partition(|c| matches!(c, batch::Command::Elements(_)));
+    let changes: Vec<&ElementChange> = elems
+        .iter()
+        .filter_map(|c| match c {
+            batch::Command::Elements(e) => Some(e),
+            batch::Command::Text(_) => None,
+        })
+        .collect();
+    let sets: std::collections::BTreeSet<&str> = changes.iter().map(|c| c.set.as_str()).collect();
+    assert_eq!(sets.len(), 13, "every set and map changes: {sets:?}");
+    let mut conn = netns::run_in(&ns.path(), nft_elements::Conn::open)
+        .expect("enter test netns")
+        .expect("nfnetlink socket");
+    match conn.apply(&changes) {
+        Ok(()) => {}
+        Err(nft_elements::Error::Unsupported) => panic!("an element change fell back to libnftables"),
+        Err(nft_elements::Error::Kernel(e)) => panic!("raw element batch: {e}"),
+    }
+    let rest = Batch {
+        cmds: rest.into_iter().cloned().collect(),
+    };
+    nft.run(&rest.to_string()).expect("apply the rules of the diff");
+    let via_raw = normalized(&ns);
+    nft.run(&ruleset::full(&b, "netd test").to_string())
+        .expect("re-apply full");
+    assert_eq!(via_raw, normalized(&ns));
+}
+
 #[test]
 fn full_then_diffs_add_and_remove_elements() {
     if no_root() {
@@ -105,7 +172,8 @@ fn full_then_diffs_add_and_remove_elements() {
     let ns = TestNs::create();
     let nft = Nft::new_in(Some(&ns.path())).expect("nft context in test netns");
     let a = sample();
-    nft.run(&ruleset::full(&a, "netd test")).expect("apply full");
+    nft.run(&ruleset::full(&a, "netd test").to_string())
+        .expect("apply full");
     let rs = ns.ruleset_json();
     let mut ip4 = elements(&rs, "bridge", "port_ip4");
     ip4.sort();
@@ -127,7 +195,7 @@ fn full_then_diffs_add_and_remove_elements() {
         .retain(|p| p.target != "10.88.0.3".parse::<IpAddr>().unwrap());
     b.endpoints.push(ep("vethD", 5, "10.88.0.4"));
     b.ports.push(tcp(Some("192.0.2.7"), 443, "10.88.0.4", 8443));
-    let d = ruleset::diff(&a, &b);
+    let d = ruleset::diff(&a, &b).to_string();
     assert!(!d.contains("flush"), "{d}");
     nft.run(&d).expect("apply endpoint diff");
     let rs = ns.ruleset_json();
@@ -153,14 +221,16 @@ fn full_then_diffs_add_and_remove_elements() {
     // A port moves to another target: delete + add of one key, in one transaction.
     let mut c = b.clone();
     c.ports[0].target = "10.88.0.4".parse().unwrap();
-    nft.run(&ruleset::diff(&b, &c)).expect("apply retarget diff");
+    nft.run(&ruleset::diff(&b, &c).to_string())
+        .expect("apply retarget diff");
     let any = elements(&ns.ruleset_json(), "inet", "pub4_any");
     assert!(any.len() == 1 && any[0].contains("10.88.0.4"), "{any:?}");
 
     // A network arrives: the per-network chain is regenerated.
     let mut d = c.clone();
     d.networks.push(net("db", "netd-db", "10.88.2.0/24"));
-    nft.run(&ruleset::diff(&c, &d)).expect("apply network diff");
+    nft.run(&ruleset::diff(&c, &d).to_string())
+        .expect("apply network diff");
     let post = chain_text(&ns, "inet", "postrouting");
     assert!(
         post.contains("oifname != \"netd-db\" masquerade comment \"net db\""),
@@ -170,16 +240,18 @@ fn full_then_diffs_add_and_remove_elements() {
 
     // The diffs led where a full() of the last state leads.
     let via_diffs = normalized(&ns);
-    nft.run(&ruleset::full(&d, "netd test")).expect("re-apply full");
+    nft.run(&ruleset::full(&d, "netd test").to_string())
+        .expect("re-apply full");
     assert_eq!(via_diffs, normalized(&ns));
 
     // And back to the start the same way.
-    nft.run(&ruleset::diff(&d, &a)).expect("apply diff back");
+    nft.run(&ruleset::diff(&d, &a).to_string())
+        .expect("apply diff back");
     let back = normalized(&ns);
-    nft.run(&ruleset::full(&a, "netd test"))
+    nft.run(&ruleset::full(&a, "netd test").to_string())
         .expect("re-apply full of a");
     assert_eq!(back, normalized(&ns));
-    assert_eq!(ruleset::diff(&a, &a), "");
+    assert_eq!(ruleset::diff(&a, &a).to_string(), "");
 }
 
 #[test]
@@ -190,7 +262,8 @@ fn user_chain_survives_full_and_diffs() {
     let ns = TestNs::create();
     let nft = Nft::new_in(Some(&ns.path())).expect("nft context");
     let a = sample();
-    nft.run(&ruleset::full(&a, "netd test")).expect("apply full");
+    nft.run(&ruleset::full(&a, "netd test").to_string())
+        .expect("apply full");
     ns.nft(&[
         "add",
         "rule",
@@ -208,9 +281,9 @@ fn user_chain_survives_full_and_diffs() {
     b.networks.push(net("db", "netd-db", "10.88.2.0/24"));
     b.endpoints.clear();
     for batch in [
-        ruleset::full(&a, "netd test"),
-        ruleset::diff(&a, &b),
-        ruleset::full(&b, "netd test"),
+        ruleset::full(&a, "netd test").to_string(),
+        ruleset::diff(&a, &b).to_string(),
+        ruleset::full(&b, "netd test").to_string(),
     ] {
         nft.run(&batch).expect("apply");
         let user = chain_text(&ns, "inet", "user");
@@ -234,7 +307,8 @@ fn flushed_ruleset_is_restored_by_full() {
     let nft = Nft::new_in(Some(&ns.path())).expect("nft context");
     assert!(!nft.table_exists("inet", "netd").expect("table_exists"));
     let a = sample();
-    nft.run(&ruleset::full(&a, "netd test")).expect("apply full");
+    nft.run(&ruleset::full(&a, "netd test").to_string())
+        .expect("apply full");
     let before = normalized(&ns);
     assert!(nft.table_exists("inet", "netd").expect("table_exists"));
     assert!(nft.table_exists("bridge", "netd").expect("table_exists"));
@@ -244,7 +318,8 @@ fn flushed_ruleset_is_restored_by_full() {
     assert!(!nft.table_exists("inet", "netd").expect("table_exists"));
     assert!(!nft.table_exists("bridge", "netd").expect("table_exists"));
 
-    nft.run(&ruleset::full(&a, "netd test")).expect("restore");
+    nft.run(&ruleset::full(&a, "netd test").to_string())
+        .expect("restore");
     assert!(nft.table_exists("inet", "netd").expect("table_exists"));
     assert!(nft.table_exists("bridge", "netd").expect("table_exists"));
     assert_eq!(before, normalized(&ns));
@@ -267,7 +342,7 @@ fn nfnetlink_table_probe_agrees_with_libnftables() {
     let probe = |family: &'static str| table(family).is_some();
     let nft = Nft::new_in(Some(&path)).expect("nft context");
     assert!(!probe("inet") && !probe("bridge"));
-    nft.run(&ruleset::full(&sample(), "netd test \"owner\""))
+    nft.run(&ruleset::full(&sample(), "netd test \"owner\"").to_string())
         .expect("apply full");
     // The comment as nft wrote it into the table's user data, read back by the probe.
     for family in ["inet", "bridge"] {
@@ -391,7 +466,7 @@ fn spoofed_sources_are_dropped_and_icc_off_isolates() {
     let lab = Lab::new();
     let [s1, s2] = &lab.sb;
     let nft = Nft::new_in(Some(&lab.host.path())).expect("nft context in host netns");
-    nft.run(&ruleset::full(&lab.state, "netd test"))
+    nft.run(&ruleset::full(&lab.state, "netd test").to_string())
         .expect("apply full");
 
     assert!(s1.ping(None, "10.77.0.1"), "sandbox cannot reach its gateway");
@@ -419,11 +494,12 @@ fn spoofed_sources_are_dropped_and_icc_off_isolates() {
     // ICC off: an element-only change; sandboxes still reach the host, not each other.
     let mut off = lab.state.clone();
     off.networks[0].icc = false;
-    let d = ruleset::diff(&lab.state, &off);
+    let d = ruleset::diff(&lab.state, &off).to_string();
     nft.run(&d).expect("apply icc diff");
     assert!(!s1.ping(None, "10.77.0.3"), "icc off, yet sandboxes talk:\n{d}");
     assert!(s1.ping(None, "10.77.0.1"), "icc off cut the gateway too");
-    nft.run(&ruleset::diff(&off, &lab.state)).expect("icc back on");
+    nft.run(&ruleset::diff(&off, &lab.state).to_string())
+        .expect("icc back on");
     assert!(
         s1.ping(None, "10.77.0.3"),
         "icc back on, yet sandboxes cannot talk"
@@ -482,7 +558,8 @@ fn published_port_reached_from_host_localhost_and_hairpin() {
     st.ports.push(tcp(None, 8080, "10.77.0.3", 80));
     st.ports.push(tcp(Some("127.0.0.1"), 8081, "10.77.0.3", 80));
     let nft = Nft::new_in(Some(&lab.host.path())).expect("nft context");
-    nft.run(&ruleset::full(&st, "netd test")).expect("apply full");
+    nft.run(&ruleset::full(&st, "netd test").to_string())
+        .expect("apply full");
 
     // The server may need a moment to listen.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -507,6 +584,7 @@ fn published_port_reached_from_host_localhost_and_hairpin() {
     // Unpublished: gone after a diff.
     let mut gone = st.clone();
     gone.ports.retain(|p| p.host_port != 8080);
-    nft.run(&ruleset::diff(&st, &gone)).expect("unpublish");
+    nft.run(&ruleset::diff(&st, &gone).to_string())
+        .expect("unpublish");
     assert_eq!(fetch(&lab.host, "10.77.0.1", 8080), None);
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use integration::ns::{self, NsGuard};
 use integration::skip::no_root;
+use netd::firewall::batch::{Element, ElementChange, Family, Part};
 use netd::kernel::linux::LinuxKernel;
 use netd::kernel::{netns, Kernel};
 use netd::plan::{Applied, BridgeSpec, Step, VethSpec};
@@ -548,12 +549,17 @@ fn nft_quiet_wait_outlasts_a_stream_of_commits() {
     // (With a 1 ms sleep between commits the full suite failed once: the wait rightly
     // ended on a gap of two grace periods.)
     let stop_at = Instant::now() + std::time::Duration::from_millis(400);
-    let (add, del) = (
-        netd::kernel::nft_elements::parse(&format!("add element inet {table} s {{ 10.9.9.9 }}"))
-            .expect("parse"),
-        netd::kernel::nft_elements::parse(&format!("delete element inet {table} s {{ 10.9.9.9 }}"))
-            .expect("parse"),
-    );
+    let change = |add| ElementChange {
+        add,
+        family: Family::Inet,
+        table: table.clone(),
+        set: "s".into(),
+        elems: vec![Element {
+            key: vec![Part::Ipv4([10, 9, 9, 9].into())],
+            value: None,
+        }],
+    };
+    let (add, del) = (change(true), change(false));
     let committer = std::thread::spawn(move || {
         let rt = libc::sched_param { sched_priority: 1 };
         // SAFETY: sets this thread's policy; no memory is involved.
@@ -564,7 +570,7 @@ fn nft_quiet_wait_outlasts_a_stream_of_commits() {
             .expect("nfnetlink socket");
         let mut n = 0;
         while Instant::now() < stop_at {
-            c.apply(if n % 2 == 0 { &add } else { &del }).expect("commit");
+            c.apply(&[if n % 2 == 0 { &add } else { &del }]).expect("commit");
             n += 1;
         }
         n

@@ -1,12 +1,14 @@
-//! `netd`: the daemon (`netd daemon`), stacks (`netd up FILE.toml`) and the built-in
+//! `netd`: the daemon (`netd daemon`), stacks (`netd up|down|ps|ls`) and the built-in
 //! responder stacks use to show reachability (`netd responder`). Parsing only; the work
 //! is in the library.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use netd::daemon::{self, ConfigFile, DaemonOptions};
+use netd::stack::admin;
 
 #[derive(Parser)]
 #[command(name = "netd", version, about = "Kernel-level container networking daemon")]
@@ -40,16 +42,51 @@ struct DaemonArgs {
     docker_plugin_dir: Option<PathBuf>,
 }
 
+#[derive(Args, Clone, Debug)]
+struct StackArgs {
+    /// Stack name (default: the file's `name`, else its file name).
+    #[arg(short = 'p', long)]
+    name: Option<String>,
+    #[command(flatten)]
+    daemon: DaemonArgs,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the daemon.
     Daemon(DaemonArgs),
-    /// Bring a stack file up, show who reaches whom, tear it down on Ctrl-C.
+    /// Converge the daemon to a stack file, show who reaches whom; in the foreground the
+    /// stack is removed on Ctrl-C, with -d it stays up.
     Up {
         file: PathBuf,
-        /// Exit 0 only if every expected reachability and isolation holds, then tear down.
+        /// Exit 0 only if every expected reachability and isolation holds (then tear
+        /// down, unless -d).
         #[arg(long)]
         check: bool,
+        /// Leave the stack up on the running daemon and return.
+        #[arg(short = 'd', long)]
+        detach: bool,
+        #[command(flatten)]
+        stack: StackArgs,
+    },
+    /// Remove a stack: its sandboxes, networks and responders.
+    Down {
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        stack: StackArgs,
+    },
+    /// List a stack's networks and sandboxes.
+    Ps {
+        file: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        stack: StackArgs,
+    },
+    /// List the stacks on the daemon.
+    Ls {
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         daemon: DaemonArgs,
     },
@@ -115,6 +152,10 @@ fn init_logs() {
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
+        // By default a failed write is reported with eprintln!, which panics when stderr
+        // is a closed pipe (`netd up 2>&1 | tee` after Ctrl-C): inside an engine
+        // operation that would abort it half-way. A lost log line is the lesser harm.
+        .log_internal_errors(false)
         .init();
 }
 
@@ -149,15 +190,37 @@ fn main() -> ExitCode {
                 rt.block_on(daemon::run(o, ctrl_c_or_term()))
             })
         }
-        Cmd::Up { file, check, daemon } => {
+        Cmd::Up {
+            file,
+            check,
+            detach,
+            stack,
+        } => {
             init_logs();
-            options(&daemon).and_then(|o| netd::stack::up(&file, check, o))
+            let a = netd::stack::UpArgs {
+                file,
+                name: stack.name,
+                check,
+                detach,
+            };
+            options(&stack.daemon).and_then(|o| netd::stack::up(&a, o))
         }
+        Cmd::Down { file, stack } => {
+            init_logs();
+            let name = admin::stack_name(file.as_deref(), stack.name.as_deref());
+            name.and_then(|n| options(&stack.daemon).and_then(|o| admin::down(&n, o)))
+        }
+        Cmd::Ps { file, json, stack } => {
+            let name = admin::stack_name(file.as_deref(), stack.name.as_deref());
+            name.and_then(|n| options(&stack.daemon).and_then(|o| admin::ps(&n, json, o)))
+        }
+        Cmd::Ls { json, daemon } => options(&daemon).and_then(|o| admin::ls(json, o)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("netd: {e:#}");
+            // Not eprintln!: stderr may be a pipe whose reader is gone (`netd up 2>&1 | tee`).
+            let _ = writeln!(std::io::stderr(), "netd: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -5,17 +5,13 @@
 use std::path::Path;
 
 use netd::api::client::{Client, ClientError};
-use netd::api::server::attach::Attached;
+use netd::api::types::{Attached, ErrorReason};
 use netd::ipam::Pool;
 use netd::model::{Endpoint, EndpointRequest, Network, NetworkRequest, Sandbox, SandboxRequest};
 use serde_json::{json, Value};
 
-use super::{attach_in_steps, is_name_taken, Attach, Created, Netd};
+use super::{attach_in_steps, Attach, Created, Netd};
 use crate::error::{code, from_client, CniError, Result};
-use crate::ops::mismatch_error;
-
-/// netd's answer to a path it does not serve (`server::not_found`).
-const NO_ENDPOINT: &str = "no such API endpoint";
 
 pub struct Delegate {
     client: Client,
@@ -46,6 +42,37 @@ fn not_found(e: &ClientError) -> bool {
     matches!(e, ClientError::Api { status: 404, .. })
 }
 
+/// netd refused because the object of that name exists.
+fn exists(e: &ClientError, what: ErrorReason) -> bool {
+    matches!(e, ClientError::Api { status: 409, reason: Some(r), .. } if *r == what)
+}
+
+/// A 409 without a reason: a netd from before reasons, whose answer cannot say which
+/// conflict it is.
+fn bare_conflict(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Api {
+            status: 409,
+            reason: None,
+            ..
+        }
+    )
+}
+
+/// netd does not serve the path: it is older than the route. A netd from before
+/// `/v1/attach` is also from before reasons, so its 404 carries none.
+fn no_route(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Api {
+            status: 404,
+            reason: None | Some(ErrorReason::NoSuchRoute),
+            ..
+        }
+    )
+}
+
 impl Netd for Delegate {
     fn network(&mut self, name: &str) -> Result<Option<Network>> {
         match self.client.get(&format!("/v1/networks/{name}")) {
@@ -59,7 +86,9 @@ impl Netd for Delegate {
         let body = serde_json::to_value(req).map_err(|e| CniError::new(code::IO, e.to_string()))?;
         match self.client.post("/v1/networks", &body) {
             Ok(v) => decode(v).map(Some),
-            Err(ClientError::Api { status: 409, .. }) => Ok(None),
+            // A netd from before reasons: any 409, as this plugin always read it (the
+            // caller looks the network up next and says so if there is none).
+            Err(e) if exists(&e, ErrorReason::NetworkExists) || bare_conflict(&e) => Ok(None),
             Err(e) => Err(from_client(e)),
         }
     }
@@ -77,7 +106,10 @@ impl Netd for Delegate {
         match self.client.post("/v1/sandboxes", &body) {
             Ok(v) => decode(v).map(Created::Sandbox),
             Err(e) if not_found(&e) => Ok(Created::NoNetwork),
-            Err(ClientError::Api { status: 409, message }) if is_name_taken(&message) => Ok(Created::Exists),
+            Err(e) if exists(&e, ErrorReason::SandboxExists) => Ok(Created::Exists),
+            // A netd from before reasons: whether the name is taken is asked, not read
+            // from its message.
+            Err(e) if bare_conflict(&e) && self.sandbox(&req.name)?.is_some() => Ok(Created::Exists),
             Err(e) => Err(from_client(e)),
         }
     }
@@ -123,12 +155,10 @@ impl Netd for Delegate {
                 let a: Attached = decode(v)?;
                 Ok(Attach::Done(Box::new(a.network), a.sandbox))
             }
-            Err(ClientError::Api { status: 409, message }) if is_name_taken(&message) => Ok(Attach::Exists),
-            Err(ClientError::Api { status: 412, message }) => Err(mismatch_error(&message)),
+            Err(e) if exists(&e, ErrorReason::SandboxExists) => Ok(Attach::Exists),
+            Err(e) if bare_conflict(&e) && self.sandbox(&req.name)?.is_some() => Ok(Attach::Exists),
             // A netd from before `/v1/attach`: the same in two requests.
-            Err(ClientError::Api { status: 404, message }) if message == NO_ENDPOINT => {
-                attach_in_steps(self, net, req)
-            }
+            Err(e) if no_route(&e) => attach_in_steps(self, net, req),
             Err(e) => Err(from_client(e)),
         }
     }
@@ -146,5 +176,53 @@ impl Netd for Delegate {
             }
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16, message: &str, reason: Option<ErrorReason>) -> ClientError {
+        ClientError::Api {
+            status,
+            message: message.into(),
+            reason,
+        }
+    }
+
+    #[test]
+    fn refusals_are_told_apart_by_reason_not_by_words() {
+        let taken = api(
+            409,
+            "sandbox with name x already exists",
+            Some(ErrorReason::SandboxExists),
+        );
+        assert!(exists(&taken, ErrorReason::SandboxExists));
+        assert!(!exists(&taken, ErrorReason::NetworkExists));
+        // The same words with another reason (or none) are not a taken name.
+        let other = api(
+            409,
+            "sandbox with name x already exists",
+            Some(ErrorReason::Conflict),
+        );
+        assert!(!exists(&other, ErrorReason::SandboxExists));
+        assert!(!exists(&api(409, "x", None), ErrorReason::SandboxExists));
+        let overlap = api(409, "subnet overlaps", Some(ErrorReason::Ipam));
+        assert!(
+            !exists(&overlap, ErrorReason::NetworkExists),
+            "an overlap is an error"
+        );
+        // A netd without the route answers 404 with no reason (or, newer, no_such_route).
+        assert!(no_route(&api(404, "no such API endpoint", None)));
+        assert!(no_route(&api(404, "anything", Some(ErrorReason::NoSuchRoute))));
+        assert!(!no_route(&api(
+            404,
+            "no such API endpoint",
+            Some(ErrorReason::NoSuchNetwork)
+        )));
+        // A netd from before reasons is asked whether the sandbox exists instead.
+        assert!(bare_conflict(&api(409, "anything", None)));
+        assert!(!bare_conflict(&taken));
     }
 }

@@ -40,11 +40,6 @@ pub fn attach_in_steps(b: &mut dyn Netd, net: &NetworkRequest, req: &SandboxRequ
     }
 }
 
-/// netd's message for a sandbox name that is taken (engine `create_sandbox`).
-pub(crate) fn is_name_taken(msg: &str) -> bool {
-    msg.starts_with("sandbox with name ") && msg.ends_with(" already exists")
-}
-
 pub trait Netd {
     fn network(&mut self, name: &str) -> Result<Option<Network>>;
     /// Creates a network; `Ok(None)` when another caller created it first.

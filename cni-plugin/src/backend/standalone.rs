@@ -1,8 +1,6 @@
 //! Standalone mode: no daemon. netd's engine runs inside this process for one operation,
 //! on the plugin's own store (`<stateDir>/netd.json.{0,1}`, a `FileStore`: one fdatasync
-//! per commit; redb, which earlier versions used and is migrated from once, cost seven
-//! fsyncs per exec),
-//! under an exclusive `flock` on
+//! per commit, where redb costs seven fsyncs per exec), under an exclusive `flock` on
 //! `<stateDir>/lock` that serialises concurrent plugin processes (what makes IPAM free of
 //! duplicates here, as the engine lock does in the daemon).
 //!
@@ -20,7 +18,7 @@ use std::time::{Duration, Instant};
 use netd::engine::{Engine, EngineConfig, EngineError};
 use netd::kernel::linux::LinuxKernel;
 use netd::model::{Endpoint, EndpointRequest, Network, NetworkRequest, Sandbox, SandboxRequest};
-use netd::store::{Bucket, FileStore, Op, RedbStore, Store, StoreError, Txn};
+use netd::store::{Bucket, FileStore, Store, StoreError};
 
 use super::{attach_in_steps, Attach, Created, Netd};
 use crate::error::{code, from_engine, CniError, Result};
@@ -89,39 +87,11 @@ impl Marker {
     }
 }
 
-/// The plugin's store; a state dir of an earlier version (redb) is copied over once and
-/// its file renamed to `netd.redb.migrated`.
+/// The plugin's store. Durable commits (one fdatasync of a slot file, see `FileStore`):
+/// what this store describes is gone after a reboot, but a power loss must not leave a
+/// torn state, which would refuse every later ADD.
 fn open_store(state_dir: &Path) -> std::result::Result<FileStore, StoreError> {
-    let path = state_dir.join("netd.json");
-    let old = state_dir.join("netd.redb");
-    // Durable commits (one fdatasync of a slot file, see `FileStore`): what this store
-    // describes is gone after a reboot, but a power loss must not leave a torn state,
-    // which would refuse every later ADD.
-    let existed = FileStore::exists(&path);
-    let store = FileStore::open(&path)?;
-    if existed || !old.exists() {
-        return Ok(store);
-    }
-    let redb = RedbStore::open(&old)?;
-    let mut txn = Txn::new();
-    for b in Bucket::ALL {
-        for (key, value) in redb.list(b)? {
-            txn.ops.push(Op::Put {
-                bucket: b,
-                key,
-                value,
-            });
-        }
-    }
-    // An empty store still gets its file, so the migration is not attempted again.
-    if txn.is_empty() {
-        txn.put(Bucket::Pending, "migrated", &true);
-        txn.delete(Bucket::Pending, "migrated");
-    }
-    store.commit(&txn)?;
-    drop(redb);
-    let _ = fs::rename(&old, state_dir.join("netd.redb.migrated"));
-    Ok(store)
+    FileStore::open(&state_dir.join("netd.json"))
 }
 
 /// Whether the store in `state_dir` has sandbox `name`, read without the engine (and
@@ -206,18 +176,22 @@ impl Standalone {
     /// Runs a mutating operation between writing and removing the crash marker.
     fn mutate<T>(&mut self, f: impl Fn(&mut Engine) -> std::result::Result<T, EngineError>) -> Result<T> {
         self.dirty.set()?;
-        let mut r = f(&mut self.engine);
-        if let Err(EngineError::Kernel(msg)) = &r {
+        let r = match f(&mut self.engine) {
             // The store was trusted without listing the firewall or every link (see
             // `Engine::open_trusting`): a kernel that drifted (`nft flush ruleset`, a
             // link removed by hand) shows here. Reconcile fully, then try once more.
-            let msg = msg.clone();
-            match self.engine.reconcile() {
-                Ok(_) => r = f(&mut self.engine),
-                Err(e) => r = Err(EngineError::Kernel(format!("{msg}; reconcile failed too: {e}"))),
-            }
-        }
-        let r = r.map_err(from_engine);
+            Err(e) if e.is_kernel_failure() => match self.engine.reconcile() {
+                Ok(_) => f(&mut self.engine).map_err(from_engine),
+                Err(again) => {
+                    let e = from_engine(e);
+                    Err(CniError::new(
+                        e.code,
+                        format!("{}; reconcile failed too: {again}", e.msg),
+                    ))
+                }
+            },
+            r => r.map_err(from_engine),
+        };
         // Kernel, firewall and store agree again whether `f` succeeded or undid itself.
         let _ = self.dirty.clear();
         r
@@ -319,28 +293,6 @@ mod tests {
         // What an earlier version left when it crashed: the file, empty.
         fs::write(&path, b"").unwrap();
         assert!(Marker::open(path.clone()).unwrap().1);
-        let _ = fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn a_redb_state_dir_is_migrated_once() {
-        let dir = std::env::temp_dir().join(format!("netd-cni-migrate-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        {
-            let old = RedbStore::open(&dir.join("netd.redb")).unwrap();
-            let mut t = Txn::new();
-            t.put(Bucket::Networks, "podnet", &"net")
-                .put(Bucket::Pools, "podnet/4", &7u32);
-            old.commit(&t).unwrap();
-        }
-        let s = open_store(&dir).unwrap();
-        assert_eq!(s.list(Bucket::Networks).unwrap().len(), 1);
-        assert_eq!(s.list(Bucket::Pools).unwrap().len(), 1);
-        assert!(!dir.join("netd.redb").exists() && dir.join("netd.redb.migrated").exists());
-        // Later opens read the new file only.
-        let again = open_store(&dir).unwrap();
-        assert_eq!(again.list(Bucket::Pools).unwrap().len(), 1);
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -587,3 +587,42 @@ fn vlan_trunk_like_the_reference_bridge_plugin() {
     let c = parse(conf("null").as_bytes()).unwrap();
     assert_eq!(c.vlan_trunk().unwrap(), None);
 }
+
+/// What netd's model refuses in the network a config asks for is code 7 with the
+/// model's reason, not a second copy of the rule here.
+#[test]
+fn the_network_is_checked_by_netds_model() {
+    let cases = [
+        (with("mtu", json!(20)), "invalid MTU 20"),
+        (
+            with("bridge", json!("a-bridge-name-too-long")),
+            "com.docker.network.bridge.name",
+        ),
+        (with("name", json!("bad/name")), "network name"),
+    ];
+    for (conf, why) in cases {
+        let e = parse(&conf).unwrap_err();
+        assert_eq!(e.code, code::INVALID_CONFIG, "{}", e.msg);
+        assert!(e.msg.contains(why), "{} should say {why}", e.msg);
+    }
+    let e = parse(
+        br#"{"cniVersion": "1.0.0", "name": "v", "type": "netd-cni", "bridge": "vb",
+            "vlan": 5, "promiscMode": true}"#,
+    )
+    .unwrap_err();
+    assert_eq!(e.code, code::INVALID_CONFIG);
+    assert!(e.msg.contains("VLAN networks share their bridge"), "{}", e.msg);
+    // Without master (found at ADD) the mode is still checked now.
+    let e = parse(
+        br#"{"cniVersion": "1.0.0", "name": "lan", "type": "netd-cni", "driver": "macvlan", "mode": "l2"}"#,
+    )
+    .unwrap_err();
+    assert_eq!(e.code, code::INVALID_CONFIG);
+    assert!(e.msg.contains("macvlan mode \"l2\""), "{}", e.msg);
+    // A delegated IPAM plugin's keys are its own business.
+    let c = parse(
+        br#"{"cniVersion": "1.0.0", "name": "d", "type": "netd-cni",
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.1.0.0/24"}, {"subnet": "10.2.0.0/24"}]]}}"#,
+    );
+    assert!(c.is_ok(), "{c:?}");
+}

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::types::{ErrorBody, ErrorReason};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(
@@ -22,9 +24,14 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
     #[error("bad answer from netd: {0}")]
     Protocol(String),
-    /// The daemon answered with an error status; `message` is its explanation.
+    /// The daemon answered with an error status; `message` is its explanation for
+    /// people, `reason` what to act on (`None` from a netd before reasons).
     #[error("{message}")]
-    Api { status: u16, message: String },
+    Api {
+        status: u16,
+        message: String,
+        reason: Option<ErrorReason>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -78,12 +85,15 @@ impl Client {
         let bytes = body.map(|b| b.to_string().into_bytes());
         let (status, v) = self.raw(method, path, bytes.as_deref())?;
         if status >= 400 {
-            let message = v
-                .get("message")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("netd answered HTTP {status}"));
-            return Err(ClientError::Api { status, message });
+            let (message, reason) = match serde_json::from_value::<ErrorBody>(v) {
+                Ok(b) => (b.message, b.reason),
+                Err(_) => (format!("netd answered HTTP {status}"), None),
+            };
+            return Err(ClientError::Api {
+                status,
+                message,
+                reason,
+            });
         }
         Ok(v)
     }

@@ -16,52 +16,40 @@ use serde::Serialize;
 use tokio::net::UnixListener;
 
 pub mod attach;
+pub mod error;
 
-use super::types::{ConnectRequest, DisconnectRequest, ErrorBody};
+use super::types::{ConnectRequest, DisconnectRequest, ErrorReason};
 use super::MAX_BODY;
 use crate::engine::{Engine, EngineError};
 use crate::model::{EndpointRequest, NetworkRequest, SandboxRequest, ServiceRequest};
+pub use error::ApiError;
 
 pub type Shared = Arc<Mutex<Engine>>;
-
-pub struct ApiError(StatusCode, String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(ErrorBody { message: self.1 })).into_response()
-    }
-}
-
-impl From<EngineError> for ApiError {
-    fn from(e: EngineError) -> Self {
-        let code = match &e {
-            EngineError::Invalid(_) => StatusCode::BAD_REQUEST,
-            EngineError::NotFound(_) => StatusCode::NOT_FOUND,
-            EngineError::Conflict(_) | EngineError::Foreign(_) => StatusCode::CONFLICT,
-            EngineError::Kernel(_) | EngineError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            EngineError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
-        };
-        ApiError(code, e.to_string())
-    }
-}
 
 type ApiResult<T> = Result<T, ApiError>;
 
 async fn body<T: DeserializeOwned>(b: Body) -> ApiResult<T> {
     let bytes = to_bytes(b, MAX_BODY).await.map_err(|_| {
-        ApiError(
+        ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorReason::BadBody,
             format!("request body is larger than {MAX_BODY} bytes"),
         )
     })?;
     if bytes.is_empty() {
-        return Err(ApiError(
+        return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "request body is empty; expected JSON".into(),
+            ErrorReason::BadBody,
+            "request body is empty; expected JSON",
         ));
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorReason::BadBody,
+            format!("malformed JSON: {e}"),
+        )
+    })
 }
 
 /// Runs `f` with the engine locked, off the async workers (kernel calls block).
@@ -81,14 +69,21 @@ async fn with_engine<T: Send + 'static>(
     if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
         let r = tokio::task::block_in_place(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(op)));
         return r
-            .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "operation panicked".into()))?
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorReason::Internal,
+                    "operation panicked",
+                )
+            })?
             .map_err(ApiError::from);
     }
     tokio::task::spawn_blocking(op)
         .await
         .map_err(|e| {
-            ApiError(
+            ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorReason::Internal,
                 format!("operation panicked: {e}"),
             )
         })?
@@ -204,14 +199,8 @@ async fn delete_sandbox(State(st): State<Shared>, Path(name): Path<String>) -> A
 async fn sandbox_dns(State(st): State<Shared>, Path(name): Path<String>) -> ApiResult<Response> {
     let v = with_engine(&st, move |e| {
         e.sandbox(&name)?;
-        let d = e
-            .dns()
-            .ok_or_else(|| EngineError::NotFound("this daemon runs no DNS server".into()))?;
-        d.listing(&name).ok_or_else(|| {
-            EngineError::NotFound(format!(
-                "sandbox {name} gets no DNS from netd (network mode host or none)"
-            ))
-        })
+        let d = e.dns().ok_or(EngineError::NoDnsServer)?;
+        d.listing(&name).ok_or_else(|| EngineError::NoDns(name.clone()))
     })
     .await?;
     Ok(Json(v).into_response())
@@ -242,7 +231,11 @@ async fn delete_service(
 }
 
 async fn not_found() -> ApiError {
-    ApiError(StatusCode::NOT_FOUND, "no such API endpoint".into())
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorReason::NoSuchRoute,
+        "no such API endpoint",
+    )
 }
 
 pub fn router(engine: Shared) -> Router {
@@ -266,9 +259,10 @@ pub fn router(engine: Shared) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(|| async {
-            ApiError(
+            ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed on this API endpoint".into(),
+                ErrorReason::MethodNotAllowed,
+                "method not allowed on this API endpoint",
             )
         })
         .with_state(engine)

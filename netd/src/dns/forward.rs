@@ -4,7 +4,7 @@
 //! answers for the SOA minimum, at most 5 minutes), keyed by name, type and class.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -21,12 +21,13 @@ const NEG_TTL_MAX: u32 = 300;
 /// The host's upstream servers from a resolv.conf text, loopback ones left out (a stub
 /// such as systemd-resolved's 127.0.0.53 is not reachable the same way for everyone,
 /// and 127.0.0.11 would be ourselves).
+/// The daemon forwards from the host's namespace, so a zone (`fe80::1%eth0`) is fine.
 pub fn upstreams_from_resolv_conf(text: &str) -> Vec<SocketAddr> {
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("nameserver"))
-        .filter_map(|s| s.trim().split('%').next()?.parse::<IpAddr>().ok())
-        .filter(|ip| !ip.is_loopback())
-        .map(|ip| SocketAddr::new(ip, 53))
+    super::resolv::lines(text)
+        .filter_map(|l| match l {
+            super::resolv::Line::Nameserver { ip, .. } if !ip.is_loopback() => Some(SocketAddr::new(ip, 53)),
+            _ => None,
+        })
         .collect()
 }
 

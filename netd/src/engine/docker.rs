@@ -1,9 +1,7 @@
 //! Docker's libnetwork remote driver and IPAM, as engine operations (the wire protocol is
 //! `api::docker_plugin`).
 //!
-//! - IPAM pools live in the same pool map as netctl's networks (keys `docker-ipam:<cidr>`,
-//!   which is also the PoolID Docker keeps), so the two never overlap. Leases in them are
-//!   dockerd's: reconcile never releases them, only `ReleaseAddress` does.
+//! - IPAM pools live in the same pool map as netctl's networks (`docker_ipam`).
 //! - A Docker network is a netd network named `dk-<first 12 of its ID>`, owner "docker".
 //! - A Docker endpoint is an external sandbox named `dk-<first 12 of the endpoint ID>`
 //!   with one endpoint, whose veth pair netd creates with both ends in its own namespace:
@@ -24,17 +22,17 @@ use crate::driver::bridge::{format_mac, mac_for};
 use crate::driver::{self, macvlan};
 use crate::ipam;
 use crate::model::{
-    host_veth_name, Endpoint, NetMode, Network, NetworkRequest, ParsedSubnet, PortMapping, Proto, Sandbox,
-    Subnet, SubnetRequest,
+    host_veth_name, Endpoint, NetMode, Network, NetworkRequest, PortMapping, Proto, Sandbox, Subnet,
+    SubnetRequest,
 };
 use crate::plan::{HostVethSpec, Step};
 use crate::store::{Bucket, Txn};
 
 /// `Network::owner` of networks made through the Docker plugin.
 pub const OWNER: &str = "docker";
-const IPAM_PREFIX: &str = "docker-ipam:";
+pub(super) const IPAM_PREFIX: &str = "docker-ipam:";
 /// Lease owner of addresses handed to dockerd.
-const LEASE_OWNER: &str = "docker";
+pub(super) const LEASE_OWNER: &str = "docker";
 /// Generic option choosing netd's driver (`-o netd.driver=bridge`).
 pub const OPT_DRIVER: &str = "netd.driver";
 
@@ -117,122 +115,6 @@ pub fn peer_name(endpoint_id: &str) -> String {
 }
 
 impl Engine {
-    fn pool_id_for(subnet: &IpNetwork) -> String {
-        format!("{IPAM_PREFIX}{subnet}")
-    }
-
-    fn ipam_pool(&self, id: &str) -> Result<&ipam::Pool> {
-        if !is_ipam_pool(id) {
-            return Err(EngineError::NotFound(format!(
-                "no such netd address pool: {id:?}"
-            )));
-        }
-        self.pools
-            .get(id)
-            .ok_or_else(|| EngineError::NotFound(format!("no such netd address pool: {id:?}")))
-    }
-
-    fn save_pool(&mut self, key: &str, pool: ipam::Pool) -> Result<()> {
-        let mut txn = Txn::new();
-        txn.put(Bucket::Pools, key, &pool);
-        self.store.commit(&txn)?;
-        self.pools.insert(key.to_string(), pool);
-        Ok(())
-    }
-
-    /// `IpamDriver.RequestPool`: a subnet that no netd network, other Docker pool or host
-    /// route uses; `pool` None picks one from the default pools.
-    pub fn docker_request_pool(
-        &mut self,
-        pool: Option<IpNetwork>,
-        sub_pool: Option<IpNetwork>,
-        v6: bool,
-    ) -> Result<DockerPool> {
-        if let Some(p) = pool {
-            if p.is_ipv6() != v6 {
-                return Err(EngineError::Invalid(format!(
-                    "pool {p} is not an {} subnet",
-                    if v6 { "IPv6" } else { "IPv4" }
-                )));
-            }
-            if p.network() != p.ip() {
-                return Err(EngineError::Invalid(format!(
-                    "invalid pool {p}: host bits are set; did you mean {}/{}?",
-                    p.network(),
-                    p.prefix()
-                )));
-            }
-        }
-        if sub_pool.is_some() && pool.is_none() {
-            return Err(EngineError::Invalid("--ip-range needs --subnet".into()));
-        }
-        let routes = self
-            .kernel
-            .routed_prefixes()
-            .map_err(|e| EngineError::Kernel(e.to_string()))?;
-        let existing: Vec<&ipam::Pool> = self.pools.values().collect();
-        let req = pool.map(|subnet| ParsedSubnet {
-            subnet,
-            gateway: None,
-            ip_range: sub_pool,
-        });
-        let p = ipam::new_pool(&self.cfg.ipam, "docker", v6, req.as_ref(), &existing, &routes)?;
-        let id = Self::pool_id_for(&p.subnet);
-        let subnet = p.subnet;
-        self.save_pool(&id, p)?;
-        tracing::info!(pool = %subnet, "docker: pool reserved");
-        Ok(DockerPool { id, pool: subnet })
-    }
-
-    /// `IpamDriver.ReleasePool`.
-    pub fn docker_release_pool(&mut self, id: &str) -> Result<()> {
-        self.ipam_pool(id)?;
-        let mut txn = Txn::new();
-        txn.delete(Bucket::Pools, id);
-        self.store.commit(&txn)?;
-        self.pools.remove(id);
-        tracing::info!(pool = %id, "docker: pool released");
-        Ok(())
-    }
-
-    /// `IpamDriver.RequestAddress`: the gateway (a specific one moves the pool's gateway),
-    /// a specific address, or the next free one.
-    pub fn docker_request_address(
-        &mut self,
-        id: &str,
-        want: Option<IpAddr>,
-        gateway: bool,
-    ) -> Result<IpNetwork> {
-        let mut pool = self.ipam_pool(id)?.clone();
-        let addr = if gateway {
-            match want {
-                None => pool.gateway,
-                Some(a) if a == pool.gateway => a,
-                Some(a) => {
-                    // allocate() checks subnet, reserved addresses and existing leases.
-                    pool.allocate(LEASE_OWNER, Some(a))?;
-                    pool.release(a);
-                    pool.gateway = a;
-                    a
-                }
-            }
-        } else {
-            pool.allocate(LEASE_OWNER, want)?
-        };
-        let prefix = pool.prefix_len();
-        self.save_pool(id, pool)?;
-        IpNetwork::new(addr, prefix).map_err(|e| EngineError::Invalid(e.to_string()))
-    }
-
-    /// `IpamDriver.ReleaseAddress` (the gateway is part of the pool: nothing to free).
-    pub fn docker_release_address(&mut self, id: &str, addr: IpAddr) -> Result<()> {
-        let mut pool = self.ipam_pool(id)?.clone();
-        if addr == pool.gateway || !pool.release(addr) {
-            return Ok(());
-        }
-        self.save_pool(id, pool)
-    }
-
     /// dockerd's FORWARD chain drops what it does not know (see `kernel::iptables`).
     /// Called when dockerd activates the plugin (after each dockerd start) and at
     /// CreateNetwork; a failure is logged, since netd's own rules are in place anyway.
@@ -247,12 +129,7 @@ impl Engine {
         self.networks
             .values()
             .find(|n| n.id == id && n.owner == OWNER)
-            .ok_or_else(|| {
-                EngineError::NotFound(format!(
-                    "network {} is not known to netd (it was not created with -d netd, or netd's state was wiped)",
-                    &id[..12]
-                ))
-            })
+            .ok_or_else(|| EngineError::NoSuchDockerNetwork(id[..12].to_string()))
     }
 
     fn docker_sandbox(&self, network_id: &str, endpoint_id: &str) -> Result<(&Network, &Sandbox)> {
@@ -262,12 +139,9 @@ impl Engine {
             .sandboxes
             .get(&endpoint_name(endpoint_id))
             .filter(|s| s.id == endpoint_id && s.endpoint(&net.name).is_some())
-            .ok_or_else(|| {
-                EngineError::NotFound(format!(
-                    "endpoint {} is not known to netd on network {}",
-                    &endpoint_id[..12],
-                    &network_id[..12]
-                ))
+            .ok_or_else(|| EngineError::NoSuchDockerEndpoint {
+                network: network_id[..12].to_string(),
+                endpoint: endpoint_id[..12].to_string(),
             })?;
         Ok((net, sb))
     }
@@ -353,7 +227,7 @@ impl Engine {
             let routes = self
                 .kernel
                 .routed_prefixes()
-                .map_err(|e| EngineError::Kernel(e.to_string()))?;
+                .map_err(EngineError::kernel("list the host's routes"))?;
             let existing: Vec<&ipam::Pool> = self.pools.values().collect();
             let pl = ipam::new_pool(
                 &self.cfg.ipam,

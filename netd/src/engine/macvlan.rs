@@ -37,9 +37,9 @@ impl Engine {
             Ok(false) => Err(EngineError::Invalid(format!(
                 "parent interface {parent} not found on the host"
             ))),
-            Err(e) => Err(EngineError::Kernel(format!(
-                "look up parent interface {parent}: {e}"
-            ))),
+            Err(e) => Err(EngineError::kernel(format!("look up parent interface {parent}"))(
+                e,
+            )),
         }
     }
 

@@ -11,6 +11,8 @@
 //! what makes IPAM free of duplicates under concurrent requests.
 
 mod docker;
+mod docker_ipam;
+mod error;
 mod macvlan;
 mod network;
 mod ports;
@@ -28,6 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::firewall::batch::Batch;
 use crate::firewall::{ruleset, FwEndpoint, FwNetwork, FwState};
 use crate::ipam::{IpamConfig, Pool};
 use crate::kernel::Kernel;
@@ -36,6 +39,7 @@ use crate::plan::{self, Step};
 use crate::store::{self, Bucket, Store, Txn};
 
 pub use docker::{DockerEndpoint, DockerNetwork, DockerPool, DockerPort, JoinInfo};
+pub use error::{EngineError, Result};
 pub use reconcile::ReconcileReport;
 
 #[derive(Debug, Clone)]
@@ -69,48 +73,6 @@ impl Default for EngineConfig {
         }
     }
 }
-
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Kernel(String),
-    #[error("{0}")]
-    Store(String),
-    /// The request needs a kernel feature this kernel lacks (a VLAN network without
-    /// bridge VLAN filtering). Nothing was changed.
-    #[error("{0}")]
-    Unsupported(String),
-    /// netd's nftables tables in this namespace belong to another engine (another state
-    /// dir, or the daemon next to the plugin). Nothing was changed.
-    #[error("{0}")]
-    Foreign(String),
-}
-
-impl From<store::StoreError> for EngineError {
-    fn from(e: store::StoreError) -> Self {
-        EngineError::Store(e.to_string())
-    }
-}
-
-impl From<plan::PlanError> for EngineError {
-    fn from(e: plan::PlanError) -> Self {
-        EngineError::Kernel(e.to_string())
-    }
-}
-
-impl From<crate::ipam::IpamError> for EngineError {
-    fn from(e: crate::ipam::IpamError) -> Self {
-        EngineError::Conflict(e.to_string())
-    }
-}
-
-pub type Result<T> = std::result::Result<T, EngineError>;
 
 /// A network as `inspect` shows it: the record plus who is attached.
 #[derive(Debug, Clone, Serialize)]
@@ -283,13 +245,13 @@ impl Engine {
     pub fn sandbox(&self, name: &str) -> Result<&Sandbox> {
         self.sandboxes
             .get(name)
-            .ok_or_else(|| EngineError::NotFound(format!("no such sandbox: {name}")))
+            .ok_or_else(|| EngineError::NoSuchSandbox(name.into()))
     }
 
     pub fn network(&self, name: &str) -> Result<&Network> {
         self.networks
             .get(name)
-            .ok_or_else(|| EngineError::NotFound(format!("no such network: {name}")))
+            .ok_or_else(|| EngineError::NoSuchNetwork(name.into()))
     }
 
     pub fn pools(&self) -> impl Iterator<Item = (&String, &Pool)> {
@@ -373,11 +335,10 @@ impl Engine {
     pub(crate) fn check_owner(&self, table: Option<&crate::kernel::nft_table::NftTable>) -> Result<()> {
         let mine = ruleset::table_comment(&self.cfg.owner);
         match table.and_then(|t| t.comment.as_deref()) {
-            Some(theirs) if theirs != mine => Err(EngineError::Foreign(format!(
-                "netd's nftables tables in this network namespace belong to \"{theirs}\", not to \"{mine}\": \
-                 one netd manages a namespace (one netd daemon, or netd-cni standalone with one stateDir for \
-                 every network; next to a daemon use netd-cni's \"socket\")"
-            ))),
+            Some(theirs) if theirs != mine => Err(EngineError::Foreign {
+                theirs: theirs.to_string(),
+                mine,
+            }),
             _ => Ok(()),
         }
     }
@@ -523,20 +484,22 @@ impl Engine {
         steps: &[Step],
         undo_steps: &[Step],
         t0: std::time::Instant,
-        fw: std::thread::ScopedJoinHandle<'_, (FwState, String)>,
-    ) -> Result<(FwState, String, Duration, Duration, Duration)> {
+        fw: std::thread::ScopedJoinHandle<'_, (FwState, Batch)>,
+    ) -> Result<(FwState, Batch, Duration, Duration, Duration)> {
         // plan::execute undoes its own steps when one fails.
         let executed = plan::execute(self.kernel.as_ref(), steps);
         let t_kernel = t0.elapsed();
         let fw = fw.join();
         executed?;
-        let (want, batch) =
-            fw.map_err(|_| EngineError::Kernel("computing the firewall state panicked".into()))?;
+        let (want, batch) = fw.map_err(|_| EngineError::Panicked("computing the firewall state"))?;
         let t_plan_fw = t0.elapsed();
         if !batch.is_empty() {
             if let Err(e) = self.kernel.nft(&batch) {
                 plan::teardown(self.kernel.as_ref(), undo_steps);
-                return Err(EngineError::Kernel(format!("apply firewall rules: {e}")));
+                return Err(EngineError::Kernel {
+                    op: "apply firewall rules".into(),
+                    source: e,
+                });
             }
         }
         Ok((want, batch, t_kernel, t_plan_fw, t0.elapsed()))

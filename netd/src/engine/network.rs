@@ -3,23 +3,20 @@
 use super::{new_id, now, pool_key, Engine, EngineError, Result, Undo};
 use crate::driver;
 use crate::ipam;
-use crate::model::{Network, NetworkRequest, ParsedNetwork, Subnet};
+use crate::model::{Network, NetworkRequest, ParsedNetwork, Sandbox, SandboxRequest, Subnet};
 use crate::store::{Bucket, Txn};
 
 impl Engine {
     pub fn create_network(&mut self, req: &NetworkRequest) -> Result<Network> {
         let p = req.parse().map_err(EngineError::Invalid)?;
         if self.networks.contains_key(&p.name) {
-            return Err(EngineError::Conflict(format!(
-                "network with name {} already exists",
-                p.name
-            )));
+            return Err(EngineError::NetworkExists(p.name));
         }
         self.check_link_for(&p)?;
         let routes = self
             .kernel
             .routed_prefixes()
-            .map_err(|e| EngineError::Kernel(e.to_string()))?;
+            .map_err(EngineError::kernel("list the host's routes"))?;
         let existing: Vec<&ipam::Pool> = self.pools.values().collect();
         let mut pools = Vec::new();
         let want4 = p.subnets.iter().find(|s| s.subnet.is_ipv4());
@@ -70,6 +67,23 @@ impl Engine {
         self.commit(undo, &steps, &txn, &[])?;
         tracing::info!(network = %net.name, bridge = %net.bridge, subnets = ?net.subnets.iter().map(|s| s.subnet.to_string()).collect::<Vec<_>>(), "network created");
         Ok(net)
+    }
+
+    /// A sandbox on the network `net` describes, the network created first if missing
+    /// (`/v1/attach`, netd-cni's ADD). An existing network must be that network
+    /// (`NetworkRequest::mismatch`); otherwise nothing changes.
+    pub fn attach(&mut self, net: &NetworkRequest, sandbox: &SandboxRequest) -> Result<(Network, Sandbox)> {
+        let network = match self.networks.get(&net.name) {
+            Some(n) => {
+                if let Some(why) = net.mismatch(n).map_err(EngineError::Invalid)? {
+                    return Err(EngineError::NetworkMismatch(why));
+                }
+                n.clone()
+            }
+            None => self.create_network(net)?,
+        };
+        let sandbox = self.create_sandbox(sandbox)?;
+        Ok((network, sandbox))
     }
 
     /// What a new network hangs off is usable: a macvlan parent, a VLAN network's shared
@@ -151,3 +165,7 @@ impl Engine {
         Ok(unused)
     }
 }
+
+#[cfg(test)]
+#[path = "attach_tests.rs"]
+mod attach_tests;

@@ -6,30 +6,7 @@ use std::net::IpAddr;
 
 use super::{Engine, EngineError, Result};
 use crate::firewall::FwPort;
-use crate::model::{parse_port_spec, parse_proto, PortMapping, Proto, Sandbox};
-
-/// Parses `--expose PORT[/udp]` (Docker also accepts a range `8000-8010`).
-pub fn parse_expose(spec: &str) -> std::result::Result<Vec<(u16, Proto)>, String> {
-    let (ports, proto) = match spec.rsplit_once('/') {
-        Some((p, pr)) => (p, parse_proto(spec, pr).map_err(|e| e.to_string())?),
-        None => (spec, Proto::Tcp),
-    };
-    let bad = || format!("invalid --expose {spec:?}: expected PORT[-PORT][/tcp|/udp]");
-    let (a, b) = match ports.split_once('-') {
-        Some((a, b)) => (
-            a.parse::<u16>().map_err(|_| bad())?,
-            b.parse::<u16>().map_err(|_| bad())?,
-        ),
-        None => {
-            let p = ports.parse::<u16>().map_err(|_| bad())?;
-            (p, p)
-        }
-    };
-    if a == 0 || b < a {
-        return Err(bad());
-    }
-    Ok((a..=b).map(|p| (p, proto)).collect())
-}
+use crate::model::{parse_port_spec, PortMapping, Proto, Sandbox};
 
 /// The DNAT entries a sandbox's publications need: each mapping goes to the sandbox's
 /// first endpoint (the one holding its default route, as in Docker), per address family.
@@ -111,7 +88,7 @@ impl Engine {
         let locals = self
             .kernel
             .local_addrs()
-            .map_err(|e| EngineError::Kernel(e.to_string()))?;
+            .map_err(EngineError::kernel("list the host's addresses"))?;
         let mut taken: Vec<PortMapping> = self
             .sandboxes
             .values()
@@ -171,20 +148,5 @@ impl Engine {
             "no free host port left in {lo}-{hi} for {}",
             m.proto
         )))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn expose_forms() {
-        assert_eq!(parse_expose("80").unwrap(), vec![(80, Proto::Tcp)]);
-        assert_eq!(parse_expose("53/udp").unwrap(), vec![(53, Proto::Udp)]);
-        assert_eq!(parse_expose("8000-8002").unwrap().len(), 3);
-        assert!(parse_expose("0").is_err());
-        assert!(parse_expose("9-8").is_err());
-        assert!(parse_expose("x").is_err());
     }
 }

@@ -63,7 +63,7 @@ impl Engine {
         let table = self
             .kernel
             .nft_table("inet", TABLE)
-            .map_err(|e| EngineError::Kernel(format!("look up netd's nftables table: {e}")))?;
+            .map_err(EngineError::kernel("look up netd's nftables table"))?;
         self.check_owner(table.as_ref())?;
         self.reaper.drain();
         let mut r = ReconcileReport::default();
@@ -72,7 +72,7 @@ impl Engine {
         let links = self
             .kernel
             .owned_links()
-            .map_err(|e| EngineError::Kernel(format!("list links: {e}")))?;
+            .map_err(EngineError::kernel("list links"))?;
         let present = self.remove_unknown_links(links, &BTreeSet::new(), &mut r);
         self.ensure_networks(&present, None, &mut r);
         self.ensure_sandboxes(&present, None, true, &mut r);
@@ -436,7 +436,7 @@ impl Engine {
         let want = self.desired_fw();
         self.kernel
             .nft(&ruleset::full(&want, &self.cfg.owner))
-            .map_err(|e| EngineError::Kernel(format!("firewall: {e}")))?;
+            .map_err(EngineError::kernel("firewall"))?;
         self.fw = want;
         Ok(())
     }
@@ -528,7 +528,7 @@ pub(super) fn firewall_chains() -> &'static [(&'static str, String)] {
 }
 
 fn chains_of_the_ruleset() -> Vec<(&'static str, String)> {
-    let full = ruleset::full(&FwState::default(), "");
+    let full = ruleset::full(&FwState::default(), "").to_string();
     let mut out: Vec<(&'static str, String)> = full
         .lines()
         .filter_map(|l| {

@@ -3,16 +3,15 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
+use ipnetwork::{Ipv4Network, Ipv6Network};
 use serde::{Deserialize, Serialize};
 
-use super::ports::parse_expose;
 use super::{new_id, now, pool_key, Engine, EngineError, Result, Undo};
 use crate::driver::bridge::{format_mac, mac_for, parse_mac};
 use crate::driver::{endpoint_down, endpoint_up};
 use crate::model::{
-    host_veth_name, validate_ifname, validate_name, Endpoint, EndpointRequest, NetMode, Network, Proto,
-    Route, Sandbox, SandboxRequest,
+    host_veth_name, validate_ifname, validate_name, Endpoint, EndpointRequest, NetMode, Network,
+    ParsedSandbox, Sandbox, SandboxRequest,
 };
 use crate::plan::Step;
 use crate::store::{Bucket, Txn};
@@ -32,73 +31,6 @@ fn parse_ip(what: &str, s: &str) -> Result<IpAddr> {
     s.trim()
         .parse()
         .map_err(|_| EngineError::Invalid(format!("invalid {what} {s:?}: expected an IP address")))
-}
-
-/// The extra routes of an endpoint with their gateways resolved: a route without one
-/// goes via the network's gateway, as CNI's `ipam.routes` mean it. A default route via
-/// the network's gateway is the one the endpoint gets anyway and is dropped (unless the
-/// endpoint gets none, `no_default_route`, where it is kept as asked); anything the
-/// kernel would refuse (no address of the family, a gateway off the subnet, host bits in
-/// the destination) is refused here, before any change.
-fn extra_routes(network: &str, ep: &Endpoint, want: &[Route]) -> Result<Vec<Route>> {
-    let mut out: Vec<Route> = Vec::new();
-    for r in want {
-        let (subnet, gateway) = if r.dst.is_ipv4() {
-            (ep.ipv4.map(IpNetwork::V4), ep.gateway4.map(IpAddr::V4))
-        } else {
-            (ep.ipv6.map(IpNetwork::V6), ep.gateway6.map(IpAddr::V6))
-        };
-        let family = if r.dst.is_ipv4() { "IPv4" } else { "IPv6" };
-        let Some(subnet) = subnet else {
-            return Err(EngineError::Invalid(format!(
-                "route to {}: the endpoint on network {network} has no {family} address",
-                r.dst
-            )));
-        };
-        r.check().map_err(EngineError::Invalid)?;
-        let gw = match r.gw {
-            Some(g) if !subnet.contains(g) => {
-                return Err(EngineError::Invalid(format!(
-                    "route to {} via {g}: the gateway is not on network {network}'s subnet {}",
-                    r.dst,
-                    IpNetwork::new(subnet.network(), subnet.prefix()).unwrap_or(subnet)
-                )))
-            }
-            Some(g) => Some(g),
-            None => gateway,
-        };
-        if r.dst.prefix() == 0 && !ep.no_default_route {
-            if gw == gateway {
-                continue;
-            }
-            return Err(EngineError::Invalid(format!(
-                "a default route via {} on network {network}: netd's default route goes via the network's gateway {}",
-                gw.map_or("the link".to_string(), |g| g.to_string()),
-                gateway.map_or("(none)".to_string(), |g| g.to_string())
-            )));
-        }
-        let r = Route { dst: r.dst, gw };
-        if out.contains(&r) {
-            continue;
-        }
-        if let Some(d) = out
-            .iter()
-            .find(|o| r.dst.prefix() == 0 && o.dst.prefix() == 0 && o.dst.is_ipv4() == r.dst.is_ipv4())
-        {
-            return Err(EngineError::Invalid(format!(
-                "two {family} default routes on network {network} ({} and {}): a sandbox has one",
-                via(d),
-                via(&r)
-            )));
-        }
-        out.push(r);
-    }
-    Ok(out)
-}
-
-/// `via GW` or `on-link`, for messages.
-fn via(r: &Route) -> String {
-    r.gw.map_or("on-link".to_string(), |g| format!("via {g}"))
 }
 
 impl Engine {
@@ -211,7 +143,7 @@ impl Engine {
                 ep.gateway6 = Some(gw);
             }
         }
-        ep.routes = extra_routes(&net.name, &ep, &req.routes)?;
+        ep.routes = ep.extra_routes(&req.routes).map_err(EngineError::Invalid)?;
         // One default route per family in a sandbox: the kernel refuses a second (with
         // a half-made endpoint to undo), so say so before anything is made.
         let first = taken.is_empty();
@@ -271,36 +203,17 @@ impl Engine {
     }
 
     fn create_sandbox_inner(&mut self, req: &SandboxRequest) -> Result<Sandbox> {
-        validate_name(&req.name).map_err(|e| EngineError::Invalid(format!("sandbox {e}")))?;
+        // Before the request's own checks: a name that is taken was a valid one.
         if self.sandboxes.contains_key(&req.name) {
-            return Err(EngineError::Conflict(format!(
-                "sandbox with name {} already exists",
-                req.name
-            )));
+            return Err(EngineError::SandboxExists(req.name.clone()));
         }
-        let special: Vec<&str> = req
-            .networks
-            .iter()
-            .map(|e| e.network.as_str())
-            .filter(|n| matches!(*n, "host" | "none"))
-            .collect();
-        let mode = match (special.first(), req.networks.len()) {
-            (None, _) => NetMode::Bridge,
-            (Some(&"host"), 1) => NetMode::Host,
-            (Some(&"none"), 1) => NetMode::None,
-            (Some(m), _) => {
-                return Err(EngineError::Invalid(format!(
-                    "network mode {m} cannot be combined with other networks"
-                )))
-            }
-        };
+        let ParsedSandbox {
+            mode,
+            networks,
+            expose,
+        } = req.parse().map_err(EngineError::Invalid)?;
         if let Some(p) = &req.netns {
-            if mode != NetMode::Bridge {
-                return Err(EngineError::Invalid(
-                    "an existing namespace cannot use network mode host or none".into(),
-                ));
-            }
-            if !p.starts_with('/') || !self.kernel.netns_alive(Path::new(p)) {
+            if !self.kernel.netns_alive(Path::new(p)) {
                 return Err(EngineError::Invalid(format!("{p} is not a network namespace")));
             }
             if let Some(other) = self.sandboxes.values().find(|s| &s.netns == p) {
@@ -310,49 +223,19 @@ impl Engine {
                 )));
             }
         }
-        let mut names: Vec<&str> = Vec::new();
-        if mode == NetMode::Bridge {
-            for e in &req.networks {
-                self.network(&e.network)?;
-                if names.contains(&e.network.as_str()) {
-                    return Err(EngineError::Invalid(format!(
-                        "network {} is listed twice",
-                        e.network
-                    )));
-                }
-                names.push(&e.network);
-            }
+        for n in &networks {
+            self.network(n)?;
         }
-        let mut expose: Vec<(u16, Proto)> = Vec::new();
-        for s in &req.expose {
-            expose.extend(parse_expose(s).map_err(EngineError::Invalid)?);
-        }
-        if (!req.ports.is_empty() || req.publish_all) && mode != NetMode::Bridge {
-            return Err(EngineError::Invalid(format!(
-                "published ports need a bridge network; sandbox {} uses network mode {}",
-                req.name,
-                special.first().copied().unwrap_or("bridge")
-            )));
-        }
+        let names: Vec<&str> = networks.iter().map(String::as_str).collect();
         let first = names.first().map(|n| self.networks[*n].clone());
         if !req.ports.is_empty() || req.publish_all {
             Self::check_no_ports_on_macvlan(first.as_ref(), &req.name)?;
         }
-        if !req.ports.is_empty() {
-            match &first {
-                None => {
-                    return Err(EngineError::Invalid(
-                        "published ports need a network: add --network".into(),
-                    ))
-                }
-                Some(n) if n.internal => {
-                    return Err(EngineError::Invalid(format!(
-                        "cannot publish ports on internal network {}: it has no way in or out",
-                        n.name
-                    )))
-                }
-                _ => {}
-            }
+        if let Some(n) = first.as_ref().filter(|n| n.internal && !req.ports.is_empty()) {
+            return Err(EngineError::Invalid(format!(
+                "cannot publish ports on internal network {}: it has no way in or out",
+                n.name
+            )));
         }
 
         let mut undo = Undo::default();
@@ -557,9 +440,10 @@ impl Engine {
         let net = self.network(network)?.clone();
         let sb = self.sandbox(sandbox)?.clone();
         let Some(ep) = sb.endpoint(network).cloned() else {
-            return Err(EngineError::NotFound(format!(
-                "sandbox {sandbox} is not connected to network {network}"
-            )));
+            return Err(EngineError::NotConnected {
+                sandbox: sandbox.into(),
+                network: network.into(),
+            });
         };
         let mut undo = Undo::default();
         self.remember(&mut undo, &[], &[sandbox], &Self::pool_keys(&[network]));
@@ -591,29 +475,7 @@ impl Engine {
             };
         }
         let host = std::fs::read_to_string(&self.cfg.host_resolv_conf).unwrap_or_default();
-        let mut out = String::from("# written by netd\n");
-        let mut servers = 0;
-        for line in host.lines() {
-            let t = line.trim();
-            if let Some(ns) = t.strip_prefix("nameserver") {
-                let loopback = ns
-                    .trim()
-                    .parse::<IpAddr>()
-                    .map(|ip| ip.is_loopback())
-                    .unwrap_or(true);
-                if loopback {
-                    continue;
-                }
-                servers += 1;
-            }
-            if t.starts_with("nameserver") || t.starts_with("search") || t.starts_with("options") {
-                out.push_str(t);
-                out.push('\n');
-            }
-        }
-        if servers == 0 {
-            out.push_str("# the host has no usable nameserver for sandboxes\n");
-        }
-        Step::WriteResolvConf { dir, contents: out }
+        let contents = crate::dns::resolv::copy_for_sandbox(&host);
+        Step::WriteResolvConf { dir, contents }
     }
 }

@@ -16,7 +16,10 @@ impl Engine {
     pub fn service(&self, namespace: &str, name: &str) -> Result<&Service> {
         self.services
             .get(&service_key(namespace, name))
-            .ok_or_else(|| EngineError::NotFound(format!("no such service: {name} in namespace {namespace}")))
+            .ok_or_else(|| EngineError::NoSuchService {
+                namespace: namespace.into(),
+                name: name.into(),
+            })
     }
 
     pub fn create_service(&mut self, req: &ServiceRequest) -> Result<Service> {

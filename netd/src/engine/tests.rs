@@ -139,8 +139,14 @@ fn bad_input_changes_nothing() {
     let e = t.e.create_sandbox(&static_ip).unwrap_err();
     assert!(e.to_string().contains("in use"), "{e}");
     assert!(matches!(t.e.remove_network("a"), Err(EngineError::Conflict(_))));
-    assert!(matches!(t.e.remove_sandbox("zz"), Err(EngineError::NotFound(_))));
-    assert!(matches!(t.e.disconnect("a", "zz"), Err(EngineError::NotFound(_))));
+    assert!(matches!(
+        t.e.remove_sandbox("zz"),
+        Err(EngineError::NoSuchSandbox(_))
+    ));
+    assert!(matches!(
+        t.e.disconnect("a", "zz"),
+        Err(EngineError::NoSuchSandbox(_))
+    ));
     assert_eq!(snapshot(&t), before);
 }
 
@@ -155,7 +161,7 @@ fn kernel_failure_rolls_back_everything() {
         t.e.cfg.netns_dir.join("s1").display()
     ));
     let e = t.e.create_sandbox(&SandboxRequest::on("s1", &["a"])).unwrap_err();
-    assert!(matches!(e, EngineError::Kernel(_)), "{e}");
+    assert!(matches!(e, EngineError::Plan(_)) && e.is_kernel_failure(), "{e}");
     assert_eq!(snapshot(&t), before);
     t.k.clear_failure();
     let s = t.e.create_sandbox(&SandboxRequest::on("s1", &["a"])).unwrap();
@@ -404,7 +410,7 @@ fn services_persist_clash_with_sandbox_names_and_bad_input_changes_nothing() {
     }
     assert!(matches!(
         t.e.remove_service("shop", "nope"),
-        Err(EngineError::NotFound(_))
+        Err(EngineError::NoSuchService { .. })
     ));
     assert!(snapshot(&t) == before, "bad input changed nothing");
     // The same name in another namespace is another service.
@@ -554,12 +560,12 @@ fn tables_made_by_another_engine_are_refused_untouched() {
     let e = Engine::open(k.clone(), other.clone(), cfg("netd-cni /var/lib/b"))
         .err()
         .expect("refused");
-    assert!(matches!(e, EngineError::Foreign(_)), "{e:?}");
+    assert!(matches!(e, EngineError::Foreign { .. }), "{e:?}");
     assert!(e.to_string().contains("belong to \"netd-cni /var/lib/a\""), "{e}");
     let e = Engine::open_trusting(k.clone(), other, cfg("netd daemon /var/lib/netd"), false)
         .err()
         .expect("refused");
-    assert!(matches!(e, EngineError::Foreign(_)), "{e:?}");
+    assert!(matches!(e, EngineError::Foreign { .. }), "{e:?}");
     assert_eq!(
         (k.links(), k.nft_batches().len()),
         (links, batches),
@@ -569,7 +575,8 @@ fn tables_made_by_another_engine_are_refused_untouched() {
     // Tables from before names were written (no comment) are taken over; a name
     // that differs only in characters a comment cannot hold is the same name.
     let k = Arc::new(FakeKernel::default());
-    k.nft("add table inet netd").unwrap();
+    k.nft(&crate::firewall::batch::Batch::from_text("add table inet netd"))
+        .unwrap();
     Engine::open(k, Arc::new(MemStore::default()), cfg("netd-cni /var/lib/b")).expect("unnamed tables");
     let k = Arc::new(FakeKernel::default());
     k.tables_made_by("netd-cni /var/lib/_q_");

@@ -51,11 +51,12 @@ impl Engine {
         let supported = self
             .kernel
             .bridge_vlan_filtering()
-            .map_err(|e| EngineError::Kernel(format!("probe bridge VLAN filtering: {e}")))?;
+            .map_err(EngineError::kernel("probe bridge VLAN filtering"))?;
         if !supported {
-            return Err(EngineError::Unsupported(format!(
-                "{what}: this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)"
-            )));
+            return Err(EngineError::Unsupported {
+                what: what.into(),
+                feature: "bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)",
+            });
         }
         Ok(())
     }
@@ -186,7 +187,7 @@ mod tests {
         let e =
             t.e.create_network(&vnet("v100", "10.100.0.0/24", "100"))
                 .unwrap_err();
-        assert!(matches!(e, EngineError::Unsupported(_)), "{e:?}");
+        assert!(matches!(e, EngineError::Unsupported { .. }), "{e:?}");
         assert!(e.to_string().contains("CONFIG_BRIDGE_VLAN_FILTERING"), "{e}");
         assert_eq!(t.k.log(), log);
         assert_eq!(t.k.nft_batches().len(), nft);

@@ -1,10 +1,11 @@
 //! nftables isolation, masquerade, anti-spoofing and port publishing.
 //!
 //! The engine describes what the firewall must do as a `FwState` (plain data derived from
-//! the model); `ruleset` turns a state into nft batches: `full` (create or restore
-//! everything netd owns) and `diff` (the smallest batch from one state to the next). Each
-//! batch is applied by the kernel layer as one atomic transaction.
+//! the model); `ruleset` turns a state into nft batches (`batch::Batch`): `full` (create
+//! or restore everything netd owns) and `diff` (the smallest batch from one state to the
+//! next). Each batch is applied by the kernel layer as one atomic transaction.
 
+pub mod batch;
 pub mod ruleset;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -68,7 +69,7 @@ pub struct FwState {
 /// The nft batch from `old` to `new`, fast when only endpoints and ports changed (every
 /// attach and detach): it hands `ruleset::diff` just the entries that differ, so the
 /// cost follows the change, not the number of endpoints on the host.
-pub fn delta(old: &FwState, new: &FwState) -> String {
+pub fn delta(old: &FwState, new: &FwState) -> batch::Batch {
     use std::collections::HashSet;
     if old.networks != new.networks {
         return ruleset::diff(old, new);
@@ -126,7 +127,8 @@ mod tests {
         new.endpoints.remove(3);
         new.endpoints.push(ep("vnew", 77));
         new.endpoints[0].ipv4 = Some(std::net::Ipv4Addr::new(10, 1, 0, 99));
-        let sort = |s: String| {
+        let sort = |b: batch::Batch| {
+            let s = b.to_string();
             let mut l: Vec<String> = s
                 .lines()
                 .map(|l| {

@@ -335,7 +335,8 @@ impl Kernel for FakeKernel {
         Ok(!st.nft.is_empty() && !lost(chain) && !lost("*"))
     }
 
-    fn nft(&self, batch: &str) -> Result<(), KernelError> {
+    fn nft(&self, batch: &crate::firewall::batch::Batch) -> Result<(), KernelError> {
+        let batch = batch.to_string();
         let mut st = self.st();
         if batch.contains("add table") {
             st.lost_chains.clear();
@@ -346,7 +347,7 @@ impl Kernel for FakeKernel {
                 .lines()
                 .find_map(|l| l.strip_prefix(head)?.split('"').next().map(str::to_string));
         }
-        st.nft.push(batch.to_string());
+        st.nft.push(batch);
         Ok(())
     }
 

@@ -26,7 +26,10 @@ fn run(netns: Option<&Path>, bin: &str, args: &[&str]) -> Result<std::process::O
     cmd.arg("-w")
         .args(args)
         .output()
-        .map_err(|e| KernelError::Other(format!("run {bin}: {e}")))
+        .map_err(|e| KernelError::Command {
+            command: format!("run {bin}"),
+            msg: e.to_string(),
+        })
 }
 
 /// Makes sure `DOCKER-USER` accepts traffic of bridges matching `pattern` (iptables
@@ -49,11 +52,10 @@ pub fn ensure_docker_user_accept(netns: Option<&Path>, pattern: &str) -> Result<
             let insert: Vec<&str> = ["-I", CHAIN, "1"].iter().chain(rule.iter()).copied().collect();
             let o = run(netns, bin, &insert)?;
             if !o.status.success() {
-                return Err(KernelError::Other(format!(
-                    "{bin} -I {CHAIN} {}: {}",
-                    rule.join(" "),
-                    String::from_utf8_lossy(&o.stderr).trim()
-                )));
+                return Err(KernelError::Command {
+                    command: format!("{bin} -I {CHAIN} {}", rule.join(" ")),
+                    msg: String::from_utf8_lossy(&o.stderr).trim().to_string(),
+                });
             }
             tracing::info!("{bin} -I {CHAIN} {}", rule.join(" "));
         }

@@ -135,10 +135,10 @@ impl LinuxKernel {
         let created = match &existing {
             Some(l) => {
                 if l.kind.as_deref() != Some("bridge") || l.alias.as_deref() != Some(b.alias.as_str()) {
-                    return Err(KernelError::Other(format!(
-                        "link {} exists and is not netd's; remove it or pick another name",
-                        b.name
-                    )));
+                    return Err(KernelError::NotNetds {
+                        name: b.name.clone(),
+                        pick: "name",
+                    });
                 }
                 false
             }
@@ -215,8 +215,9 @@ impl LinuxKernel {
 
         let index = match existing {
             Some(l) => l.index,
-            None => nl.link_index(&b.name)?.ok_or_else(|| {
-                KernelError::Other(format!("bridge {} vanished while configuring it", b.name))
+            None => nl.link_index(&b.name)?.ok_or_else(|| KernelError::Vanished {
+                what: format!("bridge {}", b.name),
+                when: "while configuring it",
             })?,
         };
         // Make the bridge's global addresses exactly `b.addrs` (link-local ones stay).
@@ -357,9 +358,7 @@ impl LinuxKernel {
         };
         let conn = g.insert(conn);
         let res = f(conn);
-        if matches!(&res, Err(super::nft_elements::Error::Kernel(KernelError::Nft(m))) if m.starts_with("nfnetlink "))
-        {
-            // The socket itself failed (send/recv): open a new one next time.
+        if matches!(&res, Err(super::nft_elements::Error::Kernel(e)) if e.spoils_nfnl_socket()) {
             *g = None;
         }
         res
@@ -569,17 +568,17 @@ impl Kernel for LinuxKernel {
         Ok(there.first().copied().unwrap_or(false))
     }
 
-    fn nft(&self, batch: &str) -> Result<(), KernelError> {
+    fn nft(&self, batch: &crate::firewall::batch::Batch) -> Result<(), KernelError> {
         // Element changes (every attach and detach) go to the kernel directly; the rest,
         // and any set this cannot encode, through libnftables (see `nft_elements`).
-        if let Some(cmds) = super::nft_elements::parse(batch) {
-            match self.with_nfnl(|c| c.apply(&cmds)) {
+        if let Some(changes) = batch.element_changes() {
+            match self.with_nfnl(|c| c.apply(&changes)) {
                 Ok(()) => return Ok(()),
                 Err(super::nft_elements::Error::Kernel(e)) => return Err(e),
                 Err(super::nft_elements::Error::Unsupported) => {}
             }
         }
-        self.with_nft(|n| n.run(batch).map(drop))
+        self.with_nft(|n| n.run(&batch.to_string()).map(drop))
     }
 
     fn nft_table(&self, family: &str, name: &str) -> Result<Option<super::nft_table::NftTable>, KernelError> {

@@ -35,9 +35,9 @@ impl LinuxKernel {
             let sandbox = netns::spawn_in(s, &side.netns, &ns, Netlink::open);
             {
                 let mut nl = self.nl();
-                let parent = nl.link(&m.parent)?.ok_or_else(|| {
-                    KernelError::Other(format!("macvlan parent interface {} not found", m.parent))
-                })?;
+                let parent = nl
+                    .link(&m.parent)?
+                    .ok_or_else(|| KernelError::NoParent(m.parent.clone()))?;
                 nl.add_macvlan(&m.tmp_name, parent.index, mode, m.mtu, mac, Some(ns.as_fd()))?;
             }
             let mut sb = match netns::join_scoped(&side.netns, sandbox).and_then(|r| r) {
@@ -54,8 +54,9 @@ impl LinuxKernel {
             };
             let mut name = m.tmp_name.as_str();
             let res = (|| {
-                let index = sb.index_rcu(&m.tmp_name)?.ok_or_else(|| {
-                    KernelError::Other(format!("macvlan {} vanished after creation", m.tmp_name))
+                let index = sb.index_rcu(&m.tmp_name)?.ok_or_else(|| KernelError::Vanished {
+                    what: format!("macvlan {}", m.tmp_name),
+                    when: "after creation",
                 })?;
                 // Marked as being made until configured (`driver::creating_alias`).
                 sb.rename_and_mark(index, &side.ifname, &crate::driver::creating_alias(&m.alias))?;
@@ -83,7 +84,7 @@ impl LinuxKernel {
         let mut nl = self.nl();
         let parent = nl
             .link(&m.parent)?
-            .ok_or_else(|| KernelError::Other(format!("macvlan parent interface {} not found", m.parent)))?;
+            .ok_or_else(|| KernelError::NoParent(m.parent.clone()))?;
         nl.add_macvlan(&m.tmp_name, parent.index, mode, m.mtu, mac, None)?;
         let res = nl.set_alias(&m.tmp_name, &m.alias);
         if res.is_err() {

@@ -17,6 +17,7 @@ pub mod nft;
 pub mod nft_elements;
 pub mod nft_table;
 pub mod probe;
+pub mod process;
 mod sandbox_link;
 pub mod sysctl;
 pub mod udp_batch;
@@ -28,10 +29,15 @@ use std::path::{Path, PathBuf};
 
 use ipnetwork::IpNetwork;
 
+use crate::firewall::batch::Batch;
 use crate::plan::{Applied, Step};
 
+/// What a kernel call can fail with; each variant names the call and the object. Callers
+/// that act on a failure (a retry, a new socket, an optional sysctl) match on variants.
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
+    /// `op` in `ip` words ("add veth ndweb-1-3fa2"); `msg` the errno text plus the
+    /// kernel's extended ack when it sent one.
     #[error("netlink {op}: {msg}")]
     Netlink { op: String, msg: String },
     #[error("netns {path}: {msg}")]
@@ -42,10 +48,47 @@ pub enum KernelError {
         #[source]
         source: std::io::Error,
     },
+    /// libnftables refused a batch, or an nfnetlink answer said no.
     #[error("nftables: {0}")]
     Nft(String),
+    /// The nfnetlink socket itself failed (`op`: socket, bind, connect, send, recv).
+    #[error("nftables: nfnetlink {op}: {source}")]
+    NfnlIo {
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("nftables: nfnetlink closed before answering")]
+    NfnlClosed,
+    /// Fewer acknowledgements than messages in a batch: the socket lost answers.
+    #[error("nftables: nfnetlink batch: {acked} of {sent} changes acknowledged")]
+    NfnlBatch { acked: usize, sent: usize },
+    /// A link of the name netd wants exists and is someone else's.
+    #[error("link {name} exists and is not netd's; remove it or pick another {pick}")]
+    NotNetds { name: String, pick: &'static str },
+    /// A link netd just made or looked up was gone the next moment.
+    #[error("{what} vanished {when}")]
+    Vanished { what: String, when: &'static str },
+    #[error("macvlan parent interface {0} not found")]
+    NoParent(String),
+    #[error("this kernel has no {0}")]
+    Unsupported(&'static str),
+    /// A helper program (iptables) could not run or refused.
+    #[error("{command}: {msg}")]
+    Command { command: String, msg: String },
     #[error("{0}")]
     Other(String),
+}
+
+impl KernelError {
+    /// Whether the nfnetlink socket is unusable after this error, so the next request
+    /// needs a new one.
+    pub fn spoils_nfnl_socket(&self) -> bool {
+        matches!(
+            self,
+            KernelError::NfnlIo { .. } | KernelError::NfnlClosed | KernelError::NfnlBatch { .. }
+        )
+    }
 }
 
 /// A link netd owns, found by its `netd:` alias.
@@ -109,8 +152,8 @@ pub trait Kernel: Send + Sync {
     /// Whether chain `family table chain` exists in the host namespace.
     fn nft_chain_exists(&self, family: &str, table: &str, chain: &str) -> Result<bool, KernelError>;
 
-    /// Applies an nftables batch (nft syntax) in the host namespace as one transaction.
-    fn nft(&self, batch: &str) -> Result<(), KernelError>;
+    /// Applies an nftables batch in the host namespace as one transaction.
+    fn nft(&self, batch: &Batch) -> Result<(), KernelError>;
 
     /// Table `family name` in the host namespace (with its comment), if it exists.
     fn nft_table(&self, family: &str, name: &str) -> Result<Option<nft_table::NftTable>, KernelError>;
@@ -119,5 +162,42 @@ pub trait Kernel: Send + Sync {
     /// `iptables.rs`); a no-op where dockerd does not manage iptables.
     fn allow_in_docker_forward(&self) -> Result<(), KernelError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KernelError;
+
+    #[test]
+    fn socket_failures_are_told_by_variant_with_their_old_words() {
+        let io = KernelError::NfnlIo {
+            op: "recv",
+            source: std::io::ErrorKind::ConnectionReset.into(),
+        };
+        assert_eq!(io.to_string(), "nftables: nfnetlink recv: connection reset");
+        let batch = KernelError::NfnlBatch { acked: 1, sent: 3 };
+        assert_eq!(
+            batch.to_string(),
+            "nftables: nfnetlink batch: 1 of 3 changes acknowledged"
+        );
+        for e in [io, batch, KernelError::NfnlClosed] {
+            assert!(e.spoils_nfnl_socket(), "{e}");
+        }
+        // An answer that says no leaves the socket usable, whatever its words.
+        for e in [
+            KernelError::Nft("nfnetlink set netd ports: No such file or directory".into()),
+            KernelError::Nft("malformed nfnetlink answer".into()),
+        ] {
+            assert!(!e.spoils_nfnl_socket(), "{e}");
+        }
+        assert_eq!(
+            KernelError::NotNetds {
+                name: "br0".into(),
+                pick: "name"
+            }
+            .to_string(),
+            "link br0 exists and is not netd's; remove it or pick another name"
+        );
     }
 }

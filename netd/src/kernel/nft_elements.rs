@@ -1,4 +1,4 @@
-//! The batches of every attach and detach (`add element` / `delete element` lines only)
+//! The batches of every attach and detach (element changes only, `firewall::batch`)
 //! sent as one raw nfnetlink transaction, without libnftables.
 //!
 //! libnftables costs a short-lived process (the CNI plugin in standalone mode) ~2 ms per
@@ -6,28 +6,29 @@
 //! `/etc/iproute2/*`, parsing the text, then filling its cache (tables, chains, sets,
 //! set elements, objects: six dumps). The kernel needs none of that to add an element
 //! to a named set. Here each set's key and data types come from one `NFT_MSG_GETSET`
-//! each, the elements are encoded the way nft encodes them (each part of a concatenation
-//! padded to 4 bytes), and the lines go to the kernel in one batch, applied all or
-//! nothing, as libnftables would send them.
+//! each, the elements are encoded from their typed parts the way nft encodes them (each
+//! part of a concatenation padded to 4 bytes), and the changes go to the kernel in one
+//! batch, applied all or nothing, as libnftables would send them.
 //!
-//! Anything else — rules, chains, a set with interval or timeout flags, a type this
-//! module does not encode — is `Unsupported`, and the caller hands the batch to
-//! libnftables unchanged.
+//! Anything else — a set with interval or timeout flags, a set whose type in the kernel
+//! is not the parts' (a table made by someone else), a type this module does not
+//! encode — is `Unsupported`, and the caller hands the batch to libnftables as text.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
 use super::nfnetlink::{
-    attributes, errno_of, family_name, family_number, messages, nft_type, Msg, NFNL_MSG_BATCH_BEGIN,
-    NFNL_MSG_BATCH_END, NFNL_SUBSYS_NFTABLES, NFTA_DATA_VALUE, NFTA_LIST_ELEM, NFTA_SET_DATA_LEN,
-    NFTA_SET_DATA_TYPE, NFTA_SET_ELEM_DATA, NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_LIST_ELEMENTS,
-    NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_FLAGS, NFTA_SET_KEY_LEN, NFTA_SET_KEY_TYPE,
-    NFTA_SET_NAME, NFTA_SET_TABLE, NFT_MSG_DELSETELEM, NFT_MSG_GETSET, NFT_MSG_NEWSET, NFT_MSG_NEWSETELEM,
-    NFT_SET_MAP, NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST,
+    attributes, errno_of, family_number, messages, nft_type, Msg, NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END,
+    NFNL_SUBSYS_NFTABLES, NFTA_DATA_VALUE, NFTA_LIST_ELEM, NFTA_SET_DATA_LEN, NFTA_SET_DATA_TYPE,
+    NFTA_SET_ELEM_DATA, NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_LIST_ELEMENTS, NFTA_SET_ELEM_LIST_SET,
+    NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_FLAGS, NFTA_SET_KEY_LEN, NFTA_SET_KEY_TYPE, NFTA_SET_NAME,
+    NFTA_SET_TABLE, NFT_MSG_DELSETELEM, NFT_MSG_GETSET, NFT_MSG_NEWSET, NFT_MSG_NEWSETELEM, NFT_SET_MAP,
+    NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST,
 };
 use super::KernelError;
+use crate::firewall::batch::{ElementChange, Part};
+use crate::model::Proto;
 
 /// nft's datatype numbers (nftables `enum datatypes`), as the kernel keeps them in
 /// NFTA_SET_KEY_TYPE: a concatenation is its parts' numbers, 6 bits each, first part
@@ -39,17 +40,6 @@ const TYPE_INET_PROTOCOL: u32 = 12;
 const TYPE_INET_SERVICE: u32 = 13;
 const TYPE_IFNAME: u32 = 41;
 const TYPE_BITS: u32 = 6;
-
-/// One `add|delete element FAMILY TABLE SET { ... }` line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cmd {
-    pub add: bool,
-    pub family: u8,
-    pub table: String,
-    pub set: String,
-    /// Each element: the key's parts and, in a map, the value's parts (nft text).
-    pub elems: Vec<(Vec<String>, Option<Vec<String>>)>,
-}
 
 /// Why the fast path did not apply a batch.
 #[derive(Debug)]
@@ -63,43 +53,6 @@ impl From<KernelError> for Error {
     fn from(e: KernelError) -> Self {
         Error::Kernel(e)
     }
-}
-
-/// The batch's commands, or None when any line is not an element change.
-pub fn parse(batch: &str) -> Option<Vec<Cmd>> {
-    let mut cmds = Vec::new();
-    for line in batch.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let (head, rest) = line.split_once('{')?;
-        let body = rest.trim_end().strip_suffix('}')?;
-        let words: Vec<&str> = head.split_ascii_whitespace().collect();
-        let [verb, "element", family, table, set] = words[..] else {
-            return None;
-        };
-        let add = match verb {
-            "add" => true,
-            "delete" => false,
-            _ => return None,
-        };
-        let mut elems = Vec::new();
-        for e in body.split(',').map(str::trim) {
-            let parts = |s: &str| -> Vec<String> { s.split(" . ").map(|p| p.trim().to_string()).collect() };
-            elems.push(match e.split_once(" : ") {
-                Some((k, v)) => (parts(k), Some(parts(v))),
-                None => (parts(e), None),
-            });
-        }
-        if elems.iter().any(|(k, _)| k.iter().any(String::is_empty)) {
-            return None;
-        }
-        cmds.push(Cmd {
-            add,
-            family: family_number(family)?,
-            table: table.to_string(),
-            set: set.to_string(),
-            elems,
-        });
-    }
-    (!cmds.is_empty()).then_some(cmds)
 }
 
 /// A set's key and data layout as the kernel has it.
@@ -123,11 +76,22 @@ fn type_parts(mut t: u32) -> Vec<u32> {
     parts
 }
 
+/// The nft datatype number of a part.
+fn part_type(p: &Part) -> u32 {
+    match p {
+        Part::Ifname(_) => TYPE_IFNAME,
+        Part::Ipv4(_) => TYPE_IPADDR,
+        Part::Ipv6(_) => TYPE_IP6ADDR,
+        Part::Ether(_) => TYPE_ETHERADDR,
+        Part::Proto(_) => TYPE_INET_PROTOCOL,
+        Part::Port(_) => TYPE_INET_SERVICE,
+    }
+}
+
 /// One part in nft's encoding (network byte order, strings zero-padded).
-fn encode_part(ty: u32, text: &str) -> Option<Vec<u8>> {
-    Some(match ty {
-        TYPE_IFNAME => {
-            let name = text.strip_prefix('"')?.strip_suffix('"')?;
+fn encode_part(p: &Part) -> Option<Vec<u8>> {
+    Some(match p {
+        Part::Ifname(name) => {
             if name.is_empty() || name.len() > 15 || name.contains('\0') {
                 return None;
             }
@@ -135,37 +99,28 @@ fn encode_part(ty: u32, text: &str) -> Option<Vec<u8>> {
             b.resize(16, 0);
             b
         }
-        TYPE_IPADDR => text.parse::<Ipv4Addr>().ok()?.octets().to_vec(),
-        TYPE_IP6ADDR => text.parse::<Ipv6Addr>().ok()?.octets().to_vec(),
-        TYPE_ETHERADDR => {
-            let b: Vec<u8> = text
-                .split(':')
-                .map(|h| (h.len() == 2).then(|| u8::from_str_radix(h, 16).ok()).flatten())
-                .collect::<Option<_>>()?;
-            (b.len() == 6).then_some(b)?
-        }
-        TYPE_INET_PROTOCOL => vec![match text {
-            "tcp" => 6,
-            "udp" => 17,
-            "sctp" => 132,
-            "dccp" => 33,
-            n => n.parse().ok()?,
-        }],
-        TYPE_INET_SERVICE => text.parse::<u16>().ok()?.to_be_bytes().to_vec(),
-        _ => return None,
+        Part::Ipv4(a) => a.octets().to_vec(),
+        Part::Ipv6(a) => a.octets().to_vec(),
+        Part::Ether(m) => m.to_vec(),
+        Part::Proto(Proto::Tcp) => vec![libc::IPPROTO_TCP as u8],
+        Part::Proto(Proto::Udp) => vec![libc::IPPROTO_UDP as u8],
+        Part::Port(p) => p.to_be_bytes().to_vec(),
     })
 }
 
 /// A key or value: one part as is, the parts of a concatenation each padded to 4 bytes.
-/// None when the text does not fit the type or the length is not the kernel's.
-fn encode(ty: u32, len: u32, parts: &[String]) -> Option<Vec<u8>> {
+/// None when the parts are not of the set's type `ty` or the length is not the kernel's.
+fn encode(ty: u32, len: u32, parts: &[Part]) -> Option<Vec<u8>> {
     let types = type_parts(ty);
     if types.len() != parts.len() || types.is_empty() {
         return None;
     }
     let mut out = Vec::new();
     for (t, p) in types.iter().zip(parts) {
-        let mut b = encode_part(*t, p)?;
+        if part_type(p) != *t {
+            return None;
+        }
+        let mut b = encode_part(p)?;
         if types.len() > 1 {
             b.resize(b.len().next_multiple_of(4), 0);
         }
@@ -174,8 +129,8 @@ fn encode(ty: u32, len: u32, parts: &[String]) -> Option<Vec<u8>> {
     (out.len() == len as usize).then_some(out)
 }
 
-fn io(op: &str, e: std::io::Error) -> KernelError {
-    KernelError::Nft(format!("nfnetlink {op}: {e}"))
+fn io(op: &'static str, source: std::io::Error) -> KernelError {
+    KernelError::NfnlIo { op, source }
 }
 
 /// The attributes of a NEWSET answer (after the 4-byte nfgenmsg).
@@ -269,7 +224,7 @@ impl Conn {
             self.buf.clear();
             self.sock.recv(&mut self.buf, 0).map_err(|e| io("recv", e))?;
             if self.buf.is_empty() {
-                return Err(KernelError::Nft("nfnetlink closed before answering".into()));
+                return Err(KernelError::NfnlClosed);
             }
             if let Some(v) = super::nft_table::parse_answer(&self.buf, seq, &mut found)? {
                 return Ok(v);
@@ -310,7 +265,7 @@ impl Conn {
             self.buf.clear();
             self.sock.recv(&mut self.buf, 0).map_err(|e| io("recv", e))?;
             if self.buf.is_empty() {
-                return Err(KernelError::Nft("nfnetlink closed before answering".into()).into());
+                return Err(KernelError::NfnlClosed.into());
             }
             for (kind, s, payload) in messages(&self.buf) {
                 let Some(i) = seqs.iter().position(|q| *q == s) else {
@@ -330,27 +285,26 @@ impl Conn {
     }
 
     /// Sends the commands as one batch and checks every answer.
-    pub fn apply(&mut self, cmds: &[Cmd]) -> Result<(), Error> {
+    pub fn apply(&mut self, cmds: &[&ElementChange]) -> Result<(), Error> {
         let mut names: Vec<(u8, &str, &str)> = Vec::new();
+        let mut at = Vec::with_capacity(cmds.len());
         for c in cmds {
-            let n = (c.family, c.table.as_str(), c.set.as_str());
-            if !names.contains(&n) {
+            let family = family_number(c.family.name()).ok_or(Error::Unsupported)?;
+            let n = (family, c.table.as_str(), c.set.as_str());
+            at.push(names.iter().position(|m| *m == n).unwrap_or_else(|| {
                 names.push(n);
-            }
+                names.len() - 1
+            }));
         }
         let infos = self.sets(&names)?;
         let mut encoded = Vec::new();
-        for c in cmds {
-            let at = names
-                .iter()
-                .position(|n| *n == (c.family, c.table.as_str(), c.set.as_str()))
-                .ok_or(Error::Unsupported)?;
+        for (c, at) in cmds.iter().zip(at) {
             let info = infos[at];
             let is_map = info.flags & NFT_SET_MAP != 0;
             let mut elems = Vec::new();
-            for (k, v) in &c.elems {
-                let key = encode(info.key_type, info.key_len, k).ok_or(Error::Unsupported)?;
-                let data = match (v, is_map && c.add) {
+            for e in &c.elems {
+                let key = encode(info.key_type, info.key_len, &e.key).ok_or(Error::Unsupported)?;
+                let data = match (&e.value, is_map && c.add) {
                     (Some(v), true) => {
                         Some(encode(info.data_type, info.data_len, v).ok_or(Error::Unsupported)?)
                     }
@@ -361,13 +315,13 @@ impl Conn {
                 };
                 elems.push((key, data));
             }
-            encoded.push((c, elems));
+            encoded.push((*c, names[at].0, elems));
         }
         let mut out = Vec::new();
         let res = NFNL_SUBSYS_NFTABLES;
         out.extend(Msg::new(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, self.next_seq(), 0, res).finish());
         let mut seqs = Vec::new();
-        for (c, elems) in &encoded {
+        for (c, family, elems) in &encoded {
             let seq = self.next_seq();
             seqs.push((seq, *c));
             let (kind, flags) = if c.add {
@@ -375,7 +329,7 @@ impl Conn {
             } else {
                 (NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK)
             };
-            let mut m = Msg::new(nft_type(kind), flags, seq, c.family, 0);
+            let mut m = Msg::new(nft_type(kind), flags, seq, *family, 0);
             m.str(NFTA_SET_ELEM_LIST_TABLE, &c.table);
             m.str(NFTA_SET_ELEM_LIST_SET, &c.set);
             let list = m.begin(NFTA_SET_ELEM_LIST_ELEMENTS);
@@ -421,7 +375,7 @@ impl Conn {
                         return Err(KernelError::Nft(format!(
                             "{} element {} {} {}: {}",
                             if c.add { "add" } else { "delete" },
-                            family_name(c.family),
+                            c.family,
                             c.table,
                             c.set,
                             std::io::Error::from_raw_os_error(e)
@@ -436,10 +390,10 @@ impl Conn {
             self.deleted = true;
         }
         if acked != seqs.len() {
-            return Err(KernelError::Nft(format!(
-                "nfnetlink batch: {acked} of {} changes acknowledged",
-                seqs.len()
-            ))
+            return Err(KernelError::NfnlBatch {
+                acked,
+                sent: seqs.len(),
+            }
             .into());
         }
         Ok(())
@@ -450,53 +404,59 @@ impl Conn {
 mod tests {
     use super::*;
 
-    #[test]
-    fn element_lines_parse_and_others_do_not() {
-        let b = "delete element bridge netd ports { \"a\" }\n\
-                 add element inet netd pub4_any { tcp . 8080 : 10.1.0.3 . 80, udp . 53 : 10.1.0.3 . 5353 }\n";
-        let c = parse(b).unwrap();
-        assert_eq!(c.len(), 2);
-        assert!(!c[0].add && c[0].family == 7 && c[0].set == "ports");
-        assert_eq!(c[0].elems, vec![(vec!["\"a\"".to_string()], None)]);
-        assert_eq!(c[1].elems.len(), 2);
-        assert_eq!(
-            c[1].elems[1],
-            (
-                vec!["udp".to_string(), "53".to_string()],
-                Some(vec!["10.1.0.3".to_string(), "5353".to_string()])
-            )
-        );
-        assert!(parse("flush chain inet netd postrouting\n").is_none());
-        assert!(parse("add element inet netd x { a }\nadd rule inet netd f accept\n").is_none());
-        assert!(parse("add element nofamily netd x { a }").is_none());
-        assert!(parse("").is_none());
+    fn ifname(n: &str) -> Part {
+        Part::Ifname(n.into())
     }
 
     #[test]
     fn keys_encode_like_nft() {
         // Reference bytes from `nft --debug=netlink add element ...` (nftables 1.0.6).
         let ifname_mac = (TYPE_IFNAME << TYPE_BITS) | TYPE_ETHERADDR;
-        let k = encode(ifname_mac, 24, &["\"x\"".into(), "02:42:0a:00:00:01".into()]).unwrap();
+        let k = encode(
+            ifname_mac,
+            24,
+            &[ifname("x"), Part::Ether([0x02, 0x42, 0x0a, 0, 0, 1])],
+        )
+        .unwrap();
         let mut want = vec![b'x'];
         want.resize(16, 0);
         want.extend([0x02, 0x42, 0x0a, 0x00, 0x00, 0x01, 0, 0]);
         assert_eq!(k, want);
         let proto_port = (TYPE_INET_PROTOCOL << TYPE_BITS) | TYPE_INET_SERVICE;
         assert_eq!(
-            encode(proto_port, 8, &["tcp".into(), "8080".into()]).unwrap(),
+            encode(proto_port, 8, &[Part::Proto(Proto::Tcp), Part::Port(8080)]).unwrap(),
             [6, 0, 0, 0, 0x1f, 0x90, 0, 0]
+        );
+        assert_eq!(
+            encode(proto_port, 8, &[Part::Proto(Proto::Udp), Part::Port(53)]).unwrap(),
+            [17, 0, 0, 0, 0, 53, 0, 0]
         );
         let addr_port = (TYPE_IPADDR << TYPE_BITS) | TYPE_INET_SERVICE;
         assert_eq!(
-            encode(addr_port, 8, &["10.1.0.3".into(), "80".into()]).unwrap(),
+            encode(addr_port, 8, &[Part::Ipv4([10, 1, 0, 3].into()), Part::Port(80)]).unwrap(),
             [10, 1, 0, 3, 0, 80, 0, 0]
         );
-        // A single part is not padded; a wrong length or text is refused.
-        assert_eq!(encode(TYPE_IFNAME, 16, &["\"ab\"".into()]).unwrap().len(), 16);
-        assert!(encode(TYPE_IFNAME, 16, &["ab".into()]).is_none());
-        assert!(encode(TYPE_IPADDR, 16, &["10.1.0.3".into()]).is_none());
-        assert!(encode(ifname_mac, 24, &["\"x\"".into()]).is_none());
-        assert!(encode(99, 4, &["1".into()]).is_none());
+        let v6: std::net::Ipv6Addr = "fd00::2".parse().unwrap();
+        assert_eq!(encode(TYPE_IP6ADDR, 16, &[Part::Ipv6(v6)]).unwrap(), v6.octets());
+        // A single part is not padded.
+        assert_eq!(encode(TYPE_IFNAME, 16, &[ifname("ab")]).unwrap().len(), 16);
         assert_eq!(type_parts((TYPE_IFNAME << TYPE_BITS) | TYPE_IP6ADDR), [41, 8]);
+    }
+
+    /// What the kernel's set does not hold goes to libnftables instead (`None` here).
+    #[test]
+    fn parts_that_do_not_fit_the_set_are_refused() {
+        let ifname_mac = (TYPE_IFNAME << TYPE_BITS) | TYPE_ETHERADDR;
+        // A part of another type than the set's, in either place.
+        assert!(encode(TYPE_IPADDR, 4, &[Part::Port(80)]).is_none());
+        assert!(encode(ifname_mac, 24, &[ifname("x"), Part::Ipv4([10, 0, 0, 1].into())]).is_none());
+        // Too few or too many parts; a length that is not the kernel's.
+        assert!(encode(ifname_mac, 24, &[ifname("x")]).is_none());
+        assert!(encode(TYPE_IFNAME, 16, &[ifname("x"), ifname("y")]).is_none());
+        assert!(encode(TYPE_IPADDR, 16, &[Part::Ipv4([10, 1, 0, 3].into())]).is_none());
+        // A name the kernel cannot hold; a type this module does not encode.
+        assert!(encode(TYPE_IFNAME, 16, &[ifname("a-very-long-name-x")]).is_none());
+        assert!(encode(TYPE_IFNAME, 16, &[ifname("")]).is_none());
+        assert!(encode(99, 4, &[Part::Port(1)]).is_none());
     }
 }

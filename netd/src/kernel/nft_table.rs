@@ -97,7 +97,7 @@ fn comment_of(payload: &[u8]) -> Option<String> {
 pub fn table(family: &str, name: &str) -> Result<Option<NftTable>, KernelError> {
     let fam =
         family_number(family).ok_or_else(|| KernelError::Nft(format!("unknown nft family {family:?}")))?;
-    let io = |op: &str, e: std::io::Error| KernelError::Nft(format!("nfnetlink {op}: {e}"));
+    let io = |op: &'static str, source: std::io::Error| KernelError::NfnlIo { op, source };
     let mut sock = Socket::new(NETLINK_NETFILTER).map_err(|e| io("socket", e))?;
     sock.bind_auto().map_err(|e| io("bind", e))?;
     sock.connect(&SocketAddr::new(0, 0))
@@ -111,7 +111,7 @@ pub fn table(family: &str, name: &str) -> Result<Option<NftTable>, KernelError> 
         buf.clear();
         sock.recv(&mut buf, 0).map_err(|e| io("recv", e))?;
         if buf.is_empty() {
-            return Err(KernelError::Nft("nfnetlink closed before answering".into()));
+            return Err(KernelError::NfnlClosed);
         }
         if let Some(v) = parse_answer(&buf, seq, &mut found)? {
             return Ok(v);
@@ -156,7 +156,7 @@ fn ack_of(buf: &[u8], seq: u32) -> Result<Option<bool>, KernelError> {
 /// Which of `chains` (`(family, name)` in `table`) exist in the calling thread's
 /// namespace: one socket, one request each.
 pub fn chains_exist(table: &str, chains: &[(&str, &str)]) -> Result<Vec<bool>, KernelError> {
-    let io = |op: &str, e: std::io::Error| KernelError::Nft(format!("nfnetlink {op}: {e}"));
+    let io = |op: &'static str, source: std::io::Error| KernelError::NfnlIo { op, source };
     let mut sock = Socket::new(NETLINK_NETFILTER).map_err(|e| io("socket", e))?;
     sock.bind_auto().map_err(|e| io("bind", e))?;
     sock.connect(&SocketAddr::new(0, 0))
@@ -172,7 +172,7 @@ pub fn chains_exist(table: &str, chains: &[(&str, &str)]) -> Result<Vec<bool>, K
             buf.clear();
             sock.recv(&mut buf, 0).map_err(|e| io("recv", e))?;
             if buf.is_empty() {
-                return Err(KernelError::Nft("nfnetlink closed before answering".into()));
+                return Err(KernelError::NfnlClosed);
             }
             if let Some(there) = ack_of(&buf, seq)? {
                 out.push(there);

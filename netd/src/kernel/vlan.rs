@@ -12,9 +12,7 @@ use super::{sysctl, KernelError};
 use crate::plan::{Applied, BridgeSpec, VlanGatewaySpec};
 
 fn unsupported() -> KernelError {
-    KernelError::Other(
-        "this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING is not set)".into(),
-    )
+    KernelError::Unsupported("bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING is not set)")
 }
 
 /// Whether bridge `b` filters by VLAN, and its default VLAN if so.
@@ -53,9 +51,10 @@ pub(super) fn port_vlan(
     if vlan.is_none() && trunk.is_empty() {
         return Ok(());
     }
-    let index = nl
-        .link_index(port)?
-        .ok_or_else(|| KernelError::Other(format!("port {port} vanished before its VLAN was set")))?;
+    let index = nl.link_index(port)?.ok_or_else(|| KernelError::Vanished {
+        what: format!("port {port}"),
+        when: "before its VLAN was set",
+    })?;
     if let Some(vid) = vlan {
         nl.set_port_vlan(index, vid)?;
     }
@@ -95,10 +94,10 @@ impl LinuxKernel {
         let existing = nl.link(&g.name)?;
         if let Some(l) = &existing {
             if l.kind.as_deref() != Some("veth") || l.alias.as_deref() != Some(g.alias.as_str()) {
-                return Err(KernelError::Other(format!(
-                    "link {} exists and is not netd's; remove it or pick another bridge name",
-                    g.name
-                )));
+                return Err(KernelError::NotNetds {
+                    name: g.name.clone(),
+                    pick: "bridge name",
+                });
             }
         }
         let bridge = nl.link_index(&g.bridge)?.ok_or_else(|| KernelError::Netlink {
@@ -154,9 +153,10 @@ impl LinuxKernel {
             items.push((conf6(&g.name, "accept_ra"), v(false), false));
         }
         sysctl::write_all_in(self.host_thread(), &items)?;
-        let index = nl
-            .link_index(&g.name)?
-            .ok_or_else(|| KernelError::Other(format!("{} vanished while configuring it", g.name)))?;
+        let index = nl.link_index(&g.name)?.ok_or_else(|| KernelError::Vanished {
+            what: g.name.clone(),
+            when: "while configuring it",
+        })?;
         let have: Vec<IpNetwork> = nl
             .addresses()?
             .into_iter()

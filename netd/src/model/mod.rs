@@ -3,8 +3,10 @@
 mod macvlan;
 mod names;
 mod network;
+mod network_match;
 mod port;
 mod sandbox;
+mod sandbox_request;
 mod service;
 mod vlan;
 
@@ -20,6 +22,7 @@ pub use network::{
 };
 pub use port::{parse_port_spec, parse_proto, PortMapping, PortSpecError, Proto};
 pub use sandbox::{Endpoint, EndpointRequest, NetMode, Route, Sandbox, SandboxRequest};
+pub use sandbox_request::{parse_expose, ParsedSandbox};
 pub use service::{
     check_vip, select_backends, service_key, Backend, ClusterIp, EndpointMode, PublishMode, PublishedPort,
     Service, ServiceError, ServiceKind, ServicePort, ServiceRequest, SessionAffinity, DEFAULT_NAMESPACE,

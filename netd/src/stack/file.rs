@@ -88,6 +88,21 @@ impl StackFile {
         toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
+    /// The stack's name: `--name`/`-p` if given, else the file's `name` key, else the
+    /// file name without its extension (as `docker compose -p` and the project dir).
+    pub fn stack_name(&self, path: &Path, flag: Option<&str>) -> Result<String, String> {
+        let name = match (flag, self.name.as_deref()) {
+            (Some(n), _) | (None, Some(n)) => n.to_string(),
+            (None, None) => path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_string(),
+        };
+        validate_name(&name).map_err(|e| format!("stack {e}"))?;
+        Ok(name)
+    }
+
     pub fn network_requests(&self) -> Vec<NetworkRequest> {
         self.networks
             .iter()
@@ -262,6 +277,17 @@ mod tests {
         let r = split_publish("w", &["127.0.0.1:9000-9001:80/udp".into()], 2).unwrap();
         assert_eq!(r[1], ["127.0.0.1:9001:80/udp"]);
         assert_eq!(split_publish("w", &["80".into()], 2).unwrap()[1], ["80"]);
+    }
+
+    #[test]
+    fn stack_name_from_flag_key_or_file_name() {
+        let named: StackFile = toml::from_str("name = 'shop'").unwrap();
+        let bare: StackFile = toml::from_str("").unwrap();
+        let p = Path::new("/x/voting-app.toml");
+        assert_eq!(named.stack_name(p, None).unwrap(), "shop");
+        assert_eq!(named.stack_name(p, Some("other")).unwrap(), "other");
+        assert_eq!(bare.stack_name(p, None).unwrap(), "voting-app");
+        assert!(bare.stack_name(p, Some("bad/name")).is_err());
     }
 
     #[test]

@@ -1,24 +1,74 @@
-//! `netd up`: bring a stack file up through the API (starting a daemon in-process when
-//! none answers on the socket), start a responder in every sandbox, measure who reaches
-//! whom with real connections, print it, and tear everything down on Ctrl-C (or at once
-//! with `--check`, whose exit status says whether every expectation held).
+//! Stacks: `netd up FILE` converges the daemon to a stack file (creates what is
+//! missing, recreates what differs, removes what the file no longer has; `diff` decides,
+//! `converge` applies), starts a responder in every sandbox, measures who reaches whom
+//! with real connections and prints it. In the foreground the stack lives as long as
+//! the command: Ctrl-C, SIGTERM or a hangup removes it, `--check` removes it at once.
+//! With `-d` it stays on the daemon; `netd ps`, `netd ls` and `netd down` (`admin`)
+//! find it again by the `netd.stack` label on its objects.
 
+pub mod admin;
+pub mod converge;
+pub mod diff;
 pub mod file;
 pub mod names;
+pub mod record;
 pub mod report;
 pub mod responder;
 
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 use serde_json::Value;
 
 use crate::api::client::Client;
 use crate::daemon::DaemonOptions;
+use converge::{Desired, Responders};
 use file::{Instance, StackFile};
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// From here on SIGINT, SIGTERM and SIGHUP only set a flag that the run checks between
+/// steps: a foreground stack is then removed instead of the process dying half-way.
+fn catch_signals() -> anyhow::Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let act = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { sigaction(sig, &act) }?;
+    }
+    Ok(())
+}
+
+/// Whether a stop signal arrived since `catch_signals`.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// A log line on stderr. Write errors are ignored, here and in `out`: after `netd up |
+/// tee log` and Ctrl-C the reader is gone, and the teardown must still run to the end
+/// (`println!` would panic on the broken pipe).
+pub fn say(args: std::fmt::Arguments) {
+    let _ = writeln!(std::io::stderr().lock(), "netd: {args}");
+}
+
+/// Output on stdout (tables, listings); errors ignored, see `say`.
+pub fn out(text: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{text}");
+    let _ = o.flush();
+}
 
 /// A daemon `netd up` runs itself, on its own thread, when none is already serving.
 struct InProcessDaemon {
@@ -61,40 +111,6 @@ impl Drop for InProcessDaemon {
     }
 }
 
-/// What a stack run created, removed in reverse on drop (also on error or panic).
-struct Running {
-    client: Client,
-    networks: Vec<String>,
-    sandboxes: Vec<String>,
-    responders: Vec<Child>,
-}
-
-impl Running {
-    fn teardown(&mut self) {
-        for c in &mut self.responders {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        self.responders.clear();
-        for s in self.sandboxes.drain(..).rev() {
-            if let Err(e) = self.client.delete(&format!("/v1/sandboxes/{s}")) {
-                eprintln!("netd up: remove sandbox {s}: {e}");
-            }
-        }
-        for n in self.networks.drain(..).rev() {
-            if let Err(e) = self.client.delete(&format!("/v1/networks/{n}")) {
-                eprintln!("netd up: remove network {n}: {e}");
-            }
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.teardown();
-    }
-}
-
 fn wait_healthy(c: &Client, d: &mut Option<InProcessDaemon>) -> anyhow::Result<()> {
     let t0 = Instant::now();
     loop {
@@ -128,7 +144,7 @@ pub struct Placed {
     pub gateway: Option<IpAddr>,
 }
 
-fn placed(inst: &Instance, sb: &Value, nets: &Value) -> Placed {
+fn placed(inst: &Instance, sb: &Value) -> Placed {
     let mut addrs = Vec::new();
     let mut gateway = None;
     for e in sb["endpoints"].as_array().into_iter().flatten() {
@@ -143,7 +159,6 @@ fn placed(inst: &Instance, sb: &Value, nets: &Value) -> Placed {
             gateway = e["gateway4"].as_str().and_then(|g| g.parse().ok());
         }
     }
-    let _ = nets;
     Placed {
         name: inst.req.name.clone(),
         netns: PathBuf::from(sb["netns"].as_str().unwrap_or("")),
@@ -175,118 +190,178 @@ fn services_of(instances: &[Instance]) -> Vec<names::Service> {
     out
 }
 
-fn wait_for_ctrl_c() -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
+/// The daemon a stack command talks to: the one serving the socket, or (`may_start`)
+/// one started in this process on the given dirs, which ends with the command.
+fn connect(opts: &DaemonOptions, may_start: bool) -> anyhow::Result<(Client, Option<InProcessDaemon>)> {
+    let client = Client::new(&opts.socket);
+    let mut daemon = None;
+    if client.get("/v1/health").is_err() {
+        if !may_start {
+            bail!(
+                "no daemon is serving {0}: a detached stack lives on a daemon; start one first \
+                 (`netd daemon --socket {0} &`, or your service manager), or run `netd up FILE` \
+                 in the foreground, which starts its own",
+                opts.socket.display()
+            );
         }
-    })?;
-    Ok(())
+        say(format_args!(
+            "no daemon on {}; starting one in this process",
+            opts.socket.display()
+        ));
+        daemon = Some(InProcessDaemon::start(opts.clone())?);
+    }
+    wait_healthy(&client, &mut daemon)?;
+    Ok((client, daemon))
 }
 
-pub fn up(path: &Path, check: bool, opts: DaemonOptions) -> anyhow::Result<()> {
-    let stack = StackFile::load(path).map_err(|e| anyhow!(e))?;
+/// A stack command's hold on the daemon. A foreground `netd up` owns its stack: when
+/// the session closes (normally, on error, on a signal, on panic) the stack is removed,
+/// then the in-process daemon, if any, is stopped.
+struct Session {
+    client: Client,
+    stack: String,
+    resp: Responders,
+    owns: bool,
+    daemon: Option<InProcessDaemon>,
+}
+
+impl Session {
+    fn close(&mut self) -> anyhow::Result<()> {
+        let mut failed = Vec::new();
+        if std::mem::take(&mut self.owns) {
+            say(format_args!("stack {}: removing it", self.stack));
+            failed = converge::remove_all(&self.client, &self.stack, &mut self.resp);
+        }
+        if let Some(mut d) = self.daemon.take() {
+            d.stop()?;
+        }
+        if !failed.is_empty() {
+            bail!(
+                "stack {}: not everything was removed: {}",
+                self.stack,
+                failed.join("; ")
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            say(format_args!("{e:#}"));
+        }
+    }
+}
+
+/// `netd up` as asked on the command line.
+#[derive(Debug, Clone)]
+pub struct UpArgs {
+    pub file: PathBuf,
+    /// `--name`/`-p`: overrides the file's `name` and its file name.
+    pub name: Option<String>,
+    pub check: bool,
+    pub detach: bool,
+}
+
+pub fn up(a: &UpArgs, opts: DaemonOptions) -> anyhow::Result<()> {
+    let stack = StackFile::load(&a.file).map_err(|e| anyhow!(e))?;
+    let name = stack
+        .stack_name(&a.file, a.name.as_deref())
+        .map_err(|e| anyhow!(e))?;
     let instances = stack.instances().map_err(|e| anyhow!(e))?;
     for r in stack.network_requests() {
         r.parse().map_err(|e| anyhow!("network {}: {e}", r.name))?;
     }
-    let client = Client::new(&opts.socket);
-    let mut daemon = None;
-    if client.get("/v1/health").is_err() {
-        eprintln!(
-            "netd up: no daemon on {}; starting one in this process",
-            opts.socket.display()
-        );
-        daemon = Some(InProcessDaemon::start(opts.clone())?);
+    let want = Desired::new(&name, &stack, &instances);
+    if !a.detach {
+        catch_signals()?;
     }
-    wait_healthy(&client, &mut daemon)?;
-
-    let mut run = Running {
-        client: client.clone(),
-        networks: vec![],
-        sandboxes: vec![],
-        responders: vec![],
+    let (client, daemon) = connect(&opts, !a.detach)?;
+    let mut s = Session {
+        resp: Responders::load(&opts.state_dir, &name),
+        client,
+        stack: name.clone(),
+        owns: false,
+        daemon,
     };
-    let stack_name = stack.name.clone().unwrap_or_else(|| "stack".into());
-    for r in stack.network_requests() {
-        client
-            .post("/v1/networks", &serde_json::to_value(&r)?)
-            .with_context(|| format!("create network {}", r.name))?;
-        run.networks.push(r.name.clone());
-    }
-    let exe = std::env::current_exe().context("find the netd binary")?;
-    let mut placed_all = Vec::new();
-    for inst in &instances {
-        let sb = client
-            .post("/v1/sandboxes", &serde_json::to_value(&inst.req)?)
-            .with_context(|| format!("create sandbox {}", inst.req.name))?;
-        run.sandboxes.push(inst.req.name.clone());
-        let p = placed(inst, &sb, &Value::Null);
-        if !inst.tcp.is_empty() || !inst.udp.is_empty() {
-            let mut cmd = Command::new(&exe);
-            cmd.arg("responder")
-                .arg("--name")
-                .arg(&inst.req.name)
-                .arg("--netns")
-                .arg(&p.netns);
-            for t in &inst.tcp {
-                cmd.arg("--tcp").arg(t.to_string());
-            }
-            for u in &inst.udp {
-                cmd.arg("--udp").arg(u.to_string());
-            }
-            let child = cmd.stdin(Stdio::null()).spawn().context("start responder")?;
-            run.responders.push(child);
+    // Refusals (a name held by someone else) come here, before anything changes.
+    let changes = converge::plan(&s.client, &name, &want)?;
+    s.owns = !a.detach;
+    let sbs = match converge::apply(&s.client, &name, &want, &changes, &mut s.resp) {
+        Ok(v) => v,
+        Err(e) if a.detach => {
+            say(format_args!(
+                "stack {name}: stopped before it was complete; `netd up -d` again completes it, `netd down` removes it"
+            ));
+            return Err(e);
         }
-        placed_all.push(p);
+        Err(e) => {
+            let _ = s.close();
+            return Err(e);
+        }
+    };
+    let placed_all: Vec<Placed> = instances.iter().zip(&sbs).map(|(i, sb)| placed(i, sb)).collect();
+    let measured = wait_responders(&placed_all).map(|()| measure(&stack, &instances, &placed_all, &name));
+    let (failed, total) = match measured {
+        Ok(v) => v,
+        Err(e) => {
+            s.close()?;
+            return Err(e);
+        }
+    };
+    if a.detach {
+        out(&format!(
+            "stack {name} is up on the daemon at {}; `netd ps -p {name}` lists it, `netd down -p {name}` removes it",
+            opts.socket.display()
+        ));
+    } else if !a.check {
+        out(&format!("stack {name} is up; press Ctrl-C to remove it"));
+        while !interrupted() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
-    // Responders are ready when each answers itself over loopback.
+    s.close()?;
+    if a.check {
+        if failed > 0 {
+            bail!("{failed} of {total} expectations failed");
+        }
+        out(&format!("check passed: {total} expectations held"));
+    }
+    Ok(())
+}
+
+/// Responders are ready when each answers itself over loopback.
+fn wait_responders(placed_all: &[Placed]) -> anyhow::Result<()> {
     let t0 = Instant::now();
-    for p in &placed_all {
+    for p in placed_all {
         let Some(port) = p.tcp.first() else { continue };
         let a = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), *port);
         while crate::kernel::probe::tcp_probe(Some(&p.netns), a, Duration::from_millis(200)).is_err() {
+            if interrupted() {
+                bail!("interrupted by a signal");
+            }
             if t0.elapsed() > Duration::from_secs(5) {
                 bail!("responder in {} did not start", p.name);
             }
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+    Ok(())
+}
+
+/// Measures reachability and names, prints both; (failed, total) expectations.
+fn measure(stack: &StackFile, instances: &[Instance], placed_all: &[Placed], name: &str) -> (usize, usize) {
     let nets: Vec<(String, bool)> = stack
         .networks
         .iter()
         .map(|n| (n.name.clone(), n.icc.unwrap_or(true)))
         .collect();
-    let rep = report::measure(&placed_all, &nets);
-    println!("{}", rep.render(&stack_name));
-    let services = services_of(&instances);
-    let name_probes = names::measure(&placed_all, &services);
-    println!("{}", names::render(&name_probes, &services));
+    let rep = report::measure(placed_all, &nets);
+    out(&rep.render(name));
+    let services = services_of(instances);
+    let name_probes = names::measure(placed_all, &services);
+    out(&names::render(&name_probes, &services));
     let name_failures = name_probes.iter().filter(|p| !p.ok).count();
-    if check {
-        run.teardown();
-        if let Some(mut d) = daemon {
-            d.stop()?;
-        }
-        let (failed, total) = (rep.failures() + name_failures, rep.total() + name_probes.len());
-        if failed > 0 {
-            bail!("{failed} of {total} expectations failed");
-        }
-        println!("check passed: {total} expectations held");
-        return Ok(());
-    }
-    println!("stack {stack_name} is up; press Ctrl-C to remove it");
-    wait_for_ctrl_c()?;
-    eprintln!("netd up: removing stack {stack_name}");
-    run.teardown();
-    if let Some(mut d) = daemon {
-        d.stop()?;
-    }
-    Ok(())
+    (rep.failures() + name_failures, rep.total() + name_probes.len())
 }

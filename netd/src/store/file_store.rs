@@ -20,12 +20,8 @@
 //!   (the slot files exist already; the directory is synced once, when they are made);
 //! - cheap: overwriting blocks of an existing file without changing its size needs no
 //!   journal commit, only the data write and a cache flush. Slots grow in 4 KiB steps and
-//!   never shrink, so the size changes only now and then. The earlier scheme (temp file,
-//!   sync, rename, sync the directory) cost two journal commits per exec, ~1–1.5 ms here
-//!   on a quiet machine and much more on a busy one.
-//!
-//! A store written by that earlier scheme (a plain JSON file at `<path>`) is read when no
-//! slot exists and removed after the first commit.
+//!   never shrink, so the size changes only now and then. A temp file, synced, renamed
+//!   and the directory synced costs two journal commits per exec instead.
 //!
 //! One writer at a time: the caller serialises processes (the plugin's `flock`). A reader
 //! in another process that races a commit sees a torn slot and uses the other one, so it
@@ -144,20 +140,10 @@ impl FileStore {
             None if seen > 0 => {
                 return Err(open_err("not a netd store: no slot holds a whole commit".into()))
             }
-            // Written by the earlier scheme (one JSON file), or nothing yet.
-            None => match fs::read(path) {
-                Ok(b) => Inner {
-                    data: serde_json::from_slice(&b)
-                        .map_err(|e| open_err(format!("not a netd store file: {e}")))?,
-                    seq: 0,
-                    slot: None,
-                },
-                Err(e) if e.kind() == ErrorKind::NotFound => Inner {
-                    data: Data::new(),
-                    seq: 0,
-                    slot: None,
-                },
-                Err(e) => return Err(open_err(e.to_string())),
+            None => Inner {
+                data: Data::new(),
+                seq: 0,
+                slot: None,
             },
         };
         Ok(FileStore {
@@ -170,9 +156,9 @@ impl FileStore {
         &self.path
     }
 
-    /// Whether a store exists at `path` (slot files, or a file of the earlier scheme).
+    /// Whether a store exists at `path` (one of its slot files does).
     pub fn exists(path: &Path) -> bool {
-        path.exists() || slot_path(path, 0).exists() || slot_path(path, 1).exists()
+        slot_path(path, 0).exists() || slot_path(path, 1).exists()
     }
 
     /// Writes `data` as commit `seq` over slot `slot` and syncs it.
@@ -273,13 +259,8 @@ impl Store for FileStore {
             g.data.retain(|_, b| !b.is_empty());
             return Err(e);
         }
-        let first = g.slot.is_none();
         g.seq = seq;
         g.slot = Some(slot);
-        if first {
-            // The earlier scheme's file, now superseded by the slots.
-            let _ = fs::remove_file(&self.path);
-        }
         let mut back = Txn::new();
         for (bucket, key, old) in undo {
             back.restore(bucket, key, old.map(|v| v.get().as_bytes().to_vec()));
@@ -357,20 +338,6 @@ mod tests {
         s.commit(&t).unwrap();
         assert_eq!(fs::metadata(&b).unwrap().len() % GROW as u64, 0);
         assert!(pools(&path).is_empty());
-        let _ = fs::remove_dir_all(&d);
-    }
-
-    #[test]
-    fn a_store_of_the_earlier_scheme_is_read_then_replaced() {
-        let d = dir("legacy");
-        let path = d.join("s.json");
-        fs::write(&path, br#"{"pools":{"x/4":7}}"#).unwrap();
-        assert!(FileStore::exists(&path));
-        let s = FileStore::open(&path).unwrap();
-        assert_eq!(s.list(Bucket::Pools).unwrap().len(), 1);
-        put(&s, "y/4", 8);
-        assert!(!path.exists());
-        assert_eq!(pools(&path), ["x/4=7", "y/4=8"]);
         let _ = fs::remove_dir_all(&d);
     }
 }

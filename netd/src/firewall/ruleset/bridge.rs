@@ -1,29 +1,31 @@
 //! `table bridge netd`: anti-spoofing (each port may only send with its endpoint's own
 //! MAC and addresses) and ICC off (no frames between the ports of such a network).
 
-use super::{ifname, set_of, Elements};
+use super::{ifname_part, set_of, Elements};
+use crate::firewall::batch::Part;
 use crate::firewall::{FwEndpoint, FwNetwork, FwState};
 
 pub(super) fn ports(st: &FwState) -> Elements {
-    set_of(st.endpoints.iter().filter_map(|e| ifname(&e.port)))
+    set_of(
+        st.endpoints
+            .iter()
+            .filter_map(|e| Some(vec![ifname_part(&e.port)?])),
+    )
 }
 
 pub(super) fn port_mac(st: &FwState) -> Elements {
-    set_of(st.endpoints.iter().filter_map(|e| {
-        let m = e.mac;
-        let mac = format!(
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        );
-        Some(format!("{} . {mac}", ifname(&e.port)?))
-    }))
+    set_of(
+        st.endpoints
+            .iter()
+            .filter_map(|e| Some(vec![ifname_part(&e.port)?, Part::Ether(e.mac)])),
+    )
 }
 
 pub(super) fn port_ip4(st: &FwState) -> Elements {
     set_of(
         st.endpoints
             .iter()
-            .filter_map(|e| Some(format!("{} . {}", ifname(&e.port)?, e.ipv4?))),
+            .filter_map(|e| Some(vec![ifname_part(&e.port)?, Part::Ipv4(e.ipv4?)])),
     )
 }
 
@@ -31,7 +33,7 @@ pub(super) fn port_ip6(st: &FwState) -> Elements {
     set_of(
         st.endpoints
             .iter()
-            .filter_map(|e| Some(format!("{} . {}", ifname(&e.port)?, e.ipv6?))),
+            .filter_map(|e| Some(vec![ifname_part(&e.port)?, Part::Ipv6(e.ipv6?)])),
     )
 }
 
@@ -40,7 +42,7 @@ pub(super) fn trunk_ports(st: &FwState) -> Elements {
         st.endpoints
             .iter()
             .filter(|e| e.trunk)
-            .filter_map(|e| ifname(&e.port)),
+            .filter_map(|e| Some(vec![ifname_part(&e.port)?])),
     )
 }
 
@@ -57,7 +59,7 @@ pub(super) fn no_icc(st: &FwState) -> Elements {
         st.endpoints
             .iter()
             .filter(|e| on_isolated(e))
-            .filter_map(|e| ifname(&e.port)),
+            .filter_map(|e| Some(vec![ifname_part(&e.port)?])),
     )
 }
 
@@ -102,15 +104,19 @@ mod tests {
         let mut t = ep("vethT", 9, "10.89.0.9", None);
         t.trunk = true;
         new.endpoints.push(t);
-        let d = diff(&old, &new);
+        let d = diff(&old, &new).to_string();
         assert!(d.lines().all(|l| l.starts_with("add element ")), "{d}");
         assert!(
             d.contains("add element bridge netd trunk_ports { \"vethT\" }"),
             "{d}"
         );
         assert!(d.contains("add element bridge netd ports { \"vethT\" }"), "{d}");
-        assert!(!full(&old, "t").contains("add element bridge netd trunk_ports"));
-        assert!(full(&new, "t").contains("add element bridge netd trunk_ports { \"vethT\" }"));
+        assert!(!full(&old, "t")
+            .to_string()
+            .contains("add element bridge netd trunk_ports"));
+        assert!(full(&new, "t")
+            .to_string()
+            .contains("add element bridge netd trunk_ports { \"vethT\" }"));
     }
 
     #[test]
@@ -118,7 +124,7 @@ mod tests {
         let old = sample();
         let mut new = sample();
         new.networks[0].icc = false; // frontend
-        let d = diff(&old, &new);
+        let d = diff(&old, &new).to_string();
         assert!(
             d.contains("add element bridge netd no_icc { \"vethA\", \"vethB\" }"),
             "{d}"

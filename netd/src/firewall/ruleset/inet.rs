@@ -2,11 +2,15 @@
 //! internal, the forward chain that isolates networks, and the one chain with rules per
 //! network, postrouting's masquerades.
 
-use super::{comment_name, ifname, set_of, Elements};
+use super::{comment_name, ifname, ifname_part, set_of, Elements};
 use crate::firewall::{FwNetwork, FwState, USER_CHAIN};
 
 pub(super) fn bridges(st: &FwState) -> Elements {
-    set_of(st.networks.iter().filter_map(|n| ifname(&n.bridge)))
+    set_of(
+        st.networks
+            .iter()
+            .filter_map(|n| Some(vec![ifname_part(&n.bridge)?])),
+    )
 }
 
 pub(super) fn internal(st: &FwState) -> Elements {
@@ -14,7 +18,7 @@ pub(super) fn internal(st: &FwState) -> Elements {
         st.networks
             .iter()
             .filter(|n| n.internal)
-            .filter_map(|n| ifname(&n.bridge)),
+            .filter_map(|n| Some(vec![ifname_part(&n.bridge)?])),
     )
 }
 
@@ -22,8 +26,8 @@ pub(super) fn same_bridge(st: &FwState) -> Elements {
     set_of(
         st.networks
             .iter()
-            .filter_map(|n| ifname(&n.bridge))
-            .map(|b| format!("{b} . {b}")),
+            .filter_map(|n| ifname_part(&n.bridge))
+            .map(|b| vec![b.clone(), b]),
     )
 }
 
@@ -95,7 +99,7 @@ mod tests {
             networks: vec![v],
             ..Default::default()
         };
-        let b = full(&st, "netd test");
+        let b = full(&st, "netd test").to_string();
         assert!(
             b.contains(
                 r#"ip saddr 10.77.100.0/24 oifname != { "vbr.100", "vbr" } masquerade comment "net v100""#

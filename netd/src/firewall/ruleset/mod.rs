@@ -1,6 +1,7 @@
 //! nft batches for a `FwState`: `full` (create or restore everything netd owns) and
-//! `diff` (the smallest batch from one state to the next). Pure text in, text out; the
-//! kernel layer applies each batch as one transaction.
+//! `diff` (the smallest batch from one state to the next). Pure data in, a `Batch` out
+//! (element changes typed, the rest nft text); the kernel layer applies each batch as
+//! one transaction.
 //!
 //! # Design
 //!
@@ -57,6 +58,7 @@
 
 use std::collections::BTreeMap;
 
+use super::batch::{Batch, Command, Element, ElementChange, Family, Part, Parts};
 use super::{FwNetwork, FwState, TABLE, USER_CHAIN};
 use skeleton::{Chain, Collection, CHAINS, COLLECTIONS};
 
@@ -73,9 +75,10 @@ const IFNAME_MAX: usize = 15;
 /// Longest part of a network name put into a rule comment (nft allows 128 bytes in all).
 const COMMENT_NAME_MAX: usize = 64;
 
-/// A set's or map's elements: key -> value (`None` for sets). Keys and values are nft
-/// text, generated the same way every time, so old and new compare as strings.
-pub(super) type Elements = BTreeMap<String, Option<String>>;
+/// A set's or map's elements by their key's nft text: the same state always gives the
+/// same text, so old and new compare by key, and elements come out in the order of
+/// their text.
+pub(super) type Elements = BTreeMap<String, Element>;
 
 /// `owner` as a table comment: printable ASCII without quotes or backslashes, at most
 /// 200 bytes (the kernel keeps 256 of user data, nft's entry header included).
@@ -98,109 +101,90 @@ pub fn table_comment(owner: &str) -> String {
 /// which is only created when missing. Safe to apply any number of times.
 /// New tables get the comment `owner` (`table_comment`): the kernel keeps a table's
 /// first comment, so the tables name whoever made them (`Engine::check_owner`).
-pub fn full(state: &FwState, owner: &str) -> String {
+pub fn full(state: &FwState, owner: &str) -> Batch {
     let nets = networks(state);
-    let mut cmds = Vec::new();
+    let mut b = Batch::default();
     let comment = table_comment(owner);
-    for family in ["inet", "bridge"] {
-        cmds.push(format!("add table {family} {TABLE} {{ comment \"{comment}\"; }}"));
+    for family in [Family::Inet, Family::Bridge] {
+        b.push_text(format!("add table {family} {TABLE} {{ comment \"{comment}\"; }}"));
     }
-    cmds.push(format!(
+    b.push_text(format!(
         "add chain inet {TABLE} {USER_CHAIN} {{ comment \"operator rules, jumped to first from forward; \
          netd never flushes this chain\"; }}"
     ));
     // Every chain exists before any rule, since rules jump between chains.
     for c in CHAINS {
-        cmds.push(format!(
+        b.push_text(format!(
             "add chain {} {TABLE} {} {{ {} }}",
             c.family, c.name, c.decl
         ));
-        cmds.push(format!("flush chain {} {TABLE} {}", c.family, c.name));
+        b.push_text(format!("flush chain {} {TABLE} {}", c.family, c.name));
     }
     for s in COLLECTIONS {
         let kind = if s.is_map { "map" } else { "set" };
-        cmds.push(format!(
+        b.push_text(format!(
             "add {kind} {} {TABLE} {} {{ {} }}",
             s.family, s.name, s.decl
         ));
-        cmds.push(format!("flush {kind} {} {TABLE} {}", s.family, s.name));
-        let all = (s.elements)(state);
-        if let Some(add) = element_cmd("add", s, all.iter().map(|(k, v)| with_value(k, v.as_deref()))) {
-            cmds.push(add);
-        }
+        b.push_text(format!("flush {kind} {} {TABLE} {}", s.family, s.name));
+        push_elements(&mut b, true, s, (s.elements)(state).into_values());
     }
     for c in CHAINS {
-        push_rules(&mut cmds, c, &nets);
+        push_rules(&mut b, c, &nets);
     }
-    join(cmds)
+    b
 }
 
 /// The smallest batch taking the kernel from `old` to `new` (empty when nothing changed):
 /// element deletions and additions for endpoints and ports, and, when the networks
 /// changed, the per-network chain flushed and refilled. Assumes the kernel holds `old`.
-pub fn diff(old: &FwState, new: &FwState) -> String {
-    let mut cmds = Vec::new();
+pub fn diff(old: &FwState, new: &FwState) -> Batch {
+    let mut b = Batch::default();
     for s in COLLECTIONS {
         let (was, now) = ((s.elements)(old), (s.elements)(new));
         // A key whose map value changed is deleted and added again: `add element` on an
         // existing key fails with EEXIST, and both happen in the same transaction.
         let gone = was
             .iter()
-            .filter(|(k, v)| now.get(*k) != Some(*v))
-            .map(|(k, _)| k.clone());
-        let added = now
-            .iter()
-            .filter(|(k, v)| was.get(*k) != Some(*v))
-            .map(|(k, v)| with_value(k, v.as_deref()));
-        cmds.extend(element_cmd("delete", s, gone));
-        cmds.extend(element_cmd("add", s, added));
+            .filter(|(k, e)| now.get(*k) != Some(*e))
+            .map(|(_, e)| Element {
+                key: e.key.clone(),
+                value: None,
+            });
+        push_elements(&mut b, false, s, gone);
+        let added = now.iter().filter(|(k, e)| was.get(*k) != Some(*e));
+        push_elements(&mut b, true, s, added.map(|(_, e)| e.clone()));
     }
     let (was, now) = (networks(old), networks(new));
     if was != now {
         for c in CHAINS.iter().filter(|c| c.per_network) {
-            cmds.push(format!("flush chain {} {TABLE} {}", c.family, c.name));
-            push_rules(&mut cmds, c, &now);
+            b.push_text(format!("flush chain {} {TABLE} {}", c.family, c.name));
+            push_rules(&mut b, c, &now);
         }
     }
-    if cmds.is_empty() {
-        String::new()
-    } else {
-        join(cmds)
-    }
+    b
 }
 
-fn join(cmds: Vec<String>) -> String {
-    let mut out = cmds.join("\n");
-    out.push('\n');
-    out
-}
-
-fn push_rules(cmds: &mut Vec<String>, c: &Chain, nets: &[&FwNetwork]) {
+fn push_rules(b: &mut Batch, c: &Chain, nets: &[&FwNetwork]) {
     for r in (c.rules)(nets) {
-        cmds.push(format!("add rule {} {TABLE} {} {r}", c.family, c.name));
+        b.push_text(format!("add rule {} {TABLE} {} {r}", c.family, c.name));
     }
 }
 
-/// `<verb> element <family> netd <name> { a, b }`, or None when there is nothing to do
-/// (nft rejects an empty element list).
-fn element_cmd(verb: &str, s: &Collection, elems: impl Iterator<Item = String>) -> Option<String> {
-    let elems: Vec<String> = elems.collect();
+/// Adds or deletes `elems` in `s`; nothing when there are none (nft rejects an empty
+/// element list).
+fn push_elements(b: &mut Batch, add: bool, s: &Collection, elems: impl Iterator<Item = Element>) {
+    let elems: Vec<Element> = elems.collect();
     if elems.is_empty() {
-        return None;
+        return;
     }
-    Some(format!(
-        "{verb} element {} {TABLE} {} {{ {} }}",
-        s.family,
-        s.name,
-        elems.join(", ")
-    ))
-}
-
-fn with_value(k: &str, v: Option<&str>) -> String {
-    match v {
-        Some(v) => format!("{k} : {v}"),
-        None => k.to_string(),
-    }
+    b.cmds.push(Command::Elements(ElementChange {
+        add,
+        family: s.family,
+        table: TABLE.to_string(),
+        set: s.name.to_string(),
+        elems,
+    }));
 }
 
 /// Networks in a stable order (by name), so a reordered list is no change and rules
@@ -212,17 +196,26 @@ fn networks(state: &FwState) -> Vec<&FwNetwork> {
     v
 }
 
-/// `"name"` for an interface name nft can take in quotes; None for anything that is not
-/// a valid Linux interface name or would break the quoting.
-pub(super) fn ifname(name: &str) -> Option<String> {
-    let ok = !name.is_empty()
+/// Whether nft can take `name` as an interface name in quotes: a valid Linux interface
+/// name that cannot break the quoting.
+fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= IFNAME_MAX
         && name != "."
         && name != ".."
         && name
             .chars()
-            .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\' && c != '/' && c != ':');
-    ok.then(|| format!("\"{name}\""))
+            .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\' && c != '/' && c != ':')
+}
+
+/// `"name"` for a rule, None for a name `valid_ifname` refuses.
+pub(super) fn ifname(name: &str) -> Option<String> {
+    valid_ifname(name).then(|| format!("\"{name}\""))
+}
+
+/// `name` as an element part, None for a name `valid_ifname` refuses.
+pub(super) fn ifname_part(name: &str) -> Option<Part> {
+    valid_ifname(name).then(|| Part::Ifname(name.to_string()))
 }
 
 /// A network name fit for a rule comment: no quotes or control characters, bounded.
@@ -239,8 +232,13 @@ pub(super) fn comment_name(name: &str) -> String {
         .collect()
 }
 
-pub(super) fn set_of(keys: impl Iterator<Item = String>) -> Elements {
-    keys.map(|k| (k, None)).collect()
+/// A set's elements, from their keys.
+pub(super) fn set_of(keys: impl Iterator<Item = Vec<Part>>) -> Elements {
+    keys.map(|key| {
+        let e = Element { key, value: None };
+        (Parts(&e.key).to_string(), e)
+    })
+    .collect()
 }
 
 #[cfg(test)]
@@ -341,7 +339,7 @@ add rule bridge netd forward iifname @no_icc drop comment "icc off: no traffic b
 
     #[test]
     fn full_of_sample() {
-        let got = full(&sample(), "netd test");
+        let got = full(&sample(), "netd test").to_string();
         for (i, (g, w)) in got.lines().zip(SAMPLE_FULL.lines()).enumerate() {
             assert_eq!(g, w, "line {}", i + 1);
         }
@@ -353,8 +351,11 @@ add rule bridge netd forward iifname @no_icc drop comment "icc off: no traffic b
         let a = sample();
         let mut b = sample();
         b.networks.reverse();
-        assert_eq!(full(&a, "netd test"), full(&b, "netd test"));
-        assert_eq!(diff(&a, &b), "");
+        assert_eq!(
+            full(&a, "netd test").to_string(),
+            full(&b, "netd test").to_string()
+        );
+        assert_eq!(diff(&a, &b).to_string(), "");
     }
 
     #[test]
@@ -365,7 +366,7 @@ add rule bridge netd forward iifname @no_icc drop comment "icc off: no traffic b
         odd.networks[0].name = "user".into();
         states.push(odd);
         for st in &states {
-            let b = full(st, "netd test");
+            let b = full(st, "netd test").to_string();
             assert!(b.contains("add chain inet netd user"), "{b}");
             for bad in [
                 "flush chain inet netd user",
@@ -380,8 +381,8 @@ add rule bridge netd forward iifname @no_icc drop comment "icc off: no traffic b
 
     #[test]
     fn diff_of_equal_states_is_empty() {
-        assert_eq!(diff(&sample(), &sample()), "");
-        assert_eq!(diff(&FwState::default(), &FwState::default()), "");
+        assert_eq!(diff(&sample(), &sample()).to_string(), "");
+        assert_eq!(diff(&FwState::default(), &FwState::default()).to_string(), "");
     }
 
     #[test]
@@ -392,7 +393,9 @@ add rule bridge netd forward iifname @no_icc drop comment "icc off: no traffic b
         new.ports
             .retain(|p| p.target != "10.89.0.3".parse::<IpAddr>().unwrap());
         new.endpoints.push(ep("vethD", 5, "10.89.1.3", None));
-        let d = diff(&old, &new);
+        // All typed, so the kernel layer can send it without libnftables.
+        assert!(diff(&old, &new).element_changes().is_some());
+        let d = diff(&old, &new).to_string();
         assert!(!d.contains("flush"), "{d}");
         assert!(!d.contains("add rule") && !d.contains("add chain"), "{d}");
         assert!(
@@ -420,7 +423,7 @@ add rule bridge netd forward iifname @no_icc drop comment "icc off: no traffic b
         let mut new = sample();
         new.ports[0].target = "10.89.0.3".parse().unwrap();
         assert_eq!(
-            diff(&old, &new),
+            diff(&old, &new).to_string(),
             "delete element inet netd pub4_any { tcp . 8080 }\n\
              add element inet netd pub4_any { tcp . 8080 : 10.89.0.3 . 80 }\n"
         );
@@ -431,7 +434,8 @@ add rule bridge netd forward iifname @no_icc drop comment "icc off: no traffic b
         let old = sample();
         let mut new = sample();
         new.networks.push(net("db", "netd-db", "10.89.2.0/24", None));
-        let d = diff(&old, &new);
+        assert!(diff(&old, &new).element_changes().is_none());
+        let d = diff(&old, &new).to_string();
         let flushes: Vec<&str> = d.lines().filter(|l| l.starts_with("flush")).collect();
         assert_eq!(flushes, ["flush chain inet netd postrouting"]);
         for want in [
@@ -445,7 +449,7 @@ add rule bridge netd forward iifname @no_icc drop comment "icc off: no traffic b
         }
         assert!(!d.contains(" user"), "{d}");
         // And back again.
-        let back = diff(&new, &old);
+        let back = diff(&new, &old).to_string();
         assert!(
             back.contains("delete element inet netd bridges { \"netd-db\" }"),
             "{back}"
@@ -458,16 +462,22 @@ add rule bridge netd forward iifname @no_icc drop comment "icc off: no traffic b
         let mut st = sample();
         st.endpoints.push(ep("ve\"th; flush", 9, "10.89.0.9", None));
         st.networks[0].name = "front \"end\"".into();
-        let b = full(&st, "netd test");
+        let b = full(&st, "netd test").to_string();
         assert!(!b.contains("ve\"th") && !b.contains("front \"end"), "{b}");
         assert!(b.contains("comment \"net front__end_\""), "{b}");
     }
 
     #[test]
     fn empty_state_makes_the_skeleton() {
-        let b = full(&FwState::default(), "netd test");
+        let b = full(&FwState::default(), "netd test").to_string();
         assert!(!b.contains("add element"), "{b}");
         assert!(b.contains("add rule inet netd forward jump user"), "{b}");
-        assert_eq!(diff(&FwState::default(), &sample()).matches("flush").count(), 1);
+        assert_eq!(
+            diff(&FwState::default(), &sample())
+                .to_string()
+                .matches("flush")
+                .count(),
+            1
+        );
     }
 }

@@ -4,6 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::Elements;
+use crate::firewall::batch::{Element, Part, Parts};
 use crate::firewall::{FwNetwork, FwPort, FwState};
 
 /// Where a published port goes in the DNAT maps.
@@ -33,42 +34,45 @@ fn pub_key(p: &FwPort) -> Option<PubKey> {
     }
 }
 
-/// Elements of one DNAT map: `[addr . ]proto . port : target . port`. When two ports
-/// claim the same key (the engine refuses that), the first one wins, so the batch stays
-/// valid.
-fn pub_map(st: &FwState, want: fn(&PubKey) -> Option<String>) -> Elements {
+/// Elements of one DNAT map: `[addr . ]proto . port : target . port`, where `want`
+/// gives the address part of a port's key (empty for the any-address maps) or None when
+/// the port is not for this map. When two ports claim the same key (the engine refuses
+/// that), the first one wins, so the batch stays valid.
+fn pub_map(st: &FwState, want: fn(&PubKey) -> Option<Vec<Part>>) -> Elements {
     let mut out = Elements::new();
     for p in &st.ports {
-        let Some(prefix) = pub_key(p).as_ref().and_then(want) else {
+        let Some(mut key) = pub_key(p).as_ref().and_then(want) else {
             continue;
         };
-        let key = format!("{prefix}{} . {}", p.proto, p.host_port);
-        out.entry(key)
-            .or_insert_with(|| Some(format!("{} . {}", p.target, p.target_port)));
+        key.extend([Part::Proto(p.proto), Part::Port(p.host_port)]);
+        out.entry(Parts(&key).to_string()).or_insert_with(|| Element {
+            key,
+            value: Some(vec![Part::ip(p.target), Part::Port(p.target_port)]),
+        });
     }
     out
 }
 
 pub(super) fn pub4_addr(st: &FwState) -> Elements {
     pub_map(st, |k| match k {
-        PubKey::Addr4(a) => Some(format!("{a} . ")),
+        PubKey::Addr4(a) => Some(vec![Part::Ipv4(*a)]),
         _ => None,
     })
 }
 
 pub(super) fn pub4_any(st: &FwState) -> Elements {
-    pub_map(st, |k| matches!(k, PubKey::Any4).then(String::new))
+    pub_map(st, |k| matches!(k, PubKey::Any4).then(Vec::new))
 }
 
 pub(super) fn pub6_addr(st: &FwState) -> Elements {
     pub_map(st, |k| match k {
-        PubKey::Addr6(a) => Some(format!("{a} . ")),
+        PubKey::Addr6(a) => Some(vec![Part::Ipv6(*a)]),
         _ => None,
     })
 }
 
 pub(super) fn pub6_any(st: &FwState) -> Elements {
-    pub_map(st, |k| matches!(k, PubKey::Any6).then(String::new))
+    pub_map(st, |k| matches!(k, PubKey::Any6).then(Vec::new))
 }
 
 pub(super) fn published(_: &[&FwNetwork]) -> Vec<String> {
@@ -123,8 +127,11 @@ mod tests {
         };
         assert!(pub6_addr(&st).is_empty() && pub6_any(&st).is_empty());
         assert_eq!(
-            pub4_any(&st).into_iter().collect::<Vec<_>>(),
-            [("udp . 82".to_string(), Some("10.0.0.2 . 53".to_string()))]
+            pub4_any(&st)
+                .into_values()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>(),
+            ["udp . 82 : 10.0.0.2 . 53"]
         );
         assert_eq!(
             pub4_addr(&st).keys().collect::<Vec<_>>(),

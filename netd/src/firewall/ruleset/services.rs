@@ -1,4 +1,4 @@
-//! Service VIPs and ingress ports in `table inet netd`, as nft text: `full` (create or
+//! Service VIPs and ingress ports in `table inet netd`, as nft batches: `full` (create or
 //! restore every service object) and `diff` (the batch from one state to the next, whose
 //! size follows what changed, not how many services exist). Kept apart from the rest of
 //! the ruleset so a host without services gets byte for byte the batches it got before.
@@ -37,6 +37,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::firewall::batch::{Batch, Command};
 use crate::firewall::TABLE;
 use crate::model::{Backend, EndpointMode, Proto, PublishMode, Service, ServiceKind};
 
@@ -360,7 +361,7 @@ fn elements(cmds: &mut Vec<String>, verb: &str, map: &str, elems: Vec<String>) {
 /// state). Meant to follow `ruleset::full` in the same batch, which makes the table.
 /// Service chains the state no longer has are not deleted here: text cannot name what
 /// the kernel holds, so the kernel layer lists `svc/` chains and deletes the rest.
-pub fn full(services: &[FwService]) -> String {
+pub fn full(services: &[FwService]) -> Batch {
     let o = objects(services);
     let mut cmds = Vec::new();
     for (name, decl, _) in base_chains() {
@@ -389,7 +390,7 @@ pub fn full(services: &[FwService]) -> String {
     for (name, (_, rules)) in &o.chains {
         rules_of(&mut cmds, name, rules);
     }
-    join(cmds)
+    text_batch(cmds)
 }
 
 /// The batch from `old` to `new` (empty when nothing changed), assuming the kernel holds
@@ -398,7 +399,7 @@ pub fn full(services: &[FwService]) -> String {
 /// Order matters in one transaction: new chains and sets exist before anything jumps to
 /// them, references go (map elements deleted, port chains refilled) before the chains
 /// and sets they name are deleted.
-pub fn diff(old: &[FwService], new: &[FwService]) -> String {
+pub fn diff(old: &[FwService], new: &[FwService]) -> Batch {
     let (was, now) = (objects(old), objects(new));
     let mut cmds = Vec::new();
     for (name, decl) in &now.sets {
@@ -452,17 +453,15 @@ pub fn diff(old: &[FwService], new: &[FwService]) -> String {
     for s in was.sets.keys().filter(|s| !now.sets.contains_key(*s)) {
         cmds.push(format!("delete set inet {TABLE} {s}"));
     }
-    if cmds.is_empty() {
-        String::new()
-    } else {
-        join(cmds)
-    }
+    text_batch(cmds)
 }
 
-fn join(cmds: Vec<String>) -> String {
-    let mut out = cmds.join("\n");
-    out.push('\n');
-    out
+/// Every command as nft text: the element changes here are verdicts (`goto <chain>`),
+/// which the raw element path does not encode, and they always travel with rule changes.
+fn text_batch(cmds: Vec<String>) -> Batch {
+    Batch {
+        cmds: cmds.into_iter().map(Command::Text).collect(),
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,15 @@ use proptest::prelude::*;
 use super::*;
 use crate::firewall::ruleset::fixtures::sample;
 
+/// The batches as text, as libnftables gets them.
+fn full(s: &[FwService]) -> String {
+    super::full(s).to_string()
+}
+
+fn diff(a: &[FwService], b: &[FwService]) -> String {
+    super::diff(a, b).to_string()
+}
+
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }

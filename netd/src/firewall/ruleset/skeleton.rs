@@ -8,11 +8,12 @@ use super::bridge::{
 use super::inet::{bridges, inet_forward, internal, nat_postrouting, same_bridge};
 use super::publish::{nat_output, nat_prerouting, pub4_addr, pub4_any, pub6_addr, pub6_any, published};
 use super::Elements;
+use crate::firewall::batch::Family;
 use crate::firewall::{FwNetwork, FwState};
 
 /// A named set or map netd owns.
 pub(super) struct Collection {
-    pub(super) family: &'static str,
+    pub(super) family: Family,
     pub(super) name: &'static str,
     pub(super) is_map: bool,
     /// The body of `add set|map ... { <decl> }`.
@@ -22,7 +23,7 @@ pub(super) struct Collection {
 
 /// A chain netd owns (all but the user chain, which is handled on its own).
 pub(super) struct Chain {
-    pub(super) family: &'static str,
+    pub(super) family: Family,
     pub(super) name: &'static str,
     /// The body of `add chain ... { <decl> }`: a base chain's hook, or a comment.
     pub(super) decl: &'static str,
@@ -34,28 +35,28 @@ pub(super) struct Chain {
 
 pub(super) const COLLECTIONS: &[Collection] = &[
     Collection {
-        family: "inet",
+        family: Family::Inet,
         name: "bridges",
         is_map: false,
         decl: "type ifname; comment \"bridges of all netd networks\";",
         elements: bridges,
     },
     Collection {
-        family: "inet",
+        family: Family::Inet,
         name: "internal",
         is_map: false,
         decl: "type ifname; comment \"bridges of internal networks (no way in or out)\";",
         elements: internal,
     },
     Collection {
-        family: "inet",
+        family: Family::Inet,
         name: "same_bridge",
         is_map: false,
         decl: "type ifname . ifname; comment \"bridge . bridge: traffic within one network\";",
         elements: same_bridge,
     },
     Collection {
-        family: "inet",
+        family: Family::Inet,
         name: "pub4_addr",
         is_map: true,
         decl: "type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; \
@@ -63,7 +64,7 @@ pub(super) const COLLECTIONS: &[Collection] = &[
         elements: pub4_addr,
     },
     Collection {
-        family: "inet",
+        family: Family::Inet,
         name: "pub4_any",
         is_map: true,
         decl: "type inet_proto . inet_service : ipv4_addr . inet_service; \
@@ -71,7 +72,7 @@ pub(super) const COLLECTIONS: &[Collection] = &[
         elements: pub4_any,
     },
     Collection {
-        family: "inet",
+        family: Family::Inet,
         name: "pub6_addr",
         is_map: true,
         decl: "type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service; \
@@ -79,7 +80,7 @@ pub(super) const COLLECTIONS: &[Collection] = &[
         elements: pub6_addr,
     },
     Collection {
-        family: "inet",
+        family: Family::Inet,
         name: "pub6_any",
         is_map: true,
         decl: "type inet_proto . inet_service : ipv6_addr . inet_service; \
@@ -87,42 +88,42 @@ pub(super) const COLLECTIONS: &[Collection] = &[
         elements: pub6_any,
     },
     Collection {
-        family: "bridge",
+        family: Family::Bridge,
         name: "ports",
         is_map: false,
         decl: "type ifname; comment \"host sides of endpoint veths\";",
         elements: ports,
     },
     Collection {
-        family: "bridge",
+        family: Family::Bridge,
         name: "port_mac",
         is_map: false,
         decl: "type ifname . ether_addr; comment \"port . the endpoint's MAC\";",
         elements: port_mac,
     },
     Collection {
-        family: "bridge",
+        family: Family::Bridge,
         name: "port_ip4",
         is_map: false,
         decl: "type ifname . ipv4_addr; comment \"port . the endpoint's IPv4 address\";",
         elements: port_ip4,
     },
     Collection {
-        family: "bridge",
+        family: Family::Bridge,
         name: "port_ip6",
         is_map: false,
         decl: "type ifname . ipv6_addr; comment \"port . the endpoint's IPv6 address\";",
         elements: port_ip6,
     },
     Collection {
-        family: "bridge",
+        family: Family::Bridge,
         name: "trunk_ports",
         is_map: false,
         decl: "type ifname; comment \"ports that carry VLANs tagged (vlan_trunk)\";",
         elements: trunk_ports,
     },
     Collection {
-        family: "bridge",
+        family: Family::Bridge,
         name: "no_icc",
         is_map: false,
         decl: "type ifname; comment \"ports on networks with icc off\";",
@@ -132,56 +133,56 @@ pub(super) const COLLECTIONS: &[Collection] = &[
 
 pub(super) const CHAINS: &[Chain] = &[
     Chain {
-        family: "inet",
+        family: Family::Inet,
         name: "forward",
         decl: "type filter hook forward priority filter; policy accept;",
         per_network: false,
         rules: inet_forward,
     },
     Chain {
-        family: "inet",
+        family: Family::Inet,
         name: "published",
         decl: "comment \"DNAT of published ports\";",
         per_network: false,
         rules: published,
     },
     Chain {
-        family: "inet",
+        family: Family::Inet,
         name: "prerouting",
         decl: "type nat hook prerouting priority dstnat; policy accept;",
         per_network: false,
         rules: nat_prerouting,
     },
     Chain {
-        family: "inet",
+        family: Family::Inet,
         name: "output",
         decl: "type nat hook output priority -100; policy accept;",
         per_network: false,
         rules: nat_output,
     },
     Chain {
-        family: "inet",
+        family: Family::Inet,
         name: "postrouting",
         decl: "type nat hook postrouting priority srcnat; policy accept;",
         per_network: true,
         rules: nat_postrouting,
     },
     Chain {
-        family: "bridge",
+        family: Family::Bridge,
         name: "antispoof",
         decl: "comment \"frames from endpoints must carry the endpoint's own addresses\";",
         per_network: false,
         rules: antispoof,
     },
     Chain {
-        family: "bridge",
+        family: Family::Bridge,
         name: "prerouting",
         decl: "type filter hook prerouting priority filter; policy accept;",
         per_network: false,
         rules: bridge_prerouting,
     },
     Chain {
-        family: "bridge",
+        family: Family::Bridge,
         name: "forward",
         decl: "type filter hook forward priority filter; policy accept;",
         per_network: false,

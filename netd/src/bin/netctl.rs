@@ -382,6 +382,7 @@ fn service(c: &Client, cmd: SvcCmd) -> anyhow::Result<()> {
                 namespace,
                 kind: None,
                 external_name,
+                ..Default::default()
             };
             let v = c.post("/v1/services", &serde_json::to_value(&req)?)?;
             if json {

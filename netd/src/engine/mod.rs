@@ -213,12 +213,14 @@ impl Engine {
         let external: Vec<crate::dns::records::ExternalName> = self
             .services
             .values()
-            .map(|s| match &s.kind {
-                ServiceKind::ExternalName { target } => crate::dns::records::ExternalName {
+            .filter_map(|s| match &s.kind {
+                ServiceKind::ExternalName { target } => Some(crate::dns::records::ExternalName {
                     namespace: s.namespace.clone(),
                     name: s.name.clone(),
                     target: target.clone(),
-                },
+                }),
+                // Not wired yet: the services issue's DNS records (VIP or dnsrr).
+                ServiceKind::ClusterIp(_) => None,
             })
             .collect();
         d.table_for(self.networks.values(), self.sandboxes.values(), &external)

@@ -67,6 +67,7 @@ mod bridge;
 mod fixtures;
 mod inet;
 mod publish;
+pub mod services;
 mod skeleton;
 
 /// Longest interface name Linux accepts (IFNAMSIZ - 1).

@@ -1,0 +1,345 @@
+//! Service ruleset: what `full` writes, that `nft -c` accepts it, and that `diff` stays
+//! the size of the change whatever the number of services.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::firewall::ruleset::fixtures::sample;
+
+/// The batches as text, as libnftables gets them.
+fn full(s: &[FwService]) -> String {
+    super::full(s).to_string()
+}
+
+fn diff(a: &[FwService], b: &[FwService]) -> String {
+    super::diff(a, b).to_string()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn svc(ns: &str, name: &str, vips: Vec<FwVip>) -> FwService {
+    FwService {
+        namespace: ns.into(),
+        name: name.into(),
+        ports: vec![(80, 8080, Proto::Tcp)],
+        affinity: None,
+        vips,
+        ingress: vec![],
+    }
+}
+
+fn vip(net: &str, vip: &str, backends: &[&str]) -> FwVip {
+    FwVip {
+        network: net.into(),
+        vip: ip(vip),
+        backends: backends.iter().map(|b| ip(b)).collect(),
+    }
+}
+
+/// A web service on two networks (one dual-stack backend), with affinity, a UDP port and
+/// an ingress port; and a service with no backend.
+fn example() -> Vec<FwService> {
+    let mut web = svc(
+        "shop",
+        "web",
+        vec![
+            vip(
+                "frontend",
+                "10.89.0.200",
+                &["10.89.0.2", "10.89.0.3", "fd00:89::2"],
+            ),
+            vip("backend", "10.89.1.200", &["10.89.1.2"]),
+        ],
+    );
+    web.affinity = Some(10_800);
+    web.ingress = vec![FwIngress {
+        published: 8088,
+        target: 8080,
+        proto: Proto::Tcp,
+    }];
+    let mut dns = svc("default", "dns", vec![vip("frontend", "fd00:89::53", &[])]);
+    dns.ports = vec![(53, 53, Proto::Udp)];
+    vec![web, dns]
+}
+
+#[test]
+fn full_lays_out_dispatch_port_and_backend_chains() {
+    let b = full(&example());
+    // Printed for docs/services.md (`cargo test -p netd --lib services -- --nocapture`).
+    println!("{b}");
+    for want in [
+        "add element inet netd svc4_dispatch { 10.89.0.200 . tcp . 80 : goto svc/shop/web/frontend/tcp/80, \
+         10.89.1.200 . tcp . 80 : goto svc/shop/web/backend/tcp/80 }",
+        "add element inet netd svc6_dispatch { fd00:89::53 . udp . 53 : goto svc/default/dns/frontend/ip6/udp/53 }",
+        "add element inet netd svc4_ingress { tcp . 8088 : goto svc/shop/web/ingress4/tcp/8088 }",
+        // v4 VIP: only the v4 backends of its network.
+        "add rule inet netd svc/shop/web/frontend/tcp/80 numgen random mod 2 vmap { \
+         0 : goto svc/shop/web/frontend/tcp/80/10.89.0.2, 1 : goto svc/shop/web/frontend/tcp/80/10.89.0.3 }",
+        "add rule inet netd svc/shop/web/frontend/tcp/80 ip saddr @svc/shop/web/frontend/tcp/80/10.89.0.2/aff10800 \
+         goto svc/shop/web/frontend/tcp/80/10.89.0.2 comment \"affinity\"",
+        "add rule inet netd svc/shop/web/frontend/tcp/80/10.89.0.2 ip saddr 10.89.0.2 meta mark set meta mark | \
+         0x00002000 comment \"hairpin\"",
+        "add rule inet netd svc/shop/web/frontend/tcp/80/10.89.0.2 meta l4proto tcp dnat ip to 10.89.0.2:8080",
+        // Ingress: every backend of the family, all networks.
+        "add rule inet netd svc/shop/web/ingress4/tcp/8088 numgen random mod 3 vmap { \
+         0 : goto svc/shop/web/ingress4/tcp/8088/10.89.0.2, 1 : goto svc/shop/web/ingress4/tcp/8088/10.89.0.3, \
+         2 : goto svc/shop/web/ingress4/tcp/8088/10.89.1.2 }",
+        "add rule inet netd svc/default/dns/frontend/ip6/udp/53 reject with icmpx port-unreachable comment \"no backend\"",
+        "add rule inet netd svc_postrouting meta mark & 0x00002000 == 0x00002000 masquerade \
+         comment \"service hairpin: a backend reaching itself through its VIP\"",
+    ] {
+        assert!(b.lines().any(|l| l == want), "missing {want:?} in:\n{b}");
+    }
+    // No IPv6 ingress: the web service has no IPv6 VIP.
+    assert!(!b.contains("ingress6"), "{b}");
+    // The same services in another order: the same batch.
+    let mut rev = example();
+    rev.reverse();
+    assert_eq!(full(&rev), b);
+    assert_eq!(diff(&example(), &rev), "");
+}
+
+#[test]
+fn a_vip_of_each_family_on_one_network_gets_chains_of_its_own() {
+    let s = svc(
+        "default",
+        "api",
+        vec![
+            vip("n", "10.0.0.9", &["10.0.0.2", "fd00::2"]),
+            vip("n", "fd00::9", &["10.0.0.2", "fd00::2"]),
+        ],
+    );
+    let b = full(&[s]);
+    for want in [
+        "add rule inet netd svc/default/api/n/tcp/80 numgen random mod 1 vmap { 0 : goto svc/default/api/n/tcp/80/10.0.0.2 }",
+        "add rule inet netd svc/default/api/n/ip6/tcp/80 numgen random mod 1 vmap { 0 : goto svc/default/api/n/ip6/tcp/80/fd00__2 }",
+        "add rule inet netd svc/default/api/n/ip6/tcp/80/fd00__2 meta l4proto tcp dnat ip6 to [fd00::2]:8080",
+        "add element inet netd svc6_dispatch { fd00::9 . tcp . 80 : goto svc/default/api/n/ip6/tcp/80 }",
+    ] {
+        assert!(b.lines().any(|l| l == want), "missing {want:?} in:\n{b}");
+    }
+}
+
+#[test]
+fn from_model_takes_vip_services_and_their_backends_per_network() {
+    use crate::model::ServiceRequest;
+    let r = ServiceRequest {
+        name: "web".into(),
+        namespace: Some("shop".into()),
+        networks: vec!["front".into(), "back".into(), "later".into()],
+        ports: vec!["80:8080".into()],
+        backends: vec!["a".into()],
+        session_affinity: Some("client-ip".into()),
+        publish: vec!["9000:8080".into(), "9001:8080,mode=host".into()],
+        vips: [("front", "10.0.0.200"), ("back", "10.1.0.200")]
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    };
+    let (name, namespace, kind) = r.parse().unwrap();
+    let svc = Service {
+        name,
+        namespace,
+        id: "1".into(),
+        kind,
+        created: 0,
+    };
+    let backends = vec![
+        Backend {
+            network: "front".into(),
+            sandbox: "a".into(),
+            ip: ip("10.0.0.2"),
+        },
+        Backend {
+            network: "back".into(),
+            sandbox: "a".into(),
+            ip: ip("10.1.0.2"),
+        },
+    ];
+    let f = FwService::from_model(&svc, &backends).unwrap();
+    assert_eq!(f.ports, [(80, 8080, Proto::Tcp)]);
+    assert_eq!(f.affinity, Some(10_800));
+    // "later" has no VIP yet; host-mode ports are the backends' own, not ingress.
+    assert_eq!(
+        f.vips,
+        [
+            vip("front", "10.0.0.200", &["10.0.0.2"]),
+            vip("back", "10.1.0.200", &["10.1.0.2"])
+        ]
+    );
+    assert_eq!(
+        f.ingress,
+        [FwIngress {
+            published: 9000,
+            target: 8080,
+            proto: Proto::Tcp
+        }]
+    );
+    // dnsrr and ExternalName services have no nft objects.
+    let mut d = svc.clone();
+    if let ServiceKind::ClusterIp(c) = &mut d.kind {
+        c.endpoint_mode = EndpointMode::Dnsrr;
+    }
+    assert!(FwService::from_model(&d, &backends).is_none());
+}
+
+#[test]
+fn no_backend_rejects_with_a_tcp_reset() {
+    let b = full(&[svc("default", "api", vec![vip("n", "10.0.0.9", &[])])]);
+    assert!(b.contains(
+        "add rule inet netd svc/default/api/n/tcp/80 meta l4proto tcp reject with tcp reset comment \"no backend\""
+    ));
+}
+
+#[test]
+fn names_that_are_not_identifiers_are_left_out() {
+    let b = full(&[svc("default", "w;b", vec![vip("n", "10.0.0.9", &[])])]);
+    assert!(!b.contains("w;b") && !b.contains("svc/default"), "{b}");
+}
+
+/// `n` services of one backend each on one network, as the engine would hand them.
+fn many(n: usize) -> Vec<FwService> {
+    (0..n)
+        .map(|i| {
+            let (hi, lo) = ((i / 250) as u8, (i % 250) as u8 + 2);
+            let v = format!("10.{}.{hi}.{lo}", 100 + (i / 62_500));
+            let be = format!("10.{}.{hi}.{lo}", 200 + (i / 62_500));
+            svc("default", &format!("s{i}"), vec![vip("net", &v, &[&be])])
+        })
+        .collect()
+}
+
+#[test]
+fn one_backend_change_costs_the_same_at_10_1000_and_10000_services() {
+    let mut sizes = Vec::new();
+    for n in [10, 1_000, 10_000] {
+        let old = many(n);
+        let mut new = old.clone();
+        new[3].vips[0].backends.push(ip("10.250.0.9"));
+        let d = diff(&old, &new);
+        // Only service s3's objects: its new backend chain, its port chain refilled.
+        assert!(d.lines().all(|l| l.contains("svc/default/s3/")), "{d}");
+        if n == 10 {
+            println!("{d}");
+        }
+        sizes.push((d.lines().count(), d.len()));
+        // A service's objects depend on it alone, so the engine may hand `diff` just the
+        // services that changed (as `firewall::delta` does for endpoints): the same batch
+        // without walking the others.
+        assert_eq!(diff(&old[3..4], &new[3..4]), d);
+        let back = diff(&new, &old);
+        assert!(
+            back.contains("delete chain inet netd svc/default/s3/net/tcp/80/10.250.0.9"),
+            "{back}"
+        );
+        assert!(back.lines().all(|l| l.contains("svc/default/s3/")), "{back}");
+    }
+    assert!(sizes.windows(2).all(|w| w[0] == w[1]), "{sizes:?}");
+}
+
+#[test]
+fn removing_a_service_drops_references_before_chains() {
+    let old = example();
+    let new = vec![old[1].clone()];
+    let d = diff(&old, &new);
+    let pos = |s: &str| {
+        d.lines()
+            .position(|l| l.starts_with(s))
+            .unwrap_or_else(|| panic!("{s} in {d}"))
+    };
+    assert!(pos("delete element inet netd svc4_dispatch") < pos("flush chain inet netd svc/shop/web"));
+    assert!(pos("flush chain inet netd svc/shop/web") < pos("delete chain inet netd svc/shop/web"));
+    assert!(pos("delete chain") < pos("delete set"));
+    assert!(!d.contains("svc/default/dns"), "{d}");
+}
+
+/// Prints the skip as the suite counts it (`skipped NAME: reason`); under
+/// `NETD_TEST_REQUIRE=1` (CI) a skip is a failure, as `integration::skip` has it.
+fn skip(reason: &str) -> Option<Result<(), String>> {
+    if std::env::var("NETD_TEST_REQUIRE").as_deref() == Ok("1") {
+        panic!("nft_accepts_full_and_diff: required but cannot run: {reason}");
+    }
+    println!("skipped nft_accepts_full_and_diff: {reason}");
+    None
+}
+
+/// `nft -c` checks a batch in the kernel without changing anything. Run as root where
+/// nft is installed; skipped with the reason otherwise.
+fn nft_check(batch: &str) -> Option<Result<(), String>> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return skip("not root");
+    }
+    let path = std::env::temp_dir().join(format!("netd-svc-nft-{}.nft", std::process::id()));
+    if let Err(e) = std::fs::write(&path, batch) {
+        return Some(Err(format!("write {}: {e}", path.display())));
+    }
+    let out = std::process::Command::new("nft")
+        .args(["-c", "-f"])
+        .arg(&path)
+        .output();
+    let _ = std::fs::remove_file(&path);
+    match out {
+        Err(e) => skip(&format!("cannot run nft: {e}")),
+        Ok(o) if o.status.success() => {
+            eprintln!("nft -c accepted {} lines", batch.lines().count());
+            Some(Ok(()))
+        }
+        Ok(o) => Some(Err(String::from_utf8_lossy(&o.stderr).into_owned())),
+    }
+}
+
+#[test]
+fn nft_accepts_full_and_diff() {
+    let base = crate::firewall::ruleset::full(&sample(), "netd nft -c test");
+    let old = example();
+    let mut new = example();
+    new[0].vips[0].backends.remove(0);
+    new[0].affinity = Some(60);
+    new[1].vips[0].backends.push(ip("fd00:89::3"));
+    // One transaction: create everything, then move to `new`, then drop a service.
+    let batch = format!(
+        "{base}{}{}{}",
+        full(&old),
+        diff(&old, &new),
+        diff(&new, &new[1..])
+    );
+    match nft_check(&batch) {
+        None => {}
+        Some(Ok(())) => {}
+        Some(Err(e)) => panic!("nft -c refused the batch: {e}\n{batch}"),
+    }
+}
+
+proptest! {
+    /// Any change to some services touches the objects of those services only, and
+    /// equal states give an empty batch.
+    #[test]
+    fn diff_touches_changed_services_only(
+        n in 1usize..20,
+        changes in proptest::collection::vec((0usize..20, 0u8..4), 0..5),
+    ) {
+        let old = many(n);
+        let mut new = old.clone();
+        let mut touched = std::collections::BTreeSet::new();
+        for (i, what) in changes {
+            let i = i % n;
+            let s = &mut new[i];
+            match what {
+                0 => s.vips[0].backends.push(ip("10.250.0.9")),
+                1 => s.vips[0].backends.clear(),
+                2 => s.affinity = Some(30),
+                _ => s.ports.push((443, 8443, Proto::Tcp)),
+            }
+            touched.insert(format!("svc/default/s{i}/"));
+        }
+        let d = diff(&old, &new);
+        prop_assert_eq!(d.is_empty(), old == new);
+        for l in d.lines() {
+            prop_assert!(touched.iter().any(|t| l.contains(t.as_str())), "{}", l);
+        }
+        prop_assert_eq!(diff(&new, &new), "");
+    }
+}

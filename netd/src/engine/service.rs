@@ -5,7 +5,7 @@
 
 use super::{new_id, now, Engine, EngineError, Result};
 use crate::dns::records::{namespace_of, service_names};
-use crate::model::{service_key, Service, ServiceRequest};
+use crate::model::{service_key, Service, ServiceKind, ServiceRequest};
 use crate::store::{Bucket, Txn};
 
 impl Engine {
@@ -24,6 +24,15 @@ impl Engine {
 
     pub fn create_service(&mut self, req: &ServiceRequest) -> Result<Service> {
         let (name, namespace, kind) = req.parse().map_err(EngineError::Invalid)?;
+        // The model and the nftables layout of cluster_ip services exist (docs/services.md),
+        // but no datapath serves them: storing one would answer 201 for a VIP that
+        // carries nothing. Refused, like any request netd cannot carry out.
+        if matches!(kind, ServiceKind::ClusterIp(_)) {
+            return Err(EngineError::Invalid(format!(
+                "service {name}: this netd has no load-balancing datapath for cluster_ip services; \
+                 only external_name services can be created"
+            )));
+        }
         let key = service_key(&namespace, &name);
         if self.services.contains_key(&key) {
             return Err(EngineError::Conflict(format!(

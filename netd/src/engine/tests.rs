@@ -404,6 +404,15 @@ fn services_persist_clash_with_sandbox_names_and_bad_input_changes_nothing() {
         (req("cart", "shop", "x.y"), "sandbox cart already answers"),
         (req("Mail", "shop", "x.y"), "invalid service name"),
         (req("m", "shop", "1.2.3.4"), "not an IP address"),
+        (
+            ServiceRequest {
+                name: "web".into(),
+                networks: vec!["a".into()],
+                ports: vec!["80".into()],
+                ..Default::default()
+            },
+            "no load-balancing datapath for cluster_ip services",
+        ),
     ] {
         let e = t.e.create_service(&r).unwrap_err().to_string();
         assert!(e.contains(want), "{r:?}: {e}");

@@ -510,6 +510,32 @@ fn rcu_lookups_agree_with_getlink() {
     assert!(!env.k.host_link_listed(&br.name).expect("lookup"));
 }
 
+/// A failed netlink request carries the kernel's errno as data (`KernelError::Netlink
+/// { errno, .. }`), so a caller can act on EEXIST or ENODEV without reading the message.
+#[test]
+fn netlink_errors_carry_the_kernels_errno() {
+    use netd::kernel::KernelError;
+    use nix::errno::Errno;
+    if no_root() {
+        return;
+    }
+    let env = Env::new();
+    let br = env.bridge(false, 32);
+    let mut nl = netd::kernel::netlink::Netlink::open_in(&env.host).expect("route socket");
+    nl.add_bridge(&br.name, 0, None).expect("first add");
+    let errno = |r: Result<(), KernelError>| match r {
+        Err(KernelError::Netlink { errno, msg, .. }) => (errno, msg),
+        other => panic!("expected a netlink error, got {other:?}"),
+    };
+    let (e, msg) = errno(nl.add_bridge(&br.name, 0, None));
+    assert_eq!(e, Some(Errno::EEXIST), "{msg}");
+    let (e, msg) = errno(nl.set_mtu(&format!("ndz{}", env.tag), 1400));
+    assert_eq!(e, Some(Errno::ENODEV), "{msg}");
+    let (e, _) = errno(nl.add_bridge("a name with spaces", 0, None));
+    assert_eq!(e, Some(Errno::EINVAL));
+    assert!(nl.delete_link(&br.name).expect("delete"));
+}
+
 /// What a detached child of netd-cni waits for before it closes an nfnetlink socket
 /// (`detach::wait_until_quiet`): the nf_tables generation moves with every commit, and
 /// the wait does not end while commits go on, but soon after they stop.

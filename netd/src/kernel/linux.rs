@@ -290,6 +290,7 @@ impl LinuxKernel {
         let mut sb = sandbox()?;
         let index = sb.index_rcu(&v.ifname)?.ok_or_else(|| KernelError::Netlink {
             op: format!("configure {} in {}", v.ifname, v.netns.display()),
+            errno: Some(nix::errno::Errno::ENODEV),
             msg: "peer not found after creation".into(),
         })?;
         sb.configure_sandbox_link(index, &v.ifname, &v.addrs, v.gw4, v.gw6, &v.routes)?;
@@ -376,6 +377,7 @@ impl LinuxKernel {
 fn bridge_index(nl: &mut Netlink, bridge: &str, host_name: &str) -> Result<u32, KernelError> {
     nl.index_rcu(bridge)?.ok_or_else(|| KernelError::Netlink {
         op: format!("add veth {host_name}"),
+        errno: Some(nix::errno::Errno::ENODEV),
         msg: format!("bridge {bridge} does not exist"),
     })
 }

@@ -144,6 +144,7 @@ pub(super) fn is_unmarked_tmp(l: &super::netlink::Link) -> bool {
 fn configure(sb: &mut Netlink, side: &SandboxSide) -> Result<(), KernelError> {
     let index = sb.link_index(&side.ifname)?.ok_or_else(|| KernelError::Netlink {
         op: format!("configure {} in {}", side.ifname, side.netns.display()),
+        errno: Some(nix::errno::Errno::ENODEV),
         msg: "link not found after the move".into(),
     })?;
     sb.configure_sandbox_link(index, &side.ifname, &side.addrs, side.gw4, side.gw6, &side.routes)

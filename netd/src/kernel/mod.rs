@@ -37,10 +37,15 @@ use crate::plan::{Applied, Step};
 /// that act on a failure (a retry, a new socket, an optional sysctl) match on variants.
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
-    /// `op` in `ip` words ("add veth ndweb-1-3fa2"); `msg` the errno text plus the
-    /// kernel's extended ack when it sent one.
+    /// `op` in `ip` words ("add veth ndweb-1-3fa2"); `errno` what the kernel (or the
+    /// socket call) answered, when there was an answer, for callers that act on it; `msg`
+    /// the errno text plus the kernel's extended ack when it sent one, for people.
     #[error("netlink {op}: {msg}")]
-    Netlink { op: String, msg: String },
+    Netlink {
+        op: String,
+        errno: Option<nix::errno::Errno>,
+        msg: String,
+    },
     #[error("netns {path}: {msg}")]
     Netns { path: PathBuf, msg: String },
     #[error("sysctl {key}: {source}")]

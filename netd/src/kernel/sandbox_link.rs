@@ -44,6 +44,7 @@ pub fn ensure(sb: &SandboxSide) -> Result<Applied, KernelError> {
     let mut nl = Netlink::open_in(&sb.netns)?;
     let missing = |what: &str| KernelError::Netlink {
         op: format!("ensure {what} of {} in {}", sb.ifname, sb.netns.display()),
+        errno: Some(nix::errno::Errno::ENODEV),
         msg: "no such interface".into(),
     };
     let link = nl.link(&sb.ifname)?.ok_or_else(|| missing("link"))?;

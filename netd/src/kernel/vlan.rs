@@ -102,6 +102,7 @@ impl LinuxKernel {
         }
         let bridge = nl.link_index(&g.bridge)?.ok_or_else(|| KernelError::Netlink {
             op: format!("add veth {}", g.peer),
+            errno: Some(nix::errno::Errno::ENODEV),
             msg: format!("bridge {} does not exist", g.bridge),
         })?;
         if existing.is_none() {

@@ -62,6 +62,7 @@ pub struct Watch {
 fn io_err(what: &str, e: std::io::Error) -> KernelError {
     KernelError::Netlink {
         op: format!("watch: {what}"),
+        errno: e.raw_os_error().map(nix::errno::Errno::from_raw),
         msg: e.to_string(),
     }
 }

@@ -63,6 +63,7 @@ impl Netlink {
         let (rd, wr) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| KernelError::Netlink {
                 op: op(),
+                errno: Some(e),
                 msg: format!("pipe: {}", e.desc()),
             })?;
         let (sock, wrfd) = (self.sock.as_raw_fd(), wr.as_raw_fd());
@@ -89,6 +90,7 @@ impl Netlink {
         // and `wait_until_quiet`'s).
         unsafe { crate::kernel::detach::fork_detached(&keep, &job) }.map_err(|e| KernelError::Netlink {
             op: op(),
+            errno: e.raw_os_error().map(nix::errno::Errno::from_raw),
             msg: format!("fork: {e}"),
         })?;
         drop(wr);

@@ -15,8 +15,9 @@
 //!   on (ENODEV = already gone) instead of parsed stderr.
 //!
 //! Every request asks for an ACK and every ACK is checked; kernel errors become
-//! `KernelError::Netlink { op, msg }`, with `op` in `ip` words ("add veth ndweb-1-3fa2")
-//! and `msg` the errno text plus the kernel's extended-ack message when it sent one.
+//! `KernelError::Netlink { op, errno, msg }`, with `op` in `ip` words ("add veth ndweb-1-3fa2"),
+//! `errno` the kernel's answer, and `msg` the errno text plus the kernel's extended-ack
+//! message when it sent one.
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -78,6 +79,7 @@ impl Fail {
     fn into_err(self, op: impl Into<String>) -> KernelError {
         KernelError::Netlink {
             op: op.into(),
+            errno: self.errno,
             msg: self.msg,
         }
     }
@@ -104,6 +106,7 @@ fn check_ifname(op: &str, name: &str) -> Result<(), KernelError> {
     if name.is_empty() || name.len() > MAX_IFNAME || name.contains(['/', ' ', '\0']) {
         return Err(KernelError::Netlink {
             op: op.to_string(),
+            errno: Some(Errno::EINVAL),
             msg: format!("invalid interface name {name:?} (1-{MAX_IFNAME} bytes, no '/' or space)"),
         });
     }
@@ -123,6 +126,7 @@ impl Netlink {
     pub fn open() -> Result<Self, KernelError> {
         let sock = route_socket().map_err(|e| KernelError::Netlink {
             op: "open route socket".into(),
+            errno: e.raw_os_error().map(nix::errno::Errno::from_raw),
             msg: e.to_string(),
         })?;
         Self::from_socket(sock)
@@ -138,6 +142,7 @@ impl Netlink {
         let opt = |r: std::io::Result<()>, what: &str| {
             r.map_err(|e| KernelError::Netlink {
                 op: format!("set {what} on route socket"),
+                errno: e.raw_os_error().map(nix::errno::Errno::from_raw),
                 msg: e.to_string(),
             })
         };

@@ -21,6 +21,7 @@ impl Netlink {
         let op = || format!("look up link {name}");
         let mut req = ifreq_named(name).ok_or_else(|| KernelError::Netlink {
             op: op(),
+            errno: Some(nix::errno::Errno::ENAMETOOLONG),
             msg: "name too long".into(),
         })?;
         // SAFETY: SIOCGIFINDEX reads the name and writes the index into our ifreq.
@@ -68,6 +69,7 @@ fn absent_or<T>(op: String) -> Result<Option<T>, KernelError> {
     }
     Err(KernelError::Netlink {
         op,
+        errno: e.raw_os_error().map(nix::errno::Errno::from_raw),
         msg: e.to_string(),
     })
 }

@@ -44,8 +44,9 @@ impl Netlink {
         }
         .expect("prefix 0 is valid");
         self.add_route(any, Some(gw), oif).map_err(|e| match e {
-            KernelError::Netlink { msg, .. } => KernelError::Netlink {
+            KernelError::Netlink { errno, msg, .. } => KernelError::Netlink {
                 op: format!("add default route via {gw}"),
+                errno,
                 msg,
             },
             e => e,

@@ -69,6 +69,16 @@ fn sample() -> FwState {
     }
 }
 
+/// A fresh namespace, an nft context inside it, and `sample()`'s full ruleset applied.
+fn with_sample() -> (TestNs, Nft, FwState) {
+    let ns = TestNs::create();
+    let nft = Nft::new_in(Some(&ns.path())).expect("nft context in test netns");
+    let a = sample();
+    nft.run(&ruleset::full(&a, "netd test").to_string())
+        .expect("apply full");
+    (ns, nft, a)
+}
+
 /// `nft -j list ruleset` without rule handles and with set elements sorted, so two
 /// rulesets built along different paths compare equal when they hold the same things.
 fn normalized(ns: &TestNs) -> Value {
@@ -107,11 +117,7 @@ fn raw_element_changes_cover_every_set_and_match_libnftables() {
     if no_root() {
         return;
     }
-    let ns = TestNs::create();
-    let nft = Nft::new_in(Some(&ns.path())).expect("nft context in test netns");
-    let a = sample();
-    nft.run(&ruleset::full(&a, "netd test").to_string())
-        .expect("apply full");
+    let (ns, nft, a) = with_sample();
     // Every set and map changes: a new network (bridges, internal, same_bridge), a trunk
     // port on an ICC-off network with both address families, ports of all four maps,
     // and what `sample` had removed or retargeted.
@@ -169,11 +175,7 @@ fn full_then_diffs_add_and_remove_elements() {
     if no_root() {
         return;
     }
-    let ns = TestNs::create();
-    let nft = Nft::new_in(Some(&ns.path())).expect("nft context in test netns");
-    let a = sample();
-    nft.run(&ruleset::full(&a, "netd test").to_string())
-        .expect("apply full");
+    let (ns, nft, a) = with_sample();
     let rs = ns.ruleset_json();
     let mut ip4 = elements(&rs, "bridge", "port_ip4");
     ip4.sort();
@@ -259,11 +261,7 @@ fn user_chain_survives_full_and_diffs() {
     if no_root() {
         return;
     }
-    let ns = TestNs::create();
-    let nft = Nft::new_in(Some(&ns.path())).expect("nft context");
-    let a = sample();
-    nft.run(&ruleset::full(&a, "netd test").to_string())
-        .expect("apply full");
+    let (ns, nft, a) = with_sample();
     ns.nft(&[
         "add",
         "rule",

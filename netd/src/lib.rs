@@ -15,6 +15,7 @@ pub mod engine;
 pub mod firewall;
 pub mod ipam;
 pub mod kernel;
+pub mod lb;
 pub mod model;
 pub mod plan;
 pub mod stack;

@@ -25,8 +25,8 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::records::{normalize, Rec, Table};
-use crate::model::{Backend, ClusterIp, EndpointMode, ServicePort};
+use super::records::{display_name, namespace_of, normalize, service_names, Rec, Table};
+use crate::model::{Backend, ClusterIp, EndpointMode, Sandbox, Service, ServiceKind, ServicePort};
 
 /// One backend address of a service.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -84,7 +84,57 @@ impl ServiceRecords {
     }
 }
 
-/// Where a record goes: a network, or every sandbox (`None`).
+/// Who already answers under a name a new service on `networks` would take (the bare
+/// `name` on those networks, `tasks.name`, or `name.namespace.svc.<domain>` from a
+/// sandbox in that namespace): a sandbox (by its name, pod name, alias or service label)
+/// or another load-balanced service on a shared network. `create_service` refuses the
+/// service then (409), as it does for an ExternalName, rather than let the table hide
+/// one of them.
+pub fn name_clash<'a>(
+    namespace: &str,
+    name: &str,
+    networks: &[String],
+    sandboxes: impl IntoIterator<Item = &'a Sandbox>,
+    services: impl IntoIterator<Item = &'a Service>,
+) -> Option<String> {
+    let name = normalize(name);
+    let tasks = format!("tasks.{name}");
+    for s in sandboxes {
+        if namespace_of(s) == Some(namespace) && service_names(s).any(|n| normalize(n) == name) {
+            return Some(format!(
+                "sandbox {} already answers as service {name} in namespace {namespace}",
+                s.name
+            ));
+        }
+        for e in s.endpoints.iter().filter(|e| networks.contains(&e.network)) {
+            let mut names = [s.name.as_str(), display_name(s)]
+                .into_iter()
+                .chain(e.aliases.iter().map(String::as_str));
+            if names.any(|n| normalize(n) == name || normalize(n) == tasks) {
+                return Some(format!(
+                    "sandbox {} already answers as {name} on network {}",
+                    s.name, e.network
+                ));
+            }
+        }
+    }
+    for o in services {
+        let ServiceKind::ClusterIp(c) = &o.kind else {
+            continue;
+        };
+        if let Some(net) = c.networks.iter().find(|n| networks.contains(n)) {
+            if normalize(&o.name) == name && o.namespace != namespace {
+                return Some(format!(
+                    "service {name} of namespace {} already answers as {name} on network {net}",
+                    o.namespace
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Where a record goes: a network, or every sandbox (`None`)./// Where a record goes: a network, or every sandbox (`None`).
 type Scope = Option<String>;
 
 /// The records of one service before they enter the table.

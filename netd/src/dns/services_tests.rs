@@ -383,6 +383,48 @@ fn a_netd_cluster_ip_service_fills_the_records_from_the_model() {
     );
 }
 
+#[test]
+fn a_clash_names_who_holds_the_name() {
+    let mut sbs = askers();
+    let mut k = sb("cart-1", vec![ep("back", "10.1.0.60", None, &["shop-web"])]);
+    k.labels.insert("netd.namespace".into(), "shop".into());
+    k.labels.insert("netd.service".into(), "cart".into());
+    sbs.push(k);
+    let nets = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let req = ServiceRequest {
+        name: "web".into(),
+        networks: nets(&["front", "back"]),
+        ports: vec!["80".into()],
+        ..Default::default()
+    };
+    let blog = Service {
+        name: "web".into(),
+        namespace: "blog".into(),
+        id: "1".into(),
+        kind: ServiceKind::ClusterIp(req.cluster_ip().unwrap()),
+        created: 0,
+    };
+    let clash = |ns: &str, name: &str, on: &[&str]| name_clash(ns, name, &nets(on), sbs.iter(), [&blog]);
+    // A sandbox's name, alias or Kubernetes service name; another namespace's service.
+    assert!(clash("shop", "f", &["front"])
+        .unwrap()
+        .contains("sandbox f already answers as f on network front"));
+    assert!(clash("x", "shop-web", &["back"])
+        .unwrap()
+        .contains("sandbox cart-1"));
+    assert!(clash("shop", "cart", &["other"])
+        .unwrap()
+        .contains("in namespace shop"));
+    assert!(clash("shop", "web", &["back"])
+        .unwrap()
+        .contains("service web of namespace blog"));
+    // Elsewhere, or the same service (an update), no clash.
+    assert_eq!(clash("shop", "f", &["back"]), None);
+    assert_eq!(clash("other", "cart", &["other"]), None);
+    assert_eq!(clash("blog", "web", &["front"]), None);
+    assert_eq!(clash("shop", "web", &["other"]), None);
+}
+
 fn ask(t: &Table, who: &str, name: &str, rt: RecordType) -> Message {
     let mut m = Message::query();
     m.metadata.id = 7;

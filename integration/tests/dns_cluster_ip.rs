@@ -189,7 +189,7 @@ fn ndcip_vip_names_are_scoped_to_the_askers_network_and_follow_the_backends() {
         set(ask(&h, "cf", "tasks.web AAAA").1),
         strs(&[&h.ip6("web1", "front"), &h.ip6("web2", "front")])
     );
-    assert_eq!(ask(&h, "cb", "tasks.web A").1, [w2b.clone()]);
+    assert_eq!(ask(&h, "cb", "tasks.web A").1, [w2b]);
     assert_eq!(ask(&h, "co", "tasks.web A").0, "NXDOMAIN");
 
     // SRV by port number: the service port, target the service name, and its VIP for

@@ -402,6 +402,7 @@ fn a_clash_names_who_holds_the_name() {
         namespace: "blog".into(),
         id: "1".into(),
         kind: ServiceKind::ClusterIp(req.cluster_ip().unwrap()),
+        labels: Default::default(),
         created: 0,
     };
     let clash = |ns: &str, name: &str, on: &[&str]| name_clash(ns, name, &nets(on), sbs.iter(), [&blog]);
@@ -527,7 +528,7 @@ proptest! {
                 .map(|&i| ep(&net(i), &format!("10.{i}.2.2"), None, &[]))
                 .collect(),
         );
-        let t = Table::build([], [&asker], "cluster.local", &[], &[s.clone()]);
+        let t = Table::build([], [&asker], "cluster.local", &[], std::slice::from_ref(&s));
         let shared: Vec<usize> = svc_nets.intersection(&asker_nets).copied().collect();
         let reach = |a: &str| shared.iter().any(|i| a.starts_with(&format!("10.{i}.")));
         for name in ["svc", "tasks.svc", "svc.ns.svc.cluster.local"] {

@@ -176,6 +176,19 @@ fn ndcip_vip_names_are_scoped_to_the_askers_network_and_follow_the_backends() {
             "{name}"
         );
     }
+    // `netctl dns ls` shows what each sandbox sees: the VIP of its own network only.
+    let ls: Value = serde_json::from_str(&h.ctl(&["dns", "ls", "cb", "--json"])).expect("dns ls");
+    let rows: Vec<(String, String, String)> = ls
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|r| r["name"] == "web")
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+            (s("type"), s("value"), s("network"))
+        })
+        .collect();
+    assert_eq!(rows, [("A".to_string(), vb.clone(), "back".to_string())]);
     // NAME.NS through the sandbox's search domains, with glibc's own resolver.
     assert_eq!(getent(&h, "cf", "web.shop"), strs(&[&vf]));
     assert_eq!(getent(&h, "cf", "web"), strs(&[&vf]));

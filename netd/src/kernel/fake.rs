@@ -161,7 +161,13 @@ impl FakeKernel {
         self.st().ipvs.table.push((s, dests));
     }
     /// The connection counts the kernel would report for one destination.
-    pub fn set_ipvs_conns(&self, key: &crate::kernel::ipvs::ServiceKey, dest: std::net::SocketAddr, active: u32, inactive: u32) {
+    pub fn set_ipvs_conns(
+        &self,
+        key: &crate::kernel::ipvs::ServiceKey,
+        dest: std::net::SocketAddr,
+        active: u32,
+        inactive: u32,
+    ) {
         self.st().ipvs.set_conns(key, dest, active, inactive);
     }
     /// Make the IPVS change with this index (0 = the next one) fail.

@@ -74,11 +74,19 @@ impl FakeIpvs {
             }
             Op::SetService(s) => match self.service(&s.key) {
                 Some((old, _)) => *old = s.clone(),
-                None => return Err(IpvsError::SetService { key: s.key, source: nf }),
+                None => {
+                    return Err(IpvsError::SetService {
+                        key: s.key,
+                        source: nf,
+                    })
+                }
             },
             Op::DelService(key) => {
                 if self.service(key).is_none() {
-                    return Err(IpvsError::DelService { key: *key, source: nf });
+                    return Err(IpvsError::DelService {
+                        key: *key,
+                        source: nf,
+                    });
                 }
                 self.table.retain(|(s, _)| s.key != *key);
             }

@@ -20,6 +20,7 @@
 //!   packet back to its sender, whose reply would never pass the host; that table
 //!   masquerades packets whose source is their destination (a set of `b . b`), which
 //!   nft NAT can do to IPVS traffic because `vs/conntrack=1` keeps its conntrack entry.
+//!   NOT working yet: in the VM lane such a connection stays in SYN_RECV (docs/services.md).
 //!   The table is netd's own (not `inet netd`), so the firewall's full rewrite of its
 //!   table never drops it and `--lb nftables` hosts have none.
 //! - **A backend that goes** is first set to weight 0: no new connections, established
@@ -238,7 +239,13 @@ pub fn plan<'a>(
                 for d in ds.iter().filter(|d| !w.dests.contains(&d.addr)) {
                     if d.weight != 0 {
                         // SET_DEST takes a whole entry: keep the method and thresholds.
-                        ops.push(Op::SetDest(*key, Dest { weight: 0, ..d.clone() }));
+                        ops.push(Op::SetDest(
+                            *key,
+                            Dest {
+                                weight: 0,
+                                ..d.clone()
+                            },
+                        ));
                         draining.insert(*key);
                     } else if d.active_conns + d.inactive_conns == 0 {
                         ops.push(Op::DelDest(*key, d.addr));
@@ -271,7 +278,11 @@ fn nft_objects(want: &BTreeMap<ServiceKey, Want>) -> NftObjects {
         }
         for d in &w.dests {
             let ip = d.ip();
-            let set = if ip.is_ipv4() { &mut o.hairpin4 } else { &mut o.hairpin6 };
+            let set = if ip.is_ipv4() {
+                &mut o.hairpin4
+            } else {
+                &mut o.hairpin6
+            };
             set.insert(format!("{ip} . {ip}"));
         }
     }
@@ -297,7 +308,8 @@ fn chains() -> [(&'static str, &'static str, Vec<&'static str>); 3] {
     // Mangle priority: the mark must be on the packet before IPVS sees it (LOCAL_IN, or
     // LOCAL_OUT for the host's own connections). Loopback addresses are left out: IPVS
     // cannot NAT a 127/8 source out to a bridge, and ::1 has no route_localnet.
-    let mark = "fib daddr type local ip daddr != 127.0.0.0/8 meta mark set meta l4proto . th dport map @ingress \
+    let mark =
+        "fib daddr type local ip daddr != 127.0.0.0/8 meta mark set meta l4proto . th dport map @ingress \
                 comment \"ingress ports\"";
     let mark6 = "fib daddr type local ip6 daddr != ::1 meta mark set meta l4proto . th dport map @ingress \
                  comment \"ingress ports\"";
@@ -349,7 +361,10 @@ fn nft_full(want: &BTreeMap<ServiceKey, Want>) -> Batch {
         let elems = set_contents(&o, name);
         if !elems.is_empty() {
             let list: Vec<&str> = elems.iter().map(String::as_str).collect();
-            cmds.push(format!("add element inet {TABLE} {name} {{ {} }}", list.join(", ")));
+            cmds.push(format!(
+                "add element inet {TABLE} {name} {{ {} }}",
+                list.join(", ")
+            ));
         }
     }
     for (name, _, rules) in chains() {
@@ -371,10 +386,16 @@ fn nft_diff(old: &BTreeMap<ServiceKey, Want>, new: &BTreeMap<ServiceKey, Want>) 
         if !gone.is_empty() {
             // A map element is deleted by its key alone.
             let keys: Vec<&str> = gone.iter().map(|e| e.split(" : ").next().unwrap_or(e)).collect();
-            cmds.push(format!("delete element inet {TABLE} {name} {{ {} }}", keys.join(", ")));
+            cmds.push(format!(
+                "delete element inet {TABLE} {name} {{ {} }}",
+                keys.join(", ")
+            ));
         }
         if !added.is_empty() {
-            cmds.push(format!("add element inet {TABLE} {name} {{ {} }}", added.join(", ")));
+            cmds.push(format!(
+                "add element inet {TABLE} {name} {{ {} }}",
+                added.join(", ")
+            ));
         }
     }
     text(cmds)

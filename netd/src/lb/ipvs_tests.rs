@@ -78,10 +78,7 @@ fn a_service_port_is_a_virtual_service_with_nat_destinations_at_target_ports() {
     assert_eq!(w.service.scheduler, "rr");
     assert_eq!(w.service.flags & wire::SVC_F_PERSISTENT, wire::SVC_F_PERSISTENT);
     assert_eq!(w.service.timeout, 600);
-    assert_eq!(
-        w.dests,
-        [sa("10.89.0.2:8080"), sa("10.89.0.3:8080")].into()
-    );
+    assert_eq!(w.dests, [sa("10.89.0.2:8080"), sa("10.89.0.3:8080")].into());
     let u = &want[&ServiceKey::udp(sa("10.89.0.200:53"))];
     assert_eq!(u.dests, [sa("10.89.0.2:5353"), sa("10.89.0.3:5353")].into());
 }
@@ -216,7 +213,10 @@ fn services_netd_does_not_own_are_never_touched() {
         ["tcp 192.168.5.5:443", "fwmark 7", "tcp 10.89.0.200:80"].into()
     );
     assert_eq!(t["tcp 192.168.5.5:443"], vec![(sa("192.168.5.6:443"), 1)]);
-    assert!(k.ipvs_log().iter().all(|l| !l.contains("192.168.5.5") && !l.contains("fwmark 7 ")));
+    assert!(k
+        .ipvs_log()
+        .iter()
+        .all(|l| !l.contains("192.168.5.5") && !l.contains("fwmark 7 ")));
 }
 
 #[test]
@@ -230,10 +230,17 @@ fn a_removed_backend_drains_at_weight_zero_and_goes_when_it_has_no_connection() 
     k.set_ipvs_conns(&web, sa("10.89.0.4:8080"), 1, 0);
     let n = k.ipvs_log().len();
     lb.sync_diff(&v1, &v2).unwrap();
-    assert_eq!(k.ipvs_log()[n..], ["-e tcp 10.89.0.200:80 -r 10.89.0.4:8080 -w 0"]);
+    assert_eq!(
+        k.ipvs_log()[n..],
+        ["-e tcp 10.89.0.200:80 -r 10.89.0.4:8080 -w 0"]
+    );
     assert_eq!(
         table(&k)["tcp 10.89.0.200:80"],
-        vec![(sa("10.89.0.2:8080"), 1), (sa("10.89.0.3:8080"), 1), (sa("10.89.0.4:8080"), 0)]
+        vec![
+            (sa("10.89.0.2:8080"), 1),
+            (sa("10.89.0.3:8080"), 1),
+            (sa("10.89.0.4:8080"), 0)
+        ]
     );
     assert_eq!(lb.draining(), [web].into());
     // Still one connection: a later sync keeps it; a restart (full sync) too.
@@ -260,7 +267,10 @@ fn a_draining_backend_that_comes_back_is_live_again() {
     lb.sync_diff(&v1, &v2).unwrap();
     let n = k.ipvs_log().len();
     lb.sync_diff(&v2, &v1).unwrap();
-    assert_eq!(k.ipvs_log()[n..], ["-e tcp 10.89.0.200:80 -r 10.89.0.3:8080 -w 1"]);
+    assert_eq!(
+        k.ipvs_log()[n..],
+        ["-e tcp 10.89.0.200:80 -r 10.89.0.3:8080 -w 1"]
+    );
     assert_eq!(lb.draining(), BTreeSet::new());
 }
 
@@ -306,8 +316,14 @@ fn removing_a_service_deletes_it_and_its_ingress_mark() {
         ["-D tcp 10.89.0.200:80".to_string(), format!("-D fwmark {mark}")].into()
     );
     let nft = k.nft_batches()[b..].concat();
-    assert!(nft.contains("delete element inet netd_ipvs ingress { udp . 8088 }"), "{nft}");
-    assert!(nft.contains("delete element inet netd_ipvs hairpin4 { 10.89.0.2 . 10.89.0.2 }"), "{nft}");
+    assert!(
+        nft.contains("delete element inet netd_ipvs ingress { udp . 8088 }"),
+        "{nft}"
+    );
+    assert!(
+        nft.contains("delete element inet netd_ipvs hairpin4 { 10.89.0.2 . 10.89.0.2 }"),
+        "{nft}"
+    );
     assert_eq!(table(&k).len(), 1);
 }
 
@@ -331,7 +347,10 @@ fn a_failed_change_says_how_far_it_got() {
     let e = lb(&k)
         .sync_full(&[svc("web", 200, &[2, 3, 4])])
         .expect_err("injected failure");
-    assert!(matches!(e, KernelError::IpvsPartial(ref a) if a.done == 2 && a.total == 4), "{e}");
+    assert!(
+        matches!(e, KernelError::IpvsPartial(ref a) if a.done == 2 && a.total == 4),
+        "{e}"
+    );
     assert!(e.to_string().contains("after 2 of 4 IPVS changes"), "{e}");
     // The next full sync finishes the job from what is there.
     lb(&k).sync_full(&[svc("web", 200, &[2, 3, 4])]).unwrap();
@@ -385,10 +404,18 @@ fn nft_accepts_the_ingress_table_and_its_diffs() {
         proto: Proto::Tcp,
     });
     let new = desired(&[s]);
-    let batch = format!("{}{}{}", nft_full(&old), nft_diff(&old, &new), nft_diff(&new, &old));
+    let batch = format!(
+        "{}{}{}",
+        nft_full(&old),
+        nft_diff(&old, &new),
+        nft_diff(&new, &old)
+    );
     let path = std::env::temp_dir().join(format!("netd-ipvs-nft-{}.nft", std::process::id()));
     std::fs::write(&path, &batch).expect("write batch");
-    let out = std::process::Command::new("nft").args(["-c", "-f"]).arg(&path).output();
+    let out = std::process::Command::new("nft")
+        .args(["-c", "-f"])
+        .arg(&path)
+        .output();
     let _ = std::fs::remove_file(&path);
     match out {
         Err(e) => skip(&format!("cannot run nft: {e}")),

@@ -159,7 +159,11 @@ impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Op::AddService(s) | Op::SetService(s) => {
-                let verb = if matches!(self, Op::AddService(_)) { "-A" } else { "-E" };
+                let verb = if matches!(self, Op::AddService(_)) {
+                    "-A"
+                } else {
+                    "-E"
+                };
                 write!(f, "{verb} {} {}", s.key, s.scheduler)?;
                 if s.flags & wire::SVC_F_PERSISTENT != 0 {
                     write!(f, " -p {}", s.timeout)?;

@@ -61,7 +61,8 @@ struct Net {
     host: TestNs,
     client: TestNs,
     outside: TestNs,
-    backends: Vec<TestNs>,
+    /// Held for their drop, which removes the namespaces.
+    _backends: Vec<TestNs>,
     kernel: Arc<LinuxKernel>,
 }
 
@@ -115,7 +116,7 @@ impl Net {
             host,
             client,
             outside,
-            backends,
+            _backends: backends,
             kernel,
         }
     }

@@ -258,11 +258,11 @@ fn add_port_chain(
 ) {
     let mut rules = Vec::new();
     if let Some(net) = vip_of {
-        // In prerouting only: the output hook has no input interface, so the rule
-        // never matches there and the host itself reaches every VIP.
+        // The host's own packets (output hook: no input interface, which newer
+        // kernels read as "") come from a local address and pass.
         if let Some(br) = ifname_lit(net) {
             rules.push(format!(
-                "iifname != {br} drop comment \"a VIP answers its own network only\""
+                "iifname != {br} fib saddr type != local drop comment \"a VIP answers its own network only\""
             ));
         }
         rules.push(format!(

@@ -365,7 +365,7 @@ fn a_vip_answers_its_own_bridge_and_marks_its_packets() {
     assert_eq!(
         rules[..2],
         [
-            format!("{chain} iifname != \"netd-front\" drop comment \"a VIP answers its own network only\""),
+            format!("{chain} iifname != \"netd-front\" fib saddr type != local drop comment \"a VIP answers its own network only\""),
             format!("{chain} meta mark set meta mark | 0x00001000 comment \"client keeps its address\""),
         ]
     );

@@ -269,6 +269,7 @@ impl Engine {
             namespace,
             id: new_id(),
             kind,
+            labels: req.labels.clone(),
             created: now(),
         };
         if let ServiceKind::ClusterIp(c) = &svc.kind {

@@ -489,7 +489,11 @@ impl Host {
                 // and has that VIP.
                 if let Some(key) = owner.as_str().and_then(|o| o.strip_prefix("svc:")) {
                     let svc = c.get(&format!("/v1/services/{key}")).expect("VIP owner exists");
-                    let has = svc["vips"].as_object().into_iter().flatten().any(|(_, v)| v == ip);
+                    let has = svc["vips"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .any(|(_, v)| v == ip);
                     assert!(has, "lease {ip} of {key}, which has no such VIP: {svc}");
                     continue;
                 }

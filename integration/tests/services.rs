@@ -44,7 +44,10 @@ impl Datapath {
 
 /// The service's VIP on `network`.
 fn vip(h: &Host, name: &str, network: &str) -> String {
-    let v = h.client().get(&format!("/v1/services/default/{name}")).expect("inspect");
+    let v = h
+        .client()
+        .get(&format!("/v1/services/default/{name}"))
+        .expect("inspect");
     v["vips"][network]
         .as_str()
         .unwrap_or_else(|| panic!("{name} has no VIP on {network}: {v}"))
@@ -83,14 +86,31 @@ fn backends(h: &Host, k: usize) {
 }
 
 fn backend(h: &Host, name: &str, network: &str) {
-    h.ctl(&["sandbox", "create", name, "--network", network, "--label", "app=web"]);
+    h.ctl(&[
+        "sandbox",
+        "create",
+        name,
+        "--network",
+        network,
+        "--label",
+        "app=web",
+    ]);
     respond(&h.sb(name), name, &[8080], &[8080]);
 }
 
 fn web_service(h: &Host, extra: &[&str]) -> String {
     let mut args = vec![
-        "service", "create", "web", "--network", "n", "--selector", "app=web", "--port", "80:8080",
-        "--port", "80:8080/udp",
+        "service",
+        "create",
+        "web",
+        "--network",
+        "n",
+        "--selector",
+        "app=web",
+        "--port",
+        "80:8080",
+        "--port",
+        "80:8080/udp",
     ];
     args.extend_from_slice(extra);
     h.ctl(&args);
@@ -107,7 +127,13 @@ fn datapath_text(h: &Host) -> (String, String) {
         .stdout
         .split(" expires ")
         .enumerate()
-        .map(|(i, part)| if i == 0 { part } else { part.trim_start_matches(|c: char| c.is_ascii_alphanumeric()) })
+        .map(|(i, part)| {
+            if i == 0 {
+                part
+            } else {
+                part.trim_start_matches(|c: char| c.is_ascii_alphanumeric())
+            }
+        })
         .collect::<Vec<_>>()
         .join(" expires _");
     (rules, a.stdout)
@@ -119,7 +145,10 @@ fn basic_create_and_rm(dp: Datapath) {
     h.ctl(&["sandbox", "create", "client", "--network", "n"]);
     let before_rm = datapath_text(&h);
     let vip = web_service(&h, &[]);
-    assert_eq!(tcp(Some(&h.sb("client")), &format!("{vip}:80"), 1000).as_deref(), Some("web1"));
+    assert_eq!(
+        tcp(Some(&h.sb("client")), &format!("{vip}:80"), 1000).as_deref(),
+        Some("web1")
+    );
     // The VIP is the host's, on the bridge, with nf_call_iptables on.
     let br = h.sh("ip -d -j link show netd-n").stdout;
     assert!(br.contains("\"nf_call_iptables\":1"), "{br}");
@@ -127,7 +156,10 @@ fn basic_create_and_rm(dp: Datapath) {
     let v = h.client().get("/v1/services/default/web").unwrap();
     assert_eq!(v["live_backends"][0]["sandbox"], "web1", "{v}");
     let ls = h.ctl(&["service", "ls"]);
-    assert!(ls.contains(&format!("n={vip}")) && ls.contains("backends=1"), "{ls}");
+    assert!(
+        ls.contains(&format!("n={vip}")) && ls.contains("backends=1"),
+        "{ls}"
+    );
     let j: serde_json::Value = serde_json::from_str(&h.ctl(&["service", "ls", "--json"])).unwrap();
     assert_eq!(j[0]["vips"]["n"], vip.as_str());
     h.assert_consistent();
@@ -150,7 +182,10 @@ fn balances_three_backends(dp: Datapath) {
     assert_eq!(seen.len(), 3, "{seen:?}");
     for i in 1..=3 {
         let c = seen.get(&format!("web{i}")).copied().unwrap_or(0);
-        assert!((260..=400).contains(&c), "web{i} got {c} of 1000 (33% ± 7): {seen:?}");
+        assert!(
+            (260..=400).contains(&c),
+            "web{i} got {c} of 1000 (33% ± 7): {seen:?}"
+        );
     }
 }
 
@@ -164,7 +199,16 @@ fn removed_backend_keeps_its_flow(dp: Datapath) {
     }
     h.ctl(&["sandbox", "create", "client", "--network", "n"]);
     h.ctl(&[
-        "service", "create", "web", "--network", "n", "--backend", "a", "--port", "80:8080", "--port",
+        "service",
+        "create",
+        "web",
+        "--network",
+        "n",
+        "--backend",
+        "a",
+        "--port",
+        "80:8080",
+        "--port",
         "90:9000",
     ]);
     let vip = vip(&h, "web", "n");
@@ -176,10 +220,25 @@ fn removed_backend_keeps_its_flow(dp: Datapath) {
     })
     .expect("flow through the VIP");
     assert!(roundtrip(&mut flow, "before\n"));
-    h.ctl(&["service", "update", "web", "--add-backend", "b", "--rm-backend", "a"]);
+    h.ctl(&[
+        "service",
+        "update",
+        "web",
+        "--add-backend",
+        "b",
+        "--rm-backend",
+        "a",
+    ]);
     let seen = spread(&h.sb("client"), &format!("{vip}:80"), 100);
-    assert_eq!(seen.get("b"), Some(&100), "a removed backend got new connections: {seen:?}");
-    assert!(roundtrip(&mut flow, "after\n"), "the established flow to a did not survive");
+    assert_eq!(
+        seen.get("b"),
+        Some(&100),
+        "a removed backend got new connections: {seen:?}"
+    );
+    assert!(
+        roundtrip(&mut flow, "after\n"),
+        "the established flow to a did not survive"
+    );
 }
 
 fn scales_1_5_0_2(dp: Datapath) {
@@ -244,7 +303,11 @@ fn ingress_port_reaches_every_replica(dp: Datapath) {
     );
     // The port is held: a sandbox cannot publish it.
     let o = h.netctl(&["sandbox", "create", "x", "--network", "n", "-p", "8088:80"]);
-    assert!(!o.ok() && o.stderr.contains("service default/web"), "{}", o.stderr);
+    assert!(
+        !o.ok() && o.stderr.contains("service default/web"),
+        "{}",
+        o.stderr
+    );
 }
 
 fn host_mode_publish(dp: Datapath) {
@@ -263,16 +326,30 @@ fn host_mode_publish(dp: Datapath) {
 fn hairpin_and_client_address(dp: Datapath) {
     let Some(h) = dp.host() else { return };
     h.ctl(&["network", "create", "n", "--subnet", "10.90.0.0/24"]);
-    h.ctl(&["sandbox", "create", "only", "--network", "n", "--label", "app=web"]);
+    h.ctl(&[
+        "sandbox",
+        "create",
+        "only",
+        "--network",
+        "n",
+        "--label",
+        "app=web",
+    ]);
     respond(&h.sb("only"), "only", &[8080], &[]);
     respond_peer(&h.sb("only"), 7000);
     h.ctl(&["sandbox", "create", "client", "--network", "n"]);
     let vip = web_service(&h, &["--port", "70:7000"]);
     // A backend reaching its own VIP is DNATed to itself and answered.
-    assert_eq!(tcp(Some(&h.sb("only")), &format!("{vip}:80"), 1000).as_deref(), Some("only"));
+    assert_eq!(
+        tcp(Some(&h.sb("only")), &format!("{vip}:80"), 1000).as_deref(),
+        Some("only")
+    );
     // East-west, the backend sees the client's own address.
     let client = h.ip("client", "n");
-    assert_eq!(tcp(Some(&h.sb("client")), &format!("{vip}:70"), 1000), Some(client));
+    assert_eq!(
+        tcp(Some(&h.sb("client")), &format!("{vip}:70"), 1000),
+        Some(client)
+    );
 }
 
 fn other_network_cannot_reach_the_vip(dp: Datapath) {
@@ -282,11 +359,17 @@ fn other_network_cannot_reach_the_vip(dp: Datapath) {
     h.ctl(&["sandbox", "create", "client", "--network", "n"]);
     h.ctl(&["sandbox", "create", "stranger", "--network", "other"]);
     let vip = web_service(&h, &[]);
-    assert_eq!(tcp(Some(&h.sb("client")), &format!("{vip}:80"), 1000).as_deref(), Some("web1"));
+    assert_eq!(
+        tcp(Some(&h.sb("client")), &format!("{vip}:80"), 1000).as_deref(),
+        Some("web1")
+    );
     assert_eq!(tcp(Some(&h.sb("stranger")), &format!("{vip}:80"), 500), None);
     assert_eq!(udp(Some(&h.sb("stranger")), &format!("{vip}:80"), 300), None);
     // The host itself reaches it.
-    assert_eq!(tcp(Some(&h.netns()), &format!("{vip}:80"), 1000).as_deref(), Some("web1"));
+    assert_eq!(
+        tcp(Some(&h.netns()), &format!("{vip}:80"), 1000).as_deref(),
+        Some("web1")
+    );
 }
 
 fn no_backend_rejects_at_once(dp: Datapath) {
@@ -313,7 +396,15 @@ fn kill9_and_restart_change_nothing(dp: Datapath) {
     h.ctl(&["sandbox", "create", "client", "--network", "n"]);
     let vip = web_service(&h, &["--session-affinity", "client-ip:60", "-p", "8088:8080"]);
     h.ctl(&[
-        "service", "create", "gone", "--network", "n", "--selector", "app=web", "--port", "81:8080",
+        "service",
+        "create",
+        "gone",
+        "--network",
+        "n",
+        "--selector",
+        "app=web",
+        "--port",
+        "81:8080",
     ]);
     let at = format!("{vip}:80");
     assert!(!spread(&h.sb("client"), &at, 10).contains_key("!err"));
@@ -336,39 +427,124 @@ fn bad_input_changes_nothing(dp: Datapath) {
     h.ctl(&["network", "create", "n", "--subnet", "10.90.0.0/24"]);
     h.ctl(&["sandbox", "create", "s1", "--network", "n", "-p", "8080:80"]);
     h.ctl(&[
-        "service", "create", "web", "--network", "n", "--port", "80", "-p", "8081:80", "--vip",
+        "service",
+        "create",
+        "web",
+        "--network",
+        "n",
+        "--port",
+        "80",
+        "-p",
+        "8081:80",
+        "--vip",
         "n=10.90.0.200",
     ]);
     let before = h.snapshot();
     let cases: &[(&[&str], &str)] = &[
-        (&["service", "create", "web", "--network", "n", "--port", "80"], "already exists"),
-        (&["service", "create", "x", "--network", "nope", "--port", "80"], "no such network: nope"),
         (
-            &["service", "create", "x", "--network", "n", "--port", "80", "--backend", "ghost"],
+            &["service", "create", "web", "--network", "n", "--port", "80"],
+            "already exists",
+        ),
+        (
+            &["service", "create", "x", "--network", "nope", "--port", "80"],
+            "no such network: nope",
+        ),
+        (
+            &[
+                "service",
+                "create",
+                "x",
+                "--network",
+                "n",
+                "--port",
+                "80",
+                "--backend",
+                "ghost",
+            ],
             "no such sandbox: ghost",
         ),
         (
-            &["service", "create", "x", "--network", "n", "--port", "80", "--vip", "n=10.99.0.5"],
+            &[
+                "service",
+                "create",
+                "x",
+                "--network",
+                "n",
+                "--port",
+                "80",
+                "--vip",
+                "n=10.99.0.5",
+            ],
             "outside every subnet",
         ),
         (
-            &["service", "create", "x", "--network", "n", "--port", "80", "--vip", "n=10.90.0.1"],
+            &[
+                "service",
+                "create",
+                "x",
+                "--network",
+                "n",
+                "--port",
+                "80",
+                "--vip",
+                "n=10.90.0.1",
+            ],
             "gateway",
         ),
         (
-            &["service", "create", "x", "--network", "n", "--port", "80", "--vip", "n=10.90.0.200"],
+            &[
+                "service",
+                "create",
+                "x",
+                "--network",
+                "n",
+                "--port",
+                "80",
+                "--vip",
+                "n=10.90.0.200",
+            ],
             "taken",
         ),
         (
-            &["service", "create", "x", "--network", "n", "--port", "80", "--vip", "n=10.90.0.2"],
+            &[
+                "service",
+                "create",
+                "x",
+                "--network",
+                "n",
+                "--port",
+                "80",
+                "--vip",
+                "n=10.90.0.2",
+            ],
             "taken",
         ),
         (
-            &["service", "create", "x", "--network", "n", "--port", "80", "-p", "8080:80"],
+            &[
+                "service",
+                "create",
+                "x",
+                "--network",
+                "n",
+                "--port",
+                "80",
+                "-p",
+                "8080:80",
+            ],
             "already used by sandbox s1",
         ),
         (
-            &["service", "create", "x", "--network", "n", "--port", "80", "-p", "8081:80"],
+            &[
+                "service",
+                "create",
+                "x",
+                "--network",
+                "n",
+                "--port",
+                "80",
+                "-p",
+                "8081:80",
+            ],
             "already used by service default/web",
         ),
         (
@@ -376,17 +552,45 @@ fn bad_input_changes_nothing(dp: Datapath) {
             "already published by service default/web",
         ),
         (
-            &["service", "create", "x", "--network", "n", "--port", "80", "--selector", "app"],
+            &[
+                "service",
+                "create",
+                "x",
+                "--network",
+                "n",
+                "--port",
+                "80",
+                "--selector",
+                "app",
+            ],
             "expected KEY=VALUE",
         ),
         (
-            &["service", "create", "x", "--network", "n", "--port", "80", "--selector=-a=b"],
+            &[
+                "service",
+                "create",
+                "x",
+                "--network",
+                "n",
+                "--port",
+                "80",
+                "--selector=-a=b",
+            ],
             "selector key",
         ),
-        (&["service", "create", "x", "--network", "n", "--port", "0"], "port 0"),
+        (
+            &["service", "create", "x", "--network", "n", "--port", "0"],
+            "port 0",
+        ),
         (&["service", "create", "x", "--network", "n"], "at least one port"),
-        (&["service", "update", "web", "--rm-backend", "s1"], "not a named backend"),
-        (&["service", "update", "nope", "--add-backend", "s1"], "no such service"),
+        (
+            &["service", "update", "web", "--rm-backend", "s1"],
+            "not a named backend",
+        ),
+        (
+            &["service", "update", "nope", "--add-backend", "s1"],
+            "no such service",
+        ),
         (&["network", "rm", "n"], "active endpoints"),
         (&["service", "rm", "nope"], "no such service"),
     ];
@@ -401,7 +605,11 @@ fn bad_input_changes_nothing(dp: Datapath) {
     // A network a service still uses is not removed.
     h.ctl(&["sandbox", "rm", "s1"]);
     let o = h.netctl(&["network", "rm", "n"]);
-    assert!(!o.ok() && o.stderr.contains("used by services (default/web)"), "{}", o.stderr);
+    assert!(
+        !o.ok() && o.stderr.contains("used by services (default/web)"),
+        "{}",
+        o.stderr
+    );
     h.assert_consistent();
 }
 

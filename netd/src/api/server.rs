@@ -208,7 +208,10 @@ async fn sandbox_dns(State(st): State<Shared>, Path(name): Path<String>) -> ApiR
 
 /// Services with their live backends (`ServiceView`).
 async fn list_services(State(st): State<Shared>) -> ApiResult<Response> {
-    let v = with_engine(&st, |e| Ok(e.services().map(|s| e.service_view(s)).collect::<Vec<_>>())).await?;
+    let v = with_engine(&st, |e| {
+        Ok(e.services().map(|s| e.service_view(s)).collect::<Vec<_>>())
+    })
+    .await?;
     Ok(Json(v).into_response())
 }
 

@@ -75,6 +75,9 @@ enum SvcCmd {
         /// NET=IP: the VIP to take on NET (repeatable; default: the next free address).
         #[arg(long = "vip", value_name = "NET=IP")]
         vips: Vec<String>,
+        /// KEY=VALUE kept on the service (repeatable).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -422,7 +425,11 @@ fn service_row(v: &Value) -> String {
             let n = v["live_backends"].as_array().map(|a| a.len()).unwrap_or(0);
             format!(
                 "{} {} backends={n}",
-                if vips.is_empty() { "-".to_string() } else { vips.join(",") },
+                if vips.is_empty() {
+                    "-".to_string()
+                } else {
+                    vips.join(",")
+                },
                 ports.join(",")
             )
         }
@@ -471,6 +478,7 @@ fn service(c: &Client, cmd: SvcCmd) -> anyhow::Result<()> {
             endpoint_mode,
             session_affinity,
             vips,
+            labels,
             json,
         } => {
             let req = netd::model::ServiceRequest {
@@ -486,6 +494,7 @@ fn service(c: &Client, cmd: SvcCmd) -> anyhow::Result<()> {
                 session_affinity,
                 publish,
                 vips: vip_pairs(&vips)?,
+                labels: kv(&labels, "label")?,
             };
             let v = c.post("/v1/services", &serde_json::to_value(&req)?)?;
             if json {
@@ -513,7 +522,10 @@ fn service(c: &Client, cmd: SvcCmd) -> anyhow::Result<()> {
                 publish: replacing(publish),
                 session_affinity,
             };
-            let v = c.post(&format!("/v1/services/{namespace}/{name}"), &serde_json::to_value(&up)?)?;
+            let v = c.post(
+                &format!("/v1/services/{namespace}/{name}"),
+                &serde_json::to_value(&up)?,
+            )?;
             if json {
                 print_json(&v);
             } else {
@@ -524,7 +536,10 @@ fn service(c: &Client, cmd: SvcCmd) -> anyhow::Result<()> {
             c,
             "/v1/services",
             &a,
-            &format!("{:<24} {:<16} {:<14} TARGET / VIPS PORTS BACKENDS", "NAME", "NAMESPACE", "KIND"),
+            &format!(
+                "{:<24} {:<16} {:<14} TARGET / VIPS PORTS BACKENDS",
+                "NAME", "NAMESPACE", "KIND"
+            ),
             service_row,
         )?,
         SvcCmd::Inspect { names, namespace, .. } => {

@@ -514,7 +514,8 @@ impl Engine {
         let t_kernel = t0.elapsed();
         let fw = fw.join();
         executed?;
-        let (want, batch, want_svc) = fw.map_err(|_| EngineError::Panicked("computing the firewall state"))?;
+        let (want, batch, want_svc) =
+            fw.map_err(|_| EngineError::Panicked("computing the firewall state"))?;
         let t_plan_fw = t0.elapsed();
         if !batch.is_empty() {
             if let Err(e) = self.kernel.nft(&batch) {

@@ -442,9 +442,10 @@ impl Engine {
         // has (leftovers of services removed meanwhile deleted; the rest rewritten as
         // they were, in one transaction).
         let svc = self.desired_services();
-        self.lb
-            .sync_full(&svc)
-            .map_err(EngineError::kernel(format!("service datapath ({})", self.lb.kind())))?;
+        self.lb.sync_full(&svc).map_err(EngineError::kernel(format!(
+            "service datapath ({})",
+            self.lb.kind()
+        )))?;
         self.svc_fw = svc;
         Ok(())
     }

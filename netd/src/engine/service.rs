@@ -72,7 +72,9 @@ fn request_of(svc: &Service, c: &ClusterIp) -> ServiceRequest {
             EndpointMode::Vip => "vip".into(),
             EndpointMode::Dnsrr => "dnsrr".into(),
         }),
-        session_affinity: c.session_affinity.map(|a| format!("client-ip:{}", a.timeout_secs)),
+        session_affinity: c
+            .session_affinity
+            .map(|a| format!("client-ip:{}", a.timeout_secs)),
         publish: c
             .published
             .iter()
@@ -85,6 +87,7 @@ fn request_of(svc: &Service, c: &ClusterIp) -> ServiceRequest {
             })
             .collect(),
         vips: c.vips.iter().map(|(n, ip)| (n.clone(), ip.to_string())).collect(),
+        labels: svc.labels.clone(),
     }
 }
 
@@ -421,7 +424,10 @@ impl Engine {
             revert_fw(self);
             revert_bridges(self.kernel.as_ref(), after.len());
             self.rollback(undo);
-            return Err(EngineError::kernel(format!("service datapath ({})", self.lb.kind()))(e));
+            return Err(EngineError::kernel(format!(
+                "service datapath ({})",
+                self.lb.kind()
+            ))(e));
         }
         if let Err(e) = self.store.commit(txn) {
             if let Err(e) = self.lb.sync_diff(&want_svc, &self.svc_fw) {
@@ -468,7 +474,9 @@ impl Engine {
         if let Some(a) = &up.session_affinity {
             req.session_affinity = Some(a.clone());
         }
-        let new_c = req.cluster_ip().map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let new_c = req
+            .cluster_ip()
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
         let key = old.key();
         self.check_cluster_ip(&key, &new_c)?;
         let mut svc = old.clone();

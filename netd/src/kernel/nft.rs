@@ -455,7 +455,12 @@ impl Nft {
     /// cost follows the number of objects, not their contents.
     pub fn objects(&self, family: &str, name: &str) -> Result<NftObjects, KernelError> {
         Ok(NftObjects {
-            chains: names_in(&self.run(&format!("list chains {family}"))?, family, name, "chain"),
+            chains: names_in(
+                &self.run(&format!("list chains {family}"))?,
+                family,
+                name,
+                "chain",
+            ),
             sets: [
                 names_in(&self.run(&format!("list sets {family}"))?, family, name, "set"),
                 names_in(&self.run(&format!("list maps {family}"))?, family, name, "map"),

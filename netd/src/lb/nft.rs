@@ -32,6 +32,11 @@ impl ServiceLb for NftLb {
 
     fn sync_full(&self, services: &[FwService]) -> Result<(), KernelError> {
         let have = self.kernel.nft_objects("inet", TABLE)?;
+        // A host that never had a service gets no service objects: its batches stay
+        // what they were before services existed.
+        if services.is_empty() && !have.chains.iter().chain(&have.sets).any(|n| n.starts_with("svc")) {
+            return Ok(());
+        }
         self.kernel
             .nft(&services::full_over(services, &have.chains, &have.sets))
     }
@@ -79,9 +84,17 @@ mod tests {
         lb.sync_diff(&a, &b).unwrap();
         let sent = k.nft_batches();
         assert_eq!(sent.len(), 1);
-        assert!(sent[0].contains("svc/default/web/n/tcp/80/10.0.0.3"), "{}", sent[0]);
+        assert!(
+            sent[0].contains("svc/default/web/n/tcp/80/10.0.0.3"),
+            "{}",
+            sent[0]
+        );
         assert!(!sent[0].contains("svc4_dispatch"), "{}", sent[0]);
         lb.sync_full(&b).unwrap();
         assert_eq!(k.nft_batches()[1], services::full(&b).to_string());
+        // Nothing to hold and nothing held: no batch at all.
+        let fresh = Arc::new(FakeKernel::default());
+        NftLb::new(fresh.clone()).sync_full(&[]).unwrap();
+        assert!(fresh.nft_batches().is_empty());
     }
 }

@@ -2,8 +2,8 @@
 //! internal, the forward chain that isolates networks, and the one chain with rules per
 //! network, postrouting's masquerades.
 
-use super::{comment_name, ifname, ifname_part, set_of, Elements};
 use super::services::VIP_MARK;
+use super::{comment_name, ifname, ifname_part, set_of, Elements};
 use crate::firewall::{FwNetwork, FwState, USER_CHAIN};
 
 pub(super) fn bridges(st: &FwState) -> Elements {

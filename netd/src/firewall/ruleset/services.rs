@@ -374,7 +374,9 @@ fn objects(services: &[FwService]) -> Objects {
                     "service {ns}/{name} ingress port {}/{} (IPv{fam})",
                     i.published, i.proto
                 );
-                add_port_chain(&mut o, chain, what, i.proto, i.target, &backends, s.affinity, None);
+                add_port_chain(
+                    &mut o, chain, what, i.proto, i.target, &backends, s.affinity, None,
+                );
             }
         }
     }

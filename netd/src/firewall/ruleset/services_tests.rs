@@ -146,6 +146,7 @@ fn from_model_takes_vip_services_and_their_backends_per_network() {
         namespace,
         id: "1".into(),
         kind,
+        labels: Default::default(),
         created: 0,
     };
     let backends = vec![
@@ -393,7 +394,10 @@ fn full_over_deletes_leftover_service_objects_only() {
     ]);
     let sets = strs(&["bridges", "svc/default/old/n/tcp/80/10.0.0.3/aff60"]);
     let b = super::full_over(&now, &chains, &sets).to_string();
-    let tail: Vec<&str> = b.lines().skip_while(|l| !l.starts_with("flush chain inet netd svc/default/old")).collect();
+    let tail: Vec<&str> = b
+        .lines()
+        .skip_while(|l| !l.starts_with("flush chain inet netd svc/default/old"))
+        .collect();
     assert_eq!(
         tail,
         [
@@ -404,5 +408,8 @@ fn full_over_deletes_leftover_service_objects_only() {
             "delete set inet netd svc/default/old/n/tcp/80/10.0.0.3/aff60",
         ]
     );
-    assert_eq!(super::full_over(&now, &chains[..3], &sets[..1]).to_string(), full(&now));
+    assert_eq!(
+        super::full_over(&now, &chains[..3], &sets[..1]).to_string(),
+        full(&now)
+    );
 }

@@ -428,6 +428,7 @@ mod tests {
             namespace: "prod".into(),
             id: "1".into(),
             kind: ServiceKind::ExternalName { target: "x.y".into() },
+            labels: Default::default(),
             created: 0,
         };
         let v = serde_json::to_value(&s).unwrap();

@@ -168,7 +168,8 @@ fn basic_create_and_rm(dp: Datapath) {
     // Nothing left: no svc/ chain, no VIP, no lease, nf_call off again.
     let after = datapath_text(&h);
     assert!(!after.0.contains("svc/"), "{}", after.0);
-    assert_eq!(after, before_rm, "rm left something behind");
+    // The (empty) base chains and maps of the service layout stay once made.
+    assert_eq!(after.1, before_rm.1, "rm left an address behind");
     h.assert_consistent();
 }
 

@@ -42,7 +42,13 @@ impl ServiceLb for NftLb {
     }
 
     fn sync_diff(&self, old: &[FwService], new: &[FwService]) -> Result<(), KernelError> {
-        let batch = services::diff(old, new);
+        // From no service, the base chains and maps may not exist yet (`sync_full` made
+        // none on a host without services): `full` makes them with the new objects.
+        let batch = if old.is_empty() && !new.is_empty() {
+            services::full(new)
+        } else {
+            services::diff(old, new)
+        };
         if batch.is_empty() {
             return Ok(());
         }

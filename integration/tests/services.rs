@@ -639,7 +639,7 @@ fn dns_vip_tasks_and_dnsrr(dp: Datapath) {
     h.ctl(&["sandbox", "create", "client", "--network", "n"]);
     let vip = web_service(&h, &[]);
     let c = h.sb("client");
-    assert_eq!(resolve(&h, "client", "web"), [vip.clone()]);
+    assert_eq!(resolve(&h, "client", "web"), std::slice::from_ref(&vip));
     let by_vip = tcp(Some(&c), &format!("{vip}:80"), 1000).expect("through the VIP");
     assert!(by_vip.starts_with("web"), "{by_vip}");
     let all: BTreeSet<String> = (1..=3).map(|i| format!("web{i}")).collect();

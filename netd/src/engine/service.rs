@@ -57,6 +57,7 @@ impl Engine {
             id: new_id(),
             kind,
             created: now(),
+            kubernetes: false,
         };
         let mut txn = Txn::new();
         txn.put(Bucket::Services, &key, &svc);

@@ -58,6 +58,7 @@ fn example() -> Vec<FwService> {
         published: 8088,
         target: 8080,
         proto: Proto::Tcp,
+        masquerade: false,
     }];
     let mut dns = svc("default", "dns", vec![vip("frontend", "fd00:89::53", &[])]);
     dns.ports = vec![(53, 53, Proto::Udp)];
@@ -146,6 +147,7 @@ fn from_model_takes_vip_services_and_their_backends_per_network() {
         id: "1".into(),
         kind,
         created: 0,
+        kubernetes: false,
     };
     let backends = vec![
         Backend {
@@ -175,7 +177,8 @@ fn from_model_takes_vip_services_and_their_backends_per_network() {
         [FwIngress {
             published: 9000,
             target: 8080,
-            proto: Proto::Tcp
+            proto: Proto::Tcp,
+            masquerade: false,
         }]
     );
     // dnsrr and ExternalName services have no nft objects.

@@ -11,6 +11,7 @@
 //! backends among the sandboxes. All pure: the engine checks names against what exists,
 //! allocates VIPs and applies the ruleset.
 
+mod kube;
 mod select;
 mod spec;
 
@@ -22,7 +23,12 @@ use serde::{Deserialize, Serialize};
 use super::names::validate_name;
 use super::network::Subnet;
 use super::port::PortMapping;
+pub use kube::{
+    EndpointSlice, KubePort, KubeSpec, KubeType, SliceEndpoint, SlicePort, TargetPort, CLUSTER_WIDE, NODE_PORTS,
+    SERVICE_NAME_LABEL,
+};
 pub use select::{select_backends, Backend};
+pub use spec::{DEFAULT_AFFINITY_SECS, MAX_AFFINITY_SECS};
 pub use spec::{
     parse_endpoint_mode, parse_published_ports, parse_selector, parse_service_ports, parse_session_affinity,
     EndpointMode, PublishMode, PublishedPort, ServiceError, ServicePort, SessionAffinity,
@@ -65,6 +71,11 @@ pub struct ClusterIp {
     /// Sorted; one entry per published port/protocol.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub published: Vec<PublishedPort>,
+    /// A Kubernetes Service (`netctl apply`): a cluster-wide VIP instead of one per
+    /// network (`networks` is empty: backends come from every network), NodePorts in
+    /// `published`, EndpointSlices. None for netd's own services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubeSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +86,10 @@ pub struct Service {
     #[serde(flatten)]
     pub kind: ServiceKind,
     pub created: u64,
+    /// Made by `netctl apply` from a Kubernetes object (so `apply` may change it and
+    /// `delete -f` remove it, but not a service made with `netctl service create`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kubernetes: bool,
 }
 
 impl Service {
@@ -125,7 +140,7 @@ pub struct ServiceRequest {
 /// A DNS label as Kubernetes wants for namespaces (RFC 1123) and, when `letter_first`,
 /// for service names (RFC 1035): lowercase letters, digits and '-', at most 63, no '-'
 /// at either end.
-fn check_label(what: &str, s: &str, letter_first: bool) -> Result<(), String> {
+pub fn check_label(what: &str, s: &str, letter_first: bool) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 63
         && s.bytes()
@@ -148,7 +163,7 @@ fn check_label(what: &str, s: &str, letter_first: bool) -> Result<(), String> {
 
 /// The target of an ExternalName: a host name (not an address), lowercased, without the
 /// trailing dot.
-fn check_target(t: &str) -> Result<String, String> {
+pub fn check_target(t: &str) -> Result<String, String> {
     let name = t.strip_suffix('.').unwrap_or(t).to_ascii_lowercase();
     let bad = |why: &str| Err(format!("invalid external name {t:?}: {why}"));
     if name.is_empty() {
@@ -295,6 +310,7 @@ impl ServiceRequest {
             endpoint_mode,
             session_affinity,
             published,
+            kubernetes: None,
         })
     }
 }
@@ -423,6 +439,7 @@ mod tests {
             id: "1".into(),
             kind: ServiceKind::ExternalName { target: "x.y".into() },
             created: 0,
+            kubernetes: false,
         };
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["kind"], "external_name");

@@ -75,50 +75,57 @@ impl Engine {
     /// Deletes the objects named in `docs` (`POST /v1/k8s/delete`): every one must
     /// exist (kubectl's NotFound), a service must have been made by `apply`.
     pub fn delete_k8s(&mut self, docs: &serde_json::Value) -> Result<Vec<K8sResult>> {
-        let (svcs, slices) = translate(docs)?;
+        // Only kind, namespace and name matter here (kubectl deletes by name): a file
+        // whose spec this netd would refuse can still delete what it names.
+        let mut refs = Vec::new();
+        for o in k8s::objects(docs).map_err(invalid)? {
+            let (kind, meta) = match &o {
+                Object::Service(s) => ("Service", &s.metadata),
+                Object::EndpointSlice(s) => ("EndpointSlice", &s.metadata),
+            };
+            let name = meta.name.clone().unwrap_or_default();
+            let namespace = meta
+                .namespace
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| crate::model::DEFAULT_NAMESPACE.into());
+            refs.push((kind, namespace, name));
+        }
         let mut next = self.services.clone();
         let mut out = Vec::new();
         // Slices first: a file holding a service and its slices deletes both.
-        for sl in slices {
-            let key = service_key(&sl.namespace, &sl.service);
-            let gone = match next.get_mut(&key).map(|s| &mut s.kind) {
-                Some(ServiceKind::ClusterIp(c)) => c
-                    .kubernetes
-                    .as_mut()
-                    .and_then(|k| k.slices.remove(&sl.name))
-                    .is_some(),
-                _ => false,
-            };
-            if !gone {
-                return Err(EngineError::Invalid(format!(
-                    "EndpointSlice {}/{} of service {} not found",
-                    sl.namespace, sl.name, sl.service
-                )));
-            }
-            out.push(K8sResult {
-                kind: "EndpointSlice",
-                namespace: sl.namespace,
-                name: sl.name,
-                action: "deleted",
-            });
-        }
-        for ks in svcs {
-            let key = service_key(&ks.namespace, &ks.name);
-            match next.get(&key) {
-                None => {
-                    return Err(EngineError::NoSuchService {
-                        namespace: ks.namespace,
-                        name: ks.name,
-                    })
+        refs.sort_by_key(|(kind, ..)| *kind != "EndpointSlice");
+        for (kind, namespace, name) in refs {
+            if kind == "EndpointSlice" {
+                let prefix = format!("{namespace}/");
+                let gone = next
+                    .iter_mut()
+                    .filter(|(k, _)| k.starts_with(&prefix))
+                    .any(|(_, s)| match &mut s.kind {
+                        ServiceKind::ClusterIp(c) => c
+                            .kubernetes
+                            .as_mut()
+                            .and_then(|k| k.slices.remove(&name))
+                            .is_some(),
+                        _ => false,
+                    });
+                if !gone {
+                    return Err(EngineError::Invalid(format!(
+                        "EndpointSlice {namespace}/{name} not found"
+                    )));
                 }
-                Some(s) if !s.kubernetes => return Err(not_applied(s)),
-                Some(_) => {}
+            } else {
+                let key = service_key(&namespace, &name);
+                match next.get(&key) {
+                    None => return Err(EngineError::NoSuchService { namespace, name }),
+                    Some(s) if !s.kubernetes => return Err(not_applied(s)),
+                    Some(_) => next.remove(&key),
+                };
             }
-            next.remove(&key);
             out.push(K8sResult {
-                kind: "Service",
-                namespace: ks.namespace,
-                name: ks.name,
+                kind,
+                namespace,
+                name,
                 action: "deleted",
             });
         }

@@ -118,7 +118,7 @@ impl Engine {
                 let key = service_key(&namespace, &name);
                 match next.get(&key) {
                     None => return Err(EngineError::NoSuchService { namespace, name }),
-                    Some(s) if !s.kubernetes => return Err(not_applied(s)),
+                    Some(s) if !s.applied => return Err(not_applied(s)),
                     Some(_) => next.remove(&key),
                 };
             }
@@ -161,7 +161,7 @@ impl Engine {
         let key = service_key(&ks.namespace, &ks.name);
         let old = next.get(&key).cloned();
         if let Some(o) = &old {
-            if !o.kubernetes {
+            if !o.applied {
                 return Err(not_applied(o));
             }
         } else if let Some(s) = self
@@ -275,7 +275,7 @@ impl Engine {
             id: old.as_ref().map_or_else(new_id, |o| o.id.clone()),
             kind,
             created: old.as_ref().map_or_else(now, |o| o.created),
-            kubernetes: true,
+            applied: true,
         };
         let action = match &old {
             None => "created",

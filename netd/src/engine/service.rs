@@ -57,7 +57,7 @@ impl Engine {
             id: new_id(),
             kind,
             created: now(),
-            kubernetes: false,
+            applied: false,
         };
         let mut txn = Txn::new();
         txn.put(Bucket::Services, &key, &svc);

@@ -37,7 +37,7 @@ fn model(k: &KubeService) -> Service {
         id: "1".into(),
         kind: k.kind.clone(),
         created: 0,
-        kubernetes: true,
+        applied: true,
     }
 }
 

@@ -147,7 +147,7 @@ fn from_model_takes_vip_services_and_their_backends_per_network() {
         id: "1".into(),
         kind,
         created: 0,
-        kubernetes: false,
+        applied: false,
     };
     let backends = vec![
         Backend {

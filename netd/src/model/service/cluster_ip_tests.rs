@@ -143,7 +143,7 @@ fn stored_json_round_trips_and_old_records_still_load() {
         id: "1".into(),
         kind,
         created: 7,
-        kubernetes: false,
+        applied: false,
     };
     let v = serde_json::to_value(&s).unwrap();
     assert_eq!(v["kind"], "cluster_ip");

@@ -89,7 +89,7 @@ pub struct Service {
     /// Made by `netctl apply` from a Kubernetes object (so `apply` may change it and
     /// `delete -f` remove it, but not a service made with `netctl service create`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub kubernetes: bool,
+    pub applied: bool,
 }
 
 impl Service {
@@ -439,7 +439,7 @@ mod tests {
             id: "1".into(),
             kind: ServiceKind::ExternalName { target: "x.y".into() },
             created: 0,
-            kubernetes: false,
+            applied: false,
         };
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["kind"], "external_name");

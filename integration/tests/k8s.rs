@@ -44,7 +44,11 @@ fn apply_stdin(h: &Host, text: &str) -> (i32, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn netctl");
-    c.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write stdin");
+    c.stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write stdin");
     let o = c.wait_with_output().expect("netctl");
     (
         o.status.code().unwrap_or(-1),
@@ -67,7 +71,10 @@ fn k8s_apply_and_delete_real_files() {
     let out = h.ctl(&["apply", "-f", &data("headless.yaml")]);
     assert_eq!(out, "service/db created\n");
     // Standard input, a JSON List.
-    let (code, out, err) = apply_stdin(&h, &std::fs::read_to_string(data("list.json")).expect("list.json"));
+    let (code, out, err) = apply_stdin(
+        &h,
+        &std::fs::read_to_string(data("list.json")).expect("list.json"),
+    );
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "service/api created\nservice/cache created\n");
     let out = h.ctl(&["apply", "-f", &data("externalname.yaml"), "--json"]);
@@ -78,14 +85,22 @@ fn k8s_apply_and_delete_real_files() {
     let web = find(&svcs, "shop", "web");
     assert_eq!(web["kind"], "cluster_ip");
     assert_eq!(web["kubernetes"]["cluster_ip"], "10.96.0.80");
-    assert_eq!(web["kubernetes"]["slices"]["web-7x2kq"]["endpoints"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        web["kubernetes"]["slices"]["web-7x2kq"]["endpoints"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
     let vote = find(&svcs, "default", "vote");
     // 10.96.0.80 is web's (asked for); the others get the lowest free ones.
     assert_eq!(vote["kubernetes"]["cluster_ip"], "10.96.0.1");
     assert_eq!(vote["kubernetes"]["ports"][0]["node_port"], 30080);
     assert_eq!(vote["kubernetes"]["external_traffic_local"], true);
     assert_eq!(vote["session_affinity"]["timeout_secs"], 60);
-    assert_eq!(find(&svcs, "default", "cache")["kubernetes"]["ports"][0]["node_port"], 30000);
+    assert_eq!(
+        find(&svcs, "default", "cache")["kubernetes"]["ports"][0]["node_port"],
+        30000
+    );
     let db = find(&svcs, "shop", "db");
     assert_eq!(db["endpoint_mode"], "dnsrr");
     assert!(db["kubernetes"].get("cluster_ip").is_none(), "{db}");
@@ -97,7 +112,13 @@ fn k8s_apply_and_delete_real_files() {
     assert_eq!(out, "service/api unchanged\nservice/cache unchanged\n");
     assert_eq!(state(&h), mid);
 
-    for f in ["clusterip.yaml", "nodeport.yaml", "headless.yaml", "list.json", "externalname.yaml"] {
+    for f in [
+        "clusterip.yaml",
+        "nodeport.yaml",
+        "headless.yaml",
+        "list.json",
+        "externalname.yaml",
+    ] {
         h.ctl(&["delete", "-f", &data(f)]);
     }
     assert_eq!(state(&h), before, "delete -f left something");
@@ -116,24 +137,46 @@ fn k8s_bad_files_change_nothing() {
     let before = state(&h);
     for (file, why) in [
         ("bad/invalid.yaml", "invalid YAML"),
-        ("bad/deployment.yaml", "unknown kind \"Deployment\" (apiVersion \"apps/v1\")"),
+        (
+            "bad/deployment.yaml",
+            "unknown kind \"Deployment\" (apiVersion \"apps/v1\")",
+        ),
         ("bad/loadbalancer.yaml", "spec.type LoadBalancer is not supported"),
-        ("bad/nodeport-range.yaml", "outside the NodePort range 30000-32767"),
-        ("bad/cluster-ip-outside.yaml", "not a usable address of the service CIDR 10.96.0.0/12"),
+        (
+            "bad/nodeport-range.yaml",
+            "outside the NodePort range 30000-32767",
+        ),
+        (
+            "bad/cluster-ip-outside.yaml",
+            "not a usable address of the service CIDR 10.96.0.0/12",
+        ),
         ("bad/sctp.yaml", "protocol \"SCTP\" is not supported"),
-        ("bad/slice-without-service.yaml", "service nosuch (label kubernetes.io/service-name) does not exist"),
+        (
+            "bad/slice-without-service.yaml",
+            "service nosuch (label kubernetes.io/service-name) does not exist",
+        ),
         // The NodePort a sandbox publishes already.
-        ("nodeport.yaml", "nodePort 30080/tcp is already used by sandbox s1"),
+        (
+            "nodeport.yaml",
+            "nodePort 30080/tcp is already used by sandbox s1",
+        ),
     ] {
         let o = h.netctl(&["apply", "-f", &data(file)]);
         assert_ne!(o.code, 0, "{file} applied");
         let err = o.stderr.trim();
         assert_eq!(err.lines().count(), 1, "{file}: {err:?}");
-        assert!(err.starts_with("netctl: ") && err.contains(why), "{file}: {err:?} lacks {why:?}");
+        assert!(
+            err.starts_with("netctl: ") && err.contains(why),
+            "{file}: {err:?} lacks {why:?}"
+        );
         assert_eq!(state(&h), before, "{file} changed state");
     }
     let o = h.netctl(&["delete", "-f", &data("headless.yaml")]);
-    assert!(!o.ok() && o.stderr.contains("no such service: db in namespace shop"), "{}", o.stderr);
+    assert!(
+        !o.ok() && o.stderr.contains("no such service: db in namespace shop"),
+        "{}",
+        o.stderr
+    );
     // The API: 4xx with a message, nothing changed.
     let c = h.client();
     for body in [

@@ -164,11 +164,9 @@ impl Engine {
             if !o.applied {
                 return Err(not_applied(o));
             }
-        } else if let Some(s) = self
-            .sandboxes
-            .values()
-            .find(|s| namespace_of(s) == Some(ks.namespace.as_str()) && service_names(s).any(|n| n == ks.name))
-        {
+        } else if let Some(s) = self.sandboxes.values().find(|s| {
+            namespace_of(s) == Some(ks.namespace.as_str()) && service_names(s).any(|n| n == ks.name)
+        }) {
             return Err(EngineError::Conflict(format!(
                 "sandbox {} already answers as service {} in namespace {}",
                 s.name, ks.name, ks.namespace
@@ -197,7 +195,9 @@ impl Engine {
                 (WantClusterIp::Headless, false) => None,
                 (WantClusterIp::Headless, true) if was_headless => None,
                 (WantClusterIp::Headless, true) => return Err(immutable("None".into())),
-                (WantClusterIp::Allocate, true) if was_headless => return Err(immutable("an address".into())),
+                (WantClusterIp::Allocate, true) if was_headless => {
+                    return Err(immutable("an address".into()))
+                }
                 (WantClusterIp::Allocate, _) => match old_ip {
                     Some(ip) => Some(ip),
                     None => Some(self.free_cluster_ip(next, &object)?),
@@ -276,6 +276,7 @@ impl Engine {
             kind,
             created: old.as_ref().map_or_else(now, |o| o.created),
             applied: true,
+            labels: Default::default(),
         };
         let action = match &old {
             None => "created",
@@ -306,9 +307,16 @@ impl Engine {
             .collect()
     }
 
-    fn check_cluster_ip(&self, next: &BTreeMap<String, Service>, key: &str, object: &str, ip: IpAddr) -> Result<()> {
+    fn check_cluster_ip(
+        &self,
+        next: &BTreeMap<String, Service>,
+        key: &str,
+        object: &str,
+        ip: IpAddr,
+    ) -> Result<()> {
         let cidr = self.service_cidr();
-        let reserved = ip == cidr.network() || (cidr.is_ipv4() && cidr.prefix() < 31 && ip == cidr.broadcast());
+        let reserved =
+            ip == cidr.network() || (cidr.is_ipv4() && cidr.prefix() < 31 && ip == cidr.broadcast());
         if !cidr.contains(ip) || reserved {
             return Err(EngineError::Invalid(format!(
                 "{object}: spec.clusterIP {ip} is not a usable address of the service CIDR {cidr} (--service-cidr)"
@@ -339,7 +347,11 @@ impl Engine {
 
     /// Host ports held by sandboxes (`-p`) and by services other than `except` in
     /// `next` (published ports and NodePorts), each with who holds it.
-    fn host_ports_in_use(&self, next: &BTreeMap<String, Service>, except: &str) -> Vec<(PortMapping, String)> {
+    fn host_ports_in_use(
+        &self,
+        next: &BTreeMap<String, Service>,
+        except: &str,
+    ) -> Vec<(PortMapping, String)> {
         let mut used: Vec<(PortMapping, String)> = self
             .sandboxes
             .values()

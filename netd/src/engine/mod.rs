@@ -74,9 +74,9 @@ impl Default for EngineConfig {
             ipam: IpamConfig::default(),
             ephemeral_ports: (49153, 65535),
             owner: "netd".into(),
-            service_cidr: k8s::DEFAULT_SERVICE_CIDR
-                .parse()
-                .unwrap_or_else(|_| ipnetwork::IpNetwork::V4(ipnetwork::Ipv4Network::from(std::net::Ipv4Addr::UNSPECIFIED))),
+            service_cidr: k8s::DEFAULT_SERVICE_CIDR.parse().unwrap_or_else(|_| {
+                ipnetwork::IpNetwork::V4(ipnetwork::Ipv4Network::from(std::net::Ipv4Addr::UNSPECIFIED))
+            }),
         }
     }
 }

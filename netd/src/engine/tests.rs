@@ -622,7 +622,7 @@ fn k8s_file(name: &str) -> serde_json::Value {
 
 fn kube_of(t: &T, ns: &str, name: &str) -> crate::model::KubeSpec {
     match &t.e.service(ns, name).unwrap().kind {
-        ServiceKind::ClusterIp(c) => c.kubernetes.clone().unwrap(),
+        ServiceKind::ClusterIp(c) => *c.kubernetes.clone().unwrap(),
         k => panic!("{k:?}"),
     }
 }
@@ -631,15 +631,26 @@ fn kube_of(t: &T, ns: &str, name: &str) -> crate::model::KubeSpec {
 fn k8s_apply_allocates_and_is_idempotent() {
     let mut t = setup();
     let r = t.e.apply_k8s(&k8s_file("list.json")).unwrap();
-    let acts: Vec<String> = r.iter().map(|r| format!("{}/{} {}", r.kind, r.name, r.action)).collect();
+    let acts: Vec<String> = r
+        .iter()
+        .map(|r| format!("{}/{} {}", r.kind, r.name, r.action))
+        .collect();
     assert_eq!(acts, ["Service/api created", "Service/cache created"]);
     // The lowest free addresses of 10.96.0.0/12 and the lowest free NodePort.
-    assert_eq!(kube_of(&t, "default", "api").cluster_ip, Some("10.96.0.1".parse().unwrap()));
+    assert_eq!(
+        kube_of(&t, "default", "api").cluster_ip,
+        Some("10.96.0.1".parse().unwrap())
+    );
     let cache = kube_of(&t, "default", "cache");
     assert_eq!(cache.cluster_ip, Some("10.96.0.2".parse().unwrap()));
     assert_eq!(cache.ports[0].node_port, Some(30000));
-    let ServiceKind::ClusterIp(c) = &t.e.service("default", "cache").unwrap().kind else { unreachable!() };
-    assert_eq!(c.published[0].published, 30000, "the NodePort holds its host port");
+    let ServiceKind::ClusterIp(c) = &t.e.service("default", "cache").unwrap().kind else {
+        unreachable!()
+    };
+    assert_eq!(
+        c.published[0].published, 30000,
+        "the NodePort holds its host port"
+    );
     // Applying the same file again changes nothing and keeps what was allocated.
     let before = snapshot(&t);
     let r = t.e.apply_k8s(&k8s_file("list.json")).unwrap();
@@ -670,28 +681,85 @@ fn k8s_bad_input_changes_nothing() {
     })
     .unwrap();
     let before = snapshot(&t);
-    let svc = |name: &str, spec: serde_json::Value| {
-        serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec})
-    };
+    let svc = |name: &str, spec: serde_json::Value| serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec});
     let cases: Vec<(serde_json::Value, &str)> = vec![
-        (k8s_file("bad/cluster-ip-outside.yaml"), "not a usable address of the service CIDR 10.96.0.0/12"),
-        (k8s_file("bad/slice-without-service.yaml"), "service nosuch (label kubernetes.io/service-name) does not exist"),
+        (
+            k8s_file("bad/cluster-ip-outside.yaml"),
+            "not a usable address of the service CIDR 10.96.0.0/12",
+        ),
+        (
+            k8s_file("bad/slice-without-service.yaml"),
+            "service nosuch (label kubernetes.io/service-name) does not exist",
+        ),
         (k8s_file("bad/nodeport-range.yaml"), "outside the NodePort range"),
         (k8s_file("bad/deployment.yaml"), "unknown kind \"Deployment\""),
-        (svc("x", serde_json::json!({"clusterIP": "10.96.0.1", "ports": [{"port": 80}]})), "already allocated to service default/api"),
-        (svc("x", serde_json::json!({"clusterIP": "10.96.0.0", "ports": [{"port": 80}]})), "not a usable address"),
-        (svc("x", serde_json::json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30080}]})), "nodePort 30080/tcp is already used by sandbox s1"),
-        (svc("x", serde_json::json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30000}]})), "already used by service default/cache"),
         (
-            serde_json::json!([svc("x", serde_json::json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30500}]})),
-                               svc("y", serde_json::json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30500}]}))]),
+            svc(
+                "x",
+                serde_json::json!({"clusterIP": "10.96.0.1", "ports": [{"port": 80}]}),
+            ),
+            "already allocated to service default/api",
+        ),
+        (
+            svc(
+                "x",
+                serde_json::json!({"clusterIP": "10.96.0.0", "ports": [{"port": 80}]}),
+            ),
+            "not a usable address",
+        ),
+        (
+            svc(
+                "x",
+                serde_json::json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30080}]}),
+            ),
+            "nodePort 30080/tcp is already used by sandbox s1",
+        ),
+        (
+            svc(
+                "x",
+                serde_json::json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30000}]}),
+            ),
+            "already used by service default/cache",
+        ),
+        (
+            serde_json::json!([
+                svc(
+                    "x",
+                    serde_json::json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30500}]})
+                ),
+                svc(
+                    "y",
+                    serde_json::json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30500}]})
+                )
+            ]),
             "Service default/y: nodePort 30500/tcp is already used by service default/x",
         ),
-        (svc("api", serde_json::json!({"clusterIP": "10.96.0.9", "ports": [{"port": 8080}]})), "spec.clusterIP is immutable"),
-        (svc("api", serde_json::json!({"clusterIP": "None", "ports": [{"port": 8080}]})), "spec.clusterIP is immutable"),
-        (svc("mine", serde_json::json!({"ports": [{"port": 80}]})), "was made with netctl service create"),
+        (
+            svc(
+                "api",
+                serde_json::json!({"clusterIP": "10.96.0.9", "ports": [{"port": 8080}]}),
+            ),
+            "spec.clusterIP is immutable",
+        ),
+        (
+            svc(
+                "api",
+                serde_json::json!({"clusterIP": "None", "ports": [{"port": 8080}]}),
+            ),
+            "spec.clusterIP is immutable",
+        ),
+        (
+            svc("mine", serde_json::json!({"ports": [{"port": 80}]})),
+            "was made with netctl service create",
+        ),
         // A good object and a bad one in one call: neither is applied.
-        (serde_json::json!([svc("good", serde_json::json!({"ports": [{"port": 80}]})), svc("bad", serde_json::json!({}))]), "at least one port"),
+        (
+            serde_json::json!([
+                svc("good", serde_json::json!({"ports": [{"port": 80}]})),
+                svc("bad", serde_json::json!({}))
+            ]),
+            "at least one port",
+        ),
     ];
     for (docs, want) in cases {
         let e = t.e.apply_k8s(&docs).unwrap_err().to_string();

@@ -15,7 +15,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice as K8sSlice;
 use serde_json::Value;
 use thiserror::Error;
 
-pub use translate::{endpoint_slice, service, KubeSlice, KubeService, WantClusterIp};
+pub use translate::{endpoint_slice, service, KubeService, KubeSlice, WantClusterIp};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum K8sError {
@@ -101,10 +101,13 @@ fn collect(doc: usize, v: &Value, out: &mut Vec<Object>) -> Result<(), K8sError>
     };
     match (api_version, kind) {
         ("v1", "List" | "ServiceList") | ("discovery.k8s.io/v1", "EndpointSliceList") => {
-            let items = v.get("items").and_then(Value::as_array).ok_or_else(|| K8sError::Invalid {
-                object: format!("document {doc} ({kind})"),
-                why: "a list needs items".into(),
-            })?;
+            let items = v
+                .get("items")
+                .and_then(Value::as_array)
+                .ok_or_else(|| K8sError::Invalid {
+                    object: format!("document {doc} ({kind})"),
+                    why: "a list needs items".into(),
+                })?;
             for item in items {
                 collect(doc, item, out)?;
             }
@@ -114,7 +117,8 @@ fn collect(doc: usize, v: &Value, out: &mut Vec<Object>) -> Result<(), K8sError>
             out.push(Object::Service(Box::new(s)));
         }
         ("discovery.k8s.io/v1", "EndpointSlice") => {
-            let s: K8sSlice = serde_json::from_value(v.clone()).map_err(|e| decode_err("EndpointSlice", e))?;
+            let s: K8sSlice =
+                serde_json::from_value(v.clone()).map_err(|e| decode_err("EndpointSlice", e))?;
             out.push(Object::EndpointSlice(Box::new(s)));
         }
         _ => return Err(unknown()),

@@ -38,6 +38,7 @@ fn model(k: &KubeService) -> Service {
         kind: k.kind.clone(),
         created: 0,
         applied: true,
+        labels: Default::default(),
     }
 }
 
@@ -80,7 +81,9 @@ fn cluster_ip_with_an_endpoint_slice() {
     // With the slice: its ready endpoints are the backends, on every network, and the
     // named target is the slice's port "http".
     let mut svc = svc;
-    let ServiceKind::ClusterIp(c) = &mut svc.kind else { unreachable!() };
+    let ServiceKind::ClusterIp(c) = &mut svc.kind else {
+        unreachable!()
+    };
     let k = c.kubernetes.as_mut().unwrap();
     k.slices.insert(s.name.clone(), s.slice.clone());
     let backends = select_backends(c, &[]);
@@ -108,7 +111,10 @@ fn cluster_ip_with_an_endpoint_slice() {
     ] {
         assert!(text.contains(want), "{want} not in\n{text}");
     }
-    assert!(!text.contains("10.244.3.9"), "a not-ready endpoint takes no connection");
+    assert!(
+        !text.contains("10.244.3.9"),
+        "a not-ready endpoint takes no connection"
+    );
 }
 
 #[test]
@@ -118,7 +124,9 @@ fn node_port_local_keeps_the_client_and_cluster_masquerades() {
     assert_eq!(vote.namespace, "default");
     assert_eq!(vote.cluster_ip, WantClusterIp::Allocate);
     let mut svc = model(vote);
-    let ServiceKind::ClusterIp(c) = &mut svc.kind else { unreachable!() };
+    let ServiceKind::ClusterIp(c) = &mut svc.kind else {
+        unreachable!()
+    };
     assert_eq!(c.session_affinity.unwrap().timeout_secs, 60);
     let k = c.kubernetes.as_mut().unwrap();
     assert_eq!(k.type_, KubeType::NodePort);
@@ -135,16 +143,25 @@ fn node_port_local_keeps_the_client_and_cluster_masquerades() {
     assert_eq!(fw.affinity, Some(60));
     assert_eq!(fw.ingress.len(), 1);
     assert_eq!(
-        (fw.ingress[0].published, fw.ingress[0].target, fw.ingress[0].masquerade),
+        (
+            fw.ingress[0].published,
+            fw.ingress[0].target,
+            fw.ingress[0].masquerade
+        ),
         (30080, 8080, false)
     );
     let text = full(std::slice::from_ref(&fw)).to_string();
-    assert!(text.contains("tcp . 30080 : goto svc/default/vote/ingress4/tcp/30080"), "{text}");
+    assert!(
+        text.contains("tcp . 30080 : goto svc/default/vote/ingress4/tcp/30080"),
+        "{text}"
+    );
     assert!(!text.contains("externalTrafficPolicy Cluster"), "{text}");
 
     // The same service with the default policy (Cluster) masquerades NodePort traffic,
     // and only that: the ClusterIP chain keeps the client's address.
-    let ServiceKind::ClusterIp(c) = &mut svc.kind else { unreachable!() };
+    let ServiceKind::ClusterIp(c) = &mut svc.kind else {
+        unreachable!()
+    };
     c.kubernetes.as_mut().unwrap().external_traffic_local = false;
     let fw = FwService::from_model(&svc, &be).unwrap();
     assert!(fw.ingress[0].masquerade);
@@ -154,7 +171,11 @@ fn node_port_local_keeps_the_client_and_cluster_masquerades() {
         .filter(|l| l.contains("externalTrafficPolicy Cluster"))
         .collect();
     assert_eq!(marked.len(), 1, "{text}");
-    assert!(marked[0].contains("svc/default/vote/ingress4/tcp/30080 "), "{}", marked[0]);
+    assert!(
+        marked[0].contains("svc/default/vote/ingress4/tcp/30080 "),
+        "{}",
+        marked[0]
+    );
 }
 
 #[test]
@@ -163,10 +184,15 @@ fn headless_is_dnsrr_over_sandboxes_of_every_network() {
     let (svcs, _) = services_and_slices("headless.yaml");
     let db = &svcs[0];
     assert_eq!(db.cluster_ip, WantClusterIp::Headless);
-    let ServiceKind::ClusterIp(c) = &db.kind else { unreachable!() };
+    let ServiceKind::ClusterIp(c) = &db.kind else {
+        unreachable!()
+    };
     assert_eq!(c.endpoint_mode, EndpointMode::Dnsrr);
     assert!(c.kubernetes.as_ref().unwrap().cluster_ip.is_none());
-    assert!(FwService::from_model(&model(db), &[]).is_none(), "no VIP, no nft objects");
+    assert!(
+        FwService::from_model(&model(db), &[]).is_none(),
+        "no VIP, no nft objects"
+    );
     let sb = |name: &str, app: &str, net: &str, addr: &str| Sandbox {
         name: name.into(),
         id: name.into(),
@@ -217,7 +243,9 @@ fn external_name_and_a_json_list() {
     let (svcs, _) = services_and_slices("list.json");
     let names: Vec<&str> = svcs.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["api", "cache"]);
-    let ServiceKind::ClusterIp(c) = &svcs[1].kind else { unreachable!() };
+    let ServiceKind::ClusterIp(c) = &svcs[1].kind else {
+        unreachable!()
+    };
     let k = c.kubernetes.as_ref().unwrap();
     assert_eq!((k.type_, k.ports[0].node_port), (KubeType::NodePort, None));
 }
@@ -237,9 +265,18 @@ fn bad_input_says_what_and_where() {
     };
     for (name, want) in [
         ("bad/invalid.yaml", "invalid YAML"),
-        ("bad/deployment.yaml", "unknown kind \"Deployment\" (apiVersion \"apps/v1\")"),
-        ("bad/loadbalancer.yaml", "Service default/web: spec.type LoadBalancer is not supported"),
-        ("bad/nodeport-range.yaml", "spec.ports[0].nodePort 8080 is outside the NodePort range 30000-32767"),
+        (
+            "bad/deployment.yaml",
+            "unknown kind \"Deployment\" (apiVersion \"apps/v1\")",
+        ),
+        (
+            "bad/loadbalancer.yaml",
+            "Service default/web: spec.type LoadBalancer is not supported",
+        ),
+        (
+            "bad/nodeport-range.yaml",
+            "spec.ports[0].nodePort 8080 is outside the NodePort range 30000-32767",
+        ),
         ("bad/sctp.yaml", "protocol \"SCTP\" is not supported"),
     ] {
         let e = run(name).unwrap_err().to_string();
@@ -270,7 +307,10 @@ fn more_refusals() {
             serde_json::json!({"ports": [{"name": "a", "port": 80}, {"name": "b", "port": 80}]}),
             "port 80/tcp is listed twice",
         ),
-        (serde_json::json!({"ports": [{"port": 70000}]}), "70000 is not a port number"),
+        (
+            serde_json::json!({"ports": [{"port": 70000}]}),
+            "70000 is not a port number",
+        ),
         (
             serde_json::json!({"ports": [{"port": 80, "nodePort": 30001}]}),
             "nodePort may only be set for type NodePort",
@@ -283,7 +323,10 @@ fn more_refusals() {
             serde_json::json!({"externalTrafficPolicy": "Local", "ports": [{"port": 80}]}),
             "applies to type NodePort only",
         ),
-        (serde_json::json!({"clusterIP": "ten", "ports": [{"port": 80}]}), "not an IP address"),
+        (
+            serde_json::json!({"clusterIP": "ten", "ports": [{"port": 80}]}),
+            "not an IP address",
+        ),
         (
             serde_json::json!({"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 0}},
                                 "ports": [{"port": 80}]}),
@@ -297,7 +340,10 @@ fn more_refusals() {
             serde_json::json!({"ports": [{"port": 80, "targetPort": "Not_A_Name"}]}),
             "neither a port number nor a port name",
         ),
-        (serde_json::json!({"type": "ExternalName"}), "spec.externalName is required"),
+        (
+            serde_json::json!({"type": "ExternalName"}),
+            "spec.externalName is required",
+        ),
     ] {
         let e = svc(spec.clone()).unwrap_err().to_string();
         assert!(e.contains(want), "{spec}: {e}");
@@ -324,7 +370,13 @@ fn more_refusals() {
         v
     };
     assert!(slice(base(serde_json::json!({"addressType": "FQDN"}))).contains("addressType \"FQDN\""));
-    assert!(slice(base(serde_json::json!({"endpoints": [{"addresses": ["fd00::1"]}]}))).contains("not of addressType IPv4"));
-    assert!(slice(base(serde_json::json!({"ports": [{"name": "http"}]}))).contains("ports[0].port is required"));
-    assert!(slice(base(serde_json::json!({"metadata": {"name": "web-1"}}))).contains("kubernetes.io/service-name"));
+    assert!(slice(base(
+        serde_json::json!({"endpoints": [{"addresses": ["fd00::1"]}]})
+    ))
+    .contains("not of addressType IPv4"));
+    assert!(
+        slice(base(serde_json::json!({"ports": [{"name": "http"}]}))).contains("ports[0].port is required")
+    );
+    assert!(slice(base(serde_json::json!({"metadata": {"name": "web-1"}})))
+        .contains("kubernetes.io/service-name"));
 }

@@ -15,8 +15,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::K8sError;
 use crate::model::{
     check_label, check_target, parse_selector, ClusterIp, EndpointMode, EndpointSlice, KubePort, KubeSpec,
-    KubeType, Proto, ServiceKind, SessionAffinity, SliceEndpoint, SlicePort, TargetPort, DEFAULT_AFFINITY_SECS,
-    DEFAULT_NAMESPACE, MAX_AFFINITY_SECS, NODE_PORTS, SERVICE_NAME_LABEL,
+    KubeType, Proto, ServiceKind, SessionAffinity, SliceEndpoint, SlicePort, TargetPort,
+    DEFAULT_AFFINITY_SECS, DEFAULT_NAMESPACE, MAX_AFFINITY_SECS, NODE_PORTS, SERVICE_NAME_LABEL,
 };
 
 /// What `spec.clusterIP` asks for.
@@ -91,7 +91,10 @@ fn proto(object: &str, field: &str, p: Option<&str>) -> Result<Proto, K8sError> 
 fn port_number(object: &str, field: &str, n: i32) -> Result<u16, K8sError> {
     match u16::try_from(n) {
         Ok(p) if p > 0 => Ok(p),
-        _ => Err(invalid(object, format!("{field}: {n} is not a port number (1-65535)"))),
+        _ => Err(invalid(
+            object,
+            format!("{field}: {n} is not a port number (1-65535)"),
+        )),
     }
 }
 
@@ -114,35 +117,35 @@ pub fn service(svc: &K8sService) -> Result<KubeService, K8sError> {
     let (name, namespace, object) = name_and_namespace("Service", &svc.metadata, true)?;
     let spec = svc.spec.clone().unwrap_or_default();
     let bad = |why: String| invalid(&object, why);
-    let type_ = match spec.type_.as_deref() {
-        None | Some("ClusterIP") => KubeType::ClusterIP,
-        Some("NodePort") => KubeType::NodePort,
-        Some("ExternalName") => {
-            let target = spec
-                .external_name
-                .as_deref()
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| bad("spec.externalName is required for type ExternalName".into()))?;
-            return Ok(KubeService {
-                name,
-                namespace,
-                kind: ServiceKind::ExternalName {
-                    target: check_target(target).map_err(bad)?,
-                },
-                cluster_ip: WantClusterIp::NotApplicable,
-            });
-        }
-        Some("LoadBalancer") => {
-            return Err(bad(
-                "spec.type LoadBalancer is not supported: netd has no load-balancer provider (use NodePort)".into(),
-            ))
-        }
-        Some(t) => {
-            return Err(bad(format!(
-                "spec.type {t:?} is not one of ClusterIP, NodePort, ExternalName"
-            )))
-        }
-    };
+    let type_ =
+        match spec.type_.as_deref() {
+            None | Some("ClusterIP") => KubeType::ClusterIP,
+            Some("NodePort") => KubeType::NodePort,
+            Some("ExternalName") => {
+                let target = spec
+                    .external_name
+                    .as_deref()
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| bad("spec.externalName is required for type ExternalName".into()))?;
+                return Ok(KubeService {
+                    name,
+                    namespace,
+                    kind: ServiceKind::ExternalName {
+                        target: check_target(target).map_err(bad)?,
+                    },
+                    cluster_ip: WantClusterIp::NotApplicable,
+                });
+            }
+            Some("LoadBalancer") => return Err(bad(
+                "spec.type LoadBalancer is not supported: netd has no load-balancer provider (use NodePort)"
+                    .into(),
+            )),
+            Some(t) => {
+                return Err(bad(format!(
+                    "spec.type {t:?} is not one of ClusterIP, NodePort, ExternalName"
+                )))
+            }
+        };
     if spec.external_ips.as_ref().is_some_and(|v| !v.is_empty()) {
         return Err(bad("spec.externalIPs is not supported".into()));
     }
@@ -174,7 +177,11 @@ pub fn service(svc: &K8sService) -> Result<KubeService, K8sError> {
                 "spec.externalTrafficPolicy Local applies to type NodePort only".into(),
             ))
         }
-        Some(p) => return Err(bad(format!("spec.externalTrafficPolicy {p:?} is not Cluster or Local"))),
+        Some(p) => {
+            return Err(bad(format!(
+                "spec.externalTrafficPolicy {p:?} is not Cluster or Local"
+            )))
+        }
     };
     let ports_in = spec.ports.clone().unwrap_or_default();
     if ports_in.is_empty() && !headless {
@@ -186,7 +193,9 @@ pub fn service(svc: &K8sService) -> Result<KubeService, K8sError> {
         let field = format!("spec.ports[{i}]");
         let pname = p.name.clone().unwrap_or_default();
         if ports_in.len() > 1 && pname.is_empty() {
-            return Err(bad(format!("{field}.name is required when a service has more than one port")));
+            return Err(bad(format!(
+                "{field}.name is required when a service has more than one port"
+            )));
         }
         if !pname.is_empty() && !port_name_ok(&pname) {
             return Err(bad(format!(
@@ -203,10 +212,14 @@ pub fn service(svc: &K8sService) -> Result<KubeService, K8sError> {
         }
         let target = match &p.target_port {
             None => TargetPort::Number(port),
-            Some(IntOrString::Int(n)) => TargetPort::Number(port_number(&object, &format!("{field}.targetPort"), *n)?),
+            Some(IntOrString::Int(n)) => {
+                TargetPort::Number(port_number(&object, &format!("{field}.targetPort"), *n)?)
+            }
             Some(IntOrString::String(s)) if port_name_ok(s) => TargetPort::Name(s.clone()),
             Some(IntOrString::String(s)) => {
-                return Err(bad(format!("{field}.targetPort {s:?} is neither a port number nor a port name")))
+                return Err(bad(format!(
+                    "{field}.targetPort {s:?} is neither a port number nor a port name"
+                )))
             }
         };
         let node_port = match p.node_port {
@@ -289,7 +302,7 @@ pub fn service(svc: &K8sService) -> Result<KubeService, K8sError> {
         session_affinity,
         // NodePorts: the engine fills them in once every one is known (`published_node_ports`).
         published: Vec::new(),
-        kubernetes: Some(kube),
+        kubernetes: Some(Box::new(kube)),
     };
     Ok(KubeService {
         name,
@@ -310,7 +323,11 @@ pub fn endpoint_slice(s: &K8sSlice) -> Result<KubeSlice, K8sError> {
         .as_ref()
         .and_then(|l| l.get(SERVICE_NAME_LABEL))
         .cloned()
-        .ok_or_else(|| bad(format!("metadata.labels must name its service ({SERVICE_NAME_LABEL})")))?;
+        .ok_or_else(|| {
+            bad(format!(
+                "metadata.labels must name its service ({SERVICE_NAME_LABEL})"
+            ))
+        })?;
     check_label(SERVICE_NAME_LABEL, &service, true).map_err(bad)?;
     let v4 = match s.address_type.as_str() {
         "IPv4" => true,
@@ -324,7 +341,9 @@ pub fn endpoint_slice(s: &K8sSlice) -> Result<KubeSlice, K8sError> {
     let mut endpoints = Vec::new();
     for (i, e) in s.endpoints.iter().enumerate() {
         if e.addresses.is_empty() {
-            return Err(bad(format!("endpoints[{i}].addresses: at least one address is required")));
+            return Err(bad(format!(
+                "endpoints[{i}].addresses: at least one address is required"
+            )));
         }
         let mut addresses = Vec::new();
         for a in &e.addresses {

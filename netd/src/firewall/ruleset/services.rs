@@ -134,7 +134,12 @@ impl FwService {
     /// A Kubernetes Service: its ClusterIP as one VIP on the pseudo network
     /// `CLUSTER_WIDE` over every backend, its NodePorts as ingress ports. A port whose
     /// named target no EndpointSlice resolves is left out (nothing could serve it).
-    fn from_kubernetes(svc: &Service, c: &ClusterIp, k: &KubeSpec, backends: &[Backend]) -> Option<FwService> {
+    fn from_kubernetes(
+        svc: &Service,
+        c: &ClusterIp,
+        k: &KubeSpec,
+        backends: &[Backend],
+    ) -> Option<FwService> {
         let resolved: Vec<(&crate::model::KubePort, u16)> = k
             .ports
             .iter()

@@ -130,16 +130,13 @@ impl KubeSpec {
             .slices
             .iter()
             .flat_map(|(name, s)| {
-                s.endpoints
-                    .iter()
-                    .filter(|e| e.ready)
-                    .flat_map(move |e| {
-                        e.addresses.iter().map(move |ip| Backend {
-                            network: CLUSTER_WIDE.into(),
-                            sandbox: format!("endpointslice/{name}"),
-                            ip: *ip,
-                        })
+                s.endpoints.iter().filter(|e| e.ready).flat_map(move |e| {
+                    e.addresses.iter().map(move |ip| Backend {
+                        network: CLUSTER_WIDE.into(),
+                        sandbox: format!("endpointslice/{name}"),
+                        ip: *ip,
                     })
+                })
             })
             .collect();
         out.sort();

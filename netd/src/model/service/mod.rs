@@ -24,15 +24,15 @@ use super::names::validate_name;
 use super::network::Subnet;
 use super::port::PortMapping;
 pub use kube::{
-    EndpointSlice, KubePort, KubeSpec, KubeType, SliceEndpoint, SlicePort, TargetPort, CLUSTER_WIDE, NODE_PORTS,
-    SERVICE_NAME_LABEL,
+    EndpointSlice, KubePort, KubeSpec, KubeType, SliceEndpoint, SlicePort, TargetPort, CLUSTER_WIDE,
+    NODE_PORTS, SERVICE_NAME_LABEL,
 };
 pub use select::{select_backends, Backend};
-pub use spec::{DEFAULT_AFFINITY_SECS, MAX_AFFINITY_SECS};
 pub use spec::{
     parse_endpoint_mode, parse_published_ports, parse_selector, parse_service_ports, parse_session_affinity,
     EndpointMode, PublishMode, PublishedPort, ServiceError, ServicePort, SessionAffinity,
 };
+pub use spec::{DEFAULT_AFFINITY_SECS, MAX_AFFINITY_SECS};
 
 /// The namespace a service lands in when the request names none (Kubernetes' default).
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -75,7 +75,7 @@ pub struct ClusterIp {
     /// network (`networks` is empty: backends come from every network), NodePorts in
     /// `published`, EndpointSlices. None for netd's own services.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kubernetes: Option<KubeSpec>,
+    pub kubernetes: Option<Box<KubeSpec>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -43,6 +43,9 @@ struct DaemonArgs {
     /// Where Kubernetes ClusterIPs (`netctl apply`) come from [default: 10.96.0.0/12].
     #[arg(long, value_name = "CIDR")]
     service_cidr: Option<ipnetwork::IpNetwork>,
+    /// Service load balancer: nftables (default) or ipvs.
+    #[arg(long, value_name = "nftables|ipvs")]
+    lb: Option<netd::lb::LbKind>,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -143,6 +146,9 @@ fn options(a: &DaemonArgs) -> anyhow::Result<DaemonOptions> {
     }
     if let Some(i) = file.ipam {
         o.engine.ipam = i;
+    }
+    if let Some(lb) = a.lb {
+        o.engine.lb = lb;
     }
     if let Some(d) = file.dns {
         o.dns = d;

@@ -18,7 +18,7 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 use serde::Serialize;
 
-use super::{new_id, now, Engine, EngineError, Result};
+use super::{new_id, now, Engine, EngineError, Result, Undo};
 use crate::dns::records::{namespace_of, service_names};
 use crate::k8s::{self, KubeService, KubeSlice, Object, WantClusterIp};
 use crate::model::{
@@ -133,24 +133,30 @@ impl Engine {
         Ok(out)
     }
 
-    /// Stores the services that differ between `self.services` and `next`, then takes
-    /// `next` and tells DNS. The datapath follows the model (`desired_services`).
+    /// Takes `next` through the services' commit path (`Engine::commit_service`): the
+    /// bridges (`nf_call_iptables` while a Kubernetes ClusterIP exists), the firewall,
+    /// the datapath and the store, each reverted when a later one fails; the datapath
+    /// carries the change before this returns.
     fn commit_services(&mut self, next: BTreeMap<String, Service>) -> Result<()> {
         let mut txn = Txn::new();
+        let mut undo = Undo::default();
         for (k, s) in &next {
             if self.services.get(k) != Some(s) {
                 txn.put(Bucket::Services, k, s);
+                undo.services.push((k.clone(), self.services.get(k).cloned()));
             }
         }
-        for k in self.services.keys().filter(|k| !next.contains_key(*k)) {
+        for (k, s) in self.services.iter().filter(|(k, _)| !next.contains_key(*k)) {
             txn.delete(Bucket::Services, k);
+            undo.services.push((k.clone(), Some(s.clone())));
         }
         if txn.is_empty() {
             return Ok(());
         }
-        self.store.commit(&txn)?;
+        let nets: Vec<String> = self.networks.keys().cloned().collect();
+        let before = self.bridge_specs(&nets);
         self.services = next;
-        self.sync_dns();
+        self.commit_service(undo, &before, &txn)?;
         tracing::info!(changed = txn.ops.len(), "kubernetes objects applied");
         Ok(())
     }
@@ -204,7 +210,7 @@ impl Engine {
                 },
                 (WantClusterIp::Ip(ip), true) if old_ip != Some(ip) => return Err(immutable(ip.to_string())),
                 (WantClusterIp::Ip(ip), _) => {
-                    self.check_cluster_ip(next, &key, &object, ip)?;
+                    self.check_kube_cluster_ip(next, &key, &object, ip)?;
                     Some(ip)
                 }
                 (WantClusterIp::NotApplicable, _) => None,
@@ -307,7 +313,7 @@ impl Engine {
             .collect()
     }
 
-    fn check_cluster_ip(
+    fn check_kube_cluster_ip(
         &self,
         next: &BTreeMap<String, Service>,
         key: &str,

@@ -7,6 +7,7 @@ mod detach;
 pub mod dns_socket;
 mod etc_netns;
 pub mod fake;
+mod fake_ipvs;
 pub mod iptables;
 pub mod ipvs;
 pub mod linux;
@@ -82,8 +83,26 @@ pub enum KernelError {
     /// A helper program (iptables) could not run or refused.
     #[error("{command}: {msg}")]
     Command { command: String, msg: String },
+    /// An IPVS call failed (`ipvs` names the call and the service).
+    #[error(transparent)]
+    Ipvs(Box<ipvs::IpvsError>),
+    /// A list of IPVS changes stopped part way (IPVS has no transactions).
+    #[error(transparent)]
+    IpvsPartial(Box<ipvs::Applied>),
     #[error("{0}")]
     Other(String),
+}
+
+impl From<ipvs::IpvsError> for KernelError {
+    fn from(e: ipvs::IpvsError) -> Self {
+        KernelError::Ipvs(Box::new(e))
+    }
+}
+
+impl From<ipvs::Applied> for KernelError {
+    fn from(e: ipvs::Applied) -> Self {
+        KernelError::IpvsPartial(Box::new(e))
+    }
 }
 
 impl KernelError {
@@ -164,10 +183,39 @@ pub trait Kernel: Send + Sync {
     /// Table `family name` in the host namespace (with its comment), if it exists.
     fn nft_table(&self, family: &str, name: &str) -> Result<Option<nft_table::NftTable>, KernelError>;
 
+    /// The chains and sets of table `family table` by name: what a text batch cannot
+    /// name, so a full sync can delete objects the state no longer has (service chains
+    /// of services removed while netd was down).
+    fn nft_objects(&self, _family: &str, _table: &str) -> Result<nft::NftObjects, KernelError> {
+        Ok(nft::NftObjects::default())
+    }
+
     /// Lets traffic of netd's bridges through dockerd's iptables FORWARD chain (see
     /// `iptables.rs`); a no-op where dockerd does not manage iptables.
     fn allow_in_docker_forward(&self) -> Result<(), KernelError> {
         Ok(())
+    }
+
+    /// Readies the host namespace for IPVS load balancing (`ipvs::SYSCTLS`); an error
+    /// when the kernel has no IPVS.
+    fn ipvs_setup(&self) -> Result<(), KernelError> {
+        Err(KernelError::Unsupported("IPVS"))
+    }
+
+    /// Every IPVS service of the host namespace with its destinations.
+    fn ipvs_table(&self) -> Result<Vec<(ipvs::Service, Vec<ipvs::Dest>)>, KernelError> {
+        Err(KernelError::Unsupported("IPVS"))
+    }
+
+    /// The destinations of one IPVS service (empty when it does not exist).
+    fn ipvs_dests(&self, _key: &ipvs::ServiceKey) -> Result<Vec<ipvs::Dest>, KernelError> {
+        Err(KernelError::Unsupported("IPVS"))
+    }
+
+    /// Carries out IPVS changes in order, stopping at the first failure
+    /// (`KernelError::IpvsPartial` says how many were done).
+    fn ipvs_apply(&self, _ops: &[ipvs::Op]) -> Result<(), KernelError> {
+        Err(KernelError::Unsupported("IPVS"))
     }
 }
 

@@ -29,8 +29,9 @@ pub use kube::{
 };
 pub use select::{select_backends, Backend};
 pub use spec::{
-    parse_endpoint_mode, parse_published_ports, parse_selector, parse_service_ports, parse_session_affinity,
-    EndpointMode, PublishMode, PublishedPort, ServiceError, ServicePort, SessionAffinity,
+    parse_endpoint_mode, parse_published, parse_published_ports, parse_selector, parse_service_ports,
+    parse_session_affinity, EndpointMode, PublishMode, PublishedPort, ServiceError, ServicePort,
+    SessionAffinity,
 };
 pub use spec::{DEFAULT_AFFINITY_SECS, MAX_AFFINITY_SECS};
 

@@ -75,7 +75,7 @@ fn cluster_ip_with_an_endpoint_slice() {
 
     // Before any slice, the named target resolves to nothing: that port is left out.
     let svc = model(web);
-    let fw = FwService::from_model(&svc, &[]).unwrap();
+    let fw = FwService::from_model(&svc, &[], |_| None).unwrap();
     assert_eq!(fw.ports, [(53, 5353, Proto::Udp)]);
 
     // With the slice: its ready endpoints are the backends, on every network, and the
@@ -92,7 +92,7 @@ fn cluster_ip_with_an_endpoint_slice() {
         [ip("10.244.1.5"), ip("10.244.2.7")]
     );
     assert!(backends.iter().all(|b| b.network == CLUSTER_WIDE));
-    let fw = FwService::from_model(&svc, &backends).unwrap();
+    let fw = FwService::from_model(&svc, &backends, |_| None).unwrap();
     assert_eq!(fw.ports, [(53, 5353, Proto::Udp), (80, 8080, Proto::Tcp)]);
     assert_eq!(fw.vips.len(), 1);
     assert_eq!(fw.vips[0].network, CLUSTER_WIDE);
@@ -139,7 +139,7 @@ fn node_port_local_keeps_the_client_and_cluster_masquerades() {
         sandbox: "vote-1".into(),
         ip: ip("10.89.0.2"),
     }];
-    let fw = FwService::from_model(&svc, &be).unwrap();
+    let fw = FwService::from_model(&svc, &be, |_| None).unwrap();
     assert_eq!(fw.affinity, Some(60));
     assert_eq!(fw.ingress.len(), 1);
     assert_eq!(
@@ -163,7 +163,7 @@ fn node_port_local_keeps_the_client_and_cluster_masquerades() {
         unreachable!()
     };
     c.kubernetes.as_mut().unwrap().external_traffic_local = false;
-    let fw = FwService::from_model(&svc, &be).unwrap();
+    let fw = FwService::from_model(&svc, &be, |_| None).unwrap();
     assert!(fw.ingress[0].masquerade);
     let text = full(&[fw]).to_string();
     let marked: Vec<&str> = text
@@ -190,7 +190,7 @@ fn headless_is_dnsrr_over_sandboxes_of_every_network() {
     assert_eq!(c.endpoint_mode, EndpointMode::Dnsrr);
     assert!(c.kubernetes.as_ref().unwrap().cluster_ip.is_none());
     assert!(
-        FwService::from_model(&model(db), &[]).is_none(),
+        FwService::from_model(&model(db), &[], |_| None).is_none(),
         "no VIP, no nft objects"
     );
     let sb = |name: &str, app: &str, net: &str, addr: &str| Sandbox {

@@ -362,6 +362,7 @@ fn a_vip_answers_its_own_bridge_and_marks_its_packets() {
         published: 9000,
         target: 8080,
         proto: Proto::Tcp,
+        masquerade: false,
     }];
     let b = full(&[s]);
     let chain = "add rule inet netd svc/default/web/front/tcp/80";

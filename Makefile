@@ -39,6 +39,8 @@ bench: release
 	./bench/cni.sh 100
 	./bench/dns.sh 1000 8
 	./bench/macvlan.sh 200
+	./bench/services.sh
+	./bench/services.sh datapath
 
 # The CNI plugin (statically linked, scripts/build-cni.sh): binary to /opt/cni/bin, example conflist to /etc/cni/net.d (an existing
 # one is kept). DESTDIR stages the install elsewhere.

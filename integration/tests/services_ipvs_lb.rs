@@ -143,6 +143,7 @@ impl Net {
                     published: 8088,
                     target: TARGET,
                     proto: Proto::Tcp,
+                    masquerade: false,
                 })
                 .into_iter()
                 .collect(),

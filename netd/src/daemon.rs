@@ -40,6 +40,8 @@ pub struct ConfigFile {
     pub ipam: Option<IpamConfig>,
     /// `[low, high]` host ports for `-P`.
     pub ephemeral_ports: Option<(u16, u16)>,
+    /// Where Kubernetes ClusterIPs come from (default 10.96.0.0/12).
+    pub service_cidr: Option<ipnetwork::IpNetwork>,
     /// The embedded DNS server (`[dns]`: ttl, cluster_domain, upstreams, timeout_ms, ...).
     pub dns: Option<crate::dns::DnsSettings>,
 }

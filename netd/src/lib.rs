@@ -14,6 +14,7 @@ pub mod driver;
 pub mod engine;
 pub mod firewall;
 pub mod ipam;
+pub mod k8s;
 pub mod kernel;
 pub mod lb;
 pub mod model;

@@ -40,6 +40,9 @@ struct DaemonArgs {
     /// Serve Docker's plugin protocol at DIR/netd.sock (`none` to disable).
     #[arg(long, env = "NETD_DOCKER_PLUGIN_DIR", value_name = "DIR")]
     docker_plugin_dir: Option<PathBuf>,
+    /// Where Kubernetes ClusterIPs (`netctl apply`) come from [default: 10.96.0.0/12].
+    #[arg(long, value_name = "CIDR")]
+    service_cidr: Option<ipnetwork::IpNetwork>,
     /// Service load balancer: nftables (default) or ipvs.
     #[arg(long, value_name = "nftables|ipvs")]
     lb: Option<netd::lb::LbKind>,
@@ -130,6 +133,16 @@ fn options(a: &DaemonArgs) -> anyhow::Result<DaemonOptions> {
         Some(d) if d.as_os_str() == "none" || d.as_os_str().is_empty() => o.docker_plugin_dir = None,
         Some(d) => o.docker_plugin_dir = Some(d.to_path_buf()),
         None => {}
+    }
+    if let Some(c) = a.service_cidr.or(file.service_cidr) {
+        // The CIDR's own address, as IPAM's subnets: 10.96.0.1/12 is a typo.
+        anyhow::ensure!(
+            c.network() == c.ip(),
+            "--service-cidr {c}: host bits are set (did you mean {}/{}?)",
+            c.network(),
+            c.prefix()
+        );
+        o.engine.service_cidr = c;
     }
     if let Some(i) = file.ipam {
         o.engine.ipam = i;

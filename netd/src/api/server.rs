@@ -251,6 +251,18 @@ async fn delete_service(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `POST /v1/k8s/apply`: a Kubernetes object (or `List`), or a JSON array of them.
+async fn k8s_apply(State(st): State<Shared>, b: Body) -> ApiResult<Response> {
+    let docs: serde_json::Value = body(b).await?;
+    Ok(Json(with_engine(&st, move |e| e.apply_k8s(&docs)).await?).into_response())
+}
+
+/// `POST /v1/k8s/delete`: the same input; deletes the objects it names.
+async fn k8s_delete(State(st): State<Shared>, b: Body) -> ApiResult<Response> {
+    let docs: serde_json::Value = body(b).await?;
+    Ok(Json(with_engine(&st, move |e| e.delete_k8s(&docs)).await?).into_response())
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -281,6 +293,8 @@ pub fn router(engine: Shared) -> Router {
                 .post(update_service)
                 .patch(update_service),
         )
+        .route("/v1/k8s/apply", post(k8s_apply))
+        .route("/v1/k8s/delete", post(k8s_delete))
         .fallback(not_found)
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -36,6 +36,22 @@ enum Top {
     /// Manage services (ExternalName: a CNAME under <name>.<namespace>.svc.<domain>).
     #[command(subcommand)]
     Service(SvcCmd),
+    /// Apply Kubernetes objects: v1 Service (ClusterIP, NodePort, headless, ExternalName)
+    /// and discovery.k8s.io/v1 EndpointSlice, from YAML or JSON (one object, several
+    /// `---` documents, or a List).
+    Apply(K8sArgs),
+    /// Delete the Kubernetes objects a file names (as `apply` took them).
+    Delete(K8sArgs),
+}
+
+#[derive(Args)]
+struct K8sArgs {
+    /// The file (`-` for standard input).
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    file: PathBuf,
+    /// Print what was done as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -559,6 +575,33 @@ fn service(c: &Client, cmd: SvcCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `apply -f` / `delete -f`: the file's documents go to the daemon as JSON, which
+/// decodes them with the Kubernetes types; YAML errors stop here.
+fn k8s(c: &Client, verb: &str, a: K8sArgs) -> anyhow::Result<()> {
+    let text = if a.file.as_os_str() == "-" {
+        let mut t = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).context("reading standard input")?;
+        t
+    } else {
+        std::fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file.display()))?
+    };
+    let docs = netd::k8s::documents(&text).map_err(|e| anyhow!("{}: {e}", a.file.display()))?;
+    let v = c.post(&format!("/v1/k8s/{verb}"), &Value::Array(docs))?;
+    if a.json {
+        print_json(&v);
+    } else {
+        for r in v.as_array().into_iter().flatten() {
+            println!(
+                "{}/{} {}",
+                s(&r["kind"]).to_ascii_lowercase(),
+                s(&r["name"]),
+                s(&r["action"])
+            );
+        }
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     let c = Client::new(&cli.socket);
     match cli.cmd {
@@ -695,6 +738,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Top::Service(cmd) => service(&c, cmd)?,
+        Top::Apply(a) => k8s(&c, "apply", a)?,
+        Top::Delete(a) => k8s(&c, "delete", a)?,
         Top::Dns(DnsCmd::Ls { sandbox, json }) => {
             let v = c.get(&format!("/v1/sandboxes/{sandbox}/dns"))?;
             if json {

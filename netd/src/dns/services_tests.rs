@@ -403,6 +403,7 @@ fn a_clash_names_who_holds_the_name() {
         id: "1".into(),
         kind: ServiceKind::ClusterIp(req.cluster_ip().unwrap()),
         labels: Default::default(),
+        applied: false,
         created: 0,
     };
     let clash = |ns: &str, name: &str, on: &[&str]| name_clash(ns, name, &nets(on), sbs.iter(), [&blog]);

@@ -13,6 +13,7 @@
 mod docker;
 mod docker_ipam;
 mod error;
+mod k8s;
 mod macvlan;
 mod network;
 mod ports;
@@ -41,6 +42,7 @@ use crate::store::{self, Bucket, Store, Txn};
 
 pub use docker::{DockerEndpoint, DockerNetwork, DockerPool, DockerPort, JoinInfo};
 pub use error::{EngineError, Result};
+pub use k8s::{K8sResult, DEFAULT_SERVICE_CIDR};
 pub use reconcile::ReconcileReport;
 pub use service::{ServiceUpdate, ServiceView};
 
@@ -61,6 +63,8 @@ pub struct EngineConfig {
     /// other's links, so an engine that finds tables another one made refuses to start
     /// (`check_owner`).
     pub owner: String,
+    /// Where Kubernetes ClusterIPs come from (`netd daemon --service-cidr`).
+    pub service_cidr: ipnetwork::IpNetwork,
     /// The service load-balancing datapath (`netd daemon --lb`).
     pub lb: crate::lb::LbKind,
 }
@@ -74,6 +78,9 @@ impl Default for EngineConfig {
             ipam: IpamConfig::default(),
             ephemeral_ports: (49153, 65535),
             owner: "netd".into(),
+            service_cidr: k8s::DEFAULT_SERVICE_CIDR.parse().unwrap_or_else(|_| {
+                ipnetwork::IpNetwork::V4(ipnetwork::Ipv4Network::from(std::net::Ipv4Addr::UNSPECIFIED))
+            }),
             lb: crate::lb::LbKind::default(),
         }
     }

@@ -223,6 +223,14 @@ impl Engine {
         out
     }
 
+    /// Whether a Kubernetes service holds a ClusterIP (dispatched from every network).
+    fn has_cluster_wide_vip(&self) -> bool {
+        self.services.values().any(|s| {
+            matches!(&s.kind, ServiceKind::ClusterIp(c)
+                if c.kubernetes.as_ref().is_some_and(|k| k.cluster_ip.is_some()))
+        })
+    }
+
     /// A network's bring-up steps with its services' VIPs on the bridge (and
     /// `nf_call_iptables` on while it has one).
     pub(super) fn network_up(&self, net: &crate::model::Network) -> Vec<Step> {
@@ -231,7 +239,10 @@ impl Engine {
         for s in &mut steps {
             if let Step::EnsureBridge(b) = s {
                 if net.vlan.is_none() {
-                    b.nf_call = !vips.is_empty();
+                    // A Kubernetes ClusterIP is reached through the gateway from every
+                    // network and balanced to backends on any of them: a reply within
+                    // one bridge must pass conntrack to be un-DNATed.
+                    b.nf_call = !vips.is_empty() || self.has_cluster_wide_vip();
                     b.vips = vips.clone();
                 }
             }
@@ -279,6 +290,7 @@ impl Engine {
             kind,
             labels: req.labels.clone(),
             created: now(),
+            applied: false,
         };
         if let ServiceKind::ClusterIp(c) = &svc.kind {
             let c = c.clone();
@@ -375,7 +387,7 @@ impl Engine {
         Ok(())
     }
 
-    fn bridge_specs(&self, networks: &[String]) -> Vec<BridgeSpec> {
+    pub(super) fn bridge_specs(&self, networks: &[String]) -> Vec<BridgeSpec> {
         networks.iter().filter_map(|n| self.bridge_spec(n)).collect()
     }
 
@@ -383,7 +395,7 @@ impl Engine {
     /// the networks whose VIPs changed (`before`: their specs before the change), the
     /// firewall, the datapath, then the store. On failure every done part is reverted
     /// and memory rolled back.
-    fn commit_service(&mut self, undo: Undo, before: &[BridgeSpec], txn: &Txn) -> Result<()> {
+    pub(super) fn commit_service(&mut self, undo: Undo, before: &[BridgeSpec], txn: &Txn) -> Result<()> {
         let after: Vec<BridgeSpec> = before
             .iter()
             .filter_map(|b| {

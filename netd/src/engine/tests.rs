@@ -613,3 +613,164 @@ fn resolv_conf_goes_with_its_sandbox_and_its_failed_plan() {
     );
     assert!(t.e.sandbox("s").is_err());
 }
+
+fn k8s_file(name: &str) -> serde_json::Value {
+    let p = format!("{}/tests/data/k8s/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&p).unwrap();
+    serde_json::Value::Array(crate::k8s::documents(&text).unwrap())
+}
+
+fn kube_of(t: &T, ns: &str, name: &str) -> crate::model::KubeSpec {
+    match &t.e.service(ns, name).unwrap().kind {
+        ServiceKind::ClusterIp(c) => *c.kubernetes.clone().unwrap(),
+        k => panic!("{k:?}"),
+    }
+}
+
+#[test]
+fn k8s_apply_allocates_and_is_idempotent() {
+    let mut t = setup();
+    let r = t.e.apply_k8s(&k8s_file("list.json")).unwrap();
+    let acts: Vec<String> = r
+        .iter()
+        .map(|r| format!("{}/{} {}", r.kind, r.name, r.action))
+        .collect();
+    assert_eq!(acts, ["Service/api created", "Service/cache created"]);
+    // The lowest free addresses of 10.96.0.0/12 and the lowest free NodePort.
+    assert_eq!(
+        kube_of(&t, "default", "api").cluster_ip,
+        Some("10.96.0.1".parse().unwrap())
+    );
+    let cache = kube_of(&t, "default", "cache");
+    assert_eq!(cache.cluster_ip, Some("10.96.0.2".parse().unwrap()));
+    assert_eq!(cache.ports[0].node_port, Some(30000));
+    let ServiceKind::ClusterIp(c) = &t.e.service("default", "cache").unwrap().kind else {
+        unreachable!()
+    };
+    assert_eq!(
+        c.published[0].published, 30000,
+        "the NodePort holds its host port"
+    );
+    // Applying the same file again changes nothing and keeps what was allocated.
+    let before = snapshot(&t);
+    let r = t.e.apply_k8s(&k8s_file("list.json")).unwrap();
+    assert!(r.iter().all(|r| r.action == "unchanged"), "{r:?}");
+    assert_eq!(snapshot(&t), before);
+    // A slice for a service, then delete: the service and its slices go.
+    t.e.apply_k8s(&k8s_file("clusterip.yaml")).unwrap();
+    assert_eq!(kube_of(&t, "shop", "web").slices.len(), 1);
+    let r = t.e.delete_k8s(&k8s_file("clusterip.yaml")).unwrap();
+    assert_eq!(r.len(), 2);
+    assert!(t.e.service("shop", "web").is_err());
+    t.e.delete_k8s(&k8s_file("list.json")).unwrap();
+    assert!(t.s.list(Bucket::Services).unwrap().is_empty());
+}
+
+#[test]
+fn k8s_bad_input_changes_nothing() {
+    let mut t = setup();
+    t.e.create_network(&net("a", Some("10.1.0.0/24"))).unwrap();
+    let mut sb = SandboxRequest::on("s1", &["a"]);
+    sb.ports = vec!["30080:80".into()];
+    t.e.create_sandbox(&sb).unwrap();
+    t.e.apply_k8s(&k8s_file("list.json")).unwrap();
+    t.e.create_service(&crate::model::ServiceRequest {
+        name: "mine".into(),
+        external_name: Some("example.com".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let before = snapshot(&t);
+    let svc = |name: &str, spec: serde_json::Value| serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec});
+    let cases: Vec<(serde_json::Value, &str)> = vec![
+        (
+            k8s_file("bad/cluster-ip-outside.yaml"),
+            "not a usable address of the service CIDR 10.96.0.0/12",
+        ),
+        (
+            k8s_file("bad/slice-without-service.yaml"),
+            "service nosuch (label kubernetes.io/service-name) does not exist",
+        ),
+        (k8s_file("bad/nodeport-range.yaml"), "outside the NodePort range"),
+        (k8s_file("bad/deployment.yaml"), "unknown kind \"Deployment\""),
+        (
+            svc(
+                "x",
+                serde_json::json!({"clusterIP": "10.96.0.1", "ports": [{"port": 80}]}),
+            ),
+            "already allocated to service default/api",
+        ),
+        (
+            svc(
+                "x",
+                serde_json::json!({"clusterIP": "10.96.0.0", "ports": [{"port": 80}]}),
+            ),
+            "not a usable address",
+        ),
+        (
+            svc(
+                "x",
+                serde_json::json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30080}]}),
+            ),
+            "nodePort 30080/tcp is already used by sandbox s1",
+        ),
+        (
+            svc(
+                "x",
+                serde_json::json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30000}]}),
+            ),
+            "already used by service default/cache",
+        ),
+        (
+            serde_json::json!([
+                svc(
+                    "x",
+                    serde_json::json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30500}]})
+                ),
+                svc(
+                    "y",
+                    serde_json::json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30500}]})
+                )
+            ]),
+            "Service default/y: nodePort 30500/tcp is already used by service default/x",
+        ),
+        (
+            svc(
+                "api",
+                serde_json::json!({"clusterIP": "10.96.0.9", "ports": [{"port": 8080}]}),
+            ),
+            "spec.clusterIP is immutable",
+        ),
+        (
+            svc(
+                "api",
+                serde_json::json!({"clusterIP": "None", "ports": [{"port": 8080}]}),
+            ),
+            "spec.clusterIP is immutable",
+        ),
+        (
+            svc("mine", serde_json::json!({"ports": [{"port": 80}]})),
+            "was made with netctl service create",
+        ),
+        // A good object and a bad one in one call: neither is applied.
+        (
+            serde_json::json!([
+                svc("good", serde_json::json!({"ports": [{"port": 80}]})),
+                svc("bad", serde_json::json!({}))
+            ]),
+            "at least one port",
+        ),
+    ];
+    for (docs, want) in cases {
+        let e = t.e.apply_k8s(&docs).unwrap_err().to_string();
+        assert!(e.contains(want), "{docs}: {e}");
+        assert!(!e.contains('\n'));
+        assert_eq!(snapshot(&t), before, "{docs}");
+    }
+    // delete: a missing object, or one netctl service create made.
+    let e = t.e.delete_k8s(&svc("nosuch", serde_json::json!({}))).unwrap_err();
+    assert!(matches!(e, EngineError::NoSuchService { .. }), "{e}");
+    let e = t.e.delete_k8s(&svc("mine", serde_json::json!({}))).unwrap_err();
+    assert!(e.to_string().contains("netctl service create"), "{e}");
+    assert_eq!(snapshot(&t), before);
+}

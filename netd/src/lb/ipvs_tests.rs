@@ -97,6 +97,7 @@ fn an_ingress_port_is_a_fwmark_service_per_family_over_every_backend() {
         published: 8088,
         target: 8080,
         proto: Proto::Tcp,
+        masquerade: false,
     });
     let want = desired(&[s]);
     let mark = ingress_mark(Proto::Tcp, 8088);
@@ -134,6 +135,7 @@ fn full_sync_from_empty_makes_every_service_and_the_ingress_table() {
         published: 8088,
         target: 8080,
         proto: Proto::Tcp,
+        masquerade: false,
     });
     lb(&k).sync_full(&[s, svc("empty", 201, &[])]).unwrap();
     assert!(k.ipvs_was_set_up());
@@ -305,6 +307,7 @@ fn removing_a_service_deletes_it_and_its_ingress_mark() {
         published: 8088,
         target: 8080,
         proto: Proto::Udp,
+        masquerade: false,
     });
     let old = vec![s, svc("db", 201, &[3])];
     lb.sync_full(&old).unwrap();
@@ -405,6 +408,7 @@ fn nft_accepts_the_ingress_table_and_its_diffs() {
         published: 8088,
         target: 8080,
         proto: Proto::Tcp,
+        masquerade: false,
     });
     let new = desired(&[s]);
     let batch = format!(

@@ -51,7 +51,14 @@ pub(super) fn inet_forward(_: &[&FwNetwork]) -> Vec<String> {
 }
 
 pub(super) fn nat_postrouting(nets: &[&FwNetwork]) -> Vec<String> {
-    let mut rules = Vec::new();
+    // A client DNATed through a service VIP into a netd network keeps its address, also
+    // from another network (a Kubernetes ClusterIP serves every network): the reply
+    // is routed back through the host and un-DNATed there. Hairpin traffic is still
+    // masqueraded by `svc_postrouting` (another base chain).
+    let mut rules = vec![format!(
+        "oifname @bridges ct status dnat meta mark & {VIP_MARK:#010x} == {VIP_MARK:#010x} accept \
+         comment \"service clients keep their address\""
+    )];
     for n in nets {
         let Some(br) = ifname(&n.bridge) else { continue };
         let name = comment_name(&n.name);

@@ -325,6 +325,7 @@ add rule inet netd published ip6 daddr != ::1 dnat ip6 to ip6 daddr . meta l4pro
 add rule inet netd published ip6 daddr != ::1 dnat ip6 to meta l4proto . th dport map @pub6_any comment "IPv6, every host address"
 add rule inet netd prerouting fib daddr type local jump published comment "published ports"
 add rule inet netd output fib daddr type local jump published comment "published ports, from the host itself"
+add rule inet netd postrouting oifname @bridges ct status dnat meta mark & 0x00001000 == 0x00001000 accept comment "service clients keep their address"
 add rule inet netd postrouting ip saddr 10.89.0.0/24 oifname != "netd-frontend" masquerade comment "net frontend"
 add rule inet netd postrouting oifname "netd-frontend" ip saddr 10.89.0.0/24 ct status dnat meta mark & 0x00001000 == 0 masquerade comment "net frontend: hairpin"
 add rule inet netd postrouting ip6 saddr fd00:89::/64 oifname != "netd-frontend" masquerade comment "net frontend"

@@ -39,7 +39,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::firewall::batch::{Batch, Command};
 use crate::firewall::TABLE;
-use crate::model::{Backend, EndpointMode, Proto, PublishMode, Service, ServiceKind};
+use crate::model::{
+    Backend, ClusterIp, EndpointMode, KubeSpec, Proto, PublishMode, Service, ServiceKind, CLUSTER_WIDE,
+};
 
 /// Packet mark bit for "masquerade this: a backend reaching itself through its VIP".
 /// kube-proxy uses 0x4000; another bit lets both run on one host.
@@ -73,6 +75,10 @@ pub struct FwIngress {
     pub published: u16,
     pub target: u16,
     pub proto: Proto,
+    /// Masquerade what arrives here (Kubernetes' `externalTrafficPolicy: Cluster` for a
+    /// NodePort; `Local` and netd's own ingress ports keep the client's address).
+    #[serde(default)]
+    pub masquerade: bool,
 }
 
 /// What the firewall needs to know of one `cluster_ip` service in vip mode.
@@ -104,6 +110,9 @@ impl FwService {
         if c.endpoint_mode != EndpointMode::Vip {
             return None;
         }
+        if let Some(k) = &c.kubernetes {
+            return Self::from_kubernetes(svc, c, k, backends);
+        }
         let vips = c
             .networks
             .iter()
@@ -134,6 +143,56 @@ impl FwService {
                     published: p.published,
                     target: p.target,
                     proto: p.proto,
+                    masquerade: false,
+                })
+                .collect(),
+        })
+    }
+
+    /// A Kubernetes Service: its ClusterIP as one VIP on the pseudo network
+    /// `CLUSTER_WIDE` over every backend, its NodePorts as ingress ports. A port whose
+    /// named target no EndpointSlice resolves is left out (nothing could serve it).
+    fn from_kubernetes(
+        svc: &Service,
+        c: &ClusterIp,
+        k: &KubeSpec,
+        backends: &[Backend],
+    ) -> Option<FwService> {
+        let resolved: Vec<(&crate::model::KubePort, u16)> = k
+            .ports
+            .iter()
+            .filter_map(|p| Some((p, k.resolve_target(p)?)))
+            .collect();
+        let mut ports: Vec<(u16, u16, Proto)> = resolved.iter().map(|(p, t)| (p.port, *t, p.proto)).collect();
+        ports.sort();
+        let mut ips: Vec<IpAddr> = backends.iter().map(|b| b.ip).collect();
+        ips.sort();
+        ips.dedup();
+        Some(FwService {
+            namespace: svc.namespace.clone(),
+            name: svc.name.clone(),
+            ports,
+            affinity: c.session_affinity.map(|a| a.timeout_secs),
+            vips: k
+                .cluster_ip
+                .map(|vip| FwVip {
+                    network: CLUSTER_WIDE.into(),
+                    vip,
+                    backends: ips,
+                    // Off-subnet, reached through a gateway: from every network and the host.
+                    bridge: String::new(),
+                })
+                .into_iter()
+                .collect(),
+            ingress: resolved
+                .iter()
+                .filter_map(|(p, t)| {
+                    Some(FwIngress {
+                        published: p.node_port?,
+                        target: *t,
+                        proto: p.proto,
+                        masquerade: !k.external_traffic_local,
+                    })
                 })
                 .collect(),
         })
@@ -255,6 +314,7 @@ fn add_port_chain(
     backends: &[IpAddr],
     affinity: Option<u32>,
     vip_of: Option<&str>,
+    masquerade: bool,
 ) {
     let mut rules = Vec::new();
     if let Some(net) = vip_of {
@@ -267,6 +327,13 @@ fn add_port_chain(
         }
         rules.push(format!(
             "meta mark set meta mark | {VIP_MARK:#010x} comment \"client keeps its address\""
+        ));
+    }
+    if masquerade && !backends.is_empty() {
+        // svc_postrouting masquerades this mark: the backend answers the host, which
+        // un-NATs, as kube-proxy does for `externalTrafficPolicy: Cluster`.
+        rules.push(format!(
+            "meta mark set meta mark | {HAIRPIN_MARK:#010x} comment \"externalTrafficPolicy Cluster\""
         ));
     }
     let mut picks = Vec::new();
@@ -347,7 +414,9 @@ fn objects(services: &[FwService]) -> Objects {
                 // No VIP in the comment: a chain's comment cannot change in place.
                 let what = format!("service {ns}/{name} {port}/{proto} on net {net}");
                 let from = Some(v.bridge.as_str());
-                add_port_chain(&mut o, chain, what, proto, target, &backends, s.affinity, from);
+                add_port_chain(
+                    &mut o, chain, what, proto, target, &backends, s.affinity, from, false,
+                );
             }
         }
         for fam in [4u8, 6] {
@@ -375,7 +444,15 @@ fn objects(services: &[FwService]) -> Objects {
                     i.published, i.proto
                 );
                 add_port_chain(
-                    &mut o, chain, what, i.proto, i.target, &backends, s.affinity, None,
+                    &mut o,
+                    chain,
+                    what,
+                    i.proto,
+                    i.target,
+                    &backends,
+                    s.affinity,
+                    None,
+                    i.masquerade,
                 );
             }
         }

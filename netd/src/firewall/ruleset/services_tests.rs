@@ -59,6 +59,7 @@ fn example() -> Vec<FwService> {
         published: 8088,
         target: 8080,
         proto: Proto::Tcp,
+        masquerade: false,
     }];
     let mut dns = svc("default", "dns", vec![vip("frontend", "fd00:89::53", &[])]);
     dns.ports = vec![(53, 53, Proto::Udp)];
@@ -148,6 +149,7 @@ fn from_model_takes_vip_services_and_their_backends_per_network() {
         kind,
         labels: Default::default(),
         created: 0,
+        applied: false,
     };
     let backends = vec![
         Backend {
@@ -177,7 +179,8 @@ fn from_model_takes_vip_services_and_their_backends_per_network() {
         [FwIngress {
             published: 9000,
             target: 8080,
-            proto: Proto::Tcp
+            proto: Proto::Tcp,
+            masquerade: false,
         }]
     );
     // dnsrr and ExternalName services have no nft objects.
@@ -359,6 +362,7 @@ fn a_vip_answers_its_own_bridge_and_marks_its_packets() {
         published: 9000,
         target: 8080,
         proto: Proto::Tcp,
+        masquerade: false,
     }];
     let b = full(&[s]);
     let chain = "add rule inet netd svc/default/web/front/tcp/80";

@@ -145,6 +145,7 @@ fn stored_json_round_trips_and_old_records_still_load() {
         kind,
         labels: Default::default(),
         created: 7,
+        applied: false,
     };
     let v = serde_json::to_value(&s).unwrap();
     assert_eq!(v["kind"], "cluster_ip");

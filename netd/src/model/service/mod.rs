@@ -11,6 +11,7 @@
 //! backends among the sandboxes. All pure: the engine checks names against what exists,
 //! allocates VIPs and applies the ruleset.
 
+mod kube;
 mod select;
 mod spec;
 
@@ -22,12 +23,17 @@ use serde::{Deserialize, Serialize};
 use super::names::validate_name;
 use super::network::Subnet;
 use super::port::PortMapping;
+pub use kube::{
+    EndpointSlice, KubePort, KubeSpec, KubeType, SliceEndpoint, SlicePort, TargetPort, CLUSTER_WIDE,
+    NODE_PORTS, SERVICE_NAME_LABEL,
+};
 pub use select::{select_backends, Backend};
 pub use spec::{
     check_port_name, parse_endpoint_mode, parse_published, parse_published_ports, parse_selector,
     parse_service_ports, parse_session_affinity, EndpointMode, PublishMode, PublishedPort, ServiceError,
     ServicePort, SessionAffinity,
 };
+pub use spec::{DEFAULT_AFFINITY_SECS, MAX_AFFINITY_SECS};
 
 /// The namespace a service lands in when the request names none (Kubernetes' default).
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -66,6 +72,11 @@ pub struct ClusterIp {
     /// Sorted; one entry per published port/protocol.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub published: Vec<PublishedPort>,
+    /// A Kubernetes Service (`netctl apply`): a cluster-wide VIP instead of one per
+    /// network (`networks` is empty: backends come from every network), NodePorts in
+    /// `published`, EndpointSlices. None for netd's own services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<Box<KubeSpec>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +90,10 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     pub created: u64,
+    /// Made by `netctl apply` from a Kubernetes object (so `apply` may change it and
+    /// `delete -f` remove it, but not a service made with `netctl service create`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub applied: bool,
 }
 
 impl Service {
@@ -132,7 +147,7 @@ pub struct ServiceRequest {
 /// A DNS label as Kubernetes wants for namespaces (RFC 1123) and, when `letter_first`,
 /// for service names (RFC 1035): lowercase letters, digits and '-', at most 63, no '-'
 /// at either end.
-fn check_label(what: &str, s: &str, letter_first: bool) -> Result<(), String> {
+pub fn check_label(what: &str, s: &str, letter_first: bool) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 63
         && s.bytes()
@@ -155,7 +170,7 @@ fn check_label(what: &str, s: &str, letter_first: bool) -> Result<(), String> {
 
 /// The target of an ExternalName: a host name (not an address), lowercased, without the
 /// trailing dot.
-fn check_target(t: &str) -> Result<String, String> {
+pub fn check_target(t: &str) -> Result<String, String> {
     let name = t.strip_suffix('.').unwrap_or(t).to_ascii_lowercase();
     let bad = |why: &str| Err(format!("invalid external name {t:?}: {why}"));
     if name.is_empty() {
@@ -302,6 +317,7 @@ impl ServiceRequest {
             endpoint_mode,
             session_affinity,
             published,
+            kubernetes: None,
         })
     }
 }
@@ -431,6 +447,7 @@ mod tests {
             kind: ServiceKind::ExternalName { target: "x.y".into() },
             labels: Default::default(),
             created: 0,
+            applied: false,
         };
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["kind"], "external_name");

@@ -25,10 +25,18 @@ pub struct Backend {
 
 /// The backends of `svc` among `sandboxes`, sorted by network, sandbox and address, so
 /// the same sandboxes in any order give the same list (and the same nft chains).
+///
+/// A Kubernetes service (`svc.kubernetes`) has no networks: with EndpointSlices its
+/// backends are their ready endpoints (the sandboxes are not looked at, as kube-proxy
+/// looks at slices only); without, its selector picks sandboxes on every network.
 pub fn select_backends<'a>(
     svc: &ClusterIp,
     sandboxes: impl IntoIterator<Item = &'a Sandbox>,
 ) -> Vec<Backend> {
+    if let Some(from_slices) = svc.kubernetes.as_ref().and_then(|k| k.slice_backends()) {
+        return from_slices;
+    }
+    let any_network = svc.kubernetes.is_some();
     let selected = |s: &Sandbox| {
         let by_labels =
             !svc.selector.is_empty() && svc.selector.iter().all(|(k, v)| s.labels.get(k) == Some(v));
@@ -40,7 +48,7 @@ pub fn select_backends<'a>(
         .flat_map(|s| {
             s.endpoints
                 .iter()
-                .filter(|e| svc.networks.contains(&e.network))
+                .filter(|e| any_network || svc.networks.contains(&e.network))
                 .flat_map(move |e| {
                     e.ips().map(move |ip| Backend {
                         network: e.network.clone(),

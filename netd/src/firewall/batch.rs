@@ -190,12 +190,18 @@ impl Batch {
         out.filter(|v| !v.is_empty())
     }
 
-    /// Whether every command is typed (service commands or element changes) and one
-    /// is a service command: such a batch can go to the kernel without libnftables
-    /// (`kernel::nft_svc`).
-    pub fn is_typed_with_svc(&self) -> bool {
-        self.cmds.iter().all(|c| !matches!(c, Command::Text(_)))
-            && self.cmds.iter().any(|c| matches!(c, Command::Svc(_)))
+    /// The service commands, when the batch holds nothing else (and something): such a
+    /// batch goes to the kernel without libnftables (`kernel::nft_svc`).
+    pub fn svc_commands(&self) -> Option<Vec<&super::svc_cmd::SvcCmd>> {
+        let out: Option<Vec<_>> = self
+            .cmds
+            .iter()
+            .map(|c| match c {
+                Command::Svc(s) => Some(s),
+                Command::Elements(_) | Command::Text(_) => None,
+            })
+            .collect();
+        out.filter(|v| !v.is_empty())
     }
 }
 

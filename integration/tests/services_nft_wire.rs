@@ -109,7 +109,11 @@ fn random(rng: &mut StdRng, n: usize) -> Vec<FwService> {
                 s.ingress.push(FwIngress {
                     published: 9000 + i as u16,
                     target: 8080,
-                    proto: if rng.random_bool(0.5) { Proto::Tcp } else { Proto::Udp },
+                    proto: if rng.random_bool(0.5) {
+                        Proto::Tcp
+                    } else {
+                        Proto::Udp
+                    },
                 });
             }
             s
@@ -197,7 +201,11 @@ fn full_both_ways(svcs: &[FwService]) {
     by_wire(&b, &full);
     let want = listing(&a);
     assert!(want.contains("svc_prerouting"), "{want}");
-    assert_eq!(listing(&b), want, "direct full load differs from text; batch:\n{full}");
+    assert_eq!(
+        listing(&b),
+        want,
+        "direct full load differs from text; batch:\n{full}"
+    );
     by_wire(&b, &full);
     assert_eq!(listing(&b), want, "a second direct full load changed the table");
 }
@@ -247,7 +255,11 @@ fn a_direct_diff_on_a_text_full_load_lists_as_the_text_diff() {
         let back = services::diff(&new, &old);
         by_text(&a, &back);
         by_wire(&b, &back);
-        assert_eq!(listing(&b), listing(&a), "direct diff back differs; diff:\n{back}");
+        assert_eq!(
+            listing(&b),
+            listing(&a),
+            "direct diff back differs; diff:\n{back}"
+        );
     }
 }
 
@@ -268,7 +280,9 @@ fn a_refused_direct_batch_changes_nothing_and_names_the_command() {
         netd::firewall::svc_cmd::SvcCmd::DeleteChain("svc/nothing/here".into()),
     ));
     let cmds = b.svc_commands().unwrap();
-    let err = conn(&ns).apply_svc(&cmds).expect_err("a missing chain must be refused");
+    let err = conn(&ns)
+        .apply_svc(&cmds)
+        .expect_err("a missing chain must be refused");
     let msg = err.to_string();
     assert!(
         msg.contains("delete chain inet netd svc/nothing/here") && msg.contains("No such file"),

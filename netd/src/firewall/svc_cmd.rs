@@ -292,11 +292,20 @@ pub struct MapElement {
 /// One command on the service objects of `table inet netd`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SvcCmd {
-    AddChain { name: String, kind: ChainKind },
+    AddChain {
+        name: String,
+        kind: ChainKind,
+    },
     FlushChain(String),
     DeleteChain(String),
-    AddRule { chain: String, rule: SvcRuleLine },
-    AddSet { name: String, set: AffinitySet },
+    AddRule {
+        chain: String,
+        rule: SvcRuleLine,
+    },
+    AddSet {
+        name: String,
+        set: AffinitySet,
+    },
     DeleteSet(String),
     AddMap(DispatchMap),
     FlushMap(DispatchMap),

@@ -615,7 +615,10 @@ fn affinity_set(m: &mut Msg, name: &str, set: &AffinitySet, id: u32) -> Result<(
     m.be32(NFTA_SET_KEY_TYPE, ty);
     m.be32(NFTA_SET_KEY_LEN, len);
     m.be32(NFTA_SET_ID, id);
-    m.attr(NFTA_SET_TIMEOUT, &(u64::from(set.timeout_secs) * 1000).to_be_bytes());
+    m.attr(
+        NFTA_SET_TIMEOUT,
+        &(u64::from(set.timeout_secs) * 1000).to_be_bytes(),
+    );
     let mut u = UDATA_ADDR_SET.to_vec();
     u.extend(comment_udata(UDATA_SET_COMMENT, checked_comment(&set.comment)?));
     m.attr(NFTA_SET_USERDATA, &u);
@@ -700,17 +703,21 @@ impl Conn {
                 }
             }
         }
-        if cmds
+        if cmds.iter().any(|c| {
+            matches!(
+                c,
+                SvcCmd::DeleteChain(_) | SvcCmd::DeleteSet(_) | SvcCmd::FlushMap(_)
+            )
+        }) || cmds
             .iter()
-            .any(|c| matches!(c, SvcCmd::DeleteChain(_) | SvcCmd::DeleteSet(_) | SvcCmd::FlushMap(_)))
-            || cmds
-                .iter()
-                .any(|c| matches!(c, SvcCmd::MapElements { add: false, .. }))
+            .any(|c| matches!(c, SvcCmd::MapElements { add: false, .. }))
         {
             self.deleted = true;
         }
         if let Some((at, e)) = failed {
-            let what = cmds.get(at).map_or_else(|| "commit".to_string(), |c| c.to_string());
+            let what = cmds
+                .get(at)
+                .map_or_else(|| "commit".to_string(), |c| c.to_string());
             let mut what = what;
             if what.len() > MAX_ERR_CMD {
                 let mut cut = MAX_ERR_CMD;

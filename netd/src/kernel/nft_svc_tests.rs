@@ -113,7 +113,11 @@ fn write(attrs: &[Attr], out: &mut Vec<u8>) {
                 *k
             }
         };
-        let len = if let Attr::Leaf(_, v) = a { 4 + v.len() } else { out.len() - at };
+        let len = if let Attr::Leaf(_, v) = a {
+            4 + v.len()
+        } else {
+            out.len() - at
+        };
         out[at..at + 2].copy_from_slice(&(len as u16).to_ne_bytes());
         out[at + 2..at + 4].copy_from_slice(&kind.to_ne_bytes());
         out.resize(out.len().next_multiple_of(4), 0);
@@ -222,8 +226,18 @@ fn every_rule_shape_and_change_encodes_as_nft_sends_it() {
         goto: "c1".into(),
     };
     let cmds = vec![
-        rule(SvcRule::HairpinMark { backend: ip("10.0.0.1") }, Some("hairpin")),
-        rule(SvcRule::HairpinMark { backend: ip("fd00::1") }, Some("hairpin")),
+        rule(
+            SvcRule::HairpinMark {
+                backend: ip("10.0.0.1"),
+            },
+            Some("hairpin"),
+        ),
+        rule(
+            SvcRule::HairpinMark {
+                backend: ip("fd00::1"),
+            },
+            Some("hairpin"),
+        ),
         rule(
             SvcRule::AffinityGoto {
                 v6: false,
@@ -265,8 +279,14 @@ fn every_rule_shape_and_change_encodes_as_nft_sends_it() {
         rule(SvcRule::RejectPortUnreachable, Some("no backend")),
         rule(SvcRule::Dispatch { v6: false }, Some("service VIPs")),
         rule(SvcRule::Dispatch { v6: true }, Some("service VIPs")),
-        rule(SvcRule::IngressDispatch { v6: false }, Some("service ingress ports")),
-        rule(SvcRule::IngressDispatch { v6: true }, Some("service ingress ports")),
+        rule(
+            SvcRule::IngressDispatch { v6: false },
+            Some("service ingress ports"),
+        ),
+        rule(
+            SvcRule::IngressDispatch { v6: true },
+            Some("service ingress ports"),
+        ),
         rule(SvcRule::HairpinMasquerade, Some("service hairpin")),
         SvcCmd::MapElements {
             add: true,
@@ -285,7 +305,10 @@ fn every_rule_shape_and_change_encodes_as_nft_sends_it() {
     ];
     // The text is the one nft got.
     let text: Vec<String> = cmds.iter().map(ToString::to_string).collect();
-    assert_eq!(text[6], "add rule inet netd c1 numgen random mod 2 vmap { 0 : goto c1, 1 : goto c2 }");
+    assert_eq!(
+        text[6],
+        "add rule inet netd c1 numgen random mod 2 vmap { 0 : goto c1, 1 : goto c2 }"
+    );
     assert_eq!(
         text[12],
         "add rule inet netd c1 fib daddr type local ip6 daddr != ::1 meta l4proto . th dport vmap \

@@ -425,7 +425,10 @@ pub fn diff(old: &[FwService], new: &[FwService]) -> Batch {
     for map in DispatchMap::ALL {
         let (a, b) = (&was.elements[&map], &now.elements[&map]);
         // A key whose verdict changed is deleted and added again (EEXIST otherwise).
-        let gone = a.iter().filter(|(k, v)| b.get(*k) != Some(*v)).map(|(_, v)| v.clone());
+        let gone = a
+            .iter()
+            .filter(|(k, v)| b.get(*k) != Some(*v))
+            .map(|(_, v)| v.clone());
         elements(&mut cmds, false, map, gone.collect());
         let added = b.iter().filter(|(k, v)| a.get(*k) != Some(*v));
         elements(&mut cmds, true, map, added.map(|(_, v)| v.clone()).collect());

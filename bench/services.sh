@@ -3,6 +3,7 @@
 # with iptables-restore, full load and one backend change, at 1k/5k/10k services × 4
 # backends, in scratch namespaces (docs/benchmarks.md, "Services"). Prints ratios.
 #   sudo bench/services.sh [--sizes 1000,5000,10000] [--rounds 15]
+#   sudo bench/services.sh datapath [--services 10,10000] [--secs 2] [--rounds 3]   # conn/s, latency
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh >/dev/null

@@ -18,7 +18,13 @@
 //!   time in the timed runs): netd's path in a child of this binary (`apply` mode),
 //!   iptables-restore as itself.
 //!
+//!
+//! `datapath` mode measures the data path instead: new TCP connections per second and
+//! connect latency (p50/p99) through a VIP against straight to a backend, with 10 and
+//! with 10k services loaded (numbers further below).
+//!
 //!   netd-bench-services [--sizes 1000,5000,10000] [--rounds 15]
+//!   netd-bench-services datapath [--services 10,10000] [--secs 2] [--rounds 3]
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -30,6 +36,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+
+#[allow(dead_code)]
+mod daemon;
 use netd::firewall::batch::Batch;
 use netd::firewall::ruleset::services::{self, FwService, FwVip};
 use netd::kernel::nft::Nft;
@@ -404,6 +413,16 @@ fn main() -> anyhow::Result<()> {
         return apply_mode(Path::new(ns), n, what);
     }
     let opt = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1));
+    if args.get(1).map(String::as_str) == Some("datapath") {
+        let counts: Vec<usize> = opt("--services")
+            .map_or("10,10000", String::as_str)
+            .split(',')
+            .map(str::parse)
+            .collect::<Result<_, _>>()?;
+        let secs: f64 = opt("--secs").map_or(Ok(2.0), |r| r.parse())?;
+        let rounds: usize = opt("--rounds").map_or(Ok(3), |r| r.parse())?;
+        return datapath::run(&counts, Duration::from_secs_f64(secs), rounds);
+    }
     let sizes: Vec<usize> = opt("--sizes")
         .map_or("1000,5000,10000", String::as_str)
         .split(',')
@@ -547,4 +566,246 @@ fn main() -> anyhow::Result<()> {
         if ipt_full_t.as_secs_f64() / nft_full.as_secs_f64() >= 10.0 { "met" } else { "NOT met" },
     );
     Ok(())
+}
+
+/// The data path: a bridge in a "host" namespace, three backends and a client in
+/// namespaces of their own, the VIP on the bridge (so the host answers ARP for it) and the
+/// bridge's `nf_call_iptables` on (so a backend's reply to a client on the same bridge
+/// passes conntrack and is un-DNATed) — the layout netd's nftables datapath uses
+/// (docs/services.md); the rules are `services::full` of the service plus N-1 others.
+mod datapath {
+    use super::*;
+    use std::io::Read;
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    const BR: &str = "ndsvcbr0";
+    const VIP: &str = "10.99.0.200";
+    const BACKENDS: [&str; 3] = ["10.99.0.11", "10.99.0.12", "10.99.0.13"];
+    const CLIENT: &str = "10.99.0.100";
+
+    fn enter(ns: &Path) -> anyhow::Result<()> {
+        let f = std::fs::File::open(ns)?;
+        // SAFETY: setns on this thread only, with an fd we hold.
+        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns {}: {}", ns.display(), std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// A server in `ns` on :8080 that accepts and closes at once, until `stop`.
+    fn serve(ns: PathBuf, stop: Arc<AtomicBool>) -> anyhow::Result<std::thread::JoinHandle<()>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h = std::thread::spawn(move || {
+            let l = enter(&ns).and_then(|()| Ok(TcpListener::bind("0.0.0.0:8080")?));
+            let l = match l {
+                Ok(l) => {
+                    let _ = tx.send(Ok(()));
+                    l
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            for c in l.incoming() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                drop(c);
+            }
+        });
+        rx.recv()??;
+        Ok(h)
+    }
+
+    /// Connections to `to` from `threads` threads in the client namespace for `dur`:
+    /// (connections per second, connect latencies in µs).
+    fn load(client: &Path, to: SocketAddr, threads: usize, dur: Duration) -> anyhow::Result<(f64, Vec<f64>)> {
+        let hs: Vec<_> = (0..threads)
+            .map(|_| {
+                let client = client.to_path_buf();
+                std::thread::spawn(move || -> anyhow::Result<Vec<f64>> {
+                    enter(&client)?;
+                    let mut lat = Vec::new();
+                    let t0 = Instant::now();
+                    let mut buf = [0u8; 1];
+                    while t0.elapsed() < dur {
+                        let t = Instant::now();
+                        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
+                        lat.push(t.elapsed().as_secs_f64() * 1e6);
+                        // The server closes first; then RST from here (linger 0) leaves no
+                        // TIME_WAIT to run out of ports with.
+                        let _ = s.read(&mut buf);
+                        let _ = socket2_linger0(&s);
+                    }
+                    Ok(lat)
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for h in hs {
+            all.extend(h.join().map_err(|_| anyhow::anyhow!("load thread panicked"))??);
+        }
+        Ok((all.len() as f64 / dur.as_secs_f64(), all))
+    }
+
+    fn socket2_linger0(s: &TcpStream) -> std::io::Result<()> {
+        let l = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt with a valid fd and a linger struct.
+        let r = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                &l as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::linger>() as u32,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn services(n: usize) -> Vec<FwService> {
+        let mut v = fw_services(n.saturating_sub(1));
+        v.push(FwService {
+            namespace: "bench".into(),
+            name: "web".into(),
+            ports: vec![(80, 8080, Proto::Tcp)],
+            affinity: None,
+            vips: vec![FwVip {
+                network: "bench".into(),
+                vip: VIP.parse().unwrap(),
+                backends: BACKENDS.iter().map(|b| b.parse().unwrap()).collect(),
+            }],
+            ingress: vec![],
+        });
+        v
+    }
+
+    pub fn run(counts: &[usize], dur: Duration, rounds: usize) -> anyhow::Result<()> {
+        let pid = std::process::id();
+        let host = Ns::new(format!("ndsvcb-{pid}-h"))?;
+        let client = Ns::new(format!("ndsvcb-{pid}-c"))?;
+        let backends: Vec<Ns> = (0..BACKENDS.len())
+            .map(|i| Ns::new(format!("ndsvcb-{pid}-b{i}")))
+            .collect::<anyhow::Result<_>>()?;
+        let h = &host.0;
+        sh(&format!(
+            "set -e; ip -n {h} link set lo up; ip netns exec {h} sysctl -qw net.ipv4.ip_forward=1
+             ip -n {h} link add {BR} type bridge nf_call_iptables 1
+             ip -n {h} addr add 10.99.0.1/24 dev {BR}; ip -n {h} addr add {VIP}/32 dev {BR}
+             ip -n {h} link set {BR} up"
+        ))?;
+        let attach = |ns: &Ns, ip: &str, i: usize| {
+            sh(&format!(
+                "set -e; ip -n {h} link add ndsvcv{i} type veth peer name eth0 netns {n}
+                 ip -n {h} link set ndsvcv{i} master {BR} up
+                 ip -n {n} link set lo up; ip -n {n} addr add {ip}/24 dev eth0; ip -n {n} link set eth0 up
+                 ip -n {n} route add default via 10.99.0.1",
+                n = ns.0
+            ))
+        };
+        for (i, (ns, ip)) in backends.iter().zip(BACKENDS).enumerate() {
+            attach(ns, ip, i)?;
+        }
+        attach(&client, CLIENT, 9)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let servers: Vec<_> = backends
+            .iter()
+            .map(|b| serve(b.path(), stop.clone()))
+            .collect::<anyhow::Result<_>>()?;
+        let nft = Nft::new_in(Some(&host.path()))?;
+        let vip: SocketAddr = format!("{VIP}:80").parse()?;
+        let direct: SocketAddr = format!("{}:8080", BACKENDS[0]).parse()?;
+        // Warm up ARP and conntrack before anything is timed.
+        let _ = load(&client.path(), direct, 1, Duration::from_millis(200))?;
+
+        println!(
+            "data path: {} client threads, {:?} per round, {rounds} rounds alternating VIP/direct",
+            2, dur
+        );
+        println!(
+            "{:>9} | {:>12} {:>9} {:>9} | {:>12} {:>9} {:>9} | {:>8}",
+            "services", "VIP conn/s", "p50 µs", "p99 µs", "direct c/s", "p50 µs", "p99 µs", "VIP/dir"
+        );
+        let mut per_count = Vec::new();
+        for &n in counts {
+            nft.run("delete table inet netd").ok();
+            nft.run("add table inet netd")?;
+            let t0 = Instant::now();
+            nft.run(&services::full(&services(n)).to_string())?;
+            let loaded = t0.elapsed();
+            let (mut vr, mut dr, mut vl, mut dl) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            // The VIP must reach every backend: proof the rules are live, not measured.
+            let (_, l) = load(&client.path(), vip, 1, Duration::from_millis(300))?;
+            if l.is_empty() {
+                bail!("no connection through the VIP");
+            }
+            for _ in 0..rounds {
+                let (r, l) = load(&client.path(), vip, 2, dur)?;
+                vr.push(r);
+                vl.extend(l);
+                let (r, l) = load(&client.path(), direct, 2, dur)?;
+                dr.push(r);
+                dl.extend(l);
+            }
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+            let (v, d) = (mean(&vr), mean(&dr));
+            println!(
+                "{n:>9} | {v:>12.0} {:>9.0} {:>9.0} | {d:>12.0} {:>9.0} {:>9.0} | {:>7.1}%   (rules loaded in {:.0} ms)",
+                daemon::pct(&mut vl, 0.5),
+                daemon::pct(&mut vl, 0.99),
+                daemon::pct(&mut dl, 0.5),
+                daemon::pct(&mut dl, 0.99),
+                100.0 * v / d,
+                ms(loaded)
+            );
+            per_count.push((n, v, d));
+        }
+        // Which backends answered: conntrack of the host shows the DNAT targets.
+        let ct = Command::new("ip")
+            .args(["netns", "exec", h, "conntrack", "-L", "-d", VIP])
+            .output()?;
+        let text = String::from_utf8_lossy(&ct.stdout);
+        let hits: Vec<usize> = BACKENDS
+            .iter()
+            .map(|b| text.matches(&format!("src={b} ")).count())
+            .collect();
+        println!("connections through the VIP per backend (conntrack): {hits:?}");
+        if let (Some(first), Some(last)) = (per_count.first(), per_count.last()) {
+            let worst = per_count.iter().map(|p| p.1 / p.2).fold(f64::INFINITY, f64::min);
+            println!(
+                "goals: VIP ≥ 85 % of direct: worst {:.1}% ({}); {} services within 10 % of {}: {:.1}% of its rate ({})",
+                100.0 * worst,
+                if worst >= 0.85 { "met" } else { "NOT met" },
+                last.0,
+                first.0,
+                100.0 * last.1 / first.1,
+                if last.1 >= 0.9 * first.1 { "met" } else { "NOT met" }
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+        for b in BACKENDS {
+            let _ = (|| -> anyhow::Result<()> {
+                let _ = load(
+                    &client.path(),
+                    format!("{b}:8080").parse()?,
+                    1,
+                    Duration::from_millis(1),
+                );
+                Ok(())
+            })();
+        }
+        for s in servers {
+            let _ = s.join();
+        }
+        Ok(())
+    }
 }

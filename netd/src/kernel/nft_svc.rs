@@ -703,15 +703,17 @@ impl Conn {
                 }
             }
         }
+        // Whatever this batch freed, the socket's last close may wait for (`detach`).
         if cmds.iter().any(|c| {
             matches!(
                 c,
-                SvcCmd::DeleteChain(_) | SvcCmd::DeleteSet(_) | SvcCmd::FlushMap(_)
+                SvcCmd::FlushChain(_)
+                    | SvcCmd::DeleteChain(_)
+                    | SvcCmd::DeleteSet(_)
+                    | SvcCmd::FlushMap(_)
+                    | SvcCmd::MapElements { add: false, .. }
             )
-        }) || cmds
-            .iter()
-            .any(|c| matches!(c, SvcCmd::MapElements { add: false, .. }))
-        {
+        }) {
             self.deleted = true;
         }
         if let Some((at, e)) = failed {

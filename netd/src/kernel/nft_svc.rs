@@ -13,8 +13,9 @@
 //! data (comments, and the set layout nft reads back when it lists the table), so `nft
 //! list table inet netd` prints the same either way
 //! (`integration/tests/services_nft_wire.rs`). A `numgen ... vmap { ... }` is an anonymous
-//! constant map (`__map%d`, named by the kernel) made in the same batch and referred to
-//! by its batch-local id.
+//! constant map made in the same batch and referred to by its batch-local id; unlike
+//! nft, which names it `__map%d` for the kernel to number, it is named after its chain
+//! (`anon_name`: the kernel's numbering scans every set of the table each time).
 //!
 //! Only the last message asks for an ack: the kernel reports every failing message
 //! anyway, and a full load of 10,000 services is ~200,000 messages whose acks would
@@ -270,7 +271,7 @@ fn ip_bytes(ip: std::net::IpAddr) -> Vec<u8> {
 
 /// The expressions of one rule shape, as nft 1.0.6 makes them. `anon` is the
 /// batch-local id of the anonymous map a `Pick` looks up (made just before).
-fn rule_exprs(x: &mut Exprs<'_>, rule: &SvcRule, anon: Option<u32>) {
+fn rule_exprs(x: &mut Exprs<'_>, rule: &SvcRule, anon: Option<(&str, u32)>) {
     match rule {
         SvcRule::HairpinMark { backend } => {
             x.saddr(backend.is_ipv6());
@@ -311,7 +312,8 @@ fn rule_exprs(x: &mut Exprs<'_>, rule: &SvcRule, anon: Option<u32>) {
                 m.be32(NUMGEN_TYPE, NUMGEN_RANDOM);
                 m.be32(NUMGEN_OFFSET, 0);
             });
-            x.lookup(ANON_MAP, anon, true);
+            let (name, id) = anon.unwrap_or((ANON_MAP, 0));
+            x.lookup(name, Some(id), true);
         }
         SvcRule::RejectTcpReset => {
             x.l4proto(Proto::Tcp);
@@ -369,7 +371,23 @@ fn rule_exprs(x: &mut Exprs<'_>, rule: &SvcRule, anon: Option<u32>) {
 }
 
 /// The name nft gives an anonymous map; the kernel replaces `%d` with a free number.
+/// Only the byte-for-byte tests use it: to find that number the kernel scans every set
+/// of the table (`nf_tables_set_alloc_name`), once per anonymous set, which makes a
+/// full load quadratic in the number of services (29 s at 5,000 × 4). `anon_name`
+/// names each map after the one rule that uses it instead.
 const ANON_MAP: &str = "__map%d";
+
+/// The name of the anonymous map of the `Pick` rule of `chain`: unique in a batch (a
+/// chain is refilled at most once per batch) and free in the kernel (the chain's
+/// previous rule, and with it its map, is flushed earlier in the same transaction).
+/// Anonymous sets are listed inline, so their names never show.
+fn anon_name(chain: &str, percent: bool) -> String {
+    if percent {
+        ANON_MAP.to_string()
+    } else {
+        format!("__map{chain}")
+    }
+}
 
 /// A key of concatenated parts, each padded to 4 bytes (as nft_elements does).
 fn concat_key(parts: &[Part]) -> Option<Vec<u8>> {
@@ -408,7 +426,7 @@ pub struct Encoded {
 /// Encodes `cmds` as one nfnetlink batch (BATCH_BEGIN ... BATCH_END), numbering
 /// messages from `next_seq`. Pure: unit-tested without a kernel.
 pub fn encode(cmds: &[&SvcCmd], next_seq: impl FnMut() -> u32) -> Result<Encoded, Unencodable> {
-    encode_from(cmds, next_seq, 0)
+    encode_from(cmds, next_seq, 0, false)
 }
 
 /// `encode`, numbering the sets it makes from `set_id_base + 1` (tests match nft's ids).
@@ -416,6 +434,7 @@ fn encode_from(
     cmds: &[&SvcCmd],
     mut next_seq: impl FnMut() -> u32,
     set_id_base: u32,
+    percent_names: bool,
 ) -> Result<Encoded, Unencodable> {
     let mut out = Vec::with_capacity(cmds.len() * 192);
     let mut seqs = Vec::with_capacity(cmds.len() + cmds.len() / 4);
@@ -463,11 +482,12 @@ fn encode_from(
                 out.extend(m.finish());
             }
             SvcCmd::AddRule { chain, rule } => {
+                let name = anon_name(chain, percent_names);
                 let anon = match &rule.rule {
                     SvcRule::Pick { chains } => {
                         set_id += 1;
-                        out.extend(numgen_map(chains, set_id, &mut msg, &mut seqs)?);
-                        Some(set_id)
+                        out.extend(numgen_map(chains, &name, set_id, &mut msg, &mut seqs)?);
+                        Some((name.as_str(), set_id))
                     }
                     _ => None,
                 };
@@ -556,6 +576,7 @@ fn element(m: &mut Msg, i: usize, key: &[u8], goto: Option<&str>) -> Result<(), 
 /// messages before the rule that looks it up by `id`.
 fn numgen_map(
     chains: &[String],
+    name: &str,
     id: u32,
     msg: &mut impl FnMut(u16, u16, &mut Vec<(u32, usize)>) -> Msg,
     seqs: &mut Vec<(u32, usize)>,
@@ -565,7 +586,7 @@ fn numgen_map(
     }
     let mut m = msg(NFT_MSG_NEWSET, NLM_F_CREATE, seqs);
     m.str(NFTA_SET_TABLE, TABLE);
-    m.str(NFTA_SET_NAME, ANON_MAP);
+    m.str(NFTA_SET_NAME, checked_name(name)?);
     m.be32(NFTA_SET_FLAGS, SET_ANONYMOUS | SET_CONSTANT | SET_MAP);
     m.be32(NFTA_SET_KEY_TYPE, TYPE_INTEGER);
     m.be32(NFTA_SET_KEY_LEN, 4);
@@ -579,7 +600,7 @@ fn numgen_map(
     let mut out = m.finish();
     let mut m = msg(NFT_MSG_NEWSETELEM, NLM_F_CREATE, seqs);
     m.str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
-    m.str(NFTA_SET_ELEM_LIST_SET, ANON_MAP);
+    m.str(NFTA_SET_ELEM_LIST_SET, name);
     m.be32(NFTA_SET_ELEM_LIST_SET_ID, id);
     let list = m.begin(NFTA_SET_ELEM_LIST_ELEMENTS);
     for (i, c) in chains.iter().enumerate() {
@@ -591,7 +612,12 @@ fn numgen_map(
     Ok(out)
 }
 
-fn rule_msg(m: &mut Msg, chain: &str, rule: &SvcRuleLine, anon: Option<u32>) -> Result<(), Unencodable> {
+fn rule_msg(
+    m: &mut Msg,
+    chain: &str,
+    rule: &SvcRuleLine,
+    anon: Option<(&str, u32)>,
+) -> Result<(), Unencodable> {
     m.str(NFTA_RULE_TABLE, TABLE);
     m.str(NFTA_RULE_CHAIN, checked_name(chain)?);
     let list = m.begin(NFTA_RULE_EXPRESSIONS);
@@ -672,6 +698,7 @@ impl Conn {
         self.sock.send(&enc.bytes, 0).map_err(|e| io("send", e))?;
         let last_seq = enc.seqs.last().map(|s| s.0);
         let mut acked = false;
+        let mut lost = false;
         let mut failed: Option<(usize, i32)> = None;
         // The kernel handles the whole batch inside that send: every answer is queued.
         loop {
@@ -679,6 +706,12 @@ impl Conn {
             match self.sock.recv(&mut self.buf, libc::MSG_DONTWAIT) {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                // More errors than the receive buffer holds: the queue keeps the first
+                // ones, which name the command that failed.
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    lost = true;
+                    continue;
+                }
                 Err(e) => return Err(io("recv", e)),
             }
             if self.buf.is_empty() {
@@ -733,6 +766,9 @@ impl Conn {
                 "{what}: {}",
                 std::io::Error::from_raw_os_error(e)
             )));
+        }
+        if lost {
+            return Err(io("recv", std::io::Error::from_raw_os_error(libc::ENOBUFS)));
         }
         if !acked {
             return Err(KernelError::NfnlBatch {

@@ -42,6 +42,7 @@ fn encoded(cmds: &[SvcCmd], set_id_base: u32) -> Vec<(u16, u16, Vec<u8>)> {
             seq
         },
         set_id_base,
+        true,
     )
     .unwrap();
     let mut out = Vec::new();

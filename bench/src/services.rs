@@ -95,11 +95,13 @@ fn backend(i: usize, j: usize) -> IpAddr {
     ))
 }
 
+/// Service names are zero-padded (`s00042`) so the changed service's name has the same
+/// length at every size and the bytes of one change can be compared across sizes.
 fn fw_services(n: usize) -> Vec<FwService> {
     (0..n)
         .map(|i| FwService {
             namespace: "bench".into(),
-            name: format!("s{i}"),
+            name: format!("s{i:05}"),
             ports: vec![(80, 8080, Proto::Tcp)],
             affinity: None,
             vips: vec![FwVip {
@@ -473,7 +475,7 @@ fn main() -> anyhow::Result<()> {
             nft_chg.push(t0.elapsed());
         }
         // Proof the state is what was meant: the changed service's chain lists the new backend.
-        let listed = nft.run(&format!("list chain inet netd svc/bench/s{}/bench/tcp/80", n / 2))?;
+        let listed = nft.run(&format!("list chain inet netd svc/bench/s{:05}/bench/tcp/80", n / 2))?;
         let want = if rounds % 2 == 1 {
             backend(n / 2, BACKENDS)
         } else {

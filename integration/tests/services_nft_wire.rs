@@ -93,7 +93,7 @@ fn random(rng: &mut StdRng, n: usize) -> Vec<FwService> {
             let v = if v6 {
                 format!("fd00:96::{:x}", i + 1)
             } else {
-                format!("10.96.0.{}", i + 1)
+                format!("10.96.{}.{}", i / 250, i % 250 + 1)
             };
             let mut s = svc("rnd", &format!("s{i}"), vec![vip("net1", &v, &b)]);
             if rng.random_bool(0.5) {
@@ -219,6 +219,8 @@ fn a_direct_full_load_lists_as_the_text_one() {
     for seed in 1..=4 {
         full_both_ways(&random(&mut StdRng::seed_from_u64(seed), 12));
     }
+    // More VIPs than one element message holds (`nft_svc` splits the list).
+    full_both_ways(&random(&mut StdRng::seed_from_u64(99), 450));
 }
 
 #[test]

@@ -148,7 +148,10 @@ impl Msg {
         self.0.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
         at
     }
+    /// A nest over 64 KiB cannot be written (its length is 16 bits): callers keep
+    /// lists below that (`nft_svc::ELEMS_PER_MSG`); a debug build checks.
     pub fn end(&mut self, at: usize) {
+        debug_assert!(self.0.len() - at <= usize::from(u16::MAX), "netlink nest over 64 KiB");
         let len = (self.0.len() - at) as u16;
         self.0[at..at + 2].copy_from_slice(&len.to_ne_bytes());
     }

@@ -538,18 +538,24 @@ fn encode_from(
                     (NFT_MSG_DELSETELEM, 0)
                 };
                 let (_, key_len) = map_key(*map);
-                let mut m = msg(kind, flags | ack, &mut seqs);
-                m.str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
-                m.str(NFTA_SET_ELEM_LIST_SET, map.name());
-                let list = m.begin(NFTA_SET_ELEM_LIST_ELEMENTS);
-                for (i, MapElement { key, goto }) in elems.iter().enumerate() {
-                    let k = concat_key(key)
-                        .filter(|k| k.len() == key_len as usize)
-                        .ok_or_else(|| Unencodable(format!("key of {map}: {key:?}")))?;
-                    element(&mut m, i, &k, add.then_some(goto.as_str()))?;
+                // An attribute's length is 16 bits: a long element list goes in several
+                // messages, as libnftables splits it too.
+                let chunks: Vec<_> = elems.chunks(ELEMS_PER_MSG).collect();
+                for (c, chunk) in chunks.iter().enumerate() {
+                    let ack = if c + 1 == chunks.len() { ack } else { 0 };
+                    let mut m = msg(kind, flags | ack, &mut seqs);
+                    m.str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+                    m.str(NFTA_SET_ELEM_LIST_SET, map.name());
+                    let list = m.begin(NFTA_SET_ELEM_LIST_ELEMENTS);
+                    for (i, MapElement { key, goto }) in chunk.iter().enumerate() {
+                        let k = concat_key(key)
+                            .filter(|k| k.len() == key_len as usize)
+                            .ok_or_else(|| Unencodable(format!("key of {map}: {key:?}")))?;
+                        element(&mut m, i, &k, add.then_some(goto.as_str()))?;
+                    }
+                    m.end(list);
+                    out.extend(m.finish());
                 }
-                m.end(list);
-                out.extend(m.finish());
             }
         }
     }
@@ -676,6 +682,10 @@ fn checked_comment(s: &str) -> Result<&str, Unencodable> {
     Ok(s)
 }
 
+/// Elements per NEWSETELEM/DELSETELEM message: an element is at most ~300 bytes (a
+/// 255-byte chain name), and the list's nested attribute must stay under 64 KiB.
+const ELEMS_PER_MSG: usize = 200;
+
 /// Longest command text kept in an error (an element list can be thousands long).
 const MAX_ERR_CMD: usize = 240;
 
@@ -801,6 +811,23 @@ impl Conn {
         };
         if rc != 0 {
             return Err(io("setsockopt SO_SNDBUFFORCE", std::io::Error::last_os_error()));
+        }
+        // An error echoes the refused message whole unless capped, and one message (a
+        // dispatch map's elements at 10,000 services) can outgrow the receive buffer;
+        // the sequence number is all this needs.
+        let one: libc::c_int = 1;
+        // SAFETY: as above.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_NETLINK,
+                libc::NETLINK_CAP_ACK,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io("setsockopt NETLINK_CAP_ACK", std::io::Error::last_os_error()));
         }
         Ok(())
     }

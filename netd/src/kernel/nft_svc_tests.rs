@@ -356,3 +356,40 @@ fn what_the_kernel_cannot_hold_is_left_to_libnftables() {
         assert!(encode(&[&cmd], || 1).is_err(), "{cmd}");
     }
 }
+
+/// 10,000 VIPs in one element change: several messages, each nest under 64 KiB, every
+/// element in one of them, only the last asking for an ack.
+#[test]
+fn a_long_element_list_is_split_under_the_attribute_limit() {
+    let elems: Vec<MapElement> = (0..10_000u32)
+        .map(|i| MapElement {
+            key: vec![
+                Part::ip(IpAddr::V4(std::net::Ipv4Addr::from(0x0a60_0000u32 + i))),
+                Part::Proto(Proto::Tcp),
+                Part::Port(80),
+            ],
+            goto: format!("svc/bench/s{i:05}/bench/tcp/80/with-a-longer-chain-name-{}", "x".repeat(150)),
+        })
+        .collect();
+    let cmd = SvcCmd::MapElements {
+        add: true,
+        map: DispatchMap::Svc4Dispatch,
+        elems,
+    };
+    let msgs = encoded(&[cmd], 0);
+    assert!(msgs.len() >= 10_000 / ELEMS_PER_MSG, "{}", msgs.len());
+    let mut total = 0;
+    for (i, (kind, flags, payload)) in msgs.iter().enumerate() {
+        assert_eq!(*kind, NFT_MSG_NEWSETELEM);
+        assert_eq!(flags & NLM_F_ACK != 0, i == msgs.len() - 1);
+        let attrs = parse(&payload[4..]);
+        for a in &attrs {
+            if let Attr::Nest(k, list) = a {
+                assert_eq!(k & 0x3fff, NFTA_SET_ELEM_LIST_ELEMENTS);
+                total += list.len();
+            }
+        }
+        assert!(payload.len() < 65_536, "{}", payload.len());
+    }
+    assert_eq!(total, 10_000);
+}

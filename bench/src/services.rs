@@ -475,7 +475,10 @@ fn main() -> anyhow::Result<()> {
             nft_chg.push(t0.elapsed());
         }
         // Proof the state is what was meant: the changed service's chain lists the new backend.
-        let listed = nft.run(&format!("list chain inet netd svc/bench/s{:05}/bench/tcp/80", n / 2))?;
+        let listed = nft.run(&format!(
+            "list chain inet netd svc/bench/s{:05}/bench/tcp/80",
+            n / 2
+        ))?;
         let want = if rounds % 2 == 1 {
             backend(n / 2, BACKENDS)
         } else {

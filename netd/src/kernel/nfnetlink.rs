@@ -151,7 +151,10 @@ impl Msg {
     /// A nest over 64 KiB cannot be written (its length is 16 bits): callers keep
     /// lists below that (`nft_svc::ELEMS_PER_MSG`); a debug build checks.
     pub fn end(&mut self, at: usize) {
-        debug_assert!(self.0.len() - at <= usize::from(u16::MAX), "netlink nest over 64 KiB");
+        debug_assert!(
+            self.0.len() - at <= usize::from(u16::MAX),
+            "netlink nest over 64 KiB"
+        );
         let len = (self.0.len() - at) as u16;
         self.0[at..at + 2].copy_from_slice(&len.to_ne_bytes());
     }

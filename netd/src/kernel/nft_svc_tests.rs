@@ -368,7 +368,10 @@ fn a_long_element_list_is_split_under_the_attribute_limit() {
                 Part::Proto(Proto::Tcp),
                 Part::Port(80),
             ],
-            goto: format!("svc/bench/s{i:05}/bench/tcp/80/with-a-longer-chain-name-{}", "x".repeat(150)),
+            goto: format!(
+                "svc/bench/s{i:05}/bench/tcp/80/with-a-longer-chain-name-{}",
+                "x".repeat(150)
+            ),
         })
         .collect();
     let cmd = SvcCmd::MapElements {

@@ -132,6 +132,13 @@ impl Engine {
                 users.join(", ")
             )));
         }
+        let services = self.services_on(name);
+        if !services.is_empty() {
+            return Err(EngineError::Conflict(format!(
+                "network {name} is used by services ({}); remove them first",
+                services.join(", ")
+            )));
+        }
         let keys = [pool_key(name, false), pool_key(name, true)];
         let mut undo = Undo::default();
         self.remember(&mut undo, &[name], &[], &keys);
@@ -157,6 +164,7 @@ impl Engine {
             .networks
             .keys()
             .filter(|n| !self.sandboxes.values().any(|s| s.endpoint(n).is_some()))
+            .filter(|n| self.services_on(n).is_empty())
             .cloned()
             .collect();
         for n in &unused {

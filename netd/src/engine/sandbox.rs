@@ -176,7 +176,7 @@ impl Engine {
         }
     }
 
-    fn put_pools(&self, txn: &mut Txn, networks: &[&str]) {
+    pub(super) fn put_pools(&self, txn: &mut Txn, networks: &[&str]) {
         for n in networks {
             for v6 in [false, true] {
                 let k = pool_key(n, v6);
@@ -187,7 +187,7 @@ impl Engine {
         }
     }
 
-    fn pool_keys(networks: &[&str]) -> Vec<String> {
+    pub(super) fn pool_keys(networks: &[&str]) -> Vec<String> {
         networks
             .iter()
             .flat_map(|n| [pool_key(n, false), pool_key(n, true)])

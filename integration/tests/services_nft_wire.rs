@@ -40,6 +40,8 @@ fn vip(net: &str, vip: &str, backends: &[&str]) -> FwVip {
         network: net.into(),
         vip: ip(vip),
         backends: backends.iter().map(|b| ip(b)).collect(),
+        // The VIP's own-network guard rule.
+        bridge: format!("br-{net}"),
     }
 }
 

@@ -169,6 +169,11 @@ pub enum SvcRule {
     IngressDispatch { v6: bool },
     /// `meta mark & HAIRPIN_MARK == HAIRPIN_MARK masquerade`.
     HairpinMasquerade,
+    /// `iifname != "BRIDGE" fib saddr type != local drop`: a VIP answers its own
+    /// network (and the host) only. `bridge` is a valid interface name.
+    OwnNetworkOnly { bridge: String },
+    /// `meta mark set meta mark | MARK`.
+    MarkSet { mark: u32 },
 }
 
 fn fam(v6: bool) -> &'static str {
@@ -225,6 +230,10 @@ impl fmt::Display for SvcRule {
                 "fib daddr type local ip6 daddr != ::1 meta l4proto . th dport vmap @{}",
                 DispatchMap::Svc6Ingress
             ),
+            SvcRule::OwnNetworkOnly { bridge } => {
+                write!(f, "iifname != \"{bridge}\" fib saddr type != local drop")
+            }
+            SvcRule::MarkSet { mark } => write!(f, "meta mark set meta mark | {mark:#010x}"),
             SvcRule::HairpinMasquerade => write!(
                 f,
                 "meta mark & {HAIRPIN_MARK:#010x} == {HAIRPIN_MARK:#010x} masquerade"

@@ -39,6 +39,7 @@ const META_DREG: u16 = 1;
 const META_KEY: u16 = 2;
 const META_SREG: u16 = 3;
 const META_MARK: u32 = 3;
+const META_IIFNAME: u32 = 6;
 const META_NFPROTO: u32 = 15;
 const META_L4PROTO: u32 = 16;
 const CMP_SREG: u16 = 1;
@@ -84,6 +85,7 @@ const FIB_DREG: u16 = 1;
 const FIB_RESULT: u16 = 2;
 const FIB_FLAGS: u16 = 3;
 const FIB_RESULT_ADDRTYPE: u32 = 3;
+const FIB_F_SADDR: u32 = 1;
 const FIB_F_DADDR: u32 = 2;
 /// RTN_LOCAL, as fib's `type` result holds it (host byte order).
 const RTN_LOCAL: u32 = 2;
@@ -97,6 +99,7 @@ const REG32_01: u32 = 9;
 const REG32_02: u32 = 10;
 const REG32_05: u32 = 13;
 
+const NF_DROP: u32 = 0;
 const NF_ACCEPT: u32 = 1;
 const NFT_GOTO: u32 = -4i32 as u32;
 
@@ -272,6 +275,7 @@ fn ip_bytes(ip: std::net::IpAddr) -> Vec<u8> {
 /// The expressions of one rule shape, as nft 1.0.6 makes them. `anon` is the
 /// batch-local id of the anonymous map a `Pick` looks up (made just before).
 fn rule_exprs(x: &mut Exprs<'_>, rule: &SvcRule, anon: Option<(&str, u32)>) {
+    // (an interface name longer than 15 bytes is refused before: `rule_msg`)
     match rule {
         SvcRule::HairpinMark { backend } => {
             x.saddr(backend.is_ipv6());
@@ -360,6 +364,32 @@ fn rule_exprs(x: &mut Exprs<'_>, rule: &SvcRule, anon: Option<(&str, u32)>) {
             x.meta_load(META_L4PROTO, REG_1);
             x.th_dport(REG32_01);
             x.lookup(map.name(), None, true);
+        }
+        SvcRule::OwnNetworkOnly { bridge } => {
+            // (`nft --debug=netlink`: iifname is compared as 16 zero-padded bytes)
+            let mut name = bridge.as_bytes().to_vec();
+            name.resize(16, 0);
+            x.meta_load(META_IIFNAME, REG_1);
+            x.cmp(CMP_NEQ, &name);
+            x.expr("fib", |m| {
+                m.be32(FIB_FLAGS, FIB_F_SADDR);
+                m.be32(FIB_RESULT, FIB_RESULT_ADDRTYPE);
+                m.be32(FIB_DREG, REG_1);
+            });
+            x.cmp(CMP_NEQ, &RTN_LOCAL.to_ne_bytes());
+            x.expr("immediate", |m| {
+                m.be32(IMM_DREG, REG_VERDICT);
+                let d = m.begin(IMM_DATA);
+                let v = m.begin(NFTA_DATA_VERDICT);
+                m.be32(NFTA_VERDICT_CODE, NF_DROP);
+                m.end(v);
+                m.end(d);
+            });
+        }
+        SvcRule::MarkSet { mark } => {
+            x.meta_load(META_MARK, REG_1);
+            x.bitwise(!*mark, *mark);
+            x.meta_set(META_MARK, REG_1);
         }
         SvcRule::HairpinMasquerade => {
             x.meta_load(META_MARK, REG_1);
@@ -626,6 +656,11 @@ fn rule_msg(
 ) -> Result<(), Unencodable> {
     m.str(NFTA_RULE_TABLE, TABLE);
     m.str(NFTA_RULE_CHAIN, checked_name(chain)?);
+    if let SvcRule::OwnNetworkOnly { bridge } = &rule.rule {
+        if bridge.is_empty() || bridge.len() > 15 || bridge.contains('\0') {
+            return Err(Unencodable(format!("interface name {bridge:?}")));
+        }
+    }
     let list = m.begin(NFTA_RULE_EXPRESSIONS);
     rule_exprs(&mut Exprs(m), &rule.rule, anon);
     m.end(list);

@@ -234,13 +234,17 @@ fn add_port_chain(
     if let Some(net) = vip_of {
         // The host's own packets (output hook: no input interface, which newer
         // kernels read as "") come from a local address and pass.
-        if let Some(br) = ifname_lit(net) {
-            rules.push(format!(
-                "iifname != {br} fib saddr type != local drop comment \"a VIP answers its own network only\""
+        if ifname_lit(net).is_some() {
+            rules.push(SvcRuleLine::commented(
+                SvcRule::OwnNetworkOnly {
+                    bridge: net.to_string(),
+                },
+                "a VIP answers its own network only",
             ));
         }
-        rules.push(format!(
-            "meta mark set meta mark | {VIP_MARK:#010x} comment \"client keeps its address\""
+        rules.push(SvcRuleLine::commented(
+            SvcRule::MarkSet { mark: VIP_MARK },
+            "client keeps its address",
         ));
     }
     let mut picks = Vec::new();
@@ -449,16 +453,16 @@ pub fn full_over(services: &[FwService], chains: &[String], sets: &[String]) -> 
         .collect();
     // Flush every one before deleting any: a leftover port chain jumps to its backends.
     for c in &gone {
-        b.push_text(format!("flush chain inet {TABLE} {c}"));
+        b.cmds.push(Command::Svc(SvcCmd::FlushChain((*c).clone())));
     }
     for c in &gone {
-        b.push_text(format!("delete chain inet {TABLE} {c}"));
+        b.cmds.push(Command::Svc(SvcCmd::DeleteChain((*c).clone())));
     }
     for s in sets
         .iter()
         .filter(|s| s.starts_with("svc/") && !o.sets.contains_key(*s))
     {
-        b.push_text(format!("delete set inet {TABLE} {s}"));
+        b.cmds.push(Command::Svc(SvcCmd::DeleteSet(s.clone())));
     }
     b
 }

@@ -4,8 +4,8 @@
 //!
 //! For each size N (services × 4 backends, one TCP port each):
 //! - **full**: from an empty table to every service. netd: `firewall::ruleset::services::full`
-//!   run through the libnftables context the daemon uses (`kernel::nft::Nft`), one
-//!   transaction. Baseline: the rules kube-proxy's iptables mode writes for the same
+//!   sent the way the daemon sends service batches, straight over nfnetlink
+//!   (`kernel::nft_svc`, no libnftables and so no cache dump), one transaction. Baseline: the rules kube-proxy's iptables mode writes for the same
 //!   services (`KUBE-SERVICES` → `KUBE-SVC-*` with `statistic --probability` → `KUBE-SEP-*`
 //!   DNAT), one `iptables-restore --noflush` (Debian's iptables, nf_tables backend), the
 //!   way kube-proxy execs it.
@@ -39,8 +39,10 @@ use anyhow::{bail, Context};
 
 #[allow(dead_code)]
 mod daemon;
+use netd::firewall::batch::Batch;
 use netd::firewall::ruleset::services::{self, FwService, FwVip};
 use netd::kernel::nft::Nft;
+use netd::kernel::{netns, nft_elements};
 use netd::model::Proto;
 
 const BACKENDS: usize = 4;
@@ -93,11 +95,13 @@ fn backend(i: usize, j: usize) -> IpAddr {
     ))
 }
 
+/// Service names are zero-padded (`s00042`) so the changed service's name has the same
+/// length at every size and the bytes of one change can be compared across sizes.
 fn fw_services(n: usize) -> Vec<FwService> {
     (0..n)
         .map(|i| FwService {
             namespace: "bench".into(),
-            name: format!("s{i}"),
+            name: format!("s{i:05}"),
             ports: vec![(80, 8080, Proto::Tcp)],
             affinity: None,
             vips: vec![FwVip {
@@ -314,15 +318,29 @@ fn kib(b: u64) -> String {
     }
 }
 
+/// An nfnetlink socket in the namespace at `ns`, as the daemon keeps one.
+fn conn_in(ns: &Path) -> anyhow::Result<nft_elements::Conn> {
+    Ok(netns::run_in(ns, nft_elements::Conn::open)??)
+}
+
+/// Sends a service batch as `Kernel::nft` does (`kernel::nft_svc`).
+fn apply(conn: &mut nft_elements::Conn, b: &Batch) -> anyhow::Result<()> {
+    let cmds = b.svc_commands().context("not a service batch")?;
+    if !conn.apply_svc(&cmds)? {
+        bail!("the service batch could not be encoded");
+    }
+    Ok(())
+}
+
 /// `apply NETNS SIZE full|change`: (child mode, run under strace) load the services of
 /// size N as the timed run does, and for `change` then apply one change; prints a marker
 /// on stderr between setup and the measured operation.
 fn apply_mode(ns: &Path, n: usize, what: &str) -> anyhow::Result<()> {
-    let nft = Nft::new_in(Some(ns))?;
-    nft.run("add table inet netd")?;
+    Nft::new_in(Some(ns))?.run("add table inet netd")?;
+    let mut conn = conn_in(ns)?;
     let svcs = fw_services(n);
-    let full = services::full(&svcs).to_string();
-    let change = services::diff(&svcs, &changed(&svcs)).to_string();
+    let full = services::full(&svcs);
+    let change = services::diff(&svcs, &changed(&svcs));
     let marker = || {
         // A syscall strace records, to split setup from the operation measured.
         let _ = std::fs::metadata("/netd-bench-services-marker");
@@ -330,12 +348,12 @@ fn apply_mode(ns: &Path, n: usize, what: &str) -> anyhow::Result<()> {
     match what {
         "full" => {
             marker();
-            nft.run(&full)?;
+            apply(&mut conn, &full)?;
         }
         "change" => {
-            nft.run(&full)?;
+            apply(&mut conn, &full)?;
             marker();
-            nft.run(&change)?;
+            apply(&mut conn, &change)?;
         }
         other => bail!("apply: unknown operation {other}"),
     }
@@ -418,7 +436,7 @@ fn main() -> anyhow::Result<()> {
     let pid = std::process::id();
 
     println!(
-        "services × {BACKENDS} backends, one TCP port each; netd = nftables batch (libnftables, in process),"
+        "services × {BACKENDS} backends, one TCP port each; netd = service batch straight over nfnetlink (kernel::nft_svc),"
     );
     println!("kube-proxy = iptables-restore --noflush of kube-proxy-style rules ({}); {rounds} change rounds, median", {
         let v = Command::new("iptables-restore").arg("--version").output()?;
@@ -441,26 +459,27 @@ fn main() -> anyhow::Result<()> {
     for &n in &sizes {
         let svcs = fw_services(n);
         let svcs2 = changed(&svcs);
-        let full = services::full(&svcs).to_string();
-        let (fwd, back) = (
-            services::diff(&svcs, &svcs2).to_string(),
-            services::diff(&svcs2, &svcs).to_string(),
-        );
+        let full = services::full(&svcs);
+        let (fwd, back) = (services::diff(&svcs, &svcs2), services::diff(&svcs2, &svcs));
         // netd: full load, then rounds of one change (alternating there and back).
         let ns = Ns::new(format!("ndsvcb-{pid}-nft{n}"))?;
         let nft = Nft::new_in(Some(&ns.path()))?;
         nft.run("add table inet netd")?;
+        let mut conn = conn_in(&ns.path())?;
         let t0 = Instant::now();
-        nft.run(&full)?;
+        apply(&mut conn, &full)?;
         let nft_full = t0.elapsed();
         let mut nft_chg = Vec::new();
         for r in 0..rounds {
             let t0 = Instant::now();
-            nft.run(if r % 2 == 0 { &fwd } else { &back })?;
+            apply(&mut conn, if r % 2 == 0 { &fwd } else { &back })?;
             nft_chg.push(t0.elapsed());
         }
         // Proof the state is what was meant: the changed service's chain lists the new backend.
-        let listed = nft.run(&format!("list chain inet netd svc/bench/s{}/bench/tcp/80", n / 2))?;
+        let listed = nft.run(&format!(
+            "list chain inet netd svc/bench/s{:05}/bench/tcp/80",
+            n / 2
+        ))?;
         let want = if rounds % 2 == 1 {
             backend(n / 2, BACKENDS)
         } else {
@@ -472,6 +491,7 @@ fn main() -> anyhow::Result<()> {
                 n / 2
             );
         }
+        drop(conn);
         drop(nft);
         drop(ns);
 

@@ -147,7 +147,7 @@ fn raw_element_changes_cover_every_set_and_match_libnftables() {
         .iter()
         .filter_map(|c| match c {
             batch::Command::Elements(e) => Some(e),
-            batch::Command::Text(_) => None,
+            batch::Command::Svc(_) | batch::Command::Text(_) => None,
         })
         .collect();
     let sets: std::collections::BTreeSet<&str> = changes.iter().map(|c| c.set.as_str()).collect();

@@ -1,6 +1,7 @@
 //! An nft batch as data: commands in order, where each set or map element change is
-//! typed (family, table, set, add or delete, each element's key and value parts) and
-//! everything else (tables, chains, rules, flushes) is nft text.
+//! typed (family, table, set, add or delete, each element's key and value parts), the
+//! service objects are typed (`svc_cmd::SvcCmd`) and everything else (tables, chains,
+//! rules, flushes) is nft text.
 //!
 //! The kernel layer sends a batch of element changes only (every attach and detach) as
 //! raw nfnetlink messages, encoding each part from its type (`kernel::nft_elements`),
@@ -143,6 +144,9 @@ impl fmt::Display for ElementChange {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Elements(ElementChange),
+    /// A command on the service objects (`svc_cmd`), typed so the kernel layer can
+    /// send it without libnftables.
+    Svc(super::svc_cmd::SvcCmd),
     /// Any other command, in nft syntax.
     Text(String),
 }
@@ -180,7 +184,21 @@ impl Batch {
             .iter()
             .map(|c| match c {
                 Command::Elements(e) => Some(e),
-                Command::Text(_) => None,
+                Command::Svc(_) | Command::Text(_) => None,
+            })
+            .collect();
+        out.filter(|v| !v.is_empty())
+    }
+
+    /// The service commands, when the batch holds nothing else (and something): such a
+    /// batch goes to the kernel without libnftables (`kernel::nft_svc`).
+    pub fn svc_commands(&self) -> Option<Vec<&super::svc_cmd::SvcCmd>> {
+        let out: Option<Vec<_>> = self
+            .cmds
+            .iter()
+            .map(|c| match c {
+                Command::Svc(s) => Some(s),
+                Command::Elements(_) | Command::Text(_) => None,
             })
             .collect();
         out.filter(|v| !v.is_empty())
@@ -193,6 +211,7 @@ impl fmt::Display for Batch {
         for c in &self.cmds {
             match c {
                 Command::Elements(e) => writeln!(f, "{e}")?,
+                Command::Svc(c) => writeln!(f, "{c}")?,
                 Command::Text(t) => writeln!(f, "{t}")?,
             }
         }

@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod ruleset;
+pub mod svc_cmd;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

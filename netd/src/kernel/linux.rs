@@ -605,6 +605,15 @@ impl Kernel for LinuxKernel {
                 Err(super::nft_elements::Error::Unsupported) => {}
             }
         }
+        // Service batches too: libnftables would dump every chain first (`nft_svc`).
+        if let Some(cmds) = batch.svc_commands() {
+            match self.with_nfnl(|c| c.apply_svc(&cmds).map_err(Into::into)) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(super::nft_elements::Error::Kernel(e)) => return Err(e),
+                Err(super::nft_elements::Error::Unsupported) => {}
+            }
+        }
         self.with_nft(|n| n.run(&batch.to_string()).map(drop))
     }
 

@@ -17,6 +17,7 @@ pub mod netns;
 pub mod nfnetlink;
 pub mod nft;
 pub mod nft_elements;
+pub mod nft_svc;
 pub mod nft_table;
 pub mod probe;
 pub mod process;

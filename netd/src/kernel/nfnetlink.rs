@@ -13,6 +13,7 @@ pub const NLMSG_ERROR: u16 = 2;
 pub const NLM_F_REQUEST: u16 = 1;
 pub const NLM_F_ACK: u16 = 4;
 pub const NLM_F_CREATE: u16 = 0x400;
+pub const NLM_F_APPEND: u16 = 0x800;
 pub const NLA_F_NESTED: u16 = 0x8000;
 
 pub const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -21,9 +22,14 @@ pub const NFNL_MSG_BATCH_END: u16 = 17;
 
 pub const NFT_MSG_NEWTABLE: u16 = 0;
 pub const NFT_MSG_GETTABLE: u16 = 1;
+pub const NFT_MSG_NEWCHAIN: u16 = 3;
 pub const NFT_MSG_GETCHAIN: u16 = 4;
+pub const NFT_MSG_DELCHAIN: u16 = 5;
+pub const NFT_MSG_NEWRULE: u16 = 6;
+pub const NFT_MSG_DELRULE: u16 = 8;
 pub const NFT_MSG_NEWSET: u16 = 9;
 pub const NFT_MSG_GETSET: u16 = 10;
+pub const NFT_MSG_DELSET: u16 = 11;
 pub const NFT_MSG_NEWSETELEM: u16 = 12;
 pub const NFT_MSG_DELSETELEM: u16 = 14;
 pub const NFT_MSG_NEWGEN: u16 = 15;
@@ -40,6 +46,27 @@ pub const NFTA_SET_KEY_TYPE: u16 = 4;
 pub const NFTA_SET_KEY_LEN: u16 = 5;
 pub const NFTA_SET_DATA_TYPE: u16 = 6;
 pub const NFTA_SET_DATA_LEN: u16 = 7;
+pub const NFTA_SET_DESC: u16 = 9;
+pub const NFTA_SET_DESC_SIZE: u16 = 1;
+pub const NFTA_SET_ID: u16 = 10;
+pub const NFTA_SET_TIMEOUT: u16 = 11;
+pub const NFTA_SET_USERDATA: u16 = 13;
+pub const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
+pub const NFTA_CHAIN_HOOK: u16 = 4;
+pub const NFTA_CHAIN_POLICY: u16 = 5;
+pub const NFTA_CHAIN_TYPE: u16 = 7;
+pub const NFTA_CHAIN_USERDATA: u16 = 12;
+pub const NFTA_HOOK_HOOKNUM: u16 = 1;
+pub const NFTA_HOOK_PRIORITY: u16 = 2;
+pub const NFTA_RULE_TABLE: u16 = 1;
+pub const NFTA_RULE_CHAIN: u16 = 2;
+pub const NFTA_RULE_EXPRESSIONS: u16 = 4;
+pub const NFTA_RULE_USERDATA: u16 = 7;
+pub const NFTA_EXPR_NAME: u16 = 1;
+pub const NFTA_EXPR_DATA: u16 = 2;
+pub const NFTA_DATA_VERDICT: u16 = 2;
+pub const NFTA_VERDICT_CODE: u16 = 1;
+pub const NFTA_VERDICT_CHAIN: u16 = 2;
 pub const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 pub const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 pub const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
@@ -105,6 +132,10 @@ impl Msg {
         self.0.extend_from_slice(data);
         self.0.resize(self.0.len().next_multiple_of(4), 0);
     }
+    /// A 32-bit attribute in network byte order (NLA_BE32, as nf_tables takes them).
+    pub fn be32(&mut self, kind: u16, v: u32) {
+        self.attr(kind, &v.to_be_bytes());
+    }
     pub fn str(&mut self, kind: u16, s: &str) {
         let mut d = s.as_bytes().to_vec();
         d.push(0);
@@ -117,7 +148,13 @@ impl Msg {
         self.0.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
         at
     }
+    /// A nest over 64 KiB cannot be written (its length is 16 bits): callers keep
+    /// lists below that (`nft_svc::ELEMS_PER_MSG`); a debug build checks.
     pub fn end(&mut self, at: usize) {
+        debug_assert!(
+            self.0.len() - at <= usize::from(u16::MAX),
+            "netlink nest over 64 KiB"
+        );
         let len = (self.0.len() - at) as u16;
         self.0[at..at + 2].copy_from_slice(&len.to_ne_bytes());
     }

@@ -89,7 +89,7 @@ fn part_type(p: &Part) -> u32 {
 }
 
 /// One part in nft's encoding (network byte order, strings zero-padded).
-fn encode_part(p: &Part) -> Option<Vec<u8>> {
+pub(super) fn encode_part(p: &Part) -> Option<Vec<u8>> {
     Some(match p {
         Part::Ifname(name) => {
             if name.is_empty() || name.len() > 15 || name.contains('\0') {
@@ -129,7 +129,7 @@ fn encode(ty: u32, len: u32, parts: &[Part]) -> Option<Vec<u8>> {
     (out.len() == len as usize).then_some(out)
 }
 
-fn io(op: &'static str, source: std::io::Error) -> KernelError {
+pub(super) fn io(op: &'static str, source: std::io::Error) -> KernelError {
     KernelError::NfnlIo { op, source }
 }
 
@@ -161,9 +161,9 @@ fn set_info(payload: &[u8]) -> Option<SetInfo> {
 /// period, see `detach`). The daemon keeps one for good; a short-lived process hands it
 /// to a detached process at the end when it deleted something.
 pub struct Conn {
-    sock: Socket,
+    pub(super) sock: Socket,
     seq: u32,
-    buf: Vec<u8>,
+    pub(super) buf: Vec<u8>,
     /// Whether a batch of this socket deleted elements.
     pub deleted: bool,
 }
@@ -232,7 +232,7 @@ impl Conn {
         }
     }
 
-    fn next_seq(&mut self) -> u32 {
+    pub(super) fn next_seq(&mut self) -> u32 {
         self.seq += 1;
         self.seq
     }

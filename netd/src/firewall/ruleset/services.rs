@@ -37,15 +37,15 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::firewall::batch::{Batch, Command};
-use crate::firewall::TABLE;
+use crate::firewall::batch::{Batch, Command, Part};
+use crate::firewall::svc_cmd::{
+    AffinitySet, ChainKind, DispatchMap, Hook, MapElement, Priority, SvcCmd, SvcRule, SvcRuleLine,
+};
 use crate::model::{
     Backend, ClusterIp, EndpointMode, KubeSpec, Proto, PublishMode, Service, ServiceKind, CLUSTER_WIDE,
 };
 
-/// Packet mark bit for "masquerade this: a backend reaching itself through its VIP".
-/// kube-proxy uses 0x4000; another bit lets both run on one host.
-pub const HAIRPIN_MARK: u32 = 0x2000;
+pub use crate::firewall::svc_cmd::HAIRPIN_MARK;
 
 /// Packet mark bit for "DNATed to a service backend through its VIP", set by a VIP's
 /// port chain: the per-network hairpin masquerade of published ports
@@ -200,71 +200,53 @@ impl FwService {
 }
 
 /// Every service object, as data: chains with their rules, affinity sets, map elements.
-/// `full` prints it; `diff` compares two of them.
+/// `full` lists it; `diff` compares two of them.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Objects {
     /// chain -> (comment, rules).
-    chains: BTreeMap<String, (String, Vec<String>)>,
+    chains: BTreeMap<String, (String, Vec<SvcRuleLine>)>,
     /// set -> declaration.
-    sets: BTreeMap<String, String>,
-    /// map -> key -> verdict.
-    elements: BTreeMap<&'static str, BTreeMap<String, String>>,
+    sets: BTreeMap<String, AffinitySet>,
+    /// map -> key (as text, for a stable order) -> element.
+    elements: BTreeMap<DispatchMap, BTreeMap<String, MapElement>>,
 }
 
-const MAPS: [(&str, &str); 4] = [
-    (
-        "svc4_dispatch",
-        "type ipv4_addr . inet_proto . inet_service : verdict; comment \"service VIPs (IPv4)\";",
-    ),
-    (
-        "svc6_dispatch",
-        "type ipv6_addr . inet_proto . inet_service : verdict; comment \"service VIPs (IPv6)\";",
-    ),
-    (
-        "svc4_ingress",
-        "type inet_proto . inet_service : verdict; comment \"service ports published in ingress mode (IPv4)\";",
-    ),
-    (
-        "svc6_ingress",
-        "type inet_proto . inet_service : verdict; comment \"service ports published in ingress mode (IPv6)\";",
-    ),
-];
-
 /// The base chains: fixed rules, written by `full` only.
-fn base_chains() -> [(&'static str, &'static str, Vec<String>); 3] {
+fn base_chains() -> [(&'static str, ChainKind, Vec<SvcRuleLine>); 3] {
     let dispatch = |from: &str| {
         vec![
-            format!("ip daddr . meta l4proto . th dport vmap @svc4_dispatch comment \"service VIPs{from}\""),
-            format!("ip6 daddr . meta l4proto . th dport vmap @svc6_dispatch comment \"service VIPs{from}\""),
-            format!(
-                "fib daddr type local meta nfproto ipv4 meta l4proto . th dport vmap @svc4_ingress \
-                 comment \"service ingress ports{from}\""
+            SvcRuleLine::commented(SvcRule::Dispatch { v6: false }, format!("service VIPs{from}")),
+            SvcRuleLine::commented(SvcRule::Dispatch { v6: true }, format!("service VIPs{from}")),
+            SvcRuleLine::commented(
+                SvcRule::IngressDispatch { v6: false },
+                format!("service ingress ports{from}"),
             ),
             // As for published ports: IPv6 has no route_localnet, ::1 cannot be DNATed out.
-            format!(
-                "fib daddr type local ip6 daddr != ::1 meta l4proto . th dport vmap @svc6_ingress \
-                 comment \"service ingress ports{from}\""
+            SvcRuleLine::commented(
+                SvcRule::IngressDispatch { v6: true },
+                format!("service ingress ports{from}"),
             ),
         ]
     };
+    let nat = |hook, priority| ChainKind::Base { hook, priority };
     [
         // Before netd's own DNAT (-100): a VIP is never a published port's address.
         (
             "svc_prerouting",
-            "type nat hook prerouting priority -101; policy accept;",
+            nat(Hook::Prerouting, Priority::Num(-101)),
             dispatch(""),
         ),
         (
             "svc_output",
-            "type nat hook output priority -101; policy accept;",
+            nat(Hook::Output, Priority::Num(-101)),
             dispatch(", from the host itself"),
         ),
         (
             "svc_postrouting",
-            "type nat hook postrouting priority srcnat; policy accept;",
-            vec![format!(
-                "meta mark & {HAIRPIN_MARK:#010x} == {HAIRPIN_MARK:#010x} masquerade \
-                 comment \"service hairpin: a backend reaching itself through its VIP\""
+            nat(Hook::Postrouting, Priority::Srcnat),
+            vec![SvcRuleLine::commented(
+                SvcRule::HairpinMasquerade,
+                "service hairpin: a backend reaching itself through its VIP",
             )],
         ),
     ]
@@ -295,14 +277,6 @@ fn ip_part(ip: IpAddr) -> String {
     ip.to_string().replace(':', "_")
 }
 
-fn family(ip: IpAddr) -> (&'static str, u8) {
-    if ip.is_ipv4() {
-        ("ip", 4)
-    } else {
-        ("ip6", 6)
-    }
-}
-
 /// Adds the chain of one service port (reached from `what`) and its backend chains.
 #[allow(clippy::too_many_arguments)]
 fn add_port_chain(
@@ -320,68 +294,79 @@ fn add_port_chain(
     if let Some(net) = vip_of {
         // The host's own packets (output hook: no input interface, which newer
         // kernels read as "") come from a local address and pass.
-        if let Some(br) = ifname_lit(net) {
-            rules.push(format!(
-                "iifname != {br} fib saddr type != local drop comment \"a VIP answers its own network only\""
+        if ifname_lit(net).is_some() {
+            rules.push(SvcRuleLine::commented(
+                SvcRule::OwnNetworkOnly {
+                    bridge: net.to_string(),
+                },
+                "a VIP answers its own network only",
             ));
         }
-        rules.push(format!(
-            "meta mark set meta mark | {VIP_MARK:#010x} comment \"client keeps its address\""
+        rules.push(SvcRuleLine::commented(
+            SvcRule::MarkSet { mark: VIP_MARK },
+            "client keeps its address",
         ));
     }
     if masquerade && !backends.is_empty() {
         // svc_postrouting masquerades this mark: the backend answers the host, which
         // un-NATs, as kube-proxy does for `externalTrafficPolicy: Cluster`.
-        rules.push(format!(
-            "meta mark set meta mark | {HAIRPIN_MARK:#010x} comment \"externalTrafficPolicy Cluster\""
+        rules.push(SvcRuleLine::commented(
+            SvcRule::MarkSet { mark: HAIRPIN_MARK },
+            "externalTrafficPolicy Cluster",
         ));
     }
     let mut picks = Vec::new();
-    for (i, &be) in backends.iter().enumerate() {
-        let (fam, _) = family(be);
+    for &be in backends {
+        let v6 = be.is_ipv6();
         let be_chain = format!("{chain}/{}", ip_part(be));
-        let mut be_rules = vec![format!(
-            "{fam} saddr {be} meta mark set meta mark | {HAIRPIN_MARK:#010x} comment \"hairpin\""
+        let mut be_rules = vec![SvcRuleLine::commented(
+            SvcRule::HairpinMark { backend: be },
+            "hairpin",
         )];
         if let Some(secs) = affinity {
             let set = format!("{be_chain}/aff{secs}");
-            let key = if fam == "ip" { "ipv4_addr" } else { "ipv6_addr" };
             o.sets.insert(
                 set.clone(),
-                format!("type {key}; flags dynamic,timeout; timeout {secs}s; comment \"clients of {be}\";"),
+                AffinitySet {
+                    v6,
+                    timeout_secs: secs,
+                    comment: format!("clients of {be}"),
+                },
             );
-            rules.push(format!("{fam} saddr @{set} goto {be_chain} comment \"affinity\""));
-            be_rules.push(format!("update @{set} {{ {fam} saddr }}"));
+            rules.push(SvcRuleLine::commented(
+                SvcRule::AffinityGoto {
+                    v6,
+                    set: set.clone(),
+                    chain: be_chain.clone(),
+                },
+                "affinity",
+            ));
+            be_rules.push(SvcRuleLine::new(SvcRule::AffinityUpdate { v6, set }));
         }
-        let to = if be.is_ipv4() {
-            format!("{be}:{target}")
-        } else {
-            format!("[{be}]:{target}")
-        };
-        be_rules.push(format!("meta l4proto {proto} dnat {fam} to {to}"));
+        be_rules.push(SvcRuleLine::new(SvcRule::Dnat {
+            proto,
+            to: be,
+            port: target,
+        }));
         o.chains
             .insert(be_chain.clone(), (format!("{what}: backend {be}"), be_rules));
-        picks.push(format!("{i} : goto {be_chain}"));
+        picks.push(be_chain);
     }
     if picks.is_empty() {
         rules.push(match proto {
-            Proto::Tcp => "meta l4proto tcp reject with tcp reset comment \"no backend\"".into(),
-            Proto::Udp => "reject with icmpx port-unreachable comment \"no backend\"".into(),
+            Proto::Tcp => SvcRuleLine::commented(SvcRule::RejectTcpReset, "no backend"),
+            Proto::Udp => SvcRuleLine::commented(SvcRule::RejectPortUnreachable, "no backend"),
         });
     } else {
-        rules.push(format!(
-            "numgen random mod {} vmap {{ {} }}",
-            picks.len(),
-            picks.join(", ")
-        ));
+        rules.push(SvcRuleLine::new(SvcRule::Pick { chains: picks }));
     }
     o.chains.insert(chain, (what, rules));
 }
 
 fn objects(services: &[FwService]) -> Objects {
     let mut o = Objects::default();
-    for m in MAPS {
-        o.elements.insert(m.0, BTreeMap::new());
+    for m in DispatchMap::ALL {
+        o.elements.insert(m, BTreeMap::new());
     }
     for s in services {
         let (Some(ns), Some(name)) = (part(&s.namespace), part(&s.name)) else {
@@ -389,7 +374,7 @@ fn objects(services: &[FwService]) -> Objects {
         };
         for v in &s.vips {
             let Some(net) = part(&v.network) else { continue };
-            let (_, fam) = family(v.vip);
+            let fam: u8 = if v.vip.is_ipv4() { 4 } else { 6 };
             let mut backends: Vec<IpAddr> = v
                 .backends
                 .iter()
@@ -403,14 +388,17 @@ fn objects(services: &[FwService]) -> Objects {
                 let v6 = if fam == 4 { "" } else { "ip6/" };
                 let chain = format!("svc/{ns}/{name}/{net}/{v6}{proto}/{port}");
                 let map = if fam == 4 {
-                    "svc4_dispatch"
+                    DispatchMap::Svc4Dispatch
                 } else {
-                    "svc6_dispatch"
+                    DispatchMap::Svc6Dispatch
                 };
-                o.elements
-                    .entry(map)
-                    .or_default()
-                    .insert(format!("{} . {proto} . {port}", v.vip), format!("goto {chain}"));
+                o.elements.entry(map).or_default().insert(
+                    format!("{} . {proto} . {port}", v.vip),
+                    MapElement {
+                        key: vec![Part::ip(v.vip), Part::Proto(proto), Part::Port(port)],
+                        goto: chain.clone(),
+                    },
+                );
                 // No VIP in the comment: a chain's comment cannot change in place.
                 let what = format!("service {ns}/{name} {port}/{proto} on net {net}");
                 let from = Some(v.bridge.as_str());
@@ -434,11 +422,18 @@ fn objects(services: &[FwService]) -> Objects {
             }
             for i in &s.ingress {
                 let chain = format!("svc/{ns}/{name}/ingress{fam}/{}/{}", i.proto, i.published);
-                let map = if fam == 4 { "svc4_ingress" } else { "svc6_ingress" };
-                o.elements
-                    .entry(map)
-                    .or_default()
-                    .insert(format!("{} . {}", i.proto, i.published), format!("goto {chain}"));
+                let map = if fam == 4 {
+                    DispatchMap::Svc4Ingress
+                } else {
+                    DispatchMap::Svc6Ingress
+                };
+                o.elements.entry(map).or_default().insert(
+                    format!("{} . {}", i.proto, i.published),
+                    MapElement {
+                        key: vec![Part::Proto(i.proto), Part::Port(i.published)],
+                        goto: chain.clone(),
+                    },
+                );
                 let what = format!(
                     "service {ns}/{name} ingress port {}/{} (IPv{fam})",
                     i.published, i.proto
@@ -460,22 +455,27 @@ fn objects(services: &[FwService]) -> Objects {
     o
 }
 
-fn chain_decl(name: &str, comment: &str) -> String {
-    format!("add chain inet {TABLE} {name} {{ comment \"{comment}\"; }}")
-}
-
-fn rules_of(cmds: &mut Vec<String>, chain: &str, rules: &[String]) {
-    for r in rules {
-        cmds.push(format!("add rule inet {TABLE} {chain} {r}"));
+fn chain_decl(name: &str, comment: &str) -> SvcCmd {
+    SvcCmd::AddChain {
+        name: name.to_string(),
+        kind: ChainKind::Regular {
+            comment: comment.to_string(),
+        },
     }
 }
 
-fn elements(cmds: &mut Vec<String>, verb: &str, map: &str, elems: Vec<String>) {
+fn rules_of(cmds: &mut Vec<SvcCmd>, chain: &str, rules: &[SvcRuleLine]) {
+    for r in rules {
+        cmds.push(SvcCmd::AddRule {
+            chain: chain.to_string(),
+            rule: r.clone(),
+        });
+    }
+}
+
+fn elements(cmds: &mut Vec<SvcCmd>, add: bool, map: DispatchMap, elems: Vec<MapElement>) {
     if !elems.is_empty() {
-        cmds.push(format!(
-            "{verb} element inet {TABLE} {map} {{ {} }}",
-            elems.join(", ")
-        ));
+        cmds.push(SvcCmd::MapElements { add, map, elems });
     }
 }
 
@@ -487,25 +487,27 @@ fn elements(cmds: &mut Vec<String>, verb: &str, map: &str, elems: Vec<String>) {
 pub fn full(services: &[FwService]) -> Batch {
     let o = objects(services);
     let mut cmds = Vec::new();
-    for (name, decl, _) in base_chains() {
-        cmds.push(format!("add chain inet {TABLE} {name} {{ {decl} }}"));
-        cmds.push(format!("flush chain inet {TABLE} {name}"));
+    for (name, kind, _) in base_chains() {
+        cmds.push(SvcCmd::AddChain {
+            name: name.to_string(),
+            kind,
+        });
+        cmds.push(SvcCmd::FlushChain(name.to_string()));
     }
     for (name, (comment, _)) in &o.chains {
         cmds.push(chain_decl(name, comment));
-        cmds.push(format!("flush chain inet {TABLE} {name}"));
+        cmds.push(SvcCmd::FlushChain(name.clone()));
     }
-    for (name, decl) in &o.sets {
-        cmds.push(format!("add set inet {TABLE} {name} {{ {decl} }}"));
+    for (name, set) in &o.sets {
+        cmds.push(SvcCmd::AddSet {
+            name: name.clone(),
+            set: set.clone(),
+        });
     }
-    for (map, decl) in MAPS {
-        cmds.push(format!("add map inet {TABLE} {map} {{ {decl} }}"));
-        cmds.push(format!("flush map inet {TABLE} {map}"));
-        let elems = o.elements[map]
-            .iter()
-            .map(|(k, v)| format!("{k} : {v}"))
-            .collect();
-        elements(&mut cmds, "add", map, elems);
+    for map in DispatchMap::ALL {
+        cmds.push(SvcCmd::AddMap(map));
+        cmds.push(SvcCmd::FlushMap(map));
+        elements(&mut cmds, true, map, o.elements[&map].values().cloned().collect());
     }
     for (name, _, rules) in base_chains() {
         rules_of(&mut cmds, name, &rules);
@@ -513,7 +515,7 @@ pub fn full(services: &[FwService]) -> Batch {
     for (name, (_, rules)) in &o.chains {
         rules_of(&mut cmds, name, rules);
     }
-    text_batch(cmds)
+    svc_batch(cmds)
 }
 
 /// `full`, then the deletion of the service chains and sets the kernel holds
@@ -529,16 +531,16 @@ pub fn full_over(services: &[FwService], chains: &[String], sets: &[String]) -> 
         .collect();
     // Flush every one before deleting any: a leftover port chain jumps to its backends.
     for c in &gone {
-        b.push_text(format!("flush chain inet {TABLE} {c}"));
+        b.cmds.push(Command::Svc(SvcCmd::FlushChain((*c).clone())));
     }
     for c in &gone {
-        b.push_text(format!("delete chain inet {TABLE} {c}"));
+        b.cmds.push(Command::Svc(SvcCmd::DeleteChain((*c).clone())));
     }
     for s in sets
         .iter()
         .filter(|s| s.starts_with("svc/") && !o.sets.contains_key(*s))
     {
-        b.push_text(format!("delete set inet {TABLE} {s}"));
+        b.cmds.push(Command::Svc(SvcCmd::DeleteSet(s.clone())));
     }
     b
 }
@@ -552,9 +554,12 @@ pub fn full_over(services: &[FwService], chains: &[String], sets: &[String]) -> 
 pub fn diff(old: &[FwService], new: &[FwService]) -> Batch {
     let (was, now) = (objects(old), objects(new));
     let mut cmds = Vec::new();
-    for (name, decl) in &now.sets {
+    for (name, set) in &now.sets {
         if !was.sets.contains_key(name) {
-            cmds.push(format!("add set inet {TABLE} {name} {{ {decl} }}"));
+            cmds.push(SvcCmd::AddSet {
+                name: name.clone(),
+                set: set.clone(),
+            });
         }
     }
     for (name, (comment, _)) in &now.chains {
@@ -566,27 +571,22 @@ pub fn diff(old: &[FwService], new: &[FwService]) -> Batch {
         match was.chains.get(name) {
             Some((_, r)) if r == rules => {}
             Some(_) => {
-                cmds.push(format!("flush chain inet {TABLE} {name}"));
+                cmds.push(SvcCmd::FlushChain(name.clone()));
                 rules_of(&mut cmds, name, rules);
             }
             None => rules_of(&mut cmds, name, rules),
         }
     }
-    for (map, _) in MAPS {
-        let (a, b) = (&was.elements[map], &now.elements[map]);
+    for map in DispatchMap::ALL {
+        let (a, b) = (&was.elements[&map], &now.elements[&map]);
         // A key whose verdict changed is deleted and added again (EEXIST otherwise).
         let gone = a
             .iter()
             .filter(|(k, v)| b.get(*k) != Some(*v))
-            .map(|(k, _)| k.clone());
-        elements(&mut cmds, "delete", map, gone.collect());
+            .map(|(_, v)| v.clone());
+        elements(&mut cmds, false, map, gone.collect());
         let added = b.iter().filter(|(k, v)| a.get(*k) != Some(*v));
-        elements(
-            &mut cmds,
-            "add",
-            map,
-            added.map(|(k, v)| format!("{k} : {v}")).collect(),
-        );
+        elements(&mut cmds, true, map, added.map(|(_, v)| v.clone()).collect());
     }
     let gone: Vec<&String> = was
         .chains
@@ -595,22 +595,22 @@ pub fn diff(old: &[FwService], new: &[FwService]) -> Batch {
         .collect();
     // Flush every chain before deleting any: a gone port chain jumps to gone backends.
     for c in &gone {
-        cmds.push(format!("flush chain inet {TABLE} {c}"));
+        cmds.push(SvcCmd::FlushChain((*c).clone()));
     }
     for c in &gone {
-        cmds.push(format!("delete chain inet {TABLE} {c}"));
+        cmds.push(SvcCmd::DeleteChain((*c).clone()));
     }
     for s in was.sets.keys().filter(|s| !now.sets.contains_key(*s)) {
-        cmds.push(format!("delete set inet {TABLE} {s}"));
+        cmds.push(SvcCmd::DeleteSet(s.clone()));
     }
-    text_batch(cmds)
+    svc_batch(cmds)
 }
 
-/// Every command as nft text: the element changes here are verdicts (`goto <chain>`),
-/// which the raw element path does not encode, and they always travel with rule changes.
-fn text_batch(cmds: Vec<String>) -> Batch {
+/// Every command typed: the kernel layer sends such a batch straight over nfnetlink
+/// (`kernel::nft_svc`), and its text (`Display`) is what libnftables would get.
+fn svc_batch(cmds: Vec<SvcCmd>) -> Batch {
     Batch {
-        cmds: cmds.into_iter().map(Command::Text).collect(),
+        cmds: cmds.into_iter().map(Command::Svc).collect(),
     }
 }
 

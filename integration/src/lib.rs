@@ -3,6 +3,7 @@
 
 pub mod harness;
 pub mod lan;
+pub mod services_suite;
 pub mod skip;
 
 pub mod ns {

@@ -8,7 +8,7 @@
 //! Backends are sandboxes running `harness::respond` (answers its name over TCP and
 //! UDP); clients are other sandboxes or an `Outside` namespace.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -676,6 +676,72 @@ pub fn bad_input_changes_nothing(dp: Datapath) {
     h.assert_consistent();
 }
 
+/// The addresses in `dig NAME A` from inside `sandbox`, in answer order.
+fn resolve(h: &Host, sandbox: &str, name: &str) -> Vec<String> {
+    let (st, ans) = crate::dig::dig(h, sandbox, &format!("{name} A"));
+    assert_eq!(st, "NOERROR", "{name}: {ans:?}");
+    ans.iter()
+        .filter(|l| l.contains(" IN A "))
+        .filter_map(|l| l.rsplit(' ').next().map(str::to_string))
+        .collect()
+}
+
+/// DNS from inside a client leads to the backends: `web` is the VIP (and reaches a
+/// backend), `tasks.web` is every backend, and a dnsrr service's name gives every
+/// backend first in turn, so a client taking the first answer spreads over them.
+/// (The names themselves: `dns_cluster_ip.rs`.)
+pub fn dns_vip_tasks_and_dnsrr(dp: Datapath) {
+    // The VM lane's image has no dig; the DNS answers do not depend on the datapath.
+    if crate::skip::in_vm_lane() && !crate::skip::on_path("dig") {
+        crate::skip::skip_in_lane(
+            &this_test(),
+            "dig (bind9-dnsutils) is not in the VM lane's image (NETD_VMLANE_TOOLS=/usr/bin/dig adds it)",
+        );
+        return;
+    }
+    if crate::dig::dig_missing() {
+        return;
+    }
+    let Some(h) = dp.host() else { return };
+    backends(&h, 3);
+    h.ctl(&["sandbox", "create", "client", "--network", "n"]);
+    let vip = web_service(&h, &[]);
+    let c = h.sb("client");
+    assert_eq!(resolve(&h, "client", "web"), std::slice::from_ref(&vip));
+    let by_vip = tcp(Some(&c), &format!("{vip}:80"), 1000).expect("through the VIP");
+    assert!(by_vip.starts_with("web"), "{by_vip}");
+    let all: BTreeSet<String> = (1..=3).map(|i| format!("web{i}")).collect();
+    let tasks = resolve(&h, "client", "tasks.web");
+    let reached: BTreeSet<String> = tasks
+        .iter()
+        .map(|ip| tcp(Some(&c), &format!("{ip}:8080"), 1000).unwrap_or_else(|| format!("!{ip}")))
+        .collect();
+    assert_eq!(reached, all, "tasks.web = {tasks:?}");
+
+    h.ctl(&[
+        "service",
+        "create",
+        "rr",
+        "--network",
+        "n",
+        "--endpoint-mode",
+        "dnsrr",
+        "--selector",
+        "app=web",
+    ]);
+    let firsts: BTreeSet<String> = (0..3)
+        .map(|_| {
+            let a = resolve(&h, "client", "rr");
+            assert_eq!(a.len(), 3, "{a:?}");
+            tcp(Some(&c), &format!("{}:8080", a[0]), 1000).unwrap_or_else(|| format!("!{}", a[0]))
+        })
+        .collect();
+    assert_eq!(
+        firsts, all,
+        "three answers of rr, each first address a different backend"
+    );
+}
+
 /// One test per scenario and datapath: `<datapath>::<scenario>`.
 #[macro_export]
 macro_rules! services_scenarios {
@@ -695,6 +761,7 @@ macro_rules! services_scenarios {
                 no_backend_rejects_at_once,
                 kill9_and_restart_change_nothing,
                 bad_input_changes_nothing,
+                dns_vip_tasks_and_dnsrr,
             );
         }
     };

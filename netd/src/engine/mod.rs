@@ -220,22 +220,36 @@ impl Engine {
         }
     }
 
-    /// The DNS table of the model as it is now.
+    /// The DNS table of the model as it is now. A `cluster_ip` service's backends are
+    /// selected from the sandboxes as they are now, so its names follow every sandbox
+    /// operation in the same `commit` that changes the datapath.
     fn dns_table(&self, d: &crate::dns::Dns) -> crate::dns::records::Table {
-        let external: Vec<crate::dns::records::ExternalName> = self
-            .services
-            .values()
-            .filter_map(|s| match &s.kind {
-                ServiceKind::ExternalName { target } => Some(crate::dns::records::ExternalName {
+        let mut external: Vec<crate::dns::records::ExternalName> = Vec::new();
+        let mut balanced: Vec<crate::dns::services::ServiceRecords> = Vec::new();
+        for s in self.services.values() {
+            match &s.kind {
+                ServiceKind::ExternalName { target } => external.push(crate::dns::records::ExternalName {
                     namespace: s.namespace.clone(),
                     name: s.name.clone(),
                     target: target.clone(),
                 }),
-                // Not wired yet: the services issue's DNS records (VIP or dnsrr).
-                ServiceKind::ClusterIp(_) => None,
-            })
-            .collect();
-        d.table_for(self.networks.values(), self.sandboxes.values(), &external)
+                ServiceKind::ClusterIp(c) => {
+                    let backends = self.service_backends(c);
+                    balanced.push(crate::dns::services::ServiceRecords::cluster_ip(
+                        &s.namespace,
+                        &s.name,
+                        c,
+                        &backends,
+                    ));
+                }
+            }
+        }
+        d.table_for(
+            self.networks.values(),
+            self.sandboxes.values(),
+            &external,
+            &balanced,
+        )
     }
 
     pub fn last_reconcile(&self) -> &ReconcileReport {

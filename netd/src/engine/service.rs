@@ -19,7 +19,7 @@ use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 
 use super::{new_id, now, pool_key, Engine, EngineError, Result, Undo};
-use crate::dns::records::{namespace_of, service_names};
+use crate::dns::services::name_clash;
 use crate::firewall::ruleset::services::FwService;
 use crate::firewall::{FwPort, FwState};
 use crate::model::{
@@ -272,17 +272,22 @@ impl Engine {
                 "service {name} already exists in namespace {namespace}"
             )));
         }
-        // A sandbox in that namespace already answers under the same name: one name
-        // cannot be both its addresses and the service's.
-        if let Some(s) = self
-            .sandboxes
-            .values()
-            .find(|s| namespace_of(s) == Some(namespace.as_str()) && service_names(s).any(|n| n == name))
-        {
-            return Err(EngineError::Conflict(format!(
-                "sandbox {} already answers as service {name} in namespace {namespace}",
-                s.name
-            )));
+        // A sandbox (or another service) already answers under a name this one takes:
+        // refused, rather than one of them hidden in DNS. An ExternalName takes its
+        // namespaced name; a cluster_ip service also its bare name and `tasks.NAME` on
+        // its networks.
+        let networks: &[String] = match &kind {
+            ServiceKind::ClusterIp(c) => &c.networks,
+            ServiceKind::ExternalName { .. } => &[],
+        };
+        if let Some(why) = name_clash(
+            &namespace,
+            &name,
+            networks,
+            self.sandboxes.values(),
+            self.services.values(),
+        ) {
+            return Err(EngineError::Conflict(why));
         }
         let svc = Service {
             name,

@@ -20,7 +20,8 @@
 //!   packet back to its sender, whose reply would never pass the host; that table
 //!   masquerades packets whose source is their destination (a set of `b . b`), which
 //!   nft NAT can do to IPVS traffic because `vs/conntrack=1` keeps its conntrack entry.
-//!   NOT working yet: in the VM lane such a connection stays in SYN_RECV (docs/services.md).
+//!   The reply, un-NATed to the backend's own address, is bridged back out the port it
+//!   came in on: that bridge port must be in hairpin mode (netd's ports are by default).
 //!   The table is netd's own (not `inet netd`), so the firewall's full rewrite of its
 //!   table never drops it and `--lb nftables` hosts have none.
 //! - **A backend that goes** is first set to weight 0: no new connections, established

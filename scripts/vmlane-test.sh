@@ -2,7 +2,7 @@
 # Runs the integration test binaries listed in integration/vmlane-tests (those that need
 # kernel features this machine's kernel lacks, such as bridge VLAN filtering) inside the
 # VM lane (../shared/vmlane: a Debian 6.1 kernel under QEMU, one boot for all of them).
-# The lane has no cargo, so netd, netd-cni and the test binaries are built here and
+# The lane has no cargo, so netd, netctl, netd-cni and the test binaries are built here and
 # shared into the guest (debug info stripped), where the tests find them through
 # NETD_TEST_BIN_DIR. In the guest NETD_TEST_REQUIRE=1 and NETD_TEST_LANE=vm: no test may
 # skip there except one that needs this host's kernel (skip_in_lane, docs/testing.md).
@@ -42,12 +42,12 @@ ship() { # ship SRC NAME: a copy without debug info (the debug binaries are ~150
 bins=$(cargo build -q -p netd -p netd-cni --bins --message-format=json |
   jq -r 'select(.reason == "compiler-artifact" and .executable != null) | .executable') || exit 1
 for b in $bins; do
-  case $(basename "$b") in netd | netd-cni) ship "$b" "$(basename "$b")" ;; esac
+  case $(basename "$b") in netd | netctl | netd-cni) ship "$b" "$(basename "$b")" ;; esac
 done
-[ -x "$share/netd" ] && [ -x "$share/netd-cni" ] || { echo "vm lane: netd binaries not built" >&2; exit 1; }
+[ -x "$share/netd" ] && [ -x "$share/netctl" ] && [ -x "$share/netd-cni" ] || { echo "vm lane: netd binaries not built" >&2; exit 1; }
 # In the guest the binaries are copied to tmpfs first: /share is 9p without a page
 # cache, so every exec of netd-cni would page its text in over 9p again (seconds each).
-{ echo '#!/bin/bash'; echo 'mkdir -p /tmp/bin && cp /share/netd /share/netd-cni /tmp/bin/ && cd /tmp/bin || exit 1'
+{ echo '#!/bin/bash'; echo 'mkdir -p /tmp/bin && cp /share/netd /share/netctl /share/netd-cni /tmp/bin/ && cd /tmp/bin || exit 1'
   echo 'export NETD_TEST_BIN_DIR=/tmp/bin RUST_BACKTRACE=1 NETD_TEST_REQUIRE=1 NETD_TEST_LANE=vm'; echo 'rc=0'; } >"$share/run-tests.sh"
 # Modules netd needs that the lane's initramfs lacks: `meta iifname` in netd's bridge
 # table (anti-spoofing) is nft_meta_bridge; the trunk test's containers make VLAN

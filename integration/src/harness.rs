@@ -83,9 +83,13 @@ pub fn sh(cmd: &str) -> Out {
 
 /// `nsenter --net=<netns> <args...>`.
 pub fn nsenter(netns: &Path, args: &[&str]) -> Out {
+    // The program by its full path: busybox's nsenter (the VM lane's) runs its own
+    // applet of that name before the PATH, and busybox `ip` knows no `-j`.
+    let (prog, rest) = args.split_first().map_or(("true", &[][..]), |(p, r)| (*p, r));
     run(Command::new("nsenter")
         .arg(format!("--net={}", netns.display()))
-        .args(args))
+        .arg(crate::skip::which(prog))
+        .args(rest))
 }
 
 /// One ping from inside `netns`, optionally from source address `from`; whether a reply

@@ -1,8 +1,10 @@
 //! Helpers for netd's root-only integration tests: real namespaces with unique names,
 //! removed on drop (even when a test panics).
 
+pub mod dig;
 pub mod harness;
 pub mod lan;
+pub mod services_suite;
 pub mod skip;
 
 pub mod ns {

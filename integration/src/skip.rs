@@ -130,11 +130,20 @@ pub fn no_file(path: &Path, hint: &str) -> bool {
 
 /// Whether an executable named `program` is in a directory of the PATH.
 pub fn on_path(program: &str) -> bool {
+    which(program) != Path::new(program)
+}
+
+/// `program`'s first executable on the PATH, or `program` itself (a path, or not found).
+pub fn which(program: &str) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).any(|d| {
-        std::fs::metadata(d.join(program)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
+    if program.contains('/') {
+        return program.into();
+    }
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|f| std::fs::metadata(f).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .unwrap_or_else(|| program.into())
 }
 
 #[cfg(test)]

@@ -250,6 +250,9 @@ async fn repair_loop(
             if !learn_only {
                 g.repair(if all { &own } else { &changes.sandboxes });
             }
+            if all {
+                g.reap_services();
+            }
             own
         })
         .await;

@@ -442,6 +442,7 @@ impl Engine {
         // has (leftovers of services removed meanwhile deleted; the rest rewritten as
         // they were, in one transaction).
         let svc = self.desired_services();
+        self.lb.set_owned(self.vip_prefixes());
         self.lb.sync_full(&svc).map_err(EngineError::kernel(format!(
             "service datapath ({})",
             self.lb.kind()

@@ -129,6 +129,23 @@ impl Engine {
         }
     }
 
+    /// The prefixes VIPs are leased from (every network's subnets): what the datapath
+    /// may treat as netd's when it finds kernel objects without an owner tag (IPVS).
+    pub(crate) fn vip_prefixes(&self) -> Vec<IpNetwork> {
+        self.networks
+            .values()
+            .flat_map(|n| n.subnets.iter().map(|s| s.subnet))
+            .collect()
+    }
+
+    /// Deletes what the datapath left pending once it may go (IPVS: backends drained
+    /// of their last connection). The daemon calls it on its repair timer.
+    pub fn reap_services(&self) {
+        if let Err(e) = self.lb.reap(&self.svc_fw) {
+            tracing::warn!(error = %e, lb = %self.lb.kind(), "service datapath: reap");
+        }
+    }
+
     /// What the load-balancing datapath must hold for the model as it is now.
     pub fn desired_services(&self) -> Vec<FwService> {
         self.services

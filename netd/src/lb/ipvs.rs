@@ -20,7 +20,8 @@
 //!   packet back to its sender, whose reply would never pass the host; that table
 //!   masquerades packets whose source is their destination (a set of `b . b`), which
 //!   nft NAT can do to IPVS traffic because `vs/conntrack=1` keeps its conntrack entry.
-//!   NOT working yet: in the VM lane such a connection stays in SYN_RECV (docs/services.md).
+//!   The reply, un-NATed to the backend's own address, is bridged back out the port it
+//!   came in on: that bridge port must be in hairpin mode (netd's ports are by default).
 //!   The table is netd's own (not `inet netd`), so the firewall's full rewrite of its
 //!   table never drops it and `--lb nftables` hosts have none.
 //! - **A backend that goes** is first set to weight 0: no new connections, established
@@ -267,10 +268,24 @@ struct NftObjects {
     /// `backend . backend` per family.
     hairpin4: BTreeSet<String>,
     hairpin6: BTreeSet<String>,
+    /// The VIPs per family, and `VIP . bridge`: the interface each may come in on.
+    vips4: BTreeSet<String>,
+    vips6: BTreeSet<String>,
+    vipin4: BTreeSet<String>,
+    vipin6: BTreeSet<String>,
 }
 
-fn nft_objects(want: &BTreeMap<ServiceKey, Want>) -> NftObjects {
+fn nft_objects(want: &BTreeMap<ServiceKey, Want>, services: &[FwService]) -> NftObjects {
     let mut o = NftObjects::default();
+    for v in services.iter().flat_map(|s| &s.vips) {
+        let (vips, vipin) = if v.vip.is_ipv4() {
+            (&mut o.vips4, &mut o.vipin4)
+        } else {
+            (&mut o.vips6, &mut o.vipin6)
+        };
+        vips.insert(v.vip.to_string());
+        vipin.insert(format!("{} . \"{}\"", v.vip, v.bridge));
+    }
     for (key, w) in want {
         if let ServiceKey::Fwmark { mark, .. } = key {
             let proto = if mark & 0xff == 6 { "tcp" } else { "udp" };
@@ -289,7 +304,7 @@ fn nft_objects(want: &BTreeMap<ServiceKey, Want>) -> NftObjects {
     o
 }
 
-const SETS: [(&str, &str); 3] = [
+const SETS: [(&str, &str); 7] = [
     (
         "ingress",
         "type inet_proto . inet_service : mark; comment \"service ports published in ingress mode: their IPVS fwmark\";",
@@ -302,9 +317,19 @@ const SETS: [(&str, &str); 3] = [
         "hairpin6",
         "type ipv6_addr . ipv6_addr; comment \"IPVS backends (IPv6): masquerade one reaching itself\";",
     ),
+    ("vips4", "type ipv4_addr; comment \"service VIPs (IPv4)\";"),
+    ("vips6", "type ipv6_addr; comment \"service VIPs (IPv6)\";"),
+    (
+        "vipin4",
+        "type ipv4_addr . ifname; comment \"service VIPs (IPv4) and the bridge of their network\";",
+    ),
+    (
+        "vipin6",
+        "type ipv6_addr . ifname; comment \"service VIPs (IPv6) and the bridge of their network\";",
+    ),
 ];
 
-fn chains() -> [(&'static str, &'static str, Vec<&'static str>); 3] {
+fn chains() -> [(&'static str, &'static str, Vec<&'static str>); 4] {
     // Mangle priority: the mark must be on the packet before IPVS sees it (LOCAL_IN, or
     // LOCAL_OUT for the host's own connections). Loopback addresses are left out: IPVS
     // cannot NAT a 127/8 source out to a bridge, and ::1 has no route_localnet.
@@ -324,6 +349,21 @@ fn chains() -> [(&'static str, &'static str, Vec<&'static str>); 3] {
             "type filter hook output priority mangle; policy accept;",
             vec![mark, mark6],
         ),
+        // IPVS takes a VIP's packets at LOCAL_IN (priority NAT_SRC - 1), whatever
+        // interface they came in on: a sandbox of another network (routed through its
+        // own gateway) or a host outside would reach the VIP. This filter runs before
+        // it and lets a VIP's packets in only from its own network's bridge or from
+        // the host itself, as the nftables datapath's port chains do.
+        (
+            "input",
+            "type filter hook input priority filter; policy accept;",
+            vec![
+                "ip daddr @vips4 ip daddr . iifname != @vipin4 fib saddr type != local drop \
+                 comment \"a VIP answers its own network and the host\"",
+                "ip6 daddr @vips6 ip6 daddr . iifname != @vipin6 fib saddr type != local drop \
+                 comment \"a VIP answers its own network and the host\"",
+            ],
+        ),
         (
             "postrouting",
             "type nat hook postrouting priority srcnat; policy accept;",
@@ -339,14 +379,18 @@ fn set_contents<'a>(o: &'a NftObjects, set: &str) -> &'a BTreeSet<String> {
     match set {
         "ingress" => &o.marks,
         "hairpin4" => &o.hairpin4,
-        _ => &o.hairpin6,
+        "hairpin6" => &o.hairpin6,
+        "vips4" => &o.vips4,
+        "vips6" => &o.vips6,
+        "vipin4" => &o.vipin4,
+        _ => &o.vipin6,
     }
 }
 
 /// The whole table, restored whatever is there (one nft transaction: no packet sees
 /// it half made).
-fn nft_full(want: &BTreeMap<ServiceKey, Want>) -> Batch {
-    let o = nft_objects(want);
+fn nft_full(want: &BTreeMap<ServiceKey, Want>, services: &[FwService]) -> Batch {
+    let o = nft_objects(want, services);
     let mut cmds = vec![format!(
         "add table inet {TABLE} {{ comment \"netd: IPVS ingress marks and hairpin\"; }}"
     )];
@@ -376,8 +420,11 @@ fn nft_full(want: &BTreeMap<ServiceKey, Want>) -> Batch {
 }
 
 /// The element changes from `old` to `new` (empty when nothing changed).
-fn nft_diff(old: &BTreeMap<ServiceKey, Want>, new: &BTreeMap<ServiceKey, Want>) -> Batch {
-    let (a, b) = (nft_objects(old), nft_objects(new));
+fn nft_diff(
+    (old, was): (&BTreeMap<ServiceKey, Want>, &[FwService]),
+    (new, now): (&BTreeMap<ServiceKey, Want>, &[FwService]),
+) -> Batch {
+    let (a, b) = (nft_objects(old, was), nft_objects(new, now));
     let mut cmds = Vec::new();
     for (name, _) in SETS {
         let (was, now) = (set_contents(&a, name), set_contents(&b, name));
@@ -429,21 +476,9 @@ impl IpvsLb {
         }
     }
 
-    /// Replaces the VIP prefixes netd owns (networks were created or removed).
-    pub fn set_owned(&self, prefixes: Vec<IpNetwork>) {
-        lock(&self.owned).prefixes = prefixes;
-    }
-
     /// The services with a destination still draining.
     pub fn draining(&self) -> BTreeSet<ServiceKey> {
         lock(&self.draining).clone()
-    }
-
-    /// Deletes the drained destinations that have no connection left, given the state
-    /// the kernel holds (`services`). What `sync_diff` does besides its change; for a
-    /// timer that wants them gone without a change to come.
-    pub fn reap(&self, services: &[FwService]) -> Result<(), KernelError> {
-        self.sync_diff(services, services)
     }
 
     /// The kernel's view of the services in `keys` whose settings netd knows
@@ -468,6 +503,18 @@ impl ServiceLb for IpvsLb {
         LbKind::Ipvs
     }
 
+    /// Replaces the VIP prefixes netd owns (networks were created or removed).
+    fn set_owned(&self, prefixes: Vec<IpNetwork>) {
+        lock(&self.owned).prefixes = prefixes;
+    }
+
+    /// Deletes the drained destinations that have no connection left, given the state
+    /// the kernel holds (`services`): what `sync_diff` does besides its change, for a
+    /// timer that wants them gone without a change to come.
+    fn reap(&self, services: &[FwService]) -> Result<(), KernelError> {
+        self.sync_diff(services, services)
+    }
+
     fn sync_full(&self, services: &[FwService]) -> Result<(), KernelError> {
         self.kernel.ipvs_setup()?;
         let want = desired(services);
@@ -484,7 +531,7 @@ impl ServiceLb for IpvsLb {
             self.kernel.ipvs_apply(&ops)?;
         }
         *lock(&self.draining) = draining;
-        self.kernel.nft(&nft_full(&want))
+        self.kernel.nft(&nft_full(&want, services))
     }
 
     fn sync_diff(&self, old: &[FwService], new: &[FwService]) -> Result<(), KernelError> {
@@ -505,7 +552,7 @@ impl ServiceLb for IpvsLb {
             d.retain(|k| !scope.contains(k));
             d.extend(draining);
         }
-        let batch = nft_diff(&was, &now);
+        let batch = nft_diff((&was, old), (&now, new));
         if batch.cmds.is_empty() {
             return Ok(());
         }

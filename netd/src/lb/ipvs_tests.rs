@@ -24,7 +24,7 @@ fn svc(name: &str, vip: u8, backends: &[u8]) -> FwService {
         affinity: None,
         vips: vec![FwVip {
             network: "front".into(),
-            bridge: String::new(),
+            bridge: "netd-n".into(),
             vip: ip(&format!("10.89.0.{vip}")),
             backends: backends.iter().map(|b| ip(&format!("10.89.0.{b}"))).collect(),
         }],
@@ -396,11 +396,12 @@ fn nft_accepts_the_ingress_table_and_its_diffs() {
     if !nix::unistd::Uid::effective().is_root() {
         return skip("not root");
     }
-    let old = desired(&[svc("web", 200, &[2])]);
+    let was = [svc("web", 200, &[2])];
+    let old = desired(&was);
     let mut s = svc("web", 200, &[2, 3]);
     s.vips.push(FwVip {
         network: "v6".into(),
-        bridge: String::new(),
+        bridge: "netd-v6".into(),
         vip: ip("fd00:89::200"),
         backends: vec![ip("fd00:89::2")],
     });
@@ -410,12 +411,13 @@ fn nft_accepts_the_ingress_table_and_its_diffs() {
         proto: Proto::Tcp,
         masquerade: false,
     });
-    let new = desired(&[s]);
+    let now = [s];
+    let new = desired(&now);
     let batch = format!(
         "{}{}{}",
-        nft_full(&old),
-        nft_diff(&old, &new),
-        nft_diff(&new, &old)
+        nft_full(&old, &was),
+        nft_diff((&old, &was), (&new, &now)),
+        nft_diff((&new, &now), (&old, &was))
     );
     let path = std::env::temp_dir().join(format!("netd-ipvs-nft-{}.nft", std::process::id()));
     std::fs::write(&path, &batch).expect("write batch");

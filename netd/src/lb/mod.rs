@@ -60,6 +60,15 @@ pub trait ServiceLb: Send + Sync {
     fn sync_full(&self, services: &[FwService]) -> Result<(), KernelError>;
     /// Move the kernel from `old` (what it holds) to `new`.
     fn sync_diff(&self, old: &[FwService], new: &[FwService]) -> Result<(), KernelError>;
+    /// The prefixes netd allocates VIPs from (its networks' subnets): what a datapath
+    /// whose kernel objects carry no owner tag (IPVS) may delete at `sync_full`. The
+    /// engine passes them before every full sync.
+    fn set_owned(&self, _prefixes: Vec<ipnetwork::IpNetwork>) {}
+    /// Finishes work a sync left pending given what the kernel holds (`services`): IPVS
+    /// deletes drained backends once they have no connection. Called on a timer.
+    fn reap(&self, _services: &[FwService]) -> Result<(), KernelError> {
+        Ok(())
+    }
 }
 
 /// The datapath `kind` names, acting through `kernel`; an error (one line) for a
@@ -67,6 +76,7 @@ pub trait ServiceLb: Send + Sync {
 pub fn datapath(kind: LbKind, kernel: Arc<dyn Kernel>) -> Result<Box<dyn ServiceLb>, String> {
     match kind {
         LbKind::Nftables => Ok(Box::new(nft::NftLb::new(kernel))),
-        LbKind::Ipvs => Err("load balancer ipvs: not built yet (netd daemon --lb nftables)".into()),
+        // The owned prefixes follow with `set_owned` before the first full sync.
+        LbKind::Ipvs => Ok(Box::new(ipvs::IpvsLb::new(kernel, Vec::new()))),
     }
 }

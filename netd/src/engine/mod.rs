@@ -285,7 +285,7 @@ impl Engine {
         let networks = self
             .networks
             .values()
-            .filter(|n| !n.is_macvlan())
+            .filter(|n| !n.has_parent())
             .map(|n| FwNetwork {
                 name: n.name.clone(),
                 bridge: n.l3_link(),
@@ -308,7 +308,7 @@ impl Engine {
         for s in self.sandboxes.values() {
             for e in &s.endpoints {
                 let net = self.networks.get(&e.network);
-                if net.is_some_and(Network::is_macvlan) {
+                if net.is_some_and(Network::has_parent) {
                     continue;
                 }
                 endpoints.push(FwEndpoint {
@@ -397,6 +397,7 @@ impl Engine {
                 Step::CreateVeth(v) => Some(v.host_name.clone()),
                 Step::CreateHostVeth(v) => Some(v.host_name.clone()),
                 Step::EnsureVlanGateway(g) => Some(g.name.clone()),
+                Step::EnsureVlanParent(v) => Some(v.name.clone()),
                 Step::CreateMacvlan(m) => Some(match &m.sandbox {
                     Some(sb) => reaper::link_key(Some(&sb.netns), &sb.ifname),
                     None => m.tmp_name.clone(),

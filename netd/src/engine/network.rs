@@ -132,6 +132,8 @@ impl Engine {
                 users.join(", ")
             )));
         }
+        // Asked of the kernel before anything changes.
+        let parent_down = self.vlan_parent_down(&net)?;
         let keys = [pool_key(name, false), pool_key(name, true)];
         let mut undo = Undo::default();
         self.remember(&mut undo, &[name], &[], &keys);
@@ -142,7 +144,8 @@ impl Engine {
             self.pools.remove(k);
         }
         self.networks.remove(name);
-        let down = self.keep_shared_bridge(&net, driver::network_down(&net));
+        let mut down = self.keep_shared_bridge(&net, driver::network_down(&net));
+        down.extend(parent_down);
         self.commit(undo, &[], &txn, &down)?;
         if !net.bridge.is_empty() {
             self.reaper.wait_for([net.bridge.as_str()]);

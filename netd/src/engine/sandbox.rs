@@ -90,6 +90,13 @@ impl Engine {
                 IpAddr::V6(v) => want6 = Some(IpAddr::V6(v)),
             }
         }
+        if req.mac.is_some() && net.is_ipvlan() {
+            return Err(EngineError::Invalid(format!(
+                "network {} uses the ipvlan driver: its endpoints have the MAC address of parent {}, none of their own",
+                net.name,
+                net.parent.as_deref().unwrap_or("-")
+            )));
+        }
         let mac = match &req.mac {
             Some(m) => Some(parse_mac(m).ok_or_else(|| {
                 EngineError::Invalid(format!(
@@ -108,8 +115,8 @@ impl Engine {
         let mut ep = Endpoint {
             network: net.name.clone(),
             ifname,
-            // A macvlan endpoint has nothing on the host side.
-            host_ifname: if net.is_macvlan() {
+            // A macvlan or ipvlan endpoint has nothing on the host side.
+            host_ifname: if net.has_parent() {
                 String::new()
             } else {
                 host_veth_name(sandbox, &net.name)
@@ -163,8 +170,11 @@ impl Engine {
                 )));
             }
         }
-        let mac = mac.unwrap_or_else(|| mac_for(ep.ipv4.map(|n| IpAddr::V4(n.ip()))));
-        ep.mac = format_mac(&mac);
+        // An ipvlan child has its parent's MAC: none to record (Docker records none either).
+        if !net.is_ipvlan() {
+            let mac = mac.unwrap_or_else(|| mac_for(ep.ipv4.map(|n| IpAddr::V4(n.ip()))));
+            ep.mac = format_mac(&mac);
+        }
         Ok(ep)
     }
 

@@ -33,6 +33,7 @@ use super::KernelError;
 
 mod addr;
 mod detached;
+mod ipvlan;
 mod link;
 mod macvlan;
 mod rcu_lookup;
@@ -40,6 +41,7 @@ mod route;
 mod vlan;
 pub use addr::Addr;
 pub use link::{Link, LinkChange, VethReq};
+pub use ipvlan::{ipvlan_flags_from_name, ipvlan_mode_from_name};
 pub use macvlan::mode_from_name;
 pub use route::{InterfaceConfig, Route};
 pub use vlan::{DefaultVlan, VlanBridge};

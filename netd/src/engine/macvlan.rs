@@ -151,3 +151,7 @@ impl Engine {
 #[cfg(test)]
 #[path = "macvlan_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "ipvlan_tests.rs"]
+mod ipvlan_tests;

@@ -42,12 +42,12 @@ ship() { # ship SRC NAME: a copy without debug info (the debug binaries are ~150
 bins=$(cargo build -q -p netd -p netd-cni --bins --message-format=json |
   jq -r 'select(.reason == "compiler-artifact" and .executable != null) | .executable') || exit 1
 for b in $bins; do
-  case $(basename "$b") in netd | netd-cni) ship "$b" "$(basename "$b")" ;; esac
+  case $(basename "$b") in netd | netd-cni | netctl) ship "$b" "$(basename "$b")" ;; esac
 done
-[ -x "$share/netd" ] && [ -x "$share/netd-cni" ] || { echo "vm lane: netd binaries not built" >&2; exit 1; }
+[ -x "$share/netd" ] && [ -x "$share/netd-cni" ] && [ -x "$share/netctl" ] || { echo "vm lane: netd binaries not built" >&2; exit 1; }
 # In the guest the binaries are copied to tmpfs first: /share is 9p without a page
 # cache, so every exec of netd-cni would page its text in over 9p again (seconds each).
-{ echo '#!/bin/bash'; echo 'mkdir -p /tmp/bin && cp /share/netd /share/netd-cni /tmp/bin/ && cd /tmp/bin || exit 1'
+{ echo '#!/bin/bash'; echo 'mkdir -p /tmp/bin && cp /share/netd /share/netd-cni /share/netctl /tmp/bin/ && cd /tmp/bin || exit 1'
   echo 'export NETD_TEST_BIN_DIR=/tmp/bin RUST_BACKTRACE=1 NETD_TEST_REQUIRE=1 NETD_TEST_LANE=vm'; echo 'rc=0'; } >"$share/run-tests.sh"
 # Modules netd needs that the lane's initramfs lacks: `meta iifname` in netd's bridge
 # table (anti-spoofing) is nft_meta_bridge; the trunk test's containers make VLAN

@@ -54,7 +54,9 @@ fn lacks(netns: &Path, vlan: bool) -> bool {
 /// `netctl network create -d ipvlan -o parent=P --subnet S [--gateway G] EXTRA NAME`.
 fn ivnet(h: &Host, parent: &str, subnet: &str, gw: Option<&str>, name: &str, extra: &[&str]) {
     let parent = format!("parent={parent}");
-    let mut args = vec!["network", "create", "-d", "ipvlan", "-o", &parent, "--subnet", subnet];
+    let mut args = vec![
+        "network", "create", "-d", "ipvlan", "-o", &parent, "--subnet", subnet,
+    ];
     if let Some(g) = gw {
         args.extend(["--gateway", g]);
     }
@@ -63,9 +65,15 @@ fn ivnet(h: &Host, parent: &str, subnet: &str, gw: Option<&str>, name: &str, ext
     h.ctl(&args);
 }
 
+/// A shell command inside a namespace. Through bash: in the VM lane busybox's `nsenter`
+/// would run its own `ip` applet, which knows no `-j`.
+fn sh_in(netns: &Path, cmd: &str) -> integration::harness::Out {
+    nsenter(netns, &["bash", "-c", cmd])
+}
+
 /// `ip -d -j link show` inside a namespace.
 fn links_in(netns: &Path) -> Value {
-    let o = nsenter(netns, &["ip", "-d", "-j", "link", "show"]);
+    let o = sh_in(netns, "ip -d -j link show");
     assert!(o.ok(), "ip link: {}", o.stderr);
     serde_json::from_str(&o.stdout).expect("ip -j link")
 }
@@ -127,7 +135,12 @@ fn l2_sandboxes_reach_each_other_and_the_lan_across_kill9_and_rm_leaves_nothing(
     let n = if j.is_array() { &j[0] } else { &j };
     assert_eq!(
         (&n["driver"], &n["parent"], &n["ipvlan_mode"], &n["ipvlan_flag"]),
-        (&json!("ipvlan"), &json!(lan.parent), &json!("l2"), &json!("bridge")),
+        (
+            &json!("ipvlan"),
+            &json!(lan.parent),
+            &json!("l2"),
+            &json!("bridge")
+        ),
         "{j}"
     );
 
@@ -148,8 +161,14 @@ fn l2_sandboxes_reach_each_other_and_the_lan_across_kill9_and_rm_leaves_nothing(
     assert!(h.ping("a", &b));
     assert!(h.ping("a", &lan.router));
     assert!(ping_from(&lan.netns(), None, &a));
-    assert_eq!(tcp(Some(&h.sb("a")), &format!("{b}:80"), 2000).as_deref(), Some("b"));
-    assert_eq!(tcp(Some(&lan.netns()), &format!("{b}:80"), 2000).as_deref(), Some("b"));
+    assert_eq!(
+        tcp(Some(&h.sb("a")), &format!("{b}:80"), 2000).as_deref(),
+        Some("b")
+    );
+    assert_eq!(
+        tcp(Some(&lan.netns()), &format!("{b}:80"), 2000).as_deref(),
+        Some("b")
+    );
 
     // kill -9 twice: a flow keeps going, nothing is recreated or removed.
     echo(&h.sb("b"), 7);
@@ -168,7 +187,11 @@ fn l2_sandboxes_reach_each_other_and_the_lan_across_kill9_and_rm_leaves_nothing(
         assert_eq!(info["reconcile"]["recreated"], json!([]), "{info}");
         assert_eq!(info["reconcile"]["removed"], json!([]), "{info}");
         assert!(roundtrip(&mut flow, "after\n"), "flow broke across kill -9");
-        assert_eq!(link_in(&h.sb("a"), "eth0")["ifindex"], idx_before, "eth0 was recreated");
+        assert_eq!(
+            link_in(&h.sb("a"), "eth0")["ifindex"],
+            idx_before,
+            "eth0 was recreated"
+        );
         h.assert_consistent();
     }
     assert!(h.ping("b", &a));
@@ -203,15 +226,21 @@ fn l3_and_l3s_route_through_the_device_and_the_lan_reaches_them_via_the_host() {
     let lan = Lan::new(&h.name, 82, "i");
     // The host's own address on the LAN: l3 children send through the host's routes,
     // and the LAN's router reaches their subnet through it.
-    assert!(h.sh(&format!("ip addr add 192.168.82.254/24 dev {}", lan.parent)).ok());
-    let o = nsenter(
-        &lan.netns(),
-        &["ip", "route", "add", "10.82.0.0/16", "via", "192.168.82.254"],
-    );
+    assert!(h
+        .sh(&format!("ip addr add 192.168.82.254/24 dev {}", lan.parent))
+        .ok());
+    let o = sh_in(&lan.netns(), "ip route add 10.82.0.0/16 via 192.168.82.254");
     assert!(o.ok(), "{}", o.stderr);
     for (i, mode) in ["l3", "l3s"].into_iter().enumerate() {
         let subnet = format!("10.82.{i}.0/24");
-        ivnet(&h, &lan.parent, &subnet, None, mode, &["-o", &format!("ipvlan_mode={mode}")]);
+        ivnet(
+            &h,
+            &lan.parent,
+            &subnet,
+            None,
+            mode,
+            &["-o", &format!("ipvlan_mode={mode}")],
+        );
         let (sa, sb) = (format!("{mode}a"), format!("{mode}b"));
         h.ctl(&["sandbox", "create", &sa, "--network", mode]);
         h.ctl(&["sandbox", "create", &sb, "--network", mode]);
@@ -219,22 +248,38 @@ fn l3_and_l3s_route_through_the_device_and_the_lan_reaches_them_via_the_host() {
         assert_eq!(eth0["linkinfo"]["info_data"]["mode"], mode, "{eth0}");
         // The default route is the device itself: no gateway address anywhere.
         let route = h.sh_in(&sa, "ip route show default").stdout;
-        assert!(route.contains("default dev eth0") && !route.contains("via"), "{mode}: {route}");
+        assert!(
+            route.contains("default dev eth0") && !route.contains("via"),
+            "{mode}: {route}"
+        );
         let (a, b) = (h.ip(&sa, mode), h.ip(&sb, mode));
         assert!(h.ping(&sa, &b), "{mode}: sibling");
         assert!(h.ping(&sa, &lan.router), "{mode}: router");
         assert!(ping_from(&lan.netns(), None, &a), "{mode}: LAN -> sandbox");
         // The host does not reach its own children over the parent.
-        assert!(!ping_from(&h.netns(), None, &b), "{mode}: the host reached a child");
+        assert!(
+            !ping_from(&h.netns(), None, &b),
+            "{mode}: the host reached a child"
+        );
         h.assert_consistent();
         h.ctl(&["sandbox", "rm", &sa, &sb]);
         h.ctl(&["network", "rm", mode]);
     }
     // --internal: no default route at all.
-    ivnet(&h, &lan.parent, "10.82.9.0/24", None, "inner", &["--internal", "-o", "ipvlan_mode=l3"]);
+    ivnet(
+        &h,
+        &lan.parent,
+        "10.82.9.0/24",
+        None,
+        "inner",
+        &["--internal", "-o", "ipvlan_mode=l3"],
+    );
     h.ctl(&["sandbox", "create", "i1", "--network", "inner"]);
     let route = h.sh_in("i1", "ip route show default").stdout;
-    assert!(route.trim().is_empty(), "internal network got a default route: {route}");
+    assert!(
+        route.trim().is_empty(),
+        "internal network got a default route: {route}"
+    );
     h.ctl(&["sandbox", "rm", "i1"]);
     h.ctl(&["network", "rm", "inner"]);
     assert_host_clean(&h);
@@ -250,11 +295,21 @@ fn the_private_flag_keeps_siblings_apart() {
         return;
     }
     let lan = Lan::new(&h.name, 83, "i");
-    ivnet(&h, &lan.parent, &lan.subnet, Some(&lan.router), "p", &["-o", "ipvlan_flag=private"]);
+    ivnet(
+        &h,
+        &lan.parent,
+        &lan.subnet,
+        Some(&lan.router),
+        "p",
+        &["-o", "ipvlan_flag=private"],
+    );
     h.ctl(&["sandbox", "create", "p1", "--network", "p"]);
     h.ctl(&["sandbox", "create", "p2", "--network", "p"]);
     let eth0 = link_in(&h.sb("p1"), "eth0");
-    assert!(eth0["linkinfo"]["info_data"].to_string().contains("private"), "{eth0}");
+    assert!(
+        eth0["linkinfo"]["info_data"].to_string().contains("private"),
+        "{eth0}"
+    );
     assert!(h.ping("p1", &lan.router));
     assert!(!h.ping("p1", &h.ip("p2", "p")), "private flag let siblings talk");
     h.ctl(&["sandbox", "rm", "p1", "p2"]);
@@ -265,15 +320,11 @@ fn the_private_flag_keeps_siblings_apart() {
 /// The LAN side of VLAN `id`: `lan0.<id>` in the LAN namespace with router address
 /// `192.168.<k>.1/24`.
 fn lan_vlan(lan: &Lan, id: u16, k: u8) -> String {
-    let o = nsenter(
+    let o = sh_in(
         &lan.netns(),
-        &[
-            "bash",
-            "-c",
-            &format!(
-                "ip link add link lan0 name lan0.{id} type vlan id {id} && ip addr add 192.168.{k}.1/24 dev lan0.{id} && ip link set lan0.{id} up"
-            ),
-        ],
+        &format!(
+            "ip link add link lan0 name lan0.{id} type vlan id {id} && ip addr add 192.168.{k}.1/24 dev lan0.{id} && ip link set lan0.{id} up"
+        ),
     );
     assert!(o.ok(), "LAN vlan {id}: {}", o.stderr);
     format!("192.168.{k}.1")
@@ -301,18 +352,44 @@ fn a_dotted_parent_is_made_tagged_and_removed_while_an_existing_one_stays() {
     assert_eq!(l["ifalias"], "netd:net=v10", "{l}");
     // VLAN 20: someone's own, used by a macvlan network.
     assert!(h
-        .sh(&format!("ip link add link {} name {p20} type vlan id 20 && ip link set {p20} up", lan.parent))
+        .sh(&format!(
+            "ip link add link {} name {p20} type vlan id 20 && ip link set {p20} up",
+            lan.parent
+        ))
         .ok());
     h.ctl(&[
-        "network", "create", "-d", "macvlan", "-o", &format!("parent={p20}"), "--subnet", "192.168.185.0/24",
-        "--gateway", &r20, "v20",
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "-o",
+        &format!("parent={p20}"),
+        "--subnet",
+        "192.168.185.0/24",
+        "--gateway",
+        &r20,
+        "v20",
     ]);
     // Another network on the same parent and VLAN is refused, whatever its driver.
     for d in ["ipvlan", "macvlan"] {
         let before = h.snapshot();
-        let o = h.netctl(&["network", "create", "-d", d, "-o", &format!("parent={p10}"), "--subnet", "10.84.0.0/24", "x"]);
+        let o = h.netctl(&[
+            "network",
+            "create",
+            "-d",
+            d,
+            "-o",
+            &format!("parent={p10}"),
+            "--subnet",
+            "10.84.0.0/24",
+            "x",
+        ]);
         assert_ne!(o.code, 0);
-        assert!(o.stderr.contains("network v10 is already using parent interface"), "{}", o.stderr);
+        assert!(
+            o.stderr.contains("network v10 is already using parent interface"),
+            "{}",
+            o.stderr
+        );
         assert_eq!(h.snapshot(), before);
     }
     h.ctl(&["sandbox", "create", "a", "--network", "v10"]);
@@ -326,7 +403,14 @@ fn a_dotted_parent_is_made_tagged_and_removed_while_an_existing_one_stays() {
     // On the wire (the parent), the sandbox's frames carry VLAN ID 10.
     let dump = Command::new("nsenter")
         .arg(format!("--net={}", h.netns().display()))
-        .args(["timeout", "10", "tcpdump", "-e", "-nn", "-l", "-c", "2", "-i", &lan.parent, "vlan 10 and icmp"])
+        .args([
+            "bash",
+            "-c",
+            &format!(
+                "timeout 10 tcpdump -e -nn -l -c 2 -i {} 'vlan 10 and icmp'",
+                lan.parent
+            ),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -335,7 +419,10 @@ fn a_dotted_parent_is_made_tagged_and_removed_while_an_existing_one_stays() {
     assert!(h.ping("a", &r10));
     let out = dump.wait_with_output().expect("tcpdump output");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("vlan 10,") && text.contains("ICMP echo"), "tcpdump: {text}");
+    assert!(
+        text.contains("vlan 10,") && text.contains("ICMP echo"),
+        "tcpdump: {text}"
+    );
     assert!(!text.contains("vlan 20"), "tcpdump: {text}");
 
     // kill -9 and restart: both parents stay as they are.
@@ -348,9 +435,15 @@ fn a_dotted_parent_is_made_tagged_and_removed_while_an_existing_one_stays() {
 
     h.ctl(&["sandbox", "rm", "a", "b"]);
     h.ctl(&["network", "rm", "v10"]);
-    assert!(wait_until(|| link_in(&h.netns(), &p10).is_null()), "{p10} left after rm");
+    assert!(
+        wait_until(|| link_in(&h.netns(), &p10).is_null()),
+        "{p10} left after rm"
+    );
     h.ctl(&["network", "rm", "v20"]);
-    assert!(!link_in(&h.netns(), &p20).is_null(), "someone's {p20} was removed");
+    assert!(
+        !link_in(&h.netns(), &p20).is_null(),
+        "someone's {p20} was removed"
+    );
     assert_eq!(of_kind(&h.netns(), "vlan"), vec![p20.clone()]);
     h.assert_consistent();
     assert_host_clean(&h);
@@ -405,13 +498,34 @@ fn docker_remote_driver_makes_ipvlan_networks_and_refuses_bad_options() {
     let id = |n: u32| format!("{:0<64}", format!("1bc{n:02x}{:08x}", std::process::id()));
     // Docker-style option errors: one line, nothing changed.
     for (opts, says) in [
-        (json!({"netd.driver": "ipvlan"}), "ipvlan needs a parent interface: -o parent=IFACE"),
-        (json!({"netd.driver": "ipvlan", "parent": "lo"}), "loopback interface is not a valid ipvlan parent link"),
-        (json!({"netd.driver": "ipvlan", "parent": lan.parent, "ipvlan_mode": "l4"}), "requested ipvlan mode \"l4\" is not valid"),
-        (json!({"netd.driver": "ipvlan", "parent": lan.parent, "ipvlan_flag": "passthru"}), "requested ipvlan flag \"passthru\" is not valid"),
-        (json!({"netd.driver": "ipvlan", "parent": "eth0.4095"}), "vlan id must be between 1-4094"),
-        (json!({"netd.driver": "ipvlan", "parent": "nosuch0"}), "parent interface nosuch0 not found"),
-        (json!({"netd.driver": "ipvlan", "parent": lan.parent, "macvlan_mode": "vepa"}), "option macvlan_mode is not for this ipvlan network"),
+        (
+            json!({"netd.driver": "ipvlan"}),
+            "ipvlan needs a parent interface: -o parent=IFACE",
+        ),
+        (
+            json!({"netd.driver": "ipvlan", "parent": "lo"}),
+            "loopback interface is not a valid ipvlan parent link",
+        ),
+        (
+            json!({"netd.driver": "ipvlan", "parent": lan.parent, "ipvlan_mode": "l4"}),
+            "requested ipvlan mode \"l4\" is not valid",
+        ),
+        (
+            json!({"netd.driver": "ipvlan", "parent": lan.parent, "ipvlan_flag": "passthru"}),
+            "requested ipvlan flag \"passthru\" is not valid",
+        ),
+        (
+            json!({"netd.driver": "ipvlan", "parent": "eth0.4095"}),
+            "vlan id must be between 1-4094",
+        ),
+        (
+            json!({"netd.driver": "ipvlan", "parent": "nosuch0"}),
+            "parent interface nosuch0 not found",
+        ),
+        (
+            json!({"netd.driver": "ipvlan", "parent": lan.parent, "macvlan_mode": "vepa"}),
+            "option macvlan_mode is not for this ipvlan network",
+        ),
     ] {
         let before = h.snapshot();
         let e = create_network(&h, &id(1), opts.clone()).unwrap_err();
@@ -420,21 +534,41 @@ fn docker_remote_driver_makes_ipvlan_networks_and_refuses_bad_options() {
         assert_eq!(h.snapshot(), before, "{opts} changed something");
     }
 
-    create_network(&h, &id(2), json!({"netd.driver": "ipvlan", "parent": lan.parent, "ipvlan_mode": "l3"}))
-        .expect("CreateNetwork");
+    create_network(
+        &h,
+        &id(2),
+        json!({"netd.driver": "ipvlan", "parent": lan.parent, "ipvlan_mode": "l3"}),
+    )
+    .expect("CreateNetwork");
     let ep = format!("{:0<64}", "e1");
     // A MAC of its own is refused, as by Docker's ipvlan driver.
-    let e = plugin(&h, "NetworkDriver.CreateEndpoint", &json!({
+    let e = plugin(
+        &h,
+        "NetworkDriver.CreateEndpoint",
+        &json!({
         "NetworkID": id(2), "EndpointID": ep,
-        "Interface": {"Address": "192.168.86.10/24", "MacAddress": "02:42:c0:a8:56:0a"}}))
+        "Interface": {"Address": "192.168.86.10/24", "MacAddress": "02:42:c0:a8:56:0a"}}),
+    )
     .unwrap_err();
     assert!(e.contains("do not support custom mac address"), "{e}");
-    let r = plugin(&h, "NetworkDriver.CreateEndpoint", &json!({
-        "NetworkID": id(2), "EndpointID": ep, "Interface": {"Address": "192.168.86.10/24"}}))
+    let r = plugin(
+        &h,
+        "NetworkDriver.CreateEndpoint",
+        &json!({
+        "NetworkID": id(2), "EndpointID": ep, "Interface": {"Address": "192.168.86.10/24"}}),
+    )
     .expect("CreateEndpoint");
-    assert_eq!(r, json!({"Interface": {}}), "no MAC is chosen for an ipvlan child");
-    let j = plugin(&h, "NetworkDriver.Join", &json!({"NetworkID": id(2), "EndpointID": ep, "SandboxKey": "/x"}))
-        .expect("Join");
+    assert_eq!(
+        r,
+        json!({"Interface": {}}),
+        "no MAC is chosen for an ipvlan child"
+    );
+    let j = plugin(
+        &h,
+        "NetworkDriver.Join",
+        &json!({"NetworkID": id(2), "EndpointID": ep, "SandboxKey": "/x"}),
+    )
+    .expect("Join");
     // l3: no gateway; a connected default route instead.
     assert!(j.get("Gateway").is_none(), "{j}");
     assert_eq!(
@@ -442,15 +576,30 @@ fn docker_remote_driver_makes_ipvlan_networks_and_refuses_bad_options() {
         json!([{"Destination": "0.0.0.0/0", "RouteType": 1, "NextHop": ""}]),
         "{j}"
     );
-    let src = j["InterfaceName"]["SrcName"].as_str().expect("SrcName").to_string();
+    let src = j["InterfaceName"]["SrcName"]
+        .as_str()
+        .expect("SrcName")
+        .to_string();
     let l = link_in(&h.netns(), &src);
     assert_eq!(l["linkinfo"]["info_kind"], "ipvlan", "{l}");
     assert_eq!(l["linkinfo"]["info_data"]["mode"], "l3", "{l}");
-    plugin(&h, "NetworkDriver.Leave", &json!({"NetworkID": id(2), "EndpointID": ep})).expect("Leave");
-    plugin(&h, "NetworkDriver.DeleteEndpoint", &json!({"NetworkID": id(2), "EndpointID": ep}))
-        .expect("DeleteEndpoint");
+    plugin(
+        &h,
+        "NetworkDriver.Leave",
+        &json!({"NetworkID": id(2), "EndpointID": ep}),
+    )
+    .expect("Leave");
+    plugin(
+        &h,
+        "NetworkDriver.DeleteEndpoint",
+        &json!({"NetworkID": id(2), "EndpointID": ep}),
+    )
+    .expect("DeleteEndpoint");
     plugin(&h, "NetworkDriver.DeleteNetwork", &json!({"NetworkID": id(2)})).expect("DeleteNetwork");
-    assert!(wait_until(|| of_kind(&h.netns(), "ipvlan").is_empty()), "ipvlan child left");
+    assert!(
+        wait_until(|| of_kind(&h.netns(), "ipvlan").is_empty()),
+        "ipvlan child left"
+    );
     assert_host_clean(&h);
 }
 
@@ -490,7 +639,7 @@ fn cni_both_modes(mode: Mode, k: u8) {
     assert!(ifaces[0].get("mac").is_none(), "{r1}");
     assert_eq!(r1["routes"][0], json!({"dst": "0.0.0.0/0", "gw": lan.router}));
     let l = {
-        let o = nsenter(Path::new(&ns1.path()), &["ip", "-d", "-j", "link", "show", "net1"]);
+        let o = sh_in(Path::new(&ns1.path()), "ip -d -j link show net1");
         let v: Value = serde_json::from_str(&o.stdout).expect("ip -j");
         v[0].clone()
     };
@@ -567,16 +716,54 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
     let lan = Lan::new(&h.name, 89, "i");
     let p = format!("parent={}", lan.parent);
     let mut cases: Vec<(Vec<String>, String)> = [
-        (vec!["-d", "ipvlan", "--subnet", "10.89.0.0/24", "x"], "ipvlan needs a parent interface"),
-        (vec!["-d", "ipvlan", "-o", "parent=lo", "x"], "loopback interface is not a valid ipvlan parent"),
-        (vec!["-d", "ipvlan", "-o", &p, "-o", "ipvlan_mode=l4", "x"], "requested ipvlan mode \"l4\""),
-        (vec!["-d", "ipvlan", "-o", &p, "-o", "ipvlan_flag=passthru", "x"], "requested ipvlan flag \"passthru\""),
-        (vec!["-d", "ipvlan", "-o", &p, "-o", "macvlan_mode=vepa", "x"], "not for this ipvlan network"),
-        (vec!["-d", "ipvlan", "-o", &p, "-o", "vlan=10", "x"], "use a VLAN parent: -o parent=eth0.10"),
-        (vec!["-d", "ipvlan", "-o", "parent=eth0.4095", "x"], "vlan id must be between 1-4094"),
-        (vec!["-d", "macvlan", "-o", "parent=eth0.x", "x"], "unable to parse a valid vlan id"),
-        (vec!["-d", "ipvlan", "-o", &p, "-o", "com.docker.network.bridge.name=b", "x"], "bridge option"),
-        (vec!["-o", "ipvlan_mode=l3", "x"], "option ipvlan_mode is for macvlan and ipvlan networks"),
+        (
+            vec!["-d", "ipvlan", "--subnet", "10.89.0.0/24", "x"],
+            "ipvlan needs a parent interface",
+        ),
+        (
+            vec!["-d", "ipvlan", "-o", "parent=lo", "x"],
+            "loopback interface is not a valid ipvlan parent",
+        ),
+        (
+            vec!["-d", "ipvlan", "-o", &p, "-o", "ipvlan_mode=l4", "x"],
+            "requested ipvlan mode \"l4\"",
+        ),
+        (
+            vec!["-d", "ipvlan", "-o", &p, "-o", "ipvlan_flag=passthru", "x"],
+            "requested ipvlan flag \"passthru\"",
+        ),
+        (
+            vec!["-d", "ipvlan", "-o", &p, "-o", "macvlan_mode=vepa", "x"],
+            "not for this ipvlan network",
+        ),
+        (
+            vec!["-d", "ipvlan", "-o", &p, "-o", "vlan=10", "x"],
+            "use a VLAN parent: -o parent=eth0.10",
+        ),
+        (
+            vec!["-d", "ipvlan", "-o", "parent=eth0.4095", "x"],
+            "vlan id must be between 1-4094",
+        ),
+        (
+            vec!["-d", "macvlan", "-o", "parent=eth0.x", "x"],
+            "unable to parse a valid vlan id",
+        ),
+        (
+            vec![
+                "-d",
+                "ipvlan",
+                "-o",
+                &p,
+                "-o",
+                "com.docker.network.bridge.name=b",
+                "x",
+            ],
+            "bridge option",
+        ),
+        (
+            vec!["-o", "ipvlan_mode=l3", "x"],
+            "option ipvlan_mode is for macvlan and ipvlan networks",
+        ),
     ]
     .into_iter()
     .map(|(a, w)| (a.into_iter().map(String::from).collect(), w.to_string()))
@@ -587,14 +774,30 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
         ivnet(&h, &lan.parent, &lan.subnet, Some(&lan.router), "lan", &[]);
         for d in ["ipvlan", "macvlan"] {
             cases.push((
-                vec!["-d".into(), d.into(), "-o".into(), p.clone(), "--subnet".into(), "10.89.1.0/24".into(), "y".into()],
+                vec![
+                    "-d".into(),
+                    d.into(),
+                    "-o".into(),
+                    p.clone(),
+                    "--subnet".into(),
+                    "10.89.1.0/24".into(),
+                    "y".into(),
+                ],
                 "network lan is already using parent interface".into(),
             ));
         }
         h.ctl(&["sandbox", "create", "s", "--network", "lan"]);
         let o = h.netctl(&["sandbox", "create", "pp", "--network", "lan", "-p", "8080:80"]);
         assert!(o.stderr.contains("uses the ipvlan driver"), "{}", o.stderr);
-        let o = h.netctl(&["sandbox", "create", "m", "--network", "lan", "--mac", "02:00:00:00:00:01"]);
+        let o = h.netctl(&[
+            "sandbox",
+            "create",
+            "m",
+            "--network",
+            "lan",
+            "--mac",
+            "02:00:00:00:00:01",
+        ]);
         assert!(o.stderr.contains("MAC address of parent"), "{}", o.stderr);
     } else {
         // This kernel: one line naming what it lacks.
@@ -603,8 +806,17 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
             "an ipvlan network: this kernel has no ipvlan support (CONFIG_IPVLAN)".into(),
         ));
         cases.push((
-            vec!["-d".into(), "macvlan".into(), "-o".into(), vlan_parent.clone(), "x".into()],
-            format!("parent {}.30: this kernel has no 802.1Q VLAN support (CONFIG_VLAN_8021Q)", lan.parent),
+            vec![
+                "-d".into(),
+                "macvlan".into(),
+                "-o".into(),
+                vlan_parent.clone(),
+                "x".into(),
+            ],
+            format!(
+                "parent {}.30: this kernel has no 802.1Q VLAN support (CONFIG_VLAN_8021Q)",
+                lan.parent
+            ),
         ));
         // netd-cni standalone: code 2 with the same words, nothing made.
         let node = Node::new(Mode::Standalone);
@@ -613,7 +825,13 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
         let ns = Netns::new();
         let (code, out, _) = node.exec("ADD", "iv-bad", &ns.path(), "net1", &c);
         assert_eq!((code, out["code"].as_u64()), (1, Some(2)), "{out}");
-        assert!(out["msg"].as_str().unwrap_or_default().contains("no ipvlan support"), "{out}");
+        assert!(
+            out["msg"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("no ipvlan support"),
+            "{out}"
+        );
         assert!(node.sandboxes().is_empty() && ns.link_gone("net1"));
     }
     for (args, want) in cases {

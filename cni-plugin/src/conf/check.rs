@@ -33,7 +33,9 @@ impl NetConf {
             if d != "bridge" && d != "macvlan" && d != "ipvlan" {
                 return Err(CniError::new(
                     code::UNSUPPORTED_FIELD,
-                    format!("driver {d:?} is not supported by this netd-cni (supported: bridge, macvlan, ipvlan)"),
+                    format!(
+                        "driver {d:?} is not supported by this netd-cni (supported: bridge, macvlan, ipvlan)"
+                    ),
                 ));
             }
         }
@@ -206,7 +208,9 @@ impl NetConf {
         if !self.runtime_config.port_mappings.is_empty() {
             return Err(CniError::new(
                 code::UNSUPPORTED_FIELD,
-                format!("portMappings on this {d} network: the container has its own address on the master's LAN"),
+                format!(
+                    "portMappings on this {d} network: the container has its own address on the master's LAN"
+                ),
             ));
         }
         if self.link_in_container == Some(true) {

@@ -86,7 +86,10 @@ fn errors_get_the_spec_codes() {
     assert_eq!(code_of(&with("ipMasq", json!("yes"))), code::INVALID_CONFIG);
     assert!(parse(&with("vlan", json!(10))).is_ok());
     assert!(parse(&with("vlanTrunk", json!([{"id": 5}]))).is_ok());
-    assert_eq!(code_of(&with("driver", json!("overlay"))), code::UNSUPPORTED_FIELD);
+    assert_eq!(
+        code_of(&with("driver", json!("overlay"))),
+        code::UNSUPPORTED_FIELD
+    );
     // isGateway false: the bridge holds no gateway address (both families inhibited);
     // isDefaultGateway true implies isGateway, as in the reference.
     let opts = |c: &[u8]| {
@@ -499,11 +502,23 @@ fn ipvlan_conf_like_the_reference_plugin() {
     assert_eq!(req.options.get("ipvlan_mode").map(String::as_str), Some("l2"));
     for (extra, code, says) in [
         (r#""master": "eth0", "mode": "vepa","#, 7, "ipvlan mode \"vepa\""),
-        (r#""master": "eth0", "mode": "l2", "linkInContainer": true,"#, 2, "linkInContainer"),
-        (r#""master": "eth0", "ipMasq": true,"#, 7, "this ipvlan network has no bridge"),
+        (
+            r#""master": "eth0", "mode": "l2", "linkInContainer": true,"#,
+            2,
+            "linkInContainer",
+        ),
+        (
+            r#""master": "eth0", "ipMasq": true,"#,
+            7,
+            "this ipvlan network has no bridge",
+        ),
         (r#""master": "eth0", "vlan": 10,"#, 7, "\"master\": \"eth0.10\""),
         (r#""master": "eth0.4095","#, 7, "vlan id must be between 1-4094"),
-        (r#""master": "eth0", "runtimeConfig": {"mac": "02:00:00:00:00:01"},"#, 7, "master's MAC"),
+        (
+            r#""master": "eth0", "runtimeConfig": {"mac": "02:00:00:00:00:01"},"#,
+            7,
+            "master's MAC",
+        ),
     ] {
         let e = parse(base(extra).as_bytes()).unwrap_err();
         assert_eq!(e.code, code, "{extra}: {}", e.msg);

@@ -87,12 +87,15 @@ fn l2_child_has_the_lan_router_as_gateway_and_no_mac_of_its_own() {
 #[test]
 fn l3_routes_through_the_device_without_a_gateway() {
     let mut t = setup();
-    let n = t
-        .e
-        .create_network(&ivnet(
+    let n =
+        t.e.create_network(&ivnet(
             "l3",
             "ipvlan",
-            &[("parent", "eth1"), ("ipvlan_mode", "l3"), ("ipvlan_flag", "private")],
+            &[
+                ("parent", "eth1"),
+                ("ipvlan_mode", "l3"),
+                ("ipvlan_flag", "private"),
+            ],
             "10.61.0.0/24",
         ))
         .unwrap();
@@ -125,7 +128,10 @@ fn a_dotted_parent_is_made_marked_and_removed_with_its_network() {
         assert_eq!(n.vlan_parent(), Some(("eth1".into(), 10)));
         assert!(t.k.links().contains("eth1.10"));
         assert_eq!(t.k.alias_of("eth1.10").as_deref(), Some("netd:net=v10"));
-        assert!(t.k.log().contains(&"ensure vlan eth1.10 (link eth1 id 10)".to_string()));
+        assert!(t
+            .k
+            .log()
+            .contains(&"ensure vlan eth1.10 (link eth1 id 10)".to_string()));
         // Another network on the same parent and VLAN, of either driver, is refused.
         for other in ["ipvlan", "macvlan"] {
             let e =

@@ -489,7 +489,8 @@ impl Engine {
             Ok(true) => return,
             Ok(false) => {}
             Err(e) => {
-                r.failed.push(format!("network {}: look up parent {parent}: {e}", net.name));
+                r.failed
+                    .push(format!("network {}: look up parent {parent}: {e}", net.name));
                 return;
             }
         }

@@ -23,7 +23,8 @@ enum Child {
 
 impl Child {
     fn of(m: &MacvlanSpec) -> Result<Child, KernelError> {
-        let bad = |what: &str, v: &str| KernelError::Other(format!("unknown {} {what} {v:?}", m.kind.as_str()));
+        let bad =
+            |what: &str, v: &str| KernelError::Other(format!("unknown {} {what} {v:?}", m.kind.as_str()));
         Ok(match m.kind {
             ChildKind::Macvlan => {
                 let mode = mode_from_name(&m.mode).ok_or_else(|| bad("mode", &m.mode))?;

@@ -6,9 +6,9 @@
 mod detach;
 pub mod dns_socket;
 mod etc_netns;
-mod ipvlan;
 pub mod fake;
 pub mod iptables;
+mod ipvlan;
 pub mod ipvs;
 pub mod linux;
 mod macvlan;

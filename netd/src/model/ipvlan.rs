@@ -68,9 +68,13 @@ mod tests {
             (Some("l2"), Some("bridge"))
         );
         assert!(p.bridge.is_empty() && !p.masquerade && p.macvlan_mode.is_none());
-        let p = req(&[("parent", "eth0.10"), ("ipvlan_mode", "l3s"), ("ipvlan_flag", "private")])
-            .parse()
-            .unwrap();
+        let p = req(&[
+            ("parent", "eth0.10"),
+            ("ipvlan_mode", "l3s"),
+            ("ipvlan_flag", "private"),
+        ])
+        .parse()
+        .unwrap();
         assert_eq!(p.parent.as_deref(), Some("eth0.10"));
         assert_eq!(
             (p.ipvlan_mode.as_deref(), p.ipvlan_flag.as_deref()),
@@ -82,13 +86,31 @@ mod tests {
     fn refusals_say_why() {
         for (opts, says) in [
             (vec![], "ipvlan needs a parent interface: -o parent=IFACE"),
-            (vec![("parent", "lo")], "loopback interface is not a valid ipvlan parent"),
-            (vec![("parent", "eth0"), ("ipvlan_mode", "bridge")], "ipvlan mode \"bridge\""),
-            (vec![("parent", "eth0"), ("ipvlan_flag", "passthru")], "ipvlan flag \"passthru\""),
-            (vec![("parent", "eth0"), ("macvlan_mode", "vepa")], "option macvlan_mode is not for this ipvlan network"),
+            (
+                vec![("parent", "lo")],
+                "loopback interface is not a valid ipvlan parent",
+            ),
+            (
+                vec![("parent", "eth0"), ("ipvlan_mode", "bridge")],
+                "ipvlan mode \"bridge\"",
+            ),
+            (
+                vec![("parent", "eth0"), ("ipvlan_flag", "passthru")],
+                "ipvlan flag \"passthru\"",
+            ),
+            (
+                vec![("parent", "eth0"), ("macvlan_mode", "vepa")],
+                "option macvlan_mode is not for this ipvlan network",
+            ),
             (vec![("parent", "eth0.5000")], "vlan id must be between 1-4094"),
-            (vec![("parent", "eth0"), ("com.docker.network.bridge.name", "x")], "bridge option; this network uses the ipvlan driver"),
-            (vec![("parent", "eth0"), ("vlan", "5")], "ipvlan network has no bridge"),
+            (
+                vec![("parent", "eth0"), ("com.docker.network.bridge.name", "x")],
+                "bridge option; this network uses the ipvlan driver",
+            ),
+            (
+                vec![("parent", "eth0"), ("vlan", "5")],
+                "ipvlan network has no bridge",
+            ),
         ] {
             let e = req(&opts).parse().unwrap_err();
             assert!(e.contains(says), "{opts:?}: {e}");
@@ -99,6 +121,9 @@ mod tests {
         }
         .parse()
         .unwrap_err();
-        assert!(e.contains("option ipvlan_mode is for macvlan and ipvlan networks"), "{e}");
+        assert!(
+            e.contains("option ipvlan_mode is for macvlan and ipvlan networks"),
+            "{e}"
+        );
     }
 }

@@ -14,7 +14,6 @@ mod vlan;
 
 pub use ipvlan::{IPVLAN_FLAGS, IPVLAN_MODES};
 pub use macvlan::MACVLAN_MODES;
-pub use parent::vlan_parent;
 pub use names::{
     bridge_name, fnv1a, host_veth_name, macvlan_tmp_name, validate_ifname, validate_name, NameError,
 };
@@ -25,6 +24,7 @@ pub use network::{
     parse_cidr, Network, NetworkRequest, ParsedNetwork, ParsedSubnet, Subnet, SubnetRequest, DRIVER_IPVLAN,
     DRIVER_MACVLAN, OPT_IPVLAN_FLAG, OPT_IPVLAN_MODE,
 };
+pub use parent::vlan_parent;
 pub use port::{parse_port_spec, parse_proto, PortMapping, PortSpecError, Proto};
 pub use sandbox::{Endpoint, EndpointRequest, NetMode, Route, Sandbox, SandboxRequest};
 pub use sandbox_request::{parse_expose, ParsedSandbox};

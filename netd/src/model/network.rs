@@ -323,8 +323,12 @@ impl NetworkRequest {
             ));
         }
         if let Some(k) = match o.driver.as_str() {
-            DRIVER_MACVLAN => [OPT_IPVLAN_MODE, OPT_IPVLAN_FLAG].into_iter().find(|k| self.options.contains_key(*k)),
-            DRIVER_IPVLAN => [OPT_MACVLAN_MODE].into_iter().find(|k| self.options.contains_key(*k)),
+            DRIVER_MACVLAN => [OPT_IPVLAN_MODE, OPT_IPVLAN_FLAG]
+                .into_iter()
+                .find(|k| self.options.contains_key(*k)),
+            DRIVER_IPVLAN => [OPT_MACVLAN_MODE]
+                .into_iter()
+                .find(|k| self.options.contains_key(*k)),
             _ => None,
         } {
             return Err(format!("option {k} is not for this {} network", o.driver));

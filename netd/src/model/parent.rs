@@ -39,9 +39,9 @@ pub fn vlan_parent(parent: &str) -> Result<Option<(String, u16)>, String> {
             "required interface name format is: name.vlan_id, ex. eth0.10 for vlan 10, instead received {parent}"
         ));
     }
-    let id: u32 = vid.parse().map_err(|_| {
-        format!("unable to parse a valid vlan id from: {parent} (ex. eth0.10 for vlan 10)")
-    })?;
+    let id: u32 = vid
+        .parse()
+        .map_err(|_| format!("unable to parse a valid vlan id from: {parent} (ex. eth0.10 for vlan 10)"))?;
     if !(1..=4094).contains(&id) {
         return Err(format!("vlan id must be between 1-4094, received: {id}"));
     }

@@ -94,7 +94,8 @@ impl Netlink {
         let name = format!("ndkprobe{}", std::process::id() % 1_000_000);
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.clone()));
-        m.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(kind)]));
+        m.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(kind)]));
         match self.change(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL) {
             Err(Fail {
                 errno: Some(Errno::EOPNOTSUPP),

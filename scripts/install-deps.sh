@@ -11,7 +11,8 @@ pkgs=(
   libnftables1 nftables         # netd loads libnftables at run time; nft(8) for operators and tests
   iproute2 iputils-ping kmod conntrack jq
   socat                         # firewall test: a published port reached from the host
-  iptables                      # the reference portmap plugin (cni_libcni) and dockerd
+  iptables                      # the reference portmap plugin (cni_libcni), dockerd; bench/services.sh peer
+  strace                        # bench/services.sh: netlink bytes of each load
   tcpdump iperf3                # the engines' toolset, copied into the VM lane when present
   containernetworking-plugins   # the reference plugins: chained tests and the CNI benchmark
   golang-go golang-github-appc-cni-dev  # cnitool (libcni 1.1), built by ../shared/engines/cnitool/build.sh

@@ -56,6 +56,7 @@ impl Engine {
             namespace,
             id: new_id(),
             kind,
+            labels: req.labels.clone(),
             created: now(),
         };
         let mut txn = Txn::new();

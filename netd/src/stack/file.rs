@@ -12,6 +12,13 @@
 //! networks = ["frontend"]
 //! publish = ["8080-8081:80"]  # a range is shared out between replicas, like compose
 //! tcp = [80]                  # the responder answers with the sandbox name here
+//! [[service]]                 # replicas behind one VIP and one published port
+//! name = "vote"
+//! replicas = 2                # sandboxes vote-1, vote-2, labelled netd.stack.service=vote
+//! networks = ["frontend"]
+//! publish = ["8080:80"]       # ingress: 8080 on the host balances over both replicas
+//! endpoint_mode = "vip"       # or "dnsrr": no VIP, DNS answers with every replica
+//! tcp = [80]                  # the responders' ports, and the service's ports
 //! ```
 
 use std::collections::BTreeSet;
@@ -20,7 +27,8 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::model::{
-    parse_port_spec, validate_name, EndpointRequest, NetworkRequest, SandboxRequest, SubnetRequest,
+    parse_port_spec, validate_name, EndpointRequest, NetworkRequest, SandboxRequest, ServiceRequest,
+    SubnetRequest,
 };
 
 #[derive(Debug, Clone, Deserialize)]
@@ -32,7 +40,35 @@ pub struct StackFile {
     pub networks: Vec<StackNetwork>,
     #[serde(default, rename = "sandbox")]
     pub sandboxes: Vec<StackSandbox>,
+    #[serde(default, rename = "service")]
+    pub services: Vec<StackService>,
 }
+
+/// Replicas behind one name (Docker's swarm service, on one host): a sandbox per replica
+/// (`NAME-1` … `NAME-N`, labelled `netd.stack.service=NAME`) and a `cluster_ip` service
+/// NAME selecting them by that label, with a VIP on each of its networks (or DNS round
+/// robin with `endpoint_mode = "dnsrr"`) and its published ports.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackService {
+    pub name: String,
+    /// 0 is allowed, as `docker service scale web=0`: the name stays, nothing answers.
+    #[serde(default = "one")]
+    pub replicas: u32,
+    #[serde(default)]
+    pub networks: Vec<String>,
+    /// `PUBLISHED:TARGET[/udp][,mode=host|ingress]`, default mode ingress.
+    #[serde(default)]
+    pub publish: Vec<String>,
+    pub endpoint_mode: Option<String>,
+    #[serde(default)]
+    pub tcp: Vec<u16>,
+    #[serde(default)]
+    pub udp: Vec<u16>,
+}
+
+/// The label a service's replicas carry, which its selector matches (with the stack's).
+pub const LABEL_SERVICE: &str = "netd.stack.service";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,6 +122,10 @@ impl StackFile {
     pub fn load(path: &Path) -> Result<StackFile, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn from_text(text: &str) -> Result<StackFile, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
     }
 
     /// The stack's name: `--name`/`-p` if given, else the file's `name` key, else the
@@ -198,7 +238,86 @@ impl StackFile {
                 });
             }
         }
+        for s in &self.services {
+            self.check_service(s, &nets)?;
+            for i in 1..=s.replicas {
+                let name = format!("{}-{i}", s.name);
+                if !seen.insert(name.clone()) {
+                    return Err(format!(
+                        "sandbox name {name} appears twice (service {} replica {i})",
+                        s.name
+                    ));
+                }
+                out.push(Instance {
+                    service: s.name.clone(),
+                    req: SandboxRequest {
+                        name,
+                        networks: s
+                            .networks
+                            .iter()
+                            .map(|n| EndpointRequest {
+                                network: n.clone(),
+                                ..Default::default()
+                            })
+                            .collect(),
+                        labels: [(LABEL_SERVICE.to_string(), s.name.clone())].into(),
+                        ..Default::default()
+                    },
+                    tcp: s.tcp.clone(),
+                    udp: s.udp.clone(),
+                });
+            }
+        }
         Ok(out)
+    }
+
+    fn check_service(&self, s: &StackService, nets: &BTreeSet<&str>) -> Result<(), String> {
+        validate_name(&s.name).map_err(|e| format!("service {e}"))?;
+        if self.sandboxes.iter().any(|x| x.name == s.name)
+            || self.services.iter().filter(|x| x.name == s.name).count() > 1
+        {
+            return Err(format!("service {}: the name appears twice in the stack", s.name));
+        }
+        if s.networks.is_empty() {
+            return Err(format!("service {}: needs at least one network", s.name));
+        }
+        for n in &s.networks {
+            if !nets.contains(n.as_str()) {
+                return Err(format!(
+                    "service {} uses network {n}, which the stack does not declare",
+                    s.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The `cluster_ip` service of each `[[service]]`, selecting its replicas by their
+    /// `netd.stack.service` label and the stack's label (so two stacks' `web` never mix).
+    /// The daemon validates the rest (ports, publish specs, endpoint mode) as for
+    /// `netctl service create`.
+    pub fn service_requests(&self, stack: &str) -> Vec<ServiceRequest> {
+        self.services
+            .iter()
+            .map(|s| ServiceRequest {
+                name: s.name.clone(),
+                kind: Some("cluster_ip".into()),
+                networks: s.networks.clone(),
+                ports: s
+                    .tcp
+                    .iter()
+                    .map(|p| format!("{p}/tcp"))
+                    .chain(s.udp.iter().map(|p| format!("{p}/udp")))
+                    .collect(),
+                selector: vec![
+                    format!("{}={stack}", super::diff::LABEL_STACK),
+                    format!("{LABEL_SERVICE}={}", s.name),
+                ],
+                publish: s.publish.clone(),
+                endpoint_mode: s.endpoint_mode.clone(),
+                ..Default::default()
+            })
+            .collect()
     }
 }
 
@@ -268,6 +387,56 @@ mod tests {
         assert_eq!(inst[1].req.ports, ["8081:80"]);
         assert_eq!(inst[0].req.networks[0].aliases, ["vote"]);
         assert_eq!(f.network_requests().len(), 2);
+    }
+
+    #[test]
+    fn a_service_section_expands_to_labelled_replicas_and_one_service() {
+        let f: StackFile = toml::from_str(
+            "[[network]]\nname='front'\n[[service]]\nname='vote'\nreplicas=2\nnetworks=['front']\n\
+             publish=['8080:80']\ntcp=[80]\n",
+        )
+        .unwrap();
+        let inst = f.instances().unwrap();
+        let names: Vec<&str> = inst.iter().map(|i| i.req.name.as_str()).collect();
+        assert_eq!(names, ["vote-1", "vote-2"]);
+        assert_eq!(inst[1].req.labels[LABEL_SERVICE], "vote");
+        assert!(
+            inst[0].req.ports.is_empty(),
+            "replicas publish nothing themselves"
+        );
+        let reqs = f.service_requests("shop");
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(reqs[0].selector, ["netd.stack=shop", "netd.stack.service=vote"]);
+        assert_eq!(reqs[0].ports, ["80/tcp"]);
+        assert_eq!(reqs[0].publish, ["8080:80"]);
+        // What the daemon will parse: a valid cluster_ip request.
+        reqs[0].cluster_ip().unwrap();
+    }
+
+    #[test]
+    fn service_sections_are_checked() {
+        let bad = |t: &str| {
+            StackFile::from_text(t)
+                .and_then(|f| f.instances().map(drop))
+                .unwrap_err()
+        };
+        assert!(bad("[[service]]\nname='a'\n").contains("at least one network"));
+        assert!(bad("[[service]]\nname='a'\nnetworks=['x']\n").contains("does not declare"));
+        assert!(
+            bad("[[network]]\nname='n'\n[[sandbox]]\nname='a'\n[[service]]\nname='a'\nnetworks=['n']\n")
+                .contains("appears twice")
+        );
+        assert!(bad(
+            "[[network]]\nname='n'\n[[sandbox]]\nname='a-1'\n[[service]]\nname='a'\nnetworks=['n']\n"
+        )
+        .contains("appears twice"));
+        assert!(bad("[[service]]\nname='a'\nbogus=1\n").contains("bogus"));
+        let zero = StackFile::from_text(
+            "[[network]]\nname='n'\n[[service]]\nname='a'\nreplicas=0\nnetworks=['n']\n",
+        )
+        .unwrap();
+        assert!(zero.instances().unwrap().is_empty());
+        assert_eq!(zero.service_requests("s").len(), 1);
     }
 
     #[test]

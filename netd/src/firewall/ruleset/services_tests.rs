@@ -145,6 +145,7 @@ fn from_model_takes_vip_services_and_their_backends_per_network() {
         namespace,
         id: "1".into(),
         kind,
+        labels: Default::default(),
         created: 0,
     };
     let backends = vec![

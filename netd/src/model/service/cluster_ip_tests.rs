@@ -142,6 +142,7 @@ fn stored_json_round_trips_and_old_records_still_load() {
         namespace,
         id: "1".into(),
         kind,
+        labels: Default::default(),
         created: 7,
     };
     let v = serde_json::to_value(&s).unwrap();

@@ -74,6 +74,9 @@ pub struct Service {
     pub id: String,
     #[serde(flatten)]
     pub kind: ServiceKind,
+    /// As on networks and sandboxes (`netd.stack=…` marks a stack's services).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
     pub created: u64,
 }
 
@@ -120,6 +123,9 @@ pub struct ServiceRequest {
     /// network -> the VIP asked for there (the engine picks one where none is asked).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub vips: BTreeMap<String, String>,
+    /// `--label k=v`, kept on the service as given.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A DNS label as Kubernetes wants for namespaces (RFC 1123) and, when `letter_first`,
@@ -422,6 +428,7 @@ mod tests {
             namespace: "prod".into(),
             id: "1".into(),
             kind: ServiceKind::ExternalName { target: "x.y".into() },
+            labels: Default::default(),
             created: 0,
         };
         let v = serde_json::to_value(&s).unwrap();

@@ -368,7 +368,11 @@ impl Host {
                     );
                     assert!(o.ok(), "{driver} {ifname} missing in {name}: {}", o.stderr);
                     let l: Value = serde_json::from_str(&o.stdout).expect("ip -j link");
-                    assert_eq!(l[0]["linkinfo"]["info_kind"], driver.as_str(), "{name}/{ifname}: {l}");
+                    assert_eq!(
+                        l[0]["linkinfo"]["info_kind"],
+                        driver.as_str(),
+                        "{name}/{ifname}: {l}"
+                    );
                     assert_eq!(
                         l[0]["ifalias"].as_str(),
                         Some(format!("netd:ep={name}/{network}").as_str()),

@@ -6,8 +6,8 @@
 //!
 //! Where the kernel has ipvlan and 802.1Q (the VM lane, `scripts/vmlane-test.sh`): l2
 //! sandboxes reach each other and the router, survive kill -9, and `rm` leaves nothing;
-//! l3 and l3s sandboxes route through their device (no gateway) and the LAN reaches them
-//! through a route via the host; the private flag keeps siblings apart; a dotted parent
+//! l3 and l3s sandboxes in two subnets of one network route through their device (no
+//! gateway) to each other, and the LAN reaches them through a route via the host; the private flag keeps siblings apart; a dotted parent
 //! is made (marked as netd's), carries frames tagged with its VLAN ID (`tcpdump -e` on the
 //! parent) and goes with its network, while an existing one stays; networks on two VLANs
 //! do not reach each other; the Docker protocol and CNI ADD/CHECK/DEL work end to end.
@@ -232,18 +232,15 @@ fn l3_and_l3s_route_through_the_device_and_the_lan_reaches_them_via_the_host() {
     let o = sh_in(&lan.netns(), "ip route add 10.82.0.0/16 via 192.168.82.254");
     assert!(o.ok(), "{}", o.stderr);
     for (i, mode) in ["l3", "l3s"].into_iter().enumerate() {
-        let subnet = format!("10.82.{i}.0/24");
-        ivnet(
-            &h,
-            &lan.parent,
-            &subnet,
-            None,
-            mode,
-            &["-o", &format!("ipvlan_mode={mode}")],
-        );
+        // Two subnets on one network, as Docker's ipvlan: a sandbox in each.
+        let (s1, s2) = (format!("10.82.{i}.0/24"), format!("10.82.{}.0/24", i + 10));
+        let m = format!("ipvlan_mode={mode}");
+        ivnet(&h, &lan.parent, &s1, None, mode, &["-o", &m, "--subnet", &s2]);
         let (sa, sb) = (format!("{mode}a"), format!("{mode}b"));
+        let ip_b = format!("10.82.{}.20", i + 10);
         h.ctl(&["sandbox", "create", &sa, "--network", mode]);
-        h.ctl(&["sandbox", "create", &sb, "--network", mode]);
+        h.ctl(&["sandbox", "create", &sb, "--network", mode, "--ip", &ip_b]);
+        assert!(h.ip(&sb, mode).starts_with(&ip_b), "{mode}: {}", h.ip(&sb, mode));
         let eth0 = link_in(&h.sb(&sa), "eth0");
         assert_eq!(eth0["linkinfo"]["info_data"]["mode"], mode, "{eth0}");
         // The default route is the device itself: no gateway address anywhere.
@@ -796,7 +793,7 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
             "m",
             "--network",
             "lan",
-            "--mac",
+            "--mac-address",
             "02:00:00:00:00:01",
         ]);
         assert!(o.stderr.contains("MAC address of parent"), "{}", o.stderr);

@@ -229,3 +229,51 @@ fn kernels_without_ipvlan_or_8021q_are_refused_before_any_change() {
         "{e}"
     );
 }
+
+#[test]
+fn an_ipvlan_network_takes_several_ipv4_subnets_a_pool_each() {
+    let mut t = setup();
+    let mut req = ivnet(
+        "l3",
+        "ipvlan",
+        &[("parent", "eth1"), ("ipvlan_mode", "l3")],
+        "10.70.1.0/24",
+    );
+    req.subnets.push(SubnetRequest {
+        subnet: Some("10.70.2.0/24".into()),
+        ..Default::default()
+    });
+    let n = t.e.create_network(&req).unwrap();
+    let subnets: Vec<String> = n.subnets.iter().map(|s| s.subnet.to_string()).collect();
+    assert_eq!(subnets, ["10.70.1.0/24", "10.70.2.0/24"]);
+    assert_eq!(t.s.list(Bucket::Pools).unwrap().len(), 2);
+    let a = t.e.create_sandbox(&SandboxRequest::on("a", &["l3"])).unwrap();
+    let mut rb = SandboxRequest::on("b", &["l3"]);
+    rb.networks[0].ip = Some("10.70.2.20".into());
+    let b = t.e.create_sandbox(&rb).unwrap();
+    assert_eq!(a.endpoints[0].ipv4.unwrap().network().to_string(), "10.70.1.0");
+    assert_eq!(b.endpoints[0].ipv4.unwrap().to_string(), "10.70.2.20/24");
+    // The same address again is refused by its own pool, and changes nothing.
+    let before = snapshot(&t);
+    let mut rc = SandboxRequest::on("c", &["l3"]);
+    rc.networks[0].ip = Some("10.70.2.20".into());
+    assert!(t.e.create_sandbox(&rc).is_err());
+    assert_eq!(snapshot(&t), before);
+    // A restart keeps both leases; removal releases them and both pools go.
+    let (e2, r) = Engine::open(t.k.clone(), t.s.clone(), t.e.cfg.clone()).unwrap();
+    assert_eq!(r.released_leases, 0, "{r:?}");
+    t.e = e2;
+    t.e.remove_sandbox("b").unwrap();
+    t.e.remove_sandbox("a").unwrap();
+    t.e.remove_network("l3").unwrap();
+    assert!(t.s.list(Bucket::Pools).unwrap().is_empty());
+    assert_eq!(t.e.pools().count(), 0);
+    // Other drivers keep one IPv4 subnet.
+    let mut mv = ivnet("mv", "macvlan", &[("parent", "eth1")], "10.70.1.0/24");
+    mv.subnets.push(SubnetRequest {
+        subnet: Some("10.70.2.0/24".into()),
+        ..Default::default()
+    });
+    let e = t.e.create_network(&mv).unwrap_err();
+    assert!(e.to_string().contains("several IPv4 subnets: ipvlan only"), "{e}");
+}

@@ -442,8 +442,12 @@ impl NetworkRequest {
         }
         let v4 = o.subnets.iter().filter(|s| s.subnet.is_ipv4()).count();
         let v6 = o.subnets.len() - v4;
-        if v4 > 1 || v6 > 1 {
-            return Err("at most one IPv4 and one IPv6 subnet per network".into());
+        // Docker's ipvlan takes several subnets on one network (l3 routes between them
+        // without a gateway); each is a pool of its own (`Engine::pool_keys_of`).
+        if (v4 > 1 && o.driver != DRIVER_IPVLAN) || v6 > 1 {
+            return Err(
+                "at most one IPv4 and one IPv6 subnet per network (several IPv4 subnets: ipvlan only)".into(),
+            );
         }
         Ok(o)
     }

@@ -43,6 +43,8 @@ impl Engine {
                 other.name
             )));
         }
+        // Our own deferred deletion of a VLAN parent of that name finishes first.
+        self.reaper.wait_for([parent]);
         let exists = |name: &str| {
             self.kernel
                 .link_exists(name, None)

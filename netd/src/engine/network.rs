@@ -166,10 +166,20 @@ impl Engine {
         }
         self.networks.remove(name);
         let mut down = self.keep_shared_bridge(&net, driver::network_down(&net));
+        // A VLAN parent netd made is gone before this returns: a network made next on the
+        // same dotted name must not find it (and take it for someone else's).
+        let made_parent = if parent_down.is_empty() {
+            None
+        } else {
+            net.parent.clone()
+        };
         down.extend(parent_down);
         self.commit(undo, &[], &txn, &down)?;
         if !net.bridge.is_empty() {
             self.reaper.wait_for([net.bridge.as_str()]);
+        }
+        if let Some(p) = &made_parent {
+            self.reaper.wait_for([p.as_str()]);
         }
         tracing::info!(network = %name, bridge = %net.bridge, "network removed");
         Ok(())

@@ -38,7 +38,9 @@ fn ivnet(name: &str, driver: &str, opts: &[(&str, &str)], subnet: &str) -> Netwo
 }
 
 /// Everything a refused request must leave as it was: store, links, log, nft.
-fn snapshot(t: &T) -> (Vec<Vec<(String, Vec<u8>)>>, Vec<String>, Vec<String>, usize) {
+type Snapshot = (Vec<Vec<(String, Vec<u8>)>>, Vec<String>, Vec<String>, usize);
+
+fn snapshot(t: &T) -> Snapshot {
     (
         Bucket::ALL.iter().map(|b| t.s.list(*b).unwrap()).collect(),
         t.k.links().into_iter().collect(),

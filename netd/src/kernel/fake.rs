@@ -41,6 +41,7 @@ struct State {
     broken_sandbox_links: BTreeSet<String>,
     /// Networks whose gateway step fails (`ensure veth NAME ...` for any NAME here).
     fail_gateways: BTreeSet<String>,
+    ipvs: super::fake_ipvs::FakeIpvs,
 }
 
 #[derive(Default)]
@@ -159,6 +160,38 @@ impl FakeKernel {
     pub fn nft_batches(&self) -> Vec<String> {
         self.st().nft.clone()
     }
+    /// The IPVS table: services with their destinations.
+    pub fn ipvs_table(&self) -> Vec<(crate::kernel::ipvs::Service, Vec<crate::kernel::ipvs::Dest>)> {
+        self.st().ipvs.table.clone()
+    }
+    /// Every IPVS change so far, in `ipvsadm` words (`-a tcp 10.0.0.1:80 -r ... -w 1`).
+    pub fn ipvs_log(&self) -> Vec<String> {
+        self.st().ipvs.log.clone()
+    }
+    /// Whether `ipvs_setup` ran.
+    pub fn ipvs_was_set_up(&self) -> bool {
+        self.st().ipvs.setup
+    }
+    /// Someone else's IPVS service (or netd's from before a restart), with destinations.
+    pub fn add_ipvs_service(&self, s: crate::kernel::ipvs::Service, dests: Vec<crate::kernel::ipvs::Dest>) {
+        self.st().ipvs.table.push((s, dests));
+    }
+    /// The connection counts the kernel would report for one destination.
+    pub fn set_ipvs_conns(
+        &self,
+        key: &crate::kernel::ipvs::ServiceKey,
+        dest: std::net::SocketAddr,
+        active: u32,
+        inactive: u32,
+    ) {
+        self.st().ipvs.set_conns(key, dest, active, inactive);
+    }
+    /// Make the IPVS change with this index (0 = the next one) fail.
+    pub fn fail_ipvs_at(&self, n: usize) {
+        let mut st = self.st();
+        let done = st.ipvs.log.len();
+        st.ipvs.fail_at = Some(done + n);
+    }
     /// netd's tables exist already, made by someone whose table comment is `comment`.
     pub fn tables_made_by(&self, comment: &str) {
         let mut st = self.st();
@@ -169,6 +202,23 @@ impl FakeKernel {
 }
 
 impl Kernel for FakeKernel {
+    fn ipvs_setup(&self) -> Result<(), KernelError> {
+        self.st().ipvs.setup = true;
+        Ok(())
+    }
+
+    fn ipvs_table(&self) -> Result<Vec<(super::ipvs::Service, Vec<super::ipvs::Dest>)>, KernelError> {
+        Ok(self.st().ipvs.table.clone())
+    }
+
+    fn ipvs_dests(&self, key: &super::ipvs::ServiceKey) -> Result<Vec<super::ipvs::Dest>, KernelError> {
+        Ok(self.st().ipvs.dests(key))
+    }
+
+    fn ipvs_apply(&self, ops: &[super::ipvs::Op]) -> Result<(), KernelError> {
+        Ok(self.st().ipvs.apply(ops)?)
+    }
+
     fn apply(&self, step: &Step) -> Result<Applied, KernelError> {
         let mut st = self.st();
         let d = describe(step);

@@ -18,7 +18,7 @@
 mod model;
 pub mod wire;
 
-pub use model::{Dest, Forward, Protocol, Service, ServiceKey};
+pub use model::{Dest, Forward, Op, Protocol, Service, ServiceKey};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -351,6 +351,40 @@ impl Ipvs {
         Ok(Drain { key: *key, dest })
     }
 
+    /// Carries out `ops` in order, stopping at the first failure: IPVS has no
+    /// transactions, so the error says how many were done (`Applied`).
+    pub fn apply(&mut self, ops: &[Op]) -> Result<(), Applied> {
+        for (done, op) in ops.iter().enumerate() {
+            let r = match op {
+                Op::AddService(s) => self.new_service(s),
+                Op::SetService(s) => self.set_service(s),
+                Op::DelService(k) => self.del_service(k),
+                Op::AddDest(k, d) => self.new_dest(k, d),
+                Op::SetDest(k, d) => self.set_dest(k, d),
+                Op::DelDest(k, a) => self.del_dest(k, *a),
+            };
+            r.map_err(|source| Applied {
+                done,
+                total: ops.len(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Every service with its destinations (`ipvsadm -Ln`): one dump for the services,
+    /// one per service for its destinations.
+    pub fn table(&mut self) -> Result<Vec<(Service, Vec<Dest>)>, IpvsError> {
+        let services = self.services()?;
+        services
+            .into_iter()
+            .map(|s| {
+                let d = self.dests(&s.key)?;
+                Ok((s, d))
+            })
+            .collect()
+    }
+
     fn change(&mut self, cmd: u8, attrs: Vec<Attr>, adding: bool) -> Result<(), Failure> {
         let msg = IpvsMsg { cmd, attrs };
         self.exec(msg, self.family, NLM_F_ACK, adding).map(drop)
@@ -433,6 +467,17 @@ fn check_scheduler(name: &str) -> Result<(), IpvsError> {
     Ok(())
 }
 
+/// A list of changes that stopped part way: `done` of `total` were carried out, then
+/// `source` failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{source} (after {done} of {total} IPVS changes)")]
+pub struct Applied {
+    pub done: usize,
+    pub total: usize,
+    #[source]
+    pub source: IpvsError,
+}
+
 /// A destination at weight 0, on its way out (`Ipvs::drain`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Drain {
@@ -458,6 +503,20 @@ impl Drain {
         }
     }
 }
+
+/// What a host that balances with IPVS sets, with why (`ipvs_setup`):
+/// - `expire_nodest_conn=1`: see `EXPIRE_NODEST_CONN`.
+/// - `conntrack=1`: IPVS keeps netfilter's conntrack entries for the connections it
+///   forwards, so the replies that `br_netfilter` shows the inet forward chain match
+///   `ct state established` there, and nft NAT (hairpin masquerade) applies to them.
+/// - `expire_quiescent_template=1`: a persistence template (session affinity) that
+///   points at a backend at weight 0 expires, so a sticky client moves to a live backend
+///   instead of following the one being drained.
+pub const SYSCTLS: [(&str, &str); 3] = [
+    (EXPIRE_NODEST_CONN, "1"),
+    ("net/ipv4/vs/conntrack", "1"),
+    ("net/ipv4/vs/expire_quiescent_template", "1"),
+];
 
 /// Sets `expire_nodest_conn=1` in the calling thread's namespace (why: `EXPIRE_NODEST_CONN`).
 pub fn expire_nodest_conn() -> Result<(), IpvsError> {

@@ -40,6 +40,8 @@ pub struct LinuxKernel {
     /// The nfnetlink socket of element batches and table lookups, kept open
     /// (`nft_elements::Conn`).
     nfnl: Mutex<Option<super::nft_elements::Conn>>,
+    /// The IPVS generic netlink socket, opened in the host namespace on first use.
+    ipvs: Mutex<Option<super::ipvs::Ipvs>>,
 }
 
 impl std::fmt::Debug for LinuxKernel {
@@ -71,6 +73,7 @@ impl LinuxKernel {
             nft: Mutex::new(None),
             detached_deletes: false,
             nfnl: Mutex::new(None),
+            ipvs: Mutex::new(None),
         })
     }
 
@@ -84,6 +87,7 @@ impl LinuxKernel {
             nft: Mutex::new(None),
             detached_deletes: false,
             nfnl: Mutex::new(None),
+            ipvs: Mutex::new(None),
         })
     }
 
@@ -365,6 +369,21 @@ impl LinuxKernel {
         res
     }
 
+    /// Runs `f` on the kept IPVS socket (opened by the host worker, so in the host
+    /// namespace whichever thread asks). A failed call leaves the socket usable: replies
+    /// are matched by sequence number.
+    fn with_ipvs<T>(
+        &self,
+        f: impl FnOnce(&mut super::ipvs::Ipvs) -> Result<T, KernelError>,
+    ) -> Result<T, KernelError> {
+        let mut g = self.ipvs.lock().unwrap_or_else(|e| e.into_inner());
+        let c = match g.take() {
+            Some(c) => c,
+            None => self.host.run(super::ipvs::Ipvs::open)??,
+        };
+        f(g.insert(c))
+    }
+
     fn bind_host_netns(&self, path: &Path) -> Result<(), KernelError> {
         let p = path.to_path_buf();
         self.host.run(move || netns::bind_current(&p))?
@@ -590,6 +609,28 @@ impl Kernel for LinuxKernel {
             }
         }
         self.with_nft(|n| n.run(&batch.to_string()).map(drop))
+    }
+
+    fn ipvs_setup(&self) -> Result<(), KernelError> {
+        // Resolving the family loads ip_vs where it is a module; its sysctls exist after.
+        self.with_ipvs(|_| Ok(()))?;
+        let items: Vec<(String, String, bool)> = super::ipvs::SYSCTLS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string(), false))
+            .collect();
+        sysctl::write_all_in(&self.host, &items)
+    }
+
+    fn ipvs_table(&self) -> Result<Vec<(super::ipvs::Service, Vec<super::ipvs::Dest>)>, KernelError> {
+        self.with_ipvs(|c| Ok(c.table()?))
+    }
+
+    fn ipvs_dests(&self, key: &super::ipvs::ServiceKey) -> Result<Vec<super::ipvs::Dest>, KernelError> {
+        self.with_ipvs(|c| Ok(c.dests(key)?))
+    }
+
+    fn ipvs_apply(&self, ops: &[super::ipvs::Op]) -> Result<(), KernelError> {
+        self.with_ipvs(|c| Ok(c.apply(ops)?))
     }
 
     fn nft_table(&self, family: &str, name: &str) -> Result<Option<super::nft_table::NftTable>, KernelError> {

@@ -7,6 +7,7 @@ mod detach;
 pub mod dns_socket;
 mod etc_netns;
 pub mod fake;
+mod fake_ipvs;
 pub mod iptables;
 mod ipvlan;
 pub mod ipvs;
@@ -83,8 +84,26 @@ pub enum KernelError {
     /// A helper program (iptables) could not run or refused.
     #[error("{command}: {msg}")]
     Command { command: String, msg: String },
+    /// An IPVS call failed (`ipvs` names the call and the service).
+    #[error(transparent)]
+    Ipvs(Box<ipvs::IpvsError>),
+    /// A list of IPVS changes stopped part way (IPVS has no transactions).
+    #[error(transparent)]
+    IpvsPartial(Box<ipvs::Applied>),
     #[error("{0}")]
     Other(String),
+}
+
+impl From<ipvs::IpvsError> for KernelError {
+    fn from(e: ipvs::IpvsError) -> Self {
+        KernelError::Ipvs(Box::new(e))
+    }
+}
+
+impl From<ipvs::Applied> for KernelError {
+    fn from(e: ipvs::Applied) -> Self {
+        KernelError::IpvsPartial(Box::new(e))
+    }
 }
 
 impl KernelError {
@@ -181,6 +200,28 @@ pub trait Kernel: Send + Sync {
     /// `iptables.rs`); a no-op where dockerd does not manage iptables.
     fn allow_in_docker_forward(&self) -> Result<(), KernelError> {
         Ok(())
+    }
+
+    /// Readies the host namespace for IPVS load balancing (`ipvs::SYSCTLS`); an error
+    /// when the kernel has no IPVS.
+    fn ipvs_setup(&self) -> Result<(), KernelError> {
+        Err(KernelError::Unsupported("IPVS"))
+    }
+
+    /// Every IPVS service of the host namespace with its destinations.
+    fn ipvs_table(&self) -> Result<Vec<(ipvs::Service, Vec<ipvs::Dest>)>, KernelError> {
+        Err(KernelError::Unsupported("IPVS"))
+    }
+
+    /// The destinations of one IPVS service (empty when it does not exist).
+    fn ipvs_dests(&self, _key: &ipvs::ServiceKey) -> Result<Vec<ipvs::Dest>, KernelError> {
+        Err(KernelError::Unsupported("IPVS"))
+    }
+
+    /// Carries out IPVS changes in order, stopping at the first failure
+    /// (`KernelError::IpvsPartial` says how many were done).
+    fn ipvs_apply(&self, _ops: &[ipvs::Op]) -> Result<(), KernelError> {
+        Err(KernelError::Unsupported("IPVS"))
     }
 }
 

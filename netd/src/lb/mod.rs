@@ -13,6 +13,8 @@
 //!   changes nothing in the data path, and leftovers of services that are gone are removed.
 //! - On error nothing is half-applied (one transaction), or the error says what is.
 
+pub mod ipvs;
+
 use crate::firewall::ruleset::services::FwService;
 use crate::kernel::KernelError;
 

@@ -40,7 +40,8 @@ pub fn down(stack: &str, opts: DaemonOptions) -> anyhow::Result<()> {
         daemon,
     };
     let (nets, sbs) = converge::objects_of(&s.client, stack)?;
-    if nets.is_empty() && sbs.is_empty() && s.resp.record.responders.is_empty() {
+    let svcs = converge::services_of(&s.client, stack)?;
+    if nets.is_empty() && sbs.is_empty() && svcs.is_empty() && s.resp.record.responders.is_empty() {
         say(format_args!("stack {stack}: nothing to remove"));
         return s.close();
     }
@@ -53,7 +54,7 @@ fn responder_json(r: &super::record::Responder) -> Value {
 }
 
 /// What `ps` shows: the stack's networks and sandboxes (addresses, ports, responder).
-pub fn ps_view(nets: &[Value], sbs: &[Value], resp: &Responders) -> Value {
+pub fn ps_view(nets: &[Value], sbs: &[Value], svcs: &[Value], resp: &Responders) -> Value {
     let networks: Vec<Value> = nets
         .iter()
         .map(|n| {
@@ -83,7 +84,20 @@ pub fn ps_view(nets: &[Value], sbs: &[Value], resp: &Responders) -> Value {
             })
         })
         .collect();
-    json!({"networks": networks, "sandboxes": sandboxes})
+    let services: Vec<Value> = svcs
+        .iter()
+        .map(|s| {
+            json!({
+                "name": s["name"],
+                "namespace": s["namespace"],
+                "endpoint_mode": s["endpoint_mode"],
+                "vips": s["vips"],
+                "ports": s["ports"],
+                "published": s["published"],
+            })
+        })
+        .collect();
+    json!({"networks": networks, "sandboxes": sandboxes, "services": services})
 }
 
 fn text(v: &Value) -> String {
@@ -94,7 +108,8 @@ pub fn ps(stack: &str, as_json: bool, opts: DaemonOptions) -> anyhow::Result<()>
     let (client, _) = connect(&opts, false)?;
     let resp = Responders::load(&opts.state_dir, stack);
     let (nets, sbs) = converge::objects_of(&client, stack)?;
-    let mut v = ps_view(&nets, &sbs, &resp);
+    let svcs = converge::services_of(&client, stack)?;
+    let mut v = ps_view(&nets, &sbs, &svcs, &resp);
     v["stack"] = json!(stack);
     if as_json {
         out(&serde_json::to_string_pretty(&v)?);
@@ -140,6 +155,36 @@ pub fn ps(stack: &str, as_json: bool, opts: DaemonOptions) -> anyhow::Result<()>
             text(&s["name"]),
             addrs.join(","),
             detail
+        ));
+    }
+    for s in v["services"].as_array().into_iter().flatten() {
+        let vips: Vec<String> = s["vips"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(n, ip)| format!("{n}={}", text(ip)))
+            .collect();
+        let published: Vec<String> = s["published"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| format!("{}->{}/{}", p["published"], p["target"], text(&p["proto"])))
+            .collect();
+        t.push_str(&format!(
+            "{:<8} {:<20} {:<30} {}
+",
+            "service",
+            text(&s["name"]),
+            if vips.is_empty() {
+                "-".to_string()
+            } else {
+                vips.join(",")
+            },
+            if published.is_empty() {
+                text(&s["endpoint_mode"])
+            } else {
+                format!("{} published {}", text(&s["endpoint_mode"]), published.join(","))
+            }
         ));
     }
     out(t.trim_end());

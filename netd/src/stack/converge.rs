@@ -16,12 +16,14 @@ use super::record::{self, Record, Responder};
 use super::{interrupted, say};
 use crate::api::client::{Client, ClientError};
 use crate::kernel::process::spawn_detached;
-use crate::model::{NetworkRequest, SandboxRequest};
+use crate::model::{NetworkRequest, SandboxRequest, ServiceRequest, DEFAULT_NAMESPACE};
 
 /// The file's objects as requests labelled with the stack and their spec hash.
 pub struct Desired {
     pub networks: Vec<NetworkRequest>,
     pub sandboxes: Vec<SandboxRequest>,
+    /// The `[[service]]` sections' services (namespace `default`).
+    pub services: Vec<ServiceRequest>,
     pub responders: Vec<ResponderSpec>,
 }
 
@@ -58,9 +60,19 @@ impl Desired {
                 udp: i.udp.clone(),
             })
             .collect();
+        let services = file
+            .service_requests(stack)
+            .into_iter()
+            .map(|mut r| {
+                let spec = diff::spec_hash(&r);
+                label(&mut r.labels, spec);
+                r
+            })
+            .collect();
         Desired {
             networks,
             sandboxes,
+            services,
             responders,
         }
     }
@@ -239,7 +251,51 @@ impl Responders {
 pub fn plan(c: &Client, stack: &str, want: &Desired) -> anyhow::Result<Changes> {
     let (have_nets, have_sbs) = existing(c)?;
     let (want_nets, want_sbs) = want.wanted();
-    diff::diff(stack, &want_nets, &want_sbs, &have_nets, &have_sbs).map_err(|e| anyhow!("stack {stack}: {e}"))
+    let changes = diff::diff(stack, &want_nets, &want_sbs, &have_nets, &have_sbs)
+        .map_err(|e| anyhow!("stack {stack}: {e}"))?;
+    if !want.services.is_empty() {
+        let have = services(c)?;
+        for r in &want.services {
+            if let Some(o) = have
+                .iter()
+                .find(|o| o["name"] == r.name.as_str() && o["namespace"] == DEFAULT_NAMESPACE)
+            {
+                if o["labels"][LABEL_STACK] != stack {
+                    let owner = match o["labels"][LABEL_STACK].as_str() {
+                        Some(s) => format!("belongs to stack {s}"),
+                        None => "is not part of any stack".into(),
+                    };
+                    bail!(
+                        "stack {stack}: service {} already exists and {owner}; remove or rename it, or name this stack's service differently (nothing was changed)",
+                        r.name
+                    );
+                }
+            }
+        }
+    }
+    Ok(changes)
+}
+
+/// Every service of the daemon (`GET /v1/services`).
+pub fn services(c: &Client) -> anyhow::Result<Vec<Value>> {
+    let v = c.get("/v1/services").context("list services")?;
+    Ok(v.as_array().cloned().unwrap_or_default())
+}
+
+/// The stack's own services.
+pub fn services_of(c: &Client, stack: &str) -> anyhow::Result<Vec<Value>> {
+    Ok(services(c)?
+        .into_iter()
+        .filter(|o| o["labels"][LABEL_STACK] == stack)
+        .collect())
+}
+
+fn service_path(o: &Value) -> String {
+    format!(
+        "/v1/services/{}/{}",
+        o["namespace"].as_str().unwrap_or(DEFAULT_NAMESPACE),
+        o["name"].as_str().unwrap_or_default()
+    )
 }
 
 fn check_interrupt() -> anyhow::Result<()> {
@@ -265,6 +321,45 @@ pub fn apply(
         Action::Recreate(w) => format!(" (to recreate it: {w})"),
         _ => String::new(),
     };
+    // Services: one that is gone from the file, changed, or on a network that is
+    // recreated goes first (its VIP holds an address of that network); the file's
+    // missing ones are made after the sandboxes (their backends follow by label).
+    let recreated_nets: Vec<&str> = changes
+        .networks
+        .iter()
+        .filter(|(_, a)| a.removes())
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let mut make_services = Vec::new();
+    let have_services = services_of(c, stack)?;
+    for o in &have_services {
+        let name = o["name"].as_str().unwrap_or_default();
+        let wanted = want.services.iter().find(|r| r.name == name);
+        let why = match wanted {
+            None => Some("it is no longer in the file".to_string()),
+            Some(r) if o["labels"][LABEL_SPEC] != r.labels[LABEL_SPEC].as_str() => {
+                Some("its definition changed".into())
+            }
+            Some(r) => r
+                .networks
+                .iter()
+                .find(|n| recreated_nets.contains(&n.as_str()))
+                .map(|n| format!("network {n} is recreated")),
+        };
+        if let Some(w) = why {
+            check_interrupt()?;
+            delete(c, &service_path(o)).with_context(|| format!("remove service {name}"))?;
+            say(format_args!("stack {stack}: removed service {name} ({w})"));
+            if let Some(r) = wanted {
+                make_services.push(r);
+            }
+        }
+    }
+    for r in &want.services {
+        if !have_services.iter().any(|o| o["name"] == r.name.as_str()) {
+            make_services.push(r);
+        }
+    }
     for (n, a) in changes.sandboxes.iter().filter(|(_, a)| a.removes()) {
         check_interrupt()?;
         delete(c, &format!("/v1/sandboxes/{n}")).with_context(|| format!("remove sandbox {n}"))?;
@@ -309,6 +404,27 @@ pub fn apply(
         };
         out.push(sb);
     }
+    for r in make_services {
+        check_interrupt()?;
+        let v = c
+            .post("/v1/services", &serde_json::to_value(r)?)
+            .with_context(|| format!("create service {}", r.name))?;
+        let vips: Vec<String> = v["vips"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(n, ip)| format!("{} on {n}", ip.as_str().unwrap_or_default()))
+            .collect();
+        say(format_args!(
+            "stack {stack}: created service {}{}",
+            r.name,
+            if vips.is_empty() {
+                String::new()
+            } else {
+                format!(" (VIP {})", vips.join(", "))
+            }
+        ));
+    }
     let kept = |v: &[(String, Action)]| v.iter().filter(|(_, a)| *a == Action::Keep).count();
     let (kn, ks) = (kept(&changes.networks), kept(&changes.sandboxes));
     if kn + ks > 0 {
@@ -339,6 +455,22 @@ pub fn remove_all(c: &Client, stack: &str, resp: &mut Responders) -> Vec<String>
         Ok(v) => v,
         Err(e) => return vec![format!("{e:#}")],
     };
+    // Services first: a VIP holds an address of its network.
+    match services_of(c, stack) {
+        Ok(svcs) => {
+            for o in svcs {
+                let n = o["name"].as_str().unwrap_or_default();
+                match delete(c, &service_path(&o)) {
+                    Ok(()) => say(format_args!("stack {stack}: removed service {n}")),
+                    Err(e) => {
+                        say(format_args!("stack {stack}: remove service {n}: {e}"));
+                        failed.push(format!("service {n}: {e}"));
+                    }
+                }
+            }
+        }
+        Err(e) => failed.push(format!("{e:#}")),
+    }
     for (kind, list) in [("sandbox", &sbs), ("network", &nets)] {
         for o in list {
             let n = o["name"].as_str().unwrap_or_default();

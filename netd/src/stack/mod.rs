@@ -7,6 +7,7 @@
 //! find it again by the `netd.stack` label on its objects.
 
 pub mod admin;
+pub mod balance;
 pub mod converge;
 pub mod diff;
 pub mod file;
@@ -363,5 +364,46 @@ fn measure(stack: &StackFile, instances: &[Instance], placed_all: &[Placed], nam
     let name_probes = names::measure(placed_all, &services);
     out(&names::render(&name_probes, &services));
     let name_failures = name_probes.iter().filter(|p| !p.ok).count();
-    (rep.failures() + name_failures, rep.total() + name_probes.len())
+    let balanced = balanced_of(stack, instances);
+    let lb = balance::measure(placed_all, &balanced);
+    if !lb.is_empty() {
+        out(&balance::render(&lb));
+    }
+    let lb_failures = lb.iter().filter(|p| !p.ok()).count();
+    (
+        rep.failures() + name_failures + lb_failures,
+        rep.total() + name_probes.len() + lb.len(),
+    )
+}
+
+/// The stack's `[[service]]`s with their replicas, as `balance` probes them.
+fn balanced_of(stack: &StackFile, instances: &[Instance]) -> Vec<balance::Balanced> {
+    stack
+        .services
+        .iter()
+        .map(|s| {
+            let tcp = s.tcp.first().copied();
+            balance::Balanced {
+                name: s.name.clone(),
+                networks: s.networks.clone(),
+                replicas: instances
+                    .iter()
+                    .filter(|i| i.service == s.name && i.req.labels.contains_key(file::LABEL_SERVICE))
+                    .map(|i| i.req.name.clone())
+                    .collect(),
+                tcp,
+                dnsrr: s.endpoint_mode.as_deref() == Some("dnsrr"),
+                ingress: s
+                    .publish
+                    .iter()
+                    .filter_map(|spec| crate::model::parse_published(spec).ok())
+                    .filter(|p| {
+                        p.mode == crate::model::PublishMode::Ingress && p.proto == crate::model::Proto::Tcp
+                    })
+                    .filter(|p| Some(p.target) == tcp)
+                    .map(|p| p.published)
+                    .collect(),
+            }
+        })
+        .collect()
 }

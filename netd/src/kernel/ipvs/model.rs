@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use super::wire;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {
     Tcp,
     Udp,
@@ -15,7 +15,7 @@ pub enum Protocol {
 }
 
 /// What identifies a virtual service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ServiceKey {
     /// `ipvsadm -t/-u VIP:PORT`.
     Addr { protocol: Protocol, vip: SocketAddr },
@@ -138,6 +138,42 @@ impl Dest {
             lower_threshold: 0,
             active_conns: 0,
             inactive_conns: 0,
+        }
+    }
+}
+
+/// One change to the IPVS table, as data: what `lb::ipvs` plans and `Ipvs::apply` (or
+/// a fake) carries out, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    AddService(Service),
+    SetService(Service),
+    DelService(ServiceKey),
+    AddDest(ServiceKey, Dest),
+    SetDest(ServiceKey, Dest),
+    DelDest(ServiceKey, SocketAddr),
+}
+
+impl fmt::Display for Op {
+    /// In `ipvsadm` words, for logs and test assertions.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::AddService(s) | Op::SetService(s) => {
+                let verb = if matches!(self, Op::AddService(_)) {
+                    "-A"
+                } else {
+                    "-E"
+                };
+                write!(f, "{verb} {} {}", s.key, s.scheduler)?;
+                if s.flags & wire::SVC_F_PERSISTENT != 0 {
+                    write!(f, " -p {}", s.timeout)?;
+                }
+                Ok(())
+            }
+            Op::DelService(k) => write!(f, "-D {k}"),
+            Op::AddDest(k, d) => write!(f, "-a {k} -r {} -w {}", d.addr, d.weight),
+            Op::SetDest(k, d) => write!(f, "-e {k} -r {} -w {}", d.addr, d.weight),
+            Op::DelDest(k, a) => write!(f, "-d {k} -r {a}"),
         }
     }
 }

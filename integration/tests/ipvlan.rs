@@ -712,6 +712,12 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
     }
     let h = Host::new();
     let lan = Lan::new(&h.name, 89, "i");
+    // The parent's IPv6 link-local address leaves "tentative" a moment after it came
+    // up; the snapshots compare addresses, so that settles first.
+    assert!(
+        wait_until(|| h.sh("ip -6 addr show tentative").stdout.trim().is_empty()),
+        "a tentative address stayed"
+    );
     let p = format!("parent={}", lan.parent);
     let mut cases: Vec<(Vec<String>, String)> = [
         (

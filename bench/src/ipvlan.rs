@@ -81,6 +81,7 @@ fn main() -> anyhow::Result<()> {
     let mut add = [Vec::new(), Vec::new(), Vec::new()];
     let mut del = [Vec::new(), Vec::new(), Vec::new()];
     for (verb, times) in [("connect", &mut add), ("disconnect", &mut del)] {
+        eprintln!("{verb}: {n} sandboxes x 3 networks");
         for i in 0..n {
             for k in 0..3 {
                 let which = (i + k) % 3;

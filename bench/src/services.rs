@@ -104,6 +104,7 @@ fn fw_services(n: usize) -> Vec<FwService> {
                 network: "bench".into(),
                 vip: vip(i),
                 backends: (0..BACKENDS).map(|j| backend(i, j)).collect(),
+                bridge: String::new(),
             }],
             ingress: vec![],
         })
@@ -668,6 +669,7 @@ mod datapath {
                 network: "bench".into(),
                 vip: VIP.parse().unwrap(),
                 backends: BACKENDS.iter().map(|b| b.parse().unwrap()).collect(),
+                bridge: String::new(),
             }],
             ingress: vec![],
         });

@@ -492,7 +492,19 @@ impl Host {
                 .and_then(|s| s.split('/').nth(1))
                 .unwrap_or("0")
                 .to_string();
-            for (ip, _) in p["pool"]["leases"].as_object().into_iter().flatten() {
+            for (ip, owner) in p["pool"]["leases"].as_object().into_iter().flatten() {
+                // A service's VIP (owner `svc:<namespace>/<name>`): the service exists
+                // and has that VIP.
+                if let Some(key) = owner.as_str().and_then(|o| o.strip_prefix("svc:")) {
+                    let svc = c.get(&format!("/v1/services/{key}")).expect("VIP owner exists");
+                    let has = svc["vips"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .any(|(_, v)| v == ip);
+                    assert!(has, "lease {ip} of {key}, which has no such VIP: {svc}");
+                    continue;
+                }
                 leased.insert(format!("{ip}/{prefix}"));
             }
         }
@@ -505,7 +517,7 @@ impl Host {
     /// the nft ruleset.
     pub fn snapshot(&self) -> Vec<String> {
         let c = self.client();
-        let mut s: Vec<String> = ["/v1/networks", "/v1/sandboxes", "/v1/pools"]
+        let mut s: Vec<String> = ["/v1/networks", "/v1/sandboxes", "/v1/pools", "/v1/services"]
             .iter()
             .map(|p| c.get(p).expect("API read").to_string())
             .collect();

@@ -58,6 +58,8 @@ impl Env {
             vlan_filtering: false,
             trunk: false,
             promisc: false,
+            vips: Vec::new(),
+            nf_call: false,
         }
     }
 

@@ -134,6 +134,7 @@ impl Net {
             affinity: None,
             vips: vec![FwVip {
                 network: "net".into(),
+                bridge: String::new(),
                 vip: VIP.parse().unwrap(),
                 backends: which.iter().map(|&i| backend_ip(i)).collect(),
             }],

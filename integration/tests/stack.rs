@@ -31,11 +31,20 @@ fn voting_app_check_passes_and_leaves_nothing() {
         .args(h.dir_args()));
     assert!(o.ok(), "netd up --check failed:\n{}\n{}", o.stdout, o.stderr);
     assert!(o.stdout.contains("check passed"), "{}", o.stdout);
-    assert!(
-        o.stdout.contains("http://127.0.0.1:8080") && o.stdout.contains("-> vote-1"),
-        "{}",
-        o.stdout
-    );
+    // vote's two replicas behind one VIP and one published port: each way in reached both.
+    let lb = o
+        .stdout
+        .split("services (every replica")
+        .nth(1)
+        .unwrap_or_default();
+    for way in ["name -> VIP", "tasks.vote", "published http://127.0.0.1:8080"] {
+        let line = lb.lines().find(|l| l.contains(way)).unwrap_or_default();
+        assert!(
+            line.trim_start().starts_with("ok") && line.contains("vote-1, vote-2"),
+            "{way}: {line}\n{}",
+            o.stdout
+        );
+    }
     // Isolation is part of what was measured: vote cannot reach db.
     let row = o
         .stdout

@@ -40,6 +40,9 @@ struct DaemonArgs {
     /// Serve Docker's plugin protocol at DIR/netd.sock (`none` to disable).
     #[arg(long, env = "NETD_DOCKER_PLUGIN_DIR", value_name = "DIR")]
     docker_plugin_dir: Option<PathBuf>,
+    /// Service load balancer: nftables (default) or ipvs.
+    #[arg(long, value_name = "nftables|ipvs")]
+    lb: Option<netd::lb::LbKind>,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -130,6 +133,9 @@ fn options(a: &DaemonArgs) -> anyhow::Result<DaemonOptions> {
     }
     if let Some(i) = file.ipam {
         o.engine.ipam = i;
+    }
+    if let Some(lb) = a.lb {
+        o.engine.lb = lb;
     }
     if let Some(d) = file.dns {
         o.dns = d;

@@ -42,6 +42,23 @@ pub struct BridgeSpec {
     /// VLANs are each port's (`VethSpec::trunk`).
     #[serde(default)]
     pub trunk: bool,
+    /// Service VIPs on the network, as host addresses (`/32`, `/128`) beside the
+    /// gateway: a VIP lies in the subnet, so sandboxes treat it as on-link and ask for
+    /// its MAC; the host answers and the packet reaches the service dispatch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vips: Vec<IpNetwork>,
+    /// `nf_call_iptables 1 nf_call_ip6tables 1`: frames bridged between two ports pass
+    /// the inet hooks and conntrack, so a backend's reply to a client on the same
+    /// bridge is un-DNATed (kube-proxy's br_netfilter). On while the network has a VIP.
+    #[serde(default)]
+    pub nf_call: bool,
+}
+
+impl BridgeSpec {
+    /// Every global address the bridge holds: gateways, then VIPs.
+    pub fn all_addrs(&self) -> Vec<IpNetwork> {
+        self.addrs.iter().chain(&self.vips).copied().collect()
+    }
 }
 
 /// A veth pair: `host_name` enslaved to `bridge` in the host namespace, the peer created
@@ -443,6 +460,8 @@ mod tests {
             vlan_filtering: false,
             promisc: false,
             trunk: false,
+            vips: vec![],
+            nf_call: false,
         }
     }
 

@@ -206,8 +206,28 @@ async fn sandbox_dns(State(st): State<Shared>, Path(name): Path<String>) -> ApiR
     Ok(Json(v).into_response())
 }
 
+/// Services with their live backends (`ServiceView`).
 async fn list_services(State(st): State<Shared>) -> ApiResult<Response> {
-    Ok(Json(with_engine(&st, |e| Ok(e.services().cloned().collect::<Vec<_>>())).await?).into_response())
+    let v = with_engine(&st, |e| {
+        Ok(e.services().map(|s| e.service_view(s)).collect::<Vec<_>>())
+    })
+    .await?;
+    Ok(Json(v).into_response())
+}
+
+/// `POST` or `PATCH /v1/services/{namespace}/{name}`: `ServiceUpdate`.
+async fn update_service(
+    State(st): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+    b: Body,
+) -> ApiResult<Response> {
+    let up: crate::engine::ServiceUpdate = body(b).await?;
+    let v = with_engine(&st, move |e| {
+        let s = e.update_service(&ns, &name, &up)?;
+        Ok(e.service_view(&s))
+    })
+    .await?;
+    Ok(Json(v).into_response())
 }
 
 async fn create_service(State(st): State<Shared>, b: Body) -> ApiResult<Response> {
@@ -219,7 +239,8 @@ async fn get_service(
     State(st): State<Shared>,
     Path((ns, name)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    Ok(Json(with_engine(&st, move |e| e.service(&ns, &name).cloned()).await?).into_response())
+    let v = with_engine(&st, move |e| e.service(&ns, &name).map(|s| e.service_view(s))).await?;
+    Ok(Json(v).into_response())
 }
 
 async fn delete_service(
@@ -255,7 +276,10 @@ pub fn router(engine: Shared) -> Router {
         .route("/v1/services", get(list_services).post(create_service))
         .route(
             "/v1/services/{namespace}/{name}",
-            get(get_service).delete(delete_service),
+            get(get_service)
+                .delete(delete_service)
+                .post(update_service)
+                .patch(update_service),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(|| async {

@@ -41,7 +41,8 @@ enum Top {
 #[derive(Subcommand)]
 enum SvcCmd {
     /// Create a service: with --external-name, NAME.NAMESPACE.svc.<cluster domain> is a
-    /// CNAME to TARGET (Kubernetes' ExternalName).
+    /// CNAME to TARGET (Kubernetes' ExternalName); with --network, a VIP on each network
+    /// balanced over the backends (sandboxes matching --selector, or named --backend).
     Create {
         name: String,
         /// The DNS name the service points to (a CNAME target, not an IP address).
@@ -50,6 +51,56 @@ enum SvcCmd {
         /// Kubernetes-style namespace (default: default).
         #[arg(short = 'n', long)]
         namespace: Option<String>,
+        /// A network the service has a VIP on and takes backends from (repeatable).
+        #[arg(long = "network", value_name = "NET")]
+        networks: Vec<String>,
+        /// Backends: sandboxes carrying every label KEY=VALUE (repeatable, ANDed).
+        #[arg(long = "selector", value_name = "KEY=VALUE")]
+        selector: Vec<String>,
+        /// A sandbox that is a backend by name (repeatable).
+        #[arg(long = "backend", value_name = "SANDBOX")]
+        backends: Vec<String>,
+        /// PORT[:TARGET][/tcp|udp] (repeatable).
+        #[arg(long = "port", value_name = "PORT[:TARGET][/udp]")]
+        ports: Vec<String>,
+        /// PUBLISHED:TARGET[/udp][,mode=host|ingress] (repeatable; default mode ingress).
+        #[arg(short = 'p', long = "publish", value_name = "PUBLISHED:TARGET")]
+        publish: Vec<String>,
+        /// vip (default) or dnsrr.
+        #[arg(long = "endpoint-mode")]
+        endpoint_mode: Option<String>,
+        /// client-ip[:SECONDS] or none.
+        #[arg(long = "session-affinity")]
+        session_affinity: Option<String>,
+        /// NET=IP: the VIP to take on NET (repeatable; default: the next free address).
+        #[arg(long = "vip", value_name = "NET=IP")]
+        vips: Vec<String>,
+        /// KEY=VALUE kept on the service (repeatable).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a cluster_ip service: named backends, selector, ports, published ports.
+    Update {
+        name: String,
+        #[arg(short = 'n', long, default_value = netd::model::DEFAULT_NAMESPACE)]
+        namespace: String,
+        #[arg(long = "add-backend", value_name = "SANDBOX")]
+        add_backends: Vec<String>,
+        #[arg(long = "rm-backend", value_name = "SANDBOX")]
+        rm_backends: Vec<String>,
+        /// Replaces the selector (repeatable; `--selector ""` alone clears it).
+        #[arg(long = "selector", value_name = "KEY=VALUE")]
+        selector: Vec<String>,
+        /// Replaces the ports (repeatable).
+        #[arg(long = "port")]
+        ports: Vec<String>,
+        /// Replaces the published ports (repeatable; `-p ""` alone clears them).
+        #[arg(short = 'p', long = "publish")]
+        publish: Vec<String>,
+        #[arg(long = "session-affinity")]
+        session_affinity: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -360,7 +411,30 @@ fn inspect(c: &Client, kind: &str, names: &[String]) -> anyhow::Result<()> {
 fn service_row(v: &Value) -> String {
     let target = match s(&v["kind"]) {
         "external_name" => s(&v["target"]).to_string(),
-        _ => "-".to_string(),
+        _ => {
+            let vips: Vec<String> = v["vips"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(n, ip)| format!("{n}={}", s(ip)))
+                .collect();
+            let ports: Vec<String> = v["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| format!("{}:{}/{}", p["port"], p["target_port"], s(&p["proto"])))
+                .collect();
+            let n = v["live_backends"].as_array().map(|a| a.len()).unwrap_or(0);
+            format!(
+                "{} {} backends={n}",
+                if vips.is_empty() {
+                    "-".to_string()
+                } else {
+                    vips.join(",")
+                },
+                ports.join(",")
+            )
+        }
     };
     format!(
         "{:<24} {:<16} {:<14} {}",
@@ -371,12 +445,42 @@ fn service_row(v: &Value) -> String {
     )
 }
 
+/// `NET=IP` pairs.
+fn vip_pairs(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    items
+        .iter()
+        .map(|i| {
+            i.split_once('=')
+                .map(|(n, ip)| (n.to_string(), ip.to_string()))
+                .ok_or_else(|| anyhow!("invalid --vip {i:?}: expected NET=IP"))
+        })
+        .collect()
+}
+
+/// A repeatable flag that replaces a list: absent keeps it, `""` alone clears it.
+fn replacing(items: Vec<String>) -> Option<Vec<String>> {
+    match items.as_slice() {
+        [] => None,
+        [one] if one.is_empty() => Some(Vec::new()),
+        _ => Some(items),
+    }
+}
+
 fn service(c: &Client, cmd: SvcCmd) -> anyhow::Result<()> {
     match cmd {
         SvcCmd::Create {
             name,
             external_name,
             namespace,
+            networks,
+            selector,
+            backends,
+            ports,
+            publish,
+            endpoint_mode,
+            session_affinity,
+            vips,
+            labels,
             json,
         } => {
             let req = netd::model::ServiceRequest {
@@ -384,7 +488,15 @@ fn service(c: &Client, cmd: SvcCmd) -> anyhow::Result<()> {
                 namespace,
                 kind: None,
                 external_name,
-                ..Default::default()
+                networks,
+                ports,
+                selector,
+                backends,
+                endpoint_mode,
+                session_affinity,
+                publish,
+                vips: vip_pairs(&vips)?,
+                labels: kv(&labels, "label")?,
             };
             let v = c.post("/v1/services", &serde_json::to_value(&req)?)?;
             if json {
@@ -393,11 +505,43 @@ fn service(c: &Client, cmd: SvcCmd) -> anyhow::Result<()> {
                 println!("{}", s(&v["id"]));
             }
         }
+        SvcCmd::Update {
+            name,
+            namespace,
+            add_backends,
+            rm_backends,
+            selector,
+            ports,
+            publish,
+            session_affinity,
+            json,
+        } => {
+            let up = netd::engine::ServiceUpdate {
+                add_backends,
+                rm_backends,
+                selector: replacing(selector),
+                ports: replacing(ports),
+                publish: replacing(publish),
+                session_affinity,
+            };
+            let v = c.post(
+                &format!("/v1/services/{namespace}/{name}"),
+                &serde_json::to_value(&up)?,
+            )?;
+            if json {
+                print_json(&v);
+            } else {
+                println!("{name}");
+            }
+        }
         SvcCmd::Ls(a) => list(
             c,
             "/v1/services",
             &a,
-            &format!("{:<24} {:<16} {:<14} TARGET", "NAME", "NAMESPACE", "KIND"),
+            &format!(
+                "{:<24} {:<16} {:<14} TARGET / VIPS PORTS BACKENDS",
+                "NAME", "NAMESPACE", "KIND"
+            ),
             service_row,
         )?,
         SvcCmd::Inspect { names, namespace, .. } => {

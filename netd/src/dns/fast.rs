@@ -75,9 +75,13 @@ pub fn answer(table: &Table, sandbox: &str, ttl: u32, req: &[u8], t: Transport) 
     } else if qend != req.len() {
         return None;
     }
+    let mut shuffle = true;
     let (rcode, mut addrs) = match table.lookup(sandbox, &name, kind) {
         Lookup::NxDomain => (3u8, vec![]),
-        Lookup::Found(recs) => {
+        found @ (Lookup::Found(_) | Lookup::InOrder(_)) => {
+            // `InOrder`: a service's backends, already rotated by the table.
+            shuffle = matches!(found, Lookup::Found(_));
+            let recs = found.records().unwrap_or_default();
             let mut v = Vec::with_capacity(recs.len());
             for r in recs {
                 match r {
@@ -89,7 +93,9 @@ pub fn answer(table: &Table, sandbox: &str, ttl: u32, req: &[u8], t: Transport) 
         }
         _ => return None,
     };
-    addrs.shuffle(&mut rand::rng());
+    if shuffle {
+        addrs.shuffle(&mut rand::rng());
+    }
     let mut out = Vec::with_capacity(qend + addrs.len() * 28 + 11);
     out.extend_from_slice(&req[..2]);
     out.push(0x84 | (req[2] & 0x01)); // QR, AA, RD copied

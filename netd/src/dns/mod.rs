@@ -1,6 +1,8 @@
 //! The embedded DNS server at 127.0.0.11 in every sandbox.
 //!
 //! - `records`: the pure, network-scoped name table, rebuilt from the model;
+//! - `services`: the names of load-balanced services (VIP, `tasks.`, dnsrr, Kubernetes
+//!   names and SRV), from plain data the engine fills;
 //! - `server`: one request in, one outcome out (answer, drop, or forward), pure;
 //! - `listener`: the per-sandbox UDP/TCP loops on sockets bound inside each sandbox's
 //!   namespace (`kernel::dns_socket` explains why sockets there rather than a DNAT);
@@ -17,6 +19,7 @@ pub mod listener;
 pub mod records;
 pub mod resolv;
 pub mod server;
+pub mod services;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,6 +35,7 @@ use crate::model::{NetMode, Network, Sandbox};
 use forward::Forwarder;
 use listener::SandboxListener;
 use records::{ExternalName, Listing, Table};
+use services::ServiceRecords;
 
 /// The `[dns]` section of the daemon config.
 #[derive(Debug, Clone, Deserialize)]
@@ -159,19 +163,21 @@ impl Dns {
         self.shared.forwarder.upstreams()
     }
 
-    /// The table of a model (its networks, sandboxes and the store's ExternalName
-    /// services next to those of the config): a pure function, which the engine builds
-    /// while the kernel work of an operation is under way.
+    /// The table of a model (its networks, sandboxes, the store's ExternalName
+    /// services next to those of the config, and the load-balanced services): a pure
+    /// function, which the engine builds while the kernel work of an operation is under
+    /// way.
     pub fn table_for<'a>(
         &self,
         networks: impl IntoIterator<Item = &'a Network>,
         sandboxes: impl IntoIterator<Item = &'a Sandbox>,
-        services: &[ExternalName],
+        external_names: &[ExternalName],
+        balanced: &[ServiceRecords],
     ) -> Table {
         let s = &self.shared.settings;
         let mut external = s.external_names.clone();
-        external.extend_from_slice(services);
-        Table::build(networks, sandboxes, &s.cluster_domain, &external)
+        external.extend_from_slice(external_names);
+        Table::build(networks, sandboxes, &s.cluster_domain, &external, balanced)
     }
 
     /// Brings the listeners and the table in line with the model: listeners for new

@@ -7,17 +7,21 @@
 //! gets their address *on that network*. Cluster-wide records (Kubernetes ExternalName)
 //! live in `global`.
 //!
-//! Other record sources plug in through `Table::insert`: the services issue adds
-//! `insert(net, "web", Rec::Addr(vip))` for a VIP, `insert(net, "tasks.web",
-//! Rec::Addr(backend))` per task, and for `dnsrr` the backends under the service name;
-//! several addresses under one name are answered round-robin by the server.
+//! Services (`super::services::ServiceRecords`: plain data the engine fills for netd's
+//! own services and for Kubernetes-applied ones) add their names after the sandboxes, so
+//! a sandbox keeps a name it already has. Several addresses under a sandbox's name come
+//! in a fresh random order per answer; a service's backend names (`tasks.NAME`, dnsrr)
+//! rotate: each answer starts one further down the list (`Lookup::InOrder`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 
+use super::services::ServiceRecords;
 use crate::model::{NetMode, Network, Proto, Sandbox};
 
 /// Labels that put a sandbox in a Kubernetes-style namespace (the first one set wins).
@@ -53,6 +57,10 @@ pub enum Rec {
 #[derive(Debug, Clone, Default)]
 struct Names {
     recs: Vec<Rec>,
+    /// Round robin: where the next answer starts, one counter per asked family (A,
+    /// AAAA, other), since a resolver asks A and AAAA together and one shared counter
+    /// would then step by two (never moving with two backends). `None`: shuffled.
+    rr: Option<Arc<[AtomicUsize; 3]>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -65,6 +73,9 @@ struct Scope {
 pub enum Lookup {
     /// The name exists for this sandbox; the records of the asked type (empty: NODATA).
     Found(Vec<Rec>),
+    /// As `Found`, in the order to answer (a service's backends, rotated per answer):
+    /// not to be shuffled.
+    InOrder(Vec<Rec>),
     /// `name` is a PTR: the address is netd's and maps to these names.
     Ptr(Vec<String>),
     /// netd owns the name but this sandbox has nothing under it.
@@ -73,6 +84,16 @@ pub enum Lookup {
     NotOurs,
     /// The asker is not a sandbox netd serves.
     Refused,
+}
+
+impl Lookup {
+    /// The records of `Found` or `InOrder`.
+    pub fn records(self) -> Option<Vec<Rec>> {
+        match self {
+            Lookup::Found(v) | Lookup::InOrder(v) => Some(v),
+            _ => None,
+        }
+    }
 }
 
 /// The record kinds a lookup can filter on (server maps wire types onto these).
@@ -154,12 +175,14 @@ impl Table {
         }
     }
 
-    /// The table for the current model.
+    /// The table for the current model: the sandboxes' names, then the services' (in
+    /// the order given; a name already there stays as it is), then ExternalNames.
     pub fn build<'a>(
         networks: impl IntoIterator<Item = &'a Network>,
         sandboxes: impl IntoIterator<Item = &'a Sandbox>,
         cluster_domain: &str,
         external: &[ExternalName],
+        services: &[ServiceRecords],
     ) -> Table {
         let mut t = Table::new(cluster_domain);
         for n in networks {
@@ -168,11 +191,14 @@ impl Table {
         for s in sandboxes {
             t.add_sandbox(s);
         }
+        for s in services {
+            t.add_service(s);
+        }
         for x in external {
             let name = t.k8s_name(&x.name, &x.namespace);
-            // A sandbox answering under the same name keeps it (a name is either
-            // addresses or a CNAME); `create_service` refuses such a clash up front.
-            if t.by_net.values().any(|m| m.contains_key(&name)) {
+            // A sandbox (or a service) answering under the same name keeps it (a name is
+            // either addresses or a CNAME); `create_service` refuses such a clash up front.
+            if t.global.contains_key(&name) || t.by_net.values().any(|m| m.contains_key(&name)) {
                 continue;
             }
             t.insert_global(&name, Rec::Cname(normalize(&x.target)));
@@ -180,7 +206,7 @@ impl Table {
         t
     }
 
-    fn k8s_name(&self, svc: &str, ns: &str) -> String {
+    pub(super) fn k8s_name(&self, svc: &str, ns: &str) -> String {
         normalize(&format!("{svc}.{ns}.svc.{}", self.cluster_domain))
     }
 
@@ -262,6 +288,61 @@ impl Table {
         }
     }
 
+    /// The names of `network` (`None`: the cluster-wide ones), created on first use.
+    fn names_mut(&mut self, network: Option<&str>, name: &str) -> &mut Names {
+        let name = normalize(name);
+        self.known.insert(name.clone());
+        match network {
+            Some(net) => self
+                .by_net
+                .entry(net.to_string())
+                .or_default()
+                .entry(name)
+                .or_default(),
+            None => self.global.entry(name).or_default(),
+        }
+    }
+
+    /// Makes `name` exist on `network` (`None`: for every sandbox) without records, so
+    /// it answers NODATA rather than NXDOMAIN (a service with no backend yet).
+    pub(super) fn touch(&mut self, network: Option<&str>, name: &str) {
+        self.names_mut(network, name);
+    }
+
+    /// Adds a record under `name` on `network` (`None`: for every sandbox), idempotent.
+    pub(super) fn add_rec(&mut self, network: Option<&str>, name: &str, rec: Rec) {
+        let n = self.names_mut(network, name);
+        if !n.recs.contains(&rec) {
+            n.recs.push(rec);
+        }
+    }
+
+    /// Adds a record under a name whose answers rotate (round robin) rather than shuffle.
+    pub(super) fn insert_rotating(&mut self, network: Option<&str>, name: &str, rec: Rec) {
+        let n = self.names_mut(network, name);
+        if n.rr.is_none() {
+            // A random start: the table is rebuilt on every operation, and starting each
+            // table at the first backend would favour it.
+            let start = rand::random::<u32>() as usize;
+            n.rr = Some(Arc::new(std::array::from_fn(|_| AtomicUsize::new(start))));
+        }
+        if !n.recs.contains(&rec) {
+            n.recs.push(rec);
+        }
+    }
+
+    /// Whether `name` already exists on `network` (`None`: cluster-wide, where a
+    /// network-scoped name anywhere counts too), so a service leaves it alone.
+    pub(super) fn taken(&self, network: Option<&str>, name: &str) -> bool {
+        let name = normalize(name);
+        match network {
+            Some(net) => {
+                self.global.contains_key(&name) || self.by_net.get(net).is_some_and(|m| m.contains_key(&name))
+            }
+            None => self.global.contains_key(&name) || self.by_net.values().any(|m| m.contains_key(&name)),
+        }
+    }
+
     pub fn insert_ptr(&mut self, network: &str, ip: IpAddr, name: &str) {
         let v = self
             .ptr
@@ -335,6 +416,7 @@ impl Table {
         }
         let mut recs: Vec<&Rec> = Vec::new();
         let mut exists = false;
+        let mut rr: Option<&[AtomicUsize; 3]> = None;
         let scoped = scope
             .networks
             .iter()
@@ -342,6 +424,7 @@ impl Table {
         for n in scoped.chain(self.global.get(&name)) {
             exists = true;
             recs.extend(n.recs.iter());
+            rr = rr.or(n.rr.as_deref());
         }
         if !exists {
             return if self.owns(&name) {
@@ -367,7 +450,20 @@ impl Table {
                 out.push(r.clone());
             }
         }
-        Lookup::Found(out)
+        let Some(rr) = rr.filter(|_| out.len() > 1) else {
+            return Lookup::Found(out);
+        };
+        // A stable order (whatever the networks the records came from), then the next
+        // start for this family.
+        out.sort_by(|a, b| rec_order(a).cmp(&rec_order(b)));
+        let i = match kind {
+            Kind::A => 0,
+            Kind::Aaaa => 1,
+            _ => 2,
+        };
+        let n = rr[i].fetch_add(1, Ordering::Relaxed) % out.len();
+        out.rotate_left(n);
+        Lookup::InOrder(out)
     }
 
     /// Every record `sandbox` sees, sorted (for `netctl dns ls`); `None` if netd does not
@@ -402,6 +498,15 @@ impl Table {
         });
         out.dedup();
         Some(out)
+    }
+}
+
+/// The order rotation starts from: addresses, then SRV by target and port.
+fn rec_order(r: &Rec) -> (u8, Option<IpAddr>, &str, u16) {
+    match r {
+        Rec::Addr(ip) => (0, Some(*ip), "", 0),
+        Rec::Srv { port, target } => (1, None, target, *port),
+        Rec::Cname(t) => (2, None, t, 0),
     }
 }
 

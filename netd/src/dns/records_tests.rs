@@ -52,7 +52,7 @@ pub(crate) fn sample() -> Table {
         ],
     );
     let db = sb("db", vec![ep("back", "10.1.0.4", None, &[])]);
-    let mut t = Table::build([], [&web, &api, &db], "cluster.local", &[]);
+    let mut t = Table::build([], [&web, &api, &db], "cluster.local", &[], &[]);
     t.subnets = vec!["10.0.0.0/24".parse().unwrap(), "10.1.0.0/24".parse().unwrap()];
     t
 }
@@ -155,7 +155,7 @@ fn kubernetes_names_and_external_name() {
         name: "mail".into(),
         target: "smtp.example.com.".into(),
     };
-    let t = Table::build([], [&a, &b], "Cluster.Local.", &[x]);
+    let t = Table::build([], [&a, &b], "Cluster.Local.", &[x], &[]);
     assert_eq!(
         addrs(t.lookup("b", "cart.prod.svc.cluster.local", Kind::A)),
         ["10.2.0.2"]
@@ -181,7 +181,7 @@ fn a_sandbox_keeps_its_name_over_an_external_name() {
         name: "cart".into(),
         target: "elsewhere.example.com".into(),
     };
-    let t = Table::build([], [&a], "cluster.local", &[clash]);
+    let t = Table::build([], [&a], "cluster.local", &[clash], &[]);
     assert_eq!(
         addrs(t.lookup("cart", "cart.prod.svc.cluster.local", Kind::A)),
         ["10.2.0.2"],
@@ -196,7 +196,7 @@ fn cni_pods_answer_under_their_pod_name() {
     p.labels
         .insert("io.kubernetes.pod.namespace".into(), "prod".into());
     let q = sb("q", vec![ep("n", "10.2.0.6", None, &[])]);
-    let t = Table::build([], [&p, &q], "cluster.local", &[]);
+    let t = Table::build([], [&p, &q], "cluster.local", &[], &[]);
     for name in ["web-0", "WEB-0.prod.svc.cluster.local", "cni-0123456789abcdef"] {
         assert_eq!(addrs(t.lookup("q", name, Kind::A)), ["10.2.0.5"], "{name}");
     }

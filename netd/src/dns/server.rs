@@ -179,7 +179,11 @@ pub fn handle_parsed(table: &Table, sandbox: &str, ttl: u32, bytes: &[u8], t: Tr
                     .push(Record::from_rdata(qname.clone(), ttl, RData::PTR(PTR(n))));
             }
         }
-        Lookup::Found(recs) => {
+        found @ (Lookup::Found(_) | Lookup::InOrder(_)) => {
+            // Round robin for a service's backends (the table rotates them), a fresh
+            // random order per answer for other names, as Docker does.
+            let shuffle = matches!(found, Lookup::Found(_));
+            let recs = found.records().unwrap_or_default();
             resp.metadata.authoritative = true;
             let mut addrs: Vec<IpAddr> = Vec::new();
             for r in recs {
@@ -192,7 +196,7 @@ pub fn handle_parsed(table: &Table, sandbox: &str, ttl: u32, bytes: &[u8], t: Tr
                             ttl,
                             RData::SRV(SRV::new(0, 0, port, tn.clone())),
                         ));
-                        if let Lookup::Found(v) = table.lookup(sandbox, &target, Kind::Any) {
+                        if let Some(v) = table.lookup(sandbox, &target, Kind::Any).records() {
                             for r in v {
                                 if let Rec::Addr(ip) = r {
                                     resp.additionals.push(addr_record(&tn, ttl, ip));
@@ -216,7 +220,8 @@ pub fn handle_parsed(table: &Table, sandbox: &str, ttl: u32, bytes: &[u8], t: Tr
                                     prefix: vec![cname],
                                 }))
                             }
-                            Lookup::Found(v) => {
+                            l @ (Lookup::Found(_) | Lookup::InOrder(_)) => {
+                                let v = l.records().unwrap_or_default();
                                 resp.answers.push(cname);
                                 for r in v {
                                     if let Rec::Addr(ip) = r {
@@ -229,8 +234,9 @@ pub fn handle_parsed(table: &Table, sandbox: &str, ttl: u32, bytes: &[u8], t: Tr
                     }
                 }
             }
-            // Round-robin: a fresh order per answer, as Docker does.
-            addrs.shuffle(&mut rand::rng());
+            if shuffle {
+                addrs.shuffle(&mut rand::rng());
+            }
             for ip in addrs {
                 resp.answers.push(addr_record(&qname, ttl, ip));
             }

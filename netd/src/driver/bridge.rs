@@ -49,6 +49,8 @@ pub fn network_up(net: &Network) -> Vec<Step> {
         vlan_filtering: false,
         promisc: net.promisc,
         trunk: !net.vlan_trunk.is_empty(),
+        vips: Vec::new(),
+        nf_call: false,
     }));
     steps
 }

@@ -21,6 +21,8 @@ pub(super) fn network_up(net: &Network, vlan: u16, addrs: Vec<IpNetwork>) -> Vec
             vlan_filtering: true,
             promisc: false,
             trunk: false,
+            vips: Vec::new(),
+            nf_call: false,
         }),
         Step::EnsureVlanGateway(VlanGatewaySpec {
             name: net.l3_link(),

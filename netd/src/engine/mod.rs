@@ -31,6 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::firewall::batch::Batch;
+use crate::firewall::ruleset::services::FwService;
 use crate::firewall::{ruleset, FwEndpoint, FwNetwork, FwState};
 use crate::ipam::{IpamConfig, Pool};
 use crate::kernel::Kernel;
@@ -41,6 +42,7 @@ use crate::store::{self, Bucket, Store, Txn};
 pub use docker::{DockerEndpoint, DockerNetwork, DockerPool, DockerPort, JoinInfo};
 pub use error::{EngineError, Result};
 pub use reconcile::ReconcileReport;
+pub use service::{ServiceUpdate, ServiceView};
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -59,6 +61,8 @@ pub struct EngineConfig {
     /// other's links, so an engine that finds tables another one made refuses to start
     /// (`check_owner`).
     pub owner: String,
+    /// The service load-balancing datapath (`netd daemon --lb`).
+    pub lb: crate::lb::LbKind,
 }
 
 impl Default for EngineConfig {
@@ -70,6 +74,7 @@ impl Default for EngineConfig {
             ipam: IpamConfig::default(),
             ephemeral_ports: (49153, 65535),
             owner: "netd".into(),
+            lb: crate::lb::LbKind::default(),
         }
     }
 }
@@ -105,6 +110,9 @@ pub struct Engine {
     pools: BTreeMap<String, Pool>,
     /// What the kernel's netd tables hold now.
     fw: FwState,
+    /// The service datapath, and what it holds now.
+    lb: Box<dyn crate::lb::ServiceLb>,
+    svc_fw: Vec<FwService>,
     /// Where the last ephemeral port search stopped.
     port_cursor: u16,
     /// What the last reconcile did (shown by `GET /v1/info`).
@@ -166,6 +174,7 @@ struct Undo {
     networks: Vec<(String, Option<Network>)>,
     sandboxes: Vec<(String, Option<Sandbox>)>,
     pools: Vec<(String, Option<Pool>)>,
+    services: Vec<(String, Option<Service>)>,
 }
 
 impl Engine {
@@ -197,6 +206,7 @@ impl Engine {
             .collect();
         let port_cursor = cfg.ephemeral_ports.0;
         let reaper = reaper::Reaper::new(kernel.clone());
+        let lb = crate::lb::datapath(cfg.lb, kernel.clone()).map_err(EngineError::Invalid)?;
         Ok(Engine {
             kernel,
             store,
@@ -206,6 +216,8 @@ impl Engine {
             services,
             pools,
             fw: FwState::default(),
+            lb,
+            svc_fw: Vec::new(),
             port_cursor,
             last_reconcile: ReconcileReport::default(),
             reaper,
@@ -238,22 +250,36 @@ impl Engine {
         }
     }
 
-    /// The DNS table of the model as it is now.
+    /// The DNS table of the model as it is now. A `cluster_ip` service's backends are
+    /// selected from the sandboxes as they are now, so its names follow every sandbox
+    /// operation in the same `commit` that changes the datapath.
     fn dns_table(&self, d: &crate::dns::Dns) -> crate::dns::records::Table {
-        let external: Vec<crate::dns::records::ExternalName> = self
-            .services
-            .values()
-            .filter_map(|s| match &s.kind {
-                ServiceKind::ExternalName { target } => Some(crate::dns::records::ExternalName {
+        let mut external: Vec<crate::dns::records::ExternalName> = Vec::new();
+        let mut balanced: Vec<crate::dns::services::ServiceRecords> = Vec::new();
+        for s in self.services.values() {
+            match &s.kind {
+                ServiceKind::ExternalName { target } => external.push(crate::dns::records::ExternalName {
                     namespace: s.namespace.clone(),
                     name: s.name.clone(),
                     target: target.clone(),
                 }),
-                // Not wired yet: the services issue's DNS records (VIP or dnsrr).
-                ServiceKind::ClusterIp(_) => None,
-            })
-            .collect();
-        d.table_for(self.networks.values(), self.sandboxes.values(), &external)
+                ServiceKind::ClusterIp(c) => {
+                    let backends = self.service_backends(c);
+                    balanced.push(crate::dns::services::ServiceRecords::cluster_ip(
+                        &s.namespace,
+                        &s.name,
+                        c,
+                        &backends,
+                    ));
+                }
+            }
+        }
+        d.table_for(
+            self.networks.values(),
+            self.sandboxes.values(),
+            &external,
+            &balanced,
+        )
     }
 
     pub fn last_reconcile(&self) -> &ReconcileReport {
@@ -351,6 +377,7 @@ impl Engine {
             }
             ports.extend(ports::fw_ports(s));
         }
+        self.service_host_ports(&mut ports);
         ports.sort();
         FwState {
             networks,
@@ -404,6 +431,12 @@ impl Engine {
                 None => self.pools.remove(&k),
             };
         }
+        for (k, v) in u.services {
+            match v {
+                Some(v) => self.services.insert(k, v),
+                None => self.services.remove(&k),
+            };
+        }
     }
 
     /// Steps 2–4 of every operation, with the model already changed in memory: apply
@@ -448,7 +481,7 @@ impl Engine {
             let fw = s.spawn(move || {
                 let want = this.desired_fw();
                 let batch = crate::firewall::delta(&this.fw, &want);
-                (want, batch)
+                (want, batch, this.desired_services())
             });
             let dns = this.dns.as_ref().map(|d| s.spawn(move || this.dns_table(d)));
             let applied = this.apply_with_fw(steps, &undo_steps, t0, fw);
@@ -462,7 +495,7 @@ impl Engine {
             (applied, stored, dns.and_then(|h| h.join().ok()))
         });
         let (stored, t_store) = stored;
-        let (want, _, t_kernel, t_plan_fw, t_nft) = match (applied, stored) {
+        let (want, _, want_svc, t_kernel, t_plan_fw, t_nft) = match (applied, stored) {
             (Ok(a), Ok(_)) => a,
             (Err(e), stored) => {
                 // The kernel and firewall are as before (apply_with_fw undid its part);
@@ -475,7 +508,10 @@ impl Engine {
                 self.rollback(undo);
                 return Err(e);
             }
-            (Ok((want, batch, ..)), Err(e)) => {
+            (Ok((want, batch, want_svc, ..)), Err(e)) => {
+                if let Err(e) = self.lb.sync_diff(&want_svc, &self.svc_fw) {
+                    tracing::error!(error = %e, "could not revert the service datapath after a store failure");
+                }
                 if !batch.is_empty() {
                     if let Err(e) = self.kernel.nft(&crate::firewall::delta(&want, &self.fw)) {
                         tracing::error!(error = %e, "could not revert firewall after a store failure");
@@ -487,6 +523,7 @@ impl Engine {
             }
         };
         self.fw = want;
+        self.svc_fw = want_svc;
         // Names change before the operation returns (`sync_dns`).
         if let (Some(d), Some(t)) = (&self.dns, dns_table) {
             d.publish(t, self.sandboxes.values());
@@ -515,14 +552,15 @@ impl Engine {
         steps: &[Step],
         undo_steps: &[Step],
         t0: std::time::Instant,
-        fw: std::thread::ScopedJoinHandle<'_, (FwState, Batch)>,
-    ) -> Result<(FwState, Batch, Duration, Duration, Duration)> {
+        fw: std::thread::ScopedJoinHandle<'_, (FwState, Batch, Vec<FwService>)>,
+    ) -> Result<(FwState, Batch, Vec<FwService>, Duration, Duration, Duration)> {
         // plan::execute undoes its own steps when one fails.
         let executed = plan::execute(self.kernel.as_ref(), steps);
         let t_kernel = t0.elapsed();
         let fw = fw.join();
         executed?;
-        let (want, batch) = fw.map_err(|_| EngineError::Panicked("computing the firewall state"))?;
+        let (want, batch, want_svc) =
+            fw.map_err(|_| EngineError::Panicked("computing the firewall state"))?;
         let t_plan_fw = t0.elapsed();
         if !batch.is_empty() {
             if let Err(e) = self.kernel.nft(&batch) {
@@ -533,7 +571,20 @@ impl Engine {
                 });
             }
         }
-        Ok((want, batch, t_kernel, t_plan_fw, t0.elapsed()))
+        // Backends follow sandboxes: the services' datapath moves in the same call.
+        if let Err(e) = self.lb.sync_diff(&self.svc_fw, &want_svc) {
+            if !batch.is_empty() {
+                if let Err(e) = self.kernel.nft(&crate::firewall::delta(&want, &self.fw)) {
+                    tracing::error!(error = %e, "could not revert the firewall");
+                }
+            }
+            plan::teardown(self.kernel.as_ref(), undo_steps);
+            return Err(EngineError::Kernel {
+                op: format!("service datapath ({})", self.lb.kind()),
+                source: e,
+            });
+        }
+        Ok((want, batch, want_svc, t_kernel, t_plan_fw, t0.elapsed()))
     }
 }
 

@@ -153,6 +153,13 @@ impl Engine {
                 users.join(", ")
             )));
         }
+        let services = self.services_on(name);
+        if !services.is_empty() {
+            return Err(EngineError::Conflict(format!(
+                "network {name} is used by services ({}); remove them first",
+                services.join(", ")
+            )));
+        }
         // Asked of the kernel before anything changes.
         let parent_down = self.vlan_parent_down(&net)?;
         let keys = self.pool_keys_of(name);
@@ -191,6 +198,7 @@ impl Engine {
             .networks
             .keys()
             .filter(|n| !self.sandboxes.values().any(|s| s.endpoint(n).is_some()))
+            .filter(|n| self.services_on(n).is_empty())
             .cloned()
             .collect();
         for n in &unused {

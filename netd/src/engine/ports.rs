@@ -95,6 +95,9 @@ impl Engine {
             .filter(|s| s.name != sandbox)
             .flat_map(|s| s.ports.iter().copied())
             .collect();
+        // Services' published ports: an ephemeral pick skips them too.
+        let services = self.service_ports_in_use(None);
+        taken.extend(services.iter().map(|(m, _)| *m));
         let mut out = Vec::new();
         for mut m in wanted {
             if m.host_ip.is_none() {
@@ -109,6 +112,11 @@ impl Engine {
             }
             if m.host_port == 0 {
                 m.host_port = self.pick_ephemeral(&m, &taken)?;
+            } else if let Some((_, by)) = services.iter().find(|(t, _)| t.clashes(&m)) {
+                return Err(EngineError::Conflict(format!(
+                    "port {}/{} is already published by {by}",
+                    m.host_port, m.proto
+                )));
             } else if let Some(clash) = taken.iter().find(|t| t.clashes(&m)) {
                 let owner = self
                     .sandboxes

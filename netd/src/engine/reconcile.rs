@@ -223,7 +223,7 @@ impl Engine {
                 self.ensure_vlan_parent(net, r);
                 continue;
             }
-            let steps = driver::network_up(net);
+            let steps = self.network_up(net);
             let missing = network_drift(&steps, present, addrs);
             if missing.is_empty() && addrs.is_some() {
                 continue;
@@ -410,6 +410,7 @@ impl Engine {
                     .iter()
                     .map(move |e| format!("{}/{}", s.name, e.network))
             })
+            .chain(self.vip_owners())
             .collect();
         for (key, pool) in self.pools.iter_mut() {
             if super::docker::is_ipam_pool(key) {
@@ -440,6 +441,15 @@ impl Engine {
             .nft(&ruleset::full(&want, &self.cfg.owner))
             .map_err(EngineError::kernel("firewall"))?;
         self.fw = want;
+        // The services' datapath after the table exists: exactly the services the store
+        // has (leftovers of services removed meanwhile deleted; the rest rewritten as
+        // they were, in one transaction).
+        let svc = self.desired_services();
+        self.lb.sync_full(&svc).map_err(EngineError::kernel(format!(
+            "service datapath ({})",
+            self.lb.kind()
+        )))?;
+        self.svc_fw = svc;
         Ok(())
     }
 
@@ -524,7 +534,7 @@ fn network_drift(
     let mut out = Vec::new();
     for s in steps {
         let (kind, name, want) = match s {
-            Step::EnsureBridge(b) => ("bridge", &b.name, &b.addrs),
+            Step::EnsureBridge(b) => ("bridge", &b.name, &b.all_addrs()),
             Step::EnsureVlanGateway(g) => ("gateway link", &g.name, &g.addrs),
             _ => continue,
         };

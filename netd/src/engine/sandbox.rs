@@ -187,7 +187,7 @@ impl Engine {
         }
     }
 
-    fn put_pools(&self, txn: &mut Txn, networks: &[&str]) {
+    pub(super) fn put_pools(&self, txn: &mut Txn, networks: &[&str]) {
         for n in networks {
             for k in self.pool_keys_of(n) {
                 if let Some(p) = self.pools.get(&k) {
@@ -197,7 +197,7 @@ impl Engine {
         }
     }
 
-    fn pool_keys(&self, networks: &[&str]) -> Vec<String> {
+    pub(super) fn pool_keys(&self, networks: &[&str]) -> Vec<String> {
         networks.iter().flat_map(|n| self.pool_keys_of(n)).collect()
     }
 

@@ -407,11 +407,11 @@ fn services_persist_clash_with_sandbox_names_and_bad_input_changes_nothing() {
         (
             ServiceRequest {
                 name: "web".into(),
-                networks: vec!["a".into()],
+                networks: vec!["nope".into()],
                 ports: vec!["80".into()],
                 ..Default::default()
             },
-            "no load-balancing datapath for cluster_ip services",
+            "no such network: nope",
         ),
     ] {
         let e = t.e.create_service(&r).unwrap_err().to_string();

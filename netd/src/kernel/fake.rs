@@ -260,7 +260,7 @@ impl Kernel for FakeKernel {
                 st.ns_links.retain(|(np, n, _)| !(*np == p && n == name));
             }
             Step::EnsureBridge(b) => {
-                st.addrs.insert(b.name.clone(), b.addrs.clone());
+                st.addrs.insert(b.name.clone(), b.all_addrs());
                 if !st.links.insert(b.name.clone()) {
                     return Ok(Applied::Found);
                 }

@@ -234,11 +234,17 @@ impl LinuxKernel {
         } else {
             Vec::new()
         };
-        for stale in have.iter().filter(|n| !b.addrs.contains(n)) {
+        let want = b.all_addrs();
+        for stale in have.iter().filter(|n| !want.contains(n)) {
             nl.del_address(index, *stale)?;
         }
-        for want in b.addrs.iter().filter(|n| !have.contains(n)) {
-            nl.add_address(index, *want)?;
+        for w in want.iter().filter(|n| !have.contains(n)) {
+            nl.add_address(index, *w)?;
+        }
+        // Set on an existing bridge every time (idempotent, one message): the kernel's
+        // link dump here does not say it, and the last VIP leaving turns it off again.
+        if b.nf_call || existing.is_some() {
+            nl.set_bridge_nf_call(&b.name, b.nf_call)?;
         }
         if !existing.is_some_and(|l| l.up) {
             nl.set_up(&b.name)?;
@@ -631,6 +637,10 @@ impl Kernel for LinuxKernel {
 
     fn ipvs_apply(&self, ops: &[super::ipvs::Op]) -> Result<(), KernelError> {
         self.with_ipvs(|c| Ok(c.apply(ops)?))
+    }
+
+    fn nft_objects(&self, family: &str, table: &str) -> Result<super::nft::NftObjects, KernelError> {
+        self.with_nft(|n| n.objects(family, table))
     }
 
     fn nft_table(&self, family: &str, name: &str) -> Result<Option<super::nft_table::NftTable>, KernelError> {

@@ -196,6 +196,13 @@ pub trait Kernel: Send + Sync {
     /// Table `family name` in the host namespace (with its comment), if it exists.
     fn nft_table(&self, family: &str, name: &str) -> Result<Option<nft_table::NftTable>, KernelError>;
 
+    /// The chains and sets of table `family table` by name: what a text batch cannot
+    /// name, so a full sync can delete objects the state no longer has (service chains
+    /// of services removed while netd was down).
+    fn nft_objects(&self, _family: &str, _table: &str) -> Result<nft::NftObjects, KernelError> {
+        Ok(nft::NftObjects::default())
+    }
+
     /// Lets traffic of netd's bridges through dockerd's iptables FORWARD chain (see
     /// `iptables.rs`); a no-op where dockerd does not manage iptables.
     fn allow_in_docker_forward(&self) -> Result<(), KernelError> {

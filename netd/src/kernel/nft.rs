@@ -441,6 +441,59 @@ impl Nft {
     }
 }
 
+/// Chains and sets of one table, by name (`Kernel::nft_objects`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NftObjects {
+    pub chains: Vec<String>,
+    /// Sets and maps.
+    pub sets: Vec<String>,
+}
+
+impl Nft {
+    /// The chains and sets (maps included) of table `family name`: headers only
+    /// (`list chains`, `list sets`, `list maps` print no rules and no elements), so the
+    /// cost follows the number of objects, not their contents.
+    pub fn objects(&self, family: &str, name: &str) -> Result<NftObjects, KernelError> {
+        Ok(NftObjects {
+            chains: names_in(
+                &self.run(&format!("list chains {family}"))?,
+                family,
+                name,
+                "chain",
+            ),
+            sets: [
+                names_in(&self.run(&format!("list sets {family}"))?, family, name, "set"),
+                names_in(&self.run(&format!("list maps {family}"))?, family, name, "map"),
+            ]
+            .concat(),
+        })
+    }
+}
+
+/// The names of `kind` ("chain", "set", "map") inside `table FAMILY NAME { ... }` of
+/// nft's listing `out`.
+pub fn names_in(out: &str, family: &str, name: &str, kind: &str) -> Vec<String> {
+    let head = format!("table {family} {name} {{");
+    let mut inside = false;
+    let mut found = Vec::new();
+    for l in out.lines() {
+        let t = l.trim();
+        if t.starts_with("table ") {
+            inside = t == head;
+            continue;
+        }
+        if !inside {
+            continue;
+        }
+        if let Some(rest) = t.strip_prefix(kind).and_then(|r| r.strip_prefix(' ')) {
+            if let Some(n) = rest.strip_suffix(" {") {
+                found.push(n.trim_matches('"').to_string());
+            }
+        }
+    }
+    found
+}
+
 impl Drop for Nft {
     fn drop(&mut self) {
         // Closing the channel ends the worker's loop; it frees the context itself.
@@ -454,6 +507,17 @@ impl Drop for Nft {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_read_from_one_table_of_a_listing() {
+        let out = "table inet other {\n\tchain svc/x {\n\t}\n}\ntable inet netd {\n\tchain svc/a/b/n/tcp/80 {\n\t}\n\
+                   \tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t}\n}\n";
+        assert_eq!(
+            super::names_in(out, "inet", "netd", "chain"),
+            ["svc/a/b/n/tcp/80", "prerouting"]
+        );
+        assert!(super::names_in(out, "inet", "netd", "set").is_empty());
+    }
 
     #[test]
     fn nft_is_send_and_sync() {

@@ -24,6 +24,7 @@ fn svc(name: &str, vip: u8, backends: &[u8]) -> FwService {
         affinity: None,
         vips: vec![FwVip {
             network: "front".into(),
+            bridge: String::new(),
             vip: ip(&format!("10.89.0.{vip}")),
             backends: backends.iter().map(|b| ip(&format!("10.89.0.{b}"))).collect(),
         }],
@@ -88,6 +89,7 @@ fn an_ingress_port_is_a_fwmark_service_per_family_over_every_backend() {
     let mut s = svc("web", 200, &[2]);
     s.vips.push(FwVip {
         network: "back".into(),
+        bridge: String::new(),
         vip: ip("10.90.0.200"),
         backends: vec![ip("10.90.0.7")],
     });
@@ -395,6 +397,7 @@ fn nft_accepts_the_ingress_table_and_its_diffs() {
     let mut s = svc("web", 200, &[2, 3]);
     s.vips.push(FwVip {
         network: "v6".into(),
+        bridge: String::new(),
         vip: ip("fd00:89::200"),
         backends: vec![ip("fd00:89::2")],
     });

@@ -14,9 +14,12 @@
 //! - On error nothing is half-applied (one transaction), or the error says what is.
 
 pub mod ipvs;
+pub mod nft;
+
+use std::sync::Arc;
 
 use crate::firewall::ruleset::services::FwService;
-use crate::kernel::KernelError;
+use crate::kernel::{Kernel, KernelError};
 
 /// Which datapath balances service VIPs (`--lb`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -57,4 +60,13 @@ pub trait ServiceLb: Send + Sync {
     fn sync_full(&self, services: &[FwService]) -> Result<(), KernelError>;
     /// Move the kernel from `old` (what it holds) to `new`.
     fn sync_diff(&self, old: &[FwService], new: &[FwService]) -> Result<(), KernelError>;
+}
+
+/// The datapath `kind` names, acting through `kernel`; an error (one line) for a
+/// datapath this build does not have.
+pub fn datapath(kind: LbKind, kernel: Arc<dyn Kernel>) -> Result<Box<dyn ServiceLb>, String> {
+    match kind {
+        LbKind::Nftables => Ok(Box::new(nft::NftLb::new(kernel))),
+        LbKind::Ipvs => Err("load balancer ipvs: not built yet (netd daemon --lb nftables)".into()),
+    }
 }

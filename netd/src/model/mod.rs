@@ -29,9 +29,9 @@ pub use port::{parse_port_spec, parse_proto, PortMapping, PortSpecError, Proto};
 pub use sandbox::{Endpoint, EndpointRequest, NetMode, Route, Sandbox, SandboxRequest};
 pub use sandbox_request::{parse_expose, ParsedSandbox};
 pub use service::{
-    check_vip, parse_published, select_backends, service_key, Backend, ClusterIp, EndpointMode, PublishMode,
-    PublishedPort, Service, ServiceError, ServiceKind, ServicePort, ServiceRequest, SessionAffinity,
-    DEFAULT_NAMESPACE,
+    check_port_name, check_vip, parse_published, select_backends, service_key, Backend, ClusterIp,
+    EndpointMode, PublishMode, PublishedPort, Service, ServiceError, ServiceKind, ServicePort,
+    ServiceRequest, SessionAffinity, DEFAULT_NAMESPACE,
 };
 pub use vlan::{
     format_vid_ranges, gateway_name, gateway_peer_name, merge_vid_ranges, parse_vid_ranges, VidRange,

@@ -382,10 +382,15 @@ mod tests {
         let f = StackFile::load(&path).unwrap();
         let inst = f.instances().unwrap();
         let names: Vec<&str> = inst.iter().map(|i| i.req.name.as_str()).collect();
-        assert_eq!(names, ["vote-1", "vote-2", "redis", "worker", "db", "result"]);
-        assert_eq!(inst[0].req.ports, ["8080:80"]);
-        assert_eq!(inst[1].req.ports, ["8081:80"]);
-        assert_eq!(inst[0].req.networks[0].aliases, ["vote"]);
+        assert_eq!(names, ["redis", "worker", "db", "result", "vote-1", "vote-2"]);
+        assert_eq!(inst[3].req.ports, ["5001:80"]);
+        assert!(
+            inst[4].req.ports.is_empty(),
+            "vote's replicas publish through the service"
+        );
+        let svcs = f.service_requests("voting-app");
+        assert_eq!(svcs.len(), 1);
+        assert_eq!(svcs[0].publish, ["8080:80"]);
         assert_eq!(f.network_requests().len(), 2);
     }
 

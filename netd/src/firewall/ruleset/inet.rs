@@ -2,6 +2,7 @@
 //! internal, the forward chain that isolates networks, and the one chain with rules per
 //! network, postrouting's masquerades.
 
+use super::services::VIP_MARK;
 use super::{comment_name, ifname, ifname_part, set_of, Elements};
 use crate::firewall::{FwNetwork, FwState, USER_CHAIN};
 
@@ -71,8 +72,12 @@ pub(super) fn nat_postrouting(nets: &[&FwNetwork]) -> Vec<String> {
                 ));
             }
             if !n.internal {
+                // Not a client DNATed through a service VIP of its own network: its
+                // reply passes conntrack on the bridge (nf_call_iptables), and east-west
+                // it keeps its address (`services::VIP_MARK`).
                 rules.push(format!(
-                    "oifname {br} {saddr} ct status dnat masquerade comment \"net {name}: hairpin\""
+                    "oifname {br} {saddr} ct status dnat meta mark & {VIP_MARK:#010x} == 0 masquerade \
+                     comment \"net {name}: hairpin\""
                 ));
             }
         }
@@ -107,7 +112,7 @@ mod tests {
             "{b}"
         );
         assert!(
-            b.contains(r#"oifname "vbr.100" ip saddr 10.77.100.0/24 ct status dnat masquerade"#),
+            b.contains(r#"oifname "vbr.100" ip saddr 10.77.100.0/24 ct status dnat meta mark & 0x00001000 == 0 masquerade"#),
             "{b}"
         );
     }

@@ -45,6 +45,13 @@ use crate::model::{Backend, EndpointMode, Proto, PublishMode, Service, ServiceKi
 /// kube-proxy uses 0x4000; another bit lets both run on one host.
 pub const HAIRPIN_MARK: u32 = 0x2000;
 
+/// Packet mark bit for "DNATed to a service backend through its VIP", set by a VIP's
+/// port chain: the per-network hairpin masquerade of published ports
+/// (`ruleset::inet::nat_postrouting`) skips such packets, so a client on the VIP's own
+/// network keeps its source address (the reply passes conntrack through
+/// `nf_call_iptables` on the bridge instead).
+pub const VIP_MARK: u32 = 0x1000;
+
 /// A VIP of a service on one network and the backends reachable from it (addresses of
 /// the VIP's family on that network, as `model::select_backends` gives them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +59,11 @@ pub struct FwVip {
     pub network: String,
     pub vip: IpAddr,
     pub backends: Vec<IpAddr>,
+    /// The network's bridge: the VIP is dispatched only to packets that come in through
+    /// it (or from the host itself), so a sandbox on another network cannot reach it.
+    /// Empty: from anywhere.
+    #[serde(default)]
+    pub bridge: String,
 }
 
 /// One published port in ingress mode: `published` on every local address, balanced
@@ -80,7 +92,12 @@ impl FwService {
     /// What the firewall needs of `svc`, given its backends (`model::select_backends`):
     /// None for services with nothing to balance in nftables (ExternalName, dnsrr). A
     /// network whose VIP is not allocated yet is left out.
-    pub fn from_model(svc: &Service, backends: &[Backend]) -> Option<FwService> {
+    /// `bridge_of` names the bridge of a network (see `FwVip::bridge`).
+    pub fn from_model(
+        svc: &Service,
+        backends: &[Backend],
+        bridge_of: impl Fn(&str) -> Option<String>,
+    ) -> Option<FwService> {
         let ServiceKind::ClusterIp(c) = &svc.kind else {
             return None;
         };
@@ -99,6 +116,7 @@ impl FwService {
                         .filter(|b| &b.network == n)
                         .map(|b| b.ip)
                         .collect(),
+                    bridge: bridge_of(n).unwrap_or_default(),
                 })
             })
             .collect();
@@ -202,6 +220,17 @@ fn part(s: &str) -> Option<&str> {
     ok.then_some(s)
 }
 
+/// A bridge name as an nft string literal, or None for an empty or odd name (no
+/// restriction then).
+fn ifname_lit(name: &str) -> Option<String> {
+    let ok = !name.is_empty()
+        && name.len() < 16
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+    ok.then(|| format!("\"{name}\""))
+}
+
 /// An address as part of an identifier (':' is not an identifier character).
 fn ip_part(ip: IpAddr) -> String {
     ip.to_string().replace(':', "_")
@@ -216,6 +245,7 @@ fn family(ip: IpAddr) -> (&'static str, u8) {
 }
 
 /// Adds the chain of one service port (reached from `what`) and its backend chains.
+#[allow(clippy::too_many_arguments)]
 fn add_port_chain(
     o: &mut Objects,
     chain: String,
@@ -224,8 +254,21 @@ fn add_port_chain(
     target: u16,
     backends: &[IpAddr],
     affinity: Option<u32>,
+    vip_of: Option<&str>,
 ) {
     let mut rules = Vec::new();
+    if let Some(net) = vip_of {
+        // The host's own packets (output hook: no input interface, which newer
+        // kernels read as "") come from a local address and pass.
+        if let Some(br) = ifname_lit(net) {
+            rules.push(format!(
+                "iifname != {br} fib saddr type != local drop comment \"a VIP answers its own network only\""
+            ));
+        }
+        rules.push(format!(
+            "meta mark set meta mark | {VIP_MARK:#010x} comment \"client keeps its address\""
+        ));
+    }
     let mut picks = Vec::new();
     for (i, &be) in backends.iter().enumerate() {
         let (fam, _) = family(be);
@@ -303,7 +346,8 @@ fn objects(services: &[FwService]) -> Objects {
                     .insert(format!("{} . {proto} . {port}", v.vip), format!("goto {chain}"));
                 // No VIP in the comment: a chain's comment cannot change in place.
                 let what = format!("service {ns}/{name} {port}/{proto} on net {net}");
-                add_port_chain(&mut o, chain, what, proto, target, &backends, s.affinity);
+                let from = Some(v.bridge.as_str());
+                add_port_chain(&mut o, chain, what, proto, target, &backends, s.affinity, from);
             }
         }
         for fam in [4u8, 6] {
@@ -330,7 +374,9 @@ fn objects(services: &[FwService]) -> Objects {
                     "service {ns}/{name} ingress port {}/{} (IPv{fam})",
                     i.published, i.proto
                 );
-                add_port_chain(&mut o, chain, what, i.proto, i.target, &backends, s.affinity);
+                add_port_chain(
+                    &mut o, chain, what, i.proto, i.target, &backends, s.affinity, None,
+                );
             }
         }
     }
@@ -391,6 +437,33 @@ pub fn full(services: &[FwService]) -> Batch {
         rules_of(&mut cmds, name, rules);
     }
     text_batch(cmds)
+}
+
+/// `full`, then the deletion of the service chains and sets the kernel holds
+/// (`chains`, `sets`: every name in netd's table, as listed) that `services` no longer
+/// has: a service removed while netd was down leaves no chain behind. Names outside
+/// the `svc/` prefix are not service objects and are never touched.
+pub fn full_over(services: &[FwService], chains: &[String], sets: &[String]) -> Batch {
+    let o = objects(services);
+    let mut b = full(services);
+    let gone: Vec<&String> = chains
+        .iter()
+        .filter(|c| c.starts_with("svc/") && !o.chains.contains_key(*c))
+        .collect();
+    // Flush every one before deleting any: a leftover port chain jumps to its backends.
+    for c in &gone {
+        b.push_text(format!("flush chain inet {TABLE} {c}"));
+    }
+    for c in &gone {
+        b.push_text(format!("delete chain inet {TABLE} {c}"));
+    }
+    for s in sets
+        .iter()
+        .filter(|s| s.starts_with("svc/") && !o.sets.contains_key(*s))
+    {
+        b.push_text(format!("delete set inet {TABLE} {s}"));
+    }
+    b
 }
 
 /// The batch from `old` to `new` (empty when nothing changed), assuming the kernel holds

@@ -35,6 +35,7 @@ fn vip(net: &str, vip: &str, backends: &[&str]) -> FwVip {
         network: net.into(),
         vip: ip(vip),
         backends: backends.iter().map(|b| ip(b)).collect(),
+        bridge: String::new(),
     }
 }
 
@@ -160,7 +161,7 @@ fn from_model_takes_vip_services_and_their_backends_per_network() {
             ip: ip("10.1.0.2"),
         },
     ];
-    let f = FwService::from_model(&svc, &backends).unwrap();
+    let f = FwService::from_model(&svc, &backends, |_| None).unwrap();
     assert_eq!(f.ports, [(80, 8080, Proto::Tcp)]);
     assert_eq!(f.affinity, Some(10_800));
     // "later" has no VIP yet; host-mode ports are the backends' own, not ingress.
@@ -184,7 +185,7 @@ fn from_model_takes_vip_services_and_their_backends_per_network() {
     if let ServiceKind::ClusterIp(c) = &mut d.kind {
         c.endpoint_mode = EndpointMode::Dnsrr;
     }
-    assert!(FwService::from_model(&d, &backends).is_none());
+    assert!(FwService::from_model(&d, &backends, |_| None).is_none());
 }
 
 #[test]
@@ -343,4 +344,72 @@ proptest! {
         }
         prop_assert_eq!(diff(&new, &new), "");
     }
+}
+
+/// A VIP is dispatched only from its own network's bridge (the host's own packets, in
+/// the output hook, have no input interface and pass), and marks what it DNATs so the
+/// per-network hairpin masquerade leaves the client's address alone. Ingress ports are
+/// reached from anywhere and carry no mark.
+#[test]
+fn a_vip_answers_its_own_bridge_and_marks_its_packets() {
+    let mut v = vip("front", "10.0.0.200", &["10.0.0.2"]);
+    v.bridge = "netd-front".into();
+    let mut s = svc("default", "web", vec![v]);
+    s.ingress = vec![FwIngress {
+        published: 9000,
+        target: 8080,
+        proto: Proto::Tcp,
+    }];
+    let b = full(&[s]);
+    let chain = "add rule inet netd svc/default/web/front/tcp/80";
+    let rules: Vec<&str> = b.lines().filter(|l| l.starts_with(chain)).collect();
+    assert_eq!(
+        rules[..2],
+        [
+            format!("{chain} iifname != \"netd-front\" fib saddr type != local drop comment \"a VIP answers its own network only\""),
+            format!("{chain} meta mark set meta mark | 0x00001000 comment \"client keeps its address\""),
+        ]
+    );
+    let ingress: Vec<&str> = b
+        .lines()
+        .filter(|l| l.starts_with("add rule inet netd svc/default/web/ingress4/tcp/9000 "))
+        .collect();
+    assert_eq!(ingress.len(), 1, "{b}");
+    assert!(!ingress[0].contains("iifname") && !ingress[0].contains("mark"));
+}
+
+/// A full sync over what the kernel holds deletes the service chains and sets of
+/// services that are gone (after the refill that drops references to them), and never
+/// an object outside `svc/`.
+#[test]
+fn full_over_deletes_leftover_service_objects_only() {
+    let now = vec![svc("default", "web", vec![vip("n", "10.0.0.9", &["10.0.0.2"])])];
+    let strs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let chains = strs(&[
+        "prerouting",
+        "svc/default/web/n/tcp/80",
+        "svc/default/web/n/tcp/80/10.0.0.2",
+        "svc/default/old/n/tcp/80",
+        "svc/default/old/n/tcp/80/10.0.0.3",
+    ]);
+    let sets = strs(&["bridges", "svc/default/old/n/tcp/80/10.0.0.3/aff60"]);
+    let b = super::full_over(&now, &chains, &sets).to_string();
+    let tail: Vec<&str> = b
+        .lines()
+        .skip_while(|l| !l.starts_with("flush chain inet netd svc/default/old"))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            "flush chain inet netd svc/default/old/n/tcp/80",
+            "flush chain inet netd svc/default/old/n/tcp/80/10.0.0.3",
+            "delete chain inet netd svc/default/old/n/tcp/80",
+            "delete chain inet netd svc/default/old/n/tcp/80/10.0.0.3",
+            "delete set inet netd svc/default/old/n/tcp/80/10.0.0.3/aff60",
+        ]
+    );
+    assert_eq!(
+        super::full_over(&now, &chains[..3], &sets[..1]).to_string(),
+        full(&now)
+    );
 }

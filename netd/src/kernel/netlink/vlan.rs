@@ -86,6 +86,21 @@ impl Netlink {
             .map_err(|f| f.into_err(format!("set bridge {name} vlan_filtering 1")))
     }
 
+    /// `ip link set NAME type bridge nf_call_iptables X nf_call_ip6tables X`.
+    pub fn set_bridge_nf_call(&mut self, name: &str, on: bool) -> Result<(), KernelError> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Bridge),
+            LinkInfo::Data(InfoData::Bridge(vec![
+                InfoBridge::NfCallIpTables(on),
+                InfoBridge::NfCallIp6Tables(on),
+            ])),
+        ]));
+        self.change(RouteNetlinkMessage::NewLink(m), 0)
+            .map_err(|f| f.into_err(format!("set bridge {name} nf_call_iptables {}", u8::from(on))))
+    }
+
     /// `bridge vlan add dev #PORT vid A[-B]` for each range, in one request: frames of
     /// those VLANs pass the port tagged, both ways.
     pub fn add_port_trunk(&mut self, port: u32, trunk: &[(u16, u16)]) -> Result<(), KernelError> {

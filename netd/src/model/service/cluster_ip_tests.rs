@@ -35,7 +35,8 @@ fn a_network_makes_a_cluster_ip_service() {
         [ServicePort {
             port: 80,
             target_port: 8080,
-            proto: Proto::Tcp
+            proto: Proto::Tcp,
+            name: None
         }]
     );
     assert_eq!(c.endpoint_mode, EndpointMode::Vip);

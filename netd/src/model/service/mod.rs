@@ -24,9 +24,9 @@ use super::network::Subnet;
 use super::port::PortMapping;
 pub use select::{select_backends, Backend};
 pub use spec::{
-    parse_endpoint_mode, parse_published, parse_published_ports, parse_selector, parse_service_ports,
-    parse_session_affinity, EndpointMode, PublishMode, PublishedPort, ServiceError, ServicePort,
-    SessionAffinity,
+    check_port_name, parse_endpoint_mode, parse_published, parse_published_ports, parse_selector,
+    parse_service_ports, parse_session_affinity, EndpointMode, PublishMode, PublishedPort, ServiceError,
+    ServicePort, SessionAffinity,
 };
 
 /// The namespace a service lands in when the request names none (Kubernetes' default).

@@ -79,11 +79,16 @@ fn invalid(what: &'static str, value: &str, why: impl Into<String>) -> ServiceEr
 
 /// One port of a service: clients connect to `port` on the VIP, backends listen on
 /// `target_port`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ServicePort {
     pub port: u16,
     pub target_port: u16,
     pub proto: Proto,
+    /// Kubernetes' port name (`ports[].name` of a Service), which DNS serves as
+    /// `_NAME._PROTO.<service>.<ns>.svc.<domain>` SRV. netd's own `--port` specs carry
+    /// none (their SRV names use the number); stored services without it read as `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl fmt::Display for ServicePort {
@@ -131,7 +136,29 @@ pub fn parse_service_port(spec: &str) -> Result<ServicePort, ServiceError> {
         port,
         target_port,
         proto,
+        name: None,
     })
+}
+
+/// A port name as Kubernetes takes it in a Service (`DNS_LABEL`: 1-63 lowercase letters,
+/// digits and '-', not starting or ending with '-'); DNS puts it in an SRV name
+/// (`_NAME._tcp...`), where anything else would not be one label.
+pub fn check_port_name(name: &str) -> Result<(), ServiceError> {
+    let b = name.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-';
+    if ok {
+        return Ok(());
+    }
+    Err(invalid(
+        "port name",
+        name,
+        "use 1 to 63 lowercase letters, digits and '-', not starting or ending with '-'",
+    ))
 }
 
 /// Parses every spec and refuses a port/protocol pair given twice. Sorted, so the same
@@ -390,6 +417,28 @@ mod tests {
     }
 
     #[test]
+    fn port_names_are_dns_labels() {
+        for ok in ["http", "grpc-web", "p8080", "8080"] {
+            assert_eq!(check_port_name(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "HTTP", "-http", "http-", "a.b", "a_b", &"a".repeat(64)] {
+            let e = check_port_name(bad).unwrap_err().to_string();
+            assert!(e.contains("invalid port name"), "{bad}: {e}");
+        }
+        // Stored ports without a name still read, and a name survives a round trip.
+        let old: ServicePort =
+            serde_json::from_str(r#"{"port":80,"target_port":8080,"proto":"tcp"}"#).unwrap();
+        assert_eq!(old.name, None);
+        assert!(!serde_json::to_string(&old).unwrap().contains("name"));
+        let named = ServicePort {
+            name: Some("http".into()),
+            ..old
+        };
+        let back: ServicePort = serde_json::from_str(&serde_json::to_string(&named).unwrap()).unwrap();
+        assert_eq!(back, named);
+    }
+
+    #[test]
     fn ports_parse_with_defaults() {
         let p = |s| parse_service_port(s).unwrap();
         assert_eq!(
@@ -397,7 +446,8 @@ mod tests {
             ServicePort {
                 port: 80,
                 target_port: 80,
-                proto: Proto::Tcp
+                proto: Proto::Tcp,
+                name: None
             }
         );
         assert_eq!(
@@ -405,7 +455,8 @@ mod tests {
             ServicePort {
                 port: 80,
                 target_port: 8080,
-                proto: Proto::Tcp
+                proto: Proto::Tcp,
+                name: None
             }
         );
         assert_eq!(
@@ -413,7 +464,8 @@ mod tests {
             ServicePort {
                 port: 53,
                 target_port: 53,
-                proto: Proto::Udp
+                proto: Proto::Udp,
+                name: None
             }
         );
         assert_eq!(p("53:5353/udp").target_port, 5353);

@@ -36,9 +36,13 @@ pub struct NetConf {
     /// Standalone mode: where the plugin keeps its store and lock.
     pub state_dir: Option<PathBuf>,
     pub driver: Option<String>,
-    /// `"driver": "macvlan"`: the reference `macvlan` plugin's keys.
+    /// `"driver": "macvlan"` / `"ipvlan"`: the reference `macvlan` and `ipvlan` plugins'
+    /// keys (`mode`: bridge|vepa|private|passthru, or l2|l3|l3s).
     pub master: Option<String>,
     pub mode: Option<String>,
+    /// The reference plugins' `linkInContainer`: the master is in the container's
+    /// namespace. netd's parents are host links, so only `false` is taken.
+    pub link_in_container: Option<bool>,
     pub bridge: Option<String>,
     #[serde(default)]
     pub is_gateway: Option<bool>,
@@ -192,6 +196,20 @@ impl NetConf {
 
     pub fn is_macvlan(&self) -> bool {
         self.driver.as_deref() == Some("macvlan")
+    }
+
+    pub fn is_ipvlan(&self) -> bool {
+        self.driver.as_deref() == Some("ipvlan")
+    }
+
+    /// macvlan or ipvlan: a child of `master`, no bridge.
+    pub fn has_master(&self) -> bool {
+        self.is_macvlan() || self.is_ipvlan()
+    }
+
+    /// The driver in words, for messages.
+    pub fn driver_name(&self) -> &str {
+        self.driver.as_deref().unwrap_or("bridge")
     }
 
     /// Static addresses asked for, from (most to least specific) runtimeConfig `ips`,

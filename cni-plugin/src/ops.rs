@@ -44,7 +44,7 @@ pub fn sandbox_name(container_id: &str) -> String {
 /// route, as the reference `macvlan` plugin does; the lookup is in the namespace the
 /// plugin runs in (the node's).
 pub fn with_default_master(conf: &NetConf) -> Result<std::borrow::Cow<'_, NetConf>> {
-    if !conf.is_macvlan() || conf.master.as_deref().is_some_and(|m| !m.is_empty()) {
+    if !conf.has_master() || conf.master.as_deref().is_some_and(|m| !m.is_empty()) {
         return Ok(std::borrow::Cow::Borrowed(conf));
     }
     let link = netd::kernel::netlink::Netlink::open()
@@ -53,7 +53,7 @@ pub fn with_default_master(conf: &NetConf) -> Result<std::borrow::Cow<'_, NetCon
     let Some(master) = link else {
         return Err(CniError::new(
             code::INVALID_CONFIG,
-            "driver macvlan without \"master\": this node has no IPv4 default route to take the interface from; set \"master\"",
+            format!("driver {} without \"master\": this node has no IPv4 default route to take the interface from; set \"master\"", conf.driver_name()),
         ));
     };
     let mut c = conf.clone();
@@ -64,13 +64,19 @@ pub fn with_default_master(conf: &NetConf) -> Result<std::borrow::Cow<'_, NetCon
 pub fn network_request(conf: &NetConf) -> Result<NetworkRequest> {
     let subnets = conf.subnets()?;
     let mut options = BTreeMap::new();
-    if conf.is_macvlan() {
+    if conf.has_master() {
         if let Some(m) = &conf.master {
             options.insert("parent".to_string(), m.clone());
         }
+        // The reference plugins' defaults: bridge for macvlan, l2 for ipvlan.
+        let (key, default) = if conf.is_ipvlan() {
+            (netd::model::OPT_IPVLAN_MODE, "l2")
+        } else {
+            ("macvlan_mode", "bridge")
+        };
         options.insert(
-            "macvlan_mode".to_string(),
-            conf.mode.clone().unwrap_or_else(|| "bridge".into()),
+            key.to_string(),
+            conf.mode.clone().unwrap_or_else(|| default.into()),
         );
     } else {
         options.insert(OPT_MASQ.to_string(), conf.ip_masq.to_string());
@@ -107,7 +113,7 @@ pub fn network_request(conf: &NetConf) -> Result<NetworkRequest> {
     labels.insert("cni.netd/owner".to_string(), "netd-cni".to_string());
     Ok(NetworkRequest {
         name: netd_network(&conf.name),
-        driver: Some(if conf.is_macvlan() { "macvlan" } else { "bridge" }.into()),
+        driver: Some(conf.driver_name().into()),
         ipv6: conf.ipv6 || subnets.iter().any(|s| s.subnet.is_ipv6()),
         subnets: subnets
             .iter()

@@ -10,11 +10,17 @@ use netd::model::{Endpoint, Network, Sandbox};
 /// VLAN network the gateway link `<bridge>.<N>` last (as the reference `bridge` plugin
 /// lists them); the endpoint's addresses on the container interface; the default routes
 /// netd installs and the endpoint's extra ones (`ipam.routes`).
-/// A macvlan attachment (no bridge: `bridge` is empty) has the container interface only,
-/// as the reference `macvlan` plugin reports it.
+/// A macvlan or ipvlan attachment (no bridge: `bridge` is empty) has the container
+/// interface only, as the reference `macvlan` and `ipvlan` plugins report it.
 pub fn build(cni_version: &str, net: &Network, sb: &Sandbox, ep: &Endpoint, dns: Option<&Value>) -> Value {
     let with_family = !version::at_least(cni_version, "1.0.0");
-    let container = json!({ "name": ep.ifname, "mac": ep.mac, "sandbox": sb.netns });
+    let mut container = json!({ "name": ep.ifname, "mac": ep.mac, "sandbox": sb.netns });
+    if ep.mac.is_empty() {
+        // An ipvlan child: its MAC is its master's, which netd does not record.
+        container.as_object_mut().map(|c| c.remove("mac"));
+    }
+    // ipvlan l3: the default routes go through the interface, with no gateway.
+    let device_routes = net.routes_without_gateway();
     let (interfaces, index) = if net.bridge.is_empty() {
         (json!([container]), 0)
     } else {
@@ -39,7 +45,9 @@ pub fn build(cni_version: &str, net: &Network, sb: &Sandbox, ep: &Endpoint, dns:
         let mut ip = json!({ "address": a.to_string(), "interface": index });
         if let Some(gw) = ep.gateway4 {
             ip["gateway"] = gw.to_string().into();
-            if default_route {
+            if default_route && device_routes {
+                routes.push(json!({ "dst": "0.0.0.0/0" }));
+            } else if default_route {
                 routes.push(json!({ "dst": "0.0.0.0/0", "gw": gw.to_string() }));
             }
         }
@@ -52,7 +60,9 @@ pub fn build(cni_version: &str, net: &Network, sb: &Sandbox, ep: &Endpoint, dns:
         let mut ip = json!({ "address": a.to_string(), "interface": index });
         if let Some(gw) = ep.gateway6 {
             ip["gateway"] = gw.to_string().into();
-            if default_route {
+            if default_route && device_routes {
+                routes.push(json!({ "dst": "::/0" }));
+            } else if default_route {
                 routes.push(json!({ "dst": "::/0", "gw": gw.to_string() }));
             }
         }

@@ -337,12 +337,15 @@ impl Host {
         let mut bridges = BTreeSet::new();
         let mut internal = BTreeSet::new();
         let mut no_icc_nets = BTreeSet::new();
-        // macvlan networks have no bridge and no nft entries; their links are inside
-        // the sandboxes (checked there below).
-        let mut macvlan_nets = BTreeSet::new();
+        // macvlan and ipvlan networks have no bridge and no nft entries; their links are
+        // inside the sandboxes (checked there below), by network: the driver.
+        let mut macvlan_nets = BTreeMap::new();
         for n in networks.as_array().into_iter().flatten() {
-            if n["driver"] == "macvlan" {
-                macvlan_nets.insert(n["name"].as_str().unwrap_or_default().to_string());
+            if n["driver"] == "macvlan" || n["driver"] == "ipvlan" {
+                macvlan_nets.insert(
+                    n["name"].as_str().unwrap_or_default().to_string(),
+                    n["driver"].as_str().unwrap_or_default().to_string(),
+                );
                 continue;
             }
             let br = n["bridge"].as_str().unwrap_or_default().to_string();
@@ -361,15 +364,19 @@ impl Host {
             let mut in_ns = BTreeSet::new();
             for e in s["endpoints"].as_array().into_iter().flatten() {
                 let network = e["network"].as_str().unwrap_or_default();
-                if macvlan_nets.contains(network) {
+                if let Some(driver) = macvlan_nets.get(network) {
                     let ifname = e["ifname"].as_str().unwrap_or_default();
                     let o = nsenter(
                         &self.sandbox_netns(name),
-                        &["ip", "-j", "-d", "link", "show", ifname],
+                        &["bash", "-c", &format!("ip -j -d link show {ifname}")],
                     );
-                    assert!(o.ok(), "macvlan {ifname} missing in {name}: {}", o.stderr);
+                    assert!(o.ok(), "{driver} {ifname} missing in {name}: {}", o.stderr);
                     let l: Value = serde_json::from_str(&o.stdout).expect("ip -j link");
-                    assert_eq!(l[0]["linkinfo"]["info_kind"], "macvlan", "{name}/{ifname}: {l}");
+                    assert_eq!(
+                        l[0]["linkinfo"]["info_kind"],
+                        driver.as_str(),
+                        "{name}/{ifname}: {l}"
+                    );
                     assert_eq!(
                         l[0]["ifalias"].as_str(),
                         Some(format!("netd:ep={name}/{network}").as_str()),
@@ -404,9 +411,10 @@ impl Host {
                 }
             }
             // The kernel's view inside the sandbox: the same global addresses.
+            // Through bash: busybox's nsenter (the VM lane's) runs its own `ip` applet.
             let o = nsenter(
                 &self.sandbox_netns(name),
-                &["ip", "-j", "addr", "show", "scope", "global"],
+                &["bash", "-c", "ip -j addr show scope global"],
             );
             assert!(o.ok(), "ip addr in {name}: {}", o.stderr);
             let addrs: Value = serde_json::from_str(&o.stdout).expect("ip -j addr");

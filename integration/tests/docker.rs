@@ -483,12 +483,20 @@ fn docker_bad_input_reads_well_and_changes_nothing() {
     assert!(err.contains("overlaps with network \"mine\""), "{err}");
     let err = d.fails(&netd_create(&[
         "-o",
+        "netd.driver=overlay",
+        "--subnet",
+        "10.239.0.0/24",
+        "x",
+    ]));
+    assert!(err.contains("netd.driver=overlay is not supported"), "{err}");
+    let err = d.fails(&netd_create(&[
+        "-o",
         "netd.driver=ipvlan",
         "--subnet",
         "10.239.0.0/24",
         "x",
     ]));
-    assert!(err.contains("netd.driver=ipvlan is not supported"), "{err}");
+    assert!(err.contains("ipvlan needs a parent interface"), "{err}");
     let err = d.fails(&netd_create(&[
         "-o",
         "com.docker.network.bridge.enable_icc=maybe",

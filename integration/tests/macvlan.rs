@@ -361,7 +361,7 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
             ],
             "bridge option",
         ),
-        (vec!["network", "create", "-d", "ipvlan", "x"], "not supported"),
+        (vec!["network", "create", "-d", "overlay", "x"], "not supported"),
         (
             vec!["sandbox", "create", "p", "--network", "lan", "-p", "8080:80"],
             "macvlan",
@@ -483,7 +483,9 @@ fn failed_create_macvlan_leaves_nothing() {
     let spec = |netns: &std::path::Path, parent: &str, gw: &str| MacvlanSpec {
         tmp_name: "ndmktest-0001".into(),
         parent: parent.into(),
+        kind: netd::plan::ChildKind::Macvlan,
         mode: "bridge".into(),
+        flag: String::new(),
         alias: "netd:ep=k/lan".into(),
         mtu: 0,
         mac: [0x02, 0x42, 192, 168, 75, 2],

@@ -135,22 +135,59 @@ pub struct VlanGatewaySpec {
     pub ipv6: bool,
 }
 
-/// `ip link add TMP link PARENT [netns SANDBOX] type macvlan mode MODE`: with `sandbox`,
-/// created there, renamed `ifname`, marked with `alias`, configured and up; without,
-/// left down in the host namespace as `tmp_name` (marked) for an engine that moves it
-/// itself (Docker).
+/// `ip link add TMP link PARENT [netns SANDBOX] type macvlan mode MODE` (or `type ipvlan
+/// mode MODE FLAG`): with `sandbox`, created there, renamed `ifname`, marked with
+/// `alias`, configured and up; without, left down in the host namespace as `tmp_name`
+/// (marked) for an engine that moves it itself (Docker).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MacvlanSpec {
     pub tmp_name: String,
     pub parent: String,
-    /// bridge, vepa, private or passthru.
+    #[serde(default)]
+    pub kind: ChildKind,
+    /// macvlan: bridge, vepa, private or passthru; ipvlan: l2, l3 or l3s.
     pub mode: String,
+    /// ipvlan only: bridge, private or vepa.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub flag: String,
     /// IFLA_IFALIAS, `netd:ep=<sandbox>/<network>`; travels with the link.
     pub alias: String,
     /// 0: the parent's.
     pub mtu: u32,
+    /// macvlan only: an ipvlan child has its parent's MAC.
     pub mac: [u8; 6],
     pub sandbox: Option<SandboxSide>,
+}
+
+/// The two kinds of child a parent link can have (never both at once: the kernel gives
+/// a link one receive handler).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChildKind {
+    #[default]
+    Macvlan,
+    Ipvlan,
+}
+
+impl ChildKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChildKind::Macvlan => "macvlan",
+            ChildKind::Ipvlan => "ipvlan",
+        }
+    }
+}
+
+/// `ip link add NAME link LINK type vlan id ID`: the 802.1Q parent of a macvlan or ipvlan
+/// network (`-o parent=eth0.10`), made when missing and marked with `alias`
+/// (`Applied::Made`, undone by deleting it), used as it is when someone else's
+/// (`Applied::Found`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VlanParentSpec {
+    pub name: String,
+    pub link: String,
+    pub id: u16,
+    pub alias: String,
 }
 
 /// Where a link ends up and how it is configured there (a veth peer's or macvlan's).
@@ -187,6 +224,7 @@ pub enum Step {
     CreateMacvlan(MacvlanSpec),
     /// As `EnsureBridge`, for a VLAN network's gateway pair.
     EnsureVlanGateway(VlanGatewaySpec),
+    EnsureVlanParent(VlanParentSpec),
     /// Delete a link by name, in the host namespace or in `netns`.
     DeleteLink {
         name: String,
@@ -245,6 +283,10 @@ impl Step {
             }),
             Step::EnsureVlanGateway(g) => Some(Step::DeleteLink {
                 name: g.name.clone(),
+                netns: None,
+            }),
+            Step::EnsureVlanParent(v) => Some(Step::DeleteLink {
+                name: v.name.clone(),
                 netns: None,
             }),
             Step::CreateMacvlan(m) => Some(match &m.sandbox {
@@ -343,20 +385,25 @@ pub fn describe(step: &Step) -> String {
             "create veth {} (master {}) <-> {} (left for the engine)",
             v.host_name, v.bridge, v.peer_name
         ),
-        Step::CreateMacvlan(m) => match &m.sandbox {
-            Some(sb) => format!(
-                "create macvlan {} (link {} mode {}) -> {}:{}",
+        Step::CreateMacvlan(m) => {
+            let flag = if m.flag.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", m.flag)
+            };
+            let what = format!(
+                "create {} {} (link {} mode {}{flag})",
+                m.kind.as_str(),
                 m.tmp_name,
                 m.parent,
-                m.mode,
-                sb.netns.display(),
-                sb.ifname
-            ),
-            None => format!(
-                "create macvlan {} (link {} mode {}) (left for the engine)",
-                m.tmp_name, m.parent, m.mode
-            ),
-        },
+                m.mode
+            );
+            match &m.sandbox {
+                Some(sb) => format!("{what} -> {}:{}", sb.netns.display(), sb.ifname),
+                None => format!("{what} (left for the engine)"),
+            }
+        }
+        Step::EnsureVlanParent(v) => format!("ensure vlan {} (link {} id {})", v.name, v.link, v.id),
         Step::EnsureVlanGateway(g) => format!(
             "ensure veth {} <-> {} (master {} vlan {} pvid untagged)",
             g.name, g.peer, g.bridge, g.vlan

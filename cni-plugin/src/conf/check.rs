@@ -30,18 +30,20 @@ impl NetConf {
             return Err(invalid("name is missing"));
         }
         if let Some(d) = &self.driver {
-            if d != "bridge" && d != "macvlan" {
+            if d != "bridge" && d != "macvlan" && d != "ipvlan" {
                 return Err(CniError::new(
                     code::UNSUPPORTED_FIELD,
-                    format!("driver {d:?} is not supported by this netd-cni (supported: bridge, macvlan)"),
+                    format!(
+                        "driver {d:?} is not supported by this netd-cni (supported: bridge, macvlan, ipvlan)"
+                    ),
                 ));
             }
         }
-        if self.is_macvlan() {
+        if self.has_master() {
             self.check_macvlan()?;
-        } else if self.master.is_some() || self.mode.is_some() {
+        } else if self.master.is_some() || self.mode.is_some() || self.link_in_container.is_some() {
             return Err(invalid(
-                "master and mode are macvlan keys: add \"driver\": \"macvlan\"",
+                "master, mode and linkInContainer are macvlan and ipvlan keys: add \"driver\": \"macvlan\" or \"ipvlan\"",
             ));
         }
         self.check_vlan()?;
@@ -141,20 +143,23 @@ impl NetConf {
             if self.vlan_id().is_some() {
                 return Err(invalid("cannot set vlan and vlanTrunk at the same time"));
             }
-            if self.is_macvlan() {
-                return Err(invalid(
-                    "vlanTrunk is a bridge key; a macvlan network has no bridge",
-                ));
+            if self.has_master() {
+                return Err(invalid(format!(
+                    "vlanTrunk is a bridge key; this {} network has no bridge",
+                    self.driver_name()
+                )));
             }
             if trunk.is_empty() {
                 return Err(invalid("vlanTrunk lists no VLAN"));
             }
         }
-        // netd's request carries no VLAN for macvlan, so netd would not see this one.
-        if self.vlan_id().is_some() && self.is_macvlan() {
-            return Err(invalid(
-                "vlan is a bridge key; a macvlan network has no bridge (use a VLAN link as master)",
-            ));
+        // netd's request carries no VLAN for macvlan or ipvlan, so netd would not see this one.
+        if self.vlan_id().is_some() && self.has_master() {
+            return Err(invalid(format!(
+                "vlan is a bridge key; this {} network has no bridge (use a VLAN link as master: \"master\": \"eth0.{}\")",
+                self.driver_name(),
+                self.vlan_id().unwrap_or_default()
+            )));
         }
         Ok(())
     }
@@ -168,7 +173,7 @@ impl NetConf {
             .ipam
             .as_ref()
             .is_some_and(|i| !crate::delegated_ipam::is_builtin(&i.ipam_type));
-        let no_master = self.is_macvlan() && self.master.as_deref().is_none_or(str::is_empty);
+        let no_master = self.has_master() && self.master.as_deref().is_none_or(str::is_empty);
         let conf = if delegated || no_master {
             let mut c = self.clone();
             // A delegated IPAM plugin's subnets are known once it answers.
@@ -194,15 +199,29 @@ impl NetConf {
     /// mappings. `master` (when missing, the interface of the node's IPv4 default route:
     /// `ops::with_default_master`) and `mode` are netd's to check (`check_network`).
     fn check_macvlan(&self) -> Result<()> {
+        let d = self.driver_name();
         if self.bridge.is_some() || self.ip_masq || self.hairpin_mode == Some(true) || self.promisc_mode {
-            return Err(invalid(
-                "bridge, ipMasq, hairpinMode and promiscMode are bridge keys; a macvlan network has no bridge and no NAT",
-            ));
+            return Err(invalid(format!(
+                "bridge, ipMasq, hairpinMode and promiscMode are bridge keys; this {d} network has no bridge and no NAT"
+            )));
         }
         if !self.runtime_config.port_mappings.is_empty() {
             return Err(CniError::new(
                 code::UNSUPPORTED_FIELD,
-                "portMappings on a macvlan network: the container has its own address on the master's LAN",
+                format!(
+                    "portMappings on this {d} network: the container has its own address on the master's LAN"
+                ),
+            ));
+        }
+        if self.link_in_container == Some(true) {
+            return Err(CniError::new(
+                code::UNSUPPORTED_FIELD,
+                "linkInContainer: true is not supported by netd-cni: the master is a link of the node's namespace",
+            ));
+        }
+        if self.is_ipvlan() && self.requested_mac(None).is_some() {
+            return Err(invalid(
+                "a MAC address was asked for, and an ipvlan interface has its master's MAC",
             ));
         }
         Ok(())

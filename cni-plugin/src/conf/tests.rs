@@ -86,7 +86,10 @@ fn errors_get_the_spec_codes() {
     assert_eq!(code_of(&with("ipMasq", json!("yes"))), code::INVALID_CONFIG);
     assert!(parse(&with("vlan", json!(10))).is_ok());
     assert!(parse(&with("vlanTrunk", json!([{"id": 5}]))).is_ok());
-    assert_eq!(code_of(&with("driver", json!("ipvlan"))), code::UNSUPPORTED_FIELD);
+    assert_eq!(
+        code_of(&with("driver", json!("overlay"))),
+        code::UNSUPPORTED_FIELD
+    );
     // isGateway false: the bridge holds no gateway address (both families inhibited);
     // isDefaultGateway true implies isGateway, as in the reference.
     let opts = |c: &[u8]| {
@@ -468,6 +471,62 @@ fn macvlan_conf_like_the_reference_plugin() {
         code_of(br#"{"cniVersion": "1.0.0", "name": "lan", "type": "netd-cni", "master": "eth0"}"#),
         7
     );
+}
+
+/// The reference ipvlan plugin's documented keys (`master`, `mode`, `mtu`,
+/// `linkInContainer`), type changed, `driver` added.
+#[test]
+fn ipvlan_conf_like_the_reference_plugin() {
+    let c = parse(
+        br#"{"cniVersion": "1.0.0", "name": "lan", "type": "netd-cni", "driver": "ipvlan",
+            "master": "eth0.10", "mode": "l3", "mtu": 1400, "linkInContainer": false,
+            "ipam": {"type": "host-local", "subnet": "192.168.1.0/24"}}"#,
+    )
+    .unwrap();
+    assert!(c.is_ipvlan() && c.has_master());
+    let req = crate::ops::network_request(&c).unwrap();
+    assert_eq!(req.driver.as_deref(), Some("ipvlan"));
+    assert_eq!(req.mtu, Some(1400));
+    assert_eq!(req.options.get("parent").map(String::as_str), Some("eth0.10"));
+    assert_eq!(req.options.get("ipvlan_mode").map(String::as_str), Some("l3"));
+    let p = req.parse().unwrap();
+    assert_eq!(p.ipvlan_flag.as_deref(), Some("bridge"));
+    let base = |extra: &str| {
+        format!(
+            r#"{{"cniVersion": "1.0.0", "name": "lan", "type": "netd-cni", "driver": "ipvlan", {extra}
+                "ipam": {{"type": "host-local", "subnet": "192.168.1.0/24"}}}}"#
+        )
+    };
+    // The reference's default mode is l2.
+    let req = crate::ops::network_request(&parse(base(r#""master": "eth0","#).as_bytes()).unwrap()).unwrap();
+    assert_eq!(req.options.get("ipvlan_mode").map(String::as_str), Some("l2"));
+    for (extra, code, says) in [
+        (r#""master": "eth0", "mode": "vepa","#, 7, "ipvlan mode \"vepa\""),
+        (
+            r#""master": "eth0", "mode": "l2", "linkInContainer": true,"#,
+            2,
+            "linkInContainer",
+        ),
+        (
+            r#""master": "eth0", "ipMasq": true,"#,
+            7,
+            "this ipvlan network has no bridge",
+        ),
+        (r#""master": "eth0", "vlan": 10,"#, 7, "\"master\": \"eth0.10\""),
+        (r#""master": "eth0.4095","#, 7, "vlan id must be between 1-4094"),
+        (
+            r#""master": "eth0", "runtimeConfig": {"mac": "02:00:00:00:00:01"},"#,
+            7,
+            "master's MAC",
+        ),
+    ] {
+        let e = parse(base(extra).as_bytes()).unwrap_err();
+        assert_eq!(e.code, code, "{extra}: {}", e.msg);
+        assert!(e.msg.contains(says), "{extra}: {}", e.msg);
+    }
+    let e = parse(br#"{"cniVersion": "1.0.0", "name": "lan", "type": "netd-cni", "linkInContainer": false}"#)
+        .unwrap_err();
+    assert!(e.msg.contains("add \"driver\""), "{}", e.msg);
 }
 
 /// The reference bridge plugin's VLAN keys: `vlan` 0..=4094 (0 none), nothing on macvlan,

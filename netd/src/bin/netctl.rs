@@ -181,7 +181,9 @@ enum NetCmd {
         #[arg(long)]
         mtu: Option<u32>,
         /// Driver option KEY=VALUE: bridge: com.docker.network.* (as Docker); macvlan:
-        /// parent=IFACE (required), macvlan_mode=bridge|vepa|private|passthru.
+        /// parent=IFACE (required; eth0.10 is made as a VLAN link when missing),
+        /// macvlan_mode=bridge|vepa|private|passthru; ipvlan: parent=IFACE,
+        /// ipvlan_mode=l2|l3|l3s, ipvlan_flag=bridge|private|vepa.
         #[arg(short = 'o', long = "opt")]
         opt: Vec<String>,
         #[arg(long)]

@@ -7,18 +7,40 @@
 //! The kernel property users trip over: a macvlan child cannot talk to its own parent's
 //! host (traffic between them never crosses the parent's wire), so the host does not
 //! reach its sandboxes over the parent; other machines on the LAN do.
+//!
+//! ipvlan networks are the same plan with another kind of child: every child has the
+//! parent's MAC (the kernel tells them apart by IP address), so a LAN that limits MACs
+//! per port still takes them. In l2 mode the LAN's router is the gateway as for
+//! macvlan; in l3 and l3s the parent routes for its children and answers no ARP for
+//! them, so a sandbox's default route is `dev eth0` with no gateway, and the LAN
+//! reaches the sandboxes through a route to their subnet via the host.
+//!
+//! A dotted parent (`eth0.10`) that does not exist is made as an 802.1Q link by the
+//! network's first step and marked with the network's alias; the engine deletes it with
+//! the network (`Engine::vlan_parent_down`), and never one it did not make.
 
 use std::net::IpAddr;
 use std::path::Path;
 
-use super::bridge::{parse_mac, sandbox_addrs};
-use super::endpoint_alias;
-use crate::model::{macvlan_tmp_name, Endpoint, Network};
-use crate::plan::{MacvlanSpec, SandboxSide, Step};
+use ipnetwork::IpNetwork;
 
-/// A macvlan network needs nothing in the kernel until its first endpoint.
-pub fn network_up(_net: &Network) -> Vec<Step> {
-    Vec::new()
+use super::bridge::{parse_mac, sandbox_addrs};
+use super::{endpoint_alias, network_alias};
+use crate::model::{macvlan_tmp_name, Endpoint, Network, Route};
+use crate::plan::{ChildKind, MacvlanSpec, SandboxSide, Step, VlanParentSpec};
+
+/// A macvlan or ipvlan network needs nothing in the kernel until its first endpoint,
+/// except a dotted parent, made when missing.
+pub fn network_up(net: &Network) -> Vec<Step> {
+    match (net.vlan_parent(), &net.parent) {
+        (Some((link, id)), Some(name)) => vec![Step::EnsureVlanParent(VlanParentSpec {
+            name: name.clone(),
+            link,
+            id,
+            alias: network_alias(&net.name),
+        })],
+        _ => Vec::new(),
+    }
 }
 
 /// The child for one endpoint, moved into `netns`. Default routes as for bridge
@@ -27,15 +49,31 @@ pub fn network_up(_net: &Network) -> Vec<Step> {
 pub fn endpoint_up(net: &Network, sandbox: &str, netns: &Path, ep: &Endpoint, default_route: bool) -> Step {
     let route = ep.carries_gateway_routes(default_route, net.internal);
     let addrs = sandbox_addrs(ep);
+    let mut routes = ep.routes.clone();
+    let (gw4, gw6) = if !route {
+        (None, None)
+    } else if net.routes_without_gateway() {
+        // ipvlan l3: the default route is the device itself, per family the sandbox has.
+        let any4: IpNetwork = "0.0.0.0/0".parse().expect("literal");
+        let any6: IpNetwork = "::/0".parse().expect("literal");
+        for (has, dst) in [(ep.ipv4.is_some(), any4), (ep.ipv6.is_some(), any6)] {
+            if has {
+                routes.insert(0, Route { dst, gw: None });
+            }
+        }
+        (None, None)
+    } else {
+        (ep.gateway4, ep.gateway6)
+    };
     Step::CreateMacvlan(MacvlanSpec {
         tmp_name: macvlan_tmp_name(sandbox, &net.name),
         sandbox: Some(SandboxSide {
             netns: netns.to_path_buf(),
             ifname: ep.ifname.clone(),
             addrs,
-            gw4: if route { ep.gateway4 } else { None },
-            gw6: if route { ep.gateway6 } else { None },
-            routes: ep.routes.clone(),
+            gw4,
+            gw6,
+            routes,
         }),
         ..spec(net, sandbox, ep)
     })
@@ -51,10 +89,25 @@ pub fn host_endpoint_up(net: &Network, sandbox: &str, ep: &Endpoint) -> Step {
 }
 
 fn spec(net: &Network, sandbox: &str, ep: &Endpoint) -> MacvlanSpec {
+    let (kind, mode, flag) = if net.is_ipvlan() {
+        (
+            ChildKind::Ipvlan,
+            net.ipvlan_mode.clone().unwrap_or_else(|| "l2".into()),
+            net.ipvlan_flag.clone().unwrap_or_else(|| "bridge".into()),
+        )
+    } else {
+        (
+            ChildKind::Macvlan,
+            net.macvlan_mode.clone().unwrap_or_else(|| "bridge".into()),
+            String::new(),
+        )
+    };
     MacvlanSpec {
         tmp_name: String::new(),
         parent: net.parent.clone().unwrap_or_default(),
-        mode: net.macvlan_mode.clone().unwrap_or_else(|| "bridge".into()),
+        kind,
+        mode,
+        flag,
         alias: endpoint_alias(sandbox, &net.name),
         mtu: net.mtu,
         mac: parse_mac(&ep.mac)
@@ -103,6 +156,8 @@ mod tests {
             mtu: 0,
             parent: Some("eth0".into()),
             macvlan_mode: Some("vepa".into()),
+            ipvlan_mode: None,
+            ipvlan_flag: None,
             vlan: None,
             inhibit_ipv4: false,
             inhibit_ipv6: false,

@@ -1,5 +1,6 @@
-//! Drivers turn model objects into kernel plans: `bridge` and `macvlan`, chosen per
-//! network by the functions below (ipvlan and overlay will sit beside them).
+//! Drivers turn model objects into kernel plans: `bridge`, and `macvlan` (which plans
+//! ipvlan networks too: the same steps with another kind of child), chosen per network
+//! by the functions below (overlay will sit beside them).
 
 pub mod bridge;
 pub mod macvlan;
@@ -12,15 +13,17 @@ use crate::plan::{SandboxSide, Step};
 
 /// Steps that make a network's own kernel objects (a bridge; nothing for macvlan).
 pub fn network_up(net: &Network) -> Vec<Step> {
-    if net.is_macvlan() {
+    if net.has_parent() {
         macvlan::network_up(net)
     } else {
         bridge::network_up(net)
     }
 }
 
+/// A parented network's own link, a dotted parent netd made, is the engine's to delete
+/// (`Engine::vlan_parent_down`): only the kernel knows whether netd made it.
 pub fn network_down(net: &Network) -> Vec<Step> {
-    if net.is_macvlan() {
+    if net.has_parent() {
         Vec::new()
     } else {
         bridge::network_down(net)
@@ -29,7 +32,7 @@ pub fn network_down(net: &Network) -> Vec<Step> {
 
 /// The link for one endpoint of `net` in the sandbox at `netns`.
 pub fn endpoint_up(net: &Network, sandbox: &str, netns: &Path, ep: &Endpoint, default_route: bool) -> Step {
-    if net.is_macvlan() {
+    if net.has_parent() {
         macvlan::endpoint_up(net, sandbox, netns, ep, default_route)
     } else {
         bridge::endpoint_up(net, sandbox, netns, ep, default_route)
@@ -61,7 +64,7 @@ pub fn sandbox_side(
 
 pub fn endpoint_down(net: Option<&Network>, ep: &Endpoint, netns: &Path) -> Step {
     match net {
-        Some(n) if n.is_macvlan() => macvlan::endpoint_down(ep, netns),
+        Some(n) if n.has_parent() => macvlan::endpoint_down(ep, netns),
         _ => bridge::endpoint_down(ep),
     }
 }

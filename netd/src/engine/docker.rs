@@ -85,6 +85,9 @@ pub struct JoinInfo {
     pub src_name: String,
     pub gateway4: Option<IpAddr>,
     pub gateway6: Option<IpAddr>,
+    /// A default route through the device itself, per family (ipvlan l3).
+    pub device_default4: bool,
+    pub device_default6: bool,
 }
 
 /// Docker object IDs are 64 hex digits; anything else is refused before it names a link.
@@ -164,9 +167,10 @@ impl Engine {
         let driver = match req.options.get(OPT_DRIVER).map(String::as_str) {
             None | Some("bridge") => None,
             Some("macvlan") => Some(crate::model::DRIVER_MACVLAN.to_string()),
+            Some("ipvlan") => Some(crate::model::DRIVER_IPVLAN.to_string()),
             Some(d) => {
                 return Err(EngineError::Invalid(format!(
-                    "option {OPT_DRIVER}={d} is not supported (supported: bridge, macvlan)"
+                    "option {OPT_DRIVER}={d} is not supported (supported: bridge, macvlan, ipvlan)"
                 )))
             }
         };
@@ -336,7 +340,13 @@ impl Engine {
             }
         }
         let gw = |s: Option<&Subnet>| s.map(|s| s.gateway);
-        let chosen_mac = req.mac.is_none();
+        // As Docker's ipvlan driver: the child has its parent's MAC.
+        if net.is_ipvlan() && req.mac.is_some() {
+            return Err(EngineError::Invalid(
+                "ipvlan interfaces do not support custom mac address assignment".into(),
+            ));
+        }
+        let chosen_mac = req.mac.is_none() && !net.is_ipvlan();
         let mac = req
             .mac
             .unwrap_or_else(|| mac_for(req.addr4.map(|a| IpAddr::V4(a.ip()))));
@@ -344,12 +354,16 @@ impl Engine {
             network: net.name.clone(),
             ifname: peer_name(&req.endpoint_id),
             // A macvlan child has one end only: the link dockerd moves.
-            host_ifname: if net.is_macvlan() {
+            host_ifname: if net.has_parent() {
                 peer_name(&req.endpoint_id)
             } else {
                 host_veth_name(&name, &net.name)
             },
-            mac: format_mac(&mac),
+            mac: if net.is_ipvlan() {
+                String::new()
+            } else {
+                format_mac(&mac)
+            },
             ipv4: req.addr4,
             ipv6: req.addr6,
             gateway4: match gw(sub4) {
@@ -418,7 +432,10 @@ impl Engine {
             crate::plan::execute(self.kernel.as_ref(), &steps)?;
             tracing::info!(endpoint = %sb.name, "docker: veth pair made again at join");
         }
-        let (gateway4, gateway6) = if net.internal {
+        // ipvlan l3: no gateway; the default route is the device (Docker's ipvlan answers
+        // a connected default route the same way).
+        let device_routes = !net.internal && net.routes_without_gateway();
+        let (gateway4, gateway6) = if net.internal || device_routes {
             (None, None)
         } else {
             (ep.gateway4.map(IpAddr::V4), ep.gateway6.map(IpAddr::V6))
@@ -427,6 +444,8 @@ impl Engine {
             src_name: ep.ifname,
             gateway4,
             gateway6,
+            device_default4: device_routes && ep.ipv4.is_some(),
+            device_default6: device_routes && ep.ipv6.is_some(),
         })
     }
 
@@ -474,7 +493,7 @@ impl Engine {
     ) -> Result<Vec<PortMapping>> {
         let (net, sb) = self.docker_sandbox(network_id, endpoint_id)?;
         let (net, mut sb) = (net.clone(), sb.clone());
-        if net.is_macvlan() {
+        if net.has_parent() {
             // As Docker's own macvlan driver: "does not support port mappings", logged and
             // ignored (the container has its own address on the LAN).
             if !ports.is_empty() {
@@ -556,9 +575,9 @@ impl Engine {
 }
 
 /// The link dockerd moves into the container: a veth pair on the bridge, or a macvlan
-/// child of the parent (named like the veth peer, so `Join` answers the same way).
+/// (ipvlan) child of the parent (named like the veth peer, so `Join` answers the same way).
 fn host_veth(net: &Network, sandbox: &str, ep: &Endpoint, mac: [u8; 6]) -> Step {
-    if net.is_macvlan() {
+    if net.has_parent() {
         return macvlan::host_endpoint_up(net, sandbox, ep);
     }
     Step::CreateHostVeth(HostVethSpec {

@@ -329,11 +329,36 @@ fn bad_requests_change_nothing() {
             e.docker_create_network(&DockerNetwork {
                 id: other.clone(),
                 v4: vec![(cidr("10.213.0.0/24"), cidr("10.213.0.1/24"))],
-                options: [("netd.driver".to_string(), "ipvlan".to_string())].into(),
+                options: [("netd.driver".to_string(), "overlay".to_string())].into(),
                 ..Default::default()
             })
             .map(drop),
             "not supported",
+        ),
+        (
+            e.docker_create_network(&DockerNetwork {
+                id: other.clone(),
+                v4: vec![(cidr("10.213.0.0/24"), cidr("10.213.0.1/24"))],
+                options: [("netd.driver".to_string(), "ipvlan".to_string())].into(),
+                ..Default::default()
+            })
+            .map(drop),
+            "ipvlan needs a parent interface: -o parent=IFACE",
+        ),
+        (
+            e.docker_create_network(&DockerNetwork {
+                id: other.clone(),
+                v4: vec![(cidr("10.213.0.0/24"), cidr("10.213.0.1/24"))],
+                options: [
+                    ("netd.driver".to_string(), "ipvlan".to_string()),
+                    ("parent".to_string(), "eth9".to_string()),
+                    ("ipvlan_mode".to_string(), "l4".to_string()),
+                ]
+                .into(),
+                ..Default::default()
+            })
+            .map(drop),
+            "requested ipvlan mode \"l4\" is not valid",
         ),
         (
             e.docker_create_network(&DockerNetwork {

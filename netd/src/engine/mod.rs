@@ -145,6 +145,36 @@ pub(crate) fn pool_key(network: &str, v6: bool) -> String {
     format!("{network}/{}", if v6 { 6 } else { 4 })
 }
 
+/// The pool of an ipvlan network's IPv4 subnet after its first (`i` from 1).
+pub(crate) fn extra_pool_key(network: &str, i: usize) -> String {
+    format!("{network}/4.{i}")
+}
+
+impl Engine {
+    /// Every pool key of `network`: IPv4, IPv6, and the extra IPv4 subnets of an ipvlan
+    /// network (network names have no `/`, so the prefix is the network's alone).
+    pub(crate) fn pool_keys_of(&self, network: &str) -> Vec<String> {
+        let extra = format!("{network}/4.");
+        let mut keys = vec![pool_key(network, false), pool_key(network, true)];
+        keys.extend(self.pools.keys().filter(|k| k.starts_with(&extra)).cloned());
+        keys
+    }
+
+    /// The key of `network`'s IPv4 pool holding `ip`; its first pool when none does
+    /// (which then refuses the address in its own words).
+    pub(crate) fn v4_pool_key_for(&self, network: &str, ip: Option<std::net::IpAddr>) -> String {
+        let first = pool_key(network, false);
+        let Some(ip) = ip else {
+            return first;
+        };
+        self.pool_keys_of(network)
+            .into_iter()
+            .filter(|k| *k != pool_key(network, true))
+            .find(|k| self.pools.get(k).is_some_and(|p| p.subnet.contains(ip)))
+            .unwrap_or(first)
+    }
+}
+
 /// Snapshot of the entries an operation is about to change, to put back on failure.
 #[derive(Default)]
 struct Undo {
@@ -318,7 +348,7 @@ impl Engine {
         let networks = self
             .networks
             .values()
-            .filter(|n| !n.is_macvlan())
+            .filter(|n| !n.has_parent())
             .map(|n| FwNetwork {
                 name: n.name.clone(),
                 bridge: n.l3_link(),
@@ -341,7 +371,7 @@ impl Engine {
         for s in self.sandboxes.values() {
             for e in &s.endpoints {
                 let net = self.networks.get(&e.network);
-                if net.is_some_and(Network::is_macvlan) {
+                if net.is_some_and(Network::has_parent) {
                     continue;
                 }
                 endpoints.push(FwEndpoint {
@@ -437,6 +467,7 @@ impl Engine {
                 Step::CreateVeth(v) => Some(v.host_name.clone()),
                 Step::CreateHostVeth(v) => Some(v.host_name.clone()),
                 Step::EnsureVlanGateway(g) => Some(g.name.clone()),
+                Step::EnsureVlanParent(v) => Some(v.name.clone()),
                 Step::CreateMacvlan(m) => Some(match &m.sandbox {
                     Some(sb) => reaper::link_key(Some(&sb.netns), &sb.ifname),
                     None => m.tmp_name.clone(),

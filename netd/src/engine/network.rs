@@ -28,6 +28,18 @@ impl Engine {
             &existing,
             Self::routes_for(&p, want4.is_some(), &routes),
         )?);
+        // An ipvlan network's further IPv4 subnets, a pool each.
+        for s in p.subnets.iter().filter(|s| s.subnet.is_ipv4()).skip(1) {
+            let existing: Vec<&ipam::Pool> = self.pools.values().chain(pools.iter()).collect();
+            pools.push(ipam::new_pool(
+                &self.cfg.ipam,
+                &p.name,
+                false,
+                Some(s),
+                &existing,
+                Self::routes_for(&p, true, &routes),
+            )?);
+        }
         if p.ipv6 {
             let want6 = p.subnets.iter().find(|s| s.subnet.is_ipv6());
             pools.push(ipam::new_pool(
@@ -49,9 +61,18 @@ impl Engine {
             .collect();
         let net = p.into_network(new_id(), subnets, req, "netctl", now());
         let mut undo = Undo::default();
+        let mut extra = 0;
         let keys: Vec<String> = pools
             .iter()
-            .map(|pl| pool_key(&net.name, pl.subnet.is_ipv6()))
+            .enumerate()
+            .map(|(i, pl)| match (i, pl.subnet.is_ipv6()) {
+                (_, true) => pool_key(&net.name, true),
+                (0, false) => pool_key(&net.name, false),
+                (_, false) => {
+                    extra += 1;
+                    super::extra_pool_key(&net.name, extra)
+                }
+            })
             .collect();
         self.remember(&mut undo, &[&net.name], &[], &keys);
         let mut txn = Txn::new();
@@ -139,7 +160,9 @@ impl Engine {
                 services.join(", ")
             )));
         }
-        let keys = [pool_key(name, false), pool_key(name, true)];
+        // Asked of the kernel before anything changes.
+        let parent_down = self.vlan_parent_down(&net)?;
+        let keys = self.pool_keys_of(name);
         let mut undo = Undo::default();
         self.remember(&mut undo, &[name], &[], &keys);
         let mut txn = Txn::new();
@@ -149,10 +172,21 @@ impl Engine {
             self.pools.remove(k);
         }
         self.networks.remove(name);
-        let down = self.keep_shared_bridge(&net, driver::network_down(&net));
+        let mut down = self.keep_shared_bridge(&net, driver::network_down(&net));
+        // A VLAN parent netd made is gone before this returns: a network made next on the
+        // same dotted name must not find it (and take it for someone else's).
+        let made_parent = if parent_down.is_empty() {
+            None
+        } else {
+            net.parent.clone()
+        };
+        down.extend(parent_down);
         self.commit(undo, &[], &txn, &down)?;
         if !net.bridge.is_empty() {
             self.reaper.wait_for([net.bridge.as_str()]);
+        }
+        if let Some(p) = &made_parent {
+            self.reaper.wait_for([p.as_str()]);
         }
         tracing::info!(network = %name, bridge = %net.bridge, "network removed");
         Ok(())

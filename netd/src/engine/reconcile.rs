@@ -20,7 +20,7 @@ use super::{Engine, EngineError, Result};
 use crate::driver::{self, parse_alias, AliasOwner};
 use crate::firewall::{ruleset, TABLE};
 use crate::kernel::OwnedLink;
-use crate::model::{NetMode, Sandbox};
+use crate::model::{NetMode, Network, Sandbox};
 use crate::plan::{self, Applied, Step};
 use crate::store::{self, Bucket, Txn};
 
@@ -216,8 +216,11 @@ impl Engine {
     ) {
         for net in self.networks.values() {
             r.networks += 1;
-            if net.is_macvlan() {
-                // Nothing of its own in the kernel; its parent is the host's.
+            if net.has_parent() {
+                // Nothing of its own in the kernel but a dotted parent netd made, which is
+                // made again when missing (its children went with it and are recreated
+                // with the sandboxes); otherwise its parent is the host's.
+                self.ensure_vlan_parent(net, r);
                 continue;
             }
             let steps = self.network_up(net);
@@ -242,7 +245,7 @@ impl Engine {
         startup: bool,
         r: &mut ReconcileReport,
     ) {
-        let any_macvlan = self.networks.values().any(|n| n.is_macvlan());
+        let any_macvlan = self.networks.values().any(|n| n.has_parent());
         for sb in self.sandboxes.values() {
             r.endpoints += sb.endpoints.len();
             let netns = PathBuf::from(&sb.netns);
@@ -334,7 +337,7 @@ impl Engine {
             };
             // A veth off its bridge (the bridge was deleted and made again) carries
             // nothing: it is made again too.
-            let there = if net.is_macvlan() {
+            let there = if net.has_parent() {
                 !look_for_children || children.contains(&ep.ifname)
             } else {
                 present
@@ -346,7 +349,7 @@ impl Engine {
             }
             if alive {
                 // The old pair goes (the host side, if off its bridge; the peer's name).
-                if !net.is_macvlan() && present.contains_key(&ep.host_ifname) {
+                if !net.has_parent() && present.contains_key(&ep.host_ifname) {
                     steps.push(driver::endpoint_down(Some(net), ep, netns));
                 }
                 steps.push(Step::DeleteLink {
@@ -356,7 +359,7 @@ impl Engine {
             }
             steps.push(driver::endpoint_up(net, &sb.name, netns, ep, i == 0));
             remade.insert(ep.network.clone());
-            r.recreated.push(if net.is_macvlan() {
+            r.recreated.push(if net.has_parent() {
                 format!(
                     "macvlan {} in {} ({}/{})",
                     ep.ifname, sb.netns, sb.name, ep.network
@@ -488,13 +491,33 @@ impl Engine {
         }
     }
 
+    /// A dotted parent (`eth0.10`) of `net` made again when it is missing.
+    fn ensure_vlan_parent(&self, net: &Network, r: &mut ReconcileReport) {
+        let (Some((link, id)), Some(parent)) = (net.vlan_parent(), net.parent.as_deref()) else {
+            return;
+        };
+        match self.kernel.link_exists(parent, None) {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => {
+                r.failed
+                    .push(format!("network {}: look up parent {parent}: {e}", net.name));
+                return;
+            }
+        }
+        match plan::execute(self.kernel.as_ref(), &driver::network_up(net)) {
+            Ok(()) => r.recreated.push(format!("vlan {parent} (link {link} id {id})")),
+            Err(e) => r.failed.push(format!("network {}: {e}", net.name)),
+        }
+    }
+
     /// Whether a link with a `netd:` alias inside `sb`'s namespace is one of its macvlan
     /// endpoints, under the name the store has for it.
     fn macvlan_link_is_known(&self, sb: &Sandbox, name: &str, alias: &str) -> bool {
         match parse_alias(alias) {
             Some(AliasOwner::Endpoint { sandbox, network }) => {
                 sandbox == sb.name
-                    && self.networks.get(&network).is_some_and(|n| n.is_macvlan())
+                    && self.networks.get(&network).is_some_and(|n| n.has_parent())
                     && sb.endpoint(&network).is_some_and(|e| e.ifname == name)
             }
             _ => false,

@@ -90,6 +90,13 @@ impl Engine {
                 IpAddr::V6(v) => want6 = Some(IpAddr::V6(v)),
             }
         }
+        if req.mac.is_some() && net.is_ipvlan() {
+            return Err(EngineError::Invalid(format!(
+                "network {} uses the ipvlan driver: its endpoints have the MAC address of parent {}, none of their own",
+                net.name,
+                net.parent.as_deref().unwrap_or("-")
+            )));
+        }
         let mac = match &req.mac {
             Some(m) => Some(parse_mac(m).ok_or_else(|| {
                 EngineError::Invalid(format!(
@@ -108,8 +115,8 @@ impl Engine {
         let mut ep = Endpoint {
             network: net.name.clone(),
             ifname,
-            // A macvlan endpoint has nothing on the host side.
-            host_ifname: if net.is_macvlan() {
+            // A macvlan or ipvlan endpoint has nothing on the host side.
+            host_ifname: if net.has_parent() {
                 String::new()
             } else {
                 host_veth_name(sandbox, &net.name)
@@ -123,7 +130,8 @@ impl Engine {
             routes: Vec::new(),
             no_default_route: req.no_default_route,
         };
-        if let Some(pool) = self.pools.get_mut(&pool_key(&net.name, false)) {
+        let key4 = self.v4_pool_key_for(&net.name, want4);
+        if let Some(pool) = self.pools.get_mut(&key4) {
             let ip = pool.allocate(&who, want4)?;
             if let (IpAddr::V4(ip), IpAddr::V4(gw)) = (ip, pool.gateway) {
                 ep.ipv4 = Some(
@@ -163,14 +171,17 @@ impl Engine {
                 )));
             }
         }
-        let mac = mac.unwrap_or_else(|| mac_for(ep.ipv4.map(|n| IpAddr::V4(n.ip()))));
-        ep.mac = format_mac(&mac);
+        // An ipvlan child has its parent's MAC: none to record (Docker records none either).
+        if !net.is_ipvlan() {
+            let mac = mac.unwrap_or_else(|| mac_for(ep.ipv4.map(|n| IpAddr::V4(n.ip()))));
+            ep.mac = format_mac(&mac);
+        }
         Ok(ep)
     }
 
     fn release_endpoint(&mut self, sandbox: &str, network: &str) {
-        for v6 in [false, true] {
-            if let Some(p) = self.pools.get_mut(&pool_key(network, v6)) {
+        for k in self.pool_keys_of(network) {
+            if let Some(p) = self.pools.get_mut(&k) {
                 p.release_owner(&owner(sandbox, network));
             }
         }
@@ -178,8 +189,7 @@ impl Engine {
 
     pub(super) fn put_pools(&self, txn: &mut Txn, networks: &[&str]) {
         for n in networks {
-            for v6 in [false, true] {
-                let k = pool_key(n, v6);
+            for k in self.pool_keys_of(n) {
                 if let Some(p) = self.pools.get(&k) {
                     txn.put(Bucket::Pools, &k, p);
                 }
@@ -187,11 +197,8 @@ impl Engine {
         }
     }
 
-    pub(super) fn pool_keys(networks: &[&str]) -> Vec<String> {
-        networks
-            .iter()
-            .flat_map(|n| [pool_key(n, false), pool_key(n, true)])
-            .collect()
+    pub(super) fn pool_keys(&self, networks: &[&str]) -> Vec<String> {
+        networks.iter().flat_map(|n| self.pool_keys_of(n)).collect()
     }
 
     pub fn create_sandbox(&mut self, req: &SandboxRequest) -> Result<Sandbox> {
@@ -239,7 +246,8 @@ impl Engine {
         }
 
         let mut undo = Undo::default();
-        self.remember(&mut undo, &[], &[&req.name], &Self::pool_keys(&names));
+        let keys = self.pool_keys(&names);
+        self.remember(&mut undo, &[], &[&req.name], &keys);
         let mut endpoints = Vec::new();
         let mut sb = Sandbox {
             name: req.name.clone(),
@@ -347,7 +355,8 @@ impl Engine {
         let sb = self.sandbox(name)?.clone();
         let names: Vec<&str> = sb.endpoints.iter().map(|e| e.network.as_str()).collect();
         let mut undo = Undo::default();
-        self.remember(&mut undo, &[], &[name], &Self::pool_keys(&names));
+        let keys = self.pool_keys(&names);
+        self.remember(&mut undo, &[], &[name], &keys);
         for n in &names {
             self.release_endpoint(name, n);
         }
@@ -416,7 +425,8 @@ impl Engine {
             )));
         }
         let mut undo = Undo::default();
-        self.remember(&mut undo, &[], &[sandbox], &Self::pool_keys(&[network]));
+        let keys = self.pool_keys(&[network]);
+        self.remember(&mut undo, &[], &[sandbox], &keys);
         let ep = match self.build_endpoint(sandbox, &net, req, sb.next_ifname(), &sb.endpoints) {
             Ok(ep) => ep,
             Err(e) => {
@@ -446,7 +456,8 @@ impl Engine {
             });
         };
         let mut undo = Undo::default();
-        self.remember(&mut undo, &[], &[sandbox], &Self::pool_keys(&[network]));
+        let keys = self.pool_keys(&[network]);
+        self.remember(&mut undo, &[], &[sandbox], &keys);
         self.release_endpoint(sandbox, network);
         let mut new_sb = sb.clone();
         new_sb.endpoints.retain(|e| e.network != network);

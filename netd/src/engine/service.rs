@@ -354,7 +354,8 @@ impl Engine {
         let networks = c.networks.clone();
         let nets: Vec<&str> = networks.iter().map(String::as_str).collect();
         let mut undo = Undo::default();
-        self.remember(&mut undo, &[], &[], &Self::pool_keys(&nets));
+        let keys = self.pool_keys(&nets);
+        self.remember(&mut undo, &[], &[], &keys);
         undo.services.push((key.clone(), None));
         if c.endpoint_mode == EndpointMode::Vip {
             if let Err(e) = self.allocate_vips(&key, &mut c) {
@@ -544,7 +545,8 @@ impl Engine {
         let touched: Vec<String> = c.vips.keys().cloned().collect();
         let before = self.bridge_specs(&touched);
         let mut undo = Undo::default();
-        self.remember(&mut undo, &[], &[], &Self::pool_keys(&nets));
+        let keys = self.pool_keys(&nets);
+        self.remember(&mut undo, &[], &[], &keys);
         undo.services.push((key.clone(), Some(svc.clone())));
         let owner = vip_owner(&key);
         for n in &nets {

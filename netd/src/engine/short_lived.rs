@@ -44,7 +44,7 @@ impl Engine {
             && table.is_some()
             && e.networks
                 .values()
-                .all(|n| n.is_macvlan() || listed(&n.bridge))
+                .all(|n| n.has_parent() || listed(&n.bridge))
             // A VLAN network's gateway is a link of its own (`<bridge>.<vlan>`).
             && e.networks
                 .values()

@@ -24,6 +24,9 @@ struct State {
     ns_links: Vec<(String, String, String)>,
     /// A kernel without CONFIG_BRIDGE_VLAN_FILTERING.
     no_vlan: bool,
+    /// A kernel without CONFIG_IPVLAN, or without CONFIG_VLAN_8021Q.
+    no_ipvlan: bool,
+    no_8021q: bool,
     /// The comment of netd's inet table, once one exists: the first `add table inet
     /// netd { comment "..." }` sets it, as the kernel keeps a table's first comment.
     table_comment: Option<String>,
@@ -57,6 +60,19 @@ impl FakeKernel {
     /// Act as a kernel whose bridges cannot filter by VLAN.
     pub fn without_vlan_filtering(&self) {
         self.st().no_vlan = true;
+    }
+    /// Act as a kernel without ipvlan links.
+    pub fn without_ipvlan(&self) {
+        self.st().no_ipvlan = true;
+    }
+    /// Act as a kernel without 802.1Q links.
+    pub fn without_8021q(&self) {
+        self.st().no_8021q = true;
+    }
+    /// The alias of host link `name`, if it has one.
+    pub fn alias_of(&self, name: &str) -> Option<String> {
+        let st = self.st();
+        st.aliases.iter().find(|(n, _)| n == name).map(|(_, a)| a.clone())
     }
     pub fn clear_failure(&self) {
         let mut st = self.st();
@@ -294,6 +310,15 @@ impl Kernel for FakeKernel {
                 st.links.insert(g.peer.clone());
                 st.aliases.push((g.peer.clone(), format!("peer-of:{}", g.name)));
             }
+            Step::EnsureVlanParent(v) => {
+                if !st.links.contains(&v.link) {
+                    return Err(KernelError::NoParent(v.link.clone()));
+                }
+                if !st.links.insert(v.name.clone()) {
+                    return Ok(Applied::Found);
+                }
+                st.aliases.push((v.name.clone(), v.alias.clone()));
+            }
             Step::Sysctl { .. } => {}
             Step::EnsureSandboxLink(sb) => {
                 let key = format!("{}:{}", sb.netns.display(), sb.ifname);
@@ -367,6 +392,14 @@ impl Kernel for FakeKernel {
 
     fn bridge_vlan_filtering(&self) -> Result<bool, KernelError> {
         Ok(!self.st().no_vlan)
+    }
+
+    fn ipvlan_supported(&self) -> Result<bool, KernelError> {
+        Ok(!self.st().no_ipvlan)
+    }
+
+    fn vlan_supported(&self) -> Result<bool, KernelError> {
+        Ok(!self.st().no_8021q)
     }
 
     fn link_addrs(&self) -> Result<BTreeMap<String, Vec<IpNetwork>>, KernelError> {

@@ -472,6 +472,7 @@ impl Kernel for LinuxKernel {
         let made = match step {
             Step::EnsureBridge(b) => return self.ensure_bridge(b),
             Step::EnsureVlanGateway(g) => return self.ensure_vlan_gateway(g),
+            Step::EnsureVlanParent(v) => return self.ensure_vlan_parent(v),
             Step::CreateNetns { path } => netns::create(path),
             Step::BindHostNetns { path } => self.bind_host_netns(path),
             Step::DeleteNetns { path } => netns::delete(path),
@@ -570,6 +571,14 @@ impl Kernel for LinuxKernel {
 
     fn bridge_vlan_filtering(&self) -> Result<bool, KernelError> {
         super::vlan::probe(&mut self.nl())
+    }
+
+    fn ipvlan_supported(&self) -> Result<bool, KernelError> {
+        super::ipvlan::probe(&mut self.nl(), netlink_packet_route::link::InfoKind::IpVlan)
+    }
+
+    fn vlan_supported(&self) -> Result<bool, KernelError> {
+        super::ipvlan::probe(&mut self.nl(), netlink_packet_route::link::InfoKind::Vlan)
     }
 
     fn link_addrs(&self) -> Result<std::collections::BTreeMap<String, Vec<IpNetwork>>, KernelError> {

@@ -1,18 +1,58 @@
-//! macvlan children (`Step::CreateMacvlan`) and the look inside a sandbox that reconcile
-//! needs for them: unlike a veth, a macvlan endpoint leaves nothing in the host
-//! namespace, so whether it exists can only be seen from inside the sandbox.
+//! macvlan and ipvlan children (`Step::CreateMacvlan`) and the look inside a sandbox
+//! that reconcile needs for them: unlike a veth, such an endpoint leaves nothing in the
+//! host namespace, so whether it exists can only be seen from inside the sandbox.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
 use super::linux::LinuxKernel;
-use netlink_packet_route::link::MacVlanMode;
+use netlink_packet_route::link::{IpVlanFlags, IpVlanMode, MacVlanMode};
 
-use super::netlink::{mode_from_name, Netlink};
+use super::netlink::{ipvlan_flags_from_name, ipvlan_mode_from_name, mode_from_name, Netlink};
 use super::{netns, KernelError, OwnedLink};
-use crate::plan::{MacvlanSpec, SandboxSide};
+use crate::plan::{ChildKind, MacvlanSpec, SandboxSide};
 
 const OWNED_PREFIX: &str = "netd:";
+
+/// What a child is made of, checked before anything is made.
+#[derive(Clone, Copy)]
+enum Child {
+    Macvlan(MacVlanMode, Option<[u8; 6]>),
+    Ipvlan(IpVlanMode, IpVlanFlags),
+}
+
+impl Child {
+    fn of(m: &MacvlanSpec) -> Result<Child, KernelError> {
+        let bad =
+            |what: &str, v: &str| KernelError::Other(format!("unknown {} {what} {v:?}", m.kind.as_str()));
+        Ok(match m.kind {
+            ChildKind::Macvlan => {
+                let mode = mode_from_name(&m.mode).ok_or_else(|| bad("mode", &m.mode))?;
+                // A passthru child takes its parent's MAC whatever we ask for.
+                Child::Macvlan(mode, (m.mode != "passthru").then_some(m.mac))
+            }
+            ChildKind::Ipvlan => Child::Ipvlan(
+                ipvlan_mode_from_name(&m.mode).ok_or_else(|| bad("mode", &m.mode))?,
+                ipvlan_flags_from_name(&m.flag).ok_or_else(|| bad("flag", &m.flag))?,
+            ),
+        })
+    }
+
+    /// `ip link add NAME link #PARENT [netns NS] type macvlan|ipvlan ...`.
+    fn add(
+        self,
+        nl: &mut Netlink,
+        name: &str,
+        parent: u32,
+        mtu: u32,
+        ns: Option<BorrowedFd<'_>>,
+    ) -> Result<(), KernelError> {
+        match self {
+            Child::Macvlan(mode, mac) => nl.add_macvlan(name, parent, mode, mtu, mac, ns),
+            Child::Ipvlan(mode, flags) => nl.add_ipvlan(name, parent, mode, flags, mtu, ns),
+        }
+    }
+}
 
 impl LinuxKernel {
     /// Created from the host namespace (where the parent is) directly inside the sandbox
@@ -21,12 +61,9 @@ impl LinuxKernel {
     /// leaves either an unmarked child under netd's temporary name or a marked one,
     /// both of which reconcile recognises. On any failure the child is deleted again.
     pub(super) fn create_macvlan(&self, m: &MacvlanSpec) -> Result<(), KernelError> {
-        let mode = mode_from_name(&m.mode)
-            .ok_or_else(|| KernelError::Other(format!("unknown macvlan mode {:?}", m.mode)))?;
-        // A passthru child takes its parent's MAC whatever we ask for.
-        let mac = (m.mode != "passthru").then_some(m.mac);
+        let child = Child::of(m)?;
         let Some(side) = &m.sandbox else {
-            return self.create_host_macvlan(m, mode, mac);
+            return self.create_host_macvlan(m, child);
         };
         // Opened before anything is created: a missing namespace fails cleanly.
         let ns = netns::open(&side.netns)?;
@@ -38,7 +75,7 @@ impl LinuxKernel {
                 let parent = nl
                     .link(&m.parent)?
                     .ok_or_else(|| KernelError::NoParent(m.parent.clone()))?;
-                nl.add_macvlan(&m.tmp_name, parent.index, mode, m.mtu, mac, Some(ns.as_fd()))?;
+                child.add(&mut nl, &m.tmp_name, parent.index, m.mtu, Some(ns.as_fd()))?;
             }
             let mut sb = match netns::join_scoped(&side.netns, sandbox).and_then(|r| r) {
                 Ok(sb) => sb,
@@ -75,17 +112,12 @@ impl LinuxKernel {
 
     /// Docker's: made and marked in the host namespace, left down; dockerd moves it into
     /// the container and configures it.
-    fn create_host_macvlan(
-        &self,
-        m: &MacvlanSpec,
-        mode: MacVlanMode,
-        mac: Option<[u8; 6]>,
-    ) -> Result<(), KernelError> {
+    fn create_host_macvlan(&self, m: &MacvlanSpec, child: Child) -> Result<(), KernelError> {
         let mut nl = self.nl();
         let parent = nl
             .link(&m.parent)?
             .ok_or_else(|| KernelError::NoParent(m.parent.clone()))?;
-        nl.add_macvlan(&m.tmp_name, parent.index, mode, m.mtu, mac, None)?;
+        child.add(&mut nl, &m.tmp_name, parent.index, m.mtu, None)?;
         let res = nl.set_alias(&m.tmp_name, &m.alias);
         if res.is_err() {
             if let Err(e) = nl.delete_link(&m.tmp_name) {
@@ -110,7 +142,7 @@ impl LinuxKernel {
                     return Some(OwnedLink {
                         name: l.name,
                         alias: String::new(),
-                        kind: "macvlan".into(),
+                        kind: l.kind.clone().unwrap_or_default(),
                         master: None,
                     });
                 }
@@ -126,7 +158,7 @@ impl LinuxKernel {
     }
 }
 
-/// A macvlan child a crash caught between its creation and its marking: unmarked,
+/// A macvlan or ipvlan child a crash caught between its creation and its marking: unmarked,
 /// under netd's temporary name (`ndm<part>-<4 hex>`, see
 /// `model::macvlan_tmp_name`). Nothing else makes links of that shape.
 pub(super) fn is_unmarked_tmp(l: &super::netlink::Link) -> bool {
@@ -135,7 +167,7 @@ pub(super) fn is_unmarked_tmp(l: &super::netlink::Link) -> bool {
     };
     let hash = rest.rsplit_once('-').map(|(_, h)| h).unwrap_or_default();
     l.alias.is_none()
-        && l.kind.as_deref() == Some("macvlan")
+        && matches!(l.kind.as_deref(), Some("macvlan" | "ipvlan"))
         && hash.len() == 4
         && hash.bytes().all(|b| b.is_ascii_hexdigit())
 }

@@ -9,6 +9,7 @@ mod etc_netns;
 pub mod fake;
 mod fake_ipvs;
 pub mod iptables;
+mod ipvlan;
 pub mod ipvs;
 pub mod linux;
 mod macvlan;
@@ -77,7 +78,7 @@ pub enum KernelError {
     /// A link netd just made or looked up was gone the next moment.
     #[error("{what} vanished {when}")]
     Vanished { what: String, when: &'static str },
-    #[error("macvlan parent interface {0} not found")]
+    #[error("parent interface {0} not found")]
     NoParent(String),
     #[error("this kernel has no {0}")]
     Unsupported(&'static str),
@@ -168,6 +169,18 @@ pub trait Kernel: Send + Sync {
     /// Whether bridges can filter by VLAN (CONFIG_BRIDGE_VLAN_FILTERING), which VLAN
     /// networks need. Asked before one is made, so a kernel without it changes nothing.
     fn bridge_vlan_filtering(&self) -> Result<bool, KernelError> {
+        Ok(true)
+    }
+
+    /// Whether the kernel has ipvlan links (CONFIG_IPVLAN). Asked before an ipvlan
+    /// network is made, so a kernel without them changes nothing.
+    fn ipvlan_supported(&self) -> Result<bool, KernelError> {
+        Ok(true)
+    }
+
+    /// Whether the kernel has 802.1Q VLAN links (CONFIG_VLAN_8021Q), which a dotted
+    /// parent (`eth0.10`) that does not exist yet needs.
+    fn vlan_supported(&self) -> Result<bool, KernelError> {
         Ok(true)
     }
 

@@ -3,25 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use super::names::validate_ifname;
-use super::network::{ParsedNetwork, OPT_MACVLAN_MODE, OPT_PARENT};
+use super::network::{ParsedNetwork, OPT_MACVLAN_MODE};
 
 /// The modes Docker accepts, `bridge` being its default.
 pub const MACVLAN_MODES: &[&str] = &["bridge", "vepa", "private", "passthru"];
 
-/// Fills the macvlan fields of `o`. Docker creates a dummy parent link when `parent` is
-/// empty; this kernel has no dummy links, so a parent is required here.
+/// Fills the macvlan fields of `o` (the parent: `parent::parse_parent`).
 pub(super) fn parse_options(opts: &BTreeMap<String, String>, o: &mut ParsedNetwork) -> Result<(), String> {
-    let parent = match opts.get(OPT_PARENT).map(|p| p.trim()) {
-        None | Some("") => {
-            return Err("macvlan needs a parent interface: -o parent=IFACE (Docker would create a dummy link instead, and this kernel has no dummy links)".into())
-        }
-        Some(p) => p.to_string(),
-    };
-    validate_ifname(&parent).map_err(|e| format!("option {OPT_PARENT}: {e}"))?;
-    if parent == "lo" {
-        return Err("loopback interface is not a valid macvlan parent link".into());
-    }
+    let parent = super::parent::parse_parent(opts, "macvlan")?;
     let mode = opts
         .get(OPT_MACVLAN_MODE)
         .map(|m| m.trim().to_string())

@@ -1,15 +1,18 @@
 //! Plain data for networks, sandboxes and endpoints, with validation. No I/O here.
 
+mod ipvlan;
 mod macvlan;
 mod names;
 mod network;
 mod network_match;
+mod parent;
 mod port;
 mod sandbox;
 mod sandbox_request;
 mod service;
 mod vlan;
 
+pub use ipvlan::{IPVLAN_FLAGS, IPVLAN_MODES};
 pub use macvlan::MACVLAN_MODES;
 pub use names::{
     bridge_name, fnv1a, host_veth_name, macvlan_tmp_name, validate_ifname, validate_name, NameError,
@@ -18,8 +21,10 @@ pub use network::{
     option_is_true, OPT_BRIDGE_NAME, OPT_HAIRPIN, OPT_INHIBIT_IPV4, OPT_INHIBIT_IPV6, OPT_PARENT, OPT_PROMISC,
 };
 pub use network::{
-    parse_cidr, Network, NetworkRequest, ParsedNetwork, ParsedSubnet, Subnet, SubnetRequest, DRIVER_MACVLAN,
+    parse_cidr, Network, NetworkRequest, ParsedNetwork, ParsedSubnet, Subnet, SubnetRequest, DRIVER_IPVLAN,
+    DRIVER_MACVLAN, OPT_IPVLAN_FLAG, OPT_IPVLAN_MODE,
 };
+pub use parent::vlan_parent;
 pub use port::{parse_port_spec, parse_proto, PortMapping, PortSpecError, Proto};
 pub use sandbox::{Endpoint, EndpointRequest, NetMode, Route, Sandbox, SandboxRequest};
 pub use sandbox_request::{parse_expose, ParsedSandbox};

@@ -41,6 +41,10 @@ pub const OPT_PARENT: &str = "parent";
 pub const OPT_MACVLAN_MODE: &str = "macvlan_mode";
 pub const DRIVER_BRIDGE: &str = "bridge";
 pub const DRIVER_MACVLAN: &str = "macvlan";
+/// Docker's ipvlan driver options (`-o parent=eth0.10 -o ipvlan_mode=l3 -o ipvlan_flag=private`).
+pub const OPT_IPVLAN_MODE: &str = "ipvlan_mode";
+pub const OPT_IPVLAN_FLAG: &str = "ipvlan_flag";
+pub const DRIVER_IPVLAN: &str = "ipvlan";
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default)]
@@ -77,9 +81,12 @@ pub struct ParsedNetwork {
     pub icc: bool,
     pub masquerade: bool,
     pub host_binding_ipv4: Option<Ipv4Addr>,
-    /// macvlan only: the host link the children hang off, and the macvlan mode.
+    /// macvlan and ipvlan: the host link the children hang off, and the mode.
     pub parent: Option<String>,
     pub macvlan_mode: Option<String>,
+    /// ipvlan only: l2, l3 or l3s, and bridge, private or vepa.
+    pub ipvlan_mode: Option<String>,
+    pub ipvlan_flag: Option<String>,
     /// bridge only: the VLAN of the network's ports (`-o vlan=N`).
     pub vlan: Option<u16>,
     /// bridge only: no gateway address on the bridge, per family (`OPT_INHIBIT_IPV4`).
@@ -128,6 +135,11 @@ pub struct Network {
     pub parent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub macvlan_mode: Option<String>,
+    /// ipvlan: the mode (`-o ipvlan_mode=l2|l3|l3s`) and flag (`-o ipvlan_flag=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipvlan_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipvlan_flag: Option<String>,
     /// bridge with `-o vlan=N`: the VLAN of its ports; the gateway is on `<bridge>.<N>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<u16>,
@@ -181,6 +193,8 @@ impl ParsedNetwork {
             mtu: self.mtu,
             parent: self.parent,
             macvlan_mode: self.macvlan_mode,
+            ipvlan_mode: self.ipvlan_mode,
+            ipvlan_flag: self.ipvlan_flag,
             vlan: self.vlan,
             inhibit_ipv4: self.inhibit_ipv4,
             inhibit_ipv6: self.inhibit_ipv6,
@@ -208,6 +222,19 @@ impl Network {
     }
     pub fn is_macvlan(&self) -> bool {
         self.driver == DRIVER_MACVLAN
+    }
+    pub fn is_ipvlan(&self) -> bool {
+        self.driver == DRIVER_IPVLAN
+    }
+    /// Whether the network hangs off a host link (macvlan, ipvlan) instead of having a
+    /// bridge: no bridge, no NAT, no rules, and endpoints only inside their sandboxes.
+    pub fn has_parent(&self) -> bool {
+        self.is_macvlan() || self.is_ipvlan()
+    }
+    /// Whether endpoints route through their device without a gateway (ipvlan l3, l3s):
+    /// the parent does the neighbour work, so the default route is `dev eth0`.
+    pub fn routes_without_gateway(&self) -> bool {
+        self.is_ipvlan() && matches!(self.ipvlan_mode.as_deref(), Some("l3" | "l3s"))
     }
     /// Whether the network's bridge ports are in hairpin mode: unless the bridge is
     /// promiscuous (`OPT_PROMISC`) or hairpin is switched off (`OPT_HAIRPIN`).
@@ -255,11 +282,12 @@ impl NetworkRequest {
             return Err(format!("network name {:?} is reserved", self.name));
         }
         let driver = self.driver.clone().unwrap_or_else(|| DRIVER_BRIDGE.into());
-        if driver != DRIVER_BRIDGE && driver != DRIVER_MACVLAN {
+        if ![DRIVER_BRIDGE, DRIVER_MACVLAN, DRIVER_IPVLAN].contains(&driver.as_str()) {
             return Err(format!(
-                "driver {driver:?} is not supported here (supported: bridge, macvlan)"
+                "driver {driver:?} is not supported here (supported: bridge, macvlan, ipvlan)"
             ));
         }
+        let parented = driver == DRIVER_MACVLAN || driver == DRIVER_IPVLAN;
         let mut o = ParsedNetwork {
             name: self.name.clone(),
             driver,
@@ -273,6 +301,8 @@ impl NetworkRequest {
             host_binding_ipv4: None,
             parent: None,
             macvlan_mode: None,
+            ipvlan_mode: None,
+            ipvlan_flag: None,
             vlan: None,
             inhibit_ipv4: false,
             inhibit_ipv6: false,
@@ -282,12 +312,33 @@ impl NetworkRequest {
         };
         if o.driver == DRIVER_MACVLAN {
             super::macvlan::parse_options(&self.options, &mut o)?;
+        } else if o.driver == DRIVER_IPVLAN {
+            super::ipvlan::parse_options(&self.options, &mut o)?;
+        } else if let Some(k) = [OPT_PARENT, OPT_MACVLAN_MODE, OPT_IPVLAN_MODE, OPT_IPVLAN_FLAG]
+            .into_iter()
+            .find(|k| self.options.contains_key(*k))
+        {
+            return Err(format!(
+                "option {k} is for macvlan and ipvlan networks; this network uses the bridge driver"
+            ));
+        }
+        if let Some(k) = match o.driver.as_str() {
+            DRIVER_MACVLAN => [OPT_IPVLAN_MODE, OPT_IPVLAN_FLAG]
+                .into_iter()
+                .find(|k| self.options.contains_key(*k)),
+            DRIVER_IPVLAN => [OPT_MACVLAN_MODE]
+                .into_iter()
+                .find(|k| self.options.contains_key(*k)),
+            _ => None,
+        } {
+            return Err(format!("option {k} is not for this {} network", o.driver));
         }
         for (k, v) in &self.options {
             match k.as_str() {
-                k if o.driver == DRIVER_MACVLAN && k.starts_with("com.docker.network.bridge.") => {
+                k if parented && k.starts_with("com.docker.network.bridge.") => {
                     return Err(format!(
-                        "option {k} is a bridge option; this network uses the macvlan driver"
+                        "option {k} is a bridge option; this network uses the {} driver",
+                        o.driver
                     ));
                 }
                 OPT_BRIDGE_NAME => {
@@ -296,9 +347,10 @@ impl NetworkRequest {
                 }
                 OPT_ICC => o.icc = parse_bool(k, v)?,
                 OPT_INHIBIT_IPV4 => o.inhibit_ipv4 = parse_bool(k, v)?,
-                OPT_INHIBIT_IPV6 | OPT_PROMISC | OPT_HAIRPIN if o.driver == DRIVER_MACVLAN => {
+                OPT_INHIBIT_IPV6 | OPT_PROMISC | OPT_HAIRPIN if parented => {
                     return Err(format!(
-                        "option {k} is a bridge option; this network uses the macvlan driver"
+                        "option {k} is a bridge option; this network uses the {} driver",
+                        o.driver
                     ));
                 }
                 OPT_INHIBIT_IPV6 => o.inhibit_ipv6 = parse_bool(k, v)?,
@@ -390,8 +442,12 @@ impl NetworkRequest {
         }
         let v4 = o.subnets.iter().filter(|s| s.subnet.is_ipv4()).count();
         let v6 = o.subnets.len() - v4;
-        if v4 > 1 || v6 > 1 {
-            return Err("at most one IPv4 and one IPv6 subnet per network".into());
+        // Docker's ipvlan takes several subnets on one network (l3 routes between them
+        // without a gateway); each is a pool of its own (`Engine::pool_keys_of`).
+        if (v4 > 1 && o.driver != DRIVER_IPVLAN) || v6 > 1 {
+            return Err(
+                "at most one IPv4 and one IPv6 subnet per network (several IPv4 subnets: ipvlan only)".into(),
+            );
         }
         Ok(o)
     }

@@ -9,7 +9,7 @@
 //! a generated one, which an existing network need not have) and the subnets (a new
 //! network would get its pool from IPAM).
 
-use super::network::{Network, NetworkRequest, ParsedNetwork, DRIVER_MACVLAN, OPT_BRIDGE_NAME};
+use super::network::{Network, NetworkRequest, ParsedNetwork, OPT_BRIDGE_NAME};
 use super::vlan::{format_vid_ranges, VidRange};
 
 impl NetworkRequest {
@@ -36,19 +36,27 @@ impl ParsedNetwork {
                 ));
             }
         }
-        if (self.driver == DRIVER_MACVLAN) != net.is_macvlan() {
+        if self.driver != net.driver {
             return Some(format!(
                 "network {name} exists with driver {}, not {}",
                 net.driver, self.driver
             ));
         }
-        if net.is_macvlan() {
+        if net.has_parent() {
+            let show = |p: &Option<String>| p.clone().unwrap_or_else(|| "-".into());
             if self.parent != net.parent {
-                let show = |p: &Option<String>| p.clone().unwrap_or_else(|| "-".into());
                 return Some(format!(
-                    "network {name} exists as macvlan on {}, not on {}",
+                    "network {name} exists as {} on {}, not on {}",
+                    net.driver,
                     show(&net.parent),
                     show(&self.parent)
+                ));
+            }
+            if net.is_ipvlan() && self.ipvlan_mode != net.ipvlan_mode {
+                return Some(format!(
+                    "network {name} exists with ipvlan mode {}, not {}",
+                    show(&net.ipvlan_mode),
+                    show(&self.ipvlan_mode)
                 ));
             }
             return None;

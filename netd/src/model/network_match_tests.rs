@@ -107,7 +107,10 @@ fn driver() {
         verdict(&net, "macvlan", &[("parent", "eth0")]),
         "network podnet exists with driver bridge, not macvlan",
     );
-    assert_malformed(verdict(&net, "ipvlan", &[]), "driver \"ipvlan\" is not supported");
+    assert_malformed(
+        verdict(&net, "overlay", &[]),
+        "driver \"overlay\" is not supported",
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use super::names::{fnv1a, validate_ifname};
-use super::network::{Network, ParsedNetwork, DRIVER_MACVLAN};
+use super::network::{Network, ParsedNetwork, DRIVER_IPVLAN, DRIVER_MACVLAN};
 
 /// `-o vlan=N` (netctl, API) and the CNI `vlan` key.
 pub const OPT_VLAN: &str = "vlan";
@@ -81,8 +81,11 @@ pub(super) fn parse_option(opts: &BTreeMap<String, String>, o: &mut ParsedNetwor
     if id == 0 {
         return Ok(());
     }
-    if o.driver == DRIVER_MACVLAN {
-        return Err("option vlan is for bridge networks; a macvlan network has no bridge".into());
+    if o.driver == DRIVER_MACVLAN || o.driver == DRIVER_IPVLAN {
+        return Err(format!(
+            "option vlan is for bridge networks; this {} network has no bridge (use a VLAN parent: -o parent=eth0.{id})",
+            o.driver
+        ));
     }
     let gw = gateway_name(&o.bridge, id);
     validate_ifname(&gw).map_err(|_| {
@@ -99,9 +102,10 @@ pub(super) fn parse_trunk(opts: &BTreeMap<String, String>, o: &mut ParsedNetwork
     let Some(v) = opts.get(OPT_VLAN_TRUNK) else {
         return Ok(());
     };
-    if o.driver == DRIVER_MACVLAN {
+    if o.driver == DRIVER_MACVLAN || o.driver == DRIVER_IPVLAN {
         return Err(format!(
-            "option {OPT_VLAN_TRUNK} is for bridge networks; a macvlan network has no bridge"
+            "option {OPT_VLAN_TRUNK} is for bridge networks; this {} network has no bridge",
+            o.driver
         ));
     }
     if let Some(id) = o.vlan {
@@ -125,6 +129,14 @@ pub fn gateway_peer_name(bridge: &str, vlan: u16) -> String {
 }
 
 impl Network {
+    /// The link and VLAN ID of a dotted parent (`eth0.10`), made when missing.
+    pub fn vlan_parent(&self) -> Option<(String, u16)> {
+        if !self.has_parent() {
+            return None;
+        }
+        super::parent::vlan_parent(self.parent.as_deref()?).ok().flatten()
+    }
+
     /// The link that routes for the network: its bridge, or `<bridge>.<vlan>`.
     pub fn l3_link(&self) -> String {
         match self.vlan {
@@ -135,6 +147,10 @@ impl Network {
 
     /// Whether `link` (a host link) is one of this network's own.
     pub fn owns_link(&self, link: &str) -> bool {
+        if self.has_parent() {
+            // The 802.1Q parent netd made for it (`Step::EnsureVlanParent`).
+            return self.vlan_parent().is_some() && self.parent.as_deref() == Some(link);
+        }
         match self.vlan {
             Some(id) => {
                 link == self.bridge

@@ -209,9 +209,18 @@ pub fn oper_info(e: &mut Engine, body: &[u8]) -> PResult {
 pub fn join(e: &mut Engine, body: &[u8]) -> PResult {
     let r = endpoint_ref("Join", body)?;
     let j = e.docker_join(&r.network_id, &r.endpoint_id)?;
+    // libnetwork's types.CONNECTED (1): a route through the interface, no next hop.
+    let connected = |dst: &str| json!({"Destination": dst, "RouteType": 1, "NextHop": ""});
+    let mut routes = Vec::new();
+    if j.device_default4 {
+        routes.push(connected("0.0.0.0/0"));
+    }
+    if j.device_default6 {
+        routes.push(connected("::/0"));
+    }
     let mut out = json!({
         "InterfaceName": {"SrcName": j.src_name, "DstPrefix": "eth"},
-        "StaticRoutes": [],
+        "StaticRoutes": routes,
         "DisableGatewayService": false,
     });
     if let Some(g) = j.gateway4 {

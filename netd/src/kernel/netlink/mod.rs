@@ -33,12 +33,14 @@ use super::KernelError;
 
 mod addr;
 mod detached;
+mod ipvlan;
 mod link;
 mod macvlan;
 mod rcu_lookup;
 mod route;
 mod vlan;
 pub use addr::Addr;
+pub use ipvlan::{ipvlan_flags_from_name, ipvlan_mode_from_name};
 pub use link::{Link, LinkChange, VethReq};
 pub use macvlan::mode_from_name;
 pub use route::{InterfaceConfig, Route};

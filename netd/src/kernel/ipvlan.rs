@@ -1,0 +1,60 @@
+//! What ipvlan networks need of the kernel beyond their children (`kernel::macvlan`
+//! makes those): the 802.1Q parent of a dotted `-o parent=eth0.10`
+//! (`Step::EnsureVlanParent`), and the probes for ipvlan and 802.1Q links.
+
+use std::sync::OnceLock;
+
+use netlink_packet_route::link::InfoKind;
+
+use super::linux::LinuxKernel;
+use super::netlink::{LinkChange, Netlink};
+use super::KernelError;
+use crate::plan::{Applied, VlanParentSpec};
+
+/// Whether the kernel has links of `kind`, asked once per process (a property of the
+/// kernel, the same in every namespace).
+pub(super) fn probe(nl: &mut Netlink, kind: InfoKind) -> Result<bool, KernelError> {
+    static IPVLAN: OnceLock<bool> = OnceLock::new();
+    static VLAN: OnceLock<bool> = OnceLock::new();
+    let cell = match kind {
+        InfoKind::IpVlan => &IPVLAN,
+        _ => &VLAN,
+    };
+    if let Some(s) = cell.get() {
+        return Ok(*s);
+    }
+    let has = nl.has_link_kind(kind)?;
+    Ok(*cell.get_or_init(|| has))
+}
+
+impl LinuxKernel {
+    /// An existing link of the name is used as it is (someone's, or ours from before):
+    /// `Applied::Found`, never undone. A missing one is made on `v.link` with VLAN ID
+    /// `v.id`, marked and up; deleted again when a later part fails.
+    pub(super) fn ensure_vlan_parent(&self, v: &VlanParentSpec) -> Result<Applied, KernelError> {
+        let mut nl = self.nl();
+        if nl.link(&v.name)?.is_some() {
+            return Ok(Applied::Found);
+        }
+        let link = nl
+            .link_index(&v.link)?
+            .ok_or_else(|| KernelError::NoParent(v.link.clone()))?;
+        nl.add_vlan_link(&v.name, link, v.id)?;
+        let res = nl.set_alias(&v.name, &v.alias).and_then(|_| {
+            nl.set_link(
+                &v.name,
+                &LinkChange {
+                    up: Some(true),
+                    ..Default::default()
+                },
+            )
+        });
+        if let Err(e) = res {
+            if let Err(e2) = nl.delete_link(&v.name) {
+                tracing::warn!(link = %v.name, error = %e2, "cleanup of failed VLAN parent failed");
+            }
+            return Err(e);
+        }
+        Ok(Applied::Made)
+    }
+}

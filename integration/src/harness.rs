@@ -145,6 +145,11 @@ impl Host {
             child: None,
             daemon_args: Vec::new(),
         };
+        // The name holds this process's pid: one that exists is a leftover of an earlier
+        // process that had the same pid and was killed before its Drop ran.
+        if h.netns().exists() {
+            let _ = sh(&format!("ip netns del {}", h.name));
+        }
         let o = sh(&format!("ip netns add {0} && ip -n {0} link set lo up", h.name));
         assert!(o.ok(), "ip netns add: {}", o.stderr);
         h

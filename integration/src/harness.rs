@@ -540,7 +540,25 @@ impl Host {
             assert!(o.ok(), "{cmd}: {}", o.stderr);
             // An IPv6 address leaves "tentative" when the kernel's duplicate address
             // detection ends, on its own clock: not a change anyone made.
-            s.push(o.stdout.replace("\"tentative\":true,", ""));
+            // IPv6 link-local addresses and their local routes are the kernel's own
+            // autoconfiguration: duplicate address detection removes one when an ipvlan
+            // child (same MAC, same EUI-64) appears on the LAN, seconds later (seen in the
+            // lane). Neither is anything netd made or changed.
+            let text = o.stdout.replace("\"tentative\":true,", "");
+            s.push(match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(mut v) if cmd.starts_with("ip -j") => {
+                    if let Some(list) = v.as_array_mut() {
+                        list.retain(|r| !r["dst"].as_str().is_some_and(|d| d.starts_with("fe80:")));
+                        for l in list.iter_mut() {
+                            if let Some(a) = l["addr_info"].as_array_mut() {
+                                a.retain(|x| !(x["family"] == "inet6" && x["scope"] == "link"));
+                            }
+                        }
+                    }
+                    v.to_string()
+                }
+                _ => text,
+            });
         }
         s.push(self.netns_files().join(","));
         s

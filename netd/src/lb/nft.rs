@@ -34,8 +34,14 @@ impl ServiceLb for NftLb {
         let have = self.kernel.nft_objects("inet", TABLE)?;
         // A host that never had a service gets no service objects: its batches stay
         // what they were before services existed.
-        if services.is_empty() && !have.chains.iter().chain(&have.sets).any(|n| n.starts_with("svc")) {
-            return Ok(());
+        if services.is_empty() {
+            // None left: whatever service objects the kernel still holds go.
+            let batch = services::teardown(&have.chains, &have.sets);
+            return if batch.is_empty() {
+                Ok(())
+            } else {
+                self.kernel.nft(&batch)
+            };
         }
         self.kernel
             .nft(&services::full_over(services, &have.chains, &have.sets))

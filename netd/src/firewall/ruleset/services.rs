@@ -603,6 +603,60 @@ pub fn diff(old: &[FwService], new: &[FwService]) -> Batch {
     for s in was.sets.keys().filter(|s| !now.sets.contains_key(*s)) {
         cmds.push(SvcCmd::DeleteSet(s.clone()));
     }
+    // The last service gone: the base chains and maps go too, so `nft list ruleset`
+    // after the last `service rm` is what it was before the first `service create`.
+    if new.is_empty() && !old.is_empty() {
+        base_teardown(&mut cmds);
+    }
+    svc_batch(cmds)
+}
+
+/// Flushes and deletes the base chains, then deletes the dispatch maps (nothing
+/// references them once the chains are gone). Follows the deletion of every service
+/// chain in the same batch.
+fn base_teardown(cmds: &mut Vec<SvcCmd>) {
+    for (name, _, _) in base_chains() {
+        cmds.push(SvcCmd::FlushChain(name.to_string()));
+    }
+    for (name, _, _) in base_chains() {
+        cmds.push(SvcCmd::DeleteChain(name.to_string()));
+    }
+    for map in DispatchMap::ALL {
+        cmds.push(SvcCmd::DeleteSet(map.name().to_string()));
+    }
+}
+
+/// Every service object the kernel holds (`chains`, `sets`: every name in netd's
+/// table, as listed) deleted: what `sync_full` sends when no service is left but the
+/// kernel still has service objects (the last one removed while netd was down).
+pub fn teardown(chains: &[String], sets: &[String]) -> Batch {
+    let mut cmds = Vec::new();
+    let svc: Vec<&String> = chains.iter().filter(|c| c.starts_with("svc/")).collect();
+    for c in &svc {
+        cmds.push(SvcCmd::FlushChain((*c).clone()));
+    }
+    let bases: Vec<&'static str> = base_chains()
+        .into_iter()
+        .map(|(n, _, _)| n)
+        .filter(|n| chains.iter().any(|c| c == n))
+        .collect();
+    for n in &bases {
+        cmds.push(SvcCmd::FlushChain(n.to_string()));
+    }
+    for c in &svc {
+        cmds.push(SvcCmd::DeleteChain((*c).clone()));
+    }
+    for n in &bases {
+        cmds.push(SvcCmd::DeleteChain(n.to_string()));
+    }
+    for s in sets.iter().filter(|s| s.starts_with("svc/")) {
+        cmds.push(SvcCmd::DeleteSet(s.clone()));
+    }
+    for map in DispatchMap::ALL {
+        if sets.iter().any(|s| s == map.name()) {
+            cmds.push(SvcCmd::DeleteSet(map.name().to_string()));
+        }
+    }
     svc_batch(cmds)
 }
 

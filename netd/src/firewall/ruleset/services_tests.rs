@@ -304,12 +304,14 @@ fn nft_accepts_full_and_diff() {
     new[0].vips[0].backends.remove(0);
     new[0].affinity = Some(60);
     new[1].vips[0].backends.push(ip("fd00:89::3"));
-    // One transaction: create everything, then move to `new`, then drop a service.
+    // One transaction: create everything, then move to `new`, then drop a service,
+    // then the last one (which takes the base chains and maps with it).
     let batch = format!(
-        "{base}{}{}{}",
+        "{base}{}{}{}{}",
         full(&old),
         diff(&old, &new),
-        diff(&new, &new[1..])
+        diff(&new, &new[1..]),
+        diff(&new[1..], &[])
     );
     match nft_check(&batch) {
         None => {}
@@ -416,4 +418,41 @@ fn full_over_deletes_leftover_service_objects_only() {
         super::full_over(&now, &chains[..3], &sets[..1]).to_string(),
         full(&now)
     );
+}
+
+#[test]
+fn the_last_service_gone_takes_the_base_chains_and_maps() {
+    let old = example();
+    let d = diff(&old, &[]);
+    for name in ["svc_prerouting", "svc_output", "svc_postrouting"] {
+        assert!(d.contains(&format!("delete chain inet netd {name}\n")), "{d}");
+    }
+    for map in ["svc4_dispatch", "svc6_dispatch", "svc4_ingress", "svc6_ingress"] {
+        assert!(d.contains(&format!("delete set inet netd {map}\n")), "{d}");
+    }
+    // Not while a service is left.
+    assert!(!diff(&old, &old[1..]).contains("svc_prerouting"));
+    // From the kernel's listing: what is there goes, nothing outside `svc` is named.
+    let strs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let chains = strs(&["prerouting", "svc_prerouting", "svc/default/old/n/tcp/80"]);
+    let sets = strs(&[
+        "bridges",
+        "svc4_dispatch",
+        "svc/default/old/n/tcp/80/10.0.0.3/aff60",
+    ]);
+    assert_eq!(
+        super::teardown(&chains, &sets)
+            .to_string()
+            .lines()
+            .collect::<Vec<_>>(),
+        [
+            "flush chain inet netd svc/default/old/n/tcp/80",
+            "flush chain inet netd svc_prerouting",
+            "delete chain inet netd svc/default/old/n/tcp/80",
+            "delete chain inet netd svc_prerouting",
+            "delete set inet netd svc/default/old/n/tcp/80/10.0.0.3/aff60",
+            "delete set inet netd svc4_dispatch",
+        ]
+    );
+    assert!(super::teardown(&chains[..1], &sets[..1]).is_empty());
 }

@@ -13,6 +13,7 @@ pub mod dns;
 pub mod driver;
 pub mod engine;
 pub mod firewall;
+pub mod graph;
 pub mod ipam;
 pub mod k8s;
 pub mod kernel;

@@ -46,6 +46,13 @@ struct DaemonArgs {
     /// Service load balancer: nftables (default) or ipvs.
     #[arg(long, value_name = "nftables|ipvs")]
     lb: Option<netd::lb::LbKind>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default; loopback only
+    /// unless --metrics-public).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Allow --metrics-addr off loopback.
+    #[arg(long)]
+    metrics_public: bool,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -146,6 +153,10 @@ fn options(a: &DaemonArgs) -> anyhow::Result<DaemonOptions> {
     }
     if let Some(i) = file.ipam {
         o.engine.ipam = i;
+    }
+    if let Some(m) = a.metrics_addr {
+        daemon::check_metrics_addr(m, a.metrics_public)?;
+        o.metrics_addr = Some(m);
     }
     if let Some(lb) = a.lb {
         o.engine.lb = lb;

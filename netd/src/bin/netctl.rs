@@ -12,6 +12,9 @@ use netd::api::client::Client;
 use netd::model::{EndpointRequest, NetworkRequest, SandboxRequest, SubnetRequest};
 use serde_json::{json, Value};
 
+#[path = "netctl/events.rs"]
+mod events;
+
 #[derive(Parser)]
 #[command(name = "netctl", version, about = "Manage netd networks and sandboxes")]
 struct Cli {
@@ -42,6 +45,9 @@ enum Top {
     Apply(K8sArgs),
     /// Delete the Kubernetes objects a file names (as `apply` took them).
     Delete(K8sArgs),
+    /// Stream the daemon's events (create, rm, connect, disconnect, publish, repairs,
+    /// DNS forwarding failures), like `docker events`.
+    Events(events::EventsArgs),
 }
 
 #[derive(Args)]
@@ -742,6 +748,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Top::Service(cmd) => service(&c, cmd)?,
         Top::Apply(a) => k8s(&c, "apply", a)?,
         Top::Delete(a) => k8s(&c, "delete", a)?,
+        Top::Events(a) => events::run(&c, &a)?,
         Top::Dns(DnsCmd::Ls { sandbox, json }) => {
             let v = c.get(&format!("/v1/sandboxes/{sandbox}/dns"))?;
             if json {

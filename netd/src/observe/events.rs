@@ -20,7 +20,7 @@ use super::time;
 /// Events kept for `--since`.
 pub const CAPACITY: usize = 10_000;
 /// How far a live reader may fall behind before it is dropped as lagged.
-pub const LIVE_BACKLOG: usize = 4096;
+pub const LIVE_BACKLOG: usize = 1024;
 
 /// What an event is about (`--filter type=...`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

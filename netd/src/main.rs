@@ -79,6 +79,9 @@ enum Cmd {
         /// Leave the stack up on the running daemon and return.
         #[arg(short = 'd', long)]
         detach: bool,
+        /// Write the stack's picture here once it is up (SVG; DOT if FILE ends in .dot).
+        #[arg(long, value_name = "FILE")]
+        graph: Option<PathBuf>,
         #[command(flatten)]
         stack: StackArgs,
     },
@@ -224,6 +227,7 @@ fn main() -> ExitCode {
             file,
             check,
             detach,
+            graph,
             stack,
         } => {
             init_logs();
@@ -232,6 +236,7 @@ fn main() -> ExitCode {
                 name: stack.name,
                 check,
                 detach,
+                graph,
             };
             options(&stack.daemon).and_then(|o| netd::stack::up(&a, o))
         }

@@ -14,6 +14,8 @@ use serde_json::{json, Value};
 
 #[path = "netctl/events.rs"]
 mod events;
+#[path = "netctl/graph.rs"]
+mod graph;
 
 #[derive(Parser)]
 #[command(name = "netctl", version, about = "Manage netd networks and sandboxes")]
@@ -48,6 +50,9 @@ enum Top {
     /// Stream the daemon's events (create, rm, connect, disconnect, publish, repairs,
     /// DNS forwarding failures), like `docker events`.
     Events(events::EventsArgs),
+    /// Draw the networks, sandboxes (addresses, published ports) and services (VIPs,
+    /// backends) as SVG or Graphviz DOT.
+    Graph(graph::GraphArgs),
 }
 
 #[derive(Args)]
@@ -749,6 +754,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Top::Apply(a) => k8s(&c, "apply", a)?,
         Top::Delete(a) => k8s(&c, "delete", a)?,
         Top::Events(a) => events::run(&c, &a)?,
+        Top::Graph(a) => graph::run(&c, &a)?,
         Top::Dns(DnsCmd::Ls { sandbox, json }) => {
             let v = c.get(&format!("/v1/sandboxes/{sandbox}/dns"))?;
             if json {

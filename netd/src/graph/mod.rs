@@ -34,15 +34,11 @@ pub struct ServiceEntry {
 impl Topology {
     /// Reads the daemon's networks, sandboxes and services.
     pub fn fetch(c: &Client, host: &str) -> Result<Topology, GraphError> {
-        let get = |path: &str| c.get(path).map_err(|e| GraphError::Api(e.to_string()));
-        let parse = |what: &str, v: serde_json::Value| {
-            serde_json::from_value(v).map_err(|e| GraphError::Api(format!("{what}: {e}")))
-        };
         Ok(Topology {
             host: host.to_string(),
-            networks: parse("networks", get("/v1/networks")?)?,
-            sandboxes: parse("sandboxes", get("/v1/sandboxes")?)?,
-            services: parse("services", get("/v1/services")?)?,
+            networks: list(c, "/v1/networks")?,
+            sandboxes: list(c, "/v1/sandboxes")?,
+            services: list(c, "/v1/services")?,
         })
     }
 
@@ -60,6 +56,30 @@ impl Topology {
         });
         self
     }
+}
+
+fn list<T: serde::de::DeserializeOwned>(c: &Client, path: &str) -> Result<Vec<T>, GraphError> {
+    let v = c.get(path).map_err(|e| GraphError::Api(e.to_string()))?;
+    serde_json::from_value(v).map_err(|e| GraphError::Api(format!("{path}: {e}")))
+}
+
+/// The host's name for the picture's title (its UTS name; `host` when unreadable).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "host".into())
+}
+
+/// Writes the picture of `t` to `path`: DOT when the name ends in `.dot`, else SVG.
+pub fn write_file(t: &Topology, path: &std::path::Path) -> Result<(), GraphError> {
+    let format = match path.extension().and_then(|e| e.to_str()) {
+        Some("dot" | "gv") => Format::Dot,
+        _ => Format::Svg,
+    };
+    let bytes = render(&dot(t), format)?;
+    std::fs::write(path, bytes).map_err(|e| GraphError::Write(path.display().to_string(), e))
 }
 
 /// A DOT string literal: quotes and backslashes escaped, newlines as `\n`.

@@ -30,6 +30,8 @@ pub enum GraphError {
     Api(String),
     #[error("run Graphviz `dot` (install the graphviz package, or use --format dot): {0}")]
     Spawn(std::io::Error),
+    #[error("write {0}: {1}")]
+    Write(String, std::io::Error),
     #[error("Graphviz `dot` failed: {0}")]
     Dot(String),
 }

@@ -15,7 +15,12 @@ use serde_json::Value;
 /// Every text node of the SVG, joined (Graphviz writes one `<text>` per label line).
 fn svg_text(path: &Path) -> String {
     let svg = std::fs::read_to_string(path).expect("read svg");
-    let doc = roxmltree::Document::parse(&svg).expect("the SVG parses as XML");
+    // Graphviz writes SVG 1.1's DOCTYPE.
+    let opts = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..roxmltree::ParsingOptions::default()
+    };
+    let doc = roxmltree::Document::parse_with_options(&svg, opts).expect("the SVG parses as XML");
     assert_eq!(doc.root_element().tag_name().name(), "svg");
     doc.descendants()
         .filter(|n| n.is_text())
@@ -78,6 +83,9 @@ fn voting_app_picture_names_every_network_sandbox_and_address() {
     let h = Host::new();
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/voting-app.toml");
     let up_svg = h.base.join("up.svg");
+    // `up -d` leaves responders running in the sandboxes: `down` stops them, also when
+    // an assertion fails.
+    let _down = Down(&h);
     let o = run(Command::new("nsenter")
         .arg(format!("--net={}", h.netns().display()))
         .arg(bin("netd"))
@@ -116,12 +124,21 @@ fn voting_app_picture_names_every_network_sandbox_and_address() {
             assert!(colours > 4, "the rendered picture is blank ({colours} colours)");
         }
     }
-    let o = run(Command::new("nsenter")
-        .arg(format!("--net={}", h.netns().display()))
-        .arg(bin("netd"))
-        .args(["down", "-p", "voting-app"])
-        .args(h.dir_args()));
-    assert!(o.ok(), "netd down: {}", o.stderr);
+}
+
+struct Down<'a>(&'a Host);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let o = run(Command::new("nsenter")
+            .arg(format!("--net={}", self.0.netns().display()))
+            .arg(bin("netd"))
+            .args(["down", "-p", "voting-app"])
+            .args(self.0.dir_args()));
+        if !o.ok() {
+            eprintln!("netd down: {}", o.stderr);
+        }
+    }
 }
 
 /// Distinct RGB colours of a PNG (every 4th pixel of every 4th row).
@@ -130,7 +147,7 @@ fn distinct_colours(png: &Path) -> usize {
     let mut r = png::Decoder::new(std::io::BufReader::new(f))
         .read_info()
         .expect("a PNG");
-    let mut buf = vec![0; r.output_buffer_size().expect("size")];
+    let mut buf = vec![0; r.output_buffer_size()];
     let info = r.next_frame(&mut buf).expect("a frame");
     let bpp = match info.color_type {
         png::ColorType::Rgb => 3,

@@ -98,9 +98,18 @@ fn a_sequence_arrives_in_order_and_since_replays_it() {
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq increases: {seqs:?}");
     assert!(got[0]["time_nano"].as_u64().expect("time") >= t0);
     assert_eq!(got[0]["attributes"]["subnet"], "10.81.0.0/24");
-    assert!(got[0]["attributes"]["bridge"].as_str().is_some_and(|b| !b.is_empty()));
-    assert!(got[3]["attributes"]["ipv4"].as_str().expect("ipv4").starts_with("10.81.0."));
-    assert_eq!(got[4]["attributes"]["port"], "0.0.0.0:8080->80/tcp", "{:?}", got[4]);
+    assert!(got[0]["attributes"]["bridge"]
+        .as_str()
+        .is_some_and(|b| !b.is_empty()));
+    assert!(got[3]["attributes"]["ipv4"]
+        .as_str()
+        .expect("ipv4")
+        .starts_with("10.81.0."));
+    assert_eq!(
+        got[4]["attributes"]["port"], "0.0.0.0:8080->80/tcp",
+        "{:?}",
+        got[4]
+    );
 
     // After the fact: --since replays the same events; --until now ends the stream.
     let o = h.netctl(&["events", "--since", "5m", "--until", "0s", "--json"]);
@@ -113,7 +122,14 @@ fn a_sequence_arrives_in_order_and_since_replays_it() {
     assert_eq!(replay, EXPECTED, "replayed events");
     // The text form, and filters: one key's values ORed, keys ANDed.
     let o = h.netctl(&[
-        "events", "--since", "5m", "--until", "0s", "--filter", "type=network", "--filter",
+        "events",
+        "--since",
+        "5m",
+        "--until",
+        "0s",
+        "--filter",
+        "type=network",
+        "--filter",
         "name=back",
     ]);
     assert!(o.ok(), "{}", o.stderr);
@@ -134,7 +150,10 @@ fn a_sequence_arrives_in_order_and_since_replays_it() {
         assert!(!o.ok(), "{args:?} accepted");
         assert_eq!(o.stderr.trim().lines().count(), 1, "{}", o.stderr);
     }
-    let e = h.client().get("/v1/events?filter=type%3Dbogus").expect_err("bad filter");
+    let e = h
+        .client()
+        .get("/v1/events?filter=type%3Dbogus")
+        .expect_err("bad filter");
     assert!(e.to_string().contains("bad filter"), "{e}");
 }
 
@@ -197,5 +216,12 @@ fn a_reader_that_never_reads_does_not_hold_the_daemon() {
         "no lagged event at the end of {} bytes",
         all.len()
     );
-    assert_eq!(h.client().get("/v1/sandboxes").expect("ls").as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        h.client()
+            .get("/v1/sandboxes")
+            .expect("ls")
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
 }

@@ -34,7 +34,13 @@ fn expected(h: &Host) -> BTreeSet<String> {
     let c = h.client();
     let mine = |v: &Value| v["labels"]["netd.stack"] == "voting-app";
     let mut want = BTreeSet::new();
-    for n in c.get("/v1/networks").expect("networks").as_array().into_iter().flatten() {
+    for n in c
+        .get("/v1/networks")
+        .expect("networks")
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         if mine(n) {
             want.insert(n["name"].as_str().expect("name").to_string());
             for s in n["subnets"].as_array().into_iter().flatten() {
@@ -42,7 +48,13 @@ fn expected(h: &Host) -> BTreeSet<String> {
             }
         }
     }
-    for s in c.get("/v1/sandboxes").expect("sandboxes").as_array().into_iter().flatten() {
+    for s in c
+        .get("/v1/sandboxes")
+        .expect("sandboxes")
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         if mine(s) {
             want.insert(s["name"].as_str().expect("name").to_string());
             for e in s["endpoints"].as_array().into_iter().flatten() {
@@ -57,14 +69,21 @@ fn expected(h: &Host) -> BTreeSet<String> {
 fn check_names(path: &Path, want: &BTreeSet<String>) {
     let text = svg_text(path);
     let missing: Vec<&String> = want.iter().filter(|w| !text.contains(w.as_str())).collect();
-    assert!(missing.is_empty(), "{} lacks {missing:?}; its text:\n{text}", path.display());
+    assert!(
+        missing.is_empty(),
+        "{} lacks {missing:?}; its text:\n{text}",
+        path.display()
+    );
 }
 
 /// Headless Chromium's screenshot of `svg`; `None` when no Chromium is installed.
 fn screenshot(svg: &Path, png: &Path) -> Option<bool> {
-    let chromium = ["chromium", "chromium-browser"]
-        .into_iter()
-        .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))?;
+    let chromium = ["chromium", "chromium-browser"].into_iter().find(|c| {
+        Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })?;
     let profile = png.with_extension("profile");
     let o = run(Command::new(chromium)
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"])
@@ -105,12 +124,19 @@ fn voting_app_picture_names_every_network_sandbox_and_address() {
     check_names(&svg, &want);
     let text = svg_text(&svg);
     assert!(text.contains("VIP "), "the vote service's VIP is drawn: {text}");
-    assert!(text.contains("publish 0.0.0.0:5001->80/tcp"), "result's published port: {text}");
+    assert!(
+        text.contains("publish 0.0.0.0:5001->80/tcp"),
+        "result's published port: {text}"
+    );
 
     let dot = h.ctl(&["graph", "--format", "dot"]);
     assert!(dot.starts_with("digraph netd {"), "{dot}");
     let bad = h.netctl(&["graph", "--format", "png"]);
-    assert!(!bad.ok() && bad.stderr.trim().lines().count() == 1, "{}", bad.stderr);
+    assert!(
+        !bad.ok() && bad.stderr.trim().lines().count() == 1,
+        "{}",
+        bad.stderr
+    );
 
     let png = h.base.join("all.png");
     match screenshot(&svg, &png) {
@@ -120,8 +146,18 @@ fn voting_app_picture_names_every_network_sandbox_and_address() {
         Some(ok) => {
             assert!(ok, "chromium could not render {}", svg.display());
             let colours = distinct_colours(&png);
-            println!("graph: {} rendered to {} ({colours} distinct colours)", svg.display(), png.display());
+            println!(
+                "graph: {} rendered to {} ({colours} distinct colours)",
+                svg.display(),
+                png.display()
+            );
             assert!(colours > 4, "the rendered picture is blank ({colours} colours)");
+            // To look at it: NETD_GRAPH_OUT=DIR keeps the SVG and PNG.
+            if let Some(dir) = std::env::var_os("NETD_GRAPH_OUT") {
+                let dir = Path::new(&dir);
+                let _ = std::fs::copy(&svg, dir.join("voting-app.svg"));
+                let _ = std::fs::copy(&png, dir.join("voting-app.png"));
+            }
         }
     }
 }

@@ -46,7 +46,11 @@ fn counters_move_with_operations() {
     if no_root() {
         return;
     }
-    if std::process::Command::new("curl").arg("--version").output().is_err() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         skip("metrics", "no curl (scripts/install-deps.sh installs it)");
         return;
     }
@@ -59,12 +63,28 @@ fn counters_move_with_operations() {
     h.ctl(&["network", "create", "front", "--subnet", "10.83.0.0/24"]);
     h.ctl(&["sandbox", "create", "a", "--network", "front", "-p", "8080:80"]);
     h.ctl(&["sandbox", "create", "b", "--network", "front"]);
-    h.ctl(&["service", "create", "web", "--network", "front", "--backend", "a", "--backend", "b", "--port", "80"]);
+    h.ctl(&[
+        "service",
+        "create",
+        "web",
+        "--network",
+        "front",
+        "--backend",
+        "a",
+        "--backend",
+        "b",
+        "--port",
+        "80",
+    ]);
     let bad = h.netctl(&["network", "create", "front"]);
     assert!(!bad.ok(), "a second network 'front' was accepted");
     // DNS: a name that resolves and one that does not.
     let dig = h.sh_in("a", "dig +short +time=2 +tries=1 @127.0.0.11 b");
-    assert!(dig.ok() && dig.stdout.trim().starts_with("10.83.0."), "dig b: {}", dig.stdout);
+    assert!(
+        dig.ok() && dig.stdout.trim().starts_with("10.83.0."),
+        "dig b: {}",
+        dig.stdout
+    );
     h.sh_in("a", "dig +time=2 +tries=1 @127.0.0.11 nosuch.svc.cluster.local");
 
     let m1 = scrape(&h);
@@ -73,7 +93,13 @@ fn counters_move_with_operations() {
     assert_eq!(get(&m1, "netd_objects{kind=\"sandbox\"}"), 2.0);
     assert_eq!(get(&m1, "netd_objects{kind=\"service\"}"), 1.0);
     assert_eq!(get(&m1, "netd_published_ports"), 1.0);
-    assert_eq!(get(&m1, "netd_service_backends{namespace=\"default\",service=\"web\"}"), 2.0);
+    assert_eq!(
+        get(
+            &m1,
+            "netd_service_backends{namespace=\"default\",service=\"web\"}"
+        ),
+        2.0
+    );
     let ok = "netd_operation_duration_seconds_count{operation=\"sandbox_create\",result=\"ok\"}";
     assert_eq!(get(&m1, ok), 2.0, "{ok}");
     let err = "netd_operation_duration_seconds_count{operation=\"network_create\",result=\"error\"}";
@@ -87,8 +113,17 @@ fn counters_move_with_operations() {
     let m2 = scrape(&h);
     assert_eq!(get(&m2, "netd_objects{kind=\"sandbox\"}"), 1.0);
     assert_eq!(get(&m2, "netd_published_ports"), 0.0);
-    assert!(!m2.keys().any(|k| k.starts_with("netd_service_backends")), "{m2:#?}");
-    assert_eq!(get(&m2, "netd_operation_duration_seconds_count{operation=\"sandbox_rm\",result=\"ok\"}"), 1.0);
+    assert!(
+        !m2.keys().any(|k| k.starts_with("netd_service_backends")),
+        "{m2:#?}"
+    );
+    assert_eq!(
+        get(
+            &m2,
+            "netd_operation_duration_seconds_count{operation=\"sandbox_rm\",result=\"ok\"}"
+        ),
+        1.0
+    );
 }
 
 #[test]
@@ -105,5 +140,8 @@ fn a_public_metrics_address_needs_metrics_public() {
     assert!(!o.ok(), "netd served metrics on 0.0.0.0 without --metrics-public");
     assert_eq!(o.stderr.trim().lines().count(), 1, "{}", o.stderr);
     assert!(o.stderr.contains("--metrics-public"), "{}", o.stderr);
-    assert!(!h.base.join("state").exists(), "the refused daemon made its state dir");
+    assert!(
+        !h.base.join("state").exists(),
+        "the refused daemon made its state dir"
+    );
 }

@@ -140,23 +140,24 @@ impl Client {
             .ok_or_else(|| ClientError::Protocol("bad status line".into()))?;
         let mut body = Vec::new();
         let mut pending = Vec::new();
-        let read_chunk = |r: &mut std::io::BufReader<UnixStream>, out: &mut Vec<u8>| -> Result<bool, ClientError> {
-            if !chunked {
-                let n = r.read_until(b'\n', out)?;
-                return Ok(n > 0);
-            }
-            let mut size = String::new();
-            r.read_line(&mut size)?;
-            let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(|_| ClientError::Protocol("bad chunk size".into()))?;
-            if n == 0 {
-                return Ok(false);
-            }
-            let mut buf = vec![0u8; n + 2];
-            r.read_exact(&mut buf)?;
-            out.extend_from_slice(&buf[..n]);
-            Ok(true)
-        };
+        let read_chunk =
+            |r: &mut std::io::BufReader<UnixStream>, out: &mut Vec<u8>| -> Result<bool, ClientError> {
+                if !chunked {
+                    let n = r.read_until(b'\n', out)?;
+                    return Ok(n > 0);
+                }
+                let mut size = String::new();
+                r.read_line(&mut size)?;
+                let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
+                    .map_err(|_| ClientError::Protocol("bad chunk size".into()))?;
+                if n == 0 {
+                    return Ok(false);
+                }
+                let mut buf = vec![0u8; n + 2];
+                r.read_exact(&mut buf)?;
+                out.extend_from_slice(&buf[..n]);
+                Ok(true)
+            };
         if status >= 400 {
             while read_chunk(&mut r, &mut body)? {}
             let (message, reason) = match serde_json::from_slice::<ErrorBody>(&body) {

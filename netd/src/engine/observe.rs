@@ -44,7 +44,11 @@ impl Engine {
         let Some(o) = &self.observer else {
             return;
         };
-        for (action, what) in [("removed", &r.removed), ("recreated", &r.recreated), ("failed", &r.failed)] {
+        for (action, what) in [
+            ("removed", &r.removed),
+            ("recreated", &r.recreated),
+            ("failed", &r.failed),
+        ] {
             o.metrics.repairs(action, what.len() as u64);
             for x in what {
                 o.emit(Event::new(Kind::Repair, action, x));

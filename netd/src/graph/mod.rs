@@ -51,7 +51,9 @@ impl Topology {
         self.sandboxes.retain(|s| mine(&s.labels));
         let nets: Vec<String> = self.networks.iter().map(|n| n.name.clone()).collect();
         self.services.retain(|s| match &s.service.kind {
-            ServiceKind::ClusterIp(c) => mine(&s.service.labels) || c.networks.iter().any(|n| nets.contains(n)),
+            ServiceKind::ClusterIp(c) => {
+                mine(&s.service.labels) || c.networks.iter().any(|n| nets.contains(n))
+            }
             ServiceKind::ExternalName { .. } => mine(&s.service.labels),
         });
         self
@@ -113,7 +115,11 @@ fn svc_id(s: &Service) -> String {
 pub fn dot(t: &Topology) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "digraph netd {{");
-    let _ = writeln!(o, "  graph [rankdir=LR, fontname=\"Helvetica\", label={}, labelloc=t];", q(&format!("netd on {}", t.host)));
+    let _ = writeln!(
+        o,
+        "  graph [rankdir=LR, fontname=\"Helvetica\", label={}, labelloc=t];",
+        q(&format!("netd on {}", t.host))
+    );
     let _ = writeln!(o, "  node [fontname=\"Helvetica\", fontsize=11];");
     let _ = writeln!(o, "  edge [fontname=\"Helvetica\", fontsize=9, arrowhead=none];");
     let _ = writeln!(o, "  host [shape=house, label={}];", q(&t.host));
@@ -125,7 +131,12 @@ pub fn dot(t: &Topology) -> String {
         if !n.bridge.is_empty() {
             let _ = write!(label, "\nbridge {}", n.bridge);
         }
-        let _ = writeln!(o, "  {} [shape=box, style=filled, fillcolor=\"#dbe9f6\", label={}];", net_id(&n.name), q(&label));
+        let _ = writeln!(
+            o,
+            "  {} [shape=box, style=filled, fillcolor=\"#dbe9f6\", label={}];",
+            net_id(&n.name),
+            q(&label)
+        );
         let _ = writeln!(o, "  host -> {};", net_id(&n.name));
     }
     for s in &t.sandboxes {
@@ -133,11 +144,22 @@ pub fn dot(t: &Topology) -> String {
         for p in &s.ports {
             let _ = write!(label, "\npublish {p}");
         }
-        let _ = writeln!(o, "  {} [shape=box, style=\"rounded,filled\", fillcolor=\"#e8f5e1\", label={}];", sb_id(&s.name), q(&label));
+        let _ = writeln!(
+            o,
+            "  {} [shape=box, style=\"rounded,filled\", fillcolor=\"#e8f5e1\", label={}];",
+            sb_id(&s.name),
+            q(&label)
+        );
         for e in &s.endpoints {
             let addrs: Vec<String> = e.ips().map(|ip| ip.to_string()).collect();
             let label = format!("{} {}", e.ifname, addrs.join(" "));
-            let _ = writeln!(o, "  {} -> {} [label={}];", net_id(&e.network), sb_id(&s.name), q(label.trim()));
+            let _ = writeln!(
+                o,
+                "  {} -> {} [label={}];",
+                net_id(&e.network),
+                sb_id(&s.name),
+                q(label.trim())
+            );
         }
     }
     for entry in &t.services {
@@ -156,14 +178,31 @@ pub fn dot(t: &Topology) -> String {
                 }
             }
         }
-        let _ = writeln!(o, "  {} [shape=diamond, style=filled, fillcolor=\"#fdf0d5\", label={}];", svc_id(s), q(&label));
+        let _ = writeln!(
+            o,
+            "  {} [shape=diamond, style=filled, fillcolor=\"#fdf0d5\", label={}];",
+            svc_id(s),
+            q(&label)
+        );
         if let ServiceKind::ClusterIp(c) = &s.kind {
             for (net, vip) in &c.vips {
-                let _ = writeln!(o, "  {} -> {} [label={}];", net_id(net), svc_id(s), q(&format!("VIP {vip}")));
+                let _ = writeln!(
+                    o,
+                    "  {} -> {} [label={}];",
+                    net_id(net),
+                    svc_id(s),
+                    q(&format!("VIP {vip}"))
+                );
             }
         }
         for b in entry.live_backends.iter().flatten() {
-            let _ = writeln!(o, "  {} -> {} [style=dashed, arrowhead=normal, label={}];", svc_id(s), sb_id(&b.sandbox), q(&b.ip.to_string()));
+            let _ = writeln!(
+                o,
+                "  {} -> {} [style=dashed, arrowhead=normal, label={}];",
+                svc_id(s),
+                sb_id(&b.sandbox),
+                q(&b.ip.to_string())
+            );
         }
     }
     let _ = writeln!(o, "}}");

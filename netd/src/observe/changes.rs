@@ -43,16 +43,18 @@ fn endpoint_event(action: &str, sb: &Sandbox, e: &crate::model::Endpoint) -> Eve
 /// connect and publish events too, as `docker events` shows a container's).
 pub fn sandbox(before: Option<&Sandbox>, after: Option<&Sandbox>) -> Vec<Event> {
     let mut out = Vec::new();
-    match (before, after) {
-        (None, Some(s)) => out.push(Event::new(Kind::Sandbox, "create", &s.name).attr("netns", &s.netns)),
-        (Some(_), None) | (Some(_), Some(_)) | (None, None) => {}
+    if let (None, Some(s)) = (before, after) {
+        out.push(Event::new(Kind::Sandbox, "create", &s.name).attr("netns", &s.netns));
     }
     let empty_eps = Vec::new();
     let empty_ports = Vec::new();
     let (old_eps, old_ports) = before.map_or((&empty_eps, &empty_ports), |s| (&s.endpoints, &s.ports));
     let (new_eps, new_ports) = after.map_or((&empty_eps, &empty_ports), |s| (&s.endpoints, &s.ports));
     if let Some(s) = after {
-        for e in new_eps.iter().filter(|e| !old_eps.iter().any(|o| o.network == e.network)) {
+        for e in new_eps
+            .iter()
+            .filter(|e| !old_eps.iter().any(|o| o.network == e.network))
+        {
             out.push(endpoint_event("connect", s, e));
         }
         for p in new_ports.iter().filter(|p| !old_ports.contains(p)) {
@@ -63,7 +65,10 @@ pub fn sandbox(before: Option<&Sandbox>, after: Option<&Sandbox>) -> Vec<Event> 
         for p in old_ports.iter().filter(|p| !new_ports.contains(p)) {
             out.push(Event::new(Kind::Sandbox, "unpublish", &s.name).attr("port", p));
         }
-        for e in old_eps.iter().filter(|e| !new_eps.iter().any(|n| n.network == e.network)) {
+        for e in old_eps
+            .iter()
+            .filter(|e| !new_eps.iter().any(|n| n.network == e.network))
+        {
             out.push(endpoint_event("disconnect", s, e));
         }
         if after.is_none() {
@@ -109,10 +114,14 @@ pub fn service(before: Option<&Service>, after: Option<&Service>) -> Vec<Event> 
     let mut out = Vec::new();
     let (old_pub, new_pub) = (published(before), published(after));
     match (before, after) {
-        (None, Some(s)) => out.push(service_attrs(Event::new(Kind::Service, "create", &service_name(s)), s)),
-        (Some(a), Some(b)) if a != b => {
-            out.push(service_attrs(Event::new(Kind::Service, "update", &service_name(b)), b))
-        }
+        (None, Some(s)) => out.push(service_attrs(
+            Event::new(Kind::Service, "create", &service_name(s)),
+            s,
+        )),
+        (Some(a), Some(b)) if a != b => out.push(service_attrs(
+            Event::new(Kind::Service, "update", &service_name(b)),
+            b,
+        )),
         _ => {}
     }
     if let Some(s) = after {
@@ -174,7 +183,10 @@ mod tests {
         let b = sb("web", &["front", "back"], &[8080]);
         assert_eq!(actions(&sandbox(Some(&a), Some(&b))), ["connect web"]);
         let c = sb("web", &["back"], &[]);
-        assert_eq!(actions(&sandbox(Some(&b), Some(&c))), ["unpublish web", "disconnect web"]);
+        assert_eq!(
+            actions(&sandbox(Some(&b), Some(&c))),
+            ["unpublish web", "disconnect web"]
+        );
         assert_eq!(actions(&sandbox(Some(&c), None)), ["disconnect web", "rm web"]);
         assert!(sandbox(Some(&c), Some(&c)).is_empty());
     }

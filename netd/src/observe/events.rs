@@ -172,7 +172,7 @@ impl Filter {
     /// Whether `e` is wanted, times aside.
     pub fn matches(&self, e: &Event) -> bool {
         (self.kinds.is_empty() || self.kinds.contains(&e.kind))
-            && (self.names.is_empty() || self.names.iter().any(|n| *n == e.name))
+            && (self.names.is_empty() || self.names.contains(&e.name))
     }
 
     pub fn in_time(&self, e: &Event) -> bool {

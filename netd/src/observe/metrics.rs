@@ -130,7 +130,11 @@ impl Metrics {
             dns_latency.clone(),
         );
         let dns_nxdomain = Counter::default();
-        r.register("netd_dns_nxdomain", "DNS queries answered NXDOMAIN", dns_nxdomain.clone());
+        r.register(
+            "netd_dns_nxdomain",
+            "DNS queries answered NXDOMAIN",
+            dns_nxdomain.clone(),
+        );
         let dns_forwarded = Counter::default();
         r.register(
             "netd_dns_forwarded",
@@ -262,6 +266,9 @@ mod tests {
             assert!(text.contains(want), "{want} not in\n{text}");
         }
         let text = m.render(&ModelCounts::default());
-        assert!(!text.contains("service=\"web\""), "a removed service's gauge stays:\n{text}");
+        assert!(
+            !text.contains("service=\"web\""),
+            "a removed service's gauge stays:\n{text}"
+        );
     }
 }

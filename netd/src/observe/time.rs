@@ -92,7 +92,7 @@ fn parse_duration(s: &str) -> Option<u64> {
         _ => return None,
     };
     let n: f64 = s[..s.len() - 1].parse().ok()?;
-    (n.is_finite() && n >= 0.0).then(|| (n * unit as f64 * NANOS as f64) as u64)
+    (n.is_finite() && n >= 0.0).then_some((n * unit as f64 * NANOS as f64) as u64)
 }
 
 /// A point in time (unix ns) from what `--since`/`--until` take, durations counting
@@ -105,7 +105,7 @@ pub fn parse_point(s: &str, now: u64) -> Result<u64, TimeError> {
     }
     if let Ok(secs) = s.parse::<f64>() {
         return (secs.is_finite() && secs >= 0.0)
-            .then(|| (secs * NANOS as f64) as u64)
+            .then_some((secs * NANOS as f64) as u64)
             .ok_or_else(bad);
     }
     parse_rfc3339(s).ok_or_else(bad)
@@ -138,7 +138,14 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for s in ["", "yesterday", "10x", "-5s", "2025-13-01T00:00:00Z", "2025-12-03T03:33:19"] {
+        for s in [
+            "",
+            "yesterday",
+            "10x",
+            "-5s",
+            "2025-13-01T00:00:00Z",
+            "2025-12-03T03:33:19",
+        ] {
             assert!(parse_point(s, 0).is_err(), "{s}");
         }
     }

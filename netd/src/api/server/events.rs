@@ -35,7 +35,11 @@ fn decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
             (b'+', ..) => out.push(b' '),
             (b'%', Some(h), Some(l)) => {
                 out.push(h << 4 | l);
@@ -61,7 +65,9 @@ pub fn filter_of(uri: &Uri, now: u64) -> Result<Filter, ApiError> {
         .iter()
         .find(|(k, _)| !matches!(k.as_str(), "since" | "until" | "filter"))
     {
-        return Err(bad(format!("unknown query parameter {k:?} (since, until, filter)")));
+        return Err(bad(format!(
+            "unknown query parameter {k:?} (since, until, filter)"
+        )));
     }
     Filter::parse(get("since"), get("until"), &filters, now).map_err(|e| bad(e.to_string()))
 }
@@ -145,11 +151,7 @@ pub async fn handler(obs: Option<Arc<Observer>>, uri: Uri) -> Response {
         done: false,
     };
     let body = Body::from_stream(futures_util::stream::unfold(reader, next));
-    (
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
-        body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
 }
 
 #[cfg(test)]

@@ -52,10 +52,9 @@ pub async fn time_operations(obs: Arc<Observer>, req: Request, next: Next) -> Re
 }
 
 async fn scrape(engine: Shared, obs: Arc<Observer>) -> Response {
-    let counts = tokio::task::spawn_blocking(move || {
-        engine.lock().unwrap_or_else(|p| p.into_inner()).model_counts()
-    })
-    .await;
+    let counts =
+        tokio::task::spawn_blocking(move || engine.lock().unwrap_or_else(|p| p.into_inner()).model_counts())
+            .await;
     match counts {
         Ok(c) => (
             [(
@@ -76,10 +75,7 @@ pub async fn serve_metrics(
     obs: Arc<Observer>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = Router::new().route(
-        "/metrics",
-        get(move || scrape(engine.clone(), obs.clone())),
-    );
+    let app = Router::new().route("/metrics", get(move || scrape(engine.clone(), obs.clone())));
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
@@ -90,12 +86,18 @@ mod tests {
     #[test]
     fn names_operations_not_reads() {
         assert_eq!(operation(&Method::POST, "/v1/networks"), Some("network_create"));
-        assert_eq!(operation(&Method::DELETE, "/v1/sandboxes/web"), Some("sandbox_rm"));
+        assert_eq!(
+            operation(&Method::DELETE, "/v1/sandboxes/web"),
+            Some("sandbox_rm")
+        );
         assert_eq!(
             operation(&Method::POST, "/v1/networks/front/connect"),
             Some("network_connect")
         );
-        assert_eq!(operation(&Method::PATCH, "/v1/services/default/web"), Some("service_update"));
+        assert_eq!(
+            operation(&Method::PATCH, "/v1/services/default/web"),
+            Some("service_update")
+        );
         assert_eq!(operation(&Method::GET, "/v1/networks"), None);
         assert_eq!(operation(&Method::GET, "/v1/events"), None);
     }

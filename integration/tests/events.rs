@@ -225,3 +225,53 @@ fn a_reader_that_never_reads_does_not_hold_the_daemon() {
         Some(0)
     );
 }
+
+/// Polls `netctl events --since 5m --until 0s ARGS` until a line contains `want`.
+fn wait_event(h: &Host, args: &[&str], want: &str) -> String {
+    let t0 = Instant::now();
+    loop {
+        let mut a = vec!["events", "--since", "5m", "--until", "0s"];
+        a.extend_from_slice(args);
+        let out = h.ctl(&a);
+        if let Some(l) = out.lines().find(|l| l.contains(want)) {
+            return l.to_string();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "no event with {want:?}; events:\n{out}\nlog:\n{}",
+            h.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn repairs_and_dns_forward_failures_are_events() {
+    if no_root() {
+        return;
+    }
+    // An upstream nobody serves (a closed port on the host's loopback), tried once.
+    let mut h = Host::bare();
+    let cfg = h.base.join("netd.toml");
+    std::fs::write(
+        &cfg,
+        "[dns]\nupstreams = [\"127.0.0.1:1\"]\ntimeout_ms = 300\nattempts = 1\n",
+    )
+    .expect("write config");
+    h.daemon_args = vec!["--config".into(), cfg.display().to_string()];
+    h.start();
+    h.ctl(&["network", "create", "front", "--subnet", "10.84.0.0/24"]);
+    h.ctl(&["sandbox", "create", "a", "--network", "front"]);
+    let veth = h.sandbox("a")["endpoints"][0]["host_ifname"]
+        .as_str()
+        .expect("host_ifname")
+        .to_string();
+    // Behind netd's back: the reconcile loop puts it back, and says so as an event.
+    assert!(h.sh(&format!("ip link del {veth}")).ok());
+    let l = wait_event(&h, &["--filter", "type=repair"], "repair recreated");
+    println!("{l}");
+    // A forwarded name no upstream answers.
+    h.sh_in("a", "dig +time=2 +tries=1 @127.0.0.11 example.org");
+    let l = wait_event(&h, &["--filter", "type=dns"], "dns forward_failed example.org");
+    assert!(l.contains("sandbox=a"), "{l}");
+}

@@ -22,6 +22,8 @@ pkgs=(
   bind9-dnsutils                # dig for the DNS integration tests
   dnsmasq-base                  # the DNS tests' fake upstream; a peer DNS server in bench/dns.sh
   dnsperf aardvark-dns procps   # bench/dns.sh: load generator, the other peer DNS server, pgrep
+  etcd-server                   # overlay networks' cluster store (binary etcd): the overlay tests start one
+  protobuf-compiler libprotobuf-dev  # protoc and its well-known .proto files for etcd-client's build.rs
 )
 # Wait for another apt/dpkg run (another build on the machine) instead of failing.
 apt=(apt-get -o DPkg::Lock::Timeout=600)

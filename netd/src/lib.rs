@@ -8,6 +8,7 @@
 //! `stack` (`netd up`).
 
 pub mod api;
+pub mod cluster;
 pub mod daemon;
 pub mod dns;
 pub mod driver;

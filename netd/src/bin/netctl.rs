@@ -12,6 +12,9 @@ use netd::api::client::Client;
 use netd::model::{EndpointRequest, NetworkRequest, SandboxRequest, SubnetRequest};
 use serde_json::{json, Value};
 
+#[path = "netctl/cluster.rs"]
+mod cluster;
+
 #[derive(Parser)]
 #[command(name = "netctl", version, about = "Manage netd networks and sandboxes")]
 struct Cli {
@@ -42,6 +45,19 @@ enum Top {
     Apply(K8sArgs),
     /// Delete the Kubernetes objects a file names (as `apply` took them).
     Delete(K8sArgs),
+    /// The cluster's nodes (a daemon started with --cluster).
+    #[command(subcommand)]
+    Node(NodeCmd),
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// List the nodes whose lease is alive.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -607,7 +623,41 @@ fn k8s(c: &Client, verb: &str, a: K8sArgs) -> anyhow::Result<()> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let c = Client::new(&cli.socket);
     match cli.cmd {
+        Top::Node(NodeCmd::Ls { json }) => cluster::node_ls(&c, json)?,
         Top::Network(cmd) => match cmd {
+            NetCmd::Create {
+                name,
+                driver,
+                subnet,
+                gateway,
+                ip_range,
+                ipv6,
+                internal,
+                mtu,
+                opt,
+                label,
+            } if driver == netd::model::DRIVER_OVERLAY => {
+                let refused = [
+                    (ipv6, "--ipv6"),
+                    (!ip_range.is_empty(), "--ip-range"),
+                    (mtu.is_some(), "--mtu (an overlay network's is the underlay's - 50)"),
+                    (!opt.is_empty(), "-o"),
+                    (!label.is_empty(), "--label"),
+                ]
+                .into_iter()
+                .filter_map(|(on, f)| on.then_some(f))
+                .collect();
+                cluster::create_overlay(
+                    &c,
+                    &cluster::Create {
+                        name: &name,
+                        subnet: &subnet,
+                        gateway: &gateway,
+                        internal,
+                        refused,
+                    },
+                )?;
+            }
             NetCmd::Create {
                 name,
                 driver,
@@ -649,7 +699,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     bail!("rm needs at least one network name");
                 }
                 for n in &names {
-                    c.delete(&format!("/v1/networks/{n}"))?;
+                    cluster::remove(&c, n)?;
                     println!("{n}");
                 }
             }

@@ -22,7 +22,7 @@ pkgs=(
   bind9-dnsutils                # dig for the DNS integration tests
   dnsmasq-base                  # the DNS tests' fake upstream; a peer DNS server in bench/dns.sh
   dnsperf aardvark-dns procps   # bench/dns.sh: load generator, the other peer DNS server, pgrep
-  etcd-server                   # overlay networks' cluster store (binary etcd): the overlay tests start one
+  etcd-server etcd-client       # overlay networks' cluster store (etcd) and etcdctl, which the overlay tests read it with
   protobuf-compiler libprotobuf-dev  # protoc and its well-known .proto files for etcd-client's build.rs
 )
 # Wait for another apt/dpkg run (another build on the machine) instead of failing.

@@ -48,8 +48,22 @@ impl Underlay {
         u
     }
 
-    fn start_etcd(&mut self) {
-        let log = std::fs::File::create(self.dir.join("etcd.log")).expect("etcd log");
+    /// Kills the etcd this underlay started (by PID); its data dir stays.
+    pub fn stop_etcd(&mut self) {
+        if let Some(mut c) = self.etcd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts etcd on the underlay's data dir and waits until it answers.
+    pub fn start_etcd(&mut self) {
+        assert!(self.etcd.is_none(), "etcd already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("etcd.log"))
+            .expect("etcd log");
         let url = format!("http://{ETCD_ADDR}:2379");
         let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", self.name))
@@ -86,7 +100,10 @@ impl Underlay {
             .env("ETCDCTL_API", "3")
             .output();
         match o {
-            Ok(o) => (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned()),
+            Ok(o) => (
+                o.status.success(),
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+            ),
             Err(_) => (false, String::new()),
         }
     }
@@ -95,7 +112,16 @@ impl Underlay {
     pub fn keys(&self, prefix: &str) -> Vec<String> {
         let (ok, out) = self.etcdctl(&["get", "--prefix", "--keys-only", prefix]);
         assert!(ok, "etcdctl get {prefix}");
-        out.lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
+        out.lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Default for Underlay {
+    fn default() -> Self {
+        Underlay::new()
     }
 }
 

@@ -166,12 +166,14 @@ fn options(a: &DaemonArgs) -> anyhow::Result<DaemonOptions> {
         let endpoints = netd::cluster::parse_cluster_url(url)?;
         let node = match &a.node {
             Some(n) => n.clone(),
-            None => std::fs::read_to_string("/proc/sys/kernel/hostname")?.trim().to_string(),
+            None => std::fs::read_to_string("/proc/sys/kernel/hostname")?
+                .trim()
+                .to_string(),
         };
         netd::model::validate_name(&node).map_err(|e| anyhow::anyhow!("--node: {e}"))?;
-        let advertise = a
-            .advertise_addr
-            .ok_or_else(|| anyhow::anyhow!("--cluster needs --advertise-addr IP (this node's underlay address)"))?;
+        let advertise = a.advertise_addr.ok_or_else(|| {
+            anyhow::anyhow!("--cluster needs --advertise-addr IP (this node's underlay address)")
+        })?;
         let data_port = a.data_port.unwrap_or(netd::cluster::DEFAULT_DATA_PORT);
         anyhow::ensure!(data_port != 0, "--data-port 0: expected a UDP port");
         o.cluster = Some(netd::cluster::ClusterConfig {

@@ -640,7 +640,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let refused = [
                     (ipv6, "--ipv6"),
                     (!ip_range.is_empty(), "--ip-range"),
-                    (mtu.is_some(), "--mtu (an overlay network's is the underlay's - 50)"),
+                    (
+                        mtu.is_some(),
+                        "--mtu (an overlay network's is the underlay's - 50)",
+                    ),
                     (!opt.is_empty(), "-o"),
                     (!label.is_empty(), "--label"),
                 ]

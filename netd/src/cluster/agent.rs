@@ -181,6 +181,20 @@ impl<S: ClusterStore> Agent<S> {
             st.applied.clear();
         }
         st.applied.retain(|n, _| local.networks.contains_key(n));
+        let remote: Vec<crate::engine::RemoteName> = eps
+            .iter()
+            .filter(|e| e.node != self.cfg.node && local.networks.contains_key(&e.network))
+            .map(|e| crate::engine::RemoteName {
+                network: e.network.clone(),
+                names: e.names.clone(),
+                ip: e.ip.into(),
+            })
+            .collect();
+        self.engine(move |e| {
+            e.set_remote_names(remote);
+            Ok(())
+        })
+        .await?;
         for name in local.networks.keys() {
             let want = fdb::wanted(name, &self.cfg.node, &eps);
             let have = st.applied.get(name).cloned().unwrap_or_default();
@@ -297,11 +311,15 @@ impl<S: ClusterStore> Agent<S> {
         crate::model::validate_name(&req.name).map_err(|e| ClusterError::Invalid(format!("network {e}")))?;
         let nets = self.store.networks().await?;
         if nets.iter().any(|n| n.name == req.name) {
-            return Err(ClusterError::Conflict(format!("network {} already exists", req.name)));
+            return Err(ClusterError::Conflict(format!(
+                "network {} already exists",
+                req.name
+            )));
         }
         let local_clash = {
             let name = req.name.clone();
-            self.engine(move |e| Ok(e.networks().any(|n| n.name == name))).await?
+            self.engine(move |e| Ok(e.networks().any(|n| n.name == name)))
+                .await?
         };
         if local_clash {
             return Err(ClusterError::Conflict(format!(
@@ -321,11 +339,13 @@ impl<S: ClusterStore> Agent<S> {
         }
         let gateway = match &req.gateway {
             Some(g) => {
-                let g: Ipv4Addr = g
-                    .parse()
-                    .map_err(|_| ClusterError::Invalid(format!("invalid gateway {g:?}: expected an IPv4 address")))?;
+                let g: Ipv4Addr = g.parse().map_err(|_| {
+                    ClusterError::Invalid(format!("invalid gateway {g:?}: expected an IPv4 address"))
+                })?;
                 if !subnet.contains(g) || g == subnet.network() || g == subnet.broadcast() {
-                    return Err(ClusterError::Invalid(format!("gateway {g} is not a host address of {subnet}")));
+                    return Err(ClusterError::Invalid(format!(
+                        "gateway {g} is not a host address of {subnet}"
+                    )));
                 }
                 g
             }
@@ -352,7 +372,10 @@ impl<S: ClusterStore> Agent<S> {
                 return Ok(rec);
             }
             if self.store.networks().await?.iter().any(|n| n.name == req.name) {
-                return Err(ClusterError::Conflict(format!("network {} already exists", req.name)));
+                return Err(ClusterError::Conflict(format!(
+                    "network {} already exists",
+                    req.name
+                )));
             }
         }
         Err(ClusterError::Conflict("no free VNI found".into()))
@@ -439,7 +462,9 @@ fn now() -> u64 {
 fn parse_subnet(s: &str) -> Result<Ipv4Network, ClusterError> {
     match crate::model::parse_cidr("subnet", s).map_err(ClusterError::Invalid)? {
         IpNetwork::V4(n) if n.prefix() <= 30 => Ok(n),
-        IpNetwork::V4(n) => Err(ClusterError::Invalid(format!("subnet {n} is too small for an overlay network"))),
+        IpNetwork::V4(n) => Err(ClusterError::Invalid(format!(
+            "subnet {n} is too small for an overlay network"
+        ))),
         IpNetwork::V6(n) => Err(ClusterError::Invalid(format!(
             "subnet {n}: overlay networks are IPv4 only for now"
         ))),

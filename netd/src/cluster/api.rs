@@ -52,11 +52,20 @@ async fn networks<S: ClusterStore>(State(a): State<Arc<Agent<S>>>) -> Result<Res
 }
 
 async fn create<S: ClusterStore>(State(a): State<Arc<Agent<S>>>, b: Body) -> Result<Response, ApiError> {
-    let bytes = to_bytes(b, crate::api::MAX_BODY)
-        .await
-        .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorReason::BadBody, "request body too large"))?;
-    let req: OverlayRequest = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorReason::BadBody, format!("malformed JSON: {e}")))?;
+    let bytes = to_bytes(b, crate::api::MAX_BODY).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorReason::BadBody,
+            "request body too large",
+        )
+    })?;
+    let req: OverlayRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorReason::BadBody,
+            format!("malformed JSON: {e}"),
+        )
+    })?;
     let rec = a.create_network(&req).await?;
     // The node that was asked has the network before it answers.
     a.pass().await?;

@@ -61,7 +61,15 @@ mod tests {
     fn blocks_cover_the_subnet_without_overlap() {
         let s: Ipv4Network = "10.20.0.0/24".parse().unwrap();
         let b: Vec<String> = blocks_of(s).map(|b| b.to_string()).collect();
-        assert_eq!(b, ["10.20.0.0/26", "10.20.0.64/26", "10.20.0.128/26", "10.20.0.192/26"]);
+        assert_eq!(
+            b,
+            [
+                "10.20.0.0/26",
+                "10.20.0.64/26",
+                "10.20.0.128/26",
+                "10.20.0.192/26"
+            ]
+        );
         let small: Ipv4Network = "10.30.0.0/28".parse().unwrap();
         assert_eq!(blocks_of(small).collect::<Vec<_>>(), vec![small]);
         assert_eq!(blocks_of("10.0.0.0/16".parse().unwrap()).count(), 1024);
@@ -71,9 +79,15 @@ mod tests {
     fn a_node_keeps_its_block_and_others_get_the_next_free_one() {
         let s: Ipv4Network = "10.20.0.0/24".parse().unwrap();
         let claims = vec![rec("10.20.0.0/26", "h1"), rec("10.20.0.128/26", "h3")];
-        assert_eq!(held_by("h3", &claims).map(|c| c.block.to_string()), Some("10.20.0.128/26".into()));
+        assert_eq!(
+            held_by("h3", &claims).map(|c| c.block.to_string()),
+            Some("10.20.0.128/26".into())
+        );
         assert_eq!(held_by("h2", &claims), None);
-        assert_eq!(next_free(s, &claims).map(|b| b.to_string()), Some("10.20.0.64/26".into()));
+        assert_eq!(
+            next_free(s, &claims).map(|b| b.to_string()),
+            Some("10.20.0.64/26".into())
+        );
         let full: Vec<BlockRecord> = blocks_of(s).map(|b| rec(&b.to_string(), "x")).collect();
         assert_eq!(next_free(s, &full), None);
     }

@@ -88,7 +88,9 @@ mod tests {
         ];
         let want = wanted("ov", "h1", &eps);
         assert_eq!(want.len(), 2);
-        assert!(want.iter().all(|e| e.vtep != "10.9.0.1".parse::<Ipv4Addr>().unwrap()));
+        assert!(want
+            .iter()
+            .all(|e| e.vtep != "10.9.0.1".parse::<Ipv4Addr>().unwrap()));
         assert!(wanted("other", "h1", &eps).is_empty());
         let ops = diff(&BTreeSet::new(), &want);
         assert_eq!(ops.len(), 4);
@@ -109,7 +111,11 @@ mod tests {
             ]
         );
         // b moved to h3 with the same MAC and IP: only the FDB entry is set again.
-        let moved = wanted("ov", "h1", &[ep("h3", "b", "10.20.0.66", "02:00:00:00:00:02", "10.9.0.3")]);
+        let moved = wanted(
+            "ov",
+            "h1",
+            &[ep("h3", "b", "10.20.0.66", "02:00:00:00:00:02", "10.9.0.3")],
+        );
         let ops = diff(&after, &moved);
         assert_eq!(
             ops,

@@ -61,7 +61,10 @@ pub enum ClusterError {
 impl ClusterError {
     pub fn store(op: impl Into<String>) -> impl FnOnce(etcd_client::Error) -> ClusterError {
         let op = op.into();
-        move |e| ClusterError::Store { op, msg: e.to_string() }
+        move |e| ClusterError::Store {
+            op,
+            msg: e.to_string(),
+        }
     }
 }
 
@@ -200,7 +203,14 @@ mod tests {
             parse_cluster_url("etcd://10.0.0.1:2379,[::1]:2380").unwrap(),
             vec!["http://10.0.0.1:2379", "http://[::1]:2380"]
         );
-        for bad in ["http://a:1", "etcd://", "etcd://a", "etcd://a:0", "etcd://a:x", "etcd://a:1,"] {
+        for bad in [
+            "http://a:1",
+            "etcd://",
+            "etcd://a",
+            "etcd://a:0",
+            "etcd://a:x",
+            "etcd://a:1,",
+        ] {
             assert!(parse_cluster_url(bad).is_err(), "{bad}");
         }
         let b: Ipv4Network = "10.0.0.64/26".parse().unwrap();

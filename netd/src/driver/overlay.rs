@@ -62,8 +62,13 @@ mod tests {
         let Some(Step::EnsureVxlan(v)) = up.last() else {
             panic!("no vxlan step: {up:?}")
         };
-        assert_eq!((v.vni, v.mtu, v.bridge.as_str(), v.name.as_str()), (7, 1450, "netd-ov", "ndvx-ov"));
-        assert!(up.iter().any(|s| matches!(s, Step::EnsureBridge(b) if b.name == "netd-ov" && b.mtu == 1450)));
+        assert_eq!(
+            (v.vni, v.mtu, v.bridge.as_str(), v.name.as_str()),
+            (7, 1450, "netd-ov", "ndvx-ov")
+        );
+        assert!(up
+            .iter()
+            .any(|s| matches!(s, Step::EnsureBridge(b) if b.name == "netd-ov" && b.mtu == 1450)));
         let down = network_down(&net);
         assert!(matches!(&down[0], Step::DeleteLink { name, .. } if name == "ndvx-ov"));
         // Without the cluster's options, `-d overlay` is refused.

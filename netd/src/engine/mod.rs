@@ -16,6 +16,7 @@ mod error;
 mod k8s;
 mod macvlan;
 mod network;
+mod overlay;
 mod ports;
 mod reaper;
 mod reconcile;
@@ -43,6 +44,7 @@ use crate::store::{self, Bucket, Store, Txn};
 pub use docker::{DockerEndpoint, DockerNetwork, DockerPool, DockerPort, JoinInfo};
 pub use error::{EngineError, Result};
 pub use k8s::{K8sResult, DEFAULT_SERVICE_CIDR};
+pub use overlay::RemoteName;
 pub use reconcile::ReconcileReport;
 pub use service::{ServiceUpdate, ServiceView};
 
@@ -127,6 +129,8 @@ pub struct Engine {
     reaper: reaper::Reaper,
     /// The embedded DNS server, told about every change before an operation returns.
     dns: Option<Arc<crate::dns::Dns>>,
+    /// Other nodes' endpoints on overlay networks (`set_remote_names`), for the DNS.
+    remote_names: Vec<overlay::RemoteName>,
 }
 
 pub(crate) fn now() -> u64 {
@@ -229,6 +233,7 @@ impl Engine {
             last_reconcile: ReconcileReport::default(),
             reaper,
             dns: None,
+            remote_names: Vec::new(),
         })
     }
 
@@ -281,12 +286,14 @@ impl Engine {
                 }
             }
         }
-        d.table_for(
+        let mut table = d.table_for(
             self.networks.values(),
             self.sandboxes.values(),
             &external,
             &balanced,
-        )
+        );
+        overlay::add_remote_names(&mut table, &self.remote_names);
+        table
     }
 
     pub fn last_reconcile(&self) -> &ReconcileReport {

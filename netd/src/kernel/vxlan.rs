@@ -11,7 +11,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::linux::LinuxKernel;
-use super::netlink::{LinkChange, Netlink, VxlanReq};
+use super::netlink::{FdbEntry, LinkChange, Netlink, VxlanReq};
 use super::KernelError;
 use crate::plan::{Applied, VxlanSpec};
 
@@ -65,11 +65,21 @@ impl LinuxKernel {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum RemoteOp {
     /// FDB: frames to `mac` go to the node at `vtep`.
-    FdbSet { mac: [u8; 6], vtep: Ipv4Addr },
-    FdbDel { mac: [u8; 6] },
+    FdbSet {
+        mac: [u8; 6],
+        vtep: Ipv4Addr,
+    },
+    FdbDel {
+        mac: [u8; 6],
+    },
     /// Neighbour: `ip` is at `mac` (the device answers ARP for it: `proxy`).
-    NeighSet { ip: Ipv4Addr, mac: [u8; 6] },
-    NeighDel { ip: Ipv4Addr },
+    NeighSet {
+        ip: Ipv4Addr,
+        mac: [u8; 6],
+    },
+    NeighDel {
+        ip: Ipv4Addr,
+    },
 }
 
 /// Applies `ops` to the VXLAN device `dev` in the calling thread's namespace. A missing
@@ -98,7 +108,7 @@ pub fn apply_remote(dev: &str, ops: &[RemoteOp]) -> Result<(), KernelError> {
 }
 
 /// The FDB entries of `dev` (MAC, destination): for tests and `netctl node`'s view.
-pub fn fdb_entries(dev: &str) -> Result<Vec<([u8; 6], Option<IpAddr>)>, KernelError> {
+pub fn fdb_entries(dev: &str) -> Result<Vec<FdbEntry>, KernelError> {
     let mut nl = Netlink::open()?;
     match nl.link_index(dev)? {
         Some(idx) => nl.fdb_entries(idx),

@@ -16,7 +16,8 @@ mod vlan;
 pub use ipvlan::{IPVLAN_FLAGS, IPVLAN_MODES};
 pub use macvlan::MACVLAN_MODES;
 pub use names::{
-    bridge_name, fnv1a, vxlan_name, host_veth_name, macvlan_tmp_name, validate_ifname, validate_name, NameError,
+    bridge_name, fnv1a, host_veth_name, macvlan_tmp_name, validate_ifname, validate_name, vxlan_name,
+    NameError,
 };
 pub use network::{
     option_is_true, OPT_BRIDGE_NAME, OPT_HAIRPIN, OPT_INHIBIT_IPV4, OPT_INHIBIT_IPV6, OPT_PARENT, OPT_PROMISC,

@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
+    WatchOptions,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -127,7 +128,11 @@ async fn grant_and_put(client: &Client, rec: &NodeRecord) -> Result<i64, Cluster
     let lease = call("grant lease", c.lease_grant(LEASE_TTL_S, None)).await?.id();
     call(
         &format!("put node {}", rec.name),
-        c.put(keys::node(&rec.name), json(rec), Some(PutOptions::new().with_lease(lease))),
+        c.put(
+            keys::node(&rec.name),
+            json(rec),
+            Some(PutOptions::new().with_lease(lease)),
+        ),
     )
     .await?;
     Ok(lease)
@@ -173,7 +178,10 @@ async fn keep_alive_loop(
                     lease.store(new, Ordering::Relaxed);
                     epoch.fetch_add(1, Ordering::Relaxed);
                     changed.notify_one();
-                    tracing::warn!(lease = new, "cluster: lease lost; registered again under a new one");
+                    tracing::warn!(
+                        lease = new,
+                        "cluster: lease lost; registered again under a new one"
+                    );
                     break;
                 }
                 Err(e) => {
@@ -248,8 +256,15 @@ impl ClusterStore for EtcdStore {
                 Compare::create_revision(k.clone(), CompareOp::Equal, 0),
                 Compare::create_revision(v.clone(), CompareOp::Equal, 0),
             ])
-            .and_then([TxnOp::put(k, json(rec), None), TxnOp::put(v, rec.name.clone(), None)]);
-        let r = call(&format!("create network {}", rec.name), self.client.clone().txn(txn)).await?;
+            .and_then([
+                TxnOp::put(k, json(rec), None),
+                TxnOp::put(v, rec.name.clone(), None),
+            ]);
+        let r = call(
+            &format!("create network {}", rec.name),
+            self.client.clone().txn(txn),
+        )
+        .await?;
         Ok(r.succeeded())
     }
 
@@ -263,7 +278,11 @@ impl ClusterStore for EtcdStore {
                 TxnOp::delete(keys::vni(rec.vni), None),
                 TxnOp::delete(keys::blocks(&rec.name), Some(DeleteOptions::new().with_prefix())),
             ]);
-        let r = call(&format!("delete network {}", rec.name), self.client.clone().txn(txn)).await?;
+        let r = call(
+            &format!("delete network {}", rec.name),
+            self.client.clone().txn(txn),
+        )
+        .await?;
         Ok(r.succeeded())
     }
 
@@ -276,7 +295,11 @@ impl ClusterStore for EtcdStore {
         let txn = Txn::new()
             .when([Compare::create_revision(k.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(k, json(rec), None)]);
-        let r = call(&format!("claim block {}", rec.block), self.client.clone().txn(txn)).await?;
+        let r = call(
+            &format!("claim block {}", rec.block),
+            self.client.clone().txn(txn),
+        )
+        .await?;
         Ok(r.succeeded())
     }
 
@@ -299,9 +322,12 @@ impl ClusterStore for EtcdStore {
 
     async fn delete_endpoint(&self, rec: &EndpointRecord) -> Result<(), ClusterError> {
         let k = keys::endpoint(&rec.network, &rec.node, &rec.sandbox);
-        call(&format!("delete endpoint {k}"), self.client.clone().delete(k.clone(), None))
-            .await
-            .map(drop)
+        call(
+            &format!("delete endpoint {k}"),
+            self.client.clone().delete(k.clone(), None),
+        )
+        .await
+        .map(drop)
     }
 
     async fn changed(&self) {

@@ -11,7 +11,13 @@ const NO_CLUSTER: &str =
     "overlay networks need a cluster: start netd with --cluster etcd://HOST:PORT --node NAME --advertise-addr IP";
 
 fn no_route(e: &ClientError) -> bool {
-    matches!(e, ClientError::Api { reason: Some(ErrorReason::NoSuchRoute), .. })
+    matches!(
+        e,
+        ClientError::Api {
+            reason: Some(ErrorReason::NoSuchRoute),
+            ..
+        }
+    )
 }
 
 /// What `network create -d overlay` accepts of the bridge flags.
@@ -62,7 +68,9 @@ pub fn remove(c: &Client, name: &str) -> anyhow::Result<()> {
 pub fn node_ls(c: &Client, as_json: bool) -> anyhow::Result<()> {
     let v = match c.get("/v1/cluster/nodes") {
         Ok(v) => v,
-        Err(e) if no_route(&e) => bail!("this netd is not in a cluster (start it with --cluster etcd://HOST:PORT)"),
+        Err(e) if no_route(&e) => {
+            bail!("this netd is not in a cluster (start it with --cluster etcd://HOST:PORT)")
+        }
         Err(e) => return Err(e.into()),
     };
     if as_json {
@@ -71,9 +79,18 @@ pub fn node_ls(c: &Client, as_json: bool) -> anyhow::Result<()> {
     }
     println!("{:<20} {:<16} {:<8} ENDPOINTS", "NAME", "ADDRESS", "STATE");
     for n in v.as_array().into_iter().flatten() {
-        let s = |k: &str| n[k].as_str().map(str::to_string).unwrap_or_else(|| n[k].to_string());
-        println!("{:<20} {:<16} {:<8} {}", s("name"), s("addr"), s("state"), n["endpoints"]);
+        let s = |k: &str| {
+            n[k].as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| n[k].to_string())
+        };
+        println!(
+            "{:<20} {:<16} {:<8} {}",
+            s("name"),
+            s("addr"),
+            s("state"),
+            n["endpoints"]
+        );
     }
     Ok(())
 }
-

@@ -46,7 +46,7 @@ pub use link::{Link, LinkChange, VethReq};
 pub use macvlan::mode_from_name;
 pub use route::{InterfaceConfig, Route};
 pub use vlan::{DefaultVlan, VlanBridge};
-pub use vxlan::VxlanReq;
+pub use vxlan::{FdbEntry, VxlanReq};
 
 /// IFNAMSIZ - 1: the kernel rejects longer names with a bare EINVAL.
 pub const MAX_IFNAME: usize = 15;

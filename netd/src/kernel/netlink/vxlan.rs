@@ -16,6 +16,10 @@ use nix::errno::Errno;
 use super::{check_ifname, fmt_mac, Netlink};
 use crate::kernel::KernelError;
 
+/// An FDB entry as a dump reports it: the MAC and, for a VXLAN device's own entries,
+/// the remote VTEP.
+pub type FdbEntry = ([u8; 6], Option<IpAddr>);
+
 /// What `add_vxlan` makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VxlanReq<'a> {
@@ -95,7 +99,7 @@ impl Netlink {
     }
 
     /// `bridge fdb show dev #IFINDEX`: (MAC, destination VTEP) of every entry.
-    pub fn fdb_entries(&mut self, ifindex: u32) -> Result<Vec<([u8; 6], Option<IpAddr>)>, KernelError> {
+    pub fn fdb_entries(&mut self, ifindex: u32) -> Result<Vec<FdbEntry>, KernelError> {
         let mut req = NeighbourMessage::default();
         req.header.family = AddressFamily::Bridge;
         self.dump("fdb", [RouteNetlinkMessage::GetNeighbour(req)], |m| match m {
@@ -109,8 +113,12 @@ impl Netlink {
                             x.copy_from_slice(&b);
                             mac = Some(x);
                         }
-                        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => dst = Some(IpAddr::V4(ip)),
-                        NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => dst = Some(IpAddr::V6(ip)),
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => {
+                            dst = Some(IpAddr::V4(ip))
+                        }
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => {
+                            dst = Some(IpAddr::V6(ip))
+                        }
                         _ => {}
                     }
                 }
@@ -128,7 +136,8 @@ fn fdb_msg(ifindex: u32, mac: [u8; 6], vtep: Option<Ipv4Addr>) -> NeighbourMessa
     m.header.state = NeighbourState::Permanent;
     // NTF_SELF: the entry is the VXLAN device's own table, not a bridge master's.
     m.header.flags = NeighbourFlags::Own;
-    m.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+    m.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
     if let Some(ip) = vtep {
         m.attributes
             .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
@@ -144,7 +153,8 @@ fn neigh_msg(ifindex: u32, ip: Ipv4Addr, mac: Option<[u8; 6]>) -> NeighbourMessa
     m.attributes
         .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
     if let Some(mac) = mac {
-        m.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+        m.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
     }
     m
 }

@@ -112,6 +112,29 @@ fn three_hosts_share_one_subnet_and_reach_each_other() {
         tcp(Some(&h3.sb("s3")), &format!("{}:8080", ips[1]), 2000).as_deref(),
         Some("s2")
     );
+    // Names across hosts: each node's DNS answers the other nodes' sandboxes.
+    if !dig_missing() {
+        for (i, h) in hosts.iter().enumerate() {
+            let sb = format!("s{}", i + 1);
+            for (j, ip) in ips.iter().enumerate().filter(|(j, _)| *j != i) {
+                let name = format!("s{}", j + 1);
+                let resolves = || {
+                    dig(h, &sb, &name)
+                        .1
+                        .iter()
+                        .any(|a| a.ends_with(&format!("A {ip}")))
+                };
+                assert!(
+                    eventually(5, resolves),
+                    "{sb} on h{} does not resolve {name}: {:?}",
+                    i + 1,
+                    dig(h, &sb, &name)
+                );
+            }
+        }
+        let (_, ptr) = dig(h1, "s1", &format!("-x {}", ips[2]));
+        assert!(ptr.iter().any(|a| a.contains("PTR s3")), "{ptr:?}");
+    }
 
     // Static entries only: each remote MAC points at its node, and nothing is flooded.
     for (i, h) in hosts.iter().enumerate() {

@@ -27,11 +27,14 @@ use crate::api::server::Shared;
 use crate::engine::Engine;
 use crate::model::{vxlan_name, Network, NetworkRequest, OverlayLink, SubnetRequest, DRIVER_OVERLAY};
 
-/// Local sandboxes are noticed within this long.
-const TICK: Duration = Duration::from_millis(500);
-/// Every this many ticks the remote entries are all written again (`replace`), so a
+/// Local sandboxes are noticed within this long: the engine tells nobody, so the agent
+/// looks (a look is one short engine lock and no store call; a change starts a pass).
+const LOOK: Duration = Duration::from_millis(100);
+/// A full pass at least this often, changes or not.
+const TICK: Duration = Duration::from_secs(2);
+/// Every this many passes the remote entries are all written again (`replace`), so a
 /// VXLAN device recreated behind the agent's back (reconcile) gets them back.
-const REAPPLY_EVERY: u32 = 20;
+const REAPPLY_EVERY: u32 = 10;
 /// Where `network create -d overlay` without `--subnet` takes a /24 from.
 const DEFAULT_POOL: &str = "10.112.0.0/16";
 
@@ -97,10 +100,20 @@ impl<S: ClusterStore> Agent<S> {
     pub async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut look = tokio::time::interval(LOOK);
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seen: Vec<EndpointRecord> = Vec::new();
         loop {
             tokio::select! {
                 _ = self.store.changed() => {}
                 _ = tick.tick() => {}
+                _ = look.tick() => {
+                    match self.local().await {
+                        Ok(l) if l.endpoints == seen => continue,
+                        Ok(l) => seen = l.endpoints,
+                        Err(_) => continue,
+                    }
+                }
                 _ = shutdown.changed() => return,
             }
             if let Err(e) = self.pass().await {

@@ -1,6 +1,6 @@
 //! Drivers turn model objects into kernel plans: `bridge`, and `macvlan` (which plans
-//! ipvlan networks too: the same steps with another kind of child), chosen per network
-//! by the functions below (overlay will sit beside them).
+//! ipvlan networks too: the same steps with another kind of child), and `overlay` (a
+//! bridge with a VXLAN port), chosen per network by the functions below.
 
 pub mod bridge;
 pub mod macvlan;

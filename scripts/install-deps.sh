@@ -25,6 +25,8 @@ pkgs=(
   graphviz                      # `netctl graph`, `netd up --graph`: DOT laid out as SVG
   chromium                      # the graph test renders the SVG headless to PNG
   curl                          # the metrics test scrapes with a real HTTP client
+  etcd-server etcd-client       # overlay networks' cluster store (etcd) and etcdctl, which the overlay tests read it with
+  protobuf-compiler libprotobuf-dev  # protoc and its well-known .proto files for etcd-client's build.rs
 )
 # Wait for another apt/dpkg run (another build on the machine) instead of failing.
 apt=(apt-get -o DPkg::Lock::Timeout=600)

@@ -1,6 +1,7 @@
 //! Helpers for netd's root-only integration tests: real namespaces with unique names,
 //! removed on drop (even when a test panics).
 
+pub mod cluster;
 pub mod dig;
 pub mod harness;
 pub mod lan;

@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 use tokio::net::UnixListener;
 
-use crate::api::server::{serve, Shared};
+use crate::api::server::{serve_router, Shared};
 use crate::engine::{Engine, EngineConfig};
 use crate::ipam::IpamConfig;
 use crate::kernel::linux::LinuxKernel;
@@ -67,6 +67,8 @@ pub struct DaemonOptions {
     /// Serve Docker's libnetwork plugin protocol at `<dir>/netd.sock` (`None`: not at all).
     pub docker_plugin_dir: Option<PathBuf>,
     pub dns: crate::dns::DnsSettings,
+    /// `--cluster etcd://… --node … --advertise-addr …`: overlay networks (`cluster`).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Serve Prometheus metrics here (`--metrics-addr`; `check_metrics_addr`).
     pub metrics_addr: Option<std::net::SocketAddr>,
 }
@@ -92,6 +94,7 @@ impl Default for DaemonOptions {
             docker_plugin_dir: Some(DEFAULT_DOCKER_PLUGIN_DIR.into()),
             dns: crate::dns::DnsSettings::default(),
             metrics_addr: None,
+            cluster: None,
         }
     }
 }
@@ -199,14 +202,30 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let plugin = start_docker_plugin(&opts, &engine, stop_rx.clone());
     let metrics = metrics.map(|l| start_metrics(l, &engine, obs, stop_rx.clone()));
+    let stop_rx2 = stop_rx.clone();
     let watcher = tokio::spawn(repair_loop(
         engine.clone(),
         opts.repair_debounce,
         opts.repair_every,
         stop_rx,
     ));
-    let res = serve(listener, engine, shutdown).await;
+    let mut router = crate::api::server::router(engine.clone());
+    let cluster = match &opts.cluster {
+        Some(c) => {
+            let (r, store) = crate::cluster::agent::start(c, engine.clone(), stop_rx2).await?;
+            router = router.merge(r);
+            Some(store)
+        }
+        None => None,
+    };
+    let res = serve_router(listener, router, shutdown).await;
     let _ = stop_tx.send(true);
+    if let Some(store) = cluster {
+        // The node and its endpoints leave now rather than when the lease runs out.
+        if let Err(e) = store.leave().await {
+            tracing::warn!(error = %e, "cluster: could not leave cleanly; the lease will expire");
+        }
+    }
     let _ = watcher.await;
     if let Some(task) = metrics {
         let _ = task.await;

@@ -8,6 +8,7 @@
 //! `stack` (`netd up`); `observe` (events and metrics) and `graph` (the picture) watch them.
 
 pub mod api;
+pub mod cluster;
 pub mod daemon;
 pub mod dns;
 pub mod driver;

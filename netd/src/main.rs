@@ -53,6 +53,18 @@ struct DaemonArgs {
     /// Allow --metrics-addr off loopback.
     #[arg(long)]
     metrics_public: bool,
+    /// Join a cluster whose store is etcd (`etcd://IP:PORT[,IP:PORT…]`): overlay networks.
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+    /// This node's name in the cluster [default: the host name].
+    #[arg(long, requires = "cluster")]
+    node: Option<String>,
+    /// This node's underlay address: VXLAN tunnels start and end here.
+    #[arg(long, value_name = "IP", requires = "cluster")]
+    advertise_addr: Option<std::net::Ipv4Addr>,
+    /// UDP port of VXLAN traffic between nodes.
+    #[arg(long, value_name = "PORT", requires = "cluster")]
+    data_port: Option<u16>,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -163,6 +175,27 @@ fn options(a: &DaemonArgs) -> anyhow::Result<DaemonOptions> {
     }
     if let Some(lb) = a.lb {
         o.engine.lb = lb;
+    }
+    if let Some(url) = &a.cluster {
+        let endpoints = netd::cluster::parse_cluster_url(url)?;
+        let node = match &a.node {
+            Some(n) => n.clone(),
+            None => std::fs::read_to_string("/proc/sys/kernel/hostname")?
+                .trim()
+                .to_string(),
+        };
+        netd::model::validate_name(&node).map_err(|e| anyhow::anyhow!("--node: {e}"))?;
+        let advertise = a.advertise_addr.ok_or_else(|| {
+            anyhow::anyhow!("--cluster needs --advertise-addr IP (this node's underlay address)")
+        })?;
+        let data_port = a.data_port.unwrap_or(netd::cluster::DEFAULT_DATA_PORT);
+        anyhow::ensure!(data_port != 0, "--data-port 0: expected a UDP port");
+        o.cluster = Some(netd::cluster::ClusterConfig {
+            endpoints,
+            node,
+            advertise,
+            data_port,
+        });
     }
     if let Some(d) = file.dns {
         o.dns = d;

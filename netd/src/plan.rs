@@ -190,6 +190,19 @@ pub struct VlanParentSpec {
     pub alias: String,
 }
 
+/// An overlay network's VXLAN port: `ip link add NAME mtu MTU type vxlan id VNI local
+/// LOCAL dstport PORT nolearning proxy`, enslaved to `bridge` and up. An "ensure" like
+/// `EnsureBridge`: one left by an earlier run is kept (`Applied::Found`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VxlanSpec {
+    pub name: String,
+    pub bridge: String,
+    pub vni: u32,
+    pub local: Ipv4Addr,
+    pub port: u16,
+    pub mtu: u32,
+}
+
 /// Where a link ends up and how it is configured there (a veth peer's or macvlan's).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxSide {
@@ -225,6 +238,7 @@ pub enum Step {
     /// As `EnsureBridge`, for a VLAN network's gateway pair.
     EnsureVlanGateway(VlanGatewaySpec),
     EnsureVlanParent(VlanParentSpec),
+    EnsureVxlan(VxlanSpec),
     /// Delete a link by name, in the host namespace or in `netns`.
     DeleteLink {
         name: String,
@@ -286,6 +300,10 @@ impl Step {
                 netns: None,
             }),
             Step::EnsureVlanParent(v) => Some(Step::DeleteLink {
+                name: v.name.clone(),
+                netns: None,
+            }),
+            Step::EnsureVxlan(v) => Some(Step::DeleteLink {
                 name: v.name.clone(),
                 netns: None,
             }),
@@ -374,6 +392,10 @@ pub fn describe(step: &Step) -> String {
         Step::BindHostNetns { path } => format!("bind host netns at {}", path.display()),
         Step::DeleteNetns { path } => format!("delete netns {}", path.display()),
         Step::EnsureBridge(b) => format!("ensure bridge {}", b.name),
+        Step::EnsureVxlan(v) => format!(
+            "ensure vxlan {} id {} local {} dstport {} (master {})",
+            v.name, v.vni, v.local, v.port, v.bridge
+        ),
         Step::CreateVeth(v) => format!(
             "create veth {} (master {}) <-> {}:{}",
             v.host_name,

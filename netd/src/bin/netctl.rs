@@ -16,6 +16,8 @@ use serde_json::{json, Value};
 mod events;
 #[path = "netctl/graph.rs"]
 mod graph;
+#[path = "netctl/cluster.rs"]
+mod cluster;
 
 #[derive(Parser)]
 #[command(name = "netctl", version, about = "Manage netd networks and sandboxes")]
@@ -53,6 +55,19 @@ enum Top {
     /// Draw the networks, sandboxes (addresses, published ports) and services (VIPs,
     /// backends) as SVG or Graphviz DOT.
     Graph(graph::GraphArgs),
+    /// The cluster's nodes (a daemon started with --cluster).
+    #[command(subcommand)]
+    Node(NodeCmd),
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// List the nodes whose lease is alive.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -618,7 +633,44 @@ fn k8s(c: &Client, verb: &str, a: K8sArgs) -> anyhow::Result<()> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let c = Client::new(&cli.socket);
     match cli.cmd {
+        Top::Node(NodeCmd::Ls { json }) => cluster::node_ls(&c, json)?,
         Top::Network(cmd) => match cmd {
+            NetCmd::Create {
+                name,
+                driver,
+                subnet,
+                gateway,
+                ip_range,
+                ipv6,
+                internal,
+                mtu,
+                opt,
+                label,
+            } if driver == netd::model::DRIVER_OVERLAY => {
+                let refused = [
+                    (ipv6, "--ipv6"),
+                    (!ip_range.is_empty(), "--ip-range"),
+                    (
+                        mtu.is_some(),
+                        "--mtu (an overlay network's is the underlay's - 50)",
+                    ),
+                    (!opt.is_empty(), "-o"),
+                    (!label.is_empty(), "--label"),
+                ]
+                .into_iter()
+                .filter_map(|(on, f)| on.then_some(f))
+                .collect();
+                cluster::create_overlay(
+                    &c,
+                    &cluster::Create {
+                        name: &name,
+                        subnet: &subnet,
+                        gateway: &gateway,
+                        internal,
+                        refused,
+                    },
+                )?;
+            }
             NetCmd::Create {
                 name,
                 driver,
@@ -660,7 +712,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     bail!("rm needs at least one network name");
                 }
                 for n in &names {
-                    c.delete(&format!("/v1/networks/{n}"))?;
+                    cluster::remove(&c, n)?;
                     println!("{n}");
                 }
             }

@@ -1,9 +1,10 @@
 //! Drivers turn model objects into kernel plans: `bridge`, and `macvlan` (which plans
-//! ipvlan networks too: the same steps with another kind of child), chosen per network
-//! by the functions below (overlay will sit beside them).
+//! ipvlan networks too: the same steps with another kind of child), and `overlay` (a
+//! bridge with a VXLAN port), chosen per network by the functions below.
 
 pub mod bridge;
 pub mod macvlan;
+pub mod overlay;
 pub mod vlan;
 
 use std::path::Path;
@@ -15,6 +16,8 @@ use crate::plan::{SandboxSide, Step};
 pub fn network_up(net: &Network) -> Vec<Step> {
     if net.has_parent() {
         macvlan::network_up(net)
+    } else if let Some(link) = net.overlay() {
+        overlay::network_up(net, link)
     } else {
         bridge::network_up(net)
     }
@@ -25,6 +28,8 @@ pub fn network_up(net: &Network) -> Vec<Step> {
 pub fn network_down(net: &Network) -> Vec<Step> {
     if net.has_parent() {
         Vec::new()
+    } else if net.is_overlay() {
+        overlay::network_down(net)
     } else {
         bridge::network_down(net)
     }

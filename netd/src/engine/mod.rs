@@ -17,6 +17,7 @@ mod k8s;
 mod macvlan;
 mod network;
 mod observe;
+mod overlay;
 mod ports;
 mod reaper;
 mod reconcile;
@@ -44,6 +45,7 @@ use crate::store::{self, Bucket, Store, Txn};
 pub use docker::{DockerEndpoint, DockerNetwork, DockerPool, DockerPort, JoinInfo};
 pub use error::{EngineError, Result};
 pub use k8s::{K8sResult, DEFAULT_SERVICE_CIDR};
+pub use overlay::RemoteName;
 pub use reconcile::ReconcileReport;
 pub use service::{ServiceUpdate, ServiceView};
 
@@ -130,6 +132,8 @@ pub struct Engine {
     dns: Option<Arc<crate::dns::Dns>>,
     /// The daemon's events and metrics (`set_observer`); `None` emits nothing.
     observer: Option<Arc<crate::observe::Observer>>,
+    /// Other nodes' endpoints on overlay networks (`set_remote_names`), for the DNS.
+    remote_names: Vec<overlay::RemoteName>,
 }
 
 pub(crate) fn now() -> u64 {
@@ -233,6 +237,7 @@ impl Engine {
             reaper,
             dns: None,
             observer: None,
+            remote_names: Vec::new(),
         })
     }
 
@@ -285,12 +290,14 @@ impl Engine {
                 }
             }
         }
-        d.table_for(
+        let mut table = d.table_for(
             self.networks.values(),
             self.sandboxes.values(),
             &external,
             &balanced,
-        )
+        );
+        overlay::add_remote_names(&mut table, &self.remote_names);
+        table
     }
 
     pub fn last_reconcile(&self) -> &ReconcileReport {
@@ -472,6 +479,7 @@ impl Engine {
                 Step::CreateHostVeth(v) => Some(v.host_name.clone()),
                 Step::EnsureVlanGateway(g) => Some(g.name.clone()),
                 Step::EnsureVlanParent(v) => Some(v.name.clone()),
+                Step::EnsureVxlan(v) => Some(v.name.clone()),
                 Step::CreateMacvlan(m) => Some(match &m.sandbox {
                     Some(sb) => reaper::link_key(Some(&sb.netns), &sb.ifname),
                     None => m.tmp_name.clone(),

@@ -319,6 +319,15 @@ impl Kernel for FakeKernel {
                 }
                 st.aliases.push((v.name.clone(), v.alias.clone()));
             }
+            Step::EnsureVxlan(v) => {
+                if !st.links.contains(&v.bridge) {
+                    return Err(KernelError::Other(format!("bridge {} does not exist", v.bridge)));
+                }
+                st.masters.insert(v.name.clone(), v.bridge.clone());
+                if !st.links.insert(v.name.clone()) {
+                    return Ok(Applied::Found);
+                }
+            }
             Step::Sysctl { .. } => {}
             Step::EnsureSandboxLink(sb) => {
                 let key = format!("{}:{}", sb.netns.display(), sb.ifname);

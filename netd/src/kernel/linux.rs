@@ -473,6 +473,7 @@ impl Kernel for LinuxKernel {
             Step::EnsureBridge(b) => return self.ensure_bridge(b),
             Step::EnsureVlanGateway(g) => return self.ensure_vlan_gateway(g),
             Step::EnsureVlanParent(v) => return self.ensure_vlan_parent(v),
+            Step::EnsureVxlan(v) => return self.ensure_vxlan(v),
             Step::CreateNetns { path } => netns::create(path),
             Step::BindHostNetns { path } => self.bind_host_netns(path),
             Step::DeleteNetns { path } => netns::delete(path),

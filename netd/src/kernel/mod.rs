@@ -26,6 +26,7 @@ mod sandbox_link;
 pub mod sysctl;
 pub mod udp_batch;
 mod vlan;
+pub mod vxlan;
 pub mod watch;
 
 use std::net::IpAddr;

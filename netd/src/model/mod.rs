@@ -5,6 +5,7 @@ mod macvlan;
 mod names;
 mod network;
 mod network_match;
+mod overlay;
 mod parent;
 mod port;
 mod sandbox;
@@ -15,7 +16,8 @@ mod vlan;
 pub use ipvlan::{IPVLAN_FLAGS, IPVLAN_MODES};
 pub use macvlan::MACVLAN_MODES;
 pub use names::{
-    bridge_name, fnv1a, host_veth_name, macvlan_tmp_name, validate_ifname, validate_name, NameError,
+    bridge_name, fnv1a, host_veth_name, macvlan_tmp_name, validate_ifname, validate_name, vxlan_name,
+    NameError,
 };
 pub use network::{
     option_is_true, OPT_BRIDGE_NAME, OPT_HAIRPIN, OPT_INHIBIT_IPV4, OPT_INHIBIT_IPV6, OPT_PARENT, OPT_PROMISC,
@@ -24,6 +26,7 @@ pub use network::{
     parse_cidr, Network, NetworkRequest, ParsedNetwork, ParsedSubnet, Subnet, SubnetRequest, DRIVER_IPVLAN,
     DRIVER_MACVLAN, OPT_IPVLAN_FLAG, OPT_IPVLAN_MODE,
 };
+pub use overlay::{OverlayLink, DRIVER_OVERLAY};
 pub use parent::vlan_parent;
 pub use port::{parse_port_spec, parse_proto, PortMapping, PortSpecError, Proto};
 pub use sandbox::{Endpoint, EndpointRequest, NetMode, Route, Sandbox, SandboxRequest};

@@ -75,6 +75,11 @@ pub fn bridge_name(network: &str) -> String {
     squeeze("netd-", network, network)
 }
 
+/// The VXLAN port of an overlay network's bridge: `ndvx-<name>`, shortened as bridges are.
+pub fn vxlan_name(network: &str) -> String {
+    squeeze("ndvx-", network, network)
+}
+
 /// Host-side veth name of a sandbox's endpoint on a network: `nd<sandbox>-<hash>`, where
 /// the hash covers both names so each (sandbox, network) pair gets its own link.
 pub fn host_veth_name(sandbox: &str, network: &str) -> String {

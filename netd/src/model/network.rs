@@ -282,10 +282,20 @@ impl NetworkRequest {
             return Err(format!("network name {:?} is reserved", self.name));
         }
         let driver = self.driver.clone().unwrap_or_else(|| DRIVER_BRIDGE.into());
-        if ![DRIVER_BRIDGE, DRIVER_MACVLAN, DRIVER_IPVLAN].contains(&driver.as_str()) {
+        if ![
+            DRIVER_BRIDGE,
+            DRIVER_MACVLAN,
+            DRIVER_IPVLAN,
+            super::overlay::DRIVER_OVERLAY,
+        ]
+        .contains(&driver.as_str())
+        {
             return Err(format!(
-                "driver {driver:?} is not supported here (supported: bridge, macvlan, ipvlan)"
+                "driver {driver:?} is not supported here (supported: bridge, macvlan, ipvlan, overlay)"
             ));
+        }
+        if driver == super::overlay::DRIVER_OVERLAY {
+            super::overlay::parse_options(&self.options)?;
         }
         let parented = driver == DRIVER_MACVLAN || driver == DRIVER_IPVLAN;
         let mut o = ParsedNetwork {

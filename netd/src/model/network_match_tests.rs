@@ -107,10 +107,12 @@ fn driver() {
         verdict(&net, "macvlan", &[("parent", "eth0")]),
         "network podnet exists with driver bridge, not macvlan",
     );
+    // Overlay networks come from the cluster store, never from a local request.
     assert_malformed(
         verdict(&net, "overlay", &[]),
-        "driver \"overlay\" is not supported",
+        "overlay networks live in the cluster store",
     );
+    assert_malformed(verdict(&net, "vxlan", &[]), "driver \"vxlan\" is not supported");
 }
 
 #[test]

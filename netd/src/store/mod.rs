@@ -4,6 +4,7 @@
 //! `MemStore` serves unit tests. The trait is small on purpose so an etcd store (one key
 //! prefix per bucket, a txn per commit) can implement it for hosts that share an overlay.
 
+pub mod etcd;
 mod file_store;
 mod mem;
 mod redb_store;

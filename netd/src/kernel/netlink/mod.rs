@@ -39,12 +39,14 @@ mod macvlan;
 mod rcu_lookup;
 mod route;
 mod vlan;
+mod vxlan;
 pub use addr::Addr;
 pub use ipvlan::{ipvlan_flags_from_name, ipvlan_mode_from_name};
 pub use link::{Link, LinkChange, VethReq};
 pub use macvlan::mode_from_name;
 pub use route::{InterfaceConfig, Route};
 pub use vlan::{DefaultVlan, VlanBridge};
+pub use vxlan::{FdbEntry, VxlanReq};
 
 /// IFNAMSIZ - 1: the kernel rejects longer names with a bare EINVAL.
 pub const MAX_IFNAME: usize = 15;

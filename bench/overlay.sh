@@ -1,0 +1,55 @@
+#!/bin/bash
+# Overlay networks (issue 18), one run on a scripts/lab.sh cluster of N hosts (default 3):
+# - convergence: K sandbox creates on h1, each timed until every other host's sandbox
+#   pings it (p50/p99; the agent notices local sandboxes on a 500 ms tick);
+# - etcd writes per sandbox create (etcd's revision before and after K creates);
+# - TCP throughput (iperf3, 5 s) sandbox↔sandbox across hosts over the overlay, next to
+#   the same two hosts over the underlay, as a ratio.
+#   sudo bench/overlay.sh [N] [K]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-3}
+K=${2:-20}
+BIN=${NETD_BIN:-$PWD/target/debug}
+export NETD_BIN=$BIN
+[ -x "$BIN/netd" ] || cargo build -q -p netd --bins
+L=scripts/lab.sh
+trap '$L down >/dev/null' EXIT
+$L up "$N" >/dev/null
+rev() { nsenter --net=/run/netns/ndlab-ul etcdctl --endpoints http://10.251.0.254:2379 endpoint status -w json |
+  jq '.[0].Status.header.revision'; }
+ms() { date +%s%3N; }
+$L ctl 1 network create -d overlay --subnet 10.70.0.0/22 bench >/dev/null
+for i in $(seq 2 "$N"); do
+  until $L ctl "$i" network ls -q | grep -qx bench; do sleep 0.05; done
+  $L ctl "$i" sandbox create --network bench "w$i" >/dev/null
+done
+sleep 1
+r0=$(rev)
+times=()
+for k in $(seq "$K"); do
+  t0=$(ms)
+  $L ctl 1 sandbox create --network bench "c$k" >/dev/null
+  ip=$($L ctl 1 sandbox inspect "c$k" | jq -r '.[0].endpoints[0].ipv4' | cut -d/ -f1)
+  for i in $(seq 2 "$N"); do
+    until nsenter --net=/run/ndlab/h$i/netns/w$i ping -c1 -W0.2 "$ip" >/dev/null 2>&1; do :; done
+  done
+  times+=($(($(ms) - t0)))
+done
+sleep 1
+r1=$(rev)
+sorted=$(printf '%s\n' "${times[@]}" | sort -n)
+p50=$(echo "$sorted" | awk -v n="$K" 'NR==int((n+1)/2)')
+p99=$(echo "$sorted" | awk -v n="$K" 'NR==int(n*0.99+0.999)')
+echo "convergence, create on h1 -> pinged from all $((N - 1)) others ($K creates): p50 ${p50} ms, p99 ${p99} ms"
+echo "etcd writes per sandbox create: $(awk -v a="$r0" -v b="$r1" -v k="$K" 'BEGIN{printf "%.2f", (b-a)/k}') (revision $r0 -> $r1)"
+if command -v iperf3 >/dev/null; then
+  ip2=$($L ctl 2 sandbox inspect w2 | jq -r '.[0].endpoints[0].ipv4' | cut -d/ -f1)
+  nsenter --net=/run/ndlab/h2/netns/w2 iperf3 -s -1 -D >/dev/null
+  sleep 0.3
+  ov=$(nsenter --net=/run/ndlab/h1/netns/c1 iperf3 -c "$ip2" -t 5 -J | jq '.end.sum_received.bits_per_second')
+  $L sh 2 iperf3 -s -1 -D >/dev/null
+  sleep 0.3
+  ul=$($L sh 1 iperf3 -c 10.251.0.2 -t 5 -J | jq '.end.sum_received.bits_per_second')
+  awk -v o="$ov" -v u="$ul" 'BEGIN{printf "TCP h1->h2: overlay %.2f Gbit/s, underlay %.2f Gbit/s, ratio %.3f\n", o/1e9, u/1e9, o/u}'
+fi

@@ -1,0 +1,96 @@
+//! netctl's cluster verbs: `network create -d overlay`, `network rm` of an overlay
+//! network, and `node ls`. They talk to `/v1/cluster/…`, which only a daemon started
+//! with `--cluster` serves.
+
+use anyhow::bail;
+use netd::api::client::{Client, ClientError};
+use netd::api::types::ErrorReason;
+use serde_json::json;
+
+const NO_CLUSTER: &str =
+    "overlay networks need a cluster: start netd with --cluster etcd://HOST:PORT --node NAME --advertise-addr IP";
+
+fn no_route(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Api {
+            reason: Some(ErrorReason::NoSuchRoute),
+            ..
+        }
+    )
+}
+
+/// What `network create -d overlay` accepts of the bridge flags.
+pub struct Create<'a> {
+    pub name: &'a str,
+    pub subnet: &'a [String],
+    pub gateway: &'a [String],
+    pub internal: bool,
+    /// Flags an overlay network does not take (named in the error).
+    pub refused: Vec<&'static str>,
+}
+
+pub fn create_overlay(c: &Client, a: &Create<'_>) -> anyhow::Result<()> {
+    if let Some(f) = a.refused.first() {
+        bail!("{f} is not supported for overlay networks");
+    }
+    if a.subnet.len() > 1 || a.gateway.len() > 1 {
+        bail!("an overlay network takes one --subnet and one --gateway");
+    }
+    let body = json!({
+        "name": a.name,
+        "subnet": a.subnet.first(),
+        "gateway": a.gateway.first(),
+        "internal": a.internal,
+    });
+    match c.post("/v1/cluster/networks", &body) {
+        Ok(v) => {
+            println!("{}", v["name"].as_str().unwrap_or(a.name));
+            Ok(())
+        }
+        Err(e) if no_route(&e) => bail!(NO_CLUSTER),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `network rm NAME`: the cluster's when it is an overlay network, else the engine's.
+pub fn remove(c: &Client, name: &str) -> anyhow::Result<()> {
+    match c.delete(&format!("/v1/cluster/networks/{name}")) {
+        Ok(_) => Ok(()),
+        Err(ClientError::Api { status: 404, .. }) => {
+            c.delete(&format!("/v1/networks/{name}"))?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn node_ls(c: &Client, as_json: bool) -> anyhow::Result<()> {
+    let v = match c.get("/v1/cluster/nodes") {
+        Ok(v) => v,
+        Err(e) if no_route(&e) => {
+            bail!("this netd is not in a cluster (start it with --cluster etcd://HOST:PORT)")
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("{:<20} {:<16} {:<8} ENDPOINTS", "NAME", "ADDRESS", "STATE");
+    for n in v.as_array().into_iter().flatten() {
+        let s = |k: &str| {
+            n[k].as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| n[k].to_string())
+        };
+        println!(
+            "{:<20} {:<16} {:<8} {}",
+            s("name"),
+            s("addr"),
+            s("state"),
+            n["endpoints"]
+        );
+    }
+    Ok(())
+}

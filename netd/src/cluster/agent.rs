@@ -1,0 +1,525 @@
+//! The node's agent: one level-triggered pass (`pass`) brings the node in line with the
+//! cluster store, run at every change the store's watch reports, after every cluster API
+//! call, and on a short timer (local sandboxes come and go through the engine, which
+//! does not tell). A pass:
+//!
+//! 1. makes every overlay network of the store that the node lacks (after claiming an
+//!    address block for it, `blocks.rs`), and removes local ones the store dropped;
+//! 2. publishes the node's endpoints on overlay networks (under the node's lease) and
+//!    deletes the ones that went;
+//! 3. brings each VXLAN device's FDB and neighbour entries to the other nodes' endpoints
+//!    (`fdb.rs`).
+//!
+//! Every read is a full listing, so a pass after a missed event (a broken watch, a
+//! compaction, etcd away) is also a full resync. Passes are serialised.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnetwork::{IpNetwork, Ipv4Network};
+use serde::{Deserialize, Serialize};
+
+use super::fdb::{self, RemoteEntry};
+use super::{blocks, BlockRecord, ClusterConfig, ClusterError, ClusterStore, EndpointRecord, NetworkRecord};
+use crate::api::server::Shared;
+use crate::engine::Engine;
+use crate::model::{vxlan_name, Network, NetworkRequest, OverlayLink, SubnetRequest, DRIVER_OVERLAY};
+
+/// Local sandboxes are noticed within this long: the engine tells nobody, so the agent
+/// looks (a look is one short engine lock and no store call; a change starts a pass).
+const LOOK: Duration = Duration::from_millis(100);
+/// A full pass at least this often, changes or not.
+const TICK: Duration = Duration::from_secs(2);
+/// Every this many passes the remote entries are all written again (`replace`), so a
+/// VXLAN device recreated behind the agent's back (reconcile) gets them back.
+const REAPPLY_EVERY: u32 = 10;
+/// Where `network create -d overlay` without `--subnet` takes a /24 from.
+const DEFAULT_POOL: &str = "10.112.0.0/16";
+
+/// What `netctl network create -d overlay` asks for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OverlayRequest {
+    pub name: String,
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    pub internal: bool,
+}
+
+/// A node as `netctl node ls` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeView {
+    pub name: String,
+    pub addr: Ipv4Addr,
+    pub data_port: u16,
+    pub state: String,
+    pub endpoints: usize,
+}
+
+#[derive(Default)]
+struct State {
+    published: BTreeMap<String, EndpointRecord>,
+    epoch: u64,
+    applied: BTreeMap<String, BTreeSet<RemoteEntry>>,
+    ticks: u32,
+}
+
+pub struct Agent<S: ClusterStore> {
+    store: Arc<S>,
+    engine: Shared,
+    cfg: ClusterConfig,
+    /// Underlay MTU − VXLAN overhead.
+    mtu: u32,
+    state: tokio::sync::Mutex<State>,
+}
+
+/// What the engine holds of the overlay: its networks, and their endpoints here.
+struct Local {
+    networks: BTreeMap<String, Network>,
+    endpoints: Vec<EndpointRecord>,
+}
+
+impl<S: ClusterStore> Agent<S> {
+    pub fn new(store: Arc<S>, engine: Shared, cfg: ClusterConfig, underlay_mtu: u32) -> Agent<S> {
+        Agent {
+            store,
+            engine,
+            cfg,
+            mtu: underlay_mtu.saturating_sub(super::VXLAN_OVERHEAD),
+            state: tokio::sync::Mutex::new(State::default()),
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Passes until `shutdown` flips: at each store change and each tick.
+    pub async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut look = tokio::time::interval(LOOK);
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seen: Vec<EndpointRecord> = Vec::new();
+        loop {
+            tokio::select! {
+                _ = self.store.changed() => {}
+                _ = tick.tick() => {}
+                _ = look.tick() => {
+                    match self.local().await {
+                        Ok(l) if l.endpoints == seen => continue,
+                        Ok(l) => seen = l.endpoints,
+                        Err(_) => continue,
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+            if let Err(e) = self.pass().await {
+                tracing::warn!(error = %e, "cluster: pass failed; retrying at the next change or tick");
+            }
+        }
+    }
+
+    async fn engine<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Engine) -> Result<T, crate::engine::EngineError> + Send + 'static,
+    ) -> Result<T, ClusterError> {
+        let e = self.engine.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut g = e.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut g)
+        })
+        .await
+        .map_err(|e| ClusterError::Invalid(format!("engine task panicked: {e}")))?
+        .map_err(ClusterError::from)
+    }
+
+    async fn local(&self) -> Result<Local, ClusterError> {
+        let (node, vtep) = (self.cfg.node.clone(), self.cfg.advertise);
+        self.engine(move |e| {
+            let networks: BTreeMap<String, Network> = e
+                .networks()
+                .filter(|n| n.is_overlay())
+                .map(|n| (n.name.clone(), n.clone()))
+                .collect();
+            let mut endpoints = Vec::new();
+            for s in e.sandboxes() {
+                for ep in s.endpoints.iter().filter(|ep| networks.contains_key(&ep.network)) {
+                    let Some(ip) = ep.ipv4 else { continue };
+                    let mut names = vec![s.name.clone()];
+                    names.extend(ep.aliases.iter().cloned());
+                    endpoints.push(EndpointRecord {
+                        network: ep.network.clone(),
+                        node: node.clone(),
+                        sandbox: s.name.clone(),
+                        ip: ip.ip(),
+                        mac: ep.mac.clone(),
+                        vtep,
+                        names,
+                    });
+                }
+            }
+            Ok(Local { networks, endpoints })
+        })
+        .await
+    }
+
+    /// One pass; see the module doc.
+    pub async fn pass(&self) -> Result<(), ClusterError> {
+        let mut st = self.state.lock().await;
+        let nets = self.store.networks().await?;
+        let local = self.local().await?;
+        for n in nets.iter().filter(|n| !local.networks.contains_key(&n.name)) {
+            if let Err(e) = self.materialize(n).await {
+                tracing::warn!(network = %n.name, error = %e, "cluster: cannot make overlay network here");
+            }
+        }
+        let wanted: BTreeSet<&str> = nets.iter().map(|n| n.name.as_str()).collect();
+        for name in local.networks.keys().filter(|n| !wanted.contains(n.as_str())) {
+            if local.endpoints.iter().any(|e| &e.network == name) {
+                continue; // Only removable once its sandboxes are gone.
+            }
+            let n = name.clone();
+            self.engine(move |e| e.remove_network(&n)).await?;
+            st.applied.remove(name);
+            tracing::info!(network = %name, "cluster: overlay network removed here");
+        }
+        let local = self.local().await?;
+        self.publish(&mut st, &local).await?;
+        let eps = self.store.endpoints().await?;
+        st.ticks = st.ticks.wrapping_add(1);
+        if st.ticks % REAPPLY_EVERY == 0 {
+            st.applied.clear();
+        }
+        st.applied.retain(|n, _| local.networks.contains_key(n));
+        let remote: Vec<crate::engine::RemoteName> = eps
+            .iter()
+            .filter(|e| e.node != self.cfg.node && local.networks.contains_key(&e.network))
+            .map(|e| crate::engine::RemoteName {
+                network: e.network.clone(),
+                names: e.names.clone(),
+                ip: e.ip.into(),
+            })
+            .collect();
+        self.engine(move |e| {
+            e.set_remote_names(remote);
+            Ok(())
+        })
+        .await?;
+        for name in local.networks.keys() {
+            let want = fdb::wanted(name, &self.cfg.node, &eps);
+            let have = st.applied.get(name).cloned().unwrap_or_default();
+            let ops = fdb::diff(&have, &want);
+            if ops.is_empty() {
+                continue;
+            }
+            let dev = vxlan_name(name);
+            let res = tokio::task::spawn_blocking(move || crate::kernel::vxlan::apply_remote(&dev, &ops))
+                .await
+                .map_err(|e| ClusterError::Invalid(format!("fdb task panicked: {e}")))?;
+            match res {
+                Ok(()) => {
+                    tracing::debug!(network = %name, remote = want.len(), "cluster: remote entries updated");
+                    st.applied.insert(name.clone(), want);
+                }
+                Err(e) => {
+                    // Applied in part: forget it all, so the next pass writes it again.
+                    st.applied.remove(name);
+                    tracing::warn!(network = %name, error = %e, "cluster: cannot update remote entries");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, st: &mut State, local: &Local) -> Result<(), ClusterError> {
+        let epoch = self.store.lease_epoch();
+        if epoch != st.epoch {
+            // A new lease: what was published under the old one is gone.
+            st.published.clear();
+            st.epoch = epoch;
+        }
+        let want: BTreeMap<String, &EndpointRecord> = local
+            .endpoints
+            .iter()
+            .map(|e| (super::keys::endpoint(&e.network, &e.node, &e.sandbox), e))
+            .collect();
+        for (k, rec) in &want {
+            if st.published.get(k) != Some(*rec) {
+                self.store.put_endpoint(rec).await?;
+                st.published.insert(k.clone(), (*rec).clone());
+            }
+        }
+        let gone: Vec<String> = st
+            .published
+            .keys()
+            .filter(|k| !want.contains_key(*k))
+            .cloned()
+            .collect();
+        for k in gone {
+            if let Some(rec) = st.published.get(&k) {
+                self.store.delete_endpoint(rec).await?;
+            }
+            st.published.remove(&k);
+        }
+        Ok(())
+    }
+
+    /// Claims a block of `n`'s subnet for this node (or finds the one it holds), then
+    /// makes the network here with the block as its pool's range.
+    async fn materialize(&self, n: &NetworkRecord) -> Result<(), ClusterError> {
+        let block = self.claim_block(n).await?;
+        let mut req = NetworkRequest {
+            name: n.name.clone(),
+            driver: Some(DRIVER_OVERLAY.into()),
+            subnets: vec![SubnetRequest {
+                subnet: Some(n.subnet.to_string()),
+                gateway: Some(n.gateway.to_string()),
+                ip_range: Some(block.to_string()),
+            }],
+            internal: n.internal,
+            mtu: Some(self.mtu),
+            ..Default::default()
+        };
+        OverlayLink {
+            vni: n.vni,
+            local: self.cfg.advertise,
+            port: self.cfg.data_port,
+        }
+        .to_options(&mut req.options);
+        self.engine(move |e| e.create_network(&req)).await?;
+        tracing::info!(network = %n.name, vni = n.vni, %block, mtu = self.mtu, "cluster: overlay network made here");
+        Ok(())
+    }
+
+    async fn claim_block(&self, n: &NetworkRecord) -> Result<Ipv4Network, ClusterError> {
+        // Each lost race means another node took a block: bounded by the block count.
+        for _ in 0..blocks::blocks_of(n.subnet).count() + 1 {
+            let claims = self.store.blocks(&n.name).await?;
+            if let Some(mine) = blocks::held_by(&self.cfg.node, &claims) {
+                return Ok(mine.block);
+            }
+            let Some(b) = blocks::next_free(n.subnet, &claims) else {
+                break;
+            };
+            let rec = BlockRecord {
+                network: n.name.clone(),
+                block: b,
+                node: self.cfg.node.clone(),
+            };
+            if self.store.claim_block(&rec).await? {
+                return Ok(b);
+            }
+        }
+        Err(ClusterError::Conflict(format!(
+            "overlay network {}: every address block of {} is claimed by other nodes",
+            n.name, n.subnet
+        )))
+    }
+
+    /// `netctl network create -d overlay`: checks, picks a subnet and a VNI, stores it.
+    pub async fn create_network(&self, req: &OverlayRequest) -> Result<NetworkRecord, ClusterError> {
+        crate::model::validate_name(&req.name).map_err(|e| ClusterError::Invalid(format!("network {e}")))?;
+        let nets = self.store.networks().await?;
+        if nets.iter().any(|n| n.name == req.name) {
+            return Err(ClusterError::Conflict(format!(
+                "network {} already exists",
+                req.name
+            )));
+        }
+        let local_clash = {
+            let name = req.name.clone();
+            self.engine(move |e| Ok(e.networks().any(|n| n.name == name)))
+                .await?
+        };
+        if local_clash {
+            return Err(ClusterError::Conflict(format!(
+                "network {} already exists on this node (a local network)",
+                req.name
+            )));
+        }
+        let subnet = match &req.subnet {
+            Some(s) => parse_subnet(s)?,
+            None => default_subnet(&nets)?,
+        };
+        if let Some(o) = nets.iter().find(|n| overlaps(n.subnet, subnet)) {
+            return Err(ClusterError::Conflict(format!(
+                "subnet {subnet} overlaps {} of overlay network {}",
+                o.subnet, o.name
+            )));
+        }
+        let gateway = match &req.gateway {
+            Some(g) => {
+                let g: Ipv4Addr = g.parse().map_err(|_| {
+                    ClusterError::Invalid(format!("invalid gateway {g:?}: expected an IPv4 address"))
+                })?;
+                if !subnet.contains(g) || g == subnet.network() || g == subnet.broadcast() {
+                    return Err(ClusterError::Invalid(format!(
+                        "gateway {g} is not a host address of {subnet}"
+                    )));
+                }
+                g
+            }
+            None => Ipv4Addr::from(u32::from(subnet.network()) + 1),
+        };
+        let taken: BTreeSet<u32> = nets.iter().map(|n| n.vni).collect();
+        for _ in 0..16 {
+            // Derived from the name, so two nodes racing on different names rarely collide.
+            let mut vni = (crate::model::fnv1a(req.name.as_bytes()) % 0xff_fff0) as u32 + 16;
+            while taken.contains(&vni) {
+                vni += 1;
+            }
+            let rec = NetworkRecord {
+                name: req.name.clone(),
+                subnet,
+                gateway,
+                vni,
+                internal: req.internal,
+                created_by: self.cfg.node.clone(),
+                created: now(),
+            };
+            if self.store.create_network(&rec).await? {
+                tracing::info!(network = %rec.name, %subnet, vni, "cluster: overlay network created");
+                return Ok(rec);
+            }
+            if self.store.networks().await?.iter().any(|n| n.name == req.name) {
+                return Err(ClusterError::Conflict(format!(
+                    "network {} already exists",
+                    req.name
+                )));
+            }
+        }
+        Err(ClusterError::Conflict("no free VNI found".into()))
+    }
+
+    /// `netctl network rm` of an overlay network: refused while any node has an endpoint.
+    pub async fn delete_network(&self, name: &str) -> Result<(), ClusterError> {
+        let nets = self.store.networks().await?;
+        let rec = nets
+            .iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| ClusterError::NotFound(format!("no overlay network {name}")))?;
+        if !self.store.delete_network(rec).await? {
+            let eps = self.store.endpoints().await?;
+            let users: Vec<String> = eps
+                .iter()
+                .filter(|e| e.network == name)
+                .map(|e| format!("{}@{}", e.sandbox, e.node))
+                .collect();
+            return Err(ClusterError::Conflict(format!(
+                "network {name} has active endpoints ({}); remove them first",
+                users.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    pub async fn nodes(&self) -> Result<Vec<NodeView>, ClusterError> {
+        let nodes = self.store.nodes().await?;
+        let eps = self.store.endpoints().await?;
+        Ok(nodes
+            .into_iter()
+            .map(|n| NodeView {
+                endpoints: eps.iter().filter(|e| e.node == n.name).count(),
+                name: n.name,
+                addr: n.addr,
+                data_port: n.data_port,
+                state: "ready".into(),
+            })
+            .collect())
+    }
+}
+
+/// Connects to the store, checks `--advertise-addr` is this node's, registers the node
+/// and starts the agent: the API routes to serve and the store (to `leave` at the end).
+pub async fn start(
+    cfg: &ClusterConfig,
+    engine: Shared,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<(axum::Router, Arc<crate::store::etcd::EtcdStore>)> {
+    use anyhow::Context;
+    let addr = cfg.advertise;
+    let underlay_mtu = tokio::task::spawn_blocking(move || crate::kernel::vxlan::mtu_of_addr(addr))
+        .await?
+        .with_context(|| format!("--advertise-addr {addr}: not an address of this host"))?;
+    let store = Arc::new(
+        crate::store::etcd::EtcdStore::connect(&cfg.endpoints)
+            .await
+            .with_context(|| format!("cluster store {}", cfg.endpoints.join(",")))?,
+    );
+    let rec = super::NodeRecord {
+        name: cfg.node.clone(),
+        addr: cfg.advertise,
+        data_port: cfg.data_port,
+        started: now(),
+    };
+    store.register_node(&rec).await.context("register node")?;
+    let agent = Arc::new(Agent::new(Arc::clone(&store), engine, cfg.clone(), underlay_mtu));
+    if let Err(e) = agent.pass().await {
+        tracing::warn!(error = %e, "cluster: first pass failed; retrying");
+    }
+    tokio::spawn(Arc::clone(&agent).run(shutdown));
+    tracing::info!(node = %cfg.node, addr = %cfg.advertise, mtu = agent.mtu, "cluster: node registered");
+    Ok((super::api::router(agent), store))
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn parse_subnet(s: &str) -> Result<Ipv4Network, ClusterError> {
+    match crate::model::parse_cidr("subnet", s).map_err(ClusterError::Invalid)? {
+        IpNetwork::V4(n) if n.prefix() <= 30 => Ok(n),
+        IpNetwork::V4(n) => Err(ClusterError::Invalid(format!(
+            "subnet {n} is too small for an overlay network"
+        ))),
+        IpNetwork::V6(n) => Err(ClusterError::Invalid(format!(
+            "subnet {n}: overlay networks are IPv4 only for now"
+        ))),
+    }
+}
+
+fn overlaps(a: Ipv4Network, b: Ipv4Network) -> bool {
+    a.contains(b.network()) || b.contains(a.network())
+}
+
+/// The first /24 of `DEFAULT_POOL` no overlay network overlaps.
+fn default_subnet(nets: &[NetworkRecord]) -> Result<Ipv4Network, ClusterError> {
+    let pool: Ipv4Network = DEFAULT_POOL
+        .parse()
+        .map_err(|_| ClusterError::Invalid("bad default pool".into()))?;
+    let base = u32::from(pool.network());
+    (0..256u32)
+        .filter_map(|i| Ipv4Network::new(Ipv4Addr::from(base + (i << 8)), 24).ok())
+        .find(|c| !nets.iter().any(|n| overlaps(n.subnet, *c)))
+        .ok_or_else(|| ClusterError::Conflict(format!("no free /24 left in {DEFAULT_POOL}; give --subnet")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_subnets_skip_taken_ones() {
+        let rec = |s: &str| NetworkRecord {
+            name: s.into(),
+            subnet: s.parse().unwrap(),
+            gateway: "10.0.0.1".parse().unwrap(),
+            vni: 1,
+            internal: false,
+            created_by: "h1".into(),
+            created: 0,
+        };
+        assert_eq!(default_subnet(&[]).unwrap().to_string(), "10.112.0.0/24");
+        let taken = [rec("10.112.0.0/23"), rec("10.112.3.0/24")];
+        assert_eq!(default_subnet(&taken).unwrap().to_string(), "10.112.2.0/24");
+        assert!(parse_subnet("fd00::/64").is_err());
+        assert!(parse_subnet("10.0.0.0/31").is_err());
+        assert!(parse_subnet("10.0.0.1/24").is_err(), "host bits set");
+    }
+}

@@ -1,0 +1,219 @@
+//! The cluster: nodes that share overlay networks through a cluster store (etcd).
+//!
+//! `netd daemon --cluster etcd://IP:PORT[,…] --node NAME --advertise-addr IP` registers
+//! the node under a lease and runs an agent (`agent.rs`) that keeps the node in line with
+//! the store: overlay networks the store holds are made locally (a bridge with a VXLAN
+//! port, `driver::overlay`), local endpoints on them are published, and remote ones
+//! become static FDB and neighbour entries (`fdb.rs`). Addresses come from blocks of the
+//! subnet a node claims with one compare-and-set each (`blocks.rs`), so a sandbox create
+//! costs no store write for its address. A daemon without `--cluster` has none of this.
+//!
+//! Keys live under one prefix (`keys`): `/netd/v1/nodes/<node>` and
+//! `/netd/v1/endpoints/<net>/<node>/<sandbox>` are bound to the node's lease and vanish
+//! with it; `/netd/v1/networks/<net>` and `/netd/v1/blocks/<net>/<cidr>` stay until the
+//! network is removed.
+
+pub mod agent;
+pub mod api;
+pub mod blocks;
+pub mod fdb;
+
+use std::future::Future;
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+use serde::{Deserialize, Serialize};
+
+pub use agent::Agent;
+
+/// What `netd daemon --cluster … --node … --advertise-addr …` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// gRPC endpoints (`http://IP:PORT`).
+    pub endpoints: Vec<String>,
+    pub node: String,
+    pub advertise: Ipv4Addr,
+    pub data_port: u16,
+}
+
+/// The node's lease: keys bound to it vanish this long after the node stops renewing.
+pub const LEASE_TTL_S: i64 = 10;
+pub const DEFAULT_DATA_PORT: u16 = 4789;
+/// VXLAN's own header, UDP, IPv4 and the inner Ethernet header.
+pub const VXLAN_OVERHEAD: u32 = 50;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("bad --cluster {0:?}: expected etcd://HOST:PORT[,HOST:PORT…]")]
+    BadUrl(String),
+    #[error("cluster store {op}: {msg}")]
+    Store { op: String, msg: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Engine(#[from] crate::engine::EngineError),
+}
+
+impl ClusterError {
+    pub fn store(op: impl Into<String>) -> impl FnOnce(etcd_client::Error) -> ClusterError {
+        let op = op.into();
+        move |e| ClusterError::Store {
+            op,
+            msg: e.to_string(),
+        }
+    }
+}
+
+/// `etcd://10.0.0.1:2379,10.0.0.2:2379` → `http://10.0.0.1:2379`, `http://10.0.0.2:2379`.
+pub fn parse_cluster_url(url: &str) -> Result<Vec<String>, ClusterError> {
+    let bad = || ClusterError::BadUrl(url.to_string());
+    let rest = url.strip_prefix("etcd://").ok_or_else(bad)?;
+    let eps: Vec<String> = rest
+        .split(',')
+        .map(|hp| {
+            let (host, port) = hp.rsplit_once(':').ok_or_else(bad)?;
+            let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(bad)?;
+            if host.is_empty() || host.contains(['/', '@', ' ']) {
+                return Err(bad());
+            }
+            Ok(format!("http://{host}:{port}"))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(eps)
+}
+
+/// The store's key layout.
+pub mod keys {
+    pub const PREFIX: &str = "/netd/v1/";
+    pub fn node(name: &str) -> String {
+        format!("{PREFIX}nodes/{name}")
+    }
+    pub fn nodes() -> String {
+        format!("{PREFIX}nodes/")
+    }
+    pub fn network(name: &str) -> String {
+        format!("{PREFIX}networks/{name}")
+    }
+    pub fn networks() -> String {
+        format!("{PREFIX}networks/")
+    }
+    /// VNIs in use, one key each, so two creates cannot take the same one.
+    pub fn vni(vni: u32) -> String {
+        format!("{PREFIX}vnis/{vni}")
+    }
+    /// `/` in a CIDR would split the key: `10.0.0.64_26`.
+    pub fn block(net: &str, block: &ipnetwork::Ipv4Network) -> String {
+        format!("{PREFIX}blocks/{net}/{}_{}", block.network(), block.prefix())
+    }
+    pub fn blocks(net: &str) -> String {
+        format!("{PREFIX}blocks/{net}/")
+    }
+    pub fn endpoint(net: &str, node: &str, sandbox: &str) -> String {
+        format!("{PREFIX}endpoints/{net}/{node}/{sandbox}")
+    }
+    pub fn endpoints_of(net: &str) -> String {
+        format!("{PREFIX}endpoints/{net}/")
+    }
+    pub fn endpoints() -> String {
+        format!("{PREFIX}endpoints/")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: String,
+    pub addr: Ipv4Addr,
+    pub data_port: u16,
+    /// Unix seconds of the daemon's start.
+    pub started: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    pub name: String,
+    pub subnet: Ipv4Network,
+    pub gateway: Ipv4Addr,
+    pub vni: u32,
+    pub internal: bool,
+    /// The node it was created on.
+    pub created_by: String,
+    pub created: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockRecord {
+    pub network: String,
+    pub block: Ipv4Network,
+    pub node: String,
+}
+
+/// A local endpoint of an overlay network, as the other nodes see it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    pub network: String,
+    pub node: String,
+    pub sandbox: String,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+    /// The node's underlay address: the VTEP the endpoint is behind.
+    pub vtep: Ipv4Addr,
+    /// The sandbox name, then its aliases on the network.
+    pub names: Vec<String>,
+}
+
+/// The cluster objects netd keeps in a shared store. etcd's (`store::etcd::EtcdStore`)
+/// is the one implementation; the agent and the API are written against this.
+pub trait ClusterStore: Send + Sync + 'static {
+    /// Puts the node's record under a new lease and keeps the lease alive until the
+    /// store is dropped. A lease lost (the store unreachable past the TTL) is replaced
+    /// and the record put again; `lease_epoch` then changes.
+    fn register_node(&self, rec: &NodeRecord) -> impl Future<Output = Result<(), ClusterError>> + Send;
+    /// Changes each time the lease (and so every key bound to it) had to be replaced.
+    fn lease_epoch(&self) -> u64;
+    fn nodes(&self) -> impl Future<Output = Result<Vec<NodeRecord>, ClusterError>> + Send;
+    fn networks(&self) -> impl Future<Output = Result<Vec<NetworkRecord>, ClusterError>> + Send;
+    /// Stores `rec` with its VNI, both only if neither is taken (one transaction);
+    /// `Ok(false)` when one was.
+    fn create_network(&self, rec: &NetworkRecord) -> impl Future<Output = Result<bool, ClusterError>> + Send;
+    /// Removes the network, its VNI and its blocks, only while no endpoint is on it.
+    fn delete_network(&self, rec: &NetworkRecord) -> impl Future<Output = Result<bool, ClusterError>> + Send;
+    fn blocks(&self, net: &str) -> impl Future<Output = Result<Vec<BlockRecord>, ClusterError>> + Send;
+    /// Claims `rec.block` for `rec.node` if nobody has it (compare-and-set).
+    fn claim_block(&self, rec: &BlockRecord) -> impl Future<Output = Result<bool, ClusterError>> + Send;
+    fn endpoints(&self) -> impl Future<Output = Result<Vec<EndpointRecord>, ClusterError>> + Send;
+    /// Put under the node's lease.
+    fn put_endpoint(&self, rec: &EndpointRecord) -> impl Future<Output = Result<(), ClusterError>> + Send;
+    fn delete_endpoint(&self, rec: &EndpointRecord) -> impl Future<Output = Result<(), ClusterError>> + Send;
+    /// Resolves at the next change under the prefix (or after a reconnect, when changes
+    /// may have been missed): the agent then re-reads what it needs.
+    fn changed(&self) -> impl Future<Output = ()> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_urls() {
+        assert_eq!(
+            parse_cluster_url("etcd://10.0.0.1:2379,[::1]:2380").unwrap(),
+            vec!["http://10.0.0.1:2379", "http://[::1]:2380"]
+        );
+        for bad in [
+            "http://a:1",
+            "etcd://",
+            "etcd://a",
+            "etcd://a:0",
+            "etcd://a:x",
+            "etcd://a:1,",
+        ] {
+            assert!(parse_cluster_url(bad).is_err(), "{bad}");
+        }
+        let b: Ipv4Network = "10.0.0.64/26".parse().unwrap();
+        assert_eq!(keys::block("ov", &b), "/netd/v1/blocks/ov/10.0.0.64_26");
+    }
+}

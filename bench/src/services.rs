@@ -475,19 +475,21 @@ fn main() -> anyhow::Result<()> {
             apply(&mut conn, if r % 2 == 0 { &fwd } else { &back })?;
             nft_chg.push(t0.elapsed());
         }
-        // Proof the state is what was meant: the changed service's chain lists the new backend.
+        // Proof the state is what was meant: the changed service's last slot in its
+        // backend map holds the new backend.
         let listed = nft.run(&format!(
-            "list chain inet netd svc/bench/s{:05}/bench/tcp/80",
-            n / 2
+            "get element inet netd svc/pick4/tcp/n{BACKENDS} {{ {} . 80 . {} }}",
+            vip(n / 2),
+            BACKENDS - 1
         ))?;
         let want = if rounds % 2 == 1 {
             backend(n / 2, BACKENDS)
         } else {
             backend(n / 2, BACKENDS - 1)
         };
-        if !listed.contains(&want.to_string()) {
+        if !listed.contains(&format!("{want} . 8080")) {
             bail!(
-                "after {rounds} changes the chain of s{} lacks {want}:\n{listed}",
+                "after {rounds} changes the backend map of s{} lacks {want}:\n{listed}",
                 n / 2
             );
         }

@@ -108,7 +108,12 @@ pub struct PickMap {
 impl PickMap {
     /// `svc/pick4/tcp/n3`, `svc/ingress6/udp/n2`.
     pub fn name(&self) -> String {
-        format!("{}/{}/n{}", Self::chain(self.v6, self.ingress), self.proto, self.n)
+        format!(
+            "{}/{}/n{}",
+            Self::chain(self.v6, self.ingress),
+            self.proto,
+            self.n
+        )
     }
 
     /// The pick chain of a family and kind: `svc/pick4`, `svc/pick6`, `svc/ingress4`,
@@ -130,7 +135,11 @@ impl PickMap {
         if self.ingress {
             format!("{p} dport . numgen random mod {}", self.n)
         } else {
-            format!("{} daddr . {p} dport . numgen random mod {}", fam(self.v6), self.n)
+            format!(
+                "{} daddr . {p} dport . numgen random mod {}",
+                fam(self.v6),
+                self.n
+            )
         }
     }
 }
@@ -416,7 +425,9 @@ pub enum SvcCmd {
     },
     /// `svc/hairpin4` (`svc/hairpin6`): `type ipv4_addr . ipv4_addr`, an element
     /// `B . B` per backend B.
-    AddHairpinSet { v6: bool },
+    AddHairpinSet {
+        v6: bool,
+    },
     /// Never empty.
     HairpinElements {
         add: bool,
@@ -424,7 +435,10 @@ pub enum SvcCmd {
         backends: Vec<IpAddr>,
     },
     /// Every element of a backend map or hairpin set removed (`flush map`/`flush set`).
-    FlushSet { name: String, map: bool },
+    FlushSet {
+        name: String,
+        map: bool,
+    },
 }
 
 /// The hairpin set of a family.

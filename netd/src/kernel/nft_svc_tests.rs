@@ -480,8 +480,14 @@ fn pick_rules_and_elements_encode_as_nft_sends_them() {
             None,
         ),
         rule(SvcRule::Goto { chain: "c1".into() }, None),
-        rule(SvcRule::HairpinSetMasquerade { v6: false }, Some("service hairpin")),
-        rule(SvcRule::HairpinSetMasquerade { v6: true }, Some("service hairpin")),
+        rule(
+            SvcRule::HairpinSetMasquerade { v6: false },
+            Some("service hairpin"),
+        ),
+        rule(
+            SvcRule::HairpinSetMasquerade { v6: true },
+            Some("service hairpin"),
+        ),
         elems(
             true,
             p4,

@@ -3,7 +3,7 @@
 //! size follows what changed, not how many services exist). Kept apart from the rest of
 //! the ruleset so a host without services gets byte for byte the batches it got before.
 //!
-//! Layout (kube-proxy's nftables mode, adapted to netd's names):
+//! Layout (kube-proxy's nftables mode, with the per-backend chains folded into maps):
 //! - base chains `svc_prerouting` and `svc_output` (nat, just before `prerouting` and
 //!   `output`) look every packet up once in `svc4_dispatch`/`svc6_dispatch`, verdict
 //!   maps keyed `vip . l4proto . dport`, and, for local addresses, in
@@ -12,21 +12,36 @@
 //!   the number of services.
 //! - a chain per service port per network, `svc/<ns>/<name>/<network>/<proto>/<port>`
 //!   (`…/<network>/ip6/<proto>/<port>` for an IPv6 VIP; ingress:
-//!   `svc/<ns>/<name>/ingress<4|6>/<proto>/<published>`), picks a backend
-//!   with `numgen random mod N vmap`, or rejects at once when there is none (TCP reset,
+//!   `svc/<ns>/<name>/ingress<4|6>/<proto>/<published>`), holds what depends on the port
+//!   alone (own network only, marks) and ends in `goto` its family's pick chain
+//!   (`svc/pick4`, `svc/pick6`, `svc/ingress4`, `svc/ingress6`).
+//! - a pick chain has one rule per backend map of its family and kind: `dnat ip to ip
+//!   daddr . tcp dport . numgen random mod N map @svc/pick4/tcp/nN`, a map per protocol
+//!   and backend count N holding, for each port with N backends, `vip . port . slot :
+//!   backend . target port`. A port is in exactly one map, so the other lookups miss and
+//!   fall through; when none has it (no backend) the chain rejects at once (TCP reset,
 //!   ICMP port unreachable), as kube-proxy does, instead of letting the SYN time out.
-//! - a chain per backend of that port, `<port chain>/<ip>`, marks hairpin traffic and
-//!   DNATs. Conntrack keeps the choice for the rest of the connection.
-//! - session affinity (client IP): per backend a set `<backend chain>/aff<secs>` of
-//!   client addresses with `flags dynamic,timeout`; the port chain first sends a client
-//!   found in a backend's set to that backend, the backend chain refreshes the entry.
-//!   That is kube-proxy's `recent`-style affinity with a real idle timeout; `jhash ip
-//!   saddr` would have no timeout and would move every client when N changes. The
-//!   timeout is in the set's name because a set's timeout cannot change in place.
+//!   Conntrack keeps the choice for the rest of the connection.
+//!   Why maps and not a chain per backend: a commit that adds a rule or a `goto` makes
+//!   the kernel revalidate every chain reachable from the base chains, and each new
+//!   `goto` runs a loop check that walks every set of the table, so with a chain, a goto
+//!   and an anonymous map per backend a change cost O(table) and a full load grew
+//!   super-linearly (docs/benchmarks.md). A backend change here is element changes in
+//!   maps of plain data: no rule, no verdict, nothing to revalidate. Only a backend
+//!   count no port had before (or the last port of a count gone) refills a pick chain.
+//! - session affinity (client IP) keeps a chain per backend, `<port chain>/<ip>`: per
+//!   backend a set `<backend chain>/aff<secs>` of client addresses with `flags
+//!   dynamic,timeout`; the port chain first sends a client found in a backend's set to
+//!   that backend, the backend chain refreshes the entry and DNATs. That is
+//!   kube-proxy's `recent`-style affinity with a real idle timeout; `jhash ip saddr`
+//!   would have no timeout and would move every client when N changes. The timeout is
+//!   in the set's name because a set's timeout cannot change in place.
 //! - hairpin: a backend reaching its own VIP would get a reply from itself to itself,
-//!   bypassing the NAT; its backend chain marks such packets (`saddr == backend`) with
-//!   `HAIRPIN_MARK` and `svc_postrouting` masquerades marked packets. Other clients keep
-//!   their source address (nothing else in these chains masquerades).
+//!   bypassing the NAT; `svc_postrouting` masquerades packets whose `saddr . daddr` is
+//!   in `svc/hairpin4`/`svc/hairpin6` (an element `B . B` per backend B: after DNAT only
+//!   a backend talking to itself matches). Other clients keep their source address.
+//!   `HAIRPIN_MARK` is left for ingress ports of `externalTrafficPolicy: Cluster`
+//!   (and the affinity backend chains), which `svc_postrouting` masquerades too.
 //!
 //! Names are nft identifiers (letters, digits, `/ . - _`): namespaces and service names
 //! are DNS labels and network names Docker names, so they fit; anything else is left
@@ -260,7 +275,10 @@ fn base_chains() -> [(&'static str, ChainKind, Vec<SvcRuleLine>); 3] {
             "svc_postrouting",
             nat(Hook::Postrouting, Priority::Srcnat),
             vec![
-                SvcRuleLine::commented(SvcRule::HairpinMasquerade, "service: externalTrafficPolicy Cluster"),
+                SvcRuleLine::commented(
+                    SvcRule::HairpinMasquerade,
+                    "service: masquerade what a service chain marked",
+                ),
                 SvcRuleLine::commented(
                     SvcRule::HairpinSetMasquerade { v6: false },
                     "service hairpin: a backend reaching itself through its VIP",
@@ -385,10 +403,14 @@ fn add_pick_chains(o: &mut Objects) {
             .map(|&map| SvcRuleLine::new(SvcRule::PickDnat { map }))
             .collect();
         rules.push(SvcRuleLine::commented(SvcRule::RejectTcpReset, "no backend"));
-        rules.push(SvcRuleLine::commented(SvcRule::RejectPortUnreachable, "no backend"));
+        rules.push(SvcRuleLine::commented(
+            SvcRule::RejectPortUnreachable,
+            "no backend",
+        ));
         let kind = if ingress { "ingress ports" } else { "VIPs" };
         let what = format!("service backends: {kind} (IPv{})", if v6 { 6 } else { 4 });
-        o.chains.insert(PickMap::chain(v6, ingress).to_string(), (what, rules));
+        o.chains
+            .insert(PickMap::chain(v6, ingress).to_string(), (what, rules));
     }
 }
 

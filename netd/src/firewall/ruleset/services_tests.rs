@@ -198,7 +198,10 @@ fn from_model_takes_vip_services_and_their_backends_per_network() {
 #[test]
 fn no_backend_rejects_with_a_tcp_reset() {
     let b = full(&[svc("default", "api", vec![vip("n", "10.0.0.9", &[])])]);
-    assert!(b.contains("add rule inet netd svc/default/api/n/tcp/80 goto svc/pick4\n"), "{b}");
+    assert!(
+        b.contains("add rule inet netd svc/default/api/n/tcp/80 goto svc/pick4\n"),
+        "{b}"
+    );
     assert!(b.contains(
         "add rule inet netd svc/pick4 meta l4proto tcp reject with tcp reset comment \"no backend\""
     ));
@@ -252,7 +255,11 @@ fn one_backend_change_costs_the_same_at_10_1000_and_10000_services() {
         let d = diff(&old, &new);
         assert_eq!(d.lines().count(), 4, "{d}");
         assert!(d.lines().all(|l| l.contains(" element inet netd svc/")), "{d}");
-        assert!(d.lines().all(|l| of_service(l, 3, "10.250.0.9") || of_service(l, 3, "10.200.0.5")), "{d}");
+        assert!(
+            d.lines()
+                .all(|l| of_service(l, 3, "10.250.0.9") || of_service(l, 3, "10.200.0.5")),
+            "{d}"
+        );
         if n == 10 {
             println!("{d}");
         }
@@ -268,8 +275,25 @@ fn one_backend_change_costs_the_same_at_10_1000_and_10000_services() {
         assert!(back.contains("delete set inet netd svc/pick4/tcp/n2"), "{back}");
         assert!(back.lines().all(|l| of_service(l, 3, "10.250.0.9")), "{back}");
     }
-    assert!(sizes.iter().step_by(2).collect::<Vec<_>>().windows(2).all(|w| w[0] == w[1]), "{sizes:?}");
-    assert!(sizes.iter().skip(1).step_by(2).collect::<Vec<_>>().windows(2).all(|w| w[0] == w[1]), "{sizes:?}");
+    assert!(
+        sizes
+            .iter()
+            .step_by(2)
+            .collect::<Vec<_>>()
+            .windows(2)
+            .all(|w| w[0] == w[1]),
+        "{sizes:?}"
+    );
+    assert!(
+        sizes
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .collect::<Vec<_>>()
+            .windows(2)
+            .all(|w| w[0] == w[1]),
+        "{sizes:?}"
+    );
 }
 
 #[test]

@@ -91,6 +91,79 @@ impl fmt::Display for DispatchMap {
     }
 }
 
+/// A backend map: for the service ports of one family, kind (VIP or ingress port),
+/// protocol and backend count N, `key . slot` -> `backend . target port`, where the key
+/// is `vip . port` (VIP) or `port` (ingress) and the slot `numgen random mod N`. One rule
+/// of the pick chain (`PickMap::chain`) looks every such port up at once, so a backend
+/// change is an element change: no rule, no chain, nothing for the kernel to revalidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PickMap {
+    pub v6: bool,
+    pub ingress: bool,
+    pub proto: Proto,
+    /// Backends of each port in this map (>= 1).
+    pub n: u32,
+}
+
+impl PickMap {
+    /// `svc/pick4/tcp/n3`, `svc/ingress6/udp/n2`.
+    pub fn name(&self) -> String {
+        format!(
+            "{}/{}/n{}",
+            Self::chain(self.v6, self.ingress),
+            self.proto,
+            self.n
+        )
+    }
+
+    /// The pick chain of a family and kind: `svc/pick4`, `svc/pick6`, `svc/ingress4`,
+    /// `svc/ingress6`.
+    pub fn chain(v6: bool, ingress: bool) -> &'static str {
+        match (ingress, v6) {
+            (false, false) => "svc/pick4",
+            (false, true) => "svc/pick6",
+            (true, false) => "svc/ingress4",
+            (true, true) => "svc/ingress6",
+        }
+    }
+
+    /// The key (or data) expression as nft's `typeof` and the rule read it: the
+    /// protocol's own `dport`, which brings the `meta l4proto` match along (with
+    /// `th dport` nft 1.0.6 cannot add a rule to a map it reads back from the kernel).
+    fn key_text(&self) -> String {
+        let p = self.proto;
+        if self.ingress {
+            format!("{p} dport . numgen random mod {}", self.n)
+        } else {
+            format!(
+                "{} daddr . {p} dport . numgen random mod {}",
+                fam(self.v6),
+                self.n
+            )
+        }
+    }
+}
+
+/// One element of a backend map: slot `slot` of the port `vip . port` (VIP, or `port`
+/// alone for an ingress port) goes to `to . to_port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PickElement {
+    pub vip: Option<IpAddr>,
+    pub port: u16,
+    pub slot: u32,
+    pub to: IpAddr,
+    pub to_port: u16,
+}
+
+impl PickElement {
+    fn key(&self) -> String {
+        match self.vip {
+            Some(v) => format!("{v} . {} . {}", self.port, self.slot),
+            None => format!("{} . {}", self.port, self.slot),
+        }
+    }
+}
+
 /// A base chain's hook (all `type nat`, `policy accept`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
@@ -174,6 +247,13 @@ pub enum SvcRule {
     OwnNetworkOnly { bridge: String },
     /// `meta mark set meta mark | MARK`.
     MarkSet { mark: u32 },
+    /// `dnat ip to ip daddr . tcp dport . numgen random mod N map @MAP` (`ip6`; ingress:
+    /// `dnat ip to tcp dport . numgen ...`): the backend of a service port, in one lookup.
+    PickDnat { map: PickMap },
+    /// `goto CHAIN`.
+    Goto { chain: String },
+    /// `ip saddr . ip daddr @svc/hairpin4 masquerade`: a backend DNATed to itself.
+    HairpinSetMasquerade { v6: bool },
 }
 
 fn fam(v6: bool) -> &'static str {
@@ -234,6 +314,18 @@ impl fmt::Display for SvcRule {
                 write!(f, "iifname != \"{bridge}\" fib saddr type != local drop")
             }
             SvcRule::MarkSet { mark } => write!(f, "meta mark set meta mark | {mark:#010x}"),
+            SvcRule::PickDnat { map } => write!(
+                f,
+                "dnat {} to {} map @{}",
+                fam(map.v6),
+                map.key_text(),
+                map.name()
+            ),
+            SvcRule::Goto { chain } => write!(f, "goto {chain}"),
+            SvcRule::HairpinSetMasquerade { v6 } => {
+                let a = fam(*v6);
+                write!(f, "{a} saddr . {a} daddr @{} masquerade", hairpin_set(*v6))
+            }
             SvcRule::HairpinMasquerade => write!(
                 f,
                 "meta mark & {HAIRPIN_MARK:#010x} == {HAIRPIN_MARK:#010x} masquerade"
@@ -324,6 +416,38 @@ pub enum SvcCmd {
         map: DispatchMap,
         elems: Vec<MapElement>,
     },
+    AddPickMap(PickMap),
+    /// Never empty. Deletions print keys only.
+    PickElements {
+        add: bool,
+        map: PickMap,
+        elems: Vec<PickElement>,
+    },
+    /// `svc/hairpin4` (`svc/hairpin6`): `type ipv4_addr . ipv4_addr`, an element
+    /// `B . B` per backend B.
+    AddHairpinSet {
+        v6: bool,
+    },
+    /// Never empty.
+    HairpinElements {
+        add: bool,
+        v6: bool,
+        backends: Vec<IpAddr>,
+    },
+    /// Every element of a backend map or hairpin set removed (`flush map`/`flush set`).
+    FlushSet {
+        name: String,
+        map: bool,
+    },
+}
+
+/// The hairpin set of a family.
+pub fn hairpin_set(v6: bool) -> &'static str {
+    if v6 {
+        "svc/hairpin6"
+    } else {
+        "svc/hairpin4"
+    }
 }
 
 impl fmt::Display for SvcCmd {
@@ -367,6 +491,48 @@ impl fmt::Display for SvcCmd {
                     }
                 }
                 f.write_str(" }")
+            }
+            SvcCmd::AddPickMap(m) => {
+                let to = format!("{} daddr . {} dport", fam(m.v6), m.proto);
+                write!(
+                    f,
+                    "add map inet {t} {} {{ typeof {} : {to}; }}",
+                    m.name(),
+                    m.key_text()
+                )
+            }
+            SvcCmd::PickElements { add, map, elems } => {
+                let verb = if *add { "add" } else { "delete" };
+                write!(f, "{verb} element inet {t} {} {{ ", map.name())?;
+                for (i, e) in elems.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    f.write_str(&e.key())?;
+                    if *add {
+                        write!(f, " : {} . {}", e.to, e.to_port)?;
+                    }
+                }
+                f.write_str(" }")
+            }
+            SvcCmd::AddHairpinSet { v6 } => {
+                let k = if *v6 { "ipv6_addr" } else { "ipv4_addr" };
+                write!(f, "add set inet {t} {} {{ type {k} . {k}; }}", hairpin_set(*v6))
+            }
+            SvcCmd::HairpinElements { add, v6, backends } => {
+                let verb = if *add { "add" } else { "delete" };
+                write!(f, "{verb} element inet {t} {} {{ ", hairpin_set(*v6))?;
+                for (i, b) in backends.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{b} . {b}")?;
+                }
+                f.write_str(" }")
+            }
+            SvcCmd::FlushSet { name, map } => {
+                let kind = if *map { "map" } else { "set" };
+                write!(f, "flush {kind} inet {t} {name}")
             }
         }
     }

@@ -27,7 +27,8 @@ use super::nft_elements::{encode_part, io, Conn};
 use super::KernelError;
 use crate::firewall::batch::Part;
 use crate::firewall::svc_cmd::{
-    AffinitySet, ChainKind, DispatchMap, Hook, MapElement, SvcCmd, SvcRule, SvcRuleLine, HAIRPIN_MARK,
+    hairpin_set, AffinitySet, ChainKind, DispatchMap, Hook, MapElement, PickElement, PickMap, SvcCmd,
+    SvcRule, SvcRuleLine, HAIRPIN_MARK,
 };
 use crate::firewall::TABLE;
 use crate::model::Proto;
@@ -200,10 +201,14 @@ impl Exprs<'_> {
     /// A lookup in `set` (by name, or by batch-local id for an anonymous set made in
     /// the same batch); with a verdict result for a map.
     fn lookup(&mut self, set: &str, set_id: Option<u32>, map: bool) {
+        self.lookup_to(set, set_id, map.then_some(REG_VERDICT));
+    }
+    /// A lookup whose result (a map's data) goes to `dreg`, if any.
+    fn lookup_to(&mut self, set: &str, set_id: Option<u32>, dreg: Option<u32>) {
         self.expr("lookup", |m| {
             m.be32(LOOKUP_SREG, REG_1);
-            if map {
-                m.be32(LOOKUP_DREG, REG_VERDICT);
+            if let Some(d) = dreg {
+                m.be32(LOOKUP_DREG, d);
             }
             m.str(LOOKUP_SET, set);
             if let Some(id) = set_id {
@@ -390,6 +395,57 @@ fn rule_exprs(x: &mut Exprs<'_>, rule: &SvcRule, anon: Option<(&str, u32)>) {
             x.meta_load(META_MARK, REG_1);
             x.bitwise(!*mark, *mark);
             x.meta_set(META_MARK, REG_1);
+        }
+        SvcRule::PickDnat { map } => {
+            // (`nft --debug=netlink`: each key part in the 32-bit register after the
+            // previous one; the data `addr . port` comes back in reg 1 and the register
+            // after the address)
+            if !map.ingress {
+                x.nfproto(map.v6);
+            }
+            x.l4proto(map.proto);
+            let (proto_reg, numgen_reg) = match (map.ingress, map.v6) {
+                (false, false) => {
+                    x.payload(REG_1, BASE_NETWORK, 16, 4);
+                    x.th_dport(REG32_01);
+                    (REG32_01, REG32_02)
+                }
+                (false, true) => {
+                    x.payload(REG_1, BASE_NETWORK, 24, 16);
+                    x.th_dport(REG_2);
+                    (REG_2, REG32_05)
+                }
+                (true, v6) => {
+                    x.th_dport(REG_1);
+                    (if v6 { REG_2 } else { REG32_01 }, REG32_01)
+                }
+            };
+            x.expr("numgen", |m| {
+                m.be32(NUMGEN_DREG, numgen_reg);
+                m.be32(NUMGEN_MODULUS, map.n);
+                m.be32(NUMGEN_TYPE, NUMGEN_RANDOM);
+                m.be32(NUMGEN_OFFSET, 0);
+            });
+            x.lookup_to(&map.name(), None, Some(REG_1));
+            x.expr("nat", |m| {
+                m.be32(NAT_TYPE, NAT_DNAT);
+                m.be32(NAT_FAMILY, if map.v6 { 10 } else { 2 });
+                m.be32(NAT_REG_ADDR_MIN, REG_1);
+                m.be32(NAT_REG_PROTO_MIN, proto_reg);
+            });
+        }
+        SvcRule::Goto { chain } => x.goto(chain),
+        SvcRule::HairpinSetMasquerade { v6 } => {
+            x.nfproto(*v6);
+            if *v6 {
+                x.payload(REG_1, BASE_NETWORK, 8, 16);
+                x.payload(REG_2, BASE_NETWORK, 24, 16);
+            } else {
+                x.payload(REG_1, BASE_NETWORK, 12, 4);
+                x.payload(REG32_01, BASE_NETWORK, 16, 4);
+            }
+            x.lookup_to(hairpin_set(*v6), None, None);
+            x.expr("masq", |_| {});
         }
         SvcRule::HairpinMasquerade => {
             x.meta_load(META_MARK, REG_1);
@@ -587,11 +643,231 @@ fn encode_from(
                     out.extend(m.finish());
                 }
             }
+            SvcCmd::AddPickMap(map) => {
+                set_id += 1;
+                let mut m = msg(NFT_MSG_NEWSET, NLM_F_CREATE | ack, &mut seqs);
+                pick_map(&mut m, map, set_id);
+                out.extend(m.finish());
+            }
+            SvcCmd::AddHairpinSet { v6 } => {
+                set_id += 1;
+                let mut m = msg(NFT_MSG_NEWSET, NLM_F_CREATE | ack, &mut seqs);
+                m.str(NFTA_SET_TABLE, TABLE);
+                m.str(NFTA_SET_NAME, hairpin_set(*v6));
+                m.be32(NFTA_SET_FLAGS, 0);
+                let (ty, len) = if *v6 {
+                    ((TYPE_IP6ADDR << 6) | TYPE_IP6ADDR, 32)
+                } else {
+                    ((TYPE_IPADDR << 6) | TYPE_IPADDR, 8)
+                };
+                m.be32(NFTA_SET_KEY_TYPE, ty);
+                m.be32(NFTA_SET_KEY_LEN, len);
+                m.be32(NFTA_SET_ID, set_id);
+                m.attr(NFTA_SET_USERDATA, UDATA_HAIRPIN_SET);
+                out.extend(m.finish());
+            }
+            SvcCmd::FlushSet { name, .. } => {
+                let mut m = msg(NFT_MSG_DELSETELEM, ack, &mut seqs);
+                m.str(NFTA_SET_ELEM_LIST_SET, checked_name(name)?);
+                m.str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+                out.extend(m.finish());
+            }
+            SvcCmd::PickElements { add, map, elems } => {
+                let name = map.name();
+                let list: Vec<(Vec<u8>, Option<Vec<u8>>)> = elems
+                    .iter()
+                    .map(|e| pick_element(map, e, *add))
+                    .collect::<Result<_, _>>()?;
+                elements_msgs(&mut out, &mut msg, &mut seqs, ack, *add, &name, &list);
+            }
+            SvcCmd::HairpinElements { add, v6, backends } => {
+                let list: Vec<(Vec<u8>, Option<Vec<u8>>)> = backends
+                    .iter()
+                    .map(|b| {
+                        if b.is_ipv6() != *v6 {
+                            return Err(Unencodable(format!("{b} in {}", hairpin_set(*v6))));
+                        }
+                        let mut k = ip_bytes(*b);
+                        k.extend(ip_bytes(*b));
+                        Ok((k, None))
+                    })
+                    .collect::<Result<_, _>>()?;
+                elements_msgs(&mut out, &mut msg, &mut seqs, ack, *add, hairpin_set(*v6), &list);
+            }
         }
     }
     out.extend(Msg::new(NFNL_MSG_BATCH_END, NLM_F_REQUEST, next_seq(), 0, res).finish());
     Ok(Encoded { bytes: out, seqs })
 }
+
+/// NEWSETELEM/DELSETELEM messages of `(key, data)` elements of a data map or set, split
+/// as `MapElements` is.
+fn elements_msgs(
+    out: &mut Vec<u8>,
+    msg: &mut impl FnMut(u16, u16, &mut Vec<(u32, usize)>) -> Msg,
+    seqs: &mut Vec<(u32, usize)>,
+    ack: u16,
+    add: bool,
+    set: &str,
+    list: &[(Vec<u8>, Option<Vec<u8>>)],
+) {
+    let (kind, flags) = if add {
+        (NFT_MSG_NEWSETELEM, NLM_F_CREATE)
+    } else {
+        (NFT_MSG_DELSETELEM, 0)
+    };
+    let chunks: Vec<_> = list.chunks(ELEMS_PER_MSG).collect();
+    for (c, chunk) in chunks.iter().enumerate() {
+        let ack = if c + 1 == chunks.len() { ack } else { 0 };
+        let mut m = msg(kind, flags | ack, seqs);
+        m.str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+        m.str(NFTA_SET_ELEM_LIST_SET, set);
+        let l = m.begin(NFTA_SET_ELEM_LIST_ELEMENTS);
+        for (i, (key, data)) in chunk.iter().enumerate() {
+            let e = m.begin(NFTA_LIST_ELEM + i as u16);
+            let k = m.begin(NFTA_SET_ELEM_KEY);
+            m.attr(NFTA_DATA_VALUE, key);
+            m.end(k);
+            if let Some(d) = data {
+                let n = m.begin(NFTA_SET_ELEM_DATA);
+                m.attr(NFTA_DATA_VALUE, d);
+                m.end(n);
+            }
+            m.end(e);
+        }
+        m.end(l);
+        out.extend(m.finish());
+    }
+}
+
+/// A port as a key part: big endian, padded to 4 bytes.
+fn port_part(port: u16) -> [u8; 4] {
+    let p = port.to_be_bytes();
+    [p[0], p[1], 0, 0]
+}
+
+/// An element of a backend map: key `vip . port . slot` (`port . slot` for ingress; the
+/// slot in host byte order, as numgen writes it), data `addr . port`.
+fn pick_element(
+    map: &PickMap,
+    e: &PickElement,
+    add: bool,
+) -> Result<(Vec<u8>, Option<Vec<u8>>), Unencodable> {
+    let fits = |ip: std::net::IpAddr| ip.is_ipv6() == map.v6;
+    let vip_ok = match e.vip {
+        Some(v) => !map.ingress && fits(v),
+        None => map.ingress,
+    };
+    if !vip_ok || !fits(e.to) || e.slot >= map.n {
+        return Err(Unencodable(format!("element {e:?} of {}", map.name())));
+    }
+    let mut key = e.vip.map(ip_bytes).unwrap_or_default();
+    key.extend(port_part(e.port));
+    key.extend(e.slot.to_ne_bytes());
+    let data = add.then(|| {
+        let mut d = ip_bytes(e.to);
+        d.extend(port_part(e.to_port));
+        d
+    });
+    Ok((key, data))
+}
+
+/// libnftnl's user data TLV: type, length, value.
+fn tlv(out: &mut Vec<u8>, t: u8, v: &[u8]) {
+    out.push(t);
+    out.push(v.len() as u8);
+    out.extend_from_slice(v);
+}
+
+/// nft's `typeof` record of one expression: its kind and its own records.
+fn typeof_expr(out: &mut Vec<u8>, i: u8, kind: u32, fields: &[u32]) {
+    let mut inner = Vec::new();
+    for (j, f) in fields.iter().enumerate() {
+        tlv(&mut inner, j as u8, &f.to_ne_bytes());
+    }
+    let mut e = Vec::new();
+    tlv(&mut e, 0, &kind.to_ne_bytes());
+    tlv(&mut e, 1, &inner);
+    tlv(out, i, &e);
+}
+
+/// nft's `typeof` record of a concatenation of `parts` (kind, fields).
+fn typeof_concat(parts: &[(u32, Vec<u32>)]) -> Vec<u8> {
+    let mut inner = Vec::new();
+    for (i, (kind, fields)) in parts.iter().enumerate() {
+        typeof_expr(&mut inner, i as u8, *kind, fields);
+    }
+    let mut out = Vec::new();
+    tlv(&mut out, 0, &EXPR_CONCAT.to_ne_bytes());
+    tlv(&mut out, 1, &inner);
+    out
+}
+
+// nft's expression kinds and protocol/field numbers in `typeof` records (nft 1.0.6).
+const EXPR_CONCAT: u32 = 13;
+const EXPR_PAYLOAD: u32 = 7;
+const EXPR_NUMGEN: u32 = 23;
+const PROTO_IP: u32 = 12;
+const PROTO_IP6: u32 = 13;
+const PROTO_TCP: u32 = 8;
+const PROTO_UDP: u32 = 6;
+const IP_DADDR: u32 = 12;
+const IP6_DADDR: u32 = 9;
+const TH_DPORT: u32 = 2;
+
+/// The set user data nft writes for a backend map's `typeof` (which `nft list` reads back).
+fn pick_udata(map: &PickMap) -> Vec<u8> {
+    let daddr = if map.v6 {
+        (EXPR_PAYLOAD, vec![PROTO_IP6, IP6_DADDR])
+    } else {
+        (EXPR_PAYLOAD, vec![PROTO_IP, IP_DADDR])
+    };
+    let l4 = match map.proto {
+        Proto::Tcp => PROTO_TCP,
+        Proto::Udp => PROTO_UDP,
+    };
+    let dport = (EXPR_PAYLOAD, vec![l4, TH_DPORT]);
+    let numgen = (EXPR_NUMGEN, vec![NUMGEN_RANDOM, map.n, 0]);
+    let key = if map.ingress {
+        vec![dport.clone(), numgen]
+    } else {
+        vec![daddr.clone(), dport.clone(), numgen]
+    };
+    let mut u = Vec::new();
+    tlv(&mut u, 0, &0u32.to_ne_bytes()); // key byte order
+    tlv(&mut u, 1, &0u32.to_ne_bytes()); // data byte order
+    tlv(&mut u, 3, &typeof_concat(&key));
+    tlv(&mut u, 4, &typeof_concat(&[daddr, dport]));
+    tlv(&mut u, 6, &0u32.to_ne_bytes()); // data interval
+    u
+}
+
+/// The NEWSET of a backend map.
+fn pick_map(m: &mut Msg, map: &PickMap, id: u32) {
+    let (addr_type, addr_len) = if map.v6 {
+        (TYPE_IP6ADDR, 16)
+    } else {
+        (TYPE_IPADDR, 4)
+    };
+    let slot = (TYPE_INET_SERVICE << 6) | TYPE_INTEGER;
+    let (key_type, key_len) = if map.ingress {
+        (slot, 8)
+    } else {
+        ((addr_type << 12) | slot, addr_len + 8)
+    };
+    m.str(NFTA_SET_TABLE, TABLE);
+    m.str(NFTA_SET_NAME, &map.name());
+    m.be32(NFTA_SET_FLAGS, SET_MAP);
+    m.be32(NFTA_SET_KEY_TYPE, key_type);
+    m.be32(NFTA_SET_KEY_LEN, key_len);
+    m.be32(NFTA_SET_DATA_TYPE, (addr_type << 6) | TYPE_INET_SERVICE);
+    m.be32(NFTA_SET_DATA_LEN, addr_len + 4);
+    m.be32(NFTA_SET_ID, id);
+    m.attr(NFTA_SET_USERDATA, &pick_udata(map));
+}
+
+/// A hairpin set's user data (`type a . b`: key byte order unset, an empty typeof).
+const UDATA_HAIRPIN_SET: &[u8] = &[0, 4, 0, 0, 0, 0, 3, 8, 0, 4, 13, 0, 0, 0, 1, 0];
 
 /// Element `i` of a list: libnftnl numbers the nests 1, 2, ... (the kernel reads any).
 fn element(m: &mut Msg, i: usize, key: &[u8], goto: Option<&str>) -> Result<(), Unencodable> {
@@ -789,7 +1065,10 @@ impl Conn {
                     | SvcCmd::DeleteChain(_)
                     | SvcCmd::DeleteSet(_)
                     | SvcCmd::FlushMap(_)
+                    | SvcCmd::FlushSet { .. }
                     | SvcCmd::MapElements { add: false, .. }
+                    | SvcCmd::PickElements { add: false, .. }
+                    | SvcCmd::HairpinElements { add: false, .. }
             )
         }) {
             self.deleted = true;

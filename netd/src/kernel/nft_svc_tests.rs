@@ -396,3 +396,160 @@ fn a_long_element_list_is_split_under_the_attribute_limit() {
     }
     assert_eq!(total, 10_000);
 }
+
+fn pick(v6: bool, ingress: bool, proto: Proto, n: u32) -> PickMap {
+    PickMap {
+        v6,
+        ingress,
+        proto,
+        n,
+    }
+}
+
+fn pe(vip: Option<&str>, port: u16, slot: u32, to: &str, to_port: u16) -> PickElement {
+    PickElement {
+        vip: vip.map(ip),
+        port,
+        slot,
+        to: ip(to),
+        to_port,
+    }
+}
+
+/// The backend maps (`typeof` user data, built from its parts) and hairpin sets.
+#[test]
+fn backend_maps_and_hairpin_sets_encode_as_nft_sends_them() {
+    let cmds = vec![
+        SvcCmd::AddPickMap(pick(false, false, Proto::Tcp, 3)),
+        SvcCmd::AddPickMap(pick(false, false, Proto::Udp, 1000)),
+        SvcCmd::AddPickMap(pick(true, false, Proto::Tcp, 3)),
+        SvcCmd::AddPickMap(pick(false, true, Proto::Tcp, 3)),
+        SvcCmd::AddPickMap(pick(true, true, Proto::Udp, 3)),
+        SvcCmd::AddHairpinSet { v6: false },
+        SvcCmd::AddHairpinSet { v6: true },
+    ];
+    assert_eq!(
+        cmds[1].to_string(),
+        "add map inet netd svc/pick4/udp/n1000 { typeof ip daddr . udp dport . numgen random mod 1000 \
+         : ip daddr . udp dport; }"
+    );
+    let want = reference("pickpre");
+    let got = encoded(&cmds, 0);
+    assert_eq!(got.len(), want.len());
+    for (i, ((kind, _, payload), (wkind, wpayload))) in got.iter().zip(&want).enumerate() {
+        assert_eq!(kind, wkind, "message {i}: {}", cmds[i]);
+        assert_eq!(payload, wpayload, "message {i}: {}", cmds[i]);
+    }
+}
+
+/// The rules and element changes of the pick layout, on top of those maps.
+#[test]
+fn pick_rules_and_elements_encode_as_nft_sends_them() {
+    let elems = |add, map, elems| SvcCmd::PickElements { add, map, elems };
+    let hp = |add, v6, b: &[&str]| SvcCmd::HairpinElements {
+        add,
+        v6,
+        backends: b.iter().map(|s| ip(s)).collect(),
+    };
+    let p4 = pick(false, false, Proto::Tcp, 3);
+    let cmds = vec![
+        chain("c1", "hello"),
+        rule(SvcRule::PickDnat { map: p4 }, None),
+        rule(
+            SvcRule::PickDnat {
+                map: pick(false, false, Proto::Udp, 1000),
+            },
+            None,
+        ),
+        rule(
+            SvcRule::PickDnat {
+                map: pick(true, false, Proto::Tcp, 3),
+            },
+            None,
+        ),
+        rule(
+            SvcRule::PickDnat {
+                map: pick(false, true, Proto::Tcp, 3),
+            },
+            None,
+        ),
+        rule(
+            SvcRule::PickDnat {
+                map: pick(true, true, Proto::Udp, 3),
+            },
+            None,
+        ),
+        rule(SvcRule::Goto { chain: "c1".into() }, None),
+        rule(
+            SvcRule::HairpinSetMasquerade { v6: false },
+            Some("service hairpin"),
+        ),
+        rule(
+            SvcRule::HairpinSetMasquerade { v6: true },
+            Some("service hairpin"),
+        ),
+        elems(
+            true,
+            p4,
+            vec![
+                pe(Some("10.0.0.9"), 80, 0, "10.0.0.1", 8080),
+                pe(Some("10.0.0.9"), 80, 2, "10.0.0.3", 8080),
+            ],
+        ),
+        elems(
+            true,
+            pick(true, false, Proto::Tcp, 3),
+            vec![pe(Some("fd00::9"), 53, 1, "fd00::1", 5353)],
+        ),
+        elems(
+            true,
+            pick(false, true, Proto::Tcp, 3),
+            vec![pe(None, 8088, 0, "10.0.0.1", 8080)],
+        ),
+        elems(
+            true,
+            pick(true, true, Proto::Udp, 3),
+            vec![pe(None, 8088, 2, "fd00::1", 8080)],
+        ),
+        elems(false, p4, vec![pe(Some("10.0.0.9"), 80, 0, "10.0.0.1", 8080)]),
+        hp(true, false, &["10.0.0.1", "10.0.0.3"]),
+        hp(true, true, &["fd00::1"]),
+        hp(false, false, &["10.0.0.1"]),
+        SvcCmd::FlushSet {
+            name: p4.name(),
+            map: true,
+        },
+    ];
+    // The text is the one nft got (nft_svc_ref.txt's header names the file).
+    let text: Vec<String> = cmds.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        text[5],
+        "add rule inet netd c1 dnat ip6 to udp dport . numgen random mod 3 map @svc/ingress6/udp/n3"
+    );
+    assert_eq!(
+        text[9],
+        "add element inet netd svc/pick4/tcp/n3 { 10.0.0.9 . 80 . 0 : 10.0.0.1 . 8080, 10.0.0.9 . 80 . 2 : 10.0.0.3 . 8080 }"
+    );
+    assert_eq!(
+        text[14],
+        "add element inet netd svc/hairpin4 { 10.0.0.1 . 10.0.0.1, 10.0.0.3 . 10.0.0.3 }"
+    );
+    let want = reference("pickrules");
+    let got = encoded(&cmds, 7);
+    assert_eq!(got.len(), want.len());
+    for (i, ((kind, _, payload), (wkind, wpayload))) in got.iter().zip(&want).enumerate() {
+        assert_eq!(kind, wkind, "message {i}");
+        // nft also names an existing set by its cache's id; the kernel takes the name.
+        let (payload, wpayload) = if matches!(*kind, NFT_MSG_NEWSETELEM | NFT_MSG_DELSETELEM) {
+            (
+                without(payload, NFTA_SET_ELEM_LIST_SET_ID),
+                without(wpayload, NFTA_SET_ELEM_LIST_SET_ID),
+            )
+        } else if *kind == NFT_MSG_NEWRULE {
+            (without_named_set_ids(payload), without_named_set_ids(wpayload))
+        } else {
+            (payload.clone(), wpayload.clone())
+        };
+        assert_eq!(payload, wpayload, "message {i}: {}", text[i]);
+    }
+}

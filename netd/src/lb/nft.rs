@@ -97,7 +97,7 @@ mod tests {
         let sent = k.nft_batches();
         assert_eq!(sent.len(), 1);
         assert!(
-            sent[0].contains("svc/default/web/n/tcp/80/10.0.0.3"),
+            sent[0].contains("add element inet netd svc/pick4/tcp/n2 { 10.0.0.200 . 80 . 0 : 10.0.0.2 . 8080, 10.0.0.200 . 80 . 1 : 10.0.0.3 . 8080 }"),
             "{}",
             sent[0]
         );

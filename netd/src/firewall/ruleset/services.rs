@@ -3,7 +3,7 @@
 //! size follows what changed, not how many services exist). Kept apart from the rest of
 //! the ruleset so a host without services gets byte for byte the batches it got before.
 //!
-//! Layout (kube-proxy's nftables mode, adapted to netd's names):
+//! Layout (kube-proxy's nftables mode, with the per-backend chains folded into maps):
 //! - base chains `svc_prerouting` and `svc_output` (nat, just before `prerouting` and
 //!   `output`) look every packet up once in `svc4_dispatch`/`svc6_dispatch`, verdict
 //!   maps keyed `vip . l4proto . dport`, and, for local addresses, in
@@ -12,34 +12,50 @@
 //!   the number of services.
 //! - a chain per service port per network, `svc/<ns>/<name>/<network>/<proto>/<port>`
 //!   (`…/<network>/ip6/<proto>/<port>` for an IPv6 VIP; ingress:
-//!   `svc/<ns>/<name>/ingress<4|6>/<proto>/<published>`), picks a backend
-//!   with `numgen random mod N vmap`, or rejects at once when there is none (TCP reset,
+//!   `svc/<ns>/<name>/ingress<4|6>/<proto>/<published>`), holds what depends on the port
+//!   alone (own network only, marks) and ends in `goto` its family's pick chain
+//!   (`svc/pick4`, `svc/pick6`, `svc/ingress4`, `svc/ingress6`).
+//! - a pick chain has one rule per backend map of its family and kind: `dnat ip to ip
+//!   daddr . tcp dport . numgen random mod N map @svc/pick4/tcp/nN`, a map per protocol
+//!   and backend count N holding, for each port with N backends, `vip . port . slot :
+//!   backend . target port`. A port is in exactly one map, so the other lookups miss and
+//!   fall through; when none has it (no backend) the chain rejects at once (TCP reset,
 //!   ICMP port unreachable), as kube-proxy does, instead of letting the SYN time out.
-//! - a chain per backend of that port, `<port chain>/<ip>`, marks hairpin traffic and
-//!   DNATs. Conntrack keeps the choice for the rest of the connection.
-//! - session affinity (client IP): per backend a set `<backend chain>/aff<secs>` of
-//!   client addresses with `flags dynamic,timeout`; the port chain first sends a client
-//!   found in a backend's set to that backend, the backend chain refreshes the entry.
-//!   That is kube-proxy's `recent`-style affinity with a real idle timeout; `jhash ip
-//!   saddr` would have no timeout and would move every client when N changes. The
-//!   timeout is in the set's name because a set's timeout cannot change in place.
+//!   Conntrack keeps the choice for the rest of the connection.
+//!   Why maps and not a chain per backend: a commit that adds a rule or a `goto` makes
+//!   the kernel revalidate every chain reachable from the base chains, and each new
+//!   `goto` runs a loop check that walks every set of the table, so with a chain, a goto
+//!   and an anonymous map per backend a change cost O(table) and a full load grew
+//!   super-linearly (docs/benchmarks.md). A backend change here is element changes in
+//!   maps of plain data: no rule, no verdict, nothing to revalidate. Only a backend
+//!   count no port had before (or the last port of a count gone) refills a pick chain.
+//! - session affinity (client IP) keeps a chain per backend, `<port chain>/<ip>`: per
+//!   backend a set `<backend chain>/aff<secs>` of client addresses with `flags
+//!   dynamic,timeout`; the port chain first sends a client found in a backend's set to
+//!   that backend, the backend chain refreshes the entry and DNATs. That is
+//!   kube-proxy's `recent`-style affinity with a real idle timeout; `jhash ip saddr`
+//!   would have no timeout and would move every client when N changes. The timeout is
+//!   in the set's name because a set's timeout cannot change in place.
 //! - hairpin: a backend reaching its own VIP would get a reply from itself to itself,
-//!   bypassing the NAT; its backend chain marks such packets (`saddr == backend`) with
-//!   `HAIRPIN_MARK` and `svc_postrouting` masquerades marked packets. Other clients keep
-//!   their source address (nothing else in these chains masquerades).
+//!   bypassing the NAT; `svc_postrouting` masquerades packets whose `saddr . daddr` is
+//!   in `svc/hairpin4`/`svc/hairpin6` (an element `B . B` per backend B: after DNAT only
+//!   a backend talking to itself matches). Other clients keep their source address.
+//!   `HAIRPIN_MARK` is left for ingress ports of `externalTrafficPolicy: Cluster`
+//!   (and the affinity backend chains), which `svc_postrouting` masquerades too.
 //!
 //! Names are nft identifiers (letters, digits, `/ . - _`): namespaces and service names
 //! are DNS labels and network names Docker names, so they fit; anything else is left
 //! out (fails closed, as the rest of the ruleset does).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::firewall::batch::{Batch, Command, Part};
 use crate::firewall::svc_cmd::{
-    AffinitySet, ChainKind, DispatchMap, Hook, MapElement, Priority, SvcCmd, SvcRule, SvcRuleLine,
+    hairpin_set, AffinitySet, ChainKind, DispatchMap, Hook, MapElement, PickElement, PickMap, Priority,
+    SvcCmd, SvcRule, SvcRuleLine,
 };
 use crate::model::{
     Backend, ClusterIp, EndpointMode, KubeSpec, Proto, PublishMode, Service, ServiceKind, CLUSTER_WIDE,
@@ -209,6 +225,20 @@ struct Objects {
     sets: BTreeMap<String, AffinitySet>,
     /// map -> key (as text, for a stable order) -> element.
     elements: BTreeMap<DispatchMap, BTreeMap<String, MapElement>>,
+    /// backend map -> key (as text) -> element.
+    picks: BTreeMap<PickMap, BTreeMap<String, PickElement>>,
+    /// hairpin set (IPv6?) -> backends; a set exists while any service does.
+    hairpin: BTreeMap<bool, BTreeSet<IpAddr>>,
+}
+
+impl Objects {
+    /// Every set and map of a service (affinity sets, backend maps, hairpin sets):
+    /// what `full_over` keeps of the kernel's `svc/` sets.
+    fn has_set(&self, name: &str) -> bool {
+        self.sets.contains_key(name)
+            || self.picks.keys().any(|m| m.name() == name)
+            || self.hairpin.keys().any(|v6| hairpin_set(*v6) == name)
+    }
 }
 
 /// The base chains: fixed rules, written by `full` only.
@@ -244,10 +274,20 @@ fn base_chains() -> [(&'static str, ChainKind, Vec<SvcRuleLine>); 3] {
         (
             "svc_postrouting",
             nat(Hook::Postrouting, Priority::Srcnat),
-            vec![SvcRuleLine::commented(
-                SvcRule::HairpinMasquerade,
-                "service hairpin: a backend reaching itself through its VIP",
-            )],
+            vec![
+                SvcRuleLine::commented(
+                    SvcRule::HairpinMasquerade,
+                    "service: masquerade what a service chain marked",
+                ),
+                SvcRuleLine::commented(
+                    SvcRule::HairpinSetMasquerade { v6: false },
+                    "service hairpin: a backend reaching itself through its VIP",
+                ),
+                SvcRuleLine::commented(
+                    SvcRule::HairpinSetMasquerade { v6: true },
+                    "service hairpin: a backend reaching itself through its VIP",
+                ),
+            ],
         ),
     ]
 }
@@ -277,7 +317,105 @@ fn ip_part(ip: IpAddr) -> String {
     ip.to_string().replace(':', "_")
 }
 
-/// Adds the chain of one service port (reached from `what`) and its backend chains.
+/// A service port without affinity: where its packets come from, and its backends.
+struct PickPort<'a> {
+    chain: String,
+    what: String,
+    proto: Proto,
+    /// The VIP (None: an ingress port, any local address).
+    vip: Option<IpAddr>,
+    /// The port the key matches (the VIP's port, or the published port).
+    port: u16,
+    target: u16,
+    backends: &'a [IpAddr],
+    v6: bool,
+    /// The VIP's bridge (`FwVip::bridge`); None for an ingress port.
+    vip_of: Option<&'a str>,
+    masquerade: bool,
+}
+
+/// Adds the chain of one service port without affinity: rules that depend on the
+/// port alone (own network only, marks) and a goto to its family's pick chain; the
+/// backends are elements `vip . port . slot : backend . target` of the backend map of
+/// their count. A backend change is then an element change and touches no rule.
+fn add_pick_port(o: &mut Objects, p: PickPort<'_>) {
+    let mut rules = Vec::new();
+    if let Some(net) = p.vip_of {
+        if ifname_lit(net).is_some() {
+            rules.push(SvcRuleLine::commented(
+                SvcRule::OwnNetworkOnly {
+                    bridge: net.to_string(),
+                },
+                "a VIP answers its own network only",
+            ));
+        }
+        rules.push(SvcRuleLine::commented(
+            SvcRule::MarkSet { mark: VIP_MARK },
+            "client keeps its address",
+        ));
+    }
+    if p.masquerade {
+        rules.push(SvcRuleLine::commented(
+            SvcRule::MarkSet { mark: HAIRPIN_MARK },
+            "externalTrafficPolicy Cluster",
+        ));
+    }
+    rules.push(SvcRuleLine::new(SvcRule::Goto {
+        chain: PickMap::chain(p.v6, p.vip.is_none()).to_string(),
+    }));
+    if !p.backends.is_empty() {
+        let map = PickMap {
+            v6: p.v6,
+            ingress: p.vip.is_none(),
+            proto: p.proto,
+            n: p.backends.len() as u32,
+        };
+        let elems = o.picks.entry(map).or_default();
+        for (slot, &to) in p.backends.iter().enumerate() {
+            let e = PickElement {
+                vip: p.vip,
+                port: p.port,
+                slot: slot as u32,
+                to,
+                to_port: p.target,
+            };
+            elems.insert(pick_key(&e), e);
+        }
+    }
+    o.chains.insert(p.chain, (p.what, rules));
+}
+
+fn pick_key(e: &PickElement) -> String {
+    match e.vip {
+        Some(v) => format!("{v} . {} . {}", e.port, e.slot),
+        None => format!("{} . {}", e.port, e.slot),
+    }
+}
+
+/// The pick chains (`PickMap::chain`): a DNAT through each backend map of the family
+/// and kind, then, when none has the port (no backend), a reject at once.
+fn add_pick_chains(o: &mut Objects) {
+    for (v6, ingress) in [(false, false), (true, false), (false, true), (true, true)] {
+        let mut rules: Vec<SvcRuleLine> = o
+            .picks
+            .keys()
+            .filter(|m| m.v6 == v6 && m.ingress == ingress)
+            .map(|&map| SvcRuleLine::new(SvcRule::PickDnat { map }))
+            .collect();
+        rules.push(SvcRuleLine::commented(SvcRule::RejectTcpReset, "no backend"));
+        rules.push(SvcRuleLine::commented(
+            SvcRule::RejectPortUnreachable,
+            "no backend",
+        ));
+        let kind = if ingress { "ingress ports" } else { "VIPs" };
+        let what = format!("service backends: {kind} (IPv{})", if v6 { 6 } else { 4 });
+        o.chains
+            .insert(PickMap::chain(v6, ingress).to_string(), (what, rules));
+    }
+}
+
+/// Adds the chain of one service port (reached from `what`) and its backend chains:
+/// the layout of a port with client-IP affinity.
 #[allow(clippy::too_many_arguments)]
 fn add_port_chain(
     o: &mut Objects,
@@ -402,9 +540,27 @@ fn objects(services: &[FwService]) -> Objects {
                 // No VIP in the comment: a chain's comment cannot change in place.
                 let what = format!("service {ns}/{name} {port}/{proto} on net {net}");
                 let from = Some(v.bridge.as_str());
-                add_port_chain(
-                    &mut o, chain, what, proto, target, &backends, s.affinity, from, false,
-                );
+                if s.affinity.is_none() {
+                    add_pick_port(
+                        &mut o,
+                        PickPort {
+                            chain,
+                            what,
+                            proto,
+                            vip: Some(v.vip),
+                            port,
+                            target,
+                            backends: &backends,
+                            v6: fam == 6,
+                            vip_of: from,
+                            masquerade: false,
+                        },
+                    );
+                } else {
+                    add_port_chain(
+                        &mut o, chain, what, proto, target, &backends, s.affinity, from, false,
+                    );
+                }
             }
         }
         for fam in [4u8, 6] {
@@ -438,6 +594,24 @@ fn objects(services: &[FwService]) -> Objects {
                     "service {ns}/{name} ingress port {}/{} (IPv{fam})",
                     i.published, i.proto
                 );
+                if s.affinity.is_none() {
+                    add_pick_port(
+                        &mut o,
+                        PickPort {
+                            chain,
+                            what,
+                            proto: i.proto,
+                            vip: None,
+                            port: i.published,
+                            target: i.target,
+                            backends: &backends,
+                            v6: fam == 6,
+                            vip_of: None,
+                            masquerade: i.masquerade,
+                        },
+                    );
+                    continue;
+                }
                 add_port_chain(
                     &mut o,
                     chain,
@@ -450,6 +624,18 @@ fn objects(services: &[FwService]) -> Objects {
                     i.masquerade,
                 );
             }
+        }
+        // Every backend, for the hairpin sets (`svc_postrouting`).
+        for v in &s.vips {
+            for b in &v.backends {
+                o.hairpin.entry(b.is_ipv6()).or_default().insert(*b);
+            }
+        }
+    }
+    if !services.is_empty() {
+        add_pick_chains(&mut o);
+        for v6 in [false, true] {
+            o.hairpin.entry(v6).or_default();
         }
     }
     o
@@ -479,11 +665,24 @@ fn elements(cmds: &mut Vec<SvcCmd>, add: bool, map: DispatchMap, elems: Vec<MapE
     }
 }
 
-/// Every service object, restored whatever is there now: base chains, maps and service
-/// chains are flushed and refilled (affinity sets are kept: their entries are live
-/// state). Meant to follow `ruleset::full` in the same batch, which makes the table.
-/// Service chains the state no longer has are not deleted here: text cannot name what
-/// the kernel holds, so the kernel layer lists `svc/` chains and deletes the rest.
+fn pick_elements(cmds: &mut Vec<SvcCmd>, add: bool, map: PickMap, elems: Vec<PickElement>) {
+    if !elems.is_empty() {
+        cmds.push(SvcCmd::PickElements { add, map, elems });
+    }
+}
+
+fn hairpin_elements(cmds: &mut Vec<SvcCmd>, add: bool, v6: bool, backends: Vec<IpAddr>) {
+    if !backends.is_empty() {
+        cmds.push(SvcCmd::HairpinElements { add, v6, backends });
+    }
+}
+
+/// Every service object, restored whatever is there now: base chains, maps, sets and
+/// service chains are flushed and refilled in one transaction (affinity sets are kept:
+/// their entries are live state; conntrack keeps every connection's backend). Meant to
+/// follow `ruleset::full` in the same batch, which makes the table.
+/// Service chains and sets the state no longer has are not deleted here: text cannot
+/// name what the kernel holds, so the kernel layer lists them and `full_over` deletes.
 pub fn full(services: &[FwService]) -> Batch {
     let o = objects(services);
     let mut cmds = Vec::new();
@@ -503,6 +702,22 @@ pub fn full(services: &[FwService]) -> Batch {
             name: name.clone(),
             set: set.clone(),
         });
+    }
+    for (&v6, backends) in &o.hairpin {
+        cmds.push(SvcCmd::AddHairpinSet { v6 });
+        cmds.push(SvcCmd::FlushSet {
+            name: hairpin_set(v6).to_string(),
+            map: false,
+        });
+        hairpin_elements(&mut cmds, true, v6, backends.iter().copied().collect());
+    }
+    for (&map, elems) in &o.picks {
+        cmds.push(SvcCmd::AddPickMap(map));
+        cmds.push(SvcCmd::FlushSet {
+            name: map.name(),
+            map: true,
+        });
+        pick_elements(&mut cmds, true, map, elems.values().cloned().collect());
     }
     for map in DispatchMap::ALL {
         cmds.push(SvcCmd::AddMap(map));
@@ -536,20 +751,18 @@ pub fn full_over(services: &[FwService], chains: &[String], sets: &[String]) -> 
     for c in &gone {
         b.cmds.push(Command::Svc(SvcCmd::DeleteChain((*c).clone())));
     }
-    for s in sets
-        .iter()
-        .filter(|s| s.starts_with("svc/") && !o.sets.contains_key(*s))
-    {
+    for s in sets.iter().filter(|s| s.starts_with("svc/") && !o.has_set(s)) {
         b.cmds.push(Command::Svc(SvcCmd::DeleteSet(s.clone())));
     }
     b
 }
 
 /// The batch from `old` to `new` (empty when nothing changed), assuming the kernel holds
-/// `old`. Only chains whose rules differ are touched: adding a backend to one service
-/// port adds that backend's chain and refills that port's chain, whatever else exists.
-/// Order matters in one transaction: new chains and sets exist before anything jumps to
-/// them, references go (map elements deleted, port chains refilled) before the chains
+/// `old`. Only what differs is touched: a backend replaced in a service without
+/// affinity is one element deleted and one added in its backend map (and the hairpin
+/// set), whatever else exists; no rule changes, so the kernel revalidates nothing.
+/// Order matters in one transaction: new chains and sets exist before anything refers
+/// to them, references go (map elements deleted, chains refilled) before the chains
 /// and sets they name are deleted.
 pub fn diff(old: &[FwService], new: &[FwService]) -> Batch {
     let (was, now) = (objects(old), objects(new));
@@ -560,6 +773,16 @@ pub fn diff(old: &[FwService], new: &[FwService]) -> Batch {
                 name: name.clone(),
                 set: set.clone(),
             });
+        }
+    }
+    for &v6 in now.hairpin.keys() {
+        if !was.hairpin.contains_key(&v6) {
+            cmds.push(SvcCmd::AddHairpinSet { v6 });
+        }
+    }
+    for &map in now.picks.keys() {
+        if !was.picks.contains_key(&map) {
+            cmds.push(SvcCmd::AddPickMap(map));
         }
     }
     for (name, (comment, _)) in &now.chains {
@@ -588,6 +811,21 @@ pub fn diff(old: &[FwService], new: &[FwService]) -> Batch {
         let added = b.iter().filter(|(k, v)| a.get(*k) != Some(*v));
         elements(&mut cmds, true, map, added.map(|(_, v)| v.clone()).collect());
     }
+    let empty = BTreeMap::new();
+    for (&map, b) in &now.picks {
+        let a = was.picks.get(&map).unwrap_or(&empty);
+        // (a map that goes takes its elements with it: nothing to delete there)
+        let gone = a.iter().filter(|(k, v)| b.get(*k) != Some(*v));
+        pick_elements(&mut cmds, false, map, gone.map(|(_, v)| v.clone()).collect());
+        let added = b.iter().filter(|(k, v)| a.get(*k) != Some(*v));
+        pick_elements(&mut cmds, true, map, added.map(|(_, v)| v.clone()).collect());
+    }
+    let none = BTreeSet::new();
+    for (&v6, b) in &now.hairpin {
+        let a = was.hairpin.get(&v6).unwrap_or(&none);
+        hairpin_elements(&mut cmds, false, v6, a.difference(b).copied().collect());
+        hairpin_elements(&mut cmds, true, v6, b.difference(a).copied().collect());
+    }
     let gone: Vec<&String> = was
         .chains
         .keys()
@@ -600,24 +838,34 @@ pub fn diff(old: &[FwService], new: &[FwService]) -> Batch {
     for c in &gone {
         cmds.push(SvcCmd::DeleteChain((*c).clone()));
     }
+    // The last service gone: the base chains and maps go too, so `nft list ruleset`
+    // after the last `service rm` is what it was before the first `service create`.
+    // (Flushed before the sets go: `svc_postrouting` looks the hairpin sets up.)
+    let last = new.is_empty() && !old.is_empty();
+    if last {
+        for (name, _, _) in base_chains() {
+            cmds.push(SvcCmd::FlushChain(name.to_string()));
+        }
+    }
     for s in was.sets.keys().filter(|s| !now.sets.contains_key(*s)) {
         cmds.push(SvcCmd::DeleteSet(s.clone()));
     }
-    // The last service gone: the base chains and maps go too, so `nft list ruleset`
-    // after the last `service rm` is what it was before the first `service create`.
-    if new.is_empty() && !old.is_empty() {
+    for m in was.picks.keys().filter(|m| !now.picks.contains_key(*m)) {
+        cmds.push(SvcCmd::DeleteSet(m.name()));
+    }
+    for v6 in was.hairpin.keys().filter(|v6| !now.hairpin.contains_key(*v6)) {
+        cmds.push(SvcCmd::DeleteSet(hairpin_set(*v6).to_string()));
+    }
+    if last {
         base_teardown(&mut cmds);
     }
     svc_batch(cmds)
 }
 
-/// Flushes and deletes the base chains, then deletes the dispatch maps (nothing
+/// Deletes the base chains (flushed before), then the dispatch maps (nothing
 /// references them once the chains are gone). Follows the deletion of every service
-/// chain in the same batch.
+/// chain and set in the same batch.
 fn base_teardown(cmds: &mut Vec<SvcCmd>) {
-    for (name, _, _) in base_chains() {
-        cmds.push(SvcCmd::FlushChain(name.to_string()));
-    }
     for (name, _, _) in base_chains() {
         cmds.push(SvcCmd::DeleteChain(name.to_string()));
     }

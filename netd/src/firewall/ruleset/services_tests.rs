@@ -76,26 +76,28 @@ fn full_lays_out_dispatch_port_and_backend_chains() {
          10.89.1.200 . tcp . 80 : goto svc/shop/web/backend/tcp/80 }",
         "add element inet netd svc6_dispatch { fd00:89::53 . udp . 53 : goto svc/default/dns/frontend/ip6/udp/53 }",
         "add element inet netd svc4_ingress { tcp . 8088 : goto svc/shop/web/ingress4/tcp/8088 }",
-        // v4 VIP: only the v4 backends of its network.
+        // With affinity (web): a chain per backend. v4 VIP: only the v4 backends of its network.
         "add rule inet netd svc/shop/web/frontend/tcp/80 numgen random mod 2 vmap { \
          0 : goto svc/shop/web/frontend/tcp/80/10.89.0.2, 1 : goto svc/shop/web/frontend/tcp/80/10.89.0.3 }",
         "add rule inet netd svc/shop/web/frontend/tcp/80 ip saddr @svc/shop/web/frontend/tcp/80/10.89.0.2/aff10800 \
          goto svc/shop/web/frontend/tcp/80/10.89.0.2 comment \"affinity\"",
-        "add rule inet netd svc/shop/web/frontend/tcp/80/10.89.0.2 ip saddr 10.89.0.2 meta mark set meta mark | \
-         0x00002000 comment \"hairpin\"",
         "add rule inet netd svc/shop/web/frontend/tcp/80/10.89.0.2 meta l4proto tcp dnat ip to 10.89.0.2:8080",
         // Ingress: every backend of the family, all networks.
         "add rule inet netd svc/shop/web/ingress4/tcp/8088 numgen random mod 3 vmap { \
          0 : goto svc/shop/web/ingress4/tcp/8088/10.89.0.2, 1 : goto svc/shop/web/ingress4/tcp/8088/10.89.0.3, \
          2 : goto svc/shop/web/ingress4/tcp/8088/10.89.1.2 }",
-        "add rule inet netd svc/default/dns/frontend/ip6/udp/53 reject with icmpx port-unreachable comment \"no backend\"",
-        "add rule inet netd svc_postrouting meta mark & 0x00002000 == 0x00002000 masquerade \
+        // Without affinity (dns, no backend): the port chain goes to the pick chain,
+        // which rejects what no backend map has.
+        "add rule inet netd svc/default/dns/frontend/ip6/udp/53 goto svc/pick6",
+        "add rule inet netd svc/pick6 reject with icmpx port-unreachable comment \"no backend\"",
+        "add rule inet netd svc_postrouting ip saddr . ip daddr @svc/hairpin4 masquerade \
          comment \"service hairpin: a backend reaching itself through its VIP\"",
+        "add element inet netd svc/hairpin4 { 10.89.0.2 . 10.89.0.2, 10.89.0.3 . 10.89.0.3, 10.89.1.2 . 10.89.1.2 }",
     ] {
         assert!(b.lines().any(|l| l == want), "missing {want:?} in:\n{b}");
     }
-    // No IPv6 ingress: the web service has no IPv6 VIP.
-    assert!(!b.contains("ingress6"), "{b}");
+    // No IPv6 ingress port: the web service has no IPv6 VIP.
+    assert!(!b.contains("svc/shop/web/ingress6"), "{b}");
     // The same services in another order: the same batch.
     let mut rev = example();
     rev.reverse();
@@ -115,9 +117,11 @@ fn a_vip_of_each_family_on_one_network_gets_chains_of_its_own() {
     );
     let b = full(&[s]);
     for want in [
-        "add rule inet netd svc/default/api/n/tcp/80 numgen random mod 1 vmap { 0 : goto svc/default/api/n/tcp/80/10.0.0.2 }",
-        "add rule inet netd svc/default/api/n/ip6/tcp/80 numgen random mod 1 vmap { 0 : goto svc/default/api/n/ip6/tcp/80/fd00__2 }",
-        "add rule inet netd svc/default/api/n/ip6/tcp/80/fd00__2 meta l4proto tcp dnat ip6 to [fd00::2]:8080",
+        "add rule inet netd svc/default/api/n/tcp/80 goto svc/pick4",
+        "add rule inet netd svc/default/api/n/ip6/tcp/80 goto svc/pick6",
+        "add element inet netd svc/pick4/tcp/n1 { 10.0.0.9 . 80 . 0 : 10.0.0.2 . 8080 }",
+        "add element inet netd svc/pick6/tcp/n1 { fd00::9 . 80 . 0 : fd00::2 . 8080 }",
+        "add rule inet netd svc/pick6 dnat ip6 to ip6 daddr . tcp dport . numgen random mod 1 map @svc/pick6/tcp/n1",
         "add element inet netd svc6_dispatch { fd00::9 . tcp . 80 : goto svc/default/api/n/ip6/tcp/80 }",
     ] {
         assert!(b.lines().any(|l| l == want), "missing {want:?} in:\n{b}");
@@ -194,9 +198,15 @@ fn from_model_takes_vip_services_and_their_backends_per_network() {
 #[test]
 fn no_backend_rejects_with_a_tcp_reset() {
     let b = full(&[svc("default", "api", vec![vip("n", "10.0.0.9", &[])])]);
+    assert!(
+        b.contains("add rule inet netd svc/default/api/n/tcp/80 goto svc/pick4\n"),
+        "{b}"
+    );
     assert!(b.contains(
-        "add rule inet netd svc/default/api/n/tcp/80 meta l4proto tcp reject with tcp reset comment \"no backend\""
+        "add rule inet netd svc/pick4 meta l4proto tcp reject with tcp reset comment \"no backend\""
     ));
+    // No backend map at all: the pick chain holds the rejects only.
+    assert!(!b.contains("dnat"), "{b}");
 }
 
 #[test]
@@ -217,32 +227,73 @@ fn many(n: usize) -> Vec<FwService> {
         .collect()
 }
 
+/// Whether a line of a diff belongs to service `i` of `many`: its chains, or elements
+/// keyed by its VIP (backend maps) or naming `backend` (hairpin set). The pick chains
+/// and backend maps are shared by all services: refilled (a few rules) when the set of
+/// backend counts in use changes, whatever the number of services.
+fn of_service(l: &str, i: usize, backend: &str) -> bool {
+    let (hi, lo) = ((i / 250) as u8, (i % 250) as u8 + 2);
+    let v = format!("10.{}.{hi}.{lo} . ", 100 + (i / 62_500));
+    l.contains(&format!("svc/default/s{i}/"))
+        || (l.contains(" element inet netd svc/pick") && l.contains(&format!("{{ {v}")))
+        || (l.contains(" element inet netd svc/hairpin") && l.contains(backend))
+        || l.starts_with("add map inet netd svc/pick")
+        || l.starts_with("delete set inet netd svc/pick")
+        || l.starts_with("flush chain inet netd svc/pick")
+        || l.starts_with("add rule inet netd svc/pick")
+}
+
 #[test]
 fn one_backend_change_costs_the_same_at_10_1000_and_10000_services() {
     let mut sizes = Vec::new();
     for n in [10, 1_000, 10_000] {
         let old = many(n);
+        // A backend replaced: one element of the backend map and the hairpin set each
+        // way, no rule, no chain.
         let mut new = old.clone();
-        new[3].vips[0].backends.push(ip("10.250.0.9"));
+        new[3].vips[0].backends = vec![ip("10.250.0.9")];
         let d = diff(&old, &new);
-        // Only service s3's objects: its new backend chain, its port chain refilled.
-        assert!(d.lines().all(|l| l.contains("svc/default/s3/")), "{d}");
+        assert_eq!(d.lines().count(), 4, "{d}");
+        assert!(d.lines().all(|l| l.contains(" element inet netd svc/")), "{d}");
+        assert!(
+            d.lines()
+                .all(|l| of_service(l, 3, "10.250.0.9") || of_service(l, 3, "10.200.0.5")),
+            "{d}"
+        );
         if n == 10 {
             println!("{d}");
         }
         sizes.push((d.lines().count(), d.len()));
-        // A service's objects depend on it alone, so the engine may hand `diff` just the
-        // services that changed (as `firewall::delta` does for endpoints): the same batch
-        // without walking the others.
-        assert_eq!(diff(&old[3..4], &new[3..4]), d);
-        let back = diff(&new, &old);
-        assert!(
-            back.contains("delete chain inet netd svc/default/s3/net/tcp/80/10.250.0.9"),
-            "{back}"
-        );
-        assert!(back.lines().all(|l| l.contains("svc/default/s3/")), "{back}");
+        // A backend added: the service moves to the map of 2 backends (made, and the
+        // pick chain refilled, as no service had 2).
+        let mut more = old.clone();
+        more[3].vips[0].backends.push(ip("10.250.0.9"));
+        let d = diff(&old, &more);
+        assert!(d.lines().all(|l| of_service(l, 3, "10.250.0.9")), "{d}");
+        sizes.push((d.lines().count(), d.len()));
+        let back = diff(&more, &old);
+        assert!(back.contains("delete set inet netd svc/pick4/tcp/n2"), "{back}");
+        assert!(back.lines().all(|l| of_service(l, 3, "10.250.0.9")), "{back}");
     }
-    assert!(sizes.windows(2).all(|w| w[0] == w[1]), "{sizes:?}");
+    assert!(
+        sizes
+            .iter()
+            .step_by(2)
+            .collect::<Vec<_>>()
+            .windows(2)
+            .all(|w| w[0] == w[1]),
+        "{sizes:?}"
+    );
+    assert!(
+        sizes
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .collect::<Vec<_>>()
+            .windows(2)
+            .all(|w| w[0] == w[1]),
+        "{sizes:?}"
+    );
 }
 
 #[test]
@@ -340,12 +391,20 @@ proptest! {
                 2 => s.affinity = Some(30),
                 _ => s.ports.push((443, 8443, Proto::Tcp)),
             }
-            touched.insert(format!("svc/default/s{i}/"));
+            touched.insert(i);
         }
         let d = diff(&old, &new);
         prop_assert_eq!(d.is_empty(), old == new);
         for l in d.lines() {
-            prop_assert!(touched.iter().any(|t| l.contains(t.as_str())), "{}", l);
+            // (the backends of service i are 10.200.x.y, and the added one 10.250.0.9)
+            prop_assert!(
+                touched.iter().any(|&i| {
+                    let (hi, lo) = ((i / 250) as u8, (i % 250) as u8 + 2);
+                    of_service(l, i, "10.250.0.9") || of_service(l, i, &format!("10.200.{hi}.{lo} "))
+                }),
+                "{}",
+                l
+            );
         }
         prop_assert_eq!(diff(&new, &new), "");
     }
@@ -394,11 +453,17 @@ fn full_over_deletes_leftover_service_objects_only() {
     let chains = strs(&[
         "prerouting",
         "svc/default/web/n/tcp/80",
-        "svc/default/web/n/tcp/80/10.0.0.2",
+        "svc/pick4",
         "svc/default/old/n/tcp/80",
         "svc/default/old/n/tcp/80/10.0.0.3",
     ]);
-    let sets = strs(&["bridges", "svc/default/old/n/tcp/80/10.0.0.3/aff60"]);
+    let sets = strs(&[
+        "bridges",
+        "svc/pick4/tcp/n1",
+        "svc/hairpin4",
+        "svc/default/old/n/tcp/80/10.0.0.3/aff60",
+        "svc/pick4/tcp/n3",
+    ]);
     let b = super::full_over(&now, &chains, &sets).to_string();
     let tail: Vec<&str> = b
         .lines()
@@ -412,10 +477,12 @@ fn full_over_deletes_leftover_service_objects_only() {
             "delete chain inet netd svc/default/old/n/tcp/80",
             "delete chain inet netd svc/default/old/n/tcp/80/10.0.0.3",
             "delete set inet netd svc/default/old/n/tcp/80/10.0.0.3/aff60",
+            // A backend map no service uses any more (the pick chain no longer names it).
+            "delete set inet netd svc/pick4/tcp/n3",
         ]
     );
     assert_eq!(
-        super::full_over(&now, &chains[..3], &sets[..1]).to_string(),
+        super::full_over(&now, &chains[..3], &sets[..3]).to_string(),
         full(&now)
     );
 }

@@ -22,6 +22,7 @@ pkgs=(
   bind9-dnsutils                # dig for the DNS integration tests
   dnsmasq-base                  # the DNS tests' fake upstream; a peer DNS server in bench/dns.sh
   dnsperf aardvark-dns procps   # bench/dns.sh: load generator, the other peer DNS server, pgrep
+  clang libbpf-dev bpftool      # netd/build.rs compiles ebpf/*.c; bpftool for operators and the eBPF tests
 )
 # Wait for another apt/dpkg run (another build on the machine) instead of failing.
 apt=(apt-get -o DPkg::Lock::Timeout=600)

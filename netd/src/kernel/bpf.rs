@@ -9,7 +9,7 @@
 //! their own maps, and a restarted daemon finds its own. The cgroup links are pinned
 //! too, so a kill -9 leaves the datapath running; removing the directory detaches it.
 //!
-//! The programs are attached with `BPF_F_ALLOW_MULTI` at the root of the cgroup v2
+//! The programs are attached through bpf_links (which run beside other programs) at the root of the cgroup v2
 //! hierarchy: every socket of the machine passes them, whatever its namespace, and a
 //! VIP is translated only for the namespace cookies netd wrote for its network.
 
@@ -186,18 +186,24 @@ pub struct SockLb {
     scope: HashMap<MapData, Lb4ScopeKey, u8>,
 }
 
-fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> BpfError {
-    move |e| BpfError::Map {
-        name,
-        msg: e.to_string(),
+/// An error and its sources on one line (aya's errors keep the errno in the source).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
     }
+    s
+}
+
+fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> BpfError {
+    move |e| BpfError::Map { name, msg: chain(&e) }
 }
 
 fn prog_err(name: &'static str) -> impl Fn(aya::programs::ProgramError) -> BpfError {
-    move |e| BpfError::Program {
-        name,
-        msg: e.to_string(),
-    }
+    move |e| BpfError::Program { name, msg: chain(&e) }
 }
 
 impl SockLb {
@@ -267,8 +273,11 @@ impl SockLb {
                     .try_into()
                     .map_err(prog_err(name))?;
                 prog.load().map_err(prog_err(name))?;
+                // A cgroup bpf_link always runs beside other programs (multi); the
+                // kernel refuses BPF_F_ALLOW_MULTI in link_create (EINVAL), so the
+                // mode whose flags are 0.
                 let id = prog
-                    .attach(&cg, CgroupAttachMode::AllowMultiple)
+                    .attach(&cg, CgroupAttachMode::Single)
                     .map_err(prog_err(name))?;
                 let link = prog.take_link(id).map_err(prog_err(name))?;
                 let fd: FdLink = link.try_into().map_err(|e: aya::programs::links::LinkError| {

@@ -55,7 +55,8 @@ impl Datapath {
             // the lane's kernel, built in on the host's).
             let _ = Command::new("modprobe").arg("br_netfilter").output();
         }
-        if self == Datapath::Ebpf && !Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists()
+        if self == Datapath::Ebpf
+            && !Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists()
             && !Path::new("/sys/fs/cgroup/cgroup.procs").exists()
         {
             crate::skip::skip(&this_test(), "no cgroup v2 hierarchy for cgroup/connect4");
@@ -208,7 +209,12 @@ fn ebpf_dir(h: &Host) -> std::path::PathBuf {
 fn ebpf_text(h: &Host) -> String {
     let d = ebpf_dir(h);
     let mut out = Vec::new();
-    for m in ["netd_lb4_services", "netd_lb4_backends", "netd_lb4_reverse_nat", "netd_lb4_scope"] {
+    for m in [
+        "netd_lb4_services",
+        "netd_lb4_backends",
+        "netd_lb4_reverse_nat",
+        "netd_lb4_scope",
+    ] {
         let p = d.join(m);
         if !p.exists() {
             continue;

@@ -33,8 +33,19 @@ mod socket_lb {
         echo(&h.sb("a"), 9000);
         h.ctl(&["sandbox", "create", "client", "--network", "n"]);
         h.ctl(&[
-            "service", "create", "web", "--network", "n", "--selector", "app=web", "--port",
-            "80:8080", "--port", "80:8080/udp", "--port", "90:9000",
+            "service",
+            "create",
+            "web",
+            "--network",
+            "n",
+            "--selector",
+            "app=web",
+            "--port",
+            "80:8080",
+            "--port",
+            "80:8080/udp",
+            "--port",
+            "90:9000",
         ]);
         Some(h)
     }
@@ -76,8 +87,16 @@ mod socket_lb {
             return;
         }
         println!("{}", ct.stdout);
-        assert!(ct.stdout.contains(&format!("dst={backend}")), "flow not seen: {}", ct.stdout);
-        assert!(!ct.stdout.contains(&vip), "a conntrack entry names the VIP: {}", ct.stdout);
+        assert!(
+            ct.stdout.contains(&format!("dst={backend}")),
+            "flow not seen: {}",
+            ct.stdout
+        );
+        assert!(
+            !ct.stdout.contains(&vip),
+            "a conntrack entry names the VIP: {}",
+            ct.stdout
+        );
         for l in ct.stdout.lines() {
             assert!(!l.contains("[DNAT]") && !l.contains("[SNAT]"), "NAT entry: {l}");
         }

@@ -216,7 +216,8 @@ impl Engine {
             .collect();
         let port_cursor = cfg.ephemeral_ports.0;
         let reaper = reaper::Reaper::new(kernel.clone());
-        let lb = crate::lb::datapath(cfg.lb, kernel.clone(), cfg.bpf_cgroup.as_deref()).map_err(EngineError::Invalid)?;
+        let lb = crate::lb::datapath(cfg.lb, kernel.clone(), cfg.bpf_cgroup.as_deref())
+            .map_err(EngineError::Invalid)?;
         Ok(Engine {
             kernel,
             store,

@@ -112,13 +112,15 @@ pub fn default_cgroup() -> PathBuf {
 fn fs_magic(p: &Path) -> Option<i64> {
     nix::sys::statfs::statfs(p)
         .ok()
-        .map(|s| s.filesystem_type().0 as i64)
+        .map(|s| s.filesystem_type().0)
 }
 
 /// The cookie the kernel gives the namespace `netns` (`bpf_get_netns_cookie` in the
 /// programs): read with SO_NETNS_COOKIE on a socket made inside it. None: this one.
 pub fn netns_cookie(netns: Option<&Path>) -> Result<u64, BpfError> {
-    let path = netns.map(Path::to_path_buf).unwrap_or_else(|| "/proc/self/ns/net".into());
+    let path = netns
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| "/proc/self/ns/net".into());
     super::probe::in_netns(netns, || {
         // SAFETY: plain socket(2); the fd is owned at once.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -280,12 +282,12 @@ impl SockLb {
                     .attach(&cg, CgroupAttachMode::Single)
                     .map_err(prog_err(name))?;
                 let link = prog.take_link(id).map_err(prog_err(name))?;
-                let fd: FdLink = link.try_into().map_err(|e: aya::programs::links::LinkError| {
-                    BpfError::Program {
-                        name,
-                        msg: e.to_string(),
-                    }
-                })?;
+                let fd: FdLink =
+                    link.try_into()
+                        .map_err(|e: aya::programs::links::LinkError| BpfError::Program {
+                            name,
+                            msg: e.to_string(),
+                        })?;
                 fd.pin(&link_pin).map_err(|e| BpfError::Program {
                     name,
                     msg: format!("pin link {}: {e}", link_pin.display()),
@@ -306,10 +308,8 @@ impl SockLb {
             })
         };
         Ok(SockLb {
-            services: HashMap::try_from(take("netd_lb4_services")?)
-                .map_err(map_err("netd_lb4_services"))?,
-            backends: HashMap::try_from(take("netd_lb4_backends")?)
-                .map_err(map_err("netd_lb4_backends"))?,
+            services: HashMap::try_from(take("netd_lb4_services")?).map_err(map_err("netd_lb4_services"))?,
+            backends: HashMap::try_from(take("netd_lb4_backends")?).map_err(map_err("netd_lb4_backends"))?,
             reverse_nat: HashMap::try_from(take("netd_lb4_reverse_nat")?)
                 .map_err(map_err("netd_lb4_reverse_nat"))?,
             scope: HashMap::try_from(take("netd_lb4_scope")?).map_err(map_err("netd_lb4_scope"))?,

@@ -51,7 +51,11 @@ fn kerr(e: BpfError) -> KernelError {
 
 /// The services the nftables fallback balances: those with ingress ports.
 fn north_south(services: &[FwService]) -> Vec<FwService> {
-    services.iter().filter(|s| !s.ingress.is_empty()).cloned().collect()
+    services
+        .iter()
+        .filter(|s| !s.ingress.is_empty())
+        .cloned()
+        .collect()
 }
 
 impl EbpfLb {
@@ -60,7 +64,12 @@ impl EbpfLb {
         let cgroup = cgroup.map(Path::to_path_buf).unwrap_or_else(bpf::default_cgroup);
         let maps = bpf::SockLb::open(&cgroup, Path::new(bpf::PIN_ROOT))?;
         let host = bpf::netns_cookie(None)?;
-        Self::with_maps(kernel, Box::new(maps), host, Box::new(|p| bpf::netns_cookie(Some(p))))
+        Self::with_maps(
+            kernel,
+            Box::new(maps),
+            host,
+            Box::new(|p| bpf::netns_cookie(Some(p))),
+        )
     }
 
     /// Over given maps (tests pass a fake).
@@ -85,7 +94,10 @@ impl EbpfLb {
     }
 
     fn sync(&self, services: &[FwService], reread: bool) -> Result<(), KernelError> {
-        let mut st = self.state.lock().map_err(|_| KernelError::Other("eBPF state lock poisoned".into()))?;
+        let mut st = self
+            .state
+            .lock()
+            .map_err(|_| KernelError::Other("eBPF state lock poisoned".into()))?;
         if reread {
             st.held = st.maps.dump().map_err(kerr)?;
         }

@@ -141,7 +141,11 @@ pub fn desired(
     }
     for n in networks {
         let net = net_id(&n);
-        let cookies = members.get(&n).into_iter().flatten().chain(std::iter::once(&host));
+        let cookies = members
+            .get(&n)
+            .into_iter()
+            .flatten()
+            .chain(std::iter::once(&host));
         for &c in cookies {
             want.scope.insert(Lb4ScopeKey {
                 netns_cookie: c,

@@ -50,7 +50,12 @@ fn slots(t: &Lb4Tables, vip: &str) -> Vec<Ipv4Addr> {
 
 #[test]
 fn a_service_is_a_master_entry_slots_and_a_reverse_nat() {
-    let t = desired(&[svc("web", "10.0.0.200", &["10.0.0.2", "10.0.0.3"])], &members(), 99, &Lb4Tables::default());
+    let t = desired(
+        &[svc("web", "10.0.0.200", &["10.0.0.2", "10.0.0.3"])],
+        &members(),
+        99,
+        &Lb4Tables::default(),
+    );
     // TCP and UDP: two masters, two slots each; two backends per protocol.
     assert_eq!(t.services.len(), 6);
     assert_eq!(t.backends.len(), 4);
@@ -69,7 +74,12 @@ fn a_service_is_a_master_entry_slots_and_a_reverse_nat() {
 fn removing_one_backend_writes_three_entries_per_port() {
     let bes: Vec<String> = (2..=21).map(|i| format!("10.0.0.{i}")).collect();
     let refs: Vec<&str> = bes.iter().map(String::as_str).collect();
-    let a = desired(&[svc("web", "10.0.0.200", &refs)], &members(), 1, &Lb4Tables::default());
+    let a = desired(
+        &[svc("web", "10.0.0.200", &refs)],
+        &members(),
+        1,
+        &Lb4Tables::default(),
+    );
     let before = slots(&a, "10.0.0.200");
     let fewer: Vec<&str> = refs.iter().copied().filter(|b| *b != "10.0.0.5").collect();
     let b = desired(&[svc("web", "10.0.0.200", &fewer)], &members(), 1, &a);
@@ -85,12 +95,19 @@ fn removing_one_backend_writes_three_entries_per_port() {
         }
     }
     // Nothing changed: nothing written.
-    assert!(diff(&b, &desired(&[svc("web", "10.0.0.200", &fewer)], &members(), 1, &b)).is_empty());
+    assert!(diff(
+        &b,
+        &desired(&[svc("web", "10.0.0.200", &fewer)], &members(), 1, &b)
+    )
+    .is_empty());
 }
 
 #[test]
 fn ids_survive_a_restart_and_a_full_round_trip_ends_empty() {
-    let s = vec![svc("web", "10.0.0.200", &["10.0.0.2"]), svc("api", "10.0.0.201", &["10.0.0.2", "10.0.0.4"])];
+    let s = vec![
+        svc("web", "10.0.0.200", &["10.0.0.2"]),
+        svc("api", "10.0.0.201", &["10.0.0.2", "10.0.0.4"]),
+    ];
     let mut held = Lb4Tables::default();
     let want = desired(&s, &members(), 1, &held);
     apply(&mut held, &diff(&Lb4Tables::default(), &want));
@@ -101,8 +118,12 @@ fn ids_survive_a_restart_and_a_full_round_trip_ends_empty() {
     assert!(diff(&held, &desired(&s, &members(), 1, &held)).is_empty());
     // All services gone: everything deleted, masters before their slots.
     let ops = diff(&held, &desired(&[], &members(), 1, &held));
-    let first_slot = ops.iter().position(|o| matches!(o, Lb4Op::DelService(k) if k.backend_slot > 0));
-    let last_master = ops.iter().rposition(|o| matches!(o, Lb4Op::DelService(k) if k.backend_slot == 0));
+    let first_slot = ops
+        .iter()
+        .position(|o| matches!(o, Lb4Op::DelService(k) if k.backend_slot > 0));
+    let last_master = ops
+        .iter()
+        .rposition(|o| matches!(o, Lb4Op::DelService(k) if k.backend_slot == 0));
     assert!(last_master < first_slot, "{ops:#?}");
     apply(&mut held, &ops);
     assert_eq!(held, Lb4Tables::default());
@@ -110,7 +131,12 @@ fn ids_survive_a_restart_and_a_full_round_trip_ends_empty() {
 
 #[test]
 fn no_backend_is_a_master_with_count_zero() {
-    let t = desired(&[svc("web", "10.0.0.200", &[])], &members(), 1, &Lb4Tables::default());
+    let t = desired(
+        &[svc("web", "10.0.0.200", &[])],
+        &members(),
+        1,
+        &Lb4Tables::default(),
+    );
     assert_eq!(t.services.len(), 2);
     assert!(t.services.values().all(|s| s.count == 0));
 }

@@ -68,13 +68,19 @@ fn writes_what_changed_and_restart_writes_nothing() {
     let maps = FakeMaps::default();
     let k = Arc::new(FakeKernel::default());
     let l = lb(&maps, k.clone());
-    let (a, b) = (vec![web(&["10.0.0.2"], false)], vec![web(&["10.0.0.2", "10.0.0.3"], false)]);
+    let (a, b) = (
+        vec![web(&["10.0.0.2"], false)],
+        vec![web(&["10.0.0.2", "10.0.0.3"], false)],
+    );
     l.sync_full(&a).unwrap();
     let first = maps.0.lock().unwrap().1;
     assert_eq!(first, 1 + 1 + 1 + 1 + 1, "backend, rev nat, scope, slot, master");
     l.sync_diff(&a, &b).unwrap();
     assert_eq!(maps.0.lock().unwrap().1 - first, 3, "backend, slot, master");
-    assert!(k.nft_batches().is_empty(), "no ingress port: nothing for nftables");
+    assert!(
+        k.nft_batches().is_empty(),
+        "no ingress port: nothing for nftables"
+    );
     let again = lb(&maps, k.clone());
     let n = maps.0.lock().unwrap().1;
     again.sync_full(&b).unwrap();

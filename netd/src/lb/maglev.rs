@@ -213,7 +213,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn names(n: usize) -> Vec<String> {
-        (0..n).map(|i| format!("10.{}.{}.{}:8080", i / 65536, (i / 256) % 256, i % 256)).collect()
+        (0..n)
+            .map(|i| format!("10.{}.{}.{}:8080", i / 65536, (i / 256) % 256, i % 256))
+            .collect()
     }
 
     fn shares(t: &[u32], n: usize) -> Vec<usize> {
@@ -243,22 +245,39 @@ mod tests {
         let even = DEFAULT_SIZE as f64 / 100.0;
         for (i, c) in shares(&t, 100).iter().enumerate() {
             let dev = (*c as f64 - even).abs() / even;
-            assert!(dev <= 0.05, "backend {i} has {c} slots, {:.1}% off even", dev * 100.0);
+            assert!(
+                dev <= 0.05,
+                "backend {i} has {c} slots, {:.1}% off even",
+                dev * 100.0
+            );
         }
         // Remove backend 37: only slots that were not 37's and now change count.
         let mut rest = all.clone();
         rest.remove(37);
         // From nothing, the paper's cascade moves more than 1 %...
         let fresh = table(&rest, DEFAULT_SIZE).unwrap();
-        println!("fresh build: {} slots moved", moved_beyond_own(&all, &t, &rest, &fresh));
+        println!(
+            "fresh build: {} slots moved",
+            moved_beyond_own(&all, &t, &rest, &fresh)
+        );
         // ...from the held table only 37's own slots move.
         let t2 = rebuild(&all, &t, &rest, DEFAULT_SIZE).unwrap();
         let moved = moved_beyond_own(&all, &t, &rest, &t2);
-        assert!(moved <= DEFAULT_SIZE / 100, "{moved} slots moved beyond backend 37's own");
+        assert!(
+            moved <= DEFAULT_SIZE / 100,
+            "{moved} slots moved beyond backend 37's own"
+        );
         // Adding it back moves only what it takes: its share, give or take one.
         let t3 = rebuild(&rest, &t2, &all, DEFAULT_SIZE).unwrap();
-        let changed = t2.iter().zip(&t3).filter(|(a, b)| rest[**a as usize] != all[**b as usize]).count();
-        assert!(changed <= DEFAULT_SIZE / 100 + 1, "{changed} slots changed owner on an add");
+        let changed = t2
+            .iter()
+            .zip(&t3)
+            .filter(|(a, b)| rest[**a as usize] != all[**b as usize])
+            .count();
+        assert!(
+            changed <= DEFAULT_SIZE / 100 + 1,
+            "{changed} slots changed owner on an add"
+        );
         assert!(shares(&t3, 100).iter().all(|c| (163..=164).contains(c)));
     }
 

@@ -110,9 +110,7 @@ pub fn default_cgroup() -> PathBuf {
 }
 
 fn fs_magic(p: &Path) -> Option<i64> {
-    nix::sys::statfs::statfs(p)
-        .ok()
-        .map(|s| s.filesystem_type().0)
+    nix::sys::statfs::statfs(p).ok().map(|s| s.filesystem_type().0)
 }
 
 /// The cookie the kernel gives the namespace `netns` (`bpf_get_netns_cookie` in the
@@ -120,7 +118,7 @@ fn fs_magic(p: &Path) -> Option<i64> {
 pub fn netns_cookie(netns: Option<&Path>) -> Result<u64, BpfError> {
     let path = netns
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| "/proc/self/ns/net".into());
+        .unwrap_or_else(|| "/proc/thread-self/ns/net".into());
     super::probe::in_netns(netns, || {
         // SAFETY: plain socket(2); the fd is owned at once.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -239,11 +237,12 @@ impl SockLb {
                 source,
             })?;
         }
-        let dir = pin_dir_for(root, Path::new("/proc/self/ns/net")).map_err(|source| BpfError::Io {
-            op: "stat",
-            path: "/proc/self/ns/net".into(),
-            source,
-        })?;
+        let dir =
+            pin_dir_for(root, Path::new("/proc/thread-self/ns/net")).map_err(|source| BpfError::Io {
+                op: "stat",
+                path: "/proc/thread-self/ns/net".into(),
+                source,
+            })?;
         std::fs::create_dir_all(&dir).map_err(|source| BpfError::Io {
             op: "create",
             path: dir.clone(),

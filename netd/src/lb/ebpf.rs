@@ -93,22 +93,27 @@ impl EbpfLb {
         })
     }
 
-    fn sync(&self, services: &[FwService], reread: bool) -> Result<(), KernelError> {
+    /// `old`: None for a full sync (re-read the maps, plan every service); Some for a
+    /// diff (plan the services that changed).
+    fn sync(&self, old: Option<&[FwService]>, services: &[FwService]) -> Result<(), KernelError> {
         let mut st = self
             .state
             .lock()
             .map_err(|_| KernelError::Other("eBPF state lock poisoned".into()))?;
-        if reread {
-            st.held = st.maps.dump().map_err(kerr)?;
-        }
-        let want = ebpf_plan::desired(services, &st.members, self.host, &st.held);
-        let ops = ebpf_plan::diff(&st.held, &want);
+        let ops = match old {
+            None => {
+                st.held = st.maps.dump().map_err(kerr)?;
+                let want = ebpf_plan::desired(services, &st.members, self.host, &st.held);
+                ebpf_plan::diff(&st.held, &want)
+            }
+            Some(old) => ebpf_plan::diff_changed(old, services, &st.members, self.host, &st.held),
+        };
         if ops.is_empty() {
             return Ok(());
         }
         match st.maps.apply(&ops) {
             Ok(()) => {
-                st.held = want;
+                ebpf_plan::apply(&mut st.held, &ops);
                 Ok(())
             }
             Err(e) => {
@@ -128,12 +133,12 @@ impl ServiceLb for EbpfLb {
     }
 
     fn sync_full(&self, services: &[FwService]) -> Result<(), KernelError> {
-        self.sync(services, true)?;
+        self.sync(None, services)?;
         self.nft.sync_full(&north_south(services))
     }
 
     fn sync_diff(&self, old: &[FwService], new: &[FwService]) -> Result<(), KernelError> {
-        self.sync(new, false)?;
+        self.sync(Some(old), new)?;
         let (o, n) = (north_south(old), north_south(new));
         if o != n {
             self.nft.sync_diff(&o, &n)?;

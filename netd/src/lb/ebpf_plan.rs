@@ -157,6 +157,132 @@ pub fn desired(
     want
 }
 
+/// The writes for a change from `old` to `new` (the maps hold `held`, which is
+/// `desired(old, ..)`), planning only the services that differ: what a backend change
+/// costs does not grow with the number of services. Scopes follow the networks that
+/// have a service, recounted from `new` (names only).
+pub fn diff_changed(
+    old: &[FwService],
+    new: &[FwService],
+    members: &BTreeMap<String, BTreeSet<u64>>,
+    host: u64,
+    held: &Lb4Tables,
+) -> Vec<Lb4Op> {
+    let key = |s: &FwService| (s.namespace.clone(), s.name.clone());
+    let old_by: BTreeMap<_, &FwService> = old.iter().map(|s| (key(s), s)).collect();
+    let new_by: BTreeMap<_, &FwService> = new.iter().map(|s| (key(s), s)).collect();
+    let changed_old: Vec<FwService> = old
+        .iter()
+        .filter(|s| new_by.get(&key(s)) != Some(s))
+        .cloned()
+        .collect();
+    let changed_new: Vec<FwService> = new
+        .iter()
+        .filter(|s| old_by.get(&key(s)) != Some(s))
+        .cloned()
+        .collect();
+    // What the maps hold for the old versions: their service entries, reverse NAT and
+    // backends.
+    let mut sub = Lb4Tables::default();
+    for s in &changed_old {
+        for v in &s.vips {
+            let IpAddr::V4(vip) = v.vip else { continue };
+            for &(port, _, proto) in &s.ports {
+                let master = Lb4Key::new(vip, port, proto_num(proto), 0);
+                let Some(m) = held.services.get(&master) else {
+                    continue;
+                };
+                sub.services.insert(master, *m);
+                if let Some(r) = held.reverse_nat.get(&m.rev_nat_index) {
+                    sub.reverse_nat.insert(m.rev_nat_index, *r);
+                }
+                for i in 1..=m.count {
+                    let k = Lb4Key {
+                        backend_slot: i,
+                        ..master
+                    };
+                    if let Some(e) = held.services.get(&k) {
+                        sub.services.insert(k, *e);
+                        if let Some(b) = held.backends.get(&e.backend_id) {
+                            sub.backends.insert(e.backend_id, *b);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut want = desired(&changed_new, members, host, held);
+    // Scopes: every network with a service in `new`, against all the maps hold.
+    let nets: BTreeSet<&str> = new
+        .iter()
+        .flat_map(|s| {
+            s.vips
+                .iter()
+                .filter(|v| v.vip.is_ipv4())
+                .map(|v| v.network.as_str())
+        })
+        .collect();
+    want.scope = nets
+        .iter()
+        .flat_map(|n| {
+            let id = net_id(n);
+            members
+                .get(*n)
+                .into_iter()
+                .flatten()
+                .chain(std::iter::once(&host))
+                .map(move |&c| Lb4ScopeKey {
+                    netns_cookie: c,
+                    net_id: id,
+                    pad: 0,
+                })
+        })
+        .collect();
+    sub.scope = held.scope.clone();
+    let mut ops = diff(&sub, &want);
+    // A backend an unchanged service holds already needs no write.
+    ops.retain(|o| !matches!(o, Lb4Op::PutBackend(id, b) if held.backends.get(id) == Some(b)));
+    // A backend of a changed service may be shared with a service that did not change:
+    // kept while any slot outside the changed ones still names it.
+    let gone: BTreeSet<u32> = ops
+        .iter()
+        .filter_map(|o| match o {
+            Lb4Op::DelBackend(id) => Some(*id),
+            _ => None,
+        })
+        .collect();
+    if !gone.is_empty() {
+        let still: BTreeSet<u32> = held
+            .services
+            .iter()
+            .filter(|(k, v)| {
+                k.backend_slot > 0 && !sub.services.contains_key(k) && gone.contains(&v.backend_id)
+            })
+            .map(|(_, v)| v.backend_id)
+            .collect();
+        ops.retain(|o| !matches!(o, Lb4Op::DelBackend(id) if still.contains(id)));
+    }
+    // An id `desired` handed out may equal one of a backend deleted above only if held
+    // no longer had it; held has it until the deletes run, so ids never collide.
+    ops
+}
+
+/// Applies `ops` to `t`, as the kernel maps do.
+pub fn apply(t: &mut Lb4Tables, ops: &[Lb4Op]) {
+    for op in ops {
+        match op {
+            Lb4Op::PutBackend(i, b) => drop(t.backends.insert(*i, *b)),
+            Lb4Op::PutReverseNat(i, r) => drop(t.reverse_nat.insert(*i, *r)),
+            Lb4Op::PutScope(k) => drop(t.scope.insert(*k)),
+            Lb4Op::PutService(k, v) => drop(t.services.insert(*k, *v)),
+            Lb4Op::DelService(k) => drop(t.services.remove(k)),
+            Lb4Op::DelScope(k) => drop(t.scope.remove(k)),
+            Lb4Op::DelReverseNat(i) => drop(t.reverse_nat.remove(i)),
+            Lb4Op::DelBackend(i) => drop(t.backends.remove(i)),
+        }
+    }
+}
+
 /// The backend ids of `master`'s slots as the maps hold them.
 fn held_slots(held: &Lb4Tables, master: &Lb4Key) -> Vec<u32> {
     let n = held.services.get(master).map(|m| m.count).unwrap_or(0);

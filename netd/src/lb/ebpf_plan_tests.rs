@@ -21,22 +21,6 @@ fn members() -> BTreeMap<String, BTreeSet<u64>> {
     BTreeMap::from([("n".to_string(), BTreeSet::from([11, 12]))])
 }
 
-/// Applies `ops` to `t` the way the kernel maps would.
-fn apply(t: &mut Lb4Tables, ops: &[Lb4Op]) {
-    for op in ops {
-        match op {
-            Lb4Op::PutBackend(i, b) => drop(t.backends.insert(*i, *b)),
-            Lb4Op::PutReverseNat(i, r) => drop(t.reverse_nat.insert(*i, *r)),
-            Lb4Op::PutScope(k) => drop(t.scope.insert(*k)),
-            Lb4Op::PutService(k, v) => drop(t.services.insert(*k, *v)),
-            Lb4Op::DelService(k) => drop(t.services.remove(k)),
-            Lb4Op::DelScope(k) => drop(t.scope.remove(k)),
-            Lb4Op::DelReverseNat(i) => drop(t.reverse_nat.remove(i)),
-            Lb4Op::DelBackend(i) => drop(t.backends.remove(i)),
-        }
-    }
-}
-
 fn slots(t: &Lb4Tables, vip: &str) -> Vec<Ipv4Addr> {
     let m = Lb4Key::new(vip.parse().unwrap(), 80, 6, 0);
     let n = t.services[&m].count;
@@ -147,4 +131,45 @@ fn slot_order_swap_removes() {
     assert_eq!(keep_slots(&[], &[7, 8]), vec![7, 8]);
     assert_eq!(lowest_free(&BTreeSet::from([1u32, 2, 4])), 3);
     assert_eq!(lowest_free(&BTreeSet::<u16>::new()), 1);
+}
+
+/// Planning only the changed services ends where planning all of them does, through a
+/// series of changes (backend swaps, a shared backend, a new and a removed service,
+/// a member joining), and writes no more than the full diff.
+#[test]
+fn diff_changed_ends_where_the_full_plan_does() {
+    let steps: Vec<(Vec<FwService>, BTreeMap<String, BTreeSet<u64>>)> = vec![
+        (
+            vec![svc("web", "10.0.0.200", &["10.0.0.2", "10.0.0.3"])],
+            members(),
+        ),
+        (
+            vec![
+                svc("web", "10.0.0.200", &["10.0.0.2", "10.0.0.3"]),
+                svc("api", "10.0.0.201", &["10.0.0.3"]),
+            ],
+            members(),
+        ),
+        (
+            vec![
+                svc("web", "10.0.0.200", &["10.0.0.2"]),
+                svc("api", "10.0.0.201", &["10.0.0.3", "10.0.0.4"]),
+            ],
+            BTreeMap::from([("n".to_string(), BTreeSet::from([11, 12, 13]))]),
+        ),
+        (vec![svc("api", "10.0.0.201", &["10.0.0.3"])], members()),
+        (vec![], members()),
+    ];
+    let mut held = Lb4Tables::default();
+    let mut old: Vec<FwService> = vec![];
+    for (new, m) in steps {
+        let ops = diff_changed(&old, &new, &m, 1, &held);
+        let full = diff(&held, &desired(&new, &m, 1, &held));
+        apply(&mut held, &ops);
+        let want = desired(&new, &m, 1, &held);
+        assert_eq!(held, want, "after {ops:#?}");
+        assert!(ops.len() <= full.len(), "{} > {}", ops.len(), full.len());
+        old = new;
+    }
+    assert_eq!(held, Lb4Tables::default());
 }

@@ -138,7 +138,8 @@ fn slot_order_swap_removes() {
 /// a member joining), and writes no more than the full diff.
 #[test]
 fn diff_changed_ends_where_the_full_plan_does() {
-    let steps: Vec<(Vec<FwService>, BTreeMap<String, BTreeSet<u64>>)> = vec![
+    type Members = BTreeMap<String, BTreeSet<u64>>;
+    let steps: Vec<(Vec<FwService>, Members)> = vec![
         (
             vec![svc("web", "10.0.0.200", &["10.0.0.2", "10.0.0.3"])],
             members(),

@@ -50,6 +50,13 @@ struct DaemonArgs {
     /// /sys/fs/cgroup/unified on a hybrid host].
     #[arg(long, value_name = "DIR")]
     bpf_cgroup: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default; loopback only
+    /// unless --metrics-public).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Allow --metrics-addr off loopback.
+    #[arg(long)]
+    metrics_public: bool,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -76,6 +83,9 @@ enum Cmd {
         /// Leave the stack up on the running daemon and return.
         #[arg(short = 'd', long)]
         detach: bool,
+        /// Write the stack's picture here once it is up (SVG; DOT if FILE ends in .dot).
+        #[arg(long, value_name = "FILE")]
+        graph: Option<PathBuf>,
         #[command(flatten)]
         stack: StackArgs,
     },
@@ -151,6 +161,10 @@ fn options(a: &DaemonArgs) -> anyhow::Result<DaemonOptions> {
     if let Some(i) = file.ipam {
         o.engine.ipam = i;
     }
+    if let Some(m) = a.metrics_addr {
+        daemon::check_metrics_addr(m, a.metrics_public)?;
+        o.metrics_addr = Some(m);
+    }
     if let Some(lb) = a.lb {
         o.engine.lb = lb;
     }
@@ -220,6 +234,7 @@ fn main() -> ExitCode {
             file,
             check,
             detach,
+            graph,
             stack,
         } => {
             init_logs();
@@ -228,6 +243,7 @@ fn main() -> ExitCode {
                 name: stack.name,
                 check,
                 detach,
+                graph,
             };
             options(&stack.daemon).and_then(|o| netd::stack::up(&a, o))
         }

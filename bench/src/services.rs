@@ -719,6 +719,35 @@ mod datapath {
         v
     }
 
+    /// The eBPF datapath (`--lb ebpf`) programmed from the host namespace with `svcs`,
+    /// the client's namespace allowed on network `bench`: the datapath, how long the
+    /// full load and one backend change (`changed`) took.
+    fn ebpf_lb(
+        host: &Path,
+        client: &Path,
+        svcs: Vec<FwService>,
+    ) -> anyhow::Result<(netd::lb::ebpf::EbpfLb, Duration, Duration)> {
+        use netd::lb::ServiceLb;
+        let (host, client) = (host.to_path_buf(), client.to_path_buf());
+        std::thread::spawn(move || -> anyhow::Result<_> {
+            enter(&host)?;
+            let k: Arc<dyn netd::kernel::Kernel> = Arc::new(netd::kernel::fake::FakeKernel::default());
+            let lb = netd::lb::ebpf::EbpfLb::open(k, None)?;
+            lb.set_members(&[("bench".to_string(), client)]);
+            let t0 = Instant::now();
+            lb.sync_full(&svcs)?;
+            let full = t0.elapsed();
+            let new = changed(&svcs);
+            let t0 = Instant::now();
+            lb.sync_diff(&svcs, &new)?;
+            let one = t0.elapsed();
+            lb.sync_diff(&new, &svcs)?;
+            Ok((lb, full, one))
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("eBPF thread panicked"))?
+    }
+
     pub fn run(counts: &[usize], dur: Duration, rounds: usize) -> anyhow::Result<()> {
         let pid = std::process::id();
         let host = Ns::new(format!("ndsvcb-{pid}-h"))?;
@@ -798,6 +827,39 @@ mod datapath {
                 ms(loaded)
             );
             per_count.push((n, v, d));
+            // The same service set on the eBPF datapath (nftables' VIP rules gone), in
+            // alternating rounds with direct again.
+            nft.run("delete table inet netd").ok();
+            let (lb, full, one) = ebpf_lb(&host.path(), &client.path(), services(n))?;
+            let (mut er, mut dr, mut el, mut dl) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (_, l) = load(&client.path(), vip, 1, Duration::from_millis(300))?;
+            if l.is_empty() {
+                bail!("no connection through the VIP (ebpf)");
+            }
+            for _ in 0..rounds {
+                let (r, l) = load(&client.path(), vip, 2, dur)?;
+                er.push(r);
+                el.extend(l);
+                let (r, l) = load(&client.path(), direct, 2, dur)?;
+                dr.push(r);
+                dl.extend(l);
+            }
+            let (e, d2) = (mean(&er), mean(&dr));
+            println!(
+                "{:>9} | {e:>12.0} {:>9.0} {:>9.0} | {d2:>12.0} {:>9.0} {:>9.0} | {:>7.1}%   ebpf: full load {:.0} ms, one backend change {:.3} ms; ebpf/nftables {:.2}×",
+                format!("{n} ebpf"),
+                daemon::pct(&mut el, 0.5),
+                daemon::pct(&mut el, 0.99),
+                daemon::pct(&mut dl, 0.5),
+                daemon::pct(&mut dl, 0.99),
+                100.0 * e / d2,
+                ms(full),
+                ms(one) ,
+                e / v
+            );
+            drop(lb);
+            let pins = netd::kernel::bpf::pin_dir_for(Path::new(netd::kernel::bpf::PIN_ROOT), &host.path())?;
+            netd::kernel::bpf::remove_pins(&pins)?;
         }
         // Which backends answered: conntrack of the host shows the DNAT targets.
         let ct = Command::new("ip")

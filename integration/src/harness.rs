@@ -574,6 +574,11 @@ impl Default for Host {
 impl Drop for Host {
     fn drop(&mut self) {
         self.kill9();
+        // An eBPF datapath's pins (`--lb ebpf`): removing them detaches its programs
+        // from the root cgroup, which every socket of the machine passes.
+        if let Ok(d) = netd::kernel::bpf::pin_dir_for(Path::new(netd::kernel::bpf::PIN_ROOT), &self.netns()) {
+            let _ = netd::kernel::bpf::remove_pins(&d);
+        }
         if let Ok(rd) = std::fs::read_dir(self.netns_dir()) {
             for e in rd.flatten() {
                 let _ = umount2(&e.path(), MntFlags::MNT_DETACH);

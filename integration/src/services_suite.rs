@@ -3,7 +3,8 @@
 //! instantiate it with `services_scenarios!(name => Datapath::X)`, one test per
 //! scenario: `integration/tests/services.rs` for nftables (runs on this host),
 //! `services_ipvs_suite.rs` for IPVS (in the VM lane: a binary listed in
-//! `integration/vmlane-tests` runs whole there, so IPVS has its own). eBPF later.
+//! `integration/vmlane-tests` runs whole there, so IPVS has its own),
+//! `services_ebpf.rs` for eBPF (socket LB; runs on this host).
 //!
 //! Backends are sandboxes running `harness::respond` (answers its name over TCP and
 //! UDP); clients are other sandboxes or an `Outside` namespace.
@@ -26,6 +27,7 @@ use std::process::Command;
 pub enum Datapath {
     Nftables,
     Ipvs,
+    Ebpf,
 }
 
 impl Datapath {
@@ -33,6 +35,7 @@ impl Datapath {
         match self {
             Datapath::Nftables => "nftables",
             Datapath::Ipvs => "ipvs",
+            Datapath::Ebpf => "ebpf",
         }
     }
 
@@ -51,6 +54,13 @@ impl Datapath {
             // Bridged IP reaches the inet hooks only with br_netfilter (a module in
             // the lane's kernel, built in on the host's).
             let _ = Command::new("modprobe").arg("br_netfilter").output();
+        }
+        if self == Datapath::Ebpf
+            && !Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists()
+            && !Path::new("/sys/fs/cgroup/cgroup.procs").exists()
+        {
+            crate::skip::skip(&this_test(), "no cgroup v2 hierarchy for cgroup/connect4");
+            return None;
         }
         let mut h = Host::bare();
         h.daemon_args = vec!["--lb".into(), self.lb().into()];
@@ -176,7 +186,51 @@ fn plant_leftover(h: &Host, dp: Datapath) {
             })
             .expect("plant an IPVS leftover");
         }
+        Datapath::Ebpf => {
+            // A reverse-NAT entry of a service that no longer exists.
+            let d = ebpf_dir(h);
+            let o = h.sh(&format!(
+                "bpftool map update pinned {}/netd_lb4_reverse_nat key 0xff 0xff value 10 90 0 250 0 80 0 0",
+                d.display()
+            ));
+            assert!(o.ok(), "{}", o.stderr);
+        }
     }
+}
+
+/// Where `h`'s daemon pins its eBPF objects.
+fn ebpf_dir(h: &Host) -> std::path::PathBuf {
+    netd::kernel::bpf::pin_dir_for(Path::new(netd::kernel::bpf::PIN_ROOT), &h.netns())
+        .expect("the host's namespace")
+}
+
+/// The eBPF datapath's maps netd writes (empty where there are none): `bpftool map
+/// dump` of each, which lists entries in hash order, sorted here.
+fn ebpf_text(h: &Host) -> String {
+    let d = ebpf_dir(h);
+    let mut out = Vec::new();
+    for m in [
+        "netd_lb4_services",
+        "netd_lb4_backends",
+        "netd_lb4_reverse_nat",
+        "netd_lb4_scope",
+    ] {
+        let p = d.join(m);
+        if !p.exists() {
+            continue;
+        }
+        let o = h.sh(&format!("bpftool -j map dump pinned {}", p.display()));
+        let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap_or_default();
+        let mut lines: Vec<String> = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| format!("{m} {} {}", e["key"], e["value"]))
+            .collect();
+        lines.sort();
+        out.extend(lines);
+    }
+    out.join("\n")
 }
 
 /// The nft ruleset, the host's addresses and its IPVS table: what a restart must leave
@@ -198,7 +252,7 @@ fn datapath_text(h: &Host) -> (String, String, String) {
         })
         .collect::<Vec<_>>()
         .join(" expires _");
-    (rules, a.stdout, ipvs_text(h))
+    (rules, a.stdout, format!("{}{}", ipvs_text(h), ebpf_text(h)))
 }
 
 pub fn basic_create_and_rm(dp: Datapath) {

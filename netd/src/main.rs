@@ -43,9 +43,13 @@ struct DaemonArgs {
     /// Where Kubernetes ClusterIPs (`netctl apply`) come from [default: 10.96.0.0/12].
     #[arg(long, value_name = "CIDR")]
     service_cidr: Option<ipnetwork::IpNetwork>,
-    /// Service load balancer: nftables (default) or ipvs.
-    #[arg(long, value_name = "nftables|ipvs")]
+    /// Service load balancer: nftables (default), ipvs or ebpf.
+    #[arg(long, value_name = "nftables|ipvs|ebpf")]
     lb: Option<netd::lb::LbKind>,
+    /// The cgroup v2 whose sockets `--lb ebpf` balances [default: the hierarchy's root,
+    /// /sys/fs/cgroup/unified on a hybrid host].
+    #[arg(long, value_name = "DIR")]
+    bpf_cgroup: Option<PathBuf>,
     /// Serve Prometheus metrics at http://ADDR/metrics (off by default; loopback only
     /// unless --metrics-public).
     #[arg(long, value_name = "ADDR:PORT")]
@@ -196,6 +200,9 @@ fn options(a: &DaemonArgs) -> anyhow::Result<DaemonOptions> {
             advertise,
             data_port,
         });
+    }
+    if let Some(cg) = &a.bpf_cgroup {
+        o.engine.bpf_cgroup = Some(cg.clone());
     }
     if let Some(d) = file.dns {
         o.dns = d;

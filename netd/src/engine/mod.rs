@@ -70,6 +70,8 @@ pub struct EngineConfig {
     pub service_cidr: ipnetwork::IpNetwork,
     /// The service load-balancing datapath (`netd daemon --lb`).
     pub lb: crate::lb::LbKind,
+    /// The cgroup v2 the eBPF datapath attaches to (`--bpf-cgroup`; default its root).
+    pub bpf_cgroup: Option<PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -85,6 +87,7 @@ impl Default for EngineConfig {
                 ipnetwork::IpNetwork::V4(ipnetwork::Ipv4Network::from(std::net::Ipv4Addr::UNSPECIFIED))
             }),
             lb: crate::lb::LbKind::default(),
+            bpf_cgroup: None,
         }
     }
 }
@@ -220,7 +223,8 @@ impl Engine {
             .collect();
         let port_cursor = cfg.ephemeral_ports.0;
         let reaper = reaper::Reaper::new(kernel.clone());
-        let lb = crate::lb::datapath(cfg.lb, kernel.clone()).map_err(EngineError::Invalid)?;
+        let lb = crate::lb::datapath(cfg.lb, kernel.clone(), cfg.bpf_cgroup.as_deref())
+            .map_err(EngineError::Invalid)?;
         Ok(Engine {
             kernel,
             store,
@@ -592,6 +596,7 @@ impl Engine {
             }
         }
         // Backends follow sandboxes: the services' datapath moves in the same call.
+        self.lb.set_members(&self.lb_members());
         if let Err(e) = self.lb.sync_diff(&self.svc_fw, &want_svc) {
             if !batch.is_empty() {
                 if let Err(e) = self.kernel.nft(&crate::firewall::delta(&want, &self.fw)) {

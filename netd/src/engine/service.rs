@@ -138,6 +138,18 @@ impl Engine {
             .collect()
     }
 
+    /// Each sandbox namespace with the networks it is on (`ServiceLb::set_members`).
+    pub(crate) fn lb_members(&self) -> Vec<(String, std::path::PathBuf)> {
+        self.sandboxes
+            .values()
+            .flat_map(|s| {
+                s.endpoints
+                    .iter()
+                    .map(move |e| (e.network.clone(), std::path::PathBuf::from(&s.netns)))
+            })
+            .collect()
+    }
+
     /// Deletes what the datapath left pending once it may go (IPVS: backends drained
     /// of their last connection). The daemon calls it on its repair timer.
     pub fn reap_services(&self) {

@@ -3,6 +3,8 @@
 //! `setns` or talks to nftables; the rest of netd hands `plan::Step`s and nftables
 //! batches to the `Kernel` trait, which tests replace with `fake::FakeKernel`.
 
+pub mod bpf;
+pub mod bpf_types;
 mod detach;
 pub mod dns_socket;
 mod etc_netns;

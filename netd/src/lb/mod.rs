@@ -1,5 +1,5 @@
 //! Service load balancing: one `ServiceLb` trait, a datapath per implementation
-//! (`netd daemon --lb nftables|ipvs`; eBPF later), all fed the same datapath-neutral
+//! (`netd daemon --lb nftables|ipvs|ebpf`), all fed the same datapath-neutral
 //! description of the services (`firewall::ruleset::services::FwService`: per service
 //! its ports, its VIP on each network with the backends reachable there, its ingress
 //! ports). The engine computes that description (pure) and hands the datapath the old
@@ -13,9 +13,13 @@
 //!   changes nothing in the data path, and leftovers of services that are gone are removed.
 //! - On error nothing is half-applied (one transaction), or the error says what is.
 
+pub mod ebpf;
+pub mod ebpf_plan;
 pub mod ipvs;
+pub mod maglev;
 pub mod nft;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::firewall::ruleset::services::FwService;
@@ -29,6 +33,8 @@ pub enum LbKind {
     Nftables,
     /// Kernel IPVS, programmed over generic netlink (`kernel::ipvs`).
     Ipvs,
+    /// Socket-level load balancing by cgroup eBPF programs (`ebpf/`, `lb::ebpf`).
+    Ebpf,
 }
 
 impl std::str::FromStr for LbKind {
@@ -37,8 +43,9 @@ impl std::str::FromStr for LbKind {
         match s {
             "nftables" | "nft" => Ok(LbKind::Nftables),
             "ipvs" => Ok(LbKind::Ipvs),
+            "ebpf" => Ok(LbKind::Ebpf),
             other => Err(format!(
-                "unknown load balancer {other:?}: expected nftables or ipvs"
+                "unknown load balancer {other:?}: expected nftables, ipvs or ebpf"
             )),
         }
     }
@@ -49,6 +56,7 @@ impl std::fmt::Display for LbKind {
         f.write_str(match self {
             LbKind::Nftables => "nftables",
             LbKind::Ipvs => "ipvs",
+            LbKind::Ebpf => "ebpf",
         })
     }
 }
@@ -69,14 +77,26 @@ pub trait ServiceLb: Send + Sync {
     fn reap(&self, _services: &[FwService]) -> Result<(), KernelError> {
         Ok(())
     }
+    /// The network namespaces on each network (network, namespace file), for a datapath
+    /// that scopes VIPs by namespace rather than by bridge (eBPF). The engine passes them
+    /// before every sync.
+    fn set_members(&self, _members: &[(String, PathBuf)]) {}
 }
 
 /// The datapath `kind` names, acting through `kernel`; an error (one line) for a
-/// datapath this build does not have.
-pub fn datapath(kind: LbKind, kernel: Arc<dyn Kernel>) -> Result<Box<dyn ServiceLb>, String> {
+/// datapath this build does not have or this host cannot run. `bpf_cgroup`: the cgroup
+/// v2 the eBPF programs attach to (default: the hierarchy's root).
+pub fn datapath(
+    kind: LbKind,
+    kernel: Arc<dyn Kernel>,
+    bpf_cgroup: Option<&Path>,
+) -> Result<Box<dyn ServiceLb>, String> {
     match kind {
         LbKind::Nftables => Ok(Box::new(nft::NftLb::new(kernel))),
         // The owned prefixes follow with `set_owned` before the first full sync.
         LbKind::Ipvs => Ok(Box::new(ipvs::IpvsLb::new(kernel, Vec::new()))),
+        LbKind::Ebpf => ebpf::EbpfLb::open(kernel, bpf_cgroup)
+            .map(|lb| Box::new(lb) as Box<dyn ServiceLb>)
+            .map_err(|e| e.to_string()),
     }
 }

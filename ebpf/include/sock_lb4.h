@@ -1,0 +1,111 @@
+/* The translation the four socket hooks share: VIP:port -> backend on the way out
+ * (connect, sendmsg), backend -> VIP on the way in (recvmsg, getpeername). */
+#ifndef NETD_SOCK_LB4_H
+#define NETD_SOCK_LB4_H
+
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include "lb4.h"
+
+#define NETD_ECONNREFUSED 111
+#define NETD_SOCK_DGRAM 2 /* <sys/socket.h> is not for BPF targets */
+#define NS_PER_SEC 1000000000ULL
+
+static __always_inline __u8 sock_proto(struct bpf_sock_addr *ctx)
+{
+	/* protocol is 0 for a socket opened with protocol 0: the type decides. */
+	if (ctx->protocol)
+		return ctx->protocol;
+	return ctx->type == NETD_SOCK_DGRAM ? IPPROTO_UDP : IPPROTO_TCP;
+}
+
+/* 1: go on (maybe rewritten); 0: refuse (retval set for no backend). */
+static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx)
+{
+	struct lb4_key key = {
+		.address = ctx->user_ip4,
+		.dport = (__u16)ctx->user_port,
+		.proto = sock_proto(ctx),
+	};
+	struct lb4_service *svc = bpf_map_lookup_elem(&netd_lb4_services, &key);
+	if (!svc)
+		return 1;
+	/* Isolation: only namespaces on the VIP's network (and the host) see it;
+	 * everyone else reaches the plain address, as without netd. */
+	struct lb4_scope_key sk = {
+		.netns_cookie = bpf_get_netns_cookie(ctx),
+		.net_id = svc->net_id,
+	};
+	if (!bpf_map_lookup_elem(&netd_lb4_scope, &sk))
+		return 1;
+	if (svc->count == 0) {
+		/* No backend: refuse at once instead of letting the SYN time out. */
+		bpf_set_retval(-NETD_ECONNREFUSED);
+		return 0;
+	}
+	__u16 rev = svc->rev_nat_index;
+	__u32 timeout = svc->affinity_secs;
+	__u32 backend_id = 0;
+	struct lb4_backend *be = 0;
+	struct lb4_affinity_key ak = { .netns_cookie = sk.netns_cookie, .rev_nat_index = rev };
+	__u64 now = bpf_ktime_get_ns();
+	if (timeout) {
+		struct lb4_affinity *a = bpf_map_lookup_elem(&netd_lb4_affinity, &ak);
+		if (a && now - a->last_used_ns <= (__u64)timeout * NS_PER_SEC) {
+			backend_id = a->backend_id;
+			be = bpf_map_lookup_elem(&netd_lb4_backends, &backend_id);
+		}
+	}
+	if (!be) {
+		key.backend_slot = (bpf_get_prandom_u32() % svc->count) + 1;
+		struct lb4_service *slot = bpf_map_lookup_elem(&netd_lb4_services, &key);
+		if (!slot)
+			return 1;
+		backend_id = slot->backend_id;
+		be = bpf_map_lookup_elem(&netd_lb4_backends, &backend_id);
+		if (!be)
+			return 1;
+	}
+	if (timeout) {
+		struct lb4_affinity a = { .backend_id = backend_id, .last_used_ns = now };
+		bpf_map_update_elem(&netd_lb4_affinity, &ak, &a, BPF_ANY);
+	}
+	struct lb4_reverse_sk_key rk = {
+		.cookie = bpf_get_socket_cookie(ctx),
+		.address = be->address,
+		.port = be->port,
+	};
+	struct lb4_reverse_sk rv = {
+		.address = ctx->user_ip4,
+		.port = (__u16)ctx->user_port,
+		.rev_nat_index = rev,
+	};
+	bpf_map_update_elem(&netd_lb4_reverse_sk, &rk, &rv, BPF_ANY);
+	ctx->user_ip4 = be->address;
+	ctx->user_port = be->port;
+	return 1;
+}
+
+static __always_inline int sock4_xlate_rev(struct bpf_sock_addr *ctx)
+{
+	struct lb4_reverse_sk_key rk = {
+		.cookie = bpf_get_socket_cookie(ctx),
+		.address = ctx->user_ip4,
+		.port = (__u16)ctx->user_port,
+	};
+	struct lb4_reverse_sk *rv = bpf_map_lookup_elem(&netd_lb4_reverse_sk, &rk);
+	if (!rv)
+		return 1;
+	/* The VIP must still be a service; otherwise show the real peer. */
+	struct lb4_key key = { .address = rv->address, .dport = rv->port, .proto = sock_proto(ctx) };
+	if (!bpf_map_lookup_elem(&netd_lb4_services, &key)) {
+		bpf_map_delete_elem(&netd_lb4_reverse_sk, &rk);
+		return 1;
+	}
+	ctx->user_ip4 = rv->address;
+	ctx->user_port = rv->port;
+	return 1;
+}
+
+#endif

@@ -1,0 +1,147 @@
+//! The service conformance suite (`integration::services_suite`) on the eBPF datapath
+//! (`netd daemon --lb ebpf`): socket-level load balancing by cgroup programs, with the
+//! nftables datapath kept for ingress ports (north-south) until the tc program exists.
+
+use integration::services_suite::Datapath;
+
+integration::services_scenarios!(ebpf => super::Datapath::Ebpf);
+
+/// What only the socket-level datapath promises, beyond the suite.
+mod socket_lb {
+    use std::net::{SocketAddr, TcpStream, UdpSocket};
+    use std::time::Duration;
+
+    use integration::harness::{echo, respond, roundtrip, run, Host};
+    use integration::skip::{no_root, skip, this_test};
+
+    fn host() -> Option<Host> {
+        if no_root() {
+            return None;
+        }
+        if !std::path::Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists()
+            && !std::path::Path::new("/sys/fs/cgroup/cgroup.procs").exists()
+        {
+            skip(&this_test(), "no cgroup v2 hierarchy for cgroup/connect4");
+            return None;
+        }
+        let mut h = Host::bare();
+        h.daemon_args = vec!["--lb".into(), "ebpf".into()];
+        h.start();
+        h.ctl(&["network", "create", "n", "--subnet", "10.90.0.0/24"]);
+        h.ctl(&["sandbox", "create", "a", "--network", "n", "--label", "app=web"]);
+        respond(&h.sb("a"), "a", &[8080], &[8080]);
+        echo(&h.sb("a"), 9000);
+        h.ctl(&["sandbox", "create", "client", "--network", "n"]);
+        h.ctl(&[
+            "service",
+            "create",
+            "web",
+            "--network",
+            "n",
+            "--selector",
+            "app=web",
+            "--port",
+            "80:8080",
+            "--port",
+            "80:8080/udp",
+            "--port",
+            "90:9000",
+        ]);
+        Some(h)
+    }
+
+    fn vip(h: &Host) -> String {
+        let v = h.client().get("/v1/services/default/web").expect("inspect");
+        v["vips"]["n"].as_str().expect("a VIP on n").to_string()
+    }
+
+    /// The client sees the VIP as its peer (getpeername, recvfrom) while the packets
+    /// go to the backend itself: conntrack holds the flow with no NAT and no VIP.
+    #[test]
+    fn peer_is_the_vip_and_conntrack_has_no_nat() {
+        let Some(h) = host() else { return };
+        let vip = vip(&h);
+        let at: SocketAddr = format!("{vip}:90").parse().unwrap();
+        let udp_at: SocketAddr = format!("{vip}:80").parse().unwrap();
+        let (peer, mut flow, from) = netd::kernel::probe::in_netns(Some(&h.sb("client")), move || {
+            let s = TcpStream::connect_timeout(&at, Duration::from_secs(1))?;
+            s.set_read_timeout(Some(Duration::from_secs(1)))?;
+            let u = UdpSocket::bind("0.0.0.0:0")?;
+            u.set_read_timeout(Some(Duration::from_secs(1)))?;
+            u.send_to(b"hi", udp_at)?;
+            let mut buf = [0u8; 64];
+            let (_, from) = u.recv_from(&mut buf)?;
+            Ok((s.peer_addr()?, s, from))
+        })
+        .expect("connect through the VIP");
+        assert_eq!(peer, at, "getpeername() shows the backend");
+        assert_eq!(from, udp_at, "recvfrom() shows the backend");
+        assert!(roundtrip(&mut flow, "x\n"));
+        let backend = h.ip("a", "n");
+        // The bridge passes the flow to conntrack in the host namespace (nf_call_iptables).
+        let ct = run(std::process::Command::new("nsenter")
+            .arg(format!("--net={}", h.netns().display()))
+            .args(["conntrack", "-L", "-p", "tcp", "--dport", "9000"]));
+        if !ct.ok() && ct.stderr.contains("not found") {
+            skip(&this_test(), "conntrack(8) missing (scripts/install-deps.sh)");
+            return;
+        }
+        println!("{}", ct.stdout);
+        assert!(
+            ct.stdout.contains(&format!("dst={backend}")),
+            "flow not seen: {}",
+            ct.stdout
+        );
+        assert!(
+            !ct.stdout.contains(&vip),
+            "a conntrack entry names the VIP: {}",
+            ct.stdout
+        );
+        for l in ct.stdout.lines() {
+            assert!(!l.contains("[DNAT]") && !l.contains("[SNAT]"), "NAT entry: {l}");
+        }
+    }
+
+    /// kill -9 of the daemon and a restart drop no established connection (the
+    /// programs and maps are pinned, and a connection is rewritten once, at connect).
+    #[test]
+    fn kill9_keeps_established_flows() {
+        let Some(mut h) = host() else { return };
+        let at: SocketAddr = format!("{}:90", vip(&h)).parse().unwrap();
+        let mut flow = netd::kernel::probe::in_netns(Some(&h.sb("client")), move || {
+            let s = TcpStream::connect_timeout(&at, Duration::from_secs(1))?;
+            s.set_read_timeout(Some(Duration::from_secs(1)))?;
+            Ok(s)
+        })
+        .expect("flow");
+        assert!(roundtrip(&mut flow, "before\n"));
+        h.kill9();
+        assert!(roundtrip(&mut flow, "netd dead\n"));
+        h.start();
+        assert!(roundtrip(&mut flow, "after restart\n"));
+    }
+
+    /// A host without the hook fails at start with one line naming what is missing.
+    #[test]
+    fn missing_cgroup_fails_at_start_in_one_line() {
+        if no_root() {
+            return;
+        }
+        let h = Host::bare();
+        let o = run(std::process::Command::new("nsenter")
+            .arg(format!("--net={}", h.netns().display()))
+            .arg(integration::harness::bin("netd"))
+            .arg("daemon")
+            .args(h.dir_args())
+            .args(["--lb", "ebpf", "--bpf-cgroup", "/nonexistent/cgroup"]));
+        assert!(!o.ok());
+        // The error line, beside the daemon's own log lines (tracing, with a timestamp).
+        let err: Vec<&str> = o.stderr.lines().filter(|l| l.starts_with("netd: ")).collect();
+        assert_eq!(err.len(), 1, "{}", o.stderr);
+        assert!(
+            err[0].contains("/nonexistent/cgroup") && err[0].contains("cgroup v2"),
+            "{}",
+            o.stderr
+        );
+    }
+}

@@ -1,0 +1,386 @@
+//! Every eBPF kernel call of the socket-level load balancer (`--lb ebpf`): mounting
+//! bpffs, loading the programs of `ebpf/` (compiled by build.rs, embedded here) with
+//! aya, attaching them to a cgroup v2, pinning what must outlive the daemon, writing
+//! the maps, and reading a namespace's cookie.
+//!
+//! Pins live in `/sys/fs/bpf/netd/ns<inode>`, one directory per network namespace netd
+//! runs in (the inode of that namespace): several daemons on one machine (one per host
+//! namespace, as the integration tests run them) attach their own programs and keep
+//! their own maps, and a restarted daemon finds its own. The cgroup links are pinned
+//! too, so a kill -9 leaves the datapath running; removing the directory detaches it.
+//!
+//! The programs are attached through bpf_links (which run beside other programs) at the root of the cgroup v2
+//! hierarchy: every socket of the machine passes them, whatever its namespace, and a
+//! VIP is translated only for the namespace cookies netd wrote for its network.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use aya::maps::{HashMap, MapData};
+use aya::programs::links::{CgroupAttachMode, FdLink, PinnedLink};
+use aya::programs::CgroupSockAddr;
+use aya::{include_bytes_aligned, Ebpf, EbpfLoader};
+
+use super::bpf_types::*;
+
+/// Where netd pins its eBPF objects (one subdirectory per network namespace).
+pub const PIN_ROOT: &str = "/sys/fs/bpf/netd";
+/// The cgroup v2 mount on a hybrid host (this project's machines); a pure cgroup v2 host
+/// has it at /sys/fs/cgroup.
+pub const CGROUP_CANDIDATES: &[&str] = &["/sys/fs/cgroup/unified", "/sys/fs/cgroup"];
+
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+const CGROUP2_SUPER_MAGIC: i64 = 0x63677270;
+
+/// The programs, one object per attach point, with their program names.
+const OBJECTS: &[(&str, &[u8])] = &[
+    (
+        "netd_connect4",
+        include_bytes_aligned!(concat!(env!("OUT_DIR"), "/connect4.o")),
+    ),
+    (
+        "netd_sendmsg4",
+        include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sendmsg4.o")),
+    ),
+    (
+        "netd_recvmsg4",
+        include_bytes_aligned!(concat!(env!("OUT_DIR"), "/recvmsg4.o")),
+    ),
+    (
+        "netd_getpeer4",
+        include_bytes_aligned!(concat!(env!("OUT_DIR"), "/getpeername4.o")),
+    ),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    #[error("--lb ebpf needs {what}: {path} {why}")]
+    Missing {
+        what: &'static str,
+        path: PathBuf,
+        why: String,
+    },
+    #[error("mount bpffs on {path}: {source}")]
+    Mount {
+        path: PathBuf,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("load eBPF object {name}: {source}")]
+    Load {
+        name: &'static str,
+        #[source]
+        source: Box<aya::EbpfError>,
+    },
+    #[error("eBPF program {name}: {msg}")]
+    Program { name: &'static str, msg: String },
+    #[error("eBPF map {name}: {msg}")]
+    Map { name: &'static str, msg: String },
+    #[error("netns cookie of {path}: {source}")]
+    Cookie {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The pin directory of the namespace `netns` (a namespace file).
+pub fn pin_dir_for(root: &Path, netns: &Path) -> std::io::Result<PathBuf> {
+    let ino = std::fs::metadata(netns)?.ino();
+    Ok(root.join(format!("ns{ino}")))
+}
+
+/// The first cgroup v2 mount of `CGROUP_CANDIDATES`.
+pub fn default_cgroup() -> PathBuf {
+    CGROUP_CANDIDATES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| fs_magic(p) == Some(CGROUP2_SUPER_MAGIC))
+        .unwrap_or_else(|| PathBuf::from(CGROUP_CANDIDATES[0]))
+}
+
+fn fs_magic(p: &Path) -> Option<i64> {
+    nix::sys::statfs::statfs(p).ok().map(|s| s.filesystem_type().0)
+}
+
+/// The cookie the kernel gives the namespace `netns` (`bpf_get_netns_cookie` in the
+/// programs): read with SO_NETNS_COOKIE on a socket made inside it. None: this one.
+pub fn netns_cookie(netns: Option<&Path>) -> Result<u64, BpfError> {
+    let path = netns
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| "/proc/thread-self/ns/net".into());
+    super::probe::in_netns(netns, || {
+        // SAFETY: plain socket(2); the fd is owned at once.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh socket nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut cookie: u64 = 0;
+        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+        // SAFETY: cookie and len are valid for the call's duration.
+        let r = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_NETNS_COOKIE,
+                (&mut cookie as *mut u64).cast(),
+                &mut len,
+            )
+        };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(cookie)
+    })
+    .map_err(|source| BpfError::Cookie { path, source })
+}
+
+/// What netd writes into the socket-LB maps, as plain data (`lb::ebpf` plans it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lb4Tables {
+    pub services: BTreeMap<Lb4Key, Lb4Service>,
+    pub backends: BTreeMap<u32, Lb4Backend>,
+    pub reverse_nat: BTreeMap<u16, Lb4ReverseNat>,
+    pub scope: BTreeSet<Lb4ScopeKey>,
+}
+
+/// One map write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lb4Op {
+    PutBackend(u32, Lb4Backend),
+    PutReverseNat(u16, Lb4ReverseNat),
+    PutScope(Lb4ScopeKey),
+    PutService(Lb4Key, Lb4Service),
+    DelService(Lb4Key),
+    DelScope(Lb4ScopeKey),
+    DelReverseNat(u16),
+    DelBackend(u32),
+}
+
+/// The maps as `lb::ebpf` sees them: the real ones (`SockLb`) or a fake in tests.
+pub trait Lb4Maps: Send {
+    fn dump(&self) -> Result<Lb4Tables, BpfError>;
+    /// Applies `ops` in order; stops at the first failure (map writes have no
+    /// transactions: the error names the write, the caller re-reads with `dump`).
+    fn apply(&mut self, ops: &[Lb4Op]) -> Result<(), BpfError>;
+}
+
+/// The socket-LB programs, attached, and their maps.
+pub struct SockLb {
+    pub dir: PathBuf,
+    services: HashMap<MapData, Lb4Key, Lb4Service>,
+    backends: HashMap<MapData, u32, Lb4Backend>,
+    reverse_nat: HashMap<MapData, u16, Lb4ReverseNat>,
+    scope: HashMap<MapData, Lb4ScopeKey, u8>,
+}
+
+/// An error and its sources on one line (aya's errors keep the errno in the source).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> BpfError {
+    move |e| BpfError::Map { name, msg: chain(&e) }
+}
+
+fn prog_err(name: &'static str) -> impl Fn(aya::programs::ProgramError) -> BpfError {
+    move |e| BpfError::Program { name, msg: chain(&e) }
+}
+
+impl SockLb {
+    /// Loads and attaches what is missing (a program whose pinned link exists is left
+    /// running as it is) and opens the pinned maps. Fails with one line naming what the
+    /// host lacks (a cgroup v2 at `cgroup`, bpffs).
+    pub fn open(cgroup: &Path, root: &Path) -> Result<SockLb, BpfError> {
+        if fs_magic(cgroup) != Some(CGROUP2_SUPER_MAGIC) {
+            let why = if cgroup.exists() {
+                "is not a cgroup v2 mount"
+            } else {
+                "does not exist"
+            };
+            return Err(BpfError::Missing {
+                what: "a cgroup v2 hierarchy for cgroup/connect4",
+                path: cgroup.into(),
+                why: why.into(),
+            });
+        }
+        let bpffs = Path::new("/sys/fs/bpf");
+        if root.starts_with(bpffs) && fs_magic(bpffs) != Some(BPF_FS_MAGIC) {
+            nix::mount::mount(
+                Some("bpffs"),
+                bpffs,
+                Some("bpf"),
+                nix::mount::MsFlags::empty(),
+                None::<&str>,
+            )
+            .map_err(|source| BpfError::Mount {
+                path: bpffs.into(),
+                source,
+            })?;
+        }
+        let dir =
+            pin_dir_for(root, Path::new("/proc/thread-self/ns/net")).map_err(|source| BpfError::Io {
+                op: "stat",
+                path: "/proc/thread-self/ns/net".into(),
+                source,
+            })?;
+        std::fs::create_dir_all(&dir).map_err(|source| BpfError::Io {
+            op: "create",
+            path: dir.clone(),
+            source,
+        })?;
+        let cg = File::open(cgroup).map_err(|source| BpfError::Io {
+            op: "open",
+            path: cgroup.into(),
+            source,
+        })?;
+        let mut first: Option<Ebpf> = None;
+        for &(name, bytes) in OBJECTS {
+            let mut obj = EbpfLoader::new()
+                .default_map_pin_directory(&dir)
+                .load(bytes)
+                .map_err(|e| BpfError::Load {
+                    name,
+                    source: Box::new(e),
+                })?;
+            let link_pin = dir.join(format!("{name}_link"));
+            if PinnedLink::from_pin(&link_pin).is_err() {
+                let _ = std::fs::remove_file(&link_pin);
+                let prog: &mut CgroupSockAddr = obj
+                    .program_mut(name)
+                    .ok_or_else(|| BpfError::Program {
+                        name,
+                        msg: "not in its object".into(),
+                    })?
+                    .try_into()
+                    .map_err(prog_err(name))?;
+                prog.load().map_err(prog_err(name))?;
+                // A cgroup bpf_link always runs beside other programs (multi); the
+                // kernel refuses BPF_F_ALLOW_MULTI in link_create (EINVAL), so the
+                // mode whose flags are 0.
+                let id = prog
+                    .attach(&cg, CgroupAttachMode::Single)
+                    .map_err(prog_err(name))?;
+                let link = prog.take_link(id).map_err(prog_err(name))?;
+                let fd: FdLink =
+                    link.try_into()
+                        .map_err(|e: aya::programs::links::LinkError| BpfError::Program {
+                            name,
+                            msg: e.to_string(),
+                        })?;
+                fd.pin(&link_pin).map_err(|e| BpfError::Program {
+                    name,
+                    msg: format!("pin link {}: {e}", link_pin.display()),
+                })?;
+            }
+            if first.is_none() {
+                first = Some(obj);
+            }
+        }
+        let mut obj = first.ok_or_else(|| BpfError::Program {
+            name: "netd",
+            msg: "no objects".into(),
+        })?;
+        let mut take = |name: &'static str| {
+            obj.take_map(name).ok_or(BpfError::Map {
+                name,
+                msg: "not in the object".into(),
+            })
+        };
+        Ok(SockLb {
+            services: HashMap::try_from(take("netd_lb4_services")?).map_err(map_err("netd_lb4_services"))?,
+            backends: HashMap::try_from(take("netd_lb4_backends")?).map_err(map_err("netd_lb4_backends"))?,
+            reverse_nat: HashMap::try_from(take("netd_lb4_reverse_nat")?)
+                .map_err(map_err("netd_lb4_reverse_nat"))?,
+            scope: HashMap::try_from(take("netd_lb4_scope")?).map_err(map_err("netd_lb4_scope"))?,
+            dir,
+        })
+    }
+}
+
+/// Removes a pin directory: its links detach, its maps go with the last user.
+pub fn remove_pins(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
+impl Lb4Maps for SockLb {
+    fn dump(&self) -> Result<Lb4Tables, BpfError> {
+        let mut t = Lb4Tables::default();
+        for kv in self.services.iter() {
+            let (k, v) = kv.map_err(map_err("netd_lb4_services"))?;
+            t.services.insert(k, v);
+        }
+        for kv in self.backends.iter() {
+            let (k, v) = kv.map_err(map_err("netd_lb4_backends"))?;
+            t.backends.insert(k, v);
+        }
+        for kv in self.reverse_nat.iter() {
+            let (k, v) = kv.map_err(map_err("netd_lb4_reverse_nat"))?;
+            t.reverse_nat.insert(k, v);
+        }
+        for k in self.scope.keys() {
+            t.scope.insert(k.map_err(map_err("netd_lb4_scope"))?);
+        }
+        Ok(t)
+    }
+
+    fn apply(&mut self, ops: &[Lb4Op]) -> Result<(), BpfError> {
+        // A delete of an entry already gone is success (teardown is idempotent).
+        fn gone(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+            match r {
+                Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                r => r,
+            }
+        }
+        for op in ops {
+            match op {
+                Lb4Op::PutBackend(id, b) => self
+                    .backends
+                    .insert(id, b, 0)
+                    .map_err(map_err("netd_lb4_backends"))?,
+                Lb4Op::PutReverseNat(id, r) => self
+                    .reverse_nat
+                    .insert(id, r, 0)
+                    .map_err(map_err("netd_lb4_reverse_nat"))?,
+                Lb4Op::PutScope(k) => self.scope.insert(k, 1, 0).map_err(map_err("netd_lb4_scope"))?,
+                Lb4Op::PutService(k, v) => self
+                    .services
+                    .insert(k, v, 0)
+                    .map_err(map_err("netd_lb4_services"))?,
+                Lb4Op::DelService(k) => {
+                    gone(self.services.remove(k)).map_err(map_err("netd_lb4_services"))?
+                }
+                Lb4Op::DelScope(k) => gone(self.scope.remove(k)).map_err(map_err("netd_lb4_scope"))?,
+                Lb4Op::DelReverseNat(id) => {
+                    gone(self.reverse_nat.remove(id)).map_err(map_err("netd_lb4_reverse_nat"))?
+                }
+                Lb4Op::DelBackend(id) => {
+                    gone(self.backends.remove(id)).map_err(map_err("netd_lb4_backends"))?
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,176 @@
+use super::*;
+use crate::firewall::ruleset::services::FwVip;
+
+fn svc(name: &str, vip: &str, backends: &[&str]) -> FwService {
+    FwService {
+        namespace: "default".into(),
+        name: name.into(),
+        ports: vec![(80, 8080, Proto::Tcp), (80, 8080, Proto::Udp)],
+        affinity: None,
+        vips: vec![FwVip {
+            network: "n".into(),
+            vip: vip.parse().unwrap(),
+            backends: backends.iter().map(|b| b.parse().unwrap()).collect(),
+            bridge: "netd-n".into(),
+        }],
+        ingress: vec![],
+    }
+}
+
+fn members() -> BTreeMap<String, BTreeSet<u64>> {
+    BTreeMap::from([("n".to_string(), BTreeSet::from([11, 12]))])
+}
+
+fn slots(t: &Lb4Tables, vip: &str) -> Vec<Ipv4Addr> {
+    let m = Lb4Key::new(vip.parse().unwrap(), 80, 6, 0);
+    let n = t.services[&m].count;
+    (1..=n)
+        .map(|i| {
+            let id = t.services[&Lb4Key { backend_slot: i, ..m }].backend_id;
+            Ipv4Addr::from(u32::from_be(t.backends[&id].address))
+        })
+        .collect()
+}
+
+#[test]
+fn a_service_is_a_master_entry_slots_and_a_reverse_nat() {
+    let t = desired(
+        &[svc("web", "10.0.0.200", &["10.0.0.2", "10.0.0.3"])],
+        &members(),
+        99,
+        &Lb4Tables::default(),
+    );
+    // TCP and UDP: two masters, two slots each; two backends per protocol.
+    assert_eq!(t.services.len(), 6);
+    assert_eq!(t.backends.len(), 4);
+    assert_eq!(t.reverse_nat.len(), 2);
+    let m = t.services[&Lb4Key::new("10.0.0.200".parse().unwrap(), 80, 6, 0)];
+    assert_eq!((m.count, m.net_id), (2, net_id("n")));
+    let rn = t.reverse_nat[&m.rev_nat_index];
+    assert_eq!(rn.address.to_ne_bytes(), [10, 0, 0, 200]);
+    // The host and both members may use network n's VIPs.
+    let cookies: BTreeSet<u64> = t.scope.iter().map(|k| k.netns_cookie).collect();
+    assert_eq!(cookies, BTreeSet::from([11, 12, 99]));
+    assert!(t.scope.iter().all(|k| k.net_id == net_id("n")));
+}
+
+#[test]
+fn removing_one_backend_writes_three_entries_per_port() {
+    let bes: Vec<String> = (2..=21).map(|i| format!("10.0.0.{i}")).collect();
+    let refs: Vec<&str> = bes.iter().map(String::as_str).collect();
+    let a = desired(
+        &[svc("web", "10.0.0.200", &refs)],
+        &members(),
+        1,
+        &Lb4Tables::default(),
+    );
+    let before = slots(&a, "10.0.0.200");
+    let fewer: Vec<&str> = refs.iter().copied().filter(|b| *b != "10.0.0.5").collect();
+    let b = desired(&[svc("web", "10.0.0.200", &fewer)], &members(), 1, &a);
+    let ops = diff(&a, &b);
+    // Per protocol: the master (count), the hole filled by the last, the last deleted;
+    // the backend entry deleted.
+    assert_eq!(ops.len(), 2 * 4, "{ops:#?}");
+    let after = slots(&b, "10.0.0.200");
+    assert_eq!(after.len(), 19);
+    for (i, ip) in after.iter().enumerate() {
+        if before[i].to_string() != "10.0.0.5" {
+            assert_eq!(*ip, before[i], "slot {i} moved");
+        }
+    }
+    // Nothing changed: nothing written.
+    assert!(diff(
+        &b,
+        &desired(&[svc("web", "10.0.0.200", &fewer)], &members(), 1, &b)
+    )
+    .is_empty());
+}
+
+#[test]
+fn ids_survive_a_restart_and_a_full_round_trip_ends_empty() {
+    let s = vec![
+        svc("web", "10.0.0.200", &["10.0.0.2"]),
+        svc("api", "10.0.0.201", &["10.0.0.2", "10.0.0.4"]),
+    ];
+    let mut held = Lb4Tables::default();
+    let want = desired(&s, &members(), 1, &held);
+    apply(&mut held, &diff(&Lb4Tables::default(), &want));
+    assert_eq!(held, want);
+    // The shared backend 10.0.0.2:8080/tcp has one id.
+    assert_eq!(held.backends.len(), 4);
+    // Same input over what the maps hold (a restart): no write.
+    assert!(diff(&held, &desired(&s, &members(), 1, &held)).is_empty());
+    // All services gone: everything deleted, masters before their slots.
+    let ops = diff(&held, &desired(&[], &members(), 1, &held));
+    let first_slot = ops
+        .iter()
+        .position(|o| matches!(o, Lb4Op::DelService(k) if k.backend_slot > 0));
+    let last_master = ops
+        .iter()
+        .rposition(|o| matches!(o, Lb4Op::DelService(k) if k.backend_slot == 0));
+    assert!(last_master < first_slot, "{ops:#?}");
+    apply(&mut held, &ops);
+    assert_eq!(held, Lb4Tables::default());
+}
+
+#[test]
+fn no_backend_is_a_master_with_count_zero() {
+    let t = desired(
+        &[svc("web", "10.0.0.200", &[])],
+        &members(),
+        1,
+        &Lb4Tables::default(),
+    );
+    assert_eq!(t.services.len(), 2);
+    assert!(t.services.values().all(|s| s.count == 0));
+}
+
+#[test]
+fn slot_order_swap_removes() {
+    assert_eq!(keep_slots(&[1, 2, 3, 4], &[1, 3, 4, 5]), vec![1, 4, 3, 5]);
+    assert_eq!(keep_slots(&[], &[7, 8]), vec![7, 8]);
+    assert_eq!(lowest_free(&BTreeSet::from([1u32, 2, 4])), 3);
+    assert_eq!(lowest_free(&BTreeSet::<u16>::new()), 1);
+}
+
+/// Planning only the changed services ends where planning all of them does, through a
+/// series of changes (backend swaps, a shared backend, a new and a removed service,
+/// a member joining), and writes no more than the full diff.
+#[test]
+fn diff_changed_ends_where_the_full_plan_does() {
+    type Members = BTreeMap<String, BTreeSet<u64>>;
+    let steps: Vec<(Vec<FwService>, Members)> = vec![
+        (
+            vec![svc("web", "10.0.0.200", &["10.0.0.2", "10.0.0.3"])],
+            members(),
+        ),
+        (
+            vec![
+                svc("web", "10.0.0.200", &["10.0.0.2", "10.0.0.3"]),
+                svc("api", "10.0.0.201", &["10.0.0.3"]),
+            ],
+            members(),
+        ),
+        (
+            vec![
+                svc("web", "10.0.0.200", &["10.0.0.2"]),
+                svc("api", "10.0.0.201", &["10.0.0.3", "10.0.0.4"]),
+            ],
+            BTreeMap::from([("n".to_string(), BTreeSet::from([11, 12, 13]))]),
+        ),
+        (vec![svc("api", "10.0.0.201", &["10.0.0.3"])], members()),
+        (vec![], members()),
+    ];
+    let mut held = Lb4Tables::default();
+    let mut old: Vec<FwService> = vec![];
+    for (new, m) in steps {
+        let ops = diff_changed(&old, &new, &m, 1, &held);
+        let full = diff(&held, &desired(&new, &m, 1, &held));
+        apply(&mut held, &ops);
+        let want = desired(&new, &m, 1, &held);
+        assert_eq!(held, want, "after {ops:#?}");
+        assert!(ops.len() <= full.len(), "{} > {}", ops.len(), full.len());
+        old = new;
+    }
+    assert_eq!(held, Lb4Tables::default());
+}

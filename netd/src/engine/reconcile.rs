@@ -491,9 +491,9 @@ impl Engine {
         }
     }
 
-    /// A dotted parent (`eth0.10`) of `net` made again when it is missing.
+    /// A dotted parent (`eth0.10`) or the dummy parent of `net` made again when missing.
     fn ensure_vlan_parent(&self, net: &Network, r: &mut ReconcileReport) {
-        let (Some((link, id)), Some(parent)) = (net.vlan_parent(), net.parent.as_deref()) else {
+        let Some(parent) = net.made_parent() else {
             return;
         };
         match self.kernel.link_exists(parent, None) {
@@ -506,7 +506,10 @@ impl Engine {
             }
         }
         match plan::execute(self.kernel.as_ref(), &driver::network_up(net)) {
-            Ok(()) => r.recreated.push(format!("vlan {parent} (link {link} id {id})")),
+            Ok(()) => r.recreated.push(match net.vlan_parent() {
+                Some((link, id)) => format!("vlan {parent} (link {link} id {id})"),
+                None => format!("dummy {parent}"),
+            }),
             Err(e) => r.failed.push(format!("network {}: {e}", net.name)),
         }
     }

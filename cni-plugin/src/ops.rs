@@ -48,7 +48,10 @@ pub fn with_default_master<'a>(conf: &'a NetConf, netns: &str) -> Result<std::bo
         return Ok(std::borrow::Cow::Borrowed(conf));
     }
     let (nl, whose) = if conf.master_in_container() {
-        (netd::kernel::netlink::Netlink::open_in(Path::new(netns)), "the container")
+        (
+            netd::kernel::netlink::Netlink::open_in(Path::new(netns)),
+            "the container",
+        )
     } else {
         (netd::kernel::netlink::Netlink::open(), "this node")
     };

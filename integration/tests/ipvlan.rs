@@ -7,10 +7,13 @@
 //! Where the kernel has ipvlan and 802.1Q (the VM lane, `scripts/vmlane-test.sh`): l2
 //! sandboxes reach each other and the router, survive kill -9, and `rm` leaves nothing;
 //! l3 and l3s sandboxes in two subnets of one network route through their device (no
-//! gateway) to each other, and the LAN reaches them through a route via the host; the private flag keeps siblings apart; a dotted parent
+//! gateway) to each other, and the LAN reaches them through a route via the host; an
+//! internal network hangs off a dummy of its own and reaches nothing else; the private
+//! flag keeps siblings apart; the vepa flag's children reach the LAN; a dotted parent
 //! is made (marked as netd's), carries frames tagged with its VLAN ID (`tcpdump -e` on the
 //! parent) and goes with its network, while an existing one stays; networks on two VLANs
-//! do not reach each other; the Docker protocol and CNI ADD/CHECK/DEL work end to end.
+//! do not reach each other; the Docker protocol and CNI ADD/CHECK/DEL work end to end,
+//! in both modes, with the master on the node or (`linkInContainer`) in the pod.
 //! On this development kernel those tests skip (`skip_for_lane`); the refusals run on
 //! both kernels, each with the words of its own.
 
@@ -767,7 +770,10 @@ fn move_parent_into(node: &Node, lan: &Lan, ns: &Netns) {
 fn cni_link_in_container(mode: Mode, k: u8) {
     let mut node = Node::new(mode);
     let (pod1, pod2, pod3) = (Netns::new(), Netns::new(), Netns::new());
-    let (lan, lan3) = (Lan::new(&node.host.name, k, "c"), Lan::new(&node.host.name, k + 2, "c"));
+    let (lan, lan3) = (
+        Lan::new(&node.host.name, k, "c"),
+        Lan::new(&node.host.name, k + 2, "c"),
+    );
     move_parent_into(&node, &lan, &pod1);
     let mut c = cni_conf(&node, &lan, &format!("ndiv-lic{k}"), "l2");
     c["linkInContainer"] = json!(true);
@@ -778,7 +784,12 @@ fn cni_link_in_container(mode: Mode, k: u8) {
     assert_eq!(l["linkinfo"]["info_kind"], "ipvlan", "{l}");
     assert_eq!(l["linkinfo"]["info_data"]["mode"], "l2", "{l}");
     // A parent in the same namespace is shown by name (one elsewhere by index).
-    assert_eq!(l["link"], json!(lan.parent), "net1 is not a child of {}: {l}", lan.parent);
+    assert_eq!(
+        l["link"],
+        json!(lan.parent),
+        "net1 is not a child of {}: {l}",
+        lan.parent
+    );
     assert_eq!(l["address"], master["address"], "{l} vs {master}");
     assert_eq!(l["mtu"], 1400, "{l}");
     assert_eq!(r1["interfaces"][0]["sandbox"], json!(pod1.path()), "{r1}");
@@ -797,21 +808,35 @@ fn cni_link_in_container(mode: Mode, k: u8) {
     assert_eq!(code, 0, "CHECK: {out} {err}");
     // The master renamed away (its child stays): CHECK says so.
     let rename = |from: &str, to: &str| {
-        let o = pod1.sh(&format!("ip link set {from} down && ip link set {from} name {to} && ip link set {to} up"));
+        let o = pod1.sh(&format!(
+            "ip link set {from} down && ip link set {from} name {to} && ip link set {to} up"
+        ));
         assert!(o.ok(), "rename {from}: {}", o.stderr);
     };
     rename(&lan.parent, "ndlicx");
     let (code, out, _) = node.exec("CHECK", "lic-1", &pod1.path(), "net1", &cc);
     assert_ne!(code, 0, "CHECK passed without the master: {out}");
-    assert!(out["msg"].as_str().unwrap_or_default().contains("linkInContainer"), "{out}");
+    assert!(
+        out["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("linkInContainer"),
+        "{out}"
+    );
     rename("ndlicx", &lan.parent);
-    assert!(ping_from(&p1, None, &lan.router), "pod -> LAN router after the rename");
+    assert!(
+        ping_from(&p1, None, &lan.router),
+        "pod -> LAN router after the rename"
+    );
 
     // A pod without that master: refused, nothing made there or kept in netd.
     let (code, out, _) = node.exec("ADD", "lic-2", &pod2.path(), "net1", &c);
     assert_eq!(code, 1, "{out}");
     let msg = out["msg"].as_str().unwrap_or_default();
-    assert!(msg.contains(&lan.parent) && msg.contains("sandbox's namespace"), "{out}");
+    assert!(
+        msg.contains(&lan.parent) && msg.contains("sandbox's namespace"),
+        "{out}"
+    );
     assert!(!msg.contains('\n'), "{out}");
     assert!(pod2.link_gone("net1"));
     assert_eq!(node.sandboxes().len(), 1, "{:?}", node.sandboxes());
@@ -821,6 +846,8 @@ fn cni_link_in_container(mode: Mode, k: u8) {
     assert!(pod3.sh(&format!("ip route add default dev {}", lan3.parent)).ok());
     let mut c3 = cni_conf(&node, &lan3, &format!("ndiv-lid{k}"), "l2");
     c3["linkInContainer"] = json!(true);
+    // The pod's default route is its NIC's already: this network adds none.
+    c3["isDefaultGateway"] = json!(false);
     c3.as_object_mut().unwrap().remove("master");
     let (code, r3, err) = node.exec("ADD", "lic-3", &pod3.path(), "net1", &c3);
     assert_eq!(code, 0, "ADD without master: {r3} {err}");
@@ -835,7 +862,10 @@ fn cni_link_in_container(mode: Mode, k: u8) {
         assert_eq!(info["reconcile"]["recreated"], json!([]), "{info}");
         assert_eq!(info["reconcile"]["removed"], json!([]), "{info}");
         assert_eq!(link_of(&pod1, "net1")["ifindex"], idx, "net1 was recreated");
-        assert!(ping_from(&p1, None, &lan.router), "pod -> LAN router after kill -9");
+        assert!(
+            ping_from(&p1, None, &lan.router),
+            "pod -> LAN router after kill -9"
+        );
     }
 
     for _ in 0..2 {
@@ -844,9 +874,18 @@ fn cni_link_in_container(mode: Mode, k: u8) {
             assert_eq!(code, 0, "DEL {cid}: {out} {err}");
         }
     }
-    assert!(pod1.link_gone("net1") && pod3.link_gone("net1"), "net1 left in a pod");
-    assert!(!link_of(&pod1, &lan.parent).is_null(), "DEL removed the pod's master");
-    assert!(!link_of(&pod3, &lan3.parent).is_null(), "DEL removed the pod's master");
+    assert!(
+        pod1.link_gone("net1") && pod3.link_gone("net1"),
+        "net1 left in a pod"
+    );
+    assert!(
+        !link_of(&pod1, &lan.parent).is_null(),
+        "DEL removed the pod's master"
+    );
+    assert!(
+        !link_of(&pod3, &lan3.parent).is_null(),
+        "DEL removed the pod's master"
+    );
     assert!(node.sandboxes().is_empty());
     assert!(node.leases().values().all(Vec::is_empty), "{:?}", node.leases());
     assert!(of_kind(&node.host.netns(), "ipvlan").is_empty());

@@ -414,7 +414,11 @@ pub fn describe(step: &Step) -> String {
                 m.kind.as_str(),
                 m.tmp_name,
                 m.parent,
-                if m.parent_in_sandbox { " in the sandbox" } else { "" },
+                if m.parent_in_sandbox {
+                    " in the sandbox"
+                } else {
+                    ""
+                },
                 m.mode
             );
             match &m.sandbox {

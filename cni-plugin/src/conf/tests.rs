@@ -538,7 +538,9 @@ fn ipvlan_conf_like_the_reference_plugin() {
         .unwrap();
         let req = crate::ops::network_request(&c).unwrap();
         assert_eq!(
-            req.options.get(netd::model::OPT_PARENT_IN_SANDBOX).map(String::as_str),
+            req.options
+                .get(netd::model::OPT_PARENT_IN_SANDBOX)
+                .map(String::as_str),
             Some("true")
         );
         let p = req.parse().unwrap();

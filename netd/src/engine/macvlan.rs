@@ -37,11 +37,7 @@ impl Engine {
                 self.kernel.dummy_supported(),
             );
         }
-        if let Some(other) = self
-            .networks
-            .values()
-            .find(|n| n.host_parent() == Some(parent))
-        {
+        if let Some(other) = self.networks.values().find(|n| n.host_parent() == Some(parent)) {
             return Err(EngineError::Conflict(format!(
                 "network {} is already using parent interface {parent}",
                 other.name

@@ -217,8 +217,8 @@ impl Engine {
         for net in self.networks.values() {
             r.networks += 1;
             if net.has_parent() {
-                // Nothing of its own in the kernel but a dotted parent netd made, which is
-                // made again when missing (its children went with it and are recreated
+                // Nothing of its own in the kernel but a dotted or dummy parent netd made,
+                // which is made again when missing (its children went with it and are recreated
                 // with the sandboxes); otherwise its parent is the host's.
                 self.ensure_vlan_parent(net, r);
                 continue;

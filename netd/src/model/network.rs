@@ -245,7 +245,9 @@ impl Network {
     /// The host link the network hangs off, if it has one: none for a bridge network,
     /// nor for one whose parent is each sandbox's own (`parent_in_sandbox`).
     pub fn host_parent(&self) -> Option<&str> {
-        self.parent.as_deref().filter(|_| self.has_parent() && !self.parent_in_sandbox)
+        self.parent
+            .as_deref()
+            .filter(|_| self.has_parent() && !self.parent_in_sandbox)
     }
     /// Whether endpoints route through their device without a gateway (ipvlan l3, l3s):
     /// the parent does the neighbour work, so the default route is `dev eth0`.
@@ -338,8 +340,8 @@ impl NetworkRequest {
             OPT_IPVLAN_FLAG,
             OPT_PARENT_IN_SANDBOX,
         ]
-            .into_iter()
-            .find(|k| self.options.contains_key(*k))
+        .into_iter()
+        .find(|k| self.options.contains_key(*k))
         {
             return Err(format!(
                 "option {k} is for macvlan and ipvlan networks; this network uses the bridge driver"

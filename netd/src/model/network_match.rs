@@ -53,7 +53,13 @@ impl ParsedNetwork {
                 ));
             }
             if self.parent_in_sandbox != net.parent_in_sandbox {
-                let side = |in_sandbox: bool| if in_sandbox { "in the sandboxes" } else { "on the host" };
+                let side = |in_sandbox: bool| {
+                    if in_sandbox {
+                        "in the sandboxes"
+                    } else {
+                        "on the host"
+                    }
+                };
                 return Some(format!(
                     "network {name} exists with its parent {}, not {}",
                     side(net.parent_in_sandbox),

@@ -25,7 +25,11 @@ pub fn dummy_parent_name(network: &str) -> String {
 /// sandboxes reach each other and nothing on any LAN. A `-o parent` given with
 /// `--internal` is set aside, as there. (Internal macvlan networks keep their parent
 /// and only lose the default route.)
-pub(super) fn parse_into(opts: &BTreeMap<String, String>, driver: &str, o: &mut ParsedNetwork) -> Result<(), String> {
+pub(super) fn parse_into(
+    opts: &BTreeMap<String, String>,
+    driver: &str,
+    o: &mut ParsedNetwork,
+) -> Result<(), String> {
     let in_sandbox = match opts.get(OPT_PARENT_IN_SANDBOX) {
         Some(v) => parse_bool(OPT_PARENT_IN_SANDBOX, v)?,
         None => false,

@@ -146,8 +146,9 @@ impl Network {
     /// The dummy parent of an internal ipvlan network (`parent::parse_into`), made when
     /// missing and removed with the network.
     pub fn dummy_parent(&self) -> Option<&str> {
-        self.host_parent()
-            .filter(|p| self.internal && self.is_ipvlan() && *p == super::parent::dummy_parent_name(&self.name))
+        self.host_parent().filter(|p| {
+            self.internal && self.is_ipvlan() && *p == super::parent::dummy_parent_name(&self.name)
+        })
     }
 
     /// The host link netd makes for the network to hang off, if any: a dotted parent's

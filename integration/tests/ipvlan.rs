@@ -595,6 +595,10 @@ fn docker_remote_driver_makes_ipvlan_networks_and_refuses_bad_options() {
             json!({"netd.driver": "ipvlan", "parent": lan.parent, "macvlan_mode": "vepa"}),
             "option macvlan_mode is not for this ipvlan network",
         ),
+        (
+            json!({"netd.driver": "ipvlan", "parent": lan.parent, "netd.parent_in_sandbox": "true"}),
+            "option netd.parent_in_sandbox is not for Docker networks",
+        ),
     ] {
         let before = h.snapshot();
         let e = create_network(&h, &id(1), opts.clone()).unwrap_err();
@@ -1004,6 +1008,21 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
         (
             vec!["-o", "ipvlan_mode=l3", "x"],
             "option ipvlan_mode is for macvlan and ipvlan networks",
+        ),
+        (
+            vec!["-o", "netd.parent_in_sandbox=true", "x"],
+            "option netd.parent_in_sandbox is for macvlan and ipvlan networks",
+        ),
+        (
+            vec![
+                "-d",
+                "ipvlan",
+                "--internal",
+                "-o",
+                "netd.parent_in_sandbox=true",
+                "x",
+            ],
+            "option netd.parent_in_sandbox is not for an internal network",
         ),
     ]
     .into_iter()

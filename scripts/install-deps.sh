@@ -22,6 +22,9 @@ pkgs=(
   bind9-dnsutils                # dig for the DNS integration tests
   dnsmasq-base                  # the DNS tests' fake upstream; a peer DNS server in bench/dns.sh
   dnsperf aardvark-dns procps   # bench/dns.sh: load generator, the other peer DNS server, pgrep
+  graphviz                      # `netctl graph`, `netd up --graph`: DOT laid out as SVG
+  chromium                      # the graph test renders the SVG headless to PNG
+  curl                          # the metrics test scrapes with a real HTTP client
 )
 # Wait for another apt/dpkg run (another build on the machine) instead of failing.
 apt=(apt-get -o DPkg::Lock::Timeout=600)

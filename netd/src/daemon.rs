@@ -67,6 +67,17 @@ pub struct DaemonOptions {
     /// Serve Docker's libnetwork plugin protocol at `<dir>/netd.sock` (`None`: not at all).
     pub docker_plugin_dir: Option<PathBuf>,
     pub dns: crate::dns::DnsSettings,
+    /// Serve Prometheus metrics here (`--metrics-addr`; `check_metrics_addr`).
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+/// Refuses a metrics address off loopback unless `public` (`--metrics-public`): the
+/// metrics name every network, sandbox and service of the host.
+pub fn check_metrics_addr(addr: std::net::SocketAddr, public: bool) -> anyhow::Result<()> {
+    if !addr.ip().is_loopback() && !public {
+        bail!("--metrics-addr {addr} is not a loopback address; add --metrics-public to serve metrics to the network");
+    }
+    Ok(())
 }
 
 impl Default for DaemonOptions {
@@ -80,6 +91,7 @@ impl Default for DaemonOptions {
             repair_every: Duration::from_secs(10),
             docker_plugin_dir: Some(DEFAULT_DOCKER_PLUGIN_DIR.into()),
             dns: crate::dns::DnsSettings::default(),
+            metrics_addr: None,
         }
     }
 }
@@ -154,10 +166,22 @@ pub async fn run(
         crate::dns::Dns::new(opts.dns.clone(), &host_resolv, dns_runtime()?).context("dns settings")?,
     );
     tracing::info!(upstreams = ?dns.upstreams(), "dns: serving {} in every sandbox", crate::dns::LISTEN);
+    let obs = Arc::new(crate::observe::Observer::default());
+    dns.set_observer(obs.clone());
+    let metrics = match opts.metrics_addr {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("metrics address {a}"))?,
+        ),
+        None => None,
+    };
+    let o = obs.clone();
     let (engine, report) = tokio::task::spawn_blocking(move || {
         Engine::open(kernel, store, cfg).map(|(mut e, r)| {
             // After reconcile, so every sandbox's names answer again after a restart.
             e.set_dns(dns);
+            e.set_observer(o);
             (e, r)
         })
     })
@@ -174,6 +198,7 @@ pub async fn run(
     tracing::info!(socket = %opts.socket.display(), state_dir = %opts.state_dir.display(), "netd ready");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let plugin = start_docker_plugin(&opts, &engine, stop_rx.clone());
+    let metrics = metrics.map(|l| start_metrics(l, &engine, obs, stop_rx.clone()));
     let watcher = tokio::spawn(repair_loop(
         engine.clone(),
         opts.repair_debounce,
@@ -183,6 +208,9 @@ pub async fn run(
     let res = serve(listener, engine, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = watcher.await;
+    if let Some(task) = metrics {
+        let _ = task.await;
+    }
     if let Some((task, path)) = plugin {
         let _ = task.await;
         let _ = fs::remove_file(path);
@@ -290,6 +318,27 @@ fn start_docker_plugin(
         }
     });
     Some((task, path))
+}
+
+/// Serves Prometheus metrics on `l` until `stop`.
+fn start_metrics(
+    l: tokio::net::TcpListener,
+    engine: &Shared,
+    obs: Arc<crate::observe::Observer>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    if let Ok(a) = l.local_addr() {
+        tracing::info!(addr = %a, "metrics: serving /metrics");
+    }
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.changed().await;
+        };
+        if let Err(e) = crate::api::server::observe::serve_metrics(l, engine, obs, shutdown).await {
+            tracing::error!(error = %e, "metrics server failed");
+        }
+    })
 }
 
 /// The DNS server's own single-threaded runtime on a thread of its own: answers stay

@@ -46,6 +46,13 @@ struct DaemonArgs {
     /// Service load balancer: nftables (default) or ipvs.
     #[arg(long, value_name = "nftables|ipvs")]
     lb: Option<netd::lb::LbKind>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default; loopback only
+    /// unless --metrics-public).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Allow --metrics-addr off loopback.
+    #[arg(long)]
+    metrics_public: bool,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -72,6 +79,9 @@ enum Cmd {
         /// Leave the stack up on the running daemon and return.
         #[arg(short = 'd', long)]
         detach: bool,
+        /// Write the stack's picture here once it is up (SVG; DOT if FILE ends in .dot).
+        #[arg(long, value_name = "FILE")]
+        graph: Option<PathBuf>,
         #[command(flatten)]
         stack: StackArgs,
     },
@@ -147,6 +157,10 @@ fn options(a: &DaemonArgs) -> anyhow::Result<DaemonOptions> {
     if let Some(i) = file.ipam {
         o.engine.ipam = i;
     }
+    if let Some(m) = a.metrics_addr {
+        daemon::check_metrics_addr(m, a.metrics_public)?;
+        o.metrics_addr = Some(m);
+    }
     if let Some(lb) = a.lb {
         o.engine.lb = lb;
     }
@@ -213,6 +227,7 @@ fn main() -> ExitCode {
             file,
             check,
             detach,
+            graph,
             stack,
         } => {
             init_logs();
@@ -221,6 +236,7 @@ fn main() -> ExitCode {
                 name: stack.name,
                 check,
                 detach,
+                graph,
             };
             options(&stack.daemon).and_then(|o| netd::stack::up(&a, o))
         }

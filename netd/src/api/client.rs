@@ -109,6 +109,80 @@ impl Client {
     }
 }
 
+impl Client {
+    /// `GET path` of a newline-delimited JSON stream (`/v1/events`): calls `each` with
+    /// every line as it arrives, until the daemon ends the response or `each` answers
+    /// false. An error status is `ClientError::Api`, as for `call`.
+    pub fn stream_lines(&self, path: &str, mut each: impl FnMut(&str) -> bool) -> Result<(), ClientError> {
+        use std::io::BufRead;
+        let mut s = UnixStream::connect(&self.socket).map_err(|source| ClientError::Connect {
+            socket: self.socket.display().to_string(),
+            source,
+        })?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: netd\r\nConnection: close\r\n\r\n").as_bytes())?;
+        let mut r = std::io::BufReader::new(s);
+        let mut head = String::new();
+        let mut status_line = String::new();
+        r.read_line(&mut status_line)?;
+        let mut chunked = false;
+        loop {
+            head.clear();
+            if r.read_line(&mut head)? == 0 || head == "\r\n" {
+                break;
+            }
+            let l = head.to_ascii_lowercase();
+            chunked |= l.starts_with("transfer-encoding:") && l.contains("chunked");
+        }
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| ClientError::Protocol("bad status line".into()))?;
+        let mut body = Vec::new();
+        let mut pending = Vec::new();
+        let read_chunk =
+            |r: &mut std::io::BufReader<UnixStream>, out: &mut Vec<u8>| -> Result<bool, ClientError> {
+                if !chunked {
+                    let n = r.read_until(b'\n', out)?;
+                    return Ok(n > 0);
+                }
+                let mut size = String::new();
+                r.read_line(&mut size)?;
+                let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
+                    .map_err(|_| ClientError::Protocol("bad chunk size".into()))?;
+                if n == 0 {
+                    return Ok(false);
+                }
+                let mut buf = vec![0u8; n + 2];
+                r.read_exact(&mut buf)?;
+                out.extend_from_slice(&buf[..n]);
+                Ok(true)
+            };
+        if status >= 400 {
+            while read_chunk(&mut r, &mut body)? {}
+            let (message, reason) = match serde_json::from_slice::<ErrorBody>(&body) {
+                Ok(b) => (b.message, b.reason),
+                Err(_) => (format!("netd answered HTTP {status}"), None),
+            };
+            return Err(ClientError::Api {
+                status,
+                message,
+                reason,
+            });
+        }
+        while read_chunk(&mut r, &mut pending)? {
+            while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=i).collect();
+                let line = String::from_utf8_lossy(&line);
+                if !line.trim().is_empty() && !each(line.trim_end()) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn parse_response(buf: &[u8]) -> Result<(u16, Value), ClientError> {
     let split = buf
         .windows(4)

@@ -17,6 +17,8 @@ use tokio::net::UnixListener;
 
 pub mod attach;
 pub mod error;
+pub mod events;
+pub mod observe;
 
 use super::types::{ConnectRequest, DisconnectRequest, ErrorReason};
 use super::MAX_BODY;
@@ -272,7 +274,18 @@ async fn not_found() -> ApiError {
 }
 
 pub fn router(engine: Shared) -> Router {
-    Router::new()
+    // Set before serving (`daemon::run`); an engine without one serves no events.
+    let obs = engine
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .observer()
+        .cloned();
+    let events_obs = obs.clone();
+    let r = Router::new()
+        .route(
+            "/v1/events",
+            get(move |uri: axum::http::Uri| events::handler(events_obs.clone(), uri)),
+        )
         .route("/v1/health", get(health))
         .route("/v1/info", get(info))
         .route("/v1/networks", get(list_networks).post(create_network))
@@ -303,7 +316,13 @@ pub fn router(engine: Shared) -> Router {
                 "method not allowed on this API endpoint",
             )
         })
-        .with_state(engine)
+        .with_state(engine);
+    match obs {
+        Some(o) => r.layer(axum::middleware::from_fn(move |req, next| {
+            observe::time_operations(o.clone(), req, next)
+        })),
+        None => r,
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.

@@ -12,6 +12,11 @@ use netd::api::client::Client;
 use netd::model::{EndpointRequest, NetworkRequest, SandboxRequest, SubnetRequest};
 use serde_json::{json, Value};
 
+#[path = "netctl/events.rs"]
+mod events;
+#[path = "netctl/graph.rs"]
+mod graph;
+
 #[derive(Parser)]
 #[command(name = "netctl", version, about = "Manage netd networks and sandboxes")]
 struct Cli {
@@ -42,6 +47,12 @@ enum Top {
     Apply(K8sArgs),
     /// Delete the Kubernetes objects a file names (as `apply` took them).
     Delete(K8sArgs),
+    /// Stream the daemon's events (create, rm, connect, disconnect, publish, repairs,
+    /// DNS forwarding failures), like `docker events`.
+    Events(events::EventsArgs),
+    /// Draw the networks, sandboxes (addresses, published ports) and services (VIPs,
+    /// backends) as SVG or Graphviz DOT.
+    Graph(graph::GraphArgs),
 }
 
 #[derive(Args)]
@@ -742,6 +753,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Top::Service(cmd) => service(&c, cmd)?,
         Top::Apply(a) => k8s(&c, "apply", a)?,
         Top::Delete(a) => k8s(&c, "delete", a)?,
+        Top::Events(a) => events::run(&c, &a)?,
+        Top::Graph(a) => graph::run(&c, &a)?,
         Top::Dns(DnsCmd::Ls { sandbox, json }) => {
             let v = c.get(&format!("/v1/sandboxes/{sandbox}/dns"))?;
             if json {

@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
@@ -60,11 +60,14 @@ impl SandboxListener {
     }
 }
 
-async fn forward(shared: &Shared, f: &Forward, t: Transport) -> Option<Vec<u8>> {
+async fn forward(shared: &Shared, sandbox: &str, f: &Forward, t: Transport) -> Option<Vec<u8>> {
+    let t0 = Instant::now();
     let Ok(_permit) = shared.inflight.clone().try_acquire_owned() else {
+        shared.observe_forward(sandbox, f, false, t0);
         return forwarded_reply(f, None, t);
     };
     let up = shared.forwarder.resolve(&f.request, &f.name, f.qtype, t).await;
+    shared.observe_forward(sandbox, f, up.is_some(), t0);
     forwarded_reply(f, up.as_ref(), t)
 }
 
@@ -91,13 +94,17 @@ async fn udp_loop(shared: Arc<Shared>, sandbox: Arc<str>, sock: Arc<AsyncFd<std:
                 let table = shared.table();
                 for i in 0..n {
                     let Some((req, peer)) = b.get(i) else { continue };
+                    let t0 = Instant::now();
                     match handle(&table, &sandbox, shared.settings.ttl, req, Transport::Udp) {
-                        Outcome::Reply(r) => replies.push((r, b.peer(i))),
+                        Outcome::Reply(r) => {
+                            shared.observe_answer(&r, t0);
+                            replies.push((r, b.peer(i)))
+                        }
                         Outcome::Drop => {}
                         Outcome::Forward(f) => {
-                            let (shared, sock) = (shared.clone(), sock.clone());
+                            let (shared, sock, sb) = (shared.clone(), sock.clone(), sandbox.clone());
                             tokio::spawn(async move {
-                                if let Some(r) = forward(&shared, &f, Transport::Udp).await {
+                                if let Some(r) = forward(&shared, &sb, &f, Transport::Udp).await {
                                     let _ = sock.async_io(Interest::WRITABLE, |s| s.send_to(&r, peer)).await;
                                 }
                             });
@@ -172,14 +179,18 @@ async fn tcp_conn(shared: Arc<Shared>, sandbox: Arc<str>, mut s: TcpStream) {
         ) {
             return;
         }
+        let t0 = Instant::now();
         let out = {
             let table = shared.table();
             handle(&table, &sandbox, shared.settings.ttl, &msg, Transport::Tcp)
         };
         let reply = match out {
-            Outcome::Reply(b) => b,
+            Outcome::Reply(b) => {
+                shared.observe_answer(&b, t0);
+                b
+            }
             Outcome::Drop => return,
-            Outcome::Forward(f) => match forward(&shared, &f, Transport::Tcp).await {
+            Outcome::Forward(f) => match forward(&shared, &sandbox, &f, Transport::Tcp).await {
                 Some(b) => b,
                 None => return,
             },

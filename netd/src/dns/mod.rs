@@ -16,6 +16,7 @@
 mod fast;
 pub mod forward;
 pub mod listener;
+mod observe;
 pub mod records;
 pub mod resolv;
 pub mod server;
@@ -93,6 +94,8 @@ pub struct Shared {
     /// Bounds forwarded queries in flight (each holds a socket until answered or timed
     /// out), so a sandbox flooding unknown names gets SERVFAIL instead of exhausting fds.
     pub inflight: Arc<tokio::sync::Semaphore>,
+    /// The daemon's metrics and events (`Dns::set_observer`, `observe.rs`).
+    observer: std::sync::OnceLock<Arc<crate::observe::Observer>>,
 }
 
 /// Forwarded queries in flight, over all sandboxes.
@@ -148,6 +151,7 @@ impl Dns {
                 settings,
                 forwarder,
                 inflight: Arc::new(tokio::sync::Semaphore::new(MAX_INFLIGHT)),
+                observer: std::sync::OnceLock::new(),
             }),
             listeners: Mutex::new(Listeners::default()),
             rt,

@@ -16,6 +16,7 @@ mod error;
 mod k8s;
 mod macvlan;
 mod network;
+mod observe;
 mod ports;
 mod reaper;
 mod reconcile;
@@ -127,6 +128,8 @@ pub struct Engine {
     reaper: reaper::Reaper,
     /// The embedded DNS server, told about every change before an operation returns.
     dns: Option<Arc<crate::dns::Dns>>,
+    /// The daemon's events and metrics (`set_observer`); `None` emits nothing.
+    observer: Option<Arc<crate::observe::Observer>>,
 }
 
 pub(crate) fn now() -> u64 {
@@ -229,6 +232,7 @@ impl Engine {
             last_reconcile: ReconcileReport::default(),
             reaper,
             dns: None,
+            observer: None,
         })
     }
 
@@ -548,6 +552,7 @@ impl Engine {
         for s in steps.iter().chain(teardown) {
             tracing::info!("{}", plan::describe(s));
         }
+        self.emit_changes(&undo);
         Ok(())
     }
 

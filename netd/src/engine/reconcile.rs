@@ -132,6 +132,7 @@ impl Engine {
         for f in &r.failed {
             tracing::error!("could not repair {f}");
         }
+        self.emit_repairs(&r);
         tracing::debug!(
             us = t0.elapsed().as_micros() as u64,
             acted = r.acted(),

@@ -476,6 +476,7 @@ impl Engine {
         self.fw = want_fw;
         self.svc_fw = want_svc;
         self.sync_dns();
+        self.emit_changes(&undo);
         Ok(())
     }
 

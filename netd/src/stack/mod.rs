@@ -263,6 +263,8 @@ pub struct UpArgs {
     pub name: Option<String>,
     pub check: bool,
     pub detach: bool,
+    /// `--graph FILE`: the stack's picture once it is up (`graph::write_file`).
+    pub graph: Option<PathBuf>,
 }
 
 pub fn up(a: &UpArgs, opts: DaemonOptions) -> anyhow::Result<()> {
@@ -302,6 +304,18 @@ pub fn up(a: &UpArgs, opts: DaemonOptions) -> anyhow::Result<()> {
             return Err(e);
         }
     };
+    if let Some(path) = &a.graph {
+        let t =
+            crate::graph::Topology::fetch(&s.client, &crate::graph::hostname()).map(|t| t.only_stack(&name));
+        if let Err(e) = t.and_then(|t| crate::graph::write_file(&t, path)) {
+            let _ = s.close();
+            return Err(e.into());
+        }
+        say(format_args!(
+            "stack {name}: picture written to {}",
+            path.display()
+        ));
+    }
     let placed_all: Vec<Placed> = instances.iter().zip(&sbs).map(|(i, sb)| placed(i, sb)).collect();
     let measured = wait_responders(&placed_all).map(|()| measure(&stack, &instances, &placed_all, &name));
     let (failed, total) = match measured {

@@ -51,10 +51,11 @@ done
   echo 'export NETD_TEST_BIN_DIR=/tmp/bin RUST_BACKTRACE=1 NETD_TEST_REQUIRE=1 NETD_TEST_LANE=vm'; echo 'rc=0'; } >"$share/run-tests.sh"
 # Modules netd needs that the lane's initramfs lacks: `meta iifname` in netd's bridge
 # table (anti-spoofing) is nft_meta_bridge; the trunk test's containers make VLAN
-# devices (8021q). Taken from the lane's kernel with their dependencies, in load order
-# (one already loaded fails harmlessly), as build.sh does.
+# devices (8021q); an internal ipvlan network's parent is a dummy link (dummy). Taken
+# from the lane's kernel with their dependencies, in load order (one already loaded
+# fails harmlessly), as build.sh does.
 K=$(cat "${NETD_VMLANE_DIR:-${TMPDIR:-/tmp}/netd-vmlane}/kernel" 2>/dev/null || true)
-for m in nft_meta_bridge 8021q; do
+for m in nft_meta_bridge 8021q dummy; do
   for f in $(modprobe -S "$K" --show-depends "$m" 2>/dev/null | awk '$1 == "insmod" { print $2 }'); do
     cp "$f" "$share/" && echo "insmod /share/$(basename "$f") 2>/dev/null" >>"$share/run-tests.sh"
   done

@@ -40,8 +40,8 @@ pub struct NetConf {
     /// keys (`mode`: bridge|vepa|private|passthru, or l2|l3|l3s).
     pub master: Option<String>,
     pub mode: Option<String>,
-    /// The reference plugins' `linkInContainer`: the master is in the container's
-    /// namespace. netd's parents are host links, so only `false` is taken.
+    /// The reference plugins' `linkInContainer`: the master is a link of the container's
+    /// namespace, not the node's (netd's `OPT_PARENT_IN_SANDBOX`).
     pub link_in_container: Option<bool>,
     pub bridge: Option<String>,
     #[serde(default)]
@@ -200,6 +200,11 @@ impl NetConf {
 
     pub fn is_ipvlan(&self) -> bool {
         self.driver.as_deref() == Some("ipvlan")
+    }
+
+    /// Whether `master` is a link of the container's namespace (`linkInContainer`).
+    pub fn master_in_container(&self) -> bool {
+        self.has_master() && self.link_in_container == Some(true)
     }
 
     /// macvlan or ipvlan: a child of `master`, no bridge.

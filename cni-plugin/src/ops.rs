@@ -40,20 +40,28 @@ pub fn sandbox_name(container_id: &str) -> String {
     format!("cni-{:016x}", fnv1a(container_id.as_bytes()))
 }
 
-/// A macvlan config without `master` hangs off the interface of the node's IPv4 default
-/// route, as the reference `macvlan` plugin does; the lookup is in the namespace the
-/// plugin runs in (the node's).
-pub fn with_default_master(conf: &NetConf) -> Result<std::borrow::Cow<'_, NetConf>> {
+/// A macvlan or ipvlan config without `master` hangs off the interface of the IPv4
+/// default route, as the reference plugins do: the node's, looked up in the namespace
+/// the plugin runs in, or with `linkInContainer` the container's (`netns`).
+pub fn with_default_master<'a>(conf: &'a NetConf, netns: &str) -> Result<std::borrow::Cow<'a, NetConf>> {
     if !conf.has_master() || conf.master.as_deref().is_some_and(|m| !m.is_empty()) {
         return Ok(std::borrow::Cow::Borrowed(conf));
     }
-    let link = netd::kernel::netlink::Netlink::open()
+    let (nl, whose) = if conf.master_in_container() {
+        (
+            netd::kernel::netlink::Netlink::open_in(Path::new(netns)),
+            "the container",
+        )
+    } else {
+        (netd::kernel::netlink::Netlink::open(), "this node")
+    };
+    let link = nl
         .and_then(|mut nl| nl.default_route_link())
         .map_err(|e| CniError::new(code::IO, format!("looking up the default route's interface: {e}")))?;
     let Some(master) = link else {
         return Err(CniError::new(
             code::INVALID_CONFIG,
-            format!("driver {} without \"master\": this node has no IPv4 default route to take the interface from; set \"master\"", conf.driver_name()),
+            format!("driver {} without \"master\": {whose} has no IPv4 default route to take the interface from; set \"master\"", conf.driver_name()),
         ));
     };
     let mut c = conf.clone();
@@ -78,6 +86,9 @@ pub fn network_request(conf: &NetConf) -> Result<NetworkRequest> {
             key.to_string(),
             conf.mode.clone().unwrap_or_else(|| default.into()),
         );
+        if conf.master_in_container() {
+            options.insert(netd::model::OPT_PARENT_IN_SANDBOX.to_string(), "true".into());
+        }
     } else {
         options.insert(OPT_MASQ.to_string(), conf.ip_masq.to_string());
         if let Some(b) = &conf.bridge {
@@ -164,7 +175,6 @@ fn result_of(conf: &NetConf, net: &Network, sb: &Sandbox) -> Result<Value> {
 }
 
 pub fn add(b: &mut dyn Netd, conf: &NetConf, env: &Env) -> Result<Value> {
-    let conf = &*with_default_master(conf)?;
     let netns = env.netns.clone().unwrap_or_default();
     if !Path::new(&netns).exists() {
         return Err(CniError::new(
@@ -172,6 +182,7 @@ pub fn add(b: &mut dyn Netd, conf: &NetConf, env: &Env) -> Result<Value> {
             format!("CNI_NETNS {netns} does not exist"),
         ));
     }
+    let conf = &*with_default_master(conf, &netns)?;
     let net_name = netd_network(&conf.name);
     let name = sandbox_name(&env.container_id);
     let ips = conf.requested_ips(&env.args.ips)?;
@@ -324,6 +335,15 @@ pub fn check(
             format!("interface {} is missing in {netns}", env.ifname),
         ));
     };
+    // As the reference plugins: a master in the container must still be there.
+    if let Some(master) = net.parent.as_deref().filter(|_| net.parent_in_sandbox) {
+        if inspect(master, &netns).is_none() {
+            return Err(CniError::new(
+                code::NETD_REFUSED,
+                format!("master {master} (linkInContainer) is missing in {netns}"),
+            ));
+        }
+    }
     let refused = |what: String| {
         CniError::new(
             code::NETD_REFUSED,

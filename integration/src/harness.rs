@@ -345,8 +345,17 @@ impl Host {
         // macvlan and ipvlan networks have no bridge and no nft entries; their links are
         // inside the sandboxes (checked there below), by network: the driver.
         let mut macvlan_nets = BTreeMap::new();
+        // The host link a parented network hangs off, as netd marks the one it made for
+        // it (a dotted parent's 802.1Q link, an internal ipvlan network's dummy).
+        let mut made_parents = BTreeSet::new();
         for n in networks.as_array().into_iter().flatten() {
             if n["driver"] == "macvlan" || n["driver"] == "ipvlan" {
+                if let Some(p) = n["parent"].as_str() {
+                    made_parents.insert((
+                        p.to_string(),
+                        format!("netd:net={}", n["name"].as_str().unwrap_or_default()),
+                    ));
+                }
                 macvlan_nets.insert(
                     n["name"].as_str().unwrap_or_default().to_string(),
                     n["driver"].as_str().unwrap_or_default().to_string(),
@@ -444,15 +453,27 @@ impl Host {
             assert_eq!(have, in_ns, "addresses inside sandbox {name} vs the store");
         }
         // Links: every netd-marked link is known, every known link exists.
-        let have: BTreeSet<String> = self
+        let marked: Vec<(String, String)> = self
             .ip_links()
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|l| l["ifalias"].as_str().is_some_and(|a| a.starts_with("netd:")))
-            .map(|l| l["ifname"].as_str().unwrap_or_default().to_string())
+            .filter_map(|l| {
+                let alias = l["ifalias"].as_str().filter(|a| a.starts_with("netd:"))?;
+                Some((
+                    l["ifname"].as_str().unwrap_or_default().to_string(),
+                    alias.to_string(),
+                ))
+            })
             .collect();
+        let have: BTreeSet<String> = marked.iter().map(|(n, _)| n.clone()).collect();
         let mut links = bridges.clone();
+        links.extend(
+            marked
+                .into_iter()
+                .filter(|m| made_parents.contains(m))
+                .map(|(n, _)| n),
+        );
         links.extend(want.get("ports").cloned().unwrap_or_default());
         assert_eq!(have, links, "netd links in the kernel vs the store");
         // Namespaces: exactly the sandboxes'.

@@ -7,10 +7,13 @@
 //! Where the kernel has ipvlan and 802.1Q (the VM lane, `scripts/vmlane-test.sh`): l2
 //! sandboxes reach each other and the router, survive kill -9, and `rm` leaves nothing;
 //! l3 and l3s sandboxes in two subnets of one network route through their device (no
-//! gateway) to each other, and the LAN reaches them through a route via the host; the private flag keeps siblings apart; a dotted parent
+//! gateway) to each other, and the LAN reaches them through a route via the host; an
+//! internal network hangs off a dummy of its own and reaches nothing else; the private
+//! flag keeps siblings apart; the vepa flag's children reach the LAN; a dotted parent
 //! is made (marked as netd's), carries frames tagged with its VLAN ID (`tcpdump -e` on the
 //! parent) and goes with its network, while an existing one stays; networks on two VLANs
-//! do not reach each other; the Docker protocol and CNI ADD/CHECK/DEL work end to end.
+//! do not reach each other; the Docker protocol and CNI ADD/CHECK/DEL work end to end,
+//! in both modes, with the master on the node or (`linkInContainer`) in the pod.
 //! On this development kernel those tests skip (`skip_for_lane`); the refusals run on
 //! both kernels, each with the words of its own.
 
@@ -262,7 +265,9 @@ fn l3_and_l3s_route_through_the_device_and_the_lan_reaches_them_via_the_host() {
         h.ctl(&["sandbox", "rm", &sa, &sb]);
         h.ctl(&["network", "rm", mode]);
     }
-    // --internal: no default route at all.
+    // --internal, as Docker's ipvlan: the parent given is set aside for a dummy link of
+    // the network's own (marked as netd's, gone with the network). Its sandboxes reach
+    // each other and nothing on the LAN, with no default route.
     ivnet(
         &h,
         &lan.parent,
@@ -271,14 +276,33 @@ fn l3_and_l3s_route_through_the_device_and_the_lan_reaches_them_via_the_host() {
         "inner",
         &["--internal", "-o", "ipvlan_mode=l3"],
     );
+    let dm = netd::model::dummy_parent_name("inner");
+    let dummy = link_in(&h.netns(), &dm);
+    assert_eq!(dummy["linkinfo"]["info_kind"], "dummy", "{dummy}");
+    assert_eq!(dummy["ifalias"], "netd:net=inner", "{dummy}");
     h.ctl(&["sandbox", "create", "i1", "--network", "inner"]);
+    h.ctl(&["sandbox", "create", "i2", "--network", "inner"]);
+    let eth0 = link_in(&h.sb("i1"), "eth0");
+    assert_eq!(eth0["link_index"], dummy["ifindex"], "{eth0}");
     let route = h.sh_in("i1", "ip route show default").stdout;
     assert!(
         route.trim().is_empty(),
         "internal network got a default route: {route}"
     );
-    h.ctl(&["sandbox", "rm", "i1"]);
+    let (i1, i2) = (h.ip("i1", "inner"), h.ip("i2", "inner"));
+    assert!(h.ping("i1", &i2), "internal siblings");
+    assert!(!h.ping("i1", &lan.router), "internal sandbox reached the LAN");
+    assert!(
+        !ping_from(&lan.netns(), None, &i1),
+        "the LAN reached an internal sandbox"
+    );
+    h.assert_consistent();
+    h.ctl(&["sandbox", "rm", "i1", "i2"]);
     h.ctl(&["network", "rm", "inner"]);
+    assert!(
+        wait_until(|| link_in(&h.netns(), &dm).is_null()),
+        "dummy parent left"
+    );
     assert_host_clean(&h);
 }
 
@@ -311,6 +335,50 @@ fn the_private_flag_keeps_siblings_apart() {
     assert!(!h.ping("p1", &h.ip("p2", "p")), "private flag let siblings talk");
     h.ctl(&["sandbox", "rm", "p1", "p2"]);
     h.ctl(&["network", "rm", "p"]);
+    assert_host_clean(&h);
+}
+
+/// `-o ipvlan_flag=vepa`: the child is made with the flag, and its traffic leaves
+/// through the parent onto the LAN (the router answers, and reaches the sandbox back).
+#[test]
+fn the_vepa_flag_makes_children_that_reach_the_lan() {
+    if no_root() {
+        return;
+    }
+    let h = Host::new();
+    if lacks(&h.netns(), false) {
+        return;
+    }
+    let lan = Lan::new(&h.name, 85, "i");
+    ivnet(
+        &h,
+        &lan.parent,
+        &lan.subnet,
+        Some(&lan.router),
+        "v",
+        &["-o", "ipvlan_flag=vepa"],
+    );
+    let j: Value = serde_json::from_str(&h.ctl(&["network", "inspect", "--json", "v"])).expect("json");
+    let n = if j.is_array() { &j[0] } else { &j };
+    assert_eq!(n["ipvlan_flag"], "vepa", "{j}");
+    h.ctl(&["sandbox", "create", "v1", "--network", "v"]);
+    let eth0 = link_in(&h.sb("v1"), "eth0");
+    assert_eq!(eth0["linkinfo"]["info_kind"], "ipvlan", "{eth0}");
+    assert!(
+        eth0["linkinfo"]["info_data"].to_string().contains("vepa"),
+        "{eth0}"
+    );
+    let a = h.ip("v1", "v");
+    assert!(h.ping("v1", &lan.router), "vepa sandbox -> LAN router");
+    assert!(ping_from(&lan.netns(), None, &a), "LAN -> vepa sandbox");
+    respond(&h.sb("v1"), "v1", &[80], &[]);
+    assert_eq!(
+        tcp(Some(&lan.netns()), &format!("{a}:80"), 2000).as_deref(),
+        Some("v1")
+    );
+    h.assert_consistent();
+    h.ctl(&["sandbox", "rm", "v1"]);
+    h.ctl(&["network", "rm", "v"]);
     assert_host_clean(&h);
 }
 
@@ -527,6 +595,10 @@ fn docker_remote_driver_makes_ipvlan_networks_and_refuses_bad_options() {
             json!({"netd.driver": "ipvlan", "parent": lan.parent, "macvlan_mode": "vepa"}),
             "option macvlan_mode is not for this ipvlan network",
         ),
+        (
+            json!({"netd.driver": "ipvlan", "parent": lan.parent, "netd.parent_in_sandbox": "true"}),
+            "option netd.parent_in_sandbox is not for Docker networks",
+        ),
     ] {
         let before = h.snapshot();
         let e = create_network(&h, &id(1), opts.clone()).unwrap_err();
@@ -661,14 +733,6 @@ fn cni_both_modes(mode: Mode, k: u8) {
     let (code, out, _) = node.exec("CHECK", "iv-1", &ns1.path(), "net1", &cc);
     assert_ne!(code, 0, "CHECK passed without the interface: {out}");
 
-    // linkInContainer: true is refused with code 2, nothing made.
-    let mut lic = c.clone();
-    lic["linkInContainer"] = json!(true);
-    let ns3 = Netns::new();
-    let (code, out, _) = node.exec("ADD", "iv-3", &ns3.path(), "net1", &lic);
-    assert_eq!((code, out["code"].as_u64()), (1, Some(2)), "{out}");
-    assert!(ns3.link_gone("net1"));
-
     for _ in 0..2 {
         for (cid, ns) in [("iv-1", &ns1), ("iv-2", &ns2)] {
             let (code, out, err) = node.exec("DEL", cid, &ns.path(), "net1", &c);
@@ -679,6 +743,180 @@ fn cni_both_modes(mode: Mode, k: u8) {
     assert!(node.sandboxes().is_empty());
     assert!(node.leases().values().all(Vec::is_empty), "{:?}", node.leases());
     assert!(of_kind(&node.host.netns(), "ipvlan").is_empty());
+}
+
+/// `ip -d -j link show NAME` inside a namespace (Null when there is none).
+fn link_of(ns: &Netns, name: &str) -> Value {
+    let o = ns.sh(&format!("ip -d -j link show {name} 2>/dev/null || echo '[null]'"));
+    let v: Value = serde_json::from_str(o.stdout.trim()).expect("ip -j");
+    v[0].clone()
+}
+
+/// The LAN's parent link taken out of the node's namespace and put into the pod's, as a
+/// runtime hands a pod a NIC of its own; up there, without an address.
+fn move_parent_into(node: &Node, lan: &Lan, ns: &Netns) {
+    let o = integration::harness::sh(&format!(
+        "set -e; ip -n {h} link set {p} netns {ns}; ip -n {ns} link set {p} up",
+        h = node.host.name,
+        p = lan.parent,
+        ns = ns.name
+    ));
+    assert!(o.ok(), "move {} into {}: {}", lan.parent, ns.name, o.stderr);
+}
+
+/// `linkInContainer: true` (the reference ipvlan plugin's key): the master is a link of
+/// the pod's namespace. The child is made there, beside it, reaches the LAN behind it
+/// and is reached from there; the node gets nothing (no child, no VLAN link); CHECK
+/// wants the master in the pod; DEL removes the child and leaves the master, which is
+/// the runtime's. A pod without the master is refused and left as it was; without
+/// `master` the pod's default-route interface is taken; a daemon killed with -9 finds
+/// the child as it left it.
+fn cni_link_in_container(mode: Mode, k: u8) {
+    let mut node = Node::new(mode);
+    let (pod1, pod2, pod3) = (Netns::new(), Netns::new(), Netns::new());
+    let (lan, lan3) = (
+        Lan::new(&node.host.name, k, "c"),
+        Lan::new(&node.host.name, k + 2, "c"),
+    );
+    move_parent_into(&node, &lan, &pod1);
+    let mut c = cni_conf(&node, &lan, &format!("ndiv-lic{k}"), "l2");
+    c["linkInContainer"] = json!(true);
+
+    let (code, r1, err) = node.exec("ADD", "lic-1", &pod1.path(), "net1", &c);
+    assert_eq!(code, 0, "ADD: {r1} {err}");
+    let (l, master) = (link_of(&pod1, "net1"), link_of(&pod1, &lan.parent));
+    assert_eq!(l["linkinfo"]["info_kind"], "ipvlan", "{l}");
+    assert_eq!(l["linkinfo"]["info_data"]["mode"], "l2", "{l}");
+    // A parent in the same namespace is shown by name (one elsewhere by index).
+    assert_eq!(
+        l["link"],
+        json!(lan.parent),
+        "net1 is not a child of {}: {l}",
+        lan.parent
+    );
+    assert_eq!(l["address"], master["address"], "{l} vs {master}");
+    assert_eq!(l["mtu"], 1400, "{l}");
+    assert_eq!(r1["interfaces"][0]["sandbox"], json!(pod1.path()), "{r1}");
+    let p1 = Path::new(&pod1.path()).to_path_buf();
+    assert!(ping_from(&p1, None, &lan.router), "pod -> LAN router");
+    assert!(ping_from(&lan.netns(), None, &ip_of(&r1)), "LAN -> pod");
+    // Nothing on the node: the parent left it, no child or VLAN link was made there.
+    let host = links_in(&node.host.netns());
+    assert!(!host.to_string().contains(&lan.parent), "{host}");
+    assert!(of_kind(&node.host.netns(), "ipvlan").is_empty(), "{host}");
+    assert!(of_kind(&node.host.netns(), "vlan").is_empty(), "{host}");
+
+    let mut cc = c.clone();
+    cc["prevResult"] = r1.clone();
+    let (code, out, err) = node.exec("CHECK", "lic-1", &pod1.path(), "net1", &cc);
+    assert_eq!(code, 0, "CHECK: {out} {err}");
+    // The master renamed away (its child stays): CHECK says so.
+    let rename = |from: &str, to: &str| {
+        let o = pod1.sh(&format!(
+            "ip link set {from} down && ip link set {from} name {to} && ip link set {to} up"
+        ));
+        assert!(o.ok(), "rename {from}: {}", o.stderr);
+    };
+    rename(&lan.parent, "ndlicx");
+    let (code, out, _) = node.exec("CHECK", "lic-1", &pod1.path(), "net1", &cc);
+    assert_ne!(code, 0, "CHECK passed without the master: {out}");
+    assert!(
+        out["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("linkInContainer"),
+        "{out}"
+    );
+    rename("ndlicx", &lan.parent);
+    assert!(
+        ping_from(&p1, None, &lan.router),
+        "pod -> LAN router after the rename"
+    );
+
+    // A pod without that master: refused, nothing made there or kept in netd.
+    let (code, out, _) = node.exec("ADD", "lic-2", &pod2.path(), "net1", &c);
+    assert_eq!(code, 1, "{out}");
+    let msg = out["msg"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(&lan.parent) && msg.contains("sandbox's namespace"),
+        "{out}"
+    );
+    assert!(!msg.contains('\n'), "{out}");
+    assert!(pod2.link_gone("net1"));
+    assert_eq!(node.sandboxes().len(), 1, "{:?}", node.sandboxes());
+
+    // No "master": the pod's own default-route interface (the node has none here).
+    move_parent_into(&node, &lan3, &pod3);
+    assert!(pod3.sh(&format!("ip route add default dev {}", lan3.parent)).ok());
+    let mut c3 = cni_conf(&node, &lan3, &format!("ndiv-lid{k}"), "l2");
+    c3["linkInContainer"] = json!(true);
+    // The pod's default route is its NIC's already: this network adds none.
+    c3["isDefaultGateway"] = json!(false);
+    c3.as_object_mut().unwrap().remove("master");
+    let (code, r3, err) = node.exec("ADD", "lic-3", &pod3.path(), "net1", &c3);
+    assert_eq!(code, 0, "ADD without master: {r3} {err}");
+    let l3 = link_of(&pod3, "net1");
+    assert_eq!(l3["link"], json!(lan3.parent), "{l3}");
+
+    if matches!(node.mode, Mode::Delegating) {
+        let idx = link_of(&pod1, "net1")["ifindex"].clone();
+        node.host.kill9();
+        node.host.start();
+        let info = node.host.client().get("/v1/info").expect("info");
+        assert_eq!(info["reconcile"]["recreated"], json!([]), "{info}");
+        assert_eq!(info["reconcile"]["removed"], json!([]), "{info}");
+        assert_eq!(link_of(&pod1, "net1")["ifindex"], idx, "net1 was recreated");
+        assert!(
+            ping_from(&p1, None, &lan.router),
+            "pod -> LAN router after kill -9"
+        );
+    }
+
+    for _ in 0..2 {
+        for (cid, ns, conf) in [("lic-1", &pod1, &c), ("lic-2", &pod2, &c), ("lic-3", &pod3, &c3)] {
+            let (code, out, err) = node.exec("DEL", cid, &ns.path(), "net1", conf);
+            assert_eq!(code, 0, "DEL {cid}: {out} {err}");
+        }
+    }
+    assert!(
+        pod1.link_gone("net1") && pod3.link_gone("net1"),
+        "net1 left in a pod"
+    );
+    assert!(
+        !link_of(&pod1, &lan.parent).is_null(),
+        "DEL removed the pod's master"
+    );
+    assert!(
+        !link_of(&pod3, &lan3.parent).is_null(),
+        "DEL removed the pod's master"
+    );
+    assert!(node.sandboxes().is_empty());
+    assert!(node.leases().values().all(Vec::is_empty), "{:?}", node.leases());
+    assert!(of_kind(&node.host.netns(), "ipvlan").is_empty());
+}
+
+#[test]
+fn cni_link_in_container_delegating() {
+    if no_root() {
+        return;
+    }
+    let probe = Host::bare();
+    if lacks(&probe.netns(), false) {
+        return;
+    }
+    cni_link_in_container(Mode::Delegating, 91);
+}
+
+#[test]
+fn cni_link_in_container_standalone() {
+    if no_root() {
+        return;
+    }
+    let probe = Host::bare();
+    if lacks(&probe.netns(), false) {
+        return;
+    }
+    cni_link_in_container(Mode::Standalone, 95);
 }
 
 #[test]
@@ -770,6 +1008,21 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
         (
             vec!["-o", "ipvlan_mode=l3", "x"],
             "option ipvlan_mode is for macvlan and ipvlan networks",
+        ),
+        (
+            vec!["-o", "netd.parent_in_sandbox=true", "x"],
+            "option netd.parent_in_sandbox is for macvlan and ipvlan networks",
+        ),
+        (
+            vec![
+                "-d",
+                "ipvlan",
+                "--internal",
+                "-o",
+                "netd.parent_in_sandbox=true",
+                "x",
+            ],
+            "option netd.parent_in_sandbox is not for an internal network",
         ),
     ]
     .into_iter()

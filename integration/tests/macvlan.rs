@@ -507,6 +507,7 @@ fn failed_create_macvlan_leaves_nothing() {
                 },
             ],
         }),
+        parent_in_sandbox: false,
     };
     let host_clean = || !k.link_exists("ndmktest-0001", None).unwrap() && macvlans_in(&h.netns()).is_empty();
 

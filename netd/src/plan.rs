@@ -157,6 +157,10 @@ pub struct MacvlanSpec {
     /// macvlan only: an ipvlan child has its parent's MAC.
     pub mac: [u8; 6],
     pub sandbox: Option<SandboxSide>,
+    /// `parent` is a link of the sandbox's namespace (`Network::parent_in_sandbox`):
+    /// the child is made there, next to it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parent_in_sandbox: bool,
 }
 
 /// The two kinds of child a parent link can have (never both at once: the kernel gives
@@ -203,6 +207,15 @@ pub struct VxlanSpec {
     pub mtu: u32,
 }
 
+/// `ip link add NAME type dummy`: the parent of an internal macvlan or ipvlan network
+/// (Docker's `dm-<id>`: its children reach each other and nothing else), made when
+/// missing and marked with `alias`; undone by deleting it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DummyParentSpec {
+    pub name: String,
+    pub alias: String,
+}
+
 /// Where a link ends up and how it is configured there (a veth peer's or macvlan's).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxSide {
@@ -239,6 +252,7 @@ pub enum Step {
     EnsureVlanGateway(VlanGatewaySpec),
     EnsureVlanParent(VlanParentSpec),
     EnsureVxlan(VxlanSpec),
+    EnsureDummyParent(DummyParentSpec),
     /// Delete a link by name, in the host namespace or in `netns`.
     DeleteLink {
         name: String,
@@ -305,6 +319,10 @@ impl Step {
             }),
             Step::EnsureVxlan(v) => Some(Step::DeleteLink {
                 name: v.name.clone(),
+                netns: None,
+            }),
+            Step::EnsureDummyParent(d) => Some(Step::DeleteLink {
+                name: d.name.clone(),
                 netns: None,
             }),
             Step::CreateMacvlan(m) => Some(match &m.sandbox {
@@ -414,10 +432,15 @@ pub fn describe(step: &Step) -> String {
                 format!(" {}", m.flag)
             };
             let what = format!(
-                "create {} {} (link {} mode {}{flag})",
+                "create {} {} (link {}{} mode {}{flag})",
                 m.kind.as_str(),
                 m.tmp_name,
                 m.parent,
+                if m.parent_in_sandbox {
+                    " in the sandbox"
+                } else {
+                    ""
+                },
                 m.mode
             );
             match &m.sandbox {
@@ -426,6 +449,7 @@ pub fn describe(step: &Step) -> String {
             }
         }
         Step::EnsureVlanParent(v) => format!("ensure vlan {} (link {} id {})", v.name, v.link, v.id),
+        Step::EnsureDummyParent(d) => format!("ensure dummy {}", d.name),
         Step::EnsureVlanGateway(g) => format!(
             "ensure veth {} <-> {} (master {} vlan {} pvid untagged)",
             g.name, g.peer, g.bridge, g.vlan

@@ -213,12 +213,6 @@ impl NetConf {
                 ),
             ));
         }
-        if self.link_in_container == Some(true) {
-            return Err(CniError::new(
-                code::UNSUPPORTED_FIELD,
-                "linkInContainer: true is not supported by netd-cni: the master is a link of the node's namespace",
-            ));
-        }
         if self.is_ipvlan() && self.requested_mac(None).is_some() {
             return Err(invalid(
                 "a MAC address was asked for, and an ipvlan interface has its master's MAC",

@@ -503,9 +503,9 @@ fn ipvlan_conf_like_the_reference_plugin() {
     for (extra, code, says) in [
         (r#""master": "eth0", "mode": "vepa","#, 7, "ipvlan mode \"vepa\""),
         (
-            r#""master": "eth0", "mode": "l2", "linkInContainer": true,"#,
-            2,
-            "linkInContainer",
+            r#""master": "eth0", "linkInContainer": "yes","#,
+            7,
+            "expected a boolean",
         ),
         (
             r#""master": "eth0", "ipMasq": true,"#,
@@ -523,6 +523,28 @@ fn ipvlan_conf_like_the_reference_plugin() {
         let e = parse(base(extra).as_bytes()).unwrap_err();
         assert_eq!(e.code, code, "{extra}: {}", e.msg);
         assert!(e.msg.contains(says), "{extra}: {}", e.msg);
+    }
+    // linkInContainer: the master is each container's own link, and a dotted name is
+    // just its name there (nothing is made on the node).
+    for driver in ["ipvlan", "macvlan"] {
+        let c = parse(
+            format!(
+                r#"{{"cniVersion": "1.0.0", "name": "lan", "type": "netd-cni", "driver": "{driver}",
+                    "master": "net1.7", "linkInContainer": true,
+                    "ipam": {{"type": "host-local", "subnet": "192.168.1.0/24"}}}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let req = crate::ops::network_request(&c).unwrap();
+        assert_eq!(
+            req.options
+                .get(netd::model::OPT_PARENT_IN_SANDBOX)
+                .map(String::as_str),
+            Some("true")
+        );
+        let p = req.parse().unwrap();
+        assert!(p.parent_in_sandbox && p.parent.as_deref() == Some("net1.7"));
     }
     let e = parse(br#"{"cniVersion": "1.0.0", "name": "lan", "type": "netd-cni", "linkInContainer": false}"#)
         .unwrap_err();

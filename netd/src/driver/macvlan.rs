@@ -27,11 +27,17 @@ use ipnetwork::IpNetwork;
 use super::bridge::{parse_mac, sandbox_addrs};
 use super::{endpoint_alias, network_alias};
 use crate::model::{macvlan_tmp_name, Endpoint, Network, Route};
-use crate::plan::{ChildKind, MacvlanSpec, SandboxSide, Step, VlanParentSpec};
+use crate::plan::{ChildKind, DummyParentSpec, MacvlanSpec, SandboxSide, Step, VlanParentSpec};
 
 /// A macvlan or ipvlan network needs nothing in the kernel until its first endpoint,
-/// except a dotted parent, made when missing.
+/// except a dotted parent or an internal ipvlan network's dummy, made when missing.
 pub fn network_up(net: &Network) -> Vec<Step> {
+    if let Some(name) = net.dummy_parent() {
+        return vec![Step::EnsureDummyParent(DummyParentSpec {
+            name: name.to_string(),
+            alias: network_alias(&net.name),
+        })];
+    }
     match (net.vlan_parent(), &net.parent) {
         (Some((link, id)), Some(name)) => vec![Step::EnsureVlanParent(VlanParentSpec {
             name: name.clone(),
@@ -113,6 +119,7 @@ fn spec(net: &Network, sandbox: &str, ep: &Endpoint) -> MacvlanSpec {
         mac: parse_mac(&ep.mac)
             .unwrap_or_else(|| super::bridge::mac_for(ep.ipv4.map(|n| IpAddr::V4(n.ip())))),
         sandbox: None,
+        parent_in_sandbox: net.parent_in_sandbox,
     }
 }
 
@@ -158,6 +165,7 @@ mod tests {
             macvlan_mode: Some("vepa".into()),
             ipvlan_mode: None,
             ipvlan_flag: None,
+            parent_in_sandbox: false,
             vlan: None,
             inhibit_ipv4: false,
             inhibit_ipv6: false,

@@ -211,6 +211,14 @@ impl Engine {
             labels: BTreeMap::from([("com.docker.network.id".to_string(), req.id.clone())]),
         };
         let p = nreq.parse().map_err(EngineError::Invalid)?;
+        if p.parent_in_sandbox {
+            // dockerd moves the child into the container itself, from the host.
+            return Err(EngineError::Invalid(format!(
+                "option {} is not for Docker networks: dockerd moves the {} link into the container from the host, so the parent must be a host link",
+                crate::model::OPT_PARENT_IN_SANDBOX,
+                p.driver
+            )));
+        }
         self.check_link_for(&p)?;
         // Pools from netd's IPAM are already reserved; with Docker's own IPAM the subnet
         // gets a netd pool here, so it is checked against (and then blocks) netd's others.

@@ -279,3 +279,133 @@ fn an_ipvlan_network_takes_several_ipv4_subnets_a_pool_each() {
     let e = t.e.create_network(&mv).unwrap_err();
     assert!(e.to_string().contains("several IPv4 subnets: ipvlan only"), "{e}");
 }
+
+/// `netd.parent_in_sandbox` (CNI `linkInContainer`): the parent is each sandbox's own
+/// link, so the host is not asked for it, a dotted name makes no 802.1Q link, two such
+/// networks may name the same parent, and a host network on that name is not refused
+/// either. The child is planned inside the sandbox next to its parent.
+#[test]
+fn a_parent_in_the_sandbox_is_not_looked_for_made_or_shared_on_the_host() {
+    let mut t = setup();
+    let pis = ("netd.parent_in_sandbox", "true");
+    let a =
+        t.e.create_network(&ivnet(
+            "pa",
+            "ipvlan",
+            &[("parent", "net1.7"), pis],
+            "192.168.61.0/24",
+        ))
+        .unwrap();
+    assert!(a.parent_in_sandbox && a.vlan_parent().is_none() && a.host_parent().is_none());
+    t.e.create_network(&ivnet(
+        "pb",
+        "macvlan",
+        &[("parent", "net1.7"), pis],
+        "192.168.62.0/24",
+    ))
+    .unwrap();
+    // Nothing made on the host for either.
+    assert_eq!(t.k.links(), ["eth1".to_string()].into());
+    // A host network on eth1 is still refused twice, not because of these.
+    t.e.create_network(&ivnet("h1", "ipvlan", &[("parent", "eth1")], "192.168.63.0/24"))
+        .unwrap();
+    let e =
+        t.e.create_network(&ivnet("h2", "ipvlan", &[("parent", "eth1")], "192.168.64.0/24"))
+            .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("network h1 is already using parent interface eth1"),
+        "{e}"
+    );
+    t.e.create_network(&ivnet(
+        "pc",
+        "ipvlan",
+        &[("parent", "eth1"), pis],
+        "192.168.65.0/24",
+    ))
+    .unwrap();
+    t.e.create_sandbox(&SandboxRequest::on("a", &["pa"])).unwrap();
+    let log = t.k.log().join("\n");
+    assert!(
+        log.contains("(link net1.7 in the sandbox mode l2 bridge)"),
+        "{log}"
+    );
+    t.e.remove_sandbox("a").unwrap();
+    for n in ["pa", "pb", "pc", "h1"] {
+        t.e.remove_network(n).unwrap();
+    }
+    assert_eq!(t.k.links(), ["eth1".to_string()].into());
+    // Not for the bridge driver, and a yes-or-no.
+    for (driver, opts, says) in [
+        (
+            "bridge",
+            vec![pis],
+            "option netd.parent_in_sandbox is for macvlan and ipvlan",
+        ),
+        (
+            "ipvlan",
+            vec![("parent", "eth1"), ("netd.parent_in_sandbox", "maybe")],
+            "expected true or false",
+        ),
+    ] {
+        let e =
+            t.e.create_network(&ivnet("x", driver, &opts, "192.168.66.0/24"))
+                .unwrap_err();
+        assert!(e.to_string().contains(says), "{e}");
+    }
+}
+
+/// `--internal` as Docker's ipvlan driver: the parent given is set aside for a dummy
+/// link of the network's own (`dm-<hash>`), made and marked with the network, its
+/// children on it, removed with it and made again by reconcile; a kernel without dummy
+/// links is refused before any change.
+#[test]
+fn an_internal_network_hangs_off_a_dummy_of_its_own() {
+    let mut t = setup();
+    let mut req = ivnet(
+        "inner",
+        "ipvlan",
+        &[("parent", "eth1"), ("ipvlan_mode", "l3")],
+        "10.69.0.0/24",
+    );
+    req.internal = true;
+    let n = t.e.create_network(&req).unwrap();
+    let dm = crate::model::dummy_parent_name("inner");
+    assert_eq!(
+        (n.parent.as_deref(), n.dummy_parent()),
+        (Some(dm.as_str()), Some(dm.as_str()))
+    );
+    assert!(dm.len() <= 15 && dm.starts_with("dm-"), "{dm}");
+    assert_eq!(t.k.alias_of(&dm).as_deref(), Some("netd:net=inner"));
+    // eth1 is free for another network: the internal one does not use it.
+    t.e.create_network(&ivnet("outer", "ipvlan", &[("parent", "eth1")], "10.70.0.0/24"))
+        .unwrap();
+    t.e.create_sandbox(&SandboxRequest::on("a", &["inner"])).unwrap();
+    let log = t.k.log().join("\n");
+    assert!(log.contains(&format!("(link {dm} mode l3 bridge)")), "{log}");
+    // Deleted behind netd's back: reconcile makes it again.
+    t.e.settle();
+    t.k.remove_link(&dm);
+    let r = t.e.reconcile().unwrap();
+    assert!(r.recreated.iter().any(|x| x == &format!("dummy {dm}")), "{r:?}");
+    t.e.remove_sandbox("a").unwrap();
+    t.e.remove_network("inner").unwrap();
+    t.e.settle();
+    assert!(!t.k.links().contains(&dm));
+    assert!(t.k.links().contains("eth1"));
+
+    let k = FakeKernel::default();
+    k.without_dummy();
+    let mut t = setup_with(k);
+    let before = snapshot(&t);
+    let e = t.e.create_network(&req).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "an internal ipvlan network: this kernel has no dummy links (CONFIG_DUMMY)"
+    );
+    assert_eq!(snapshot(&t), before);
+    let mut bad = req.clone();
+    bad.options.insert("netd.parent_in_sandbox".into(), "true".into());
+    let e = t.e.create_network(&bad).unwrap_err();
+    assert!(e.to_string().contains("not for an internal network"), "{e}");
+}

@@ -6,7 +6,8 @@ use crate::model::{vlan_parent, Network, ParsedNetwork, DRIVER_IPVLAN};
 use crate::plan::Step;
 
 impl Engine {
-    /// Before a macvlan or ipvlan network is made: the kernel has the driver, its parent
+    /// Before a macvlan or ipvlan network is made: the kernel has the driver; unless the
+    /// parent is in the sandboxes (`parent_in_sandbox`, nothing more to check here), its parent
     /// exists on the host (or, dotted, `eth0.10`, can be made: `eth0` exists and the
     /// kernel has 802.1Q), and no other such network uses it (libnetwork's rule: "network
     /// X is already using parent interface Y"; a parent is one LAN, and two networks on
@@ -23,11 +24,20 @@ impl Engine {
                 self.kernel.ipvlan_supported(),
             )?;
         }
-        if let Some(other) = self
-            .networks
-            .values()
-            .find(|n| n.has_parent() && n.parent.as_deref() == Some(parent))
-        {
+        if p.parent_in_sandbox {
+            // Each sandbox's own link, looked up when an endpoint is made there.
+            return Ok(());
+        }
+        if p.internal && p.driver == DRIVER_IPVLAN {
+            // The network's own dummy link (`model::dummy_parent_name`), made with it.
+            self.reaper.wait_for([parent]);
+            return self.require(
+                "an internal ipvlan network",
+                "dummy links (CONFIG_DUMMY)",
+                self.kernel.dummy_supported(),
+            );
+        }
+        if let Some(other) = self.networks.values().find(|n| n.host_parent() == Some(parent)) {
             return Err(EngineError::Conflict(format!(
                 "network {} is already using parent interface {parent}",
                 other.name
@@ -88,16 +98,16 @@ impl Engine {
         }
     }
 
-    /// The deletion of `net`'s 802.1Q parent when netd made it (it carries the network's
-    /// alias) and no other network uses it; nothing otherwise.
+    /// The deletion of `net`'s 802.1Q or dummy parent when netd made it (it carries the
+    /// network's alias) and no other network uses it; nothing otherwise.
     pub(super) fn vlan_parent_down(&self, net: &Network) -> Result<Vec<Step>> {
-        let Some(parent) = net.parent.as_deref().filter(|_| net.vlan_parent().is_some()) else {
+        let Some(parent) = net.made_parent() else {
             return Ok(Vec::new());
         };
         if self
             .networks
             .values()
-            .any(|n| n.name != net.name && n.parent.as_deref() == Some(parent))
+            .any(|n| n.name != net.name && n.host_parent() == Some(parent))
         {
             return Ok(Vec::new());
         }

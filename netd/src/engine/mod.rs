@@ -484,6 +484,7 @@ impl Engine {
                 Step::EnsureVlanGateway(g) => Some(g.name.clone()),
                 Step::EnsureVlanParent(v) => Some(v.name.clone()),
                 Step::EnsureVxlan(v) => Some(v.name.clone()),
+                Step::EnsureDummyParent(d) => Some(d.name.clone()),
                 Step::CreateMacvlan(m) => Some(match &m.sandbox {
                     Some(sb) => reaper::link_key(Some(&sb.netns), &sb.ifname),
                     None => m.tmp_name.clone(),

@@ -218,8 +218,8 @@ impl Engine {
         for net in self.networks.values() {
             r.networks += 1;
             if net.has_parent() {
-                // Nothing of its own in the kernel but a dotted parent netd made, which is
-                // made again when missing (its children went with it and are recreated
+                // Nothing of its own in the kernel but a dotted or dummy parent netd made,
+                // which is made again when missing (its children went with it and are recreated
                 // with the sandboxes); otherwise its parent is the host's.
                 self.ensure_vlan_parent(net, r);
                 continue;
@@ -493,9 +493,9 @@ impl Engine {
         }
     }
 
-    /// A dotted parent (`eth0.10`) of `net` made again when it is missing.
+    /// A dotted parent (`eth0.10`) or the dummy parent of `net` made again when missing.
     fn ensure_vlan_parent(&self, net: &Network, r: &mut ReconcileReport) {
-        let (Some((link, id)), Some(parent)) = (net.vlan_parent(), net.parent.as_deref()) else {
+        let Some(parent) = net.made_parent() else {
             return;
         };
         match self.kernel.link_exists(parent, None) {
@@ -508,7 +508,10 @@ impl Engine {
             }
         }
         match plan::execute(self.kernel.as_ref(), &driver::network_up(net)) {
-            Ok(()) => r.recreated.push(format!("vlan {parent} (link {link} id {id})")),
+            Ok(()) => r.recreated.push(match net.vlan_parent() {
+                Some((link, id)) => format!("vlan {parent} (link {link} id {id})"),
+                None => format!("dummy {parent}"),
+            }),
             Err(e) => r.failed.push(format!("network {}: {e}", net.name)),
         }
     }

@@ -27,6 +27,8 @@ struct State {
     /// A kernel without CONFIG_IPVLAN, or without CONFIG_VLAN_8021Q.
     no_ipvlan: bool,
     no_8021q: bool,
+    /// A kernel without CONFIG_DUMMY.
+    no_dummy: bool,
     /// The comment of netd's inet table, once one exists: the first `add table inet
     /// netd { comment "..." }` sets it, as the kernel keeps a table's first comment.
     table_comment: Option<String>,
@@ -64,6 +66,10 @@ impl FakeKernel {
     /// Act as a kernel without ipvlan links.
     pub fn without_ipvlan(&self) {
         self.st().no_ipvlan = true;
+    }
+    /// Act as a kernel without dummy links.
+    pub fn without_dummy(&self) {
+        self.st().no_dummy = true;
     }
     /// Act as a kernel without 802.1Q links.
     pub fn without_8021q(&self) {
@@ -328,6 +334,12 @@ impl Kernel for FakeKernel {
                     return Ok(Applied::Found);
                 }
             }
+            Step::EnsureDummyParent(d) => {
+                if !st.links.insert(d.name.clone()) {
+                    return Ok(Applied::Found);
+                }
+                st.aliases.push((d.name.clone(), d.alias.clone()));
+            }
             Step::Sysctl { .. } => {}
             Step::EnsureSandboxLink(sb) => {
                 let key = format!("{}:{}", sb.netns.display(), sb.ifname);
@@ -409,6 +421,10 @@ impl Kernel for FakeKernel {
 
     fn vlan_supported(&self) -> Result<bool, KernelError> {
         Ok(!self.st().no_8021q)
+    }
+
+    fn dummy_supported(&self) -> Result<bool, KernelError> {
+        Ok(!self.st().no_dummy)
     }
 
     fn link_addrs(&self) -> Result<BTreeMap<String, Vec<IpNetwork>>, KernelError> {

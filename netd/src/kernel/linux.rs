@@ -474,6 +474,7 @@ impl Kernel for LinuxKernel {
             Step::EnsureVlanGateway(g) => return self.ensure_vlan_gateway(g),
             Step::EnsureVlanParent(v) => return self.ensure_vlan_parent(v),
             Step::EnsureVxlan(v) => return self.ensure_vxlan(v),
+            Step::EnsureDummyParent(d) => return self.ensure_dummy_parent(d),
             Step::CreateNetns { path } => netns::create(path),
             Step::BindHostNetns { path } => self.bind_host_netns(path),
             Step::DeleteNetns { path } => netns::delete(path),
@@ -580,6 +581,10 @@ impl Kernel for LinuxKernel {
 
     fn vlan_supported(&self) -> Result<bool, KernelError> {
         super::ipvlan::probe(&mut self.nl(), netlink_packet_route::link::InfoKind::Vlan)
+    }
+
+    fn dummy_supported(&self) -> Result<bool, KernelError> {
+        super::ipvlan::probe(&mut self.nl(), netlink_packet_route::link::InfoKind::Dummy)
     }
 
     fn link_addrs(&self) -> Result<std::collections::BTreeMap<String, Vec<IpNetwork>>, KernelError> {

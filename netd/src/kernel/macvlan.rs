@@ -65,6 +65,9 @@ impl LinuxKernel {
         let Some(side) = &m.sandbox else {
             return self.create_host_macvlan(m, child);
         };
+        if m.parent_in_sandbox {
+            return create_next_to_parent(m, side, child);
+        }
         // Opened before anything is created: a missing namespace fails cleanly.
         let ns = netns::open(&side.netns)?;
         std::thread::scope(|s| {
@@ -89,24 +92,7 @@ impl LinuxKernel {
                     return Err(e);
                 }
             };
-            let mut name = m.tmp_name.as_str();
-            let res = (|| {
-                let index = sb.index_rcu(&m.tmp_name)?.ok_or_else(|| KernelError::Vanished {
-                    what: format!("macvlan {}", m.tmp_name),
-                    when: "after creation",
-                })?;
-                // Marked as being made until configured (`driver::creating_alias`).
-                sb.rename_and_mark(index, &side.ifname, &crate::driver::creating_alias(&m.alias))?;
-                name = side.ifname.as_str();
-                configure(&mut sb, side)?;
-                sb.set_alias(&side.ifname, &m.alias)
-            })();
-            if res.is_err() {
-                if let Err(e) = sb.delete_link(name) {
-                    tracing::warn!(link = %name, error = %e, "cleanup of failed macvlan failed");
-                }
-            }
-            res
+            finish_in_sandbox(&mut sb, m, side)
         })
     }
 
@@ -170,6 +156,45 @@ pub(super) fn is_unmarked_tmp(l: &super::netlink::Link) -> bool {
         && matches!(l.kind.as_deref(), Some("macvlan" | "ipvlan"))
         && hash.len() == 4
         && hash.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The parent is a link of the sandbox's namespace (the reference plugins'
+/// `linkInContainer`): the child is made there beside it, under the same temporary name
+/// (a crash leaves what reconcile recognises), and finished as any other.
+fn create_next_to_parent(m: &MacvlanSpec, side: &SandboxSide, child: Child) -> Result<(), KernelError> {
+    let mut sb = Netlink::open_in(&side.netns)?;
+    let parent = sb.link(&m.parent)?.ok_or_else(|| {
+        KernelError::NoParent(format!(
+            "{} in the sandbox's namespace {}",
+            m.parent,
+            side.netns.display()
+        ))
+    })?;
+    child.add(&mut sb, &m.tmp_name, parent.index, m.mtu, None)?;
+    finish_in_sandbox(&mut sb, m, side)
+}
+
+/// The child `m.tmp_name`, inside the sandbox (`sb`): renamed `ethN` and marked in one
+/// request, configured, then marked as done; deleted again on any failure.
+fn finish_in_sandbox(sb: &mut Netlink, m: &MacvlanSpec, side: &SandboxSide) -> Result<(), KernelError> {
+    let mut name = m.tmp_name.as_str();
+    let res = (|| {
+        let index = sb.index_rcu(&m.tmp_name)?.ok_or_else(|| KernelError::Vanished {
+            what: format!("macvlan {}", m.tmp_name),
+            when: "after creation",
+        })?;
+        // Marked as being made until configured (`driver::creating_alias`).
+        sb.rename_and_mark(index, &side.ifname, &crate::driver::creating_alias(&m.alias))?;
+        name = side.ifname.as_str();
+        configure(sb, side)?;
+        sb.set_alias(&side.ifname, &m.alias)
+    })();
+    if res.is_err() {
+        if let Err(e) = sb.delete_link(name) {
+            tracing::warn!(link = %name, error = %e, "cleanup of failed macvlan failed");
+        }
+    }
+    res
 }
 
 /// Up, addresses, routes: what a sandbox's interface needs once it is there.

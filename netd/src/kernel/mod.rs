@@ -187,6 +187,12 @@ pub trait Kernel: Send + Sync {
         Ok(true)
     }
 
+    /// Whether the kernel has dummy links (CONFIG_DUMMY), the parent of an internal
+    /// macvlan or ipvlan network.
+    fn dummy_supported(&self) -> Result<bool, KernelError> {
+        Ok(true)
+    }
+
     /// Global addresses of the host namespace's links, by link name (what reconcile
     /// compares a bridge's gateway addresses with).
     fn link_addrs(&self) -> Result<std::collections::BTreeMap<String, Vec<IpNetwork>>, KernelError>;

@@ -13,7 +13,7 @@ pub const IPVLAN_FLAGS: &[&str] = &["bridge", "private", "vepa"];
 
 /// Fills the ipvlan fields of `o` (the parent: `parent::parse_parent`).
 pub(super) fn parse_options(opts: &BTreeMap<String, String>, o: &mut ParsedNetwork) -> Result<(), String> {
-    let parent = super::parent::parse_parent(opts, "ipvlan")?;
+    super::parent::parse_into(opts, "ipvlan", o)?;
     let pick = |key: &str, default: &str| {
         opts.get(key)
             .map(|m| m.trim().to_string())
@@ -32,7 +32,6 @@ pub(super) fn parse_options(opts: &BTreeMap<String, String>, o: &mut ParsedNetwo
             "requested ipvlan flag {flag:?} is not valid (bridge, private, vepa; bridge is the default)"
         ));
     }
-    o.parent = Some(parent);
     o.ipvlan_mode = Some(mode);
     o.ipvlan_flag = Some(flag);
     // As macvlan: no bridge and no NAT. In l2 the LAN's router is the gateway; in l3 the

@@ -10,7 +10,7 @@ pub const MACVLAN_MODES: &[&str] = &["bridge", "vepa", "private", "passthru"];
 
 /// Fills the macvlan fields of `o` (the parent: `parent::parse_parent`).
 pub(super) fn parse_options(opts: &BTreeMap<String, String>, o: &mut ParsedNetwork) -> Result<(), String> {
-    let parent = super::parent::parse_parent(opts, "macvlan")?;
+    super::parent::parse_into(opts, "macvlan", o)?;
     let mode = opts
         .get(OPT_MACVLAN_MODE)
         .map(|m| m.trim().to_string())
@@ -21,7 +21,6 @@ pub(super) fn parse_options(opts: &BTreeMap<String, String>, o: &mut ParsedNetwo
             "requested macvlan mode {mode:?} is not valid (bridge, vepa, private, passthru; bridge is the default)"
         ));
     }
-    o.parent = Some(parent);
     o.macvlan_mode = Some(mode);
     // No bridge, no NAT: the sandboxes sit on the parent's LAN and its router is their
     // gateway, as with Docker's macvlan driver.

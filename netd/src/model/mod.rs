@@ -24,10 +24,10 @@ pub use network::{
 };
 pub use network::{
     parse_cidr, Network, NetworkRequest, ParsedNetwork, ParsedSubnet, Subnet, SubnetRequest, DRIVER_IPVLAN,
-    DRIVER_MACVLAN, OPT_IPVLAN_FLAG, OPT_IPVLAN_MODE,
+    DRIVER_MACVLAN, OPT_IPVLAN_FLAG, OPT_IPVLAN_MODE, OPT_PARENT_IN_SANDBOX,
 };
 pub use overlay::{OverlayLink, DRIVER_OVERLAY};
-pub use parent::vlan_parent;
+pub use parent::{dummy_parent_name, vlan_parent};
 pub use port::{parse_port_spec, parse_proto, PortMapping, PortSpecError, Proto};
 pub use sandbox::{Endpoint, EndpointRequest, NetMode, Route, Sandbox, SandboxRequest};
 pub use sandbox_request::{parse_expose, ParsedSandbox};

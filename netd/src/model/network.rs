@@ -44,6 +44,9 @@ pub const DRIVER_MACVLAN: &str = "macvlan";
 /// Docker's ipvlan driver options (`-o parent=eth0.10 -o ipvlan_mode=l3 -o ipvlan_flag=private`).
 pub const OPT_IPVLAN_MODE: &str = "ipvlan_mode";
 pub const OPT_IPVLAN_FLAG: &str = "ipvlan_flag";
+/// netd's `-o netd.parent_in_sandbox=true` (CNI `linkInContainer: true`): see
+/// `parent::parse_parent`.
+pub const OPT_PARENT_IN_SANDBOX: &str = "netd.parent_in_sandbox";
 pub const DRIVER_IPVLAN: &str = "ipvlan";
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -87,6 +90,9 @@ pub struct ParsedNetwork {
     /// ipvlan only: l2, l3 or l3s, and bridge, private or vepa.
     pub ipvlan_mode: Option<String>,
     pub ipvlan_flag: Option<String>,
+    /// macvlan and ipvlan: `parent` is a link of each sandbox's namespace, not the host's
+    /// (`OPT_PARENT_IN_SANDBOX`).
+    pub parent_in_sandbox: bool,
     /// bridge only: the VLAN of the network's ports (`-o vlan=N`).
     pub vlan: Option<u16>,
     /// bridge only: no gateway address on the bridge, per family (`OPT_INHIBIT_IPV4`).
@@ -140,6 +146,10 @@ pub struct Network {
     pub ipvlan_mode: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipvlan_flag: Option<String>,
+    /// The parent is a link of each sandbox's namespace (`OPT_PARENT_IN_SANDBOX`): the
+    /// host has none to check, make or share.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parent_in_sandbox: bool,
     /// bridge with `-o vlan=N`: the VLAN of its ports; the gateway is on `<bridge>.<N>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<u16>,
@@ -195,6 +205,7 @@ impl ParsedNetwork {
             macvlan_mode: self.macvlan_mode,
             ipvlan_mode: self.ipvlan_mode,
             ipvlan_flag: self.ipvlan_flag,
+            parent_in_sandbox: self.parent_in_sandbox,
             vlan: self.vlan,
             inhibit_ipv4: self.inhibit_ipv4,
             inhibit_ipv6: self.inhibit_ipv6,
@@ -231,6 +242,13 @@ impl Network {
     pub fn has_parent(&self) -> bool {
         self.is_macvlan() || self.is_ipvlan()
     }
+    /// The host link the network hangs off, if it has one: none for a bridge network,
+    /// nor for one whose parent is each sandbox's own (`parent_in_sandbox`).
+    pub fn host_parent(&self) -> Option<&str> {
+        self.parent
+            .as_deref()
+            .filter(|_| self.has_parent() && !self.parent_in_sandbox)
+    }
     /// Whether endpoints route through their device without a gateway (ipvlan l3, l3s):
     /// the parent does the neighbour work, so the default route is `dev eth0`.
     pub fn routes_without_gateway(&self) -> bool {
@@ -248,7 +266,7 @@ pub fn option_is_true(v: &str) -> bool {
     matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
 }
 
-fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
+pub(super) fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
     match v.to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
@@ -313,6 +331,7 @@ impl NetworkRequest {
             macvlan_mode: None,
             ipvlan_mode: None,
             ipvlan_flag: None,
+            parent_in_sandbox: false,
             vlan: None,
             inhibit_ipv4: false,
             inhibit_ipv6: false,
@@ -324,9 +343,15 @@ impl NetworkRequest {
             super::macvlan::parse_options(&self.options, &mut o)?;
         } else if o.driver == DRIVER_IPVLAN {
             super::ipvlan::parse_options(&self.options, &mut o)?;
-        } else if let Some(k) = [OPT_PARENT, OPT_MACVLAN_MODE, OPT_IPVLAN_MODE, OPT_IPVLAN_FLAG]
-            .into_iter()
-            .find(|k| self.options.contains_key(*k))
+        } else if let Some(k) = [
+            OPT_PARENT,
+            OPT_MACVLAN_MODE,
+            OPT_IPVLAN_MODE,
+            OPT_IPVLAN_FLAG,
+            OPT_PARENT_IN_SANDBOX,
+        ]
+        .into_iter()
+        .find(|k| self.options.contains_key(*k))
         {
             return Err(format!(
                 "option {k} is for macvlan and ipvlan networks; this network uses the bridge driver"

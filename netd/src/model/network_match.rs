@@ -52,6 +52,20 @@ impl ParsedNetwork {
                     show(&self.parent)
                 ));
             }
+            if self.parent_in_sandbox != net.parent_in_sandbox {
+                let side = |in_sandbox: bool| {
+                    if in_sandbox {
+                        "in the sandboxes"
+                    } else {
+                        "on the host"
+                    }
+                };
+                return Some(format!(
+                    "network {name} exists with its parent {}, not {}",
+                    side(net.parent_in_sandbox),
+                    side(self.parent_in_sandbox)
+                ));
+            }
             if net.is_ipvlan() && self.ipvlan_mode != net.ipvlan_mode {
                 return Some(format!(
                     "network {name} exists with ipvlan mode {}, not {}",

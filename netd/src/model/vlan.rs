@@ -130,11 +130,9 @@ pub fn gateway_peer_name(bridge: &str, vlan: u16) -> String {
 
 impl Network {
     /// The link and VLAN ID of a dotted parent (`eth0.10`), made when missing.
+    /// None when the parent is in the sandboxes (`parent_in_sandbox`): nothing is made.
     pub fn vlan_parent(&self) -> Option<(String, u16)> {
-        if !self.has_parent() {
-            return None;
-        }
-        super::parent::vlan_parent(self.parent.as_deref()?).ok().flatten()
+        super::parent::vlan_parent(self.host_parent()?).ok().flatten()
     }
 
     /// The link that routes for the network: its bridge, or `<bridge>.<vlan>`.
@@ -145,11 +143,27 @@ impl Network {
         }
     }
 
+    /// The dummy parent of an internal ipvlan network (`parent::parse_into`), made when
+    /// missing and removed with the network.
+    pub fn dummy_parent(&self) -> Option<&str> {
+        self.host_parent().filter(|p| {
+            self.internal && self.is_ipvlan() && *p == super::parent::dummy_parent_name(&self.name)
+        })
+    }
+
+    /// The host link netd makes for the network to hang off, if any: a dotted parent's
+    /// 802.1Q link or an internal network's dummy.
+    pub fn made_parent(&self) -> Option<&str> {
+        self.dummy_parent()
+            .or_else(|| self.vlan_parent().and(self.host_parent()))
+    }
+
     /// Whether `link` (a host link) is one of this network's own.
     pub fn owns_link(&self, link: &str) -> bool {
         if self.has_parent() {
-            // The 802.1Q parent netd made for it (`Step::EnsureVlanParent`).
-            return self.vlan_parent().is_some() && self.parent.as_deref() == Some(link);
+            // The 802.1Q or dummy parent netd made for it (`Step::EnsureVlanParent`,
+            // `Step::EnsureDummyParent`).
+            return self.made_parent() == Some(link);
         }
         match self.vlan {
             Some(id) => {

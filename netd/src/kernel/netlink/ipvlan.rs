@@ -69,6 +69,18 @@ impl Netlink {
             .map_err(|f| f.into_err(op()))
     }
 
+    /// `ip link add NAME type dummy`, left down.
+    pub fn add_dummy_link(&mut self, name: &str) -> Result<(), KernelError> {
+        let op = || format!("add dummy {name}");
+        check_ifname(&op(), name)?;
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        m.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Dummy)]));
+        self.change(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
+            .map_err(|f| f.into_err(op()))
+    }
+
     /// `ip link add NAME link #LINK type vlan id ID`, left down.
     pub fn add_vlan_link(&mut self, name: &str, link: u32, id: u16) -> Result<(), KernelError> {
         let op = || format!("add vlan {name} link #{link} id {id}");

@@ -12,12 +12,12 @@ use netd::api::client::Client;
 use netd::model::{EndpointRequest, NetworkRequest, SandboxRequest, SubnetRequest};
 use serde_json::{json, Value};
 
+#[path = "netctl/cluster.rs"]
+mod cluster;
 #[path = "netctl/events.rs"]
 mod events;
 #[path = "netctl/graph.rs"]
 mod graph;
-#[path = "netctl/cluster.rs"]
-mod cluster;
 
 #[derive(Parser)]
 #[command(name = "netctl", version, about = "Manage netd networks and sandboxes")]

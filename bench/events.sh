@@ -10,7 +10,7 @@ RUNS=${1:-3}
 ./scripts/install-deps.sh >/dev/null
 ratios=()
 for i in $(seq "$RUNS"); do
-  line=$(cargo test -q -p integration --test events -- --exact a_reader_that_never_reads_does_not_hold_the_daemon --nocapture 2>/dev/null | grep '^events: ')
+  line=$(NETD_BENCH_EVENTS=1 cargo test -q -p integration --test events -- --exact a_reader_that_never_reads_does_not_hold_the_daemon --nocapture 2>/dev/null | grep '^events: ')
   echo "run $i: $line"
   ratios+=("$(sed -n 's/.*ratio \([0-9.]*\).*/\1/p' <<<"$line")")
 done

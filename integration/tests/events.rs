@@ -182,25 +182,31 @@ fn a_reader_that_never_reads_does_not_hold_the_daemon() {
     let h = Host::new();
     h.ctl(&["network", "create", "n1", "--subnet", "10.82.0.0/24"]);
     h.ctl(&["network", "create", "n2", "--subnet", "10.82.1.0/24"]);
-    // Warm-up, then alternate: without a reader, with a stalled one, without again.
+    // The ratio (with a stalled reader / without) is a benchmark: bench/events.sh sets
+    // NETD_BENCH_EVENTS=1 and gets the bursts without a reader around it. The test
+    // alone proves what must hold: the burst completes with a reader that never reads.
+    let bench = std::env::var_os("NETD_BENCH_EVENTS").is_some();
     burst(&h, "w", 50);
-    let base1 = burst(&h, "a", 1000);
+    let base1 = bench.then(|| burst(&h, "a", 1000));
     let mut stalled = UnixStream::connect(h.socket()).expect("connect");
     stalled
         .write_all(b"GET /v1/events HTTP/1.1\r\nHost: netd\r\n\r\n")
         .expect("request");
     std::thread::sleep(Duration::from_millis(200));
-    let with = burst(&h, "b", 1000);
-    let base2 = burst(&h, "c", 1000);
-    let base = (base1 + base2) / 2;
-    let ratio = with.as_secs_f64() / base.as_secs_f64();
-    println!(
-        "events: 1,000 operations: {:.0} ms without a reader (mean of {:.0} and {:.0}), {:.0} ms with a reader that never reads: ratio {ratio:.3} (goal <= 1.05)",
-        base.as_secs_f64() * 1e3,
-        base1.as_secs_f64() * 1e3,
-        base2.as_secs_f64() * 1e3,
-        with.as_secs_f64() * 1e3
-    );
+    // 400 operations outrun the live backlog and the socket's buffers several times.
+    let with = burst(&h, "b", if bench { 1000 } else { 400 });
+    if let Some(base1) = base1 {
+        let base2 = burst(&h, "c", 1000);
+        let base = (base1 + base2) / 2;
+        let ratio = with.as_secs_f64() / base.as_secs_f64();
+        println!(
+            "events: 1,000 operations: {:.0} ms without a reader (mean of {:.0} and {:.0}), {:.0} ms with a reader that never reads: ratio {ratio:.3} (goal <= 1.05)",
+            base.as_secs_f64() * 1e3,
+            base1.as_secs_f64() * 1e3,
+            base2.as_secs_f64() * 1e3,
+            with.as_secs_f64() * 1e3
+        );
+    }
     // The daemon still answers while the reader stalls.
     h.client().get("/v1/info").expect("daemon answers");
     // The stalled reader, reading at last: the events up to its buffers, then `lagged`

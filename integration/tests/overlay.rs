@@ -150,6 +150,16 @@ fn three_hosts_share_one_subnet_and_reach_each_other() {
             );
         }
     }
+    // The picture: the other two nodes are peers of `ov` (`netctl graph`).
+    let d = h1.ctl(&["graph", "--format", "dot"]);
+    for (j, name) in ["h2", "h3"].iter().enumerate() {
+        let vtep = format!("VTEP {}:", c.nodes[j + 1].addr);
+        assert!(
+            d.contains(&format!("\"net:ov\" -> \"peer:{name}\"")) && d.contains(&vtep),
+            "{name} not a peer in\n{d}"
+        );
+    }
+    assert!(!d.contains("\"peer:h1\""), "{d}");
     // MTU: the underlay's 1500 − 50. 1422 bytes of ICMP payload + 28 = 1450 passes, 1423 not.
     let s1 = h1.sb("s1");
     assert!(nsenter(&s1, &["ping", "-c1", "-W1", "-M", "do", "-s", "1422", &ips[2]]).ok());
@@ -243,6 +253,41 @@ fn a_killed_node_leaves_the_cluster_within_its_lease() {
     assert!(!neigh.contains(&b_ip), "{neigh}");
     assert!(c.underlay.keys("/netd/v1/endpoints/ov/h2/").is_empty());
     assert_eq!(c.underlay.keys("/netd/v1/endpoints/ov/h1/").len(), 1);
+    // h1's event log: h2 joined, then left (`netctl events --filter type=node`).
+    let ev = c.node(0).ctl(&[
+        "events",
+        "--since",
+        "5m",
+        "--until",
+        "0s",
+        "--filter",
+        "type=node",
+        "--json",
+    ]);
+    let seen: Vec<(String, String, String)> = ev
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("event JSON"))
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            (
+                s("action"),
+                s("name"),
+                e["attributes"]["addr"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let h2 = c.nodes[1].addr.to_string();
+    let join = seen
+        .iter()
+        .position(|x| *x == ("join".into(), "h2".into(), h2.clone()));
+    let leave = seen
+        .iter()
+        .position(|x| *x == ("leave".into(), "h2".into(), h2.clone()));
+    assert!(
+        matches!((join, leave), (Some(j), Some(l)) if j < l),
+        "node events on h1: {ev}"
+    );
+    assert!(seen.iter().any(|x| x.0 == "join" && x.1 == "h1"), "{ev}");
 }
 
 #[test]

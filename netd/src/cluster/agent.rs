@@ -22,10 +22,13 @@ use ipnetwork::{IpNetwork, Ipv4Network};
 use serde::{Deserialize, Serialize};
 
 use super::fdb::{self, RemoteEntry};
-use super::{blocks, BlockRecord, ClusterConfig, ClusterError, ClusterStore, EndpointRecord, NetworkRecord};
+use super::{
+    blocks, BlockRecord, ClusterConfig, ClusterError, ClusterStore, EndpointRecord, NetworkRecord, NodeRecord,
+};
 use crate::api::server::Shared;
 use crate::engine::Engine;
 use crate::model::{vxlan_name, Network, NetworkRequest, OverlayLink, SubnetRequest, DRIVER_OVERLAY};
+use crate::observe::{Event, Kind};
 
 /// Local sandboxes are noticed within this long: the engine tells nobody, so the agent
 /// looks (a look is one short engine lock and no store call; a change starts a pass).
@@ -56,6 +59,12 @@ pub struct NodeView {
     pub data_port: u16,
     pub state: String,
     pub endpoints: usize,
+    /// The overlay networks it has endpoints on (what `netctl graph` draws as its peers).
+    #[serde(default)]
+    pub networks: Vec<String>,
+    /// The node that answered.
+    #[serde(default)]
+    pub local: bool,
 }
 
 #[derive(Default)]
@@ -64,6 +73,9 @@ struct State {
     epoch: u64,
     applied: BTreeMap<String, BTreeSet<RemoteEntry>>,
     ticks: u32,
+    /// The nodes the last pass saw (`None` before the first): joins and leaves are
+    /// events (`netctl events --filter type=node`).
+    nodes: Option<BTreeMap<String, NodeRecord>>,
 }
 
 pub struct Agent<S: ClusterStore> {
@@ -169,6 +181,7 @@ impl<S: ClusterStore> Agent<S> {
     /// One pass; see the module doc.
     pub async fn pass(&self) -> Result<(), ClusterError> {
         let mut st = self.state.lock().await;
+        self.see_nodes(&mut st).await?;
         let nets = self.store.networks().await?;
         let local = self.local().await?;
         for n in nets.iter().filter(|n| !local.networks.contains_key(&n.name)) {
@@ -232,6 +245,33 @@ impl<S: ClusterStore> Agent<S> {
             }
         }
         Ok(())
+    }
+
+    /// Lists the nodes and emits an event for each that joined or left since the last
+    /// pass (the first pass: every node there is, this one included, joined).
+    async fn see_nodes(&self, st: &mut State) -> Result<(), ClusterError> {
+        let now: BTreeMap<String, NodeRecord> = self
+            .store
+            .nodes()
+            .await?
+            .into_iter()
+            .map(|n| (n.name.clone(), n))
+            .collect();
+        let events = node_events(st.nodes.as_ref(), &now);
+        st.nodes = Some(now);
+        if events.is_empty() {
+            return Ok(());
+        }
+        for e in &events {
+            tracing::info!(node = %e.name, action = %e.action, "cluster: node {}", e.action);
+        }
+        self.engine(move |e| {
+            if let Some(o) = e.observer() {
+                events.into_iter().for_each(|ev| o.emit(ev));
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn publish(&self, st: &mut State, local: &Local) -> Result<(), ClusterError> {
@@ -423,6 +463,14 @@ impl<S: ClusterStore> Agent<S> {
             .into_iter()
             .map(|n| NodeView {
                 endpoints: eps.iter().filter(|e| e.node == n.name).count(),
+                networks: eps
+                    .iter()
+                    .filter(|e| e.node == n.name)
+                    .map(|e| e.network.clone())
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
+                local: n.name == self.cfg.node,
                 name: n.name,
                 addr: n.addr,
                 data_port: n.data_port,
@@ -465,6 +513,37 @@ pub async fn start(
     Ok((super::api::router(agent), store))
 }
 
+/// `node join NAME (addr=…, data_port=…)` for a node `now` has that `before` lacked,
+/// `node leave NAME` for one it lost (its lease expired or it left); a node that came
+/// back with another start time left and joined again (its old endpoints went with its
+/// old lease). Sorted by name, leaves first.
+fn node_events(
+    before: Option<&BTreeMap<String, NodeRecord>>,
+    now: &BTreeMap<String, NodeRecord>,
+) -> Vec<Event> {
+    let empty = BTreeMap::new();
+    let before = before.unwrap_or(&empty);
+    let join = |n: &NodeRecord| {
+        Event::new(Kind::Node, "join", &n.name)
+            .attr("addr", n.addr)
+            .attr("data_port", n.data_port)
+    };
+    let leave = |n: &NodeRecord| Event::new(Kind::Node, "leave", &n.name).attr("addr", n.addr);
+    let mut out = Vec::new();
+    for (name, was) in before {
+        match now.get(name) {
+            Some(is) if is == was => {}
+            _ => out.push(leave(was)),
+        }
+    }
+    for (name, is) in now {
+        if before.get(name) != Some(is) {
+            out.push(join(is));
+        }
+    }
+    out
+}
+
 fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -503,6 +582,44 @@ fn default_subnet(nets: &[NetworkRecord]) -> Result<Ipv4Network, ClusterError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn node(name: &str, started: u64) -> NodeRecord {
+        NodeRecord {
+            name: name.into(),
+            addr: "192.168.60.2".parse().unwrap(),
+            data_port: 4789,
+            started,
+        }
+    }
+
+    fn said(ev: &[Event]) -> Vec<String> {
+        ev.iter().map(|e| format!("{} {}", e.action, e.name)).collect()
+    }
+
+    #[test]
+    fn nodes_that_come_and_go_are_events() {
+        let map = |ns: &[NodeRecord]| -> BTreeMap<String, NodeRecord> {
+            ns.iter().map(|n| (n.name.clone(), n.clone())).collect()
+        };
+        let first = map(&[node("h1", 1), node("h2", 1)]);
+        let ev = node_events(None, &first);
+        assert_eq!(said(&ev), ["join h1", "join h2"]);
+        assert_eq!(ev[0].kind, Kind::Node);
+        assert_eq!(ev[0].attributes["addr"], "192.168.60.2");
+        assert_eq!(ev[0].attributes["data_port"], "4789");
+        assert!(node_events(Some(&first), &first).is_empty(), "nothing changed");
+        let later = map(&[node("h1", 1), node("h3", 1)]);
+        assert_eq!(said(&node_events(Some(&first), &later)), ["leave h2", "join h3"]);
+        let restarted = map(&[node("h1", 2), node("h3", 1)]);
+        assert_eq!(
+            said(&node_events(Some(&later), &restarted)),
+            ["leave h1", "join h1"]
+        );
+        assert_eq!(
+            said(&node_events(Some(&later), &BTreeMap::new())),
+            ["leave h1", "leave h3"]
+        );
+    }
 
     #[test]
     fn default_subnets_skip_taken_ones() {

@@ -10,6 +10,7 @@ use std::fmt::Write;
 use serde::Deserialize;
 
 use crate::api::client::Client;
+use crate::cluster::agent::NodeView;
 use crate::model::{Backend, Network, Sandbox, Service, ServiceKind};
 
 pub use render::{render, Format, GraphError};
@@ -21,6 +22,9 @@ pub struct Topology {
     pub networks: Vec<Network>,
     pub sandboxes: Vec<Sandbox>,
     pub services: Vec<ServiceEntry>,
+    /// The cluster's nodes (`--cluster`; empty on a single host): the others are drawn
+    /// as the overlay networks' peers.
+    pub nodes: Vec<NodeView>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -39,6 +43,13 @@ impl Topology {
             networks: list(c, "/v1/networks")?,
             sandboxes: list(c, "/v1/sandboxes")?,
             services: list(c, "/v1/services")?,
+            nodes: match c.get("/v1/cluster/nodes") {
+                Ok(v) => serde_json::from_value(v)
+                    .map_err(|e| GraphError::Api(format!("/v1/cluster/nodes: {e}")))?,
+                // A daemon without --cluster has no such path.
+                Err(crate::api::client::ClientError::Api { status: 404, .. }) => Vec::new(),
+                Err(e) => return Err(GraphError::Api(e.to_string())),
+            },
         })
     }
 
@@ -50,6 +61,7 @@ impl Topology {
         self.networks.retain(|n| mine(&n.labels));
         self.sandboxes.retain(|s| mine(&s.labels));
         let nets: Vec<String> = self.networks.iter().map(|n| n.name.clone()).collect();
+        self.nodes.retain(|p| p.networks.iter().any(|n| nets.contains(n)));
         self.services.retain(|s| match &s.service.kind {
             ServiceKind::ClusterIp(c) => {
                 mine(&s.service.labels) || c.networks.iter().any(|n| nets.contains(n))
@@ -105,13 +117,17 @@ fn net_id(n: &str) -> String {
 fn sb_id(s: &str) -> String {
     q(&format!("sb:{s}"))
 }
+fn peer_id(n: &str) -> String {
+    q(&format!("peer:{n}"))
+}
 fn svc_id(s: &Service) -> String {
     q(&format!("svc:{}/{}", s.namespace, s.name))
 }
 
 /// The picture as Graphviz DOT: networks are boxes, sandboxes rounded boxes linked to
 /// their networks (the edge labelled with the address), services diamonds linked to
-/// their networks (VIP) and backends (dashed).
+/// their networks (VIP) and backends (dashed); the overlay's other nodes are houses
+/// linked (dotted) to the overlay networks they have endpoints on.
 pub fn dot(t: &Topology) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "digraph netd {{");
@@ -159,6 +175,27 @@ pub fn dot(t: &Topology) -> String {
                 net_id(&e.network),
                 sb_id(&s.name),
                 q(label.trim())
+            );
+        }
+    }
+    for p in t.nodes.iter().filter(|p| !p.local) {
+        let label = format!("{}\nVTEP {}:{}\n{}", p.name, p.addr, p.data_port, p.state);
+        let _ = writeln!(
+            o,
+            "  {} [shape=house, style=filled, fillcolor=\"#eeeeee\", label={}];",
+            peer_id(&p.name),
+            q(&label)
+        );
+        for n in p
+            .networks
+            .iter()
+            .filter(|n| t.networks.iter().any(|x| &x.name == *n))
+        {
+            let _ = writeln!(
+                o,
+                "  {} -> {} [style=dotted, label=\"VXLAN peer\"];",
+                net_id(n),
+                peer_id(&p.name)
             );
         }
     }

@@ -21,6 +21,7 @@ fn topo() -> Topology {
         networks: vec![network],
         sandboxes: vec![sandbox],
         services: Vec::new(),
+        nodes: Vec::new(),
     }
 }
 
@@ -52,4 +53,36 @@ fn only_stack_keeps_the_stacks_objects() {
     assert_eq!(t.networks.len(), 1);
     assert_eq!(t.sandboxes.len(), 1);
     assert!(!dot(&t).contains("elsewhere"));
+}
+
+#[test]
+fn overlay_peers_are_the_other_nodes_on_the_networks_shown() {
+    let mut t = topo();
+    t.networks[0].driver = "overlay".into();
+    let node = |name: &str, local: bool, nets: &[&str]| NodeView {
+        name: name.into(),
+        addr: "192.168.60.3".parse().unwrap(),
+        data_port: 4789,
+        state: "ready".into(),
+        endpoints: nets.len(),
+        networks: nets.iter().map(|n| n.to_string()).collect(),
+        local,
+    };
+    t.nodes = vec![
+        node("h1", true, &["front"]),
+        node("h2", false, &["front"]),
+        node("h3", false, &["elsewhere"]),
+    ];
+    let d = dot(&t);
+    assert!(d.contains("\"peer:h2\" [shape=house"), "{d}");
+    assert!(d.contains("VTEP 192.168.60.3:4789"), "{d}");
+    assert!(d.contains("\"net:front\" -> \"peer:h2\" [style=dotted"), "{d}");
+    assert!(!d.contains("\"peer:h1\""), "this node is the picture's host: {d}");
+    assert!(!d.contains("-> \"peer:h3\""), "h3 has nothing on front: {d}");
+    // A stack's picture keeps the peers on its networks only.
+    let s = t.only_stack("s");
+    assert_eq!(
+        s.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+        ["h1", "h2"]
+    );
 }

@@ -99,15 +99,16 @@ fn cluster_ip_with_an_endpoint_slice() {
     assert_eq!(fw.vips[0].vip, ip("10.96.0.80"));
     assert!(fw.ingress.is_empty());
 
-    // The datapath: one dispatch element per port into the service's chains, DNAT to the
-    // slice's port.
+    // The datapath: one dispatch element per port into the service's chains, the
+    // backends (at the slice's ports) as elements of the backend maps the pick chain
+    // DNATs through.
     let text = full(&[fw]).to_string();
     for want in [
         "10.96.0.80 . tcp . 80 : goto svc/shop/web/_cluster/tcp/80",
         "10.96.0.80 . udp . 53 : goto svc/shop/web/_cluster/udp/53",
-        "dnat ip to 10.244.1.5:8080",
-        "dnat ip to 10.244.2.7:8080",
-        "dnat ip to 10.244.2.7:5353",
+        "svc/pick4/tcp/n2 { 10.96.0.80 . 80 . 0 : 10.244.1.5 . 8080, 10.96.0.80 . 80 . 1 : 10.244.2.7 . 8080 }",
+        "svc/pick4/udp/n2 { 10.96.0.80 . 53 . 0 : 10.244.1.5 . 5353, 10.96.0.80 . 53 . 1 : 10.244.2.7 . 5353 }",
+        "add rule inet netd svc/shop/web/_cluster/tcp/80 goto svc/pick4",
     ] {
         assert!(text.contains(want), "{want} not in\n{text}");
     }

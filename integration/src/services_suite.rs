@@ -271,6 +271,7 @@ pub fn basic_create_and_rm(dp: Datapath) {
     assert!(h.sh("ip -j addr show dev netd-n").stdout.contains(&vip));
     let v = h.client().get("/v1/services/default/web").unwrap();
     assert_eq!(v["live_backends"][0]["sandbox"], "web1", "{v}");
+    assert_eq!(v["datapath"], dp.lb(), "inspect names the datapath: {v}");
     let ls = h.ctl(&["service", "ls"]);
     assert!(
         ls.contains(&format!("n={vip}")) && ls.contains("backends=1"),
@@ -419,6 +420,14 @@ pub fn ingress_port_reaches_every_replica(dp: Datapath) {
         ["web1", "web2", "web3"],
         "{seen:?}"
     );
+    // Under --lb ebpf what arrives from outside is nftables' (no tc program yet), and
+    // inspect says so.
+    let v = h.client().get("/v1/services/default/web").unwrap();
+    let want = match dp {
+        Datapath::Ebpf => "ebpf (east-west), nftables (ingress ports)",
+        _ => dp.lb(),
+    };
+    assert_eq!(v["datapath"], want, "{v}");
     // The port is held: a sandbox cannot publish it.
     let o = h.netctl(&["sandbox", "create", "x", "--network", "n", "-p", "8088:80"]);
     assert!(

@@ -42,6 +42,9 @@ pub struct ServiceView {
     /// Every address the service balances to now (cluster_ip only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub live_backends: Option<Vec<Backend>>,
+    /// Which datapath balances its VIPs (`--lb`); none without a VIP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub datapath: Option<String>,
 }
 
 /// `PATCH /v1/services/{namespace}/{name}`: what `service update` changes. Lists given
@@ -120,12 +123,15 @@ impl Engine {
     }
 
     pub fn service_view(&self, svc: &Service) -> ServiceView {
+        let live_backends = match &svc.kind {
+            ServiceKind::ClusterIp(c) => Some(self.service_backends(c)),
+            ServiceKind::ExternalName { .. } => None,
+        };
+        let fw = FwService::from_model(svc, live_backends.as_deref().unwrap_or_default(), |_| None);
         ServiceView {
             service: svc.clone(),
-            live_backends: match &svc.kind {
-                ServiceKind::ClusterIp(c) => Some(self.service_backends(c)),
-                ServiceKind::ExternalName { .. } => None,
-            },
+            datapath: crate::lb::serving(self.lb.kind(), fw.as_ref()),
+            live_backends,
         }
     }
 

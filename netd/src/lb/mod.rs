@@ -61,6 +61,18 @@ impl std::fmt::Display for LbKind {
     }
 }
 
+/// What balances `svc` (`netctl service inspect`'s `datapath`): `None` for a service
+/// without a VIP (ExternalName, dnsrr: DNS answers those). Under `--lb ebpf` a
+/// service with ingress ports or NodePorts is also in the nftables datapath, which
+/// balances what arrives from outside (`ebpf::north_south`).
+pub fn serving(kind: LbKind, svc: Option<&FwService>) -> Option<String> {
+    let svc = svc?;
+    Some(match kind {
+        LbKind::Ebpf if !svc.ingress.is_empty() => "ebpf (east-west), nftables (ingress ports)".into(),
+        k => k.to_string(),
+    })
+}
+
 /// A service datapath.
 pub trait ServiceLb: Send + Sync {
     fn kind(&self) -> LbKind;
@@ -98,5 +110,39 @@ pub fn datapath(
         LbKind::Ebpf => ebpf::EbpfLb::open(kernel, bpf_cgroup)
             .map(|lb| Box::new(lb) as Box<dyn ServiceLb>)
             .map_err(|e| e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod serving_tests {
+    use super::*;
+    use crate::firewall::ruleset::services::{FwIngress, FwService};
+    use crate::model::Proto;
+
+    #[test]
+    fn inspect_names_the_datapath_and_ebpfs_north_south_fallback() {
+        assert_eq!(serving(LbKind::Ebpf, None), None, "no VIP, no datapath");
+        let mut svc = FwService {
+            namespace: "default".into(),
+            name: "web".into(),
+            ports: vec![(80, 8080, Proto::Tcp)],
+            affinity: None,
+            vips: Vec::new(),
+            ingress: Vec::new(),
+        };
+        assert_eq!(serving(LbKind::Nftables, Some(&svc)).as_deref(), Some("nftables"));
+        assert_eq!(serving(LbKind::Ipvs, Some(&svc)).as_deref(), Some("ipvs"));
+        assert_eq!(serving(LbKind::Ebpf, Some(&svc)).as_deref(), Some("ebpf"));
+        svc.ingress.push(FwIngress {
+            published: 8088,
+            target: 8080,
+            proto: Proto::Tcp,
+            masquerade: false,
+        });
+        assert_eq!(
+            serving(LbKind::Ebpf, Some(&svc)).as_deref(),
+            Some("ebpf (east-west), nftables (ingress ports)")
+        );
+        assert_eq!(serving(LbKind::Nftables, Some(&svc)).as_deref(), Some("nftables"));
     }
 }

@@ -361,7 +361,10 @@ fn bad_input_is_refused_with_one_line_and_changes_nothing() {
             ],
             "bridge option",
         ),
-        (vec!["network", "create", "-d", "overlay", "x"], "not supported"),
+        (
+            vec!["network", "create", "-d", "overlay", "x"],
+            "overlay networks need a cluster",
+        ),
         (
             vec!["sandbox", "create", "p", "--network", "lan", "-p", "8080:80"],
             "macvlan",

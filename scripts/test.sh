@@ -29,9 +29,9 @@ step() {
   tr -d '\r' <"$out" | grep -qE '^(test result: FAILED|suite failed )' ||
     echo "suite failed ($name): exit $rc and no failing test to show for it (a build error, a crash or a timeout: see above)" | tee -a "$log"
 }
-step "unit tests" cargo test --workspace --lib --bins
+step "unit tests" cargo test --no-fail-fast --workspace --lib --bins
 if [ "$(id -u)" -eq 0 ]; then
-  step "integration tests" cargo test -p integration --tests -- --test-threads=2 --show-output
+  step "integration tests" cargo test --no-fail-fast -p integration --tests -- --test-threads=2 --show-output
   # The CNI tests again with the plugin as `make install-cni` ships it (static, not
   # position-independent: scripts/build-cni.sh), next to the debug daemon.
   if shipped=$(./scripts/build-cni.sh) && cargo build -q -p netd --bins; then

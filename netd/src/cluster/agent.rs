@@ -223,12 +223,34 @@ impl<S: ClusterStore> Agent<S> {
         .await?;
         for name in local.networks.keys() {
             let want = fdb::wanted(name, &self.cfg.node, &eps);
-            let have = st.applied.get(name).cloned().unwrap_or_default();
-            let ops = fdb::diff(&have, &want);
+            let dev = vxlan_name(name);
+            let ops = match st.applied.get(name) {
+                Some(have) => fdb::diff(have, &want),
+                // No record of what is there (first pass, periodic re-apply): what the
+                // device holds beyond `want` goes, then all of `want` is set.
+                None => {
+                    let d = dev.clone();
+                    let held = tokio::task::spawn_blocking(move || crate::kernel::vxlan::remote_entries(&d))
+                        .await
+                        .map_err(|e| ClusterError::Invalid(format!("fdb task panicked: {e}")))?;
+                    let mut ops = match held {
+                        Ok((f, n)) => fdb::stale(&f, &n, &want),
+                        Err(e) => {
+                            tracing::warn!(device = %dev, error = %e, "cluster: cannot read remote entries; not sweeping");
+                            Vec::new()
+                        }
+                    };
+                    if !ops.is_empty() {
+                        tracing::info!(network = %name, device = %dev, entries = ops.len(), "cluster: stale remote entries removed");
+                    }
+                    ops.extend(fdb::diff(&BTreeSet::new(), &want));
+                    ops
+                }
+            };
             if ops.is_empty() {
+                st.applied.insert(name.clone(), want);
                 continue;
             }
-            let dev = vxlan_name(name);
             let res = tokio::task::spawn_blocking(move || crate::kernel::vxlan::apply_remote(&dev, &ops))
                 .await
                 .map_err(|e| ClusterError::Invalid(format!("fdb task panicked: {e}")))?;

@@ -62,6 +62,29 @@ pub fn diff(have: &BTreeSet<RemoteEntry>, want: &BTreeSet<RemoteEntry>) -> Vec<R
     ops
 }
 
+/// What to delete from a device that holds `fdb` (MAC → VTEP) and `neigh` (permanent
+/// IPs) but should hold only `want`: entries left by an earlier run of the daemon (a
+/// VXLAN device is kept across restarts) or made by hand on netd's device. The agent
+/// sweeps when it has no record of what it applied (its first pass, and every
+/// `REAPPLY_EVERY` passes); entries of `want` are then set again in full.
+pub fn stale(fdb: &[([u8; 6], Ipv4Addr)], neigh: &[Ipv4Addr], want: &BTreeSet<RemoteEntry>) -> Vec<RemoteOp> {
+    let macs: BTreeSet<[u8; 6]> = want.iter().map(|e| e.mac).collect();
+    let ips: BTreeSet<Ipv4Addr> = want.iter().map(|e| e.ip).collect();
+    let mut ops: Vec<RemoteOp> = neigh
+        .iter()
+        .filter(|ip| !ips.contains(ip))
+        .map(|&ip| RemoteOp::NeighDel { ip })
+        .collect();
+    ops.extend(
+        fdb.iter()
+            .filter(|(mac, _)| !macs.contains(mac))
+            .map(|&(mac, _)| RemoteOp::FdbDel { mac }),
+    );
+    ops.sort();
+    ops.dedup();
+    ops
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +99,34 @@ mod tests {
             vtep: vtep.parse().unwrap(),
             names: vec![sb.into()],
         }
+    }
+
+    #[test]
+    fn a_sweep_deletes_what_is_not_wanted_and_keeps_what_is() {
+        let eps = vec![ep("h2", "b", "10.20.0.66", "02:00:00:00:00:02", "10.9.0.2")];
+        let want = wanted("ov", "h1", &eps);
+        let fdb = [
+            ([2, 0, 0, 0, 0, 2], "10.9.0.9".parse().unwrap()), // wanted MAC, old VTEP: set again, not deleted
+            ([2, 0, 0, 0, 0, 7], "10.9.0.7".parse().unwrap()),
+        ];
+        let neigh = ["10.20.0.66".parse().unwrap(), "10.20.0.77".parse().unwrap()];
+        assert_eq!(
+            stale(&fdb, &neigh, &want),
+            vec![
+                RemoteOp::FdbDel {
+                    mac: [2, 0, 0, 0, 0, 7]
+                },
+                RemoteOp::NeighDel {
+                    ip: "10.20.0.77".parse().unwrap()
+                },
+            ]
+        );
+        assert!(stale(&[], &[], &want).is_empty());
+        assert_eq!(
+            stale(&fdb, &neigh, &BTreeSet::new()).len(),
+            4,
+            "nothing wanted: all go"
+        );
     }
 
     #[test]

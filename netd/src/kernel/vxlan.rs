@@ -116,6 +116,24 @@ pub fn fdb_entries(dev: &str) -> Result<Vec<FdbEntry>, KernelError> {
     }
 }
 
+/// The remote entries `dev` holds: its own FDB entries with an IPv4 VTEP (MAC, VTEP)
+/// and its permanent neighbour entries (IP). Empty when the device is missing.
+pub fn remote_entries(dev: &str) -> Result<(Vec<([u8; 6], Ipv4Addr)>, Vec<Ipv4Addr>), KernelError> {
+    let mut nl = Netlink::open()?;
+    let Some(idx) = nl.link_index(dev)? else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let fdb = nl
+        .fdb_entries(idx)?
+        .into_iter()
+        .filter_map(|(mac, dst)| match dst {
+            Some(IpAddr::V4(v)) => Some((mac, v)),
+            _ => None,
+        })
+        .collect();
+    Ok((fdb, nl.permanent_neighbours(idx)?))
+}
+
 /// The MTU of the link holding `addr` in the calling thread's namespace: the underlay
 /// the overlay's packets travel on.
 pub fn mtu_of_addr(addr: Ipv4Addr) -> Result<u32, KernelError> {

@@ -119,10 +119,37 @@ impl Netlink {
                         NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => {
                             dst = Some(IpAddr::V6(ip))
                         }
+                        // An AF_BRIDGE message's NDA_DST: the crate parses addresses by
+                        // the message's family, so a VTEP arrives as raw bytes.
+                        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                            dst = match b.len() {
+                                4 => <[u8; 4]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+                                16 => <[u8; 16]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+                                _ => None,
+                            }
+                        }
                         _ => {}
                     }
                 }
                 mac.map(|m| (m, dst))
+            }
+            _ => None,
+        })
+    }
+
+    /// `ip -4 neigh show dev #IFINDEX nud permanent`: the addresses of its permanent
+    /// neighbour entries.
+    pub fn permanent_neighbours(&mut self, ifindex: u32) -> Result<Vec<Ipv4Addr>, KernelError> {
+        let mut req = NeighbourMessage::default();
+        req.header.family = AddressFamily::Inet;
+        self.dump("neigh", [RouteNetlinkMessage::GetNeighbour(req)], |m| match m {
+            RouteNetlinkMessage::NewNeighbour(n)
+                if n.header.ifindex == ifindex && n.header.state == NeighbourState::Permanent =>
+            {
+                n.attributes.into_iter().find_map(|a| match a {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(ip),
+                    _ => None,
+                })
             }
             _ => None,
         })

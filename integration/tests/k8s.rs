@@ -316,6 +316,28 @@ fn k8s_clusterip_slice_traffic() {
     for br in ["netd-a", "netd-b", "netd-c"] {
         assert!(nf_call(&h, br), "{br}: nf_call_iptables off");
     }
+    // Kubernetes names from every network: the ClusterIP, SRV by port name and number.
+    if !dig_missing() {
+        for who in ["ca", "cc"] {
+            let ask = |q: &str| dig(&h, who, q);
+            assert_eq!(
+                ask("web.shop.svc.cluster.local A").1,
+                ["web.shop.svc.cluster.local. 600 IN A 10.96.0.80"],
+                "from {who}"
+            );
+            for (q, port) in [
+                ("_http._tcp.web.shop.svc.cluster.local", 80),
+                ("_80._tcp.web.shop.svc.cluster.local", 80),
+                ("_dns._udp.web.shop.svc.cluster.local", 53),
+            ] {
+                assert_eq!(
+                    ask(&format!("{q} SRV")).1,
+                    [format!("{q}. 600 IN SRV 0 0 {port} web.shop.svc.cluster.local.")],
+                    "from {who}"
+                );
+            }
+        }
+    }
     // No address for the ClusterIP anywhere: it is dispatched, not held.
     assert!(!h.sh("ip -j addr show").stdout.contains("10.96.0.80"));
     h.assert_consistent();
@@ -407,6 +429,8 @@ fn k8s_headless_and_external_name_traffic() {
     h.ctl(&["sandbox", "create", "db1", "--network", "a", "--label", "app=db"]);
     respond(&h.sb("db1"), "db1", &[5432], &[]);
     h.ctl(&["sandbox", "create", "cli", "--network", "a"]);
+    h.ctl(&["network", "create", "b", "--subnet", "10.82.2.0/24"]);
+    h.ctl(&["sandbox", "create", "far", "--network", "b"]);
     let before = datapath(&h);
     h.ctl(&["apply", "-f", &data("headless.yaml")]);
     h.ctl(&["apply", "-f", &data("externalname.yaml")]);
@@ -426,6 +450,20 @@ fn k8s_headless_and_external_name_traffic() {
     assert!(!now.0.contains("svc/shop/db"), "{}", now.0);
     assert!(!nf_call(&h, "netd-a"), "headless needs no nf_call_iptables");
     if !dig_missing() {
+        // Headless: the endpoints, with a host name each, from any network.
+        let ep1 = h.ip("db1", "a");
+        for who in ["cli", "far"] {
+            assert_eq!(
+                dig(&h, who, "db.shop.svc.cluster.local A").1,
+                [format!("db.shop.svc.cluster.local. 600 IN A {ep1}")],
+                "from {who}"
+            );
+            assert_eq!(
+                dig(&h, who, "_postgres._tcp.db.shop.svc.cluster.local SRV").1,
+                ["_postgres._tcp.db.shop.svc.cluster.local. 600 IN SRV 0 0 5432 db1.db.shop.svc.cluster.local."],
+                "from {who}"
+            );
+        }
         let (st, ans) = dig(&h, "cli", "upstream.shop.svc.cluster.local CNAME");
         assert_eq!(st, "NOERROR", "{ans:?}");
         assert!(

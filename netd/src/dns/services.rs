@@ -26,7 +26,9 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::records::{display_name, namespace_of, normalize, service_names, Rec, Table};
-use crate::model::{Backend, ClusterIp, EndpointMode, Sandbox, Service, ServiceKind, ServicePort};
+use crate::model::{
+    Backend, ClusterIp, EndpointMode, Sandbox, Service, ServiceKind, ServicePort, CLUSTER_WIDE,
+};
 
 /// One backend address of a service.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -62,19 +64,23 @@ pub struct ServiceRecords {
 }
 
 impl ServiceRecords {
-    /// A netd `cluster_ip` service with its backends (`model::select_backends`).
+    /// A `cluster_ip` service with its backends (`model::select_backends`). A Kubernetes
+    /// one (`netctl apply`: no netd network of its own) is cluster-wide: its ClusterIP
+    /// and, headless, its endpoints answer `NAME.NS.svc.<domain>` from every sandbox, as
+    /// in a cluster's flat network.
     pub fn cluster_ip(namespace: &str, name: &str, c: &ClusterIp, backends: &[Backend]) -> ServiceRecords {
+        let kube = c.kubernetes.as_deref();
         ServiceRecords {
             namespace: namespace.to_string(),
             name: name.to_string(),
             mode: c.endpoint_mode,
             networks: c.networks.clone(),
             vips: c.vips.iter().map(|(n, ip)| (n.clone(), *ip)).collect(),
-            cluster_ips: vec![],
+            cluster_ips: kube.and_then(|k| k.cluster_ip).into_iter().collect(),
             backends: backends
                 .iter()
                 .map(|b| SvcBackend {
-                    network: Some(b.network.clone()),
+                    network: kube.is_none().then(|| b.network.clone()),
                     ip: b.ip,
                     hostname: Some(b.sandbox.clone()),
                 })

@@ -26,9 +26,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::records::{display_name, namespace_of, normalize, service_names, Rec, Table};
-use crate::model::{
-    Backend, ClusterIp, EndpointMode, Sandbox, Service, ServiceKind, ServicePort, CLUSTER_WIDE,
-};
+use crate::model::{Backend, ClusterIp, EndpointMode, Sandbox, Service, ServiceKind, ServicePort};
 
 /// One backend address of a service.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

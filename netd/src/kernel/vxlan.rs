@@ -116,9 +116,12 @@ pub fn fdb_entries(dev: &str) -> Result<Vec<FdbEntry>, KernelError> {
     }
 }
 
-/// The remote entries `dev` holds: its own FDB entries with an IPv4 VTEP (MAC, VTEP)
-/// and its permanent neighbour entries (IP). Empty when the device is missing.
-pub fn remote_entries(dev: &str) -> Result<(Vec<([u8; 6], Ipv4Addr)>, Vec<Ipv4Addr>), KernelError> {
+/// A VXLAN device's own FDB entries with an IPv4 VTEP (MAC, VTEP), and the addresses
+/// of its permanent neighbour entries.
+pub type RemoteHeld = (Vec<([u8; 6], Ipv4Addr)>, Vec<Ipv4Addr>);
+
+/// The remote entries `dev` holds (`RemoteHeld`); empty when the device is missing.
+pub fn remote_entries(dev: &str) -> Result<RemoteHeld, KernelError> {
     let mut nl = Netlink::open()?;
     let Some(idx) = nl.link_index(dev)? else {
         return Ok((Vec::new(), Vec::new()));

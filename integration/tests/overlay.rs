@@ -212,24 +212,24 @@ fn three_hosts_share_one_subnet_and_reach_each_other() {
     );
 }
 
+/// Two nodes, overlay network `ov` on `subnet` (made on the first, seen by the second),
+/// sandbox `a` on the first node and `b` on the second.
+fn two_nodes_a_and_b(subnet: &str) -> Cluster {
+    let c = Cluster::new(2);
+    c.node(0)
+        .ctl(&["network", "create", "-d", "overlay", "--subnet", subnet, "ov"]);
+    assert!(eventually(5, || has_network(c.node(1), "ov")));
+    c.node(0).ctl(&["sandbox", "create", "--network", "ov", "a"]);
+    c.node(1).ctl(&["sandbox", "create", "--network", "ov", "b"]);
+    c
+}
+
 #[test]
 fn a_killed_node_leaves_the_cluster_within_its_lease() {
     if unavailable() {
         return;
     }
-    let mut c = Cluster::new(2);
-    c.node(0).ctl(&[
-        "network",
-        "create",
-        "-d",
-        "overlay",
-        "--subnet",
-        "10.63.0.0/24",
-        "ov",
-    ]);
-    assert!(eventually(5, || has_network(c.node(1), "ov")));
-    c.node(0).ctl(&["sandbox", "create", "--network", "ov", "a"]);
-    c.node(1).ctl(&["sandbox", "create", "--network", "ov", "b"]);
+    let mut c = two_nodes_a_and_b("10.63.0.0/24");
     let b_ip = c.node(1).ip("b", "ov");
     let b_mac = mac(c.node(1), "b", "ov");
     assert!(eventually(5, || ping_ok(c.node(0), "a", &b_ip)));
@@ -491,19 +491,7 @@ fn a_restarted_node_reconciles_from_the_store() {
     if unavailable() {
         return;
     }
-    let mut c = Cluster::new(2);
-    c.node(0).ctl(&[
-        "network",
-        "create",
-        "-d",
-        "overlay",
-        "--subnet",
-        "10.68.0.0/24",
-        "ov",
-    ]);
-    assert!(eventually(5, || has_network(c.node(1), "ov")));
-    c.node(0).ctl(&["sandbox", "create", "--network", "ov", "a"]);
-    c.node(1).ctl(&["sandbox", "create", "--network", "ov", "b"]);
+    let mut c = two_nodes_a_and_b("10.68.0.0/24");
     let (a_ip, b_ip) = (c.node(0).ip("a", "ov"), c.node(1).ip("b", "ov"));
     assert!(eventually(5, || ping_ok(c.node(0), "a", &b_ip)));
     let blocks = c.underlay.keys("/netd/v1/blocks/ov/");
@@ -548,19 +536,7 @@ fn etcd_away_keeps_the_datapath_and_converges_after() {
     if unavailable() {
         return;
     }
-    let mut c = Cluster::new(2);
-    c.node(0).ctl(&[
-        "network",
-        "create",
-        "-d",
-        "overlay",
-        "--subnet",
-        "10.69.0.0/24",
-        "ov",
-    ]);
-    assert!(eventually(5, || has_network(c.node(1), "ov")));
-    c.node(0).ctl(&["sandbox", "create", "--network", "ov", "a"]);
-    c.node(1).ctl(&["sandbox", "create", "--network", "ov", "b"]);
+    let mut c = two_nodes_a_and_b("10.69.0.0/24");
     let b_ip = c.node(1).ip("b", "ov");
     assert!(eventually(5, || ping_ok(c.node(0), "a", &b_ip)));
 

@@ -11,7 +11,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::linux::LinuxKernel;
-use super::netlink::{FdbEntry, LinkChange, Netlink, VxlanReq};
+use super::netlink::{LinkChange, Netlink, VxlanReq};
 use super::KernelError;
 use crate::plan::{Applied, VxlanSpec};
 
@@ -105,15 +105,6 @@ pub fn apply_remote(dev: &str, ops: &[RemoteOp]) -> Result<(), KernelError> {
         }
     }
     Ok(())
-}
-
-/// The FDB entries of `dev` (MAC, destination): for tests and `netctl node`'s view.
-pub fn fdb_entries(dev: &str) -> Result<Vec<FdbEntry>, KernelError> {
-    let mut nl = Netlink::open()?;
-    match nl.link_index(dev)? {
-        Some(idx) => nl.fdb_entries(idx),
-        None => Ok(Vec::new()),
-    }
 }
 
 /// A VXLAN device's own FDB entries with an IPv4 VTEP (MAC, VTEP), and the addresses

@@ -462,7 +462,23 @@ fn main() -> anyhow::Result<()> {
     for &n in &sizes {
         let svcs = fw_services(n);
         let svcs2 = changed(&svcs);
+        // Planning (what the daemon computes before it writes), timed apart from the
+        // writes: the full batch, and the diff of one change (median of 5).
+        let t0 = Instant::now();
         let full = services::full(&svcs);
+        let plan_full = t0.elapsed();
+        let mut plan_chg = Vec::new();
+        for _ in 0..5 {
+            let t0 = Instant::now();
+            std::hint::black_box(services::diff(&svcs, &svcs2));
+            plan_chg.push(t0.elapsed());
+        }
+        let plan_chg = median(plan_chg);
+        println!(
+            "{n:>6}   netd planning: full {:.1} ms, one change {:.2} ms",
+            ms(plan_full),
+            ms(plan_chg)
+        );
         let (fwd, back) = (services::diff(&svcs, &svcs2), services::diff(&svcs2, &svcs));
         // netd: full load, then rounds of one change (alternating there and back).
         let ns = Ns::new(format!("ndsvcb-{pid}-nft{n}"))?;
@@ -471,12 +487,12 @@ fn main() -> anyhow::Result<()> {
         let mut conn = conn_in(&ns.path())?;
         let t0 = Instant::now();
         apply(&mut conn, &full)?;
-        let nft_full = t0.elapsed();
+        let nft_full = plan_full + t0.elapsed();
         let mut nft_chg = Vec::new();
         for r in 0..rounds {
             let t0 = Instant::now();
             apply(&mut conn, if r % 2 == 0 { &fwd } else { &back })?;
-            nft_chg.push(t0.elapsed());
+            nft_chg.push(plan_chg + t0.elapsed());
         }
         // Proof the state is what was meant: the changed service's last slot in its
         // backend map holds the new backend.
@@ -563,7 +579,7 @@ fn main() -> anyhow::Result<()> {
         );
         summary.push((n, nft_full, nc, nb, nbf, ipt_full_t, ic, ib, ibf));
     }
-    println!("(bytes: sent/received over netlink for one change)");
+    println!("(netd: planning + writing; kube-proxy: iptables-restore of text made beforehand; bytes: sent/received over netlink for one change)");
     if no_peer {
         return Ok(());
     }
@@ -748,155 +764,281 @@ mod datapath {
         .map_err(|_| anyhow::anyhow!("eBPF thread panicked"))?
     }
 
-    pub fn run(counts: &[usize], dur: Duration, rounds: usize) -> anyhow::Result<()> {
-        let pid = std::process::id();
-        let host = Ns::new(format!("ndsvcb-{pid}-h"))?;
-        let client = Ns::new(format!("ndsvcb-{pid}-c"))?;
-        let backends: Vec<Ns> = (0..BACKENDS.len())
-            .map(|i| Ns::new(format!("ndsvcb-{pid}-b{i}")))
-            .collect::<anyhow::Result<_>>()?;
-        let h = &host.0;
-        sh(&format!(
-            "set -e; ip -n {h} link set lo up; ip netns exec {h} sysctl -qw net.ipv4.ip_forward=1
-             ip -n {h} link add {BR} type bridge nf_call_iptables 1
-             ip -n {h} addr add 10.99.0.1/24 dev {BR}; ip -n {h} addr add {VIP}/32 dev {BR}
-             ip -n {h} link set {BR} up"
-        ))?;
-        let attach = |ns: &Ns, ip: &str, i: usize| {
-            sh(&format!(
-                "set -e; ip -n {h} link add ndsvcv{i} type veth peer name eth0 netns {n}
-                 ip -n {h} link set ndsvcv{i} master {BR} up
-                 ip -n {n} link set lo up; ip -n {n} addr add {ip}/24 dev eth0; ip -n {n} link set eth0 up
-                 ip -n {n} route add default via 10.99.0.1",
-                n = ns.0
-            ))
-        };
-        for (i, (ns, ip)) in backends.iter().zip(BACKENDS).enumerate() {
-            attach(ns, ip, i)?;
-        }
-        attach(&client, CLIENT, 9)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let servers: Vec<_> = backends
-            .iter()
-            .map(|b| serve(b.path(), stop.clone()))
-            .collect::<anyhow::Result<_>>()?;
-        let nft = Nft::new_in(Some(&host.path()))?;
-        let vip: SocketAddr = format!("{VIP}:80").parse()?;
-        let direct: SocketAddr = format!("{}:8080", BACKENDS[0]).parse()?;
-        // Warm up ARP and conntrack before anything is timed.
-        let _ = load(&client.path(), direct, 1, Duration::from_millis(200))?;
+    /// One data-path rig: a "host" namespace with the bridge and the VIP, three backend
+    /// namespaces serving :8080 and a client namespace. Rigs are alike (same addresses,
+    /// each in namespaces of its own), so two can hold two service counts side by side.
+    struct Rig {
+        host: Ns,
+        client: Ns,
+        _backends: Vec<Ns>,
+        servers: Vec<std::thread::JoinHandle<()>>,
+        stop: Arc<AtomicBool>,
+        nft: Nft,
+    }
 
+    impl Rig {
+        fn new(tag: &str) -> anyhow::Result<Rig> {
+            let pid = std::process::id();
+            let host = Ns::new(format!("ndsvcb-{pid}-{tag}h"))?;
+            let client = Ns::new(format!("ndsvcb-{pid}-{tag}c"))?;
+            let backends: Vec<Ns> = (0..BACKENDS.len())
+                .map(|i| Ns::new(format!("ndsvcb-{pid}-{tag}b{i}")))
+                .collect::<anyhow::Result<_>>()?;
+            let h = &host.0;
+            sh(&format!(
+                "set -e; ip -n {h} link set lo up; ip netns exec {h} sysctl -qw net.ipv4.ip_forward=1
+                 ip -n {h} link add {BR} type bridge nf_call_iptables 1
+                 ip -n {h} addr add 10.99.0.1/24 dev {BR}; ip -n {h} addr add {VIP}/32 dev {BR}
+                 ip -n {h} link set {BR} up"
+            ))?;
+            let attach = |ns: &Ns, ip: &str, i: usize| {
+                sh(&format!(
+                    "set -e; ip -n {h} link add ndsvcv{i} type veth peer name eth0 netns {n}
+                     ip -n {h} link set ndsvcv{i} master {BR} up
+                     ip -n {n} link set lo up; ip -n {n} addr add {ip}/24 dev eth0; ip -n {n} link set eth0 up
+                     ip -n {n} route add default via 10.99.0.1",
+                    n = ns.0
+                ))
+            };
+            for (i, (ns, ip)) in backends.iter().zip(BACKENDS).enumerate() {
+                attach(ns, ip, i)?;
+            }
+            attach(&client, CLIENT, 9)?;
+            let stop = Arc::new(AtomicBool::new(false));
+            let servers = backends
+                .iter()
+                .map(|b| serve(b.path(), stop.clone()))
+                .collect::<anyhow::Result<_>>()?;
+            let nft = Nft::new_in(Some(&host.path()))?;
+            let rig = Rig {
+                host,
+                client,
+                _backends: backends,
+                servers,
+                stop,
+                nft,
+            };
+            // Warm up ARP and conntrack before anything is timed.
+            let _ = load(&rig.client.path(), direct(), 1, Duration::from_millis(200))?;
+            Ok(rig)
+        }
+
+        /// `services(n)` as the daemon's nftables datapath writes them, in a fresh table;
+        /// then a short run through the VIP, which must connect (proof the rules are
+        /// live, not measured).
+        fn load_nft(&self, n: usize) -> anyhow::Result<Duration> {
+            self.nft.run("delete table inet netd").ok();
+            self.nft.run("add table inet netd")?;
+            let t0 = Instant::now();
+            self.nft.run(&services::full(&services(n)).to_string())?;
+            let loaded = t0.elapsed();
+            let (_, l) = load(&self.client.path(), vip(), 1, Duration::from_millis(300))?;
+            if l.is_empty() {
+                bail!("no connection through the VIP with {n} services");
+            }
+            Ok(loaded)
+        }
+
+        fn stop(self) {
+            self.stop.store(true, Ordering::Relaxed);
+            // One connection to each server wakes its accept loop, which then sees `stop`.
+            for b in BACKENDS {
+                if let Ok(to) = format!("{b}:8080").parse() {
+                    let _ = load(&self.client.path(), to, 1, Duration::from_millis(1));
+                }
+            }
+            for s in self.servers {
+                let _ = s.join();
+            }
+        }
+    }
+
+    fn vip() -> SocketAddr {
+        SocketAddr::new(VIP.parse().unwrap(), 80)
+    }
+
+    fn direct() -> SocketAddr {
+        SocketAddr::new(BACKENDS[0].parse().unwrap(), 8080)
+    }
+
+    /// What one configuration (a service count on one datapath) gathered over the rounds.
+    #[derive(Default)]
+    struct Tally {
+        vip_rates: Vec<f64>,
+        direct_rates: Vec<f64>,
+        vip_lat: Vec<f64>,
+        direct_lat: Vec<f64>,
+    }
+
+    impl Tally {
+        /// One round: through the VIP and straight to a backend, in the order `vip_first`
+        /// says (alternated by the caller, so a drift of the machine within a round
+        /// weighs on both sides alike).
+        fn round(&mut self, client: &Path, dur: Duration, vip_first: bool) -> anyhow::Result<()> {
+            for through_vip in [vip_first, !vip_first] {
+                let (r, l) = load(client, if through_vip { vip() } else { direct() }, 2, dur)?;
+                if through_vip {
+                    self.vip_rates.push(r);
+                    self.vip_lat.extend(l);
+                } else {
+                    self.direct_rates.push(r);
+                    self.direct_lat.extend(l);
+                }
+            }
+            Ok(())
+        }
+
+        fn vip_rate(&self) -> f64 {
+            mean(&self.vip_rates)
+        }
+
+        /// VIP over direct: the ratio of the mean rates (the figure judged), and the
+        /// median of the per-round ratios (shown beside it, as a check on outliers).
+        fn ratio(&self) -> (f64, f64) {
+            let mut per: Vec<f64> = self
+                .vip_rates
+                .iter()
+                .zip(&self.direct_rates)
+                .map(|(v, d)| v / d)
+                .collect();
+            per.sort_by(f64::total_cmp);
+            (
+                self.vip_rate() / mean(&self.direct_rates),
+                per.get(per.len() / 2).copied().unwrap_or(f64::NAN),
+            )
+        }
+
+        fn row(&mut self, label: &str, extra: &str) {
+            let (ratio, median) = self.ratio();
+            println!(
+                "{label:>11} | {:>12.0} {:>9.0} {:>9.0} | {:>12.0} {:>9.0} {:>9.0} | {:>7.1}% (median of rounds {:.1}%){extra}",
+                self.vip_rate(),
+                daemon::pct(&mut self.vip_lat, 0.5),
+                daemon::pct(&mut self.vip_lat, 0.99),
+                mean(&self.direct_rates),
+                daemon::pct(&mut self.direct_lat, 0.5),
+                daemon::pct(&mut self.direct_lat, 0.99),
+                100.0 * ratio,
+                100.0 * median,
+            );
+        }
+    }
+
+    fn mean(v: &[f64]) -> f64 {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+
+    /// nftables: one rig per service count, side by side, measured round by round in
+    /// turn (rig order and VIP/direct order alternate), so the comparison of 10 with 10k
+    /// services shares the machine's drift; halfway the rigs swap their counts, so a
+    /// difference between the rigs themselves cancels too. Then the eBPF datapath on
+    /// the first rig, one count after the other, against direct.
+    pub fn run(counts: &[usize], dur: Duration, rounds: usize) -> anyhow::Result<()> {
+        let rigs: Vec<Rig> = (0..counts.len())
+            .map(|i| Rig::new(&format!("r{i}")))
+            .collect::<anyhow::Result<_>>()?;
         println!(
-            "data path: {} client threads, {:?} per round, {rounds} rounds alternating VIP/direct",
-            2, dur
+            "data path: {} client threads, {dur:?} per measurement, {rounds} rounds; the {} counts on {} rigs \
+             side by side, measured in turn each round (orders alternate), rigs swap counts halfway",
+            2,
+            counts.len(),
+            rigs.len()
         );
         println!(
-            "{:>9} | {:>12} {:>9} {:>9} | {:>12} {:>9} {:>9} | {:>8}",
+            "{:>11} | {:>12} {:>9} {:>9} | {:>12} {:>9} {:>9} | {:>8}",
             "services", "VIP conn/s", "p50 µs", "p99 µs", "direct c/s", "p50 µs", "p99 µs", "VIP/dir"
         );
-        let mut per_count = Vec::new();
-        for &n in counts {
-            nft.run("delete table inet netd").ok();
-            nft.run("add table inet netd")?;
-            let t0 = Instant::now();
-            nft.run(&services::full(&services(n)).to_string())?;
-            let loaded = t0.elapsed();
-            let (mut vr, mut dr, mut vl, mut dl) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            // The VIP must reach every backend: proof the rules are live, not measured.
-            let (_, l) = load(&client.path(), vip, 1, Duration::from_millis(300))?;
-            if l.is_empty() {
-                bail!("no connection through the VIP");
+        let mut tallies: Vec<Tally> = counts.iter().map(|_| Tally::default()).collect();
+        let mut loaded = vec![Vec::new(); counts.len()];
+        let halves = if rigs.len() > 1 && rounds > 1 { 2 } else { 1 };
+        for half in 0..halves {
+            // Count c sits on rig (c + half) mod rigs.
+            let rig_of = |c: usize| &rigs[(c + half) % rigs.len()];
+            for (c, &n) in counts.iter().enumerate() {
+                loaded[c].push(rig_of(c).load_nft(n)?);
             }
-            for _ in 0..rounds {
-                let (r, l) = load(&client.path(), vip, 2, dur)?;
-                vr.push(r);
-                vl.extend(l);
-                let (r, l) = load(&client.path(), direct, 2, dur)?;
-                dr.push(r);
-                dl.extend(l);
+            let these = if half == 0 {
+                rounds.div_ceil(halves)
+            } else {
+                rounds / halves
+            };
+            for r in 0..these {
+                let order: Vec<usize> = if r % 2 == 0 {
+                    (0..counts.len()).collect()
+                } else {
+                    (0..counts.len()).rev().collect()
+                };
+                for c in order {
+                    tallies[c].round(&rig_of(c).client.path(), dur, (r + c) % 2 == 0)?;
+                }
             }
-            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-            let (v, d) = (mean(&vr), mean(&dr));
-            println!(
-                "{n:>9} | {v:>12.0} {:>9.0} {:>9.0} | {d:>12.0} {:>9.0} {:>9.0} | {:>7.1}%   (rules loaded in {:.0} ms)",
-                daemon::pct(&mut vl, 0.5),
-                daemon::pct(&mut vl, 0.99),
-                daemon::pct(&mut dl, 0.5),
-                daemon::pct(&mut dl, 0.99),
-                100.0 * v / d,
-                ms(loaded)
-            );
-            per_count.push((n, v, d));
-            // The same service set on the eBPF datapath (nftables' VIP rules gone), in
-            // alternating rounds with direct again.
-            nft.run("delete table inet netd").ok();
-            let (lb, full, one) = ebpf_lb(&host.path(), &client.path(), services(n))?;
-            let (mut er, mut dr, mut el, mut dl) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            let (_, l) = load(&client.path(), vip, 1, Duration::from_millis(300))?;
-            if l.is_empty() {
-                bail!("no connection through the VIP (ebpf)");
-            }
-            for _ in 0..rounds {
-                let (r, l) = load(&client.path(), vip, 2, dur)?;
-                er.push(r);
-                el.extend(l);
-                let (r, l) = load(&client.path(), direct, 2, dur)?;
-                dr.push(r);
-                dl.extend(l);
-            }
-            let (e, d2) = (mean(&er), mean(&dr));
-            println!(
-                "{:>9} | {e:>12.0} {:>9.0} {:>9.0} | {d2:>12.0} {:>9.0} {:>9.0} | {:>7.1}%   ebpf: full load {:.0} ms, one backend change {:.3} ms; ebpf/nftables {:.2}×",
-                format!("{n} ebpf"),
-                daemon::pct(&mut el, 0.5),
-                daemon::pct(&mut el, 0.99),
-                daemon::pct(&mut dl, 0.5),
-                daemon::pct(&mut dl, 0.99),
-                100.0 * e / d2,
-                ms(full),
-                ms(one) ,
-                e / v
-            );
-            drop(lb);
-            let pins = netd::kernel::bpf::pin_dir_for(Path::new(netd::kernel::bpf::PIN_ROOT), &host.path())?;
-            netd::kernel::bpf::remove_pins(&pins)?;
         }
-        // Which backends answered: conntrack of the host shows the DNAT targets.
+        for ((t, &n), l) in tallies.iter_mut().zip(counts).zip(&loaded) {
+            let l: Vec<String> = l.iter().map(|d| format!("{:.0}", ms(*d))).collect();
+            t.row(
+                &n.to_string(),
+                &format!("   (rules loaded in {} ms)", l.join(", ")),
+            );
+        }
+        // Which backends answered: conntrack of a host shows the DNAT targets.
         let ct = Command::new("ip")
-            .args(["netns", "exec", h, "conntrack", "-L", "-d", VIP])
+            .args(["netns", "exec", &rigs[0].host.0, "conntrack", "-L", "-d", VIP])
             .output()?;
         let text = String::from_utf8_lossy(&ct.stdout);
         let hits: Vec<usize> = BACKENDS
             .iter()
             .map(|b| text.matches(&format!("src={b} ")).count())
             .collect();
-        println!("connections through the VIP per backend (conntrack): {hits:?}");
-        if let (Some(first), Some(last)) = (per_count.first(), per_count.last()) {
-            let worst = per_count.iter().map(|p| p.1 / p.2).fold(f64::INFINITY, f64::min);
-            println!(
-                "goals: VIP ≥ 85 % of direct: worst {:.1}% ({}); {} services within 10 % of {}: {:.1}% of its rate ({})",
-                100.0 * worst,
-                if worst >= 0.85 { "met" } else { "NOT met" },
-                last.0,
-                first.0,
-                100.0 * last.1 / first.1,
-                if last.1 >= 0.9 * first.1 { "met" } else { "NOT met" }
+        println!("connections through the VIP per backend (conntrack, first rig): {hits:?}");
+        let nft_rates: Vec<f64> = tallies.iter().map(Tally::vip_rate).collect();
+        let worst = tallies.iter().map(|t| t.ratio().0).fold(f64::INFINITY, f64::min);
+        let (first, last) = (0, counts.len() - 1);
+        println!(
+            "goals: VIP ≥ 85 % of direct: worst {:.1}% ({}); {} services within 10 % of {}: {:.1}% of its rate ({})",
+            100.0 * worst,
+            if worst >= 0.85 { "met" } else { "NOT met" },
+            counts[last],
+            counts[first],
+            100.0 * nft_rates[last] / nft_rates[first],
+            if nft_rates[last] >= 0.9 * nft_rates[first] {
+                "met"
+            } else {
+                "NOT met"
+            }
+        );
+
+        // The same service sets on the eBPF datapath (nftables' VIP rules gone), on the
+        // first rig, in alternating rounds with direct again.
+        let rig = &rigs[0];
+        for nft_rig in &rigs {
+            nft_rig.nft.run("delete table inet netd").ok();
+        }
+        for (c, &n) in counts.iter().enumerate() {
+            let (lb, full, one) = ebpf_lb(&rig.host.path(), &rig.client.path(), services(n))?;
+            let (_, l) = load(&rig.client.path(), vip(), 1, Duration::from_millis(300))?;
+            if l.is_empty() {
+                bail!("no connection through the VIP (ebpf)");
+            }
+            let mut t = Tally::default();
+            for r in 0..rounds {
+                t.round(&rig.client.path(), dur, r % 2 == 0)?;
+            }
+            t.row(
+                &format!("{n} ebpf"),
+                &format!(
+                    "   ebpf: full load {:.0} ms, one backend change {:.3} ms; ebpf/nftables {:.2}×",
+                    ms(full),
+                    ms(one),
+                    t.vip_rate() / nft_rates[c]
+                ),
             );
+            drop(lb);
+            let pins =
+                netd::kernel::bpf::pin_dir_for(Path::new(netd::kernel::bpf::PIN_ROOT), &rig.host.path())?;
+            netd::kernel::bpf::remove_pins(&pins)?;
         }
-        stop.store(true, Ordering::Relaxed);
-        for b in BACKENDS {
-            let _ = (|| -> anyhow::Result<()> {
-                let _ = load(
-                    &client.path(),
-                    format!("{b}:8080").parse()?,
-                    1,
-                    Duration::from_millis(1),
-                );
-                Ok(())
-            })();
-        }
-        for s in servers {
-            let _ = s.join();
+        for rig in rigs {
+            rig.stop();
         }
         Ok(())
     }

@@ -98,6 +98,7 @@ impl Env {
             vlan: None,
             hairpin: true,
             trunk: Vec::new(),
+            arp_retrans_ms: None,
         }
     }
 

@@ -83,6 +83,13 @@ fn three_hosts_share_one_subnet_and_reach_each_other() {
     let distinct: BTreeSet<&String> = ips.iter().collect();
     assert_eq!(distinct.len(), 3, "{ips:?}");
     assert!(ips.iter().all(|ip| ip.starts_with("10.61.0.")), "{ips:?}");
+    // Overlay links ask for ARP answers every 100 ms (driver::overlay::ARP_RETRANS_MS).
+    let retrans = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", h1.sb("s1").display()))
+        .args(["cat", "/proc/sys/net/ipv4/neigh/eth0/retrans_time_ms"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&retrans.stdout).trim(), "100");
 
     // Every pair, both ways, once the endpoints are published and the FDBs fed.
     let t0 = Instant::now();

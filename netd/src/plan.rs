@@ -89,6 +89,11 @@ pub struct VethSpec {
     /// VLANs the host side also carries tagged (`Network::vlan_trunk`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trunk: Vec<crate::model::VidRange>,
+    /// The sandbox side's ARP retransmit time (`ip ntable change name arp_cache dev
+    /// IFNAME retrans MS`), when not the kernel's 1 s: on overlay networks, where the
+    /// VXLAN device answers ARP itself (`overlay::ARP_RETRANS_MS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arp_retrans_ms: Option<u32>,
 }
 
 fn yes() -> bool {

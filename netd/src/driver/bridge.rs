@@ -92,6 +92,7 @@ pub fn endpoint_up(net: &Network, sandbox: &str, netns: &Path, ep: &Endpoint, de
         vlan: net.vlan,
         hairpin: net.port_hairpin(),
         trunk: net.vlan_trunk.clone(),
+        arp_retrans_ms: net.is_overlay().then_some(super::overlay::ARP_RETRANS_MS),
     })
 }
 

@@ -8,6 +8,14 @@ use crate::model::{vxlan_name, Network, OverlayLink};
 use crate::plan::{Step, VxlanSpec};
 
 /// The bridge, then its VXLAN port (the bridge must exist to take it).
+/// ARP retransmit time of a sandbox's link on an overlay network. A remote endpoint's
+/// neighbour entry reaches this node's VXLAN device one watch event after it is made;
+/// a sandbox that asks for the address before that gets no answer, and with the
+/// kernel's 1 s it would not ask again for a second. Asking every 100 ms costs nothing
+/// outside the node: the VXLAN device answers ARP from its own entries (`proxy`) and
+/// never floods a request to the underlay.
+pub const ARP_RETRANS_MS: u32 = 100;
+
 pub fn network_up(net: &Network, link: OverlayLink) -> Vec<Step> {
     let mut steps = bridge::network_up(net);
     steps.push(Step::EnsureVxlan(VxlanSpec {
@@ -71,6 +79,25 @@ mod tests {
             .any(|s| matches!(s, Step::EnsureBridge(b) if b.name == "netd-ov" && b.mtu == 1450)));
         let down = network_down(&net);
         assert!(matches!(&down[0], Step::DeleteLink { name, .. } if name == "ndvx-ov"));
+        // A sandbox's link asks for ARP answers every 100 ms (the kernel's 1 s elsewhere).
+        let ep = crate::model::Endpoint {
+            network: "ov".into(),
+            ifname: "eth0".into(),
+            host_ifname: "ndv-x".into(),
+            mac: "02:42:0a:14:00:02".into(),
+            ipv4: Some("10.20.0.2/24".parse().unwrap()),
+            ipv6: None,
+            gateway4: Some("10.20.0.1".parse().unwrap()),
+            gateway6: None,
+            aliases: vec![],
+            routes: vec![],
+            no_default_route: false,
+        };
+        let Step::CreateVeth(v) = bridge::endpoint_up(&net, "a", std::path::Path::new("/x"), &ep, true)
+        else {
+            panic!("no veth")
+        };
+        assert_eq!(v.arp_retrans_ms, Some(ARP_RETRANS_MS));
         // Without the cluster's options, `-d overlay` is refused.
         let bare = NetworkRequest {
             name: "ov".into(),

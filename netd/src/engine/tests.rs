@@ -247,6 +247,7 @@ fn bare_veth(host_name: &str, alias: &str, netns: &str, ifname: &str) -> crate::
         vlan: None,
         hairpin: true,
         trunk: Vec::new(),
+        arp_retrans_ms: None,
     })
 }
 

@@ -304,6 +304,9 @@ impl LinuxKernel {
             msg: "peer not found after creation".into(),
         })?;
         sb.configure_sandbox_link(index, &v.ifname, &v.addrs, v.gw4, v.gw6, &v.routes)?;
+        if let Some(ms) = v.arp_retrans_ms {
+            sb.set_arp_retrans(index, &v.ifname, ms)?;
+        }
         host_port_up(nl, &v.host_name, &v.alias, v.hairpin)
     }
 

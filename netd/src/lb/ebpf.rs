@@ -30,6 +30,8 @@ struct State {
     maps: Box<dyn Lb4Maps>,
     /// What the maps hold (read at start, then kept in step with every write).
     held: Lb4Tables,
+    /// The index of `held`, kept in step with it.
+    index: ebpf_plan::Index,
     /// Network -> cookies of the namespaces on it.
     members: BTreeMap<String, BTreeSet<u64>>,
     /// (namespace file, inode) -> cookie: a namespace made again under the same path
@@ -83,6 +85,7 @@ impl EbpfLb {
         Ok(EbpfLb {
             state: Mutex::new(State {
                 maps,
+                index: ebpf_plan::Index::of(&held),
                 held,
                 members: BTreeMap::new(),
                 cookies: BTreeMap::new(),
@@ -96,29 +99,34 @@ impl EbpfLb {
     /// `old`: None for a full sync (re-read the maps, plan every service); Some for a
     /// diff (plan the services that changed).
     fn sync(&self, old: Option<&[FwService]>, services: &[FwService]) -> Result<(), KernelError> {
-        let mut st = self
+        let mut guard = self
             .state
             .lock()
             .map_err(|_| KernelError::Other("eBPF state lock poisoned".into()))?;
+        let st = &mut *guard;
         let ops = match old {
             None => {
                 st.held = st.maps.dump().map_err(kerr)?;
-                let want = ebpf_plan::desired(services, &st.members, self.host, &st.held);
+                st.index = ebpf_plan::Index::of(&st.held);
+                let want = ebpf_plan::desired_with(services, &st.members, self.host, &st.held, &st.index);
                 ebpf_plan::diff(&st.held, &want)
             }
-            Some(old) => ebpf_plan::diff_changed(old, services, &st.members, self.host, &st.held),
+            Some(old) => {
+                ebpf_plan::diff_changed_with(old, services, &st.members, self.host, &st.held, &st.index)
+            }
         };
         if ops.is_empty() {
             return Ok(());
         }
         match st.maps.apply(&ops) {
             Ok(()) => {
-                ebpf_plan::apply(&mut st.held, &ops);
+                ebpf_plan::apply_indexed(&mut st.held, &mut st.index, &ops);
                 Ok(())
             }
             Err(e) => {
                 // Part of the writes may be done: know what the maps hold now.
                 if let Ok(h) = st.maps.dump() {
+                    st.index = ebpf_plan::Index::of(&h);
                     st.held = h;
                 }
                 Err(kerr(e))

@@ -33,16 +33,140 @@ fn proto_num(p: Proto) -> u8 {
     }
 }
 
-/// Lowest value >= 1 not in `used`.
-fn lowest_free<T: Ord + Copy + From<u8> + std::ops::Add<Output = T>>(used: &BTreeSet<T>) -> T {
-    let mut v = T::from(1);
-    for &u in used.range(T::from(1)..) {
-        if u != v {
-            break;
+/// Ids in use, as the lowest free one is wanted: every id below `next` is used except
+/// the `holes`. Kept in step with the maps (`Index`), so handing out an id costs no walk
+/// over every backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ids {
+    next: u32,
+    holes: BTreeSet<u32>,
+}
+
+impl Default for Ids {
+    fn default() -> Ids {
+        Ids {
+            next: 1,
+            holes: BTreeSet::new(),
         }
-        v = v + T::from(1);
     }
-    v
+}
+
+impl Ids {
+    fn of(used: impl IntoIterator<Item = u32>) -> Ids {
+        let mut ids = Ids::default();
+        for u in used {
+            ids.used(u);
+        }
+        ids
+    }
+
+    fn used(&mut self, id: u32) {
+        if id == 0 {
+            return;
+        }
+        if id >= self.next {
+            self.holes.extend(self.next..id);
+            self.next = id + 1;
+        } else {
+            self.holes.remove(&id);
+        }
+    }
+
+    fn release(&mut self, id: u32) {
+        if id == 0 || id >= self.next {
+            return;
+        }
+        if id + 1 == self.next {
+            self.next = id;
+            while self.next > 1 && self.holes.remove(&(self.next - 1)) {
+                self.next -= 1;
+            }
+        } else {
+            self.holes.insert(id);
+        }
+    }
+}
+
+/// Hands out the lowest free ids of `Ids` without changing it (the plan is pure; the
+/// maps' writes update the index once they are done).
+struct Taker<'a> {
+    ids: &'a Ids,
+    /// The last hole handed out: holes are handed out in order.
+    hole: Option<u32>,
+    next: u32,
+}
+
+impl<'a> Taker<'a> {
+    fn new(ids: &'a Ids) -> Taker<'a> {
+        Taker {
+            ids,
+            hole: None,
+            next: ids.next,
+        }
+    }
+
+    fn take(&mut self) -> u32 {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = self.hole.map_or(Unbounded, Excluded);
+        if let Some(&h) = self.ids.holes.range((from, Unbounded)).next() {
+            self.hole = Some(h);
+            return h;
+        }
+        let v = self.next;
+        self.next += 1;
+        v
+    }
+}
+
+/// What planning a change needs to know of the maps, kept in step with every write
+/// (`apply_indexed`) instead of being rebuilt from all they hold: which id each
+/// backend has, the free ids, how many slots name each backend and how many service
+/// entries each network has. Planning one backend change then touches only the
+/// services that changed, at 10 or at 10,000.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Index {
+    ids: BTreeMap<Lb4Backend, u32>,
+    backend_ids: Ids,
+    rev_ids: Ids,
+    /// Backend id -> slots naming it.
+    slot_refs: BTreeMap<u32, usize>,
+    /// Network id -> master entries (one per VIP:port) on it.
+    net_refs: BTreeMap<u32, usize>,
+}
+
+fn bump(m: &mut BTreeMap<u32, usize>, k: u32, up: bool) {
+    if up {
+        *m.entry(k).or_default() += 1;
+    } else if let Some(n) = m.get_mut(&k) {
+        *n -= 1;
+        if *n == 0 {
+            m.remove(&k);
+        }
+    }
+}
+
+impl Index {
+    /// The index of what `t` holds (after a dump of the maps).
+    pub fn of(t: &Lb4Tables) -> Index {
+        let mut idx = Index {
+            ids: t.backends.iter().map(|(id, b)| (*b, *id)).collect(),
+            backend_ids: Ids::of(t.backends.keys().copied()),
+            rev_ids: Ids::of(t.reverse_nat.keys().map(|&r| u32::from(r))),
+            ..Index::default()
+        };
+        for (k, v) in &t.services {
+            idx.count(k, v, true);
+        }
+        idx
+    }
+
+    fn count(&mut self, k: &Lb4Key, v: &Lb4Service, up: bool) {
+        if k.backend_slot == 0 {
+            bump(&mut self.net_refs, v.net_id, up);
+        } else {
+            bump(&mut self.slot_refs, v.backend_id, up);
+        }
+    }
 }
 
 /// What the maps should hold for `services`, given what they hold (`held`, for stable
@@ -55,10 +179,20 @@ pub fn desired(
     host: u64,
     held: &Lb4Tables,
 ) -> Lb4Tables {
+    desired_with(services, members, host, held, &Index::of(held))
+}
+
+/// `desired` with the index of `held` at hand.
+pub fn desired_with(
+    services: &[FwService],
+    members: &BTreeMap<String, BTreeSet<u64>>,
+    host: u64,
+    held: &Lb4Tables,
+    idx: &Index,
+) -> Lb4Tables {
     let mut want = Lb4Tables::default();
-    let held_ids: BTreeMap<Lb4Backend, u32> = held.backends.iter().map(|(id, b)| (*b, *id)).collect();
-    let mut used_ids: BTreeSet<u32> = held.backends.keys().copied().collect();
-    let mut used_rev: BTreeSet<u16> = held.reverse_nat.keys().copied().collect();
+    let mut free_ids = Taker::new(&idx.backend_ids);
+    let mut free_rev = Taker::new(&idx.rev_ids);
     let mut ids: BTreeMap<Lb4Backend, u32> = BTreeMap::new();
     let mut networks = BTreeSet::new();
     for s in services {
@@ -84,22 +218,21 @@ pub fn desired(
                 }
                 let rev = match held.services.get(&master) {
                     Some(m) if m.rev_nat_index != 0 => m.rev_nat_index,
-                    _ => {
-                        let r = lowest_free(&used_rev);
-                        used_rev.insert(r);
-                        r
-                    }
+                    // Reverse-NAT indexes are u16 in the maps.
+                    _ => match u16::try_from(free_rev.take()) {
+                        Ok(r) => r,
+                        Err(_) => {
+                            tracing::warn!(%vip, port, "no reverse-NAT index left (65,535 VIP:ports): not balanced in eBPF");
+                            continue;
+                        }
+                    },
                 };
                 let mut bids = Vec::new();
                 for &ip in &ips {
                     let be = Lb4Backend::new(ip, target, p);
-                    let id = *ids.entry(be).or_insert_with(|| match held_ids.get(&be) {
+                    let id = *ids.entry(be).or_insert_with(|| match idx.ids.get(&be) {
                         Some(&id) => id,
-                        None => {
-                            let id = lowest_free(&used_ids);
-                            used_ids.insert(id);
-                            id
-                        }
+                        None => free_ids.take(),
                     });
                     want.backends.insert(id, be);
                     bids.push(id);
@@ -157,10 +290,38 @@ pub fn desired(
     want
 }
 
+/// The services that differ between `old` and `new` (by namespace and name): in one
+/// walk when both lists hold the same services in the same order, as the daemon's do
+/// unless a service came or went.
+fn changed_services(old: &[FwService], new: &[FwService]) -> (Vec<FwService>, Vec<FwService>) {
+    fn key(s: &FwService) -> (&str, &str) {
+        (s.namespace.as_str(), s.name.as_str())
+    }
+    if old.len() == new.len() && old.iter().zip(new).all(|(a, b)| key(a) == key(b)) {
+        return old
+            .iter()
+            .zip(new)
+            .filter(|(a, b)| a != b)
+            .map(|(a, b)| (a.clone(), b.clone()))
+            .unzip();
+    }
+    let old_by: std::collections::HashMap<_, &FwService> = old.iter().map(|s| (key(s), s)).collect();
+    let new_by: std::collections::HashMap<_, &FwService> = new.iter().map(|s| (key(s), s)).collect();
+    (
+        old.iter()
+            .filter(|s| new_by.get(&key(s)) != Some(s))
+            .cloned()
+            .collect(),
+        new.iter()
+            .filter(|s| old_by.get(&key(s)) != Some(s))
+            .cloned()
+            .collect(),
+    )
+}
+
 /// The writes for a change from `old` to `new` (the maps hold `held`, which is
-/// `desired(old, ..)`), planning only the services that differ: what a backend change
-/// costs does not grow with the number of services. Scopes follow the networks that
-/// have a service, recounted from `new` (names only).
+/// `desired(old, ..)`), planning only the services that differ. Scopes follow the
+/// networks that have a service after the change.
 pub fn diff_changed(
     old: &[FwService],
     new: &[FwService],
@@ -168,19 +329,21 @@ pub fn diff_changed(
     host: u64,
     held: &Lb4Tables,
 ) -> Vec<Lb4Op> {
-    let key = |s: &FwService| (s.namespace.clone(), s.name.clone());
-    let old_by: BTreeMap<_, &FwService> = old.iter().map(|s| (key(s), s)).collect();
-    let new_by: BTreeMap<_, &FwService> = new.iter().map(|s| (key(s), s)).collect();
-    let changed_old: Vec<FwService> = old
-        .iter()
-        .filter(|s| new_by.get(&key(s)) != Some(s))
-        .cloned()
-        .collect();
-    let changed_new: Vec<FwService> = new
-        .iter()
-        .filter(|s| old_by.get(&key(s)) != Some(s))
-        .cloned()
-        .collect();
+    diff_changed_with(old, new, members, host, held, &Index::of(held))
+}
+
+/// `diff_changed` with the index of `held` at hand: apart from finding which services
+/// differ (one comparison per service), what it costs depends on what changed, not on
+/// how many services there are.
+pub fn diff_changed_with(
+    old: &[FwService],
+    new: &[FwService],
+    members: &BTreeMap<String, BTreeSet<u64>>,
+    host: u64,
+    held: &Lb4Tables,
+    idx: &Index,
+) -> Vec<Lb4Op> {
+    let (changed_old, changed_new) = changed_services(old, new);
     // What the maps hold for the old versions: their service entries, reverse NAT and
     // backends.
     let mut sub = Lb4Tables::default();
@@ -211,23 +374,30 @@ pub fn diff_changed(
             }
         }
     }
-    let mut want = desired(&changed_new, members, host, held);
-    // Scopes: every network with a service in `new`, against all the maps hold.
-    let nets: BTreeSet<&str> = new
-        .iter()
-        .flat_map(|s| {
-            s.vips
-                .iter()
-                .filter(|v| v.vip.is_ipv4())
-                .map(|v| v.network.as_str())
-        })
-        .collect();
+    let mut want = desired_with(&changed_new, members, host, held, idx);
+    // Scopes: every network with a service entry once the change is written (the
+    // index's count, less the entries replaced, plus the new ones), against all the
+    // maps hold.
+    let mut nets = idx.net_refs.clone();
+    for (k, v) in &sub.services {
+        if k.backend_slot == 0 {
+            bump(&mut nets, v.net_id, false);
+        }
+    }
+    for (k, v) in &want.services {
+        if k.backend_slot == 0 {
+            bump(&mut nets, v.net_id, true);
+        }
+    }
+    let mut cookies: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    for (n, cs) in members {
+        cookies.entry(net_id(n)).or_default().extend(cs);
+    }
     want.scope = nets
-        .iter()
-        .flat_map(|n| {
-            let id = net_id(n);
-            members
-                .get(*n)
+        .keys()
+        .flat_map(|&id| {
+            cookies
+                .get(&id)
                 .into_iter()
                 .flatten()
                 .chain(std::iter::once(&host))
@@ -244,24 +414,18 @@ pub fn diff_changed(
     ops.retain(|o| !matches!(o, Lb4Op::PutBackend(id, b) if held.backends.get(id) == Some(b)));
     // A backend of a changed service may be shared with a service that did not change:
     // kept while any slot outside the changed ones still names it.
-    let gone: BTreeSet<u32> = ops
-        .iter()
-        .filter_map(|o| match o {
-            Lb4Op::DelBackend(id) => Some(*id),
-            _ => None,
-        })
-        .collect();
-    if !gone.is_empty() {
-        let still: BTreeSet<u32> = held
-            .services
-            .iter()
-            .filter(|(k, v)| {
-                k.backend_slot > 0 && !sub.services.contains_key(k) && gone.contains(&v.backend_id)
-            })
-            .map(|(_, v)| v.backend_id)
-            .collect();
-        ops.retain(|o| !matches!(o, Lb4Op::DelBackend(id) if still.contains(id)));
+    let mut in_sub: BTreeMap<u32, usize> = BTreeMap::new();
+    for (k, v) in &sub.services {
+        if k.backend_slot > 0 {
+            bump(&mut in_sub, v.backend_id, true);
+        }
     }
+    ops.retain(|o| match o {
+        Lb4Op::DelBackend(id) => {
+            idx.slot_refs.get(id).copied().unwrap_or(0) <= in_sub.get(id).copied().unwrap_or(0)
+        }
+        _ => true,
+    });
     // An id `desired` handed out may equal one of a backend deleted above only if held
     // no longer had it; held has it until the deletes run, so ids never collide.
     ops
@@ -279,6 +443,53 @@ pub fn apply(t: &mut Lb4Tables, ops: &[Lb4Op]) {
             Lb4Op::DelScope(k) => drop(t.scope.remove(k)),
             Lb4Op::DelReverseNat(i) => drop(t.reverse_nat.remove(i)),
             Lb4Op::DelBackend(i) => drop(t.backends.remove(i)),
+        }
+    }
+}
+
+/// `apply`, keeping `idx` (the index of `t`) in step.
+pub fn apply_indexed(t: &mut Lb4Tables, idx: &mut Index, ops: &[Lb4Op]) {
+    for op in ops {
+        match op {
+            Lb4Op::PutBackend(i, b) => {
+                if let Some(was) = t.backends.insert(*i, *b) {
+                    if idx.ids.get(&was) == Some(i) {
+                        idx.ids.remove(&was);
+                    }
+                }
+                idx.ids.insert(*b, *i);
+                idx.backend_ids.used(*i);
+            }
+            Lb4Op::DelBackend(i) => {
+                if let Some(was) = t.backends.remove(i) {
+                    if idx.ids.get(&was) == Some(i) {
+                        idx.ids.remove(&was);
+                    }
+                    idx.backend_ids.release(*i);
+                }
+            }
+            Lb4Op::PutReverseNat(i, r) => {
+                t.reverse_nat.insert(*i, *r);
+                idx.rev_ids.used(u32::from(*i));
+            }
+            Lb4Op::DelReverseNat(i) => {
+                if t.reverse_nat.remove(i).is_some() {
+                    idx.rev_ids.release(u32::from(*i));
+                }
+            }
+            Lb4Op::PutService(k, v) => {
+                if let Some(was) = t.services.insert(*k, *v) {
+                    idx.count(k, &was, false);
+                }
+                idx.count(k, v, true);
+            }
+            Lb4Op::DelService(k) => {
+                if let Some(was) = t.services.remove(k) {
+                    idx.count(k, &was, false);
+                }
+            }
+            Lb4Op::PutScope(k) => drop(t.scope.insert(*k)),
+            Lb4Op::DelScope(k) => drop(t.scope.remove(k)),
         }
     }
 }

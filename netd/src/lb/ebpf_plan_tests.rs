@@ -129,8 +129,8 @@ fn no_backend_is_a_master_with_count_zero() {
 fn slot_order_swap_removes() {
     assert_eq!(keep_slots(&[1, 2, 3, 4], &[1, 3, 4, 5]), vec![1, 4, 3, 5]);
     assert_eq!(keep_slots(&[], &[7, 8]), vec![7, 8]);
-    assert_eq!(lowest_free(&BTreeSet::from([1u32, 2, 4])), 3);
-    assert_eq!(lowest_free(&BTreeSet::<u16>::new()), 1);
+    assert_eq!(Taker::new(&Ids::of([1, 2, 4])).take(), 3);
+    assert_eq!(Taker::new(&Ids::default()).take(), 1);
 }
 
 /// Planning only the changed services ends where planning all of them does, through a
@@ -173,4 +173,89 @@ fn diff_changed_ends_where_the_full_plan_does() {
         old = new;
     }
     assert_eq!(held, Lb4Tables::default());
+}
+
+#[test]
+fn ids_hand_out_the_lowest_free_and_stay_canonical() {
+    let mut ids = Ids::of([1, 2, 4, 7]);
+    assert_eq!(ids, Ids::of([7, 4, 2, 1]));
+    let mut t = Taker::new(&ids);
+    assert_eq!([t.take(), t.take(), t.take(), t.take()], [3, 5, 6, 8]);
+    ids.release(7);
+    ids.release(4);
+    assert_eq!(
+        ids,
+        Ids::of([1, 2]),
+        "releasing the top collapses the holes below it"
+    );
+    ids.release(1);
+    ids.release(2);
+    assert_eq!(ids, Ids::default());
+    ids.used(3);
+    assert_eq!(Taker::new(&ids).take(), 1);
+    ids.release(9); // not held: nothing to do
+    assert_eq!(ids, Ids::of([3]));
+}
+
+#[test]
+fn the_index_kept_in_step_plans_what_a_fresh_one_does() {
+    type Members = BTreeMap<String, BTreeSet<u64>>;
+    let other = |name: &str, vip: &str, backends: &[&str]| {
+        let mut s = svc(name, vip, backends);
+        s.vips[0].network = "m".into();
+        s
+    };
+    let steps: Vec<(Vec<FwService>, Members)> = vec![
+        (
+            vec![
+                svc("a", "10.0.0.200", &["10.0.0.2", "10.0.0.3"]),
+                svc("b", "10.0.0.201", &["10.0.0.3", "10.0.0.4"]),
+                other("c", "10.1.0.200", &["10.1.0.2"]),
+            ],
+            members(),
+        ),
+        // One backend replaced in the same order (the one-walk path).
+        (
+            vec![
+                svc("a", "10.0.0.200", &["10.0.0.2", "10.0.0.5"]),
+                svc("b", "10.0.0.201", &["10.0.0.3", "10.0.0.4"]),
+                other("c", "10.1.0.200", &["10.1.0.2"]),
+            ],
+            members(),
+        ),
+        // A service gone from the middle: holes in the ids; the other network empty.
+        (
+            vec![svc("a", "10.0.0.200", &["10.0.0.2", "10.0.0.5"])],
+            BTreeMap::from([
+                ("n".to_string(), BTreeSet::from([11])),
+                ("m".to_string(), BTreeSet::from([21])),
+            ]),
+        ),
+        // New services take the holes, in another order.
+        (
+            vec![
+                other("d", "10.1.0.201", &["10.1.0.7", "10.1.0.8"]),
+                svc("a", "10.0.0.200", &["10.0.0.5"]),
+                svc("e", "10.0.0.202", &["10.0.0.9", "10.0.0.2"]),
+            ],
+            members(),
+        ),
+        (vec![], members()),
+    ];
+    let (mut held, mut idx) = (Lb4Tables::default(), Index::default());
+    let mut old: Vec<FwService> = vec![];
+    for (new, m) in steps {
+        let ops = diff_changed_with(&old, &new, &m, 1, &held, &idx);
+        assert_eq!(
+            ops,
+            diff_changed(&old, &new, &m, 1, &held),
+            "same plan as from a fresh index"
+        );
+        apply_indexed(&mut held, &mut idx, &ops);
+        assert_eq!(held, desired(&new, &m, 1, &held));
+        assert_eq!(idx, Index::of(&held), "after {ops:#?}");
+        old = new;
+    }
+    assert_eq!(held, Lb4Tables::default());
+    assert_eq!(idx, Index::default());
 }

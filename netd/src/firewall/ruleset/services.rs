@@ -764,8 +764,196 @@ pub fn full_over(services: &[FwService], chains: &[String], sets: &[String]) -> 
 /// Order matters in one transaction: new chains and sets exist before anything refers
 /// to them, references go (map elements deleted, chains refilled) before the chains
 /// and sets they name are deleted.
+///
+/// Planning touches only the services that changed (found in one walk when both lists
+/// hold the same services in the same order): their objects, and of the shared ones
+/// (the backend maps the pick chains list, the hairpin sets) what the unchanged
+/// services use. One backend change plans in the same time at 10 or at 10,000
+/// services; the batch is the one `diff_all` makes from every service's objects.
 pub fn diff(old: &[FwService], new: &[FwService]) -> Batch {
-    let (was, now) = (objects(old), objects(new));
+    let (co, cn, rest) = changed_services(old, new);
+    if co.is_empty() && cn.is_empty() {
+        return Batch::default();
+    }
+    let (mut was, mut now) = (objects_part(&co), objects_part(&cn));
+    // Backend maps: while the changed services use the same ones, the set of maps (and
+    // so the pick chains) stays; otherwise the unchanged services' maps are counted in.
+    let first_or_last = old.is_empty() != new.is_empty();
+    if first_or_last || !was.picks.keys().eq(now.picks.keys()) {
+        let mut maps = BTreeSet::new();
+        for s in &rest {
+            pick_maps_of(s, &mut maps);
+        }
+        for m in maps {
+            was.picks.entry(m).or_default();
+            now.picks.entry(m).or_default();
+        }
+        if !old.is_empty() {
+            add_pick_chains(&mut was);
+        }
+        if !new.is_empty() {
+            add_pick_chains(&mut now);
+        }
+    }
+    // Hairpin sets: a backend of a changed service that an unchanged one also has stays.
+    let candidates: BTreeSet<IpAddr> = was
+        .hairpin
+        .values()
+        .chain(now.hairpin.values())
+        .flatten()
+        .copied()
+        .collect();
+    if !candidates.is_empty() {
+        let mut shared = BTreeSet::new();
+        'scan: for s in &rest {
+            if part(&s.namespace).is_none() || part(&s.name).is_none() {
+                continue;
+            }
+            for v in &s.vips {
+                for b in &v.backends {
+                    if candidates.contains(b) && shared.insert(*b) && shared.len() == candidates.len() {
+                        break 'scan;
+                    }
+                }
+            }
+        }
+        for b in shared {
+            was.hairpin.entry(b.is_ipv6()).or_default().insert(b);
+            now.hairpin.entry(b.is_ipv6()).or_default().insert(b);
+        }
+    }
+    for (o, any) in [(&mut was, !old.is_empty()), (&mut now, !new.is_empty())] {
+        if any {
+            for v6 in [false, true] {
+                o.hairpin.entry(v6).or_default();
+            }
+        }
+    }
+    diff_objects(was, now, old.is_empty(), new.is_empty())
+}
+
+/// `diff` from every service's objects (the reference `diff` is tested against).
+pub fn diff_all(old: &[FwService], new: &[FwService]) -> Batch {
+    diff_objects(objects(old), objects(new), old.is_empty(), new.is_empty())
+}
+
+/// The services of `old` and of `new` that differ (by namespace and name), and those
+/// that did not change.
+fn changed_services<'a>(
+    old: &'a [FwService],
+    new: &'a [FwService],
+) -> (Vec<FwService>, Vec<FwService>, Vec<&'a FwService>) {
+    fn key(s: &FwService) -> (&str, &str) {
+        (s.namespace.as_str(), s.name.as_str())
+    }
+    let (mut co, mut cn, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+    if old.len() == new.len() && old.iter().zip(new).all(|(a, b)| key(a) == key(b)) {
+        for (a, b) in old.iter().zip(new) {
+            if a == b {
+                rest.push(b);
+            } else {
+                co.push(a.clone());
+                cn.push(b.clone());
+            }
+        }
+        return (co, cn, rest);
+    }
+    let old_by: std::collections::HashMap<_, &FwService> = old.iter().map(|s| (key(s), s)).collect();
+    let new_by: std::collections::HashMap<_, &FwService> = new.iter().map(|s| (key(s), s)).collect();
+    co.extend(old.iter().filter(|s| new_by.get(&key(s)) != Some(s)).cloned());
+    for s in new {
+        if old_by.get(&key(s)) == Some(&s) {
+            rest.push(s);
+        } else {
+            cn.push(s.clone());
+        }
+    }
+    (co, cn, rest)
+}
+
+/// `objects` without what every service shares (the pick chains, and the hairpin sets'
+/// existence): the part of some services.
+fn objects_part(services: &[FwService]) -> Objects {
+    let mut o = objects(&[]);
+    for s in services {
+        let one = objects(std::slice::from_ref(s));
+        o.chains.extend(one.chains);
+        o.sets.extend(one.sets);
+        for (m, e) in one.elements {
+            o.elements.entry(m).or_default().extend(e);
+        }
+        for (m, e) in one.picks {
+            o.picks.entry(m).or_default().extend(e);
+        }
+        for (v6, b) in one.hairpin {
+            o.hairpin.entry(v6).or_default().extend(b);
+        }
+    }
+    for c in [
+        PickMap::chain(false, false),
+        PickMap::chain(true, false),
+        PickMap::chain(false, true),
+        PickMap::chain(true, true),
+    ] {
+        o.chains.remove(c);
+    }
+    o.hairpin.retain(|_, b| !b.is_empty());
+    o
+}
+
+/// The backend maps `objects` puts `s`'s ports in, without making its objects.
+fn pick_maps_of(s: &FwService, out: &mut BTreeSet<PickMap>) {
+    if part(&s.namespace).is_none() || part(&s.name).is_none() || s.affinity.is_some() {
+        return;
+    }
+    let distinct = |v6: bool, it: &mut dyn Iterator<Item = &IpAddr>| {
+        let mut seen: Vec<IpAddr> = Vec::new();
+        for b in it {
+            if b.is_ipv6() == v6 && !seen.contains(b) {
+                seen.push(*b);
+            }
+        }
+        seen.len() as u32
+    };
+    for v in &s.vips {
+        if part(&v.network).is_none() {
+            continue;
+        }
+        let n = distinct(v.vip.is_ipv6(), &mut v.backends.iter());
+        if n == 0 {
+            continue;
+        }
+        for &(_, _, proto) in &s.ports {
+            out.insert(PickMap {
+                v6: v.vip.is_ipv6(),
+                ingress: false,
+                proto,
+                n,
+            });
+        }
+    }
+    for v6 in [false, true] {
+        if !s.vips.iter().any(|v| v.vip.is_ipv6() == v6) {
+            continue;
+        }
+        let n = distinct(v6, &mut s.vips.iter().flat_map(|v| v.backends.iter()));
+        if n == 0 {
+            continue;
+        }
+        for i in &s.ingress {
+            out.insert(PickMap {
+                v6,
+                ingress: true,
+                proto: i.proto,
+                n,
+            });
+        }
+    }
+}
+
+/// The batch from the objects `was` to `now` (see `diff`); `old_empty`/`new_empty`:
+/// whether no service existed before/after (the base chains' teardown).
+fn diff_objects(was: Objects, now: Objects, old_empty: bool, new_empty: bool) -> Batch {
     let mut cmds = Vec::new();
     for (name, set) in &now.sets {
         if !was.sets.contains_key(name) {
@@ -841,7 +1029,7 @@ pub fn diff(old: &[FwService], new: &[FwService]) -> Batch {
     // The last service gone: the base chains and maps go too, so `nft list ruleset`
     // after the last `service rm` is what it was before the first `service create`.
     // (Flushed before the sets go: `svc_postrouting` looks the hairpin sets up.)
-    let last = new.is_empty() && !old.is_empty();
+    let last = new_empty && !old_empty;
     if last {
         for (name, _, _) in base_chains() {
             cmds.push(SvcCmd::FlushChain(name.to_string()));

@@ -371,7 +371,86 @@ fn nft_accepts_full_and_diff() {
     }
 }
 
+/// A service of the mixed set `diff_plans_what_diff_all_does` draws from: backends
+/// from a small pool (so services share them and backend counts collide), on one of two
+/// networks, with or without affinity, an ingress port, a UDP port.
+fn mixed(i: usize, (present, mask, aff, ingress, udp): (bool, u8, bool, bool, bool)) -> Option<FwService> {
+    const POOL: [&str; 6] = [
+        "10.89.0.2",
+        "10.89.0.3",
+        "10.89.0.4",
+        "10.89.0.5",
+        "fd00:89::2",
+        "10.89.0.6",
+    ];
+    if !present {
+        return None;
+    }
+    let backends: Vec<&str> = POOL
+        .iter()
+        .enumerate()
+        .filter(|(b, _)| mask & (1 << b) != 0)
+        .map(|(_, ip)| *ip)
+        .collect();
+    let net = if i % 2 == 0 { "frontend" } else { "backend" };
+    let mut s = svc(
+        "default",
+        &format!("s{i}"),
+        vec![vip(net, &format!("10.89.{}.{}", 100 + i % 2, 200 + i), &backends)],
+    );
+    if aff {
+        s.affinity = Some(60);
+    }
+    if ingress {
+        s.ingress = vec![FwIngress {
+            published: 9000 + i as u16,
+            target: 8080,
+            proto: Proto::Tcp,
+            masquerade: i % 3 == 0,
+        }];
+    }
+    if udp {
+        s.ports.push((53, 53, Proto::Udp));
+    }
+    Some(s)
+}
+
+type Mixed = (bool, u8, bool, bool, bool);
+
+fn mixed_set(v: &[Mixed], reverse: bool) -> Vec<FwService> {
+    let mut out: Vec<FwService> = v.iter().enumerate().filter_map(|(i, m)| mixed(i, *m)).collect();
+    if reverse {
+        out.reverse();
+    }
+    out
+}
+
 proptest! {
+    /// Planning from the changed services only gives the batch planning from every
+    /// service gives: backends shared between services, backend counts that come and
+    /// go, services added, removed and reordered, the first and the last service.
+    #[test]
+    fn diff_plans_what_diff_all_does(
+        a in proptest::collection::vec(any::<Mixed>(), 0..7),
+        b in proptest::collection::vec(any::<Mixed>(), 0..7),
+        keep in proptest::collection::vec(any::<bool>(), 7),
+        reverse in any::<bool>(),
+    ) {
+        let old = mixed_set(&a, false);
+        // `new`: some services as they were, others redrawn (most changes are small).
+        let mut drawn = a.clone();
+        for (i, m) in b.iter().enumerate() {
+            if i >= drawn.len() {
+                drawn.push(*m);
+            } else if !keep[i] {
+                drawn[i] = *m;
+            }
+        }
+        let new = mixed_set(&drawn, reverse);
+        prop_assert_eq!(super::diff(&old, &new), super::diff_all(&old, &new));
+        prop_assert_eq!(super::diff(&new, &old), super::diff_all(&new, &old));
+    }
+
     /// Any change to some services touches the objects of those services only, and
     /// equal states give an empty batch.
     #[test]

@@ -82,6 +82,24 @@ impl Netlink {
         Ok(())
     }
 
+    /// `ip ntable change name arp_cache dev IFNAME retrans MS`: how long the link waits
+    /// for an ARP answer before it asks again.
+    pub fn set_arp_retrans(&mut self, index: u32, ifname: &str, ms: u32) -> Result<(), KernelError> {
+        use netlink_packet_route::neighbour_table::{
+            NeighbourTableAttribute, NeighbourTableMessage, NeighbourTableParameter,
+        };
+        let mut m = NeighbourTableMessage::default();
+        m.header.family = AddressFamily::Inet;
+        m.attributes
+            .push(NeighbourTableAttribute::Name("arp_cache".into()));
+        m.attributes.push(NeighbourTableAttribute::Parms(vec![
+            NeighbourTableParameter::Ifindex(index),
+            NeighbourTableParameter::RetransTime(u64::from(ms)),
+        ]));
+        self.change(RouteNetlinkMessage::SetNeighbourTable(m), 0)
+            .map_err(|f| f.into_err(format!("set ARP retransmit time of {ifname} to {ms} ms")))
+    }
+
     /// `ip route add DST [via GW] [dev OIF]`; without a gateway the route is on-link.
     pub fn add_route(
         &mut self,

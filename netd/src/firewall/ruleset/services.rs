@@ -771,9 +771,39 @@ pub fn full_over(services: &[FwService], chains: &[String], sets: &[String]) -> 
 /// services use. One backend change plans in the same time at 10 or at 10,000
 /// services; the batch is the one `diff_all` makes from every service's objects.
 pub fn diff(old: &[FwService], new: &[FwService]) -> Batch {
-    let (co, cn, rest) = changed_services(old, new);
+    let (mut co, mut cn, mut rest) = changed_services(old, new);
     if co.is_empty() && cn.is_empty() {
         return Batch::default();
+    }
+    // An unchanged service with a VIP or an ingress port of a changed one (the daemon
+    // refuses such a pair; a store may still hold one) shares its dispatch and backend
+    // map keys, where the later service in the list wins: plan it with the changed ones,
+    // in list order, as `diff_all` would.
+    let vips: BTreeSet<IpAddr> = co
+        .iter()
+        .chain(&cn)
+        .flat_map(|s| s.vips.iter().map(|v| v.vip))
+        .collect();
+    let ports: BTreeSet<(Proto, u16)> = co
+        .iter()
+        .chain(&cn)
+        .flat_map(|s| s.ingress.iter().map(|i| (i.proto, i.published)))
+        .collect();
+    let shares = |s: &FwService| {
+        s.vips.iter().any(|v| vips.contains(&v.vip))
+            || s.ingress.iter().any(|i| ports.contains(&(i.proto, i.published)))
+    };
+    if rest.iter().any(|s| shares(s)) {
+        let key = |s: &FwService| (s.namespace.clone(), s.name.clone());
+        let take: BTreeSet<(String, String)> = co
+            .iter()
+            .chain(&cn)
+            .map(key)
+            .chain(rest.iter().filter(|s| shares(s)).map(|s| key(s)))
+            .collect();
+        co = old.iter().filter(|s| take.contains(&key(s))).cloned().collect();
+        cn = new.iter().filter(|s| take.contains(&key(s))).cloned().collect();
+        rest.retain(|s| !take.contains(&key(s)));
     }
     let (mut was, mut now) = (objects_part(&co), objects_part(&cn));
     // Backend maps: while the changed services use the same ones, the set of maps (and

@@ -290,35 +290,6 @@ pub fn desired_with(
     want
 }
 
-/// The services that differ between `old` and `new` (by namespace and name): in one
-/// walk when both lists hold the same services in the same order, as the daemon's do
-/// unless a service came or went.
-fn changed_services(old: &[FwService], new: &[FwService]) -> (Vec<FwService>, Vec<FwService>) {
-    fn key(s: &FwService) -> (&str, &str) {
-        (s.namespace.as_str(), s.name.as_str())
-    }
-    if old.len() == new.len() && old.iter().zip(new).all(|(a, b)| key(a) == key(b)) {
-        return old
-            .iter()
-            .zip(new)
-            .filter(|(a, b)| a != b)
-            .map(|(a, b)| (a.clone(), b.clone()))
-            .unzip();
-    }
-    let old_by: std::collections::HashMap<_, &FwService> = old.iter().map(|s| (key(s), s)).collect();
-    let new_by: std::collections::HashMap<_, &FwService> = new.iter().map(|s| (key(s), s)).collect();
-    (
-        old.iter()
-            .filter(|s| new_by.get(&key(s)) != Some(s))
-            .cloned()
-            .collect(),
-        new.iter()
-            .filter(|s| old_by.get(&key(s)) != Some(s))
-            .cloned()
-            .collect(),
-    )
-}
-
 /// The writes for a change from `old` to `new` (the maps hold `held`, which is
 /// `desired(old, ..)`), planning only the services that differ. Scopes follow the
 /// networks that have a service after the change.
@@ -343,7 +314,8 @@ pub fn diff_changed_with(
     held: &Lb4Tables,
     idx: &Index,
 ) -> Vec<Lb4Op> {
-    let (changed_old, changed_new) = changed_services(old, new);
+    // (The unchanged ones are not needed here: ids, slots and scopes come from `idx`.)
+    let (changed_old, changed_new, _) = crate::firewall::ruleset::services::changed_services(old, new);
     // What the maps hold for the old versions: their service entries, reverse NAT and
     // backends.
     let mut sub = Lb4Tables::default();

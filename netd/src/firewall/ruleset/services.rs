@@ -868,8 +868,10 @@ pub fn diff_all(old: &[FwService], new: &[FwService]) -> Batch {
 }
 
 /// The services of `old` and of `new` that differ (by namespace and name), and those
-/// that did not change.
-fn changed_services<'a>(
+/// that did not change: in one walk when both lists hold the same services in the same
+/// order, as the daemon's do unless a service came or went. Also the eBPF plan's
+/// (`lb::ebpf_plan`).
+pub(crate) fn changed_services<'a>(
     old: &'a [FwService],
     new: &'a [FwService],
 ) -> (Vec<FwService>, Vec<FwService>, Vec<&'a FwService>) {

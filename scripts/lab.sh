@@ -17,6 +17,33 @@ UL=ndlab-ul
 NET=10.251.0
 ETCD_ADDR=$NET.254
 
+# Every host of the lab shares this kernel's IPv4 neighbour table: there is one per kernel,
+# not one per namespace, and its limits (gc_thresh1/2/3, default 128/512/1024 entries) count
+# the entries of all namespaces together. With 50 hosts the sandboxes' own entries pass
+# 1,024 and the kernel refuses new ones for seconds ("neighbor table overflow" in dmesg):
+# a sandbox then drops its replies, and bench/overlay.sh measured that, not the overlay.
+# Real hosts each have their own table. So the lab raises the limits while it is up
+# (128 entries per host for each threshold step, never lowering them) and `down` puts back
+# what it found.
+NEIGH_GC=/proc/sys/net/ipv4/neigh/default/gc_thresh
+raise_neigh_gc() {
+  local n=$1 i cur want
+  for i in 1 2 3; do
+    cur=$(cat $NEIGH_GC$i)
+    echo "$cur" >$RUN/gc_thresh$i.saved
+    want=$((n * 128 * (1 << (i - 1))))
+    [ "$want" -gt "$cur" ] && echo "$want" >$NEIGH_GC$i
+  done
+  return 0
+}
+restore_neigh_gc() {
+  local i
+  for i in 3 2 1; do
+    [ -f $RUN/gc_thresh$i.saved ] && cat $RUN/gc_thresh$i.saved >$NEIGH_GC$i
+  done
+  return 0
+}
+
 up() {
   local n=${1:-3}
   [ "$n" -ge 1 ] && [ "$n" -le 200 ] || { echo "lab: up N with 1 <= N <= 200" >&2; exit 2; }
@@ -24,6 +51,7 @@ up() {
   [ -x "$BIN/netd" ] || { echo "lab: $BIN/netd missing (cargo build -p netd --bins)" >&2; exit 1; }
   if [ -d $RUN ]; then echo "lab: already up (scripts/lab.sh down first)" >&2; exit 1; fi
   mkdir -p $RUN
+  raise_neigh_gc "$n"
   ip netns add $UL
   ip -n $UL link set lo up
   ip -n $UL link add br0 type bridge
@@ -71,6 +99,7 @@ down() {
   done
   for d in $RUN/h*/netns; do [ -d "$d" ] && umount -l "$d" 2>/dev/null || true; done
   for h in $(ip netns list | awk '/^ndlab-/ {print $1}'); do ip netns del "$h"; done
+  restore_neigh_gc
   rm -rf $RUN
   echo "lab: down"
 }

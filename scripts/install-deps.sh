@@ -18,6 +18,7 @@ pkgs=(
   golang-go golang-github-appc-cni-dev  # cnitool (libcni 1.1), built by ../shared/engines/cnitool/build.sh
   podman runc busybox-static    # podman's CNI tests; busybox for ping/arping and the engines' image
   docker.io                     # a real dockerd for the Docker plugin's tests and bench/docker.sh
+  containerd                    # its CRI plugin runs pod sandboxes on netd-cni (cni_cri), as a kubelet has it
   python3                       # ../shared/engines/libnetwork-recorder.py (bench/docker.sh's peer)
   bind9-dnsutils                # dig for the DNS integration tests
   dnsmasq-base                  # the DNS tests' fake upstream; a peer DNS server in bench/dns.sh

@@ -2,6 +2,7 @@
 //! removed on drop (even when a test panics).
 
 pub mod cluster;
+pub mod cri;
 pub mod dig;
 pub mod harness;
 pub mod lan;

@@ -202,6 +202,12 @@ impl NetConf {
         self.driver.as_deref() == Some("ipvlan")
     }
 
+    /// `"driver": "overlay"`: a pod on one of the cluster's overlay networks (made with
+    /// `netctl network create -d overlay` on any node), through the node's daemon.
+    pub fn is_overlay(&self) -> bool {
+        self.driver.as_deref() == Some("overlay")
+    }
+
     /// Whether `master` is a link of the container's namespace (`linkInContainer`).
     pub fn master_in_container(&self) -> bool {
         self.has_master() && self.link_in_container == Some(true)

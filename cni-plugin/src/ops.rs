@@ -72,7 +72,9 @@ pub fn with_default_master<'a>(conf: &'a NetConf, netns: &str) -> Result<std::bo
 pub fn network_request(conf: &NetConf) -> Result<NetworkRequest> {
     let subnets = conf.subnets()?;
     let mut options = BTreeMap::new();
-    if conf.has_master() {
+    if conf.is_overlay() {
+        // The cluster's network: nothing here shapes it (`NetConf::check_overlay`).
+    } else if conf.has_master() {
         if let Some(m) = &conf.master {
             options.insert("parent".to_string(), m.clone());
         }

@@ -4,7 +4,9 @@
 //! PodSandboxStatus, StopPodSandbox, RemovePodSandbox over containerd's socket). The pod
 //! sandbox image is made here from busybox-static (no registry is reachable), imported
 //! with `ctr`. Two pods get addresses from netd, reach each other, and after
-//! Stop/RemovePodSandbox netd holds nothing for them.
+//! Stop/RemovePodSandbox netd holds nothing for them. Then the flannel use case: two
+//! nodes of a netd cluster (etcd), a containerd on each, pods on an overlay network
+//! (`"driver": "overlay"`) reaching each other across the nodes.
 
 mod cni_support;
 
@@ -13,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cni_support::{cni_bin, no_reference_plugin, Mode, Node};
+use integration::cluster::{eventually, Cluster};
 use integration::cri::Cri;
 use integration::harness::{nsenter, run, sh};
 use integration::skip::{no_file, no_program, no_root};
@@ -163,9 +166,8 @@ tar -C "$d" -cf {out} oci-layout index.json blobs
     out
 }
 
-#[test]
-fn containerd_cri_runs_pods_whose_network_netd_cni_makes() {
-    if no_root()
+fn unavailable() -> bool {
+    no_root()
         || no_program("containerd", "containerd")
         || no_program("ctr", "containerd")
         || no_program("containerd-shim-runc-v2", "containerd")
@@ -175,7 +177,11 @@ fn containerd_cri_runs_pods_whose_network_netd_cni_makes() {
             Path::new("/bin/busybox"),
             "busybox-static, scripts/install-deps.sh",
         )
-    {
+}
+
+#[test]
+fn containerd_cri_runs_pods_whose_network_netd_cni_makes() {
+    if unavailable() {
         return;
     }
     let node = Node::new(Mode::Delegating);
@@ -249,5 +255,92 @@ fn containerd_cri_runs_pods_whose_network_netd_cni_makes() {
             "sandboxes left in netd: {left}"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn containerd_pods_on_two_nodes_reach_each_other_over_an_overlay_network() {
+    if unavailable() || no_program("etcd", "etcd-server") || no_program("etcdctl", "etcd-client") {
+        return;
+    }
+    let c = Cluster::new(2);
+    c.node(0).ctl(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.66.0.0/24",
+        "podnet",
+    ]);
+    assert!(eventually(5, || c
+        .node(1)
+        .netctl(&["network", "ls", "-q"])
+        .stdout
+        .lines()
+        .any(|l| l == "podnet")));
+    let mut pods = Vec::new();
+    let mut runtimes = Vec::new();
+    for (i, pod) in [(0, "front"), (1, "back")] {
+        let host = c.node(i);
+        let conf_dir = host.base.join("cri-net.d");
+        std::fs::create_dir_all(&conf_dir).unwrap();
+        // What a cluster's nodes would all carry: the network by name, the node's daemon.
+        let list = json!({"cniVersion": "1.0.0", "name": "podnet", "plugins": [{
+            "type": "netd-cni", "driver": "overlay",
+            "socket": host.socket().display().to_string(),
+        }]});
+        std::fs::write(conf_dir.join("10-netd.conflist"), list.to_string()).unwrap();
+        let image = pause_image(&host.base);
+        let mut ctd = Containerd::start(&host.netns(), &host.base.join("ctd"), &conf_dir);
+        ctd.ctr(&[
+            "images",
+            "import",
+            "--snapshotter",
+            "native",
+            image.to_str().unwrap(),
+        ]);
+        let mut cri = Cri::connect(&ctd.socket()).unwrap();
+        let logs = host.base.join("pod-logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let id = cri
+            .run_pod(pod, "default", &logs)
+            .unwrap_or_else(|e| panic!("RunPodSandbox {pod} on node {i}: {e:#}\n{}", ctd.log()));
+        ctd.pods.push(id.clone());
+        let ip = cri.pod_ip(&id).unwrap();
+        assert!(
+            ip.starts_with("10.66.0."),
+            "pod {pod}: IP {ip:?} not from the overlay's subnet"
+        );
+        pods.push((cri.pod_netns(&id).unwrap(), ip));
+        runtimes.push((ctd, cri, id));
+    }
+    assert_ne!(pods[0].1, pods[1].1);
+    // Across the nodes, both ways, once the other node's entry has arrived.
+    for (from, to) in [(0, 1), (1, 0)] {
+        assert!(
+            eventually(10, || nsenter(
+                &pods[from].0,
+                &["ping", "-c", "1", "-W", "1", &pods[to].1]
+            )
+            .ok()),
+            "pod {from} -> pod {to} ({}) over the overlay",
+            pods[to].1
+        );
+    }
+    for (ctd, cri, id) in &mut runtimes {
+        cri.stop_pod(id).unwrap();
+        cri.remove_pod(id).unwrap();
+        ctd.pods.clear();
+    }
+    for i in 0..2 {
+        assert!(
+            eventually(10, || !c
+                .node(i)
+                .ctl(&["sandbox", "ls", "-q"])
+                .lines()
+                .any(|l| l.starts_with("cni-"))),
+            "node {i} still holds a pod's sandbox"
+        );
     }
 }

@@ -30,14 +30,17 @@ impl NetConf {
             return Err(invalid("name is missing"));
         }
         if let Some(d) = &self.driver {
-            if d != "bridge" && d != "macvlan" && d != "ipvlan" {
+            if d != "bridge" && d != "macvlan" && d != "ipvlan" && d != "overlay" {
                 return Err(CniError::new(
                     code::UNSUPPORTED_FIELD,
                     format!(
-                        "driver {d:?} is not supported by this netd-cni (supported: bridge, macvlan, ipvlan)"
+                        "driver {d:?} is not supported by this netd-cni (supported: bridge, macvlan, ipvlan, overlay)"
                     ),
                 ));
             }
+        }
+        if self.is_overlay() {
+            return self.check_overlay();
         }
         if self.has_master() {
             self.check_macvlan()?;
@@ -193,6 +196,45 @@ impl NetConf {
             .parse()
             .map(drop)
             .map_err(invalid)
+    }
+
+    /// An overlay network is the cluster's: the pod joins it through the node's daemon
+    /// (delegating mode), which knows its subnet, VNI and MTU. The keys that would make
+    /// or shape a network have no meaning here; `ipam` may name the subnet, which netd
+    /// then checks against the network's.
+    fn check_overlay(&self) -> Result<()> {
+        if self.socket.is_none() {
+            return Err(CniError::new(
+                code::UNSUPPORTED_FIELD,
+                "driver overlay needs delegating mode: set \"socket\" to the API socket of a netd started with --cluster",
+            ));
+        }
+        if self.bridge.is_some()
+            || self.vlan.is_some()
+            || self.vlan_trunk.is_some()
+            || self.promisc_mode
+            || self.master.is_some()
+            || self.mode.is_some()
+            || self.is_gateway == Some(false)
+        {
+            return Err(invalid(
+                "bridge, vlan, vlanTrunk, promiscMode, master, mode and isGateway: false shape a network; an overlay network is made by the cluster (netctl network create -d overlay)",
+            ));
+        }
+        if let Some(i) = &self.ipam {
+            if !crate::delegated_ipam::is_builtin(&i.ipam_type) {
+                return Err(invalid(format!(
+                    "ipam type {:?} on an overlay network: its addresses come from the cluster's blocks",
+                    i.ipam_type
+                )));
+            }
+            i.subnets()?;
+            self.routes()?;
+        }
+        for p in &self.runtime_config.port_mappings {
+            port_spec(p)?;
+        }
+        Ok(())
     }
 
     /// The bridge plugin's keys have no meaning on a macvlan network, nor have port

@@ -86,8 +86,13 @@ fn errors_get_the_spec_codes() {
     assert_eq!(code_of(&with("ipMasq", json!("yes"))), code::INVALID_CONFIG);
     assert!(parse(&with("vlan", json!(10))).is_ok());
     assert!(parse(&with("vlanTrunk", json!([{"id": 5}]))).is_ok());
+    // overlay: only through a daemon (the test config is standalone).
     assert_eq!(
         code_of(&with("driver", json!("overlay"))),
+        code::UNSUPPORTED_FIELD
+    );
+    assert_eq!(
+        code_of(&with("driver", json!("ovrelay"))),
         code::UNSUPPORTED_FIELD
     );
     // isGateway false: the bridge holds no gateway address (both families inhibited);
@@ -706,4 +711,42 @@ fn the_network_is_checked_by_netds_model() {
             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.1.0.0/24"}, {"subnet": "10.2.0.0/24"}]]}}"#,
     );
     assert!(c.is_ok(), "{c:?}");
+}
+
+#[test]
+fn an_overlay_config_goes_through_the_daemon_and_shapes_nothing() {
+    let c = |v: Value| parse(&serde_json::to_vec(&v).unwrap());
+    let ok = json!({"cniVersion": "1.1.0", "name": "ov", "type": "netd-cni",
+        "driver": "overlay", "socket": "/run/netd/netd.sock"});
+    let conf = c(ok.clone()).expect("overlay with a socket");
+    assert!(conf.is_overlay());
+    let req = crate::ops::network_request(&conf).unwrap();
+    assert_eq!(req.driver.as_deref(), Some("overlay"));
+    assert!(req.options.is_empty() && req.subnets.is_empty(), "{req:?}");
+    // The subnet may be named (netd checks it against the network's).
+    let mut with_subnet = ok.clone();
+    with_subnet["ipam"] = json!({"type": "netd", "subnet": "10.112.0.0/24"});
+    assert_eq!(
+        crate::ops::network_request(&c(with_subnet).unwrap())
+            .unwrap()
+            .subnets
+            .len(),
+        1
+    );
+    // Keys that shape a network, and standalone mode, are refused.
+    for (k, v) in [
+        ("bridge", json!("br9")),
+        ("vlan", json!(5)),
+        ("isGateway", json!(false)),
+    ] {
+        let mut bad = ok.clone();
+        bad[k] = v;
+        assert_eq!(c(bad).err().map(|e| e.code), Some(code::INVALID_CONFIG), "{k}");
+    }
+    let mut ipam = ok.clone();
+    ipam["ipam"] = json!({"type": "host-local", "subnet": "10.1.0.0/24"});
+    assert_eq!(c(ipam).err().map(|e| e.code), Some(code::INVALID_CONFIG));
+    let mut standalone = ok;
+    standalone.as_object_mut().unwrap().remove("socket");
+    assert_eq!(c(standalone).err().map(|e| e.code), Some(code::UNSUPPORTED_FIELD));
 }

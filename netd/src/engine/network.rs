@@ -94,6 +94,11 @@ impl Engine {
     /// (`/v1/attach`, netd-cni's ADD). An existing network must be that network
     /// (`NetworkRequest::mismatch`); otherwise nothing changes.
     pub fn attach(&mut self, net: &NetworkRequest, sandbox: &SandboxRequest) -> Result<(Network, Sandbox)> {
+        if net.driver.as_deref() == Some(crate::model::DRIVER_OVERLAY) {
+            let network = self.overlay_for_attach(net)?;
+            let sandbox = self.create_sandbox(sandbox)?;
+            return Ok((network, sandbox));
+        }
         let network = match self.networks.get(&net.name) {
             Some(n) => {
                 if let Some(why) = net.mismatch(n).map_err(EngineError::Invalid)? {
@@ -105,6 +110,33 @@ impl Engine {
         };
         let sandbox = self.create_sandbox(sandbox)?;
         Ok((network, sandbox))
+    }
+
+    /// An overlay network is the cluster's (the agent makes it on the node): an attach
+    /// (netd-cni's ADD with `"driver": "overlay"`) joins it and never makes one. The
+    /// subnets the request names, if any, must be the network's.
+    fn overlay_for_attach(&self, req: &NetworkRequest) -> Result<Network> {
+        let name = &req.name;
+        let Some(n) = self.networks.get(name) else {
+            return Err(EngineError::Invalid(format!(
+                "overlay network {name} is not on this node: make it with `netctl network create -d overlay {name}` on any node of the cluster (netd daemon --cluster ...)"
+            )));
+        };
+        if !n.is_overlay() {
+            return Err(EngineError::NetworkMismatch(format!(
+                "network {name} exists with driver {}, not overlay",
+                n.driver
+            )));
+        }
+        for s in req.subnets.iter().filter_map(|s| s.subnet.as_deref()) {
+            if !n.subnets.iter().any(|have| have.subnet.to_string() == s) {
+                let have: Vec<String> = n.subnets.iter().map(|h| h.subnet.to_string()).collect();
+                return Err(EngineError::NetworkMismatch(format!(
+                    "network {name} exists with subnets {have:?}, not {s}"
+                )));
+            }
+        }
+        Ok(n.clone())
     }
 
     /// What a new network hangs off is usable: a macvlan parent, a VLAN network's shared

@@ -173,6 +173,14 @@ fn a_service_balances_over_nodes_and_publishes_on_every_node() {
     let post = h3.sh("nft list chain inet netd postrouting").stdout;
     assert!(post.contains("snat ip to 10.63."), "{post}");
 
+    // Changed on one node only, the nodes would differ: refused for now.
+    let o = h1.netctl(&["service", "update", "web", "--selector", "app=other"]);
+    assert!(
+        !o.ok() && o.stderr.contains("the cluster's") && o.stderr.trim().lines().count() == 1,
+        "{}",
+        o.stderr
+    );
+
     // Removed on h1 (not where it was made): gone from every node and from etcd.
     h1.ctl(&["service", "rm", "web"]);
     for (i, h) in [h1, h2, h3].iter().enumerate() {

@@ -525,6 +525,12 @@ impl Engine {
                 "service {name} is an external_name service: only cluster_ip services are updated"
             )));
         };
+        if Self::is_cluster_service(&old.labels) {
+            // Changed here only, the other nodes would keep the old one.
+            return Err(EngineError::Invalid(format!(
+                "service {name} is the cluster's: updating it is not supported yet (remove it and create it again)"
+            )));
+        }
         let mut req = request_of(&old, c);
         let mut backends: BTreeSet<String> = req.backends.iter().cloned().collect();
         for b in &up.rm_backends {

@@ -173,6 +173,20 @@ fn a_service_balances_over_nodes_and_publishes_on_every_node() {
     let post = h3.sh("nft list chain inet netd postrouting").stdout;
     assert!(post.contains("snat ip to 10.63."), "{post}");
 
+    // A network with a service stays, and says why.
+    let o = h3.netctl(&["network", "rm", "ovs"]);
+    assert!(
+        !o.ok() && o.stderr.contains("has services (default/web)") && o.stderr.trim().lines().count() == 1,
+        "{}",
+        o.stderr
+    );
+    // Load-balancer addresses are not endpoints: one sandbox per node.
+    let nodes: serde_json::Value = serde_json::from_str(&h1.ctl(&["node", "ls", "--json"])).unwrap();
+    assert!(
+        nodes.as_array().unwrap().iter().all(|n| n["endpoints"] == 1),
+        "{nodes}"
+    );
+
     // Changed on one node only, the nodes would differ: refused for now.
     let o = h1.netctl(&["service", "update", "web", "--selector", "app=other"]);
     assert!(
@@ -198,6 +212,17 @@ fn a_service_balances_over_nodes_and_publishes_on_every_node() {
     }
     assert!(tcp(Some(&h1.netns()), &mesh, 1000).is_none(), "{mesh} still open");
     assert!(c.underlay.keys("/netd/v1/services/").is_empty());
+
+    // Without services, the network goes once its sandboxes have.
+    for (h, sb) in [(h1, "w1"), (h2, "w2"), (h3, "c3")] {
+        h.ctl(&["sandbox", "rm", sb]);
+    }
+    assert!(
+        eventually(5, || h2.netctl(&["network", "rm", "ovs"]).ok()),
+        "{}",
+        h2.netctl(&["network", "rm", "ovs"]).stderr
+    );
+    assert!(c.underlay.keys("/netd/v1/addrs/").is_empty());
 }
 
 #[test]

@@ -482,6 +482,13 @@ impl<S: ClusterStore> Agent<S> {
             .iter()
             .find(|n| n.name == name)
             .ok_or_else(|| ClusterError::NotFound(format!("no overlay network {name}")))?;
+        let users = super::services::networks_needed_by_services(&self.store.services().await?);
+        if let Some(svcs) = users.get(name) {
+            return Err(ClusterError::Conflict(format!(
+                "network {name} has services ({}); remove them first",
+                svcs.join(", ")
+            )));
+        }
         if !self.store.delete_network(rec).await? {
             let eps = self.store.endpoints().await?;
             let users: Vec<String> = eps
@@ -503,10 +510,11 @@ impl<S: ClusterStore> Agent<S> {
         Ok(nodes
             .into_iter()
             .map(|n| NodeView {
-                endpoints: eps.iter().filter(|e| e.node == n.name).count(),
+                // A node's load-balancer addresses are not endpoints.
+                endpoints: eps.iter().filter(|e| e.node == n.name && !e.lb).count(),
                 networks: eps
                     .iter()
-                    .filter(|e| e.node == n.name)
+                    .filter(|e| e.node == n.name && !e.lb)
                     .map(|e| e.network.clone())
                     .collect::<BTreeSet<_>>()
                     .into_iter()

@@ -26,6 +26,7 @@ fn net(name: &str, bridge: &str, s4: &str) -> FwNetwork {
         icc: true,
         masquerade: true,
         vlan_bridge: None,
+        overlay_snat: None,
     }
 }
 

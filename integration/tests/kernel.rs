@@ -60,6 +60,7 @@ impl Env {
             promisc: false,
             vips: Vec::new(),
             nf_call: false,
+            mac_seed: String::new(),
         }
     }
 

@@ -52,12 +52,23 @@ pub struct BridgeSpec {
     /// bridge is un-DNATed (kube-proxy's br_netfilter). On while the network has a VIP.
     #[serde(default)]
     pub nf_call: bool,
+    /// Mixed into the name the bridge's fixed MAC is derived from when it is made
+    /// (`kernel::linux::bridge_mac`): an overlay network's bridge has the same name on
+    /// every node, but its MAC must differ, since other nodes reach this node's own
+    /// address on the network by it (`firewall::OverlaySnat`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mac_seed: String,
 }
 
 impl BridgeSpec {
     /// Every global address the bridge holds: gateways, then VIPs.
     pub fn all_addrs(&self) -> Vec<IpNetwork> {
         self.addrs.iter().chain(&self.vips).copied().collect()
+    }
+
+    /// What the bridge's MAC is derived from.
+    pub fn mac_name(&self) -> String {
+        format!("{}{}", self.name, self.mac_seed)
     }
 }
 
@@ -513,6 +524,7 @@ mod tests {
             trunk: false,
             vips: vec![],
             nf_call: false,
+            mac_seed: String::new(),
         }
     }
 

@@ -540,7 +540,10 @@ fn service(c: &Client, cmd: SvcCmd) -> anyhow::Result<()> {
                 vips: vip_pairs(&vips)?,
                 labels: kv(&labels, "label")?,
             };
-            let v = c.post("/v1/services", &serde_json::to_value(&req)?)?;
+            let v = match cluster::create_service(c, &req)? {
+                Some(v) => v,
+                None => c.post("/v1/services", &serde_json::to_value(&req)?)?,
+            };
             if json {
                 print_json(&v);
             } else {
@@ -595,7 +598,7 @@ fn service(c: &Client, cmd: SvcCmd) -> anyhow::Result<()> {
                 bail!("rm needs at least one service name");
             }
             for n in &names {
-                c.delete(&format!("/v1/services/{namespace}/{n}"))?;
+                cluster::remove_service(c, &namespace, n)?;
                 println!("{n}");
             }
         }

@@ -68,29 +68,31 @@ pub struct NodeView {
 }
 
 #[derive(Default)]
-struct State {
+pub(super) struct State {
     published: BTreeMap<String, EndpointRecord>,
     epoch: u64,
     applied: BTreeMap<String, BTreeSet<RemoteEntry>>,
     ticks: u32,
+    /// This node's load-balancer address per overlay network (`services.rs`).
+    pub(super) lb: BTreeMap<String, Ipv4Addr>,
     /// The nodes the last pass saw (`None` before the first): joins and leaves are
     /// events (`netctl events --filter type=node`).
     nodes: Option<BTreeMap<String, NodeRecord>>,
 }
 
 pub struct Agent<S: ClusterStore> {
-    store: Arc<S>,
+    pub(super) store: Arc<S>,
     engine: Shared,
-    cfg: ClusterConfig,
+    pub(super) cfg: ClusterConfig,
     /// Underlay MTU − VXLAN overhead.
     mtu: u32,
     state: tokio::sync::Mutex<State>,
 }
 
 /// What the engine holds of the overlay: its networks, and their endpoints here.
-struct Local {
-    networks: BTreeMap<String, Network>,
-    endpoints: Vec<EndpointRecord>,
+pub(super) struct Local {
+    pub(super) networks: BTreeMap<String, Network>,
+    pub(super) endpoints: Vec<EndpointRecord>,
 }
 
 impl<S: ClusterStore> Agent<S> {
@@ -134,7 +136,7 @@ impl<S: ClusterStore> Agent<S> {
         }
     }
 
-    async fn engine<T: Send + 'static>(
+    pub(super) async fn engine<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Engine) -> Result<T, crate::engine::EngineError> + Send + 'static,
     ) -> Result<T, ClusterError> {
@@ -170,6 +172,8 @@ impl<S: ClusterStore> Agent<S> {
                         mac: ep.mac.clone(),
                         vtep,
                         names,
+                        labels: s.labels.clone(),
+                        lb: false,
                     });
                 }
             }
@@ -199,7 +203,14 @@ impl<S: ClusterStore> Agent<S> {
             st.applied.remove(name);
             tracing::info!(network = %name, "cluster: overlay network removed here");
         }
-        let local = self.local().await?;
+        let mut local = self.local().await?;
+        let services = self.store.services().await?;
+        // This node's own address on the networks its services send over
+        // (`services.rs`), published like an endpoint so the others can answer it.
+        match self.hold_lb_addrs(&mut st, &services, &local).await {
+            Ok(lbs) => local.endpoints.extend(lbs),
+            Err(e) => tracing::warn!(error = %e, "cluster: cannot take load-balancer addresses; retrying"),
+        }
         self.publish(&mut st, &local).await?;
         let eps = self.store.endpoints().await?;
         st.ticks = st.ticks.wrapping_add(1);
@@ -209,18 +220,17 @@ impl<S: ClusterStore> Agent<S> {
         st.applied.retain(|n, _| local.networks.contains_key(n));
         let remote: Vec<crate::engine::RemoteName> = eps
             .iter()
-            .filter(|e| e.node != self.cfg.node && local.networks.contains_key(&e.network))
+            .filter(|e| e.node != self.cfg.node && !e.lb && local.networks.contains_key(&e.network))
             .map(|e| crate::engine::RemoteName {
                 network: e.network.clone(),
                 names: e.names.clone(),
                 ip: e.ip.into(),
+                sandbox: e.sandbox.clone(),
+                labels: e.labels.clone(),
             })
             .collect();
-        self.engine(move |e| {
-            e.set_remote_names(remote);
-            Ok(())
-        })
-        .await?;
+        self.engine(move |e| e.set_remote_names(remote)).await?;
+        self.make_services(&services, &local).await;
         for name in local.networks.keys() {
             let want = fdb::wanted(name, &self.cfg.node, &eps);
             let dev = vxlan_name(name);
@@ -357,10 +367,19 @@ impl<S: ClusterStore> Agent<S> {
     }
 
     async fn claim_block(&self, n: &NetworkRecord) -> Result<Ipv4Network, ClusterError> {
+        self.claim_block_for(n, &self.cfg.node).await
+    }
+
+    /// The block `node` holds on `n`, claimed now if it holds none.
+    pub(super) async fn claim_block_for(
+        &self,
+        n: &NetworkRecord,
+        node: &str,
+    ) -> Result<Ipv4Network, ClusterError> {
         // Each lost race means another node took a block: bounded by the block count.
         for _ in 0..blocks::blocks_of(n.subnet).count() + 1 {
             let claims = self.store.blocks(&n.name).await?;
-            if let Some(mine) = blocks::held_by(&self.cfg.node, &claims) {
+            if let Some(mine) = blocks::held_by(node, &claims) {
                 return Ok(mine.block);
             }
             let Some(b) = blocks::next_free(n.subnet, &claims) else {
@@ -369,7 +388,7 @@ impl<S: ClusterStore> Agent<S> {
             let rec = BlockRecord {
                 network: n.name.clone(),
                 block: b,
-                node: self.cfg.node.clone(),
+                node: node.to_string(),
             };
             if self.store.claim_block(&rec).await? {
                 return Ok(b);
@@ -463,6 +482,13 @@ impl<S: ClusterStore> Agent<S> {
             .iter()
             .find(|n| n.name == name)
             .ok_or_else(|| ClusterError::NotFound(format!("no overlay network {name}")))?;
+        let users = super::services::networks_needed_by_services(&self.store.services().await?);
+        if let Some(svcs) = users.get(name) {
+            return Err(ClusterError::Conflict(format!(
+                "network {name} has services ({}); remove them first",
+                svcs.join(", ")
+            )));
+        }
         if !self.store.delete_network(rec).await? {
             let eps = self.store.endpoints().await?;
             let users: Vec<String> = eps
@@ -484,10 +510,11 @@ impl<S: ClusterStore> Agent<S> {
         Ok(nodes
             .into_iter()
             .map(|n| NodeView {
-                endpoints: eps.iter().filter(|e| e.node == n.name).count(),
+                // A node's load-balancer addresses are not endpoints.
+                endpoints: eps.iter().filter(|e| e.node == n.name && !e.lb).count(),
                 networks: eps
                     .iter()
-                    .filter(|e| e.node == n.name)
+                    .filter(|e| e.node == n.name && !e.lb)
                     .map(|e| e.network.clone())
                     .collect::<BTreeSet<_>>()
                     .into_iter()
@@ -566,7 +593,7 @@ fn node_events(
     out
 }
 
-fn now() -> u64 {
+pub(super) fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

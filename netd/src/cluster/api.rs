@@ -4,7 +4,9 @@
 //!
 //! - `GET /v1/cluster/nodes`: the nodes whose lease is alive, with their endpoint counts;
 //! - `GET|POST /v1/cluster/networks`, `DELETE /v1/cluster/networks/{name}`: overlay
-//!   networks in the store (the node makes its local side before answering).
+//!   networks in the store (the node makes its local side before answering);
+//! - `GET|POST /v1/cluster/services`, `DELETE /v1/cluster/services/{namespace}/{name}`:
+//!   services on overlay networks (`services.rs`).
 
 use std::sync::Arc;
 
@@ -40,6 +42,14 @@ pub fn router<S: ClusterStore>(agent: Arc<Agent<S>>) -> Router {
         .route("/v1/cluster/nodes", get(nodes::<S>))
         .route("/v1/cluster/networks", get(networks::<S>).post(create::<S>))
         .route("/v1/cluster/networks/{name}", delete(remove::<S>))
+        .route(
+            "/v1/cluster/services",
+            get(services::<S>).post(create_service::<S>),
+        )
+        .route(
+            "/v1/cluster/services/{namespace}/{name}",
+            delete(remove_service::<S>),
+        )
         .with_state(agent)
 }
 
@@ -49,6 +59,47 @@ async fn nodes<S: ClusterStore>(State(a): State<Arc<Agent<S>>>) -> Result<Respon
 
 async fn networks<S: ClusterStore>(State(a): State<Arc<Agent<S>>>) -> Result<Response, ApiError> {
     Ok(Json(a.store().networks().await?).into_response())
+}
+
+async fn services<S: ClusterStore>(State(a): State<Arc<Agent<S>>>) -> Result<Response, ApiError> {
+    Ok(Json(a.services().await?).into_response())
+}
+
+async fn create_service<S: ClusterStore>(
+    State(a): State<Arc<Agent<S>>>,
+    b: Body,
+) -> Result<Response, ApiError> {
+    let req: crate::model::ServiceRequest = body(b).await?;
+    let rec = a.create_service(&req).await?;
+    // The node that was asked holds its load-balancer address before it answers.
+    a.pass().await?;
+    Ok((StatusCode::CREATED, Json(rec)).into_response())
+}
+
+async fn remove_service<S: ClusterStore>(
+    State(a): State<Arc<Agent<S>>>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    a.delete_service(&namespace, &name).await?;
+    a.pass().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn body<T: serde::de::DeserializeOwned>(b: Body) -> Result<T, ApiError> {
+    let bytes = to_bytes(b, crate::api::MAX_BODY).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorReason::BadBody,
+            "request body too large",
+        )
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorReason::BadBody,
+            format!("malformed JSON: {e}"),
+        )
+    })
 }
 
 async fn create<S: ClusterStore>(State(a): State<Arc<Agent<S>>>, b: Body) -> Result<Response, ApiError> {

@@ -98,6 +98,8 @@ mod tests {
             mac: mac.into(),
             vtep: vtep.parse().unwrap(),
             names: vec![sb.into()],
+            labels: Default::default(),
+            lb: false,
         }
     }
 

@@ -11,12 +11,16 @@
 //! Keys live under one prefix (`keys`): `/netd/v1/nodes/<node>` and
 //! `/netd/v1/endpoints/<net>/<node>/<sandbox>` are bound to the node's lease and vanish
 //! with it; `/netd/v1/networks/<net>` and `/netd/v1/blocks/<net>/<cidr>` stay until the
-//! network is removed.
+//! network is removed. `/netd/v1/services/<namespace>/<name>` (services on overlay
+//! networks, made by every node) and `/netd/v1/addrs/<net>/<ip>` (their VIPs and each
+//! node's load-balancer address, from a block of the subnet no node gets) stay until
+//! removed.
 
 pub mod agent;
 pub mod api;
 pub mod blocks;
 pub mod fdb;
+pub mod services;
 
 use std::future::Future;
 use std::net::Ipv4Addr;
@@ -121,6 +125,21 @@ pub mod keys {
     pub fn endpoints() -> String {
         format!("{PREFIX}endpoints/")
     }
+    /// A service on overlay networks: `services/<namespace>/<name>`.
+    pub fn service(namespace: &str, name: &str) -> String {
+        format!("{PREFIX}services/{namespace}/{name}")
+    }
+    pub fn services() -> String {
+        format!("{PREFIX}services/")
+    }
+    /// An address of an overlay network taken outside the nodes' blocks (a service VIP,
+    /// a node's load-balancer address), one key each so two nodes cannot take the same.
+    pub fn addr(net: &str, ip: std::net::Ipv4Addr) -> String {
+        format!("{PREFIX}addrs/{net}/{ip}")
+    }
+    pub fn addrs(net: &str) -> String {
+        format!("{PREFIX}addrs/{net}/")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,6 +182,43 @@ pub struct EndpointRecord {
     pub vtep: Ipv4Addr,
     /// The sandbox name, then its aliases on the network.
     pub names: Vec<String>,
+    /// The sandbox's labels: what a service's selector matches on every node.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The node's own load-balancer address on the network (`AddrRecord`), not a
+    /// sandbox: it has FDB and neighbour entries like one, but no name and is no backend.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lb: bool,
+}
+
+/// A `cluster_ip` service on overlay networks: what `netctl service create` asked for
+/// (its VIPs filled in), made by every node's agent from the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    /// Changes when the service is made again under the same name.
+    pub id: String,
+    pub request: crate::model::ServiceRequest,
+    /// The node it was created on.
+    pub created_by: String,
+    pub created: u64,
+}
+
+impl ServiceRecord {
+    pub fn namespace(&self) -> &str {
+        self.request
+            .namespace
+            .as_deref()
+            .unwrap_or(crate::model::DEFAULT_NAMESPACE)
+    }
+}
+
+/// Who holds an address taken with `ClusterStore::claim_addr`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddrRecord {
+    pub network: String,
+    pub ip: Ipv4Addr,
+    /// `svc:<namespace>/<name>` or `lb:<node>`.
+    pub owner: String,
 }
 
 /// The cluster objects netd keeps in a shared store. etcd's (`store::etcd::EtcdStore`)
@@ -188,6 +244,23 @@ pub trait ClusterStore: Send + Sync + 'static {
     /// Put under the node's lease.
     fn put_endpoint(&self, rec: &EndpointRecord) -> impl Future<Output = Result<(), ClusterError>> + Send;
     fn delete_endpoint(&self, rec: &EndpointRecord) -> impl Future<Output = Result<(), ClusterError>> + Send;
+    fn services(&self) -> impl Future<Output = Result<Vec<ServiceRecord>, ClusterError>> + Send;
+    /// Stores `rec` with its VIPs (`addrs`), all only if none is taken (one
+    /// transaction); `Ok(false)` when one was.
+    fn create_service(
+        &self,
+        rec: &ServiceRecord,
+        addrs: &[AddrRecord],
+    ) -> impl Future<Output = Result<bool, ClusterError>> + Send;
+    /// Removes the service and its VIPs in one transaction.
+    fn delete_service(
+        &self,
+        rec: &ServiceRecord,
+        addrs: &[AddrRecord],
+    ) -> impl Future<Output = Result<(), ClusterError>> + Send;
+    fn addrs(&self, net: &str) -> impl Future<Output = Result<Vec<AddrRecord>, ClusterError>> + Send;
+    /// Takes `rec.ip` for `rec.owner` if nobody has it (compare-and-set).
+    fn claim_addr(&self, rec: &AddrRecord) -> impl Future<Output = Result<bool, ClusterError>> + Send;
     /// Resolves at the next change under the prefix (or after a reconnect, when changes
     /// may have been missed): the agent then re-reads what it needs.
     fn changed(&self) -> impl Future<Output = ()> + Send;

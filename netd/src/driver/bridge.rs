@@ -51,6 +51,7 @@ pub fn network_up(net: &Network) -> Vec<Step> {
         trunk: !net.vlan_trunk.is_empty(),
         vips: Vec::new(),
         nf_call: false,
+        mac_seed: String::new(),
     }));
     steps
 }

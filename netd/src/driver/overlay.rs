@@ -18,6 +18,11 @@ pub const ARP_RETRANS_MS: u32 = 100;
 
 pub fn network_up(net: &Network, link: OverlayLink) -> Vec<Step> {
     let mut steps = bridge::network_up(net);
+    for s in &mut steps {
+        if let Step::EnsureBridge(b) = s {
+            b.mac_seed = mac_seed(link);
+        }
+    }
     steps.push(Step::EnsureVxlan(VxlanSpec {
         name: vxlan_name(&net.name),
         bridge: net.bridge.clone(),
@@ -27,6 +32,17 @@ pub fn network_up(net: &Network, link: OverlayLink) -> Vec<Step> {
         mtu: net.mtu,
     }));
     steps
+}
+
+/// A node's bridge MAC differs from the other nodes' (`BridgeSpec::mac_seed`).
+pub fn mac_seed(link: OverlayLink) -> String {
+    format!("@{}", link.local)
+}
+
+/// The MAC of the bridge of `net` on the node whose VTEP is `link.local`.
+pub fn bridge_mac(net: &Network, link: OverlayLink) -> String {
+    let m = crate::kernel::linux::bridge_mac(&format!("{}{}", net.bridge, mac_seed(link)));
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 /// The VXLAN port first: deleting a bridge leaves its ports behind, unenslaved.

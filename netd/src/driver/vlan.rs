@@ -23,6 +23,7 @@ pub(super) fn network_up(net: &Network, vlan: u16, addrs: Vec<IpNetwork>) -> Vec
             trunk: false,
             vips: Vec::new(),
             nf_call: false,
+            mac_seed: String::new(),
         }),
         Step::EnsureVlanGateway(VlanGatewaySpec {
             name: net.l3_link(),

@@ -45,7 +45,7 @@ use crate::store::{self, Bucket, Store, Txn};
 pub use docker::{DockerEndpoint, DockerNetwork, DockerPool, DockerPort, JoinInfo};
 pub use error::{EngineError, Result};
 pub use k8s::{K8sResult, DEFAULT_SERVICE_CIDR};
-pub use overlay::RemoteName;
+pub use overlay::{RemoteName, CLUSTER_SERVICE_LABEL};
 pub use reconcile::ReconcileReport;
 pub use service::{ServiceUpdate, ServiceView};
 
@@ -137,6 +137,9 @@ pub struct Engine {
     observer: Option<Arc<crate::observe::Observer>>,
     /// Other nodes' endpoints on overlay networks (`set_remote_names`), for the DNS.
     remote_names: Vec<overlay::RemoteName>,
+    /// Overlay network -> this node's load-balancer address there and its block
+    /// (`set_overlay_lb`): held by the bridge, the SNAT source toward other nodes.
+    overlay_lb: BTreeMap<String, crate::firewall::OverlaySnat>,
 }
 
 pub(crate) fn now() -> u64 {
@@ -242,6 +245,7 @@ impl Engine {
             dns: None,
             observer: None,
             remote_names: Vec::new(),
+            overlay_lb: BTreeMap::new(),
         })
     }
 
@@ -379,6 +383,7 @@ impl Engine {
                 icc: n.icc,
                 masquerade: n.masquerade,
                 vlan_bridge: n.vlan.map(|_| n.bridge.clone()),
+                overlay_snat: self.overlay_lb.get(&n.name).copied(),
             })
             .collect();
         let mut endpoints = Vec::new();

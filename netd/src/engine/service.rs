@@ -118,8 +118,15 @@ impl Engine {
     }
 
     /// The backends of a `cluster_ip` service as the sandboxes are now.
+    /// On overlay networks, other nodes' endpoints serve too (`remote_backends`).
     pub fn service_backends(&self, c: &ClusterIp) -> Vec<Backend> {
-        select_backends(c, self.sandboxes.values())
+        let mut out = select_backends(c, self.sandboxes.values());
+        if !self.remote_names.is_empty() {
+            out.extend(self.remote_backends(c));
+            out.sort();
+            out.dedup();
+        }
+        out
     }
 
     pub fn service_view(&self, svc: &Service) -> ServiceView {
@@ -270,7 +277,8 @@ impl Engine {
     /// `nf_call_iptables` on while it has one).
     pub(super) fn network_up(&self, net: &crate::model::Network) -> Vec<Step> {
         let mut steps = crate::driver::network_up(net);
-        let vips = self.vips_on(&net.name);
+        let mut vips = self.vips_on(&net.name);
+        vips.extend(self.overlay_lb_addr(&net.name));
         for s in &mut steps {
             if let Step::EnsureBridge(b) = s {
                 if net.vlan.is_none() {
@@ -318,6 +326,17 @@ impl Engine {
         ) {
             return Err(EngineError::Conflict(why));
         }
+        let cluster = Self::is_cluster_service(&req.labels);
+        if let Some(n) = networks
+            .iter()
+            .find(|n| self.networks.get(*n).is_some_and(|n| n.is_overlay()))
+        {
+            if !cluster {
+                return Err(EngineError::Invalid(format!(
+                    "network {n} is an overlay network: its services are the cluster's (netctl service create asks the cluster)"
+                )));
+            }
+        }
         let svc = Service {
             name,
             namespace,
@@ -342,10 +361,11 @@ impl Engine {
 
     /// Checks a cluster_ip service against what exists (networks, named backends, host
     /// ports in use by others, network kinds that can carry a VIP).
-    fn check_cluster_ip(&self, key: &str, c: &ClusterIp) -> Result<()> {
+    /// A cluster service's named backends may be on any node.
+    fn check_cluster_ip(&self, key: &str, c: &ClusterIp, cluster: bool) -> Result<()> {
         c.check_refs(
             |n| self.networks.contains_key(n),
-            |s| self.sandboxes.contains_key(s),
+            |s| cluster || self.sandboxes.contains_key(s),
             &self.ports_in_use(Some(key)),
         )
         .map_err(refused)?;
@@ -368,7 +388,7 @@ impl Engine {
 
     fn create_cluster_ip(&mut self, mut svc: Service, mut c: ClusterIp) -> Result<Service> {
         let key = svc.key();
-        self.check_cluster_ip(&key, &c)?;
+        self.check_cluster_ip(&key, &c, Self::is_cluster_service(&svc.labels))?;
         let networks = c.networks.clone();
         let nets: Vec<&str> = networks.iter().map(String::as_str).collect();
         let mut undo = Undo::default();
@@ -505,6 +525,12 @@ impl Engine {
                 "service {name} is an external_name service: only cluster_ip services are updated"
             )));
         };
+        if Self::is_cluster_service(&old.labels) {
+            // Changed here only, the other nodes would keep the old one.
+            return Err(EngineError::Invalid(format!(
+                "service {name} is the cluster's: updating it is not supported yet (remove it and create it again)"
+            )));
+        }
         let mut req = request_of(&old, c);
         let mut backends: BTreeSet<String> = req.backends.iter().cloned().collect();
         for b in &up.rm_backends {
@@ -532,7 +558,7 @@ impl Engine {
             .cluster_ip()
             .map_err(|e| EngineError::Invalid(e.to_string()))?;
         let key = old.key();
-        self.check_cluster_ip(&key, &new_c)?;
+        self.check_cluster_ip(&key, &new_c, Self::is_cluster_service(&old.labels))?;
         let mut svc = old.clone();
         svc.kind = ServiceKind::ClusterIp(new_c);
         if svc == old {

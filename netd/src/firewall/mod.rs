@@ -36,6 +36,22 @@ pub struct FwNetwork {
     /// VLAN pass postrouting with it as output device, and must not be masqueraded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan_bridge: Option<String>,
+    /// An overlay network whose services may send to backends on other nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay_snat: Option<OverlaySnat>,
+}
+
+/// The way back for service traffic this node DNATs to a backend on another node of an
+/// overlay network: without it the backend would answer the client straight over the
+/// overlay (or through its own node), past the conntrack entry that holds the DNAT.
+/// SNAT to the node's own address on the network (`addr`, held by its bridge and
+/// published like an endpoint) brings the reply back here, as Docker's per-node
+/// `lb-<network>` address does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlaySnat {
+    /// The addresses of this node's endpoints (its block): backends there need no SNAT.
+    pub local: Ipv4Network,
+    pub addr: Ipv4Addr,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -117,6 +133,7 @@ mod tests {
             icc: false,
             masquerade: true,
             vlan_bridge: None,
+            overlay_snat: None,
         };
         let base: Vec<FwEndpoint> = (2..50).map(|i| ep(&format!("v{i}"), i)).collect();
         let old = FwState {

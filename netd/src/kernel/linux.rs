@@ -151,9 +151,15 @@ impl LinuxKernel {
                 // so the gateway's MAC would change as sandboxes come and go, leaving
                 // stale neighbour entries in every other sandbox.
                 if let Some(default) = super::vlan::default_vlan(b) {
-                    super::vlan::add_vlan_bridge(&mut nl, &b.name, b.mtu, bridge_mac(&b.name), default)?;
+                    super::vlan::add_vlan_bridge(
+                        &mut nl,
+                        &b.name,
+                        b.mtu,
+                        bridge_mac(&b.mac_name()),
+                        default,
+                    )?;
                 } else {
-                    nl.add_bridge(&b.name, b.mtu, Some(bridge_mac(&b.name)))?;
+                    nl.add_bridge(&b.name, b.mtu, Some(bridge_mac(&b.mac_name())))?;
                 }
                 true
             }

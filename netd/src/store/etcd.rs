@@ -23,7 +23,8 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::cluster::{
-    keys, BlockRecord, ClusterError, ClusterStore, EndpointRecord, NetworkRecord, NodeRecord, LEASE_TTL_S,
+    keys, AddrRecord, BlockRecord, ClusterError, ClusterStore, EndpointRecord, NetworkRecord, NodeRecord,
+    ServiceRecord, LEASE_TTL_S,
 };
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -277,6 +278,7 @@ impl ClusterStore for EtcdStore {
                 TxnOp::delete(keys::network(&rec.name), None),
                 TxnOp::delete(keys::vni(rec.vni), None),
                 TxnOp::delete(keys::blocks(&rec.name), Some(DeleteOptions::new().with_prefix())),
+                TxnOp::delete(keys::addrs(&rec.name), Some(DeleteOptions::new().with_prefix())),
             ]);
         let r = call(
             &format!("delete network {}", rec.name),
@@ -328,6 +330,53 @@ impl ClusterStore for EtcdStore {
         )
         .await
         .map(drop)
+    }
+
+    async fn services(&self) -> Result<Vec<ServiceRecord>, ClusterError> {
+        self.list(&keys::services()).await
+    }
+
+    async fn create_service(&self, rec: &ServiceRecord, addrs: &[AddrRecord]) -> Result<bool, ClusterError> {
+        let k = keys::service(rec.namespace(), &rec.request.name);
+        let mut when = vec![Compare::create_revision(k.clone(), CompareOp::Equal, 0)];
+        let mut then = vec![TxnOp::put(k.clone(), json(rec), None)];
+        for a in addrs {
+            let ak = keys::addr(&a.network, a.ip);
+            when.push(Compare::create_revision(ak.clone(), CompareOp::Equal, 0));
+            then.push(TxnOp::put(ak, json(a), None));
+        }
+        let txn = Txn::new().when(when).and_then(then);
+        let r = call(&format!("create service {k}"), self.client.clone().txn(txn)).await?;
+        Ok(r.succeeded())
+    }
+
+    async fn delete_service(&self, rec: &ServiceRecord, addrs: &[AddrRecord]) -> Result<(), ClusterError> {
+        let k = keys::service(rec.namespace(), &rec.request.name);
+        let mut ops = vec![TxnOp::delete(k.clone(), None)];
+        ops.extend(
+            addrs
+                .iter()
+                .map(|a| TxnOp::delete(keys::addr(&a.network, a.ip), None)),
+        );
+        call(
+            &format!("delete service {k}"),
+            self.client.clone().txn(Txn::new().and_then(ops)),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn addrs(&self, net: &str) -> Result<Vec<AddrRecord>, ClusterError> {
+        self.list(&keys::addrs(net)).await
+    }
+
+    async fn claim_addr(&self, rec: &AddrRecord) -> Result<bool, ClusterError> {
+        let k = keys::addr(&rec.network, rec.ip);
+        let txn = Txn::new()
+            .when([Compare::create_revision(k.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(k, json(rec), None)]);
+        let r = call(&format!("claim address {}", rec.ip), self.client.clone().txn(txn)).await?;
+        Ok(r.succeeded())
     }
 
     async fn changed(&self) {

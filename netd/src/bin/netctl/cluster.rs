@@ -65,6 +65,40 @@ pub fn remove(c: &Client, name: &str) -> anyhow::Result<()> {
     }
 }
 
+/// `service create` whose networks include an overlay network: the cluster's.
+/// `Ok(None)` when no network of `req` is an overlay network (the engine's then).
+pub fn create_service(
+    c: &Client,
+    req: &netd::model::ServiceRequest,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    let mut overlay = false;
+    for n in &req.networks {
+        // An unknown network is the engine's one-line answer (404 no such network).
+        let v = c.get(&format!("/v1/networks/{n}"))?;
+        overlay |= v["driver"] == "overlay";
+    }
+    if !overlay {
+        return Ok(None);
+    }
+    match c.post("/v1/cluster/services", &serde_json::to_value(req)?) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if no_route(&e) => bail!(NO_CLUSTER),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `service rm`: the cluster's when it is a cluster service, else the engine's.
+pub fn remove_service(c: &Client, namespace: &str, name: &str) -> anyhow::Result<()> {
+    match c.delete(&format!("/v1/cluster/services/{namespace}/{name}")) {
+        Ok(_) => Ok(()),
+        Err(ClientError::Api { status: 404, .. }) => {
+            c.delete(&format!("/v1/services/{namespace}/{name}"))?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub fn node_ls(c: &Client, as_json: bool) -> anyhow::Result<()> {
     let v = match c.get("/v1/cluster/nodes") {
         Ok(v) => v,

@@ -13,6 +13,7 @@ pub fn net(name: &str, bridge: &str, s4: &str, s6: Option<&str>) -> FwNetwork {
         icc: true,
         masquerade: true,
         vlan_bridge: None,
+        overlay_snat: None,
     }
 }
 

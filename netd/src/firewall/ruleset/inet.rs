@@ -55,10 +55,27 @@ pub(super) fn nat_postrouting(nets: &[&FwNetwork]) -> Vec<String> {
     // from another network (a Kubernetes ClusterIP serves every network): the reply
     // is routed back through the host and un-DNATed there. Hairpin traffic is still
     // masqueraded by `svc_postrouting` (another base chain).
-    let mut rules = vec![format!(
+    // First: the first NAT chain that binds an address decides, and the accept below
+    // only keeps this chain from binding one.
+    let mut rules: Vec<String> = nets
+        .iter()
+        .filter_map(|n| {
+            let s = n.overlay_snat?;
+            let br = ifname(&n.bridge)?;
+            Some(format!(
+                "oifname {br} ct status dnat ip daddr != {}/{} snat ip to {} \
+                 comment \"net {}: service traffic to other nodes\"",
+                s.local.network(),
+                s.local.prefix(),
+                s.addr,
+                comment_name(&n.name)
+            ))
+        })
+        .collect();
+    rules.push(format!(
         "oifname @bridges ct status dnat meta mark & {VIP_MARK:#010x} == {VIP_MARK:#010x} accept \
          comment \"service clients keep their address\""
-    )];
+    ));
     for n in nets {
         let Some(br) = ifname(&n.bridge) else { continue };
         let name = comment_name(&n.name);
@@ -100,6 +117,26 @@ mod tests {
     use crate::firewall::ruleset::fixtures::*;
     use crate::firewall::ruleset::full;
     use crate::firewall::FwState;
+
+    /// An overlay network's service traffic to other nodes leaves from the node's own
+    /// address, and that rule comes before the accept that keeps clients' addresses.
+    #[test]
+    fn overlay_snat_comes_first() {
+        let mut o = net("ov", "netd-ov", "10.61.0.0/24", None);
+        o.overlay_snat = Some(crate::firewall::OverlaySnat {
+            local: "10.61.0.64/26".parse().unwrap(),
+            addr: "10.61.0.254".parse().unwrap(),
+        });
+        let st = FwState {
+            networks: vec![o],
+            ..Default::default()
+        };
+        let b = full(&st, "netd test").to_string();
+        let snat = r#"add rule inet netd postrouting oifname "netd-ov" ct status dnat ip daddr != 10.61.0.64/26 snat ip to 10.61.0.254 comment "net ov: service traffic to other nodes""#;
+        let at = b.find(snat).unwrap_or_else(|| panic!("{b}"));
+        let keep = b.find("service clients keep their address").unwrap();
+        assert!(at < keep, "{b}");
+    }
 
     /// A VLAN network's L3 link is its gateway `<bridge>.<vlan>`; frames bridged within
     /// the VLAN (br_netfilter) leave through the bridge itself and stay unmasqueraded.

@@ -1,0 +1,285 @@
+//! Services on overlay networks (issue 18), on real namespaces and a real etcd: a service
+//! made on one node is the cluster's. Its VIP balances over backends on every node, from
+//! a client on a third node; its ingress-mode published port opens on every node and
+//! reaches a backend on another node, also on a node with no backend (the routing mesh);
+//! its name and `tasks.NAME` resolve on every node; removed, it goes from every node
+//! (nft objects, DNS, etcd keys).
+
+use std::collections::BTreeSet;
+
+use integration::cluster::{eventually, Cluster};
+use integration::dig::{dig, dig_missing};
+use integration::harness::{respond, tcp, Host};
+use integration::skip::{no_program, no_root};
+
+fn unavailable() -> bool {
+    no_root() || no_program("etcd", "etcd-server") || no_program("etcdctl", "etcd-client")
+}
+
+fn has_network(h: &Host, name: &str) -> bool {
+    h.netctl(&["network", "ls", "-q"])
+        .stdout
+        .lines()
+        .any(|l| l == name)
+}
+
+/// The service's VIP on `net` as this node has it, once it has made the service.
+fn vip_of(h: &Host, svc: &str, net: &str) -> Option<String> {
+    let o = h.netctl(&["service", "inspect", svc]);
+    if !o.ok() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).ok()?;
+    let v = if v.is_array() { v[0].clone() } else { v };
+    v["vips"][net].as_str().map(str::to_string)
+}
+
+/// The names that answer `addr` over `n` connections from `netns` (None: the host's).
+fn answers(netns: Option<&std::path::Path>, addr: &str, n: usize) -> BTreeSet<String> {
+    (0..n).filter_map(|_| tcp(netns, addr, 2000)).collect()
+}
+
+fn svc_objects(h: &Host) -> String {
+    h.sh("nft list table inet netd")
+        .stdout
+        .lines()
+        .filter(|l| l.contains("svc/default/web"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn a_service_balances_over_nodes_and_publishes_on_every_node() {
+    if unavailable() {
+        return;
+    }
+    let c = Cluster::new(3);
+    let (h1, h2, h3) = (c.node(0), c.node(1), c.node(2));
+    h1.ctl(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.63.0.0/22",
+        "ovs",
+    ]);
+    for h in [h1, h2, h3] {
+        assert!(
+            eventually(5, || has_network(h, "ovs")),
+            "ovs missing: {}",
+            h.log()
+        );
+    }
+    // Backends on h1 and h2, each answering its own name; the client on h3.
+    h1.ctl(&[
+        "sandbox",
+        "create",
+        "--network",
+        "ovs",
+        "--label",
+        "app=web",
+        "w1",
+    ]);
+    h2.ctl(&[
+        "sandbox",
+        "create",
+        "--network",
+        "ovs",
+        "--label",
+        "app=web",
+        "w2",
+    ]);
+    h3.ctl(&["sandbox", "create", "--network", "ovs", "c3"]);
+    respond(&h1.sb("w1"), "w1", &[80], &[]);
+    respond(&h2.sb("w2"), "w2", &[80], &[]);
+    let ips = [h1.ip("w1", "ovs"), h2.ip("w2", "ovs")];
+
+    // Made on h2, a node with a backend; h3 has none.
+    h2.ctl(&[
+        "service",
+        "create",
+        "web",
+        "--network",
+        "ovs",
+        "--selector",
+        "app=web",
+        "--port",
+        "80",
+        "-p",
+        "8080:80",
+    ]);
+    let mut vips = Vec::new();
+    for (i, h) in [h1, h2, h3].iter().enumerate() {
+        assert!(
+            eventually(5, || vip_of(h, "web", "ovs").is_some()),
+            "h{}: no service web: {}",
+            i + 1,
+            h.log()
+        );
+        vips.push(vip_of(h, "web", "ovs").unwrap());
+    }
+    assert!(
+        vips.iter().all(|v| *v == vips[0]),
+        "one VIP cluster-wide: {vips:?}"
+    );
+    let vip = vips[0].clone();
+    assert!(vip.starts_with("10.63.") && !ips.contains(&vip), "{vip} {ips:?}");
+
+    // The VIP from a client on the third node: both backends answer.
+    let c3 = h3.sb("c3");
+    let want: BTreeSet<String> = ["w1".to_string(), "w2".to_string()].into();
+    let mut seen = BTreeSet::new();
+    let both = eventually(10, || {
+        seen.extend(answers(Some(&c3), &format!("{vip}:80"), 10));
+        seen == want
+    });
+    assert!(both, "VIP {vip} from h3 answered by {seen:?}\n{}", h3.log());
+    println!("overlay services: VIP {vip} from h3 answered by {seen:?}");
+
+    // The routing mesh: port 8080 of h3 (no backend there) reaches both backends, from
+    // h3 itself and from another host on the underlay.
+    let mesh = format!("{}:8080", c.nodes[2].addr);
+    let mut seen = BTreeSet::new();
+    assert!(
+        eventually(10, || {
+            seen.extend(answers(Some(&h3.netns()), &mesh, 10));
+            seen == want
+        }),
+        "{mesh} from h3 answered by {seen:?}"
+    );
+    let mut seen = BTreeSet::new();
+    assert!(
+        eventually(10, || {
+            seen.extend(answers(Some(&h1.netns()), &mesh, 10));
+            seen == want
+        }),
+        "{mesh} from h1 answered by {seen:?}"
+    );
+
+    // Names on every node: the VIP, and tasks.web with both backends.
+    if !dig_missing() {
+        let (_, a) = dig(h3, "c3", "web");
+        assert!(a.iter().any(|l| l.ends_with(&format!("A {vip}"))), "{a:?}");
+        let tasks = || {
+            let (_, a) = dig(h3, "c3", "tasks.web");
+            ips.iter()
+                .all(|ip| a.iter().any(|l| l.ends_with(&format!("A {ip}"))))
+        };
+        assert!(eventually(5, tasks), "{:?}", dig(h3, "c3", "tasks.web"));
+    }
+    assert!(!svc_objects(h3).is_empty());
+    // The way back: what h3 DNATs to another node leaves from h3's own address there.
+    let post = h3.sh("nft list chain inet netd postrouting").stdout;
+    assert!(post.contains("snat ip to 10.63."), "{post}");
+
+    // A network with a service stays, and says why.
+    let o = h3.netctl(&["network", "rm", "ovs"]);
+    assert!(
+        !o.ok() && o.stderr.contains("has services (default/web)") && o.stderr.trim().lines().count() == 1,
+        "{}",
+        o.stderr
+    );
+    // Load-balancer addresses are not endpoints: one sandbox per node.
+    let nodes: serde_json::Value = serde_json::from_str(&h1.ctl(&["node", "ls", "--json"])).unwrap();
+    assert!(
+        nodes.as_array().unwrap().iter().all(|n| n["endpoints"] == 1),
+        "{nodes}"
+    );
+
+    // Changed on one node only, the nodes would differ: refused for now.
+    let o = h1.netctl(&["service", "update", "web", "--selector", "app=other"]);
+    assert!(
+        !o.ok() && o.stderr.contains("the cluster's") && o.stderr.trim().lines().count() == 1,
+        "{}",
+        o.stderr
+    );
+
+    // Removed on h1 (not where it was made): gone from every node and from etcd.
+    h1.ctl(&["service", "rm", "web"]);
+    for (i, h) in [h1, h2, h3].iter().enumerate() {
+        assert!(
+            eventually(5, || vip_of(h, "web", "ovs").is_none()
+                && svc_objects(h).is_empty()),
+            "h{}: web still there: {}",
+            i + 1,
+            svc_objects(h)
+        );
+    }
+    if !dig_missing() {
+        let (_, a) = dig(h3, "c3", "web");
+        assert!(!a.iter().any(|l| l.contains(" A ")), "{a:?}");
+    }
+    assert!(tcp(Some(&h1.netns()), &mesh, 1000).is_none(), "{mesh} still open");
+    assert!(c.underlay.keys("/netd/v1/services/").is_empty());
+
+    // Without services, the network goes once its sandboxes have.
+    for (h, sb) in [(h1, "w1"), (h2, "w2"), (h3, "c3")] {
+        h.ctl(&["sandbox", "rm", sb]);
+    }
+    assert!(
+        eventually(5, || h2.netctl(&["network", "rm", "ovs"]).ok()),
+        "{}",
+        h2.netctl(&["network", "rm", "ovs"]).stderr
+    );
+    assert!(c.underlay.keys("/netd/v1/addrs/").is_empty());
+}
+
+#[test]
+fn bad_overlay_service_input_is_one_line_and_changes_nothing() {
+    if unavailable() {
+        return;
+    }
+    let one_line = |o: &integration::harness::Out, want: &str| {
+        assert!(
+            !o.ok() && o.stderr.contains(want) && o.stderr.trim().lines().count() == 1,
+            "want {want:?}: {}",
+            o.stderr
+        );
+    };
+    // A daemon without --cluster has no overlay network: unknown network.
+    let plain = Host::new();
+    let before = plain.snapshot();
+    let o = plain.netctl(&["service", "create", "web", "--network", "ovx", "--port", "80"]);
+    one_line(&o, "ovx");
+    assert_eq!(plain.snapshot(), before);
+
+    let c = Cluster::new(1);
+    let h = c.node(0);
+    h.ctl(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.64.0.0/24",
+        "ov",
+    ]);
+    h.ctl(&["network", "create", "--subnet", "10.66.0.0/24", "local"]);
+    assert!(eventually(5, || has_network(h, "ov")));
+    let keys = c.underlay.keys("/netd/v1/");
+    let base = ["service", "create", "web", "--port", "80"];
+    for (extra, want) in [
+        (vec!["--network", "nope"], "nope"),
+        (
+            vec!["--network", "ov", "--network", "local"],
+            "not an overlay network",
+        ),
+        (vec!["--network", "ov", "--vip", "ov=10.64.0.200"], "--vip"),
+        (vec!["--network", "ov", "-p", "8080:81"], "target"),
+    ] {
+        let mut a = base.to_vec();
+        a.extend(extra);
+        one_line(&h.netctl(&a), want);
+    }
+    // Straight to the engine's API, a service on an overlay network is refused: made on
+    // one node only it would balance there only.
+    let r = h.client().post(
+        "/v1/services",
+        &serde_json::json!({"name": "web", "networks": ["ov"], "ports": ["80"]}),
+    );
+    let e = r.expect_err("engine took an overlay service").to_string();
+    assert!(e.contains("overlay network"), "{e}");
+    assert_eq!(c.underlay.keys("/netd/v1/"), keys);
+    assert!(h.ctl(&["service", "ls", "-q"]).trim().is_empty());
+}

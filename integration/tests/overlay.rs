@@ -567,3 +567,103 @@ fn etcd_away_keeps_the_datapath_and_converges_after() {
     assert!(eventually(15, || c.node(0).ctl(&["node", "ls"]).contains("h2 ")));
     c.node(0).ctl(&["network", "create", "-d", "overlay", "late"]);
 }
+
+/// Block claims of `net` that name `node`, from their values in etcd.
+fn blocks_of(c: &Cluster, net: &str, node: &str) -> usize {
+    let (ok, out) = c.underlay.etcdctl(&[
+        "get",
+        "--prefix",
+        "--print-value-only",
+        &format!("/netd/v1/blocks/{net}/"),
+    ]);
+    assert!(ok, "etcdctl get blocks");
+    out.lines()
+        .filter(|l| l.contains(&format!("\"node\":\"{node}\"")))
+        .count()
+}
+
+fn holds_links(h: &Host, net: &str) -> bool {
+    let links = h.sh("ip -o link show").stdout;
+    links.contains(&format!("netd-{net}")) || links.contains(&format!("ndvx-{net}"))
+}
+
+/// A node with no endpoint on an overlay network holds nothing for it (no bridge, no
+/// VXLAN device, no block) yet lists it; its first sandbox makes it on demand and
+/// reaches the others; when its last endpoint goes (sandbox rm, or network disconnect),
+/// the links go and the block is released.
+#[test]
+fn a_node_without_endpoints_holds_nothing_until_one_attaches() {
+    if unavailable() {
+        return;
+    }
+    let c = Cluster::new(3);
+    let (h1, h2, h3) = (c.node(0), c.node(1), c.node(2));
+    h1.ctl(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.70.0.0/24",
+        "ov",
+    ]);
+    h2.ctl(&["sandbox", "create", "--network", "ov", "b"]);
+    h3.ctl(&["sandbox", "create", "--network", "ov", "c3"]);
+    let (b_ip, c_ip) = (h2.ip("b", "ov"), h3.ip("c3", "ov"));
+    assert!(eventually(5, || ping_ok(h2, "b", &c_ip)), "b cannot reach c3");
+    // Listed and inspectable on h1, from the store, but nothing made there.
+    assert!(has_network(h1, "ov"));
+    let ls = h1.ctl(&["network", "ls"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("ov ") && l.contains("overlay") && l.contains("10.70.0.0/24")),
+        "{ls}"
+    );
+    let ins: serde_json::Value = serde_json::from_str(&h1.ctl(&["network", "inspect", "ov"])).unwrap();
+    assert_eq!(ins[0]["local"], false, "{ins}");
+    assert_eq!(ins[0]["driver"], "overlay", "{ins}");
+    // A pass or two after the creates: still nothing on h1.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(!holds_links(h1, "ov"), "{}", h1.sh("ip -o link show").stdout);
+    assert_eq!(blocks_of(&c, "ov", "h1"), 0);
+    assert_eq!(blocks_of(&c, "ov", "h2") + blocks_of(&c, "ov", "h3"), 2);
+
+    // The first local sandbox makes it, synchronously: the create answers with an address.
+    h1.ctl(&["sandbox", "create", "--network", "ov", "a"]);
+    let a_ip = h1.ip("a", "ov");
+    assert!(holds_links(h1, "ov"));
+    assert_eq!(blocks_of(&c, "ov", "h1"), 1);
+    assert!(eventually(5, || ping_ok(h1, "a", &b_ip)), "a cannot reach b");
+    assert!(eventually(5, || ping_ok(h1, "a", &c_ip)), "a cannot reach c3");
+    assert!(eventually(5, || ping_ok(h3, "c3", &a_ip)), "c3 cannot reach a");
+
+    // The last endpoint goes: links and block go too, the others keep theirs.
+    h1.ctl(&["sandbox", "rm", "a"]);
+    assert!(
+        eventually(5, || !holds_links(h1, "ov") && blocks_of(&c, "ov", "h1") == 0),
+        "h1 kept ov: {} / {:?}",
+        h1.sh("ip -o link show").stdout,
+        c.underlay.keys("/netd/v1/blocks/ov/")
+    );
+    assert!(has_network(h1, "ov"), "h1 no longer lists ov");
+    assert!(holds_links(h2, "ov") && holds_links(h3, "ov"));
+    assert!(ping_ok(h2, "b", &c_ip), "b lost c3");
+
+    // The same through `network connect` / `disconnect` of an existing sandbox.
+    h1.ctl(&["sandbox", "create", "d"]);
+    h1.ctl(&["network", "connect", "ov", "d"]);
+    let d_ip = h1.ip("d", "ov");
+    assert!(eventually(5, || ping_ok(h1, "d", &b_ip)), "d cannot reach b");
+    assert!(eventually(5, || ping_ok(h2, "b", &d_ip)), "b cannot reach d");
+    h1.ctl(&["network", "disconnect", "ov", "d"]);
+    assert!(
+        eventually(5, || !holds_links(h1, "ov") && blocks_of(&c, "ov", "h1") == 0),
+        "h1 kept ov after disconnect"
+    );
+    // Nothing else went with it: the network and the other nodes' keys stay.
+    assert_eq!(
+        c.underlay.keys("/netd/v1/networks/"),
+        vec!["/netd/v1/networks/ov"]
+    );
+    assert_eq!(c.underlay.keys("/netd/v1/endpoints/ov/").len(), 2);
+}

@@ -419,7 +419,10 @@ fn sandbox_row(sb: &Value) -> String {
 }
 
 fn list(c: &Client, path: &str, a: &ListArgs, header: &str, row: fn(&Value) -> String) -> anyhow::Result<()> {
-    let v = c.get(path)?;
+    list_value(c.get(path)?, a, header, row)
+}
+
+fn list_value(v: Value, a: &ListArgs, header: &str, row: fn(&Value) -> String) -> anyhow::Result<()> {
     if a.json {
         print_json(&v);
         return Ok(());
@@ -696,9 +699,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let v = c.post("/v1/networks", &serde_json::to_value(&req)?)?;
                 println!("{}", s(&v["id"]));
             }
-            NetCmd::Ls(a) => list(
-                &c,
-                "/v1/networks",
+            NetCmd::Ls(a) => list_value(
+                cluster::with_stored(&c, c.get("/v1/networks")?)?,
                 &a,
                 &format!(
                     "{:<20} {:<8} {:<15} {:<34} {:<9} FLAGS",
@@ -706,7 +708,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ),
                 network_row,
             )?,
-            NetCmd::Inspect { names, .. } => inspect(&c, "networks", &names)?,
+            NetCmd::Inspect { names, .. } => cluster::inspect_networks(&c, &names)?,
             NetCmd::Rm { names } => {
                 if names.is_empty() {
                     bail!("rm needs at least one network name");

@@ -3,8 +3,11 @@
 //! call, and on a short timer (local sandboxes come and go through the engine, which
 //! does not tell). A pass:
 //!
-//! 1. makes every overlay network of the store that the node lacks (after claiming an
-//!    address block for it, `blocks.rs`), and removes local ones the store dropped;
+//! 1. makes the overlay networks of the store this node *needs* and lacks (after
+//!    claiming an address block for it, `blocks.rs`), and removes local ones that the
+//!    store dropped or that the node no longer needs, releasing its blocks of them
+//!    (`needed_networks`: networks with a local endpoint, plus what other code asks the
+//!    node to keep, `Agent::keep`);
 //! 2. publishes the node's endpoints on overlay networks (under the node's lease) and
 //!    deletes the ones that went;
 //! 3. brings each VXLAN device's FDB and neighbour entries to the other nodes' endpoints
@@ -12,6 +15,11 @@
 //!
 //! Every read is a full listing, so a pass after a missed event (a broken watch, a
 //! compaction, etcd away) is also a full resync. Passes are serialised.
+//!
+//! A node with no endpoint on an overlay network holds nothing for it: no bridge, no
+//! VXLAN device, no block. The first local attach makes it on demand (`ensure_local`,
+//! called by the API before the engine sees the request, `api::materialize_first`),
+//! under a `Hold` that keeps the pass from removing it before the endpoint exists.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -85,6 +93,55 @@ pub struct Agent<S: ClusterStore> {
     /// Underlay MTU − VXLAN overhead.
     mtu: u32,
     state: tokio::sync::Mutex<State>,
+    /// Networks kept on this node for reasons other than a local endpoint.
+    keep: Arc<std::sync::Mutex<Keep>>,
+}
+
+/// Why a node keeps an overlay network that has no local endpoint (see `needed_networks`).
+#[derive(Debug, Default)]
+struct Keep {
+    /// Per reason (e.g. "routing-mesh"), the networks it needs here; set by `Agent::keep`.
+    reasons: BTreeMap<String, BTreeSet<String>>,
+    /// Networks an attach in flight is about to put an endpoint on (a count per network).
+    pending: BTreeMap<String, usize>,
+}
+
+/// Keeps `network` on the node while alive: taken by an attach before it makes the
+/// network (`Agent::ensure_local`) and dropped once the engine answered, by which time
+/// the endpoint exists (or the attach failed and the network may go).
+pub struct Hold {
+    keep: Arc<std::sync::Mutex<Keep>>,
+    network: String,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut k = self.keep.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = k.pending.get_mut(&self.network) {
+            *n -= 1;
+            if *n == 0 {
+                k.pending.remove(&self.network);
+            }
+        }
+    }
+}
+
+/// The overlay networks a node must hold a datapath (bridge, VXLAN device, block) for:
+/// those with a local endpoint, those an attach in flight is about to use, and those
+/// another part of netd asked to keep (`Agent::keep`, e.g. the routing mesh needs a
+/// network on every node that publishes one of its services' ports). Every other overlay
+/// network is only a record in the store here: listed, not made.
+pub fn needed_networks(
+    endpoints: &[EndpointRecord],
+    kept: &BTreeMap<String, BTreeSet<String>>,
+    pending: &BTreeMap<String, usize>,
+) -> BTreeSet<String> {
+    endpoints
+        .iter()
+        .map(|e| e.network.clone())
+        .chain(kept.values().flatten().cloned())
+        .chain(pending.keys().cloned())
+        .collect()
 }
 
 /// What the engine holds of the overlay: its networks, and their endpoints here.
@@ -101,7 +158,74 @@ impl<S: ClusterStore> Agent<S> {
             cfg,
             mtu: underlay_mtu.saturating_sub(super::VXLAN_OVERHEAD),
             state: tokio::sync::Mutex::new(State::default()),
+            keep: Arc::default(),
         }
+    }
+
+    /// The hook for other parts of netd: `reason` needs exactly `networks` on this node
+    /// whether or not a local endpoint is on them (replacing what `reason` asked before;
+    /// an empty set withdraws it). The next pass makes or removes networks accordingly;
+    /// call `pass` to have it done before returning.
+    pub fn keep(&self, reason: &str, networks: BTreeSet<String>) {
+        let mut k = self.keep.lock().unwrap_or_else(|p| p.into_inner());
+        if networks.is_empty() {
+            k.reasons.remove(reason);
+        } else {
+            k.reasons.insert(reason.to_string(), networks);
+        }
+    }
+
+    fn needed(&self, local: &Local) -> BTreeSet<String> {
+        let k = self.keep.lock().unwrap_or_else(|p| p.into_inner());
+        needed_networks(&local.endpoints, &k.reasons, &k.pending)
+    }
+
+    /// Holds `network` on this node until the guard drops (see `Hold`).
+    pub fn hold(&self, network: &str) -> Hold {
+        let mut k = self.keep.lock().unwrap_or_else(|p| p.into_inner());
+        *k.pending.entry(network.to_string()).or_default() += 1;
+        Hold {
+            keep: Arc::clone(&self.keep),
+            network: network.to_string(),
+        }
+    }
+
+    /// Makes overlay network `name` on this node now if the store has it and the node
+    /// does not (the attach path: the engine then finds it). `Ok(false)` when it is not
+    /// an overlay network of the store (the engine answers for it as for any name).
+    /// Without a store call when the network is already here, so a node with etcd away
+    /// still attaches to networks it holds. Take a `hold` first.
+    pub async fn ensure_local(&self, name: &str) -> Result<bool, ClusterError> {
+        if self.has_network(name).await? {
+            return Ok(true);
+        }
+        let _st = self.state.lock().await;
+        if self.has_network(name).await? {
+            return Ok(true);
+        }
+        let nets = self.store.networks().await?;
+        let Some(rec) = nets.iter().find(|n| n.name == name) else {
+            return Ok(false);
+        };
+        self.materialize(rec).await?;
+        Ok(true)
+    }
+
+    async fn has_network(&self, name: &str) -> Result<bool, ClusterError> {
+        let n = name.to_string();
+        self.engine(move |e| Ok(e.networks().any(|x| x.name == n))).await
+    }
+
+    /// Releases this node's blocks of `net` (the network is gone from the node, so no
+    /// address of them is leased here): another node may claim them.
+    async fn release_blocks(&self, net: &str) -> Result<(), ClusterError> {
+        let claims = self.store.blocks(net).await?;
+        for c in claims.iter().filter(|c| c.node == self.cfg.node) {
+            if self.store.release_block(c).await? {
+                tracing::info!(network = %net, block = %c.block, "cluster: block released");
+            }
+        }
+        Ok(())
     }
 
     pub fn store(&self) -> &S {
@@ -184,20 +308,33 @@ impl<S: ClusterStore> Agent<S> {
         self.see_nodes(&mut st).await?;
         let nets = self.store.networks().await?;
         let local = self.local().await?;
-        for n in nets.iter().filter(|n| !local.networks.contains_key(&n.name)) {
+        let needed = self.needed(&local);
+        for n in nets
+            .iter()
+            .filter(|n| needed.contains(&n.name) && !local.networks.contains_key(&n.name))
+        {
             if let Err(e) = self.materialize(n).await {
                 tracing::warn!(network = %n.name, error = %e, "cluster: cannot make overlay network here");
             }
         }
-        let wanted: BTreeSet<&str> = nets.iter().map(|n| n.name.as_str()).collect();
-        for name in local.networks.keys().filter(|n| !wanted.contains(n.as_str())) {
+        let in_store: BTreeSet<&str> = nets.iter().map(|n| n.name.as_str()).collect();
+        for name in local.networks.keys() {
+            let stored = in_store.contains(name.as_str());
+            if stored && needed.contains(name) {
+                continue;
+            }
             if local.endpoints.iter().any(|e| &e.network == name) {
                 continue; // Only removable once its sandboxes are gone.
             }
             let n = name.clone();
             self.engine(move |e| e.remove_network(&n)).await?;
             st.applied.remove(name);
-            tracing::info!(network = %name, "cluster: overlay network removed here");
+            if stored {
+                tracing::info!(network = %name, "cluster: overlay network removed here (no local endpoint left)");
+                self.release_blocks(name).await?;
+            } else {
+                tracing::info!(network = %name, "cluster: overlay network removed here (gone from the store)");
+            }
         }
         let local = self.local().await?;
         self.publish(&mut st, &local).await?;
@@ -503,12 +640,16 @@ impl<S: ClusterStore> Agent<S> {
 }
 
 /// Connects to the store, checks `--advertise-addr` is this node's, registers the node
-/// and starts the agent: the API routes to serve and the store (to `leave` at the end).
+/// and starts the agent: the agent (whose routes `api::wrap` adds) and the store (to
+/// `leave` at the end).
 pub async fn start(
     cfg: &ClusterConfig,
     engine: Shared,
     shutdown: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<(axum::Router, Arc<crate::store::etcd::EtcdStore>)> {
+) -> anyhow::Result<(
+    Arc<Agent<crate::store::etcd::EtcdStore>>,
+    Arc<crate::store::etcd::EtcdStore>,
+)> {
     use anyhow::Context;
     let addr = cfg.advertise;
     let underlay_mtu = tokio::task::spawn_blocking(move || crate::kernel::vxlan::mtu_of_addr(addr))
@@ -532,7 +673,7 @@ pub async fn start(
     }
     tokio::spawn(Arc::clone(&agent).run(shutdown));
     tracing::info!(node = %cfg.node, addr = %cfg.advertise, mtu = agent.mtu, "cluster: node registered");
-    Ok((super::api::router(agent), store))
+    Ok((agent, store))
 }
 
 /// `node join NAME (addr=…, data_port=…)` for a node `now` has that `before` lacked,
@@ -641,6 +782,25 @@ mod tests {
             said(&node_events(Some(&later), &BTreeMap::new())),
             ["leave h1", "leave h3"]
         );
+    }
+
+    #[test]
+    fn a_node_needs_networks_with_local_endpoints_or_kept_for_a_reason() {
+        let ep = |net: &str| EndpointRecord {
+            network: net.into(),
+            node: "h1".into(),
+            sandbox: "s".into(),
+            ip: "10.0.0.2".parse().unwrap(),
+            mac: "02:00:00:00:00:01".into(),
+            vtep: "192.168.60.2".parse().unwrap(),
+            names: vec!["s".into()],
+        };
+        let none = BTreeMap::new();
+        assert!(needed_networks(&[], &none, &BTreeMap::new()).is_empty());
+        let kept = BTreeMap::from([("routing-mesh".to_string(), BTreeSet::from(["web".to_string()]))]);
+        let pending = BTreeMap::from([("db".to_string(), 1)]);
+        let got = needed_networks(&[ep("red"), ep("red")], &kept, &pending);
+        assert_eq!(got, BTreeSet::from(["db".into(), "red".into(), "web".into()]));
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //!
 //! `netd daemon --cluster etcd://IP:PORT[,…] --node NAME --advertise-addr IP` registers
 //! the node under a lease and runs an agent (`agent.rs`) that keeps the node in line with
-//! the store: overlay networks the store holds are made locally (a bridge with a VXLAN
-//! port, `driver::overlay`), local endpoints on them are published, and remote ones
+//! the store: overlay networks the store holds are made locally where the node needs them
+//! (a bridge with a VXLAN port, `driver::overlay`; see `agent::needed_networks`), local endpoints on them are published, and remote ones
 //! become static FDB and neighbour entries (`fdb.rs`). Addresses come from blocks of the
 //! subnet a node claims with one compare-and-set each (`blocks.rs`), so a sandbox create
 //! costs no store write for its address. A daemon without `--cluster` has none of this.
@@ -184,6 +184,9 @@ pub trait ClusterStore: Send + Sync + 'static {
     fn blocks(&self, net: &str) -> impl Future<Output = Result<Vec<BlockRecord>, ClusterError>> + Send;
     /// Claims `rec.block` for `rec.node` if nobody has it (compare-and-set).
     fn claim_block(&self, rec: &BlockRecord) -> impl Future<Output = Result<bool, ClusterError>> + Send;
+    /// Deletes `rec.block`'s claim if it is still `rec` (compare-and-delete): `Ok(false)`
+    /// when the key holds something else or nothing.
+    fn release_block(&self, rec: &BlockRecord) -> impl Future<Output = Result<bool, ClusterError>> + Send;
     fn endpoints(&self) -> impl Future<Output = Result<Vec<EndpointRecord>, ClusterError>> + Send;
     /// Put under the node's lease.
     fn put_endpoint(&self, rec: &EndpointRecord) -> impl Future<Output = Result<(), ClusterError>> + Send;

@@ -303,6 +303,19 @@ impl ClusterStore for EtcdStore {
         Ok(r.succeeded())
     }
 
+    async fn release_block(&self, rec: &BlockRecord) -> Result<bool, ClusterError> {
+        let k = keys::block(&rec.network, &rec.block);
+        let txn = Txn::new()
+            .when([Compare::value(k.clone(), CompareOp::Equal, json(rec))])
+            .and_then([TxnOp::delete(k, None)]);
+        let r = call(
+            &format!("release block {}", rec.block),
+            self.client.clone().txn(txn),
+        )
+        .await?;
+        Ok(r.succeeded())
+    }
+
     async fn endpoints(&self) -> Result<Vec<EndpointRecord>, ClusterError> {
         self.list(&keys::endpoints()).await
     }

@@ -667,3 +667,186 @@ fn a_node_without_endpoints_holds_nothing_until_one_attaches() {
     );
     assert_eq!(c.underlay.keys("/netd/v1/endpoints/ov/").len(), 2);
 }
+
+/// Every block claim of `net`: (block, node).
+fn claims(c: &Cluster, net: &str) -> Vec<(String, String)> {
+    let (ok, out) = c.underlay.etcdctl(&[
+        "get",
+        "--prefix",
+        "--print-value-only",
+        &format!("/netd/v1/blocks/{net}/"),
+    ]);
+    assert!(ok, "etcdctl get blocks");
+    out.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("block JSON");
+            (
+                v["block"].as_str().unwrap().to_string(),
+                v["node"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn in_block(ip: &str, block: &str) -> bool {
+    let (net, p) = block.split_once('/').unwrap();
+    let (ip, net): (std::net::Ipv4Addr, std::net::Ipv4Addr) = (ip.parse().unwrap(), net.parse().unwrap());
+    let p: u32 = p.parse().unwrap();
+    (u32::from(ip) >> (32 - p)) == (u32::from(net) >> (32 - p))
+}
+
+/// Blocks of /28 in a /26 (`-o block_prefix=28`): two nodes making 20 sandboxes each at
+/// once fill their first block and claim another; 40 distinct addresses, each in a block
+/// its own node claimed, every block claimed once; the sandboxes in the second blocks
+/// reach each other. A bad block size is one line and stores nothing.
+#[test]
+fn a_full_block_makes_the_node_claim_another() {
+    if unavailable() {
+        return;
+    }
+    let c = Cluster::new(2);
+    let o = c.node(0).netctl(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.71.0.0/26",
+        "-o",
+        "block_prefix=31",
+        "ov",
+    ]);
+    assert!(
+        !o.ok() && o.stderr.contains("block_prefix") && o.stderr.trim().lines().count() == 1,
+        "{}",
+        o.stderr
+    );
+    assert!(c.underlay.keys("/netd/v1/networks/").is_empty());
+    c.node(0).ctl(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.71.0.0/26",
+        "-o",
+        "block_prefix=28",
+        "ov",
+    ]);
+    let per_node = 20;
+    std::thread::scope(|s| {
+        for i in 0..2 {
+            let c = &c;
+            s.spawn(move || {
+                for j in 0..per_node {
+                    c.node(i)
+                        .ctl(&["sandbox", "create", "--network", "ov", &format!("n{i}x{j}")]);
+                }
+            });
+        }
+    });
+    let cl = claims(&c, "ov");
+    assert_eq!(cl.len(), 4, "{cl:?}");
+    let mut all = BTreeSet::new();
+    for i in 0..2 {
+        let node = format!("h{}", i + 1);
+        let mine: Vec<&String> = cl.iter().filter(|(_, n)| *n == node).map(|(b, _)| b).collect();
+        assert_eq!(mine.len(), 2, "{node}: {cl:?}");
+        for j in 0..per_node {
+            let ip = c.node(i).ip(&format!("n{i}x{j}"), "ov");
+            assert!(
+                mine.iter().any(|b| in_block(&ip, b)),
+                "{ip} of {node} not in {mine:?}"
+            );
+            assert!(all.insert(ip.clone()), "{ip} twice");
+        }
+    }
+    let last = format!("n1x{}", per_node - 1);
+    let ip = c.node(1).ip(&last, "ov");
+    assert!(
+        eventually(5, || ping_ok(c.node(0), &format!("n0x{}", per_node - 1), &ip)),
+        "last sandboxes do not reach each other"
+    );
+}
+
+/// A static `--ip` on an overlay network is unique across the cluster: the node claims
+/// the block that holds it; a second node asking for it gets one line naming the holder,
+/// and nothing is made there (no sandbox, no link, no block); an address in a free block
+/// is taken by whoever asks first, and both sandboxes reach each other.
+#[test]
+fn a_static_address_is_unique_across_the_cluster() {
+    if unavailable() {
+        return;
+    }
+    let c = Cluster::new(2);
+    let (h1, h2) = (c.node(0), c.node(1));
+    h1.ctl(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.72.0.0/24",
+        "ov",
+    ]);
+    h1.ctl(&["sandbox", "create", "--network", "ov", "--ip", "10.72.0.200", "a"]);
+    assert_eq!(h1.ip("a", "ov"), "10.72.0.200");
+    assert_eq!(
+        claims(&c, "ov"),
+        vec![("10.72.0.192/26".to_string(), "h1".to_string())]
+    );
+
+    assert!(eventually(5, || c.underlay.keys("/netd/v1/endpoints/ov/").len() == 1));
+    let keys = c.underlay.keys("/netd/v1/");
+    let before = h2.snapshot();
+    let o = h2.netctl(&["sandbox", "create", "--network", "ov", "--ip", "10.72.0.200", "b"]);
+    assert!(
+        !o.ok()
+            && o.stderr.contains("10.72.0.200")
+            && o.stderr.contains("h1")
+            && o.stderr.trim().lines().count() == 1,
+        "{}",
+        o.stderr
+    );
+    // Another address of h1's block: refused the same way.
+    let o = h2.netctl(&["sandbox", "create", "--network", "ov", "--ip", "10.72.0.201", "b"]);
+    assert!(!o.ok() && o.stderr.contains("h1"), "{}", o.stderr);
+    assert!(!h2.netctl(&["sandbox", "inspect", "b"]).ok(), "b was made");
+    assert!(!holds_links(h2, "ov"), "{}", h2.sh("ip -o link show").stdout);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(c.underlay.keys("/netd/v1/"), keys, "the store changed");
+    assert_eq!(h2.snapshot(), before, "h2 changed");
+
+    // An address in a block nobody holds: h2 claims that block and gets it.
+    h2.ctl(&["sandbox", "create", "--network", "ov", "--ip", "10.72.0.70", "b"]);
+    assert_eq!(h2.ip("b", "ov"), "10.72.0.70");
+    assert!(claims(&c, "ov").contains(&("10.72.0.64/26".to_string(), "h2".to_string())));
+    assert!(
+        eventually(5, || ping_ok(h1, "a", "10.72.0.70")),
+        "a cannot reach b"
+    );
+    assert!(
+        eventually(5, || ping_ok(h2, "b", "10.72.0.200")),
+        "b cannot reach a"
+    );
+    // Twice on one node: the local pool refuses it, one line.
+    let o = h1.netctl(&[
+        "sandbox",
+        "create",
+        "--network",
+        "ov",
+        "--ip",
+        "10.72.0.200",
+        "a2",
+    ]);
+    assert!(
+        !o.ok() && o.stderr.contains("in use") && o.stderr.trim().lines().count() == 1,
+        "{}",
+        o.stderr
+    );
+    // h1's dynamic addresses never come from h2's block.
+    h1.ctl(&["sandbox", "create", "--network", "ov", "a3"]);
+    let a3 = h1.ip("a3", "ov");
+    assert!(!in_block(&a3, "10.72.0.64/26"), "{a3}");
+}

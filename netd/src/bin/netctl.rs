@@ -657,12 +657,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         mtu.is_some(),
                         "--mtu (an overlay network's is the underlay's - 50)",
                     ),
-                    (!opt.is_empty(), "-o"),
                     (!label.is_empty(), "--label"),
                 ]
                 .into_iter()
                 .filter_map(|(on, f)| on.then_some(f))
                 .collect();
+                let mut opts = kv(&opt, "option")?;
+                let block_prefix = match opts.remove("block_prefix") {
+                    Some(v) => Some(v.parse::<u8>().map_err(|_| {
+                        anyhow!("invalid -o block_prefix={v}: expected a prefix length (e.g. 28)")
+                    })?),
+                    None => None,
+                };
+                if let Some(k) = opts.keys().next() {
+                    bail!("-o {k} is not supported for overlay networks (only block_prefix)");
+                }
                 cluster::create_overlay(
                     &c,
                     &cluster::Create {
@@ -670,6 +679,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         subnet: &subnet,
                         gateway: &gateway,
                         internal,
+                        block_prefix,
                         refused,
                     },
                 )?;

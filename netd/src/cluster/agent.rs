@@ -57,6 +57,8 @@ pub struct OverlayRequest {
     pub subnet: Option<String>,
     pub gateway: Option<String>,
     pub internal: bool,
+    /// Prefix length of the address blocks nodes claim (`-o block_prefix=N`).
+    pub block_prefix: Option<u8>,
 }
 
 /// A node as `netctl node ls` shows it.
@@ -95,6 +97,8 @@ pub struct Agent<S: ClusterStore> {
     state: tokio::sync::Mutex<State>,
     /// Networks kept on this node for reasons other than a local endpoint.
     keep: Arc<std::sync::Mutex<Keep>>,
+    /// Serialises attaches to overlay networks from `make_room` to the engine's answer.
+    pub(super) attach_lock: tokio::sync::Mutex<()>,
 }
 
 /// Why a node keeps an overlay network that has no local endpoint (see `needed_networks`).
@@ -159,6 +163,7 @@ impl<S: ClusterStore> Agent<S> {
             mtu: underlay_mtu.saturating_sub(super::VXLAN_OVERHEAD),
             state: tokio::sync::Mutex::new(State::default()),
             keep: Arc::default(),
+            attach_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -191,17 +196,18 @@ impl<S: ClusterStore> Agent<S> {
     }
 
     /// Makes overlay network `name` on this node now if the store has it and the node
-    /// does not (the attach path: the engine then finds it). `Ok(false)` when it is not
-    /// an overlay network of the store (the engine answers for it as for any name).
+    /// does not (the attach path: the engine then finds it). `Ok(true)` when `name` is an
+    /// overlay network held here now, `Ok(false)` for any other name (the engine answers
+    /// for it as usual).
     /// Without a store call when the network is already here, so a node with etcd away
     /// still attaches to networks it holds. Take a `hold` first.
     pub async fn ensure_local(&self, name: &str) -> Result<bool, ClusterError> {
-        if self.has_network(name).await? {
-            return Ok(true);
+        if let Some(overlay) = self.has_network(name).await? {
+            return Ok(overlay);
         }
         let _st = self.state.lock().await;
-        if self.has_network(name).await? {
-            return Ok(true);
+        if let Some(overlay) = self.has_network(name).await? {
+            return Ok(overlay);
         }
         let nets = self.store.networks().await?;
         let Some(rec) = nets.iter().find(|n| n.name == name) else {
@@ -211,9 +217,82 @@ impl<S: ClusterStore> Agent<S> {
         Ok(true)
     }
 
-    async fn has_network(&self, name: &str) -> Result<bool, ClusterError> {
+    /// A static address (`--ip`) on overlay network `name` is unique across the cluster
+    /// because it must lie in a block this node holds: the block containing it is
+    /// claimed here first when nobody has it (one compare-and-set), and refused when
+    /// another node has it (that node's pool may hand it out). Within the node, the
+    /// local pool refuses an address leased twice. So no key per address, and dynamic
+    /// allocation on other nodes never meets a static one. `Ok(claimed blocks)`; nothing
+    /// happens for a name that is not an overlay network of the store or an address
+    /// outside its subnet (the engine refuses those as usual).
+    pub async fn claim_static(&self, name: &str, ips: &[Ipv4Addr]) -> Result<Vec<Ipv4Network>, ClusterError> {
+        let mut claimed = Vec::new();
+        if ips.is_empty() || self.has_network(name).await? == Some(false) {
+            return Ok(claimed);
+        }
+        let _st = self.state.lock().await;
+        let nets = self.store.networks().await?;
+        let Some(n) = nets.iter().find(|n| n.name == name) else {
+            return Ok(claimed);
+        };
+        let prefix = blocks::block_prefix(n.subnet, n.block_prefix);
+        for ip in ips.iter().copied().filter(|ip| n.subnet.contains(*ip)) {
+            if ip == n.gateway {
+                return Err(ClusterError::Invalid(format!(
+                    "address {ip} is the gateway of overlay network {name}"
+                )));
+            }
+            let Some(block) = blocks::blocks_of(n.subnet, prefix).find(|b| b.contains(ip)) else {
+                continue;
+            };
+            // Two rounds: a lost race is re-read once (the winner is then named).
+            for _ in 0..2 {
+                let claims = self.store.blocks(name).await?;
+                match claims.iter().find(|c| c.block == block) {
+                    Some(c) if c.node == self.cfg.node => break,
+                    Some(c) => {
+                        return Err(ClusterError::Conflict(format!(
+                            "address {ip} of overlay network {name} is in block {block}, which node {} holds: take it there or pick another",
+                            c.node
+                        )))
+                    }
+                    None => {
+                        if self.claim(n, block).await? {
+                            claimed.push(block);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// Gives back `blocks` (claimed for an attach that then failed) unless the network is
+    /// held here now: a network not held here keeps no block.
+    pub async fn unclaim(&self, name: &str, blocks: &[Ipv4Network]) -> Result<(), ClusterError> {
+        let _st = self.state.lock().await;
+        if blocks.is_empty() || self.has_network(name).await?.is_some() {
+            return Ok(());
+        }
+        for b in blocks {
+            let rec = BlockRecord {
+                network: name.to_string(),
+                block: *b,
+                node: self.cfg.node.clone(),
+            };
+            if self.store.release_block(&rec).await? {
+                tracing::info!(network = %name, block = %b, "cluster: block released (attach failed)");
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the engine has `name`, and if so whether it is an overlay network.
+    async fn has_network(&self, name: &str) -> Result<Option<bool>, ClusterError> {
         let n = name.to_string();
-        self.engine(move |e| Ok(e.networks().any(|x| x.name == n))).await
+        self.engine(move |e| Ok(e.networks().find(|x| x.name == n).map(|x| x.is_overlay())))
+            .await
     }
 
     /// Releases this node's blocks of `net` (the network is gone from the node, so no
@@ -493,22 +572,20 @@ impl<S: ClusterStore> Agent<S> {
         Ok(())
     }
 
+    /// A block of `n` for this node: one it holds already (a restart, or a network made
+    /// again here), else the first free one, claimed.
     async fn claim_block(&self, n: &NetworkRecord) -> Result<Ipv4Network, ClusterError> {
+        let prefix = blocks::block_prefix(n.subnet, n.block_prefix);
         // Each lost race means another node took a block: bounded by the block count.
-        for _ in 0..blocks::blocks_of(n.subnet).count() + 1 {
+        for _ in 0..blocks::blocks_of(n.subnet, prefix).count() + 1 {
             let claims = self.store.blocks(&n.name).await?;
             if let Some(mine) = blocks::held_by(&self.cfg.node, &claims) {
                 return Ok(mine.block);
             }
-            let Some(b) = blocks::next_free(n.subnet, &claims) else {
+            let Some(b) = blocks::next_free(n.subnet, prefix, &claims) else {
                 break;
             };
-            let rec = BlockRecord {
-                network: n.name.clone(),
-                block: b,
-                node: self.cfg.node.clone(),
-            };
-            if self.store.claim_block(&rec).await? {
+            if self.claim(n, b).await? {
                 return Ok(b);
             }
         }
@@ -516,6 +593,68 @@ impl<S: ClusterStore> Agent<S> {
             "overlay network {}: every address block of {} is claimed by other nodes",
             n.name, n.subnet
         )))
+    }
+
+    /// One compare-and-set on block `b`'s key.
+    async fn claim(&self, n: &NetworkRecord, b: Ipv4Network) -> Result<bool, ClusterError> {
+        let rec = BlockRecord {
+            network: n.name.clone(),
+            block: b,
+            node: self.cfg.node.clone(),
+        };
+        let won = self.store.claim_block(&rec).await?;
+        if won {
+            tracing::info!(network = %n.name, block = %b, "cluster: block claimed");
+        }
+        Ok(won)
+    }
+
+    /// Before an attach asks `want` dynamic addresses of overlay network `name` (held
+    /// here): when the pool's block has fewer free, moves the pool to another block this
+    /// node holds that has room, or claims the next free block (`blocks::next_block`).
+    /// Callers serialise attaches (`attach_lock`) so two cannot count the same room.
+    pub async fn make_room(&self, name: &str, want: usize) -> Result<(), ClusterError> {
+        if want == 0 {
+            return Ok(());
+        }
+        let _st = self.state.lock().await;
+        let key = crate::engine::pool_key(name, false);
+        let pool = self
+            .engine(move |e| Ok(e.pools().find(|(k, _)| **k == key).map(|(_, p)| p.clone())))
+            .await?;
+        let Some(pool) = pool else { return Ok(()) };
+        if pool.free_count() >= want as u128 {
+            return Ok(()); // No store call while the block has room.
+        }
+        let nets = self.store.networks().await?;
+        let Some(n) = nets.iter().find(|n| n.name == name) else {
+            return Ok(());
+        };
+        let prefix = blocks::block_prefix(n.subnet, n.block_prefix);
+        for _ in 0..blocks::blocks_of(n.subnet, prefix).count() + 1 {
+            let claims = self.store.blocks(name).await?;
+            let to = match blocks::next_block(&pool, want, &self.cfg.node, prefix, &claims) {
+                blocks::NextBlock::Room => return Ok(()),
+                blocks::NextBlock::Switch(b) => b,
+                blocks::NextBlock::Claim(b) => {
+                    if !self.claim(n, b).await? {
+                        continue; // Another node took it: look again.
+                    }
+                    b
+                }
+                blocks::NextBlock::Full => {
+                    return Err(ClusterError::Conflict(format!(
+                        "overlay network {name}: no free address in this node's blocks and every block of {} is claimed",
+                        n.subnet
+                    )))
+                }
+            };
+            let net = name.to_string();
+            self.engine(move |e| e.set_pool_range(&net, to.into())).await?;
+            tracing::info!(network = %name, block = %to, "cluster: pool moved to block");
+            return Ok(());
+        }
+        Ok(())
     }
 
     /// `netctl network create -d overlay`: checks, picks a subnet and a VNI, stores it.
@@ -563,6 +702,14 @@ impl<S: ClusterStore> Agent<S> {
             }
             None => Ipv4Addr::from(u32::from(subnet.network()) + 1),
         };
+        if let Some(p) = req.block_prefix {
+            if p < subnet.prefix() || p > 30 {
+                return Err(ClusterError::Invalid(format!(
+                    "block_prefix {p}: expected {} to 30 for subnet {subnet}",
+                    subnet.prefix()
+                )));
+            }
+        }
         let taken: BTreeSet<u32> = nets.iter().map(|n| n.vni).collect();
         for _ in 0..16 {
             // Derived from the name, so two nodes racing on different names rarely collide.
@@ -578,6 +725,7 @@ impl<S: ClusterStore> Agent<S> {
                 internal: req.internal,
                 created_by: self.cfg.node.clone(),
                 created: now(),
+                block_prefix: req.block_prefix,
             };
             if self.store.create_network(&rec).await? {
                 tracing::info!(network = %rec.name, %subnet, vni, "cluster: overlay network created");
@@ -813,6 +961,7 @@ mod tests {
             internal: false,
             created_by: "h1".into(),
             created: 0,
+            block_prefix: None,
         };
         assert_eq!(default_subnet(&[]).unwrap().to_string(), "10.112.0.0/24");
         let taken = [rec("10.112.0.0/23"), rec("10.112.3.0/24")];

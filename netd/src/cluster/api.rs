@@ -10,6 +10,8 @@
 //! overlay network of the store that this node does not hold yet is made before the
 //! engine sees the request.
 
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use axum::body::{to_bytes, Body};
@@ -62,42 +64,58 @@ pub fn wrap<S: ClusterStore>(engine: Router, agent: Arc<Agent<S>>) -> Router {
         ))
 }
 
-/// The networks an attach request names: `POST /v1/sandboxes` (each of `networks`),
-/// `POST /v1/networks/{name}/connect`, `POST /v1/attach` (its network and the sandbox's
-/// networks). Nothing for any other request, or a body that is not JSON (the engine's
-/// handler then answers it as usual).
-fn attach_networks(method: &Method, path: &str, body: &[u8]) -> Vec<String> {
+/// What an attach asks of one network: addresses from its pool (endpoints without a
+/// static `ip`), and static IPv4 addresses.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Asks {
+    dynamic: usize,
+    statics: Vec<Ipv4Addr>,
+}
+
+/// The networks an attach request names, with what it asks of each: `POST
+/// /v1/sandboxes` (each of `networks`), `POST /v1/networks/{name}/connect`, `POST
+/// /v1/attach` (the sandbox's networks, and its network with nothing asked). Nothing for
+/// any other request, or a body that is not JSON (the engine's handler then answers it
+/// as usual; so does it for a static address that is not IPv4).
+fn attach_networks(method: &Method, path: &str, body: &[u8]) -> BTreeMap<String, Asks> {
+    let mut out: BTreeMap<String, Asks> = BTreeMap::new();
     if method != Method::POST {
-        return Vec::new();
+        return out;
     }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return out;
+    };
+    let add = |out: &mut BTreeMap<String, Asks>, net: &str, e: &serde_json::Value| {
+        let a = out.entry(net.to_string()).or_default();
+        match e["ip"].as_str() {
+            None => a.dynamic += 1,
+            Some(ip) => a.statics.extend(ip.parse::<Ipv4Addr>().ok()),
+        }
+    };
+    let of_sandbox = |sb: &serde_json::Value, out: &mut BTreeMap<String, Asks>| {
+        for e in sb["networks"].as_array().into_iter().flatten() {
+            if let Some(n) = e["network"].as_str() {
+                add(out, n, e);
+            }
+        }
+    };
     if let Some(net) = path
         .strip_prefix("/v1/networks/")
         .and_then(|r| r.strip_suffix("/connect"))
     {
-        return vec![net.to_string()];
+        add(&mut out, net, &v);
+        return out;
     }
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return Vec::new();
-    };
-    let of_sandbox = |sb: &serde_json::Value| -> Vec<String> {
-        sb["networks"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e["network"].as_str().map(str::to_string))
-            .collect()
-    };
-    let mut out = match path {
-        "/v1/sandboxes" => of_sandbox(&v),
+    match path {
+        "/v1/sandboxes" => of_sandbox(&v, &mut out),
         "/v1/attach" => {
-            let mut n = of_sandbox(&v["sandbox"]);
-            n.extend(v["network"]["name"].as_str().map(str::to_string));
-            n
+            of_sandbox(&v["sandbox"], &mut out);
+            if let Some(n) = v["network"]["name"].as_str() {
+                out.entry(n.to_string()).or_default();
+            }
         }
-        _ => Vec::new(),
-    };
-    out.sort();
-    out.dedup();
+        _ => {}
+    }
     out
 }
 
@@ -130,13 +148,55 @@ pub async fn materialize_first<S: ClusterStore>(
     })?;
     let nets = attach_networks(&parts.method, parts.uri.path(), &bytes);
     let mut holds = Vec::with_capacity(nets.len());
-    for n in &nets {
+    // Attaches to overlay networks one at a time (a cheap check first: a network held
+    // here that is not overlay needs none of this), so the room `make_room` found and the
+    // blocks `claim_static` took are still there when the engine allocates.
+    let serial = if nets.is_empty() {
+        None
+    } else {
+        Some(a.attach_lock.lock().await)
+    };
+    // Static addresses first: one another node holds is refused before anything is made.
+    let mut claimed = Vec::new();
+    for (n, asks) in &nets {
+        match a.claim_static(n, &asks.statics).await {
+            Ok(b) => claimed.push((n, b)),
+            Err(e) => {
+                unclaim(&a, &claimed).await;
+                return Err(e.into());
+            }
+        }
+    }
+    for (n, asks) in &nets {
         holds.push(a.hold(n));
-        a.ensure_local(n).await?;
+        let made = match a.ensure_local(n).await {
+            Ok(true) => a.make_room(n, asks.dynamic).await,
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = made {
+            drop(holds);
+            unclaim(&a, &claimed).await;
+            return Err(e.into());
+        }
     }
     let res = next.run(Request::from_parts(parts, Body::from(bytes))).await;
     drop(holds);
+    if !res.status().is_success() {
+        unclaim(&a, &claimed).await;
+    }
+    drop(serial);
     Ok(res)
+}
+
+/// After a failed attach: the blocks claimed for its static addresses go back unless the
+/// network is held here.
+async fn unclaim<S: ClusterStore>(a: &Agent<S>, claimed: &[(&String, Vec<ipnetwork::Ipv4Network>)]) {
+    for (n, b) in claimed {
+        if let Err(e) = a.unclaim(n, b).await {
+            tracing::warn!(network = %n, error = %e, "cluster: cannot give a block back; it stays claimed");
+        }
+    }
 }
 
 async fn nodes<S: ClusterStore>(State(a): State<Arc<Agent<S>>>) -> Result<Response, ApiError> {
@@ -197,11 +257,18 @@ mod tests {
     #[test]
     fn the_networks_an_attach_names() {
         let post = Method::POST;
-        let sb = br#"{"name":"a","networks":[{"network":"ov"},{"network":"br"},{"network":"ov"}]}"#;
-        assert_eq!(attach_networks(&post, "/v1/sandboxes", sb), ["br", "ov"]);
-        assert_eq!(attach_networks(&post, "/v1/networks/ov/connect", b"{}"), ["ov"]);
+        let d = |dynamic: usize, statics: &[&str]| Asks {
+            dynamic,
+            statics: statics.iter().map(|s| s.parse().unwrap()).collect(),
+        };
+        let sb = br#"{"name":"a","networks":[{"network":"ov"},{"network":"br","ip":"10.0.0.9"},{"network":"ov"}]}"#;
+        let got = attach_networks(&post, "/v1/sandboxes", sb);
+        assert_eq!(got.keys().collect::<Vec<_>>(), ["br", "ov"]);
+        assert_eq!((&got["br"], &got["ov"]), (&d(0, &["10.0.0.9"]), &d(2, &[])));
+        let got = attach_networks(&post, "/v1/networks/ov/connect", br#"{"sandbox":"a","ip":null}"#);
+        assert_eq!(got["ov"], d(1, &[]));
         let at = br#"{"network":{"name":"n1"},"sandbox":{"name":"a","networks":[{"network":"n1"}]}}"#;
-        assert_eq!(attach_networks(&post, "/v1/attach", at), ["n1"]);
+        assert_eq!(attach_networks(&post, "/v1/attach", at)["n1"], d(1, &[]));
         assert!(attach_networks(&post, "/v1/sandboxes", b"not json").is_empty());
         assert!(attach_networks(&Method::GET, "/v1/networks/ov/connect", b"").is_empty());
         assert!(attach_networks(&post, "/v1/networks", br#"{"name":"x"}"#).is_empty());

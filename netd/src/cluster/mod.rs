@@ -142,6 +142,9 @@ pub struct NetworkRecord {
     /// The node it was created on.
     pub created_by: String,
     pub created: u64,
+    /// Prefix length of its address blocks (`-o block_prefix=N`); `None`: /26.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_prefix: Option<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

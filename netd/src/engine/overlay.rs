@@ -5,8 +5,11 @@
 
 use std::net::IpAddr;
 
-use super::Engine;
+use ipnetwork::IpNetwork;
+
+use super::{pool_key, Engine, EngineError, Result, Undo};
 use crate::dns::records::{Rec, Table};
+use crate::store::Txn;
 
 /// A remote endpoint's names (sandbox name, then aliases) and address on `network`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -26,6 +29,42 @@ impl Engine {
         }
         self.remote_names = names;
         self.sync_dns();
+    }
+}
+
+impl Engine {
+    /// Points dynamic allocation on overlay network `network` at `range`, an address
+    /// block the node holds (the cluster agent moves it when a block fills,
+    /// `cluster::blocks::next_block`). Leases outside `range` stay.
+    pub fn set_pool_range(&mut self, network: &str, range: IpNetwork) -> Result<()> {
+        let net = self.network(network)?;
+        if !net.is_overlay() {
+            return Err(EngineError::Invalid(format!(
+                "network {network} is not an overlay network"
+            )));
+        }
+        let key = pool_key(network, false);
+        let Some(pool) = self.pools.get(&key) else {
+            return Err(EngineError::Invalid(format!(
+                "network {network} has no IPv4 pool"
+            )));
+        };
+        if !pool.subnet.contains(range.network()) || range.prefix() < pool.subnet.prefix() {
+            return Err(EngineError::Invalid(format!(
+                "range {range} is not inside {} of network {network}",
+                pool.subnet
+            )));
+        }
+        let mut undo = Undo::default();
+        self.remember(&mut undo, &[], &[], std::slice::from_ref(&key));
+        if let Some(p) = self.pools.get_mut(&key) {
+            p.ip_range = Some(range);
+        }
+        let mut txn = Txn::new();
+        self.put_pools(&mut txn, &[network]);
+        self.commit(undo, &[], &txn, &[])?;
+        tracing::info!(network, %range, "pool range moved");
+        Ok(())
     }
 }
 

@@ -26,6 +26,8 @@ pub struct Create<'a> {
     pub subnet: &'a [String],
     pub gateway: &'a [String],
     pub internal: bool,
+    /// `-o block_prefix=N`: the size of the address blocks nodes claim.
+    pub block_prefix: Option<u8>,
     /// Flags an overlay network does not take (named in the error).
     pub refused: Vec<&'static str>,
 }
@@ -42,6 +44,7 @@ pub fn create_overlay(c: &Client, a: &Create<'_>) -> anyhow::Result<()> {
         "subnet": a.subnet.first(),
         "gateway": a.gateway.first(),
         "internal": a.internal,
+        "block_prefix": a.block_prefix,
     });
     match c.post("/v1/cluster/networks", &body) {
         Ok(v) => {

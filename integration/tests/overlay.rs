@@ -850,3 +850,106 @@ fn a_static_address_is_unique_across_the_cluster() {
     let a3 = h1.ip("a3", "ov");
     assert!(!in_block(&a3, "10.72.0.64/26"), "{a3}");
 }
+
+/// The cluster store over TLS: etcd serves only TLS and wants client certificates
+/// (`--client-cert-auth`); daemons with `--cluster-ca/--cluster-cert/--cluster-key` join,
+/// share an overlay network and reach each other. Bad TLS flags stop the daemon at once
+/// with one line naming the flag.
+#[test]
+fn the_cluster_store_over_tls_with_client_certificates() {
+    if unavailable() || no_program("openssl", "openssl") {
+        return;
+    }
+    let c = Cluster::new_tls(2);
+    let (h1, h2) = (c.node(0), c.node(1));
+    let nodes = h1.ctl(&["node", "ls"]);
+    assert!(nodes.contains("h1 ") && nodes.contains("h2 "), "{nodes}");
+    h1.ctl(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.73.0.0/24",
+        "ov",
+    ]);
+    h1.ctl(&["sandbox", "create", "--network", "ov", "a"]);
+    h2.ctl(&["sandbox", "create", "--network", "ov", "b"]);
+    let b_ip = h2.ip("b", "ov");
+    assert!(eventually(5, || ping_ok(h1, "a", &b_ip)), "a cannot reach b");
+    assert_eq!(c.underlay.keys("/netd/v1/endpoints/ov/").len(), 2);
+    // etcd really wants the client certificate: without one, etcdctl is refused.
+    let plain = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", c.underlay.name))
+        .args([
+            "etcdctl",
+            "--endpoints",
+            "https://10.250.0.254:2379",
+            "--dial-timeout",
+            "2s",
+        ])
+        .arg("--cacert")
+        .arg(c.underlay.tls.as_ref().unwrap().join("ca.crt"))
+        .args(["get", "--prefix", "/netd/"])
+        .env("ETCDCTL_API", "3")
+        .output()
+        .unwrap();
+    assert!(
+        !plain.status.success(),
+        "etcd answered without a client certificate"
+    );
+
+    let certs = c.underlay.tls.clone().unwrap();
+    let f = |n: &str| certs.join(n).display().to_string();
+    let bare = Host::bare();
+    for (args, want) in [
+        (
+            vec!["--cluster-ca", "/nonexistent/ca.crt"],
+            "--cluster-ca /nonexistent/ca.crt",
+        ),
+        (vec!["--cluster-ca", &f("client.key")], "not a PEM file"),
+        (
+            vec!["--cluster-ca", &f("ca.crt"), "--cluster-cert", &f("client.crt")],
+            "go together",
+        ),
+        (
+            vec![
+                "--cluster-ca",
+                &f("ca.crt"),
+                "--cluster-cert",
+                &f("client.key"),
+                "--cluster-key",
+                &f("client.key"),
+            ],
+            "--cluster-cert",
+        ),
+    ] {
+        let dir = bare.base.join("bad");
+        let netd = integration::harness::bin("netd").display().to_string();
+        let (state, sock) = (
+            dir.join("state").display().to_string(),
+            dir.join("s.sock").display().to_string(),
+        );
+        let mut argv: Vec<&str> = vec![
+            &netd,
+            "daemon",
+            "--state-dir",
+            &state,
+            "--socket",
+            &sock,
+            "--docker-plugin-dir",
+            "none",
+            "--node",
+            "hx",
+            "--cluster",
+            "etcd://10.250.0.254:2379",
+            "--advertise-addr",
+            "10.250.0.1",
+        ];
+        argv.extend(args.iter().copied());
+        let o = nsenter(&bare.netns(), &argv);
+        let last = o.stderr.trim().lines().last().unwrap_or_default().to_string();
+        assert!(!o.ok() && last.contains(want), "{args:?}: {}", o.stderr);
+        assert!(!dir.join("s.sock").exists(), "{args:?}: a socket was made");
+    }
+}

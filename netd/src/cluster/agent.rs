@@ -804,7 +804,7 @@ pub async fn start(
         .await?
         .with_context(|| format!("--advertise-addr {addr}: not an address of this host"))?;
     let store = Arc::new(
-        crate::store::etcd::EtcdStore::connect(&cfg.endpoints)
+        crate::store::etcd::EtcdStore::connect(&cfg.endpoints, cfg.tls.as_ref())
             .await
             .with_context(|| format!("cluster store {}", cfg.endpoints.join(",")))?,
     );

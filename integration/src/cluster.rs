@@ -22,11 +22,25 @@ pub struct Underlay {
     pub name: String,
     dir: PathBuf,
     etcd: Option<Child>,
+    /// With TLS (`new_tls`): the directory of the certificates `openssl` made
+    /// (`ca.crt`, `server.{crt,key}`, `client.{crt,key}`); etcd then wants a client
+    /// certificate.
+    pub tls: Option<PathBuf>,
 }
 
 impl Underlay {
     /// The namespace, its bridge and a running etcd (waited for).
     pub fn new() -> Underlay {
+        Underlay::make(false)
+    }
+
+    /// As `new`, with etcd serving TLS only and asking for client certificates, all made
+    /// by `openssl` under the underlay's directory.
+    pub fn new_tls() -> Underlay {
+        Underlay::make(true)
+    }
+
+    fn make(tls: bool) -> Underlay {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let name = format!("ndul-{}-{n}", std::process::id());
         let dir = PathBuf::from(format!("/run/netd-ul-{}-{n}", std::process::id()));
@@ -36,7 +50,13 @@ impl Underlay {
             name,
             dir,
             etcd: None,
+            tls: None,
         };
+        if tls {
+            let certs = u.dir.join("certs");
+            make_certs(&certs);
+            u.tls = Some(certs);
+        }
         let o = sh(&format!(
             "ip netns del {0} 2>/dev/null; set -e; ip netns add {0}; ip -n {0} link set lo up
              ip -n {0} link add br0 type bridge; ip -n {0} addr add {ETCD_ADDR}/24 dev br0
@@ -64,11 +84,21 @@ impl Underlay {
             .append(true)
             .open(self.dir.join("etcd.log"))
             .expect("etcd log");
-        let url = format!("http://{ETCD_ADDR}:2379");
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.name))
+        let url = format!("{}://{ETCD_ADDR}:2379", self.scheme());
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.name))
             .args(["etcd", "--name", "ndt", "--data-dir"])
-            .arg(self.dir.join("etcd"))
+            .arg(self.dir.join("etcd"));
+        if let Some(t) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(t.join("server.crt"))
+                .arg("--key-file")
+                .arg(t.join("server.key"))
+                .arg("--trusted-ca-file")
+                .arg(t.join("ca.crt"))
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
             .args(["--listen-peer-urls", "http://127.0.0.1:2380"])
             .args(["--initial-advertise-peer-urls", "http://127.0.0.1:2380"])
@@ -95,7 +125,8 @@ impl Underlay {
         let o = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", self.name))
             .arg("etcdctl")
-            .args(["--endpoints", &format!("http://{ETCD_ADDR}:2379")])
+            .args(["--endpoints", &format!("{}://{ETCD_ADDR}:2379", self.scheme())])
+            .args(self.tls_flags("--cacert", "--cert", "--key"))
             .args(args)
             .env("ETCDCTL_API", "3")
             .output();
@@ -105,6 +136,25 @@ impl Underlay {
                 String::from_utf8_lossy(&o.stdout).into_owned(),
             ),
             Err(_) => (false, String::new()),
+        }
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The CA, client certificate and key behind the three flags given (none without TLS).
+    pub fn tls_flags(&self, ca: &str, cert: &str, key: &str) -> Vec<String> {
+        match &self.tls {
+            Some(t) => [(ca, "ca.crt"), (cert, "client.crt"), (key, "client.key")]
+                .iter()
+                .flat_map(|(f, file)| [f.to_string(), t.join(file).display().to_string()])
+                .collect(),
+            None => Vec::new(),
         }
     }
 
@@ -136,6 +186,25 @@ impl Drop for Underlay {
     }
 }
 
+/// A CA, a server certificate for etcd's address and a client certificate, by `openssl`
+/// (P-256 keys, a day long), in `dir`.
+fn make_certs(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).expect("certs dir");
+    let o = sh(&format!(
+        "set -e; cd {d}
+         k='-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes'
+         openssl req -x509 $k -keyout ca.key -out ca.crt -days 1 -subj /CN=netd-test-ca 2>/dev/null
+         openssl req $k -keyout server.key -out server.csr -subj /CN=etcd 2>/dev/null
+         printf 'subjectAltName=IP:{ETCD_ADDR}\nextendedKeyUsage=serverAuth,clientAuth\n' > server.ext
+         openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 -extfile server.ext -out server.crt 2>/dev/null
+         openssl req $k -keyout client.key -out client.csr -subj /CN=netd 2>/dev/null
+         printf 'extendedKeyUsage=clientAuth\n' > client.ext
+         openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 -extfile client.ext -out client.crt 2>/dev/null",
+        d = dir.display()
+    ));
+    assert!(o.ok(), "openssl: {}", o.stderr);
+}
+
 /// A host of the cluster: a `Host` on the underlay.
 pub struct Node {
     pub host: Host,
@@ -152,7 +221,16 @@ pub struct Cluster {
 impl Cluster {
     /// `n` hosts, each with a daemon in the cluster.
     pub fn new(n: usize) -> Cluster {
-        let underlay = Underlay::new();
+        Cluster::on(Underlay::new(), n)
+    }
+
+    /// As `new` with etcd over TLS with client certificates (`Underlay::new_tls`): the
+    /// daemons get `--cluster-ca`, `--cluster-cert` and `--cluster-key`.
+    pub fn new_tls(n: usize) -> Cluster {
+        Cluster::on(Underlay::new_tls(), n)
+    }
+
+    fn on(underlay: Underlay, n: usize) -> Cluster {
         let mut c = Cluster {
             nodes: Vec::new(),
             underlay,
@@ -183,6 +261,10 @@ impl Cluster {
             "--advertise-addr".into(),
             addr.clone(),
         ];
+        host.daemon_args.extend(
+            self.underlay
+                .tls_flags("--cluster-ca", "--cluster-cert", "--cluster-key"),
+        );
         host.start();
         self.nodes.push(Node { host, name, addr });
     }

@@ -567,3 +567,389 @@ fn etcd_away_keeps_the_datapath_and_converges_after() {
     assert!(eventually(15, || c.node(0).ctl(&["node", "ls"]).contains("h2 ")));
     c.node(0).ctl(&["network", "create", "-d", "overlay", "late"]);
 }
+
+/// Block claims of `net` that name `node`, from their values in etcd.
+fn blocks_of(c: &Cluster, net: &str, node: &str) -> usize {
+    let (ok, out) = c.underlay.etcdctl(&[
+        "get",
+        "--prefix",
+        "--print-value-only",
+        &format!("/netd/v1/blocks/{net}/"),
+    ]);
+    assert!(ok, "etcdctl get blocks");
+    out.lines()
+        .filter(|l| l.contains(&format!("\"node\":\"{node}\"")))
+        .count()
+}
+
+fn holds_links(h: &Host, net: &str) -> bool {
+    let links = h.sh("ip -o link show").stdout;
+    links.contains(&format!("netd-{net}")) || links.contains(&format!("ndvx-{net}"))
+}
+
+/// A node with no endpoint on an overlay network holds nothing for it (no bridge, no
+/// VXLAN device, no block) yet lists it; its first sandbox makes it on demand and
+/// reaches the others; when its last endpoint goes (sandbox rm, or network disconnect),
+/// the links go and the block is released.
+#[test]
+fn a_node_without_endpoints_holds_nothing_until_one_attaches() {
+    if unavailable() {
+        return;
+    }
+    let c = Cluster::new(3);
+    let (h1, h2, h3) = (c.node(0), c.node(1), c.node(2));
+    h1.ctl(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.70.0.0/24",
+        "ov",
+    ]);
+    h2.ctl(&["sandbox", "create", "--network", "ov", "b"]);
+    h3.ctl(&["sandbox", "create", "--network", "ov", "c3"]);
+    let (b_ip, c_ip) = (h2.ip("b", "ov"), h3.ip("c3", "ov"));
+    assert!(eventually(5, || ping_ok(h2, "b", &c_ip)), "b cannot reach c3");
+    // Listed and inspectable on h1, from the store, but nothing made there.
+    assert!(has_network(h1, "ov"));
+    let ls = h1.ctl(&["network", "ls"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("ov ") && l.contains("overlay") && l.contains("10.70.0.0/24")),
+        "{ls}"
+    );
+    let ins: serde_json::Value = serde_json::from_str(&h1.ctl(&["network", "inspect", "ov"])).unwrap();
+    assert_eq!(ins[0]["local"], false, "{ins}");
+    assert_eq!(ins[0]["driver"], "overlay", "{ins}");
+    // A pass or two after the creates: still nothing on h1.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(!holds_links(h1, "ov"), "{}", h1.sh("ip -o link show").stdout);
+    assert_eq!(blocks_of(&c, "ov", "h1"), 0);
+    assert_eq!(blocks_of(&c, "ov", "h2") + blocks_of(&c, "ov", "h3"), 2);
+
+    // The first local sandbox makes it, synchronously: the create answers with an address.
+    h1.ctl(&["sandbox", "create", "--network", "ov", "a"]);
+    let a_ip = h1.ip("a", "ov");
+    assert!(holds_links(h1, "ov"));
+    assert_eq!(blocks_of(&c, "ov", "h1"), 1);
+    assert!(eventually(5, || ping_ok(h1, "a", &b_ip)), "a cannot reach b");
+    assert!(eventually(5, || ping_ok(h1, "a", &c_ip)), "a cannot reach c3");
+    assert!(eventually(5, || ping_ok(h3, "c3", &a_ip)), "c3 cannot reach a");
+
+    // The last endpoint goes: links and block go too, the others keep theirs.
+    h1.ctl(&["sandbox", "rm", "a"]);
+    assert!(
+        eventually(5, || !holds_links(h1, "ov") && blocks_of(&c, "ov", "h1") == 0),
+        "h1 kept ov: {} / {:?}",
+        h1.sh("ip -o link show").stdout,
+        c.underlay.keys("/netd/v1/blocks/ov/")
+    );
+    assert!(has_network(h1, "ov"), "h1 no longer lists ov");
+    assert!(holds_links(h2, "ov") && holds_links(h3, "ov"));
+    assert!(ping_ok(h2, "b", &c_ip), "b lost c3");
+
+    // The same through `network connect` / `disconnect` of an existing sandbox.
+    h1.ctl(&["sandbox", "create", "d"]);
+    h1.ctl(&["network", "connect", "ov", "d"]);
+    let d_ip = h1.ip("d", "ov");
+    assert!(eventually(5, || ping_ok(h1, "d", &b_ip)), "d cannot reach b");
+    assert!(eventually(5, || ping_ok(h2, "b", &d_ip)), "b cannot reach d");
+    h1.ctl(&["network", "disconnect", "ov", "d"]);
+    assert!(
+        eventually(5, || !holds_links(h1, "ov") && blocks_of(&c, "ov", "h1") == 0),
+        "h1 kept ov after disconnect"
+    );
+    // Nothing else went with it: the network and the other nodes' keys stay.
+    assert_eq!(
+        c.underlay.keys("/netd/v1/networks/"),
+        vec!["/netd/v1/networks/ov"]
+    );
+    assert_eq!(c.underlay.keys("/netd/v1/endpoints/ov/").len(), 2);
+}
+
+/// Every block claim of `net`: (block, node).
+fn claims(c: &Cluster, net: &str) -> Vec<(String, String)> {
+    let (ok, out) = c.underlay.etcdctl(&[
+        "get",
+        "--prefix",
+        "--print-value-only",
+        &format!("/netd/v1/blocks/{net}/"),
+    ]);
+    assert!(ok, "etcdctl get blocks");
+    out.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("block JSON");
+            (
+                v["block"].as_str().unwrap().to_string(),
+                v["node"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn in_block(ip: &str, block: &str) -> bool {
+    let (net, p) = block.split_once('/').unwrap();
+    let (ip, net): (std::net::Ipv4Addr, std::net::Ipv4Addr) = (ip.parse().unwrap(), net.parse().unwrap());
+    let p: u32 = p.parse().unwrap();
+    (u32::from(ip) >> (32 - p)) == (u32::from(net) >> (32 - p))
+}
+
+/// Blocks of /28 in a /26 (`-o block_prefix=28`): two nodes making 20 sandboxes each at
+/// once fill their first block and claim another; 40 distinct addresses, each in a block
+/// its own node claimed, every block claimed once; the sandboxes in the second blocks
+/// reach each other. A bad block size is one line and stores nothing.
+#[test]
+fn a_full_block_makes_the_node_claim_another() {
+    if unavailable() {
+        return;
+    }
+    let c = Cluster::new(2);
+    let o = c.node(0).netctl(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.71.0.0/26",
+        "-o",
+        "block_prefix=31",
+        "ov",
+    ]);
+    assert!(
+        !o.ok() && o.stderr.contains("block_prefix") && o.stderr.trim().lines().count() == 1,
+        "{}",
+        o.stderr
+    );
+    assert!(c.underlay.keys("/netd/v1/networks/").is_empty());
+    c.node(0).ctl(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.71.0.0/26",
+        "-o",
+        "block_prefix=28",
+        "ov",
+    ]);
+    let per_node = 20;
+    std::thread::scope(|s| {
+        for i in 0..2 {
+            let c = &c;
+            s.spawn(move || {
+                for j in 0..per_node {
+                    c.node(i)
+                        .ctl(&["sandbox", "create", "--network", "ov", &format!("n{i}x{j}")]);
+                }
+            });
+        }
+    });
+    let cl = claims(&c, "ov");
+    assert_eq!(cl.len(), 4, "{cl:?}");
+    let mut all = BTreeSet::new();
+    for i in 0..2 {
+        let node = format!("h{}", i + 1);
+        let mine: Vec<&String> = cl.iter().filter(|(_, n)| *n == node).map(|(b, _)| b).collect();
+        assert_eq!(mine.len(), 2, "{node}: {cl:?}");
+        for j in 0..per_node {
+            let ip = c.node(i).ip(&format!("n{i}x{j}"), "ov");
+            assert!(
+                mine.iter().any(|b| in_block(&ip, b)),
+                "{ip} of {node} not in {mine:?}"
+            );
+            assert!(all.insert(ip.clone()), "{ip} twice");
+        }
+    }
+    let last = format!("n1x{}", per_node - 1);
+    let ip = c.node(1).ip(&last, "ov");
+    assert!(
+        eventually(5, || ping_ok(c.node(0), &format!("n0x{}", per_node - 1), &ip)),
+        "last sandboxes do not reach each other"
+    );
+}
+
+/// A static `--ip` on an overlay network is unique across the cluster: the node claims
+/// the block that holds it; a second node asking for it gets one line naming the holder,
+/// and nothing is made there (no sandbox, no link, no block); an address in a free block
+/// is taken by whoever asks first, and both sandboxes reach each other.
+#[test]
+fn a_static_address_is_unique_across_the_cluster() {
+    if unavailable() {
+        return;
+    }
+    let c = Cluster::new(2);
+    let (h1, h2) = (c.node(0), c.node(1));
+    h1.ctl(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.72.0.0/24",
+        "ov",
+    ]);
+    h1.ctl(&["sandbox", "create", "--network", "ov", "--ip", "10.72.0.200", "a"]);
+    assert_eq!(h1.ip("a", "ov"), "10.72.0.200");
+    assert_eq!(
+        claims(&c, "ov"),
+        vec![("10.72.0.192/26".to_string(), "h1".to_string())]
+    );
+
+    assert!(eventually(5, || c.underlay.keys("/netd/v1/endpoints/ov/").len() == 1));
+    let keys = c.underlay.keys("/netd/v1/");
+    let before = h2.snapshot();
+    let o = h2.netctl(&["sandbox", "create", "--network", "ov", "--ip", "10.72.0.200", "b"]);
+    assert!(
+        !o.ok()
+            && o.stderr.contains("10.72.0.200")
+            && o.stderr.contains("h1")
+            && o.stderr.trim().lines().count() == 1,
+        "{}",
+        o.stderr
+    );
+    // Another address of h1's block: refused the same way.
+    let o = h2.netctl(&["sandbox", "create", "--network", "ov", "--ip", "10.72.0.201", "b"]);
+    assert!(!o.ok() && o.stderr.contains("h1"), "{}", o.stderr);
+    assert!(!h2.netctl(&["sandbox", "inspect", "b"]).ok(), "b was made");
+    assert!(!holds_links(h2, "ov"), "{}", h2.sh("ip -o link show").stdout);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(c.underlay.keys("/netd/v1/"), keys, "the store changed");
+    assert_eq!(h2.snapshot(), before, "h2 changed");
+
+    // An address in a block nobody holds: h2 claims that block and gets it.
+    h2.ctl(&["sandbox", "create", "--network", "ov", "--ip", "10.72.0.70", "b"]);
+    assert_eq!(h2.ip("b", "ov"), "10.72.0.70");
+    assert!(claims(&c, "ov").contains(&("10.72.0.64/26".to_string(), "h2".to_string())));
+    assert!(
+        eventually(5, || ping_ok(h1, "a", "10.72.0.70")),
+        "a cannot reach b"
+    );
+    assert!(
+        eventually(5, || ping_ok(h2, "b", "10.72.0.200")),
+        "b cannot reach a"
+    );
+    // Twice on one node: the local pool refuses it, one line.
+    let o = h1.netctl(&[
+        "sandbox",
+        "create",
+        "--network",
+        "ov",
+        "--ip",
+        "10.72.0.200",
+        "a2",
+    ]);
+    assert!(
+        !o.ok() && o.stderr.contains("in use") && o.stderr.trim().lines().count() == 1,
+        "{}",
+        o.stderr
+    );
+    // h1's dynamic addresses never come from h2's block.
+    h1.ctl(&["sandbox", "create", "--network", "ov", "a3"]);
+    let a3 = h1.ip("a3", "ov");
+    assert!(!in_block(&a3, "10.72.0.64/26"), "{a3}");
+}
+
+/// The cluster store over TLS: etcd serves only TLS and wants client certificates
+/// (`--client-cert-auth`); daemons with `--cluster-ca/--cluster-cert/--cluster-key` join,
+/// share an overlay network and reach each other. Bad TLS flags stop the daemon at once
+/// with one line naming the flag.
+#[test]
+fn the_cluster_store_over_tls_with_client_certificates() {
+    if unavailable() || no_program("openssl", "openssl") {
+        return;
+    }
+    let c = Cluster::new_tls(2);
+    let (h1, h2) = (c.node(0), c.node(1));
+    let nodes = h1.ctl(&["node", "ls"]);
+    assert!(nodes.contains("h1 ") && nodes.contains("h2 "), "{nodes}");
+    h1.ctl(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.73.0.0/24",
+        "ov",
+    ]);
+    h1.ctl(&["sandbox", "create", "--network", "ov", "a"]);
+    h2.ctl(&["sandbox", "create", "--network", "ov", "b"]);
+    let b_ip = h2.ip("b", "ov");
+    assert!(eventually(5, || ping_ok(h1, "a", &b_ip)), "a cannot reach b");
+    assert_eq!(c.underlay.keys("/netd/v1/endpoints/ov/").len(), 2);
+    // etcd really wants the client certificate: without one, etcdctl is refused.
+    let plain = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", c.underlay.name))
+        .args([
+            "etcdctl",
+            "--endpoints",
+            "https://10.250.0.254:2379",
+            "--dial-timeout",
+            "2s",
+        ])
+        .arg("--cacert")
+        .arg(c.underlay.tls.as_ref().unwrap().join("ca.crt"))
+        .args(["get", "--prefix", "/netd/"])
+        .env("ETCDCTL_API", "3")
+        .output()
+        .unwrap();
+    assert!(
+        !plain.status.success(),
+        "etcd answered without a client certificate"
+    );
+
+    let certs = c.underlay.tls.clone().unwrap();
+    let f = |n: &str| certs.join(n).display().to_string();
+    let bare = Host::bare();
+    for (args, want) in [
+        (
+            vec!["--cluster-ca", "/nonexistent/ca.crt"],
+            "--cluster-ca /nonexistent/ca.crt",
+        ),
+        (vec!["--cluster-ca", &f("client.key")], "not a PEM file"),
+        (
+            vec!["--cluster-ca", &f("ca.crt"), "--cluster-cert", &f("client.crt")],
+            "go together",
+        ),
+        (
+            vec![
+                "--cluster-ca",
+                &f("ca.crt"),
+                "--cluster-cert",
+                &f("client.key"),
+                "--cluster-key",
+                &f("client.key"),
+            ],
+            "--cluster-cert",
+        ),
+    ] {
+        let dir = bare.base.join("bad");
+        let netd = integration::harness::bin("netd").display().to_string();
+        let (state, sock) = (
+            dir.join("state").display().to_string(),
+            dir.join("s.sock").display().to_string(),
+        );
+        let mut argv: Vec<&str> = vec![
+            &netd,
+            "daemon",
+            "--state-dir",
+            &state,
+            "--socket",
+            &sock,
+            "--docker-plugin-dir",
+            "none",
+            "--node",
+            "hx",
+            "--cluster",
+            "etcd://10.250.0.254:2379",
+            "--advertise-addr",
+            "10.250.0.1",
+        ];
+        argv.extend(args.iter().copied());
+        let o = nsenter(&bare.netns(), &argv);
+        let last = o.stderr.trim().lines().last().unwrap_or_default().to_string();
+        assert!(!o.ok() && last.contains(want), "{args:?}: {}", o.stderr);
+        assert!(!dir.join("s.sock").exists(), "{args:?}: a socket was made");
+    }
+}

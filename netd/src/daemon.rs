@@ -212,8 +212,8 @@ pub async fn run(
     let mut router = crate::api::server::router(engine.clone());
     let cluster = match &opts.cluster {
         Some(c) => {
-            let (r, store) = crate::cluster::agent::start(c, engine.clone(), stop_rx2).await?;
-            router = router.merge(r);
+            let (agent, store) = crate::cluster::agent::start(c, engine.clone(), stop_rx2).await?;
+            router = crate::cluster::api::wrap(router, agent);
             Some(store)
         }
         None => None,

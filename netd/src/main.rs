@@ -69,6 +69,15 @@ struct DaemonArgs {
     /// UDP port of VXLAN traffic between nodes.
     #[arg(long, value_name = "PORT", requires = "cluster")]
     data_port: Option<u16>,
+    /// CA (PEM) etcd's server certificate chains to: the cluster store over TLS.
+    #[arg(long, value_name = "FILE", requires = "cluster")]
+    cluster_ca: Option<PathBuf>,
+    /// This node's client certificate (PEM) for etcd's --client-cert-auth.
+    #[arg(long, value_name = "FILE", requires = "cluster_ca")]
+    cluster_cert: Option<PathBuf>,
+    /// The key (PEM) of --cluster-cert.
+    #[arg(long, value_name = "FILE", requires = "cluster_ca")]
+    cluster_key: Option<PathBuf>,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -181,7 +190,25 @@ fn options(a: &DaemonArgs) -> anyhow::Result<DaemonOptions> {
         o.engine.lb = lb;
     }
     if let Some(url) = &a.cluster {
-        let endpoints = netd::cluster::parse_cluster_url(url)?;
+        let mut endpoints = netd::cluster::parse_cluster_url(url)?;
+        let tls = match &a.cluster_ca {
+            Some(ca) => Some(netd::cluster::ClusterTls::load(
+                ca,
+                a.cluster_cert.as_deref(),
+                a.cluster_key.as_deref(),
+            )?),
+            None => None,
+        };
+        if tls.is_some() {
+            // etcd:// with the TLS flags: the same endpoints over TLS.
+            for e in &mut endpoints {
+                if let Some(rest) = e.strip_prefix("http://") {
+                    *e = format!("https://{rest}");
+                }
+            }
+        } else if endpoints.iter().any(|e| e.starts_with("https://")) {
+            anyhow::bail!("--cluster etcds://… needs --cluster-ca FILE (the CA of etcd's certificate)");
+        }
         let node = match &a.node {
             Some(n) => n.clone(),
             None => std::fs::read_to_string("/proc/sys/kernel/hostname")?
@@ -199,6 +226,7 @@ fn options(a: &DaemonArgs) -> anyhow::Result<DaemonOptions> {
             node,
             advertise,
             data_port,
+            tls,
         });
     }
     if let Some(cg) = &a.bpf_cgroup {

@@ -419,7 +419,10 @@ fn sandbox_row(sb: &Value) -> String {
 }
 
 fn list(c: &Client, path: &str, a: &ListArgs, header: &str, row: fn(&Value) -> String) -> anyhow::Result<()> {
-    let v = c.get(path)?;
+    list_value(c.get(path)?, a, header, row)
+}
+
+fn list_value(v: Value, a: &ListArgs, header: &str, row: fn(&Value) -> String) -> anyhow::Result<()> {
     if a.json {
         print_json(&v);
         return Ok(());
@@ -657,12 +660,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         mtu.is_some(),
                         "--mtu (an overlay network's is the underlay's - 50)",
                     ),
-                    (!opt.is_empty(), "-o"),
                     (!label.is_empty(), "--label"),
                 ]
                 .into_iter()
                 .filter_map(|(on, f)| on.then_some(f))
                 .collect();
+                let mut opts = kv(&opt, "option")?;
+                let block_prefix = match opts.remove("block_prefix") {
+                    Some(v) => Some(v.parse::<u8>().map_err(|_| {
+                        anyhow!("invalid -o block_prefix={v}: expected a prefix length (e.g. 28)")
+                    })?),
+                    None => None,
+                };
+                if let Some(k) = opts.keys().next() {
+                    bail!("-o {k} is not supported for overlay networks (only block_prefix)");
+                }
                 cluster::create_overlay(
                     &c,
                     &cluster::Create {
@@ -670,6 +682,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         subnet: &subnet,
                         gateway: &gateway,
                         internal,
+                        block_prefix,
                         refused,
                     },
                 )?;
@@ -699,9 +712,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let v = c.post("/v1/networks", &serde_json::to_value(&req)?)?;
                 println!("{}", s(&v["id"]));
             }
-            NetCmd::Ls(a) => list(
-                &c,
-                "/v1/networks",
+            NetCmd::Ls(a) => list_value(
+                cluster::with_stored(&c, c.get("/v1/networks")?)?,
                 &a,
                 &format!(
                     "{:<20} {:<8} {:<15} {:<34} {:<9} FLAGS",
@@ -709,7 +721,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ),
                 network_row,
             )?,
-            NetCmd::Inspect { names, .. } => inspect(&c, "networks", &names)?,
+            NetCmd::Inspect { names, .. } => cluster::inspect_networks(&c, &names)?,
             NetCmd::Rm { names } => {
                 if names.is_empty() {
                     bail!("rm needs at least one network name");

@@ -3,8 +3,11 @@
 //! call, and on a short timer (local sandboxes come and go through the engine, which
 //! does not tell). A pass:
 //!
-//! 1. makes every overlay network of the store that the node lacks (after claiming an
-//!    address block for it, `blocks.rs`), and removes local ones the store dropped;
+//! 1. makes the overlay networks of the store this node *needs* and lacks (after
+//!    claiming an address block for it, `blocks.rs`), and removes local ones that the
+//!    store dropped or that the node no longer needs, releasing its blocks of them
+//!    (`needed_networks`: networks with a local endpoint, plus what other code asks the
+//!    node to keep, `Agent::keep`);
 //! 2. publishes the node's endpoints on overlay networks (under the node's lease) and
 //!    deletes the ones that went;
 //! 3. brings each VXLAN device's FDB and neighbour entries to the other nodes' endpoints
@@ -12,6 +15,11 @@
 //!
 //! Every read is a full listing, so a pass after a missed event (a broken watch, a
 //! compaction, etcd away) is also a full resync. Passes are serialised.
+//!
+//! A node with no endpoint on an overlay network holds nothing for it: no bridge, no
+//! VXLAN device, no block. The first local attach makes it on demand (`ensure_local`,
+//! called by the API before the engine sees the request, `api::materialize_first`),
+//! under a `Hold` that keeps the pass from removing it before the endpoint exists.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -49,6 +57,8 @@ pub struct OverlayRequest {
     pub subnet: Option<String>,
     pub gateway: Option<String>,
     pub internal: bool,
+    /// Prefix length of the address blocks nodes claim (`-o block_prefix=N`).
+    pub block_prefix: Option<u8>,
 }
 
 /// A node as `netctl node ls` shows it.
@@ -87,6 +97,57 @@ pub struct Agent<S: ClusterStore> {
     /// Underlay MTU − VXLAN overhead.
     mtu: u32,
     state: tokio::sync::Mutex<State>,
+    /// Networks kept on this node for reasons other than a local endpoint.
+    keep: Arc<std::sync::Mutex<Keep>>,
+    /// Serialises attaches to overlay networks from `make_room` to the engine's answer.
+    pub(super) attach_lock: tokio::sync::Mutex<()>,
+}
+
+/// Why a node keeps an overlay network that has no local endpoint (see `needed_networks`).
+#[derive(Debug, Default)]
+struct Keep {
+    /// Per reason (e.g. "routing-mesh"), the networks it needs here; set by `Agent::keep`.
+    reasons: BTreeMap<String, BTreeSet<String>>,
+    /// Networks an attach in flight is about to put an endpoint on (a count per network).
+    pending: BTreeMap<String, usize>,
+}
+
+/// Keeps `network` on the node while alive: taken by an attach before it makes the
+/// network (`Agent::ensure_local`) and dropped once the engine answered, by which time
+/// the endpoint exists (or the attach failed and the network may go).
+pub struct Hold {
+    keep: Arc<std::sync::Mutex<Keep>>,
+    network: String,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut k = self.keep.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = k.pending.get_mut(&self.network) {
+            *n -= 1;
+            if *n == 0 {
+                k.pending.remove(&self.network);
+            }
+        }
+    }
+}
+
+/// The overlay networks a node must hold a datapath (bridge, VXLAN device, block) for:
+/// those with a local endpoint, those an attach in flight is about to use, and those
+/// another part of netd asked to keep (`Agent::keep`, e.g. the routing mesh needs a
+/// network on every node that publishes one of its services' ports). Every other overlay
+/// network is only a record in the store here: listed, not made.
+pub fn needed_networks(
+    endpoints: &[EndpointRecord],
+    kept: &BTreeMap<String, BTreeSet<String>>,
+    pending: &BTreeMap<String, usize>,
+) -> BTreeSet<String> {
+    endpoints
+        .iter()
+        .map(|e| e.network.clone())
+        .chain(kept.values().flatten().cloned())
+        .chain(pending.keys().cloned())
+        .collect()
 }
 
 /// What the engine holds of the overlay: its networks, and their endpoints here.
@@ -103,7 +164,149 @@ impl<S: ClusterStore> Agent<S> {
             cfg,
             mtu: underlay_mtu.saturating_sub(super::VXLAN_OVERHEAD),
             state: tokio::sync::Mutex::new(State::default()),
+            keep: Arc::default(),
+            attach_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The hook for other parts of netd: `reason` needs exactly `networks` on this node
+    /// whether or not a local endpoint is on them (replacing what `reason` asked before;
+    /// an empty set withdraws it). The next pass makes or removes networks accordingly;
+    /// call `pass` to have it done before returning.
+    pub fn keep(&self, reason: &str, networks: BTreeSet<String>) {
+        let mut k = self.keep.lock().unwrap_or_else(|p| p.into_inner());
+        if networks.is_empty() {
+            k.reasons.remove(reason);
+        } else {
+            k.reasons.insert(reason.to_string(), networks);
+        }
+    }
+
+    fn needed(&self, local: &Local) -> BTreeSet<String> {
+        let k = self.keep.lock().unwrap_or_else(|p| p.into_inner());
+        needed_networks(&local.endpoints, &k.reasons, &k.pending)
+    }
+
+    /// Holds `network` on this node until the guard drops (see `Hold`).
+    pub fn hold(&self, network: &str) -> Hold {
+        let mut k = self.keep.lock().unwrap_or_else(|p| p.into_inner());
+        *k.pending.entry(network.to_string()).or_default() += 1;
+        Hold {
+            keep: Arc::clone(&self.keep),
+            network: network.to_string(),
+        }
+    }
+
+    /// Makes overlay network `name` on this node now if the store has it and the node
+    /// does not (the attach path: the engine then finds it). `Ok(true)` when `name` is an
+    /// overlay network held here now, `Ok(false)` for any other name (the engine answers
+    /// for it as usual).
+    /// Without a store call when the network is already here, so a node with etcd away
+    /// still attaches to networks it holds. Take a `hold` first.
+    pub async fn ensure_local(&self, name: &str) -> Result<bool, ClusterError> {
+        if let Some(overlay) = self.has_network(name).await? {
+            return Ok(overlay);
+        }
+        let _st = self.state.lock().await;
+        if let Some(overlay) = self.has_network(name).await? {
+            return Ok(overlay);
+        }
+        let nets = self.store.networks().await?;
+        let Some(rec) = nets.iter().find(|n| n.name == name) else {
+            return Ok(false);
+        };
+        self.materialize(rec).await?;
+        Ok(true)
+    }
+
+    /// A static address (`--ip`) on overlay network `name` is unique across the cluster
+    /// because it must lie in a block this node holds: the block containing it is
+    /// claimed here first when nobody has it (one compare-and-set), and refused when
+    /// another node has it (that node's pool may hand it out). Within the node, the
+    /// local pool refuses an address leased twice. So no key per address, and dynamic
+    /// allocation on other nodes never meets a static one. `Ok(claimed blocks)`; nothing
+    /// happens for a name that is not an overlay network of the store or an address
+    /// outside its subnet (the engine refuses those as usual).
+    pub async fn claim_static(&self, name: &str, ips: &[Ipv4Addr]) -> Result<Vec<Ipv4Network>, ClusterError> {
+        let mut claimed = Vec::new();
+        if ips.is_empty() || self.has_network(name).await? == Some(false) {
+            return Ok(claimed);
+        }
+        let _st = self.state.lock().await;
+        let nets = self.store.networks().await?;
+        let Some(n) = nets.iter().find(|n| n.name == name) else {
+            return Ok(claimed);
+        };
+        let prefix = blocks::block_prefix(n.subnet, n.block_prefix);
+        for ip in ips.iter().copied().filter(|ip| n.subnet.contains(*ip)) {
+            if ip == n.gateway {
+                return Err(ClusterError::Invalid(format!(
+                    "address {ip} is the gateway of overlay network {name}"
+                )));
+            }
+            let Some(block) = blocks::blocks_of(n.subnet, prefix).find(|b| b.contains(ip)) else {
+                continue;
+            };
+            // Two rounds: a lost race is re-read once (the winner is then named).
+            for _ in 0..2 {
+                let claims = self.store.blocks(name).await?;
+                match claims.iter().find(|c| c.block == block) {
+                    Some(c) if c.node == self.cfg.node => break,
+                    Some(c) => {
+                        return Err(ClusterError::Conflict(format!(
+                            "address {ip} of overlay network {name} is in block {block}, which node {} holds: take it there or pick another",
+                            c.node
+                        )))
+                    }
+                    None => {
+                        if self.claim(n, block).await? {
+                            claimed.push(block);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// Gives back `blocks` (claimed for an attach that then failed) unless the network is
+    /// held here now: a network not held here keeps no block.
+    pub async fn unclaim(&self, name: &str, blocks: &[Ipv4Network]) -> Result<(), ClusterError> {
+        let _st = self.state.lock().await;
+        if blocks.is_empty() || self.has_network(name).await?.is_some() {
+            return Ok(());
+        }
+        for b in blocks {
+            let rec = BlockRecord {
+                network: name.to_string(),
+                block: *b,
+                node: self.cfg.node.clone(),
+            };
+            if self.store.release_block(&rec).await? {
+                tracing::info!(network = %name, block = %b, "cluster: block released (attach failed)");
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the engine has `name`, and if so whether it is an overlay network.
+    async fn has_network(&self, name: &str) -> Result<Option<bool>, ClusterError> {
+        let n = name.to_string();
+        self.engine(move |e| Ok(e.networks().find(|x| x.name == n).map(|x| x.is_overlay())))
+            .await
+    }
+
+    /// Releases this node's blocks of `net` (the network is gone from the node, so no
+    /// address of them is leased here): another node may claim them.
+    async fn release_blocks(&self, net: &str) -> Result<(), ClusterError> {
+        let claims = self.store.blocks(net).await?;
+        for c in claims.iter().filter(|c| c.node == self.cfg.node) {
+            if self.store.release_block(c).await? {
+                tracing::info!(network = %net, block = %c.block, "cluster: block released");
+            }
+        }
+        Ok(())
     }
 
     pub fn store(&self) -> &S {
@@ -187,24 +390,46 @@ impl<S: ClusterStore> Agent<S> {
         let mut st = self.state.lock().await;
         self.see_nodes(&mut st).await?;
         let nets = self.store.networks().await?;
+        // A service on overlay networks is on every node (its VIP, the routing mesh's
+        // published ports): the networks it uses are kept here with or without a local
+        // endpoint (`services::networks_needed_by_services`).
+        let services = self.store.services().await?;
+        self.keep(
+            "services",
+            super::services::networks_needed_by_services(&services)
+                .into_keys()
+                .collect(),
+        );
         let local = self.local().await?;
-        for n in nets.iter().filter(|n| !local.networks.contains_key(&n.name)) {
+        let needed = self.needed(&local);
+        for n in nets
+            .iter()
+            .filter(|n| needed.contains(&n.name) && !local.networks.contains_key(&n.name))
+        {
             if let Err(e) = self.materialize(n).await {
                 tracing::warn!(network = %n.name, error = %e, "cluster: cannot make overlay network here");
             }
         }
-        let wanted: BTreeSet<&str> = nets.iter().map(|n| n.name.as_str()).collect();
-        for name in local.networks.keys().filter(|n| !wanted.contains(n.as_str())) {
+        let in_store: BTreeSet<&str> = nets.iter().map(|n| n.name.as_str()).collect();
+        for name in local.networks.keys() {
+            let stored = in_store.contains(name.as_str());
+            if stored && needed.contains(name) {
+                continue;
+            }
             if local.endpoints.iter().any(|e| &e.network == name) {
                 continue; // Only removable once its sandboxes are gone.
             }
             let n = name.clone();
             self.engine(move |e| e.remove_network(&n)).await?;
             st.applied.remove(name);
-            tracing::info!(network = %name, "cluster: overlay network removed here");
+            if stored {
+                tracing::info!(network = %name, "cluster: overlay network removed here (no local endpoint left)");
+                self.release_blocks(name).await?;
+            } else {
+                tracing::info!(network = %name, "cluster: overlay network removed here (gone from the store)");
+            }
         }
         let mut local = self.local().await?;
-        let services = self.store.services().await?;
         // This node's own address on the networks its services send over
         // (`services.rs`), published like an endpoint so the others can answer it.
         match self.hold_lb_addrs(&mut st, &services, &local).await {
@@ -366,31 +591,30 @@ impl<S: ClusterStore> Agent<S> {
         Ok(())
     }
 
+    /// A block of `n` for this node: one it holds already (a restart, or a network made
+    /// again here), else the first free one, claimed.
     async fn claim_block(&self, n: &NetworkRecord) -> Result<Ipv4Network, ClusterError> {
         self.claim_block_for(n, &self.cfg.node).await
     }
 
-    /// The block `node` holds on `n`, claimed now if it holds none.
+    /// A block `node` holds on `n`, claimed now if it holds none (`node` is this node,
+    /// or the services' pseudo-node, `services.rs`).
     pub(super) async fn claim_block_for(
         &self,
         n: &NetworkRecord,
         node: &str,
     ) -> Result<Ipv4Network, ClusterError> {
+        let prefix = blocks::block_prefix(n.subnet, n.block_prefix);
         // Each lost race means another node took a block: bounded by the block count.
-        for _ in 0..blocks::blocks_of(n.subnet).count() + 1 {
+        for _ in 0..blocks::blocks_of(n.subnet, prefix).count() + 1 {
             let claims = self.store.blocks(&n.name).await?;
             if let Some(mine) = blocks::held_by(node, &claims) {
                 return Ok(mine.block);
             }
-            let Some(b) = blocks::next_free(n.subnet, &claims) else {
+            let Some(b) = blocks::next_free(n.subnet, prefix, &claims) else {
                 break;
             };
-            let rec = BlockRecord {
-                network: n.name.clone(),
-                block: b,
-                node: node.to_string(),
-            };
-            if self.store.claim_block(&rec).await? {
+            if self.claim_as(n, b, node).await? {
                 return Ok(b);
             }
         }
@@ -398,6 +622,73 @@ impl<S: ClusterStore> Agent<S> {
             "overlay network {}: every address block of {} is claimed by other nodes",
             n.name, n.subnet
         )))
+    }
+
+    /// One compare-and-set on block `b`'s key, for this node.
+    async fn claim(&self, n: &NetworkRecord, b: Ipv4Network) -> Result<bool, ClusterError> {
+        self.claim_as(n, b, &self.cfg.node).await
+    }
+
+    /// One compare-and-set on block `b`'s key, for `node`.
+    async fn claim_as(&self, n: &NetworkRecord, b: Ipv4Network, node: &str) -> Result<bool, ClusterError> {
+        let rec = BlockRecord {
+            network: n.name.clone(),
+            block: b,
+            node: node.to_string(),
+        };
+        let won = self.store.claim_block(&rec).await?;
+        if won {
+            tracing::info!(network = %n.name, block = %b, %node, "cluster: block claimed");
+        }
+        Ok(won)
+    }
+
+    /// Before an attach asks `want` dynamic addresses of overlay network `name` (held
+    /// here): when the pool's block has fewer free, moves the pool to another block this
+    /// node holds that has room, or claims the next free block (`blocks::next_block`).
+    /// Callers serialise attaches (`attach_lock`) so two cannot count the same room.
+    pub async fn make_room(&self, name: &str, want: usize) -> Result<(), ClusterError> {
+        if want == 0 {
+            return Ok(());
+        }
+        let _st = self.state.lock().await;
+        let key = crate::engine::pool_key(name, false);
+        let pool = self
+            .engine(move |e| Ok(e.pools().find(|(k, _)| **k == key).map(|(_, p)| p.clone())))
+            .await?;
+        let Some(pool) = pool else { return Ok(()) };
+        if pool.free_count() >= want as u128 {
+            return Ok(()); // No store call while the block has room.
+        }
+        let nets = self.store.networks().await?;
+        let Some(n) = nets.iter().find(|n| n.name == name) else {
+            return Ok(());
+        };
+        let prefix = blocks::block_prefix(n.subnet, n.block_prefix);
+        for _ in 0..blocks::blocks_of(n.subnet, prefix).count() + 1 {
+            let claims = self.store.blocks(name).await?;
+            let to = match blocks::next_block(&pool, want, &self.cfg.node, prefix, &claims) {
+                blocks::NextBlock::Room => return Ok(()),
+                blocks::NextBlock::Switch(b) => b,
+                blocks::NextBlock::Claim(b) => {
+                    if !self.claim(n, b).await? {
+                        continue; // Another node took it: look again.
+                    }
+                    b
+                }
+                blocks::NextBlock::Full => {
+                    return Err(ClusterError::Conflict(format!(
+                        "overlay network {name}: no free address in this node's blocks and every block of {} is claimed",
+                        n.subnet
+                    )))
+                }
+            };
+            let net = name.to_string();
+            self.engine(move |e| e.set_pool_range(&net, to.into())).await?;
+            tracing::info!(network = %name, block = %to, "cluster: pool moved to block");
+            return Ok(());
+        }
+        Ok(())
     }
 
     /// `netctl network create -d overlay`: checks, picks a subnet and a VNI, stores it.
@@ -445,6 +736,14 @@ impl<S: ClusterStore> Agent<S> {
             }
             None => Ipv4Addr::from(u32::from(subnet.network()) + 1),
         };
+        if let Some(p) = req.block_prefix {
+            if p < subnet.prefix() || p > 30 {
+                return Err(ClusterError::Invalid(format!(
+                    "block_prefix {p}: expected {} to 30 for subnet {subnet}",
+                    subnet.prefix()
+                )));
+            }
+        }
         let taken: BTreeSet<u32> = nets.iter().map(|n| n.vni).collect();
         for _ in 0..16 {
             // Derived from the name, so two nodes racing on different names rarely collide.
@@ -460,6 +759,7 @@ impl<S: ClusterStore> Agent<S> {
                 internal: req.internal,
                 created_by: self.cfg.node.clone(),
                 created: now(),
+                block_prefix: req.block_prefix,
             };
             if self.store.create_network(&rec).await? {
                 tracing::info!(network = %rec.name, %subnet, vni, "cluster: overlay network created");
@@ -530,19 +830,23 @@ impl<S: ClusterStore> Agent<S> {
 }
 
 /// Connects to the store, checks `--advertise-addr` is this node's, registers the node
-/// and starts the agent: the API routes to serve and the store (to `leave` at the end).
+/// and starts the agent: the agent (whose routes `api::wrap` adds) and the store (to
+/// `leave` at the end).
 pub async fn start(
     cfg: &ClusterConfig,
     engine: Shared,
     shutdown: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<(axum::Router, Arc<crate::store::etcd::EtcdStore>)> {
+) -> anyhow::Result<(
+    Arc<Agent<crate::store::etcd::EtcdStore>>,
+    Arc<crate::store::etcd::EtcdStore>,
+)> {
     use anyhow::Context;
     let addr = cfg.advertise;
     let underlay_mtu = tokio::task::spawn_blocking(move || crate::kernel::vxlan::mtu_of_addr(addr))
         .await?
         .with_context(|| format!("--advertise-addr {addr}: not an address of this host"))?;
     let store = Arc::new(
-        crate::store::etcd::EtcdStore::connect(&cfg.endpoints)
+        crate::store::etcd::EtcdStore::connect(&cfg.endpoints, cfg.tls.as_ref())
             .await
             .with_context(|| format!("cluster store {}", cfg.endpoints.join(",")))?,
     );
@@ -559,7 +863,7 @@ pub async fn start(
     }
     tokio::spawn(Arc::clone(&agent).run(shutdown));
     tracing::info!(node = %cfg.node, addr = %cfg.advertise, mtu = agent.mtu, "cluster: node registered");
-    Ok((super::api::router(agent), store))
+    Ok((agent, store))
 }
 
 /// `node join NAME (addr=…, data_port=…)` for a node `now` has that `before` lacked,
@@ -671,6 +975,25 @@ mod tests {
     }
 
     #[test]
+    fn a_node_needs_networks_with_local_endpoints_or_kept_for_a_reason() {
+        let ep = |net: &str| EndpointRecord {
+            network: net.into(),
+            node: "h1".into(),
+            sandbox: "s".into(),
+            ip: "10.0.0.2".parse().unwrap(),
+            mac: "02:00:00:00:00:01".into(),
+            vtep: "192.168.60.2".parse().unwrap(),
+            names: vec!["s".into()],
+        };
+        let none = BTreeMap::new();
+        assert!(needed_networks(&[], &none, &BTreeMap::new()).is_empty());
+        let kept = BTreeMap::from([("routing-mesh".to_string(), BTreeSet::from(["web".to_string()]))]);
+        let pending = BTreeMap::from([("db".to_string(), 1)]);
+        let got = needed_networks(&[ep("red"), ep("red")], &kept, &pending);
+        assert_eq!(got, BTreeSet::from(["db".into(), "red".into(), "web".into()]));
+    }
+
+    #[test]
     fn default_subnets_skip_taken_ones() {
         let rec = |s: &str| NetworkRecord {
             name: s.into(),
@@ -680,6 +1003,7 @@ mod tests {
             internal: false,
             created_by: "h1".into(),
             created: 0,
+            block_prefix: None,
         };
         assert_eq!(default_subnet(&[]).unwrap().to_string(), "10.112.0.0/24");
         let taken = [rec("10.112.0.0/23"), rec("10.112.3.0/24")];

@@ -2,8 +2,8 @@
 //!
 //! `netd daemon --cluster etcd://IP:PORT[,…] --node NAME --advertise-addr IP` registers
 //! the node under a lease and runs an agent (`agent.rs`) that keeps the node in line with
-//! the store: overlay networks the store holds are made locally (a bridge with a VXLAN
-//! port, `driver::overlay`), local endpoints on them are published, and remote ones
+//! the store: overlay networks the store holds are made locally where the node needs them
+//! (a bridge with a VXLAN port, `driver::overlay`; see `agent::needed_networks`), local endpoints on them are published, and remote ones
 //! become static FDB and neighbour entries (`fdb.rs`). Addresses come from blocks of the
 //! subnet a node claims with one compare-and-set each (`blocks.rs`), so a sandbox create
 //! costs no store write for its address. A daemon without `--cluster` has none of this.
@@ -33,11 +33,66 @@ pub use agent::Agent;
 /// What `netd daemon --cluster … --node … --advertise-addr …` says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
-    /// gRPC endpoints (`http://IP:PORT`).
+    /// gRPC endpoints (`http://IP:PORT`, `https://IP:PORT` with `tls`).
     pub endpoints: Vec<String>,
     pub node: String,
     pub advertise: Ipv4Addr,
     pub data_port: u16,
+    pub tls: Option<ClusterTls>,
+}
+
+/// `--cluster-ca F [--cluster-cert F --cluster-key F]`: PEM read at start-up. The CA is
+/// the one etcd's server certificate must chain to; the certificate and key, when given,
+/// are the node's client identity (etcd's `--client-cert-auth`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterTls {
+    pub ca: Vec<u8>,
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for ClusterTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never a key in a log line.
+        f.debug_struct("ClusterTls")
+            .field("identity", &self.identity.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterTls {
+    /// Reads and checks the PEM files: each error is one line naming the flag and file.
+    pub fn load(
+        ca: &std::path::Path,
+        cert: Option<&std::path::Path>,
+        key: Option<&std::path::Path>,
+    ) -> Result<ClusterTls, ClusterError> {
+        let read = |flag: &str, p: &std::path::Path, want: &str| -> Result<Vec<u8>, ClusterError> {
+            let b = std::fs::read(p)
+                .map_err(|e| ClusterError::Invalid(format!("{flag} {}: {e}", p.display())))?;
+            let text = String::from_utf8_lossy(&b);
+            if !(text.contains("-----BEGIN ") && text.contains(want)) {
+                return Err(ClusterError::Invalid(format!(
+                    "{flag} {}: not a PEM file with a{want}",
+                    p.display()
+                )));
+            }
+            Ok(b)
+        };
+        let ca = read("--cluster-ca", ca, " CERTIFICATE-----")?;
+        let identity = match (cert, key) {
+            (Some(c), Some(k)) => Some((
+                read("--cluster-cert", c, " CERTIFICATE-----")?,
+                read("--cluster-key", k, " PRIVATE KEY-----")?,
+            )),
+            (None, None) => None,
+            _ => {
+                return Err(ClusterError::Invalid(
+                    "--cluster-cert and --cluster-key go together".into(),
+                ))
+            }
+        };
+        Ok(ClusterTls { ca, identity })
+    }
 }
 
 /// The node's lease: keys bound to it vanish this long after the node stops renewing.
@@ -48,7 +103,7 @@ pub const VXLAN_OVERHEAD: u32 = 50;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("bad --cluster {0:?}: expected etcd://HOST:PORT[,HOST:PORT…]")]
+    #[error("bad --cluster {0:?}: expected etcd://HOST:PORT[,HOST:PORT…] (etcds:// for TLS)")]
     BadUrl(String),
     #[error("cluster store {op}: {msg}")]
     Store { op: String, msg: String },
@@ -72,10 +127,14 @@ impl ClusterError {
     }
 }
 
-/// `etcd://10.0.0.1:2379,10.0.0.2:2379` → `http://10.0.0.1:2379`, `http://10.0.0.2:2379`.
+/// `etcd://10.0.0.1:2379,10.0.0.2:2379` → `http://10.0.0.1:2379`, `http://10.0.0.2:2379`;
+/// `etcds://…` → `https://…` (TLS, which needs `--cluster-ca`).
 pub fn parse_cluster_url(url: &str) -> Result<Vec<String>, ClusterError> {
     let bad = || ClusterError::BadUrl(url.to_string());
-    let rest = url.strip_prefix("etcd://").ok_or_else(bad)?;
+    let (scheme, rest) = match url.strip_prefix("etcds://") {
+        Some(r) => ("https", r),
+        None => ("http", url.strip_prefix("etcd://").ok_or_else(bad)?),
+    };
     let eps: Vec<String> = rest
         .split(',')
         .map(|hp| {
@@ -84,7 +143,7 @@ pub fn parse_cluster_url(url: &str) -> Result<Vec<String>, ClusterError> {
             if host.is_empty() || host.contains(['/', '@', ' ']) {
                 return Err(bad());
             }
-            Ok(format!("http://{host}:{port}"))
+            Ok(format!("{scheme}://{host}:{port}"))
         })
         .collect::<Result<_, _>>()?;
     Ok(eps)
@@ -161,6 +220,9 @@ pub struct NetworkRecord {
     /// The node it was created on.
     pub created_by: String,
     pub created: u64,
+    /// Prefix length of its address blocks (`-o block_prefix=N`); `None`: /26.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_prefix: Option<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -240,6 +302,9 @@ pub trait ClusterStore: Send + Sync + 'static {
     fn blocks(&self, net: &str) -> impl Future<Output = Result<Vec<BlockRecord>, ClusterError>> + Send;
     /// Claims `rec.block` for `rec.node` if nobody has it (compare-and-set).
     fn claim_block(&self, rec: &BlockRecord) -> impl Future<Output = Result<bool, ClusterError>> + Send;
+    /// Deletes `rec.block`'s claim if it is still `rec` (compare-and-delete): `Ok(false)`
+    /// when the key holds something else or nothing.
+    fn release_block(&self, rec: &BlockRecord) -> impl Future<Output = Result<bool, ClusterError>> + Send;
     fn endpoints(&self) -> impl Future<Output = Result<Vec<EndpointRecord>, ClusterError>> + Send;
     /// Put under the node's lease.
     fn put_endpoint(&self, rec: &EndpointRecord) -> impl Future<Output = Result<(), ClusterError>> + Send;
@@ -276,6 +341,10 @@ mod tests {
             parse_cluster_url("etcd://10.0.0.1:2379,[::1]:2380").unwrap(),
             vec!["http://10.0.0.1:2379", "http://[::1]:2380"]
         );
+        assert_eq!(
+            parse_cluster_url("etcds://10.0.0.1:2379").unwrap(),
+            vec!["https://10.0.0.1:2379"]
+        );
         for bad in [
             "http://a:1",
             "etcd://",
@@ -283,6 +352,7 @@ mod tests {
             "etcd://a:0",
             "etcd://a:x",
             "etcd://a:1,",
+            "etcds://",
         ] {
             assert!(parse_cluster_url(bad).is_err(), "{bad}");
         }

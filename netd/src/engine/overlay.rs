@@ -10,11 +10,12 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
-use super::{Engine, EngineError, Result};
+use super::{pool_key, Engine, EngineError, Result, Undo};
 use crate::dns::records::{Rec, Table};
 use crate::firewall::OverlaySnat;
 use crate::model::{Backend, ClusterIp, ServiceKind};
 use crate::plan::Step;
+use crate::store::Txn;
 
 /// A remote endpoint's names (sandbox name, then aliases) and address on `network`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -152,6 +153,42 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Points dynamic allocation on overlay network `network` at `range`, an address
+    /// block the node holds (the cluster agent moves it when a block fills,
+    /// `cluster::blocks::next_block`). Leases outside `range` stay.
+    pub fn set_pool_range(&mut self, network: &str, range: IpNetwork) -> Result<()> {
+        let net = self.network(network)?;
+        if !net.is_overlay() {
+            return Err(EngineError::Invalid(format!(
+                "network {network} is not an overlay network"
+            )));
+        }
+        let key = pool_key(network, false);
+        let Some(pool) = self.pools.get(&key) else {
+            return Err(EngineError::Invalid(format!(
+                "network {network} has no IPv4 pool"
+            )));
+        };
+        if !pool.subnet.contains(range.network()) || range.prefix() < pool.subnet.prefix() {
+            return Err(EngineError::Invalid(format!(
+                "range {range} is not inside {} of network {network}",
+                pool.subnet
+            )));
+        }
+        let mut undo = Undo::default();
+        self.remember(&mut undo, &[], &[], std::slice::from_ref(&key));
+        if let Some(p) = self.pools.get_mut(&key) {
+            p.ip_range = Some(range);
+        }
+        let mut txn = Txn::new();
+        self.put_pools(&mut txn, &[network]);
+        self.commit(undo, &[], &txn, &[])?;
+        tracing::info!(network, %range, "pool range moved");
+        Ok(())
+    }
+}
+
 pub(super) fn add_remote_names(table: &mut Table, remote: &[RemoteName]) {
     for r in remote {
         for n in &r.names {
@@ -160,5 +197,83 @@ pub(super) fn add_remote_names(table: &mut Table, remote: &[RemoteName]) {
         if let Some(first) = r.names.first() {
             table.insert_ptr(&r.network, r.ip, first);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::tests::open_with;
+    use crate::kernel::fake::FakeKernel;
+    use crate::model::{NetworkRequest, OverlayLink, SandboxRequest, SubnetRequest, DRIVER_OVERLAY};
+
+    /// A /28 block fills; moved to the next block, allocation goes on there and the first
+    /// block's leases stay. Moving a bridge network's pool, or outside the subnet, is
+    /// refused and changes nothing.
+    #[test]
+    fn a_full_block_moves_the_pool_and_keeps_its_leases() {
+        let mut t = open_with(
+            Arc::new(FakeKernel::default()),
+            std::env::temp_dir().join(format!("netd-ov-test-{}", std::process::id())),
+            std::env::temp_dir().join(format!(
+                "netd-ov-test-etc-{}-{}",
+                std::process::id(),
+                rand::random::<u32>()
+            )),
+        );
+        let mut req = NetworkRequest {
+            name: "ov".into(),
+            driver: Some(DRIVER_OVERLAY.into()),
+            subnets: vec![SubnetRequest {
+                subnet: Some("10.20.0.0/26".into()),
+                gateway: Some("10.20.0.1".into()),
+                ip_range: Some("10.20.0.0/28".into()),
+            }],
+            mtu: Some(1450),
+            ..Default::default()
+        };
+        OverlayLink {
+            vni: 7,
+            local: "10.9.0.1".parse().unwrap(),
+            port: 4789,
+        }
+        .to_options(&mut req.options);
+        t.e.create_network(&req).unwrap();
+        for i in 0..14 {
+            t.e.create_sandbox(&SandboxRequest::on(&format!("s{i}"), &["ov"]))
+                .unwrap();
+        }
+        let full =
+            t.e.create_sandbox(&SandboxRequest::on("s14", &["ov"]))
+                .unwrap_err();
+        assert!(full.to_string().contains("no free address"), "{full}");
+        let pools = |t: &super::super::tests::T| {
+            t.e.pools()
+                .map(|(k, p)| (k.clone(), p.clone()))
+                .collect::<Vec<_>>()
+        };
+        let before = pools(&t);
+        assert!(t.e.set_pool_range("ov", "10.21.0.0/28".parse().unwrap()).is_err());
+        t.e.create_network(&NetworkRequest {
+            name: "br".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let before_br = pools(&t);
+        assert!(t
+            .e
+            .set_pool_range("br", "10.20.0.16/28".parse().unwrap())
+            .is_err());
+        assert_eq!(pools(&t), before_br);
+        assert!(before_br.len() > before.len());
+        t.e.set_pool_range("ov", "10.20.0.16/28".parse().unwrap())
+            .unwrap();
+        let sb = t.e.create_sandbox(&SandboxRequest::on("s14", &["ov"])).unwrap();
+        let ip = sb.endpoints[0].ipv4.unwrap().ip();
+        let block: ipnetwork::Ipv4Network = "10.20.0.16/28".parse().unwrap();
+        assert!(block.contains(ip), "{ip}");
+        let p = t.e.pools().find(|(k, _)| *k == "ov/4").unwrap().1;
+        assert_eq!(p.leases.len(), 15, "the first block's leases stay");
     }
 }

@@ -65,11 +65,23 @@ fn json<T: Serialize>(v: &T) -> Vec<u8> {
 
 impl EtcdStore {
     /// Connects (failing within a few seconds when no endpoint answers) and starts the
-    /// watch on the whole prefix.
-    pub async fn connect(endpoints: &[String]) -> Result<EtcdStore, ClusterError> {
-        let opts = ConnectOptions::new()
+    /// watch on the whole prefix. With `tls`, over TLS (`https://` endpoints) with its CA
+    /// and, when given, its client certificate.
+    pub async fn connect(
+        endpoints: &[String],
+        tls: Option<&crate::cluster::ClusterTls>,
+    ) -> Result<EtcdStore, ClusterError> {
+        let mut opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
             .with_keep_alive(Duration::from_secs(3), Duration::from_secs(3));
+        if let Some(t) = tls {
+            let mut o =
+                etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(&t.ca));
+            if let Some((cert, key)) = &t.identity {
+                o = o.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+            opts = opts.with_tls(o);
+        }
         let mut client = call("connect", Client::connect(endpoints, Some(opts))).await?;
         // A first request: connect() alone may succeed before any endpoint answered.
         call("status", client.status()).await?;
@@ -299,6 +311,19 @@ impl ClusterStore for EtcdStore {
             .and_then([TxnOp::put(k, json(rec), None)]);
         let r = call(
             &format!("claim block {}", rec.block),
+            self.client.clone().txn(txn),
+        )
+        .await?;
+        Ok(r.succeeded())
+    }
+
+    async fn release_block(&self, rec: &BlockRecord) -> Result<bool, ClusterError> {
+        let k = keys::block(&rec.network, &rec.block);
+        let txn = Txn::new()
+            .when([Compare::value(k.clone(), CompareOp::Equal, json(rec))])
+            .and_then([TxnOp::delete(k, None)]);
+        let r = call(
+            &format!("release block {}", rec.block),
             self.client.clone().txn(txn),
         )
         .await?;

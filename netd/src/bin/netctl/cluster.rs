@@ -5,7 +5,7 @@
 use anyhow::bail;
 use netd::api::client::{Client, ClientError};
 use netd::api::types::ErrorReason;
-use serde_json::json;
+use serde_json::{json, Value};
 
 const NO_CLUSTER: &str =
     "overlay networks need a cluster: start netd with --cluster etcd://HOST:PORT --node NAME --advertise-addr IP";
@@ -26,6 +26,8 @@ pub struct Create<'a> {
     pub subnet: &'a [String],
     pub gateway: &'a [String],
     pub internal: bool,
+    /// `-o block_prefix=N`: the size of the address blocks nodes claim.
+    pub block_prefix: Option<u8>,
     /// Flags an overlay network does not take (named in the error).
     pub refused: Vec<&'static str>,
 }
@@ -42,6 +44,7 @@ pub fn create_overlay(c: &Client, a: &Create<'_>) -> anyhow::Result<()> {
         "subnet": a.subnet.first(),
         "gateway": a.gateway.first(),
         "internal": a.internal,
+        "block_prefix": a.block_prefix,
     });
     match c.post("/v1/cluster/networks", &body) {
         Ok(v) => {
@@ -97,6 +100,63 @@ pub fn remove_service(c: &Client, namespace: &str, name: &str) -> anyhow::Result
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// An overlay network of the store that this node does not hold (no local endpoint), in
+/// the shape of the engine's network view: no bridge, no endpoints, `local: false`.
+fn stored_view(rec: &Value) -> Value {
+    json!({
+        "name": rec["name"],
+        "driver": "overlay",
+        "bridge": "-",
+        "subnets": [{"subnet": rec["subnet"], "gateway": rec["gateway"]}],
+        "internal": rec["internal"],
+        "vni": rec["vni"],
+        "created_by": rec["created_by"],
+        "endpoints": [],
+        "local": false,
+    })
+}
+
+/// `network ls`: the engine's networks, then the store's overlay networks this node does
+/// not hold (a daemon without `--cluster` has none).
+pub fn with_stored(c: &Client, local: Value) -> anyhow::Result<Value> {
+    let stored = match c.get("/v1/cluster/networks") {
+        Ok(v) => v,
+        Err(e) if no_route(&e) => return Ok(local),
+        Err(e) => return Err(e.into()),
+    };
+    let mut all = local.as_array().cloned().unwrap_or_default();
+    for rec in stored.as_array().into_iter().flatten() {
+        if !all.iter().any(|n| n["name"] == rec["name"]) {
+            all.push(stored_view(rec));
+        }
+    }
+    Ok(Value::Array(all))
+}
+
+/// `network inspect`: the engine's view, else the store's record of an overlay network
+/// this node does not hold.
+pub fn inspect_networks(c: &Client, names: &[String]) -> anyhow::Result<()> {
+    if names.is_empty() {
+        bail!("inspect needs at least one name");
+    }
+    let mut out = Vec::new();
+    for n in names {
+        match c.get(&format!("/v1/networks/{n}")) {
+            Ok(v) => out.push(v),
+            Err(ClientError::Api { status: 404, .. }) => {
+                match c.get(&format!("/v1/cluster/networks/{n}")) {
+                    Ok(v) => out.push(stored_view(&v)),
+                    // No cluster, or not an overlay network either: the engine's answer.
+                    Err(_) => out.push(c.get(&format!("/v1/networks/{n}"))?),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&Value::Array(out))?);
+    Ok(())
 }
 
 pub fn node_ls(c: &Client, as_json: bool) -> anyhow::Result<()> {

@@ -984,6 +984,8 @@ mod tests {
             mac: "02:00:00:00:00:01".into(),
             vtep: "192.168.60.2".parse().unwrap(),
             names: vec!["s".into()],
+            labels: BTreeMap::new(),
+            lb: false,
         };
         let none = BTreeMap::new();
         assert!(needed_networks(&[], &none, &BTreeMap::new()).is_empty());

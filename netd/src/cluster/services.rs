@@ -337,6 +337,7 @@ mod tests {
             internal: false,
             created_by: "h1".into(),
             created: 0,
+            block_prefix: None,
         };
         let top: Ipv4Network = "10.61.0.192/26".parse().unwrap();
         let mut taken = BTreeSet::new();

@@ -166,13 +166,9 @@ networks = ["ov"]
             f.instances().unwrap_err(),
             "network ov: ipv6 is not supported for overlay networks"
         );
-        for e in [FILE.replace("node = \"h2\"", "node = \"H 2\"")] {
-            assert!(StackFile::from_text(&e)
-                .unwrap()
-                .instances()
-                .unwrap_err()
-                .starts_with("sandbox db: node "));
-        }
+        let e = FILE.replace("node = \"h2\"", "node = \"H 2\"");
+        let err = StackFile::from_text(&e).unwrap().instances().unwrap_err();
+        assert!(err.starts_with("sandbox db: node "), "{err}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 CARGO ?= cargo
 STACK ?= examples/voting-app.toml
 
-.PHONY: all deps build release demo test unit integration check bench fmt clippy clean install-cni bench-cni
+.PHONY: all deps build release demo demo-cluster test unit integration check bench fmt clippy clean install-cni bench-cni
 
 all: build
 
@@ -19,6 +19,12 @@ release: deps
 # prints the measured reachability table and waits for Ctrl-C, then removes everything.
 demo: release
 	./target/release/netd up $(STACK)
+
+# The voting app's tiers on 3 hosts of a lab (LAB=nddemo) over overlay networks: prints
+# who reaches whom by name, exits non-zero when a pair is not as expected, removes the lab
+# (KEEP=1 leaves it up). scripts/demo-cluster.sh.
+demo-cluster: build
+	./scripts/demo-cluster.sh
 
 # Unit tests (no root needed), then as root the integration tests on real namespaces and
 # the VM lane's (docs/testing.md); the last line counts them all. CI: .ci/run, which sets

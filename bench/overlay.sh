@@ -6,6 +6,7 @@
 # - TCP throughput (iperf3, 5 s) sandbox↔sandbox across hosts over the overlay, next to
 #   the same two hosts over the underlay, as a ratio.
 #   sudo bench/overlay.sh [N] [K]
+# LAB=NAME runs it in a lab of that name (scripts/lab.sh; default ndlab).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-3}
@@ -16,9 +17,11 @@ export NETD_BIN=$BIN
 cargo build --release -q -p netd-bench --bin netd-bench-probe
 PROBE=$PWD/target/release/netd-bench-probe
 L=scripts/lab.sh
+LAB=${LAB:-ndlab}
+export LAB
 trap '$L down >/dev/null; rm -rf "${tmp:-}"' EXIT
 $L up "$N" >/dev/null
-rev() { nsenter --net=/run/netns/ndlab-ul etcdctl --endpoints http://10.251.0.254:2379 endpoint status -w json |
+rev() { nsenter --net=/run/netns/$LAB-ul etcdctl --endpoints http://10.251.0.254:2379 endpoint status -w json |
   jq '.[0].Status.header.revision'; }
 ms() { date +%s%3N; }
 # Every node makes the network and claims a /26 of it (docs/overlay.md), so the subnet
@@ -38,7 +41,7 @@ times=()
 slowest=()
 tmp=$(mktemp -d)
 nss=()
-for i in $(seq 2 "$N"); do nss+=("/run/ndlab/h$i/netns/w$i"); done
+for i in $(seq 2 "$N"); do nss+=("/run/$LAB/h$i/netns/w$i"); done
 for k in $(seq "$K"); do
   t0=$(ms)
   $L ctl 1 sandbox create --network bench "c$k" >/dev/null
@@ -63,9 +66,9 @@ echo "convergence, create on h1 -> pinged from all $((N - 1)) others ($K creates
 echo "etcd writes per sandbox create: $(awk -v a="$r0" -v b="$r1" -v k="$K" 'BEGIN{printf "%.2f", (b-a)/k}') (revision $r0 -> $r1)"
 if command -v iperf3 >/dev/null; then
   ip2=$($L ctl 2 sandbox inspect w2 | jq -r '.[0].endpoints[0].ipv4' | cut -d/ -f1)
-  nsenter --net=/run/ndlab/h2/netns/w2 iperf3 -s -1 -D >/dev/null
+  nsenter --net=/run/$LAB/h2/netns/w2 iperf3 -s -1 -D >/dev/null
   sleep 0.3
-  ov=$(nsenter --net=/run/ndlab/h1/netns/c1 iperf3 -c "$ip2" -t 5 -J | jq '.end.sum_received.bits_per_second')
+  ov=$(nsenter --net=/run/$LAB/h1/netns/c1 iperf3 -c "$ip2" -t 5 -J | jq '.end.sum_received.bits_per_second')
   $L sh 2 iperf3 -s -1 -D >/dev/null
   sleep 0.3
   ul=$($L sh 1 iperf3 -c 10.251.0.2 -t 5 -J | jq '.end.sum_received.bits_per_second')

@@ -29,6 +29,7 @@ pkgs=(
   curl                          # the metrics test scrapes with a real HTTP client
   etcd-server etcd-client       # overlay networks' cluster store (etcd) and etcdctl, which the overlay tests read it with
   protobuf-compiler libprotobuf-dev  # protoc and its well-known .proto files for etcd-client's build.rs
+  vagrant                       # the vagrant test: `vagrant validate` of vagrant/Vagrantfile (no VM started)
 )
 # Wait for another apt/dpkg run (another build on the machine) instead of failing.
 apt=(apt-get -o DPkg::Lock::Timeout=600)

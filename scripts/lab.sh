@@ -9,11 +9,20 @@
 #
 # Binaries come from $NETD_BIN (default target/debug). State, sockets and logs live under
 # /run/ndlab; `down` kills only the processes whose PIDs `up` recorded there.
+#
+# LAB=NAME (default ndlab) names the lab: namespaces NAME-ul and NAME-h1..hN, run dir
+# /run/NAME. Labs with different names live side by side (each underlay is a namespace of
+# its own, so they all use 10.251.0.0/24); every command acts on the lab LAB names only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${NETD_BIN:-$PWD/target/debug}
-RUN=/run/ndlab
-UL=ndlab-ul
+LAB=${LAB:-ndlab}
+# A namespace name and a directory under /run: letters, digits and '-', short enough
+# that NAME-h200 stays readable in `ip netns`.
+[[ $LAB =~ ^[a-z][a-z0-9-]{0,23}$ ]] ||
+  { echo "lab: LAB must be 1-24 of a-z, 0-9 and '-', starting with a letter (got '$LAB')" >&2; exit 2; }
+RUN=/run/$LAB
+UL=$LAB-ul
 NET=10.251.0
 ETCD_ADDR=$NET.254
 
@@ -57,13 +66,13 @@ up() {
   ip -n $UL link add br0 type bridge
   ip -n $UL addr add $ETCD_ADDR/24 dev br0
   ip -n $UL link set br0 up
-  ip netns exec $UL etcd --name ndlab --data-dir $RUN/etcd \
+  ip netns exec $UL etcd --name $LAB --data-dir $RUN/etcd \
     --listen-client-urls http://$ETCD_ADDR:2379 --advertise-client-urls http://$ETCD_ADDR:2379 \
     --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
-    --initial-cluster ndlab=http://127.0.0.1:2380 >$RUN/etcd.log 2>&1 &
+    --initial-cluster $LAB=http://127.0.0.1:2380 >$RUN/etcd.log 2>&1 &
   echo $! >$RUN/etcd.pid
   for i in $(seq "$n"); do
-    local h=ndlab-h$i
+    local h=$LAB-h$i
     ip netns add $h
     ip -n $h link set lo up
     ip link add ul$i netns $UL type veth peer name eth0 netns $h
@@ -78,7 +87,7 @@ up() {
   for i in $(seq "$n"); do
     local d=$RUN/h$i
     mkdir -p "$d"
-    nsenter --net=/run/netns/ndlab-h$i "$BIN/netd" daemon --state-dir "$d/state" --socket "$d/netd.sock" \
+    nsenter --net=/run/netns/$LAB-h$i "$BIN/netd" daemon --state-dir "$d/state" --socket "$d/netd.sock" \
       --netns-dir "$d/netns" --etc-netns-dir "$d/etc" --docker-plugin-dir none \
       --cluster etcd://$ETCD_ADDR:2379 --node h$i --advertise-addr $NET.$i >"$d/netd.log" 2>&1 &
     echo $! >"$d/netd.pid"
@@ -98,7 +107,9 @@ down() {
     [ -e "$m" ] && umount -l "$m" 2>/dev/null || true
   done
   for d in $RUN/h*/netns; do [ -d "$d" ] && umount -l "$d" 2>/dev/null || true; done
-  for h in $(ip netns list | awk '/^ndlab-/ {print $1}'); do ip netns del "$h"; done
+  # This lab's namespaces only: NAME-ul and NAME-hI, not another lab whose name starts
+  # with this one's (ndlab-x-h1 is lab ndlab-x's).
+  for h in $(ip netns list | awk -v re="^$LAB-(ul|h[0-9]+)\$" '$1 ~ re {print $1}'); do ip netns del "$h"; done
   restore_neigh_gc
   rm -rf $RUN
   echo "lab: down"
@@ -108,6 +119,6 @@ case "${1:-}" in
   up) up "${2:-3}" ;;
   down) down ;;
   ctl) i=$2; shift 2; exec "$BIN/netctl" --socket $RUN/h$i/netd.sock "$@" ;;
-  sh) i=$2; shift 2; exec nsenter --net=/run/netns/ndlab-h$i "$@" ;;
+  sh) i=$2; shift 2; exec nsenter --net=/run/netns/$LAB-h$i "$@" ;;
   *) echo "usage: $0 up [N] | down | ctl I NETCTL-ARGS... | sh I CMD..." >&2; exit 2 ;;
 esac

@@ -20,6 +20,10 @@
 //! endpoint_mode = "vip"       # or "dnsrr": no VIP, DNS answers with every replica
 //! tcp = [80]                  # the responders' ports, and the service's ports
 //! ```
+//!
+//! On a cluster (`netd daemon --cluster`) a network may say `driver = "overlay"` and a
+//! sandbox `node = "h2"`: one file for the whole cluster, which `netd up` on each node
+//! applies its own part of (`placement`; docs/overlay.md, "Stacks across nodes").
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -74,6 +78,9 @@ pub const LABEL_SERVICE: &str = "netd.stack.service";
 #[serde(deny_unknown_fields)]
 pub struct StackNetwork {
     pub name: String,
+    /// `bridge` (the default: a network of this daemon) or `overlay` (the cluster's,
+    /// made once in the cluster store and never removed by a stack).
+    pub driver: Option<String>,
     pub subnet: Option<String>,
     pub gateway: Option<String>,
     #[serde(default)]
@@ -95,6 +102,9 @@ pub struct StackSandbox {
     pub networks: Vec<String>,
     /// Static IPv4 address on the first network (only with one replica).
     pub ip: Option<String>,
+    /// The cluster node the sandbox (all its replicas) lives on; unset: the node
+    /// `netd up` runs against.
+    pub node: Option<String>,
     #[serde(default)]
     pub aliases: Vec<String>,
     #[serde(default)]
@@ -109,10 +119,44 @@ fn one() -> u32 {
     1
 }
 
+impl StackNetwork {
+    pub fn is_overlay(&self) -> bool {
+        self.driver.as_deref() == Some("overlay")
+    }
+
+    /// `bridge` or `overlay`; an overlay network takes what `netctl network create -d
+    /// overlay` takes (one IPv4 subnet and gateway, `internal`).
+    fn check_driver(&self) -> Result<(), String> {
+        match self.driver.as_deref() {
+            None | Some("bridge") => Ok(()),
+            Some("overlay") => {
+                let refused = [
+                    ("ipv6", self.ipv6),
+                    ("subnet6", self.subnet6.is_some()),
+                    ("icc", self.icc.is_some()),
+                ];
+                match refused.iter().find(|(_, set)| *set) {
+                    Some((key, _)) => Err(format!(
+                        "network {}: {key} is not supported for overlay networks",
+                        self.name
+                    )),
+                    None => Ok(()),
+                }
+            }
+            Some(d) => Err(format!(
+                "network {}: driver {d} is not one a stack makes (bridge or overlay)",
+                self.name
+            )),
+        }
+    }
+}
+
 /// A sandbox after replicas are expanded: the API request plus the responder ports.
 #[derive(Debug, Clone)]
 pub struct Instance {
     pub service: String,
+    /// The `node` of its `[[sandbox]]`.
+    pub node: Option<String>,
     pub req: SandboxRequest,
     pub tcp: Vec<u16>,
     pub udp: Vec<u16>,
@@ -143,9 +187,12 @@ impl StackFile {
         Ok(name)
     }
 
+    /// The daemon's own (bridge) networks as requests; overlay networks are the
+    /// cluster's (`overlay_networks`).
     pub fn network_requests(&self) -> Vec<NetworkRequest> {
         self.networks
             .iter()
+            .filter(|n| !n.is_overlay())
             .map(|n| {
                 let mut subnets = Vec::new();
                 if n.subnet.is_some() || n.gateway.is_some() {
@@ -177,13 +224,35 @@ impl StackFile {
             .collect()
     }
 
+    /// The overlay networks, as `POST /v1/cluster/networks` takes them.
+    pub fn overlay_networks(&self) -> Vec<serde_json::Value> {
+        self.networks
+            .iter()
+            .filter(|n| n.is_overlay())
+            .map(|n| {
+                serde_json::json!({
+                    "name": n.name,
+                    "subnet": n.subnet,
+                    "gateway": n.gateway,
+                    "internal": n.internal,
+                })
+            })
+            .collect()
+    }
+
     /// Checks names and references and expands replicas into sandbox requests.
     pub fn instances(&self) -> Result<Vec<Instance>, String> {
+        for n in &self.networks {
+            n.check_driver()?;
+        }
         let nets: BTreeSet<&str> = self.networks.iter().map(|n| n.name.as_str()).collect();
         let mut out = Vec::new();
         let mut seen = BTreeSet::new();
         for s in &self.sandboxes {
             validate_name(&s.name).map_err(|e| format!("sandbox {e}"))?;
+            if let Some(node) = &s.node {
+                validate_name(node).map_err(|e| format!("sandbox {}: node {e}", s.name))?;
+            }
             if s.replicas == 0 {
                 return Err(format!("sandbox {}: replicas must be at least 1", s.name));
             }
@@ -227,6 +296,7 @@ impl StackFile {
                     .collect();
                 out.push(Instance {
                     service: s.name.clone(),
+                    node: s.node.clone(),
                     req: SandboxRequest {
                         name,
                         networks,
@@ -250,6 +320,7 @@ impl StackFile {
                 }
                 out.push(Instance {
                     service: s.name.clone(),
+                    node: None,
                     req: SandboxRequest {
                         name,
                         networks: s

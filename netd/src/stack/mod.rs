@@ -12,6 +12,7 @@ pub mod converge;
 pub mod diff;
 pub mod file;
 pub mod names;
+pub mod placement;
 pub mod record;
 pub mod report;
 pub mod responder;
@@ -276,11 +277,21 @@ pub fn up(a: &UpArgs, opts: DaemonOptions) -> anyhow::Result<()> {
     for r in stack.network_requests() {
         r.parse().map_err(|e| anyhow!("network {}: {e}", r.name))?;
     }
-    let want = Desired::new(&name, &stack, &instances);
     if !a.detach {
         catch_signals()?;
     }
     let (client, daemon) = connect(&opts, !a.detach)?;
+    // This node's part of a stack placed on nodes; the rest is left to their nodes.
+    let nodes = cluster_nodes(&client)?;
+    let split =
+        placement::place(&stack, instances, nodes.as_ref()).map_err(|e| anyhow!("stack {name}: {e}"))?;
+    for (sb, node) in &split.elsewhere {
+        say(format_args!(
+            "stack {name}: sandbox {sb} is for node {node}, skipped here (`netd up` of this file there makes it)"
+        ));
+    }
+    let instances = split.here;
+    let want = Desired::new(&name, &stack, &instances);
     let mut s = Session {
         resp: Responders::load(&opts.state_dir, &name),
         client,
@@ -290,6 +301,7 @@ pub fn up(a: &UpArgs, opts: DaemonOptions) -> anyhow::Result<()> {
     };
     // Refusals (a name held by someone else) come here, before anything changes.
     let changes = converge::plan(&s.client, &name, &want)?;
+    ensure_overlays(&s.client, &name, &stack)?;
     s.owns = !a.detach;
     let sbs = match converge::apply(&s.client, &name, &want, &changes, &mut s.resp) {
         Ok(v) => v,
@@ -342,6 +354,61 @@ pub fn up(a: &UpArgs, opts: DaemonOptions) -> anyhow::Result<()> {
             bail!("{failed} of {total} expectations failed");
         }
         out(&format!("check passed: {total} expectations held"));
+    }
+    Ok(())
+}
+
+/// The cluster's live nodes as the daemon sees them; None when it is not in a cluster
+/// (it serves no `/v1/cluster/…`).
+fn cluster_nodes(c: &Client) -> anyhow::Result<Option<placement::Nodes>> {
+    use crate::api::client::ClientError;
+    use crate::api::types::ErrorReason;
+    let v = match c.get("/v1/cluster/nodes") {
+        Ok(v) => v,
+        Err(ClientError::Api {
+            reason: Some(ErrorReason::NoSuchRoute),
+            ..
+        }) => return Ok(None),
+        Err(e) => return Err(anyhow!("list the cluster's nodes: {e}")),
+    };
+    let list = v.as_array().cloned().unwrap_or_default();
+    let name = |n: &Value| n["name"].as_str().unwrap_or_default().to_string();
+    let local = list
+        .iter()
+        .find(|n| n["local"] == true)
+        .map(name)
+        .ok_or_else(|| anyhow!("the cluster's node list does not have this node yet; try again"))?;
+    Ok(Some(placement::Nodes {
+        local,
+        alive: list.iter().map(name).collect(),
+    }))
+}
+
+/// Makes the file's overlay networks that the cluster does not have yet. They are the
+/// cluster's, not the stack's: no stack label, so no `netd down` removes them while
+/// another node may still have sandboxes on them (`netctl network rm` does).
+fn ensure_overlays(c: &Client, stack: &str, file: &StackFile) -> anyhow::Result<()> {
+    let want = file.overlay_networks();
+    if want.is_empty() {
+        return Ok(());
+    }
+    let have = c.get("/v1/networks").map_err(|e| anyhow!("list networks: {e}"))?;
+    for body in want {
+        let n = body["name"].as_str().unwrap_or_default();
+        match have.as_array().into_iter().flatten().find(|o| o["name"] == n) {
+            Some(o) if o["driver"] == "overlay" => {}
+            Some(o) => bail!(
+                "stack {stack}: network {n} exists with driver {}, not overlay; remove or rename it (nothing was changed)",
+                o["driver"].as_str().unwrap_or("?")
+            ),
+            None => {
+                c.post("/v1/cluster/networks", &body)
+                    .map_err(|e| anyhow!("create overlay network {n}: {e}"))?;
+                say(format_args!(
+                    "stack {stack}: created overlay network {n} (the cluster's: `netctl network rm {n}` removes it)"
+                ));
+            }
+        }
     }
     Ok(())
 }

@@ -1,0 +1,171 @@
+//! One stack file for a cluster (`node = "hI"` per sandbox, an overlay network): `netd
+//! up -d` of the same file on each node makes that node's sandboxes and skips the
+//! others'; the first makes the overlay network. The sandboxes reach each other across
+//! nodes by name. An unknown node is one line and makes nothing (not even the overlay
+//! network). `netd down` on a node removes its part only; the overlay network stays
+//! for the other nodes until `netctl network rm`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use integration::cluster::{eventually, Cluster};
+use integration::dig::dig;
+use integration::harness::{bin, run, tcp, Host, Out};
+use integration::skip::{no_program, no_root};
+
+const FILE: &str = r#"
+name = "vote"
+[[network]]
+name = "ov"
+driver = "overlay"
+subnet = "10.92.0.0/24"
+[[sandbox]]
+name = "web"
+node = "h1"
+networks = ["ov"]
+tcp = [80]
+[[sandbox]]
+name = "db"
+node = "h2"
+networks = ["ov"]
+tcp = [5432]
+"#;
+
+fn netd(h: &Host, args: &[&str]) -> Out {
+    run(Command::new("nsenter")
+        .arg(format!("--net={}", h.netns().display()))
+        .arg(bin("netd"))
+        .args(args)
+        .args(h.dir_args()))
+}
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let p: PathBuf = dir.join(name);
+    std::fs::write(&p, text).expect("write stack file");
+    p.display().to_string()
+}
+
+fn sandboxes(h: &Host) -> Vec<String> {
+    h.ctl(&["sandbox", "ls", "-q"])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn networks(h: &Host) -> Vec<String> {
+    h.ctl(&["network", "ls", "-q"])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn one_stack_file_places_sandboxes_on_their_nodes() {
+    if no_root() || no_program("etcd", "etcd-server") || no_program("dig", "bind9-dnsutils") {
+        return;
+    }
+    let c = Cluster::new(3);
+    let (h1, h2, h3) = (c.node(0), c.node(1), c.node(2));
+    let dir = h1.base.join("stacks");
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = write(&dir, "vote.toml", FILE);
+
+    // A node nobody runs: one line, and nothing made anywhere.
+    let bad = write(&dir, "bad.toml", &FILE.replace("node = \"h2\"", "node = \"h9\""));
+    let o = netd(h1, &["up", "-d", &bad]);
+    assert!(!o.ok(), "unknown node accepted: {}", o.stdout);
+    assert_eq!(
+        o.stderr.trim(),
+        "netd: stack vote: sandbox db: node h9 is not in the cluster (nodes: h1, h2, h3)"
+    );
+    for h in [h1, h2, h3] {
+        assert!(sandboxes(h).is_empty() && networks(h).is_empty(), "{}", h.log());
+    }
+
+    // Each node its own part; the first makes the overlay network.
+    let o = netd(h1, &["up", "-d", &good]);
+    assert!(o.ok(), "up on h1: {}{}", o.stdout, o.stderr);
+    assert!(
+        o.stderr.contains("sandbox db is for node h2, skipped here"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("created overlay network ov"), "{}", o.stderr);
+    assert_eq!(sandboxes(h1), ["web"]);
+    let o = netd(h2, &["up", "-d", &good]);
+    assert!(o.ok(), "up on h2: {}{}", o.stdout, o.stderr);
+    assert!(!o.stderr.contains("created overlay network"), "{}", o.stderr);
+    assert_eq!(sandboxes(h2), ["db"]);
+    let o = netd(h3, &["up", "-d", &good]);
+    assert!(o.ok(), "up on h3: {}{}", o.stdout, o.stderr);
+    assert!(sandboxes(h3).is_empty());
+
+    // Across nodes by name: db (h2) resolves web (h1) and reaches its responder, and back.
+    let web_ip = h1.ip("web", "ov");
+    let db_ip = h2.ip("db", "ov");
+    assert!(
+        eventually(10, || dig(h2, "db", "web")
+            .1
+            .iter()
+            .any(|a| a.ends_with(&format!("A {web_ip}")))),
+        "db does not resolve web: {:?}",
+        dig(h2, "db", "web")
+    );
+    assert!(
+        eventually(10, || tcp(Some(&h2.sb("db")), &format!("{web_ip}:80"), 1000)
+            .as_deref()
+            == Some("web")),
+        "db does not reach web's responder"
+    );
+    assert!(
+        eventually(10, || tcp(Some(&h1.sb("web")), &format!("{db_ip}:5432"), 1000)
+            .as_deref()
+            == Some("db")),
+        "web does not reach db's responder"
+    );
+
+    // A second `up` on a node keeps what it has.
+    let o = netd(h1, &["up", "-d", &good]);
+    assert!(
+        o.ok() && o.stderr.contains("already as the file says, kept"),
+        "{}",
+        o.stderr
+    );
+
+    // `down` on h1 removes web only; ov stays while db is on it; then it can go.
+    let o = netd(h1, &["down", "-p", "vote"]);
+    assert!(o.ok(), "down on h1: {}", o.stderr);
+    assert!(sandboxes(h1).is_empty());
+    assert_eq!(sandboxes(h2), ["db"]);
+    assert!(networks(h3).contains(&"ov".to_string()));
+    let o = netd(h2, &["down", "-p", "vote"]);
+    assert!(o.ok(), "down on h2: {}", o.stderr);
+    h3.ctl(&["network", "rm", "ov"]);
+    for h in [h1, h2, h3] {
+        assert!(
+            eventually(10, || networks(h).is_empty()),
+            "ov left on a node: {:?}",
+            networks(h)
+        );
+    }
+}
+
+#[test]
+fn a_placed_stack_on_a_daemon_without_cluster_is_one_line() {
+    if no_root() {
+        return;
+    }
+    let h = Host::new();
+    let f = h.base.join("vote.toml");
+    std::fs::write(&f, FILE).unwrap();
+    let o = netd(&h, &["up", "-d", f.to_str().unwrap()]);
+    assert!(!o.ok());
+    assert_eq!(o.stderr.trim().lines().count(), 1, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("sandbox web is placed on a node, but this netd is not in a cluster"),
+        "{}",
+        o.stderr
+    );
+    assert!(sandboxes(&h).is_empty() && networks(&h).is_empty());
+}

@@ -78,6 +78,7 @@ fn main() -> anyhow::Result<()> {
         internal: false,
         created_by: "h1".into(),
         created: 1_800_000_000,
+        block_prefix: None,
     };
     kv.push((keys::network(net), serde_json::to_vec(&netrec)?));
     kv.push((keys::vni(4096), net.as_bytes().to_vec()));
@@ -110,6 +111,8 @@ fn main() -> anyhow::Result<()> {
                 mac: format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]),
                 vtep: vtep(i),
                 names: vec![sandbox.clone()],
+                labels: Default::default(),
+                lb: false,
             };
             kv.push((keys::endpoint(net, &node, &sandbox), serde_json::to_vec(&r)?));
         }
@@ -169,6 +172,8 @@ fn main() -> anyhow::Result<()> {
                 network: x.network.clone(),
                 names: x.names.clone(),
                 ip: x.ip.into(),
+                sandbox: x.sandbox.clone(),
+                labels: x.labels.clone(),
             })
             .collect();
         let want = fdb::wanted(net, me, &eps);

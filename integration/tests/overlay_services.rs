@@ -257,6 +257,9 @@ fn bad_overlay_service_input_is_one_line_and_changes_nothing() {
     ]);
     h.ctl(&["network", "create", "--subnet", "10.66.0.0/24", "local"]);
     assert!(eventually(5, || has_network(h, "ov")));
+    // A sandbox on it, so the node holds the network (the engine's refusal below is
+    // about an overlay network it has, not an unknown one).
+    h.ctl(&["sandbox", "create", "--network", "ov", "s1"]);
     let keys = c.underlay.keys("/netd/v1/");
     let base = ["service", "create", "web", "--port", "80"];
     for (extra, want) in [

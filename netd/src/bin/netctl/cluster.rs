@@ -76,8 +76,16 @@ pub fn create_service(
 ) -> anyhow::Result<Option<serde_json::Value>> {
     let mut overlay = false;
     for n in &req.networks {
-        // An unknown network is the engine's one-line answer (404 no such network).
-        let v = c.get(&format!("/v1/networks/{n}"))?;
+        let v = match c.get(&format!("/v1/networks/{n}")) {
+            Ok(v) => v,
+            // An overlay network this node does not hold (no endpoint here) is the
+            // store's; anything else unknown is the engine's one-line answer (404).
+            Err(ClientError::Api { status: 404, .. }) => match c.get(&format!("/v1/cluster/networks/{n}")) {
+                Ok(_) => serde_json::json!({"driver": "overlay"}),
+                Err(_) => c.get(&format!("/v1/networks/{n}"))?,
+            },
+            Err(e) => return Err(e.into()),
+        };
         overlay |= v["driver"] == "overlay";
     }
     if !overlay {

@@ -140,7 +140,12 @@ fn one_stack_file_places_sandboxes_on_their_nodes() {
     assert!(networks(h3).contains(&"ov".to_string()));
     let o = netd(h2, &["down", "-p", "vote"]);
     assert!(o.ok(), "down on h2: {}", o.stderr);
-    h3.ctl(&["network", "rm", "ov"]);
+    // The agents drop the endpoints' records at their next look (every 100 ms).
+    assert!(
+        eventually(10, || h3.netctl(&["network", "rm", "ov"]).ok()),
+        "{}",
+        h3.netctl(&["network", "rm", "ov"]).stderr
+    );
     for h in [h1, h2, h3] {
         assert!(
             eventually(10, || networks(h).is_empty()),

@@ -392,7 +392,18 @@ fn ensure_overlays(c: &Client, stack: &str, file: &StackFile) -> anyhow::Result<
     if want.is_empty() {
         return Ok(());
     }
-    let have = c.get("/v1/networks").map_err(|e| anyhow!("list networks: {e}"))?;
+    let mut have = c.get("/v1/networks").map_err(|e| anyhow!("list networks: {e}"))?;
+    // The store's overlay networks too: a node holds one only while it has endpoints on it.
+    let stored = c
+        .get("/v1/cluster/networks")
+        .map_err(|e| anyhow!("list the cluster's networks: {e}"))?;
+    if let (Some(h), Some(s)) = (have.as_array_mut(), stored.as_array()) {
+        for rec in s {
+            if !h.iter().any(|o| o["name"] == rec["name"]) {
+                h.push(serde_json::json!({"name": rec["name"], "driver": "overlay"}));
+            }
+        }
+    }
     for body in want {
         let n = body["name"].as_str().unwrap_or_default();
         match have.as_array().into_iter().flatten().find(|o| o["name"] == n) {

@@ -24,8 +24,8 @@ $L up "$N" >/dev/null
 rev() { nsenter --net=/run/netns/$LAB-ul etcdctl --endpoints http://10.251.0.254:2379 endpoint status -w json |
   jq '.[0].Status.header.revision'; }
 ms() { date +%s%3N; }
-# Every node makes the network and claims a /26 of it (docs/overlay.md), so the subnet
-# needs a block per host: a /16 has 1,024.
+# Every node with a sandbox on the network holds it and claims a /26 of it
+# (docs/overlay.md); here all do, so the subnet needs a block per host: a /16 has 1,024.
 $L ctl 1 network create -d overlay --subnet 10.70.0.0/16 bench >/dev/null
 for i in $(seq 2 "$N"); do
   until $L ctl "$i" network ls -q | grep -qx bench; do sleep 0.05; done

@@ -272,6 +272,21 @@ impl Cluster {
     pub fn node(&self, i: usize) -> &Host {
         &self.nodes[i].host
     }
+
+    /// `netctl network create -d overlay --subnet SUBNET NAME` on node `i`, then waits
+    /// until every node lists it.
+    pub fn overlay(&self, i: usize, name: &str, subnet: &str) {
+        self.node(i)
+            .ctl(&["network", "create", "-d", "overlay", "--subnet", subnet, name]);
+        for n in &self.nodes {
+            assert!(
+                eventually(5, || has_network(&n.host, name)),
+                "{name} not listed on {}: {}",
+                n.name,
+                n.host.log()
+            );
+        }
+    }
 }
 
 /// Polls `f` every 50 ms until it holds or `secs` pass; whether it held.
@@ -286,4 +301,13 @@ pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Whether `netctl network ls` on `h` lists `name` (an overlay network is listed on every
+/// node, held there or not).
+pub fn has_network(h: &Host, name: &str) -> bool {
+    h.netctl(&["network", "ls", "-q"])
+        .stdout
+        .lines()
+        .any(|l| l == name)
 }

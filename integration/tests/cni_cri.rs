@@ -264,21 +264,7 @@ fn containerd_pods_on_two_nodes_reach_each_other_over_an_overlay_network() {
         return;
     }
     let c = Cluster::new(2);
-    c.node(0).ctl(&[
-        "network",
-        "create",
-        "-d",
-        "overlay",
-        "--subnet",
-        "10.66.0.0/24",
-        "podnet",
-    ]);
-    assert!(eventually(5, || c
-        .node(1)
-        .netctl(&["network", "ls", "-q"])
-        .stdout
-        .lines()
-        .any(|l| l == "podnet")));
+    c.overlay(0, "podnet", "10.66.0.0/24");
     let mut pods = Vec::new();
     let mut runtimes = Vec::new();
     for (i, pod) in [(0, "front"), (1, "back")] {

@@ -8,20 +8,13 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use integration::cluster::{eventually, Cluster};
+use integration::cluster::{eventually, has_network, Cluster};
 use integration::dig::{dig, dig_missing};
 use integration::harness::{nsenter, ping_from, respond, tcp, Host};
 use integration::skip::{no_program, no_root};
 
 fn unavailable() -> bool {
     no_root() || no_program("etcd", "etcd-server") || no_program("etcdctl", "etcd-client")
-}
-
-fn has_network(h: &Host, name: &str) -> bool {
-    h.netctl(&["network", "ls", "-q"])
-        .stdout
-        .lines()
-        .any(|l| l == name)
 }
 
 /// `bridge fdb show dev ndvx-NET` in the host namespace.
@@ -50,22 +43,7 @@ fn three_hosts_share_one_subnet_and_reach_each_other() {
     }
     let c = Cluster::new(3);
     let (h1, h2, h3) = (c.node(0), c.node(1), c.node(2));
-    h1.ctl(&[
-        "network",
-        "create",
-        "-d",
-        "overlay",
-        "--subnet",
-        "10.61.0.0/24",
-        "ov",
-    ]);
-    for h in [h1, h2, h3] {
-        assert!(
-            eventually(5, || has_network(h, "ov")),
-            "ov missing on a node: {}",
-            h.log()
-        );
-    }
+    c.overlay(0, "ov", "10.61.0.0/24");
     // Hosts that have no sandbox yet still list the network with the overlay driver.
     assert!(h3
         .ctl(&["network", "ls"])
@@ -417,28 +395,37 @@ fn bad_cluster_input_is_one_line_and_changes_nothing() {
             "not an address of this host",
         ),
     ] {
-        let dir = bare.base.join("bad");
-        let netd = integration::harness::bin("netd").display().to_string();
-        let (state, sock) = (
-            dir.join("state").display().to_string(),
-            dir.join("s.sock").display().to_string(),
-        );
-        let mut argv: Vec<&str> = vec![
-            &netd,
-            "daemon",
-            "--state-dir",
-            &state,
-            "--socket",
-            &sock,
-            "--docker-plugin-dir",
-            "none",
-            "--node",
-            "hx",
-        ];
-        argv.extend(args.iter().copied());
-        let o = nsenter(&bare.netns(), &argv);
-        assert!(!o.ok() && o.stderr.contains(want), "{args:?}: {}", o.stderr);
+        let o = refused_daemon(&bare, &args);
+        assert!(o.stderr.contains(want), "{args:?}: {}", o.stderr);
     }
+}
+
+/// `netd daemon --node hx ARGS` in `bare`'s namespace on dirs of its own: it must exit
+/// with an error and make no socket.
+fn refused_daemon(bare: &Host, args: &[&str]) -> integration::harness::Out {
+    let dir = bare.base.join("bad");
+    let netd = integration::harness::bin("netd").display().to_string();
+    let (state, sock) = (
+        dir.join("state").display().to_string(),
+        dir.join("s.sock").display().to_string(),
+    );
+    let mut argv: Vec<&str> = vec![
+        &netd,
+        "daemon",
+        "--state-dir",
+        &state,
+        "--socket",
+        &sock,
+        "--docker-plugin-dir",
+        "none",
+        "--node",
+        "hx",
+    ];
+    argv.extend(args.iter().copied());
+    let o = nsenter(&bare.netns(), &argv);
+    assert!(!o.ok(), "{args:?} started: {}", o.stderr);
+    assert!(!dir.join("s.sock").exists(), "{args:?}: a socket was made");
+    o
 }
 
 /// Two overlay networks share the nodes but not their traffic: a sandbox reaches its own
@@ -451,27 +438,8 @@ fn two_overlay_networks_are_isolated_across_hosts() {
     }
     let c = Cluster::new(2);
     let (h1, h2) = (c.node(0), c.node(1));
-    h1.ctl(&[
-        "network",
-        "create",
-        "-d",
-        "overlay",
-        "--subnet",
-        "10.66.0.0/24",
-        "red",
-    ]);
-    h2.ctl(&[
-        "network",
-        "create",
-        "-d",
-        "overlay",
-        "--subnet",
-        "10.67.0.0/24",
-        "blue",
-    ]);
-    for h in [h1, h2] {
-        assert!(eventually(5, || has_network(h, "red") && has_network(h, "blue")));
-    }
+    c.overlay(0, "red", "10.66.0.0/24");
+    c.overlay(1, "blue", "10.67.0.0/24");
     h1.ctl(&["sandbox", "create", "--network", "red", "r1"]);
     h2.ctl(&["sandbox", "create", "--network", "red", "r2"]);
     h2.ctl(&["sandbox", "create", "--network", "blue", "b2"]);
@@ -598,15 +566,7 @@ fn a_node_without_endpoints_holds_nothing_until_one_attaches() {
     }
     let c = Cluster::new(3);
     let (h1, h2, h3) = (c.node(0), c.node(1), c.node(2));
-    h1.ctl(&[
-        "network",
-        "create",
-        "-d",
-        "overlay",
-        "--subnet",
-        "10.70.0.0/24",
-        "ov",
-    ]);
+    c.overlay(0, "ov", "10.70.0.0/24");
     h2.ctl(&["sandbox", "create", "--network", "ov", "b"]);
     h3.ctl(&["sandbox", "create", "--network", "ov", "c3"]);
     let (b_ip, c_ip) = (h2.ip("b", "ov"), h3.ip("c3", "ov"));
@@ -781,15 +741,7 @@ fn a_static_address_is_unique_across_the_cluster() {
     }
     let c = Cluster::new(2);
     let (h1, h2) = (c.node(0), c.node(1));
-    h1.ctl(&[
-        "network",
-        "create",
-        "-d",
-        "overlay",
-        "--subnet",
-        "10.72.0.0/24",
-        "ov",
-    ]);
+    c.overlay(0, "ov", "10.72.0.0/24");
     h1.ctl(&["sandbox", "create", "--network", "ov", "--ip", "10.72.0.200", "a"]);
     assert_eq!(h1.ip("a", "ov"), "10.72.0.200");
     assert_eq!(
@@ -924,32 +876,15 @@ fn the_cluster_store_over_tls_with_client_certificates() {
             "--cluster-cert",
         ),
     ] {
-        let dir = bare.base.join("bad");
-        let netd = integration::harness::bin("netd").display().to_string();
-        let (state, sock) = (
-            dir.join("state").display().to_string(),
-            dir.join("s.sock").display().to_string(),
-        );
-        let mut argv: Vec<&str> = vec![
-            &netd,
-            "daemon",
-            "--state-dir",
-            &state,
-            "--socket",
-            &sock,
-            "--docker-plugin-dir",
-            "none",
-            "--node",
-            "hx",
+        let mut argv = vec![
             "--cluster",
             "etcd://10.250.0.254:2379",
             "--advertise-addr",
             "10.250.0.1",
         ];
         argv.extend(args.iter().copied());
-        let o = nsenter(&bare.netns(), &argv);
+        let o = refused_daemon(&bare, &argv);
         let last = o.stderr.trim().lines().last().unwrap_or_default().to_string();
-        assert!(!o.ok() && last.contains(want), "{args:?}: {}", o.stderr);
-        assert!(!dir.join("s.sock").exists(), "{args:?}: a socket was made");
+        assert!(last.contains(want), "{args:?}: {}", o.stderr);
     }
 }

@@ -7,20 +7,13 @@
 
 use std::collections::BTreeSet;
 
-use integration::cluster::{eventually, Cluster};
+use integration::cluster::{eventually, has_network, Cluster};
 use integration::dig::{dig, dig_missing};
 use integration::harness::{respond, tcp, Host};
 use integration::skip::{no_program, no_root};
 
 fn unavailable() -> bool {
     no_root() || no_program("etcd", "etcd-server") || no_program("etcdctl", "etcd-client")
-}
-
-fn has_network(h: &Host, name: &str) -> bool {
-    h.netctl(&["network", "ls", "-q"])
-        .stdout
-        .lines()
-        .any(|l| l == name)
 }
 
 /// The service's VIP on `net` as this node has it, once it has made the service.
@@ -55,22 +48,7 @@ fn a_service_balances_over_nodes_and_publishes_on_every_node() {
     }
     let c = Cluster::new(3);
     let (h1, h2, h3) = (c.node(0), c.node(1), c.node(2));
-    h1.ctl(&[
-        "network",
-        "create",
-        "-d",
-        "overlay",
-        "--subnet",
-        "10.63.0.0/22",
-        "ovs",
-    ]);
-    for h in [h1, h2, h3] {
-        assert!(
-            eventually(5, || has_network(h, "ovs")),
-            "ovs missing: {}",
-            h.log()
-        );
-    }
+    c.overlay(0, "ovs", "10.63.0.0/22");
     // Backends on h1 and h2, each answering its own name; the client on h3.
     h1.ctl(&[
         "sandbox",

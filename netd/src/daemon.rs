@@ -212,7 +212,19 @@ pub async fn run(
     let mut router = crate::api::server::router(engine.clone());
     let cluster = match &opts.cluster {
         Some(c) => {
-            let (agent, store) = crate::cluster::agent::start(c, engine.clone(), stop_rx2).await?;
+            let (agent, store) = match crate::cluster::agent::start(c, engine.clone(), stop_rx2).await {
+                Ok(started) => started,
+                Err(e) => {
+                    // A refused start leaves nothing behind: no socket a client could
+                    // take for a running daemon.
+                    let _ = stop_tx.send(true);
+                    let _ = fs::remove_file(&opts.socket);
+                    if let Some((_, path)) = &plugin {
+                        let _ = fs::remove_file(path);
+                    }
+                    return Err(e);
+                }
+            };
             router = crate::cluster::api::wrap(router, agent);
             Some(store)
         }

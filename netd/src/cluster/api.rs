@@ -272,20 +272,7 @@ async fn network<S: ClusterStore>(
 }
 
 async fn create<S: ClusterStore>(State(a): State<Arc<Agent<S>>>, b: Body) -> Result<Response, ApiError> {
-    let bytes = to_bytes(b, crate::api::MAX_BODY).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorReason::BadBody,
-            "request body too large",
-        )
-    })?;
-    let req: OverlayRequest = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorReason::BadBody,
-            format!("malformed JSON: {e}"),
-        )
-    })?;
+    let req: OverlayRequest = body(b).await?;
     let rec = a.create_network(&req).await?;
     // Only stored: a node makes it when a first endpoint of its own comes.
     a.pass().await?;

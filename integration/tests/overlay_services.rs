@@ -238,6 +238,8 @@ fn bad_overlay_service_input_is_one_line_and_changes_nothing() {
     // A sandbox on it, so the node holds the network (the engine's refusal below is
     // about an overlay network it has, not an unknown one).
     h.ctl(&["sandbox", "create", "--network", "ov", "s1"]);
+    // Its record is published at the agent's next look (every 100 ms).
+    assert!(eventually(5, || c.underlay.keys("/netd/v1/endpoints/ov/").len() == 1));
     let keys = c.underlay.keys("/netd/v1/");
     let base = ["service", "create", "web", "--port", "80"];
     for (extra, want) in [

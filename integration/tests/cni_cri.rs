@@ -99,6 +99,15 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+        // The pod sandbox image, which no registry could give it.
+        let image = pause_image(dir);
+        c.ctr(&[
+            "images",
+            "import",
+            "--snapshotter",
+            "native",
+            image.to_str().unwrap(),
+        ]);
         c
     }
 
@@ -195,15 +204,7 @@ fn containerd_cri_runs_pods_whose_network_netd_cni_makes() {
     let list = json!({"cniVersion": "1.0.0", "name": net, "plugins": [plugin]});
     std::fs::write(conf_dir.join("10-netd.conflist"), list.to_string()).unwrap();
 
-    let image = pause_image(&base);
     let mut ctd = Containerd::start(&node.host.netns(), &base.join("ctd"), &conf_dir);
-    ctd.ctr(&[
-        "images",
-        "import",
-        "--snapshotter",
-        "native",
-        image.to_str().unwrap(),
-    ]);
     let mut cri = Cri::connect(&ctd.socket()).unwrap();
     let v = cri.version().unwrap();
     assert_eq!(v.runtime_name, "containerd", "{v:?}");
@@ -277,15 +278,7 @@ fn containerd_pods_on_two_nodes_reach_each_other_over_an_overlay_network() {
             "socket": host.socket().display().to_string(),
         }]});
         std::fs::write(conf_dir.join("10-netd.conflist"), list.to_string()).unwrap();
-        let image = pause_image(&host.base);
         let mut ctd = Containerd::start(&host.netns(), &host.base.join("ctd"), &conf_dir);
-        ctd.ctr(&[
-            "images",
-            "import",
-            "--snapshotter",
-            "native",
-            image.to_str().unwrap(),
-        ]);
         let mut cri = Cri::connect(&ctd.socket()).unwrap();
         let logs = host.base.join("pod-logs");
         std::fs::create_dir_all(&logs).unwrap();

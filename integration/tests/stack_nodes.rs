@@ -1,9 +1,9 @@
-//! One stack file for a cluster (`node = "hI"` per sandbox, an overlay network): `netd
-//! up -d` of the same file on each node makes that node's sandboxes and skips the
-//! others'; the first makes the overlay network. The sandboxes reach each other across
-//! nodes by name. An unknown node is one line and makes nothing (not even the overlay
-//! network). `netd down` on a node removes its part only; the overlay network stays
-//! for the other nodes until `netctl network rm`.
+//! One stack file for a cluster (`node = "hI"` per sandbox, an overlay network): one
+//! `netd up -d` on any node makes that node's sandboxes and publishes the file; every
+//! other node's daemon makes its own part, and the `up` waits for them and names a node
+//! that failed. The sandboxes reach each other across nodes by name. An unknown node is
+//! one line and makes nothing (not even the overlay network). `netd down` on any node
+//! removes the stack from all; the overlay network stays until `netctl network rm`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -82,22 +82,32 @@ fn one_stack_file_places_sandboxes_on_their_nodes() {
         assert!(sandboxes(h).is_empty() && networks(h).is_empty(), "{}", h.log());
     }
 
-    // Each node its own part; the first makes the overlay network.
+    // A node whose part fails (a hand-made sandbox holds the name there): `up` on h1
+    // names the node and why, and exits non-zero.
+    let o = h2.netctl(&["sandbox", "create", "db"]);
+    assert!(o.ok(), "{}", o.stderr);
     let o = netd(h1, &["up", "-d", &good]);
-    assert!(o.ok(), "up on h1: {}{}", o.stdout, o.stderr);
+    assert!(!o.ok(), "a failed node's part accepted: {}", o.stderr);
     assert!(
-        o.stderr.contains("sandbox db is for node h2, skipped here"),
+        o.stderr.contains("node h2 failed:") && o.stderr.contains("not made on every node"),
         "{}",
         o.stderr
     );
-    assert!(o.stderr.contains("created overlay network ov"), "{}", o.stderr);
+    h2.ctl(&["sandbox", "rm", "db"]);
+
+    // One `up` on h1 brings the whole stack up: h1 makes web and publishes the file,
+    // h2's daemon makes db, h3 (named by no sandbox) makes nothing.
+    let o = netd(h1, &["up", "-d", &good]);
+    assert!(o.ok(), "up on h1: {}{}", o.stdout, o.stderr);
+    assert!(
+        o.stderr
+            .contains("sandbox db is for node h2, skipped here (node h2 makes it)"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("node h2 made its part (db)"), "{}", o.stderr);
     assert_eq!(sandboxes(h1), ["web"]);
-    let o = netd(h2, &["up", "-d", &good]);
-    assert!(o.ok(), "up on h2: {}{}", o.stdout, o.stderr);
-    assert!(!o.stderr.contains("created overlay network"), "{}", o.stderr);
     assert_eq!(sandboxes(h2), ["db"]);
-    let o = netd(h3, &["up", "-d", &good]);
-    assert!(o.ok(), "up on h3: {}{}", o.stdout, o.stderr);
     assert!(sandboxes(h3).is_empty());
 
     // Across nodes by name: db (h2) resolves web (h1) and reaches its responder, and back.
@@ -124,22 +134,28 @@ fn one_stack_file_places_sandboxes_on_their_nodes() {
         "web does not reach db's responder"
     );
 
-    // A second `up` on a node keeps what it has.
+    // A second `up` keeps what each node has: same sandboxes, same addresses.
     let o = netd(h1, &["up", "-d", &good]);
     assert!(
         o.ok() && o.stderr.contains("already as the file says, kept"),
         "{}",
         o.stderr
     );
+    assert!(o.stderr.contains("node h2 made its part (db)"), "{}", o.stderr);
+    assert_eq!((h1.ip("web", "ov"), h2.ip("db", "ov")), (web_ip, db_ip));
 
-    // `down` on h1 removes web only; ov stays while db is on it; then it can go.
+    // `down` on h3, which has no part, removes the stack from every node; the overlay
+    // network is the cluster's and stays until `network rm`.
+    let o = netd(h3, &["down", "-p", "vote"]);
+    assert!(o.ok(), "down on h3: {}", o.stderr);
+    assert!(o.stderr.contains("every node removed its part"), "{}", o.stderr);
+    assert!(sandboxes(h1).is_empty() && sandboxes(h2).is_empty());
+    for h in [h1, h2] {
+        let o = netd(h, &["ls"]);
+        assert!(!o.stdout.contains("vote"), "stack left on a node: {}", o.stdout);
+    }
     let o = netd(h1, &["down", "-p", "vote"]);
-    assert!(o.ok(), "down on h1: {}", o.stderr);
-    assert!(sandboxes(h1).is_empty());
-    assert_eq!(sandboxes(h2), ["db"]);
-    assert!(networks(h3).contains(&"ov".to_string()));
-    let o = netd(h2, &["down", "-p", "vote"]);
-    assert!(o.ok(), "down on h2: {}", o.stderr);
+    assert!(o.ok() && o.stderr.contains("nothing to remove"), "{}", o.stderr);
     // The agents drop the endpoints' records at their next look (every 100 ms).
     assert!(
         eventually(10, || h3.netctl(&["network", "rm", "ov"]).ok()),

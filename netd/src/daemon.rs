@@ -203,6 +203,7 @@ pub async fn run(
     let plugin = start_docker_plugin(&opts, &engine, stop_rx.clone());
     let metrics = metrics.map(|l| start_metrics(l, &engine, obs, stop_rx.clone()));
     let stop_rx2 = stop_rx.clone();
+    let stop_rx3 = stop_rx.clone();
     let watcher = tokio::spawn(repair_loop(
         engine.clone(),
         opts.repair_debounce,
@@ -225,7 +226,14 @@ pub async fn run(
                     return Err(e);
                 }
             };
-            router = crate::cluster::api::wrap(router, agent);
+            // Stacks placed on nodes: this node makes its part of each (`cluster::stacks`).
+            let stacks = Arc::new(crate::cluster::stacks::Stacks::new(
+                Arc::clone(&store),
+                &c.node,
+                &opts,
+            ));
+            tokio::spawn(Arc::clone(&stacks).run(stop_rx3));
+            router = crate::cluster::api::wrap(router, agent).merge(crate::cluster::stacks::router(stacks));
             Some(store)
         }
         None => None,

@@ -241,7 +241,7 @@ async fn remove_service<S: ClusterStore>(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn body<T: serde::de::DeserializeOwned>(b: Body) -> Result<T, ApiError> {
+pub(super) async fn body<T: serde::de::DeserializeOwned>(b: Body) -> Result<T, ApiError> {
     let bytes = to_bytes(b, crate::api::MAX_BODY).await.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

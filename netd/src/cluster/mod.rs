@@ -14,13 +14,16 @@
 //! network is removed. `/netd/v1/services/<namespace>/<name>` (services on overlay
 //! networks, made by every node) and `/netd/v1/addrs/<net>/<ip>` (their VIPs and each
 //! node's load-balancer address, from a block of the subnet no node gets) stay until
-//! removed.
+//! removed. `/netd/v1/stacks/<name>` holds a stack file placed on nodes until `netd down`,
+//! and `/netd/v1/stack-parts/<name>/<node>` (lease-bound) what each node made of it
+//! (`stacks.rs`).
 
 pub mod agent;
 pub mod api;
 pub mod blocks;
 pub mod fdb;
 pub mod services;
+pub mod stacks;
 
 use std::future::Future;
 use std::net::Ipv4Addr;
@@ -199,6 +202,20 @@ pub mod keys {
     pub fn addrs(net: &str) -> String {
         format!("{PREFIX}addrs/{net}/")
     }
+    /// A stack file placed on nodes (`netd up` in a cluster): every node makes its part.
+    pub fn stack(name: &str) -> String {
+        format!("{PREFIX}stacks/{name}")
+    }
+    pub fn stacks() -> String {
+        format!("{PREFIX}stacks/")
+    }
+    /// What a node made of a stack, under its lease: `stack-parts/<stack>/<node>`.
+    pub fn stack_part(stack: &str, node: &str) -> String {
+        format!("{PREFIX}stack-parts/{stack}/{node}")
+    }
+    pub fn stack_parts(stack: &str) -> String {
+        format!("{PREFIX}stack-parts/{stack}/")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -274,6 +291,35 @@ impl ServiceRecord {
     }
 }
 
+/// A stack placed on nodes, as `netd up` on one of them published it: each node's
+/// daemon makes the sandboxes the file places on it (`cluster::stacks`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackRecord {
+    pub name: String,
+    /// New at each `netd up`: a node makes its part again when it changes.
+    pub id: String,
+    /// The stack file, as given.
+    pub text: String,
+    /// The node `netd up` ran on.
+    pub created_by: String,
+    pub created: u64,
+}
+
+/// What a node made of a stack (`StackRecord::id`): put under the node's lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackPartRecord {
+    pub stack: String,
+    pub id: String,
+    pub node: String,
+    pub ok: bool,
+    /// Why not, when not ok.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// The node's sandboxes of the stack.
+    #[serde(default)]
+    pub sandboxes: Vec<String>,
+}
+
 /// Who holds an address taken with `ClusterStore::claim_addr`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddrRecord {
@@ -326,6 +372,22 @@ pub trait ClusterStore: Send + Sync + 'static {
     fn addrs(&self, net: &str) -> impl Future<Output = Result<Vec<AddrRecord>, ClusterError>> + Send;
     /// Takes `rec.ip` for `rec.owner` if nobody has it (compare-and-set).
     fn claim_addr(&self, rec: &AddrRecord) -> impl Future<Output = Result<bool, ClusterError>> + Send;
+    fn stacks(&self) -> impl Future<Output = Result<Vec<StackRecord>, ClusterError>> + Send;
+    fn put_stack(&self, rec: &StackRecord) -> impl Future<Output = Result<(), ClusterError>> + Send;
+    /// Removes the stack's record; `Ok(false)` when there was none. The nodes' part
+    /// records go when each node has removed its part.
+    fn delete_stack(&self, name: &str) -> impl Future<Output = Result<bool, ClusterError>> + Send;
+    fn stack_parts(
+        &self,
+        stack: &str,
+    ) -> impl Future<Output = Result<Vec<StackPartRecord>, ClusterError>> + Send;
+    /// Put under the node's lease.
+    fn put_stack_part(&self, rec: &StackPartRecord) -> impl Future<Output = Result<(), ClusterError>> + Send;
+    fn delete_stack_part(
+        &self,
+        stack: &str,
+        node: &str,
+    ) -> impl Future<Output = Result<(), ClusterError>> + Send;
     /// Resolves at the next change under the prefix (or after a reconnect, when changes
     /// may have been missed): the agent then re-reads what it needs.
     fn changed(&self) -> impl Future<Output = ()> + Send;

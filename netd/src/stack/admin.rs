@@ -30,18 +30,58 @@ pub fn stack_name(file: Option<&Path>, name: Option<&str>) -> anyhow::Result<Str
     }
 }
 
+/// Removes the stack from this node and, when it was published to a cluster
+/// (`netd up` of a file placed on nodes), from every node.
 pub fn down(stack: &str, opts: DaemonOptions) -> anyhow::Result<()> {
     let (client, daemon) = connect(&opts, true)?;
+    let published = in_cluster(&client, stack)?;
+    remove(client, daemon, stack, &opts, published)
+}
+
+/// This node's part only (the daemon's `cluster::stacks`, for a stack withdrawn from
+/// the cluster), against the daemon at `opts.socket`.
+pub fn down_part(stack: &str, opts: &DaemonOptions) -> anyhow::Result<()> {
+    let (client, daemon) = connect(opts, false)?;
+    remove(client, daemon, stack, opts, false)
+}
+
+/// Whether the cluster holds the stack (false when the daemon is in none).
+fn in_cluster(c: &crate::api::client::Client, stack: &str) -> anyhow::Result<bool> {
+    use crate::api::client::ClientError;
+    use crate::api::types::ErrorReason;
+    match c.get(&format!("/v1/cluster/stacks/{stack}")) {
+        Ok(_) => Ok(true),
+        Err(ClientError::Api {
+            reason: Some(ErrorReason::NoSuchRoute) | Some(ErrorReason::NoSuchNetwork),
+            ..
+        }) => Ok(false),
+        Err(e) => Err(anyhow!("stack {stack}: look it up in the cluster: {e}")),
+    }
+}
+
+fn remove(
+    client: crate::api::client::Client,
+    daemon: Option<super::InProcessDaemon>,
+    stack: &str,
+    opts: &DaemonOptions,
+    published: bool,
+) -> anyhow::Result<()> {
     let mut s = Session {
         resp: Responders::load(&opts.state_dir, stack),
         client,
         stack: stack.to_string(),
         owns: false,
+        published,
         daemon,
     };
     let (nets, sbs) = converge::objects_of(&s.client, stack)?;
     let svcs = converge::services_of(&s.client, stack)?;
-    if nets.is_empty() && sbs.is_empty() && svcs.is_empty() && s.resp.record.responders.is_empty() {
+    if !published
+        && nets.is_empty()
+        && sbs.is_empty()
+        && svcs.is_empty()
+        && s.resp.record.responders.is_empty()
+    {
         say(format_args!("stack {stack}: nothing to remove"));
         return s.close();
     }

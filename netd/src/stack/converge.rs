@@ -237,6 +237,19 @@ impl Responders {
         self.save()
     }
 
+    /// Hands the children to a thread that reaps each when it ends: for a long-lived
+    /// process (the daemon making its part of a cluster stack) that outlives this value.
+    pub fn reap_later(&mut self) {
+        let children = std::mem::take(&mut self.children);
+        if !children.is_empty() {
+            std::thread::spawn(move || {
+                for mut c in children {
+                    let _ = c.wait();
+                }
+            });
+        }
+    }
+
     pub fn alive(&self) -> Vec<(ResponderSpec, bool)> {
         self.record
             .responders

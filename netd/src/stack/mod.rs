@@ -224,6 +224,8 @@ struct Session {
     stack: String,
     resp: Responders,
     owns: bool,
+    /// The stack was published for other nodes (`publish`): removing it withdraws it.
+    published: bool,
     daemon: Option<InProcessDaemon>,
 }
 
@@ -233,6 +235,11 @@ impl Session {
         if std::mem::take(&mut self.owns) {
             say(format_args!("stack {}: removing it", self.stack));
             failed = converge::remove_all(&self.client, &self.stack, &mut self.resp);
+            if std::mem::take(&mut self.published) {
+                if let Err(e) = withdraw(&self.client, &self.stack) {
+                    failed.push(format!("{e:#}"));
+                }
+            }
         }
         if let Some(mut d) = self.daemon.take() {
             d.stop()?;
@@ -269,6 +276,7 @@ pub struct UpArgs {
 }
 
 pub fn up(a: &UpArgs, opts: DaemonOptions) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&a.file).map_err(|e| anyhow!("read {}: {e}", a.file.display()))?;
     let stack = StackFile::load(&a.file).map_err(|e| anyhow!(e))?;
     let name = stack
         .stack_name(&a.file, a.name.as_deref())
@@ -287,9 +295,10 @@ pub fn up(a: &UpArgs, opts: DaemonOptions) -> anyhow::Result<()> {
         placement::place(&stack, instances, nodes.as_ref()).map_err(|e| anyhow!("stack {name}: {e}"))?;
     for (sb, node) in &split.elsewhere {
         say(format_args!(
-            "stack {name}: sandbox {sb} is for node {node}, skipped here (`netd up` of this file there makes it)"
+            "stack {name}: sandbox {sb} is for node {node}, skipped here (node {node} makes it)"
         ));
     }
+    let in_cluster = nodes.is_some() && placement::is_placed(&stack);
     let instances = split.here;
     let want = Desired::new(&name, &stack, &instances);
     let mut s = Session {
@@ -297,6 +306,7 @@ pub fn up(a: &UpArgs, opts: DaemonOptions) -> anyhow::Result<()> {
         client,
         stack: name.clone(),
         owns: false,
+        published: false,
         daemon,
     };
     // Refusals (a name held by someone else) come here, before anything changes.
@@ -328,6 +338,15 @@ pub fn up(a: &UpArgs, opts: DaemonOptions) -> anyhow::Result<()> {
             path.display()
         ));
     }
+    if in_cluster {
+        // The other nodes make their parts from the published file; wait for them.
+        s.published = true;
+        let made: Vec<String> = instances.iter().map(|i| i.req.name.clone()).collect();
+        if let Err(e) = publish(&s.client, &name, &text, &made) {
+            let _ = s.close();
+            return Err(e);
+        }
+    }
     let placed_all: Vec<Placed> = instances.iter().zip(&sbs).map(|(i, sb)| placed(i, sb)).collect();
     let measured = wait_responders(&placed_all).map(|()| measure(&stack, &instances, &placed_all, &name));
     let (failed, total) = match measured {
@@ -356,6 +375,138 @@ pub fn up(a: &UpArgs, opts: DaemonOptions) -> anyhow::Result<()> {
         out(&format!("check passed: {total} expectations held"));
     }
     Ok(())
+}
+
+/// How long `netd up` waits for the other nodes to make their parts of a stack.
+const PARTS_WAIT: Duration = Duration::from_secs(60);
+
+/// Publishes the stack for the other nodes it places sandboxes on and waits until each
+/// reports its part (`cluster::stacks`); a node that failed is an error naming it.
+fn publish(c: &Client, stack: &str, text: &str, made_here: &[String]) -> anyhow::Result<()> {
+    let body = serde_json::json!({"name": stack, "text": text, "sandboxes": made_here});
+    let rec = c
+        .post("/v1/cluster/stacks", &body)
+        .map_err(|e| anyhow!("stack {stack}: publish it for the other nodes: {e}"))?;
+    let id = rec["id"].as_str().unwrap_or_default().to_string();
+    let me = rec["created_by"].as_str().unwrap_or_default().to_string();
+    let wanted: Vec<String> = crate::cluster::stacks::nodes_of(text)
+        .into_iter()
+        .filter(|n| *n != me)
+        .collect();
+    let t0 = Instant::now();
+    let mut reported: Vec<String> = Vec::new();
+    let mut failed: Vec<String> = Vec::new();
+    while reported.len() < wanted.len() {
+        if interrupted() {
+            bail!("interrupted by a signal");
+        }
+        if t0.elapsed() > PARTS_WAIT {
+            let late: Vec<&String> = wanted.iter().filter(|n| !reported.contains(n)).collect();
+            bail!(
+                "stack {stack}: no word from node(s) {} within {} s (is their netd running? `netctl node ls`)",
+                late.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                PARTS_WAIT.as_secs()
+            );
+        }
+        let parts = c
+            .get(&format!("/v1/cluster/stacks/{stack}/parts"))
+            .map_err(|e| anyhow!("stack {stack}: read the nodes' parts: {e}"))?;
+        for p in parts.as_array().into_iter().flatten() {
+            let node = p["node"].as_str().unwrap_or_default().to_string();
+            if p["id"] != id || !wanted.contains(&node) || reported.contains(&node) {
+                continue;
+            }
+            if p["ok"] == true {
+                let sbs: Vec<&str> = p["sandboxes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str())
+                    .collect();
+                say(format_args!(
+                    "stack {stack}: node {node} made its part ({})",
+                    sbs.join(", ")
+                ));
+            } else {
+                let msg = p["message"].as_str().unwrap_or("?");
+                say(format_args!("stack {stack}: node {node} failed: {msg}"));
+                failed.push(format!("node {node}: {msg}"));
+            }
+            reported.push(node);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if !failed.is_empty() {
+        bail!(
+            "stack {stack}: not made on every node ({}); fix it and `netd up` again, or `netd down` removes it everywhere",
+            failed.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// This node's part of a stack published by `netd up` on another node
+/// (`cluster::stacks`): what `netd up -d` of the file here makes, against the daemon at
+/// `opts.socket` (the caller's own), with no probes. The names of the sandboxes made.
+pub fn up_part(stack: &str, text: &str, node: &str, opts: &DaemonOptions) -> anyhow::Result<Vec<String>> {
+    let file = StackFile::from_text(text).map_err(|e| anyhow!("stack {stack}: {e}"))?;
+    let instances: Vec<Instance> = file
+        .instances()
+        .map_err(|e| anyhow!("stack {stack}: {e}"))?
+        .into_iter()
+        .filter(|i| i.node.as_deref() == Some(node))
+        .collect();
+    let client = Client::new(&opts.socket);
+    let want = Desired::new(stack, &file, &instances);
+    let mut resp = Responders::load(&opts.state_dir, stack);
+    let changes = converge::plan(&client, stack, &want)?;
+    ensure_overlays(&client, stack, &file)?;
+    let res = converge::apply(&client, stack, &want, &changes, &mut resp);
+    resp.reap_later();
+    res?;
+    Ok(instances.into_iter().map(|i| i.req.name).collect())
+}
+
+/// Withdraws a stack from the cluster (the other nodes remove their parts) and waits up
+/// to `PARTS_WAIT` for them; Ok(false) when the cluster has no such stack (or none).
+fn withdraw(c: &Client, stack: &str) -> anyhow::Result<bool> {
+    use crate::api::client::ClientError;
+    use crate::api::types::ErrorReason;
+    match c.delete(&format!("/v1/cluster/stacks/{stack}")) {
+        Ok(_) => {}
+        Err(ClientError::Api {
+            reason: Some(ErrorReason::NoSuchRoute) | Some(ErrorReason::NoSuchNetwork),
+            ..
+        }) => return Ok(false),
+        Err(e) => bail!("stack {stack}: withdraw it from the cluster: {e}"),
+    }
+    say(format_args!(
+        "stack {stack}: withdrawn from the cluster; waiting for the other nodes to remove their parts"
+    ));
+    let t0 = Instant::now();
+    loop {
+        let parts = c
+            .get(&format!("/v1/cluster/stacks/{stack}/parts"))
+            .map_err(|e| anyhow!("stack {stack}: read the nodes' parts: {e}"))?;
+        let left: Vec<&str> = parts
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["node"].as_str())
+            .collect();
+        if left.is_empty() {
+            say(format_args!("stack {stack}: every node removed its part"));
+            return Ok(true);
+        }
+        if t0.elapsed() > PARTS_WAIT {
+            bail!(
+                "stack {stack}: node(s) {} did not remove their parts within {} s; they do when their netd runs again",
+                left.join(", "),
+                PARTS_WAIT.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The cluster's live nodes as the daemon sees them; None when it is not in a cluster

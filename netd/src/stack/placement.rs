@@ -25,6 +25,12 @@ pub struct Placement {
     pub elsewhere: Vec<(String, String)>,
 }
 
+/// Whether the file places sandboxes on nodes: `netd up` of it then publishes it to the
+/// cluster, whose other nodes make their parts (`cluster::stacks`).
+pub fn is_placed(file: &StackFile) -> bool {
+    file.sandboxes.iter().any(|s| s.node.is_some())
+}
+
 /// Whether the file needs a cluster: a sandbox names a node or a network is overlay.
 pub fn needs_cluster(file: &StackFile) -> Option<String> {
     if let Some(s) = file.sandboxes.iter().find(|s| s.node.is_some()) {
@@ -67,7 +73,7 @@ pub fn place(file: &StackFile, instances: Vec<Instance>, nodes: Option<&Nodes>) 
     }
     if let Some(s) = file.services.first() {
         return Err(format!(
-            "service {}: services are not supported in a stack placed on nodes (services on overlay networks are not done yet)",
+            "service {}: a stack placed on nodes cannot have [[service]] yet; make it with `netctl service create` on any node (its selector can name the stack's sandboxes by their netd.stack label)",
             s.name
         ));
     }

@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 
 use crate::cluster::{
     keys, AddrRecord, BlockRecord, ClusterError, ClusterStore, EndpointRecord, NetworkRecord, NodeRecord,
-    ServiceRecord, LEASE_TTL_S,
+    ServiceRecord, StackPartRecord, StackRecord, LEASE_TTL_S,
 };
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -402,6 +402,57 @@ impl ClusterStore for EtcdStore {
             .and_then([TxnOp::put(k, json(rec), None)]);
         let r = call(&format!("claim address {}", rec.ip), self.client.clone().txn(txn)).await?;
         Ok(r.succeeded())
+    }
+
+    async fn stacks(&self) -> Result<Vec<StackRecord>, ClusterError> {
+        self.list(&keys::stacks()).await
+    }
+
+    async fn put_stack(&self, rec: &StackRecord) -> Result<(), ClusterError> {
+        let k = keys::stack(&rec.name);
+        call(
+            &format!("put stack {k}"),
+            self.client.clone().put(k.clone(), json(rec), None),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn delete_stack(&self, name: &str) -> Result<bool, ClusterError> {
+        let k = keys::stack(name);
+        let r = call(
+            &format!("delete stack {k}"),
+            self.client.clone().delete(k.clone(), None),
+        )
+        .await?;
+        Ok(r.deleted() > 0)
+    }
+
+    async fn stack_parts(&self, stack: &str) -> Result<Vec<StackPartRecord>, ClusterError> {
+        self.list(&keys::stack_parts(stack)).await
+    }
+
+    async fn put_stack_part(&self, rec: &StackPartRecord) -> Result<(), ClusterError> {
+        let lease = self.lease.load(Ordering::Relaxed);
+        let k = keys::stack_part(&rec.stack, &rec.node);
+        call(
+            &format!("put stack part {k}"),
+            self.client
+                .clone()
+                .put(k.clone(), json(rec), Some(PutOptions::new().with_lease(lease))),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn delete_stack_part(&self, stack: &str, node: &str) -> Result<(), ClusterError> {
+        let k = keys::stack_part(stack, node);
+        call(
+            &format!("delete stack part {k}"),
+            self.client.clone().delete(k.clone(), None),
+        )
+        .await
+        .map(drop)
     }
 
     async fn changed(&self) {

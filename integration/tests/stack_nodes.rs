@@ -190,3 +190,86 @@ fn a_placed_stack_on_a_daemon_without_cluster_is_one_line() {
     );
     assert!(sandboxes(&h).is_empty() && networks(&h).is_empty());
 }
+
+const SHOP: &str = r#"
+name = "shop"
+[[network]]
+name = "ov2"
+driver = "overlay"
+subnet = "10.93.0.0/24"
+[[sandbox]]
+name = "client"
+node = "h3"
+networks = ["ov2"]
+[[service]]
+name = "api"
+replicas = 2
+nodes = ["h1", "h2"]
+networks = ["ov2"]
+tcp = [80]
+publish = ["8080:80"]
+"#;
+
+/// A `[[service]]` placed on nodes (`nodes = [...]`, replicas in turn) is the cluster's:
+/// `netd up --check` on h3, which has no replica, brings up the replicas on h1 and h2
+/// through their daemons, and every replica answers the name, `tasks.api` and the
+/// published port on h3 (the routing mesh). The run then removes the stack everywhere.
+#[test]
+fn a_service_placed_on_nodes_balances_over_them() {
+    if no_root() || no_program("etcd", "etcd-server") {
+        return;
+    }
+    let c = Cluster::new(3);
+    let (h1, h2, h3) = (c.node(0), c.node(1), c.node(2));
+    let dir = h3.base.join("stacks");
+    std::fs::create_dir_all(&dir).unwrap();
+
+    // A placed service on a network that is not overlay: one line, nothing made.
+    let bad = SHOP
+        .replace("driver = \"overlay\"\n", "")
+        .replace("[[sandbox]]", "[[network]]\nname = \"br\"\n[[sandbox]]");
+    let bad = write(
+        &dir,
+        "bad.toml",
+        &bad.replace("networks = [\"ov2\"]\ntcp", "networks = [\"br\"]\ntcp"),
+    );
+    let o = netd(h3, &["up", "-d", &bad]);
+    assert!(!o.ok(), "{}", o.stdout);
+    assert!(
+        o.stderr.trim().ends_with(
+            "service api: network br is not an overlay network; a service of a stack placed on nodes is the cluster's, on overlay networks only"
+        ),
+        "{}",
+        o.stderr
+    );
+    for h in [h1, h2, h3] {
+        assert!(sandboxes(h).is_empty(), "{}", h.log());
+    }
+
+    let good = write(&dir, "shop.toml", SHOP);
+    let o = netd(h3, &["up", "--check", &good]);
+    assert!(o.ok(), "up --check on h3:\n{}\n{}", o.stdout, o.stderr);
+    assert!(o.stderr.contains("node h1 made its part (api-1)"), "{}", o.stderr);
+    assert!(o.stderr.contains("node h2 made its part (api-2)"), "{}", o.stderr);
+    let lines: Vec<&str> = o.stdout.lines().filter(|l| l.contains(" api ")).collect();
+    assert!(lines.len() >= 3, "{}", o.stdout);
+    for l in &lines {
+        assert!(
+            l.trim_start().starts_with("ok") && l.contains("answered by api-1, api-2"),
+            "{l}\n{}",
+            o.stdout
+        );
+    }
+    assert!(o.stdout.contains("127.0.0.1:8080"), "{}", o.stdout);
+
+    // Gone everywhere: sandboxes, the cluster service, the stack record.
+    for h in [h1, h2, h3] {
+        assert!(sandboxes(h).is_empty(), "left on a node: {:?}", sandboxes(h));
+        assert!(
+            eventually(10, || h.ctl(&["service", "ls", "-q"]).trim().is_empty()),
+            "service left: {}",
+            h.ctl(&["service", "ls"])
+        );
+    }
+    assert!(!h1.netctl(&["network", "rm", "ov2"]).stderr.contains("endpoint"));
+}

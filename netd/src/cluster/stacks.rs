@@ -59,10 +59,13 @@ pub struct StackView {
 /// The nodes a stack file places sandboxes on; empty for a file that names none (or
 /// does not parse: the `netd up` that published it had checked it).
 pub fn nodes_of(text: &str) -> Vec<String> {
-    let Ok(f) = crate::stack::file::StackFile::from_text(text) else {
+    let Some(all) = crate::stack::file::StackFile::from_text(text)
+        .ok()
+        .and_then(|f| f.instances().ok())
+    else {
         return Vec::new();
     };
-    let mut v: Vec<String> = f.sandboxes.iter().filter_map(|s| s.node.clone()).collect();
+    let mut v: Vec<String> = all.into_iter().filter_map(|i| i.node).collect();
     v.sort();
     v.dedup();
     v

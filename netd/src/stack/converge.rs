@@ -25,6 +25,12 @@ pub struct Desired {
     /// The `[[service]]` sections' services (namespace `default`).
     pub services: Vec<ServiceRequest>,
     pub responders: Vec<ResponderSpec>,
+    /// Whether this run makes and removes the stack's services. A node making its part
+    /// of a stack placed on nodes does not: those services are the cluster's, made by
+    /// the `netd up` that published the stack.
+    pub manage_services: bool,
+    /// The services are the cluster's (`/v1/cluster/services`): a stack placed on nodes.
+    pub cluster_services: bool,
 }
 
 impl Desired {
@@ -74,6 +80,8 @@ impl Desired {
             sandboxes,
             services,
             responders,
+            manage_services: true,
+            cluster_services: false,
         }
     }
 
@@ -266,7 +274,7 @@ pub fn plan(c: &Client, stack: &str, want: &Desired) -> anyhow::Result<Changes> 
     let (want_nets, want_sbs) = want.wanted();
     let changes = diff::diff(stack, &want_nets, &want_sbs, &have_nets, &have_sbs)
         .map_err(|e| anyhow!("stack {stack}: {e}"))?;
-    if !want.services.is_empty() {
+    if want.manage_services && !want.services.is_empty() {
         let have = services(c)?;
         for r in &want.services {
             if let Some(o) = have
@@ -303,9 +311,16 @@ pub fn services_of(c: &Client, stack: &str) -> anyhow::Result<Vec<Value>> {
         .collect())
 }
 
+/// Where a service is removed: the cluster's (on every node) for a service made from the
+/// store, which carries the cluster's label, else the daemon's own.
 fn service_path(o: &Value) -> String {
     format!(
-        "/v1/services/{}/{}",
+        "/v1/{}services/{}/{}",
+        if o["labels"][crate::engine::CLUSTER_SERVICE_LABEL].is_string() {
+            "cluster/"
+        } else {
+            ""
+        },
         o["namespace"].as_str().unwrap_or(DEFAULT_NAMESPACE),
         o["name"].as_str().unwrap_or_default()
     )
@@ -344,7 +359,11 @@ pub fn apply(
         .map(|(n, _)| n.as_str())
         .collect();
     let mut make_services = Vec::new();
-    let have_services = services_of(c, stack)?;
+    let have_services = if want.manage_services {
+        services_of(c, stack)?
+    } else {
+        Vec::new()
+    };
     for o in &have_services {
         let name = o["name"].as_str().unwrap_or_default();
         let wanted = want.services.iter().find(|r| r.name == name);
@@ -368,7 +387,7 @@ pub fn apply(
             }
         }
     }
-    for r in &want.services {
+    for r in want.services.iter().filter(|_| want.manage_services) {
         if !have_services.iter().any(|o| o["name"] == r.name.as_str()) {
             make_services.push(r);
         }
@@ -419,8 +438,13 @@ pub fn apply(
     }
     for r in make_services {
         check_interrupt()?;
+        let path = if want.cluster_services {
+            "/v1/cluster/services"
+        } else {
+            "/v1/services"
+        };
         let v = c
-            .post("/v1/services", &serde_json::to_value(r)?)
+            .post(path, &serde_json::to_value(r)?)
             .with_context(|| format!("create service {}", r.name))?;
         let vips: Vec<String> = v["vips"]
             .as_object()

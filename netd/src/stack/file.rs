@@ -69,6 +69,26 @@ pub struct StackService {
     pub tcp: Vec<u16>,
     #[serde(default)]
     pub udp: Vec<u16>,
+    /// In a cluster: the node every replica goes on...
+    pub node: Option<String>,
+    /// ...or the nodes the replicas are spread over, in turn (replica 1 on the first).
+    #[serde(default)]
+    pub nodes: Vec<String>,
+}
+
+impl StackService {
+    /// The node of replica `i` (1-based), if the service is placed.
+    pub fn node_of(&self, i: u32) -> Option<String> {
+        match (&self.node, self.nodes.len()) {
+            (Some(n), _) => Some(n.clone()),
+            (None, 0) => None,
+            (None, k) => Some(self.nodes[(i as usize - 1) % k].clone()),
+        }
+    }
+
+    pub fn is_placed(&self) -> bool {
+        self.node.is_some() || !self.nodes.is_empty()
+    }
 }
 
 /// The label a service's replicas carry, which its selector matches (with the stack's).
@@ -320,7 +340,7 @@ impl StackFile {
                 }
                 out.push(Instance {
                     service: s.name.clone(),
-                    node: None,
+                    node: s.node_of(i),
                     req: SandboxRequest {
                         name,
                         networks: s
@@ -351,6 +371,15 @@ impl StackFile {
         }
         if s.networks.is_empty() {
             return Err(format!("service {}: needs at least one network", s.name));
+        }
+        if s.node.is_some() && !s.nodes.is_empty() {
+            return Err(format!(
+                "service {}: give node (all replicas there) or nodes (spread over them), not both",
+                s.name
+            ));
+        }
+        for n in s.node.iter().chain(&s.nodes) {
+            validate_name(n).map_err(|e| format!("service {}: node {e}", s.name))?;
         }
         for n in &s.networks {
             if !nets.contains(n.as_str()) {

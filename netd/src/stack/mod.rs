@@ -300,7 +300,8 @@ pub fn up(a: &UpArgs, opts: DaemonOptions) -> anyhow::Result<()> {
     }
     let in_cluster = nodes.is_some() && placement::is_placed(&stack);
     let instances = split.here;
-    let want = Desired::new(&name, &stack, &instances);
+    let mut want = Desired::new(&name, &stack, &instances);
+    want.cluster_services = in_cluster;
     let mut s = Session {
         resp: Responders::load(&opts.state_dir, &name),
         client,
@@ -348,7 +349,14 @@ pub fn up(a: &UpArgs, opts: DaemonOptions) -> anyhow::Result<()> {
         }
     }
     let placed_all: Vec<Placed> = instances.iter().zip(&sbs).map(|(i, sb)| placed(i, sb)).collect();
-    let measured = wait_responders(&placed_all).map(|()| measure(&stack, &instances, &placed_all, &name));
+    // A placed stack's services have replicas on other nodes too: all must answer.
+    let replicas = if in_cluster {
+        stack.instances().map_err(|e| anyhow!(e))?
+    } else {
+        instances.clone()
+    };
+    let measured =
+        wait_responders(&placed_all).map(|()| measure(&stack, &instances, &replicas, &placed_all, &name));
     let (failed, total) = match measured {
         Ok(v) => v,
         Err(e) => {
@@ -457,7 +465,10 @@ pub fn up_part(stack: &str, text: &str, node: &str, opts: &DaemonOptions) -> any
         .filter(|i| i.node.as_deref() == Some(node))
         .collect();
     let client = Client::new(&opts.socket);
-    let want = Desired::new(stack, &file, &instances);
+    let mut want = Desired::new(stack, &file, &instances);
+    // The stack's services are the cluster's, made by the `netd up` that published it.
+    want.services.clear();
+    want.manage_services = false;
     let mut resp = Responders::load(&opts.state_dir, stack);
     let changes = converge::plan(&client, stack, &want)?;
     ensure_overlays(&client, stack, &file)?;
@@ -595,7 +606,15 @@ fn wait_responders(placed_all: &[Placed]) -> anyhow::Result<()> {
 }
 
 /// Measures reachability and names, prints both; (failed, total) expectations.
-fn measure(stack: &StackFile, instances: &[Instance], placed_all: &[Placed], name: &str) -> (usize, usize) {
+/// `instances`: this node's; `replicas`: the whole stack's (every node's, for the
+/// services' balance probes).
+fn measure(
+    stack: &StackFile,
+    instances: &[Instance],
+    replicas: &[Instance],
+    placed_all: &[Placed],
+    name: &str,
+) -> (usize, usize) {
     let nets: Vec<(String, bool)> = stack
         .networks
         .iter()
@@ -607,7 +626,7 @@ fn measure(stack: &StackFile, instances: &[Instance], placed_all: &[Placed], nam
     let name_probes = names::measure(placed_all, &services);
     out(&names::render(&name_probes, &services));
     let name_failures = name_probes.iter().filter(|p| !p.ok).count();
-    let balanced = balanced_of(stack, instances);
+    let balanced = balanced_of(stack, replicas);
     let lb = balance::measure(placed_all, &balanced);
     if !lb.is_empty() {
         out(&balance::render(&lb));

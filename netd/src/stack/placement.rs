@@ -28,13 +28,16 @@ pub struct Placement {
 /// Whether the file places sandboxes on nodes: `netd up` of it then publishes it to the
 /// cluster, whose other nodes make their parts (`cluster::stacks`).
 pub fn is_placed(file: &StackFile) -> bool {
-    file.sandboxes.iter().any(|s| s.node.is_some())
+    file.sandboxes.iter().any(|s| s.node.is_some()) || file.services.iter().any(|s| s.is_placed())
 }
 
 /// Whether the file needs a cluster: a sandbox names a node or a network is overlay.
 pub fn needs_cluster(file: &StackFile) -> Option<String> {
     if let Some(s) = file.sandboxes.iter().find(|s| s.node.is_some()) {
         return Some(format!("sandbox {} is placed on a node", s.name));
+    }
+    if let Some(s) = file.services.iter().find(|s| s.is_placed()) {
+        return Some(format!("service {} is placed on nodes", s.name));
     }
     file.networks
         .iter()
@@ -56,8 +59,7 @@ pub fn place(file: &StackFile, instances: Vec<Instance>, nodes: Option<&Nodes>) 
             elsewhere: Vec::new(),
         });
     };
-    let placed = file.sandboxes.iter().filter(|s| s.node.is_some()).count();
-    if placed == 0 {
+    if !is_placed(file) {
         return Ok(Placement {
             here: instances,
             elsewhere: Vec::new(),
@@ -71,18 +73,37 @@ pub fn place(file: &StackFile, instances: Vec<Instance>, nodes: Option<&Nodes>) 
             s.name
         ));
     }
-    if let Some(s) = file.services.first() {
+    if let Some(s) = file.services.iter().find(|s| !s.is_placed()) {
         return Err(format!(
-            "service {}: a stack placed on nodes cannot have [[service]] yet; make it with `netctl service create` on any node (its selector can name the stack's sandboxes by their netd.stack label)",
+            "service {} names no node while others do: in a stack placed on nodes every service says node = \"NAME\" or nodes = [...]",
             s.name
         ));
     }
-    for s in &file.sandboxes {
-        let node = s.node.as_deref().unwrap_or_default();
-        if !nodes.alive.iter().any(|n| n == node) {
+    // A service of a placed stack is the cluster's (one VIP, replicas on several nodes).
+    let overlay: Vec<&str> = file
+        .networks
+        .iter()
+        .filter(|n| n.is_overlay())
+        .map(|n| n.name.as_str())
+        .collect();
+    for s in &file.services {
+        if let Some(n) = s.networks.iter().find(|n| !overlay.contains(&n.as_str())) {
             return Err(format!(
-                "sandbox {}: node {node} is not in the cluster (nodes: {})",
-                s.name,
+                "service {}: network {n} is not an overlay network; a service of a stack placed on nodes is the cluster's, on overlay networks only",
+                s.name
+            ));
+        }
+    }
+    for i in &instances {
+        let node = i.node.as_deref().unwrap_or_default();
+        if !nodes.alive.iter().any(|n| n == node) {
+            let what = if i.req.labels.contains_key(super::file::LABEL_SERVICE) {
+                format!("service {} (replica {})", i.service, i.req.name)
+            } else {
+                format!("sandbox {}", i.req.name)
+            };
+            return Err(format!(
+                "{what}: node {node} is not in the cluster (nodes: {})",
                 nodes.alive.join(", ")
             ));
         }
@@ -175,6 +196,69 @@ networks = ["ov"]
         let e = FILE.replace("node = \"h2\"", "node = \"H 2\"");
         let err = StackFile::from_text(&e).unwrap().instances().unwrap_err();
         assert!(err.starts_with("sandbox db: node "), "{err}");
+    }
+
+    const SERVICE: &str = r#"
+[[network]]
+name = "ov"
+driver = "overlay"
+[[network]]
+name = "br"
+[[sandbox]]
+name = "client"
+node = "h3"
+networks = ["ov"]
+[[service]]
+name = "api"
+replicas = 3
+nodes = ["h1", "h2"]
+networks = ["ov"]
+"#;
+
+    #[test]
+    fn a_service_spreads_its_replicas_over_its_nodes_in_turn() {
+        let f = StackFile::from_text(SERVICE).unwrap();
+        let p = place(&f, f.instances().unwrap(), Some(&nodes("h1"))).unwrap();
+        assert_eq!(names(&p), ["api-1", "api-3"]);
+        let p = place(&f, f.instances().unwrap(), Some(&nodes("h2"))).unwrap();
+        assert_eq!(names(&p), ["api-2"]);
+        let one = SERVICE.replace("nodes = [\"h1\", \"h2\"]", "node = \"h2\"");
+        let f = StackFile::from_text(&one).unwrap();
+        let p = place(&f, f.instances().unwrap(), Some(&nodes("h2"))).unwrap();
+        assert_eq!(names(&p), ["api-1", "api-2", "api-3"]);
+        assert!(is_placed(&f));
+    }
+
+    #[test]
+    fn bad_service_placements_are_one_line_errors() {
+        let place_err = |text: &str| {
+            let f = StackFile::from_text(text).unwrap();
+            match f.instances() {
+                Ok(i) => place(&f, i, Some(&nodes("h1"))).unwrap_err(),
+                Err(e) => e,
+            }
+        };
+        assert_eq!(
+            place_err(&SERVICE.replace("\"h2\"]", "\"h9\"]")),
+            "service api (replica api-2): node h9 is not in the cluster (nodes: h1, h2, h3)"
+        );
+        assert!(place_err(&SERVICE.replace("nodes = [\"h1\", \"h2\"]\n", ""))
+            .starts_with("service api names no node while others do"));
+        assert_eq!(
+            place_err(&SERVICE.replace(
+                "replicas = 3\nnodes = [\"h1\", \"h2\"]\nnetworks = [\"ov\"]",
+                "replicas = 3\nnodes = [\"h1\", \"h2\"]\nnetworks = [\"br\"]"
+            )),
+            "service api: network br is not an overlay network; a service of a stack placed on nodes is the cluster's, on overlay networks only"
+        );
+        assert_eq!(
+            place_err(&SERVICE.replace("nodes = [", "node = \"h1\"\nnodes = [")),
+            "service api: give node (all replicas there) or nodes (spread over them), not both"
+        );
+        let f = StackFile::from_text(SERVICE).unwrap();
+        assert!(place(&f, f.instances().unwrap(), None)
+            .unwrap_err()
+            .starts_with("sandbox client is placed on a node, but this netd is not in a cluster"));
     }
 
     #[test]

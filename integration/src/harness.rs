@@ -595,6 +595,16 @@ impl Default for Host {
 impl Drop for Host {
     fn drop(&mut self) {
         self.kill9();
+        // The responders of stacks this host's daemon made (`netd up -d`, or its part
+        // of a cluster stack) run in sessions of their own: a test that failed before
+        // `netd down` would leave them. Only processes the records name, if still the same.
+        let state = self.base.join("state");
+        for stack in netd::stack::record::names(&state) {
+            let rec = netd::stack::record::Record::load(&netd::stack::record::path(&state, &stack));
+            for r in rec.responders {
+                r.proc.kill();
+            }
+        }
         // An eBPF datapath's pins (`--lb ebpf`): removing them detaches its programs
         // from the root cgroup, which every socket of the machine passes.
         if let Ok(d) = netd::kernel::bpf::pin_dir_for(Path::new(netd::kernel::bpf::PIN_ROOT), &self.netns()) {

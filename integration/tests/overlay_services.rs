@@ -266,3 +266,73 @@ fn bad_overlay_service_input_is_one_line_and_changes_nothing() {
     assert_eq!(c.underlay.keys("/netd/v1/"), keys);
     assert!(h.ctl(&["service", "ls", "-q"]).trim().is_empty());
 }
+
+/// The owners of the addresses taken in `net`'s services block (`svc:…`, `lb:<node>`).
+fn addr_owners(c: &Cluster, net: &str) -> BTreeSet<String> {
+    let (ok, out) = c.underlay.etcdctl(&[
+        "get",
+        "--prefix",
+        "--print-value-only",
+        &format!("/netd/v1/addrs/{net}/"),
+    ]);
+    assert!(ok, "etcdctl get addrs");
+    out.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["owner"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// A node that dies gives back its load-balancer address: once its lease is gone the
+/// others release it (only while it is still away). Back again, it takes one anew.
+#[test]
+fn a_dead_nodes_load_balancer_address_is_given_back() {
+    if unavailable() {
+        return;
+    }
+    let mut c = Cluster::new(2);
+    c.overlay(0, "ovl", "10.64.0.0/22");
+    c.node(0).ctl(&[
+        "sandbox",
+        "create",
+        "--network",
+        "ovl",
+        "--label",
+        "app=web",
+        "w1",
+    ]);
+    c.node(0).ctl(&[
+        "service",
+        "create",
+        "web",
+        "--network",
+        "ovl",
+        "--selector",
+        "app=web",
+        "--port",
+        "80",
+    ]);
+    let all: BTreeSet<String> = ["svc:default/web", "lb:h1", "lb:h2"].map(String::from).into();
+    assert!(
+        eventually(10, || addr_owners(&c, "ovl") == all),
+        "{:?}",
+        addr_owners(&c, "ovl")
+    );
+    c.nodes[1].host.kill9();
+    let without: BTreeSet<String> = ["svc:default/web", "lb:h1"].map(String::from).into();
+    assert!(
+        eventually(25, || addr_owners(&c, "ovl") == without),
+        "h2's address not given back: {:?}\n{}",
+        addr_owners(&c, "ovl"),
+        c.node(0).log()
+    );
+    assert!(c
+        .node(0)
+        .log()
+        .contains("load-balancer address of a node that left given back"));
+    c.nodes[1].host.restart();
+    assert!(
+        eventually(15, || addr_owners(&c, "ovl") == all),
+        "h2 did not take an address again: {:?}",
+        addr_owners(&c, "ovl")
+    );
+}

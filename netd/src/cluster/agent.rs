@@ -514,10 +514,19 @@ impl<S: ClusterStore> Agent<S> {
             .into_iter()
             .map(|n| (n.name.clone(), n))
             .collect();
+        let first = st.nodes.is_none();
         let events = node_events(st.nodes.as_ref(), &now);
         st.nodes = Some(now);
         if events.is_empty() {
             return Ok(());
+        }
+        // A node gone (or gone while this one was away: the first pass looks at all)
+        // gives back its load-balancer addresses in the services' blocks.
+        if first || events.iter().any(|e| e.action == "leave") {
+            let alive: BTreeSet<String> = st.nodes.iter().flat_map(|m| m.keys().cloned()).collect();
+            if let Err(e) = self.release_gone_lb_addrs(&alive).await {
+                tracing::warn!(error = %e, "cluster: cannot give back the load-balancer addresses of nodes that left; the next start tries again");
+            }
         }
         for e in &events {
             tracing::info!(node = %e.name, action = %e.action, "cluster: node {}", e.action);
@@ -529,6 +538,25 @@ impl<S: ClusterStore> Agent<S> {
             Ok(())
         })
         .await
+    }
+
+    /// Deletes the `lb:<node>` addresses of nodes not in `alive`, each only while that
+    /// node is still not registered (`ClusterStore::release_addr_of_gone`).
+    async fn release_gone_lb_addrs(&self, alive: &BTreeSet<String>) -> Result<(), ClusterError> {
+        for n in self.store.networks().await? {
+            for a in self.store.addrs(&n.name).await? {
+                let Some(node) = a.owner.strip_prefix("lb:") else {
+                    continue;
+                };
+                if alive.contains(node) {
+                    continue;
+                }
+                if self.store.release_addr_of_gone(&a, node).await? {
+                    tracing::info!(network = %n.name, addr = %a.ip, node, "cluster: load-balancer address of a node that left given back");
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn publish(&self, st: &mut State, local: &Local) -> Result<(), ClusterError> {

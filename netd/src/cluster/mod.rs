@@ -372,6 +372,13 @@ pub trait ClusterStore: Send + Sync + 'static {
     fn addrs(&self, net: &str) -> impl Future<Output = Result<Vec<AddrRecord>, ClusterError>> + Send;
     /// Takes `rec.ip` for `rec.owner` if nobody has it (compare-and-set).
     fn claim_addr(&self, rec: &AddrRecord) -> impl Future<Output = Result<bool, ClusterError>> + Send;
+    /// Gives back `rec` (a node's load-balancer address) if it is still `rec` and
+    /// `node` is not registered (one transaction: a node that came back keeps it).
+    fn release_addr_of_gone(
+        &self,
+        rec: &AddrRecord,
+        node: &str,
+    ) -> impl Future<Output = Result<bool, ClusterError>> + Send;
     fn stacks(&self) -> impl Future<Output = Result<Vec<StackRecord>, ClusterError>> + Send;
     fn put_stack(&self, rec: &StackRecord) -> impl Future<Output = Result<(), ClusterError>> + Send;
     /// Removes the stack's record; `Ok(false)` when there was none. The nodes' part

@@ -404,6 +404,22 @@ impl ClusterStore for EtcdStore {
         Ok(r.succeeded())
     }
 
+    async fn release_addr_of_gone(&self, rec: &AddrRecord, node: &str) -> Result<bool, ClusterError> {
+        let k = keys::addr(&rec.network, rec.ip);
+        let txn = Txn::new()
+            .when([
+                Compare::value(k.clone(), CompareOp::Equal, json(rec)),
+                Compare::create_revision(keys::node(node), CompareOp::Equal, 0),
+            ])
+            .and_then([TxnOp::delete(k, None)]);
+        let r = call(
+            &format!("release address {}", rec.ip),
+            self.client.clone().txn(txn),
+        )
+        .await?;
+        Ok(r.succeeded())
+    }
+
     async fn stacks(&self) -> Result<Vec<StackRecord>, ClusterError> {
         self.list(&keys::stacks()).await
     }

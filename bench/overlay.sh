@@ -2,7 +2,8 @@
 # Overlay networks (issue 18), one run on a scripts/lab.sh cluster of N hosts (default 3):
 # - convergence: K sandbox creates on h1, each timed until every other host's sandbox
 #   pings it, all at once from one prober (p50/p99; the agent looks for new local sandboxes every 100 ms);
-# - etcd writes per sandbox create (etcd's revision before and after K creates);
+# - etcd writes per sandbox create (etcd's revision before and after K creates), and per
+#   node per idle minute (IDLE=60 seconds with nothing changing);
 # - TCP throughput (iperf3, 5 s) sandbox↔sandbox across hosts over the overlay, next to
 #   the same two hosts over the underlay, as a ratio; then the floor any VXLAN overlay has
 #   here: the kernel's VXLAN made by hand (no netd) on the same hosts, and on two bare
@@ -66,6 +67,13 @@ p50=$(echo "$sorted" | awk -v n="$K" 'NR==int((n+1)/2)')
 p99=$(echo "$sorted" | awk -v n="$K" 'NR==int(n*0.99+0.999)')
 echo "convergence, create on h1 -> pinged from all $((N - 1)) others ($K creates): p50 ${p50} ms, p99 ${p99} ms"
 echo "etcd writes per sandbox create: $(awk -v a="$r0" -v b="$r1" -v k="$K" 'BEGIN{printf "%.2f", (b-a)/k}') (revision $r0 -> $r1)"
+# Idle: nothing changes for IDLE seconds (default 60); every write would bump the
+# revision (lease keep-alives do not: they are not writes).
+IDLE=${IDLE:-60}
+r2=$(rev)
+sleep "$IDLE"
+r3=$(rev)
+echo "etcd writes per node per idle minute: $(awk -v a="$r2" -v b="$r3" -v n="$N" -v s="$IDLE" 'BEGIN{printf "%.2f", (b-a)/n/(s/60)}') (revision $r2 -> $r3 in $IDLE s, $N nodes)"
 # The floor of any VXLAN overlay here: the kernel's own VXLAN, made by hand with nothing
 # of netd's, between the same two hosts (bridge + VXLAN port + veth into a namespace,
 # static FDB and neighbour entries, as netd makes them), and between two fresh namespaces

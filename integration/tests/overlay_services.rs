@@ -165,13 +165,37 @@ fn a_service_balances_over_nodes_and_publishes_on_every_node() {
         "{nodes}"
     );
 
-    // Changed on one node only, the nodes would differ: refused for now.
-    let o = h1.netctl(&["service", "update", "web", "--selector", "app=other"]);
+    // Updated on h1 (h2 made it): every node follows, in place, with the same VIP. A
+    // selector nothing matches leaves the VIP without backends on h3; back to app=web,
+    // both answer again.
+    h1.ctl(&["service", "update", "web", "--selector", "app=none"]);
     assert!(
-        !o.ok() && o.stderr.contains("the cluster's") && o.stderr.trim().lines().count() == 1,
-        "{}",
-        o.stderr
+        eventually(10, || answers(Some(&c3), &format!("{vip}:80"), 3).is_empty()),
+        "VIP {vip} still answered on h3 after the selector changed"
     );
+    h1.ctl(&["service", "update", "web", "--selector", "app=web"]);
+    let mut seen = BTreeSet::new();
+    assert!(
+        eventually(10, || {
+            seen.extend(answers(Some(&c3), &format!("{vip}:80"), 10));
+            seen == want
+        }),
+        "VIP {vip} from h3 after the update answered by {seen:?}"
+    );
+    for (i, h) in [h1, h2, h3].iter().enumerate() {
+        assert_eq!(
+            vip_of(h, "web", "ovs").as_deref(),
+            Some(vip.as_str()),
+            "h{}",
+            i + 1
+        );
+    }
+    assert!(h3.log().contains("cluster: service updated here"), "{}", h3.log());
+    // A bad update is one line and changes nothing.
+    let o = h1.netctl(&["service", "update", "web", "--port", "99999"]);
+    assert!(!o.ok() && o.stderr.trim().lines().count() == 1, "{}", o.stderr);
+    let v: serde_json::Value = serde_json::from_str(&h1.ctl(&["service", "inspect", "web"])).unwrap();
+    assert_eq!(v[0]["selector"]["app"], "web", "{v}");
 
     // Removed on h1 (not where it was made): gone from every node and from etcd.
     h1.ctl(&["service", "rm", "web"]);

@@ -104,6 +104,9 @@ impl Client {
     pub fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
         self.call("POST", path, Some(body))
     }
+    pub fn patch(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.call("PATCH", path, Some(body))
+    }
     pub fn delete(&self, path: &str) -> Result<Value, ClientError> {
         self.call("DELETE", path, None)
     }

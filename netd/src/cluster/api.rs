@@ -58,7 +58,7 @@ pub fn router<S: ClusterStore>(agent: Arc<Agent<S>>) -> Router {
         )
         .route(
             "/v1/cluster/services/{namespace}/{name}",
-            delete(remove_service::<S>),
+            delete(remove_service::<S>).patch(update_service::<S>),
         )
         .with_state(agent)
 }
@@ -230,6 +230,16 @@ async fn create_service<S: ClusterStore>(
     // The node that was asked holds its load-balancer address before it answers.
     a.pass().await?;
     Ok((StatusCode::CREATED, Json(rec)).into_response())
+}
+
+async fn update_service<S: ClusterStore>(
+    State(a): State<Arc<Agent<S>>>,
+    Path((namespace, name)): Path<(String, String)>,
+    b: Body,
+) -> Result<Response, ApiError> {
+    let up: crate::engine::ServiceUpdate = body(b).await?;
+    let rec = a.update_service(&namespace, &name, &up).await?;
+    Ok(Json(rec).into_response())
 }
 
 async fn remove_service<S: ClusterStore>(

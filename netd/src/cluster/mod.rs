@@ -363,6 +363,13 @@ pub trait ClusterStore: Send + Sync + 'static {
         rec: &ServiceRecord,
         addrs: &[AddrRecord],
     ) -> impl Future<Output = Result<bool, ClusterError>> + Send;
+    /// Puts `new` in place of `old` if the record is still `old` (compare-and-set);
+    /// `Ok(false)` when it changed meanwhile.
+    fn replace_service(
+        &self,
+        old: &ServiceRecord,
+        new: &ServiceRecord,
+    ) -> impl Future<Output = Result<bool, ClusterError>> + Send;
     /// Removes the service and its VIPs in one transaction.
     fn delete_service(
         &self,

@@ -141,6 +141,55 @@ impl<S: ClusterStore> Agent<S> {
         )))
     }
 
+    /// `netctl service update` of a cluster service: the record gets the new request
+    /// and a new id (compare-and-set on the old record), this node follows before it
+    /// answers (a refusal here, such as a host port in use, puts the old record back),
+    /// and every other node follows at its next pass, in place (`replace_cluster_service`).
+    pub async fn update_service(
+        &self,
+        namespace: &str,
+        name: &str,
+        up: &crate::engine::ServiceUpdate,
+    ) -> Result<ServiceRecord, ClusterError> {
+        let old = self
+            .store
+            .services()
+            .await?
+            .into_iter()
+            .find(|s| s.namespace() == namespace && s.request.name == name)
+            .ok_or_else(|| {
+                ClusterError::NotFound(format!("no cluster service {name} in namespace {namespace}"))
+            })?;
+        let mut req = crate::engine::apply_update(old.request.clone(), up)?;
+        req.parse().map_err(ClusterError::Invalid)?;
+        req.cluster_ip()
+            .map_err(|e| ClusterError::Invalid(format!("service {name}: {e}")))?;
+        if req == old.request {
+            return Ok(old);
+        }
+        let id = crate::engine::new_id();
+        req.labels.insert(CLUSTER_SERVICE_LABEL.into(), id.clone());
+        let new = ServiceRecord {
+            id,
+            request: req,
+            ..old.clone()
+        };
+        if !self.store.replace_service(&old, &new).await? {
+            return Err(ClusterError::Conflict(format!(
+                "service {name} changed on another node meanwhile; look again and retry"
+            )));
+        }
+        let r = new.request.clone();
+        if let Err(e) = self.engine(move |e| e.replace_cluster_service(&r)).await {
+            if !self.store.replace_service(&new, &old).await? {
+                tracing::warn!(service = %name, "cluster: could not put the service back after a refused update");
+            }
+            return Err(e);
+        }
+        tracing::info!(service = %name, namespace, id = %new.id, "cluster: service updated");
+        Ok(new)
+    }
+
     /// `netctl service rm` of a cluster service: the record and its VIPs go; every node
     /// removes it at its next pass.
     pub async fn delete_service(&self, namespace: &str, name: &str) -> Result<(), ClusterError> {
@@ -272,8 +321,9 @@ impl<S: ClusterStore> Agent<S> {
                 return;
             }
         };
-        for (key, id) in &have {
-            if want.get(key).map(|r| &r.id) == Some(id) {
+        for key in have.keys() {
+            // Still wanted (same id, or another one: changed below, in place if it can be).
+            if want.contains_key(key) {
                 continue;
             }
             let Some((ns, name)) = key.split_once('/') else {
@@ -286,8 +336,26 @@ impl<S: ClusterStore> Agent<S> {
             }
         }
         for (key, rec) in want {
-            if have.get(&key) == Some(&rec.id) {
-                continue;
+            match have.get(&key) {
+                Some(id) if *id == rec.id => continue,
+                Some(_) => {
+                    let req = rec.request.clone();
+                    match self.engine(move |e| e.replace_cluster_service(&req)).await {
+                        Ok(_) => {
+                            tracing::info!(service = %key, id = %rec.id, "cluster: service updated here");
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::info!(service = %key, error = %e, "cluster: service made anew here");
+                            let (ns, name) = (rec.namespace().to_string(), rec.request.name.clone());
+                            if let Err(e) = self.engine(move |e| e.remove_service(&ns, &name)).await {
+                                tracing::warn!(service = %key, error = %e, "cluster: cannot remove service here");
+                                continue;
+                            }
+                        }
+                    }
+                }
+                None => {}
             }
             let req = rec.request.clone();
             match self.engine(move |e| e.create_service(&req)).await {

@@ -47,7 +47,7 @@ pub use error::{EngineError, Result};
 pub use k8s::{K8sResult, DEFAULT_SERVICE_CIDR};
 pub use overlay::{RemoteName, CLUSTER_SERVICE_LABEL};
 pub use reconcile::ReconcileReport;
-pub use service::{ServiceUpdate, ServiceView};
+pub use service::{apply_update, ServiceUpdate, ServiceView};
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {

@@ -60,6 +60,35 @@ pub struct ServiceUpdate {
     pub session_affinity: Option<String>,
 }
 
+/// `req` with `up` applied (`service update`): lists given replace the service's,
+/// backends are added and removed. The result is checked by whoever makes it.
+pub fn apply_update(mut req: ServiceRequest, up: &ServiceUpdate) -> Result<ServiceRequest> {
+    let mut backends: BTreeSet<String> = req.backends.iter().cloned().collect();
+    for b in &up.rm_backends {
+        if !backends.remove(b) {
+            return Err(EngineError::Invalid(format!(
+                "{b} is not a named backend of service {}",
+                req.name
+            )));
+        }
+    }
+    backends.extend(up.add_backends.iter().cloned());
+    req.backends = backends.into_iter().collect();
+    if let Some(s) = &up.selector {
+        req.selector = s.clone();
+    }
+    if let Some(p) = &up.ports {
+        req.ports = p.clone();
+    }
+    if let Some(p) = &up.publish {
+        req.publish = p.clone();
+    }
+    if let Some(a) = &up.session_affinity {
+        req.session_affinity = Some(a.clone());
+    }
+    Ok(req)
+}
+
 /// The request a stored `cluster_ip` service was made from (for an update to re-check).
 fn request_of(svc: &Service, c: &ClusterIp) -> ServiceRequest {
     ServiceRequest {
@@ -526,51 +555,69 @@ impl Engine {
             )));
         };
         if Self::is_cluster_service(&old.labels) {
-            // Changed here only, the other nodes would keep the old one.
+            // Changed here only, the other nodes would keep the old one: the cluster's
+            // update (`PATCH /v1/cluster/services/…`) changes the record every node follows.
             return Err(EngineError::Invalid(format!(
-                "service {name} is the cluster's: updating it is not supported yet (remove it and create it again)"
+                "service {name} is the cluster's: update it through the cluster (netctl service update does)"
             )));
         }
-        let mut req = request_of(&old, c);
-        let mut backends: BTreeSet<String> = req.backends.iter().cloned().collect();
-        for b in &up.rm_backends {
-            if !backends.remove(b) {
-                return Err(EngineError::Invalid(format!(
-                    "{b} is not a named backend of service {name}"
-                )));
-            }
-        }
-        backends.extend(up.add_backends.iter().cloned());
-        req.backends = backends.into_iter().collect();
-        if let Some(s) = &up.selector {
-            req.selector = s.clone();
-        }
-        if let Some(p) = &up.ports {
-            req.ports = p.clone();
-        }
-        if let Some(p) = &up.publish {
-            req.publish = p.clone();
-        }
-        if let Some(a) = &up.session_affinity {
-            req.session_affinity = Some(a.clone());
+        let req = apply_update(request_of(&old, c), up)?;
+        let new_c = req
+            .cluster_ip()
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let mut svc = old.clone();
+        svc.kind = ServiceKind::ClusterIp(new_c);
+        self.store_changed_service(old, svc)
+    }
+
+    /// A cluster service made again from its record's new request (`service update` on
+    /// any node): the same VIPs, networks and endpoint mode, so it changes in place (the
+    /// VIP's flows go on); anything else is an error and the caller makes it anew.
+    pub fn replace_cluster_service(&mut self, req: &ServiceRequest) -> Result<Service> {
+        let (name, namespace, _) = req.parse().map_err(EngineError::Invalid)?;
+        let old = self.service(&namespace, &name)?.clone();
+        let ServiceKind::ClusterIp(c) = &old.kind else {
+            return Err(EngineError::Invalid(format!(
+                "service {name} is not a cluster_ip service"
+            )));
+        };
+        if !Self::is_cluster_service(&old.labels) {
+            return Err(EngineError::Invalid(format!(
+                "service {name} is not the cluster's"
+            )));
         }
         let new_c = req
             .cluster_ip()
             .map_err(|e| EngineError::Invalid(e.to_string()))?;
-        let key = old.key();
-        self.check_cluster_ip(&key, &new_c, Self::is_cluster_service(&old.labels))?;
+        if new_c.networks != c.networks || new_c.vips != c.vips || new_c.endpoint_mode != c.endpoint_mode {
+            return Err(EngineError::Invalid(format!(
+                "service {name}: its networks, VIPs or endpoint mode changed; it is made anew"
+            )));
+        }
         let mut svc = old.clone();
         svc.kind = ServiceKind::ClusterIp(new_c);
+        svc.labels = req.labels.clone();
+        self.store_changed_service(old, svc)
+    }
+
+    /// Checks `svc` (a changed `old`) and stores it, the datapath following; nothing
+    /// changes when it is refused.
+    fn store_changed_service(&mut self, old: Service, svc: Service) -> Result<Service> {
+        let (ServiceKind::ClusterIp(new_c), key) = (&svc.kind, old.key()) else {
+            return Ok(svc);
+        };
+        self.check_cluster_ip(&key, new_c, Self::is_cluster_service(&old.labels))?;
         if svc == old {
             return Ok(svc);
         }
+        let (name, namespace) = (svc.name.clone(), svc.namespace.clone());
         let mut undo = Undo::default();
         undo.services.push((key.clone(), Some(old)));
         self.services.insert(key.clone(), svc.clone());
         let mut txn = Txn::new();
         txn.put(Bucket::Services, &key, &svc);
         self.commit_service(undo, &[], &txn)?;
-        tracing::info!(service = %name, namespace, "service updated");
+        tracing::info!(service = %name, namespace = %namespace, "service updated");
         Ok(svc)
     }
 

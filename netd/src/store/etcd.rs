@@ -375,6 +375,15 @@ impl ClusterStore for EtcdStore {
         Ok(r.succeeded())
     }
 
+    async fn replace_service(&self, old: &ServiceRecord, new: &ServiceRecord) -> Result<bool, ClusterError> {
+        let k = keys::service(old.namespace(), &old.request.name);
+        let txn = Txn::new()
+            .when([Compare::value(k.clone(), CompareOp::Equal, json(old))])
+            .and_then([TxnOp::put(k.clone(), json(new), None)]);
+        let r = call(&format!("update service {k}"), self.client.clone().txn(txn)).await?;
+        Ok(r.succeeded())
+    }
+
     async fn delete_service(&self, rec: &ServiceRecord, addrs: &[AddrRecord]) -> Result<(), ClusterError> {
         let k = keys::service(rec.namespace(), &rec.request.name);
         let mut ops = vec![TxnOp::delete(k.clone(), None)];

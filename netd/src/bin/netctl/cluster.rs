@@ -98,6 +98,24 @@ pub fn create_service(
     }
 }
 
+/// `service update`: the cluster's when it is a cluster service (every node follows),
+/// else the engine's.
+pub fn update_service(
+    c: &Client,
+    namespace: &str,
+    name: &str,
+    up: &netd::engine::ServiceUpdate,
+) -> anyhow::Result<serde_json::Value> {
+    let body = serde_json::to_value(up)?;
+    match c.patch(&format!("/v1/cluster/services/{namespace}/{name}"), &body) {
+        Ok(v) => Ok(v["request"].clone()),
+        Err(ClientError::Api { status: 404, .. }) => {
+            Ok(c.post(&format!("/v1/services/{namespace}/{name}"), &body)?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// `service rm`: the cluster's when it is a cluster service, else the engine's.
 pub fn remove_service(c: &Client, namespace: &str, name: &str) -> anyhow::Result<()> {
     match c.delete(&format!("/v1/cluster/services/{namespace}/{name}")) {

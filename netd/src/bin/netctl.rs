@@ -572,7 +572,7 @@ fn service(c: &Client, cmd: SvcCmd) -> anyhow::Result<()> {
                 publish: replacing(publish),
                 session_affinity,
             };
-            let v = cluster::update_service(&c, &namespace, &name, &up)?;
+            let v = cluster::update_service(c, &namespace, &name, &up)?;
             if json {
                 print_json(&v);
             } else {

@@ -360,3 +360,68 @@ fn a_dead_nodes_load_balancer_address_is_given_back() {
         addr_owners(&c, "ovl")
     );
 }
+
+/// A node whose own check refuses a stored service (its host port is taken there by a
+/// local service) says so once per record, and keeps trying quietly; the node that was
+/// asked made it.
+#[test]
+fn a_node_that_refuses_a_service_says_so_once() {
+    if unavailable() {
+        return;
+    }
+    let c = Cluster::new(2);
+    let (h1, h2) = (c.node(0), c.node(1));
+    c.overlay(0, "ovr", "10.65.0.0/22");
+    h2.ctl(&["network", "create", "--subnet", "10.66.0.0/24", "loc"]);
+    h2.ctl(&["sandbox", "create", "--network", "loc", "--label", "app=l", "l2"]);
+    h2.ctl(&[
+        "service",
+        "create",
+        "local",
+        "--network",
+        "loc",
+        "--selector",
+        "app=l",
+        "--port",
+        "80",
+        "-p",
+        "8080:80",
+    ]);
+    h1.ctl(&[
+        "sandbox",
+        "create",
+        "--network",
+        "ovr",
+        "--label",
+        "app=web",
+        "w1",
+    ]);
+    h1.ctl(&[
+        "service",
+        "create",
+        "web",
+        "--network",
+        "ovr",
+        "--selector",
+        "app=web",
+        "--port",
+        "80",
+        "-p",
+        "8080:80",
+    ]);
+    assert!(vip_of(h1, "web", "ovr").is_some());
+    let said = |h: &Host| h.log().matches("cannot make service here; retrying").count();
+    assert!(eventually(10, || said(h2) == 1), "{}", h2.log());
+    // Passes go on (every change and tick); the refusal is not logged again.
+    h1.ctl(&["sandbox", "create", "--network", "ovr", "w3"]);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(said(h2), 1, "{}", h2.log());
+    assert!(vip_of(h2, "web", "ovr").is_none());
+    // The port freed on h2: it makes the service at a later pass.
+    h2.ctl(&["service", "rm", "local"]);
+    assert!(
+        eventually(15, || vip_of(h2, "web", "ovr").is_some()),
+        "{}",
+        h2.log()
+    );
+}

@@ -101,6 +101,9 @@ pub struct Agent<S: ClusterStore> {
     keep: Arc<std::sync::Mutex<Keep>>,
     /// Serialises attaches to overlay networks from `make_room` to the engine's answer.
     pub(super) attach_lock: tokio::sync::Mutex<()>,
+    /// Cluster services this node refused to make (service → record id), so each
+    /// refusal is logged once per record, not at every pass that retries it.
+    pub(super) refused: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
 /// Why a node keeps an overlay network that has no local endpoint (see `needed_networks`).
@@ -166,6 +169,7 @@ impl<S: ClusterStore> Agent<S> {
             state: tokio::sync::Mutex::new(State::default()),
             keep: Arc::default(),
             attach_lock: tokio::sync::Mutex::new(()),
+            refused: std::sync::Mutex::default(),
         }
     }
 

@@ -358,12 +358,20 @@ impl<S: ClusterStore> Agent<S> {
                 None => {}
             }
             let req = rec.request.clone();
-            match self.engine(move |e| e.create_service(&req)).await {
+            let res = self.engine(move |e| e.create_service(&req)).await;
+            let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+            match res {
                 Ok(_) => {
+                    refused.remove(&key);
                     tracing::info!(service = %key, vips = ?rec.request.vips, "cluster: service made here")
                 }
+                // Logged once per record; retried at every pass (a port may be freed).
+                Err(e) if refused.get(&key) != Some(&rec.id) => {
+                    refused.insert(key.clone(), rec.id.clone());
+                    tracing::warn!(service = %key, error = %e, "cluster: cannot make service here; retrying at each pass, quietly")
+                }
                 Err(e) => {
-                    tracing::warn!(service = %key, error = %e, "cluster: cannot make service here; retrying")
+                    tracing::debug!(service = %key, error = %e, "cluster: cannot make service here yet")
                 }
             }
         }

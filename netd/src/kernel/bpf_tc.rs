@@ -69,8 +69,8 @@ pub struct NpTables {
 pub enum NpOp {
     /// Slots of table `id` (slot, backend).
     PutSlots(u32, Vec<(u32, Lb4Flow)>),
-    /// Slots `0..len` of table `id`.
-    DelTable(u32, u32),
+    /// Slots of table `id` (the whole table, or the tail a smaller one drops).
+    DelSlots(u32, std::ops::Range<u32>),
     PutService(Lb4NodePortKey, Lb4NodePort),
     DelService(Lb4NodePortKey),
 }
@@ -345,8 +345,8 @@ impl NpMaps for NodePort {
                         self.maglev.insert(k, be, 0).map_err(map_err("netd_lb4_maglev"))?;
                     }
                 }
-                NpOp::DelTable(id, len) => {
-                    for slot in 0..*len {
+                NpOp::DelSlots(id, range) => {
+                    for slot in range.clone() {
                         let k = Lb4MaglevKey { maglev_id: *id, slot };
                         gone(self.maglev.remove(&k)).map_err(map_err("netd_lb4_maglev"))?;
                     }

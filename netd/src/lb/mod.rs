@@ -14,6 +14,7 @@
 //! - On error nothing is half-applied (one transaction), or the error says what is.
 
 pub mod ebpf;
+pub mod ebpf_np;
 pub mod ebpf_plan;
 pub mod ipvs;
 pub mod maglev;

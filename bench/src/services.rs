@@ -748,7 +748,7 @@ mod datapath {
         std::thread::spawn(move || -> anyhow::Result<_> {
             enter(&host)?;
             let k: Arc<dyn netd::kernel::Kernel> = Arc::new(netd::kernel::fake::FakeKernel::default());
-            let lb = netd::lb::ebpf::EbpfLb::open(k, None)?;
+            let lb = netd::lb::ebpf::EbpfLb::open(k, None, None)?;
             lb.set_members(&[("bench".to_string(), client)]);
             let t0 = Instant::now();
             lb.sync_full(&svcs)?;

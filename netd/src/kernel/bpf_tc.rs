@@ -6,7 +6,8 @@
 //! socket-LB pins (`kernel::bpf`, one directory per daemon namespace), so a kill -9
 //! leaves the mesh running and removing the directory detaches it. A kernel without
 //! tcx gets a clsact qdisc and a direct-action filter instead; those are not links and
-//! outlive the pins: `detach` removes them by program name.
+//! outlive the pins: `detach_clsact` removes them by program name (not tracked: nothing
+//! calls it for a device that left, see docs/services.md).
 //!
 //! Link pins are named after the device *and* its ifindex: a device deleted and made
 //! again under the same name gets fresh links (its old links died with it).
@@ -75,11 +76,43 @@ pub enum NpOp {
     DelService(Lb4NodePortKey),
 }
 
-/// The maps as `lb::ebpf_np` sees them: the real ones or a fake in tests.
+/// The routing mesh as `lb::ebpf` sees it: the real one (`NodePort`) or a fake in tests.
 pub trait NpMaps: Send {
     fn dump(&self) -> Result<NpTables, BpfError>;
     /// Applies `ops` in order, stopping at the first failure.
     fn apply(&mut self, ops: &[NpOp]) -> Result<(), BpfError>;
+    /// Attaches the programs to `dev` (both directions) unless they are there.
+    fn attach_to(&mut self, dev: &str) -> Result<(), BpfError>;
+    /// Detaches from every device not in `keep`; returns those.
+    fn detach_others(&mut self, keep: &[String]) -> Vec<String>;
+}
+
+/// The host's devices the mesh serves by default (`--lb-devices` unset), after
+/// Cilium's `devices`: every device with an IPv4 address, except loopback and the
+/// bridges netd made (`bridges`), whose sandboxes reach published ports through
+/// nftables.
+pub fn default_devices(bridges: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return out;
+    };
+    for a in addrs {
+        let v4 = a.address.as_ref().and_then(|s| s.as_sockaddr_in()).is_some();
+        if !v4 || a.flags.contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK) {
+            continue;
+        }
+        if bridges.contains(&a.interface_name) || out.contains(&a.interface_name) {
+            continue;
+        }
+        out.push(a.interface_name);
+    }
+    out.sort();
+    out
+}
+
+/// Whether `dev` exists in this namespace (a `--lb-devices` name is checked at start).
+pub fn device_exists(dev: &str) -> bool {
+    ifindex(dev).is_ok()
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> BpfError {
@@ -359,5 +392,13 @@ impl NpMaps for NodePort {
             }
         }
         Ok(())
+    }
+
+    fn attach_to(&mut self, dev: &str) -> Result<(), BpfError> {
+        self.attach(dev)
+    }
+
+    fn detach_others(&mut self, keep: &[String]) -> Vec<String> {
+        self.prune(keep)
     }
 }

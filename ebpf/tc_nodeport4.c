@@ -33,6 +33,7 @@ struct pkt {
 	struct lb4_flow_key t; /* as on the wire */
 	__u32 l4_off;
 	__u32 tot_len;
+	__u8 syn; /* a TCP SYN without ACK: a new connection */
 };
 
 /* 0: not an unfragmented IPv4 TCP/UDP packet we can read the ports of. */
@@ -55,6 +56,12 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 	__u16 *ports = data + l4_off;
 	if ((void *)(ports + 2) > end)
 		return 0;
+	if (ip->protocol == IPPROTO_TCP) {
+		struct tcphdr *tcp = (void *)ports;
+		if ((void *)(tcp + 1) > end)
+			return 0;
+		p->syn = tcp->syn && !tcp->ack;
+	}
 	p->t.saddr = ip->saddr;
 	p->t.daddr = ip->daddr;
 	p->t.sport = ports[0];
@@ -149,7 +156,9 @@ int netd_nodeport4_in(struct __sk_buff *skb)
 	if (!svc || svc->count == 0 || svc->table_size == 0)
 		return TC_ACT_OK;
 	struct lb4_flow be;
-	struct lb4_flow *known = bpf_map_lookup_elem(&netd_lb4_np_fwd, &p.t);
+	/* A new connection picks again, so a client port reused after its backend went
+	 * does not follow the old flow's entry to it. */
+	struct lb4_flow *known = p.syn ? 0 : bpf_map_lookup_elem(&netd_lb4_np_fwd, &p.t);
 	if (known) {
 		be = *known;
 	} else {

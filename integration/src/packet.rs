@@ -33,9 +33,25 @@ fn pseudo(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> u32 {
     sum(0, &p)
 }
 
+/// TCP flags.
+pub const SYN: u8 = 0x02;
+pub const ACK: u8 = 0x10;
+
 /// A frame `src -> dst` carrying `payload`: a TCP SYN (window 64240) or a UDP
 /// datagram, with valid checksums (`udp_csum`: false leaves the UDP checksum 0, "none").
 pub fn frame(proto: u8, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8], udp_csum: bool) -> Vec<u8> {
+    frame_flags(proto, src, dst, payload, udp_csum, SYN)
+}
+
+/// `frame` with the TCP flags given (ignored for UDP).
+pub fn frame_flags(
+    proto: u8,
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    payload: &[u8],
+    udp_csum: bool,
+    tcp_flags: u8,
+) -> Vec<u8> {
     let l4_len = if proto == TCP { 20 } else { 8 };
     let total = IP + l4_len + payload.len();
     let mut f = Vec::with_capacity(ETH + total);
@@ -56,7 +72,7 @@ pub fn frame(proto: u8, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8], ud
     if proto == TCP {
         f.extend_from_slice(&0x0102_0304u32.to_be_bytes()); // seq
         f.extend_from_slice(&0u32.to_be_bytes()); // ack
-        f.extend_from_slice(&[0x50, 0x02]); // data offset 5, SYN
+        f.extend_from_slice(&[0x50, tcp_flags]); // data offset 5
         f.extend_from_slice(&64240u16.to_be_bytes());
         f.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent
     } else {

@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 
 use integration::ns::{self, NsGuard};
-use integration::packet::{self, frame, read, TCP, UDP};
+use integration::packet::{self, frame, frame_flags, read, ACK, TCP, UDP};
 use integration::skip::no_root;
 use netd::kernel::bpf_tc::{NodePort, NpMaps, NpOp, TcDir};
 use netd::kernel::bpf_types::{Lb4Flow, Lb4NodePort, Lb4NodePortKey, NODEPORT_MARK};
@@ -283,4 +283,39 @@ fn what_the_mesh_does_not_serve_passes_unchanged() {
         arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
         assert_eq!(np.test_run(TcDir::Ingress, &arp).unwrap().packet, arp);
     });
+}
+
+#[test]
+fn an_established_flow_keeps_its_backend_when_the_table_moves_and_a_new_syn_follows_it() {
+    if no_root() {
+        return;
+    }
+    with_mesh(|np| {
+        let client: SocketAddrV4 = CLIENT.parse().unwrap();
+        let published = SocketAddrV4::new(HOST, 8088);
+        let first = expected_backend(client, published, TCP);
+        assert_eq!(to(np, &frame(TCP, client, published, b"", true)), first);
+        let ack = frame_flags(TCP, client, published, b"data", true, ACK);
+        assert_eq!(to(np, &ack), first);
+        // Every slot now names another backend (as when `first` is removed).
+        let other = *BACKENDS.iter().find(|b| **b != first).unwrap();
+        let slots = (0..TABLE).map(|i| (i, Lb4Flow::new(other, 8080))).collect();
+        np.apply(&[NpOp::PutSlots(1, slots)]).unwrap();
+        assert_eq!(to(np, &ack), first, "the connection's packets keep their backend");
+        assert_eq!(
+            to(np, &frame(TCP, client, published, b"", true)),
+            other,
+            "a new connection on the same client port follows the table"
+        );
+        assert_eq!(to(np, &ack), other, "and its flow is the new one");
+    });
+}
+
+/// Where the ingress program sends `f`.
+fn to(np: &mut NodePort, f: &[u8]) -> Ipv4Addr {
+    let r = np.test_run(TcDir::Ingress, f).expect("test run");
+    assert_eq!(r.verdict, TC_ACT_OK);
+    let s = read(&r.packet).expect("IPv4");
+    assert!(s.ip_csum_ok && s.l4_csum_ok, "{s:?}");
+    *s.dst.ip()
 }

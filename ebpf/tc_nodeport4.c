@@ -153,8 +153,22 @@ int netd_nodeport4_in(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	struct lb4_nodeport_key nk = { .dport = p.t.dport, .proto = p.t.proto };
 	struct lb4_nodeport *svc = bpf_map_lookup_elem(&netd_lb4_nodeport, &nk);
-	if (!svc || svc->count == 0 || svc->table_size == 0)
+	if (!svc || svc->count == 0 || svc->table_size == 0) {
+		if (p.syn) {
+			/* A new connection straight to an address and port a translated flow
+			 * used (a client port reused towards a backend's own address): its
+			 * replies are not ours to rewrite. */
+			struct lb4_flow_key stale = {
+				.saddr = p.t.daddr,
+				.daddr = p.t.saddr,
+				.sport = p.t.dport,
+				.dport = p.t.sport,
+				.proto = p.t.proto,
+			};
+			bpf_map_delete_elem(&netd_lb4_np_rev, &stale);
+		}
 		return TC_ACT_OK;
+	}
 	struct lb4_flow be;
 	/* A new connection picks again, so a client port reused after its backend went
 	 * does not follow the old flow's entry to it. */

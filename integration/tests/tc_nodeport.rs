@@ -319,3 +319,30 @@ fn to(np: &mut NodePort, f: &[u8]) -> Ipv4Addr {
     assert!(s.ip_csum_ok && s.l4_csum_ok, "{s:?}");
     *s.dst.ip()
 }
+
+#[test]
+fn a_direct_connection_on_a_reused_client_port_is_not_reverse_nated() {
+    if no_root() {
+        return;
+    }
+    with_mesh(|np| {
+        let client: SocketAddrV4 = CLIENT.parse().unwrap();
+        let published = SocketAddrV4::new(HOST, 8088);
+        let be = SocketAddrV4::new(to(np, &frame(TCP, client, published, b"", true)), 8080);
+        let reply = frame(TCP, be, client, b"", true);
+        let out = np.test_run(TcDir::Egress, &reply).unwrap();
+        assert_eq!(
+            read(&out.packet).unwrap().src,
+            published,
+            "the translated flow's reply"
+        );
+        // The client now opens a connection to the backend's own address from the same
+        // port (routed to it, no published port involved): a SYN the program passes...
+        let direct = frame(TCP, client, be, b"", true);
+        let run = np.test_run(TcDir::Ingress, &direct).unwrap();
+        assert_eq!(run.packet, direct);
+        // ...and whose replies leave as the backend sent them.
+        let out = np.test_run(TcDir::Egress, &reply).unwrap();
+        assert_eq!(out.packet, reply, "a direct connection's reply is left alone");
+    });
+}

@@ -249,4 +249,36 @@ mod routing_mesh {
             "after restart: {seen:?}"
         );
     }
+
+    /// A bad `--lb-devices` fails the start in one line and makes no socket.
+    #[test]
+    fn bad_lb_devices_fail_at_start_in_one_line() {
+        if no_root() {
+            return;
+        }
+        let h = Host::bare();
+        for (args, says) in [
+            (&["--lb-devices", "lo"][..], "needs --lb ebpf"),
+            (
+                &["--lb", "ebpf", "--lb-devices", "ndnosuch0"][..],
+                "ndnosuch0 does not exist",
+            ),
+            (
+                &["--lb", "ebpf", "--lb-devices", "lo,"][..],
+                "is not a device name",
+            ),
+        ] {
+            let o = run(std::process::Command::new("nsenter")
+                .arg(format!("--net={}", h.netns().display()))
+                .arg(integration::harness::bin("netd"))
+                .arg("daemon")
+                .args(h.dir_args())
+                .args(args));
+            assert!(!o.ok(), "{args:?} started");
+            let err: Vec<&str> = o.stderr.lines().filter(|l| l.starts_with("netd: ")).collect();
+            assert_eq!(err.len(), 1, "{args:?}: {}", o.stderr);
+            assert!(err[0].contains(says), "{args:?}: {}", err[0]);
+            assert!(!h.socket().exists(), "{args:?}: a socket was made");
+        }
+    }
 }

@@ -4,6 +4,7 @@
 # backends, in scratch namespaces (docs/benchmarks.md, "Services"). Prints ratios.
 #   sudo bench/services.sh [--sizes 1000,5000,10000] [--rounds 15]
 #   sudo bench/services.sh datapath [--services 10,10000] [--secs 2] [--rounds 3]   # conn/s, latency
+#     (ends with a published port from outside: nftables vs the eBPF routing mesh in tc)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh >/dev/null

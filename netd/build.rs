@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const PROGRAMS: &[&str] = &["connect4", "sendmsg4", "recvmsg4", "getpeername4"];
+const PROGRAMS: &[&str] = &["connect4", "sendmsg4", "recvmsg4", "getpeername4", "tc_nodeport4"];
 
 fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("manifest dir"))

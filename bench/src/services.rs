@@ -748,7 +748,7 @@ mod datapath {
         std::thread::spawn(move || -> anyhow::Result<_> {
             enter(&host)?;
             let k: Arc<dyn netd::kernel::Kernel> = Arc::new(netd::kernel::fake::FakeKernel::default());
-            let lb = netd::lb::ebpf::EbpfLb::open(k, None)?;
+            let lb = netd::lb::ebpf::EbpfLb::open(k, None, None)?;
             lb.set_members(&[("bench".to_string(), client)]);
             let t0 = Instant::now();
             lb.sync_full(&svcs)?;
@@ -762,6 +762,90 @@ mod datapath {
         })
         .join()
         .map_err(|_| anyhow::anyhow!("eBPF thread panicked"))?
+    }
+
+    /// The eBPF datapath with its routing mesh on `dev` (the outside veth of the host
+    /// namespace), serving `svcs` (network `bench` local, bridge `BR`).
+    fn mesh_lb(host: &Path, dev: &str, svcs: Vec<FwService>) -> anyhow::Result<netd::lb::ebpf::EbpfLb> {
+        use netd::lb::ServiceLb;
+        let (host, dev) = (host.to_path_buf(), dev.to_string());
+        std::thread::spawn(move || -> anyhow::Result<_> {
+            enter(&host)?;
+            let k: Arc<dyn netd::kernel::Kernel> = Arc::new(netd::kernel::fake::FakeKernel::default());
+            let lb = netd::lb::ebpf::EbpfLb::open(k, None, Some(&[dev]))?;
+            lb.set_networks(&[("bench".to_string(), BR.to_string(), true)]);
+            lb.sync_full(&svcs)?;
+            Ok(lb)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("eBPF thread panicked"))?
+    }
+
+    /// The published port from outside: nftables' ingress rules against the eBPF
+    /// routing mesh (tc), each against direct (outside to a backend, routed through the
+    /// host), in the same run on the first rig.
+    fn published(rig: &Rig, dur: Duration, rounds: usize) -> anyhow::Result<()> {
+        let pid = std::process::id();
+        let out = Ns::new(format!("ndsvcb-{pid}-out"))?;
+        let (h, o) = (&rig.host.0, &out.0);
+        sh(&format!(
+            "set -e; ip -n {o} link set lo up
+             ip -n {h} link add ndsvco0 type veth peer name eth0 netns {o}
+             ip -n {h} addr add 10.98.0.1/24 dev ndsvco0; ip -n {h} link set ndsvco0 up
+             ip -n {o} addr add 10.98.0.2/24 dev eth0; ip -n {o} link set eth0 up
+             ip -n {o} route add default via 10.98.0.1"
+        ))?;
+        let to: SocketAddr = "10.98.0.1:8088".parse()?;
+        let mut svcs = services(1);
+        if let Some(web) = svcs.last_mut() {
+            web.ingress.push(services::FwIngress {
+                published: 8088,
+                target: 8080,
+                proto: Proto::Tcp,
+                masquerade: false,
+            });
+        }
+        let _ = load(&out.path(), direct(), 1, Duration::from_millis(200)).context("outside to a backend")?; // warm up
+        rig.nft.run("delete table inet netd").ok();
+        rig.nft.run("add table inet netd")?;
+        rig.nft.run(&services::full(&svcs).to_string())?;
+        let mut nft = Tally::default();
+        for r in 0..rounds {
+            nft.round_to(&out.path(), to, dur, r % 2 == 0)
+                .context("published port, nftables")?;
+        }
+        rig.nft.run("delete table inet netd")?;
+        // nftables' NAT entries would clash with tc's flows on reused client ports.
+        sh(&format!("ip netns exec {h} conntrack -F 2>/dev/null || true"))?;
+        let lb = mesh_lb(&rig.host.path(), "ndsvco0", svcs)?;
+        // On an error below the pins must still go: they hold cgroup programs that every
+        // socket of the machine passes.
+        let pins = netd::kernel::bpf::pin_dir_for(Path::new(netd::kernel::bpf::PIN_ROOT), &rig.host.path())?;
+        let r = measure_tc(&out.path(), to, dur, rounds, nft);
+        drop(lb);
+        netd::kernel::bpf::remove_pins(&pins)?;
+        r
+    }
+
+    fn measure_tc(
+        out: &Path,
+        to: SocketAddr,
+        dur: Duration,
+        rounds: usize,
+        mut nft: Tally,
+    ) -> anyhow::Result<()> {
+        let (_, l) = load(out, to, 1, Duration::from_millis(300)).context("published port, tc")?;
+        if l.is_empty() {
+            bail!("no connection through the published port (tc)");
+        }
+        let mut tc = Tally::default();
+        for r in 0..rounds {
+            tc.round_to(out, to, dur, r % 2 == 0)?;
+        }
+        nft.row("pub nft", "");
+        let ratio = tc.vip_rate() / nft.vip_rate();
+        tc.row("pub ebpf-tc", &format!("   tc/nftables {ratio:.2}×"));
+        Ok(())
     }
 
     /// One data-path rig: a "host" namespace with the bridge and the VIP, three backend
@@ -875,8 +959,19 @@ mod datapath {
         /// says (alternated by the caller, so a drift of the machine within a round
         /// weighs on both sides alike).
         fn round(&mut self, client: &Path, dur: Duration, vip_first: bool) -> anyhow::Result<()> {
+            self.round_to(client, vip(), dur, vip_first)
+        }
+
+        /// `round` through `to` (a VIP or a published port) instead of the VIP.
+        fn round_to(
+            &mut self,
+            client: &Path,
+            to: SocketAddr,
+            dur: Duration,
+            vip_first: bool,
+        ) -> anyhow::Result<()> {
             for through_vip in [vip_first, !vip_first] {
-                let (r, l) = load(client, if through_vip { vip() } else { direct() }, 2, dur)?;
+                let (r, l) = load(client, if through_vip { to } else { direct() }, 2, dur)?;
                 if through_vip {
                     self.vip_rates.push(r);
                     self.vip_lat.extend(l);
@@ -1037,6 +1132,9 @@ mod datapath {
                 netd::kernel::bpf::pin_dir_for(Path::new(netd::kernel::bpf::PIN_ROOT), &rig.host.path())?;
             netd::kernel::bpf::remove_pins(&pins)?;
         }
+        // Published port 8088 from an outside namespace: nftables, then the routing mesh.
+        println!("published port from outside (VIP columns: the published port):");
+        published(&rigs[0], dur, rounds)?;
         for rig in rigs {
             rig.stop();
         }

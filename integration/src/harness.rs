@@ -816,3 +816,25 @@ pub fn udp(netns: Option<&Path>, addr: &str, ms: u64) -> Option<String> {
     let a: SocketAddr = addr.parse().expect("socket address");
     netd::kernel::probe::udp_probe(netns, a, Duration::from_millis(ms)).ok()
 }
+
+/// Opens `n` TCP connections to `addr` from inside `netns`, one after the other, and
+/// counts the first line each answers with ("!err" for a failure).
+pub fn spread_from(netns: &Path, addr: &str, n: usize) -> std::collections::BTreeMap<String, usize> {
+    let a: SocketAddr = addr.parse().expect("address");
+    netd::kernel::probe::in_netns(Some(netns), move || {
+        let mut seen = std::collections::BTreeMap::new();
+        for _ in 0..n {
+            let name = std::net::TcpStream::connect_timeout(&a, Duration::from_millis(500))
+                .and_then(|mut s| {
+                    s.set_read_timeout(Some(Duration::from_millis(500)))?;
+                    let mut out = String::new();
+                    std::io::Read::read_to_string(&mut s, &mut out)?;
+                    Ok(out.trim().to_string())
+                })
+                .unwrap_or_else(|_| "!err".into());
+            *seen.entry(name).or_insert(0) += 1;
+        }
+        Ok(seen)
+    })
+    .expect("connections")
+}

@@ -6,6 +6,7 @@ pub mod cri;
 pub mod dig;
 pub mod harness;
 pub mod lan;
+pub mod packet;
 pub mod services_suite;
 pub mod skip;
 

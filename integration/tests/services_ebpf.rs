@@ -145,3 +145,140 @@ mod socket_lb {
         );
     }
 }
+
+/// The routing mesh (`ebpf/tc_nodeport4.c` on the host's devices): what arrives from
+/// outside on a published port is DNATed in tc, before conntrack, so conntrack holds
+/// the flow to the backend itself with no NAT; the host and its sandboxes still reach
+/// the port through nftables.
+mod routing_mesh {
+    use integration::harness::{respond, respond_peer, run, spread_from, tcp, Host, Outside};
+    use integration::skip::{no_program, no_root, skip, this_test};
+
+    #[test]
+    fn outside_clients_are_balanced_in_tc_and_keep_their_address() {
+        if no_root() || no_program("conntrack", "conntrack") {
+            return;
+        }
+        if !std::path::Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists()
+            && !std::path::Path::new("/sys/fs/cgroup/cgroup.procs").exists()
+        {
+            skip(&this_test(), "no cgroup v2 hierarchy for cgroup/connect4");
+            return;
+        }
+        let mut h = Host::bare();
+        h.daemon_args = vec!["--lb".into(), "ebpf".into()];
+        h.start();
+        // The outside device exists before the service: the mesh attaches to it when
+        // the served ports change.
+        let out = Outside::new(&h, 73);
+        h.ctl(&["network", "create", "n", "--subnet", "10.90.0.0/24"]);
+        for i in 1..=3 {
+            let name = format!("web{i}");
+            h.ctl(&["sandbox", "create", &name, "--network", "n", "--label", "app=web"]);
+            respond(&h.sb(&name), &name, &[8080], &[]);
+            respond_peer(&h.sb(&name), 7000);
+        }
+        h.ctl(&["sandbox", "create", "client", "--network", "n"]);
+        h.ctl(&[
+            "service",
+            "create",
+            "web",
+            "--network",
+            "n",
+            "--selector",
+            "app=web",
+            "--port",
+            "80:8080",
+            "--port",
+            "70:7000",
+            "-p",
+            "8088:8080",
+            "-p",
+            "8070:7000",
+        ]);
+        let at = format!("{}:8088", out.host_ip);
+        let seen = spread_from(&out.netns(), &at, 60);
+        assert_eq!(
+            seen.keys().collect::<Vec<_>>(),
+            ["web1", "web2", "web3"],
+            "{seen:?}"
+        );
+        // The backend sees the outside client's own address.
+        let peer = tcp(Some(&out.netns()), &format!("{}:8070", out.host_ip), 1000);
+        assert_eq!(peer.as_deref(), Some(out.ip.as_str()));
+        // tc did it: conntrack saw client -> backend:8080, never the published port.
+        let ct = run(std::process::Command::new("nsenter")
+            .arg(format!("--net={}", h.netns().display()))
+            .args(["conntrack", "-L", "-p", "tcp", "-s", &out.ip]));
+        assert!(ct.ok(), "{}", ct.stderr);
+        let lines: Vec<&str> = ct.stdout.lines().collect();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("dport=8080") && l.contains("dst=10.90.0.")),
+            "no flow to a backend: {}",
+            ct.stdout
+        );
+        for l in &lines {
+            assert!(
+                !l.contains("dport=8088") && !l.contains("[DNAT]"),
+                "nftables DNATed: {l}"
+            );
+        }
+        // The host itself and a sandbox still reach the port (nftables' output and
+        // prerouting chains: they never cross a device's tc ingress).
+        assert!(tcp(Some(&h.netns()), &at, 1000).is_some_and(|n| n.starts_with("web")));
+        assert!(tcp(Some(&h.sb("client")), &at, 1000).is_some_and(|n| n.starts_with("web")));
+        // A removed backend leaves the table; the others keep serving.
+        h.ctl(&["sandbox", "rm", "web3"]);
+        let seen = spread_from(&out.netns(), &at, 40);
+        assert_eq!(seen.keys().collect::<Vec<_>>(), ["web1", "web2"], "{seen:?}");
+        // kill -9 and a restart: the mesh stays attached and keeps serving.
+        h.kill9();
+        let seen = spread_from(&out.netns(), &at, 20);
+        assert_eq!(
+            seen.keys().collect::<Vec<_>>(),
+            ["web1", "web2"],
+            "netd dead: {seen:?}"
+        );
+        h.start();
+        let seen = spread_from(&out.netns(), &at, 20);
+        assert_eq!(
+            seen.keys().collect::<Vec<_>>(),
+            ["web1", "web2"],
+            "after restart: {seen:?}"
+        );
+    }
+
+    /// A bad `--lb-devices` fails the start in one line and makes no socket.
+    #[test]
+    fn bad_lb_devices_fail_at_start_in_one_line() {
+        if no_root() {
+            return;
+        }
+        let h = Host::bare();
+        for (args, says) in [
+            (&["--lb-devices", "lo"][..], "needs --lb ebpf"),
+            (
+                &["--lb", "ebpf", "--lb-devices", "ndnosuch0"][..],
+                "ndnosuch0 does not exist",
+            ),
+            (
+                &["--lb", "ebpf", "--lb-devices", "lo,"][..],
+                "is not a device name",
+            ),
+        ] {
+            let o = run(std::process::Command::new("nsenter")
+                .arg(format!("--net={}", h.netns().display()))
+                .arg(integration::harness::bin("netd"))
+                .arg("daemon")
+                .args(h.dir_args())
+                .args(args));
+            assert!(!o.ok(), "{args:?} started");
+            let err: Vec<&str> = o.stderr.lines().filter(|l| l.starts_with("netd: ")).collect();
+            assert_eq!(err.len(), 1, "{args:?}: {}", o.stderr);
+            assert!(err[0].contains(says), "{args:?}: {}", err[0]);
+            assert!(!h.socket().exists(), "{args:?}: a socket was made");
+        }
+    }
+}

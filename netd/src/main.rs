@@ -50,6 +50,11 @@ struct DaemonArgs {
     /// /sys/fs/cgroup/unified on a hybrid host].
     #[arg(long, value_name = "DIR")]
     bpf_cgroup: Option<PathBuf>,
+    /// The devices of the eBPF routing mesh (`--lb ebpf`): published ingress ports and
+    /// NodePorts arriving on them are balanced in tc [default: every device with an
+    /// IPv4 address except loopback and netd's bridges, followed as they come and go].
+    #[arg(long, value_name = "DEV[,DEV...]", value_delimiter = ',')]
+    lb_devices: Option<Vec<String>>,
     /// Serve Prometheus metrics at http://ADDR/metrics (off by default; loopback only
     /// unless --metrics-public).
     #[arg(long, value_name = "ADDR:PORT")]
@@ -231,6 +236,19 @@ fn options(a: &DaemonArgs) -> anyhow::Result<DaemonOptions> {
     }
     if let Some(cg) = &a.bpf_cgroup {
         o.engine.bpf_cgroup = Some(cg.clone());
+    }
+    if let Some(devs) = &a.lb_devices {
+        anyhow::ensure!(
+            o.engine.lb == netd::lb::LbKind::Ebpf,
+            "--lb-devices needs --lb ebpf (the routing mesh is the eBPF datapath's)"
+        );
+        if let Some(bad) = devs
+            .iter()
+            .find(|d| d.is_empty() || d.len() > 15 || d.contains('/'))
+        {
+            anyhow::bail!("--lb-devices: {bad:?} is not a device name");
+        }
+        o.engine.lb_devices = Some(devs.clone());
     }
     if let Some(d) = file.dns {
         o.dns = d;

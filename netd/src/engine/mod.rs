@@ -72,6 +72,9 @@ pub struct EngineConfig {
     pub lb: crate::lb::LbKind,
     /// The cgroup v2 the eBPF datapath attaches to (`--bpf-cgroup`; default its root).
     pub bpf_cgroup: Option<PathBuf>,
+    /// The devices of the eBPF routing mesh (`--lb-devices`; default
+    /// `kernel::bpf_tc::default_devices`).
+    pub lb_devices: Option<Vec<String>>,
 }
 
 impl Default for EngineConfig {
@@ -88,6 +91,7 @@ impl Default for EngineConfig {
             }),
             lb: crate::lb::LbKind::default(),
             bpf_cgroup: None,
+            lb_devices: None,
         }
     }
 }
@@ -226,8 +230,13 @@ impl Engine {
             .collect();
         let port_cursor = cfg.ephemeral_ports.0;
         let reaper = reaper::Reaper::new(kernel.clone());
-        let lb = crate::lb::datapath(cfg.lb, kernel.clone(), cfg.bpf_cgroup.as_deref())
-            .map_err(EngineError::Invalid)?;
+        let lb = crate::lb::datapath(
+            cfg.lb,
+            kernel.clone(),
+            cfg.bpf_cgroup.as_deref(),
+            cfg.lb_devices.as_deref(),
+        )
+        .map_err(EngineError::Invalid)?;
         Ok(Engine {
             kernel,
             store,
@@ -602,7 +611,7 @@ impl Engine {
             }
         }
         // Backends follow sandboxes: the services' datapath moves in the same call.
-        self.lb.set_members(&self.lb_members());
+        self.lb_hints();
         if let Err(e) = self.lb.sync_diff(&self.svc_fw, &want_svc) {
             if !batch.is_empty() {
                 if let Err(e) = self.kernel.nft(&crate::firewall::delta(&want, &self.fw)) {

@@ -75,6 +75,7 @@ impl Engine {
         if want == self.svc_fw {
             return Ok(());
         }
+        self.lb_hints();
         self.lb
             .sync_diff(&self.svc_fw, &want)
             .map_err(EngineError::kernel(format!(

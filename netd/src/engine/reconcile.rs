@@ -447,7 +447,7 @@ impl Engine {
         // they were, in one transaction).
         let svc = self.desired_services();
         self.lb.set_owned(self.vip_prefixes());
-        self.lb.set_members(&self.lb_members());
+        self.lb_hints();
         self.lb.sync_full(&svc).map_err(EngineError::kernel(format!(
             "service datapath ({})",
             self.lb.kind()

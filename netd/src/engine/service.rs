@@ -180,6 +180,18 @@ impl Engine {
             .collect()
     }
 
+    /// What the datapath is told before a sync: the namespaces on each network
+    /// (`ServiceLb::set_members`) and the networks (`ServiceLb::set_networks`).
+    pub(crate) fn lb_hints(&self) {
+        self.lb.set_members(&self.lb_members());
+        let nets: Vec<(String, String, bool)> = self
+            .networks
+            .values()
+            .map(|n| (n.name.clone(), n.bridge.clone(), !n.is_overlay()))
+            .collect();
+        self.lb.set_networks(&nets);
+    }
+
     /// Each sandbox namespace with the networks it is on (`ServiceLb::set_members`).
     pub(crate) fn lb_members(&self) -> Vec<(String, std::path::PathBuf)> {
         self.sandboxes
@@ -522,6 +534,7 @@ impl Engine {
             }
         };
         let want_svc = self.desired_services();
+        self.lb_hints();
         if let Err(e) = self.lb.sync_diff(&self.svc_fw, &want_svc) {
             revert_fw(self);
             revert_bridges(self.kernel.as_ref(), after.len());

@@ -187,7 +187,7 @@ pub struct SockLb {
 }
 
 /// An error and its sources on one line (aya's errors keep the errno in the source).
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(c) = src {

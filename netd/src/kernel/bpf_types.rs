@@ -1,4 +1,4 @@
-//! `#[repr(C)]` mirrors of the map entries in `ebpf/include/lb4.h`, byte for byte (the
+//! `#[repr(C)]` mirrors of the map entries in `ebpf/include/lb4.h` and `nodeport4.h`, byte for byte (the
 //! size tests below fail when the two drift apart). Addresses and ports are kept in
 //! network byte order, as the programs read them from `struct bpf_sock_addr`; the
 //! constructors take host values.
@@ -129,6 +129,89 @@ pub struct Lb4Affinity {
     pub last_used_ns: u64,
 }
 
+/// The mark `ebpf/tc_nodeport4.c` sets on a packet it DNATed (`NETD_NODEPORT_MARK`):
+/// netd's forward chain lets such packets into a network, as `ct status dnat` does for
+/// nftables' own DNAT.
+pub const NODEPORT_MARK: u32 = 0x0100;
+
+/// `struct lb4_nodeport_key` (`ebpf/include/nodeport4.h`): a published port.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Lb4NodePortKey {
+    pub dport: u16,
+    pub proto: u8,
+    pub pad: u8,
+}
+
+impl Lb4NodePortKey {
+    pub fn new(port: u16, proto: u8) -> Lb4NodePortKey {
+        Lb4NodePortKey {
+            dport: port.to_be(),
+            proto,
+            pad: 0,
+        }
+    }
+    pub fn port(&self) -> u16 {
+        u16::from_be(self.dport)
+    }
+}
+
+/// `struct lb4_nodeport`: which Maglev table, its size and the backend count.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Lb4NodePort {
+    pub maglev_id: u32,
+    pub table_size: u32,
+    pub count: u16,
+    pub flags: u16,
+    pub pad: u32,
+}
+
+/// `struct lb4_maglev_key`: one slot of one table.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Lb4MaglevKey {
+    pub maglev_id: u32,
+    pub slot: u32,
+}
+
+/// `struct lb4_flow_key`: a 5-tuple as the packet carries it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Lb4FlowKey {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub pad: [u8; 3],
+}
+
+/// `struct lb4_flow`: an address and port (a Maglev slot's backend, a flow's other end).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Lb4Flow {
+    pub address: u32,
+    pub port: u16,
+    pub pad: u16,
+}
+
+impl Lb4Flow {
+    pub fn new(ip: Ipv4Addr, port: u16) -> Lb4Flow {
+        Lb4Flow {
+            address: u32::from(ip).to_be(),
+            port: port.to_be(),
+            pad: 0,
+        }
+    }
+    pub fn ip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from_be(self.address))
+    }
+    pub fn port(&self) -> u16 {
+        u16::from_be(self.port)
+    }
+}
+
 // SAFETY: plain `#[repr(C)]` integers with explicit padding fields, no implicit padding
 // (the size tests check that), so every byte pattern is a valid value.
 unsafe impl aya::Pod for Lb4Key {}
@@ -140,6 +223,11 @@ unsafe impl aya::Pod for Lb4ReverseSkKey {}
 unsafe impl aya::Pod for Lb4ReverseSk {}
 unsafe impl aya::Pod for Lb4AffinityKey {}
 unsafe impl aya::Pod for Lb4Affinity {}
+unsafe impl aya::Pod for Lb4NodePortKey {}
+unsafe impl aya::Pod for Lb4NodePort {}
+unsafe impl aya::Pod for Lb4MaglevKey {}
+unsafe impl aya::Pod for Lb4FlowKey {}
+unsafe impl aya::Pod for Lb4Flow {}
 
 #[cfg(test)]
 mod tests {
@@ -160,6 +248,12 @@ mod tests {
         assert_eq!(size_of::<Lb4AffinityKey>(), 16);
         assert_eq!(size_of::<Lb4Affinity>(), 16);
         assert_eq!(align_of::<Lb4ScopeKey>(), 8);
+        // ebpf/include/nodeport4.h
+        assert_eq!(size_of::<Lb4NodePortKey>(), 4);
+        assert_eq!(size_of::<Lb4NodePort>(), 16);
+        assert_eq!(size_of::<Lb4MaglevKey>(), 8);
+        assert_eq!(size_of::<Lb4FlowKey>(), 16);
+        assert_eq!(size_of::<Lb4Flow>(), 8);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! batches to the `Kernel` trait, which tests replace with `fake::FakeKernel`.
 
 pub mod bpf;
+pub mod bpf_tc;
 pub mod bpf_types;
 mod detach;
 pub mod dns_socket;

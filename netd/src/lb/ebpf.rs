@@ -8,10 +8,16 @@
 //! (the sandboxes on it, `set_members`, and the host's own); any other namespace
 //! reaches the plain address, which nothing serves, exactly as with nftables.
 //!
-//! North-south (ingress-mode published ports, NodePorts) has no eBPF program yet: the
-//! services that have such ports are handed to the nftables datapath as well, which
-//! balances packets arriving from outside; their VIPs never reach its chains from
-//! local sockets, which the cgroup programs translate first.
+//! North-south (ingress-mode published ports, NodePorts): the routing mesh, tc
+//! programs on the host's devices (`ebpf/tc_nodeport4.c`, maps planned by `ebpf_np`),
+//! DNATs what arrives from outside to a Maglev-chosen backend and reverse-NATs the
+//! replies. It serves the ports `ebpf_np::served` names (IPv4, client address kept,
+//! backends on this host). The services with ingress ports are also handed to the
+//! nftables datapath, which serves everything tc does not see or leaves alone: the host
+//! itself and its sandboxes (they never cross a device's tc ingress), ports that
+//! masquerade (`externalTrafficPolicy: Cluster`), overlay networks (remote backends
+//! need its SNAT), IPv6. A packet tc DNATed no longer has a local destination, so
+//! nftables' ingress rules never see it twice.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -21,6 +27,8 @@ use super::nft::NftLb;
 use super::{ebpf_plan, LbKind, ServiceLb};
 use crate::firewall::ruleset::services::FwService;
 use crate::kernel::bpf::{self, BpfError, Lb4Maps, Lb4Tables};
+use crate::kernel::bpf_tc::{self, NpMaps, NpTables};
+use crate::kernel::bpf_types::{Lb4Flow, Lb4NodePortKey};
 use crate::kernel::{Kernel, KernelError};
 
 /// Resolves a namespace file to its cookie (`kernel::bpf::netns_cookie`; a fake in tests).
@@ -39,8 +47,99 @@ struct State {
     cookies: BTreeMap<(PathBuf, u64), u64>,
 }
 
+/// The routing mesh's state.
+struct Mesh {
+    maps: Box<dyn NpMaps>,
+    /// What the maps hold (read at every full sync, kept in step with every write).
+    held: NpTables,
+    /// The ports the maps serve and their backends (`ebpf_np::served`).
+    served: BTreeMap<Lb4NodePortKey, Vec<Lb4Flow>>,
+    /// Network -> (its bridge, whether all its backends are on this host).
+    networks: BTreeMap<String, (String, bool)>,
+    /// `--lb-devices`; None: `bpf_tc::default_devices`.
+    devices: Option<Vec<String>>,
+    /// Maglev table size (a prime).
+    size: usize,
+}
+
+impl Mesh {
+    fn local(&self) -> BTreeSet<String> {
+        let mut l: BTreeSet<String> = self
+            .networks
+            .iter()
+            .filter(|(_, (_, local))| *local)
+            .map(|(n, _)| n.clone())
+            .collect();
+        // Kubernetes services: backends are this host's pods (no remote backends).
+        l.insert(crate::model::CLUSTER_WIDE.to_string());
+        l
+    }
+
+    /// Attaches to the devices the mesh serves now and detaches from the others. A
+    /// device that refuses is logged and left to nftables.
+    fn follow_devices(&mut self) {
+        let devs = match &self.devices {
+            Some(d) => d.clone(),
+            None => {
+                let bridges: Vec<String> = self.networks.values().map(|(b, _)| b.clone()).collect();
+                bpf_tc::default_devices(&bridges)
+            }
+        };
+        let mut ok = Vec::new();
+        for d in devs {
+            match self.maps.attach_to(&d) {
+                Ok(()) => ok.push(d),
+                Err(e) => {
+                    tracing::warn!(device = %d, error = %e, "routing mesh not on this device (nftables serves it)")
+                }
+            }
+        }
+        for d in self.maps.detach_others(&ok) {
+            tracing::info!(device = %d, "routing mesh detached");
+        }
+    }
+
+    /// `full`: re-read the maps and plan every port; else plan the ports that changed.
+    fn sync(&mut self, full: bool, services: &[FwService]) -> Result<(), KernelError> {
+        let want = super::ebpf_np::served(services, &self.local());
+        let ops = if full {
+            self.held = self.maps.dump().map_err(kerr)?;
+            super::ebpf_np::full(&want, &self.held, self.size)
+        } else {
+            super::ebpf_np::changed(&self.served, &want, &self.held, self.size)
+        }
+        .map_err(|e| KernelError::Other(e.to_string()))?;
+        // Devices come and go (a veth made after the start): look again whenever the
+        // ports served change, besides every full sync and the repair timer (`reap`).
+        if full || want != self.served {
+            self.follow_devices();
+        }
+        if ops.is_empty() {
+            self.served = want;
+            return Ok(());
+        }
+        match self.maps.apply(&ops) {
+            Ok(()) => {
+                super::ebpf_np::apply(&mut self.held, &ops);
+                self.served = want;
+                Ok(())
+            }
+            Err(e) => {
+                if let Ok(h) = self.maps.dump() {
+                    self.held = h;
+                }
+                // The next diff plans from what the maps hold.
+                self.served.clear();
+                Err(kerr(e))
+            }
+        }
+    }
+}
+
 pub struct EbpfLb {
     state: Mutex<State>,
+    /// The routing mesh (None: not loaded, as in unit tests of the socket LB).
+    mesh: Option<Mutex<Mesh>>,
     host: u64,
     cookie_of: CookieOf,
     /// North-south fallback: the services with ingress ports.
@@ -61,17 +160,48 @@ fn north_south(services: &[FwService]) -> Vec<FwService> {
 }
 
 impl EbpfLb {
-    /// Attaches the programs (or finds them attached) on `cgroup` and reads the maps.
-    pub fn open(kernel: Arc<dyn Kernel>, cgroup: Option<&Path>) -> Result<EbpfLb, BpfError> {
+    /// Attaches the programs (or finds them attached) on `cgroup`, loads the routing
+    /// mesh (attached to `devices`, or the default ones, at the first full sync) and
+    /// reads the maps.
+    pub fn open(
+        kernel: Arc<dyn Kernel>,
+        cgroup: Option<&Path>,
+        devices: Option<&[String]>,
+    ) -> Result<EbpfLb, BpfError> {
         let cgroup = cgroup.map(Path::to_path_buf).unwrap_or_else(bpf::default_cgroup);
+        if let Some(missing) = devices.into_iter().flatten().find(|d| !bpf_tc::device_exists(d)) {
+            return Err(BpfError::Missing {
+                what: "the devices of --lb-devices",
+                path: missing.into(),
+                why: "does not exist".into(),
+            });
+        }
         let maps = bpf::SockLb::open(&cgroup, Path::new(bpf::PIN_ROOT))?;
+        let mesh = bpf_tc::NodePort::load(&maps.dir)?;
         let host = bpf::netns_cookie(None)?;
-        Self::with_maps(
+        let mut lb = Self::with_maps(
             kernel,
             Box::new(maps),
             host,
             Box::new(|p| bpf::netns_cookie(Some(p))),
-        )
+        )?;
+        lb.mesh = Some(Mutex::new(Mesh {
+            held: mesh.dump()?,
+            maps: Box::new(mesh),
+            served: BTreeMap::new(),
+            networks: BTreeMap::new(),
+            devices: devices.map(<[String]>::to_vec),
+            size: super::maglev::DEFAULT_SIZE,
+        }));
+        Ok(lb)
+    }
+
+    fn mesh_sync(&self, full: bool, services: &[FwService]) -> Result<(), KernelError> {
+        let Some(m) = &self.mesh else { return Ok(()) };
+        let mut m = m
+            .lock()
+            .map_err(|_| KernelError::Other("routing mesh lock poisoned".into()))?;
+        m.sync(full, services)
     }
 
     /// Over given maps (tests pass a fake).
@@ -92,6 +222,7 @@ impl EbpfLb {
             }),
             host,
             cookie_of,
+            mesh: None,
             nft: NftLb::new(kernel),
         })
     }
@@ -142,14 +273,35 @@ impl ServiceLb for EbpfLb {
 
     fn sync_full(&self, services: &[FwService]) -> Result<(), KernelError> {
         self.sync(None, services)?;
+        self.mesh_sync(true, services)?;
         self.nft.sync_full(&north_south(services))
     }
 
     fn sync_diff(&self, old: &[FwService], new: &[FwService]) -> Result<(), KernelError> {
         self.sync(Some(old), new)?;
+        self.mesh_sync(false, new)?;
         let (o, n) = (north_south(old), north_south(new));
         if o != n {
             self.nft.sync_diff(&o, &n)?;
+        }
+        Ok(())
+    }
+
+    fn set_networks(&self, networks: &[(String, String, bool)]) {
+        let Some(m) = &self.mesh else { return };
+        let Ok(mut m) = m.lock() else { return };
+        m.networks = networks
+            .iter()
+            .map(|(n, b, local)| (n.clone(), (b.clone(), *local)))
+            .collect();
+    }
+
+    /// Follows devices that came or went since the last full sync (the repair timer).
+    fn reap(&self, _services: &[FwService]) -> Result<(), KernelError> {
+        if let Some(m) = &self.mesh {
+            if let Ok(mut m) = m.lock() {
+                m.follow_devices();
+            }
         }
         Ok(())
     }

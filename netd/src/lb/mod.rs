@@ -14,6 +14,7 @@
 //! - On error nothing is half-applied (one transaction), or the error says what is.
 
 pub mod ebpf;
+pub mod ebpf_np;
 pub mod ebpf_plan;
 pub mod ipvs;
 pub mod maglev;
@@ -93,21 +94,27 @@ pub trait ServiceLb: Send + Sync {
     /// that scopes VIPs by namespace rather than by bridge (eBPF). The engine passes them
     /// before every sync.
     fn set_members(&self, _members: &[(String, PathBuf)]) {}
+    /// Every network as (name, bridge, whether its backends are all on this host: not
+    /// overlay), for a datapath that must tell local backends and netd's bridges from
+    /// the rest (the eBPF routing mesh). The engine passes them before every sync.
+    fn set_networks(&self, _networks: &[(String, String, bool)]) {}
 }
 
 /// The datapath `kind` names, acting through `kernel`; an error (one line) for a
 /// datapath this build does not have or this host cannot run. `bpf_cgroup`: the cgroup
-/// v2 the eBPF programs attach to (default: the hierarchy's root).
+/// v2 the eBPF programs attach to (default: the hierarchy's root); `lb_devices`: the
+/// devices of the eBPF routing mesh (default: `kernel::bpf_tc::default_devices`).
 pub fn datapath(
     kind: LbKind,
     kernel: Arc<dyn Kernel>,
     bpf_cgroup: Option<&Path>,
+    lb_devices: Option<&[String]>,
 ) -> Result<Box<dyn ServiceLb>, String> {
     match kind {
         LbKind::Nftables => Ok(Box::new(nft::NftLb::new(kernel))),
         // The owned prefixes follow with `set_owned` before the first full sync.
         LbKind::Ipvs => Ok(Box::new(ipvs::IpvsLb::new(kernel, Vec::new()))),
-        LbKind::Ebpf => ebpf::EbpfLb::open(kernel, bpf_cgroup)
+        LbKind::Ebpf => ebpf::EbpfLb::open(kernel, bpf_cgroup, lb_devices)
             .map(|lb| Box::new(lb) as Box<dyn ServiceLb>)
             .map_err(|e| e.to_string()),
     }

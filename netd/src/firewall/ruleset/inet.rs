@@ -44,6 +44,12 @@ pub(super) fn inet_forward(_: &[&FwNetwork]) -> Vec<String> {
         // Before isolation, so a published port is reachable through a host address
         // from other netd networks too (Docker does the same).
         "ct status dnat oifname @bridges accept comment \"published ports\"".into(),
+        // The eBPF routing mesh DNATs in tc, before conntrack: no `ct status dnat`, the
+        // program's mark instead (`bpf_types::NODEPORT_MARK`).
+        format!(
+            "meta mark & {m:#010x} == {m:#010x} oifname @bridges accept comment \"published ports (eBPF routing mesh)\"",
+            m = crate::kernel::bpf_types::NODEPORT_MARK
+        ),
         "iifname @bridges oifname @bridges drop comment \"isolation between networks\"".into(),
         "oifname @bridges drop comment \"into a network only through published ports\"".into(),
         "iifname @bridges accept comment \"networks to the outside\"".into(),

@@ -316,6 +316,7 @@ add rule inet netd forward iifname . oifname @same_bridge accept comment "within
 add rule inet netd forward iifname @internal drop comment "internal networks: nothing leaves"
 add rule inet netd forward oifname @internal drop comment "internal networks: nothing enters"
 add rule inet netd forward ct status dnat oifname @bridges accept comment "published ports"
+add rule inet netd forward meta mark & 0x00000100 == 0x00000100 oifname @bridges accept comment "published ports (eBPF routing mesh)"
 add rule inet netd forward iifname @bridges oifname @bridges drop comment "isolation between networks"
 add rule inet netd forward oifname @bridges drop comment "into a network only through published ports"
 add rule inet netd forward iifname @bridges accept comment "networks to the outside"

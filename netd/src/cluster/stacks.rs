@@ -2,9 +2,9 @@
 //!
 //! That `netd up` makes its own node's part, then publishes the file
 //! (`POST /v1/cluster/stacks`: `/netd/v1/stacks/<name>` with a new id). Every node's
-//! daemon runs this module's loop: a stack whose file places sandboxes on the node, and
-//! whose id the node has not made yet, is converged here exactly as `netd up -d` of the
-//! file on this node would (`stack::up_part`, against this daemon's own socket), and the
+//! daemon runs this module's loop (woken by the store's watch on `stacks/`): a stack
+//! whose file places sandboxes on the node, and whose id the node has not made yet, is
+//! converged here exactly as `netd up -d` of the file on this node would (`stack::up_part`, against this daemon's own socket), and the
 //! outcome is put under the node's lease (`/netd/v1/stack-parts/<name>/<node>`), where
 //! the first `netd up` waits for it. A stack record that goes (`netd down` on any node)
 //! makes each node remove its part. Which stacks a node made (and so must remove) is kept
@@ -27,8 +27,9 @@ use super::{ClusterError, ClusterStore, StackPartRecord, StackRecord};
 use crate::api::server::ApiError;
 use crate::daemon::DaemonOptions;
 
-/// How often a node looks for stacks to make or remove.
-const LOOK: Duration = Duration::from_millis(500);
+/// A node looks for stacks to make or remove when `stacks/` changes, and at least this
+/// often (a part that failed on a store error, a new lease to put the parts under).
+const LOOK: Duration = Duration::from_secs(5);
 
 pub struct Stacks<S> {
     store: Arc<S>,
@@ -103,6 +104,7 @@ impl<S: ClusterStore> Stacks<S> {
         let mut epoch = self.store.lease_epoch();
         loop {
             tokio::select! {
+                _ = self.store.stacks_changed() => {}
                 _ = look.tick() => {}
                 _ = shutdown.changed() => return,
             }

@@ -34,6 +34,8 @@ pub struct EtcdStore {
     lease: Arc<AtomicI64>,
     epoch: Arc<AtomicU64>,
     changed: Arc<Notify>,
+    /// Woken for changes under `stacks/` (and after a reconnect): `cluster::stacks`.
+    stacks_changed: Arc<Notify>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -90,9 +92,14 @@ impl EtcdStore {
             lease: Arc::new(AtomicI64::new(0)),
             epoch: Arc::new(AtomicU64::new(0)),
             changed: Arc::new(Notify::new()),
+            stacks_changed: Arc::new(Notify::new()),
             tasks: Mutex::new(Vec::new()),
         };
-        let watch = tokio::spawn(watch_loop(store.client.clone(), Arc::clone(&store.changed)));
+        let watch = tokio::spawn(watch_loop(
+            store.client.clone(),
+            Arc::clone(&store.changed),
+            Arc::clone(&store.stacks_changed),
+        ));
         store.spawned(watch);
         Ok(store)
     }
@@ -209,7 +216,8 @@ async fn keep_alive_loop(
 /// Wakes the agent at every change under the prefix, and after each (re)connect of the
 /// watch, since changes may have been missed meanwhile (a compaction, etcd away): the
 /// agent re-reads everything it needs, so a wake-up is also a full resync.
-async fn watch_loop(client: Client, changed: Arc<Notify>) {
+async fn watch_loop(client: Client, changed: Arc<Notify>, stacks: Arc<Notify>) {
+    let stacks_prefix = keys::stacks();
     loop {
         let res = async {
             let mut stream = client
@@ -217,12 +225,20 @@ async fn watch_loop(client: Client, changed: Arc<Notify>) {
                 .watch(keys::PREFIX, Some(WatchOptions::new().with_prefix()))
                 .await?;
             changed.notify_one();
+            stacks.notify_one();
             while let Some(resp) = stream.message().await? {
                 if resp.canceled() {
                     break;
                 }
                 if !resp.events().is_empty() {
                     changed.notify_one();
+                }
+                let of_stacks = |e: &etcd_client::Event| {
+                    e.kv()
+                        .is_some_and(|kv| kv.key().starts_with(stacks_prefix.as_bytes()))
+                };
+                if resp.events().iter().any(of_stacks) {
+                    stacks.notify_one();
                 }
             }
             Ok::<(), etcd_client::Error>(())
@@ -478,6 +494,10 @@ impl ClusterStore for EtcdStore {
         )
         .await
         .map(drop)
+    }
+
+    async fn stacks_changed(&self) {
+        self.stacks_changed.notified().await
     }
 
     async fn changed(&self) {

@@ -628,7 +628,8 @@ impl<S: ClusterStore> Agent<S> {
         let ops = fdb::diff(&BTreeSet::new(), &fdb::wanted(&n.name, &self.cfg.node, &eps));
         if !ops.is_empty() {
             let dev = vxlan_name(&n.name);
-            let res = tokio::task::spawn_blocking(move || crate::kernel::vxlan::apply_remote(&dev, &ops)).await;
+            let res =
+                tokio::task::spawn_blocking(move || crate::kernel::vxlan::apply_remote(&dev, &ops)).await;
             if !matches!(res, Ok(Ok(()))) {
                 tracing::warn!(network = %n.name, "cluster: cannot set the remote entries yet; the next pass does");
             }

@@ -198,12 +198,20 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> BpfError {
+pub(super) fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> BpfError {
     move |e| BpfError::Map { name, msg: chain(&e) }
 }
 
-fn prog_err(name: &'static str) -> impl Fn(aya::programs::ProgramError) -> BpfError {
+pub(super) fn prog_err(name: &'static str) -> impl Fn(aya::programs::ProgramError) -> BpfError {
     move |e| BpfError::Program { name, msg: chain(&e) }
+}
+
+/// A delete of an entry already gone is success (teardown is idempotent).
+pub(super) fn gone(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match r {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        r => r,
+    }
 }
 
 impl SockLb {
@@ -347,13 +355,6 @@ impl Lb4Maps for SockLb {
     }
 
     fn apply(&mut self, ops: &[Lb4Op]) -> Result<(), BpfError> {
-        // A delete of an entry already gone is success (teardown is idempotent).
-        fn gone(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
-            match r {
-                Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-                r => r,
-            }
-        }
         for op in ops {
             match op {
                 Lb4Op::PutBackend(id, b) => self

@@ -21,7 +21,7 @@ use aya::programs::tc::{self, TcAttachOptions};
 use aya::programs::{SchedClassifier, TcAttachType, TestRun, TestRunOptions};
 use aya::{include_bytes_aligned, Ebpf, EbpfLoader};
 
-use super::bpf::BpfError;
+use super::bpf::{gone, map_err, prog_err, BpfError};
 use super::bpf_types::*;
 
 const OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tc_nodeport4.o"));
@@ -113,20 +113,6 @@ pub fn default_devices(bridges: &[String]) -> Vec<String> {
 /// Whether `dev` exists in this namespace (a `--lb-devices` name is checked at start).
 pub fn device_exists(dev: &str) -> bool {
     ifindex(dev).is_ok()
-}
-
-fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> BpfError {
-    move |e| BpfError::Map {
-        name,
-        msg: super::bpf::chain(&e),
-    }
-}
-
-fn prog_err(name: &'static str) -> impl Fn(aya::programs::ProgramError) -> BpfError {
-    move |e| BpfError::Program {
-        name,
-        msg: super::bpf::chain(&e),
-    }
 }
 
 /// The routing-mesh programs, loaded, and their maps (pinned in `dir`).
@@ -361,12 +347,6 @@ impl NpMaps for NodePort {
     }
 
     fn apply(&mut self, ops: &[NpOp]) -> Result<(), BpfError> {
-        fn gone(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
-            match r {
-                Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-                r => r,
-            }
-        }
         for op in ops {
             match op {
                 NpOp::PutSlots(id, slots) => {

@@ -47,14 +47,9 @@ pub fn down_part(stack: &str, opts: &DaemonOptions) -> anyhow::Result<()> {
 
 /// Whether the cluster holds the stack (false when the daemon is in none).
 fn in_cluster(c: &crate::api::client::Client, stack: &str) -> anyhow::Result<bool> {
-    use crate::api::client::ClientError;
-    use crate::api::types::ErrorReason;
     match c.get(&format!("/v1/cluster/stacks/{stack}")) {
         Ok(_) => Ok(true),
-        Err(ClientError::Api {
-            reason: Some(ErrorReason::NoSuchRoute) | Some(ErrorReason::NoSuchNetwork),
-            ..
-        }) => Ok(false),
+        Err(e) if super::not_in_cluster(&e) => Ok(false),
         Err(e) => Err(anyhow!("stack {stack}: look it up in the cluster: {e}")),
     }
 }

@@ -478,17 +478,25 @@ pub fn up_part(stack: &str, text: &str, node: &str, opts: &DaemonOptions) -> any
     Ok(instances.into_iter().map(|i| i.req.name).collect())
 }
 
+/// The answer of a `/v1/cluster/stacks/NAME` call when the cluster has no such stack, or
+/// the daemon is in no cluster (it serves no `/v1/cluster/…`).
+fn not_in_cluster(e: &crate::api::client::ClientError) -> bool {
+    use crate::api::types::ErrorReason;
+    matches!(
+        e,
+        crate::api::client::ClientError::Api {
+            reason: Some(ErrorReason::NoSuchRoute) | Some(ErrorReason::NoSuchNetwork),
+            ..
+        }
+    )
+}
+
 /// Withdraws a stack from the cluster (the other nodes remove their parts) and waits up
 /// to `PARTS_WAIT` for them; Ok(false) when the cluster has no such stack (or none).
 fn withdraw(c: &Client, stack: &str) -> anyhow::Result<bool> {
-    use crate::api::client::ClientError;
-    use crate::api::types::ErrorReason;
     match c.delete(&format!("/v1/cluster/stacks/{stack}")) {
         Ok(_) => {}
-        Err(ClientError::Api {
-            reason: Some(ErrorReason::NoSuchRoute) | Some(ErrorReason::NoSuchNetwork),
-            ..
-        }) => return Ok(false),
+        Err(e) if not_in_cluster(&e) => return Ok(false),
         Err(e) => bail!("stack {stack}: withdraw it from the cluster: {e}"),
     }
     say(format_args!(

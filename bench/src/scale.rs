@@ -79,6 +79,7 @@ fn main() -> anyhow::Result<()> {
         created_by: "h1".into(),
         created: 1_800_000_000,
         block_prefix: None,
+        encrypted: None,
     };
     kv.push((keys::network(net), serde_json::to_vec(&netrec)?));
     kv.push((keys::vni(4096), net.as_bytes().to_vec()));

@@ -74,6 +74,10 @@ struct DaemonArgs {
     /// UDP port of VXLAN traffic between nodes.
     #[arg(long, value_name = "PORT", requires = "cluster")]
     data_port: Option<u16>,
+    /// How often the IPsec keys of encrypted overlay networks rotate (`12h`, `30m`,
+    /// `90s`; `0`: only with `netctl cluster rotate-keys`) [default: 12h].
+    #[arg(long, value_name = "DURATION", requires = "cluster")]
+    key_rotation: Option<String>,
     /// CA (PEM) etcd's server certificate chains to: the cluster store over TLS.
     #[arg(long, value_name = "FILE", requires = "cluster")]
     cluster_ca: Option<PathBuf>,
@@ -226,12 +230,19 @@ fn options(a: &DaemonArgs) -> anyhow::Result<DaemonOptions> {
         })?;
         let data_port = a.data_port.unwrap_or(netd::cluster::DEFAULT_DATA_PORT);
         anyhow::ensure!(data_port != 0, "--data-port 0: expected a UDP port");
+        let key_rotation_s = match &a.key_rotation {
+            Some(v) => {
+                netd::cluster::ipsec::parse_duration(v).map_err(|e| anyhow::anyhow!("--key-rotation {e}"))?
+            }
+            None => netd::cluster::ipsec::DEFAULT_ROTATION_S,
+        };
         o.cluster = Some(netd::cluster::ClusterConfig {
             endpoints,
             node,
             advertise,
             data_port,
             tls,
+            key_rotation_s,
         });
     }
     if let Some(cg) = &a.bpf_cgroup {

@@ -58,6 +58,19 @@ enum Top {
     /// The cluster's nodes (a daemon started with --cluster).
     #[command(subcommand)]
     Node(NodeCmd),
+    /// Cluster-wide operations (a daemon started with --cluster).
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Rotate the IPsec keys of encrypted overlay networks now: a new key is accepted
+    /// everywhere first, then sends; returns once every node uses it.
+    RotateKeys {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -637,6 +650,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let c = Client::new(&cli.socket);
     match cli.cmd {
         Top::Node(NodeCmd::Ls { json }) => cluster::node_ls(&c, json)?,
+        Top::Cluster(ClusterCmd::RotateKeys { json }) => cluster::rotate_keys(&c, json)?,
         Top::Network(cmd) => match cmd {
             NetCmd::Create {
                 name,
@@ -662,7 +676,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .into_iter()
                 .filter_map(|(on, f)| on.then_some(f))
                 .collect();
+                // `-o encrypted` alone, as Docker takes it.
+                let opt: Vec<String> = opt
+                    .iter()
+                    .map(|o| {
+                        if o == "encrypted" {
+                            "encrypted=".to_string()
+                        } else {
+                            o.clone()
+                        }
+                    })
+                    .collect();
                 let mut opts = kv(&opt, "option")?;
+                let encrypted = opts.remove("encrypted");
                 let block_prefix = match opts.remove("block_prefix") {
                     Some(v) => Some(v.parse::<u8>().map_err(|_| {
                         anyhow!("invalid -o block_prefix={v}: expected a prefix length (e.g. 28)")
@@ -670,7 +696,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     None => None,
                 };
                 if let Some(k) = opts.keys().next() {
-                    bail!("-o {k} is not supported for overlay networks (only block_prefix)");
+                    bail!("-o {k} is not supported for overlay networks (only block_prefix and encrypted)");
                 }
                 cluster::create_overlay(
                     &c,
@@ -680,6 +706,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         gateway: &gateway,
                         internal,
                         block_prefix,
+                        encrypted,
                         refused,
                     },
                 )?;

@@ -59,6 +59,8 @@ pub struct OverlayRequest {
     pub internal: bool,
     /// Prefix length of the address blocks nodes claim (`-o block_prefix=N`).
     pub block_prefix: Option<u8>,
+    /// `-o encrypted[=ipsec|wireguard]` (the value; empty for the bare option).
+    pub encrypted: Option<String>,
 }
 
 /// A node as `netctl node ls` shows it.
@@ -104,6 +106,10 @@ pub struct Agent<S: ClusterStore> {
     /// Cluster services this node refused to make (service → record id), so each
     /// refusal is logged once per record, not at every pass that retries it.
     pub(super) refused: std::sync::Mutex<BTreeMap<String, String>>,
+    /// Encrypted networks' IPsec state (`encrypt.rs`).
+    pub(super) ipsec: tokio::sync::Mutex<super::encrypt::IpsecState>,
+    /// nftables in the node's namespace, made at first use (the IPsec rules).
+    nft: std::sync::OnceLock<Arc<crate::kernel::nft::Nft>>,
 }
 
 /// Why a node keeps an overlay network that has no local endpoint (see `needed_networks`).
@@ -170,6 +176,29 @@ impl<S: ClusterStore> Agent<S> {
             keep: Arc::default(),
             attach_lock: tokio::sync::Mutex::new(()),
             refused: std::sync::Mutex::default(),
+            ipsec: tokio::sync::Mutex::default(),
+            nft: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The node's nftables context (made in the calling thread's namespace: the daemon's).
+    pub(super) fn nft(&self) -> Result<Arc<crate::kernel::nft::Nft>, ClusterError> {
+        if let Some(n) = self.nft.get() {
+            return Ok(Arc::clone(n));
+        }
+        let n = Arc::new(
+            crate::kernel::nft::Nft::new_in(None).map_err(|e| ClusterError::Invalid(e.to_string()))?,
+        );
+        Ok(Arc::clone(self.nft.get_or_init(|| n)))
+    }
+
+    /// The MTU of overlay network `n` here: the underlay's less VXLAN's and, when it is
+    /// encrypted, the cipher's overhead.
+    fn mtu_of(&self, n: &NetworkRecord) -> u32 {
+        match n.encrypted {
+            Some(super::ipsec::Encryption::Ipsec) => self.mtu.saturating_sub(super::ipsec::ESP_OVERHEAD),
+            Some(super::ipsec::Encryption::Wireguard) => self.mtu.saturating_sub(super::ipsec::WG_OVERHEAD),
+            None => self.mtu,
         }
     }
 
@@ -404,6 +433,11 @@ impl<S: ClusterStore> Agent<S> {
                 .into_keys()
                 .collect(),
         );
+        // Encrypted networks: SAs and policies towards every node before any FDB entry
+        // of this pass points at it (removals come after the FDB diff, at the end).
+        if let Err(e) = self.sync_ipsec(&nets, super::encrypt::Half::Add).await {
+            tracing::warn!(error = %e, "cluster: cannot set the IPsec state; encrypted networks stay closed");
+        }
         let local = self.local().await?;
         let needed = self.needed(&local);
         for n in nets
@@ -505,6 +539,11 @@ impl<S: ClusterStore> Agent<S> {
                 }
             }
         }
+        // IPsec removals (a peer that left, a key that left the ring) after its FDB
+        // entries went; acknowledgement and promotion of the ring.
+        if let Err(e) = self.sync_ipsec(&nets, super::encrypt::Half::All).await {
+            tracing::warn!(error = %e, "cluster: cannot update the IPsec state");
+        }
         Ok(())
     }
 
@@ -599,6 +638,11 @@ impl<S: ClusterStore> Agent<S> {
     /// Claims a block of `n`'s subnet for this node (or finds the one it holds), then
     /// makes the network here with the block as its pool's range.
     async fn materialize(&self, n: &NetworkRecord) -> Result<(), ClusterError> {
+        if n.encrypted.is_some() {
+            // SAs, policies and the fail-closed rules before the VXLAN device exists.
+            let nets = self.store.networks().await?;
+            self.sync_ipsec(&nets, super::encrypt::Half::Add).await?;
+        }
         let block = self.claim_block(n).await?;
         let mut req = NetworkRequest {
             name: n.name.clone(),
@@ -609,7 +653,7 @@ impl<S: ClusterStore> Agent<S> {
                 ip_range: Some(block.to_string()),
             }],
             internal: n.internal,
-            mtu: Some(self.mtu),
+            mtu: Some(self.mtu_of(n)),
             ..Default::default()
         };
         OverlayLink {
@@ -619,7 +663,7 @@ impl<S: ClusterStore> Agent<S> {
         }
         .to_options(&mut req.options);
         self.engine(move |e| e.create_network(&req)).await?;
-        tracing::info!(network = %n.name, vni = n.vni, %block, mtu = self.mtu, "cluster: overlay network made here");
+        tracing::info!(network = %n.name, vni = n.vni, %block, mtu = self.mtu_of(n), encrypted = ?n.encrypted, "cluster: overlay network made here");
         // The remote entries now, not at the next pass: the sandbox this is made for ARPs
         // its peers at once, and an ARP the VXLAN device's proxy cannot answer yet is
         // retried only a second later (50 hosts: 1.4-2.4 s to the first create's peers).
@@ -790,6 +834,27 @@ impl<S: ClusterStore> Agent<S> {
                 )));
             }
         }
+        let encrypted = match &req.encrypted {
+            Some(v) => Some(super::ipsec::Encryption::parse(v).map_err(ClusterError::Invalid)?),
+            None => None,
+        };
+        if encrypted == Some(super::ipsec::Encryption::Wireguard) {
+            return Err(ClusterError::Invalid(
+                "-o encrypted=wireguard is not available yet; -o encrypted (IPsec) is".into(),
+            ));
+        }
+        if encrypted == Some(super::ipsec::Encryption::Ipsec) {
+            // Refused here, before anything is stored, when this node cannot do ESP.
+            let probe = tokio::task::spawn_blocking(crate::kernel::xfrm::probe_esp)
+                .await
+                .map_err(|e| ClusterError::Invalid(format!("xfrm task panicked: {e}")))?;
+            if let Err(e) = probe {
+                return Err(ClusterError::Invalid(format!(
+                    "-o encrypted needs IPsec ESP with {} in the kernel, and this node's cannot ({e})",
+                    crate::kernel::xfrm::AEAD_ALG
+                )));
+            }
+        }
         let taken: BTreeSet<u32> = nets.iter().map(|n| n.vni).collect();
         for _ in 0..16 {
             // Derived from the name, so two nodes racing on different names rarely collide.
@@ -806,6 +871,7 @@ impl<S: ClusterStore> Agent<S> {
                 created_by: self.cfg.node.clone(),
                 created: now(),
                 block_prefix: req.block_prefix,
+                encrypted,
             };
             if self.store.create_network(&rec).await? {
                 tracing::info!(network = %rec.name, %subnet, vni, "cluster: overlay network created");
@@ -1052,6 +1118,7 @@ mod tests {
             created_by: "h1".into(),
             created: 0,
             block_prefix: None,
+            encrypted: None,
         };
         assert_eq!(default_subnet(&[]).unwrap().to_string(), "10.112.0.0/24");
         let taken = [rec("10.112.0.0/23"), rec("10.112.3.0/24")];

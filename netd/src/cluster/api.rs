@@ -21,7 +21,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 
 use super::agent::OverlayRequest;
@@ -52,6 +52,7 @@ pub fn router<S: ClusterStore>(agent: Arc<Agent<S>>) -> Router {
             "/v1/cluster/networks/{name}",
             get(network::<S>).delete(remove::<S>),
         )
+        .route("/v1/cluster/rotate-keys", post(rotate_keys::<S>))
         .route(
             "/v1/cluster/services",
             get(services::<S>).post(create_service::<S>),
@@ -278,7 +279,21 @@ async fn network<S: ClusterStore>(
         .into_iter()
         .find(|n| n.name == name)
         .ok_or_else(|| ClusterError::NotFound(format!("no overlay network {name}")))?;
-    Ok(Json(rec).into_response())
+    let mut v = serde_json::to_value(&rec).map_err(|e| ClusterError::Invalid(e.to_string()))?;
+    if let Some(enc) = a.encryption_view(&rec).await? {
+        v["encryption"] = serde_json::to_value(enc).map_err(|e| ClusterError::Invalid(e.to_string()))?;
+    }
+    Ok(Json(v).into_response())
+}
+
+/// `netctl cluster rotate-keys`: answers once the new key sends (every node has it).
+async fn rotate_keys<S: ClusterStore>(State(a): State<Arc<Agent<S>>>) -> Result<Response, ApiError> {
+    let r = a.rotate_keys().await?;
+    Ok(Json(serde_json::json!({
+        "key_epoch": r.primary,
+        "keys": r.keys.iter().map(|k| k.epoch).collect::<Vec<_>>(),
+    }))
+    .into_response())
 }
 
 async fn create<S: ClusterStore>(State(a): State<Arc<Agent<S>>>, b: Body) -> Result<Response, ApiError> {

@@ -21,7 +21,9 @@
 pub mod agent;
 pub mod api;
 pub mod blocks;
+pub mod encrypt;
 pub mod fdb;
+pub mod ipsec;
 pub mod services;
 pub mod stacks;
 
@@ -42,6 +44,8 @@ pub struct ClusterConfig {
     pub advertise: Ipv4Addr,
     pub data_port: u16,
     pub tls: Option<ClusterTls>,
+    /// Seconds between IPsec key rotations (`--key-rotation`); 0: only when asked.
+    pub key_rotation_s: u64,
 }
 
 /// `--cluster-ca F [--cluster-cert F --cluster-key F]`: PEM read at start-up. The CA is
@@ -216,6 +220,18 @@ pub mod keys {
     pub fn stack_parts(stack: &str) -> String {
         format!("{PREFIX}stack-parts/{stack}/")
     }
+    /// The IPsec key ring (`ipsec::KeyRing`). Under `secrets/`, the one range that holds
+    /// key material: with etcd's auth on, grant it to the nodes' identity only.
+    pub fn ipsec_ring() -> String {
+        format!("{PREFIX}secrets/ipsec")
+    }
+    /// The ring version each node applied, under its lease: `ipsec-acks/<node>`.
+    pub fn ipsec_ack(node: &str) -> String {
+        format!("{PREFIX}ipsec-acks/{node}")
+    }
+    pub fn ipsec_acks() -> String {
+        format!("{PREFIX}ipsec-acks/")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -240,6 +256,9 @@ pub struct NetworkRecord {
     /// Prefix length of its address blocks (`-o block_prefix=N`); `None`: /26.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_prefix: Option<u8>,
+    /// `-o encrypted[=ipsec|wireguard]`: VXLAN between nodes is encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypted: Option<ipsec::Encryption>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -402,6 +421,18 @@ pub trait ClusterStore: Send + Sync + 'static {
         stack: &str,
         node: &str,
     ) -> impl Future<Output = Result<(), ClusterError>> + Send;
+    /// The IPsec key ring, if one was made.
+    fn ipsec_ring(&self) -> impl Future<Output = Result<Option<ipsec::KeyRing>, ClusterError>> + Send;
+    /// Puts `new` if the ring is still `old` (`None`: there is none yet), one
+    /// compare-and-set; `Ok(false)` when another node changed it first.
+    fn replace_ipsec_ring(
+        &self,
+        old: Option<&ipsec::KeyRing>,
+        new: &ipsec::KeyRing,
+    ) -> impl Future<Output = Result<bool, ClusterError>> + Send;
+    fn ipsec_acks(&self) -> impl Future<Output = Result<Vec<ipsec::RingAck>, ClusterError>> + Send;
+    /// Put under the node's lease.
+    fn put_ipsec_ack(&self, rec: &ipsec::RingAck) -> impl Future<Output = Result<(), ClusterError>> + Send;
     /// Resolves at the next change under `stacks/` (or after a reconnect of the watch).
     fn stacks_changed(&self) -> impl Future<Output = ()> + Send;
     /// Resolves at the next change under the prefix (or after a reconnect, when changes

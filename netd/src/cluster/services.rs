@@ -414,6 +414,7 @@ mod tests {
             created_by: "h1".into(),
             created: 0,
             block_prefix: None,
+            encrypted: None,
         };
         let top: Ipv4Network = "10.61.0.192/26".parse().unwrap();
         let mut taken = BTreeSet::new();

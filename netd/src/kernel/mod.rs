@@ -31,6 +31,7 @@ pub mod udp_batch;
 mod vlan;
 pub mod vxlan;
 pub mod watch;
+pub mod xfrm;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use crate::cluster::ipsec::{KeyRing, RingAck};
 use crate::cluster::{
     keys, AddrRecord, BlockRecord, ClusterError, ClusterStore, EndpointRecord, NetworkRecord, NodeRecord,
     ServiceRecord, StackPartRecord, StackRecord, LEASE_TTL_S,
@@ -491,6 +492,45 @@ impl ClusterStore for EtcdStore {
         call(
             &format!("delete stack part {k}"),
             self.client.clone().delete(k.clone(), None),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn ipsec_ring(&self) -> Result<Option<KeyRing>, ClusterError> {
+        let k = keys::ipsec_ring();
+        let resp = call("get the IPsec key ring", self.client.clone().get(k, None)).await?;
+        match resp.kvs().first() {
+            None => Ok(None),
+            Some(kv) => serde_json::from_slice(kv.value()).map(Some).map_err(|e| {
+                ClusterError::Invalid(format!("the IPsec key ring in the store is unreadable: {e}"))
+            }),
+        }
+    }
+
+    async fn replace_ipsec_ring(&self, old: Option<&KeyRing>, new: &KeyRing) -> Result<bool, ClusterError> {
+        let k = keys::ipsec_ring();
+        let cmp = match old {
+            None => Compare::create_revision(k.clone(), CompareOp::Equal, 0),
+            Some(o) => Compare::value(k.clone(), CompareOp::Equal, json(o)),
+        };
+        let txn = Txn::new().when([cmp]).and_then([TxnOp::put(k, json(new), None)]);
+        let r = call("put the IPsec key ring", self.client.clone().txn(txn)).await?;
+        Ok(r.succeeded())
+    }
+
+    async fn ipsec_acks(&self) -> Result<Vec<RingAck>, ClusterError> {
+        self.list(&keys::ipsec_acks()).await
+    }
+
+    async fn put_ipsec_ack(&self, rec: &RingAck) -> Result<(), ClusterError> {
+        let lease = self.lease.load(Ordering::Relaxed);
+        let k = keys::ipsec_ack(&rec.node);
+        call(
+            &format!("put {k}"),
+            self.client
+                .clone()
+                .put(k.clone(), json(rec), Some(PutOptions::new().with_lease(lease))),
         )
         .await
         .map(drop)

@@ -28,6 +28,8 @@ pub struct Create<'a> {
     pub internal: bool,
     /// `-o block_prefix=N`: the size of the address blocks nodes claim.
     pub block_prefix: Option<u8>,
+    /// `-o encrypted[=ipsec|wireguard]` (empty for the bare option).
+    pub encrypted: Option<String>,
     /// Flags an overlay network does not take (named in the error).
     pub refused: Vec<&'static str>,
 }
@@ -45,6 +47,7 @@ pub fn create_overlay(c: &Client, a: &Create<'_>) -> anyhow::Result<()> {
         "gateway": a.gateway.first(),
         "internal": a.internal,
         "block_prefix": a.block_prefix,
+        "encrypted": a.encrypted,
     });
     match c.post("/v1/cluster/networks", &body) {
         Ok(v) => {
@@ -141,6 +144,7 @@ fn stored_view(rec: &Value) -> Value {
         "created_by": rec["created_by"],
         "endpoints": [],
         "local": false,
+        "encryption": rec["encryption"],
     })
 }
 
@@ -170,7 +174,17 @@ pub fn inspect_networks(c: &Client, names: &[String]) -> anyhow::Result<()> {
     let mut out = Vec::new();
     for n in names {
         match c.get(&format!("/v1/networks/{n}")) {
-            Ok(v) => out.push(v),
+            Ok(mut v) => {
+                // A held overlay network: the cluster's word on its encryption beside it.
+                if v["driver"] == "overlay" {
+                    if let Ok(cv) = c.get(&format!("/v1/cluster/networks/{n}")) {
+                        if !cv["encryption"].is_null() {
+                            v["encryption"] = cv["encryption"].clone();
+                        }
+                    }
+                }
+                out.push(v)
+            }
             Err(ClientError::Api { status: 404, .. }) => {
                 match c.get(&format!("/v1/cluster/networks/{n}")) {
                     Ok(v) => out.push(stored_view(&v)),
@@ -182,6 +196,23 @@ pub fn inspect_networks(c: &Client, names: &[String]) -> anyhow::Result<()> {
         }
     }
     println!("{}", serde_json::to_string_pretty(&Value::Array(out))?);
+    Ok(())
+}
+
+/// `cluster rotate-keys`.
+pub fn rotate_keys(c: &Client, as_json: bool) -> anyhow::Result<()> {
+    let v = match c.post("/v1/cluster/rotate-keys", &json!({})) {
+        Ok(v) => v,
+        Err(e) if no_route(&e) => {
+            bail!("this netd is not in a cluster (start it with --cluster etcd://HOST:PORT)")
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("key epoch {} sends; keys accepted: {}", v["key_epoch"], v["keys"]);
+    }
     Ok(())
 }
 

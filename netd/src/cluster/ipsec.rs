@@ -427,6 +427,16 @@ mod tests {
     }
 
     #[test]
+    fn the_timer_rotates_when_due_and_never_twice_at_once() {
+        let r = KeyRing::first(1000);
+        assert!(!r.due(1000 + 3599, 3600));
+        assert!(r.due(1000 + 3600, 3600));
+        assert!(!r.due(1_000_000, 0), "0: only when asked");
+        let p = r.begin_rotation(5000).unwrap();
+        assert!(!p.due(1_000_000, 3600), "a rotation under way is not started again");
+    }
+
+    #[test]
     fn a_key_change_adds_before_it_deletes() {
         let a = ip("10.9.0.1");
         let r1 = KeyRing::first(0);

@@ -14,6 +14,7 @@ pkgs=(
   iptables                      # the reference portmap plugin (cni_libcni), dockerd; bench/services.sh peer
   strace                        # bench/services.sh: netlink bytes of each load
   tcpdump iperf3                # the engines' toolset, copied into the VM lane when present
+  wireguard-tools               # wg(8): configures boringtun-cli, bench/wireguard.sh's peer
   containernetworking-plugins   # the reference plugins: chained tests and the CNI benchmark
   golang-go golang-github-appc-cni-dev  # cnitool (libcni 1.1), built by ../shared/engines/cnitool/build.sh
   podman runc busybox-static    # podman's CNI tests; busybox for ping/arping and the engines' image

@@ -24,3 +24,4 @@ pub mod observe;
 pub mod plan;
 pub mod stack;
 pub mod store;
+pub mod wireguard;

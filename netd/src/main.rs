@@ -140,6 +140,24 @@ enum Cmd {
         #[command(flatten)]
         daemon: DaemonArgs,
     },
+    /// Run a userspace WireGuard device in the foreground until SIGTERM/SIGINT (tests,
+    /// benchmarks).
+    #[command(hide = true)]
+    Wireguard {
+        name: String,
+        #[arg(long)]
+        private_key_file: PathBuf,
+        #[arg(long)]
+        listen_port: u16,
+        #[arg(long, default_value_t = 1420)]
+        mtu: u32,
+        /// IPv4 address and prefix of the link (`ip addr add`).
+        #[arg(long)]
+        address: Option<ipnetwork::Ipv4Network>,
+        /// PUBKEY_BASE64,ENDPOINT_IP:PORT,ALLOWED_CIDR[+CIDR...] (repeatable).
+        #[arg(long = "peer")]
+        peers: Vec<String>,
+    },
     /// Answer TCP/UDP on the given ports with NAME (used inside stack sandboxes).
     Responder {
         #[arg(long)]
@@ -310,6 +328,24 @@ fn main() -> ExitCode {
             tcp,
             udp,
         } => netd::stack::responder::run(&name, netns.as_deref(), &tcp, &udp),
+        Cmd::Wireguard {
+            name,
+            private_key_file,
+            listen_port,
+            mtu,
+            address,
+            peers,
+        } => {
+            init_logs();
+            netd::wireguard::run(&netd::wireguard::Args {
+                name,
+                private_key_file,
+                listen_port,
+                mtu,
+                address,
+                peers,
+            })
+        }
         Cmd::Daemon(a) => {
             init_logs();
             options(&a).and_then(|o| {

@@ -31,6 +31,7 @@ pub mod udp_batch;
 mod vlan;
 pub mod vxlan;
 pub mod watch;
+pub mod wg_user;
 pub mod xfrm;
 
 use std::net::IpAddr;
@@ -96,6 +97,17 @@ pub enum KernelError {
     /// A list of IPVS changes stopped part way (IPVS has no transactions).
     #[error(transparent)]
     IpvsPartial(Box<ipvs::Applied>),
+    /// The userspace WireGuard device (`wg_user`): a bad request.
+    #[error("wireguard {name}: {what}")]
+    Wg { name: String, what: String },
+    /// The userspace WireGuard device: a system call failed (`op`: create tun, ...).
+    #[error("wireguard {name}: {op}: {source}")]
+    WgIo {
+        name: String,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Other(String),
 }

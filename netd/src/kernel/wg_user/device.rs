@@ -1,0 +1,653 @@
+//! The running device: three threads over one TUN queue and one UDP socket.
+//!
+//! * `tx`: TUN -> cut super-packets into segments -> route by destination -> encrypt ->
+//!   `sendmmsg` (flushed when the TUN queue is empty or the batch is full);
+//! * `rx`: `recvmmsg` -> find the peer (receiver index, or the initiator's static key
+//!   for a handshake) -> decrypt -> check the inner source against that peer's allowed
+//!   IPs -> TUN;
+//! * `timers`: `Tunn::update_timers` of every peer every 250 ms (handshake retries,
+//!   keepalives, session expiry), as boringtun's own device does.
+//!
+//! The peer set is an immutable snapshot behind an `RwLock<Arc<_>>`, taken once per
+//! batch, so `set_peers` never stalls the data path; a peer's `Tunn` is behind its own
+//! mutex, held for one batch of segments at a time.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use boringtun::x25519::{PublicKey, StaticSecret};
+
+use super::allowed::AllowedIps;
+use super::gso;
+use super::tun::{wait_readable, Tun, VnetHdr, VNET_F_DATA_VALID, VNET_HDR_LEN};
+use super::{PeerStatus, WgConfig, WgPeer};
+use crate::kernel::netlink::{LinkChange, Netlink};
+use crate::kernel::KernelError;
+
+/// Datagrams per `sendmmsg`: one 64 KiB super-packet cut at the smallest MSS (536)
+/// fits, so a super-packet never waits on a half-sent batch.
+const TX_BATCH: usize = 128;
+/// Datagrams per `recvmmsg`.
+const RX_BATCH: usize = 64;
+/// How often the threads look at the stop flag while idle.
+const IDLE_MS: i32 = 200;
+const TIMER_TICK: Duration = Duration::from_millis(250);
+/// WireGuard's data header (16) + Poly1305 tag (16).
+const OVERHEAD: usize = 32;
+/// Largest packet the TUN link hands over: a 64 KiB super-packet plus its header.
+const TUN_READ: usize = VNET_HDR_LEN + 65_536;
+
+/// One peer's protocol state and counters; shared by every snapshot that has its key.
+struct Peer {
+    public_key: [u8; 32],
+    /// Receiver indices of this peer's sessions are `index << 8 | n`.
+    index: u32,
+    keepalive: Option<u16>,
+    tunn: Mutex<Tunn>,
+    /// 0 = unknown, else 1 << 48 | ip << 16 | port: read per packet without a lock.
+    endpoint: AtomicU64,
+    rx_bytes: AtomicU64,
+    tx_bytes: AtomicU64,
+}
+
+fn encode(ep: SocketAddrV4) -> u64 {
+    1 << 48 | u64::from(u32::from(*ep.ip())) << 16 | u64::from(ep.port())
+}
+
+fn decode(v: u64) -> Option<SocketAddrV4> {
+    (v != 0).then(|| SocketAddrV4::new(Ipv4Addr::from((v >> 16) as u32), v as u16))
+}
+
+impl Peer {
+    fn endpoint(&self) -> Option<SocketAddrV4> {
+        decode(self.endpoint.load(Ordering::Relaxed))
+    }
+    fn set_endpoint(&self, ep: SocketAddrV4) {
+        self.endpoint.store(encode(ep), Ordering::Relaxed);
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tunn> {
+        self.tunn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[derive(Default)]
+struct PeerSet {
+    peers: Vec<Arc<Peer>>,
+    by_key: HashMap<[u8; 32], usize>,
+    by_index: HashMap<u32, usize>,
+    routes: AllowedIps,
+}
+
+struct Shared {
+    secret: StaticSecret,
+    public: PublicKey,
+    tun: Tun,
+    udp: UdpSocket,
+    peers: RwLock<Arc<PeerSet>>,
+    next_index: AtomicU32,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn snapshot(&self) -> Arc<PeerSet> {
+        self.peers.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// A running userspace WireGuard device; dropping it stops its threads and removes its
+/// link.
+pub struct UserWg {
+    name: String,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    /// Opened in the namespace of the link, so `drop` removes it from any thread.
+    netlink: Mutex<Netlink>,
+}
+
+impl std::fmt::Debug for UserWg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserWg").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+fn io_err<'a>(name: &'a str, op: &'static str) -> impl FnOnce(io::Error) -> KernelError + 'a {
+    move |source| KernelError::WgIo {
+        name: name.to_string(),
+        op,
+        source,
+    }
+}
+
+fn setsockopt_u32(fd: RawFd, opt: libc::c_int, v: u32) -> io::Result<()> {
+    let v = v as libc::c_int;
+    // SAFETY: a c_int option value of the right size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The UDP socket: SO_MARK when asked, and buffers deep enough for a burst of
+/// super-packets (4 MiB; the FORCE variants pass rmem_max, as root may).
+fn udp_socket(cfg: &WgConfig) -> io::Result<UdpSocket> {
+    let udp = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, cfg.listen_port))?;
+    let fd = udp.as_raw_fd();
+    if cfg.fwmark != 0 {
+        setsockopt_u32(fd, libc::SO_MARK, cfg.fwmark)?;
+    }
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        if setsockopt_u32(fd, force, 4 << 20).is_err() {
+            setsockopt_u32(fd, plain, 4 << 20)?;
+        }
+    }
+    udp.set_read_timeout(Some(Duration::from_millis(IDLE_MS as u64)))?;
+    Ok(udp)
+}
+
+impl UserWg {
+    /// Creates link `cfg.name` (TUN, up, `cfg.mtu`) and the UDP socket on
+    /// `cfg.listen_port` in the calling thread's network namespace, and starts the
+    /// device with no peers.
+    pub fn start(cfg: WgConfig) -> Result<UserWg, KernelError> {
+        let name = cfg.name.clone();
+        if cfg.mtu < 576 || cfg.mtu > 65_000 {
+            return Err(KernelError::Wg {
+                name,
+                what: format!("mtu {} out of range 576..=65000", cfg.mtu),
+            });
+        }
+        let mut netlink = Netlink::open()?;
+        let tun = Tun::open(&name).map_err(io_err(&name, "create tun"))?;
+        let udp = udp_socket(&cfg).map_err(io_err(&name, "udp socket"))?;
+        // The TUN link goes when its fd closes; on an error below `tun` drops with it.
+        netlink.set_link(
+            &name,
+            &LinkChange {
+                mtu: Some(cfg.mtu),
+                up: Some(true),
+                ..Default::default()
+            },
+        )?;
+        let secret = StaticSecret::from(cfg.private_key);
+        let shared = Arc::new(Shared {
+            public: PublicKey::from(&secret),
+            secret,
+            tun,
+            udp,
+            peers: RwLock::new(Arc::default()),
+            next_index: AtomicU32::new(1),
+            stop: AtomicBool::new(false),
+        });
+        let mtu = cfg.mtu as usize;
+        let mut threads = Vec::new();
+        let spawn = |what: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(format!("wg-{what}"))
+                .spawn(f)
+                .map_err(io_err(&name, "spawn thread"))
+        };
+        let run = [
+            spawn("tx", {
+                let sh = shared.clone();
+                Box::new(move || tx_loop(&sh, mtu))
+            }),
+            spawn("rx", {
+                let sh = shared.clone();
+                Box::new(move || rx_loop(&sh, mtu))
+            }),
+            spawn("timers", {
+                let sh = shared.clone();
+                Box::new(move || timer_loop(&sh))
+            }),
+        ];
+        let mut failed = None;
+        for r in run {
+            match r {
+                Ok(h) => threads.push(h),
+                Err(e) => failed = Some(e),
+            }
+        }
+        let wg = UserWg {
+            name,
+            shared,
+            threads,
+            netlink: Mutex::new(netlink),
+        };
+        match failed {
+            Some(e) => Err(e), // `wg` drops: stops what started, removes the link
+            None => Ok(wg),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn public_key(&self) -> [u8; 32] {
+        self.shared.public.to_bytes()
+    }
+
+    /// The UDP port the device listens on (the one asked for, or the kernel's pick for 0).
+    pub fn listen_port(&self) -> u16 {
+        self.shared.udp.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// `ip addr add NET dev NAME`.
+    pub fn add_address(&self, net: ipnetwork::Ipv4Network) -> Result<(), KernelError> {
+        let mut nl = self.netlink.lock().unwrap_or_else(PoisonError::into_inner);
+        let index = nl.link_index(&self.name)?.ok_or_else(|| KernelError::Vanished {
+            what: format!("link {}", self.name),
+            when: "before its address was added",
+        })?;
+        nl.add_address(index, net.into())
+    }
+
+    /// Replaces the whole peer set. A peer whose key was already there keeps its session
+    /// and counters (and its learnt endpoint when `endpoint` is `None`), unless its
+    /// keepalive changed: boringtun fixes that at creation, so the peer starts over with
+    /// a new handshake. Two peers with one key are refused.
+    pub fn set_peers(&self, peers: &[WgPeer]) -> Result<(), KernelError> {
+        let old = self.shared.snapshot();
+        let mut set = PeerSet::default();
+        for (slot, p) in peers.iter().enumerate() {
+            if set.by_key.insert(p.public_key, slot).is_some() {
+                return Err(KernelError::Wg {
+                    name: self.name.clone(),
+                    what: format!("peer {} listed twice", super::key_to_base64(&p.public_key)),
+                });
+            }
+            let kept = old
+                .by_key
+                .get(&p.public_key)
+                .map(|&i| old.peers[i].clone())
+                .filter(|o| o.keepalive == p.keepalive);
+            let peer = match kept {
+                Some(o) => o,
+                None => {
+                    let index = self.shared.next_index.fetch_add(1, Ordering::Relaxed) & 0xff_ffff;
+                    Arc::new(Peer {
+                        public_key: p.public_key,
+                        index,
+                        keepalive: p.keepalive,
+                        tunn: Mutex::new(Tunn::new(
+                            self.shared.secret.clone(),
+                            PublicKey::from(p.public_key),
+                            None,
+                            p.keepalive,
+                            index,
+                            None,
+                        )),
+                        endpoint: AtomicU64::new(0),
+                        rx_bytes: AtomicU64::new(0),
+                        tx_bytes: AtomicU64::new(0),
+                    })
+                }
+            };
+            if let Some(ep) = p.endpoint {
+                peer.set_endpoint(ep);
+            }
+            set.by_index.insert(peer.index, slot);
+            for net in &p.allowed_ips {
+                set.routes.insert(*net, slot);
+            }
+            set.peers.push(peer);
+        }
+        *self.shared.peers.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(set);
+        Ok(())
+    }
+
+    /// Every peer's endpoint, last handshake and byte counts, in `set_peers` order.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        let set = self.shared.snapshot();
+        set.peers
+            .iter()
+            .map(|p| {
+                let since = p.lock().time_since_last_handshake();
+                PeerStatus {
+                    public_key: p.public_key,
+                    endpoint: p.endpoint(),
+                    last_handshake: since.and_then(|d| SystemTime::now().checked_sub(d)),
+                    rx_bytes: p.rx_bytes.load(Ordering::Relaxed),
+                    tx_bytes: p.tx_bytes.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
+    }
+}
+
+impl Drop for UserWg {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        // Closing the TUN fd (when `shared` drops, after this) removes the link too; the
+        // explicit delete makes it gone before `drop` returns, whoever holds `shared`.
+        let mut nl = self.netlink.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(e) = nl.delete_link(&self.name) {
+            tracing::warn!(link = %self.name, error = %e, "wireguard: delete link");
+        }
+    }
+}
+
+/// Encrypted datagrams waiting for one `sendmmsg`, in fixed slots.
+struct SendBatch {
+    slot: usize,
+    bufs: Vec<u8>,
+    lens: Vec<usize>,
+    dsts: Vec<libc::sockaddr_in>,
+}
+
+fn sockaddr(ep: SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: ep.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*ep.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+impl SendBatch {
+    fn new(slot: usize) -> SendBatch {
+        SendBatch {
+            slot,
+            bufs: vec![0; slot * TX_BATCH],
+            lens: Vec::with_capacity(TX_BATCH),
+            dsts: Vec::with_capacity(TX_BATCH),
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.lens.len() == TX_BATCH
+    }
+
+    fn free(&self) -> usize {
+        TX_BATCH - self.lens.len()
+    }
+
+    fn next_slot(&mut self) -> &mut [u8] {
+        let i = self.lens.len();
+        &mut self.bufs[i * self.slot..(i + 1) * self.slot]
+    }
+
+    fn commit(&mut self, len: usize, dst: SocketAddrV4) {
+        self.lens.push(len);
+        self.dsts.push(sockaddr(dst));
+    }
+
+    /// Sends everything queued. A datagram the kernel refuses (no route to an endpoint,
+    /// say) is dropped like a lost packet, and the rest still go.
+    fn flush(&mut self, fd: RawFd) {
+        let n = self.lens.len();
+        let mut iov: [libc::iovec; TX_BATCH] = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; TX_BATCH];
+        // SAFETY: mmsghdr is plain old data; the pointers set below outlive the call.
+        let mut hdrs: [libc::mmsghdr; TX_BATCH] = unsafe { std::mem::zeroed() };
+        for i in 0..n {
+            iov[i].iov_base = self.bufs[i * self.slot..].as_mut_ptr().cast();
+            iov[i].iov_len = self.lens[i];
+            let h = &mut hdrs[i].msg_hdr;
+            h.msg_name = (&mut self.dsts[i] as *mut libc::sockaddr_in).cast();
+            h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            h.msg_iov = &mut iov[i];
+            h.msg_iovlen = 1;
+        }
+        let mut sent = 0;
+        while sent < n {
+            // SAFETY: hdrs[sent..n] are valid headers pointing at our buffers.
+            let r = unsafe {
+                libc::sendmmsg(fd, hdrs[sent..].as_mut_ptr(), (n - sent) as libc::c_uint, 0)
+            };
+            if r > 0 {
+                sent += r as usize;
+            } else if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                sent += 1;
+            }
+        }
+        self.lens.clear();
+        self.dsts.clear();
+    }
+}
+
+fn tx_loop(sh: &Shared, mtu: usize) {
+    let mut rbuf = vec![0u8; TUN_READ];
+    let mut scratch = vec![0u8; 65_536];
+    // A slot takes a segment of MTU bytes plus WireGuard's overhead, or a handshake
+    // initiation (148 bytes).
+    let mut out = SendBatch::new((mtu + OVERHEAD).max(256));
+    let udp = sh.udp.as_raw_fd();
+    while !sh.stopped() {
+        if !wait_readable(sh.tun.fd(), IDLE_MS) {
+            continue;
+        }
+        let set = sh.snapshot();
+        loop {
+            let n = match sh.tun.read(&mut rbuf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break, // WouldBlock: the queue is empty; flush below
+            };
+            if n < VNET_HDR_LEN + 20 {
+                continue;
+            }
+            let (hdr, pkt) = rbuf[..n].split_at_mut(VNET_HDR_LEN);
+            let h = VnetHdr::parse(hdr);
+            if pkt[0] >> 4 != 4 {
+                continue; // IPv4 only: allowed IPs are IPv4 networks
+            }
+            let dst = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
+            let Some(slot) = set.routes.lookup(dst) else {
+                continue;
+            };
+            let peer = &set.peers[slot];
+            let Some(ep) = peer.endpoint() else {
+                continue;
+            };
+            if out.free() < gso::segment_count(pkt, &h) {
+                out.flush(udp);
+            }
+            let mut tunn = peer.lock();
+            let mut bytes = 0u64;
+            gso::segment(pkt, &h, &mut scratch, |seg| {
+                if out.is_full() {
+                    out.flush(udp);
+                }
+                if let TunnResult::WriteToNetwork(p) = tunn.encapsulate(seg, out.next_slot()) {
+                    let len = p.len();
+                    bytes += len as u64;
+                    out.commit(len, ep);
+                }
+            });
+            drop(tunn);
+            peer.tx_bytes.fetch_add(bytes, Ordering::Relaxed);
+            if out.is_full() {
+                out.flush(udp);
+            }
+        }
+        if !out.lens.is_empty() {
+            out.flush(udp);
+        }
+    }
+}
+
+/// Received datagrams, in fixed slots, for `recvmmsg`.
+struct RecvBatch {
+    slot: usize,
+    bufs: Vec<u8>,
+    lens: [usize; RX_BATCH],
+    from: [libc::sockaddr_in; RX_BATCH],
+}
+
+impl RecvBatch {
+    /// Waits (up to the socket's receive timeout) for one datagram, then takes what
+    /// else is queued.
+    fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        let mut iov: [libc::iovec; RX_BATCH] = std::array::from_fn(|i| libc::iovec {
+            iov_base: self.bufs[i * self.slot..].as_mut_ptr().cast(),
+            iov_len: self.slot,
+        });
+        // SAFETY: mmsghdr is plain old data; the pointers set below outlive the call.
+        let mut hdrs: [libc::mmsghdr; RX_BATCH] = unsafe { std::mem::zeroed() };
+        for (i, h) in hdrs.iter_mut().enumerate() {
+            h.msg_hdr.msg_name = (&mut self.from[i] as *mut libc::sockaddr_in).cast();
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            h.msg_hdr.msg_iov = &mut iov[i];
+            h.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: RX_BATCH valid headers pointing at buffers we own.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                hdrs.as_mut_ptr(),
+                RX_BATCH as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        for (i, h) in hdrs.iter().enumerate().take(n) {
+            // A datagram longer than a slot is cut short: make it fail authentication.
+            self.lens[i] = if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                0
+            } else {
+                h.msg_len as usize
+            };
+        }
+        Ok(n)
+    }
+
+    fn get(&self, i: usize) -> (&[u8], SocketAddrV4) {
+        let a = &self.from[i];
+        let from = SocketAddrV4::new(
+            Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+            u16::from_be(a.sin_port),
+        );
+        (&self.bufs[i * self.slot..i * self.slot + self.lens[i]], from)
+    }
+}
+
+/// The peer a datagram claims to be from: by the receiver index we gave it, or, for a
+/// handshake initiation, by the static key inside (which costs a DH).
+fn peer_of(sh: &Shared, set: &PeerSet, data: &[u8]) -> Option<usize> {
+    let index = match Tunn::parse_incoming_packet(data).ok()? {
+        Packet::HandshakeInit(p) => {
+            let half = parse_handshake_anon(&sh.secret, &sh.public, &p).ok()?;
+            return set.by_key.get(&half.peer_static_public).copied();
+        }
+        Packet::HandshakeResponse(p) => p.receiver_idx,
+        Packet::PacketCookieReply(p) => p.receiver_idx,
+        Packet::PacketData(p) => p.receiver_idx,
+    };
+    set.by_index.get(&(index >> 8)).copied()
+}
+
+fn rx_loop(sh: &Shared, mtu: usize) {
+    let slot = (mtu + OVERHEAD).max(1500 + OVERHEAD) + 64;
+    let mut batch = RecvBatch {
+        slot,
+        bufs: vec![0; slot * RX_BATCH],
+        lens: [0; RX_BATCH],
+        // SAFETY: sockaddr_in is plain old data.
+        from: unsafe { std::mem::zeroed() },
+    };
+    let mut dec = vec![0u8; VNET_HDR_LEN + slot];
+    // Poly1305 vouched for the packet, so the stack need not verify its checksums.
+    VnetHdr {
+        flags: VNET_F_DATA_VALID,
+        ..Default::default()
+    }
+    .write(&mut dec[..VNET_HDR_LEN]);
+    let udp = sh.udp.as_raw_fd();
+    while !sh.stopped() {
+        let n = match batch.recv(udp) {
+            Ok(n) => n,
+            Err(_) => continue, // timeout (checks the stop flag) or EINTR
+        };
+        let set = sh.snapshot();
+        for i in 0..n {
+            let (data, from) = batch.get(i);
+            let Some(slot) = peer_of(sh, &set, data) else {
+                continue;
+            };
+            let peer = &set.peers[slot];
+            let mut tunn = peer.lock();
+            let src = Some(IpAddr::V4(*from.ip()));
+            let (len, inner_src) = match tunn.decapsulate(src, data, &mut dec[VNET_HDR_LEN..]) {
+                TunnResult::Err(_) => continue,
+                TunnResult::Done => (0, None),
+                TunnResult::WriteToTunnelV4(p, s) => (p.len(), Some(s)),
+                TunnResult::WriteToTunnelV6(..) => (0, None),
+                TunnResult::WriteToNetwork(p) => {
+                    // A handshake answer or cookie; then what waited for the session.
+                    let _ = sh.udp.send_to(p, from);
+                    while let TunnResult::WriteToNetwork(p) =
+                        tunn.decapsulate(None, &[], &mut dec[VNET_HDR_LEN..])
+                    {
+                        let _ = sh.udp.send_to(p, from);
+                    }
+                    (0, None)
+                }
+            };
+            drop(tunn);
+            // Authenticated: the peer is at `from` now (roaming).
+            if peer.endpoint() != Some(from) {
+                peer.set_endpoint(from);
+            }
+            peer.rx_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            // Cryptokey routing: the inner source must route back to this same peer.
+            if let Some(s) = inner_src {
+                if set.routes.lookup(s) == Some(slot) {
+                    let _ = sh.tun.write(&dec[..VNET_HDR_LEN + len]);
+                }
+            }
+        }
+    }
+}
+
+fn timer_loop(sh: &Shared) {
+    let mut buf = vec![0u8; 2048];
+    while !sh.stopped() {
+        std::thread::sleep(TIMER_TICK);
+        let set = sh.snapshot();
+        for peer in &set.peers {
+            let mut tunn = peer.lock();
+            if let TunnResult::WriteToNetwork(p) = tunn.update_timers(&mut buf) {
+                if let Some(ep) = peer.endpoint() {
+                    if sh.udp.send_to(p, ep).is_ok() {
+                        peer.tx_bytes.fetch_add(p.len() as u64, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+}

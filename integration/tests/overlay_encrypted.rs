@@ -79,7 +79,17 @@ impl Capture {
     fn start(underlay_ns: &str, file: &Path, log: &Path) -> Capture {
         let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{underlay_ns}"))
-            .args(["tcpdump", "-i", "br0", "-nn", "-U", "-s", "128", "-w"])
+            .args([
+                "tcpdump",
+                "--immediate-mode",
+                "-i",
+                "br0",
+                "-nn",
+                "-U",
+                "-s",
+                "128",
+                "-w",
+            ])
             .arg(file)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -315,7 +325,7 @@ fn ipsec_end_to_end() {
     // VXLAN of ove injected from the underlay without ESP: dropped before the VXLAN
     // device (its rule counts it), and the inner ping never reaches s2.
     let before = h2.sh_in("s2", "grep '^Icmp:' /proc/net/snmp | tail -1").stdout;
-    let frame = vxlan_frame(vni_e as u32, &e2, &h2.sandbox("s2"));
+    let frame = vxlan_frame(vni_e as u32, &e2, &h2.sandbox("s2"), "ove");
     let hex: String = frame.iter().map(|b| format!("\\x{b:02x}")).collect();
     let o = integration::harness::nsenter(
         Path::new(&format!("/run/netns/{}", c.underlay.name)),
@@ -378,12 +388,12 @@ fn diag(c: &Cluster) -> String {
 
 /// A VXLAN packet (header and inner Ethernet/IPv4/ICMP echo request to `dst_ip` at the
 /// MAC of `sandbox`'s endpoint) of VNI `vni`.
-fn vxlan_frame(vni: u32, dst_ip: &str, sandbox: &Value) -> Vec<u8> {
+fn vxlan_frame(vni: u32, dst_ip: &str, sandbox: &Value, net: &str) -> Vec<u8> {
     let mac = sandbox["endpoints"]
         .as_array()
-        .and_then(|a| a.iter().find(|e| e["network"] == "ove"))
+        .and_then(|a| a.iter().find(|e| e["network"] == net))
         .and_then(|e| e["mac"].as_str())
-        .expect("mac of s2 on ove");
+        .expect("mac of the sandbox on the network");
     let mac: Vec<u8> = mac
         .split(':')
         .map(|h| u8::from_str_radix(h, 16).unwrap())
@@ -471,4 +481,169 @@ fn xfrm_policies_are_made_listed_and_deleted() {
             .trim(),
         ""
     );
+}
+
+/// Sends `frame` three times as UDP to node `i`'s port 4789 from the underlay.
+fn inject(c: &Cluster, i: usize, frame: &[u8]) {
+    let hex: String = frame.iter().map(|b| format!("\\x{b:02x}")).collect();
+    let o = integration::harness::nsenter(
+        Path::new(&format!("/run/netns/{}", c.underlay.name)),
+        &[
+            "bash",
+            "-c",
+            &format!(
+                "for i in 1 2 3; do printf '{hex}' > /dev/udp/{}/4789; done",
+                c.nodes[i].addr
+            ),
+        ],
+    );
+    assert!(o.ok(), "inject: {}", o.stderr);
+}
+
+/// `-o encrypted=wireguard`: the userspace link (this kernel has no WireGuard), here and
+/// in the VM lane.
+#[test]
+fn wireguard_end_to_end() {
+    if unavailable() || no_program("tcpdump", "tcpdump") {
+        return;
+    }
+    let mut c = Cluster::new(3);
+    c.node(0).ctl(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "-o",
+        "encrypted=wireguard",
+        "--subnet",
+        "10.73.0.0/24",
+        "ovw",
+    ]);
+    c.overlay(0, "ovp", "10.74.0.0/24");
+    for n in &c.nodes {
+        assert!(
+            eventually(10, || has_network(&n.host, "ovw")),
+            "ovw not on {}",
+            n.name
+        );
+    }
+    let (h1, h2) = (c.node(0), c.node(1));
+    h1.ctl(&["sandbox", "create", "--network", "ovw", "--network", "ovp", "s1"]);
+    h2.ctl(&["sandbox", "create", "--network", "ovw", "--network", "ovp", "s2"]);
+    c.node(2).ctl(&["sandbox", "create", "--network", "ovw", "s3"]);
+    let (w1, w2, w3) = (h1.ip("s1", "ovw"), h2.ip("s2", "ovw"), c.node(2).ip("s3", "ovw"));
+    let p2 = h2.ip("s2", "ovp");
+    // MTU: the underlay's 1500 − 60 (WireGuard) − 50 (VXLAN).
+    let mtu = 1500 - 60 - 50;
+    assert_eq!(mtu_in(h1, "s1"), mtu);
+    assert_eq!(inspect(h1, "ovw")["encryption"]["mode"], "wireguard");
+
+    let dir = std::env::temp_dir().join(format!("netd-wg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("ul.pcap");
+    let cap = Capture::start(&c.underlay.name, &pcap, &dir.join("tcpdump.log"));
+    assert!(
+        eventually(15, || h1.ping("s1", &w2)),
+        "s1 cannot ping s2 over ovw: {}",
+        diag_wg(&c)
+    );
+    assert!(
+        eventually(15, || h1.ping("s1", &w3)),
+        "s1 cannot ping s3 over ovw"
+    );
+    assert!(
+        eventually(15, || h1.ping("s1", &p2)),
+        "s1 cannot ping s2 over ovp"
+    );
+    respond(&h2.sb("s2"), "s2", &[8080], &[]);
+    assert_eq!(
+        tcp(Some(&h1.sb("s1")), &format!("{w2}:8080"), 3000).as_deref(),
+        Some("s2")
+    );
+    let rec = udp_recorder(&h2.sb("s2"), 9000);
+    send_df(&h1.sb("s1"), &format!("{w2}:9000"), (mtu - 28) as usize).expect("full-size datagram");
+    assert!(
+        eventually(5, || !rec.lock().unwrap().is_empty()),
+        "the full-size datagram did not arrive"
+    );
+    let e = send_df(&h1.sb("s1"), &format!("{w2}:9000"), (mtu - 27) as usize).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EMSGSIZE), "{e}");
+    std::thread::sleep(Duration::from_millis(500));
+    drop(cap);
+    let vni = |net: &str| {
+        let rec = h1
+            .client()
+            .get(&format!("/v1/cluster/networks/{net}"))
+            .expect("cluster network");
+        rec["vni"].as_u64().unwrap_or_else(|| panic!("no vni: {rec}"))
+    };
+    let (vni_w, vni_p) = (vni("ovw"), vni("ovp"));
+    let (wg, plain_w, plain_p) = (
+        count(&pcap, "udp port 51820"),
+        count(&pcap, &vxlan_of(vni_w)),
+        count(&pcap, &vxlan_of(vni_p)),
+    );
+    println!("capture: {wg} WireGuard packets, {plain_w} plain VXLAN of ovw, {plain_p} of ovp");
+    assert!(
+        wg > 0,
+        "no WireGuard on the underlay: pcap {:?} bytes, tcpdump: {}",
+        std::fs::metadata(&pcap).map(|m| m.len()),
+        std::fs::read_to_string(dir.join("tcpdump.log")).unwrap_or_default()
+    );
+    assert_eq!(plain_w, 0, "plaintext VXLAN of the encrypted network on the wire");
+    assert!(plain_p > 0, "the plain network's VXLAN is missing");
+    assert_eq!(
+        count(&pcap, "ip[6:2] & 0x3fff != 0"),
+        0,
+        "fragments on the underlay"
+    );
+    let enc = &inspect(h1, "ovw")["encryption"];
+    let up = enc["peers"]
+        .as_array()
+        .map_or(0, |p| p.iter().filter(|p| p["up"] == true).count());
+    assert_eq!(up, 2, "{enc}");
+
+    // VXLAN of ovw injected from the underlay (not through WireGuard): dropped.
+    let before = h2.sh_in("s2", "grep '^Icmp:' /proc/net/snmp | tail -1").stdout;
+    inject(&c, 1, &vxlan_frame(vni_w as u32, &w2, &h2.sandbox("s2"), "ovw"));
+    std::thread::sleep(Duration::from_millis(500));
+    let rules = h2.sh("nft list chain ip netd-wg in").stdout;
+    assert!(
+        rules
+            .lines()
+            .any(|l| l.contains("packets") && !l.contains("packets 0 ")),
+        "the injected VXLAN was not dropped by the rule: {rules}"
+    );
+    assert_eq!(
+        before,
+        h2.sh_in("s2", "grep '^Icmp:' /proc/net/snmp | tail -1").stdout,
+        "the injected ping reached s2"
+    );
+
+    // A node that leaves is no peer any more.
+    c.nodes[2].host.kill9();
+    let h1 = c.node(0);
+    assert!(
+        eventually(30, || {
+            let enc = &inspect(h1, "ovw")["encryption"];
+            enc["peers"]
+                .as_array()
+                .is_some_and(|p| p.iter().all(|p| p["node"] != "h3"))
+        }),
+        "h3 still a peer of h1"
+    );
+    assert!(!c.node(2).ping("s3", &w1), "s3 reaches s1 after leaving");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn diag_wg(c: &Cluster) -> String {
+    c.nodes
+        .iter()
+        .map(|n| {
+            let o = n.host.sh("ip -s link show netd-wg; cat /proc/sys/net/ipv4/conf/netd-wg/rp_filter /proc/sys/net/ipv4/conf/all/rp_filter; nft list table ip netd-wg | grep packets; bridge fdb show dev ndvx-ovw; ip neigh show dev ndvx-ovw; grep -i udp /proc/net/snmp");
+            let enc = n.host.netctl(&["network", "inspect", "ovw"]).stdout;
+            format!("== {}\n{}{}\n{enc}\n{}", n.name, o.stdout, o.stderr, n.host.log().lines().filter(|l| l.contains("WireGuard") || l.contains("WARN")).collect::<Vec<_>>().join("\n"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }

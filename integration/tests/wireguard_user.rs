@@ -33,7 +33,11 @@ struct Pair {
 
 impl Pair {
     fn new() -> Pair {
-        let tag = format!("wgh-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let tag = format!(
+            "wgh-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         let mut guard = NsGuard::new();
         let names = [format!("{tag}-a"), format!("{tag}-b")];
         for n in &names {
@@ -172,7 +176,16 @@ fn tunnel_carries_ping_and_tcp_and_the_wire_only_udp() {
     // Everything on the underlay but ARP, one line a packet.
     let mut dump = Command::new("nsenter")
         .arg(format!("--net={}", p.ns[0].display()))
-        .args(["tcpdump", "--immediate-mode", "-nn", "-q", "-l", "-i", "ul0", "not arp"])
+        .args([
+            "tcpdump",
+            "--immediate-mode",
+            "-nn",
+            "-q",
+            "-l",
+            "-i",
+            "ul0",
+            "not arp",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

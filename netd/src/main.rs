@@ -261,6 +261,7 @@ fn options(a: &DaemonArgs) -> anyhow::Result<DaemonOptions> {
             data_port,
             tls,
             key_rotation_s,
+            wg_key: o.state_dir.join("wireguard.key"),
         });
     }
     if let Some(cg) = &a.bpf_cgroup {

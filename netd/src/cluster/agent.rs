@@ -97,7 +97,7 @@ pub struct Agent<S: ClusterStore> {
     engine: Shared,
     pub(super) cfg: ClusterConfig,
     /// Underlay MTU − VXLAN overhead.
-    mtu: u32,
+    pub(super) mtu: u32,
     state: tokio::sync::Mutex<State>,
     /// Networks kept on this node for reasons other than a local endpoint.
     keep: Arc<std::sync::Mutex<Keep>>,
@@ -108,6 +108,8 @@ pub struct Agent<S: ClusterStore> {
     pub(super) refused: std::sync::Mutex<BTreeMap<String, String>>,
     /// Encrypted networks' IPsec state (`encrypt.rs`).
     pub(super) ipsec: tokio::sync::Mutex<super::encrypt::IpsecState>,
+    /// WireGuard networks' link and peers (`wireguard.rs`).
+    pub(super) wg: tokio::sync::Mutex<super::wireguard::WgState>,
     /// nftables in the node's namespace, made at first use (the IPsec rules).
     nft: std::sync::OnceLock<Arc<crate::kernel::nft::Nft>>,
 }
@@ -177,6 +179,7 @@ impl<S: ClusterStore> Agent<S> {
             attach_lock: tokio::sync::Mutex::new(()),
             refused: std::sync::Mutex::default(),
             ipsec: tokio::sync::Mutex::default(),
+            wg: tokio::sync::Mutex::default(),
             nft: std::sync::OnceLock::new(),
         }
     }
@@ -438,6 +441,9 @@ impl<S: ClusterStore> Agent<S> {
         if let Err(e) = self.sync_ipsec(&nets, super::encrypt::Half::Add).await {
             tracing::warn!(error = %e, "cluster: cannot set the IPsec state; encrypted networks stay closed");
         }
+        if let Err(e) = self.sync_wireguard(&nets).await {
+            tracing::warn!(error = %e, "cluster: cannot set the WireGuard state; its networks stay closed");
+        }
         let local = self.local().await?;
         let needed = self.needed(&local);
         for n in nets
@@ -638,10 +644,18 @@ impl<S: ClusterStore> Agent<S> {
     /// Claims a block of `n`'s subnet for this node (or finds the one it holds), then
     /// makes the network here with the block as its pool's range.
     async fn materialize(&self, n: &NetworkRecord) -> Result<(), ClusterError> {
-        if n.encrypted.is_some() {
+        match n.encrypted {
             // SAs, policies and the fail-closed rules before the VXLAN device exists.
-            let nets = self.store.networks().await?;
-            self.sync_ipsec(&nets, super::encrypt::Half::Add).await?;
+            Some(super::ipsec::Encryption::Ipsec) => {
+                let nets = self.store.networks().await?;
+                self.sync_ipsec(&nets, super::encrypt::Half::Add).await?;
+            }
+            // The link, its peers and the rules before the VXLAN device exists.
+            Some(super::ipsec::Encryption::Wireguard) => {
+                let nets = self.store.networks().await?;
+                self.sync_wireguard(&nets).await?;
+            }
+            None => {}
         }
         let block = self.claim_block(n).await?;
         let mut req = NetworkRequest {
@@ -838,11 +852,6 @@ impl<S: ClusterStore> Agent<S> {
             Some(v) => Some(super::ipsec::Encryption::parse(v).map_err(ClusterError::Invalid)?),
             None => None,
         };
-        if encrypted == Some(super::ipsec::Encryption::Wireguard) {
-            return Err(ClusterError::Invalid(
-                "-o encrypted=wireguard is not available yet; -o encrypted (IPsec) is".into(),
-            ));
-        }
         if encrypted == Some(super::ipsec::Encryption::Ipsec) {
             // Refused here, before anything is stored, when this node cannot do ESP.
             let probe = tokio::task::spawn_blocking(crate::kernel::xfrm::probe_esp)

@@ -329,6 +329,15 @@ impl<S: ClusterStore> Agent<S> {
         let Some(mode) = rec.encrypted else {
             return Ok(None);
         };
+        if mode == Encryption::Wireguard {
+            return Ok(Some(EncryptionView {
+                mode: mode.as_str().into(),
+                key_epoch: 0,
+                keys: Vec::new(),
+                rotating: false,
+                peers: self.wireguard_peers().await?,
+            }));
+        }
         let ring = self.store.ipsec_ring().await?;
         let nodes = self.store.nodes().await?;
         let local = self.cfg.advertise;

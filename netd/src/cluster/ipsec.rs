@@ -433,7 +433,10 @@ mod tests {
         assert!(r.due(1000 + 3600, 3600));
         assert!(!r.due(1_000_000, 0), "0: only when asked");
         let p = r.begin_rotation(5000).unwrap();
-        assert!(!p.due(1_000_000, 3600), "a rotation under way is not started again");
+        assert!(
+            !p.due(1_000_000, 3600),
+            "a rotation under way is not started again"
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod fdb;
 pub mod ipsec;
 pub mod services;
 pub mod stacks;
+pub mod wireguard;
 
 use std::future::Future;
 use std::net::Ipv4Addr;
@@ -46,6 +47,8 @@ pub struct ClusterConfig {
     pub tls: Option<ClusterTls>,
     /// Seconds between IPsec key rotations (`--key-rotation`); 0: only when asked.
     pub key_rotation_s: u64,
+    /// The node's WireGuard private key (made there at first need): `<state-dir>/wireguard.key`.
+    pub wg_key: std::path::PathBuf,
 }
 
 /// `--cluster-ca F [--cluster-cert F --cluster-key F]`: PEM read at start-up. The CA is
@@ -231,6 +234,13 @@ pub mod keys {
     }
     pub fn ipsec_acks() -> String {
         format!("{PREFIX}ipsec-acks/")
+    }
+    /// A node's WireGuard public key and port, under its lease: `wireguard/<node>`.
+    pub fn wireguard(node: &str) -> String {
+        format!("{PREFIX}wireguard/{node}")
+    }
+    pub fn wireguards() -> String {
+        format!("{PREFIX}wireguard/")
     }
 }
 
@@ -433,6 +443,13 @@ pub trait ClusterStore: Send + Sync + 'static {
     fn ipsec_acks(&self) -> impl Future<Output = Result<Vec<ipsec::RingAck>, ClusterError>> + Send;
     /// Put under the node's lease.
     fn put_ipsec_ack(&self, rec: &ipsec::RingAck) -> impl Future<Output = Result<(), ClusterError>> + Send;
+    fn wireguards(&self) -> impl Future<Output = Result<Vec<wireguard::WgRecord>, ClusterError>> + Send;
+    /// Put under the node's lease.
+    fn put_wireguard(
+        &self,
+        rec: &wireguard::WgRecord,
+    ) -> impl Future<Output = Result<(), ClusterError>> + Send;
+    fn delete_wireguard(&self, node: &str) -> impl Future<Output = Result<(), ClusterError>> + Send;
     /// Resolves at the next change under `stacks/` (or after a reconnect of the watch).
     fn stacks_changed(&self) -> impl Future<Output = ()> + Send;
     /// Resolves at the next change under the prefix (or after a reconnect, when changes

@@ -23,6 +23,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::cluster::ipsec::{KeyRing, RingAck};
+use crate::cluster::wireguard::WgRecord;
 use crate::cluster::{
     keys, AddrRecord, BlockRecord, ClusterError, ClusterStore, EndpointRecord, NetworkRecord, NodeRecord,
     ServiceRecord, StackPartRecord, StackRecord, LEASE_TTL_S,
@@ -531,6 +532,33 @@ impl ClusterStore for EtcdStore {
             self.client
                 .clone()
                 .put(k.clone(), json(rec), Some(PutOptions::new().with_lease(lease))),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn wireguards(&self) -> Result<Vec<WgRecord>, ClusterError> {
+        self.list(&keys::wireguards()).await
+    }
+
+    async fn put_wireguard(&self, rec: &WgRecord) -> Result<(), ClusterError> {
+        let lease = self.lease.load(Ordering::Relaxed);
+        let k = keys::wireguard(&rec.node);
+        call(
+            &format!("put {k}"),
+            self.client
+                .clone()
+                .put(k.clone(), json(rec), Some(PutOptions::new().with_lease(lease))),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn delete_wireguard(&self, node: &str) -> Result<(), ClusterError> {
+        let k = keys::wireguard(node);
+        call(
+            &format!("delete {k}"),
+            self.client.clone().delete(k.clone(), None),
         )
         .await
         .map(drop)

@@ -38,6 +38,7 @@ mod link;
 mod macvlan;
 mod rcu_lookup;
 mod route;
+mod rule;
 mod vlan;
 mod vxlan;
 pub use addr::Addr;

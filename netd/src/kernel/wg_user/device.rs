@@ -117,7 +117,9 @@ pub struct UserWg {
 
 impl std::fmt::Debug for UserWg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserWg").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("UserWg")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -422,9 +424,7 @@ impl SendBatch {
         let mut sent = 0;
         while sent < n {
             // SAFETY: hdrs[sent..n] are valid headers pointing at our buffers.
-            let r = unsafe {
-                libc::sendmmsg(fd, hdrs[sent..].as_mut_ptr(), (n - sent) as libc::c_uint, 0)
-            };
+            let r = unsafe { libc::sendmmsg(fd, hdrs[sent..].as_mut_ptr(), (n - sent) as libc::c_uint, 0) };
             if r > 0 {
                 sent += r as usize;
             } else if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {

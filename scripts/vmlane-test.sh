@@ -51,15 +51,18 @@ done
   echo 'export NETD_TEST_BIN_DIR=/tmp/bin RUST_BACKTRACE=1 NETD_TEST_REQUIRE=1 NETD_TEST_LANE=vm'; echo 'rc=0'; } >"$share/run-tests.sh"
 # Modules netd needs that the lane's initramfs lacks: `meta iifname` in netd's bridge
 # table (anti-spoofing) is nft_meta_bridge; the trunk test's containers make VLAN
-# devices (8021q); an internal ipvlan network's parent is a dummy link (dummy). Taken
+# devices (8021q); an internal ipvlan network's parent is a dummy link (dummy); the
+# userspace WireGuard link of encrypted overlay networks is a TUN device (tun). Taken
 # from the lane's kernel with their dependencies, in load order (one already loaded
 # fails harmlessly), as build.sh does.
 K=$(cat "${NETD_VMLANE_DIR:-${TMPDIR:-/tmp}/netd-vmlane}/kernel" 2>/dev/null || true)
-for m in nft_meta_bridge 8021q dummy; do
+for m in nft_meta_bridge 8021q dummy tun; do
   for f in $(modprobe -S "$K" --show-depends "$m" 2>/dev/null | awk '$1 == "insmod" { print $2 }'); do
     cp "$f" "$share/" && echo "insmod /share/$(basename "$f") 2>/dev/null" >>"$share/run-tests.sh"
   done
 done
+# The TUN character device (the initramfs has no udev to make it).
+echo 'mkdir -p /dev/net && { [ -e /dev/net/tun ] || mknod /dev/net/tun c 10 200; }' >>"$share/run-tests.sh"
 for t in "${tests[@]}"; do
   exe=$(cargo test -q -p integration --test "$t" --no-run --message-format=json |
     jq -r 'select(.profile.test == true) | .executable // empty') || exit 1

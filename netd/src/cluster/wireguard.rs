@@ -25,7 +25,52 @@ use serde::{Deserialize, Serialize};
 use super::encrypt::PeerView;
 use super::ipsec::Encryption;
 use super::{Agent, ClusterError, ClusterStore, NetworkRecord};
-use crate::kernel::wg_user::{self, UserWg, WgConfig, WgPeer};
+use crate::kernel::wg_kernel::KernelWg;
+use crate::kernel::wg_user::{self, PeerStatus, UserWg, WgConfig, WgPeer};
+
+/// The node's link: the kernel's WireGuard where the kernel has it (it outlives the
+/// daemon), else boringtun on a TUN device (it goes with the daemon).
+enum WgDev {
+    Kernel(KernelWg),
+    User(UserWg),
+}
+
+impl WgDev {
+    fn public_key(&self) -> [u8; 32] {
+        match self {
+            WgDev::Kernel(k) => k.public_key(),
+            WgDev::User(u) => u.public_key(),
+        }
+    }
+    fn set_peers(&self, peers: &[WgPeer]) -> Result<(), crate::kernel::KernelError> {
+        match self {
+            WgDev::Kernel(k) => k.set_peers(peers),
+            WgDev::User(u) => u.set_peers(peers),
+        }
+    }
+    fn peers(&self) -> Vec<PeerStatus> {
+        match self {
+            WgDev::Kernel(k) => k.peers().unwrap_or_default(),
+            WgDev::User(u) => u.peers(),
+        }
+    }
+    fn kind(&self) -> &'static str {
+        match self {
+            WgDev::Kernel(_) => "kernel",
+            WgDev::User(_) => "userspace (boringtun)",
+        }
+    }
+    /// Removes the link (a userspace one goes when its TUN closes).
+    fn remove(self) -> Result<(), crate::kernel::KernelError> {
+        match self {
+            WgDev::Kernel(k) => k.remove(),
+            WgDev::User(u) => {
+                drop(u);
+                Ok(())
+            }
+        }
+    }
+}
 
 pub const WG_LINK: &str = "netd-wg";
 pub const WG_PORT: u16 = 51820;
@@ -50,7 +95,7 @@ pub struct WgRecord {
 
 #[derive(Default)]
 pub(super) struct WgState {
-    dev: Option<UserWg>,
+    dev: Option<WgDev>,
     /// What was published, and under which lease.
     published: Option<(WgRecord, u64)>,
     peers: Option<Vec<WgPeer>>,
@@ -167,7 +212,11 @@ impl<S: ClusterStore> Agent<S> {
                 fwmark: 0,
             };
             let dev = blocking(move || {
-                let d = UserWg::start(cfg)?;
+                let d = if crate::kernel::wg_kernel::available() {
+                    WgDev::Kernel(KernelWg::start(&cfg.name, &cfg.private_key, cfg.listen_port, cfg.mtu)?)
+                } else {
+                    WgDev::User(UserWg::start(cfg)?)
+                };
                 // Decrypted packets come in on netd-wg from the peer's underlay address,
                 // whose route is the main table's, through eth0: reverse-path filtering
                 // must be loose there, and the kernel drops anything arriving on a link
@@ -196,12 +245,12 @@ impl<S: ClusterStore> Agent<S> {
                 Ok(d)
             })
             .await?;
-            tracing::info!(link = WG_LINK, port = WG_PORT, public_key = %wg_user::key_to_base64(&dev.public_key()), "cluster: WireGuard link up");
+            tracing::info!(link = WG_LINK, kind = dev.kind(), port = WG_PORT, public_key = %wg_user::key_to_base64(&dev.public_key()), "cluster: WireGuard link up");
             st.dev = Some(dev);
             st.peers = None;
             st.routes = None;
         }
-        let Some(public) = st.dev.as_ref().map(UserWg::public_key) else {
+        let Some(public) = st.dev.as_ref().map(WgDev::public_key) else {
             return Ok(());
         };
         let rec = WgRecord {
@@ -256,7 +305,9 @@ impl<S: ClusterStore> Agent<S> {
             return Ok(());
         }
         blocking(move || {
-            drop(had); // Closes the TUN: the link goes.
+            if let Some(d) = had {
+                d.remove()?;
+            }
             let mut nl = crate::kernel::netlink::Netlink::open()?;
             for r in nl.table_routes(WG_TABLE)? {
                 nl.del_table_route(r, WG_TABLE)?;
@@ -294,20 +345,26 @@ impl<S: ClusterStore> Agent<S> {
         Ok(dev
             .peers()
             .into_iter()
-            .filter_map(|p| {
-                let r = recs.get(&p.public_key)?;
+            .map(|p| {
+                // A peer the link has that no record names any more (it is about to go).
+                let r = recs.get(&p.public_key).cloned().unwrap_or_else(|| WgRecord {
+                    node: "(left)".into(),
+                    public_key: wg_user::key_to_base64(&p.public_key),
+                    addr: p.endpoint.map_or(Ipv4Addr::UNSPECIFIED, |e| *e.ip()),
+                    port: p.endpoint.map_or(0, |e| e.port()),
+                });
                 let fresh = p
                     .last_handshake
                     .and_then(|t| now.duration_since(t).ok())
                     .is_some_and(|d| d.as_secs() < 180);
-                Some(PeerView {
-                    node: r.node.clone(),
+                PeerView {
+                    node: r.node,
                     addr: r.addr,
                     up: fresh,
                     spi_out: String::new(),
                     bytes_out: p.tx_bytes,
                     bytes_in: p.rx_bytes,
-                })
+                }
             })
             .collect())
     }

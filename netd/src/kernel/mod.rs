@@ -31,6 +31,7 @@ pub mod udp_batch;
 mod vlan;
 pub mod vxlan;
 pub mod watch;
+pub mod wg_kernel;
 pub mod wg_user;
 pub mod xfrm;
 

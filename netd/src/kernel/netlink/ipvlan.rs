@@ -81,6 +81,19 @@ impl Netlink {
             .map_err(|f| f.into_err(op()))
     }
 
+    /// `ip link add NAME type wireguard`, left down (`EOPNOTSUPP` where the kernel has
+    /// no WireGuard).
+    pub fn add_wireguard_link(&mut self, name: &str) -> Result<(), KernelError> {
+        let op = || format!("add wireguard {name}");
+        check_ifname(&op(), name)?;
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        m.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Wireguard)]));
+        self.change(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
+            .map_err(|f| f.into_err(op()))
+    }
+
     /// `ip link add NAME link #LINK type vlan id ID`, left down.
     pub fn add_vlan_link(&mut self, name: &str, link: u32, id: u16) -> Result<(), KernelError> {
         let op = || format!("add vlan {name} link #{link} id {id}");

@@ -4,7 +4,7 @@
 //!   `sendmmsg` (flushed when the TUN queue is empty or the batch is full);
 //! * `rx`: `recvmmsg` -> find the peer (receiver index, or the initiator's static key
 //!   for a handshake) -> decrypt -> check the inner source against that peer's allowed
-//!   IPs -> TUN;
+//!   IPs -> join runs of one TCP flow (`gro.rs`) -> TUN;
 //! * `timers`: `Tunn::update_timers` of every peer every 250 ms (handshake retries,
 //!   keepalives, session expiry), as boringtun's own device does.
 //!
@@ -27,7 +27,8 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 
 use super::allowed::AllowedIps;
 use super::gso;
-use super::tun::{wait_readable, Tun, VnetHdr, VNET_F_DATA_VALID, VNET_HDR_LEN};
+use super::gro::Gro;
+use super::tun::{wait_readable, Tun, VnetHdr, VNET_HDR_LEN};
 use super::{PeerStatus, WgConfig, WgPeer};
 use crate::kernel::netlink::{LinkChange, Netlink};
 use crate::kernel::KernelError;
@@ -580,13 +581,12 @@ fn rx_loop(sh: &Shared, mtu: usize) {
         // SAFETY: sockaddr_in is plain old data.
         from: unsafe { std::mem::zeroed() },
     };
-    let mut dec = vec![0u8; VNET_HDR_LEN + slot];
-    // Poly1305 vouched for the packet, so the stack need not verify its checksums.
-    VnetHdr {
-        flags: VNET_F_DATA_VALID,
-        ..Default::default()
-    }
-    .write(&mut dec[..VNET_HDR_LEN]);
+    let mut dec = vec![0u8; slot];
+    let mut gro = Gro::default();
+    let tun = &sh.tun;
+    let mut write = |b: &[u8]| {
+        let _ = tun.write(b);
+    };
     let udp = sh.udp.as_raw_fd();
     while !sh.stopped() {
         let n = match batch.recv(udp) {
@@ -602,7 +602,7 @@ fn rx_loop(sh: &Shared, mtu: usize) {
             let peer = &set.peers[slot];
             let mut tunn = peer.lock();
             let src = Some(IpAddr::V4(*from.ip()));
-            let (len, inner_src) = match tunn.decapsulate(src, data, &mut dec[VNET_HDR_LEN..]) {
+            let (len, inner_src) = match tunn.decapsulate(src, data, &mut dec) {
                 TunnResult::Err(_) => continue,
                 TunnResult::Done => (0, None),
                 TunnResult::WriteToTunnelV4(p, s) => (p.len(), Some(s)),
@@ -611,7 +611,7 @@ fn rx_loop(sh: &Shared, mtu: usize) {
                     // A handshake answer or cookie; then what waited for the session.
                     let _ = sh.udp.send_to(p, from);
                     while let TunnResult::WriteToNetwork(p) =
-                        tunn.decapsulate(None, &[], &mut dec[VNET_HDR_LEN..])
+                        tunn.decapsulate(None, &[], &mut dec)
                     {
                         let _ = sh.udp.send_to(p, from);
                     }
@@ -627,10 +627,11 @@ fn rx_loop(sh: &Shared, mtu: usize) {
             // Cryptokey routing: the inner source must route back to this same peer.
             if let Some(s) = inner_src {
                 if set.routes.lookup(s) == Some(slot) {
-                    let _ = sh.tun.write(&dec[..VNET_HDR_LEN + len]);
+                    gro.push(&dec[..len], &mut write);
                 }
             }
         }
+        gro.flush(&mut write);
     }
 }
 

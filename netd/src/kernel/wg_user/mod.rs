@@ -12,6 +12,7 @@
 
 mod allowed;
 mod device;
+mod gro;
 mod gso;
 mod keys;
 mod tun;

@@ -15,9 +15,7 @@ use integration::harness::{bin, nsenter, ping_from};
 use integration::ns::{path_of, NsGuard};
 use integration::skip::{no_program, no_root};
 use netd::kernel::probe;
-use netd::kernel::wg_user::{
-    generate_private_key, key_to_base64, public_key_of, UserWg, WgConfig, WgPeer,
-};
+use netd::kernel::wg_user::{generate_private_key, key_to_base64, public_key_of, UserWg, WgConfig, WgPeer};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -36,7 +34,11 @@ struct Pair {
 
 impl Pair {
     fn new() -> Pair {
-        let tag = format!("wgh-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let tag = format!(
+            "wgh-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         let mut guard = NsGuard::new();
         let names = [format!("{tag}-a"), format!("{tag}-b")];
         for n in &names {
@@ -175,7 +177,16 @@ fn tunnel_carries_ping_and_tcp_and_the_wire_only_udp() {
     // Everything on the underlay but ARP, one line a packet.
     let mut dump = Command::new("nsenter")
         .arg(format!("--net={}", p.ns[0].display()))
-        .args(["tcpdump", "--immediate-mode", "-nn", "-q", "-l", "-i", "ul0", "not arp"])
+        .args([
+            "tcpdump",
+            "--immediate-mode",
+            "-nn",
+            "-q",
+            "-l",
+            "-i",
+            "ul0",
+            "not arp",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -271,9 +282,14 @@ fn api_set_peers_keeps_sessions_and_drop_removes_the_link() {
             mtu: 1420,
             fwmark: 0,
         };
-        assert!(!format!("{cfg:?}").contains(&key_to_base64(&p.keys[i])), "key in Debug");
-        let wg = probe::in_netns(Some(&p.ns[i]), move || UserWg::start(cfg).map_err(std::io::Error::other))
-            .expect("start device");
+        assert!(
+            !format!("{cfg:?}").contains(&key_to_base64(&p.keys[i])),
+            "key in Debug"
+        );
+        let wg = probe::in_netns(Some(&p.ns[i]), move || {
+            UserWg::start(cfg).map_err(std::io::Error::other)
+        })
+        .expect("start device");
         wg.add_address(format!("10.9.0.{}/24", i + 1).parse().unwrap())
             .expect("address");
         wg

@@ -28,7 +28,9 @@ pub struct Args {
 pub fn parse_peer(spec: &str) -> Result<WgPeer, String> {
     let parts: Vec<&str> = spec.split(',').collect();
     let [key, endpoint, allowed] = parts[..] else {
-        return Err(format!("peer {spec:?}: want PUBKEY,ENDPOINT_IP:PORT,CIDR[+CIDR...]"));
+        return Err(format!(
+            "peer {spec:?}: want PUBKEY,ENDPOINT_IP:PORT,CIDR[+CIDR...]"
+        ));
     };
     let public_key =
         key_from_base64(key).ok_or_else(|| format!("peer {spec:?}: public key is not 32 bytes of base64"))?;
@@ -57,12 +59,19 @@ pub fn parse_peer(spec: &str) -> Result<WgPeer, String> {
 /// Runs the device until SIGTERM or SIGINT, then removes its link.
 pub fn run(a: &Args) -> anyhow::Result<()> {
     if a.name.is_empty() || a.name.len() > MAX_IFNAME || a.name.contains(['/', ' ']) {
-        bail!("interface name {:?}: 1 to {MAX_IFNAME} bytes, no '/' or space", a.name);
+        bail!(
+            "interface name {:?}: 1 to {MAX_IFNAME} bytes, no '/' or space",
+            a.name
+        );
     }
     let text = std::fs::read_to_string(&a.private_key_file)
         .with_context(|| format!("read private key {}", a.private_key_file.display()))?;
-    let private_key = key_from_base64(&text)
-        .with_context(|| format!("private key {}: not 32 bytes of base64", a.private_key_file.display()))?;
+    let private_key = key_from_base64(&text).with_context(|| {
+        format!(
+            "private key {}: not 32 bytes of base64",
+            a.private_key_file.display()
+        )
+    })?;
     let peers = a
         .peers
         .iter()

@@ -15,6 +15,7 @@ mod device;
 mod gro;
 mod gso;
 mod keys;
+mod mmsg;
 mod tun;
 
 use std::net::SocketAddrV4;

@@ -175,7 +175,7 @@ fn tunnel_carries_ping_and_tcp_and_the_wire_only_udp() {
     let mut p = Pair::new();
     p.start([p.public(1), p.public(0)]);
     // Everything on the underlay but ARP, one line a packet.
-    let mut dump = Command::new("nsenter")
+    let dump = Command::new("nsenter")
         .arg(format!("--net={}", p.ns[0].display()))
         .args([
             "tcpdump",

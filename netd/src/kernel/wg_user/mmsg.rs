@@ -232,7 +232,8 @@ impl RecvBatch {
             let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             self.lens[i] = if truncated { 0 } else { h.msg_len as usize };
             let c = &self.cmsgs[i];
-            let gro = h.msg_hdr.msg_controllen as usize >= std::mem::size_of::<libc::cmsghdr>()
+            // SAFETY: CMSG_LEN is pure arithmetic.
+            let gro = h.msg_hdr.msg_controllen >= unsafe { libc::CMSG_LEN(4) } as _
                 && c.hdr.cmsg_level == libc::SOL_UDP
                 && c.hdr.cmsg_type == UDP_GRO;
             let size = if gro {

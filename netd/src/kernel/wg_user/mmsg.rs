@@ -59,6 +59,8 @@ pub struct SendBatch {
     bufs: Vec<u8>,
     /// Where the next datagram goes in `bufs`.
     end: usize,
+    /// Whether runs go as UDP GSO messages (until the kernel refuses one).
+    gso: bool,
     lens: Vec<usize>,
     dsts: Vec<libc::sockaddr_in>,
 }
@@ -81,6 +83,7 @@ impl SendBatch {
             slot,
             bufs: vec![0; slot * TX_BATCH],
             end: 0,
+            gso: true,
             lens: Vec::with_capacity(TX_BATCH),
             dsts: Vec::with_capacity(TX_BATCH),
         }
@@ -113,6 +116,21 @@ impl SendBatch {
     /// size but the last, as one UDP_SEGMENT message. A message the kernel refuses (no
     /// route to an endpoint, say) is dropped like a lost packet, and the rest still go.
     pub fn flush(&mut self, fd: RawFd) {
+        let mut from = 0;
+        // A route whose device cannot checksum (so cannot take UDP GSO) refuses a
+        // segmented message with EIO: from there on, datagrams go one by one.
+        while let Some(failed) = self.send(fd, from) {
+            self.gso = false;
+            from = failed;
+        }
+        self.end = 0;
+        self.lens.clear();
+        self.dsts.clear();
+    }
+
+    /// Sends datagrams `from..`; on EIO for a segmented message, the index of its first
+    /// datagram, to send again unsegmented.
+    fn send(&mut self, fd: RawFd, from: usize) -> Option<usize> {
         let n = self.lens.len();
         let mut iov = [libc::iovec {
             iov_base: std::ptr::null_mut(),
@@ -121,11 +139,15 @@ impl SendBatch {
         // SAFETY: plain old data; the pointers set below outlive the call.
         let mut hdrs: [libc::mmsghdr; TX_BATCH] = unsafe { std::mem::zeroed() };
         let mut cmsgs: [Cmsg; TX_BATCH] = unsafe { std::mem::zeroed() };
-        let (mut msgs, mut i, mut off) = (0, 0, 0);
+        let mut starts = [0usize; TX_BATCH];
+        let mut off: usize = self.lens[..from].iter().sum();
+        let (mut msgs, mut i) = (0, from);
         while i < n {
+            starts[msgs] = i;
             let size = self.lens[i];
             let (mut j, mut bytes) = (i + 1, size);
-            while j < n
+            while self.gso
+                && j < n
                 && j - i < MAX_SEGMENTS
                 && self.dsts[j].sin_addr.s_addr == self.dsts[i].sin_addr.s_addr
                 && self.dsts[j].sin_port == self.dsts[i].sin_port
@@ -164,13 +186,17 @@ impl SendBatch {
                 unsafe { libc::sendmmsg(fd, hdrs[sent..].as_mut_ptr(), (msgs - sent) as libc::c_uint, 0) };
             if r > 0 {
                 sent += r as usize;
-            } else if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EIO) && !hdrs[sent].msg_hdr.msg_control.is_null() {
+                return Some(starts[sent]);
+            }
+            if e.kind() != io::ErrorKind::Interrupted {
                 sent += 1;
             }
         }
-        self.end = 0;
-        self.lens.clear();
-        self.dsts.clear();
+        None
     }
 }
 

@@ -47,6 +47,7 @@ bench: release
 	./bench/macvlan.sh 200
 	./bench/services.sh
 	./bench/services.sh datapath
+	./bench/wireguard.sh
 
 # The CNI plugin (statically linked, scripts/build-cni.sh): binary to /opt/cni/bin, example conflist to /etc/cni/net.d (an existing
 # one is kept). DESTDIR stages the install elsewhere.

@@ -540,8 +540,14 @@ fn wireguard_end_to_end() {
     // The kernel's WireGuard where there is one (the lane), else boringtun on a TUN.
     let link = h1.sh("ip -d link show netd-wg").stdout;
     let kernel_wg = netd::kernel::wg_kernel::available();
-    assert!(link.contains(if kernel_wg { "wireguard" } else { "tun" }), "kernel WireGuard {kernel_wg}: {link}");
-    println!("wireguard: {} link", if kernel_wg { "kernel" } else { "userspace" });
+    assert!(
+        link.contains(if kernel_wg { "wireguard" } else { "tun" }),
+        "kernel WireGuard {kernel_wg}: {link}"
+    );
+    println!(
+        "wireguard: {} link",
+        if kernel_wg { "kernel" } else { "userspace" }
+    );
 
     let dir = std::env::temp_dir().join(format!("netd-wg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -637,7 +643,10 @@ fn wireguard_end_to_end() {
         }),
         "h3 still a peer of h1"
     );
-    assert!(eventually(10, || !c.node(2).ping("s3", &w1)), "s3 still reaches s1 after leaving");
+    assert!(
+        eventually(10, || !c.node(2).ping("s3", &w1)),
+        "s3 still reaches s1 after leaving"
+    );
     std::thread::sleep(Duration::from_secs(1));
     assert!(!c.node(2).ping("s3", &w1), "s3 reaches s1 after leaving");
     let _ = std::fs::remove_dir_all(&dir);

@@ -2,7 +2,8 @@
 //! two namespaces joined by a veth underlay: ping and a TCP exchange go through the
 //! tunnel; the underlay carries nothing but UDP to and from the listen port (no ICMP or
 //! TCP in the clear); a peer known under the wrong public key gets nothing through;
-//! SIGTERM removes the link; bad arguments create nothing.
+//! SIGTERM removes the link; bad arguments create nothing; and, in-process, the API the
+//! daemon will use (`set_peers` keeps a session whose key stays).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use integration::harness::{bin, nsenter, ping_from};
 use integration::ns::{path_of, NsGuard};
 use integration::skip::{no_program, no_root};
 use netd::kernel::probe;
-use netd::kernel::wg_user::{generate_private_key, key_to_base64, public_key_of};
+use netd::kernel::wg_user::{generate_private_key, key_to_base64, public_key_of, UserWg, WgConfig, WgPeer};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -174,7 +175,7 @@ fn tunnel_carries_ping_and_tcp_and_the_wire_only_udp() {
     let mut p = Pair::new();
     p.start([p.public(1), p.public(0)]);
     // Everything on the underlay but ARP, one line a packet.
-    let mut dump = Command::new("nsenter")
+    let dump = Command::new("nsenter")
         .arg(format!("--net={}", p.ns[0].display()))
         .args([
             "tcpdump",
@@ -262,4 +263,76 @@ fn bad_arguments_create_nothing() {
         assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
         assert!(!has_link(&p.ns[0], "wgbad"), "link made for --peer {bad_peer}");
     }
+}
+
+/// The API the daemon uses, in-process: `UserWg::start` in each namespace (on a thread
+/// that entered it), `set_peers`, `peers`; re-setting a peer with the same key keeps its
+/// session, removing it stops traffic, and dropping the device removes its link.
+#[test]
+fn api_set_peers_keeps_sessions_and_drop_removes_the_link() {
+    if no_root() {
+        return;
+    }
+    let p = Pair::new();
+    let start = |i: usize| {
+        let cfg = WgConfig {
+            name: "wgapi".into(),
+            private_key: p.keys[i],
+            listen_port: PORT + 10,
+            mtu: 1420,
+            fwmark: 0,
+        };
+        assert!(
+            !format!("{cfg:?}").contains(&key_to_base64(&p.keys[i])),
+            "key in Debug"
+        );
+        let wg = probe::in_netns(Some(&p.ns[i]), move || {
+            UserWg::start(cfg).map_err(std::io::Error::other)
+        })
+        .expect("start device");
+        wg.add_address(format!("10.9.0.{}/24", i + 1).parse().unwrap())
+            .expect("address");
+        wg
+    };
+    let peer = |i: usize, extra: &[&str]| WgPeer {
+        public_key: p.public(i),
+        endpoint: Some(format!("192.168.77.{}:{}", i + 1, PORT + 10).parse().unwrap()),
+        allowed_ips: std::iter::once(format!("10.9.0.{}/32", i + 1).as_str())
+            .chain(extra.iter().copied())
+            .map(|c| c.parse().unwrap())
+            .collect(),
+        keepalive: None,
+    };
+    let a = start(0);
+    let b = start(1);
+    a.set_peers(&[peer(1, &[])]).expect("set peers a");
+    b.set_peers(&[peer(0, &[])]).expect("set peers b");
+    assert!(
+        wait_for(Duration::from_secs(5), || ping_from(&p.ns[0], None, "10.9.0.2")),
+        "no ping through the API's devices"
+    );
+    let before = a.peers();
+    assert_eq!(before.len(), 1);
+    assert_eq!(before[0].public_key, p.public(1));
+    assert_eq!(before[0].endpoint, Some("192.168.77.2:51830".parse().unwrap()));
+    assert!(before[0].rx_bytes > 0 && before[0].tx_bytes > 0, "{before:?}");
+    let hs = before[0].last_handshake.expect("a handshake");
+
+    // Same key, more allowed IPs: the session stays (no new handshake, counters go on).
+    a.set_peers(&[peer(1, &["10.9.1.0/24"])]).expect("re-set peers");
+    assert!(ping_from(&p.ns[0], None, "10.9.0.2"), "ping after re-set");
+    let after = a.peers();
+    let hs2 = after[0].last_handshake.expect("still a handshake");
+    let drift = hs2.duration_since(hs).unwrap_or_else(|e| e.duration());
+    assert!(drift < Duration::from_millis(500), "new handshake: {drift:?}");
+    assert!(after[0].rx_bytes > before[0].rx_bytes);
+
+    // No peers: nothing goes through.
+    a.set_peers(&[]).expect("no peers");
+    assert!(a.peers().is_empty());
+    assert!(!ping_from(&p.ns[0], None, "10.9.0.2"), "ping with no peers");
+
+    drop(a);
+    assert!(!has_link(&p.ns[0], "wgapi"), "wgapi left after drop");
+    drop(b);
 }

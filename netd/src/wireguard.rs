@@ -115,7 +115,7 @@ mod tests {
         assert_eq!(parse_peer(&format!("{KEY},,10.0.0.0/24")).unwrap().endpoint, None);
         for bad in [
             format!("{KEY},192.0.2.1:51820"),
-            format!("AAAA,192.0.2.1:1,10.0.0.0/24"),
+            "AAAA,192.0.2.1:1,10.0.0.0/24".to_string(),
             format!("{KEY},192.0.2.1,10.0.0.0/24"),
             format!("{KEY},192.0.2.1:1,10.0.0.0/33"),
             format!("{KEY},192.0.2.1:1,fd00::/64"),

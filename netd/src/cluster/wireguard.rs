@@ -213,7 +213,12 @@ impl<S: ClusterStore> Agent<S> {
             };
             let dev = blocking(move || {
                 let d = if crate::kernel::wg_kernel::available() {
-                    WgDev::Kernel(KernelWg::start(&cfg.name, &cfg.private_key, cfg.listen_port, cfg.mtu)?)
+                    WgDev::Kernel(KernelWg::start(
+                        &cfg.name,
+                        &cfg.private_key,
+                        cfg.listen_port,
+                        cfg.mtu,
+                    )?)
                 } else {
                     WgDev::User(UserWg::start(cfg)?)
                 };

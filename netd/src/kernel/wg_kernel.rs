@@ -93,7 +93,8 @@ impl Genl {
     fn open() -> Result<Genl, KernelError> {
         let mut sock = Socket::new(NETLINK_GENERIC).map_err(io("open generic netlink socket"))?;
         sock.bind_auto().map_err(io("bind generic netlink socket"))?;
-        sock.connect(&SocketAddr::new(0, 0)).map_err(io("connect generic netlink socket"))?;
+        sock.connect(&SocketAddr::new(0, 0))
+            .map_err(io("connect generic netlink socket"))?;
         let mut g = Genl {
             sock,
             family: GENL_ID_CTRL,
@@ -102,7 +103,12 @@ impl Genl {
         };
         let mut body = Vec::new();
         attr(&mut body, CTRL_ATTR_FAMILY_NAME, b"wireguard\0");
-        let replies = g.exec("resolve generic netlink family wireguard", CTRL_CMD_GETFAMILY, 0, &body)?;
+        let replies = g.exec(
+            "resolve generic netlink family wireguard",
+            CTRL_CMD_GETFAMILY,
+            0,
+            &body,
+        )?;
         let id = replies
             .iter()
             .flat_map(|r| attrs(r))
@@ -194,7 +200,12 @@ impl KernelWg {
         attr(&mut body, WGDEVICE_A_IFNAME, format!("{name}\0").as_bytes());
         attr(&mut body, WGDEVICE_A_PRIVATE_KEY, private_key);
         attr(&mut body, WGDEVICE_A_LISTEN_PORT, &port.to_ne_bytes());
-        g.exec(&format!("wg set {name} private-key … listen-port {port}"), WG_CMD_SET_DEVICE, 0, &body)?;
+        g.exec(
+            &format!("wg set {name} private-key … listen-port {port}"),
+            WG_CMD_SET_DEVICE,
+            0,
+            &body,
+        )?;
         nl.set_link(
             name,
             &LinkChange {
@@ -217,8 +228,16 @@ impl KernelWg {
     /// keeps its session).
     pub fn set_peers(&self, peers: &[WgPeer]) -> Result<(), KernelError> {
         let mut body = Vec::new();
-        attr(&mut body, WGDEVICE_A_IFNAME, format!("{}\0", self.name).as_bytes());
-        attr(&mut body, WGDEVICE_A_FLAGS, &WGDEVICE_F_REPLACE_PEERS.to_ne_bytes());
+        attr(
+            &mut body,
+            WGDEVICE_A_IFNAME,
+            format!("{}\0", self.name).as_bytes(),
+        );
+        attr(
+            &mut body,
+            WGDEVICE_A_FLAGS,
+            &WGDEVICE_F_REPLACE_PEERS.to_ne_bytes(),
+        );
         nested(&mut body, WGDEVICE_A_PEERS, |ps| {
             for p in peers {
                 nested(ps, 0, |b| {
@@ -247,15 +266,25 @@ impl KernelWg {
             }
         });
         Genl::open()?
-            .exec(&format!("wg set {} peers ({})", self.name, peers.len()), WG_CMD_SET_DEVICE, 0, &body)
+            .exec(
+                &format!("wg set {} peers ({})", self.name, peers.len()),
+                WG_CMD_SET_DEVICE,
+                0,
+                &body,
+            )
             .map(drop)
     }
 
     /// `wg show NAME`: each peer's key, endpoint, last handshake and bytes.
     pub fn peers(&self) -> Result<Vec<PeerStatus>, KernelError> {
         let mut body = Vec::new();
-        attr(&mut body, WGDEVICE_A_IFNAME, format!("{}\0", self.name).as_bytes());
-        let replies = Genl::open()?.exec(&format!("wg show {}", self.name), WG_CMD_GET_DEVICE, 0x300, &body)?;
+        attr(
+            &mut body,
+            WGDEVICE_A_IFNAME,
+            format!("{}\0", self.name).as_bytes(),
+        );
+        let replies =
+            Genl::open()?.exec(&format!("wg show {}", self.name), WG_CMD_GET_DEVICE, 0x300, &body)?;
         let mut out = Vec::new();
         for r in &replies {
             for (t, v) in attrs(r) {
@@ -273,7 +302,9 @@ impl KernelWg {
                     for (pt, pv) in attrs(peer) {
                         match pt {
                             WGPEER_A_PUBLIC_KEY if pv.len() == 32 => s.public_key.copy_from_slice(pv),
-                            WGPEER_A_ENDPOINT if pv.len() >= 8 && pv[0..2] == (libc::AF_INET as u16).to_ne_bytes() => {
+                            WGPEER_A_ENDPOINT
+                                if pv.len() >= 8 && pv[0..2] == (libc::AF_INET as u16).to_ne_bytes() =>
+                            {
                                 s.endpoint = Some(SocketAddrV4::new(
                                     Ipv4Addr::new(pv[4], pv[5], pv[6], pv[7]),
                                     u16::from_be_bytes([pv[2], pv[3]]),
@@ -282,7 +313,8 @@ impl KernelWg {
                             WGPEER_A_LAST_HANDSHAKE if pv.len() >= 16 => {
                                 let secs = i64::from_ne_bytes(pv[0..8].try_into().unwrap_or([0; 8]));
                                 if secs > 0 {
-                                    s.last_handshake = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64));
+                                    s.last_handshake =
+                                        Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64));
                                 }
                             }
                             WGPEER_A_RX_BYTES if pv.len() == 8 => {

@@ -4,7 +4,7 @@
 //!   `sendmmsg` (flushed when the TUN queue is empty or the batch is full);
 //! * `rx`: `recvmmsg` -> find the peer (receiver index, or the initiator's static key
 //!   for a handshake) -> decrypt -> check the inner source against that peer's allowed
-//!   IPs -> TUN;
+//!   IPs -> join runs of one TCP flow (`gro.rs`) -> TUN;
 //! * `timers`: `Tunn::update_timers` of every peer every 250 ms (handshake retries,
 //!   keepalives, session expiry), as boringtun's own device does.
 //!
@@ -26,17 +26,14 @@ use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 
 use super::allowed::AllowedIps;
+use super::gro::Gro;
 use super::gso;
-use super::tun::{wait_readable, Tun, VnetHdr, VNET_F_DATA_VALID, VNET_HDR_LEN};
+use super::mmsg::{enable_gro, RecvBatch, SendBatch, RX_SLOT};
+use super::tun::{wait_readable, Tun, VnetHdr, VNET_HDR_LEN};
 use super::{PeerStatus, WgConfig, WgPeer};
 use crate::kernel::netlink::{LinkChange, Netlink};
 use crate::kernel::KernelError;
 
-/// Datagrams per `sendmmsg`: one 64 KiB super-packet cut at the smallest MSS (536)
-/// fits, so a super-packet never waits on a half-sent batch.
-const TX_BATCH: usize = 128;
-/// Datagrams per `recvmmsg`.
-const RX_BATCH: usize = 64;
 /// How often the threads look at the stop flag while idle.
 const IDLE_MS: i32 = 200;
 const TIMER_TICK: Duration = Duration::from_millis(250);
@@ -165,6 +162,8 @@ fn udp_socket(cfg: &WgConfig) -> io::Result<UdpSocket> {
             setsockopt_u32(fd, plain, 4 << 20)?;
         }
     }
+    // Runs of datagrams in one receive (mmsg.rs); kernels before 5.0 have no UDP_GRO.
+    let _ = enable_gro(fd);
     udp.set_read_timeout(Some(Duration::from_millis(IDLE_MS as u64)))?;
     Ok(udp)
 }
@@ -218,7 +217,7 @@ impl UserWg {
             }),
             spawn("rx", {
                 let sh = shared.clone();
-                Box::new(move || rx_loop(&sh, mtu))
+                Box::new(move || rx_loop(&sh))
             }),
             spawn("timers", {
                 let sh = shared.clone();
@@ -355,87 +354,6 @@ impl Drop for UserWg {
     }
 }
 
-/// Encrypted datagrams waiting for one `sendmmsg`, in fixed slots.
-struct SendBatch {
-    slot: usize,
-    bufs: Vec<u8>,
-    lens: Vec<usize>,
-    dsts: Vec<libc::sockaddr_in>,
-}
-
-fn sockaddr(ep: SocketAddrV4) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: ep.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*ep.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    }
-}
-
-impl SendBatch {
-    fn new(slot: usize) -> SendBatch {
-        SendBatch {
-            slot,
-            bufs: vec![0; slot * TX_BATCH],
-            lens: Vec::with_capacity(TX_BATCH),
-            dsts: Vec::with_capacity(TX_BATCH),
-        }
-    }
-
-    fn is_full(&self) -> bool {
-        self.lens.len() == TX_BATCH
-    }
-
-    fn free(&self) -> usize {
-        TX_BATCH - self.lens.len()
-    }
-
-    fn next_slot(&mut self) -> &mut [u8] {
-        let i = self.lens.len();
-        &mut self.bufs[i * self.slot..(i + 1) * self.slot]
-    }
-
-    fn commit(&mut self, len: usize, dst: SocketAddrV4) {
-        self.lens.push(len);
-        self.dsts.push(sockaddr(dst));
-    }
-
-    /// Sends everything queued. A datagram the kernel refuses (no route to an endpoint,
-    /// say) is dropped like a lost packet, and the rest still go.
-    fn flush(&mut self, fd: RawFd) {
-        let n = self.lens.len();
-        let mut iov: [libc::iovec; TX_BATCH] = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; TX_BATCH];
-        // SAFETY: mmsghdr is plain old data; the pointers set below outlive the call.
-        let mut hdrs: [libc::mmsghdr; TX_BATCH] = unsafe { std::mem::zeroed() };
-        for i in 0..n {
-            iov[i].iov_base = self.bufs[i * self.slot..].as_mut_ptr().cast();
-            iov[i].iov_len = self.lens[i];
-            let h = &mut hdrs[i].msg_hdr;
-            h.msg_name = (&mut self.dsts[i] as *mut libc::sockaddr_in).cast();
-            h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            h.msg_iov = &mut iov[i];
-            h.msg_iovlen = 1;
-        }
-        let mut sent = 0;
-        while sent < n {
-            // SAFETY: hdrs[sent..n] are valid headers pointing at our buffers.
-            let r = unsafe { libc::sendmmsg(fd, hdrs[sent..].as_mut_ptr(), (n - sent) as libc::c_uint, 0) };
-            if r > 0 {
-                sent += r as usize;
-            } else if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                sent += 1;
-            }
-        }
-        self.lens.clear();
-        self.dsts.clear();
-    }
-}
-
 fn tx_loop(sh: &Shared, mtu: usize) {
     let mut rbuf = vec![0u8; TUN_READ];
     let mut scratch = vec![0u8; 65_536];
@@ -491,68 +409,9 @@ fn tx_loop(sh: &Shared, mtu: usize) {
                 out.flush(udp);
             }
         }
-        if !out.lens.is_empty() {
+        if !out.is_empty() {
             out.flush(udp);
         }
-    }
-}
-
-/// Received datagrams, in fixed slots, for `recvmmsg`.
-struct RecvBatch {
-    slot: usize,
-    bufs: Vec<u8>,
-    lens: [usize; RX_BATCH],
-    from: [libc::sockaddr_in; RX_BATCH],
-}
-
-impl RecvBatch {
-    /// Waits (up to the socket's receive timeout) for one datagram, then takes what
-    /// else is queued.
-    fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
-        let mut iov: [libc::iovec; RX_BATCH] = std::array::from_fn(|i| libc::iovec {
-            iov_base: self.bufs[i * self.slot..].as_mut_ptr().cast(),
-            iov_len: self.slot,
-        });
-        // SAFETY: mmsghdr is plain old data; the pointers set below outlive the call.
-        let mut hdrs: [libc::mmsghdr; RX_BATCH] = unsafe { std::mem::zeroed() };
-        for (i, h) in hdrs.iter_mut().enumerate() {
-            h.msg_hdr.msg_name = (&mut self.from[i] as *mut libc::sockaddr_in).cast();
-            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            h.msg_hdr.msg_iov = &mut iov[i];
-            h.msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: RX_BATCH valid headers pointing at buffers we own.
-        let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                hdrs.as_mut_ptr(),
-                RX_BATCH as libc::c_uint,
-                libc::MSG_WAITFORONE,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
-        for (i, h) in hdrs.iter().enumerate().take(n) {
-            // A datagram longer than a slot is cut short: make it fail authentication.
-            self.lens[i] = if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                0
-            } else {
-                h.msg_len as usize
-            };
-        }
-        Ok(n)
-    }
-
-    fn get(&self, i: usize) -> (&[u8], SocketAddrV4) {
-        let a = &self.from[i];
-        let from = SocketAddrV4::new(
-            Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
-            u16::from_be(a.sin_port),
-        );
-        (&self.bufs[i * self.slot..i * self.slot + self.lens[i]], from)
     }
 }
 
@@ -571,22 +430,14 @@ fn peer_of(sh: &Shared, set: &PeerSet, data: &[u8]) -> Option<usize> {
     set.by_index.get(&(index >> 8)).copied()
 }
 
-fn rx_loop(sh: &Shared, mtu: usize) {
-    let slot = (mtu + OVERHEAD).max(1500 + OVERHEAD) + 64;
-    let mut batch = RecvBatch {
-        slot,
-        bufs: vec![0; slot * RX_BATCH],
-        lens: [0; RX_BATCH],
-        // SAFETY: sockaddr_in is plain old data.
-        from: unsafe { std::mem::zeroed() },
+fn rx_loop(sh: &Shared) {
+    let mut batch = RecvBatch::new();
+    let mut dec = vec![0u8; RX_SLOT];
+    let mut gro = Gro::default();
+    let tun = &sh.tun;
+    let mut write = |b: &[u8]| {
+        let _ = tun.write(b);
     };
-    let mut dec = vec![0u8; VNET_HDR_LEN + slot];
-    // Poly1305 vouched for the packet, so the stack need not verify its checksums.
-    VnetHdr {
-        flags: VNET_F_DATA_VALID,
-        ..Default::default()
-    }
-    .write(&mut dec[..VNET_HDR_LEN]);
     let udp = sh.udp.as_raw_fd();
     while !sh.stopped() {
         let n = match batch.recv(udp) {
@@ -595,41 +446,55 @@ fn rx_loop(sh: &Shared, mtu: usize) {
         };
         let set = sh.snapshot();
         for i in 0..n {
-            let (data, from) = batch.get(i);
-            let Some(slot) = peer_of(sh, &set, data) else {
-                continue;
-            };
-            let peer = &set.peers[slot];
-            let mut tunn = peer.lock();
-            let src = Some(IpAddr::V4(*from.ip()));
-            let (len, inner_src) = match tunn.decapsulate(src, data, &mut dec[VNET_HDR_LEN..]) {
-                TunnResult::Err(_) => continue,
-                TunnResult::Done => (0, None),
-                TunnResult::WriteToTunnelV4(p, s) => (p.len(), Some(s)),
-                TunnResult::WriteToTunnelV6(..) => (0, None),
-                TunnResult::WriteToNetwork(p) => {
-                    // A handshake answer or cookie; then what waited for the session.
-                    let _ = sh.udp.send_to(p, from);
-                    while let TunnResult::WriteToNetwork(p) =
-                        tunn.decapsulate(None, &[], &mut dec[VNET_HDR_LEN..])
-                    {
-                        let _ = sh.udp.send_to(p, from);
-                    }
-                    (0, None)
-                }
-            };
-            drop(tunn);
-            // Authenticated: the peer is at `from` now (roaming).
-            if peer.endpoint() != Some(from) {
-                peer.set_endpoint(from);
+            let (msg, size, from) = batch.get(i);
+            for data in msg.chunks(size) {
+                receive(sh, &set, data, from, &mut dec, &mut |p| gro.push(p, &mut write));
             }
-            peer.rx_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-            // Cryptokey routing: the inner source must route back to this same peer.
-            if let Some(s) = inner_src {
-                if set.routes.lookup(s) == Some(slot) {
-                    let _ = sh.tun.write(&dec[..VNET_HDR_LEN + len]);
-                }
+        }
+        gro.flush(&mut write);
+    }
+}
+
+/// One datagram: to its peer's `Tunn`; a decrypted packet whose source routes back to
+/// that peer goes to `deliver`, answers (handshakes, cookies, queued packets) go back.
+fn receive(
+    sh: &Shared,
+    set: &PeerSet,
+    data: &[u8],
+    from: SocketAddrV4,
+    dec: &mut [u8],
+    deliver: &mut impl FnMut(&[u8]),
+) {
+    let Some(slot) = peer_of(sh, set, data) else {
+        return;
+    };
+    let peer = &set.peers[slot];
+    let mut tunn = peer.lock();
+    let src = Some(IpAddr::V4(*from.ip()));
+    let (len, inner_src) = match tunn.decapsulate(src, data, dec) {
+        TunnResult::Err(_) => return,
+        TunnResult::Done => (0, None),
+        TunnResult::WriteToTunnelV4(p, s) => (p.len(), Some(s)),
+        TunnResult::WriteToTunnelV6(..) => (0, None),
+        TunnResult::WriteToNetwork(p) => {
+            // A handshake answer or cookie; then what waited for the session.
+            let _ = sh.udp.send_to(p, from);
+            while let TunnResult::WriteToNetwork(p) = tunn.decapsulate(None, &[], dec) {
+                let _ = sh.udp.send_to(p, from);
             }
+            (0, None)
+        }
+    };
+    drop(tunn);
+    // Authenticated: the peer is at `from` now (roaming).
+    if peer.endpoint() != Some(from) {
+        peer.set_endpoint(from);
+    }
+    peer.rx_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+    // Cryptokey routing: the inner source must route back to this same peer.
+    if let Some(s) = inner_src {
+        if set.routes.lookup(s) == Some(slot) {
+            deliver(&dec[..len]);
         }
     }
 }

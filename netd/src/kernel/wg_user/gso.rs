@@ -29,6 +29,12 @@ fn fold(mut acc: u64) -> u16 {
     acc as u16
 }
 
+/// The TCP pseudo-header sum of an IPv4 packet with `tcp_len` bytes of TCP, folded and
+/// not inverted: what a checksum left to offload holds.
+pub fn pseudo_sum(ip: &[u8], tcp_len: usize) -> u16 {
+    fold(sum(&ip[12..20], 6 + tcp_len as u64))
+}
+
 /// The internet checksum of `data` (inverted, ready to store).
 pub fn checksum(data: &[u8]) -> u16 {
     !fold(sum(data, 0))

@@ -538,7 +538,7 @@ fn wireguard_end_to_end() {
     assert_eq!(mtu_in(h1, "s1"), mtu);
     assert_eq!(inspect(h1, "ovw")["encryption"]["mode"], "wireguard");
     // The kernel's WireGuard where there is one (the lane), else boringtun on a TUN.
-    let link = h1.sh("ip -d link show netd-wg").stdout;
+    let link = h1.sh("ip -d link show netdwg0").stdout;
     let kernel_wg = netd::kernel::wg_kernel::available();
     assert!(
         link.contains(if kernel_wg { "wireguard" } else { "tun" }),
@@ -656,7 +656,7 @@ fn diag_wg(c: &Cluster) -> String {
     c.nodes
         .iter()
         .map(|n| {
-            let o = n.host.sh("ip -s link show netd-wg; cat /proc/sys/net/ipv4/conf/netd-wg/rp_filter /proc/sys/net/ipv4/conf/all/rp_filter; nft list table ip netd-wg | grep packets; bridge fdb show dev ndvx-ovw; ip neigh show dev ndvx-ovw; grep -i udp /proc/net/snmp");
+            let o = n.host.sh("ip -s link show netdwg0; cat /proc/sys/net/ipv4/conf/netdwg0/rp_filter /proc/sys/net/ipv4/conf/all/rp_filter; nft list table ip netd-wg | grep packets; bridge fdb show dev ndvx-ovw; ip neigh show dev ndvx-ovw; grep -i udp /proc/net/snmp");
             let enc = n.host.netctl(&["network", "inspect", "ovw"]).stdout;
             format!("== {}\n{}{}\n{enc}\n{}", n.name, o.stdout, o.stderr, n.host.log().lines().filter(|l| l.contains("WireGuard") || l.contains("WARN")).collect::<Vec<_>>().join("\n"))
         })

@@ -68,18 +68,16 @@ pub struct PeerView {
     pub bytes_in: u64,
 }
 
-fn kernel<T: Send + 'static>(
+async fn kernel<T: Send + 'static>(
     f: impl FnOnce(&mut Xfrm) -> Result<T, crate::kernel::KernelError> + Send + 'static,
-) -> impl std::future::Future<Output = Result<T, ClusterError>> {
-    async move {
-        tokio::task::spawn_blocking(move || {
-            let mut x = Xfrm::open()?;
-            f(&mut x)
-        })
-        .await
-        .map_err(|e| ClusterError::Invalid(format!("xfrm task panicked: {e}")))?
-        .map_err(|e| ClusterError::Invalid(e.to_string()))
-    }
+) -> Result<T, ClusterError> {
+    tokio::task::spawn_blocking(move || {
+        let mut x = Xfrm::open()?;
+        f(&mut x)
+    })
+    .await
+    .map_err(|e| ClusterError::Invalid(format!("xfrm task panicked: {e}")))?
+    .map_err(|e| ClusterError::Invalid(e.to_string()))
 }
 
 /// The kernel's netd SAs and policies as a `Wanted` (keys unknown: zeros; `diff` only

@@ -1,15 +1,15 @@
 //! Encrypted overlay networks in WireGuard mode (`-o encrypted=wireguard`).
 //!
-//! Each node runs one WireGuard link, `netd-wg` (userspace, boringtun on a TUN device:
+//! Each node runs one WireGuard link, `netdwg0` (userspace, boringtun on a TUN device:
 //! `kernel::wg_user`), listening on `WG_PORT`; its public key and port are published in
 //! the store (`/netd/v1/wireguard/<node>`, under the node's lease) and every other node
 //! is a peer whose allowed IP is its underlay address. The VXLAN devices do not change:
 //! nftables marks the VXLAN packets of WireGuard networks (by VNI) as they leave, a rule
 //! sends marked packets to table `WG_TABLE`, which routes each peer's underlay address
-//! into `netd-wg`; WireGuard's own UDP is unmarked and keeps the main table.
+//! into `netdwg0`; WireGuard's own UDP is unmarked and keeps the main table.
 //!
 //! **Fail closed**, in table `ip netd-wg`: VXLAN of such a VNI that is about to leave
-//! through any other link is dropped (`oifname != netd-wg`), and one that arrived through
+//! through any other link is dropped (`oifname != netdwg0`), and one that arrived through
 //! any other link (not decrypted by WireGuard) is dropped before the VXLAN socket.
 //!
 //! The private key lives in the state directory (`wireguard.key`, mode 0600), so a
@@ -72,7 +72,8 @@ impl WgDev {
     }
 }
 
-pub const WG_LINK: &str = "netd-wg";
+/// No dash: bridges are `netd-<network>`, so no network name can take it.
+pub const WG_LINK: &str = "netdwg0";
 pub const WG_PORT: u16 = 51820;
 /// The packet mark of VXLAN packets of WireGuard networks.
 pub const WG_MARK: u32 = 0x0008_0000;
@@ -170,15 +171,13 @@ fn private_key(path: &Path) -> Result<[u8; 32], ClusterError> {
     }
 }
 
-fn blocking<T: Send + 'static>(
+async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, crate::kernel::KernelError> + Send + 'static,
-) -> impl std::future::Future<Output = Result<T, ClusterError>> {
-    async move {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| ClusterError::Invalid(format!("wireguard task panicked: {e}")))?
-            .map_err(|e| ClusterError::Invalid(e.to_string()))
-    }
+) -> Result<T, ClusterError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ClusterError::Invalid(format!("wireguard task panicked: {e}")))?
+        .map_err(|e| ClusterError::Invalid(e.to_string()))
 }
 
 impl<S: ClusterStore> Agent<S> {
@@ -222,7 +221,7 @@ impl<S: ClusterStore> Agent<S> {
                 } else {
                     WgDev::User(UserWg::start(cfg)?)
                 };
-                // Decrypted packets come in on netd-wg from the peer's underlay address,
+                // Decrypted packets come in on netdwg0 from the peer's underlay address,
                 // whose route is the main table's, through eth0: reverse-path filtering
                 // must be loose there, and the kernel drops anything arriving on a link
                 // without an address once any filtering is on (`conf/all` may be), so
@@ -406,8 +405,8 @@ mod tests {
     #[test]
     fn the_rules_keep_wireguard_vnis_on_the_link() {
         let b = nft_batch(&[300u32].into(), 4789);
-        assert!(b.contains("udp dport 4789 @th,96,24 0x12c iifname != \"netd-wg\" counter drop"));
-        assert!(b.contains("oifname != \"netd-wg\" counter drop"));
+        assert!(b.contains("udp dport 4789 @th,96,24 0x12c iifname != \"netdwg0\" counter drop"));
+        assert!(b.contains("oifname != \"netdwg0\" counter drop"));
         assert!(b.contains("meta mark set meta mark | 0x00080000"));
     }
 }

@@ -200,39 +200,25 @@ impl Xfrm {
 
     /// Sends one request and waits for its ACK; `Err` carries the kernel's errno.
     fn request(&mut self, op: &str, ty: u16, payload: &[u8]) -> Result<(), KernelError> {
-        let seq = self.send(op, ty, NLM_F_ACK, payload)?;
-        loop {
-            self.buf.clear();
-            self.sock.recv(&mut self.buf, 0).map_err(|e| io_err(op, e))?;
-            let n = self.buf.len();
-            let mut at = 0;
-            while at + 16 <= n {
-                let len = get_u32(&self.buf, at) as usize;
-                let mty = get_u16(&self.buf, at + 4);
-                let mseq = get_u32(&self.buf, at + 8);
-                if len < 16 || at + len > n {
-                    break;
-                }
-                if mty == NLMSG_ERROR && mseq == seq && len >= 20 {
-                    let code = i32::from_ne_bytes(self.buf[at + 16..at + 20].try_into().unwrap_or([0; 4]));
-                    if code == 0 {
-                        return Ok(());
-                    }
-                    let errno = Errno::from_raw(-code);
-                    return Err(KernelError::Netlink {
-                        op: op.to_string(),
-                        errno: Some(errno),
-                        msg: errno.desc().to_string(),
-                    });
-                }
-                at += len.next_multiple_of(4);
-            }
-        }
+        self.exchange(op, ty, NLM_F_ACK, payload, |_| {})
     }
 
     /// Sends a dump request and hands each message's payload to `each`.
-    fn dump(&mut self, op: &str, ty: u16, mut each: impl FnMut(&[u8])) -> Result<(), KernelError> {
-        let seq = self.send(op, ty, NLM_F_DUMP, &[])?;
+    fn dump(&mut self, op: &str, ty: u16, each: impl FnMut(&[u8])) -> Result<(), KernelError> {
+        self.exchange(op, ty, NLM_F_DUMP, &[], each)
+    }
+
+    /// Sends one message and reads its answers until the ACK, the error or the end of
+    /// the dump, handing each data message's payload to `each`.
+    fn exchange(
+        &mut self,
+        op: &str,
+        ty: u16,
+        flags: u16,
+        payload: &[u8],
+        mut each: impl FnMut(&[u8]),
+    ) -> Result<(), KernelError> {
+        let seq = self.send(op, ty, flags, payload)?;
         loop {
             self.buf.clear();
             self.sock.recv(&mut self.buf, 0).map_err(|e| io_err(op, e))?;
@@ -248,9 +234,8 @@ impl Xfrm {
                 if mseq == seq {
                     match mty {
                         NLMSG_DONE => return Ok(()),
-                        NLMSG_ERROR => {
-                            let code =
-                                i32::from_ne_bytes(self.buf[at + 16..at + 20].try_into().unwrap_or([0; 4]));
+                        NLMSG_ERROR if len >= 20 => {
+                            let code = get_u32(&self.buf, at + 16) as i32;
                             if code == 0 {
                                 return Ok(());
                             }

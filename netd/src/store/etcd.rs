@@ -123,6 +123,19 @@ impl EtcdStore {
         Ok(())
     }
 
+    /// Puts `v` at `k` under the node's lease (`what` names it in errors).
+    async fn put_leased(&self, what: &str, k: String, v: Vec<u8>) -> Result<(), ClusterError> {
+        let lease = self.lease.load(Ordering::Relaxed);
+        call(
+            &format!("put {what} {k}"),
+            self.client
+                .clone()
+                .put(k.clone(), v, Some(PutOptions::new().with_lease(lease))),
+        )
+        .await
+        .map(drop)
+    }
+
     async fn list<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, ClusterError> {
         let mut c = self.client.clone();
         let resp = call(
@@ -353,16 +366,12 @@ impl ClusterStore for EtcdStore {
     }
 
     async fn put_endpoint(&self, rec: &EndpointRecord) -> Result<(), ClusterError> {
-        let lease = self.lease.load(Ordering::Relaxed);
-        let k = keys::endpoint(&rec.network, &rec.node, &rec.sandbox);
-        call(
-            &format!("put endpoint {k}"),
-            self.client
-                .clone()
-                .put(k.clone(), json(rec), Some(PutOptions::new().with_lease(lease))),
+        self.put_leased(
+            "endpoint",
+            keys::endpoint(&rec.network, &rec.node, &rec.sandbox),
+            json(rec),
         )
         .await
-        .map(drop)
     }
 
     async fn delete_endpoint(&self, rec: &EndpointRecord) -> Result<(), ClusterError> {
@@ -476,16 +485,8 @@ impl ClusterStore for EtcdStore {
     }
 
     async fn put_stack_part(&self, rec: &StackPartRecord) -> Result<(), ClusterError> {
-        let lease = self.lease.load(Ordering::Relaxed);
-        let k = keys::stack_part(&rec.stack, &rec.node);
-        call(
-            &format!("put stack part {k}"),
-            self.client
-                .clone()
-                .put(k.clone(), json(rec), Some(PutOptions::new().with_lease(lease))),
-        )
-        .await
-        .map(drop)
+        self.put_leased("stack part", keys::stack_part(&rec.stack, &rec.node), json(rec))
+            .await
     }
 
     async fn delete_stack_part(&self, stack: &str, node: &str) -> Result<(), ClusterError> {
@@ -525,16 +526,8 @@ impl ClusterStore for EtcdStore {
     }
 
     async fn put_ipsec_ack(&self, rec: &RingAck) -> Result<(), ClusterError> {
-        let lease = self.lease.load(Ordering::Relaxed);
-        let k = keys::ipsec_ack(&rec.node);
-        call(
-            &format!("put {k}"),
-            self.client
-                .clone()
-                .put(k.clone(), json(rec), Some(PutOptions::new().with_lease(lease))),
-        )
-        .await
-        .map(drop)
+        self.put_leased("IPsec ack", keys::ipsec_ack(&rec.node), json(rec))
+            .await
     }
 
     async fn wireguards(&self) -> Result<Vec<WgRecord>, ClusterError> {
@@ -542,16 +535,8 @@ impl ClusterStore for EtcdStore {
     }
 
     async fn put_wireguard(&self, rec: &WgRecord) -> Result<(), ClusterError> {
-        let lease = self.lease.load(Ordering::Relaxed);
-        let k = keys::wireguard(&rec.node);
-        call(
-            &format!("put {k}"),
-            self.client
-                .clone()
-                .put(k.clone(), json(rec), Some(PutOptions::new().with_lease(lease))),
-        )
-        .await
-        .map(drop)
+        self.put_leased("WireGuard key", keys::wireguard(&rec.node), json(rec))
+            .await
     }
 
     async fn delete_wireguard(&self, node: &str) -> Result<(), ClusterError> {

@@ -39,7 +39,9 @@ ctl 1 sandbox create "${on[@]}" a >/dev/null
 ctl 2 sandbox create "${on[@]}" b >/dev/null
 sb() { nsenter --net="/run/$LAB/h$1/netns/$2" "${@:3}"; }
 ip_of() { ctl 2 sandbox inspect b | jq -r --arg n "$1" '.[0].endpoints[] | select(.network == $n) | .ipv4' | cut -d/ -f1; }
-sb 2 b iperf3 -s >/dev/null 2>&1 &
+# nsenter itself, not the function in a subshell: $! is then iperf3's PID (nsenter execs
+# it), so the trap ends the server and not only its parent shell.
+nsenter --net="/run/$LAB/h2/netns/b" iperf3 -s >/dev/null 2>&1 &
 srv=$!
 sleep 1
 kind=$(ip -n "$LAB-h1" -d link show netdwg0 2>/dev/null | grep -q 'wireguard' && echo kernel || echo userspace)

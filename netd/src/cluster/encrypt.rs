@@ -138,12 +138,8 @@ impl<S: ClusterStore> Agent<S> {
         }
         // The rules first: they exist before any SA, policy or VXLAN device they guard.
         if st.vnis.as_ref() != Some(&vnis) {
-            let batch = ipsec::nft_batch(&vnis, self.cfg.data_port);
-            let nft = self.nft()?;
-            tokio::task::spawn_blocking(move || nft.run(&batch))
-                .await
-                .map_err(|e| ClusterError::Invalid(format!("nft task panicked: {e}")))?
-                .map_err(|e| ClusterError::Invalid(format!("IPsec rules: {e}")))?;
+            self.set_rules(ipsec::nft_batch(&vnis, self.cfg.data_port))
+                .await?;
             tracing::info!(table = ipsec::TABLE, vnis = ?vnis, "cluster: IPsec fail-closed rules set");
             st.vnis = Some(vnis.clone());
         }
@@ -223,6 +219,16 @@ impl<S: ClusterStore> Agent<S> {
         }
         st.ring = Some(ring);
         Ok(())
+    }
+
+    /// Runs an encryption mode's rule batch (`ipsec::guard_batch`) in the node's namespace.
+    pub(super) async fn set_rules(&self, batch: String) -> Result<(), ClusterError> {
+        let nft = self.nft()?;
+        tokio::task::spawn_blocking(move || nft.run(&batch))
+            .await
+            .map_err(|e| ClusterError::Invalid(format!("nft task panicked: {e}")))?
+            .map(drop)
+            .map_err(|e| ClusterError::Invalid(format!("encryption rules: {e}")))
     }
 
     /// Acknowledges the ring applied, promotes a pending key every node has, and starts
@@ -344,8 +350,9 @@ impl<S: ClusterStore> Agent<S> {
         let ring = self.store.ipsec_ring().await?;
         let nodes = self.store.nodes().await?;
         let local = self.cfg.advertise;
-        let sas = kernel(|x| x.sas()).await.unwrap_or_default();
-        let pols = kernel(|x| x.policies()).await.unwrap_or_default();
+        let (sas, pols) = kernel(|x| Ok((x.sas()?, x.policies()?)))
+            .await
+            .unwrap_or_default();
         let (epoch, keys, rotating) = match &ring {
             Some(r) => (r.primary, r.keys.iter().map(|k| k.epoch).collect(), r.pending()),
             None => (0, Vec::new(), false),

@@ -327,29 +327,57 @@ pub fn diff(have: &Wanted, want: &Wanted) -> Vec<Op> {
     ops
 }
 
-/// The fail-closed rules for encrypted VNIs `vnis` on data port `port`, as one nftables
-/// batch that replaces the table whole (`None`: the table goes).
-pub fn nft_batch(vnis: &BTreeSet<u32>, port: u16) -> String {
-    let mut s = format!("table ip {TABLE} {{}}\ndelete table ip {TABLE}\n");
+/// How an encryption mode guards the VXLAN of its VNIs (one nftables table per mode).
+pub struct Guard<'a> {
+    pub table: &'a str,
+    /// The mode's word in each rule's comment.
+    pub what: &'a str,
+    /// The mark `mark-out` sets, which the mode's policy or route selects on.
+    pub mark: u32,
+    /// The condition under which `out` drops a packet about to leave.
+    pub out_drop: &'a str,
+    /// The condition under which `in` drops a packet that arrived.
+    pub in_drop: &'a str,
+}
+
+/// The rules of `g` for VNIs `vnis` on data port `port`, as one nftables batch that
+/// replaces the table whole (no VNI: the table goes).
+pub fn guard_batch(g: &Guard<'_>, vnis: &BTreeSet<u32>, port: u16) -> String {
+    let t = g.table;
+    let mut s = format!("table ip {t} {{}}\ndelete table ip {t}\n");
     if vnis.is_empty() {
         return s;
     }
-    s.push_str(&format!("table ip {TABLE} {{\n"));
     let each = |out: &mut String, rule: &str| {
         for v in vnis {
             out.push_str(&format!(
-                "    udp dport {port} @th,96,24 {v:#x} {rule} comment \"encrypted overlay vni {v}\"\n"
+                "    udp dport {port} @th,96,24 {v:#x} {rule} comment \"{} overlay vni {v}\"\n",
+                g.what
             ));
         }
     };
+    s.push_str(&format!("table ip {t} {{\n"));
     s.push_str("  chain mark-out {\n    type route hook output priority mangle; policy accept;\n");
-    each(&mut s, &format!("meta mark set meta mark | {MARK:#010x}"));
+    each(&mut s, &format!("meta mark set meta mark | {:#010x}", g.mark));
     s.push_str("  }\n  chain out {\n    type filter hook postrouting priority filter; policy accept;\n");
-    each(&mut s, "rt ipsec missing counter drop");
+    each(&mut s, &format!("{} counter drop", g.out_drop));
     s.push_str("  }\n  chain in {\n    type filter hook input priority filter; policy accept;\n");
-    each(&mut s, "meta ipsec missing counter drop");
+    each(&mut s, &format!("{} counter drop", g.in_drop));
     s.push_str("  }\n}\n");
     s
+}
+
+/// The fail-closed rules for IPsec VNIs: no transform found on the way out, no ESP on
+/// the way in.
+pub fn nft_batch(vnis: &BTreeSet<u32>, port: u16) -> String {
+    let g = Guard {
+        table: TABLE,
+        what: "encrypted",
+        mark: MARK,
+        out_drop: "rt ipsec missing",
+        in_drop: "meta ipsec missing",
+    };
+    guard_batch(&g, vnis, port)
 }
 
 #[cfg(test)]

@@ -122,28 +122,19 @@ pub fn peers_of(me: &str, recs: &[WgRecord], nodes: &BTreeSet<String>) -> Vec<Wg
     out
 }
 
-/// The fail-closed rules and the mark for WireGuard VNIs `vnis` on data port `port`.
+/// The fail-closed rules and the mark for WireGuard VNIs `vnis` on data port `port`:
+/// leaving or arriving through any link but `WG_LINK` drops.
 pub fn nft_batch(vnis: &BTreeSet<u32>, port: u16) -> String {
-    let mut s = format!("table ip {TABLE} {{}}\ndelete table ip {TABLE}\n");
-    if vnis.is_empty() {
-        return s;
-    }
-    let each = |out: &mut String, rule: &str| {
-        for v in vnis {
-            out.push_str(&format!(
-                "    udp dport {port} @th,96,24 {v:#x} {rule} comment \"wireguard overlay vni {v}\"\n"
-            ));
-        }
+    let out_drop = format!("oifname != \"{WG_LINK}\"");
+    let in_drop = format!("iifname != \"{WG_LINK}\"");
+    let g = super::ipsec::Guard {
+        table: TABLE,
+        what: "wireguard",
+        mark: WG_MARK,
+        out_drop: &out_drop,
+        in_drop: &in_drop,
     };
-    s.push_str(&format!("table ip {TABLE} {{\n"));
-    s.push_str("  chain mark-out {\n    type route hook output priority mangle; policy accept;\n");
-    each(&mut s, &format!("meta mark set meta mark | {WG_MARK:#010x}"));
-    s.push_str("  }\n  chain out {\n    type filter hook postrouting priority filter; policy accept;\n");
-    each(&mut s, &format!("oifname != \"{WG_LINK}\" counter drop"));
-    s.push_str("  }\n  chain in {\n    type filter hook input priority filter; policy accept;\n");
-    each(&mut s, &format!("iifname != \"{WG_LINK}\" counter drop"));
-    s.push_str("  }\n}\n");
-    s
+    super::ipsec::guard_batch(&g, vnis, port)
 }
 
 /// The node's private key from `path`, made (0600) when there is none.
@@ -192,9 +183,7 @@ impl<S: ClusterStore> Agent<S> {
             .collect();
         let mut st = self.wg.lock().await;
         if st.vnis.as_ref() != Some(&vnis) {
-            let batch = nft_batch(&vnis, self.cfg.data_port);
-            let nft = self.nft()?;
-            blocking(move || nft.run(&batch).map(drop)).await?;
+            self.set_rules(nft_batch(&vnis, self.cfg.data_port)).await?;
             tracing::info!(table = TABLE, vnis = ?vnis, "cluster: WireGuard fail-closed rules set");
             st.vnis = Some(vnis.clone());
         }

@@ -199,15 +199,21 @@ pub fn inspect_networks(c: &Client, names: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cluster rotate-keys`.
-pub fn rotate_keys(c: &Client, as_json: bool) -> anyhow::Result<()> {
-    let v = match c.post("/v1/cluster/rotate-keys", &json!({})) {
-        Ok(v) => v,
+/// The answer of a `/v1/cluster/…` call, or the one-line reason a daemon without
+/// `--cluster` has none.
+fn in_cluster(r: Result<Value, ClientError>) -> anyhow::Result<Value> {
+    match r {
+        Ok(v) => Ok(v),
         Err(e) if no_route(&e) => {
             bail!("this netd is not in a cluster (start it with --cluster etcd://HOST:PORT)")
         }
-        Err(e) => return Err(e.into()),
-    };
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `cluster rotate-keys`.
+pub fn rotate_keys(c: &Client, as_json: bool) -> anyhow::Result<()> {
+    let v = in_cluster(c.post("/v1/cluster/rotate-keys", &json!({})))?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -217,13 +223,7 @@ pub fn rotate_keys(c: &Client, as_json: bool) -> anyhow::Result<()> {
 }
 
 pub fn node_ls(c: &Client, as_json: bool) -> anyhow::Result<()> {
-    let v = match c.get("/v1/cluster/nodes") {
-        Ok(v) => v,
-        Err(e) if no_route(&e) => {
-            bail!("this netd is not in a cluster (start it with --cluster etcd://HOST:PORT)")
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let v = in_cluster(c.get("/v1/cluster/nodes"))?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());

@@ -8,6 +8,7 @@
 //! VXLAN injected without protection is dropped; and a node that left the cluster can
 //! no longer send. Here (no ESP) the refusal runs: one line, nothing stored.
 
+use std::collections::BTreeSet;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -285,36 +286,15 @@ fn ipsec_end_to_end() {
     assert_eq!(up.len(), 2, "{enc}");
 
     // A flow across three rotations loses nothing: a datagram every 10 ms, s1 -> s2.
-    let flow = udp_recorder(&h2.sb("s2"), 9001);
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicUsize::new(0));
-    let sender = {
-        let (stop, sent, sb, dst) = (stop.clone(), sent.clone(), h1.sb("s1"), format!("{e2}:9001"));
-        std::thread::spawn(move || {
-            netd::kernel::probe::in_netns(Some(sb.as_path()), move || {
-                let s = UdpSocket::bind("0.0.0.0:0")?;
-                while !stop.load(Ordering::Relaxed) {
-                    s.send_to(b"x", &dst)?;
-                    sent.fetch_add(1, Ordering::Relaxed);
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Ok(())
-            })
-        })
-    };
-    for round in 0..3 {
-        let out = h1.ctl(&["cluster", "rotate-keys", "--json"]);
-        let v: Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(v["key_epoch"], 2 + round, "{out}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    stop.store(true, Ordering::Relaxed);
-    sender.join().unwrap().expect("sender");
-    std::thread::sleep(Duration::from_secs(1));
-    let (s, r) = (sent.load(Ordering::Relaxed), flow.lock().unwrap().len());
-    println!("rotations: {s} datagrams sent, {r} received");
-    assert!(s > 50, "the flow hardly ran: {s}");
-    assert_eq!(r, s, "datagrams lost across the rotations");
+    let lost = flows(&[(h1.sb("s1"), h2.sb("s2"), format!("{e2}:9001"))], || {
+        for round in 0..3 {
+            let out = h1.ctl(&["cluster", "rotate-keys", "--json"]);
+            let v: Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(v["key_epoch"], 2 + round, "{out}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    assert_eq!(lost, vec![0], "datagrams lost across the rotations");
     let enc = &inspect(h2, "ove")["encryption"];
     assert_eq!(enc["key_epoch"], 4, "{enc}");
     assert_eq!(enc["keys"].as_array().unwrap().len(), 3, "{enc}");
@@ -373,6 +353,52 @@ fn ipsec_end_to_end() {
 }
 
 /// What each node holds of IPsec, for a failure message.
+/// Runs `during` while each flow (from namespace, to namespace, destination) sends a
+/// datagram every 10 ms; returns how many each lost.
+fn flows(pairs: &[(std::path::PathBuf, std::path::PathBuf, String)], during: impl FnOnce()) -> Vec<usize> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let running: Vec<_> = pairs
+        .iter()
+        .map(|(from, to, dst)| {
+            let port: u16 = dst
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("ip:port");
+            let rec = udp_recorder(to, port);
+            let sent = Arc::new(AtomicUsize::new(0));
+            let sender = {
+                let (stop, sent, from, dst) = (stop.clone(), sent.clone(), from.clone(), dst.clone());
+                std::thread::spawn(move || {
+                    netd::kernel::probe::in_netns(Some(from.as_path()), move || {
+                        let s = UdpSocket::bind("0.0.0.0:0")?;
+                        while !stop.load(Ordering::Relaxed) {
+                            s.send_to(b"x", &dst)?;
+                            sent.fetch_add(1, Ordering::Relaxed);
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        Ok(())
+                    })
+                })
+            };
+            (rec, sent, sender, dst.clone())
+        })
+        .collect();
+    during();
+    stop.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(1));
+    running
+        .into_iter()
+        .map(|(rec, sent, sender, dst)| {
+            sender.join().unwrap().expect("sender");
+            let (s, r) = (sent.load(Ordering::Relaxed), rec.lock().unwrap().len());
+            println!("flow to {dst}: {s} datagrams sent, {r} received");
+            assert!(s > 50, "the flow to {dst} hardly ran: {s}");
+            s.saturating_sub(r)
+        })
+        .collect()
+}
+
 fn diag(c: &Cluster) -> String {
     c.nodes
         .iter()
@@ -629,6 +655,53 @@ fn wireguard_end_to_end() {
         before,
         h2.sh_in("s2", "grep '^Icmp:' /proc/net/snmp | tail -1").stdout,
         "the injected ping reached s2"
+    );
+
+    // Three key rotations: every node's key changes each time, and flows both ways lose
+    // nothing (the old key's sessions keep receiving until the peers follow).
+    let keys = |c: &Cluster| -> Vec<String> {
+        c.nodes
+            .iter()
+            .map(|n| {
+                inspect(&n.host, "ovw")["encryption"]["public_key"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect()
+    };
+    let mut seen = vec![keys(&c)];
+    let lost = flows(
+        &[
+            (h1.sb("s1"), h2.sb("s2"), format!("{w2}:9002")),
+            (h2.sb("s2"), h1.sb("s1"), format!("{w1}:9003")),
+        ],
+        || {
+            for round in 0..3 {
+                let out = h1.ctl(&["cluster", "rotate-keys", "--json"]);
+                let v: Value = serde_json::from_str(&out).unwrap();
+                assert_eq!(v["wireguard"]["key_epoch"], 2 + round, "{out}");
+                assert_eq!(v["wireguard"]["nodes"].as_array().map(Vec::len), Some(3), "{out}");
+                seen.push(keys(&c));
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        },
+    );
+    assert_eq!(
+        lost,
+        vec![0, 0],
+        "datagrams lost across the rotations: {}",
+        diag_wg(&c)
+    );
+    for node in 0..3 {
+        let mine: BTreeSet<&str> = seen.iter().map(|k| k[node].as_str()).collect();
+        assert_eq!(mine.len(), 4, "node {node}'s keys across 3 rotations: {seen:?}");
+    }
+    let enc = &inspect(h2, "ovw")["encryption"];
+    assert_eq!(enc["key_epoch"], 4, "{enc}");
+    assert!(
+        eventually(15, || h1.ping("s1", &w3)),
+        "s1 cannot reach s3 after the rotations"
     );
 
     // A node that leaves is no peer any more.

@@ -289,11 +289,21 @@ async fn network<S: ClusterStore>(
 /// `netctl cluster rotate-keys`: answers once the new key sends (every node has it).
 async fn rotate_keys<S: ClusterStore>(State(a): State<Arc<Agent<S>>>) -> Result<Response, ApiError> {
     let r = a.rotate_keys().await?;
-    Ok(Json(serde_json::json!({
-        "key_epoch": r.primary,
-        "keys": r.keys.iter().map(|k| k.epoch).collect::<Vec<_>>(),
-    }))
-    .into_response())
+    let mut v = serde_json::json!({});
+    if let Some(ring) = &r.ipsec {
+        v["key_epoch"] = ring.primary.into();
+        v["keys"] = ring.keys.iter().map(|k| k.epoch).collect::<Vec<_>>().into();
+    }
+    if let Some((epoch, recs)) = &r.wireguard {
+        v["wireguard"] = serde_json::json!({
+            "key_epoch": epoch,
+            "nodes": recs
+                .iter()
+                .map(|r| serde_json::json!({"node": r.node, "public_key": r.public_key, "key_epoch": r.epoch}))
+                .collect::<Vec<_>>(),
+        });
+    }
+    Ok(Json(v).into_response())
 }
 
 async fn create<S: ClusterStore>(State(a): State<Arc<Agent<S>>>, b: Body) -> Result<Response, ApiError> {

@@ -19,7 +19,7 @@ use crate::kernel::xfrm::{self, Sa, Xfrm, KEY_LEN};
 /// memory (an operator's `ip xfrm state flush` heals within it).
 const REREAD_EVERY: u32 = 15;
 /// How long `rotate-keys` waits for every node to take the new key.
-const ROTATE_WAIT: Duration = Duration::from_secs(60);
+pub(super) const ROTATE_WAIT: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 pub(super) struct IpsecState {
@@ -54,7 +54,18 @@ pub struct EncryptionView {
     pub keys: Vec<u32>,
     /// A rotation is waiting for every node to accept the newest key.
     pub rotating: bool,
+    /// WireGuard: this node's public key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
     pub peers: Vec<PeerView>,
+}
+
+/// What `netctl cluster rotate-keys` did, per mode the cluster uses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rotated {
+    pub ipsec: Option<KeyRing>,
+    /// The new key epoch and every node's key for it.
+    pub wireguard: Option<(u64, Vec<super::wireguard::WgRecord>)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -286,9 +297,30 @@ impl<S: ClusterStore> Agent<S> {
             .ok_or_else(|| ClusterError::Invalid("the IPsec key ring vanished while being made".into()))
     }
 
-    /// `netctl cluster rotate-keys`: a new key joins the ring, and this returns once it
-    /// is primary (every node accepted it). One rotation at a time.
-    pub async fn rotate_keys(&self) -> Result<KeyRing, ClusterError> {
+    /// `netctl cluster rotate-keys`: new keys in every mode the cluster uses (the IPsec
+    /// ring, the WireGuard key epoch), returning once they are in use everywhere.
+    pub async fn rotate_keys(&self) -> Result<Rotated, ClusterError> {
+        let has_ring = self.store.ipsec_ring().await?.is_some();
+        let has_wg = !self.store.wireguards().await?.is_empty();
+        if !has_ring && !has_wg {
+            return Err(ClusterError::NotFound(
+                "no keys to rotate: the cluster has no encrypted overlay network".into(),
+            ));
+        }
+        let ipsec = match has_ring {
+            true => Some(self.rotate_ipsec().await?),
+            false => None,
+        };
+        let wireguard = match has_wg {
+            true => Some(self.rotate_wireguard().await?),
+            false => None,
+        };
+        Ok(Rotated { ipsec, wireguard })
+    }
+
+    /// A new key joins the IPsec ring, and this returns once it is primary (every node
+    /// accepted it). One rotation at a time.
+    async fn rotate_ipsec(&self) -> Result<KeyRing, ClusterError> {
         let ring = self.store.ipsec_ring().await?.ok_or_else(|| {
             ClusterError::NotFound("no IPsec keys yet: the cluster has no encrypted overlay network".into())
         })?;
@@ -339,12 +371,14 @@ impl<S: ClusterStore> Agent<S> {
             return Ok(None);
         };
         if mode == Encryption::Wireguard {
+            let (epoch, public_key, peers) = self.wireguard_view().await?;
             return Ok(Some(EncryptionView {
                 mode: mode.as_str().into(),
-                key_epoch: 0,
+                key_epoch: u32::try_from(epoch).unwrap_or(u32::MAX),
                 keys: Vec::new(),
                 rotating: false,
-                peers: self.wireguard_peers().await?,
+                public_key,
+                peers,
             }));
         }
         let ring = self.store.ipsec_ring().await?;
@@ -385,6 +419,7 @@ impl<S: ClusterStore> Agent<S> {
             key_epoch: epoch,
             keys,
             rotating,
+            public_key: None,
             peers,
         }))
     }

@@ -242,6 +242,11 @@ pub mod keys {
     pub fn wireguards() -> String {
         format!("{PREFIX}wireguard/")
     }
+    /// The cluster's WireGuard key epoch (`wireguard::WgRotation`): a node whose key is
+    /// older makes a new one.
+    pub fn wireguard_rotation() -> String {
+        format!("{PREFIX}wireguard-rotation")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -450,6 +455,17 @@ pub trait ClusterStore: Send + Sync + 'static {
         rec: &wireguard::WgRecord,
     ) -> impl Future<Output = Result<(), ClusterError>> + Send;
     fn delete_wireguard(&self, node: &str) -> impl Future<Output = Result<(), ClusterError>> + Send;
+    /// The WireGuard key epoch, if one was set.
+    fn wireguard_rotation(
+        &self,
+    ) -> impl Future<Output = Result<Option<wireguard::WgRotation>, ClusterError>> + Send;
+    /// Puts `new` if the epoch record is still `old` (`None`: there is none yet), one
+    /// compare-and-set; `Ok(false)` when another node changed it first.
+    fn replace_wireguard_rotation(
+        &self,
+        old: Option<&wireguard::WgRotation>,
+        new: &wireguard::WgRotation,
+    ) -> impl Future<Output = Result<bool, ClusterError>> + Send;
     /// Resolves at the next change under `stacks/` (or after a reconnect of the watch).
     fn stacks_changed(&self) -> impl Future<Output = ()> + Send;
     /// Resolves at the next change under the prefix (or after a reconnect, when changes

@@ -14,6 +14,21 @@
 //!
 //! The private key lives in the state directory (`wireguard.key`, mode 0600), so a
 //! restart keeps the node's identity.
+//!
+//! **Key rotation.** The cluster holds one key epoch (`WgRotation`, at
+//! `/netd/v1/wireguard-rotation`), raised by `netctl cluster rotate-keys` and by the
+//! first node whose timer (`--key-rotation`) finds it due. A node whose key answers to
+//! an older epoch makes a new key, writes it to its key file, switches its link to it
+//! and only then publishes it. The overlap window is the old key's sessions: the link
+//! stops sending on them at the switch (the next packets wait, queued, for a handshake
+//! under the new key) but keeps receiving on them, so what the peers send under the old
+//! key arrives until each of them, seeing the new record, moves the node's peer entry to
+//! the new key (which starts the handshake at once: keepalive). Nothing is sent under a
+//! key the other side does not hold, and the queue covers the moment the peers take to
+//! follow. Nodes take turns, in name order, each `SETTLE` after the one before it
+//! published: a peer entry replaced while its own first packets wait for a handshake
+//! would lose them (the kernel drops a removed peer's queue), and two nodes switching
+//! at once would each queue packets for the other's old key.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -22,6 +37,7 @@ use std::path::Path;
 use ipnetwork::Ipv4Network;
 use serde::{Deserialize, Serialize};
 
+use super::agent::now;
 use super::encrypt::PeerView;
 use super::ipsec::Encryption;
 use super::{Agent, ClusterError, ClusterStore, NetworkRecord};
@@ -52,6 +68,15 @@ impl WgDev {
         match self {
             WgDev::Kernel(k) => k.peers().unwrap_or_default(),
             WgDev::User(u) => u.peers(),
+        }
+    }
+    fn set_private_key(&mut self, key: &[u8; 32]) -> Result<(), crate::kernel::KernelError> {
+        match self {
+            WgDev::Kernel(k) => k.set_private_key(key),
+            WgDev::User(u) => {
+                u.set_private_key(key);
+                Ok(())
+            }
         }
     }
     fn kind(&self) -> &'static str {
@@ -92,6 +117,56 @@ pub struct WgRecord {
     pub public_key: String,
     pub addr: Ipv4Addr,
     pub port: u16,
+    /// The cluster key epoch (`WgRotation`) this key was made for.
+    #[serde(default)]
+    pub epoch: u64,
+}
+
+/// The cluster's WireGuard key epoch and when it was raised (unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WgRotation {
+    pub epoch: u64,
+    pub at: u64,
+}
+
+impl WgRotation {
+    pub fn first(now: u64) -> WgRotation {
+        WgRotation { epoch: 1, at: now }
+    }
+    pub fn next(&self, now: u64) -> WgRotation {
+        WgRotation {
+            epoch: self.epoch + 1,
+            at: now,
+        }
+    }
+    /// A rotation every `every` seconds (0: never on a timer).
+    pub fn due(&self, now: u64, every: u64) -> bool {
+        every > 0 && now.saturating_sub(self.at) >= every
+    }
+}
+
+/// How long a node waits, once its turn has come, before it switches to a new key:
+/// time for the peers to follow the node before it and finish their handshakes.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether it is node `me`'s turn to make a key for epoch `target`: every node before it
+/// in name order (of the registered nodes with a WireGuard record) has one.
+pub fn my_turn(me: &str, recs: &[WgRecord], nodes: &BTreeSet<String>, target: u64) -> bool {
+    recs.iter()
+        .filter(|r| nodes.contains(&r.node) && r.node.as_str() < me)
+        .all(|r| r.epoch >= target)
+}
+
+/// Whether a node whose key answers to epoch `held` makes a new key under cluster epoch
+/// `cluster`, and the epoch its key answers to after. A node that does not know its
+/// key's epoch (`None`: a first start, or its record went with its lease) takes the
+/// cluster's as it is and rotates at the next one.
+pub fn key_step(held: Option<u64>, cluster: u64) -> (bool, u64) {
+    match held {
+        Some(h) if h < cluster => (true, cluster),
+        Some(h) => (false, h),
+        None => (false, cluster),
+    }
 }
 
 #[derive(Default)]
@@ -102,6 +177,10 @@ pub(super) struct WgState {
     peers: Option<Vec<WgPeer>>,
     routes: Option<BTreeSet<Ipv4Addr>>,
     vnis: Option<BTreeSet<u32>>,
+    /// The cluster key epoch the link's key answers to.
+    epoch: Option<u64>,
+    /// Since when this node's turn to rotate for an epoch has been seen.
+    turn: Option<(u64, std::time::Instant)>,
 }
 
 /// The peers node `me` configures: every other registered node that published a key.
@@ -139,27 +218,41 @@ pub fn nft_batch(vnis: &BTreeSet<u32>, port: u16) -> String {
 
 /// The node's private key from `path`, made (0600) when there is none.
 fn private_key(path: &Path) -> Result<[u8; 32], ClusterError> {
-    let bad = |e: String| ClusterError::Invalid(format!("WireGuard key {}: {e}", path.display()));
     match std::fs::read_to_string(path) {
-        Ok(t) => wg_user::key_from_base64(t.trim()).ok_or_else(|| bad("not a base64 key".into())),
+        Ok(t) => wg_user::key_from_base64(t.trim()).ok_or_else(|| key_error(path, "not a base64 key".into())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
             let k = wg_user::generate_private_key();
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| bad(e.to_string()))?;
-            }
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(|e| bad(e.to_string()))?;
-            writeln!(f, "{}", wg_user::key_to_base64(&k)).map_err(|e| bad(e.to_string()))?;
+            write_private_key(path, &k)?;
             Ok(k)
         }
-        Err(e) => Err(bad(e.to_string())),
+        Err(e) => Err(key_error(path, e.to_string())),
     }
+}
+
+fn key_error(path: &Path, e: String) -> ClusterError {
+    ClusterError::Invalid(format!("WireGuard key {}: {e}", path.display()))
+}
+
+/// Writes `key` to `path` (0600) whole or not at all: a new file beside it, synced, then
+/// renamed over it.
+fn write_private_key(path: &Path, key: &[u8; 32]) -> Result<(), ClusterError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bad = |e: std::io::Error| key_error(path, e.to_string());
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(bad)?;
+    }
+    let tmp = path.with_extension("key.new");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(bad)?;
+    writeln!(f, "{}", wg_user::key_to_base64(key)).map_err(bad)?;
+    f.sync_all().map_err(bad)?;
+    std::fs::rename(&tmp, path).map_err(bad)
 }
 
 async fn blocking<T: Send + 'static>(
@@ -243,6 +336,38 @@ impl<S: ClusterStore> Agent<S> {
             st.peers = None;
             st.routes = None;
         }
+        let recs = self.store.wireguards().await?;
+        let nodes: BTreeSet<String> = self.store.nodes().await?.into_iter().map(|n| n.name).collect();
+        let cluster = self.wireguard_epoch().await?;
+        if st.epoch.is_none() {
+            // A restart: the epoch our record (if it outlived us) gives the key we hold.
+            let mine = st.dev.as_ref().map(|d| wg_user::key_to_base64(&d.public_key()));
+            st.epoch = recs
+                .iter()
+                .find(|r| r.node == self.cfg.node && Some(&r.public_key) == mine.as_ref())
+                .map(|r| r.epoch);
+        }
+        let (mut rotate, mut epoch) = key_step(st.epoch, cluster.epoch);
+        if rotate {
+            let settled = match st.turn {
+                Some((e, since)) if e == epoch => since.elapsed() >= SETTLE,
+                _ => false,
+            };
+            if !my_turn(&self.cfg.node, &recs, &nodes, epoch) {
+                st.turn = None;
+            } else if st.turn.is_none_or(|(e, _)| e != epoch) {
+                st.turn = Some((epoch, std::time::Instant::now()));
+            }
+            if !settled || st.turn.is_none() {
+                // Not yet: the key stays what it was for now.
+                (rotate, epoch) = (false, st.epoch.unwrap_or(epoch));
+            }
+        }
+        if rotate {
+            self.rotate_own_key(&mut st, epoch)?;
+            st.turn = None;
+        }
+        st.epoch = Some(epoch);
         let Some(public) = st.dev.as_ref().map(WgDev::public_key) else {
             return Ok(());
         };
@@ -251,14 +376,14 @@ impl<S: ClusterStore> Agent<S> {
             public_key: wg_user::key_to_base64(&public),
             addr: self.cfg.advertise,
             port: WG_PORT,
+            epoch,
         };
         let lease = self.store.lease_epoch();
         if st.published.as_ref() != Some(&(rec.clone(), lease)) {
             self.store.put_wireguard(&rec).await?;
             st.published = Some((rec, lease));
         }
-        let nodes: BTreeSet<String> = self.store.nodes().await?.into_iter().map(|n| n.name).collect();
-        let want = peers_of(&self.cfg.node, &self.store.wireguards().await?, &nodes);
+        let want = peers_of(&self.cfg.node, &recs, &nodes);
         if st.peers.as_ref() != Some(&want) {
             if let Some(dev) = st.dev.as_ref() {
                 dev.set_peers(&want)
@@ -291,6 +416,95 @@ impl<S: ClusterStore> Agent<S> {
         Ok(())
     }
 
+    /// The cluster's key epoch: made (epoch 1) if there is none, raised here when the
+    /// timer finds it due (the first node to see it wins the compare-and-set).
+    async fn wireguard_epoch(&self) -> Result<WgRotation, ClusterError> {
+        let cur = self.store.wireguard_rotation().await?;
+        let want = match &cur {
+            None => WgRotation::first(now()),
+            Some(r) if r.due(now(), self.cfg.key_rotation_s) => r.next(now()),
+            Some(r) => return Ok(r.clone()),
+        };
+        if self.store.replace_wireguard_rotation(cur.as_ref(), &want).await? {
+            if cur.is_some() {
+                tracing::info!(
+                    epoch = want.epoch,
+                    "cluster: WireGuard key rotation started (timer)"
+                );
+            }
+            return Ok(want);
+        }
+        self.store
+            .wireguard_rotation()
+            .await?
+            .ok_or_else(|| ClusterError::Invalid("the WireGuard key epoch vanished".into()))
+    }
+
+    /// A new private key for epoch `epoch`: on disk first (a crash after leaves the link
+    /// to take it at the restart), then on the link. The caller publishes it after.
+    fn rotate_own_key(&self, st: &mut WgState, epoch: u64) -> Result<(), ClusterError> {
+        let Some(dev) = st.dev.as_mut() else {
+            return Ok(());
+        };
+        let old = wg_user::key_to_base64(&dev.public_key());
+        let key = wg_user::generate_private_key();
+        write_private_key(&self.cfg.wg_key, &key)?;
+        dev.set_private_key(&key)
+            .map_err(|e| ClusterError::Invalid(format!("WireGuard key: {e}")))?;
+        tracing::info!(
+            link = WG_LINK,
+            epoch,
+            old = %old,
+            new = %wg_user::key_to_base64(&dev.public_key()),
+            "cluster: WireGuard key rotated (the old key's sessions still receive until the peers follow)"
+        );
+        Ok(())
+    }
+
+    /// `netctl cluster rotate-keys` for WireGuard: raises the cluster's key epoch and
+    /// returns once every node with a WireGuard link published a key for it.
+    pub(super) async fn rotate_wireguard(&self) -> Result<(u64, Vec<WgRecord>), ClusterError> {
+        let target = loop {
+            let cur = self.wireguard_epoch().await?;
+            let next = cur.next(now());
+            if self.store.replace_wireguard_rotation(Some(&cur), &next).await? {
+                tracing::info!(
+                    epoch = next.epoch,
+                    "cluster: WireGuard key rotation started (asked)"
+                );
+                break next.epoch;
+            }
+        };
+        let deadline = std::time::Instant::now() + super::encrypt::ROTATE_WAIT;
+        loop {
+            self.pass().await?;
+            let nodes: BTreeSet<String> = self.store.nodes().await?.into_iter().map(|n| n.name).collect();
+            let recs: Vec<WgRecord> = self
+                .store
+                .wireguards()
+                .await?
+                .into_iter()
+                .filter(|r| nodes.contains(&r.node))
+                .collect();
+            let behind: Vec<&str> = recs
+                .iter()
+                .filter(|r| r.epoch < target)
+                .map(|r| r.node.as_str())
+                .collect();
+            if behind.is_empty() {
+                return Ok((target, recs));
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(ClusterError::Conflict(format!(
+                    "WireGuard key epoch {target}: nodes {} have not published a new key after {} s; they do at their next pass",
+                    behind.join(", "),
+                    super::encrypt::ROTATE_WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
     /// No WireGuard network left: the link, its rule and routes, and the record go.
     async fn wireguard_down(&self, st: &mut WgState) -> Result<(), ClusterError> {
         let had = st.dev.take();
@@ -317,16 +531,19 @@ impl<S: ClusterStore> Agent<S> {
         }
         st.peers = None;
         st.routes = Some(BTreeSet::new());
+        st.epoch = None;
         Ok(())
     }
 
-    /// Per peer node: whether it has a session (a handshake within 3 minutes) and the
-    /// bytes each way.
-    pub(super) async fn wireguard_peers(&self) -> Result<Vec<PeerView>, ClusterError> {
+    /// This node's key epoch and public key, and per peer node whether it has a session
+    /// (a handshake within 3 minutes) and the bytes each way.
+    pub(super) async fn wireguard_view(&self) -> Result<(u64, Option<String>, Vec<PeerView>), ClusterError> {
         let st = self.wg.lock().await;
         let Some(dev) = st.dev.as_ref() else {
-            return Ok(Vec::new());
+            return Ok((0, None, Vec::new()));
         };
+        let epoch = st.epoch.unwrap_or(0);
+        let public = Some(wg_user::key_to_base64(&dev.public_key()));
         let recs: BTreeMap<[u8; 32], WgRecord> = self
             .store
             .wireguards()
@@ -335,7 +552,7 @@ impl<S: ClusterStore> Agent<S> {
             .filter_map(|r| Some((wg_user::key_from_base64(&r.public_key)?, r)))
             .collect();
         let now = std::time::SystemTime::now();
-        Ok(dev
+        let peers = dev
             .peers()
             .into_iter()
             .map(|p| {
@@ -345,6 +562,7 @@ impl<S: ClusterStore> Agent<S> {
                     public_key: wg_user::key_to_base64(&p.public_key),
                     addr: p.endpoint.map_or(Ipv4Addr::UNSPECIFIED, |e| *e.ip()),
                     port: p.endpoint.map_or(0, |e| e.port()),
+                    epoch: 0,
                 });
                 let fresh = p
                     .last_handshake
@@ -359,7 +577,8 @@ impl<S: ClusterStore> Agent<S> {
                     bytes_in: p.rx_bytes,
                 }
             })
-            .collect())
+            .collect();
+        Ok((epoch, public, peers))
     }
 }
 
@@ -375,6 +594,7 @@ mod tests {
             public_key: k.clone(),
             addr: a.parse().unwrap(),
             port: WG_PORT,
+            epoch: 1,
         };
         let recs = vec![
             rec("h1", "10.0.0.1"),
@@ -389,6 +609,52 @@ mod tests {
             vec!["10.0.0.2/32".parse::<Ipv4Network>().unwrap()]
         );
         assert_eq!(p[0].endpoint, Some("10.0.0.2:51820".parse().unwrap()));
+    }
+
+    #[test]
+    fn nodes_rotate_in_name_order_and_a_newcomer_takes_the_epoch() {
+        let rec = |n: &str, epoch: u64| WgRecord {
+            node: n.into(),
+            public_key: String::new(),
+            addr: Ipv4Addr::LOCALHOST,
+            port: WG_PORT,
+            epoch,
+        };
+        let nodes: BTreeSet<String> = ["h1", "h2", "h3"].iter().map(|s| s.to_string()).collect();
+        // Epoch 2 asked: h1 goes first, h2 after h1 published, h3 after both.
+        let recs = vec![rec("h1", 1), rec("h2", 1), rec("h3", 1)];
+        assert!(my_turn("h1", &recs, &nodes, 2));
+        assert!(!my_turn("h2", &recs, &nodes, 2));
+        let recs = vec![rec("h1", 2), rec("h2", 1), rec("h3", 1)];
+        assert!(my_turn("h2", &recs, &nodes, 2));
+        assert!(!my_turn("h3", &recs, &nodes, 2));
+        // A node that left (not registered) holds nobody up.
+        let gone: BTreeSet<String> = ["h2", "h3"].iter().map(|s| s.to_string()).collect();
+        assert!(my_turn("h2", &[rec("h1", 1), rec("h2", 1)], &gone, 2));
+        // key_step: older rotates to the cluster's; same or unknown does not.
+        assert_eq!(key_step(Some(1), 3), (true, 3));
+        assert_eq!(key_step(Some(3), 3), (false, 3));
+        assert_eq!(key_step(None, 3), (false, 3));
+        // The timer: due after `every` seconds; 0 never.
+        let r = WgRotation::first(100);
+        assert!(!r.due(150, 60) && r.due(160, 60) && !r.due(1_000_000, 0));
+        assert_eq!(r.next(160), WgRotation { epoch: 2, at: 160 });
+    }
+
+    #[test]
+    fn a_key_file_is_made_once_and_replaced_whole() {
+        let dir = std::env::temp_dir().join(format!("netd-wgkey-{}", std::process::id()));
+        let path = dir.join("wireguard.key");
+        let k1 = private_key(&path).unwrap();
+        assert_eq!(private_key(&path).unwrap(), k1, "read back, not made again");
+        let k2 = wg_user::generate_private_key();
+        write_private_key(&path, &k2).unwrap();
+        assert_eq!(private_key(&path).unwrap(), k2);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(!path.with_extension("key.new").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

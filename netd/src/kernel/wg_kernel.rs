@@ -23,10 +23,8 @@ const WG_CMD_GET_DEVICE: u8 = 0;
 const WG_CMD_SET_DEVICE: u8 = 1;
 const WGDEVICE_A_IFNAME: u16 = 2;
 const WGDEVICE_A_PRIVATE_KEY: u16 = 3;
-const WGDEVICE_A_FLAGS: u16 = 5;
 const WGDEVICE_A_LISTEN_PORT: u16 = 6;
 const WGDEVICE_A_PEERS: u16 = 8;
-const WGDEVICE_F_REPLACE_PEERS: u32 = 1;
 const WGPEER_A_PUBLIC_KEY: u16 = 1;
 const WGPEER_A_FLAGS: u16 = 3;
 const WGPEER_A_ENDPOINT: u16 = 4;
@@ -35,6 +33,7 @@ const WGPEER_A_LAST_HANDSHAKE: u16 = 6;
 const WGPEER_A_RX_BYTES: u16 = 7;
 const WGPEER_A_TX_BYTES: u16 = 8;
 const WGPEER_A_ALLOWEDIPS: u16 = 9;
+const WGPEER_F_REMOVE_ME: u32 = 1;
 const WGPEER_F_REPLACE_ALLOWEDIPS: u32 = 2;
 const WGALLOWEDIP_A_FAMILY: u16 = 1;
 const WGALLOWEDIP_A_IPADDR: u16 = 2;
@@ -224,21 +223,32 @@ impl KernelWg {
         self.public
     }
 
-    /// `wg set NAME` with exactly `peers` (replacing the set; a peer whose key stays
-    /// keeps its session).
+    /// `wg set NAME` with exactly `peers`: one message that removes the peers not in
+    /// `peers` and adds or updates the others. Not `WGDEVICE_F_REPLACE_PEERS`, which
+    /// removes every peer first and so ends every session: a peer whose key stays keeps
+    /// its session (a key rotation elsewhere in the cluster costs the others nothing).
     pub fn set_peers(&self, peers: &[WgPeer]) -> Result<(), KernelError> {
+        let gone: Vec<[u8; 32]> = self
+            .peers()?
+            .into_iter()
+            .map(|p| p.public_key)
+            .filter(|k| !peers.iter().any(|p| &p.public_key == k))
+            .collect();
         let mut body = Vec::new();
         attr(
             &mut body,
             WGDEVICE_A_IFNAME,
             format!("{}\0", self.name).as_bytes(),
         );
-        attr(
-            &mut body,
-            WGDEVICE_A_FLAGS,
-            &WGDEVICE_F_REPLACE_PEERS.to_ne_bytes(),
-        );
         nested(&mut body, WGDEVICE_A_PEERS, |ps| {
+            // Removals first: an allowed IP moving from a removed peer to a new one is
+            // the new one's when the message ends either way, but never both's.
+            for k in &gone {
+                nested(ps, 0, |b| {
+                    attr(b, WGPEER_A_PUBLIC_KEY, k);
+                    attr(b, WGPEER_A_FLAGS, &WGPEER_F_REMOVE_ME.to_ne_bytes());
+                });
+            }
             for p in peers {
                 nested(ps, 0, |b| {
                     attr(b, WGPEER_A_PUBLIC_KEY, &p.public_key);
@@ -267,12 +277,40 @@ impl KernelWg {
         });
         Genl::open()?
             .exec(
-                &format!("wg set {} peers ({})", self.name, peers.len()),
+                &format!(
+                    "wg set {} peers ({}, {} removed)",
+                    self.name,
+                    peers.len(),
+                    gone.len()
+                ),
                 WG_CMD_SET_DEVICE,
                 0,
                 &body,
             )
             .map(drop)
+    }
+
+    /// `wg set NAME private-key …`: the link answers to the new key from now on. The
+    /// kernel stops sending on every current session (the next packet to a peer waits,
+    /// queued, for a handshake under the new key) but keeps receiving on them until they
+    /// expire, so what a peer sent under the old key still arrives while the peer
+    /// learns the new one.
+    pub fn set_private_key(&mut self, private_key: &[u8; 32]) -> Result<(), KernelError> {
+        let mut body = Vec::new();
+        attr(
+            &mut body,
+            WGDEVICE_A_IFNAME,
+            format!("{}\0", self.name).as_bytes(),
+        );
+        attr(&mut body, WGDEVICE_A_PRIVATE_KEY, private_key);
+        Genl::open()?.exec(
+            &format!("wg set {} private-key …", self.name),
+            WG_CMD_SET_DEVICE,
+            0,
+            &body,
+        )?;
+        self.public = super::wg_user::public_key_of(private_key);
+        Ok(())
     }
 
     /// `wg show NAME`: each peer's key, endpoint, last handshake and bytes.

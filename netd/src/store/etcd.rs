@@ -23,7 +23,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::cluster::ipsec::{KeyRing, RingAck};
-use crate::cluster::wireguard::WgRecord;
+use crate::cluster::wireguard::{WgRecord, WgRotation};
 use crate::cluster::{
     keys, AddrRecord, BlockRecord, ClusterError, ClusterStore, EndpointRecord, NetworkRecord, NodeRecord,
     ServiceRecord, StackPartRecord, StackRecord, LEASE_TTL_S,
@@ -134,6 +134,35 @@ impl EtcdStore {
         )
         .await
         .map(drop)
+    }
+
+    /// The record at `k` (`what` names it in errors), if there is one.
+    async fn get_json<T: DeserializeOwned>(&self, what: &str, k: String) -> Result<Option<T>, ClusterError> {
+        let resp = call(&format!("get {what}"), self.client.clone().get(k, None)).await?;
+        match resp.kvs().first() {
+            None => Ok(None),
+            Some(kv) => serde_json::from_slice(kv.value())
+                .map(Some)
+                .map_err(|e| ClusterError::Invalid(format!("{what} in the store is unreadable: {e}"))),
+        }
+    }
+
+    /// Puts `new` at `k` if the value there is still `old` (`None`: no key), one
+    /// transaction; `Ok(false)` when someone changed it first.
+    async fn replace_json<T: Serialize>(
+        &self,
+        what: &str,
+        k: String,
+        old: Option<&T>,
+        new: &T,
+    ) -> Result<bool, ClusterError> {
+        let cmp = match old {
+            None => Compare::create_revision(k.clone(), CompareOp::Equal, 0),
+            Some(o) => Compare::value(k.clone(), CompareOp::Equal, json(o)),
+        };
+        let txn = Txn::new().when([cmp]).and_then([TxnOp::put(k, json(new), None)]);
+        let r = call(&format!("put {what}"), self.client.clone().txn(txn)).await?;
+        Ok(r.succeeded())
     }
 
     async fn list<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, ClusterError> {
@@ -500,25 +529,12 @@ impl ClusterStore for EtcdStore {
     }
 
     async fn ipsec_ring(&self) -> Result<Option<KeyRing>, ClusterError> {
-        let k = keys::ipsec_ring();
-        let resp = call("get the IPsec key ring", self.client.clone().get(k, None)).await?;
-        match resp.kvs().first() {
-            None => Ok(None),
-            Some(kv) => serde_json::from_slice(kv.value()).map(Some).map_err(|e| {
-                ClusterError::Invalid(format!("the IPsec key ring in the store is unreadable: {e}"))
-            }),
-        }
+        self.get_json("the IPsec key ring", keys::ipsec_ring()).await
     }
 
     async fn replace_ipsec_ring(&self, old: Option<&KeyRing>, new: &KeyRing) -> Result<bool, ClusterError> {
-        let k = keys::ipsec_ring();
-        let cmp = match old {
-            None => Compare::create_revision(k.clone(), CompareOp::Equal, 0),
-            Some(o) => Compare::value(k.clone(), CompareOp::Equal, json(o)),
-        };
-        let txn = Txn::new().when([cmp]).and_then([TxnOp::put(k, json(new), None)]);
-        let r = call("put the IPsec key ring", self.client.clone().txn(txn)).await?;
-        Ok(r.succeeded())
+        self.replace_json("the IPsec key ring", keys::ipsec_ring(), old, new)
+            .await
     }
 
     async fn ipsec_acks(&self) -> Result<Vec<RingAck>, ClusterError> {
@@ -536,6 +552,20 @@ impl ClusterStore for EtcdStore {
 
     async fn put_wireguard(&self, rec: &WgRecord) -> Result<(), ClusterError> {
         self.put_leased("WireGuard key", keys::wireguard(&rec.node), json(rec))
+            .await
+    }
+
+    async fn wireguard_rotation(&self) -> Result<Option<WgRotation>, ClusterError> {
+        self.get_json("the WireGuard key epoch", keys::wireguard_rotation())
+            .await
+    }
+
+    async fn replace_wireguard_rotation(
+        &self,
+        old: Option<&WgRotation>,
+        new: &WgRotation,
+    ) -> Result<bool, ClusterError> {
+        self.replace_json("the WireGuard key epoch", keys::wireguard_rotation(), old, new)
             .await
     }
 

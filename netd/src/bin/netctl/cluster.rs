@@ -217,7 +217,23 @@ pub fn rotate_keys(c: &Client, as_json: bool) -> anyhow::Result<()> {
     if as_json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("key epoch {} sends; keys accepted: {}", v["key_epoch"], v["keys"]);
+        if !v["key_epoch"].is_null() {
+            println!(
+                "IPsec: key epoch {} sends; keys accepted: {}",
+                v["key_epoch"], v["keys"]
+            );
+        }
+        let wg = &v["wireguard"];
+        if !wg.is_null() {
+            println!("WireGuard: key epoch {}", wg["key_epoch"]);
+            for n in wg["nodes"].as_array().into_iter().flatten() {
+                println!(
+                    "  {:<20} {}",
+                    n["node"].as_str().unwrap_or("?"),
+                    n["public_key"].as_str().unwrap_or("?")
+                );
+            }
+        }
     }
     Ok(())
 }

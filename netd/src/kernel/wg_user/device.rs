@@ -11,6 +11,12 @@
 //! The peer set is an immutable snapshot behind an `RwLock<Arc<_>>`, taken once per
 //! batch, so `set_peers` never stalls the data path; a peer's `Tunn` is behind its own
 //! mutex, held for one batch of segments at a time.
+//!
+//! A new private key (`set_private_key`) gives every peer a new `Tunn`, which sends
+//! under the new key (the first packets wait in its queue for the handshake), and keeps
+//! the old one as the peer's `previous`, which still decrypts what the peer sent on
+//! its sessions under the old key until the peer has learnt the new one: the kernel's
+//! behaviour (it stops sending on the current sessions but keeps receiving on them).
 
 use std::collections::HashMap;
 use std::io;
@@ -49,6 +55,9 @@ struct Peer {
     index: u32,
     keepalive: Option<u16>,
     tunn: Mutex<Tunn>,
+    /// The peer's state under this device's previous private key: receives only.
+    /// (Taken from it when the key changes again: one key back is enough.)
+    previous: Mutex<Option<Arc<Peer>>>,
     /// 0 = unknown, else 1 << 48 | ip << 16 | port: read per packet without a lock.
     endpoint: AtomicU64,
     rx_bytes: AtomicU64,
@@ -73,19 +82,56 @@ impl Peer {
     fn lock(&self) -> std::sync::MutexGuard<'_, Tunn> {
         self.tunn.lock().unwrap_or_else(PoisonError::into_inner)
     }
+    fn previous(&self) -> Option<Arc<Peer>> {
+        self.previous
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
-#[derive(Default)]
+/// The device's own key pair.
+struct Identity {
+    secret: StaticSecret,
+    public: PublicKey,
+}
+
 struct PeerSet {
+    identity: Arc<Identity>,
     peers: Vec<Arc<Peer>>,
     by_key: HashMap<[u8; 32], usize>,
+    /// Receiver index (`>> 8`) to slot: every peer's, and its `previous`'s.
     by_index: HashMap<u32, usize>,
     routes: AllowedIps,
 }
 
+impl PeerSet {
+    fn new(identity: Arc<Identity>) -> PeerSet {
+        PeerSet {
+            identity,
+            peers: Vec::new(),
+            by_key: HashMap::new(),
+            by_index: HashMap::new(),
+            routes: AllowedIps::default(),
+        }
+    }
+
+    /// Adds `peer` in the next slot with its allowed IPs.
+    fn push(&mut self, peer: Arc<Peer>, allowed: &[ipnetwork::Ipv4Network]) {
+        let slot = self.peers.len();
+        self.by_key.insert(peer.public_key, slot);
+        self.by_index.insert(peer.index, slot);
+        if let Some(p) = peer.previous() {
+            self.by_index.insert(p.index, slot);
+        }
+        for net in allowed {
+            self.routes.insert(*net, slot);
+        }
+        self.peers.push(peer);
+    }
+}
+
 struct Shared {
-    secret: StaticSecret,
-    public: PublicKey,
     tun: Tun,
     udp: UdpSocket,
     peers: RwLock<Arc<PeerSet>>,
@@ -193,12 +239,14 @@ impl UserWg {
             },
         )?;
         let secret = StaticSecret::from(cfg.private_key);
-        let shared = Arc::new(Shared {
+        let identity = Arc::new(Identity {
             public: PublicKey::from(&secret),
             secret,
+        });
+        let shared = Arc::new(Shared {
             tun,
             udp,
-            peers: RwLock::new(Arc::default()),
+            peers: RwLock::new(Arc::new(PeerSet::new(identity))),
             next_index: AtomicU32::new(1),
             stop: AtomicBool::new(false),
         });
@@ -248,7 +296,7 @@ impl UserWg {
     }
 
     pub fn public_key(&self) -> [u8; 32] {
-        self.shared.public.to_bytes()
+        self.shared.snapshot().identity.public.to_bytes()
     }
 
     /// The UDP port the device listens on (the one asked for, or the kernel's pick for 0).
@@ -271,10 +319,12 @@ impl UserWg {
     /// keepalive changed: boringtun fixes that at creation, so the peer starts over with
     /// a new handshake. Two peers with one key are refused.
     pub fn set_peers(&self, peers: &[WgPeer]) -> Result<(), KernelError> {
-        let old = self.shared.snapshot();
-        let mut set = PeerSet::default();
-        for (slot, p) in peers.iter().enumerate() {
-            if set.by_key.insert(p.public_key, slot).is_some() {
+        let mut guard = self.shared.peers.write().unwrap_or_else(PoisonError::into_inner);
+        let old = guard.clone();
+        let mut set = PeerSet::new(old.identity.clone());
+        let mut fresh = Vec::new();
+        for p in peers {
+            if set.by_key.contains_key(&p.public_key) {
                 return Err(KernelError::Wg {
                     name: self.name.clone(),
                     what: format!("peer {} listed twice", super::key_to_base64(&p.public_key)),
@@ -288,36 +338,89 @@ impl UserWg {
             let peer = match kept {
                 Some(o) => o,
                 None => {
-                    let index = self.shared.next_index.fetch_add(1, Ordering::Relaxed) & 0xff_ffff;
-                    Arc::new(Peer {
-                        public_key: p.public_key,
-                        index,
-                        keepalive: p.keepalive,
-                        tunn: Mutex::new(Tunn::new(
-                            self.shared.secret.clone(),
-                            PublicKey::from(p.public_key),
-                            None,
-                            p.keepalive,
-                            index,
-                            None,
-                        )),
-                        endpoint: AtomicU64::new(0),
-                        rx_bytes: AtomicU64::new(0),
-                        tx_bytes: AtomicU64::new(0),
-                    })
+                    let n = self.new_peer(&set.identity, p.public_key, p.keepalive, None);
+                    fresh.push(n.clone());
+                    n
                 }
             };
             if let Some(ep) = p.endpoint {
                 peer.set_endpoint(ep);
             }
-            set.by_index.insert(peer.index, slot);
-            for net in &p.allowed_ips {
-                set.routes.insert(*net, slot);
-            }
-            set.peers.push(peer);
+            set.push(peer, &p.allowed_ips);
         }
-        *self.shared.peers.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(set);
+        *guard = Arc::new(set);
+        drop(guard);
+        // A new peer with a keepalive gets a handshake now, as the kernel's WireGuard
+        // does: its session is up before the first packet for it has to wait.
+        let mut buf = [0u8; 256];
+        for p in fresh.iter().filter(|p| p.keepalive.is_some()) {
+            let Some(ep) = p.endpoint() else { continue };
+            if let TunnResult::WriteToNetwork(m) = p.lock().format_handshake_initiation(&mut buf, false) {
+                if self.shared.udp.send_to(m, ep).is_ok() {
+                    p.tx_bytes.fetch_add(m.len() as u64, Ordering::Relaxed);
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// A peer with a new `Tunn` under `identity` and a fresh receiver index.
+    fn new_peer(
+        &self,
+        identity: &Identity,
+        public_key: [u8; 32],
+        keepalive: Option<u16>,
+        previous: Option<Arc<Peer>>,
+    ) -> Arc<Peer> {
+        let index = self.shared.next_index.fetch_add(1, Ordering::Relaxed) & 0xff_ffff;
+        Arc::new(Peer {
+            public_key,
+            index,
+            keepalive,
+            tunn: Mutex::new(Tunn::new(
+                identity.secret.clone(),
+                PublicKey::from(public_key),
+                None,
+                keepalive,
+                index,
+                None,
+            )),
+            previous: Mutex::new(previous),
+            endpoint: AtomicU64::new(0),
+            rx_bytes: AtomicU64::new(0),
+            tx_bytes: AtomicU64::new(0),
+        })
+    }
+
+    /// The device answers to `private_key` from now on: every peer gets a new session
+    /// state under it (the next packet to a peer waits for a handshake) and keeps its
+    /// old one for receiving what the peer still sends under the old key (see the
+    /// module's comment). Counters and endpoints carry over.
+    pub fn set_private_key(&self, private_key: &[u8; 32]) {
+        let secret = StaticSecret::from(*private_key);
+        let identity = Arc::new(Identity {
+            public: PublicKey::from(&secret),
+            secret,
+        });
+        let mut guard = self.shared.peers.write().unwrap_or_else(PoisonError::into_inner);
+        let old = guard.clone();
+        let mut set = PeerSet::new(identity.clone());
+        for o in &old.peers {
+            // The old state keeps receiving; its own previous one goes.
+            *o.previous.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            let prev = o.clone();
+            let peer = self.new_peer(&identity, o.public_key, o.keepalive, Some(prev));
+            peer.endpoint
+                .store(o.endpoint.load(Ordering::Relaxed), Ordering::Relaxed);
+            peer.rx_bytes
+                .store(o.rx_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+            peer.tx_bytes
+                .store(o.tx_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+            set.push(peer, &[]);
+        }
+        // Same slots, same order: the routes carry over as they are.
+        set.routes = old.routes.clone();
+        *guard = Arc::new(set);
     }
 
     /// Every peer's endpoint, last handshake and byte counts, in `set_peers` order.
@@ -415,24 +518,46 @@ fn tx_loop(sh: &Shared, mtu: usize) {
     }
 }
 
+/// Where a datagram goes: its peer's slot, whether the peer's `previous` state (the
+/// old key's) holds the session it names, and whether it is a data packet.
+struct Dest {
+    slot: usize,
+    previous: bool,
+    data: bool,
+}
+
 /// The peer a datagram claims to be from: by the receiver index we gave it, or, for a
 /// handshake initiation, by the static key inside (which costs a DH).
-fn peer_of(sh: &Shared, set: &PeerSet, data: &[u8]) -> Option<usize> {
-    let index = match Tunn::parse_incoming_packet(data).ok()? {
+fn peer_of(set: &PeerSet, data: &[u8]) -> Option<Dest> {
+    let (index, data) = match Tunn::parse_incoming_packet(data).ok()? {
         Packet::HandshakeInit(p) => {
-            let half = parse_handshake_anon(&sh.secret, &sh.public, &p).ok()?;
-            return set.by_key.get(&half.peer_static_public).copied();
+            let id = &set.identity;
+            let half = parse_handshake_anon(&id.secret, &id.public, &p).ok()?;
+            let slot = *set.by_key.get(&half.peer_static_public)?;
+            return Some(Dest {
+                slot,
+                previous: false,
+                data: false,
+            });
         }
-        Packet::HandshakeResponse(p) => p.receiver_idx,
-        Packet::PacketCookieReply(p) => p.receiver_idx,
-        Packet::PacketData(p) => p.receiver_idx,
+        Packet::HandshakeResponse(p) => (p.receiver_idx, false),
+        Packet::PacketCookieReply(p) => (p.receiver_idx, false),
+        Packet::PacketData(p) => (p.receiver_idx, true),
     };
-    set.by_index.get(&(index >> 8)).copied()
+    let slot = *set.by_index.get(&(index >> 8))?;
+    Some(Dest {
+        slot,
+        previous: set.peers[slot].index != index >> 8,
+        data,
+    })
 }
 
 fn rx_loop(sh: &Shared) {
     let mut batch = RecvBatch::new();
-    let mut dec = vec![0u8; RX_SLOT];
+    let mut bufs = RxBufs {
+        dec: vec![0u8; RX_SLOT],
+        spare: vec![0u8; RX_SLOT],
+    };
     let mut gro = Gro::default();
     let tun = &sh.tun;
     let mut write = |b: &[u8]| {
@@ -448,29 +573,42 @@ fn rx_loop(sh: &Shared) {
         for i in 0..n {
             let (msg, size, from) = batch.get(i);
             for data in msg.chunks(size) {
-                receive(sh, &set, data, from, &mut dec, &mut |p| gro.push(p, &mut write));
+                receive(sh, &set, data, from, &mut bufs, &mut |p| gro.push(p, &mut write));
             }
         }
         gro.flush(&mut write);
     }
 }
 
-/// One datagram: to its peer's `Tunn`; a decrypted packet whose source routes back to
-/// that peer goes to `deliver`, answers (handshakes, cookies, queued packets) go back.
+/// One datagram: to its peer's `Tunn` (or, for a session under this device's previous
+/// key, the peer's `previous` one); a decrypted packet whose source routes back to that
+/// peer goes to `deliver`, answers (handshakes, cookies, queued packets) go back.
 fn receive(
     sh: &Shared,
     set: &PeerSet,
     data: &[u8],
     from: SocketAddrV4,
-    dec: &mut [u8],
+    buf: &mut RxBufs,
     deliver: &mut impl FnMut(&[u8]),
 ) {
-    let Some(slot) = peer_of(sh, set, data) else {
+    let Some(d) = peer_of(set, data) else {
         return;
     };
-    let peer = &set.peers[slot];
-    let mut tunn = peer.lock();
+    let peer = &set.peers[d.slot];
+    let previous;
+    let state = match d.previous {
+        false => peer,
+        true => match peer.previous() {
+            Some(p) => {
+                previous = p;
+                &previous
+            }
+            None => return,
+        },
+    };
+    let mut tunn = state.lock();
     let src = Some(IpAddr::V4(*from.ip()));
+    let dec = &mut buf.dec;
     let (len, inner_src) = match tunn.decapsulate(src, data, dec) {
         TunnResult::Err(_) => return,
         TunnResult::Done => (0, None),
@@ -479,12 +617,23 @@ fn receive(
         TunnResult::WriteToNetwork(p) => {
             // A handshake answer or cookie; then what waited for the session.
             let _ = sh.udp.send_to(p, from);
-            while let TunnResult::WriteToNetwork(p) = tunn.decapsulate(None, &[], dec) {
+            while let TunnResult::WriteToNetwork(p) = tunn.decapsulate(None, &[], &mut buf.spare) {
                 let _ = sh.udp.send_to(p, from);
             }
             (0, None)
         }
     };
+    if d.data && !d.previous {
+        // The first data of a session this side answered confirms it: what waited in
+        // its queue (sent while the handshake ran) can go now. boringtun sends a
+        // queue only after a handshake message of its own; without this a responder's
+        // queue waits for the next handshake, minutes later. Empty, this is one check.
+        while let TunnResult::WriteToNetwork(p) = tunn.decapsulate(None, &[], &mut buf.spare) {
+            if sh.udp.send_to(p, from).is_ok() {
+                peer.tx_bytes.fetch_add(p.len() as u64, Ordering::Relaxed);
+            }
+        }
+    }
     drop(tunn);
     // Authenticated: the peer is at `from` now (roaming).
     if peer.endpoint() != Some(from) {
@@ -493,10 +642,16 @@ fn receive(
     peer.rx_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
     // Cryptokey routing: the inner source must route back to this same peer.
     if let Some(s) = inner_src {
-        if set.routes.lookup(s) == Some(slot) {
-            deliver(&dec[..len]);
+        if set.routes.lookup(s) == Some(d.slot) {
+            deliver(&buf.dec[..len]);
         }
     }
+}
+
+/// The receive thread's buffers: decrypted packets, and packets leaving from a queue.
+struct RxBufs {
+    dec: Vec<u8>,
+    spare: Vec<u8>,
 }
 
 fn timer_loop(sh: &Shared) {

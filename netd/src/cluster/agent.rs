@@ -982,6 +982,7 @@ pub async fn start(
     if let Err(e) = agent.pass().await {
         tracing::warn!(error = %e, "cluster: first pass failed; retrying");
     }
+    tokio::spawn(Arc::clone(&agent).follow_wireguard(shutdown.clone()));
     tokio::spawn(Arc::clone(&agent).run(shutdown));
     tracing::info!(node = %cfg.node, addr = %cfg.advertise, mtu = agent.mtu, "cluster: node registered");
     Ok((agent, store))

@@ -468,6 +468,8 @@ pub trait ClusterStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, ClusterError>> + Send;
     /// Resolves at the next change under `stacks/` (or after a reconnect of the watch).
     fn stacks_changed(&self) -> impl Future<Output = ()> + Send;
+    /// Resolves at the next change under `wireguard/` (or after a reconnect of the watch).
+    fn wireguard_changed(&self) -> impl Future<Output = ()> + Send;
     /// Resolves at the next change under the prefix (or after a reconnect, when changes
     /// may have been missed): the agent then re-reads what it needs.
     fn changed(&self) -> impl Future<Output = ()> + Send;

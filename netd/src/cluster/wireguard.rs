@@ -33,6 +33,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
+use std::sync::Arc;
 
 use ipnetwork::Ipv4Network;
 use serde::{Deserialize, Serialize};
@@ -62,6 +63,13 @@ impl WgDev {
         match self {
             WgDev::Kernel(k) => k.set_peers(peers),
             WgDev::User(u) => u.set_peers(peers),
+        }
+    }
+    /// Peers the link keeps for a while after they left the set are due to go.
+    fn retired_due(&self) -> bool {
+        match self {
+            WgDev::Kernel(k) => k.retired_due(),
+            WgDev::User(_) => false,
         }
     }
     fn peers(&self) -> Vec<PeerStatus> {
@@ -383,8 +391,18 @@ impl<S: ClusterStore> Agent<S> {
             self.store.put_wireguard(&rec).await?;
             st.published = Some((rec, lease));
         }
-        let want = peers_of(&self.cfg.node, &recs, &nodes);
-        if st.peers.as_ref() != Some(&want) {
+        self.apply_peers(&mut st, &recs, &nodes).await
+    }
+
+    /// The link's peers and their routes in `WG_TABLE` as `recs` and `nodes` say.
+    async fn apply_peers(
+        &self,
+        st: &mut WgState,
+        recs: &[WgRecord],
+        nodes: &BTreeSet<String>,
+    ) -> Result<(), ClusterError> {
+        let want = peers_of(&self.cfg.node, recs, nodes);
+        if st.peers.as_ref() != Some(&want) || st.dev.as_ref().is_some_and(WgDev::retired_due) {
             if let Some(dev) = st.dev.as_ref() {
                 dev.set_peers(&want)
                     .map_err(|e| ClusterError::Invalid(format!("WireGuard peers: {e}")))?;
@@ -414,6 +432,31 @@ impl<S: ClusterStore> Agent<S> {
             st.routes = Some(addrs);
         }
         Ok(())
+    }
+
+    /// Follows other nodes' keys as soon as their records change (a rotation), without
+    /// waiting for a pass: what a node queued for its peers under its new key waits
+    /// only this long. Until `shutdown` flips.
+    pub(super) async fn follow_wireguard(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = self.store.wireguard_changed() => {}
+                _ = shutdown.changed() => return,
+            }
+            let mut st = self.wg.lock().await;
+            if st.dev.is_none() {
+                continue;
+            }
+            let res = async {
+                let recs = self.store.wireguards().await?;
+                let nodes: BTreeSet<String> = self.store.nodes().await?.into_iter().map(|n| n.name).collect();
+                self.apply_peers(&mut st, &recs, &nodes).await
+            }
+            .await;
+            if let Err(e) = res {
+                tracing::warn!(error = %e, "cluster: cannot follow WireGuard keys; the next pass retries");
+            }
+        }
     }
 
     /// The cluster's key epoch: made (epoch 1) if there is none, raised here when the

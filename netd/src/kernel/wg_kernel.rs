@@ -173,10 +173,38 @@ pub fn available() -> bool {
     Genl::open().is_ok()
 }
 
+/// How long a peer that left the set stays on the link with no allowed IPs before it
+/// is removed (see `set_peers`).
+pub const RETIRE: Duration = Duration::from_secs(5);
+
 /// A kernel WireGuard link netd configures.
 pub struct KernelWg {
     name: String,
     public: [u8; 32],
+    /// Peers no longer wanted, kept without allowed IPs since then.
+    retired: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::time::Instant>>,
+}
+
+/// What `set_peers` does with the peers the link has that are not wanted: those
+/// retired at least `RETIRE` ago go, the others stay (newly retired from `now`).
+/// Returns (remove, keep without allowed IPs).
+pub fn retire(
+    have: &[[u8; 32]],
+    want: &[WgPeer],
+    retired: &mut std::collections::HashMap<[u8; 32], std::time::Instant>,
+    now: std::time::Instant,
+) -> (Vec<[u8; 32]>, Vec<[u8; 32]>) {
+    let (mut remove, mut keep) = (Vec::new(), Vec::new());
+    for k in have.iter().filter(|k| !want.iter().any(|p| &p.public_key == *k)) {
+        let since = *retired.entry(*k).or_insert(now);
+        if now.duration_since(since) >= RETIRE {
+            remove.push(*k);
+        } else {
+            keep.push(*k);
+        }
+    }
+    retired.retain(|k, _| keep.contains(k));
+    (remove, keep)
 }
 
 impl KernelWg {
@@ -216,6 +244,7 @@ impl KernelWg {
         Ok(KernelWg {
             name: name.to_string(),
             public: super::wg_user::public_key_of(private_key),
+            retired: Default::default(),
         })
     }
 
@@ -223,17 +252,22 @@ impl KernelWg {
         self.public
     }
 
-    /// `wg set NAME` with exactly `peers`: one message that removes the peers not in
-    /// `peers` and adds or updates the others. Not `WGDEVICE_F_REPLACE_PEERS`, which
-    /// removes every peer first and so ends every session: a peer whose key stays keeps
-    /// its session (a key rotation elsewhere in the cluster costs the others nothing).
+    /// `wg set NAME` with `peers`: one message that adds or updates them and retires
+    /// the others. Not `WGDEVICE_F_REPLACE_PEERS`, which removes every peer first and so
+    /// ends every session: a peer whose key stays keeps its session (a key rotation
+    /// elsewhere in the cluster costs the others nothing). A peer no longer wanted loses
+    /// its allowed IPs at once (nothing routes to it, nothing from it is accepted) and is
+    /// removed `RETIRE` later, at a later call: removing it at once would drop what is
+    /// being encrypted for it that moment, the last packets of a peer whose key changed.
     pub fn set_peers(&self, peers: &[WgPeer]) -> Result<(), KernelError> {
-        let gone: Vec<[u8; 32]> = self
-            .peers()?
-            .into_iter()
-            .map(|p| p.public_key)
-            .filter(|k| !peers.iter().any(|p| &p.public_key == k))
-            .collect();
+        let have: Vec<[u8; 32]> = self.peers()?.into_iter().map(|p| p.public_key).collect();
+        let (gone, keep) = {
+            let mut r = self
+                .retired
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            retire(&have, peers, &mut r, std::time::Instant::now())
+        };
         let mut body = Vec::new();
         attr(
             &mut body,
@@ -241,18 +275,15 @@ impl KernelWg {
             format!("{}\0", self.name).as_bytes(),
         );
         nested(&mut body, WGDEVICE_A_PEERS, |ps| {
-            // Removals first: an allowed IP moving from a removed peer to a new one is
-            // the new one's when the message ends either way, but never both's.
-            for k in &gone {
-                nested(ps, 0, |b| {
-                    attr(b, WGPEER_A_PUBLIC_KEY, k);
-                    attr(b, WGPEER_A_FLAGS, &WGPEER_F_REMOVE_ME.to_ne_bytes());
-                });
-            }
             for p in peers {
                 nested(ps, 0, |b| {
                     attr(b, WGPEER_A_PUBLIC_KEY, &p.public_key);
-                    attr(b, WGPEER_A_FLAGS, &WGPEER_F_REPLACE_ALLOWEDIPS.to_ne_bytes());
+                    // A peer the link has keeps its allowed IPs and gets these added
+                    // (the same ones: nothing changes). Replacing them would clear them
+                    // first, and a packet for that peer sent in between would be lost.
+                    if !have.contains(&p.public_key) {
+                        attr(b, WGPEER_A_FLAGS, &WGPEER_F_REPLACE_ALLOWEDIPS.to_ne_bytes());
+                    }
                     if let Some(e) = p.endpoint {
                         let mut sa = [0u8; 16];
                         sa[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
@@ -274,13 +305,29 @@ impl KernelWg {
                     });
                 });
             }
+            // After the wanted peers, so an allowed IP moving from a retired peer to
+            // its successor moves in one step (the kernel swaps the owner in its trie);
+            // cleared first, a packet sent in between would find no peer and be lost.
+            for k in &keep {
+                nested(ps, 0, |b| {
+                    attr(b, WGPEER_A_PUBLIC_KEY, k);
+                    attr(b, WGPEER_A_FLAGS, &WGPEER_F_REPLACE_ALLOWEDIPS.to_ne_bytes());
+                });
+            }
+            for k in &gone {
+                nested(ps, 0, |b| {
+                    attr(b, WGPEER_A_PUBLIC_KEY, k);
+                    attr(b, WGPEER_A_FLAGS, &WGPEER_F_REMOVE_ME.to_ne_bytes());
+                });
+            }
         });
         Genl::open()?
             .exec(
                 &format!(
-                    "wg set {} peers ({}, {} removed)",
+                    "wg set {} peers ({}, {} retired, {} removed)",
                     self.name,
                     peers.len(),
+                    keep.len(),
                     gone.len()
                 ),
                 WG_CMD_SET_DEVICE,
@@ -288,6 +335,15 @@ impl KernelWg {
                 &body,
             )
             .map(drop)
+    }
+
+    /// Whether a retired peer is due for removal (`set_peers` removes it).
+    pub fn retired_due(&self) -> bool {
+        let r = self
+            .retired
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        r.values().any(|t| t.elapsed() >= RETIRE)
     }
 
     /// `wg set NAME private-key …`: the link answers to the new key from now on. The
@@ -380,6 +436,40 @@ impl KernelWg {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_that_left_keeps_its_entry_for_a_while_then_goes() {
+        let peer = |k: u8| WgPeer {
+            public_key: [k; 32],
+            endpoint: None,
+            allowed_ips: Vec::new(),
+            keepalive: None,
+        };
+        let mut retired = std::collections::HashMap::new();
+        let t0 = std::time::Instant::now();
+        // Key 2 replaced by key 3 (a rotation): 2 stays, without allowed IPs.
+        let (rm, keep) = retire(&[[1; 32], [2; 32]], &[peer(1), peer(3)], &mut retired, t0);
+        assert_eq!((rm, keep), (vec![], vec![[2; 32]]));
+        let (rm, keep) = retire(
+            &[[1; 32], [2; 32], [3; 32]],
+            &[peer(1), peer(3)],
+            &mut retired,
+            t0 + RETIRE / 2,
+        );
+        assert_eq!((rm, keep), (vec![], vec![[2; 32]]), "not yet");
+        let (rm, keep) = retire(
+            &[[1; 32], [2; 32], [3; 32]],
+            &[peer(1), peer(3)],
+            &mut retired,
+            t0 + RETIRE,
+        );
+        assert_eq!((rm, keep), (vec![[2; 32]], vec![]));
+        assert!(retired.is_empty());
+        // A key that comes back is no longer retired.
+        retire(&[[1; 32]], &[], &mut retired, t0);
+        retire(&[[1; 32]], &[peer(1)], &mut retired, t0);
+        assert!(retired.is_empty());
+    }
 
     #[test]
     fn nested_attributes_read_back() {

@@ -38,6 +38,9 @@ pub struct EtcdStore {
     changed: Arc<Notify>,
     /// Woken for changes under `stacks/` (and after a reconnect): `cluster::stacks`.
     stacks_changed: Arc<Notify>,
+    /// Woken for changes under `wireguard/` (and after a reconnect): the agent's
+    /// WireGuard follower, which moves a peer to its new key without waiting for a pass.
+    wireguard_changed: Arc<Notify>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -95,12 +98,16 @@ impl EtcdStore {
             epoch: Arc::new(AtomicU64::new(0)),
             changed: Arc::new(Notify::new()),
             stacks_changed: Arc::new(Notify::new()),
+            wireguard_changed: Arc::new(Notify::new()),
             tasks: Mutex::new(Vec::new()),
         };
         let watch = tokio::spawn(watch_loop(
             store.client.clone(),
             Arc::clone(&store.changed),
-            Arc::clone(&store.stacks_changed),
+            vec![
+                (keys::stacks(), Arc::clone(&store.stacks_changed)),
+                (keys::wireguards(), Arc::clone(&store.wireguard_changed)),
+            ],
         ));
         store.spawned(watch);
         Ok(store)
@@ -259,9 +266,9 @@ async fn keep_alive_loop(
 
 /// Wakes the agent at every change under the prefix, and after each (re)connect of the
 /// watch, since changes may have been missed meanwhile (a compaction, etcd away): the
-/// agent re-reads everything it needs, so a wake-up is also a full resync.
-async fn watch_loop(client: Client, changed: Arc<Notify>, stacks: Arc<Notify>) {
-    let stacks_prefix = keys::stacks();
+/// agent re-reads everything it needs, so a wake-up is also a full resync. Each of
+/// `parts` (a key prefix and its waker) is also woken for changes under its prefix.
+async fn watch_loop(client: Client, changed: Arc<Notify>, parts: Vec<(String, Arc<Notify>)>) {
     loop {
         let res = async {
             let mut stream = client
@@ -269,7 +276,9 @@ async fn watch_loop(client: Client, changed: Arc<Notify>, stacks: Arc<Notify>) {
                 .watch(keys::PREFIX, Some(WatchOptions::new().with_prefix()))
                 .await?;
             changed.notify_one();
-            stacks.notify_one();
+            for (_, n) in &parts {
+                n.notify_one();
+            }
             while let Some(resp) = stream.message().await? {
                 if resp.canceled() {
                     break;
@@ -277,12 +286,13 @@ async fn watch_loop(client: Client, changed: Arc<Notify>, stacks: Arc<Notify>) {
                 if !resp.events().is_empty() {
                     changed.notify_one();
                 }
-                let of_stacks = |e: &etcd_client::Event| {
-                    e.kv()
-                        .is_some_and(|kv| kv.key().starts_with(stacks_prefix.as_bytes()))
-                };
-                if resp.events().iter().any(of_stacks) {
-                    stacks.notify_one();
+                for (prefix, n) in &parts {
+                    let under = |e: &etcd_client::Event| {
+                        e.kv().is_some_and(|kv| kv.key().starts_with(prefix.as_bytes()))
+                    };
+                    if resp.events().iter().any(under) {
+                        n.notify_one();
+                    }
                 }
             }
             Ok::<(), etcd_client::Error>(())
@@ -581,6 +591,10 @@ impl ClusterStore for EtcdStore {
 
     async fn stacks_changed(&self) {
         self.stacks_changed.notified().await
+    }
+
+    async fn wireguard_changed(&self) {
+        self.wireguard_changed.notified().await
     }
 
     async fn changed(&self) {

@@ -36,9 +36,7 @@ command -v modprobe >/dev/null || skip "modprobe is not installed (scripts/insta
 
 share=$(mktemp -d)
 trap 'rm -rf "$share"' EXIT
-ship() { # ship SRC NAME: a copy without debug info (the debug binaries are ~150 MB)
-  strip --strip-debug -o "$share/$2" "$1" 2>/dev/null || cp "$1" "$share/$2"
-}
+. scripts/vmlane-lib.sh
 bins=$(cargo build -q -p netd -p netd-cni --bins --message-format=json |
   jq -r 'select(.reason == "compiler-artifact" and .executable != null) | .executable') || exit 1
 for b in $bins; do
@@ -49,20 +47,7 @@ done
 # cache, so every exec of netd-cni would page its text in over 9p again (seconds each).
 { echo '#!/bin/bash'; echo 'mkdir -p /tmp/bin && cp /share/netd /share/netctl /share/netd-cni /tmp/bin/ && cd /tmp/bin || exit 1'
   echo 'export NETD_TEST_BIN_DIR=/tmp/bin RUST_BACKTRACE=1 NETD_TEST_REQUIRE=1 NETD_TEST_LANE=vm'; echo 'rc=0'; } >"$share/run-tests.sh"
-# Modules netd needs that the lane's initramfs lacks: `meta iifname` in netd's bridge
-# table (anti-spoofing) is nft_meta_bridge; the trunk test's containers make VLAN
-# devices (8021q); an internal ipvlan network's parent is a dummy link (dummy); the
-# userspace WireGuard link of encrypted overlay networks is a TUN device (tun). Taken
-# from the lane's kernel with their dependencies, in load order (one already loaded
-# fails harmlessly), as build.sh does.
-K=$(cat "${NETD_VMLANE_DIR:-${TMPDIR:-/tmp}/netd-vmlane}/kernel" 2>/dev/null || true)
-for m in nft_meta_bridge 8021q dummy tun; do
-  for f in $(modprobe -S "$K" --show-depends "$m" 2>/dev/null | awk '$1 == "insmod" { print $2 }'); do
-    cp "$f" "$share/" && echo "insmod /share/$(basename "$f") 2>/dev/null" >>"$share/run-tests.sh"
-  done
-done
-# The TUN character device (the initramfs has no udev to make it).
-echo 'mkdir -p /dev/net && { [ -e /dev/net/tun ] || mknod /dev/net/tun c 10 200; }' >>"$share/run-tests.sh"
+lane_modules "$share" run-tests.sh
 for t in "${tests[@]}"; do
   exe=$(cargo test -q -p integration --test "$t" --no-run --message-format=json |
     jq -r 'select(.profile.test == true) | .executable // empty') || exit 1

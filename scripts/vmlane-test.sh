@@ -48,12 +48,14 @@ done
 { echo '#!/bin/bash'; echo 'mkdir -p /tmp/bin && cp /share/netd /share/netctl /share/netd-cni /tmp/bin/ && cd /tmp/bin || exit 1'
   echo 'export NETD_TEST_BIN_DIR=/tmp/bin RUST_BACKTRACE=1 NETD_TEST_REQUIRE=1 NETD_TEST_LANE=vm'; echo 'rc=0'; } >"$share/run-tests.sh"
 lane_modules "$share" run-tests.sh
-for t in "${tests[@]}"; do
+for line in "${tests[@]}"; do
+  # NAME [FILTER...]: a binary, and the tests of it the lane runs (all without filters).
+  read -r t filters <<<"$line"
   exe=$(cargo test -q -p integration --test "$t" --no-run --message-format=json |
     jq -r 'select(.profile.test == true) | .executable // empty') || exit 1
   [ -n "$exe" ] || { echo "vm lane: no test binary for $t" >&2; exit 1; }
   ship "$exe" "$t"
-  echo "cp /share/$t /tmp/bin/ && ./$t --test-threads=1 ${NETD_VMLANE_TEST_ARGS:-} || rc=1" >>"$share/run-tests.sh"
+  echo "cp /share/$t /tmp/bin/ && ./$t --test-threads=1 $filters ${NETD_VMLANE_TEST_ARGS:-} || rc=1" >>"$share/run-tests.sh"
 done
 echo 'exit $rc' >>"$share/run-tests.sh"
 chmod +x "$share/run-tests.sh"

@@ -659,6 +659,8 @@ pub struct Outside {
     pub name: String,
     pub host_ip: String,
     pub ip: String,
+    /// The host's end of the link (in the host's namespace).
+    pub dev: String,
 }
 
 impl Outside {
@@ -670,6 +672,7 @@ impl Outside {
             name,
             host_ip: format!("10.{k}.0.1"),
             ip: format!("10.{k}.0.2"),
+            dev: hv.clone(),
         };
         // Both ends are made directly in their namespaces: nothing in the init one.
         let cmd = format!(

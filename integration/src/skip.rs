@@ -55,6 +55,9 @@ pub fn test_binary() -> String {
 }
 
 /// Whether `binary` is one of the VM lane's test binaries.
+///
+/// Only a line with the binary's name alone counts: a line with test name filters
+/// after it runs those tests only, so the binary's others may not skip for the lane.
 pub fn runs_in_vm_lane(binary: &str) -> bool {
     VMLANE_TESTS
         .lines()

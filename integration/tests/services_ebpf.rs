@@ -152,7 +152,7 @@ mod socket_lb {
 /// the port through nftables.
 mod routing_mesh {
     use integration::harness::{respond, respond_peer, run, spread_from, tcp, Host, Outside};
-    use integration::skip::{no_program, no_root, skip, this_test};
+    use integration::skip::{in_vm_lane, no_program, no_root, skip, this_test};
 
     #[test]
     fn outside_clients_are_balanced_in_tc_and_keep_their_address() {
@@ -203,6 +203,22 @@ mod routing_mesh {
             ["web1", "web2", "web3"],
             "{seen:?}"
         );
+        // Attached with tcx where the kernel has it (6.6 and later, this machine), else
+        // as direct-action filters on a clsact qdisc (the VM lane's 6.1): the same
+        // programs either way, and `tc filter show` tells which.
+        let filters = h.sh(&format!("tc filter show dev {} ingress", out.dev)).stdout;
+        if in_vm_lane() {
+            assert!(
+                filters.contains("netd_"),
+                "no clsact filter in the lane: {filters}"
+            );
+        } else {
+            let qd = h.sh(&format!("tc qdisc show dev {}", out.dev)).stdout;
+            assert!(
+                !filters.contains("netd_") && !qd.contains("clsact"),
+                "clsact where tcx exists: {qd}{filters}"
+            );
+        }
         // The backend sees the outside client's own address.
         let peer = tcp(Some(&out.netns()), &format!("{}:8070", out.host_ip), 1000);
         assert_eq!(peer.as_deref(), Some(out.ip.as_str()));

@@ -773,8 +773,14 @@ mod datapath {
     }
 
     /// The eBPF datapath with its routing mesh on `dev` (the outside veth of the host
-    /// namespace), serving `svcs` (network `bench` local, bridge `BR`).
-    fn mesh_lb(host: &Path, dev: &str, svcs: Vec<FwService>) -> anyhow::Result<netd::lb::ebpf::EbpfLb> {
+    /// namespace), serving `svcs` (network `bench` local, bridge `BR`), and how long
+    /// each of `EBPF_CHANGES` backend changes of the last service took (its last backend
+    /// replaced by an address nothing serves, and back: its Maglev table moves).
+    fn mesh_lb(
+        host: &Path,
+        dev: &str,
+        svcs: Vec<FwService>,
+    ) -> anyhow::Result<(netd::lb::ebpf::EbpfLb, Vec<Duration>)> {
         use netd::lb::ServiceLb;
         let (host, dev) = (host.to_path_buf(), dev.to_string());
         std::thread::spawn(move || -> anyhow::Result<_> {
@@ -783,7 +789,18 @@ mod datapath {
             let lb = netd::lb::ebpf::EbpfLb::open(k, None, Some(&[dev]))?;
             lb.set_networks(&[("bench".to_string(), BR.to_string(), true)]);
             lb.sync_full(&svcs)?;
-            Ok(lb)
+            let mut new = svcs.clone();
+            if let Some(b) = new.last_mut().and_then(|s| s.vips[0].backends.last_mut()) {
+                *b = "10.99.0.14".parse()?;
+            }
+            let mut changes = Vec::with_capacity(EBPF_CHANGES);
+            for i in 0..EBPF_CHANGES {
+                let (from, to) = if i % 2 == 0 { (&svcs, &new) } else { (&new, &svcs) };
+                let t0 = Instant::now();
+                lb.sync_diff(from, to)?;
+                changes.push(t0.elapsed());
+            }
+            Ok((lb, changes))
         })
         .join()
         .map_err(|_| anyhow::anyhow!("eBPF thread panicked"))?
@@ -825,11 +842,11 @@ mod datapath {
         rig.nft.run("delete table inet netd")?;
         // nftables' NAT entries would clash with tc's flows on reused client ports.
         sh(&format!("ip netns exec {h} conntrack -F 2>/dev/null || true"))?;
-        let lb = mesh_lb(&rig.host.path(), "ndsvco0", svcs)?;
+        let (lb, changes) = mesh_lb(&rig.host.path(), "ndsvco0", svcs)?;
         // On an error below the pins must still go: they hold cgroup programs that every
         // socket of the machine passes.
         let pins = netd::kernel::bpf::pin_dir_for(Path::new(netd::kernel::bpf::PIN_ROOT), &rig.host.path())?;
-        let r = measure_tc(&out.path(), to, dur, rounds, nft);
+        let r = measure_tc(&out.path(), to, dur, rounds, nft, &changes);
         drop(lb);
         netd::kernel::bpf::remove_pins(&pins)?;
         r
@@ -841,6 +858,7 @@ mod datapath {
         dur: Duration,
         rounds: usize,
         mut nft: Tally,
+        changes: &[Duration],
     ) -> anyhow::Result<()> {
         let (_, l) = load(out, to, 1, Duration::from_millis(300)).context("published port, tc")?;
         if l.is_empty() {
@@ -852,7 +870,16 @@ mod datapath {
         }
         nft.row("pub nft", "");
         let ratio = tc.vip_rate() / nft.vip_rate();
-        tc.row("pub ebpf-tc", &format!("   tc/nftables {ratio:.2}×"));
+        tc.row(
+            "pub ebpf-tc",
+            &format!(
+                "   tc/nftables {ratio:.2}×; one backend change {:.3} ms (median of {}; first {:.3} ms, max {:.3} ms)",
+                ms(median(changes.to_vec())),
+                changes.len(),
+                ms(changes[0]),
+                ms(changes.iter().copied().max().unwrap_or_default()),
+            ),
+        );
         Ok(())
     }
 

@@ -328,9 +328,9 @@ pub struct Changed<'a> {
 impl<'a> Changed<'a> {
     /// One walk over both lists when they hold the same number of services (the
     /// engine keeps them in one order, so a backend change pairs each service with
-    /// itself), else a match by name. The walk compares only what the maps are made of,
-    /// so it reads 4 of the 7 heap blocks of a service without ingress ports: it is
-    /// the one part of a change that grows with the number of services.
+    /// itself), else a match by name. The walk compares only what the maps are made of
+    /// (`same_entries`), once per pair; it is the one part of a change that grows with
+    /// the number of services (figures: docs/benchmarks.md).
     pub fn between(old: &'a [FwService], new: &'a [FwService]) -> Changed<'a> {
         fn key(s: &FwService) -> (&str, &str) {
             (s.namespace.as_str(), s.name.as_str())

@@ -735,14 +735,19 @@ mod datapath {
         v
     }
 
+    /// Backend changes timed after the eBPF full load: the change and its reverse
+    /// alternate, so the maps end as loaded.
+    const EBPF_CHANGES: usize = 20;
+
     /// The eBPF datapath (`--lb ebpf`) programmed from the host namespace with `svcs`,
     /// the client's namespace allowed on network `bench`: the datapath, how long the
-    /// full load and one backend change (`changed`) took.
+    /// full load took and each of `EBPF_CHANGES` backend changes (`changed` and back),
+    /// the first right after the full load.
     fn ebpf_lb(
         host: &Path,
         client: &Path,
         svcs: Vec<FwService>,
-    ) -> anyhow::Result<(netd::lb::ebpf::EbpfLb, Duration, Duration)> {
+    ) -> anyhow::Result<(netd::lb::ebpf::EbpfLb, Duration, Vec<Duration>)> {
         use netd::lb::ServiceLb;
         let (host, client) = (host.to_path_buf(), client.to_path_buf());
         std::thread::spawn(move || -> anyhow::Result<_> {
@@ -754,19 +759,28 @@ mod datapath {
             lb.sync_full(&svcs)?;
             let full = t0.elapsed();
             let new = changed(&svcs);
-            let t0 = Instant::now();
-            lb.sync_diff(&svcs, &new)?;
-            let one = t0.elapsed();
-            lb.sync_diff(&new, &svcs)?;
-            Ok((lb, full, one))
+            let mut changes = Vec::with_capacity(EBPF_CHANGES);
+            for i in 0..EBPF_CHANGES {
+                let (from, to) = if i % 2 == 0 { (&svcs, &new) } else { (&new, &svcs) };
+                let t0 = Instant::now();
+                lb.sync_diff(from, to)?;
+                changes.push(t0.elapsed());
+            }
+            Ok((lb, full, changes))
         })
         .join()
         .map_err(|_| anyhow::anyhow!("eBPF thread panicked"))?
     }
 
     /// The eBPF datapath with its routing mesh on `dev` (the outside veth of the host
-    /// namespace), serving `svcs` (network `bench` local, bridge `BR`).
-    fn mesh_lb(host: &Path, dev: &str, svcs: Vec<FwService>) -> anyhow::Result<netd::lb::ebpf::EbpfLb> {
+    /// namespace), serving `svcs` (network `bench` local, bridge `BR`), and how long
+    /// each of `EBPF_CHANGES` backend changes of the last service took (its last backend
+    /// replaced by an address nothing serves, and back: its Maglev table moves).
+    fn mesh_lb(
+        host: &Path,
+        dev: &str,
+        svcs: Vec<FwService>,
+    ) -> anyhow::Result<(netd::lb::ebpf::EbpfLb, Vec<Duration>)> {
         use netd::lb::ServiceLb;
         let (host, dev) = (host.to_path_buf(), dev.to_string());
         std::thread::spawn(move || -> anyhow::Result<_> {
@@ -775,7 +789,18 @@ mod datapath {
             let lb = netd::lb::ebpf::EbpfLb::open(k, None, Some(&[dev]))?;
             lb.set_networks(&[("bench".to_string(), BR.to_string(), true)]);
             lb.sync_full(&svcs)?;
-            Ok(lb)
+            let mut new = svcs.clone();
+            if let Some(b) = new.last_mut().and_then(|s| s.vips[0].backends.last_mut()) {
+                *b = "10.99.0.14".parse()?;
+            }
+            let mut changes = Vec::with_capacity(EBPF_CHANGES);
+            for i in 0..EBPF_CHANGES {
+                let (from, to) = if i % 2 == 0 { (&svcs, &new) } else { (&new, &svcs) };
+                let t0 = Instant::now();
+                lb.sync_diff(from, to)?;
+                changes.push(t0.elapsed());
+            }
+            Ok((lb, changes))
         })
         .join()
         .map_err(|_| anyhow::anyhow!("eBPF thread panicked"))?
@@ -817,11 +842,11 @@ mod datapath {
         rig.nft.run("delete table inet netd")?;
         // nftables' NAT entries would clash with tc's flows on reused client ports.
         sh(&format!("ip netns exec {h} conntrack -F 2>/dev/null || true"))?;
-        let lb = mesh_lb(&rig.host.path(), "ndsvco0", svcs)?;
+        let (lb, changes) = mesh_lb(&rig.host.path(), "ndsvco0", svcs)?;
         // On an error below the pins must still go: they hold cgroup programs that every
         // socket of the machine passes.
         let pins = netd::kernel::bpf::pin_dir_for(Path::new(netd::kernel::bpf::PIN_ROOT), &rig.host.path())?;
-        let r = measure_tc(&out.path(), to, dur, rounds, nft);
+        let r = measure_tc(&out.path(), to, dur, rounds, nft, &changes);
         drop(lb);
         netd::kernel::bpf::remove_pins(&pins)?;
         r
@@ -833,6 +858,7 @@ mod datapath {
         dur: Duration,
         rounds: usize,
         mut nft: Tally,
+        changes: &[Duration],
     ) -> anyhow::Result<()> {
         let (_, l) = load(out, to, 1, Duration::from_millis(300)).context("published port, tc")?;
         if l.is_empty() {
@@ -844,7 +870,16 @@ mod datapath {
         }
         nft.row("pub nft", "");
         let ratio = tc.vip_rate() / nft.vip_rate();
-        tc.row("pub ebpf-tc", &format!("   tc/nftables {ratio:.2}×"));
+        tc.row(
+            "pub ebpf-tc",
+            &format!(
+                "   tc/nftables {ratio:.2}×; one backend change {:.3} ms (median of {}; first {:.3} ms, max {:.3} ms)",
+                ms(median(changes.to_vec())),
+                changes.len(),
+                ms(changes[0]),
+                ms(changes.iter().copied().max().unwrap_or_default()),
+            ),
+        );
         Ok(())
     }
 
@@ -1109,7 +1144,7 @@ mod datapath {
             nft_rig.nft.run("delete table inet netd").ok();
         }
         for (c, &n) in counts.iter().enumerate() {
-            let (lb, full, one) = ebpf_lb(&rig.host.path(), &rig.client.path(), services(n))?;
+            let (lb, full, changes) = ebpf_lb(&rig.host.path(), &rig.client.path(), services(n))?;
             let (_, l) = load(&rig.client.path(), vip(), 1, Duration::from_millis(300))?;
             if l.is_empty() {
                 bail!("no connection through the VIP (ebpf)");
@@ -1121,9 +1156,12 @@ mod datapath {
             t.row(
                 &format!("{n} ebpf"),
                 &format!(
-                    "   ebpf: full load {:.0} ms, one backend change {:.3} ms; ebpf/nftables {:.2}×",
+                    "   ebpf: full load {:.0} ms, one backend change {:.3} ms (median of {}; first {:.3} ms, max {:.3} ms); ebpf/nftables {:.2}×",
                     ms(full),
-                    ms(one),
+                    ms(median(changes.clone())),
+                    changes.len(),
+                    ms(changes[0]),
+                    ms(changes.iter().copied().max().unwrap_or_default()),
                     t.vip_rate() / nft_rates[c]
                 ),
             );

@@ -13,6 +13,7 @@
 //! again under the same name gets fresh links (its old links died with it).
 
 use std::collections::BTreeMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap, MapData};
@@ -110,6 +111,59 @@ pub fn default_devices(bridges: &[String]) -> Vec<String> {
     out
 }
 
+/// `bpf(BPF_MAP_UPDATE_BATCH)`: writes `keys[i] -> values[i]` into the map of `fd` in
+/// one call; returns how many it wrote: all, or 0 when the kernel has no batch op for
+/// the map (the caller then writes one by one). An error may come after some writes. A Maglev table moves about 16381/N slots on a
+/// backend change, and aya 0.14 writes an entry per `bpf()` call.
+fn update_batch<K: aya::Pod, V: aya::Pod>(fd: &OwnedFd, keys: &[K], values: &[V]) -> std::io::Result<usize> {
+    /// `union bpf_attr`'s `batch` member.
+    #[repr(C)]
+    struct BatchAttr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+    const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+    const ENOTSUPP: i32 = 524; // the kernel's own, not EOPNOTSUPP
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let mut attr = BatchAttr {
+        in_batch: 0,
+        out_batch: 0,
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count: keys.len().min(values.len()) as u32,
+        map_fd: fd.as_raw_fd() as u32,
+        elem_flags: 0, // BPF_ANY
+        flags: 0,
+    };
+    // SAFETY: `attr` is a valid bpf_attr prefix for this command; keys and values point
+    // to `count` Pod entries each, of the map's key and value sizes, alive for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_UPDATE_BATCH,
+            &mut attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>() as libc::c_uint,
+        )
+    };
+    if r == 0 {
+        return Ok(keys.len());
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        // No batch op for this map type: refused before any write.
+        Some(libc::EOPNOTSUPP | ENOTSUPP) => Ok(0),
+        _ => Err(e),
+    }
+}
+
 /// Whether `dev` exists in this namespace (a `--lb-devices` name is checked at start).
 pub fn device_exists(dev: &str) -> bool {
     ifindex(dev).is_ok()
@@ -121,6 +175,8 @@ pub struct NodePort {
     obj: Ebpf,
     nodeport: HashMap<MapData, Lb4NodePortKey, Lb4NodePort>,
     maglev: HashMap<MapData, Lb4MaglevKey, Lb4Flow>,
+    /// `maglev`'s fd for batch writes (aya 0.14 has no batch call).
+    maglev_fd: OwnedFd,
 }
 
 impl NodePort {
@@ -157,12 +213,26 @@ impl NodePort {
             })
         };
         let nodeport = HashMap::try_from(take("netd_lb4_nodeport")?).map_err(map_err("netd_lb4_nodeport"))?;
-        let maglev = HashMap::try_from(take("netd_lb4_maglev")?).map_err(map_err("netd_lb4_maglev"))?;
+        let maglev = take("netd_lb4_maglev")?;
+        let maglev_fd = match &maglev {
+            aya::maps::Map::HashMap(d) => d.fd().as_fd().try_clone_to_owned().map_err(|e| BpfError::Map {
+                name: "netd_lb4_maglev",
+                msg: format!("dup its fd: {e}"),
+            })?,
+            _ => {
+                return Err(BpfError::Map {
+                    name: "netd_lb4_maglev",
+                    msg: "not a hash map".into(),
+                })
+            }
+        };
+        let maglev = HashMap::try_from(maglev).map_err(map_err("netd_lb4_maglev"))?;
         Ok(NodePort {
             dir: dir.into(),
             obj,
             nodeport,
             maglev,
+            maglev_fd,
         })
     }
 
@@ -350,12 +420,21 @@ impl NpMaps for NodePort {
         for op in ops {
             match op {
                 NpOp::PutSlots(id, slots) => {
-                    for (slot, be) in slots {
-                        let k = Lb4MaglevKey {
+                    let keys: Vec<Lb4MaglevKey> = slots
+                        .iter()
+                        .map(|(slot, _)| Lb4MaglevKey {
                             maglev_id: *id,
                             slot: *slot,
-                        };
-                        self.maglev.insert(k, be, 0).map_err(map_err("netd_lb4_maglev"))?;
+                        })
+                        .collect();
+                    let values: Vec<Lb4Flow> = slots.iter().map(|(_, be)| *be).collect();
+                    let done = update_batch(&self.maglev_fd, &keys, &values).map_err(|e| BpfError::Map {
+                        name: "netd_lb4_maglev",
+                        msg: format!("BPF_MAP_UPDATE_BATCH of {} slots: {e}", keys.len()),
+                    })?;
+                    // A kernel that refuses batches for the map gets one call per slot.
+                    for (k, v) in keys.iter().zip(&values).skip(done) {
+                        self.maglev.insert(k, v, 0).map_err(map_err("netd_lb4_maglev"))?;
                     }
                 }
                 NpOp::DelSlots(id, range) => {

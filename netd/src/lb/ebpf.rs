@@ -60,6 +60,10 @@ struct Mesh {
     devices: Option<Vec<String>>,
     /// Maglev table size (a prime).
     size: usize,
+    /// The networks `local` named when `served` was planned (a network that changes
+    /// sides changes the ports served without any service changing); None before the
+    /// first sync and after a failed write.
+    planned_local: Option<BTreeSet<String>>,
 }
 
 impl Mesh {
@@ -99,9 +103,17 @@ impl Mesh {
         }
     }
 
+    /// Whether a diff sync has work: a changed service with ingress ports, or a network
+    /// that changed sides since the ports served were planned.
+    fn stale(&self, ch: &ebpf_plan::Changed) -> bool {
+        ch.touches_ingress() || self.planned_local.as_ref() != Some(&self.local())
+    }
+
     /// `full`: re-read the maps and plan every port; else plan the ports that changed.
     fn sync(&mut self, full: bool, services: &[FwService]) -> Result<(), KernelError> {
-        let want = super::ebpf_np::served(services, &self.local());
+        let local = self.local();
+        let want = super::ebpf_np::served(services, &local);
+        self.planned_local = Some(local);
         let ops = if full {
             self.held = self.maps.dump().map_err(kerr)?;
             super::ebpf_np::full(&want, &self.held, self.size)
@@ -130,6 +142,7 @@ impl Mesh {
                 }
                 // The next diff plans from what the maps hold.
                 self.served.clear();
+                self.planned_local = None;
                 Err(kerr(e))
             }
         }
@@ -192,16 +205,27 @@ impl EbpfLb {
             networks: BTreeMap::new(),
             devices: devices.map(<[String]>::to_vec),
             size: super::maglev::DEFAULT_SIZE,
+            planned_local: None,
         }));
         Ok(lb)
     }
 
-    fn mesh_sync(&self, full: bool, services: &[FwService]) -> Result<(), KernelError> {
+    /// `change`: None for a full sync; Some for a diff, which leaves the mesh alone
+    /// unless it is stale (`Mesh::stale`).
+    fn mesh_sync(
+        &self,
+        change: Option<&ebpf_plan::Changed>,
+        services: &[FwService],
+    ) -> Result<(), KernelError> {
         let Some(m) = &self.mesh else { return Ok(()) };
         let mut m = m
             .lock()
             .map_err(|_| KernelError::Other("routing mesh lock poisoned".into()))?;
-        m.sync(full, services)
+        match change {
+            None => m.sync(true, services),
+            Some(ch) if m.stale(ch) => m.sync(false, services),
+            Some(_) => Ok(()),
+        }
     }
 
     /// Over given maps (tests pass a fake).
@@ -227,24 +251,22 @@ impl EbpfLb {
         })
     }
 
-    /// `old`: None for a full sync (re-read the maps, plan every service); Some for a
-    /// diff (plan the services that changed).
-    fn sync(&self, old: Option<&[FwService]>, services: &[FwService]) -> Result<(), KernelError> {
+    /// `change`: None for a full sync (re-read the maps, plan every service); Some for
+    /// a diff (plan the services that changed).
+    fn sync(&self, change: Option<&ebpf_plan::Changed>, services: &[FwService]) -> Result<(), KernelError> {
         let mut guard = self
             .state
             .lock()
             .map_err(|_| KernelError::Other("eBPF state lock poisoned".into()))?;
         let st = &mut *guard;
-        let ops = match old {
+        let ops = match change {
             None => {
                 st.held = st.maps.dump().map_err(kerr)?;
                 st.index = ebpf_plan::Index::of(&st.held);
                 let want = ebpf_plan::desired_with(services, &st.members, self.host, &st.held, &st.index);
                 ebpf_plan::diff(&st.held, &want)
             }
-            Some(old) => {
-                ebpf_plan::diff_changed_with(old, services, &st.members, self.host, &st.held, &st.index)
-            }
+            Some(ch) => ebpf_plan::diff_changes(ch, &st.members, self.host, &st.held, &st.index),
         };
         if ops.is_empty() {
             return Ok(());
@@ -273,16 +295,22 @@ impl ServiceLb for EbpfLb {
 
     fn sync_full(&self, services: &[FwService]) -> Result<(), KernelError> {
         self.sync(None, services)?;
-        self.mesh_sync(true, services)?;
+        self.mesh_sync(None, services)?;
         self.nft.sync_full(&north_south(services))
     }
 
+    /// Finds the changed services once (the one walk over every service) and hands
+    /// them to the socket LB; the routing mesh and the nftables fallback only look at
+    /// the lists when a changed service has ingress ports.
     fn sync_diff(&self, old: &[FwService], new: &[FwService]) -> Result<(), KernelError> {
-        self.sync(Some(old), new)?;
-        self.mesh_sync(false, new)?;
-        let (o, n) = (north_south(old), north_south(new));
-        if o != n {
-            self.nft.sync_diff(&o, &n)?;
+        let ch = ebpf_plan::Changed::between(old, new);
+        self.sync(Some(&ch), new)?;
+        self.mesh_sync(Some(&ch), new)?;
+        if ch.touches_ingress() {
+            let (o, n) = (north_south(old), north_south(new));
+            if o != n {
+                self.nft.sync_diff(&o, &n)?;
+            }
         }
         Ok(())
     }

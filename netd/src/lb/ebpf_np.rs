@@ -38,8 +38,12 @@ pub fn tc_serves(s: &FwService, local: &BTreeSet<String>) -> bool {
 /// Port -> its backends (address, target port; sorted) for every ingress port tc
 /// serves. A port without an IPv4 backend is left out (nftables rejects it at once).
 pub fn served(services: &[FwService], local: &BTreeSet<String>) -> BTreeMap<Lb4NodePortKey, Vec<Lb4Flow>> {
+    // Ingress ports first: most services have none, and the test reads no heap.
     let mut out = BTreeMap::new();
-    for s in services.iter().filter(|s| tc_serves(s, local)) {
+    for s in services
+        .iter()
+        .filter(|s| s.ingress.iter().any(|i| !i.masquerade) && tc_serves(s, local))
+    {
         let mut ips: Vec<_> = s
             .vips
             .iter()

@@ -183,8 +183,8 @@ pub fn desired(
 }
 
 /// `desired` with the index of `held` at hand.
-pub fn desired_with(
-    services: &[FwService],
+pub fn desired_with<'s>(
+    services: impl IntoIterator<Item = &'s FwService>,
     members: &BTreeMap<String, BTreeSet<u64>>,
     host: u64,
     held: &Lb4Tables,
@@ -303,9 +303,7 @@ pub fn diff_changed(
     diff_changed_with(old, new, members, host, held, &Index::of(held))
 }
 
-/// `diff_changed` with the index of `held` at hand: apart from finding which services
-/// differ (one comparison per service), what it costs depends on what changed, not on
-/// how many services there are.
+/// `diff_changed` with the index of `held` at hand.
 pub fn diff_changed_with(
     old: &[FwService],
     new: &[FwService],
@@ -314,12 +312,97 @@ pub fn diff_changed_with(
     held: &Lb4Tables,
     idx: &Index,
 ) -> Vec<Lb4Op> {
-    // (The unchanged ones are not needed here: ids, slots and scopes come from `idx`.)
-    let (changed_old, changed_new, _) = crate::firewall::ruleset::services::changed_services(old, new);
+    diff_changes(&Changed::between(old, new), members, host, held, idx)
+}
+
+/// The services of a change whose map entries may differ: `old` the versions the maps
+/// hold, `new` the versions wanted (a service added is only in `new`, one removed only
+/// in `old`). Unchanged services are not needed to plan: ids, slots and scopes come
+/// from the `Index`.
+#[derive(Debug, Default, PartialEq)]
+pub struct Changed<'a> {
+    pub old: Vec<&'a FwService>,
+    pub new: Vec<&'a FwService>,
+}
+
+impl<'a> Changed<'a> {
+    /// One walk over both lists when they hold the same number of services (the
+    /// engine keeps them in one order, so a backend change pairs each service with
+    /// itself), else a match by name. The walk compares only what the maps are made of
+    /// (`same_entries`), once per pair; it is the one part of a change that grows with
+    /// the number of services (figures: docs/benchmarks.md).
+    pub fn between(old: &'a [FwService], new: &'a [FwService]) -> Changed<'a> {
+        fn key(s: &FwService) -> (&str, &str) {
+            (s.namespace.as_str(), s.name.as_str())
+        }
+        if old.len() == new.len() {
+            let mut c = Changed::default();
+            for (a, b) in old.iter().zip(new) {
+                if !same_entries(a, b) {
+                    c.old.push(a);
+                    c.new.push(b);
+                }
+            }
+            // A service added and another removed in one change shift the list: the
+            // pairs past the shift are strangers, matched by name below instead.
+            if c.old.iter().zip(&c.new).all(|(a, b)| key(a) == key(b)) {
+                return c;
+            }
+        }
+        let old_by: std::collections::HashMap<_, &FwService> = old.iter().map(|s| (key(s), s)).collect();
+        let new_by: std::collections::HashMap<_, &FwService> = new.iter().map(|s| (key(s), s)).collect();
+        Changed {
+            old: old
+                .iter()
+                .filter(|s| new_by.get(&key(s)).is_none_or(|n| !same_entries(s, n)))
+                .collect(),
+            new: new
+                .iter()
+                .filter(|s| old_by.get(&key(s)).is_none_or(|o| !same_entries(o, s)))
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.old.is_empty() && self.new.is_empty()
+    }
+
+    /// Whether a changed service has ingress ports, before or after: only then may the
+    /// routing mesh and the nftables fallback for north-south have work.
+    pub fn touches_ingress(&self) -> bool {
+        self.old.iter().chain(&self.new).any(|s| !s.ingress.is_empty())
+    }
+}
+
+/// Whether `a` and `b` ask the same of the socket-LB maps: VIPs, networks, backends,
+/// ports and affinity (names and bridges are in no map). A service with ingress ports
+/// is compared whole: the nftables fallback names its objects after it.
+fn same_entries(a: &FwService, b: &FwService) -> bool {
+    if !a.ingress.is_empty() || !b.ingress.is_empty() {
+        return a == b;
+    }
+    a.ports == b.ports
+        && a.affinity == b.affinity
+        && a.vips.len() == b.vips.len()
+        && a.vips
+            .iter()
+            .zip(&b.vips)
+            .all(|(x, y)| x.vip == y.vip && x.backends == y.backends && x.network == y.network)
+}
+
+/// The writes for the services of `ch`, over maps that hold `held` (indexed by `idx`):
+/// what it costs depends on what changed, not on how many services there are.
+pub fn diff_changes(
+    ch: &Changed,
+    members: &BTreeMap<String, BTreeSet<u64>>,
+    host: u64,
+    held: &Lb4Tables,
+    idx: &Index,
+) -> Vec<Lb4Op> {
     // What the maps hold for the old versions: their service entries, reverse NAT and
     // backends.
     let mut sub = Lb4Tables::default();
-    for s in &changed_old {
+    for s in &ch.old {
         for v in &s.vips {
             let IpAddr::V4(vip) = v.vip else { continue };
             for &(port, _, proto) in &s.ports {
@@ -346,7 +429,7 @@ pub fn diff_changed_with(
             }
         }
     }
-    let mut want = desired_with(&changed_new, members, host, held, idx);
+    let mut want = desired_with(ch.new.iter().copied(), members, host, held, idx);
     // Scopes: every network with a service entry once the change is written (the
     // index's count, less the entries replaced, plus the new ones), against all the
     // maps hold.

@@ -259,3 +259,94 @@ fn the_index_kept_in_step_plans_what_a_fresh_one_does() {
     assert_eq!(held, Lb4Tables::default());
     assert_eq!(idx, Index::default());
 }
+
+/// One backend change among 10,000 services: one service is found changed and the
+/// writes name only its entries (per port: the new backend, its slot, the old backend
+/// deleted), ending where planning every service does.
+#[test]
+fn one_backend_change_at_10k_services_writes_that_service_only() {
+    let vip = |i: usize| format!("10.{}.{}.{}", 96 + i / 62_500, i / 250 % 250 + 1, i % 250 + 1);
+    let be = |i: usize, j: usize| {
+        let k = i * 8 + j;
+        format!("10.{}.{}.{}", 128 + k / 62_500, k / 250 % 250 + 1, k % 250 + 1)
+    };
+    let all = |changed: Option<usize>| -> Vec<FwService> {
+        (0..10_000)
+            .map(|i| {
+                let last = if changed == Some(i) { 4 } else { 3 };
+                let bs: Vec<String> = (0..3).chain([last]).map(|j| be(i, j)).collect();
+                let refs: Vec<&str> = bs.iter().map(String::as_str).collect();
+                svc(&format!("s{i:05}"), &vip(i), &refs)
+            })
+            .collect()
+    };
+    let (old, new) = (all(None), all(Some(5_000)));
+    let mut held = desired(&old, &members(), 1, &Lb4Tables::default());
+    let idx = Index::of(&held);
+
+    let ch = Changed::between(&old, &new);
+    assert_eq!((ch.old.len(), ch.new.len()), (1, 1));
+    assert_eq!(
+        (ch.old[0].name.as_str(), ch.new[0].name.as_str()),
+        ("s05000", "s05000")
+    );
+    assert!(!ch.touches_ingress());
+
+    let ops = diff_changes(&ch, &members(), 1, &held, &idx);
+    let v: Ipv4Addr = vip(5_000).parse().unwrap();
+    let mine = |a: u32| Ipv4Addr::from(u32::from_be(a)) == v;
+    let gone: Ipv4Addr = be(5_000, 3).parse().unwrap();
+    let came: Ipv4Addr = be(5_000, 4).parse().unwrap();
+    let addr = |b: &Lb4Backend| Ipv4Addr::from(u32::from_be(b.address));
+    for op in &ops {
+        match op {
+            Lb4Op::PutService(k, _) => assert!(mine(k.address) && k.backend_slot == 4, "{op:?}"),
+            Lb4Op::PutBackend(_, b) => assert_eq!(addr(b), came),
+            Lb4Op::DelBackend(id) => assert_eq!(addr(&held.backends[id]), gone),
+            other => panic!("a write beyond the changed backend: {other:?}"),
+        }
+    }
+    // Two ports (TCP, UDP) × (new backend, its slot, old backend deleted).
+    assert_eq!(ops.len(), 6, "{ops:#?}");
+    apply(&mut held, &ops);
+    assert_eq!(held, desired(&new, &members(), 1, &held));
+}
+
+/// What a change compares: the map contents, not the names, unless the service has
+/// ingress ports (the nftables fallback names its objects after it); a list that
+/// shifted (one service out, another in) is matched by name.
+#[test]
+fn changed_compares_what_the_maps_hold_and_matches_a_shifted_list_by_name() {
+    let a = svc("a", "10.0.0.200", &["10.0.0.2"]);
+    let b = svc("b", "10.0.0.201", &["10.0.0.3"]);
+    let c = svc("c", "10.0.0.202", &["10.0.0.4"]);
+    let mut a_bridge = a.clone();
+    a_bridge.vips[0].bridge = "netd-other".into();
+    assert!(Changed::between(std::slice::from_ref(&a), std::slice::from_ref(&a_bridge)).is_empty());
+    let mut a_renamed = a.clone();
+    a_renamed.name = "a2".into();
+    assert!(Changed::between(std::slice::from_ref(&a), std::slice::from_ref(&a_renamed)).is_empty());
+    let mut a_ingress = a.clone();
+    a_ingress
+        .ingress
+        .push(crate::firewall::ruleset::services::FwIngress {
+            published: 8088,
+            target: 8080,
+            proto: Proto::Tcp,
+            masquerade: false,
+        });
+    let mut a_ingress_renamed = a_ingress.clone();
+    a_ingress_renamed.name = "a2".into();
+    let ch = Changed::between(
+        std::slice::from_ref(&a_ingress),
+        std::slice::from_ref(&a_ingress_renamed),
+    );
+    assert_eq!((ch.old.len(), ch.new.len()), (1, 1));
+    assert!(ch.touches_ingress());
+    // a removed and c added: the same length, every pair a stranger.
+    let old = [a.clone(), b.clone()];
+    let new = [b.clone(), c.clone()];
+    let ch = Changed::between(&old, &new);
+    assert_eq!(ch.old, vec![&a]);
+    assert_eq!(ch.new, vec![&c]);
+}

@@ -88,3 +88,65 @@ fn writes_what_changed_and_restart_writes_nothing() {
     again.sync_diff(&b, &[web(&["10.0.0.2"], true)]).unwrap();
     assert_eq!(k.nft_batches().len(), 1, "the ingress port goes to nftables");
 }
+
+/// The routing mesh in memory, counting the batches written to it.
+#[derive(Clone, Default)]
+struct FakeNp(Arc<Mutex<(NpTables, usize)>>);
+
+impl NpMaps for FakeNp {
+    fn dump(&self) -> Result<NpTables, BpfError> {
+        Ok(self.0.lock().unwrap().0.clone())
+    }
+    fn apply(&mut self, ops: &[crate::kernel::bpf_tc::NpOp]) -> Result<(), BpfError> {
+        let mut g = self.0.lock().unwrap();
+        g.1 += 1;
+        super::super::ebpf_np::apply(&mut g.0, ops);
+        Ok(())
+    }
+    fn attach_to(&mut self, _dev: &str) -> Result<(), BpfError> {
+        Ok(())
+    }
+    fn detach_others(&mut self, _keep: &[String]) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// A diff leaves the routing mesh alone unless a changed service has ingress ports or
+/// a network changed sides since its ports were planned.
+#[test]
+fn the_mesh_plans_only_for_ingress_changes_and_networks_that_change_sides() {
+    let np = FakeNp::default();
+    let mut l = lb(&FakeMaps::default(), Arc::new(FakeKernel::default()));
+    l.mesh = Some(Mutex::new(Mesh {
+        maps: Box::new(np.clone()),
+        held: NpTables::default(),
+        served: BTreeMap::new(),
+        networks: BTreeMap::new(),
+        devices: Some(Vec::new()),
+        size: 251,
+        planned_local: None,
+    }));
+    l.set_networks(&[("n".into(), "netd-n".into(), true)]);
+    let mut api = web(&["10.0.0.4"], false);
+    api.name = "api".into();
+    api.vips[0].vip = "10.0.0.201".parse().unwrap();
+    let a = vec![web(&["10.0.0.2"], true), api.clone()];
+    l.sync_full(&a).unwrap();
+    let writes = || np.0.lock().unwrap().1;
+    assert_eq!(writes(), 1, "the published port's table and entry");
+    // A backend of the service without ingress ports: nothing for the mesh.
+    let mut b = a.clone();
+    b[1].vips[0].backends.push("10.0.0.5".parse().unwrap());
+    l.sync_diff(&a, &b).unwrap();
+    assert_eq!(writes(), 1);
+    // A backend of the published service: its table.
+    let mut c = b.clone();
+    c[0].vips[0].backends.push("10.0.0.3".parse().unwrap());
+    l.sync_diff(&b, &c).unwrap();
+    assert_eq!(writes(), 2);
+    // Network n no longer local (overlay): the next diff, even of nothing, drops the port.
+    l.set_networks(&[("n".into(), "netd-n".into(), false)]);
+    l.sync_diff(&c, &c).unwrap();
+    assert_eq!(writes(), 3);
+    assert!(np.0.lock().unwrap().0.services.is_empty(), "the port left tc");
+}

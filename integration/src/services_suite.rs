@@ -420,8 +420,9 @@ pub fn ingress_port_reaches_every_replica(dp: Datapath) {
         ["web1", "web2", "web3"],
         "{seen:?}"
     );
-    // Under --lb ebpf what arrives from outside is nftables' (no tc program yet), and
-    // inspect says so.
+    // Under --lb ebpf what arrives from outside is nftables' here (the outside link
+    // came after the service, so the tc routing mesh is on no device: it follows devices
+    // when the ports it serves change), and inspect says so.
     let v = h.client().get("/v1/services/default/web").unwrap();
     let want = match dp {
         Datapath::Ebpf => "ebpf (east-west), nftables (ingress ports)",

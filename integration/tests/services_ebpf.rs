@@ -1,6 +1,7 @@
 //! The service conformance suite (`integration::services_suite`) on the eBPF datapath
-//! (`netd daemon --lb ebpf`): socket-level load balancing by cgroup programs, with the
-//! nftables datapath kept for ingress ports (north-south) until the tc program exists.
+//! (`netd daemon --lb ebpf`): socket-level load balancing by cgroup programs; ingress
+//! ports from outside through the tc routing mesh, with the nftables datapath for the
+//! rest of north-south (the host, its sandboxes, what tc does not serve).
 
 use integration::services_suite::Datapath;
 
@@ -202,6 +203,14 @@ mod routing_mesh {
             seen.keys().collect::<Vec<_>>(),
             ["web1", "web2", "web3"],
             "{seen:?}"
+        );
+        // inspect says tc serves the published ports from outside.
+        let v = h.client().get("/v1/services/default/web").expect("inspect");
+        assert!(
+            v["datapath"]
+                .as_str()
+                .is_some_and(|d| d.contains("tc routing mesh")),
+            "{v}"
         );
         // Attached with tcx where the kernel has it (6.6 and later, this machine), else
         // as direct-action filters on a clsact qdisc (the VM lane's 6.1): the same

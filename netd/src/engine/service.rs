@@ -166,7 +166,11 @@ impl Engine {
         let fw = FwService::from_model(svc, live_backends.as_deref().unwrap_or_default(), |_| None);
         ServiceView {
             service: svc.clone(),
-            datapath: crate::lb::serving(self.lb.kind(), fw.as_ref()),
+            datapath: crate::lb::serving(
+                self.lb.kind(),
+                fw.as_ref(),
+                fw.as_ref().is_some_and(|f| self.lb.tc_serves(f)),
+            ),
             live_backends,
         }
     }

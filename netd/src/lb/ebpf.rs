@@ -64,6 +64,8 @@ struct Mesh {
     /// sides changes the ports served without any service changing); None before the
     /// first sync and after a failed write.
     planned_local: Option<BTreeSet<String>>,
+    /// The devices the programs are attached to now.
+    attached: Vec<String>,
 }
 
 impl Mesh {
@@ -101,6 +103,7 @@ impl Mesh {
         for d in self.maps.detach_others(&ok) {
             tracing::info!(device = %d, "routing mesh detached");
         }
+        self.attached = ok;
     }
 
     /// Whether a diff sync has work: a changed service with ingress ports, or a network
@@ -206,6 +209,7 @@ impl EbpfLb {
             devices: devices.map(<[String]>::to_vec),
             size: super::maglev::DEFAULT_SIZE,
             planned_local: None,
+            attached: Vec::new(),
         }));
         Ok(lb)
     }
@@ -291,6 +295,18 @@ impl EbpfLb {
 impl ServiceLb for EbpfLb {
     fn kind(&self) -> LbKind {
         LbKind::Ebpf
+    }
+
+    fn tc_serves(&self, svc: &FwService) -> bool {
+        let Some(mesh) = &self.mesh else {
+            return false;
+        };
+        let m = mesh.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        !m.attached.is_empty()
+            && svc
+                .ingress
+                .iter()
+                .any(|i| m.served.contains_key(&super::ebpf_np::port_key(i)))
     }
 
     fn sync_full(&self, services: &[FwService]) -> Result<(), KernelError> {

@@ -29,6 +29,11 @@ fn proto_num(p: Proto) -> u8 {
     }
 }
 
+/// The map key of ingress port `i`.
+pub fn port_key(i: &crate::firewall::ruleset::services::FwIngress) -> Lb4NodePortKey {
+    Lb4NodePortKey::new(i.published, proto_num(i.proto))
+}
+
 /// Whether tc serves the ingress ports of `s` (see the module doc): `local` names the
 /// networks whose backends are all on this host.
 pub fn tc_serves(s: &FwService, local: &BTreeSet<String>) -> bool {
@@ -60,7 +65,7 @@ pub fn served(services: &[FwService], local: &BTreeSet<String>) -> BTreeMap<Lb4N
                 continue;
             }
             let bs = ips.iter().map(|&ip| Lb4Flow::new(ip, i.target)).collect();
-            out.insert(Lb4NodePortKey::new(i.published, proto_num(i.proto)), bs);
+            out.insert(port_key(i), bs);
         }
     }
     out

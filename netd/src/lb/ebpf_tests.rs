@@ -125,6 +125,7 @@ fn the_mesh_plans_only_for_ingress_changes_and_networks_that_change_sides() {
         devices: Some(Vec::new()),
         size: 251,
         planned_local: None,
+        attached: Vec::new(),
     }));
     l.set_networks(&[("n".into(), "netd-n".into(), true)]);
     let mut api = web(&["10.0.0.4"], false);

@@ -65,10 +65,14 @@ impl std::fmt::Display for LbKind {
 /// What balances `svc` (`netctl service inspect`'s `datapath`): `None` for a service
 /// without a VIP (ExternalName, dnsrr: DNS answers those). Under `--lb ebpf` a
 /// service with ingress ports or NodePorts is also in the nftables datapath, which
-/// balances what arrives from outside (`ebpf::north_south`).
-pub fn serving(kind: LbKind, svc: Option<&FwService>) -> Option<String> {
+/// balances what tc does not (`ebpf::north_south`); `tc` says whether the tc routing
+/// mesh serves its ports from outside (`ebpf_np::served`).
+pub fn serving(kind: LbKind, svc: Option<&FwService>, tc: bool) -> Option<String> {
     let svc = svc?;
     Some(match kind {
+        LbKind::Ebpf if !svc.ingress.is_empty() && tc => {
+            "ebpf (east-west), tc routing mesh (ingress ports from outside), nftables (ingress ports from this host and its sandboxes)".into()
+        }
         LbKind::Ebpf if !svc.ingress.is_empty() => "ebpf (east-west), nftables (ingress ports)".into(),
         k => k.to_string(),
     })
@@ -77,6 +81,11 @@ pub fn serving(kind: LbKind, svc: Option<&FwService>) -> Option<String> {
 /// A service datapath.
 pub trait ServiceLb: Send + Sync {
     fn kind(&self) -> LbKind;
+    /// Whether this datapath's tc routing mesh serves any ingress port of `svc` from
+    /// outside (only the eBPF datapath has one).
+    fn tc_serves(&self, _svc: &FwService) -> bool {
+        false
+    }
     /// Make the kernel hold exactly `services` (start, restart, repair).
     fn sync_full(&self, services: &[FwService]) -> Result<(), KernelError>;
     /// Move the kernel from `old` (what it holds) to `new`.
@@ -128,7 +137,7 @@ mod serving_tests {
 
     #[test]
     fn inspect_names_the_datapath_and_ebpfs_north_south_fallback() {
-        assert_eq!(serving(LbKind::Ebpf, None), None, "no VIP, no datapath");
+        assert_eq!(serving(LbKind::Ebpf, None, false), None, "no VIP, no datapath");
         let mut svc = FwService {
             namespace: "default".into(),
             name: "web".into(),
@@ -137,9 +146,12 @@ mod serving_tests {
             vips: Vec::new(),
             ingress: Vec::new(),
         };
-        assert_eq!(serving(LbKind::Nftables, Some(&svc)).as_deref(), Some("nftables"));
-        assert_eq!(serving(LbKind::Ipvs, Some(&svc)).as_deref(), Some("ipvs"));
-        assert_eq!(serving(LbKind::Ebpf, Some(&svc)).as_deref(), Some("ebpf"));
+        assert_eq!(
+            serving(LbKind::Nftables, Some(&svc), false).as_deref(),
+            Some("nftables")
+        );
+        assert_eq!(serving(LbKind::Ipvs, Some(&svc), false).as_deref(), Some("ipvs"));
+        assert_eq!(serving(LbKind::Ebpf, Some(&svc), false).as_deref(), Some("ebpf"));
         svc.ingress.push(FwIngress {
             published: 8088,
             target: 8080,
@@ -147,9 +159,16 @@ mod serving_tests {
             masquerade: false,
         });
         assert_eq!(
-            serving(LbKind::Ebpf, Some(&svc)).as_deref(),
+            serving(LbKind::Ebpf, Some(&svc), false).as_deref(),
             Some("ebpf (east-west), nftables (ingress ports)")
         );
-        assert_eq!(serving(LbKind::Nftables, Some(&svc)).as_deref(), Some("nftables"));
+        assert_eq!(
+            serving(LbKind::Ebpf, Some(&svc), true).as_deref(),
+            Some("ebpf (east-west), tc routing mesh (ingress ports from outside), nftables (ingress ports from this host and its sandboxes)")
+        );
+        assert_eq!(
+            serving(LbKind::Nftables, Some(&svc), false).as_deref(),
+            Some("nftables")
+        );
     }
 }

@@ -980,6 +980,26 @@ mod datapath {
         SocketAddr::new(BACKENDS[0].parse().unwrap(), 8080)
     }
 
+    /// CPU time the whole machine spent busy so far (user, system, interrupts, steal;
+    /// all CPUs), from /proc/stat, in nanoseconds.
+    fn cpu_busy_ns() -> f64 {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: f64 = stat
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .enumerate()
+            // user nice system idle iowait irq softirq steal: all but idle and iowait.
+            .filter(|(i, _)| ![3, 4].contains(i) && *i < 8)
+            .filter_map(|(_, v)| v.parse::<f64>().ok())
+            .sum();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        ticks * 1e9 / hz
+    }
+
     /// What one configuration (a service count on one datapath) gathered over the rounds.
     #[derive(Default)]
     struct Tally {
@@ -987,6 +1007,9 @@ mod datapath {
         direct_rates: Vec<f64>,
         vip_lat: Vec<f64>,
         direct_lat: Vec<f64>,
+        /// Busy CPU time of the machine per connection (ns): client, server and kernel.
+        vip_cpu: Vec<f64>,
+        direct_cpu: Vec<f64>,
     }
 
     impl Tally {
@@ -1006,13 +1029,17 @@ mod datapath {
             vip_first: bool,
         ) -> anyhow::Result<()> {
             for through_vip in [vip_first, !vip_first] {
+                let cpu0 = cpu_busy_ns();
                 let (r, l) = load(client, if through_vip { to } else { direct() }, 2, dur)?;
+                let cpu = (cpu_busy_ns() - cpu0) / l.len().max(1) as f64;
                 if through_vip {
                     self.vip_rates.push(r);
                     self.vip_lat.extend(l);
+                    self.vip_cpu.push(cpu);
                 } else {
                     self.direct_rates.push(r);
                     self.direct_lat.extend(l);
+                    self.direct_cpu.push(cpu);
                 }
             }
             Ok(())
@@ -1041,7 +1068,7 @@ mod datapath {
         fn row(&mut self, label: &str, extra: &str) {
             let (ratio, median) = self.ratio();
             println!(
-                "{label:>11} | {:>12.0} {:>9.0} {:>9.0} | {:>12.0} {:>9.0} {:>9.0} | {:>7.1}% (median of rounds {:.1}%){extra}",
+                "{label:>11} | {:>12.0} {:>9.0} {:>9.0} | {:>12.0} {:>9.0} {:>9.0} | {:>7.1}% (median of rounds {:.1}%); CPU/conn {:.1} µs, direct {:.1} µs{extra}",
                 self.vip_rate(),
                 daemon::pct(&mut self.vip_lat, 0.5),
                 daemon::pct(&mut self.vip_lat, 0.99),
@@ -1050,6 +1077,8 @@ mod datapath {
                 daemon::pct(&mut self.direct_lat, 0.99),
                 100.0 * ratio,
                 100.0 * median,
+                mean(&self.vip_cpu) / 1e3,
+                mean(&self.direct_cpu) / 1e3,
             );
         }
     }

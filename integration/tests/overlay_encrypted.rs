@@ -702,6 +702,14 @@ fn wireguard_end_to_end() {
     }
     let enc = &inspect(h2, "ovw")["encryption"];
     assert_eq!(enc["key_epoch"], 4, "{enc}");
+    // Each peer once, under its current key (the kernel keeps a retired key's entry a
+    // few seconds; inspect does not list it).
+    let mut names: Vec<&str> = enc["peers"]
+        .as_array()
+        .map(|p| p.iter().filter_map(|p| p["node"].as_str()).collect())
+        .unwrap_or_default();
+    names.sort();
+    assert_eq!(names, ["h1", "h3"], "{enc}");
     assert!(
         eventually(15, || h1.ping("s1", &w3)),
         "s1 cannot reach s3 after the rotations"

@@ -595,9 +595,15 @@ impl<S: ClusterStore> Agent<S> {
             .filter_map(|r| Some((wg_user::key_from_base64(&r.public_key)?, r)))
             .collect();
         let now = std::time::SystemTime::now();
+        let addrs: BTreeSet<Ipv4Addr> = recs.values().map(|r| r.addr).collect();
         let peers = dev
             .peers()
             .into_iter()
+            // A node's old key, retired after a rotation (the kernel keeps its entry a
+            // few seconds): the node is listed under its current key.
+            .filter(|p| {
+                recs.contains_key(&p.public_key) || !p.endpoint.is_some_and(|e| addrs.contains(e.ip()))
+            })
             .map(|p| {
                 // A peer the link has that no record names any more (it is about to go).
                 let r = recs.get(&p.public_key).cloned().unwrap_or_else(|| WgRecord {

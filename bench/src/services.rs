@@ -758,18 +758,29 @@ mod datapath {
             let t0 = Instant::now();
             lb.sync_full(&svcs)?;
             let full = t0.elapsed();
-            let new = changed(&svcs);
-            let mut changes = Vec::with_capacity(EBPF_CHANGES);
-            for i in 0..EBPF_CHANGES {
-                let (from, to) = if i % 2 == 0 { (&svcs, &new) } else { (&new, &svcs) };
-                let t0 = Instant::now();
-                lb.sync_diff(from, to)?;
-                changes.push(t0.elapsed());
-            }
+            let changes = time_changes(&lb, &svcs, &changed(&svcs))?;
             Ok((lb, full, changes))
         })
         .join()
         .map_err(|_| anyhow::anyhow!("eBPF thread panicked"))?
+    }
+
+    /// How long each of `EBPF_CHANGES` changes between `a` and `b` took on `lb` (there
+    /// and back in turn, so the maps end as `a` left them).
+    fn time_changes(
+        lb: &netd::lb::ebpf::EbpfLb,
+        a: &[FwService],
+        b: &[FwService],
+    ) -> anyhow::Result<Vec<Duration>> {
+        use netd::lb::ServiceLb;
+        let mut changes = Vec::with_capacity(EBPF_CHANGES);
+        for i in 0..EBPF_CHANGES {
+            let (from, to) = if i % 2 == 0 { (a, b) } else { (b, a) };
+            let t0 = Instant::now();
+            lb.sync_diff(from, to)?;
+            changes.push(t0.elapsed());
+        }
+        Ok(changes)
     }
 
     /// The eBPF datapath with its routing mesh on `dev` (the outside veth of the host
@@ -793,13 +804,7 @@ mod datapath {
             if let Some(b) = new.last_mut().and_then(|s| s.vips[0].backends.last_mut()) {
                 *b = "10.99.0.14".parse()?;
             }
-            let mut changes = Vec::with_capacity(EBPF_CHANGES);
-            for i in 0..EBPF_CHANGES {
-                let (from, to) = if i % 2 == 0 { (&svcs, &new) } else { (&new, &svcs) };
-                let t0 = Instant::now();
-                lb.sync_diff(from, to)?;
-                changes.push(t0.elapsed());
-            }
+            let changes = time_changes(&lb, &svcs, &new)?;
             Ok((lb, changes))
         })
         .join()

@@ -82,13 +82,11 @@ pub struct PeerView {
 async fn kernel<T: Send + 'static>(
     f: impl FnOnce(&mut Xfrm) -> Result<T, crate::kernel::KernelError> + Send + 'static,
 ) -> Result<T, ClusterError> {
-    tokio::task::spawn_blocking(move || {
+    super::blocking("xfrm", move || {
         let mut x = Xfrm::open()?;
         f(&mut x)
     })
     .await
-    .map_err(|e| ClusterError::Invalid(format!("xfrm task panicked: {e}")))?
-    .map_err(|e| ClusterError::Invalid(e.to_string()))
 }
 
 /// The kernel's netd SAs and policies as a `Wanted` (keys unknown: zeros; `diff` only
@@ -235,10 +233,8 @@ impl<S: ClusterStore> Agent<S> {
     /// Runs an encryption mode's rule batch (`ipsec::guard_batch`) in the node's namespace.
     pub(super) async fn set_rules(&self, batch: String) -> Result<(), ClusterError> {
         let nft = self.nft()?;
-        tokio::task::spawn_blocking(move || nft.run(&batch))
+        super::blocking("nft", move || nft.run(&batch).map(drop))
             .await
-            .map_err(|e| ClusterError::Invalid(format!("nft task panicked: {e}")))?
-            .map(drop)
             .map_err(|e| ClusterError::Invalid(format!("encryption rules: {e}")))
     }
 

@@ -111,6 +111,17 @@ pub const DEFAULT_DATA_PORT: u16 = 4789;
 /// VXLAN's own header, UDP, IPv4 and the inner Ethernet header.
 pub const VXLAN_OVERHEAD: u32 = 50;
 
+/// Runs kernel work `f` on tokio's blocking pool (`what` names it should it panic).
+pub(crate) async fn blocking<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, crate::kernel::KernelError> + Send + 'static,
+) -> Result<T, ClusterError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ClusterError::Invalid(format!("{what} task panicked: {e}")))?
+        .map_err(|e| ClusterError::Invalid(e.to_string()))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error("bad --cluster {0:?}: expected etcd://HOST:PORT[,HOST:PORT…] (etcds:// for TLS)")]

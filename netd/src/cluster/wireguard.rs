@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use super::agent::now;
 use super::encrypt::PeerView;
 use super::ipsec::Encryption;
-use super::{Agent, ClusterError, ClusterStore, NetworkRecord};
+use super::{blocking, Agent, ClusterError, ClusterStore, NetworkRecord};
 use crate::kernel::wg_kernel::KernelWg;
 use crate::kernel::wg_user::{self, PeerStatus, UserWg, WgConfig, WgPeer};
 
@@ -263,15 +263,6 @@ fn write_private_key(path: &Path, key: &[u8; 32]) -> Result<(), ClusterError> {
     std::fs::rename(&tmp, path).map_err(bad)
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, crate::kernel::KernelError> + Send + 'static,
-) -> Result<T, ClusterError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ClusterError::Invalid(format!("wireguard task panicked: {e}")))?
-        .map_err(|e| ClusterError::Invalid(e.to_string()))
-}
-
 impl<S: ClusterStore> Agent<S> {
     /// Brings the node's WireGuard side in line with the store: rules for every
     /// WireGuard VNI first, then the link, the published key, the peers and their
@@ -300,7 +291,7 @@ impl<S: ClusterStore> Agent<S> {
                 mtu: (self.mtu + super::VXLAN_OVERHEAD).saturating_sub(super::ipsec::WG_OVERHEAD),
                 fwmark: 0,
             };
-            let dev = blocking(move || {
+            let dev = blocking("wireguard", move || {
                 let d = if crate::kernel::wg_kernel::available() {
                     WgDev::Kernel(KernelWg::start(
                         &cfg.name,
@@ -345,7 +336,7 @@ impl<S: ClusterStore> Agent<S> {
             st.routes = None;
         }
         let recs = self.store.wireguards().await?;
-        let nodes: BTreeSet<String> = self.store.nodes().await?.into_iter().map(|n| n.name).collect();
+        let nodes = self.node_names().await?;
         let cluster = self.wireguard_epoch().await?;
         if st.epoch.is_none() {
             // A restart: the epoch our record (if it outlived us) gives the key we hold.
@@ -355,27 +346,24 @@ impl<S: ClusterStore> Agent<S> {
                 .find(|r| r.node == self.cfg.node && Some(&r.public_key) == mine.as_ref())
                 .map(|r| r.epoch);
         }
-        let (mut rotate, mut epoch) = key_step(st.epoch, cluster.epoch);
-        if rotate {
-            let settled = match st.turn {
-                Some((e, since)) if e == epoch => since.elapsed() >= SETTLE,
-                _ => false,
-            };
-            if !my_turn(&self.cfg.node, &recs, &nodes, epoch) {
-                st.turn = None;
-            } else if st.turn.is_none_or(|(e, _)| e != epoch) {
-                st.turn = Some((epoch, std::time::Instant::now()));
-            }
-            if !settled || st.turn.is_none() {
-                // Not yet: the key stays what it was for now.
-                (rotate, epoch) = (false, st.epoch.unwrap_or(epoch));
-            }
-        }
-        if rotate {
-            self.rotate_own_key(&mut st, epoch)?;
+        let (rotate, target) = key_step(st.epoch, cluster.epoch);
+        // The turn for `target`: since when this node has seen it (kept while it lasts).
+        st.turn = match st.turn {
+            _ if !rotate || !my_turn(&self.cfg.node, &recs, &nodes, target) => None,
+            Some((e, since)) if e == target => Some((e, since)),
+            _ => Some((target, std::time::Instant::now())),
+        };
+        if st.turn.is_some_and(|(_, since)| since.elapsed() >= SETTLE) {
+            self.rotate_own_key(&mut st, target)?;
             st.turn = None;
+            st.epoch = Some(target);
+        } else if !rotate {
+            st.epoch = Some(target);
         }
-        st.epoch = Some(epoch);
+        // Else not yet: the key stays the one `st.epoch` names.
+        let Some(epoch) = st.epoch else {
+            return Ok(());
+        };
         let Some(public) = st.dev.as_ref().map(WgDev::public_key) else {
             return Ok(());
         };
@@ -413,7 +401,7 @@ impl<S: ClusterStore> Agent<S> {
         let addrs: BTreeSet<Ipv4Addr> = want.iter().filter_map(|p| p.endpoint.map(|e| *e.ip())).collect();
         if st.routes.as_ref() != Some(&addrs) {
             let a = addrs.clone();
-            blocking(move || {
+            blocking("wireguard", move || {
                 let mut nl = crate::kernel::netlink::Netlink::open()?;
                 let idx = nl
                     .link_index(WG_LINK)?
@@ -449,7 +437,7 @@ impl<S: ClusterStore> Agent<S> {
             }
             let res = async {
                 let recs = self.store.wireguards().await?;
-                let nodes: BTreeSet<String> = self.store.nodes().await?.into_iter().map(|n| n.name).collect();
+                let nodes = self.node_names().await?;
                 self.apply_peers(&mut st, &recs, &nodes).await
             }
             .await;
@@ -457,6 +445,11 @@ impl<S: ClusterStore> Agent<S> {
                 tracing::warn!(error = %e, "cluster: cannot follow WireGuard keys; the next pass retries");
             }
         }
+    }
+
+    /// The names of the registered nodes.
+    async fn node_names(&self) -> Result<BTreeSet<String>, ClusterError> {
+        Ok(self.store.nodes().await?.into_iter().map(|n| n.name).collect())
     }
 
     /// The cluster's key epoch: made (epoch 1) if there is none, raised here when the
@@ -521,7 +514,7 @@ impl<S: ClusterStore> Agent<S> {
         let deadline = std::time::Instant::now() + super::encrypt::ROTATE_WAIT;
         loop {
             self.pass().await?;
-            let nodes: BTreeSet<String> = self.store.nodes().await?.into_iter().map(|n| n.name).collect();
+            let nodes = self.node_names().await?;
             let recs: Vec<WgRecord> = self
                 .store
                 .wireguards()
@@ -554,7 +547,7 @@ impl<S: ClusterStore> Agent<S> {
         if had.is_none() && st.published.is_none() && st.routes.as_ref().is_some_and(BTreeSet::is_empty) {
             return Ok(());
         }
-        blocking(move || {
+        blocking("wireguard", move || {
             if let Some(d) = had {
                 d.remove()?;
             }

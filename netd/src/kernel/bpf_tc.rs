@@ -113,8 +113,9 @@ pub fn default_devices(bridges: &[String]) -> Vec<String> {
 
 /// `bpf(BPF_MAP_UPDATE_BATCH)`: writes `keys[i] -> values[i]` into the map of `fd` in
 /// one call; returns how many it wrote: all, or 0 when the kernel has no batch op for
-/// the map (the caller then writes one by one). An error may come after some writes. A Maglev table moves about 16381/N slots on a
-/// backend change, and aya 0.14 writes an entry per `bpf()` call.
+/// the map (the caller then writes one by one). An error may come after some writes.
+/// A Maglev table moves about 16381/N slots on a backend change, and aya 0.14 writes an
+/// entry per `bpf()` call.
 fn update_batch<K: aya::Pod, V: aya::Pod>(fd: &OwnedFd, keys: &[K], values: &[V]) -> std::io::Result<usize> {
     /// `union bpf_attr`'s `batch` member.
     #[repr(C)]

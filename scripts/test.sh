@@ -59,12 +59,19 @@ fi
 # dropped before matching. "skipped NAME: why" is one test that returned early, which
 # libtest counted as passed; "suite skipped (WHAT): why" and "suite failed (WHAT): why"
 # are a whole group that did not run or did not finish, counted as one skip or failure.
+# A failed test's panic (in libtest's "failures:" section: its line and the three after
+# it, the assertion and its values) is repeated above the closing line, so that the tail
+# of a log says why a test failed.
 awk '{ sub(/\r$/, "") }
      /^test result: / { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1); if ($(i) ~ /^ignored;?$/) s += $(i-1) } }
      /^skipped / { k++; why = why "  " $0 "\n" }
      /^suite skipped / { g++; why = why "  " $0 "\n" }
      /^suite failed / { sf++; bad = bad "  " $0 "\n" }
+     /^failures:$/ { inf = 1 } /^(successes:$|test result: )/ { inf = 0 }
+     inf && /^thread .* panicked at / { pn = 4 }
+     pn > 0 { panics = panics "  " $0 "\n"; pn-- }
      END { if (k + g) printf "skipped, with their reasons:\n%s", why
+           if (panics != "") printf "failed, where they panicked:\n%s", panics
            if (sf) printf "failed without a test result:\n%s", bad
            printf "%d passed, %d failed, %d skipped\n", p - k, f + sf, s + k + g
            exit (f + sf > 0) }' "$log" || status=1

@@ -542,6 +542,25 @@ impl Host {
         assert_eq!(leased, addrs, "leases vs endpoint addresses");
     }
 
+    /// A snapshot taken once the host has settled: two in a row, 300 ms apart, that
+    /// are equal (10 s at most, then the last one). Links made just before are still
+    /// changing on the kernel's own clock for a moment (operstate through linkwatch,
+    /// IPv6 autoconfiguration), more so in the VM lane under load; a bad-input check
+    /// compares against this so that only what netd did can differ.
+    pub fn settled_snapshot(&self) -> Vec<String> {
+        let t0 = Instant::now();
+        let mut last = self.snapshot();
+        while t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = self.snapshot();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+        last
+    }
+
     /// Everything a request could change, as comparable text: the API's networks,
     /// sandboxes and pools, the host's links, addresses and routes, the netns dir and
     /// the nft ruleset.

@@ -5,7 +5,17 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const PROGRAMS: &[&str] = &["connect4", "sendmsg4", "recvmsg4", "getpeername4", "tc_nodeport4"];
+const PROGRAMS: &[&str] = &[
+    "connect4",
+    "sendmsg4",
+    "recvmsg4",
+    "getpeername4",
+    "connect6",
+    "sendmsg6",
+    "recvmsg6",
+    "getpeername6",
+    "tc_nodeport4",
+];
 
 fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("manifest dir"))

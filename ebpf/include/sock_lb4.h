@@ -1,5 +1,7 @@
 /* The translation the four socket hooks share: VIP:port -> backend on the way out
- * (connect, sendmsg), backend -> VIP on the way in (recvmsg, getpeername). */
+ * (connect, sendmsg), backend -> VIP on the way in (recvmsg, getpeername). The cores
+ * (`lb4_fwd`, `lb4_rev`) work on an address and port the caller read from its context,
+ * so the IPv6 hooks use them too for IPv4-mapped addresses (sock_lb6.h). */
 #ifndef NETD_SOCK_LB4_H
 #define NETD_SOCK_LB4_H
 
@@ -20,12 +22,13 @@ static __always_inline __u8 sock_proto(struct bpf_sock_addr *ctx)
 	return ctx->type == NETD_SOCK_DGRAM ? IPPROTO_UDP : IPPROTO_TCP;
 }
 
-/* 1: go on (maybe rewritten); 0: refuse (retval set for no backend). */
-static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx)
+/* *addr:*port a VIP of this namespace's networks: rewritten to a backend (the reverse
+ * entry written), 1. Not a VIP here: unchanged, 1. No backend: 0 (refuse, retval set). */
+static __always_inline int lb4_fwd(struct bpf_sock_addr *ctx, __u32 *addr, __u16 *port)
 {
 	struct lb4_key key = {
-		.address = ctx->user_ip4,
-		.dport = (__u16)ctx->user_port,
+		.address = *addr,
+		.dport = *port,
 		.proto = sock_proto(ctx),
 	};
 	struct lb4_service *svc = bpf_map_lookup_elem(&netd_lb4_services, &key);
@@ -77,34 +80,61 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx)
 		.port = be->port,
 	};
 	struct lb4_reverse_sk rv = {
-		.address = ctx->user_ip4,
-		.port = (__u16)ctx->user_port,
+		.address = *addr,
+		.port = *port,
 		.rev_nat_index = rev,
 	};
 	bpf_map_update_elem(&netd_lb4_reverse_sk, &rk, &rv, BPF_ANY);
-	ctx->user_ip4 = be->address;
-	ctx->user_port = be->port;
+	*addr = be->address;
+	*port = be->port;
+	return 1;
+}
+
+/* *addr:*port a backend this socket was sent to through a VIP that still is one:
+ * rewritten to the VIP. */
+static __always_inline void lb4_rev(struct bpf_sock_addr *ctx, __u32 *addr, __u16 *port)
+{
+	struct lb4_reverse_sk_key rk = {
+		.cookie = bpf_get_socket_cookie(ctx),
+		.address = *addr,
+		.port = *port,
+	};
+	struct lb4_reverse_sk *rv = bpf_map_lookup_elem(&netd_lb4_reverse_sk, &rk);
+	if (!rv)
+		return;
+	/* The VIP must still be a service; otherwise show the real peer. */
+	struct lb4_key key = { .address = rv->address, .dport = rv->port, .proto = sock_proto(ctx) };
+	if (!bpf_map_lookup_elem(&netd_lb4_services, &key)) {
+		bpf_map_delete_elem(&netd_lb4_reverse_sk, &rk);
+		return;
+	}
+	*addr = rv->address;
+	*port = rv->port;
+}
+
+/* 1: go on (maybe rewritten); 0: refuse (retval set for no backend). */
+static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx)
+{
+	__u32 addr = ctx->user_ip4;
+	__u16 port = (__u16)ctx->user_port;
+	if (!lb4_fwd(ctx, &addr, &port))
+		return 0;
+	if (addr != ctx->user_ip4 || port != (__u16)ctx->user_port) {
+		ctx->user_ip4 = addr;
+		ctx->user_port = port;
+	}
 	return 1;
 }
 
 static __always_inline int sock4_xlate_rev(struct bpf_sock_addr *ctx)
 {
-	struct lb4_reverse_sk_key rk = {
-		.cookie = bpf_get_socket_cookie(ctx),
-		.address = ctx->user_ip4,
-		.port = (__u16)ctx->user_port,
-	};
-	struct lb4_reverse_sk *rv = bpf_map_lookup_elem(&netd_lb4_reverse_sk, &rk);
-	if (!rv)
-		return 1;
-	/* The VIP must still be a service; otherwise show the real peer. */
-	struct lb4_key key = { .address = rv->address, .dport = rv->port, .proto = sock_proto(ctx) };
-	if (!bpf_map_lookup_elem(&netd_lb4_services, &key)) {
-		bpf_map_delete_elem(&netd_lb4_reverse_sk, &rk);
-		return 1;
+	__u32 addr = ctx->user_ip4;
+	__u16 port = (__u16)ctx->user_port;
+	lb4_rev(ctx, &addr, &port);
+	if (addr != ctx->user_ip4 || port != (__u16)ctx->user_port) {
+		ctx->user_ip4 = addr;
+		ctx->user_port = port;
 	}
-	ctx->user_ip4 = rv->address;
-	ctx->user_port = rv->port;
 	return 1;
 }
 

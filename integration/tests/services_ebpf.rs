@@ -9,10 +9,12 @@ integration::services_scenarios!(ebpf => super::Datapath::Ebpf);
 
 /// What only the socket-level datapath promises, beyond the suite.
 mod socket_lb {
-    use std::net::{SocketAddr, TcpStream, UdpSocket};
-    use std::time::Duration;
+    use std::collections::BTreeSet;
+    use std::io::Read;
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, TcpStream, UdpSocket};
+    use std::time::{Duration, Instant};
 
-    use integration::harness::{echo, respond, roundtrip, run, Host};
+    use integration::harness::{echo, respond, roundtrip, run, tcp, Host};
     use integration::skip::{no_root, skip, this_test};
 
     fn host() -> Option<Host> {
@@ -120,6 +122,157 @@ mod socket_lb {
         assert!(roundtrip(&mut flow, "netd dead\n"));
         h.start();
         assert!(roundtrip(&mut flow, "after restart\n"));
+    }
+
+    /// An IPv6 VIP goes through the IPv6 hooks and maps (connect6, sendmsg6, recvmsg6,
+    /// getpeername6): balanced over the backends' IPv6 addresses, the client sees the
+    /// VIP, conntrack holds no NAT, a network the service is not on does not reach it
+    /// and a VIP with no backend refuses at once. An AF_INET6 socket reaches an IPv4
+    /// VIP through its IPv4-mapped address, as dual-stack applications (Java's
+    /// default) do.
+    #[test]
+    fn ipv6_vips_and_ipv4_mapped_addresses() {
+        let Some(h) = host() else { return };
+        for (n, k) in [("n6", 91), ("m6", 92)] {
+            h.ctl(&[
+                "network",
+                "create",
+                n,
+                "--ipv6",
+                "--subnet",
+                &format!("10.{k}.0.0/24"),
+                "--subnet",
+                &format!("fd00:{k}::/64"),
+            ]);
+        }
+        for b in ["b1", "b2"] {
+            h.ctl(&["sandbox", "create", b, "--network", "n6", "--label", "app=web6"]);
+            respond(&h.sb(b), b, &[8080], &[8080]);
+        }
+        h.ctl(&["sandbox", "create", "c6", "--network", "n6"]);
+        h.ctl(&["sandbox", "create", "o6", "--network", "m6"]);
+        let vip6: Ipv6Addr = "fd00:91::c8".parse().unwrap();
+        h.ctl(&[
+            "service",
+            "create",
+            "web6",
+            "--network",
+            "n6",
+            "--selector",
+            "app=web6",
+            "--port",
+            "80:8080",
+            "--port",
+            "80:8080/udp",
+            "--vip",
+            "n6=fd00:91::c8",
+        ]);
+        h.ctl(&[
+            "service",
+            "create",
+            "none6",
+            "--network",
+            "n6",
+            "--selector",
+            "app=nobody",
+            "--port",
+            "80:8080",
+            "--vip",
+            "n6=fd00:91::c9",
+        ]);
+        let at = SocketAddr::V6(SocketAddrV6::new(vip6, 80, 0, 0));
+        let (names, peers, udp) = netd::kernel::probe::in_netns(Some(&h.sb("c6")), move || {
+            let (mut names, mut peers) = (BTreeSet::new(), BTreeSet::new());
+            for _ in 0..40 {
+                let mut s = TcpStream::connect_timeout(&at, Duration::from_secs(1))?;
+                s.set_read_timeout(Some(Duration::from_secs(1)))?;
+                peers.insert(s.peer_addr()?);
+                let mut name = String::new();
+                s.read_to_string(&mut name)?;
+                names.insert(name.trim().to_string());
+            }
+            let u = UdpSocket::bind("[::]:0")?;
+            u.set_read_timeout(Some(Duration::from_secs(1)))?;
+            u.send_to(b"hi", at)?;
+            let mut buf = [0u8; 64];
+            let (n, from) = u.recv_from(&mut buf)?;
+            Ok((
+                names,
+                peers,
+                (from, String::from_utf8_lossy(&buf[..n]).trim().to_string()),
+            ))
+        })
+        .expect("connect through the IPv6 VIP");
+        assert_eq!(
+            names,
+            BTreeSet::from(["b1".to_string(), "b2".to_string()]),
+            "balanced over both"
+        );
+        assert_eq!(peers, BTreeSet::from([at]), "getpeername() shows the VIP");
+        assert_eq!(udp.0, at, "recvfrom() shows the VIP");
+        assert!(udp.1 == "b1" || udp.1 == "b2", "{udp:?}");
+        let ct = run(std::process::Command::new("nsenter")
+            .arg(format!("--net={}", h.netns().display()))
+            .args(["conntrack", "-L", "-f", "ipv6", "-p", "tcp", "--dport", "8080"]));
+        if !ct.ok() && ct.stderr.contains("not found") {
+            skip(&this_test(), "conntrack(8) missing (scripts/install-deps.sh)");
+            return;
+        }
+        let backends = [h.ip6("b1", "n6"), h.ip6("b2", "n6")];
+        assert!(
+            backends.iter().any(|b| ct.stdout.contains(&format!("dst={b}"))),
+            "flow not seen: {}",
+            ct.stdout
+        );
+        assert!(
+            !ct.stdout.contains("fd00:91::c8"),
+            "a conntrack entry names the VIP: {}",
+            ct.stdout
+        );
+        for l in ct.stdout.lines() {
+            assert!(!l.contains("[DNAT]") && !l.contains("[SNAT]"), "NAT entry: {l}");
+        }
+        // Isolation: a sandbox on another network is not balanced (its connection goes to
+        // the plain address, which nothing serves).
+        assert_eq!(
+            tcp(Some(&h.sb("o6")), "[fd00:91::c8]:80", 1000),
+            None,
+            "m6 reached the VIP"
+        );
+        // No backend: refused at once.
+        let none = SocketAddr::V6(SocketAddrV6::new("fd00:91::c9".parse().unwrap(), 80, 0, 0));
+        let refused = netd::kernel::probe::in_netns(Some(&h.sb("c6")), move || {
+            let t0 = Instant::now();
+            let e = TcpStream::connect_timeout(&none, Duration::from_secs(3)).err();
+            Ok((e.map(|e| e.kind()), t0.elapsed()))
+        })
+        .unwrap();
+        assert_eq!(
+            refused.0,
+            Some(std::io::ErrorKind::ConnectionRefused),
+            "{refused:?}"
+        );
+        assert!(refused.1 < Duration::from_millis(500), "{refused:?}");
+
+        // IPv4 VIP through an AF_INET6 socket (::ffff:VIP): TCP and UDP, with the mapped
+        // VIP as the peer.
+        let vip4: Ipv4Addr = vip(&h).parse().unwrap();
+        let m = |port| SocketAddr::V6(SocketAddrV6::new(vip4.to_ipv6_mapped(), port, 0, 0));
+        let (tcp_m, udp_m) = (m(90), m(80));
+        let (peer, mut flow, from) = netd::kernel::probe::in_netns(Some(&h.sb("client")), move || {
+            let s = TcpStream::connect_timeout(&tcp_m, Duration::from_secs(1))?;
+            s.set_read_timeout(Some(Duration::from_secs(1)))?;
+            let u = UdpSocket::bind("[::]:0")?;
+            u.set_read_timeout(Some(Duration::from_secs(1)))?;
+            u.send_to(b"hi", udp_m)?;
+            let mut buf = [0u8; 64];
+            let (_, from) = u.recv_from(&mut buf)?;
+            Ok((s.peer_addr()?, s, from))
+        })
+        .expect("connect through the IPv4-mapped VIP");
+        assert_eq!(peer, tcp_m, "getpeername() shows the mapped VIP");
+        assert_eq!(from, udp_m, "recvfrom() shows the mapped VIP");
+        assert!(roundtrip(&mut flow, "mapped\n"));
     }
 
     /// A host without the hook fails at start with one line naming what is missing.

@@ -53,6 +53,22 @@ const OBJECTS: &[(&str, &[u8])] = &[
         "netd_getpeer4",
         include_bytes_aligned!(concat!(env!("OUT_DIR"), "/getpeername4.o")),
     ),
+    (
+        "netd_connect6",
+        include_bytes_aligned!(concat!(env!("OUT_DIR"), "/connect6.o")),
+    ),
+    (
+        "netd_sendmsg6",
+        include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sendmsg6.o")),
+    ),
+    (
+        "netd_recvmsg6",
+        include_bytes_aligned!(concat!(env!("OUT_DIR"), "/recvmsg6.o")),
+    ),
+    (
+        "netd_getpeer6",
+        include_bytes_aligned!(concat!(env!("OUT_DIR"), "/getpeername6.o")),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -147,43 +163,69 @@ pub fn netns_cookie(netns: Option<&Path>) -> Result<u64, BpfError> {
     .map_err(|source| BpfError::Cookie { path, source })
 }
 
-/// What netd writes into the socket-LB maps, as plain data (`lb::ebpf` plans it).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Lb4Tables {
-    pub services: BTreeMap<Lb4Key, Lb4Service>,
-    pub backends: BTreeMap<u32, Lb4Backend>,
-    pub reverse_nat: BTreeMap<u16, Lb4ReverseNat>,
+/// What netd writes into one family's socket-LB maps, as plain data (`lb::ebpf_plan`
+/// plans it): `Lb4Tables` for the IPv4 maps, `Lb6Tables` for the IPv6 ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LbTables<A> {
+    pub services: BTreeMap<LbKey<A>, Lb4Service>,
+    pub backends: BTreeMap<u32, LbBackend<A>>,
+    pub reverse_nat: BTreeMap<u16, LbReverseNat<A>>,
     pub scope: BTreeSet<Lb4ScopeKey>,
 }
 
+impl<A> Default for LbTables<A> {
+    fn default() -> LbTables<A> {
+        LbTables {
+            services: BTreeMap::new(),
+            backends: BTreeMap::new(),
+            reverse_nat: BTreeMap::new(),
+            scope: BTreeSet::new(),
+        }
+    }
+}
+
+pub type Lb4Tables = LbTables<u32>;
+pub type Lb6Tables = LbTables<[u32; 4]>;
+
 /// One map write.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lb4Op {
-    PutBackend(u32, Lb4Backend),
-    PutReverseNat(u16, Lb4ReverseNat),
+pub enum LbOp<A> {
+    PutBackend(u32, LbBackend<A>),
+    PutReverseNat(u16, LbReverseNat<A>),
     PutScope(Lb4ScopeKey),
-    PutService(Lb4Key, Lb4Service),
-    DelService(Lb4Key),
+    PutService(LbKey<A>, Lb4Service),
+    DelService(LbKey<A>),
     DelScope(Lb4ScopeKey),
     DelReverseNat(u16),
     DelBackend(u32),
 }
 
-/// The maps as `lb::ebpf` sees them: the real ones (`SockLb`) or a fake in tests.
-pub trait Lb4Maps: Send {
-    fn dump(&self) -> Result<Lb4Tables, BpfError>;
+pub type Lb4Op = LbOp<u32>;
+pub type Lb6Op = LbOp<[u32; 4]>;
+
+/// One family's maps as `lb::ebpf` sees them: the real ones (`FamilyMaps`) or a fake in
+/// tests.
+pub trait LbMaps<A>: Send {
+    fn dump(&self) -> Result<LbTables<A>, BpfError>;
     /// Applies `ops` in order; stops at the first failure (map writes have no
     /// transactions: the error names the write, the caller re-reads with `dump`).
-    fn apply(&mut self, ops: &[Lb4Op]) -> Result<(), BpfError>;
+    fn apply(&mut self, ops: &[LbOp<A>]) -> Result<(), BpfError>;
+}
+
+/// One family's pinned socket-LB maps, with their names for errors.
+pub struct FamilyMaps<A> {
+    names: [&'static str; 4],
+    services: HashMap<MapData, LbKey<A>, Lb4Service>,
+    backends: HashMap<MapData, u32, LbBackend<A>>,
+    reverse_nat: HashMap<MapData, u16, LbReverseNat<A>>,
+    scope: HashMap<MapData, Lb4ScopeKey, u8>,
 }
 
 /// The socket-LB programs, attached, and their maps.
 pub struct SockLb {
     pub dir: PathBuf,
-    services: HashMap<MapData, Lb4Key, Lb4Service>,
-    backends: HashMap<MapData, u32, Lb4Backend>,
-    reverse_nat: HashMap<MapData, u16, Lb4ReverseNat>,
-    scope: HashMap<MapData, Lb4ScopeKey, u8>,
+    pub v4: FamilyMaps<u32>,
+    pub v6: FamilyMaps<[u32; 4]>,
 }
 
 /// An error and its sources on one line (aya's errors keep the errno in the source).
@@ -261,7 +303,7 @@ impl SockLb {
             path: cgroup.into(),
             source,
         })?;
-        let mut first: Option<Ebpf> = None;
+        let mut objects: Vec<Ebpf> = Vec::new();
         for &(name, bytes) in OBJECTS {
             let mut obj = EbpfLoader::new()
                 .default_map_pin_directory(&dir)
@@ -300,27 +342,57 @@ impl SockLb {
                     msg: format!("pin link {}: {e}", link_pin.display()),
                 })?;
             }
-            if first.is_none() {
-                first = Some(obj);
-            }
+            objects.push(obj);
         }
-        let mut obj = first.ok_or_else(|| BpfError::Program {
-            name: "netd",
-            msg: "no objects".into(),
-        })?;
+        // Every object pins its maps by name in `dir`: the first object that has one
+        // hands over the shared map.
         let mut take = |name: &'static str| {
-            obj.take_map(name).ok_or(BpfError::Map {
-                name,
-                msg: "not in the object".into(),
-            })
+            objects
+                .iter_mut()
+                .find_map(|o| o.take_map(name))
+                .ok_or(BpfError::Map {
+                    name,
+                    msg: "not in the objects".into(),
+                })
         };
         Ok(SockLb {
-            services: HashMap::try_from(take("netd_lb4_services")?).map_err(map_err("netd_lb4_services"))?,
-            backends: HashMap::try_from(take("netd_lb4_backends")?).map_err(map_err("netd_lb4_backends"))?,
-            reverse_nat: HashMap::try_from(take("netd_lb4_reverse_nat")?)
-                .map_err(map_err("netd_lb4_reverse_nat"))?,
-            scope: HashMap::try_from(take("netd_lb4_scope")?).map_err(map_err("netd_lb4_scope"))?,
+            v4: FamilyMaps::open(
+                [
+                    "netd_lb4_services",
+                    "netd_lb4_backends",
+                    "netd_lb4_reverse_nat",
+                    "netd_lb4_scope",
+                ],
+                &mut take,
+            )?,
+            v6: FamilyMaps::open(
+                [
+                    "netd_lb6_services",
+                    "netd_lb6_backends",
+                    "netd_lb6_reverse_nat",
+                    "netd_lb6_scope",
+                ],
+                &mut take,
+            )?,
             dir,
+        })
+    }
+}
+
+impl<A: LbAddr> FamilyMaps<A> {
+    /// The maps named `names` (services, backends, reverse NAT, scope), taken from the
+    /// loaded objects.
+    fn open(
+        names: [&'static str; 4],
+        take: &mut impl FnMut(&'static str) -> Result<aya::maps::Map, BpfError>,
+    ) -> Result<FamilyMaps<A>, BpfError> {
+        let [s, b, r, c] = names;
+        Ok(FamilyMaps {
+            names,
+            services: HashMap::try_from(take(s)?).map_err(map_err(s))?,
+            backends: HashMap::try_from(take(b)?).map_err(map_err(b))?,
+            reverse_nat: HashMap::try_from(take(r)?).map_err(map_err(r))?,
+            scope: HashMap::try_from(take(c)?).map_err(map_err(c))?,
         })
     }
 }
@@ -333,53 +405,40 @@ pub fn remove_pins(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-impl Lb4Maps for SockLb {
-    fn dump(&self) -> Result<Lb4Tables, BpfError> {
-        let mut t = Lb4Tables::default();
+impl<A: LbAddr> LbMaps<A> for FamilyMaps<A> {
+    fn dump(&self) -> Result<LbTables<A>, BpfError> {
+        let [sn, bn, rn, cn] = self.names;
+        let mut t = LbTables::default();
         for kv in self.services.iter() {
-            let (k, v) = kv.map_err(map_err("netd_lb4_services"))?;
+            let (k, v) = kv.map_err(map_err(sn))?;
             t.services.insert(k, v);
         }
         for kv in self.backends.iter() {
-            let (k, v) = kv.map_err(map_err("netd_lb4_backends"))?;
+            let (k, v) = kv.map_err(map_err(bn))?;
             t.backends.insert(k, v);
         }
         for kv in self.reverse_nat.iter() {
-            let (k, v) = kv.map_err(map_err("netd_lb4_reverse_nat"))?;
+            let (k, v) = kv.map_err(map_err(rn))?;
             t.reverse_nat.insert(k, v);
         }
         for k in self.scope.keys() {
-            t.scope.insert(k.map_err(map_err("netd_lb4_scope"))?);
+            t.scope.insert(k.map_err(map_err(cn))?);
         }
         Ok(t)
     }
 
-    fn apply(&mut self, ops: &[Lb4Op]) -> Result<(), BpfError> {
+    fn apply(&mut self, ops: &[LbOp<A>]) -> Result<(), BpfError> {
+        let [sn, bn, rn, cn] = self.names;
         for op in ops {
             match op {
-                Lb4Op::PutBackend(id, b) => self
-                    .backends
-                    .insert(id, b, 0)
-                    .map_err(map_err("netd_lb4_backends"))?,
-                Lb4Op::PutReverseNat(id, r) => self
-                    .reverse_nat
-                    .insert(id, r, 0)
-                    .map_err(map_err("netd_lb4_reverse_nat"))?,
-                Lb4Op::PutScope(k) => self.scope.insert(k, 1, 0).map_err(map_err("netd_lb4_scope"))?,
-                Lb4Op::PutService(k, v) => self
-                    .services
-                    .insert(k, v, 0)
-                    .map_err(map_err("netd_lb4_services"))?,
-                Lb4Op::DelService(k) => {
-                    gone(self.services.remove(k)).map_err(map_err("netd_lb4_services"))?
-                }
-                Lb4Op::DelScope(k) => gone(self.scope.remove(k)).map_err(map_err("netd_lb4_scope"))?,
-                Lb4Op::DelReverseNat(id) => {
-                    gone(self.reverse_nat.remove(id)).map_err(map_err("netd_lb4_reverse_nat"))?
-                }
-                Lb4Op::DelBackend(id) => {
-                    gone(self.backends.remove(id)).map_err(map_err("netd_lb4_backends"))?
-                }
+                LbOp::PutBackend(id, b) => self.backends.insert(id, b, 0).map_err(map_err(bn))?,
+                LbOp::PutReverseNat(id, r) => self.reverse_nat.insert(id, r, 0).map_err(map_err(rn))?,
+                LbOp::PutScope(k) => self.scope.insert(k, 1, 0).map_err(map_err(cn))?,
+                LbOp::PutService(k, v) => self.services.insert(k, v, 0).map_err(map_err(sn))?,
+                LbOp::DelService(k) => gone(self.services.remove(k)).map_err(map_err(sn))?,
+                LbOp::DelScope(k) => gone(self.scope.remove(k)).map_err(map_err(cn))?,
+                LbOp::DelReverseNat(id) => gone(self.reverse_nat.remove(id)).map_err(map_err(rn))?,
+                LbOp::DelBackend(id) => gone(self.backends.remove(id)).map_err(map_err(bn))?,
             }
         }
         Ok(())

@@ -1,15 +1,66 @@
-//! `#[repr(C)]` mirrors of the map entries in `ebpf/include/lb4.h` and `nodeport4.h`, byte for byte (the
+//! `#[repr(C)]` mirrors of the map entries in `ebpf/include/lb4.h`, `lb6.h` and `nodeport4.h`, byte for byte (the
 //! size tests below fail when the two drift apart). Addresses and ports are kept in
 //! network byte order, as the programs read them from `struct bpf_sock_addr`; the
 //! constructors take host values.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// `struct lb4_key`: a service port (`backend_slot` 0) or one of its backend slots.
+/// A map entry's address: `u32` for the IPv4 maps (`lb4.h`), `[u32; 4]` for the IPv6
+/// ones (`lb6.h`), in network byte order as the programs read `user_ip4` / `user_ip6`.
+/// The planner (`lb::ebpf_plan`) is written once over it.
+pub trait LbAddr:
+    aya::Pod + Copy + Default + Ord + std::hash::Hash + std::fmt::Debug + Send + Sync + 'static
+{
+    type Ip: Copy + Ord + std::fmt::Display + std::fmt::Debug;
+    /// `ip` when it is of this family.
+    fn pick(ip: IpAddr) -> Option<Self::Ip>;
+    fn raw(ip: Self::Ip) -> Self;
+    fn ip(self) -> Self::Ip;
+}
+
+impl LbAddr for u32 {
+    type Ip = Ipv4Addr;
+    fn pick(ip: IpAddr) -> Option<Ipv4Addr> {
+        match ip {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        }
+    }
+    fn raw(ip: Ipv4Addr) -> u32 {
+        u32::from(ip).to_be()
+    }
+    fn ip(self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from_be(self))
+    }
+}
+
+impl LbAddr for [u32; 4] {
+    type Ip = Ipv6Addr;
+    fn pick(ip: IpAddr) -> Option<Ipv6Addr> {
+        match ip {
+            IpAddr::V6(a) => Some(a),
+            IpAddr::V4(_) => None,
+        }
+    }
+    fn raw(ip: Ipv6Addr) -> [u32; 4] {
+        let o = ip.octets();
+        std::array::from_fn(|i| u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]]))
+    }
+    fn ip(self) -> Ipv6Addr {
+        let mut o = [0u8; 16];
+        for (i, w) in self.iter().enumerate() {
+            o[4 * i..4 * i + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        Ipv6Addr::from(o)
+    }
+}
+
+/// `struct lb4_key` / `struct lb6_key`: a service port (`backend_slot` 0) or one of its
+/// backend slots.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Lb4Key {
-    pub address: u32,
+pub struct LbKey<A> {
+    pub address: A,
     pub dport: u16,
     pub backend_slot: u16,
     pub proto: u8,
@@ -17,32 +68,36 @@ pub struct Lb4Key {
     pub pad: [u8; 2],
 }
 
-impl Lb4Key {
-    pub fn new(vip: Ipv4Addr, port: u16, proto: u8, slot: u16) -> Lb4Key {
-        Lb4Key {
-            address: u32::from(vip).to_be(),
+pub type Lb4Key = LbKey<u32>;
+pub type Lb6Key = LbKey<[u32; 4]>;
+
+impl<A: LbAddr> LbKey<A> {
+    pub fn new(vip: A::Ip, port: u16, proto: u8, slot: u16) -> LbKey<A> {
+        LbKey {
+            address: A::raw(vip),
             dport: port.to_be(),
             backend_slot: slot,
             proto,
-            ..Default::default()
+            scope: 0,
+            pad: [0; 2],
         }
     }
-    pub fn vip(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from_be(self.address))
+    pub fn vip(&self) -> A::Ip {
+        self.address.ip()
     }
     pub fn port(&self) -> u16 {
         u16::from_be(self.dport)
     }
     /// The master entry of this key's service.
-    pub fn master(&self) -> Lb4Key {
-        Lb4Key {
+    pub fn master(&self) -> LbKey<A> {
+        LbKey {
             backend_slot: 0,
             ..*self
         }
     }
 }
 
-/// `struct lb4_service`.
+/// `struct lb4_service` (the IPv6 maps use it too: it holds no address).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Lb4Service {
@@ -53,20 +108,23 @@ pub struct Lb4Service {
     pub affinity_secs: u32,
 }
 
-/// `struct lb4_backend`.
+/// `struct lb4_backend` / `struct lb6_backend`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Lb4Backend {
-    pub address: u32,
+pub struct LbBackend<A> {
+    pub address: A,
     pub port: u16,
     pub proto: u8,
     pub flags: u8,
 }
 
-impl Lb4Backend {
-    pub fn new(ip: Ipv4Addr, port: u16, proto: u8) -> Lb4Backend {
-        Lb4Backend {
-            address: u32::from(ip).to_be(),
+pub type Lb4Backend = LbBackend<u32>;
+pub type Lb6Backend = LbBackend<[u32; 4]>;
+
+impl<A: LbAddr> LbBackend<A> {
+    pub fn new(ip: A::Ip, port: u16, proto: u8) -> LbBackend<A> {
+        LbBackend {
+            address: A::raw(ip),
             port: port.to_be(),
             proto,
             flags: 0,
@@ -74,14 +132,18 @@ impl Lb4Backend {
     }
 }
 
-/// `struct lb4_reverse_nat`: what a backend's replies are shown as.
+/// `struct lb4_reverse_nat` / `struct lb6_reverse_nat`: what a backend's replies are
+/// shown as.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Lb4ReverseNat {
-    pub address: u32,
+pub struct LbReverseNat<A> {
+    pub address: A,
     pub port: u16,
     pub pad: u16,
 }
+
+pub type Lb4ReverseNat = LbReverseNat<u32>;
+pub type Lb6ReverseNat = LbReverseNat<[u32; 4]>;
 
 /// `struct lb4_scope_key`: namespace `netns_cookie` may use the VIPs of `net_id`.
 #[repr(C)]
@@ -214,10 +276,11 @@ impl Lb4Flow {
 
 // SAFETY: plain `#[repr(C)]` integers with explicit padding fields, no implicit padding
 // (the size tests check that), so every byte pattern is a valid value.
-unsafe impl aya::Pod for Lb4Key {}
+// The generic ones hold a `u32` or `[u32; 4]` address first: no padding either way.
+unsafe impl<A: aya::Pod> aya::Pod for LbKey<A> {}
 unsafe impl aya::Pod for Lb4Service {}
-unsafe impl aya::Pod for Lb4Backend {}
-unsafe impl aya::Pod for Lb4ReverseNat {}
+unsafe impl<A: aya::Pod> aya::Pod for LbBackend<A> {}
+unsafe impl<A: aya::Pod> aya::Pod for LbReverseNat<A> {}
 unsafe impl aya::Pod for Lb4ScopeKey {}
 unsafe impl aya::Pod for Lb4ReverseSkKey {}
 unsafe impl aya::Pod for Lb4ReverseSk {}
@@ -248,6 +311,10 @@ mod tests {
         assert_eq!(size_of::<Lb4AffinityKey>(), 16);
         assert_eq!(size_of::<Lb4Affinity>(), 16);
         assert_eq!(align_of::<Lb4ScopeKey>(), 8);
+        // ebpf/include/lb6.h
+        assert_eq!(size_of::<Lb6Key>(), 24);
+        assert_eq!(size_of::<Lb6Backend>(), 20);
+        assert_eq!(size_of::<Lb6ReverseNat>(), 20);
         // ebpf/include/nodeport4.h
         assert_eq!(size_of::<Lb4NodePortKey>(), 4);
         assert_eq!(size_of::<Lb4NodePort>(), 16);
@@ -262,5 +329,10 @@ mod tests {
         assert_eq!(k.address.to_ne_bytes(), [10, 90, 0, 200]);
         assert_eq!(k.dport.to_ne_bytes(), [0, 80]);
         assert_eq!((k.vip(), k.port()), ("10.90.0.200".parse().unwrap(), 80));
+        let ip: Ipv6Addr = "fd00:90::c8".parse().unwrap();
+        let k = Lb6Key::new(ip, 80, 6, 0);
+        let bytes: Vec<u8> = k.address.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        assert_eq!(bytes, ip.octets());
+        assert_eq!(k.vip(), ip);
     }
 }

@@ -1,8 +1,10 @@
-//! The eBPF datapath (`--lb ebpf`): socket-level load balancing. cgroup/connect4 and
-//! sendmsg4 rewrite a VIP to a backend once per connection (per datagram for
-//! unconnected UDP), recvmsg4 and getpeername4 show the VIP again, so east-west traffic
-//! carries no NAT and no conntrack entry (programs in `ebpf/`, kernel calls in
-//! `kernel::bpf`, the map contents planned by `ebpf_plan`).
+//! The eBPF datapath (`--lb ebpf`): socket-level load balancing. cgroup/connect4/6 and
+//! sendmsg4/6 rewrite a VIP to a backend once per connection (per datagram for
+//! unconnected UDP), recvmsg4/6 and getpeername4/6 show the VIP again, so east-west
+//! traffic carries no NAT and no conntrack entry (programs in `ebpf/`, kernel calls in
+//! `kernel::bpf`, the map contents planned by `ebpf_plan`). IPv4 and IPv6 VIPs have
+//! maps of their own (`lb4_*`, `lb6_*`), planned alike; the IPv6 hooks send an
+//! IPv4-mapped address (a dual-stack socket's way to an IPv4 peer) to the IPv4 maps.
 //!
 //! Isolation: each VIP answers only the network namespaces netd wrote for its network
 //! (the sandboxes on it, `set_members`, and the host's own); any other namespace
@@ -26,20 +28,77 @@ use std::sync::{Arc, Mutex};
 use super::nft::NftLb;
 use super::{ebpf_plan, LbKind, ServiceLb};
 use crate::firewall::ruleset::services::FwService;
-use crate::kernel::bpf::{self, BpfError, Lb4Maps, Lb4Tables};
+use crate::kernel::bpf::{self, BpfError, LbMaps, LbTables};
 use crate::kernel::bpf_tc::{self, NpMaps, NpTables};
-use crate::kernel::bpf_types::{Lb4Flow, Lb4NodePortKey};
+use crate::kernel::bpf_types::{Lb4Flow, Lb4NodePortKey, LbAddr};
 use crate::kernel::{Kernel, KernelError};
+
+/// The IPv4 and the IPv6 socket-LB maps.
+pub type BothMaps = (Box<dyn LbMaps<u32>>, Box<dyn LbMaps<[u32; 4]>>);
 
 /// Resolves a namespace file to its cookie (`kernel::bpf::netns_cookie`; a fake in tests).
 pub type CookieOf = Box<dyn Fn(&Path) -> Result<u64, BpfError> + Send + Sync>;
 
-struct State {
-    maps: Box<dyn Lb4Maps>,
+/// One family's socket-LB maps and what netd knows of them.
+struct Family<A> {
+    maps: Box<dyn LbMaps<A>>,
     /// What the maps hold (read at start, then kept in step with every write).
-    held: Lb4Tables,
+    held: LbTables<A>,
     /// The index of `held`, kept in step with it.
-    index: ebpf_plan::Index,
+    index: ebpf_plan::Index<A>,
+}
+
+impl<A: LbAddr> Family<A> {
+    fn open(maps: Box<dyn LbMaps<A>>) -> Result<Family<A>, BpfError> {
+        let held = maps.dump()?;
+        Ok(Family {
+            maps,
+            index: ebpf_plan::Index::of(&held),
+            held,
+        })
+    }
+
+    /// `change`: None for a full sync (re-read the maps, plan every service); Some for
+    /// a diff (plan the services that changed).
+    fn sync(
+        &mut self,
+        change: Option<&ebpf_plan::Changed>,
+        services: &[FwService],
+        members: &BTreeMap<String, BTreeSet<u64>>,
+        host: u64,
+    ) -> Result<(), KernelError> {
+        let ops = match change {
+            None => {
+                self.held = self.maps.dump().map_err(kerr)?;
+                self.index = ebpf_plan::Index::of(&self.held);
+                let want = ebpf_plan::desired_with(services, members, host, &self.held, &self.index);
+                ebpf_plan::diff(&self.held, &want)
+            }
+            Some(ch) => ebpf_plan::diff_changes(ch, members, host, &self.held, &self.index),
+        };
+        if ops.is_empty() {
+            return Ok(());
+        }
+        match self.maps.apply(&ops) {
+            Ok(()) => {
+                ebpf_plan::apply_indexed(&mut self.held, &mut self.index, &ops);
+                Ok(())
+            }
+            Err(e) => {
+                // Part of the writes may be done: know what the maps hold now.
+                if let Ok(h) = self.maps.dump() {
+                    self.index = ebpf_plan::Index::of(&h);
+                    self.held = h;
+                }
+                Err(kerr(e))
+            }
+        }
+    }
+}
+
+struct State {
+    v4: Family<u32>,
+    v6: Family<[u32; 4]>,
     /// Network -> cookies of the namespaces on it.
     members: BTreeMap<String, BTreeSet<u64>>,
     /// (namespace file, inode) -> cookie: a namespace made again under the same path
@@ -193,11 +252,12 @@ impl EbpfLb {
             });
         }
         let maps = bpf::SockLb::open(&cgroup, Path::new(bpf::PIN_ROOT))?;
-        let mesh = bpf_tc::NodePort::load(&maps.dir)?;
         let host = bpf::netns_cookie(None)?;
+        let dir = maps.dir.clone();
+        let mesh = bpf_tc::NodePort::load(&dir)?;
         let mut lb = Self::with_maps(
             kernel,
-            Box::new(maps),
+            (Box::new(maps.v4), Box::new(maps.v6)),
             host,
             Box::new(|p| bpf::netns_cookie(Some(p))),
         )?;
@@ -232,19 +292,17 @@ impl EbpfLb {
         }
     }
 
-    /// Over given maps (tests pass a fake).
+    /// Over given maps, IPv4's and IPv6's (tests pass fakes).
     pub fn with_maps(
         kernel: Arc<dyn Kernel>,
-        maps: Box<dyn Lb4Maps>,
+        maps: BothMaps,
         host: u64,
         cookie_of: CookieOf,
     ) -> Result<EbpfLb, BpfError> {
-        let held = maps.dump()?;
         Ok(EbpfLb {
             state: Mutex::new(State {
-                maps,
-                index: ebpf_plan::Index::of(&held),
-                held,
+                v4: Family::open(maps.0)?,
+                v6: Family::open(maps.1)?,
                 members: BTreeMap::new(),
                 cookies: BTreeMap::new(),
             }),
@@ -255,40 +313,16 @@ impl EbpfLb {
         })
     }
 
-    /// `change`: None for a full sync (re-read the maps, plan every service); Some for
-    /// a diff (plan the services that changed).
+    /// `change`: None for a full sync, Some for a diff (`Family::sync`), of both
+    /// families' maps.
     fn sync(&self, change: Option<&ebpf_plan::Changed>, services: &[FwService]) -> Result<(), KernelError> {
         let mut guard = self
             .state
             .lock()
             .map_err(|_| KernelError::Other("eBPF state lock poisoned".into()))?;
         let st = &mut *guard;
-        let ops = match change {
-            None => {
-                st.held = st.maps.dump().map_err(kerr)?;
-                st.index = ebpf_plan::Index::of(&st.held);
-                let want = ebpf_plan::desired_with(services, &st.members, self.host, &st.held, &st.index);
-                ebpf_plan::diff(&st.held, &want)
-            }
-            Some(ch) => ebpf_plan::diff_changes(ch, &st.members, self.host, &st.held, &st.index),
-        };
-        if ops.is_empty() {
-            return Ok(());
-        }
-        match st.maps.apply(&ops) {
-            Ok(()) => {
-                ebpf_plan::apply_indexed(&mut st.held, &mut st.index, &ops);
-                Ok(())
-            }
-            Err(e) => {
-                // Part of the writes may be done: know what the maps hold now.
-                if let Ok(h) = st.maps.dump() {
-                    st.index = ebpf_plan::Index::of(&h);
-                    st.held = h;
-                }
-                Err(kerr(e))
-            }
-        }
+        st.v4.sync(change, services, &st.members, self.host)?;
+        st.v6.sync(change, services, &st.members, self.host)
     }
 }
 

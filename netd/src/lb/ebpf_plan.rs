@@ -8,10 +8,9 @@
 //! delete, whatever the number of backends.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
 
 use crate::firewall::ruleset::services::FwService;
-use crate::kernel::bpf::{Lb4Op, Lb4Tables};
+use crate::kernel::bpf::{LbOp, LbTables};
 use crate::kernel::bpf_types::*;
 use crate::model::Proto;
 
@@ -123,9 +122,9 @@ impl<'a> Taker<'a> {
 /// backend has, the free ids, how many slots name each backend and how many service
 /// entries each network has. Planning one backend change then touches only the
 /// services that changed, at 10 or at 10,000.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Index {
-    ids: BTreeMap<Lb4Backend, u32>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Index<A> {
+    ids: BTreeMap<LbBackend<A>, u32>,
     backend_ids: Ids,
     rev_ids: Ids,
     /// Backend id -> slots naming it.
@@ -145,9 +144,21 @@ fn bump(m: &mut BTreeMap<u32, usize>, k: u32, up: bool) {
     }
 }
 
-impl Index {
+impl<A> Default for Index<A> {
+    fn default() -> Index<A> {
+        Index {
+            ids: BTreeMap::new(),
+            backend_ids: Ids::default(),
+            rev_ids: Ids::default(),
+            slot_refs: BTreeMap::new(),
+            net_refs: BTreeMap::new(),
+        }
+    }
+}
+
+impl<A: LbAddr> Index<A> {
     /// The index of what `t` holds (after a dump of the maps).
-    pub fn of(t: &Lb4Tables) -> Index {
+    pub fn of(t: &LbTables<A>) -> Index<A> {
         let mut idx = Index {
             ids: t.backends.iter().map(|(id, b)| (*b, *id)).collect(),
             backend_ids: Ids::of(t.backends.keys().copied()),
@@ -160,7 +171,7 @@ impl Index {
         idx
     }
 
-    fn count(&mut self, k: &Lb4Key, v: &Lb4Service, up: bool) {
+    fn count(&mut self, k: &LbKey<A>, v: &Lb4Service, up: bool) {
         if k.backend_slot == 0 {
             bump(&mut self.net_refs, v.net_id, up);
         } else {
@@ -171,48 +182,41 @@ impl Index {
 
 /// What the maps should hold for `services`, given what they hold (`held`, for stable
 /// ids and slots) and who may use each network's VIPs (`members`: network -> netns
-/// cookies; `host` is added to every network). IPv6 VIPs are left out (no v6 programs
-/// yet).
-pub fn desired(
+/// cookies; `host` is added to every network), for the maps of one family: the VIPs
+/// and backends of the other are left to the other family's tables.
+pub fn desired<A: LbAddr>(
     services: &[FwService],
     members: &BTreeMap<String, BTreeSet<u64>>,
     host: u64,
-    held: &Lb4Tables,
-) -> Lb4Tables {
+    held: &LbTables<A>,
+) -> LbTables<A> {
     desired_with(services, members, host, held, &Index::of(held))
 }
 
 /// `desired` with the index of `held` at hand.
-pub fn desired_with<'s>(
+pub fn desired_with<'s, A: LbAddr>(
     services: impl IntoIterator<Item = &'s FwService>,
     members: &BTreeMap<String, BTreeSet<u64>>,
     host: u64,
-    held: &Lb4Tables,
-    idx: &Index,
-) -> Lb4Tables {
-    let mut want = Lb4Tables::default();
+    held: &LbTables<A>,
+    idx: &Index<A>,
+) -> LbTables<A> {
+    let mut want = LbTables::<A>::default();
     let mut free_ids = Taker::new(&idx.backend_ids);
     let mut free_rev = Taker::new(&idx.rev_ids);
-    let mut ids: BTreeMap<Lb4Backend, u32> = BTreeMap::new();
+    let mut ids: BTreeMap<LbBackend<A>, u32> = BTreeMap::new();
     let mut networks = BTreeSet::new();
     for s in services {
         for v in &s.vips {
-            let IpAddr::V4(vip) = v.vip else { continue };
+            let Some(vip) = A::pick(v.vip) else { continue };
             let net = net_id(&v.network);
             networks.insert(v.network.clone());
-            let mut ips: Vec<Ipv4Addr> = v
-                .backends
-                .iter()
-                .filter_map(|b| match b {
-                    IpAddr::V4(a) => Some(*a),
-                    IpAddr::V6(_) => None,
-                })
-                .collect();
+            let mut ips: Vec<A::Ip> = v.backends.iter().filter_map(|&b| A::pick(b)).collect();
             ips.sort();
             ips.dedup();
             for &(port, target, proto) in &s.ports {
                 let p = proto_num(proto);
-                let master = Lb4Key::new(vip, port, p, 0);
+                let master = LbKey::new(vip, port, p, 0);
                 if want.services.contains_key(&master) {
                     continue; // the same VIP:port twice (two networks cannot share a VIP)
                 }
@@ -229,7 +233,7 @@ pub fn desired_with<'s>(
                 };
                 let mut bids = Vec::new();
                 for &ip in &ips {
-                    let be = Lb4Backend::new(ip, target, p);
+                    let be = LbBackend::new(ip, target, p);
                     let id = *ids.entry(be).or_insert_with(|| match idx.ids.get(&be) {
                         Some(&id) => id,
                         None => free_ids.take(),
@@ -251,7 +255,7 @@ pub fn desired_with<'s>(
                 );
                 for (i, id) in slots.iter().enumerate() {
                     want.services.insert(
-                        Lb4Key::new(vip, port, p, i as u16 + 1),
+                        LbKey::new(vip, port, p, i as u16 + 1),
                         Lb4Service {
                             backend_id: *id,
                             count: 0,
@@ -263,7 +267,7 @@ pub fn desired_with<'s>(
                 }
                 want.reverse_nat.insert(
                     rev,
-                    Lb4ReverseNat {
+                    LbReverseNat {
                         address: master.address,
                         port: master.dport,
                         pad: 0,
@@ -293,25 +297,25 @@ pub fn desired_with<'s>(
 /// The writes for a change from `old` to `new` (the maps hold `held`, which is
 /// `desired(old, ..)`), planning only the services that differ. Scopes follow the
 /// networks that have a service after the change.
-pub fn diff_changed(
+pub fn diff_changed<A: LbAddr>(
     old: &[FwService],
     new: &[FwService],
     members: &BTreeMap<String, BTreeSet<u64>>,
     host: u64,
-    held: &Lb4Tables,
-) -> Vec<Lb4Op> {
+    held: &LbTables<A>,
+) -> Vec<LbOp<A>> {
     diff_changed_with(old, new, members, host, held, &Index::of(held))
 }
 
 /// `diff_changed` with the index of `held` at hand.
-pub fn diff_changed_with(
+pub fn diff_changed_with<A: LbAddr>(
     old: &[FwService],
     new: &[FwService],
     members: &BTreeMap<String, BTreeSet<u64>>,
     host: u64,
-    held: &Lb4Tables,
-    idx: &Index,
-) -> Vec<Lb4Op> {
+    held: &LbTables<A>,
+    idx: &Index<A>,
+) -> Vec<LbOp<A>> {
     diff_changes(&Changed::between(old, new), members, host, held, idx)
 }
 
@@ -392,21 +396,21 @@ fn same_entries(a: &FwService, b: &FwService) -> bool {
 
 /// The writes for the services of `ch`, over maps that hold `held` (indexed by `idx`):
 /// what it costs depends on what changed, not on how many services there are.
-pub fn diff_changes(
+pub fn diff_changes<A: LbAddr>(
     ch: &Changed,
     members: &BTreeMap<String, BTreeSet<u64>>,
     host: u64,
-    held: &Lb4Tables,
-    idx: &Index,
-) -> Vec<Lb4Op> {
+    held: &LbTables<A>,
+    idx: &Index<A>,
+) -> Vec<LbOp<A>> {
     // What the maps hold for the old versions: their service entries, reverse NAT and
     // backends.
-    let mut sub = Lb4Tables::default();
+    let mut sub = LbTables::<A>::default();
     for s in &ch.old {
         for v in &s.vips {
-            let IpAddr::V4(vip) = v.vip else { continue };
+            let Some(vip) = A::pick(v.vip) else { continue };
             for &(port, _, proto) in &s.ports {
-                let master = Lb4Key::new(vip, port, proto_num(proto), 0);
+                let master = LbKey::new(vip, port, proto_num(proto), 0);
                 let Some(m) = held.services.get(&master) else {
                     continue;
                 };
@@ -415,7 +419,7 @@ pub fn diff_changes(
                     sub.reverse_nat.insert(m.rev_nat_index, *r);
                 }
                 for i in 1..=m.count {
-                    let k = Lb4Key {
+                    let k = LbKey {
                         backend_slot: i,
                         ..master
                     };
@@ -466,7 +470,7 @@ pub fn diff_changes(
     sub.scope = held.scope.clone();
     let mut ops = diff(&sub, &want);
     // A backend an unchanged service holds already needs no write.
-    ops.retain(|o| !matches!(o, Lb4Op::PutBackend(id, b) if held.backends.get(id) == Some(b)));
+    ops.retain(|o| !matches!(o, LbOp::PutBackend(id, b) if held.backends.get(id) == Some(b)));
     // A backend of a changed service may be shared with a service that did not change:
     // kept while any slot outside the changed ones still names it.
     let mut in_sub: BTreeMap<u32, usize> = BTreeMap::new();
@@ -476,7 +480,7 @@ pub fn diff_changes(
         }
     }
     ops.retain(|o| match o {
-        Lb4Op::DelBackend(id) => {
+        LbOp::DelBackend(id) => {
             idx.slot_refs.get(id).copied().unwrap_or(0) <= in_sub.get(id).copied().unwrap_or(0)
         }
         _ => true,
@@ -487,26 +491,26 @@ pub fn diff_changes(
 }
 
 /// Applies `ops` to `t`, as the kernel maps do.
-pub fn apply(t: &mut Lb4Tables, ops: &[Lb4Op]) {
+pub fn apply<A: LbAddr>(t: &mut LbTables<A>, ops: &[LbOp<A>]) {
     for op in ops {
         match op {
-            Lb4Op::PutBackend(i, b) => drop(t.backends.insert(*i, *b)),
-            Lb4Op::PutReverseNat(i, r) => drop(t.reverse_nat.insert(*i, *r)),
-            Lb4Op::PutScope(k) => drop(t.scope.insert(*k)),
-            Lb4Op::PutService(k, v) => drop(t.services.insert(*k, *v)),
-            Lb4Op::DelService(k) => drop(t.services.remove(k)),
-            Lb4Op::DelScope(k) => drop(t.scope.remove(k)),
-            Lb4Op::DelReverseNat(i) => drop(t.reverse_nat.remove(i)),
-            Lb4Op::DelBackend(i) => drop(t.backends.remove(i)),
+            LbOp::PutBackend(i, b) => drop(t.backends.insert(*i, *b)),
+            LbOp::PutReverseNat(i, r) => drop(t.reverse_nat.insert(*i, *r)),
+            LbOp::PutScope(k) => drop(t.scope.insert(*k)),
+            LbOp::PutService(k, v) => drop(t.services.insert(*k, *v)),
+            LbOp::DelService(k) => drop(t.services.remove(k)),
+            LbOp::DelScope(k) => drop(t.scope.remove(k)),
+            LbOp::DelReverseNat(i) => drop(t.reverse_nat.remove(i)),
+            LbOp::DelBackend(i) => drop(t.backends.remove(i)),
         }
     }
 }
 
 /// `apply`, keeping `idx` (the index of `t`) in step.
-pub fn apply_indexed(t: &mut Lb4Tables, idx: &mut Index, ops: &[Lb4Op]) {
+pub fn apply_indexed<A: LbAddr>(t: &mut LbTables<A>, idx: &mut Index<A>, ops: &[LbOp<A>]) {
     for op in ops {
         match op {
-            Lb4Op::PutBackend(i, b) => {
+            LbOp::PutBackend(i, b) => {
                 if let Some(was) = t.backends.insert(*i, *b) {
                     if idx.ids.get(&was) == Some(i) {
                         idx.ids.remove(&was);
@@ -515,7 +519,7 @@ pub fn apply_indexed(t: &mut Lb4Tables, idx: &mut Index, ops: &[Lb4Op]) {
                 idx.ids.insert(*b, *i);
                 idx.backend_ids.used(*i);
             }
-            Lb4Op::DelBackend(i) => {
+            LbOp::DelBackend(i) => {
                 if let Some(was) = t.backends.remove(i) {
                     if idx.ids.get(&was) == Some(i) {
                         idx.ids.remove(&was);
@@ -523,39 +527,39 @@ pub fn apply_indexed(t: &mut Lb4Tables, idx: &mut Index, ops: &[Lb4Op]) {
                     idx.backend_ids.release(*i);
                 }
             }
-            Lb4Op::PutReverseNat(i, r) => {
+            LbOp::PutReverseNat(i, r) => {
                 t.reverse_nat.insert(*i, *r);
                 idx.rev_ids.used(u32::from(*i));
             }
-            Lb4Op::DelReverseNat(i) => {
+            LbOp::DelReverseNat(i) => {
                 if t.reverse_nat.remove(i).is_some() {
                     idx.rev_ids.release(u32::from(*i));
                 }
             }
-            Lb4Op::PutService(k, v) => {
+            LbOp::PutService(k, v) => {
                 if let Some(was) = t.services.insert(*k, *v) {
                     idx.count(k, &was, false);
                 }
                 idx.count(k, v, true);
             }
-            Lb4Op::DelService(k) => {
+            LbOp::DelService(k) => {
                 if let Some(was) = t.services.remove(k) {
                     idx.count(k, &was, false);
                 }
             }
-            Lb4Op::PutScope(k) => drop(t.scope.insert(*k)),
-            Lb4Op::DelScope(k) => drop(t.scope.remove(k)),
+            LbOp::PutScope(k) => drop(t.scope.insert(*k)),
+            LbOp::DelScope(k) => drop(t.scope.remove(k)),
         }
     }
 }
 
 /// The backend ids of `master`'s slots as the maps hold them.
-fn held_slots(held: &Lb4Tables, master: &Lb4Key) -> Vec<u32> {
+fn held_slots<A: LbAddr>(held: &LbTables<A>, master: &LbKey<A>) -> Vec<u32> {
     let n = held.services.get(master).map(|m| m.count).unwrap_or(0);
     (1..=n)
         .filter_map(|i| {
             held.services
-                .get(&Lb4Key {
+                .get(&LbKey {
                     backend_slot: i,
                     ..*master
                 })
@@ -592,47 +596,47 @@ fn keep_slots(old: &[u32], want: &[u32]) -> Vec<u32> {
 /// a slot past `count` or a backend id without its backend: new backends, reverse NAT
 /// and scopes first; slots before the master entries that count them; then deletions,
 /// master entries before their slots, backends last.
-pub fn diff(held: &Lb4Tables, want: &Lb4Tables) -> Vec<Lb4Op> {
+pub fn diff<A: LbAddr>(held: &LbTables<A>, want: &LbTables<A>) -> Vec<LbOp<A>> {
     let mut ops = Vec::new();
     for (id, b) in &want.backends {
         if held.backends.get(id) != Some(b) {
-            ops.push(Lb4Op::PutBackend(*id, *b));
+            ops.push(LbOp::PutBackend(*id, *b));
         }
     }
     for (id, r) in &want.reverse_nat {
         if held.reverse_nat.get(id) != Some(r) {
-            ops.push(Lb4Op::PutReverseNat(*id, *r));
+            ops.push(LbOp::PutReverseNat(*id, *r));
         }
     }
     for k in want.scope.difference(&held.scope) {
-        ops.push(Lb4Op::PutScope(*k));
+        ops.push(LbOp::PutScope(*k));
     }
-    let changed = |k: &Lb4Key, v: &Lb4Service| held.services.get(k) != Some(v);
+    let changed = |k: &LbKey<A>, v: &Lb4Service| held.services.get(k) != Some(v);
     for master in [false, true] {
         for (k, v) in &want.services {
             if (k.backend_slot == 0) == master && changed(k, v) {
-                ops.push(Lb4Op::PutService(*k, *v));
+                ops.push(LbOp::PutService(*k, *v));
             }
         }
     }
     for master in [true, false] {
         for k in held.services.keys() {
             if (k.backend_slot == 0) == master && !want.services.contains_key(k) {
-                ops.push(Lb4Op::DelService(*k));
+                ops.push(LbOp::DelService(*k));
             }
         }
     }
     for k in held.scope.difference(&want.scope) {
-        ops.push(Lb4Op::DelScope(*k));
+        ops.push(LbOp::DelScope(*k));
     }
     for id in held.reverse_nat.keys() {
         if !want.reverse_nat.contains_key(id) {
-            ops.push(Lb4Op::DelReverseNat(*id));
+            ops.push(LbOp::DelReverseNat(*id));
         }
     }
     for id in held.backends.keys() {
         if !want.backends.contains_key(id) {
-            ops.push(Lb4Op::DelBackend(*id));
+            ops.push(LbOp::DelBackend(*id));
         }
     }
     ops

@@ -1,5 +1,9 @@
 use super::*;
+use std::net::Ipv4Addr;
+
 use crate::firewall::ruleset::services::FwVip;
+use crate::kernel::bpf::Lb4Tables;
+use crate::kernel::bpf_types::Lb4Key;
 
 fn svc(name: &str, vip: &str, backends: &[&str]) -> FwService {
     FwService {
@@ -104,10 +108,10 @@ fn ids_survive_a_restart_and_a_full_round_trip_ends_empty() {
     let ops = diff(&held, &desired(&[], &members(), 1, &held));
     let first_slot = ops
         .iter()
-        .position(|o| matches!(o, Lb4Op::DelService(k) if k.backend_slot > 0));
+        .position(|o| matches!(o, LbOp::DelService(k) if k.backend_slot > 0));
     let last_master = ops
         .iter()
-        .rposition(|o| matches!(o, Lb4Op::DelService(k) if k.backend_slot == 0));
+        .rposition(|o| matches!(o, LbOp::DelService(k) if k.backend_slot == 0));
     assert!(last_master < first_slot, "{ops:#?}");
     apply(&mut held, &ops);
     assert_eq!(held, Lb4Tables::default());
@@ -300,9 +304,9 @@ fn one_backend_change_at_10k_services_writes_that_service_only() {
     let addr = |b: &Lb4Backend| Ipv4Addr::from(u32::from_be(b.address));
     for op in &ops {
         match op {
-            Lb4Op::PutService(k, _) => assert!(mine(k.address) && k.backend_slot == 4, "{op:?}"),
-            Lb4Op::PutBackend(_, b) => assert_eq!(addr(b), came),
-            Lb4Op::DelBackend(id) => assert_eq!(addr(&held.backends[id]), gone),
+            LbOp::PutService(k, _) => assert!(mine(k.address) && k.backend_slot == 4, "{op:?}"),
+            LbOp::PutBackend(_, b) => assert_eq!(addr(b), came),
+            LbOp::DelBackend(id) => assert_eq!(addr(&held.backends[id]), gone),
             other => panic!("a write beyond the changed backend: {other:?}"),
         }
     }

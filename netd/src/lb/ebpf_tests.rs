@@ -1,33 +1,28 @@
 use super::*;
 use crate::firewall::ruleset::services::FwVip;
-use crate::kernel::bpf::Lb4Op;
+use crate::kernel::bpf::LbOp;
+use crate::kernel::bpf_types::{Lb4Key, Lb6Key};
 use crate::kernel::fake::FakeKernel;
 use crate::model::Proto;
 
-/// Maps in memory, counting writes.
-#[derive(Clone, Default)]
-struct FakeMaps(Arc<Mutex<(Lb4Tables, usize)>>);
+/// One family's maps in memory, counting writes.
+#[derive(Clone)]
+struct FakeMaps<A>(Arc<Mutex<(LbTables<A>, usize)>>);
 
-impl Lb4Maps for FakeMaps {
-    fn dump(&self) -> Result<Lb4Tables, BpfError> {
+impl<A> Default for FakeMaps<A> {
+    fn default() -> FakeMaps<A> {
+        FakeMaps(Arc::new(Mutex::new((LbTables::default(), 0))))
+    }
+}
+
+impl<A: LbAddr> LbMaps<A> for FakeMaps<A> {
+    fn dump(&self) -> Result<LbTables<A>, BpfError> {
         Ok(self.0.lock().unwrap().0.clone())
     }
-    fn apply(&mut self, ops: &[Lb4Op]) -> Result<(), BpfError> {
+    fn apply(&mut self, ops: &[LbOp<A>]) -> Result<(), BpfError> {
         let mut g = self.0.lock().unwrap();
         g.1 += ops.len();
-        for op in ops {
-            let t = &mut g.0;
-            match op {
-                Lb4Op::PutBackend(i, b) => drop(t.backends.insert(*i, *b)),
-                Lb4Op::PutReverseNat(i, r) => drop(t.reverse_nat.insert(*i, *r)),
-                Lb4Op::PutScope(k) => drop(t.scope.insert(*k)),
-                Lb4Op::PutService(k, v) => drop(t.services.insert(*k, *v)),
-                Lb4Op::DelService(k) => drop(t.services.remove(k)),
-                Lb4Op::DelScope(k) => drop(t.scope.remove(k)),
-                Lb4Op::DelReverseNat(i) => drop(t.reverse_nat.remove(i)),
-                Lb4Op::DelBackend(i) => drop(t.backends.remove(i)),
-            }
-        }
+        ebpf_plan::apply(&mut g.0, ops);
         Ok(())
     }
 }
@@ -57,8 +52,64 @@ fn web(backends: &[&str], ingress: bool) -> FwService {
     }
 }
 
-fn lb(maps: &FakeMaps, k: Arc<FakeKernel>) -> EbpfLb {
-    EbpfLb::with_maps(k, Box::new(maps.clone()), 7, Box::new(|_| Ok(42))).unwrap()
+fn lb(maps: &FakeMaps<u32>, k: Arc<FakeKernel>) -> EbpfLb {
+    lb2(maps, &FakeMaps::default(), k)
+}
+
+fn lb2(v4: &FakeMaps<u32>, v6: &FakeMaps<[u32; 4]>, k: Arc<FakeKernel>) -> EbpfLb {
+    EbpfLb::with_maps(
+        k,
+        (Box::new(v4.clone()), Box::new(v6.clone())),
+        7,
+        Box::new(|_| Ok(42)),
+    )
+    .unwrap()
+}
+
+/// A service with an IPv4 VIP on one network and an IPv6 VIP on another: each family's
+/// maps get its VIP with its own backends, and a change of the IPv6 backends writes
+/// only the IPv6 maps.
+#[test]
+fn each_family_has_its_maps() {
+    let (m4, m6) = (FakeMaps::default(), FakeMaps::default());
+    let l = lb2(&m4, &m6, Arc::new(FakeKernel::default()));
+    let mut s = web(&["10.0.0.2"], false);
+    s.vips.push(FwVip {
+        network: "n6".into(),
+        vip: "fd00:6::c8".parse().unwrap(),
+        backends: vec!["fd00:6::2".parse().unwrap(), "10.0.6.2".parse().unwrap()],
+        bridge: "netd-n6".into(),
+    });
+    let a = vec![s.clone()];
+    l.set_members(&[("n6".into(), "/proc/self/ns/net".into())]);
+    l.sync_full(&a).unwrap();
+    let (t4, t6) = (m4.0.lock().unwrap().0.clone(), m6.0.lock().unwrap().0.clone());
+    let k4 = Lb4Key::new("10.0.0.200".parse().unwrap(), 80, 6, 0);
+    let k6 = Lb6Key::new("fd00:6::c8".parse().unwrap(), 80, 6, 0);
+    assert_eq!(t4.services[&k4].count, 1);
+    assert_eq!(t4.services.len(), 2, "the IPv4 VIP's master and slot only");
+    assert_eq!(t4.backends.len(), 1);
+    assert_eq!(
+        t6.services[&k6].count, 1,
+        "the IPv4 backend is not the IPv6 VIP's"
+    );
+    assert_eq!(t6.services.len(), 2);
+    let be6 = t6.backends.values().next().unwrap();
+    assert_eq!(
+        be6.address.ip(),
+        "fd00:6::2".parse::<std::net::Ipv6Addr>().unwrap()
+    );
+    assert_eq!(u16::from_be(be6.port), 8080);
+    assert_eq!(t6.reverse_nat.values().next().unwrap().address, k6.address);
+    assert_eq!(t6.scope.len(), 2, "n6's member and the host");
+    assert_eq!(t4.scope.len(), 1, "the host (n has no member)");
+    let mut b = a.clone();
+    b[0].vips[1].backends.push("fd00:6::3".parse().unwrap());
+    let (w4, w6) = (m4.0.lock().unwrap().1, m6.0.lock().unwrap().1);
+    l.sync_diff(&a, &b).unwrap();
+    assert_eq!(m4.0.lock().unwrap().1, w4, "the IPv4 maps were written");
+    assert_eq!(m6.0.lock().unwrap().1 - w6, 3, "backend, slot, master");
+    assert_eq!(m6.0.lock().unwrap().0.services[&k6].count, 2);
 }
 
 /// A backend change writes its entries only; a restart over the same maps writes

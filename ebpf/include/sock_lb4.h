@@ -22,6 +22,50 @@ static __always_inline __u8 sock_proto(struct bpf_sock_addr *ctx)
 	return ctx->type == NETD_SOCK_DGRAM ? IPPROTO_UDP : IPPROTO_TCP;
 }
 
+/* What both families do once a service entry `svc` is found at `key`: 0 when this
+ * namespace may not use it (isolation: only namespaces on the VIP's network, and the
+ * host, see it; everyone else reaches the plain address, as without netd); else the
+ * id of the backend chosen (the client's affinity while it lasts, else a random slot,
+ * `*slot` being `key`'s slot field), or NETD_REFUSE for a service without backends.
+ * `backends` is only asked whether an affine backend still exists. */
+#define NETD_REFUSE 0xffffffff
+
+static __always_inline __u32 lb_select(struct bpf_sock_addr *ctx, struct lb4_service *svc, void *services,
+				       void *key, __u16 *slot, void *scope, void *backends, void *affinity)
+{
+	struct lb4_scope_key sk = {
+		.netns_cookie = bpf_get_netns_cookie(ctx),
+		.net_id = svc->net_id,
+	};
+	if (!bpf_map_lookup_elem(scope, &sk))
+		return 0;
+	/* No backend: refuse at once instead of letting the SYN time out. */
+	if (svc->count == 0)
+		return NETD_REFUSE;
+	__u32 timeout = svc->affinity_secs;
+	struct lb4_affinity_key ak = { .netns_cookie = sk.netns_cookie, .rev_nat_index = svc->rev_nat_index };
+	__u64 now = bpf_ktime_get_ns();
+	__u32 id = 0;
+	if (timeout) {
+		struct lb4_affinity *a = bpf_map_lookup_elem(affinity, &ak);
+		if (a && now - a->last_used_ns <= (__u64)timeout * NS_PER_SEC &&
+		    bpf_map_lookup_elem(backends, &a->backend_id))
+			id = a->backend_id;
+	}
+	if (!id) {
+		*slot = (bpf_get_prandom_u32() % svc->count) + 1;
+		struct lb4_service *e = bpf_map_lookup_elem(services, key);
+		if (!e)
+			return 0;
+		id = e->backend_id;
+	}
+	if (timeout) {
+		struct lb4_affinity a = { .backend_id = id, .last_used_ns = now };
+		bpf_map_update_elem(affinity, &ak, &a, BPF_ANY);
+	}
+	return id;
+}
+
 /* *addr:*port a VIP of this namespace's networks: rewritten to a backend (the reverse
  * entry written), 1. Not a VIP here: unchanged, 1. No backend: 0 (refuse, retval set). */
 static __always_inline int lb4_fwd(struct bpf_sock_addr *ctx, __u32 *addr, __u16 *port)
@@ -34,46 +78,16 @@ static __always_inline int lb4_fwd(struct bpf_sock_addr *ctx, __u32 *addr, __u16
 	struct lb4_service *svc = bpf_map_lookup_elem(&netd_lb4_services, &key);
 	if (!svc)
 		return 1;
-	/* Isolation: only namespaces on the VIP's network (and the host) see it;
-	 * everyone else reaches the plain address, as without netd. */
-	struct lb4_scope_key sk = {
-		.netns_cookie = bpf_get_netns_cookie(ctx),
-		.net_id = svc->net_id,
-	};
-	if (!bpf_map_lookup_elem(&netd_lb4_scope, &sk))
-		return 1;
-	if (svc->count == 0) {
-		/* No backend: refuse at once instead of letting the SYN time out. */
+	__u16 rev = svc->rev_nat_index;
+	__u32 id = lb_select(ctx, svc, &netd_lb4_services, &key, &key.backend_slot, &netd_lb4_scope,
+			     &netd_lb4_backends, &netd_lb4_affinity);
+	if (id == NETD_REFUSE) {
 		bpf_set_retval(-NETD_ECONNREFUSED);
 		return 0;
 	}
-	__u16 rev = svc->rev_nat_index;
-	__u32 timeout = svc->affinity_secs;
-	__u32 backend_id = 0;
-	struct lb4_backend *be = 0;
-	struct lb4_affinity_key ak = { .netns_cookie = sk.netns_cookie, .rev_nat_index = rev };
-	__u64 now = bpf_ktime_get_ns();
-	if (timeout) {
-		struct lb4_affinity *a = bpf_map_lookup_elem(&netd_lb4_affinity, &ak);
-		if (a && now - a->last_used_ns <= (__u64)timeout * NS_PER_SEC) {
-			backend_id = a->backend_id;
-			be = bpf_map_lookup_elem(&netd_lb4_backends, &backend_id);
-		}
-	}
-	if (!be) {
-		key.backend_slot = (bpf_get_prandom_u32() % svc->count) + 1;
-		struct lb4_service *slot = bpf_map_lookup_elem(&netd_lb4_services, &key);
-		if (!slot)
-			return 1;
-		backend_id = slot->backend_id;
-		be = bpf_map_lookup_elem(&netd_lb4_backends, &backend_id);
-		if (!be)
-			return 1;
-	}
-	if (timeout) {
-		struct lb4_affinity a = { .backend_id = backend_id, .last_used_ns = now };
-		bpf_map_update_elem(&netd_lb4_affinity, &ak, &a, BPF_ANY);
-	}
+	struct lb4_backend *be = id ? bpf_map_lookup_elem(&netd_lb4_backends, &id) : 0;
+	if (!be)
+		return 1;
 	struct lb4_reverse_sk_key rk = {
 		.cookie = bpf_get_socket_cookie(ctx),
 		.address = be->address,

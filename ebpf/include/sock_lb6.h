@@ -50,43 +50,16 @@ static __always_inline int lb6_fwd(struct bpf_sock_addr *ctx, struct ip6 *addr, 
 	struct lb4_service *svc = bpf_map_lookup_elem(&netd_lb6_services, &key);
 	if (!svc)
 		return 1;
-	struct lb4_scope_key sk = {
-		.netns_cookie = bpf_get_netns_cookie(ctx),
-		.net_id = svc->net_id,
-	};
-	if (!bpf_map_lookup_elem(&netd_lb6_scope, &sk))
-		return 1;
-	if (svc->count == 0) {
+	__u16 rev = svc->rev_nat_index;
+	__u32 id = lb_select(ctx, svc, &netd_lb6_services, &key, &key.backend_slot, &netd_lb6_scope,
+			     &netd_lb6_backends, &netd_lb6_affinity);
+	if (id == NETD_REFUSE) {
 		bpf_set_retval(-NETD_ECONNREFUSED);
 		return 0;
 	}
-	__u16 rev = svc->rev_nat_index;
-	__u32 timeout = svc->affinity_secs;
-	__u32 backend_id = 0;
-	struct lb6_backend *be = 0;
-	struct lb4_affinity_key ak = { .netns_cookie = sk.netns_cookie, .rev_nat_index = rev };
-	__u64 now = bpf_ktime_get_ns();
-	if (timeout) {
-		struct lb4_affinity *a = bpf_map_lookup_elem(&netd_lb6_affinity, &ak);
-		if (a && now - a->last_used_ns <= (__u64)timeout * NS_PER_SEC) {
-			backend_id = a->backend_id;
-			be = bpf_map_lookup_elem(&netd_lb6_backends, &backend_id);
-		}
-	}
-	if (!be) {
-		key.backend_slot = (bpf_get_prandom_u32() % svc->count) + 1;
-		struct lb4_service *slot = bpf_map_lookup_elem(&netd_lb6_services, &key);
-		if (!slot)
-			return 1;
-		backend_id = slot->backend_id;
-		be = bpf_map_lookup_elem(&netd_lb6_backends, &backend_id);
-		if (!be)
-			return 1;
-	}
-	if (timeout) {
-		struct lb4_affinity a = { .backend_id = backend_id, .last_used_ns = now };
-		bpf_map_update_elem(&netd_lb6_affinity, &ak, &a, BPF_ANY);
-	}
+	struct lb6_backend *be = id ? bpf_map_lookup_elem(&netd_lb6_backends, &id) : 0;
+	if (!be)
+		return 1;
 	struct lb6_reverse_sk_key rk = { .cookie = bpf_get_socket_cookie(ctx), .port = be->port };
 	copy6(rk.address, be->address);
 	struct lb6_reverse_sk rv = { .port = *port, .rev_nat_index = rev };

@@ -58,6 +58,35 @@ mod socket_lb {
         v["vips"]["n"].as_str().expect("a VIP on n").to_string()
     }
 
+    /// Conntrack in the host namespace (the bridge passes the flows to it,
+    /// nf_call_iptables), listed with `filter`, holds a flow to one of `backends` and no
+    /// entry that names `vip` or NAT. Skips the test (false) without conntrack(8).
+    fn flow_has_no_nat(h: &Host, filter: &[&str], backends: &[String], vip: &str) -> bool {
+        let ct = run(std::process::Command::new("nsenter")
+            .arg(format!("--net={}", h.netns().display()))
+            .args(["conntrack", "-L"])
+            .args(filter));
+        if !ct.ok() && ct.stderr.contains("not found") {
+            skip(&this_test(), "conntrack(8) missing (scripts/install-deps.sh)");
+            return false;
+        }
+        println!("{}", ct.stdout);
+        assert!(
+            backends.iter().any(|b| ct.stdout.contains(&format!("dst={b}"))),
+            "flow not seen: {}",
+            ct.stdout
+        );
+        assert!(
+            !ct.stdout.contains(vip),
+            "a conntrack entry names the VIP: {}",
+            ct.stdout
+        );
+        for l in ct.stdout.lines() {
+            assert!(!l.contains("[DNAT]") && !l.contains("[SNAT]"), "NAT entry: {l}");
+        }
+        true
+    }
+
     /// The client sees the VIP as its peer (getpeername, recvfrom) while the packets
     /// go to the backend itself: conntrack holds the flow with no NAT and no VIP.
     #[test]
@@ -81,28 +110,7 @@ mod socket_lb {
         assert_eq!(from, udp_at, "recvfrom() shows the backend");
         assert!(roundtrip(&mut flow, "x\n"));
         let backend = h.ip("a", "n");
-        // The bridge passes the flow to conntrack in the host namespace (nf_call_iptables).
-        let ct = run(std::process::Command::new("nsenter")
-            .arg(format!("--net={}", h.netns().display()))
-            .args(["conntrack", "-L", "-p", "tcp", "--dport", "9000"]));
-        if !ct.ok() && ct.stderr.contains("not found") {
-            skip(&this_test(), "conntrack(8) missing (scripts/install-deps.sh)");
-            return;
-        }
-        println!("{}", ct.stdout);
-        assert!(
-            ct.stdout.contains(&format!("dst={backend}")),
-            "flow not seen: {}",
-            ct.stdout
-        );
-        assert!(
-            !ct.stdout.contains(&vip),
-            "a conntrack entry names the VIP: {}",
-            ct.stdout
-        );
-        for l in ct.stdout.lines() {
-            assert!(!l.contains("[DNAT]") && !l.contains("[SNAT]"), "NAT entry: {l}");
-        }
+        flow_has_no_nat(&h, &["-p", "tcp", "--dport", "9000"], &[backend], &vip);
     }
 
     /// kill -9 of the daemon and a restart drop no established connection (the
@@ -126,8 +134,8 @@ mod socket_lb {
 
     /// An IPv6 VIP goes through the IPv6 hooks and maps (connect6, sendmsg6, recvmsg6,
     /// getpeername6): balanced over the backends' IPv6 addresses, the client sees the
-    /// VIP, conntrack holds no NAT, a network the service is not on does not reach it
-    /// and a VIP with no backend refuses at once. An AF_INET6 socket reaches an IPv4
+    /// VIP, conntrack holds no NAT, a network the service is not on does not reach it,
+    /// a VIP with no backend refuses at once and client affinity holds. An AF_INET6 socket reaches an IPv4
     /// VIP through its IPv4-mapped address, as dual-stack applications (Java's
     /// default) do.
     #[test]
@@ -211,26 +219,14 @@ mod socket_lb {
         assert_eq!(peers, BTreeSet::from([at]), "getpeername() shows the VIP");
         assert_eq!(udp.0, at, "recvfrom() shows the VIP");
         assert!(udp.1 == "b1" || udp.1 == "b2", "{udp:?}");
-        let ct = run(std::process::Command::new("nsenter")
-            .arg(format!("--net={}", h.netns().display()))
-            .args(["conntrack", "-L", "-f", "ipv6", "-p", "tcp", "--dport", "8080"]));
-        if !ct.ok() && ct.stderr.contains("not found") {
-            skip(&this_test(), "conntrack(8) missing (scripts/install-deps.sh)");
-            return;
-        }
         let backends = [h.ip6("b1", "n6"), h.ip6("b2", "n6")];
-        assert!(
-            backends.iter().any(|b| ct.stdout.contains(&format!("dst={b}"))),
-            "flow not seen: {}",
-            ct.stdout
-        );
-        assert!(
-            !ct.stdout.contains("fd00:91::c8"),
-            "a conntrack entry names the VIP: {}",
-            ct.stdout
-        );
-        for l in ct.stdout.lines() {
-            assert!(!l.contains("[DNAT]") && !l.contains("[SNAT]"), "NAT entry: {l}");
+        if !flow_has_no_nat(
+            &h,
+            &["-f", "ipv6", "-p", "tcp", "--dport", "8080"],
+            &backends,
+            "fd00:91::c8",
+        ) {
+            return;
         }
         // Isolation: a sandbox on another network is not balanced (its connection goes to
         // the plain address, which nothing serves).
@@ -253,6 +249,36 @@ mod socket_lb {
             "{refused:?}"
         );
         assert!(refused.1 < Duration::from_millis(500), "{refused:?}");
+        // Client affinity: every connection of the client lands on one backend.
+        h.ctl(&[
+            "service",
+            "create",
+            "sticky6",
+            "--network",
+            "n6",
+            "--selector",
+            "app=web6",
+            "--port",
+            "81:8080",
+            "--session-affinity",
+            "client-ip",
+            "--vip",
+            "n6=fd00:91::ca",
+        ]);
+        let sticky = SocketAddr::V6(SocketAddrV6::new("fd00:91::ca".parse().unwrap(), 81, 0, 0));
+        let stuck = netd::kernel::probe::in_netns(Some(&h.sb("c6")), move || {
+            let mut names = BTreeSet::new();
+            for _ in 0..20 {
+                let mut s = TcpStream::connect_timeout(&sticky, Duration::from_secs(1))?;
+                s.set_read_timeout(Some(Duration::from_secs(1)))?;
+                let mut name = String::new();
+                s.read_to_string(&mut name)?;
+                names.insert(name.trim().to_string());
+            }
+            Ok(names)
+        })
+        .expect("connect through the sticky IPv6 VIP");
+        assert_eq!(stuck.len(), 1, "affinity did not hold: {stuck:?}");
 
         // IPv4 VIP through an AF_INET6 socket (::ffff:VIP): TCP and UDP, with the mapped
         // VIP as the peer.

@@ -58,6 +58,29 @@ mod socket_lb {
         v["vips"]["n"].as_str().expect("a VIP on n").to_string()
     }
 
+    /// From sandbox `sb`: a TCP connection to `tcp_at` and a datagram to `udp_at` (from
+    /// a socket of `udp_at`'s family), answered. Returns the connection's peer as
+    /// getpeername() gives it, the connection, and the reply's source as recvfrom()
+    /// gives it.
+    fn peers_seen(
+        h: &Host,
+        sb: &str,
+        tcp_at: SocketAddr,
+        udp_at: SocketAddr,
+    ) -> (SocketAddr, TcpStream, SocketAddr) {
+        netd::kernel::probe::in_netns(Some(&h.sb(sb)), move || {
+            let s = TcpStream::connect_timeout(&tcp_at, Duration::from_secs(1))?;
+            s.set_read_timeout(Some(Duration::from_secs(1)))?;
+            let u = UdpSocket::bind(if udp_at.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" })?;
+            u.set_read_timeout(Some(Duration::from_secs(1)))?;
+            u.send_to(b"hi", udp_at)?;
+            let mut buf = [0u8; 64];
+            let (_, from) = u.recv_from(&mut buf)?;
+            Ok((s.peer_addr()?, s, from))
+        })
+        .unwrap_or_else(|e| panic!("connect through {tcp_at} and {udp_at}: {e}"))
+    }
+
     /// Conntrack in the host namespace (the bridge passes the flows to it,
     /// nf_call_iptables), listed with `filter`, holds a flow to one of `backends` and no
     /// entry that names `vip` or NAT. Skips the test (false) without conntrack(8).
@@ -95,17 +118,7 @@ mod socket_lb {
         let vip = vip(&h);
         let at: SocketAddr = format!("{vip}:90").parse().unwrap();
         let udp_at: SocketAddr = format!("{vip}:80").parse().unwrap();
-        let (peer, mut flow, from) = netd::kernel::probe::in_netns(Some(&h.sb("client")), move || {
-            let s = TcpStream::connect_timeout(&at, Duration::from_secs(1))?;
-            s.set_read_timeout(Some(Duration::from_secs(1)))?;
-            let u = UdpSocket::bind("0.0.0.0:0")?;
-            u.set_read_timeout(Some(Duration::from_secs(1)))?;
-            u.send_to(b"hi", udp_at)?;
-            let mut buf = [0u8; 64];
-            let (_, from) = u.recv_from(&mut buf)?;
-            Ok((s.peer_addr()?, s, from))
-        })
-        .expect("connect through the VIP");
+        let (peer, mut flow, from) = peers_seen(&h, "client", at, udp_at);
         assert_eq!(peer, at, "getpeername() shows the backend");
         assert_eq!(from, udp_at, "recvfrom() shows the backend");
         assert!(roundtrip(&mut flow, "x\n"));
@@ -285,17 +298,7 @@ mod socket_lb {
         let vip4: Ipv4Addr = vip(&h).parse().unwrap();
         let m = |port| SocketAddr::V6(SocketAddrV6::new(vip4.to_ipv6_mapped(), port, 0, 0));
         let (tcp_m, udp_m) = (m(90), m(80));
-        let (peer, mut flow, from) = netd::kernel::probe::in_netns(Some(&h.sb("client")), move || {
-            let s = TcpStream::connect_timeout(&tcp_m, Duration::from_secs(1))?;
-            s.set_read_timeout(Some(Duration::from_secs(1)))?;
-            let u = UdpSocket::bind("[::]:0")?;
-            u.set_read_timeout(Some(Duration::from_secs(1)))?;
-            u.send_to(b"hi", udp_m)?;
-            let mut buf = [0u8; 64];
-            let (_, from) = u.recv_from(&mut buf)?;
-            Ok((s.peer_addr()?, s, from))
-        })
-        .expect("connect through the IPv4-mapped VIP");
+        let (peer, mut flow, from) = peers_seen(&h, "client", tcp_m, udp_m);
         assert_eq!(peer, tcp_m, "getpeername() shows the mapped VIP");
         assert_eq!(from, udp_m, "recvfrom() shows the mapped VIP");
         assert!(roundtrip(&mut flow, "mapped\n"));

@@ -115,11 +115,37 @@ fn fw_services(n: usize) -> Vec<FwService> {
         .collect()
 }
 
-/// `svcs` with the last backend of service `n/2` replaced by a new address.
+/// The IPv6 twin of an IPv4 address of the bench: the four bytes at the end of
+/// fd00:99::/96, so every IPv4 layout has an IPv6 one on one prefix.
+fn six(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => IpAddr::V6(std::net::Ipv6Addr::from(
+            (0xfd00_0099_u128 << 96) | u128::from(u32::from(a)),
+        )),
+        v6 => v6,
+    }
+}
+
+/// `svcs` with every VIP and backend moved to its IPv6 twin (`six`).
+fn services_v6(svcs: Vec<FwService>) -> Vec<FwService> {
+    let mut out = svcs;
+    for v in out.iter_mut().flat_map(|s| s.vips.iter_mut()) {
+        v.vip = six(v.vip);
+        for b in &mut v.backends {
+            *b = six(*b);
+        }
+    }
+    out
+}
+
+/// `svcs` with the last backend of service `n/2` replaced by a new address (of the
+/// VIP's family).
 fn changed(svcs: &[FwService]) -> Vec<FwService> {
     let mut out = svcs.to_vec();
     let i = out.len() / 2;
-    out[i].vips[0].backends[BACKENDS - 1] = backend(i, BACKENDS);
+    let b = backend(i, BACKENDS);
+    let v = &mut out[i].vips[0];
+    v.backends[BACKENDS - 1] = if v.vip.is_ipv6() { six(b) } else { b };
     out
 }
 
@@ -643,7 +669,8 @@ mod datapath {
     fn serve(ns: PathBuf, stop: Arc<AtomicBool>) -> anyhow::Result<std::thread::JoinHandle<()>> {
         let (tx, rx) = std::sync::mpsc::channel();
         let h = std::thread::spawn(move || {
-            let l = enter(&ns).and_then(|()| Ok(TcpListener::bind("0.0.0.0:8080")?));
+            // [::] takes IPv4 too (v6only off): the IPv6 rows use the same servers.
+            let l = enter(&ns).and_then(|()| Ok(TcpListener::bind("[::]:8080")?));
             let l = match l {
                 Ok(l) => {
                     let _ = tx.send(Ok(()));
@@ -841,7 +868,7 @@ mod datapath {
         rig.nft.run(&services::full(&svcs).to_string())?;
         let mut nft = Tally::default();
         for r in 0..rounds {
-            nft.round_to(&out.path(), to, dur, r % 2 == 0)
+            nft.round_to(&out.path(), to, direct(), dur, r % 2 == 0)
                 .context("published port, nftables")?;
         }
         rig.nft.run("delete table inet netd")?;
@@ -871,7 +898,7 @@ mod datapath {
         }
         let mut tc = Tally::default();
         for r in 0..rounds {
-            tc.round_to(out, to, dur, r % 2 == 0)?;
+            tc.round_to(out, to, direct(), dur, r % 2 == 0)?;
         }
         nft.row("pub nft", "");
         let ratio = tc.vip_rate() / nft.vip_rate();
@@ -913,15 +940,20 @@ mod datapath {
                 "set -e; ip -n {h} link set lo up; ip netns exec {h} sysctl -qw net.ipv4.ip_forward=1
                  ip -n {h} link add {BR} type bridge nf_call_iptables 1
                  ip -n {h} addr add 10.99.0.1/24 dev {BR}; ip -n {h} addr add {VIP}/32 dev {BR}
-                 ip -n {h} link set {BR} up"
+                 ip -n {h} addr add {}/96 dev {BR} nodad; ip -n {h} addr add {}/128 dev {BR} nodad
+                 ip -n {h} link set {BR} up",
+                six("10.99.0.1".parse()?),
+                six(VIP.parse()?),
             ))?;
             let attach = |ns: &Ns, ip: &str, i: usize| {
                 sh(&format!(
                     "set -e; ip -n {h} link add ndsvcv{i} type veth peer name eth0 netns {n}
                      ip -n {h} link set ndsvcv{i} master {BR} up
-                     ip -n {n} link set lo up; ip -n {n} addr add {ip}/24 dev eth0; ip -n {n} link set eth0 up
+                     ip -n {n} link set lo up; ip -n {n} addr add {ip}/24 dev eth0
+                     ip -n {n} addr add {ip6}/96 dev eth0 nodad; ip -n {n} link set eth0 up
                      ip -n {n} route add default via 10.99.0.1",
-                    n = ns.0
+                    n = ns.0,
+                    ip6 = six(ip.parse().map_err(|e| anyhow::anyhow!("{ip}: {e}"))?),
                 ))
             };
             for (i, (ns, ip)) in backends.iter().zip(BACKENDS).enumerate() {
@@ -942,8 +974,9 @@ mod datapath {
                 stop,
                 nft,
             };
-            // Warm up ARP and conntrack before anything is timed.
+            // Warm up ARP, neighbour discovery and conntrack before anything is timed.
             let _ = load(&rig.client.path(), direct(), 1, Duration::from_millis(200))?;
+            let _ = load(&rig.client.path(), direct6(), 1, Duration::from_millis(200))?;
             Ok(rig)
         }
 
@@ -985,6 +1018,14 @@ mod datapath {
         SocketAddr::new(BACKENDS[0].parse().unwrap(), 8080)
     }
 
+    fn vip6() -> SocketAddr {
+        SocketAddr::new(six(VIP.parse().unwrap()), 80)
+    }
+
+    fn direct6() -> SocketAddr {
+        SocketAddr::new(six(BACKENDS[0].parse().unwrap()), 8080)
+    }
+
     /// CPU time the whole machine spent busy so far (user, system, interrupts, steal;
     /// all CPUs), from /proc/stat, in nanoseconds.
     fn cpu_busy_ns() -> f64 {
@@ -1022,20 +1063,22 @@ mod datapath {
         /// says (alternated by the caller, so a drift of the machine within a round
         /// weighs on both sides alike).
         fn round(&mut self, client: &Path, dur: Duration, vip_first: bool) -> anyhow::Result<()> {
-            self.round_to(client, vip(), dur, vip_first)
+            self.round_to(client, vip(), direct(), dur, vip_first)
         }
 
-        /// `round` through `to` (a VIP or a published port) instead of the VIP.
+        /// `round` through `to` (a VIP or a published port) instead of the VIP, against
+        /// `direct` (a backend).
         fn round_to(
             &mut self,
             client: &Path,
             to: SocketAddr,
+            direct: SocketAddr,
             dur: Duration,
             vip_first: bool,
         ) -> anyhow::Result<()> {
             for through_vip in [vip_first, !vip_first] {
                 let cpu0 = cpu_busy_ns();
-                let (r, l) = load(client, if through_vip { to } else { direct() }, 2, dur)?;
+                let (r, l) = load(client, if through_vip { to } else { direct }, 2, dur)?;
                 let cpu = (cpu_busy_ns() - cpu0) / l.len().max(1) as f64;
                 if through_vip {
                     self.vip_rates.push(r);
@@ -1172,37 +1215,52 @@ mod datapath {
         );
 
         // The same service sets on the eBPF datapath (nftables' VIP rules gone), on the
-        // first rig, in alternating rounds with direct again.
+        // first rig, in alternating rounds with direct again; then again with IPv6 VIPs
+        // and backends (`services_v6`: the IPv6 maps and programs, connect6), against
+        // direct over IPv6.
         let rig = &rigs[0];
         for nft_rig in &rigs {
             nft_rig.nft.run("delete table inet netd").ok();
         }
-        for (c, &n) in counts.iter().enumerate() {
-            let (lb, full, changes) = ebpf_lb(&rig.host.path(), &rig.client.path(), services(n))?;
-            let (_, l) = load(&rig.client.path(), vip(), 1, Duration::from_millis(300))?;
-            if l.is_empty() {
-                bail!("no connection through the VIP (ebpf)");
+        for v6 in [false, true] {
+            let (to, direct, fam) = if v6 {
+                (vip6(), direct6(), "6")
+            } else {
+                (vip(), direct(), "")
+            };
+            for (c, &n) in counts.iter().enumerate() {
+                let svcs = if v6 { services_v6(services(n)) } else { services(n) };
+                let (lb, full, changes) = ebpf_lb(&rig.host.path(), &rig.client.path(), svcs)?;
+                let (_, l) = load(&rig.client.path(), to, 1, Duration::from_millis(300))?;
+                if l.is_empty() {
+                    bail!("no connection through the VIP {to} (ebpf)");
+                }
+                let mut t = Tally::default();
+                for r in 0..rounds {
+                    t.round_to(&rig.client.path(), to, direct, dur, r % 2 == 0)?;
+                }
+                // nftables was measured over IPv4 only.
+                let vs_nft = if v6 {
+                    String::new()
+                } else {
+                    format!("; ebpf/nftables {:.2}×", t.vip_rate() / nft_rates[c])
+                };
+                t.row(
+                    &format!("{n} ebpf{fam}"),
+                    &format!(
+                        "   ebpf: full load {:.0} ms, one backend change {:.3} ms (median of {}; first {:.3} ms, max {:.3} ms){vs_nft}",
+                        ms(full),
+                        ms(median(changes.clone())),
+                        changes.len(),
+                        ms(changes[0]),
+                        ms(changes.iter().copied().max().unwrap_or_default()),
+                    ),
+                );
+                drop(lb);
+                let pins =
+                    netd::kernel::bpf::pin_dir_for(Path::new(netd::kernel::bpf::PIN_ROOT), &rig.host.path())?;
+                netd::kernel::bpf::remove_pins(&pins)?;
             }
-            let mut t = Tally::default();
-            for r in 0..rounds {
-                t.round(&rig.client.path(), dur, r % 2 == 0)?;
-            }
-            t.row(
-                &format!("{n} ebpf"),
-                &format!(
-                    "   ebpf: full load {:.0} ms, one backend change {:.3} ms (median of {}; first {:.3} ms, max {:.3} ms); ebpf/nftables {:.2}×",
-                    ms(full),
-                    ms(median(changes.clone())),
-                    changes.len(),
-                    ms(changes[0]),
-                    ms(changes.iter().copied().max().unwrap_or_default()),
-                    t.vip_rate() / nft_rates[c]
-                ),
-            );
-            drop(lb);
-            let pins =
-                netd::kernel::bpf::pin_dir_for(Path::new(netd::kernel::bpf::PIN_ROOT), &rig.host.path())?;
-            netd::kernel::bpf::remove_pins(&pins)?;
         }
         // Published port 8088 from an outside namespace: nftables, then the routing mesh.
         println!("published port from outside (VIP columns: the published port):");

@@ -6,7 +6,8 @@
 //! the underlay's − 50 − 40 and a datagram of exactly that size crosses unfragmented
 //! while one byte more is refused; a flow loses nothing across three key rotations;
 //! VXLAN injected without protection is dropped; and a node that left the cluster can
-//! no longer send. Here (no ESP) the refusal runs: one line, nothing stored.
+//! no longer send, and the others move to a key it never saw. Here (no ESP) the refusal
+//! runs: one line, nothing stored.
 
 use std::collections::BTreeSet;
 use std::net::UdpSocket;
@@ -349,6 +350,16 @@ fn ipsec_end_to_end() {
     );
     std::thread::sleep(Duration::from_secs(1));
     assert!(!c.node(2).ping("s3", &e1), "s3 reaches s1 after leaving");
+    // It knew the keys: h1 and h2 move to a key it never saw (epoch 5), and still talk.
+    assert!(
+        eventually(30, || inspect(c.node(0), "ove")["encryption"]["key_epoch"] == 5),
+        "no new key after h3 left: {}",
+        diag(&c)
+    );
+    assert!(
+        eventually(10, || c.node(0).ping("s1", &e2)),
+        "s1 no longer reaches s2 with the new key"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

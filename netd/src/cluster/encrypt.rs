@@ -256,23 +256,39 @@ impl<S: ClusterStore> Agent<S> {
                 .await?;
             st.acked = Some((ring.version, lease));
         }
+        let names: BTreeSet<String> = nodes.iter().map(|n| n.name.clone()).collect();
         if ring.pending() {
-            let names: BTreeSet<String> = nodes.iter().map(|n| n.name.clone()).collect();
             let acks = self.store.ipsec_acks().await?;
             if let Some(next) = ring.promote(&names, &acks) {
                 if self.store.replace_ipsec_ring(Some(ring), &next).await? {
                     tracing::info!(epoch = next.primary, keys = ?next.keys.iter().map(|k| k.epoch).collect::<Vec<_>>(), "cluster: IPsec key promoted: every node accepts it, it sends now");
                 }
+                return Ok(());
             }
-        } else if ring.due(now(), self.cfg.key_rotation_s) {
-            if let Some(next) = ring.begin_rotation(now()) {
-                if self.store.replace_ipsec_ring(Some(ring), &next).await? {
-                    tracing::info!(
-                        epoch = next.newest(),
-                        "cluster: IPsec key rotation started (timer)"
-                    );
+        } else {
+            // A node that left still knows the keys: new ones, as on the timer.
+            let left = ring.left(&names);
+            if !left.is_empty() || ring.due(now(), self.cfg.key_rotation_s) {
+                if let Some(next) = ring.begin_rotation(now(), &names) {
+                    if self.store.replace_ipsec_ring(Some(ring), &next).await? {
+                        let why = if left.is_empty() {
+                            "timer"
+                        } else {
+                            "a node that held the keys left"
+                        };
+                        tracing::info!(
+                            epoch = next.newest(),
+                            ?left,
+                            "cluster: IPsec key rotation started ({why})"
+                        );
+                    }
+                    return Ok(());
                 }
             }
+        }
+        // Nodes that joined can read the newest key now: they hold it.
+        if let Some(next) = ring.with_holders(&names) {
+            self.store.replace_ipsec_ring(Some(ring), &next).await?;
         }
         Ok(())
     }
@@ -320,7 +336,8 @@ impl<S: ClusterStore> Agent<S> {
         let ring = self.store.ipsec_ring().await?.ok_or_else(|| {
             ClusterError::NotFound("no IPsec keys yet: the cluster has no encrypted overlay network".into())
         })?;
-        let target = match ring.begin_rotation(now()) {
+        let names: BTreeSet<String> = self.store.nodes().await?.into_iter().map(|n| n.name).collect();
+        let target = match ring.begin_rotation(now(), &names) {
             Some(next) => {
                 if !self.store.replace_ipsec_ring(Some(&ring), &next).await? {
                     return Err(ClusterError::Conflict(

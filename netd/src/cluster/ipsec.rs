@@ -133,6 +133,11 @@ pub struct KeyRing {
     pub version: u64,
     /// Unix seconds of the last new key.
     pub rotated: u64,
+    /// The nodes that could read the newest key: registered when it was made or since.
+    /// One that is no longer registered still knows the keys, so the ring rotates
+    /// (`left`). Empty in a ring from before this field: every node then is added.
+    #[serde(default)]
+    pub holders: BTreeSet<String>,
 }
 
 /// "Node `node` has applied ring `version`" (`/netd/v1/ipsec-acks/<node>`, under the
@@ -159,6 +164,7 @@ impl KeyRing {
             primary: 1,
             version: 1,
             rotated: now,
+            holders: BTreeSet::new(),
         }
     }
 
@@ -175,9 +181,9 @@ impl KeyRing {
         self.keys.iter().find(|k| k.epoch == self.primary)
     }
 
-    /// Step 1: the ring with a new key, not yet sending. `None` while a rotation is
-    /// under way (one at a time).
-    pub fn begin_rotation(&self, now: u64) -> Option<KeyRing> {
+    /// Step 1: the ring with a new key, not yet sending, held by the nodes registered
+    /// now (`nodes`). `None` while a rotation is under way (one at a time).
+    pub fn begin_rotation(&self, now: u64, nodes: &BTreeSet<String>) -> Option<KeyRing> {
         if self.pending() {
             return None;
         }
@@ -185,6 +191,24 @@ impl KeyRing {
         r.keys.push(new_key(self.newest() + 1));
         r.version += 1;
         r.rotated = now;
+        r.holders = nodes.clone();
+        Some(r)
+    }
+
+    /// The holders of the keys that are no longer registered (`nodes`): nodes that
+    /// left, knowing the keys.
+    pub fn left(&self, nodes: &BTreeSet<String>) -> Vec<String> {
+        self.holders.difference(nodes).cloned().collect()
+    }
+
+    /// The ring with the registered `nodes` among its holders; `None` when they are
+    /// already. The version stays: the keys, and so what an ack means, do not change.
+    pub fn with_holders(&self, nodes: &BTreeSet<String>) -> Option<KeyRing> {
+        if nodes.is_subset(&self.holders) {
+            return None;
+        }
+        let mut r = self.clone();
+        r.holders.extend(nodes.iter().cloned());
         Some(r)
     }
 
@@ -423,8 +447,8 @@ mod tests {
         let nodes: BTreeSet<String> = ["h1", "h2"].iter().map(|s| s.to_string()).collect();
         let r1 = KeyRing::first(100);
         assert!(r1.promote(&nodes, &[]).is_none(), "nothing pending");
-        let r2 = r1.begin_rotation(200).unwrap();
-        assert!(r2.begin_rotation(201).is_none(), "one rotation at a time");
+        let r2 = r1.begin_rotation(200, &nodes).unwrap();
+        assert!(r2.begin_rotation(201, &nodes).is_none(), "one rotation at a time");
         assert_eq!((r2.primary, r2.newest(), r2.keys.len()), (1, 2, 2));
         let ack = |n: &str, v| RingAck {
             node: n.into(),
@@ -445,7 +469,7 @@ mod tests {
         // Three more rotations: the ring never holds more than three once promoted.
         let mut r = r3;
         for _ in 0..3 {
-            let p = r.begin_rotation(300).unwrap();
+            let p = r.begin_rotation(300, &nodes).unwrap();
             let all: Vec<RingAck> = nodes.iter().map(|n| ack(n, p.version)).collect();
             r = p.promote(&nodes, &all).unwrap();
             assert_eq!(r.keys.len(), RING);
@@ -454,13 +478,37 @@ mod tests {
         assert_eq!(r.keys.first().unwrap().epoch, r.primary - 2);
     }
 
+    /// A node that leaves knows the keys: the ring notes who could read its newest key
+    /// (those registered at the rotation and those who joined since) and names the
+    /// ones no longer registered; a new key's holders are the nodes of its rotation.
+    #[test]
+    fn a_node_that_knew_the_keys_and_left_is_named() {
+        let set = |v: &[&str]| -> BTreeSet<String> { v.iter().map(|s| s.to_string()).collect() };
+        let r = KeyRing::first(0);
+        assert!(
+            r.left(&set(&["h1"])).is_empty(),
+            "an old ring has no holders: nobody left"
+        );
+        let r = r.with_holders(&set(&["h1", "h2"])).unwrap();
+        assert!(r.with_holders(&set(&["h2"])).is_none(), "already a holder");
+        let joined = r.with_holders(&set(&["h1", "h2", "h3"])).unwrap();
+        assert_eq!(joined.version, r.version, "the keys did not change");
+        assert_eq!(joined.holders, set(&["h1", "h2", "h3"]));
+        assert_eq!(joined.left(&set(&["h1", "h2"])), vec!["h3".to_string()]);
+        let next = joined.begin_rotation(5, &set(&["h1", "h2"])).unwrap();
+        assert!(
+            next.left(&set(&["h1", "h2"])).is_empty(),
+            "h3 never saw the new key"
+        );
+    }
+
     #[test]
     fn the_timer_rotates_when_due_and_never_twice_at_once() {
         let r = KeyRing::first(1000);
         assert!(!r.due(1000 + 3599, 3600));
         assert!(r.due(1000 + 3600, 3600));
         assert!(!r.due(1_000_000, 0), "0: only when asked");
-        let p = r.begin_rotation(5000).unwrap();
+        let p = r.begin_rotation(5000, &BTreeSet::new()).unwrap();
         assert!(
             !p.due(1_000_000, 3600),
             "a rotation under way is not started again"
@@ -471,8 +519,8 @@ mod tests {
     fn a_key_change_adds_before_it_deletes() {
         let a = ip("10.9.0.1");
         let r1 = KeyRing::first(0);
-        let r2 = r1.begin_rotation(1).unwrap();
         let nodes: BTreeSet<String> = ["h1".to_string()].into();
+        let r2 = r1.begin_rotation(1, &nodes).unwrap();
         let r3 = r2
             .promote(
                 &nodes,

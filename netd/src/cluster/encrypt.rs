@@ -336,8 +336,7 @@ impl<S: ClusterStore> Agent<S> {
         let ring = self.store.ipsec_ring().await?.ok_or_else(|| {
             ClusterError::NotFound("no IPsec keys yet: the cluster has no encrypted overlay network".into())
         })?;
-        let names: BTreeSet<String> = self.store.nodes().await?.into_iter().map(|n| n.name).collect();
-        let target = match ring.begin_rotation(now(), &names) {
+        let target = match ring.begin_rotation(now(), &self.node_names().await?) {
             Some(next) => {
                 if !self.store.replace_ipsec_ring(Some(&ring), &next).await? {
                     return Err(ClusterError::Conflict(

@@ -448,7 +448,7 @@ impl<S: ClusterStore> Agent<S> {
     }
 
     /// The names of the registered nodes.
-    async fn node_names(&self) -> Result<BTreeSet<String>, ClusterError> {
+    pub(super) async fn node_names(&self) -> Result<BTreeSet<String>, ClusterError> {
         Ok(self.store.nodes().await?.into_iter().map(|n| n.name).collect())
     }
 
